@@ -1,0 +1,541 @@
+//! The canonical description of one GEMM call, in cuBLAS column-major terms.
+//!
+//! Every entry point the interposer hooks (cublasSgemm_v2 ... cublasLtMatmul) is
+//! normalised to one [`GemmCall`]. The prover writes it into the ledger; the verifier
+//! re-derives the sampling plan from it, so its byte encoding ([`GemmCall::encode`]) is
+//! part of the protocol and must never change within a protocol version.
+//!
+//! The mathematical meaning is always
+//! `D[b] = scale_d * epilogue(alpha * scale_a * scale_b * op(A[b]) op(B[b]) + beta * scale_c * C[b] + bias)`
+//! with `op(A)` m x k, `op(B)` k x n, `C`/`D` m x n, for each batch entry `b`.
+
+/// Which API entry point the application called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EntryPoint {
+    /// `cublasSgemm_v2`
+    SgemmV2 = 1,
+    /// `cublasHgemm`
+    Hgemm = 2,
+    /// `cublasGemmEx`
+    GemmEx = 3,
+    /// `cublasSgemmStridedBatched`
+    SgemmStridedBatched = 4,
+    /// `cublasGemmStridedBatchedEx`
+    GemmStridedBatchedEx = 5,
+    /// `cublasGemmBatchedEx`
+    GemmBatchedEx = 6,
+    /// `cublasGemmEx_64`
+    GemmEx64 = 7,
+    /// `cublasGemmStridedBatchedEx_64`
+    GemmStridedBatchedEx64 = 8,
+    /// `cublasGemmBatchedEx_64`
+    GemmBatchedEx64 = 9,
+    /// `cublasLtMatmul`
+    LtMatmul = 10,
+    /// `cublasSgemm_v2_64`
+    SgemmV264 = 11,
+    /// `cublasHgemmStridedBatched`
+    HgemmStridedBatched = 12,
+}
+
+/// Transpose operation applied to an input matrix (`cublasOperation_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Op {
+    /// `CUBLAS_OP_N`
+    N = 0,
+    /// `CUBLAS_OP_T`
+    T = 1,
+    /// `CUBLAS_OP_C` (the same as T for the real types audited here)
+    C = 2,
+}
+
+/// Element type of a matrix, vector or scalar in memory (`cudaDataType_t` subset).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DType {
+    /// IEEE binary32
+    F32 = 1,
+    /// IEEE binary16
+    F16 = 2,
+    /// bfloat16
+    BF16 = 3,
+    /// fp8 E4M3 (OCP "FN" variant: no infinities, one NaN pattern per sign)
+    F8E4M3 = 4,
+    /// fp8 E5M2 (IEEE-like: infinities and NaNs)
+    F8E5M2 = 5,
+    /// signed 8-bit integer
+    I8 = 6,
+    /// signed 32-bit integer
+    I32 = 7,
+    /// IEEE binary64 (scalars only)
+    F64 = 8,
+}
+
+/// Compute (accumulation) type (`cublasComputeType_t` subset, plus the legacy
+/// math-mode TF32 switch folded into [`ComputeType::F32FastTf32`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ComputeType {
+    /// `CUBLAS_COMPUTE_16F`: products and sums in binary16.
+    F16 = 1,
+    /// `CUBLAS_COMPUTE_32F`
+    F32 = 2,
+    /// `CUBLAS_COMPUTE_32F_FAST_TF32` (or 32F with `CUBLAS_TF32_TENSOR_OP_MATH`):
+    /// inputs rounded to tf32, accumulation in binary32.
+    F32FastTf32 = 3,
+    /// `CUBLAS_COMPUTE_32F_FAST_16F`: inputs rounded to binary16.
+    F32FastF16 = 4,
+    /// `CUBLAS_COMPUTE_32F_FAST_16BF`: inputs rounded to bfloat16.
+    F32FastBf16 = 5,
+    /// `CUBLAS_COMPUTE_32I`: exact integer accumulation.
+    I32 = 6,
+    /// `CUBLAS_COMPUTE_64F`
+    F64 = 7,
+}
+
+/// Memory order of a matrix (`cublasLtOrder_t` subset). The cuBLAS API is always `Col`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Order {
+    /// column-major
+    Col = 0,
+    /// row-major
+    Row = 1,
+}
+
+/// How the batch is addressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum BatchForm {
+    /// a single matrix product (batch count 1)
+    Single = 0,
+    /// fixed strides between batch entries
+    Strided = 1,
+    /// an array of pointers per operand (`cublasGemmBatchedEx`)
+    PointerArray = 2,
+}
+
+/// The epilogue applied after `alpha*AB + beta*C (+ bias)` (`cublasLtEpilogue_t` subset).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Epilogue {
+    /// no epilogue
+    Default = 0,
+    /// `max(x, 0)`
+    Relu = 1,
+    /// GELU, tanh approximation (cuBLASLt `CUBLASLT_EPILOGUE_GELU`)
+    GeluTanh = 2,
+    /// GELU with the exact erf form
+    GeluErf = 3,
+}
+
+/// A scalar (alpha or beta): its value when passed from the host, or a note that it
+/// lives in device memory (its value then travels in the sample record).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scalar {
+    /// The exact value, converted losslessly from the scale type to f64.
+    Host(f64),
+    /// `CUBLAS_POINTER_MODE_DEVICE`: the value is gathered with the sample.
+    Device,
+}
+
+/// One operand's memory description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Operand {
+    /// element type
+    pub dtype: DType,
+    /// memory order
+    pub order: Order,
+    /// leading dimension, in elements
+    pub ld: u64,
+    /// distance between batch entries in elements (0 when not strided)
+    pub batch_stride: i64,
+}
+
+/// Bit flags on a ledger entry.
+pub mod flags {
+    /// The call was made while its stream was capturing a CUDA graph: recorded, not audited.
+    pub const CAPTURED: u16 = 1 << 0;
+    /// The epilogue adds a bias vector (one value per row of D).
+    pub const BIAS: u16 = 1 << 1;
+    /// `C` and `D` are the same memory (in-place; the C entries were gathered before the GEMM).
+    pub const IN_PLACE: u16 = 1 << 2;
+    /// A per-tensor scale factor for A is applied (fp8).
+    pub const SCALE_A: u16 = 1 << 3;
+    /// A per-tensor scale factor for B is applied (fp8).
+    pub const SCALE_B: u16 = 1 << 4;
+    /// A per-tensor scale factor for C is applied (fp8).
+    pub const SCALE_C: u16 = 1 << 5;
+    /// A per-tensor scale factor for D is applied (fp8).
+    pub const SCALE_D: u16 = 1 << 6;
+    /// Every flag defined in this protocol version.
+    pub const ALL: u16 = CAPTURED | BIAS | IN_PLACE | SCALE_A | SCALE_B | SCALE_C | SCALE_D;
+}
+
+/// The canonical description of one GEMM API call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GemmCall {
+    /// Position of this call in the stream, counting from 0, every hooked call counted.
+    pub index: u64,
+    /// API entry point.
+    pub entry: EntryPoint,
+    /// Device ordinal.
+    pub device: u32,
+    /// Stream handle as an opaque number (0 = legacy default stream).
+    pub stream: u64,
+    /// op applied to A
+    pub op_a: Op,
+    /// op applied to B
+    pub op_b: Op,
+    /// rows of op(A), C and D
+    pub m: u64,
+    /// columns of op(B), C and D
+    pub n: u64,
+    /// inner dimension
+    pub k: u64,
+    /// batch count (1 for a single product)
+    pub batch: u64,
+    /// how the batch is addressed
+    pub batch_form: BatchForm,
+    /// A as stored
+    pub a: Operand,
+    /// B as stored
+    pub b: Operand,
+    /// C as stored (read when beta != 0)
+    pub c: Operand,
+    /// D as stored (the output; the same as C for the cuBLAS API)
+    pub d: Operand,
+    /// accumulation type
+    pub compute: ComputeType,
+    /// type of alpha and beta in memory
+    pub scale_type: DType,
+    /// alpha
+    pub alpha: Scalar,
+    /// beta
+    pub beta: Scalar,
+    /// epilogue
+    pub epilogue: Epilogue,
+    /// element type of the bias vector (meaningful only with [`flags::BIAS`])
+    pub bias_type: DType,
+    /// [`flags`] bits
+    pub flags: u16,
+}
+
+impl GemmCall {
+    /// Multiply-add count times two: the FLOPs this call claims.
+    pub fn flops(&self) -> u128 {
+        2u128 * self.m as u128 * self.n as u128 * self.k as u128 * self.batch as u128
+    }
+
+    /// True when the given [`flags`] bit is set.
+    pub fn has(&self, flag: u16) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Whether C must be read: beta is not known to be zero.
+    pub fn reads_c(&self) -> bool {
+        !matches!(self.beta, Scalar::Host(b) if b == 0.0)
+    }
+}
+
+/// Implements `TryFrom<u8>` for a fieldless `#[repr(u8)]` enum: the decoder's only way
+/// from a wire byte to an enum, so an unknown value is always an error.
+macro_rules! wire_enum {
+    ($ty:ident { $($variant:ident),+ $(,)? }) => {
+        impl TryFrom<u8> for $ty {
+            type Error = u8;
+            fn try_from(v: u8) -> Result<Self, u8> {
+                $(if v == $ty::$variant as u8 { return Ok($ty::$variant); })+
+                Err(v)
+            }
+        }
+    };
+}
+
+wire_enum!(EntryPoint {
+    SgemmV2,
+    Hgemm,
+    GemmEx,
+    SgemmStridedBatched,
+    GemmStridedBatchedEx,
+    GemmBatchedEx,
+    GemmEx64,
+    GemmStridedBatchedEx64,
+    GemmBatchedEx64,
+    LtMatmul,
+    SgemmV264,
+    HgemmStridedBatched,
+});
+wire_enum!(Op { N, T, C });
+wire_enum!(DType {
+    F32,
+    F16,
+    BF16,
+    F8E4M3,
+    F8E5M2,
+    I8,
+    I32,
+    F64
+});
+wire_enum!(ComputeType {
+    F16,
+    F32,
+    F32FastTf32,
+    F32FastF16,
+    F32FastBf16,
+    I32,
+    F64
+});
+wire_enum!(Order { Col, Row });
+wire_enum!(BatchForm {
+    Single,
+    Strided,
+    PointerArray
+});
+wire_enum!(Epilogue {
+    Default,
+    Relu,
+    GeluTanh,
+    GeluErf
+});
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F8E4M3 | DType::F8E5M2 | DType::I8 => 1,
+            DType::F16 | DType::BF16 => 2,
+            DType::F32 | DType::I32 => 4,
+            DType::F64 => 8,
+        }
+    }
+
+    /// Short lower-case name, as used in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::F8E4M3 => "e4m3",
+            DType::F8E5M2 => "e5m2",
+            DType::I8 => "i8",
+            DType::I32 => "i32",
+            DType::F64 => "f64",
+        }
+    }
+}
+
+use crate::codec::{DecodeError, Reader, Writer};
+
+fn read_enum<T: TryFrom<u8, Error = u8>>(
+    r: &mut Reader<'_>,
+    what: &'static str,
+) -> Result<T, DecodeError> {
+    let at = r.offset();
+    let v = r.u8(what)?;
+    T::try_from(v).map_err(|v| r.error_at(at, what, format!("unknown value {v}")))
+}
+
+fn write_scalar(w: &mut Writer, s: Scalar) {
+    match s {
+        Scalar::Host(v) => {
+            w.u8(0);
+            w.f64(v);
+        }
+        Scalar::Device => {
+            w.u8(1);
+            w.f64(0.0);
+        }
+    }
+}
+
+fn read_scalar(r: &mut Reader<'_>, what: &'static str) -> Result<Scalar, DecodeError> {
+    let at = r.offset();
+    let tag = r.u8(what)?;
+    let v = r.f64(what)?;
+    match tag {
+        0 if v.is_finite() => Ok(Scalar::Host(v)),
+        0 => Err(r.error_at(at, what, "not a finite number")),
+        1 => Ok(Scalar::Device),
+        t => Err(r.error_at(at, what, format!("unknown scalar kind {t}"))),
+    }
+}
+
+impl Operand {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(self.dtype as u8);
+        w.u8(self.order as u8);
+        w.u64(self.ld);
+        w.i64(self.batch_stride);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Operand {
+            dtype: read_enum(r, "operand dtype")?,
+            order: read_enum(r, "operand order")?,
+            ld: r.u64("operand leading dimension")?,
+            batch_stride: r.i64("operand batch stride")?,
+        })
+    }
+}
+
+/// Size in bytes of [`GemmCall::encode`]'s output: it is fixed.
+pub const GEMM_CALL_ENCODED_LEN: usize =
+    8 + 1 + 4 + 8 + 2 + 8 * 4 + 1 + 4 * 18 + 2 + 9 * 2 + 1 + 1 + 2;
+
+impl GemmCall {
+    /// The canonical byte encoding (fixed length, little-endian). It is both the ledger
+    /// record's body and the input of the sampling schedule's keyed hash.
+    pub fn encode(&self, w: &mut Writer) {
+        w.u64(self.index);
+        w.u8(self.entry as u8);
+        w.u32(self.device);
+        w.u64(self.stream);
+        w.u8(self.op_a as u8);
+        w.u8(self.op_b as u8);
+        w.u64(self.m);
+        w.u64(self.n);
+        w.u64(self.k);
+        w.u64(self.batch);
+        w.u8(self.batch_form as u8);
+        for op in [&self.a, &self.b, &self.c, &self.d] {
+            op.encode(w);
+        }
+        w.u8(self.compute as u8);
+        w.u8(self.scale_type as u8);
+        write_scalar(w, self.alpha);
+        write_scalar(w, self.beta);
+        w.u8(self.epilogue as u8);
+        w.u8(self.bias_type as u8);
+        w.u16(self.flags);
+    }
+
+    /// The encoding as a fresh vector.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.encode(&mut w);
+        w.buf
+    }
+
+    /// Decodes and validates one call: unknown enum values, unknown flags, a zero batch
+    /// count and dimensions whose FLOP count does not fit in 128 bits are errors.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = r.offset();
+        let call = GemmCall {
+            index: r.u64("call index")?,
+            entry: read_enum(r, "entry point")?,
+            device: r.u32("device")?,
+            stream: r.u64("stream")?,
+            op_a: read_enum(r, "op(A)")?,
+            op_b: read_enum(r, "op(B)")?,
+            m: r.u64("m")?,
+            n: r.u64("n")?,
+            k: r.u64("k")?,
+            batch: r.u64("batch count")?,
+            batch_form: read_enum(r, "batch form")?,
+            a: Operand::decode(r)?,
+            b: Operand::decode(r)?,
+            c: Operand::decode(r)?,
+            d: Operand::decode(r)?,
+            compute: read_enum(r, "compute type")?,
+            scale_type: read_enum(r, "scale type")?,
+            alpha: read_scalar(r, "alpha")?,
+            beta: read_scalar(r, "beta")?,
+            epilogue: read_enum(r, "epilogue")?,
+            bias_type: read_enum(r, "bias type")?,
+            flags: r.u16("flags")?,
+        };
+        if call.flags & !flags::ALL != 0 {
+            return Err(r.error_at(at, "call flags", format!("unknown bits {:#x}", call.flags)));
+        }
+        if call.batch == 0 {
+            return Err(r.error_at(at, "batch count", "is zero"));
+        }
+        for (name, dim) in [
+            ("m", call.m),
+            ("n", call.n),
+            ("k", call.k),
+            ("batch", call.batch),
+        ] {
+            if dim > MAX_DIM {
+                return Err(r.error_at(
+                    at,
+                    "call dimensions",
+                    format!("{name} = {dim} is above 2^40"),
+                ));
+            }
+        }
+        Ok(call)
+    }
+}
+
+/// The largest dimension (m, n, k or batch count) a call may declare: 2^40. It keeps
+/// every product of two dimensions inside u128 arithmetic with room to spare and far
+/// exceeds any real GEMM.
+pub const MAX_DIM: u64 = 1 << 40;
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A plain f32 GEMM call, for tests.
+    pub fn sample_call(index: u64, m: u64, n: u64, k: u64) -> GemmCall {
+        let op = |ld| Operand {
+            dtype: DType::F32,
+            order: Order::Col,
+            ld,
+            batch_stride: 0,
+        };
+        GemmCall {
+            index,
+            entry: EntryPoint::SgemmV2,
+            device: 0,
+            stream: 0,
+            op_a: Op::N,
+            op_b: Op::N,
+            m,
+            n,
+            k,
+            batch: 1,
+            batch_form: BatchForm::Single,
+            a: op(m),
+            b: op(k),
+            c: op(m),
+            d: op(m),
+            compute: ComputeType::F32,
+            scale_type: DType::F32,
+            alpha: Scalar::Host(1.0),
+            beta: Scalar::Host(0.0),
+            epilogue: Epilogue::Default,
+            bias_type: DType::F32,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn encoding_has_fixed_length_and_round_trips() {
+        let mut c = sample_call(7, 4096, 16, 4096);
+        c.beta = Scalar::Device;
+        c.flags = flags::BIAS | flags::IN_PLACE;
+        let bytes = c.to_bytes();
+        assert_eq!(bytes.len(), GEMM_CALL_ENCODED_LEN);
+        let mut r = Reader::new(&bytes, 0, "t");
+        assert_eq!(GemmCall::decode(&mut r).unwrap(), c);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn decode_rejects_unknown_values() {
+        let c = sample_call(0, 2, 2, 2);
+        let mut bytes = c.to_bytes();
+        bytes[8] = 99; // entry point
+        let e = GemmCall::decode(&mut Reader::new(&bytes, 0, "t")).unwrap_err();
+        assert_eq!(e.what, "entry point");
+        let mut bytes = c.to_bytes();
+        let n = bytes.len();
+        bytes[n - 1] = 0x80; // unknown flag
+        assert!(GemmCall::decode(&mut Reader::new(&bytes, 0, "t")).is_err());
+    }
+}

@@ -1,0 +1,99 @@
+//! The shared audit key and the independent subkeys derived from it.
+//!
+//! One 32-byte key is shared by prover and verifier. It is never used directly: BLAKE3's
+//! key derivation gives one subkey for the sampling schedule, one for frame MACs and a
+//! public key id, so that no output of one use can be replayed as another.
+
+use std::fmt;
+
+/// Context strings for BLAKE3 `derive_key`; part of the protocol.
+pub const SCHEDULE_CONTEXT: &str = "mmaudit v1 sampling schedule";
+/// See [`SCHEDULE_CONTEXT`].
+pub const MAC_CONTEXT: &str = "mmaudit v1 frame mac";
+/// See [`SCHEDULE_CONTEXT`].
+pub const KEY_ID_CONTEXT: &str = "mmaudit v1 key id";
+
+/// A 32-byte audit key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key([u8; 32]);
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key(id {:016x})", self.id())
+    }
+}
+
+/// Why a key text was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// Not 64 characters once surrounding whitespace is removed.
+    #[error("a key is 64 hex characters; this one has {0}")]
+    Length(usize),
+    /// A character that is not a hex digit.
+    #[error("a key is 64 hex characters; found '{0}' at position {1}")]
+    NotHex(char, usize),
+}
+
+impl Key {
+    /// A key from raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Key(bytes)
+    }
+
+    /// Parses 64 hex characters (surrounding whitespace, such as a final newline, is ignored).
+    pub fn from_hex(text: &str) -> Result<Self, KeyError> {
+        let t = text.trim();
+        if t.chars().count() != 64 {
+            return Err(KeyError::Length(t.chars().count()));
+        }
+        let mut out = [0u8; 32];
+        for (i, c) in t.chars().enumerate() {
+            let v = c.to_digit(16).ok_or(KeyError::NotHex(c, i))? as u8;
+            out[i / 2] |= if i % 2 == 0 { v << 4 } else { v };
+        }
+        Ok(Key(out))
+    }
+
+    /// The key as 64 lower-case hex characters.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The public key id carried in stream headers: the first 8 bytes of a derived
+    /// value, little-endian. It tells a verifier which key a stream claims, nothing more.
+    pub fn id(&self) -> u64 {
+        let d = blake3::derive_key(KEY_ID_CONTEXT, &self.0);
+        u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+    }
+
+    /// The subkey of the sampling schedule.
+    pub fn schedule_key(&self) -> [u8; 32] {
+        blake3::derive_key(SCHEDULE_CONTEXT, &self.0)
+    }
+
+    /// The subkey of the frame MAC chain.
+    pub fn mac_key(&self) -> [u8; 32] {
+        blake3::derive_key(MAC_CONTEXT, &self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_errors() {
+        let k = Key::from_bytes([0xab; 32]);
+        assert_eq!(Key::from_hex(&format!("{}\n", k.to_hex())).unwrap(), k);
+        assert_eq!(Key::from_hex("abc"), Err(KeyError::Length(3)));
+        let bad = format!("{}g", "0".repeat(63));
+        assert_eq!(Key::from_hex(&bad), Err(KeyError::NotHex('g', 63)));
+    }
+
+    #[test]
+    fn subkeys_differ() {
+        let k = Key::from_bytes([7; 32]);
+        assert_ne!(k.schedule_key(), k.mac_key());
+        assert_ne!(Key::from_bytes([8; 32]).id(), k.id());
+    }
+}

@@ -1,0 +1,17 @@
+//! The mmaudit protocol: the contract between the prover (`libmmaudit.so`) and the
+//! verifier (`mmaudit-verify`).
+//!
+//! - [`call`]: the canonical description of one GEMM call.
+//! - [`config`] and [`schedule`]: which calls and which entries are checked.
+//! - [`keys`]: the shared key and its derived subkeys.
+//! - [`codec`]: the byte-level reader and writer every decoder is built on.
+//!
+//! This crate is pure computation on bytes: no I/O, no unsafe code, no panics on input.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod call;
+pub mod codec;
+pub mod config;
+pub mod keys;
+pub mod schedule;

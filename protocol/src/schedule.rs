@@ -1,0 +1,202 @@
+//! The sampling schedule: which calls are checked, and which entries of each.
+//!
+//! `decide` is a pure function of the key, the session nonce, the sampling configuration
+//! and the call's canonical encoding. Prover and verifier both run it; the prover never
+//! chooses what is checked. Specified byte for byte in docs/PROTOCOL.md ("Schedule").
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use crate::call::GemmCall;
+use crate::config::{SamplingConfig, PPM};
+use crate::keys::Key;
+
+/// Domain-separation prefix of the schedule hash input.
+pub const SCHEDULE_DOMAIN: &[u8] = b"mmaudit-schedule-v1";
+
+/// What to check in one sampled call: sorted, distinct indices of rows of C (in 0..m),
+/// columns of C (in 0..n) and batch entries (in 0..batch).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// rows of C, ascending
+    pub rows: Vec<u64>,
+    /// columns of C, ascending
+    pub cols: Vec<u64>,
+    /// batch entries, ascending
+    pub batches: Vec<u64>,
+}
+
+impl Plan {
+    /// Number of result entries the plan checks.
+    pub fn entries(&self) -> u64 {
+        (self.rows.len() * self.cols.len() * self.batches.len()) as u64
+    }
+}
+
+/// The schedule of one stream.
+#[derive(Clone)]
+pub struct Schedule {
+    key: [u8; 32],
+    nonce: [u8; 16],
+    config: SamplingConfig,
+}
+
+impl Schedule {
+    /// The schedule for a stream with this key, session nonce and configuration.
+    pub fn new(key: &Key, nonce: [u8; 16], config: SamplingConfig) -> Self {
+        Schedule {
+            key: key.schedule_key(),
+            nonce,
+            config,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &SamplingConfig {
+        &self.config
+    }
+
+    /// The plan for `call`, or `None` when the call is not sampled. A call with an empty
+    /// result (m, n or batch zero) is never sampled: there is nothing to check.
+    pub fn decide(&self, call: &GemmCall) -> Option<Plan> {
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(SCHEDULE_DOMAIN);
+        hasher.update(&self.nonce);
+        hasher.update(&call.to_bytes());
+        let mut out = [0u8; 40];
+        hasher.finalize_xof().fill(&mut out);
+
+        let mut u = [0u8; 8];
+        u.copy_from_slice(&out[..8]);
+        let u = u64::from_le_bytes(u);
+        // floor(u * 10^6 / 2^64) is uniform on 0..10^6 up to a bias below 2^-44.
+        let draw = ((u as u128 * PPM as u128) >> 64) as u32;
+        if draw >= self.config.call_ppm || call.m == 0 || call.n == 0 || call.batch == 0 {
+            return None;
+        }
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&out[8..40]);
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let c = &self.config;
+        let rows = SamplingConfig::count(call.m, c.row_ppm, c.min_rows, c.max_rows);
+        let cols = SamplingConfig::count(call.n, c.col_ppm, c.min_cols, c.max_cols);
+        let batches = SamplingConfig::count(call.batch, c.batch_ppm, c.min_batches, c.max_batches);
+        Some(Plan {
+            rows: choose(&mut rng, call.m, rows),
+            cols: choose(&mut rng, call.n, cols),
+            batches: choose(&mut rng, call.batch, batches),
+        })
+    }
+}
+
+/// Convenience form of [`Schedule::decide`].
+pub fn decide(key: &Key, nonce: [u8; 16], config: SamplingConfig, call: &GemmCall) -> Option<Plan> {
+    Schedule::new(key, nonce, config).decide(call)
+}
+
+/// A uniform integer in `0..=max` by rejection: draw 64-bit words until one falls below
+/// the largest multiple of `max + 1`, then reduce.
+fn uniform_inclusive(rng: &mut ChaCha20Rng, max: u64) -> u64 {
+    let Some(range) = max.checked_add(1) else {
+        return rng.next_u64();
+    };
+    let zone = u64::MAX - (u64::MAX - range + 1) % range;
+    loop {
+        let x = rng.next_u64();
+        if x <= zone {
+            return x % range;
+        }
+    }
+}
+
+/// `count` distinct indices of `0..dim` by Robert Floyd's algorithm, sorted ascending.
+fn choose(rng: &mut ChaCha20Rng, dim: u64, count: u64) -> Vec<u64> {
+    let count = count.min(dim);
+    let mut picked = std::collections::BTreeSet::new();
+    for j in dim - count..dim {
+        let t = uniform_inclusive(rng, j);
+        if !picked.insert(t) {
+            picked.insert(j);
+        }
+    }
+    picked.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::tests::sample_call;
+
+    fn key() -> Key {
+        Key::from_bytes(*b"0123456789abcdef0123456789abcdef")
+    }
+
+    #[test]
+    fn call_rate_is_respected() {
+        let s = Schedule::new(&key(), [1; 16], SamplingConfig::default());
+        let sampled = (0..20_000)
+            .filter(|&i| s.decide(&sample_call(i, 64, 64, 64)).is_some())
+            .count();
+        // 10% of 20000 = 2000; binomial sd ~ 42.
+        assert!((1800..2200).contains(&sampled), "{sampled}");
+    }
+
+    #[test]
+    fn plans_are_sorted_distinct_and_in_range() {
+        let mut cfg = SamplingConfig::default();
+        cfg.call_ppm = PPM;
+        cfg.row_ppm = 300_000;
+        cfg.col_ppm = 500_000;
+        let s = Schedule::new(&key(), [2; 16], cfg);
+        for i in 0..200 {
+            let mut call = sample_call(i, 1 + i % 37, 1 + i % 11, 8);
+            call.batch = 1 + i % 5;
+            let p = s.decide(&call).unwrap();
+            for (v, dim) in [
+                (&p.rows, call.m),
+                (&p.cols, call.n),
+                (&p.batches, call.batch),
+            ] {
+                assert!(!v.is_empty());
+                assert!(v.windows(2).all(|w| w[0] < w[1]));
+                assert!(v.iter().all(|&x| x < dim));
+            }
+        }
+    }
+
+    #[test]
+    fn choose_is_uniform_enough() {
+        let mut rng = ChaCha20Rng::from_seed([9; 32]);
+        let mut hits = [0u32; 10];
+        for _ in 0..10_000 {
+            for x in choose(&mut rng, 10, 3) {
+                hits[x as usize] += 1;
+            }
+        }
+        // each index expected 3000 times
+        assert!(hits.iter().all(|&h| (2800..3200).contains(&h)), "{hits:?}");
+    }
+
+    #[test]
+    fn everything_is_chosen_when_count_equals_dim() {
+        let mut rng = ChaCha20Rng::from_seed([3; 32]);
+        assert_eq!(choose(&mut rng, 5, 5), vec![0, 1, 2, 3, 4]);
+        assert_eq!(choose(&mut rng, 5, 9), vec![0, 1, 2, 3, 4]);
+        assert!(choose(&mut rng, 0, 1).is_empty());
+    }
+
+    #[test]
+    fn the_nonce_and_the_key_change_the_schedule() {
+        let cfg = SamplingConfig::default();
+        let a = Schedule::new(&key(), [1; 16], cfg);
+        let b = Schedule::new(&key(), [2; 16], cfg);
+        let c = Schedule::new(&Key::from_bytes([5; 32]), [1; 16], cfg);
+        let pick = |s: &Schedule| -> Vec<bool> {
+            (0..256)
+                .map(|i| s.decide(&sample_call(i, 8, 8, 8)).is_some())
+                .collect()
+        };
+        assert_ne!(pick(&a), pick(&b));
+        assert_ne!(pick(&a), pick(&c));
+    }
+}

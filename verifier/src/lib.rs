@@ -1,0 +1,1 @@
+//! The verifier library behind `mmaudit-verify`.
