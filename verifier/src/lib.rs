@@ -1,1 +1,2 @@
 //! The verifier library behind `mmaudit-verify`.
+pub mod plan;
