@@ -358,7 +358,8 @@ fn read_scalar(r: &mut Reader<'_>, what: &'static str) -> Result<Scalar, DecodeE
     match tag {
         0 if v.is_finite() => Ok(Scalar::Host(v)),
         0 => Err(r.error_at(at, what, "not a finite number")),
-        1 => Ok(Scalar::Device),
+        1 if v.to_bits() == 0 => Ok(Scalar::Device),
+        1 => Err(r.error_at(at, what, "a device-side scalar carries a value")),
         t => Err(r.error_at(at, what, format!("unknown scalar kind {t}"))),
     }
 }

@@ -156,6 +156,36 @@ impl<'a> Reader<'a> {
         String::from_utf8(raw.to_vec()).map_err(|_| self.error_at(at, what, "not valid UTF-8"))
     }
 
+    /// Little-endian IEEE binary32, bit pattern preserved.
+    pub fn f32(&mut self, what: &'static str) -> Result<f32, DecodeError> {
+        Ok(f32::from_le_bytes(self.array(what)?))
+    }
+
+    /// A reader over the next `len` bytes, with offsets continuing this reader's and the
+    /// same unit: a length-delimited structure decoded by it can never read past its end.
+    pub fn sub(&mut self, len: usize, what: &'static str) -> Result<Reader<'a>, DecodeError> {
+        let base = self.offset();
+        let bytes = self.take(len, what)?;
+        Ok(Reader {
+            bytes,
+            pos: 0,
+            base,
+            unit: self.unit,
+        })
+    }
+
+    /// A u16-length-prefixed UTF-8 string of at most `cap` bytes; the length is checked
+    /// against `cap` before anything is read or allocated.
+    pub fn string_capped(&mut self, cap: usize, what: &'static str) -> Result<String, DecodeError> {
+        let at = self.offset();
+        let len = self.u16(what)? as usize;
+        if len > cap {
+            return Err(self.error_at(at, what, format!("length {len} exceeds the cap of {cap}")));
+        }
+        let raw = self.take(len, what)?;
+        String::from_utf8(raw.to_vec()).map_err(|_| self.error_at(at, what, "not valid UTF-8"))
+    }
+
     /// Fails unless every byte has been consumed.
     pub fn finish(&self, what: &'static str) -> Result<(), DecodeError> {
         if self.is_empty() {
@@ -204,6 +234,11 @@ impl Writer {
 
     /// Little-endian i64.
     pub fn i64(&mut self, v: i64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// Little-endian IEEE binary32, bit pattern preserved.
+    pub fn f32(&mut self, v: f32) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 

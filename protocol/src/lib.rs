@@ -5,6 +5,9 @@
 //! - [`config`] and [`schedule`]: which calls and which entries are checked.
 //! - [`keys`]: the shared key and its derived subkeys.
 //! - [`codec`]: the byte-level reader and writer every decoder is built on.
+//! - [`record`]: the records of a stream (ledger, sample, gap, notice, end).
+//! - [`stream`]: the stream header, MAC-chained frames, the writer and the incremental
+//!   reader of untrusted bytes.
 //!
 //! This crate is pure computation on bytes: no I/O, no unsafe code, no panics on input.
 #![forbid(unsafe_code)]
@@ -14,4 +17,9 @@ pub mod call;
 pub mod codec;
 pub mod config;
 pub mod keys;
+pub mod record;
 pub mod schedule;
+pub mod stream;
+
+#[doc(hidden)]
+pub mod fuzzing;

@@ -1,0 +1,288 @@
+//! Fuzz harnesses for the stream and record decoders, kept in the crate so that any
+//! driver can call them: the randomized tests in `tests/`, or a cargo-fuzz / AFL
+//! target where a nightly toolchain exists (none does on the project's build machines).
+//!
+//! Each harness takes arbitrary bytes, must return without panicking, and panics only
+//! when a property of the decoder is violated (that is a bug found):
+//! - [`stream`]: the outcome of decoding does not depend on how the input is chunked;
+//! - [`records`]: a record that decodes re-encodes to exactly the bytes it came from;
+//! - [`authenticated_payload`]: arbitrary bytes inside a correctly MACed frame (the only
+//!   way a fuzzer gets past the MAC) decode to records or to a `Decode` error, and
+//!   what decodes re-encodes to the same payload.
+
+use crate::call::{
+    flags, BatchForm, ComputeType, DType, EntryPoint, Epilogue, GemmCall, Op, Operand, Order,
+    Scalar,
+};
+use crate::codec::{Reader, Writer};
+use crate::config::SamplingConfig;
+use crate::keys::Key;
+use crate::record::{End, Gap, GapReason, Notice, NoticeKind, OperandData, Record, Sample};
+use crate::stream::{
+    Compression, Event, StreamError, StreamHeader, StreamReader, StreamWriter, CODEC_NONE,
+    CODEC_ZSTD,
+};
+
+/// The key of every fuzzing stream.
+pub fn key() -> Key {
+    Key::from_bytes(*b"mmaudit fuzzing key, not secret.")
+}
+
+/// The header of the seed stream.
+pub fn seed_header() -> StreamHeader {
+    StreamHeader {
+        key_id: key().id(),
+        nonce: *b"fuzzing nonce 16",
+        config: SamplingConfig::default(),
+        stream_id: 0x5eed,
+        pid: 4242,
+        host: "fuzz-host".into(),
+        started_unix_ns: 1_700_000_000_000_000_000,
+        devices: vec!["GPU-00000000-fuzz".into(), "sim".into()],
+        producer: "mmaudit fuzzing seed".into(),
+    }
+}
+
+/// A small f16 GEMM call with device-side beta, bias and in-place C.
+pub fn seed_call(index: u64) -> GemmCall {
+    let op = |ld| Operand {
+        dtype: DType::F16,
+        order: Order::Col,
+        ld,
+        batch_stride: 64,
+    };
+    GemmCall {
+        index,
+        entry: EntryPoint::GemmStridedBatchedEx,
+        device: 0,
+        stream: 7,
+        op_a: Op::T,
+        op_b: Op::N,
+        m: 4,
+        n: 3,
+        k: 2,
+        batch: 2,
+        batch_form: BatchForm::Strided,
+        a: op(2),
+        b: op(2),
+        c: op(4),
+        d: op(4),
+        compute: ComputeType::F32,
+        scale_type: DType::F32,
+        alpha: Scalar::Host(1.5),
+        beta: Scalar::Device,
+        epilogue: Epilogue::Relu,
+        bias_type: DType::F16,
+        flags: flags::BIAS | flags::IN_PLACE,
+    }
+}
+
+/// The frames of the seed stream: every record type, the End record last.
+pub fn seed_frames() -> Vec<Vec<Record>> {
+    let sample = Sample {
+        index: 1,
+        alpha: None,
+        beta: Some(0.25),
+        scale_a: None,
+        scale_b: None,
+        scale_c: None,
+        scale_d: None,
+        a_rows: OperandData::Inline(vec![0x3c; 8]),
+        b_cols: OperandData::Inline(vec![0x40; 4]),
+        c_in: vec![1, 2, 3, 4],
+        d_out: vec![5, 6, 7, 8],
+        bias: vec![0, 0x3c, 0, 0x3c],
+    };
+    vec![
+        vec![
+            Record::Ledger(seed_call(0)),
+            Record::Ledger(seed_call(1)),
+            Record::Sample(sample),
+        ],
+        vec![
+            Record::Ledger(seed_call(2)),
+            Record::Gap(Gap {
+                indices: vec![2],
+                reason: GapReason::RingFull,
+                detail: "ring full".into(),
+            }),
+            Record::Notice(Notice {
+                kind: NoticeKind::Warning,
+                message: "seed".into(),
+            }),
+        ],
+        vec![Record::End(End {
+            calls: 3,
+            samples: 1,
+            gap_calls: 1,
+        })],
+    ]
+}
+
+/// A valid small stream: [`seed_header`], then [`seed_frames`], with `compression`.
+pub fn seed_stream_with(compression: Compression) -> Vec<u8> {
+    let (mut w, mut out) = StreamWriter::new(&key(), &seed_header());
+    w.set_compression(compression);
+    for f in seed_frames() {
+        out.extend_from_slice(&w.frame(&f));
+    }
+    out
+}
+
+/// A valid small stream for seeding a fuzzer (default compression).
+pub fn seed_stream() -> Vec<u8> {
+    seed_stream_with(Compression::default())
+}
+
+/// What feeding a stream produced: every event, including those completed before an
+/// error, and the final verdict (the first error, or `finish()`).
+#[derive(Debug)]
+pub struct Outcome {
+    /// Events in order.
+    pub events: Vec<Event>,
+    /// `Ok` iff the stream was complete and valid.
+    pub result: Result<(), StreamError>,
+}
+
+/// Feeds `bytes` to a fresh reader ([`key`]) in chunks whose sizes come from `chunking`
+/// cyclically (a byte `c` means `c` bytes, 0 means everything left; an empty `chunking`
+/// means one chunk), then calls `finish`.
+pub fn feed(bytes: &[u8], chunking: &[u8]) -> Outcome {
+    let mut reader = StreamReader::new(&key());
+    let mut events = Vec::new();
+    let mut rest = bytes;
+    let mut sizes = chunking.iter().cycle();
+    while !rest.is_empty() {
+        let n = match sizes.next() {
+            Some(&c) if c != 0 => (c as usize).min(rest.len()),
+            _ => rest.len(),
+        };
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        match reader.push(chunk) {
+            Ok(mut e) => events.append(&mut e),
+            Err(err) => {
+                events.append(&mut reader.take_events_before_error());
+                return Outcome {
+                    events,
+                    result: Err(err),
+                };
+            }
+        }
+    }
+    Outcome {
+        events,
+        result: reader.finish(),
+    }
+}
+
+/// A canonical byte form of an event, for comparisons that must not depend on float
+/// equality (a NaN in a sample is not equal to itself).
+pub fn event_bytes(e: &Event) -> Vec<u8> {
+    let mut w = Writer::new();
+    match e {
+        Event::Header(h) => {
+            w.u8(0);
+            h.encode_body(&mut w);
+        }
+        Event::Frame { seq, records } => {
+            w.u8(1);
+            w.u64(*seq);
+            for r in records {
+                r.encode(&mut w);
+            }
+        }
+    }
+    w.buf
+}
+
+fn outcome_bytes(o: &Outcome) -> (Vec<Vec<u8>>, Result<(), StreamError>) {
+    (o.events.iter().map(event_bytes).collect(), o.result.clone())
+}
+
+/// Harness: `data[0]` says how many of the following bytes are a chunking for
+/// [`feed`]; the rest is the stream. Decodes it whole, in that chunking and byte by
+/// byte, panics if the outcomes differ, and returns the whole-input outcome.
+pub fn stream(data: &[u8]) -> Outcome {
+    let Some((&n, rest)) = data.split_first() else {
+        return feed(&[], &[]);
+    };
+    let (chunking, bytes) = rest.split_at((n as usize).min(rest.len()));
+    let whole = feed(bytes, &[]);
+    let chunked = feed(bytes, chunking);
+    let bytewise = feed(bytes, &[1]);
+    assert_eq!(outcome_bytes(&whole), outcome_bytes(&chunked));
+    assert_eq!(outcome_bytes(&whole), outcome_bytes(&bytewise));
+    whole
+}
+
+/// Harness: decodes records from `data` until the first error; each record that
+/// decodes must re-encode to exactly the bytes it was read from.
+pub fn records(data: &[u8]) {
+    let mut r = Reader::new(data, 0, "fuzz");
+    while !r.is_empty() {
+        let start = r.offset() as usize;
+        let Ok(record) = Record::decode(&mut r) else {
+            return;
+        };
+        let end = r.offset() as usize;
+        assert_eq!(record.to_bytes(), data[start..end], "{record:?}");
+        assert_eq!(record.encoded_len(), end - start);
+    }
+}
+
+/// Harness: `data` becomes the payload of frame 0 of a stream with a valid header, sent
+/// once uncompressed and once with codec 1 (as written by zstd when `data[0]` is even,
+/// else as raw bytes claimed to be zstd with `raw_len` from `data[1..3]`). Decoding
+/// must give a `Decode` error or records that re-encode to the payload.
+pub fn authenticated_payload(data: &[u8]) {
+    let (mut w, mut plain) = StreamWriter::new(&key(), &seed_header());
+    plain.extend_from_slice(&w.seal_unchecked(CODEC_NONE, data.len() as u32, data));
+    check_payload(&plain, data);
+
+    let (mut w, mut packed) = StreamWriter::new(&key(), &seed_header());
+    let compressed = data.first().is_some_and(|b| b % 2 == 0);
+    if compressed {
+        let z = zstd::bulk::compress(data, 1).unwrap_or_default();
+        packed.extend_from_slice(&w.seal_unchecked(CODEC_ZSTD, data.len() as u32, &z));
+        check_payload(&packed, data);
+    } else {
+        let raw_len = match data {
+            [_, a, b, ..] => u16::from_le_bytes([*a, *b]) as u32,
+            _ => 0,
+        };
+        packed.extend_from_slice(&w.seal_unchecked(CODEC_ZSTD, raw_len, data));
+        let o = feed(&packed, &[]);
+        assert!(
+            matches!(
+                o.result,
+                Ok(()) | Err(StreamError::Decode(_) | StreamError::Truncated { .. })
+            ),
+            "{:?}",
+            o.result
+        );
+    }
+}
+
+fn check_payload(stream: &[u8], payload: &[u8]) {
+    let o = feed(stream, &[]);
+    match &o.result {
+        // No End record in the payload, or one that decodes.
+        Ok(()) | Err(StreamError::Truncated { .. }) => {
+            let mut w = Writer::new();
+            for e in &o.events {
+                if let Event::Frame { records, .. } = e {
+                    for r in records {
+                        r.encode(&mut w);
+                    }
+                }
+            }
+            assert_eq!(
+                w.buf, payload,
+                "decoded records do not re-encode to the payload"
+            );
+        }
+        Err(StreamError::Decode(_)) => {}
+        Err(e) => panic!("an authenticated frame gave {e}"),
+    }
+}

@@ -1,0 +1,130 @@
+//! The stream header body: who made the stream, with which key, nonce and sampling
+//! configuration. Everything the verifier needs to re-derive the schedule.
+
+use super::{MAX_DEVICES, MAX_NAME_LEN};
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::config::SamplingConfig;
+
+/// The stream header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamHeader {
+    /// Id of the key the stream is MACed with ([`crate::keys::Key::id`]).
+    pub key_id: u64,
+    /// Session nonce: part of every schedule hash, fresh per stream.
+    pub nonce: [u8; 16],
+    /// The sampling configuration the prover follows.
+    pub config: SamplingConfig,
+    /// Random per process (and per fork child); distinguishes streams of one host.
+    pub stream_id: u64,
+    /// Process id of the prover.
+    pub pid: u32,
+    /// Host name (at most [`MAX_NAME_LEN`] bytes).
+    pub host: String,
+    /// When the stream started, nanoseconds since the Unix epoch.
+    pub started_unix_ns: u64,
+    /// Device names or UUIDs, at most [`MAX_DEVICES`], each at most [`MAX_NAME_LEN`] bytes.
+    pub devices: Vec<String>,
+    /// What produced the stream, e.g. "libmmaudit 0.1.0" (at most [`MAX_NAME_LEN`] bytes).
+    pub producer: String,
+}
+
+/// `s` cut to at most `cap` bytes at a character boundary.
+fn cut(s: &str, cap: usize) -> &str {
+    let mut end = s.len().min(cap);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl StreamHeader {
+    /// Appends the header body. Names longer than [`MAX_NAME_LEN`] bytes are cut at a
+    /// character boundary and devices beyond [`MAX_DEVICES`] are left out, so that the
+    /// output always decodes.
+    pub fn encode_body(&self, w: &mut Writer) {
+        w.u64(self.key_id);
+        w.raw(&self.nonce);
+        let c = &self.config;
+        for v in [
+            c.call_ppm,
+            c.row_ppm,
+            c.col_ppm,
+            c.batch_ppm,
+            c.min_rows,
+            c.min_cols,
+            c.min_batches,
+            c.max_rows,
+            c.max_cols,
+            c.max_batches,
+        ] {
+            w.u32(v);
+        }
+        w.u64(self.stream_id);
+        w.u32(self.pid);
+        w.u64(self.started_unix_ns);
+        w.string(cut(&self.host, MAX_NAME_LEN));
+        let devices = &self.devices[..self.devices.len().min(MAX_DEVICES)];
+        w.u16(devices.len() as u16);
+        for d in devices {
+            w.string(cut(d, MAX_NAME_LEN));
+        }
+        w.string(cut(&self.producer, MAX_NAME_LEN));
+    }
+
+    /// Decodes a header body, which must be consumed exactly; the sampling configuration
+    /// must pass [`SamplingConfig::validate`].
+    pub fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let key_id = r.u64("header: key id")?;
+        let nonce = r.array("header: nonce")?;
+        let config_at = r.offset();
+        let mut f = [0u32; 10];
+        for v in &mut f {
+            *v = r.u32("header: sampling config")?;
+        }
+        let config = SamplingConfig {
+            call_ppm: f[0],
+            row_ppm: f[1],
+            col_ppm: f[2],
+            batch_ppm: f[3],
+            min_rows: f[4],
+            min_cols: f[5],
+            min_batches: f[6],
+            max_rows: f[7],
+            max_cols: f[8],
+            max_batches: f[9],
+        };
+        config
+            .validate()
+            .map_err(|e| r.error_at(config_at, "header: sampling config", e.to_string()))?;
+        let stream_id = r.u64("header: stream id")?;
+        let pid = r.u32("header: pid")?;
+        let started_unix_ns = r.u64("header: start time")?;
+        let host = r.string_capped(MAX_NAME_LEN, "header: host")?;
+        let count_at = r.offset();
+        let count = r.u16("header: device count")? as usize;
+        if count > MAX_DEVICES {
+            return Err(r.error_at(
+                count_at,
+                "header: device count",
+                format!("{count} devices, at most {MAX_DEVICES} are allowed"),
+            ));
+        }
+        let mut devices = Vec::with_capacity(count);
+        for _ in 0..count {
+            devices.push(r.string_capped(MAX_NAME_LEN, "header: device name")?);
+        }
+        let producer = r.string_capped(MAX_NAME_LEN, "header: producer")?;
+        r.finish("header body")?;
+        Ok(StreamHeader {
+            key_id,
+            nonce,
+            config,
+            stream_id,
+            pid,
+            host,
+            started_unix_ns,
+            devices,
+            producer,
+        })
+    }
+}

@@ -1,0 +1,168 @@
+/*
+ * Simulated GPU: the subset of cuBLAS (libcublas.so.13) that the simulator
+ * implements: handles, streams, modes, and the GEMM entry points, with CUDA 13's
+ * enum values and prototypes. Written for this project.
+ */
+#ifndef SIMGPU_CUBLAS_API_H
+#define SIMGPU_CUBLAS_API_H
+
+#include <stdint.h>
+#include "driver_types.h"
+#include "cuda_fp16.h"
+#include "cuda_bf16.h"
+#include "library_types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CUBLASWINAPI
+#define CUBLAS_VER_MAJOR 13
+#define CUBLAS_VER_MINOR 0
+#define CUBLAS_VER_PATCH 0
+#define CUBLAS_VERSION (CUBLAS_VER_MAJOR * 10000 + CUBLAS_VER_MINOR * 100 + CUBLAS_VER_PATCH)
+
+typedef enum {
+    CUBLAS_STATUS_SUCCESS = 0,
+    CUBLAS_STATUS_NOT_INITIALIZED = 1,
+    CUBLAS_STATUS_ALLOC_FAILED = 3,
+    CUBLAS_STATUS_INVALID_VALUE = 7,
+    CUBLAS_STATUS_ARCH_MISMATCH = 8,
+    CUBLAS_STATUS_MAPPING_ERROR = 11,
+    CUBLAS_STATUS_EXECUTION_FAILED = 13,
+    CUBLAS_STATUS_INTERNAL_ERROR = 14,
+    CUBLAS_STATUS_NOT_SUPPORTED = 15,
+    CUBLAS_STATUS_LICENSE_ERROR = 16
+} cublasStatus_t;
+
+typedef enum {
+    CUBLAS_OP_N = 0,
+    CUBLAS_OP_T = 1,
+    CUBLAS_OP_C = 2,
+    CUBLAS_OP_HERMITAN = 2,
+    CUBLAS_OP_CONJG = 3
+} cublasOperation_t;
+
+typedef enum { CUBLAS_POINTER_MODE_HOST = 0, CUBLAS_POINTER_MODE_DEVICE = 1 } cublasPointerMode_t;
+
+typedef enum { CUBLAS_FILL_MODE_LOWER = 0, CUBLAS_FILL_MODE_UPPER = 1, CUBLAS_FILL_MODE_FULL = 2 } cublasFillMode_t;
+
+/* Every algorithm gives the same result on the simulator. */
+typedef enum {
+    CUBLAS_GEMM_DFALT = -1,
+    CUBLAS_GEMM_DEFAULT = -1,
+    CUBLAS_GEMM_ALGO0 = 0,
+    CUBLAS_GEMM_ALGO23 = 23,
+    CUBLAS_GEMM_DEFAULT_TENSOR_OP = 99,
+    CUBLAS_GEMM_DFALT_TENSOR_OP = 99,
+    CUBLAS_GEMM_ALGO0_TENSOR_OP = 100,
+    CUBLAS_GEMM_ALGO15_TENSOR_OP = 115,
+    CUBLAS_GEMM_AUTOTUNE = 999
+} cublasGemmAlgo_t;
+
+typedef enum {
+    CUBLAS_DEFAULT_MATH = 0,
+    CUBLAS_TENSOR_OP_MATH = 1,
+    CUBLAS_PEDANTIC_MATH = 2,
+    CUBLAS_TF32_TENSOR_OP_MATH = 3,
+    CUBLAS_FP32_EMULATED_BF16X9_MATH = 4,
+    CUBLAS_FP64_EMULATED_FIXEDPOINT_MATH = 8,
+    CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION = 16
+} cublasMath_t;
+
+typedef cudaDataType cublasDataType_t;
+
+typedef enum {
+    CUBLAS_COMPUTE_16F = 64,
+    CUBLAS_COMPUTE_16F_PEDANTIC = 65,
+    CUBLAS_COMPUTE_32F = 68,
+    CUBLAS_COMPUTE_32F_PEDANTIC = 69,
+    CUBLAS_COMPUTE_32F_FAST_16F = 74,
+    CUBLAS_COMPUTE_32F_FAST_16BF = 75,
+    CUBLAS_COMPUTE_32F_FAST_TF32 = 77,
+    CUBLAS_COMPUTE_32F_EMULATED_16BFX9 = 78,
+    CUBLAS_COMPUTE_64F = 70,
+    CUBLAS_COMPUTE_64F_PEDANTIC = 71,
+    CUBLAS_COMPUTE_32I = 72,
+    CUBLAS_COMPUTE_32I_PEDANTIC = 73
+} cublasComputeType_t;
+
+struct cublasContext;
+typedef struct cublasContext *cublasHandle_t;
+
+cublasStatus_t CUBLASWINAPI cublasCreate_v2(cublasHandle_t *handle);
+cublasStatus_t CUBLASWINAPI cublasDestroy_v2(cublasHandle_t handle);
+cublasStatus_t CUBLASWINAPI cublasGetVersion_v2(cublasHandle_t handle, int *version);
+cublasStatus_t CUBLASWINAPI cublasSetWorkspace_v2(cublasHandle_t handle, void *workspace, size_t workspaceSizeInBytes);
+cublasStatus_t CUBLASWINAPI cublasSetStream_v2(cublasHandle_t handle, cudaStream_t streamId);
+cublasStatus_t CUBLASWINAPI cublasGetStream_v2(cublasHandle_t handle, cudaStream_t *streamId);
+cublasStatus_t CUBLASWINAPI cublasGetPointerMode_v2(cublasHandle_t handle, cublasPointerMode_t *mode);
+cublasStatus_t CUBLASWINAPI cublasSetPointerMode_v2(cublasHandle_t handle, cublasPointerMode_t mode);
+cublasStatus_t CUBLASWINAPI cublasGetMathMode(cublasHandle_t handle, cublasMath_t *mode);
+cublasStatus_t CUBLASWINAPI cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode);
+const char *CUBLASWINAPI cublasGetStatusName(cublasStatus_t status);
+const char *CUBLASWINAPI cublasGetStatusString(cublasStatus_t status);
+
+cublasStatus_t CUBLASWINAPI cublasSgemm_v2(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
+                                           int m, int n, int k, const float *alpha, const float *A, int lda,
+                                           const float *B, int ldb, const float *beta, float *C, int ldc);
+cublasStatus_t CUBLASWINAPI cublasSgemm_v2_64(cublasHandle_t handle, cublasOperation_t transa,
+                                              cublasOperation_t transb, int64_t m, int64_t n, int64_t k,
+                                              const float *alpha, const float *A, int64_t lda, const float *B,
+                                              int64_t ldb, const float *beta, float *C, int64_t ldc);
+cublasStatus_t CUBLASWINAPI cublasHgemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
+                                        int m, int n, int k, const __half *alpha, const __half *A, int lda,
+                                        const __half *B, int ldb, const __half *beta, __half *C, int ldc);
+cublasStatus_t CUBLASWINAPI cublasSgemmStridedBatched(cublasHandle_t handle, cublasOperation_t transa,
+                                                      cublasOperation_t transb, int m, int n, int k,
+                                                      const float *alpha, const float *A, int lda,
+                                                      long long int strideA, const float *B, int ldb,
+                                                      long long int strideB, const float *beta, float *C, int ldc,
+                                                      long long int strideC, int batchCount);
+cublasStatus_t CUBLASWINAPI cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
+                                         int m, int n, int k, const void *alpha, const void *A, cudaDataType Atype,
+                                         int lda, const void *B, cudaDataType Btype, int ldb, const void *beta,
+                                         void *C, cudaDataType Ctype, int ldc, cublasComputeType_t computeType,
+                                         cublasGemmAlgo_t algo);
+cublasStatus_t CUBLASWINAPI cublasGemmEx_64(cublasHandle_t handle, cublasOperation_t transa,
+                                            cublasOperation_t transb, int64_t m, int64_t n, int64_t k,
+                                            const void *alpha, const void *A, cudaDataType Atype, int64_t lda,
+                                            const void *B, cudaDataType Btype, int64_t ldb, const void *beta,
+                                            void *C, cudaDataType Ctype, int64_t ldc,
+                                            cublasComputeType_t computeType, cublasGemmAlgo_t algo);
+cublasStatus_t CUBLASWINAPI cublasGemmBatchedEx(cublasHandle_t handle, cublasOperation_t transa,
+                                                cublasOperation_t transb, int m, int n, int k, const void *alpha,
+                                                const void *const Aarray[], cudaDataType Atype, int lda,
+                                                const void *const Barray[], cudaDataType Btype, int ldb,
+                                                const void *beta, void *const Carray[], cudaDataType Ctype, int ldc,
+                                                int batchCount, cublasComputeType_t computeType,
+                                                cublasGemmAlgo_t algo);
+cublasStatus_t CUBLASWINAPI cublasGemmBatchedEx_64(cublasHandle_t handle, cublasOperation_t transa,
+                                                   cublasOperation_t transb, int64_t m, int64_t n, int64_t k,
+                                                   const void *alpha, const void *const Aarray[], cudaDataType Atype,
+                                                   int64_t lda, const void *const Barray[], cudaDataType Btype,
+                                                   int64_t ldb, const void *beta, void *const Carray[],
+                                                   cudaDataType Ctype, int64_t ldc, int64_t batchCount,
+                                                   cublasComputeType_t computeType, cublasGemmAlgo_t algo);
+cublasStatus_t CUBLASWINAPI cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation_t transa,
+                                                       cublasOperation_t transb, int m, int n, int k,
+                                                       const void *alpha, const void *A, cudaDataType Atype, int lda,
+                                                       long long int strideA, const void *B, cudaDataType Btype,
+                                                       int ldb, long long int strideB, const void *beta, void *C,
+                                                       cudaDataType Ctype, int ldc, long long int strideC,
+                                                       int batchCount, cublasComputeType_t computeType,
+                                                       cublasGemmAlgo_t algo);
+cublasStatus_t CUBLASWINAPI cublasGemmStridedBatchedEx_64(cublasHandle_t handle, cublasOperation_t transa,
+                                                          cublasOperation_t transb, int64_t m, int64_t n, int64_t k,
+                                                          const void *alpha, const void *A, cudaDataType Atype,
+                                                          int64_t lda, long long int strideA, const void *B,
+                                                          cudaDataType Btype, int64_t ldb, long long int strideB,
+                                                          const void *beta, void *C, cudaDataType Ctype, int64_t ldc,
+                                                          long long int strideC, int64_t batchCount,
+                                                          cublasComputeType_t computeType, cublasGemmAlgo_t algo);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SIMGPU_CUBLAS_API_H */

@@ -1,0 +1,16 @@
+/* Simulated GPU: the cuBLAS v2 API names, as macros for the exported _v2
+ * symbols (the same mapping as the real header). */
+#ifndef SIMGPU_CUBLAS_V2_H
+#define SIMGPU_CUBLAS_V2_H
+#include "cublas_api.h"
+#define cublasCreate cublasCreate_v2
+#define cublasDestroy cublasDestroy_v2
+#define cublasGetVersion cublasGetVersion_v2
+#define cublasSetWorkspace cublasSetWorkspace_v2
+#define cublasSetStream cublasSetStream_v2
+#define cublasGetStream cublasGetStream_v2
+#define cublasGetPointerMode cublasGetPointerMode_v2
+#define cublasSetPointerMode cublasSetPointerMode_v2
+#define cublasSgemm cublasSgemm_v2
+#define cublasSgemm_64 cublasSgemm_v2_64
+#endif
