@@ -171,9 +171,11 @@ mod tests {
         assert!(c.validate().is_ok());
         c.row_ppm = PPM + 1;
         assert!(c.validate().is_err());
-        let mut c = SamplingConfig::default();
-        c.min_cols = 5;
-        c.max_cols = 2;
+        let c = SamplingConfig {
+            min_cols: 5,
+            max_cols: 2,
+            ..SamplingConfig::default()
+        };
         assert!(c.validate().is_err());
     }
 }

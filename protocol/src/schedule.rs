@@ -143,10 +143,12 @@ mod tests {
 
     #[test]
     fn plans_are_sorted_distinct_and_in_range() {
-        let mut cfg = SamplingConfig::default();
-        cfg.call_ppm = PPM;
-        cfg.row_ppm = 300_000;
-        cfg.col_ppm = 500_000;
+        let cfg = SamplingConfig {
+            call_ppm: PPM,
+            row_ppm: 300_000,
+            col_ppm: 500_000,
+            ..SamplingConfig::default()
+        };
         let s = Schedule::new(&key(), [2; 16], cfg);
         for i in 0..200 {
             let mut call = sample_call(i, 1 + i % 37, 1 + i % 11, 8);
