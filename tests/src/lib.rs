@@ -1,2 +1,5 @@
 //! Test infrastructure shared by the workspace's tests: helpers that build and locate
 //! the simulated GPU, and (later) the reference prover. Never shipped.
+
+/// Builds and runs the simulated GPU (tests/simgpu) for C test programs.
+pub mod simgpu;
