@@ -121,6 +121,7 @@ static void contexts(CUcontext *out) {
     MUST(cuDriverGetVersion(&version));
     report(major >= 8 && count == 1 && strstr(name, "simgpu") && version >= 13000, "device queries", name);
     EXPECT_STATUS("cuDeviceGet out of range", cuDeviceGet(&dev, 5), CUDA_ERROR_INVALID_DEVICE);
+    EXPECT_STATUS("cuCtxDestroy of the primary context", cuCtxDestroy(ctx), CUDA_ERROR_INVALID_CONTEXT);
     MUST(cuDevicePrimaryCtxRelease(0));
     *out = ctx;
 }

@@ -792,16 +792,31 @@ SG_EXPORT CUresult sg_ctx_sync(void) {
     if (r != CUDA_SUCCESS)
         return r;
     pthread_mutex_lock(&G.mu);
-    for (;;) {
-        /* Re-scan after each wait: the list may change while we sleep. */
-        struct CUstream_st *busy = NULL;
-        for (struct CUstream_st *t = G.streams; t && !busy; t = t->next_live)
-            if (t->device == ctx->device && t->done < t->issued)
-                busy = t;
-        if (!busy)
-            break;
-        pthread_cond_wait(&G.done_cv, &G.mu);
+    /* Wait for the work issued before this call only (other threads may keep
+     * issuing): snapshot each stream's last sequence number, holding a
+     * reference so a stream destroyed meanwhile stays readable. */
+    size_t n = 0;
+    for (struct CUstream_st *t = G.streams; t; t = t->next_live)
+        n++;
+    struct sg_dep *snap = calloc(n ? n : 1, sizeof *snap);
+    if (!snap) {
+        pthread_mutex_unlock(&G.mu);
+        return CUDA_ERROR_OUT_OF_MEMORY;
     }
+    size_t k = 0;
+    for (struct CUstream_st *t = G.streams; t; t = t->next_live) {
+        if (t->device == ctx->device && t->done < t->issued) {
+            t->refs++;
+            snap[k].stream = t;
+            snap[k++].seq = t->issued;
+        }
+    }
+    for (size_t i = 0; i < k; i++) {
+        while (snap[i].stream->done < snap[i].seq)
+            pthread_cond_wait(&G.done_cv, &G.mu);
+        stream_unref_locked(snap[i].stream);
+    }
+    free(snap);
     r = G.sticky[ctx->device];
     pthread_mutex_unlock(&G.mu);
     return r;

@@ -189,6 +189,12 @@ CUresult CUDAAPI cuCtxGetDevice(CUdevice *device) {
     return CUDA_SUCCESS;
 }
 
+CUresult CUDAAPI cuCtxDestroy_v2(CUcontext ctx) {
+    NEED_INIT();
+    (void)ctx;
+    return CUDA_ERROR_INVALID_CONTEXT;
+}
+
 CUresult CUDAAPI cuCtxSynchronize(void) {
     NEED_CTX();
     return sg_ctx_sync();
@@ -843,6 +849,7 @@ static const proc procs[] = {
     P("cuCtxPopCurrent", 4000, cuCtxPopCurrent_v2),
     P("cuCtxGetDevice", 2000, cuCtxGetDevice),
     P("cuCtxSynchronize", 2000, cuCtxSynchronize),
+    P("cuCtxDestroy", 4000, cuCtxDestroy_v2),
     P("cuModuleLoadData", 2000, cuModuleLoadData),
     P("cuModuleLoadDataEx", 2010, cuModuleLoadDataEx),
     P("cuModuleGetFunction", 2000, cuModuleGetFunction),
