@@ -114,7 +114,7 @@ enum cudaStreamCaptureMode {
     cudaStreamCaptureModeRelaxed = 2
 };
 
-/* 96 bytes, as in CUDA 13. */
+/* 88 bytes, as in CUDA 13 (whose localityDomainOrdinal shares its long with padding). */
 struct cudaPointerAttributes {
     enum cudaMemoryType type;
     int device;
