@@ -5,6 +5,7 @@
 //! - [`config`] and [`schedule`]: which calls and which entries are checked.
 //! - [`keys`]: the shared key and its derived subkeys.
 //! - [`codec`]: the byte-level reader and writer every decoder is built on.
+//! - [`num`]: exact decoding of element encodings, and the roundings of each type.
 //! - [`record`]: the records of a stream (ledger, sample, gap, notice, end).
 //! - [`stream`]: the stream header, MAC-chained frames, the writer and the incremental
 //!   reader of untrusted bytes.
@@ -17,6 +18,7 @@ pub mod call;
 pub mod codec;
 pub mod config;
 pub mod keys;
+pub mod num;
 pub mod record;
 pub mod schedule;
 pub mod stream;

@@ -1,2 +1,3 @@
 //! The verifier library behind `mmaudit-verify`.
 pub mod plan;
+pub mod recompute;

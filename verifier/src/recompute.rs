@@ -1,0 +1,941 @@
+//! Recomputing one sampled result entry and judging the claimed value.
+//!
+//! Given a call, its resolved scalars, the decoded row of `op(A)`, column of `op(B)`,
+//! the `C` entry, the bias entry and the claimed `D` entry, [`check_entry`] computes a
+//! reference value in f64 from the exact inputs, bounds the error an honest GPU may make
+//! ([`tolerance`], the one place the error model lives) and says whether the claim is
+//! within it. The model is documented once more, with a worked example, in
+//! `docs/protocol-tolerance.md`; the two must say the same thing.
+//!
+//! What this module must never do: pass an entry it cannot bound. When the worst-case
+//! bound is meaningless (too long an inner dimension for the accumulation precision, or
+//! an overflow the GPU may have hit in an intermediate) the verdict is
+//! [`Verdict::Unverifiable`], which the caller reports as a coverage weakness, never as
+//! a pass.
+//!
+//! # The reference and its own error
+//!
+//! The inputs decode exactly to f64. Each product `a_i * b_i` is split error-free with a
+//! fused multiply-add (for inputs of at most 24 significant bits the product is already
+//! exact) and the products are summed with Neumaier's compensated summation, whose error
+//! is at most `2^-53 |dot| + gamma(k, 2^-53)^2 * S` (Ogita, Rump and Oishi, "Accurate sum
+//! and dot product", 2005, for the equivalent cascaded TwoSum). The few f64 operations
+//! after it (scaling, `beta*C`, bias, the epilogue with f64 `tanh` and this module's
+//! [`erfc`], `scale_d`) add a few units of 2^-53 relative to the magnitudes involved.
+//! The tolerance carries an explicit term `E_ref` for all of it, 2^-48 relative plus the
+//! second-order summation term: for every compute type below f64 it is some 2^20 times
+//! smaller than the smallest other term.
+
+use mmaudit_protocol::call::{ComputeType, DType, Epilogue, GemmCall, Scalar};
+use mmaudit_protocol::num::{self, exp2i, Format, Overflow};
+use std::fmt;
+
+/// The scalars of one call, resolved to f64 (device-side values included).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scalars {
+    /// alpha
+    pub alpha: f64,
+    /// beta
+    pub beta: f64,
+    /// scale factor of A (1.0 when absent)
+    pub scale_a: f64,
+    /// scale factor of B (1.0 when absent)
+    pub scale_b: f64,
+    /// scale factor of C (1.0 when absent)
+    pub scale_c: f64,
+    /// scale factor of D (1.0 when absent)
+    pub scale_d: f64,
+}
+
+impl Scalars {
+    /// alpha = 1, beta = 0, every scale 1.
+    pub const UNIT: Scalars = Scalars {
+        alpha: 1.0,
+        beta: 0.0,
+        scale_a: 1.0,
+        scale_b: 1.0,
+        scale_c: 1.0,
+        scale_d: 1.0,
+    };
+
+    /// The call's host-side alpha and beta with unit scales; `None` when alpha or beta
+    /// lives in device memory (its value then comes with the sample).
+    pub fn from_host(call: &GemmCall) -> Option<Scalars> {
+        match (call.alpha, call.beta) {
+            (Scalar::Host(alpha), Scalar::Host(beta)) => Some(Scalars {
+                alpha,
+                beta,
+                ..Scalars::UNIT
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The decoded inputs of one result entry `D[r, s]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry<'a> {
+    /// Row `r` of `op(A)`: k values.
+    pub a_row: &'a [f64],
+    /// Column `s` of `op(B)`: k values.
+    pub b_col: &'a [f64],
+    /// `C[r, s]` before the call; read only when beta != 0.
+    pub c_in: f64,
+    /// The bias entry for row `r`, when the epilogue adds a bias.
+    pub bias: Option<f64>,
+    /// The claimed `D[r, s]`.
+    pub claimed: f64,
+}
+
+/// Why an entry cannot be judged: the honest-error bound is meaningless. Reported as a
+/// weakness of the audit, never as a pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weakness {
+    /// `n * u_acc >= 1/2`: the worst-case accumulation bound exceeds the value itself
+    /// (too long an inner dimension for the accumulation precision).
+    KTooLarge,
+    /// The accumulator (f16 for `COMPUTE_16F`, f32 otherwise) may have overflowed in an
+    /// intermediate sum, so an honest result may be infinite or NaN.
+    AccumulatorOverflow,
+    /// An input is beyond the range of the type the compute mode rounds inputs to
+    /// (e.g. an f32 above 65504 under `FAST_16F`).
+    InputOverflow,
+}
+
+impl Weakness {
+    /// A short explanation for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Weakness::KTooLarge => {
+                "unverifiable at this k: the worst-case accumulation error bound is meaningless"
+            }
+            Weakness::AccumulatorOverflow => {
+                "unverifiable: an intermediate sum may overflow the accumulator"
+            }
+            Weakness::InputOverflow => {
+                "unverifiable: an input overflows the compute type's input format"
+            }
+        }
+    }
+}
+
+/// The outcome for one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The claimed value is within tolerance of the reference.
+    Pass,
+    /// The claimed value is not what an honest computation can produce.
+    Fail,
+    /// The entry cannot be judged; see [`Weakness`].
+    Unverifiable(Weakness),
+}
+
+/// The result of checking one entry.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EntryCheck {
+    /// The value the claim is compared against: the f64 reference, clamped to the output
+    /// type's range when that type saturates (fp8, i8); for a non-finite reference, the
+    /// value the output type stores for it.
+    pub reference: f64,
+    /// The largest honest deviation from `reference` ([`tolerance`]); +inf when
+    /// unverifiable, 0 for exact integer arithmetic and for non-finite references.
+    pub tolerance: f64,
+    /// The claimed value.
+    pub claimed: f64,
+    /// `|claimed - reference|` (0 when both are the same non-finite value).
+    pub abs_error: f64,
+    /// `abs_error / tolerance` (0 when both are 0, +inf when only the tolerance is 0).
+    pub ratio: f64,
+    /// `abs_error / |reference|` (0 when both are 0, +inf when only the reference is 0).
+    pub rel_error: f64,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+impl EntryCheck {
+    /// True only for [`Verdict::Pass`].
+    pub fn passed(&self) -> bool {
+        self.verdict == Verdict::Pass
+    }
+
+    /// True for [`Verdict::Unverifiable`].
+    pub fn unverifiable(&self) -> bool {
+        matches!(self.verdict, Verdict::Unverifiable(_))
+    }
+}
+
+/// The inputs of a check do not fit the call, or the call is outside what this module
+/// models.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RecomputeError {
+    /// A vector's length is not the call's k.
+    Length {
+        /// which vector
+        what: &'static str,
+        /// the call's k
+        expected: u64,
+        /// its length
+        got: usize,
+    },
+    /// A combination of types, epilogue or scalars this module has no model for.
+    Unsupported(String),
+    /// Exact integer arithmetic was declared but a scalar or input is not an integer.
+    NotAnInteger {
+        /// which value
+        what: &'static str,
+        /// its value
+        value: f64,
+    },
+}
+
+impl fmt::Display for RecomputeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecomputeError::Length {
+                what,
+                expected,
+                got,
+            } => write!(f, "{what} has {got} values, the call's k is {expected}"),
+            RecomputeError::Unsupported(s) => write!(f, "unsupported: {s}"),
+            RecomputeError::NotAnInteger { what, value } => {
+                write!(f, "{what} = {value} is not an integer under 32I compute")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RecomputeError {}
+
+/// How the GPU accumulates the products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accumulation {
+    /// Exact integer accumulation in wrapping i32 (`COMPUTE_32I`).
+    Integer,
+    /// One scalar fused multiply-add per product, rounded to nearest (SGEMM / DGEMM on
+    /// CUDA cores): `n = k`.
+    FusedMultiplyAdd,
+    /// Tensor-core block fused multiply-add: the products of a block of at least 4 and
+    /// the accumulator are aligned to the largest exponent with the smaller ones
+    /// truncated, then the sum is normalised by truncation (Fasi, Higham, Mikaitis and
+    /// Pranesh, "Numerical behavior of NVIDIA tensor cores", PeerJ CS 2021): `n = k +
+    /// ceil(k/4)`, with a unit of a whole ulp since rounding is toward zero.
+    TensorCore,
+}
+
+/// How the compute type rounds one input operand before multiplying (a relative and an
+/// absolute error bound per element, and the magnitude from which it overflows).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InputRounding {
+    /// Relative error per element.
+    pub rel: f64,
+    /// Absolute error per element (underflow, flush-to-zero).
+    pub abs: f64,
+    /// Inputs of this magnitude or more overflow.
+    pub overflow_at: f64,
+}
+
+impl InputRounding {
+    const EXACT: InputRounding = InputRounding {
+        rel: 0.0,
+        abs: 0.0,
+        overflow_at: f64::INFINITY,
+    };
+}
+
+/// The call-dependent constants of the error model (see [`tolerance`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ErrorModel {
+    /// Exact integer arithmetic throughout (`COMPUTE_32I` with integer scalars): the
+    /// tolerance is 0.
+    pub exact: bool,
+    /// Rounding of op(A)'s elements to the compute type's input format.
+    pub input_a: InputRounding,
+    /// Rounding of op(B)'s elements.
+    pub input_b: InputRounding,
+    /// The accumulation scheme.
+    pub accumulation: Accumulation,
+    /// `u_acc`: the relative error of one accumulation step.
+    pub acc_unit: f64,
+    /// `eta_acc`: the absolute error one accumulation step may add near zero
+    /// (subnormal results, flush-to-zero).
+    pub acc_underflow: f64,
+    /// Largest magnitude the accumulator holds without overflowing.
+    pub acc_max: f64,
+    /// `u_ep`: unit roundoff of the scaling / `beta*C` / bias / epilogue arithmetic.
+    pub epilogue_unit: f64,
+    /// `L`: Lipschitz constant of the epilogue function.
+    pub lipschitz: f64,
+    /// The epilogue is a GELU, whose GPU evaluation adds its own error.
+    pub gelu: bool,
+    /// The output (D) format.
+    pub output: &'static Format,
+}
+
+/// Largest `|d/dx GELU(x)|` over the reals, for both the erf and the tanh forms
+/// (1.12890 at x = sqrt 2 and 1.12899 at x = 1.4185; checked by a test).
+pub const GELU_LIPSCHITZ: f64 = 1.13;
+
+/// Absolute error allowed for the GPU's evaluation of `g` in `GELU(x) = x/2 (1 + g)`,
+/// where `g` is `tanh(...)` or `erf(...)`: 2^-10 covers `tanh.approx.f32` (relative
+/// error below 2^-10.9, and `|tanh| <= 1`) and full-precision `tanhf`/`erff` alike.
+pub const GELU_G_ERROR: f64 = 1.0 / 1024.0;
+
+fn is_fp8(d: DType) -> bool {
+    matches!(d, DType::F8E4M3 | DType::F8E5M2)
+}
+
+impl ErrorModel {
+    /// The model for a call, from its compute type, operand types and epilogue.
+    pub fn for_call(call: &GemmCall) -> Result<ErrorModel, RecomputeError> {
+        let (a, b) = (call.a.dtype, call.b.dtype);
+        let integer_inputs =
+            matches!(a, DType::I8 | DType::I32) && matches!(b, DType::I8 | DType::I32);
+        let f32_unit = exp2i(-24);
+        let (accumulation, acc_unit, acc_underflow, acc_max, epilogue_unit) = match call.compute {
+            ComputeType::I32 => {
+                if !integer_inputs {
+                    return Err(RecomputeError::Unsupported(format!(
+                        "32I compute with {} x {} inputs",
+                        a.name(),
+                        b.name()
+                    )));
+                }
+                (Accumulation::Integer, 0.0, 0.0, f64::INFINITY, f32_unit)
+            }
+            ComputeType::F64 => (
+                Accumulation::FusedMultiplyAdd,
+                exp2i(-53),
+                num::F64.min_normal(),
+                f64::MAX,
+                exp2i(-53),
+            ),
+            // Products and sums in binary16; truncation allowed (a whole ulp, 2^-10).
+            // Tensor cores keep f16 subnormals (Fasi et al.), so the absolute term is
+            // the subnormal spacing.
+            ComputeType::F16 => (
+                Accumulation::TensorCore,
+                exp2i(-10),
+                num::F16.min_subnormal(),
+                num::F16.max_finite,
+                exp2i(-11),
+            ),
+            ComputeType::F32
+            | ComputeType::F32FastTf32
+            | ComputeType::F32FastF16
+            | ComputeType::F32FastBf16 => {
+                let f32_min_normal = num::F32.min_normal();
+                if is_fp8(a) || is_fp8(b) {
+                    // Hopper-class fp8 MMA accumulates with about 13 fraction bits,
+                    // truncating (DeepSeek-V3 report, sec. 3.3.2; Khattak and Mikaitis
+                    // 2025); cuBLASLt's periodic promotion to f32 is optional
+                    // (FAST_ACCUM), so the weaker unit is assumed throughout.
+                    (
+                        Accumulation::TensorCore,
+                        exp2i(-13),
+                        f32_min_normal,
+                        num::F32.max_finite,
+                        f32_unit,
+                    )
+                } else if call.compute == ComputeType::F32 && a == DType::F32 && b == DType::F32 {
+                    (
+                        Accumulation::FusedMultiplyAdd,
+                        f32_unit,
+                        f32_min_normal,
+                        num::F32.max_finite,
+                        f32_unit,
+                    )
+                } else {
+                    (
+                        Accumulation::TensorCore,
+                        exp2i(-23),
+                        f32_min_normal,
+                        num::F32.max_finite,
+                        f32_unit,
+                    )
+                }
+            }
+        };
+        // The format the compute type feeds its multipliers, and how it rounds to it.
+        let input_format: Option<(&Format, InputRounding)> = match call.compute {
+            ComputeType::I32 | ComputeType::F64 => None,
+            ComputeType::F32 => Some((
+                &num::F32,
+                InputRounding {
+                    rel: num::F32.unit_roundoff(),
+                    abs: num::F32.min_normal(),
+                    overflow_at: overflow_threshold(&num::F32),
+                },
+            )),
+            // tf32: hardware may simply ignore the 13 low mantissa bits (truncation) or
+            // flush subnormals: a whole tf32 ulp, and the f32 normal threshold.
+            ComputeType::F32FastTf32 => Some((
+                &num::TF32,
+                InputRounding {
+                    rel: 2.0 * num::TF32.unit_roundoff(),
+                    abs: num::F32.min_normal(),
+                    overflow_at: overflow_threshold(&num::TF32),
+                },
+            )),
+            ComputeType::F32FastF16 | ComputeType::F16 => Some((
+                &num::F16,
+                InputRounding {
+                    rel: num::F16.unit_roundoff(),
+                    abs: num::F16.min_subnormal() / 2.0,
+                    overflow_at: overflow_threshold(&num::F16),
+                },
+            )),
+            ComputeType::F32FastBf16 => Some((
+                &num::BF16,
+                InputRounding {
+                    rel: num::BF16.unit_roundoff(),
+                    abs: num::BF16.min_normal(),
+                    overflow_at: overflow_threshold(&num::BF16),
+                },
+            )),
+        };
+        let rounding = |d: DType| match input_format {
+            None => InputRounding::EXACT,
+            Some((fmt, r)) => {
+                if !num::format(d).is_subset_of(fmt) {
+                    r
+                } else if d == DType::F32 {
+                    // f32 elements fed to f32 arithmetic: exact, unless the kernel
+                    // flushes subnormal inputs to zero.
+                    InputRounding {
+                        abs: num::F32.min_normal(),
+                        ..InputRounding::EXACT
+                    }
+                } else {
+                    InputRounding::EXACT
+                }
+            }
+        };
+        let (lipschitz, gelu) = match call.epilogue {
+            Epilogue::Default | Epilogue::Relu => (1.0, false),
+            Epilogue::GeluTanh | Epilogue::GeluErf => (GELU_LIPSCHITZ, true),
+        };
+        let exact = accumulation == Accumulation::Integer && call.scale_type == DType::I32;
+        Ok(ErrorModel {
+            exact,
+            input_a: rounding(a),
+            input_b: rounding(b),
+            accumulation,
+            acc_unit,
+            acc_underflow,
+            acc_max,
+            epilogue_unit,
+            lipschitz,
+            gelu,
+            output: num::format(call.d.dtype),
+        })
+    }
+
+    /// `n`: the number of accumulation steps any product's error can pass through.
+    pub fn acc_terms(&self, k: u64) -> f64 {
+        match self.accumulation {
+            Accumulation::Integer => 0.0,
+            Accumulation::FusedMultiplyAdd => k as f64,
+            Accumulation::TensorCore => k as f64 + k.div_ceil(4) as f64,
+        }
+    }
+}
+
+/// The magnitude from which round-to-nearest gives infinity in `fmt`: the largest
+/// finite value plus half an ulp there.
+pub fn overflow_threshold(fmt: &Format) -> f64 {
+    let u = fmt.unit_roundoff();
+    fmt.max_finite + 0.5 * fmt.max_finite * u / (1.0 - u)
+}
+
+/// The data-dependent magnitudes the tolerance depends on, all non-negative.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Magnitudes {
+    /// k, the inner dimension.
+    pub k: u64,
+    /// `S = sum |a_i b_i|`.
+    pub s: f64,
+    /// `sum |a_i|`.
+    pub a1: f64,
+    /// `sum |b_i|`.
+    pub b1: f64,
+    /// `max |a_i|`.
+    pub a_max: f64,
+    /// `max |b_i|`.
+    pub b_max: f64,
+    /// `|dot|`, the reference dot product.
+    pub dot: f64,
+    /// `|alpha * scale_a * scale_b|`.
+    pub alpha_ab: f64,
+    /// `|beta * scale_c * c_in|` (0 when beta is 0).
+    pub beta_c: f64,
+    /// `|bias|` (0 without bias).
+    pub bias: f64,
+    /// `|pre|`, the reference before the epilogue.
+    pub pre: f64,
+    /// `|post|`, the reference after the epilogue.
+    pub post: f64,
+    /// `|scale_d|`.
+    pub scale_d: f64,
+    /// `|result| = |scale_d * post|`.
+    pub result: f64,
+}
+
+/// `gamma(n, u) = n u / (1 - n u)`, Higham's constant (caller ensures `n u < 1`).
+fn gamma(n: f64, u: f64) -> f64 {
+    n * u / (1.0 - n * u)
+}
+
+/// The largest deviation of an honest GPU's `D` entry from the f64 reference.
+///
+/// With the model's constants (from [`ErrorModel::for_call`]) and the entry's
+/// [`Magnitudes`] (`S = sum|a_i b_i|`, `A1 = sum|a_i|`, `B1 = sum|b_i|`, `a' = |alpha
+/// scale_a scale_b|`, `c' = |beta scale_c c_in|`, `t = |bias|`, `sigma = |scale_d|`):
+///
+/// ```text
+/// exact integer arithmetic:  T = 0
+/// 1 inputs       E_in  = (ra + rb + ra rb) S + ea (1 + rb) B1 + eb (1 + ra) A1 + k ea eb
+///                (ra, ea: relative and absolute rounding of A's elements to the
+///                compute type's input format, 0 when exactly representable; rb, eb for B)
+/// 2 accumulation n = k (fused multiply-add) or k + ceil(k/4) (tensor core)
+///                unverifiable (KTooLarge) when n u_acc >= 1/2
+///                E_acc = gamma(n, u_acc) (S + E_in) + n eta_acc
+///                (integer accumulation: E_acc = u_ep |dot|, the conversion to float)
+/// 3 arithmetic   E_pre = a' (E_in + E_acc)
+///                      + gamma(5, u_ep) (a' (|dot| + E_in + E_acc) + c' + t)
+/// 4 epilogue     E_post = L E_pre + [GELU] (2^-11 + 8 u_ep) (|pre| + E_pre)
+/// 5 scale_d      E_res = sigma E_post + [sigma != 1] u_ep sigma (|post| + E_post)
+/// 6 output       E_out = u_out (|result| + E_res) + eta_out / 2
+/// 7 reference    E_ref = 2^-48 sigma (L (a' S + c' + t) + |post|)
+///                      + sigma L a' gamma(k, 2^-53)^2 S
+///                T = E_res + E_out + E_ref
+/// ```
+///
+/// Unverifiable also when an input reaches the overflow threshold of its rounding
+/// format (InputOverflow) or `(S + E_in)(1 + gamma) + n eta_acc` reaches the
+/// accumulator's largest value (AccumulatorOverflow).
+///
+/// Justification, term by term (details in `docs/protocol-tolerance.md`):
+/// 1. `|â b̂ - a b| <= |â - a||b| + |a||b̂ - b| + |â - a||b̂ - b|` with `|â - a| <= ra|a| + ea`.
+/// 2. Higham's `gamma_n` bound for any summation order (split-k and reduction trees
+///    included, since a partial-sum tree never deepens a product's path beyond `n`),
+///    with `n` counting one truncation per product plus one normalisation per block of
+///    at least 4 products for tensor cores; `eta_acc` covers underflow per step.
+/// 3. At most five roundings in `u_ep` on any path: forming `alpha scale_a scale_b`
+///    (2), the product with the accumulator (1), adding `beta C` (1), adding the bias (1).
+/// 4. The epilogue is `L`-Lipschitz (ReLU 1, GELU 1.13); the GPU's GELU evaluates `g`
+///    to within [`GELU_G_ERROR`] and does up to 8 more roundings on values `<= |x|`.
+/// 5. One rounding for the multiplication by `scale_d`, exact when it is 1.
+/// 6. Round-to-nearest into D's type: half an ulp relative, half the subnormal spacing
+///    absolute; saturation is handled by clamping the reference (1-Lipschitz).
+/// 7. This module's own f64 reference error (module documentation).
+pub fn tolerance(model: &ErrorModel, m: &Magnitudes) -> Result<f64, Weakness> {
+    if model.exact {
+        return Ok(0.0);
+    }
+    let (ia, ib) = (model.input_a, model.input_b);
+    if m.a_max >= ia.overflow_at || m.b_max >= ib.overflow_at {
+        return Err(Weakness::InputOverflow);
+    }
+    let k = m.k as f64;
+    // 1. input rounding by the compute type
+    let e_in = (ia.rel + ib.rel + ia.rel * ib.rel) * m.s
+        + ia.abs * (1.0 + ib.rel) * m.b1
+        + ib.abs * (1.0 + ia.rel) * m.a1
+        + k * ia.abs * ib.abs;
+    // 2. accumulation
+    let n = model.acc_terms(m.k);
+    let e_acc = if model.accumulation == Accumulation::Integer {
+        model.epilogue_unit * m.dot
+    } else {
+        if n * model.acc_unit >= 0.5 {
+            return Err(Weakness::KTooLarge);
+        }
+        let g = gamma(n, model.acc_unit);
+        let s_hat = m.s + e_in;
+        if s_hat * (1.0 + g) + n * model.acc_underflow >= model.acc_max {
+            return Err(Weakness::AccumulatorOverflow);
+        }
+        g * s_hat + n * model.acc_underflow
+    };
+    // 3. scaling, beta*C and bias in the epilogue's arithmetic
+    let u_ep = model.epilogue_unit;
+    let e_pre = m.alpha_ab * (e_in + e_acc)
+        + gamma(5.0, u_ep) * (m.alpha_ab * (m.dot + e_in + e_acc) + m.beta_c + m.bias);
+    // 4. the epilogue function
+    let mut e_post = model.lipschitz * e_pre;
+    if model.gelu {
+        e_post += (GELU_G_ERROR / 2.0 + 8.0 * u_ep) * (m.pre + e_pre);
+    }
+    // 5. scale_d
+    let mut e_res = m.scale_d * e_post;
+    if m.scale_d != 1.0 {
+        e_res += u_ep * m.scale_d * (m.post + e_post);
+    }
+    // 6. rounding to D's type
+    let out = model.output;
+    let e_out = out.unit_roundoff() * (m.result + e_res) + out.min_subnormal() / 2.0;
+    // 7. the reference's own error
+    let g53 = gamma(k, exp2i(-53));
+    let e_ref = exp2i(-48)
+        * m.scale_d
+        * (model.lipschitz * (m.alpha_ab * m.s + m.beta_c + m.bias) + m.post)
+        + m.scale_d * model.lipschitz * m.alpha_ab * g53 * g53 * m.s;
+    let t = e_res + e_out + e_ref;
+    // NaN here means the magnitudes were not finite; never let that pass silently.
+    if t.is_nan() {
+        return Err(Weakness::AccumulatorOverflow);
+    }
+    Ok(t)
+}
+
+/// Neumaier's compensated sum, one value at a time.
+#[derive(Clone, Copy, Debug, Default)]
+struct CompensatedSum {
+    sum: f64,
+    carry: f64,
+}
+
+impl CompensatedSum {
+    fn add(&mut self, x: f64) {
+        let t = self.sum + x;
+        if self.sum.abs() >= x.abs() {
+            self.carry += (self.sum - t) + x;
+        } else {
+            self.carry += (x - t) + self.sum;
+        }
+        self.sum = t;
+    }
+
+    /// The sum; once an infinity or NaN entered, the plain IEEE sum (the carry is then
+    /// meaningless), which does not depend on the order of the terms.
+    fn value(&self) -> f64 {
+        if self.sum.is_finite() {
+            self.sum + self.carry
+        } else {
+            self.sum
+        }
+    }
+}
+
+/// The reference `D` entry in f64 and the magnitudes its tolerance depends on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reference {
+    /// `scale_d * epilogue(pre)`, unclamped.
+    pub value: f64,
+    /// The magnitudes for [`tolerance`].
+    pub magnitudes: Magnitudes,
+}
+
+/// Computes the reference for one entry (inputs already checked against the call).
+pub fn reference(
+    call: &GemmCall,
+    s: &Scalars,
+    a: &[f64],
+    b: &[f64],
+    c_in: f64,
+    bias: Option<f64>,
+) -> Reference {
+    let narrow = call.a.dtype != DType::F64 && call.b.dtype != DType::F64;
+    let mut dot = CompensatedSum::default();
+    let mut m = Magnitudes {
+        k: a.len() as u64,
+        ..Magnitudes::default()
+    };
+    let mut s_sum = 0.0f64;
+    for (&x, &y) in a.iter().zip(b) {
+        let p = x * y;
+        dot.add(p);
+        if !narrow {
+            // Error-free product: x*y = p + e exactly.
+            dot.add(x.mul_add(y, -p));
+        }
+        s_sum += p.abs();
+        m.a1 += x.abs();
+        m.b1 += y.abs();
+        m.a_max = m.a_max.max(x.abs());
+        m.b_max = m.b_max.max(y.abs());
+    }
+    // S is only a bound's input: summing it in plain f64 loses at most gamma(k, 2^-53)
+    // relative, which the 2^-48 reference term absorbs; round it up a little anyway.
+    m.s = s_sum * (1.0 + gamma(m.k as f64, exp2i(-53)));
+    let mut d = dot.value();
+    if call.compute == ComputeType::I32 {
+        // The GPU's i32 accumulator wraps; integer sums are exact in f64 below 2^53 and
+        // the wrap is exact (fmod).
+        d = num::I32.round(d);
+    }
+    let alpha_ab = s.alpha * s.scale_a * s.scale_b;
+    let beta_c = if s.beta != 0.0 {
+        s.beta * s.scale_c * c_in
+    } else {
+        0.0
+    };
+    let bias_v = bias.unwrap_or(0.0);
+    let pre = alpha_ab * d + beta_c + bias_v;
+    let post = apply_epilogue(call.epilogue, pre);
+    let value = s.scale_d * post;
+    m.dot = d.abs();
+    m.alpha_ab = alpha_ab.abs();
+    m.beta_c = beta_c.abs();
+    m.bias = bias_v.abs();
+    m.pre = pre.abs();
+    m.post = post.abs();
+    m.scale_d = s.scale_d.abs();
+    m.result = value.abs();
+    Reference {
+        value,
+        magnitudes: m,
+    }
+}
+
+/// The epilogue function in f64.
+pub fn apply_epilogue(e: Epilogue, x: f64) -> f64 {
+    match e {
+        Epilogue::Default => x,
+        // f64::max ignores a NaN operand, as CUDA's fmaxf does.
+        Epilogue::Relu => x.max(0.0),
+        Epilogue::GeluTanh => gelu_tanh(x),
+        Epilogue::GeluErf => gelu_erf(x),
+    }
+}
+
+/// `sqrt(2/pi)`
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+
+/// GELU, tanh form (cuBLASLt's `CUBLASLT_EPILOGUE_GELU`):
+/// `x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`, evaluated as `x sigmoid(2y)` so that
+/// large negative inputs keep their relative accuracy.
+pub fn gelu_tanh(x: f64) -> f64 {
+    let y = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
+    // 1 + tanh(y) = 2 / (1 + exp(-2y))
+    x / (1.0 + (-2.0 * y).exp())
+}
+
+/// GELU, exact form: `x/2 (1 + erf(x / sqrt 2)) = x/2 erfc(-x / sqrt 2)`.
+pub fn gelu_erf(x: f64) -> f64 {
+    0.5 * x * erfc(-x * std::f64::consts::FRAC_1_SQRT_2)
+}
+
+/// `exp(-x^2)` with the square split exactly (x^2 = h + l), so that large arguments keep
+/// full relative accuracy.
+fn exp_minus_square(x: f64) -> f64 {
+    if x.abs() > 28.0 {
+        // exp(-784) is below the smallest subnormal.
+        return 0.0;
+    }
+    let h = x * x;
+    let l = x.mul_add(x, -h);
+    (-h).exp() * (-l).exp()
+}
+
+/// `erf` uses the series below this.
+const ERF_SERIES_MAX: f64 = 2.5;
+/// `erfc` uses the continued fraction from this up (below it `1 - erf` loses nothing:
+/// erfc > 0.28).
+const ERFC_FRACTION_MIN: f64 = 0.75;
+
+/// `erf(x)` for `0 <= x < ERF_SERIES_MAX` by the all-positive series
+/// `erf x = 2/sqrt(pi) exp(-x^2) sum_n 2^n x^(2n+1) / (1 3 5 ... (2n+1))`
+/// (Abramowitz and Stegun 7.1.6): no cancellation, about 80 terms at the top.
+fn erf_series(x: f64) -> f64 {
+    let two_x2 = 2.0 * x * x;
+    let mut term = x;
+    let mut sum = x;
+    let mut n = 0.0;
+    while term > sum * 1e-17 {
+        n += 1.0;
+        term *= two_x2 / (2.0 * n + 1.0);
+        sum += term;
+    }
+    std::f64::consts::FRAC_2_SQRT_PI * exp_minus_square(x) * sum
+}
+
+/// `erfc(x)` for `x >= ERFC_FRACTION_MIN` by Laplace's continued fraction
+/// `erfc x = exp(-x^2)/sqrt(pi) / (x + (1/2)/(x + 1/(x + (3/2)/(x + 2/(x + ...)))))`
+/// (Abramowitz and Stegun 7.1.14), evaluated backwards from a fixed depth of 600,
+/// which converges to full double precision from x = 0.75 (checked against mpmath).
+fn erfc_fraction(x: f64) -> f64 {
+    let mut t = x;
+    for j in (1..=600).rev() {
+        t = x + (j as f64 * 0.5) / t;
+    }
+    0.5 * std::f64::consts::FRAC_2_SQRT_PI * exp_minus_square(x) / t
+}
+
+/// The error function, to within a few units of 2^-53.
+pub fn erf(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    let a = x.abs();
+    let v = if a < ERF_SERIES_MAX {
+        erf_series(a)
+    } else {
+        1.0 - erfc_fraction(a)
+    };
+    v.copysign(x)
+}
+
+/// The complementary error function `1 - erf(x)`, with relative accuracy kept for large
+/// positive x (a few units of 2^-53 relative for x >= 0).
+pub fn erfc(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    if x < 0.0 {
+        return 2.0 - erfc(-x);
+    }
+    if x < ERFC_FRACTION_MIN {
+        1.0 - erf_series(x)
+    } else {
+        erfc_fraction(x)
+    }
+}
+
+fn check_integer(what: &'static str, v: f64) -> Result<i128, RecomputeError> {
+    if v.fract() != 0.0 || v.abs() > exp2i(62) || !v.is_finite() {
+        return Err(RecomputeError::NotAnInteger { what, value: v });
+    }
+    Ok(v as i128)
+}
+
+/// Exact integer arithmetic (`COMPUTE_32I` with i32 scalars): wrapping i32 semantics.
+fn exact_integer(
+    call: &GemmCall,
+    s: &Scalars,
+    e: &Entry<'_>,
+    out: &Format,
+) -> Result<f64, RecomputeError> {
+    if s.scale_a != 1.0 || s.scale_b != 1.0 || s.scale_c != 1.0 || s.scale_d != 1.0 {
+        return Err(RecomputeError::Unsupported(
+            "scale factors with 32I compute".into(),
+        ));
+    }
+    let mut dot: i128 = 0;
+    for (&x, &y) in e.a_row.iter().zip(e.b_col) {
+        dot += check_integer("an op(A) element", x)? * check_integer("an op(B) element", y)?;
+    }
+    let alpha = check_integer("alpha", s.alpha)?;
+    let beta = check_integer("beta", s.beta)?;
+    let mut v = alpha.wrapping_mul(dot);
+    if beta != 0 {
+        v = v.wrapping_add(beta.wrapping_mul(check_integer("C", e.c_in)?));
+    }
+    if let Some(bias) = e.bias {
+        v = v.wrapping_add(check_integer("bias", bias)?);
+    }
+    // Arithmetic modulo 2^32 commutes with the wrap, so wrapping once at the end gives
+    // what the GPU's i32 accumulator and epilogue hold, whatever the order.
+    let mut w = v as i32 as f64;
+    match call.epilogue {
+        Epilogue::Default => {}
+        Epilogue::Relu => w = w.max(0.0),
+        Epilogue::GeluTanh | Epilogue::GeluErf => {
+            return Err(RecomputeError::Unsupported(
+                "GELU with exact integer arithmetic".into(),
+            ))
+        }
+    }
+    Ok(out.round(w))
+}
+
+/// Checks one entry: recomputes it, bounds the honest error and compares the claim.
+///
+/// Non-finite values: when the reference itself is not finite (a NaN or infinite
+/// input), the claim must be exactly what D's type stores for it (NaN for NaN; the same
+/// infinity; an fp8 output's saturated maximum). When the reference is finite, a NaN
+/// claim fails, and an infinite claim passes only if D's type overflows to infinity and
+/// the reference plus the tolerance reaches the overflow threshold on that side. (An
+/// intermediate overflow that could turn an honest result non-finite makes the entry
+/// unverifiable instead.)
+pub fn check_entry(
+    call: &GemmCall,
+    s: &Scalars,
+    e: &Entry<'_>,
+) -> Result<EntryCheck, RecomputeError> {
+    for (what, len) in [
+        ("op(A) row", e.a_row.len()),
+        ("op(B) column", e.b_col.len()),
+    ] {
+        if len as u64 != call.k {
+            return Err(RecomputeError::Length {
+                what,
+                expected: call.k,
+                got: len,
+            });
+        }
+    }
+    let model = ErrorModel::for_call(call)?;
+    let out = model.output;
+    if model.exact {
+        let expected = exact_integer(call, s, e, out)?;
+        let err = (e.claimed - expected).abs();
+        return Ok(finish(expected, 0.0, e.claimed, err, err == 0.0));
+    }
+    if call.compute == ComputeType::I32 && (s.scale_a != 1.0 || s.scale_b != 1.0) {
+        return Err(RecomputeError::Unsupported(
+            "A/B scale factors with 32I compute".into(),
+        ));
+    }
+    let r = reference(call, s, e.a_row, e.b_col, e.c_in, e.bias);
+    let claimed = e.claimed;
+    if !r.value.is_finite() {
+        let expected = out.round(r.value);
+        let same = (expected.is_nan() && claimed.is_nan()) || expected == claimed;
+        let err = if same { 0.0 } else { f64::INFINITY };
+        return Ok(finish(expected, 0.0, claimed, err, same));
+    }
+    let target = if out.overflow == Overflow::Saturate {
+        r.value.clamp(-out.max_finite, out.max_finite)
+    } else {
+        r.value
+    };
+    let t = match tolerance(&model, &r.magnitudes) {
+        Ok(t) => t,
+        Err(w) => {
+            let err = (claimed - target).abs();
+            let mut c = finish(target, f64::INFINITY, claimed, err, false);
+            c.verdict = Verdict::Unverifiable(w);
+            return Ok(c);
+        }
+    };
+    let err = (claimed - target).abs();
+    let pass = if claimed.is_nan() {
+        false
+    } else if claimed.is_infinite() {
+        let theta = overflow_threshold(out);
+        out.overflow == Overflow::Infinity
+            && if claimed > 0.0 {
+                target + t >= theta
+            } else {
+                target - t <= -theta
+            }
+    } else {
+        err <= t
+    };
+    Ok(finish(target, t, claimed, err, pass))
+}
+
+fn finish(reference: f64, tolerance: f64, claimed: f64, abs_error: f64, pass: bool) -> EntryCheck {
+    let ratio_of = |num: f64, den: f64| {
+        if num == 0.0 {
+            0.0
+        } else if den == 0.0 {
+            f64::INFINITY
+        } else {
+            num / den
+        }
+    };
+    EntryCheck {
+        reference,
+        tolerance,
+        claimed,
+        abs_error,
+        ratio: ratio_of(abs_error, tolerance),
+        rel_error: ratio_of(abs_error, reference.abs()),
+        verdict: if pass { Verdict::Pass } else { Verdict::Fail },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1439 @@
+//! Tests of the recomputation and the tolerance: an honest simulated GPU must always
+//! pass, and claims just beyond the tolerance, gross changes, altered inputs and
+//! precision downgrades must fail.
+//!
+//! The simulated GPU follows the behaviour the model claims to cover, on purpose at its
+//! worst: inputs rounded as the compute type does (tf32 by nearest or by truncation),
+//! a random summation order, a random split-k with a random reduction order, tensor-core
+//! block fused multiply-adds that align and *truncate* (so errors do not cancel on
+//! same-signed data), fp8 accumulation with 13 fraction bits, f32 epilogue arithmetic
+//! with a GELU whose `tanh`/`erf` is off by up to 2^-11 relative, and a final
+//! round-to-nearest into D's type with saturation for fp8.
+
+use super::*;
+use mmaudit_protocol::call::{BatchForm, EntryPoint, Op, Operand, Order};
+use mmaudit_protocol::num::{round_tf32, round_to};
+
+/// xorshift64*: small, fast, deterministic.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 * exp2i(-53)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+    fn sym(&mut self) -> f64 {
+        2.0 * self.unit() - 1.0
+    }
+    /// 2^U(lo, hi), not a power of two in general.
+    fn log_uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        (lo + (hi - lo) * self.unit()).exp2()
+    }
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = self.below(i + 1);
+            v.swap(i, j);
+        }
+    }
+}
+
+fn make_call(
+    a: DType,
+    b: DType,
+    d: DType,
+    compute: ComputeType,
+    epilogue: Epilogue,
+    k: u64,
+) -> GemmCall {
+    let op = |dtype| Operand {
+        dtype,
+        order: Order::Col,
+        ld: k.max(1),
+        batch_stride: 0,
+    };
+    let scale_type = match compute {
+        ComputeType::I32 => DType::I32,
+        ComputeType::F16 => DType::F16,
+        ComputeType::F64 => DType::F64,
+        _ => DType::F32,
+    };
+    let c = if matches!(d, DType::F8E4M3 | DType::F8E5M2) {
+        DType::BF16
+    } else {
+        d
+    };
+    GemmCall {
+        index: 0,
+        entry: EntryPoint::LtMatmul,
+        device: 0,
+        stream: 0,
+        op_a: Op::N,
+        op_b: Op::N,
+        m: 1,
+        n: 1,
+        k,
+        batch: 1,
+        batch_form: BatchForm::Single,
+        a: op(a),
+        b: op(b),
+        c: op(c),
+        d: op(d),
+        compute,
+        scale_type,
+        alpha: Scalar::Device,
+        beta: Scalar::Device,
+        epilogue,
+        bias_type: if d == DType::I32 {
+            DType::I32
+        } else {
+            DType::F32
+        },
+        flags: 0,
+    }
+}
+
+/// Exponent of a nonzero finite f64 (floor of log2 |x|).
+fn exponent(x: f64) -> i32 {
+    let e = ((x.to_bits() >> 52) & 0x7ff) as i32;
+    if e == 0 {
+        // f64 subnormal: never produced in these tests' ranges, but be exact anyway.
+        -1023 - (x.abs().to_bits().leading_zeros() as i32 - 12)
+    } else {
+        e - 1023
+    }
+}
+
+/// Truncates x toward zero onto the grid of a format with `p` significand bits and
+/// smallest normal exponent `min_exp`.
+fn trunc_to(x: f64, p: i32, min_exp: i32) -> f64 {
+    if x == 0.0 {
+        return x;
+    }
+    let q = exp2i(exponent(x).max(min_exp) - (p - 1));
+    (x / q).trunc() * q
+}
+
+/// One tensor-core block fused multiply-add: the accumulator and the products are
+/// aligned to the largest exponent and truncated to `p` bits there, summed exactly, and
+/// the sum is normalised by truncation (Fasi et al.'s model of V100/T4/A100, with the
+/// narrower `p` of Hopper's fp8 path).
+fn block_fma(acc: f64, prods: &[f64], p: i32, min_exp: i32) -> f64 {
+    let emax = std::iter::once(acc)
+        .chain(prods.iter().copied())
+        .filter(|x| *x != 0.0)
+        .map(exponent)
+        .max();
+    let Some(emax) = emax else {
+        return acc;
+    };
+    let q = exp2i(emax.max(min_exp) - (p - 1));
+    let mut sum = (acc / q).trunc() * q;
+    for &x in prods {
+        sum += (x / q).trunc() * q;
+    }
+    trunc_to(sum, p, min_exp)
+}
+
+/// How the simulated GPU runs one entry.
+#[derive(Clone, Copy, Debug)]
+struct Gpu {
+    /// tensor-core block size
+    block: usize,
+    /// number of split-k slices
+    splits: usize,
+    /// tf32 inputs by truncation rather than nearest
+    tf32_truncate: bool,
+}
+
+impl Gpu {
+    fn random(rng: &mut Rng, k: usize) -> Gpu {
+        let blocks = [4, 8, 16, 32];
+        let splits = [1, 1, 1, 2, 3, 4, 8, 16, 64];
+        Gpu {
+            block: blocks[rng.below(blocks.len())],
+            splits: splits[rng.below(splits.len())].min(k.max(1)),
+            tf32_truncate: rng.chance(0.5),
+        }
+    }
+}
+
+/// The type the epilogue arithmetic runs in.
+fn epilogue_dtype(compute: ComputeType) -> DType {
+    match compute {
+        ComputeType::F16 => DType::F16,
+        ComputeType::F64 => DType::F64,
+        _ => DType::F32,
+    }
+}
+
+fn round_input(compute: ComputeType, x: f64, truncate_tf32: bool) -> f64 {
+    match compute {
+        ComputeType::F32FastTf32 => {
+            let f = x as f32;
+            if truncate_tf32 {
+                f64::from(f32::from_bits(f.to_bits() & !0x1fff))
+            } else {
+                f64::from(round_tf32(f))
+            }
+        }
+        ComputeType::F32FastF16 | ComputeType::F16 => round_to(DType::F16, x),
+        ComputeType::F32FastBf16 => round_to(DType::BF16, x),
+        ComputeType::F32 => round_to(DType::F32, x),
+        _ => x,
+    }
+}
+
+/// What an honest GPU writes for one entry (decoded from D's type).
+fn simulate(case: &Case, gpu: Gpu, rng: &mut Rng) -> f64 {
+    let (call, s, a, b) = (&case.call, &case.s, &case.a, &case.b);
+    let (c_in, bias) = (case.c_in, case.bias);
+    let model = ErrorModel::for_call(call).unwrap();
+    let k = a.len();
+    let prods: Vec<f64> = (0..k)
+        .map(|i| {
+            round_input(call.compute, a[i], gpu.tf32_truncate)
+                * round_input(call.compute, b[i], gpu.tf32_truncate)
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..k).collect();
+    rng.shuffle(&mut order);
+    // Random split points.
+    let mut cuts: Vec<usize> = (0..gpu.splits.saturating_sub(1))
+        .map(|_| rng.below(k + 1))
+        .collect();
+    cuts.push(0);
+    cuts.push(k);
+    cuts.sort_unstable();
+    let ep = epilogue_dtype(call.compute);
+    let fp8 = matches!(call.a.dtype, DType::F8E4M3 | DType::F8E5M2)
+        || matches!(call.b.dtype, DType::F8E4M3 | DType::F8E5M2);
+    let (p, min_exp) = match call.compute {
+        ComputeType::F16 => (11, -14),
+        _ if fp8 => (14, -126),
+        _ => (24, -126),
+    };
+    let mut partials = Vec::new();
+    for w in cuts.windows(2) {
+        let slice = &order[w[0]..w[1]];
+        let acc = match model.accumulation {
+            Accumulation::Integer => {
+                let mut acc = 0i32;
+                for &i in slice {
+                    acc = acc.wrapping_add((a[i] as i32).wrapping_mul(b[i] as i32));
+                }
+                f64::from(acc)
+            }
+            Accumulation::FusedMultiplyAdd => {
+                if call.compute == ComputeType::F64 {
+                    slice.iter().fold(0.0f64, |acc, &i| a[i].mul_add(b[i], acc))
+                } else {
+                    let acc = slice
+                        .iter()
+                        .fold(0.0f32, |acc, &i| (a[i] as f32).mul_add(b[i] as f32, acc));
+                    f64::from(acc)
+                }
+            }
+            Accumulation::TensorCore => {
+                let mut acc = 0.0;
+                let mut block = Vec::with_capacity(gpu.block);
+                for chunk in slice.chunks(gpu.block) {
+                    block.clear();
+                    block.extend(chunk.iter().map(|&i| prods[i]));
+                    acc = block_fma(acc, &block, p, min_exp);
+                }
+                acc
+            }
+        };
+        partials.push(acc);
+    }
+    // Reduce the slices in a random order, in the accumulator's own arithmetic.
+    rng.shuffle(&mut partials);
+    let acc_dtype = match model.accumulation {
+        Accumulation::Integer => DType::I32,
+        _ => ep,
+    };
+    let mut acc = partials[0];
+    for &x in &partials[1..] {
+        acc = round_to(acc_dtype, acc + x);
+    }
+    if model.exact {
+        // 32I with i32 scalars: wrapping integer arithmetic throughout.
+        let mut v = (s.alpha as i32).wrapping_mul(acc as i32);
+        if s.beta != 0.0 {
+            v = v.wrapping_add((s.beta as i32).wrapping_mul(c_in as i32));
+        }
+        if let Some(bias) = bias {
+            v = v.wrapping_add(bias as i32);
+        }
+        let w = if call.epilogue == Epilogue::Relu {
+            v.max(0)
+        } else {
+            v
+        };
+        return round_to(call.d.dtype, f64::from(w));
+    }
+    let r = |x: f64| round_to(ep, x);
+    let alpha = r(r(s.alpha * s.scale_a) * s.scale_b);
+    let mut v = r(alpha * r(acc));
+    if s.beta != 0.0 {
+        v = r(v + r(r(s.beta * s.scale_c) * c_in));
+    }
+    if let Some(bias) = bias {
+        v = r(v + bias);
+    }
+    v = match call.epilogue {
+        Epilogue::Default => v,
+        Epilogue::Relu => v.max(0.0),
+        Epilogue::GeluTanh | Epilogue::GeluErf => {
+            let g = if call.epilogue == Epilogue::GeluTanh {
+                (SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)).tanh()
+            } else {
+                erf(v * std::f64::consts::FRAC_1_SQRT_2)
+            };
+            // An approximate tanh / erf: relative error up to 2^-11.
+            let g = r(g * (1.0 + rng.sym() * exp2i(-11)));
+            r(r(0.5 * v) * r(1.0 + g))
+        }
+    };
+    if s.scale_d != 1.0 {
+        v = r(v * s.scale_d);
+    }
+    round_to(call.d.dtype, v)
+}
+
+/// Random data of one element type.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    Symmetric,
+    Positive,
+    WideRange,
+    Sparse,
+}
+
+fn gen_vec(rng: &mut Rng, dtype: DType, k: usize, shape: Shape, scale: f64) -> Vec<f64> {
+    (0..k)
+        .map(|_| {
+            let x = match shape {
+                Shape::Symmetric => rng.sym(),
+                Shape::Positive => rng.unit(),
+                Shape::WideRange => {
+                    rng.log_uniform(-6.0, 4.0) * if rng.chance(0.5) { 1.0 } else { -1.0 }
+                }
+                Shape::Sparse => {
+                    if rng.chance(0.4) {
+                        0.0
+                    } else {
+                        rng.sym()
+                    }
+                }
+            };
+            if dtype == DType::I8 {
+                (x * 127.0).round()
+            } else {
+                round_to(dtype, x * scale)
+            }
+        })
+        .collect()
+}
+
+/// Picks k: log-uniform in [1, 2048] (mean about 270), or `k_fixed`.
+fn pick_k(rng: &mut Rng) -> usize {
+    (rng.log_uniform(0.0, 11.0) as usize).clamp(1, 2048)
+}
+
+/// One configuration of the honest-GPU sweep.
+#[derive(Clone, Copy, Debug)]
+struct Config {
+    a: DType,
+    b: DType,
+    d: DType,
+    compute: ComputeType,
+    /// input magnitude (scale applied before rounding to the input type)
+    scale: f64,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    checked: usize,
+    passed: usize,
+    unverifiable: usize,
+    max_ratio: f64,
+    sum_k: usize,
+}
+
+/// A random entry of a configuration: call, scalars, inputs.
+struct Case {
+    call: GemmCall,
+    s: Scalars,
+    a: Vec<f64>,
+    b: Vec<f64>,
+    c_in: f64,
+    bias: Option<f64>,
+}
+
+fn scalar_for(rng: &mut Rng, call: &GemmCall) -> f64 {
+    let choices = [1.0, 1.0, -1.0, 0.5, 2.0];
+    let v = if rng.chance(0.6) {
+        choices[rng.below(choices.len())]
+    } else {
+        rng.log_uniform(-2.0, 2.0) * if rng.chance(0.8) { 1.0 } else { -1.0 }
+    };
+    match call.scale_type {
+        DType::I32 => v.round(),
+        t => round_to(t, v),
+    }
+}
+
+fn random_case(rng: &mut Rng, cfg: &Config, k: usize, epilogue: Option<Epilogue>) -> Case {
+    let epilogues = [
+        Epilogue::Default,
+        Epilogue::Default,
+        Epilogue::Relu,
+        Epilogue::GeluTanh,
+        Epilogue::GeluErf,
+    ];
+    let epilogue = epilogue.unwrap_or_else(|| {
+        if cfg.compute == ComputeType::I32 {
+            [Epilogue::Default, Epilogue::Relu][rng.below(2)]
+        } else {
+            epilogues[rng.below(epilogues.len())]
+        }
+    });
+    let call = make_call(cfg.a, cfg.b, cfg.d, cfg.compute, epilogue, k as u64);
+    let shapes = [
+        Shape::Symmetric,
+        Shape::Positive,
+        Shape::WideRange,
+        Shape::Sparse,
+    ];
+    let shape = shapes[rng.below(shapes.len())];
+    let (sa, sb) = (rng.log_uniform(-1.0, 1.0), rng.log_uniform(-1.0, 1.0));
+    let a = gen_vec(rng, cfg.a, k, shape, cfg.scale * sa);
+    let b = gen_vec(rng, cfg.b, k, shape, cfg.scale * sb);
+    let mut s = Scalars {
+        alpha: scalar_for(rng, &call),
+        beta: if rng.chance(0.5) {
+            0.0
+        } else {
+            scalar_for(rng, &call)
+        },
+        ..Scalars::UNIT
+    };
+    let fp8_in = matches!(cfg.a, DType::F8E4M3 | DType::F8E5M2);
+    if fp8_in {
+        s.scale_a = round_to(DType::F32, rng.log_uniform(-4.0, 2.0));
+        s.scale_b = round_to(DType::F32, rng.log_uniform(-4.0, 2.0));
+    }
+    if matches!(cfg.d, DType::F8E4M3 | DType::F8E5M2) {
+        s.scale_d = round_to(DType::F32, rng.log_uniform(-4.0, 3.0));
+        s.scale_c = round_to(DType::F32, rng.log_uniform(-1.0, 1.0));
+    }
+    let c_in = if cfg.compute == ComputeType::I32 {
+        (rng.sym() * 1000.0).round()
+    } else {
+        round_to(call.c.dtype, rng.sym() * cfg.scale * cfg.scale * 4.0)
+    };
+    let bias = if rng.chance(0.3) {
+        Some(if cfg.compute == ComputeType::I32 {
+            (rng.sym() * 100.0).round()
+        } else {
+            round_to(DType::F32, rng.sym())
+        })
+    } else {
+        None
+    };
+    Case {
+        call,
+        s,
+        a,
+        b,
+        c_in,
+        bias,
+    }
+}
+
+fn check_case(case: &Case, claimed: f64) -> EntryCheck {
+    let e = Entry {
+        a_row: &case.a,
+        b_col: &case.b,
+        c_in: case.c_in,
+        bias: case.bias,
+        claimed,
+    };
+    check_entry(&case.call, &case.s, &e).unwrap()
+}
+
+/// Runs `n` random honest entries plus `n_big` with k = 16384 for each configuration;
+/// every verdict must be Pass, or Unverifiable where `may_be_unverifiable` allows.
+fn honest_sweep(seed: u64, configs: &[Config], n: usize, n_big: usize) -> Vec<Tally> {
+    let mut rng = Rng::new(seed);
+    let mut tallies = Vec::new();
+    for cfg in configs {
+        let mut t = Tally::default();
+        for i in 0..n + n_big {
+            let k = if i < n { pick_k(&mut rng) } else { 16384 };
+            let case = random_case(&mut rng, cfg, k, None);
+            let gpu = Gpu::random(&mut rng, k);
+            let claimed = simulate(&case, gpu, &mut rng);
+            let c = check_case(&case, claimed);
+            t.checked += 1;
+            t.sum_k += k;
+            match c.verdict {
+                Verdict::Pass => {
+                    t.passed += 1;
+                    if c.ratio.is_finite() {
+                        t.max_ratio = t.max_ratio.max(c.ratio);
+                    }
+                }
+                Verdict::Unverifiable(w) => {
+                    t.unverifiable += 1;
+                    let model = ErrorModel::for_call(&case.call).unwrap();
+                    // Only the documented reasons, and only where the model says so.
+                    match w {
+                        Weakness::KTooLarge => assert!(model.acc_terms(k as u64) * model.acc_unit >= 0.5),
+                        Weakness::AccumulatorOverflow => assert_eq!(case.call.compute, ComputeType::F16),
+                        Weakness::InputOverflow => panic!("no input overflows in this sweep: {cfg:?}"),
+                    }
+                }
+                Verdict::Fail => panic!(
+                    "honest entry failed: {cfg:?} k={k} epilogue={:?} gpu={gpu:?} scalars={:?} c_in={} bias={:?}\n{c:?}",
+                    case.call.epilogue, case.s, case.c_in, case.bias
+                ),
+            }
+        }
+        eprintln!(
+            "{:>5} x {:<5} -> {:<5} {:<12?} checked {:>6} (mean k {:>4}) passed {:>6} unverifiable {:>5} max err/tol {:.3e}",
+            cfg.a.name(),
+            cfg.b.name(),
+            cfg.d.name(),
+            cfg.compute,
+            t.checked,
+            t.sum_k / t.checked,
+            t.passed,
+            t.unverifiable,
+            t.max_ratio
+        );
+        tallies.push(t);
+    }
+    tallies
+}
+
+fn cfg(a: DType, b: DType, d: DType, compute: ComputeType, scale: f64) -> Config {
+    Config {
+        a,
+        b,
+        d,
+        compute,
+        scale,
+    }
+}
+
+/// Entries per input type in the honest sweeps (split across that type's configurations),
+/// and entries with k = 16384 per configuration.
+const HONEST_PER_DTYPE: usize = 100_000;
+const HONEST_BIG_K: usize = 60;
+
+fn honest_dtype(seed: u64, configs: &[Config]) {
+    let n = HONEST_PER_DTYPE.div_ceil(configs.len());
+    let tallies = honest_sweep(seed, configs, n, HONEST_BIG_K);
+    let total: usize = tallies.iter().map(|t| t.checked).sum();
+    assert!(total >= HONEST_PER_DTYPE);
+}
+
+#[test]
+fn honest_f32() {
+    use ComputeType as C;
+    use DType::F32 as S;
+    honest_dtype(
+        1,
+        &[
+            cfg(S, S, S, C::F32, 1.0),
+            cfg(S, S, S, C::F32FastTf32, 1.0),
+            cfg(S, S, S, C::F32FastF16, 1.0),
+            cfg(S, S, S, C::F32FastBf16, 1.0),
+        ],
+    );
+}
+
+#[test]
+fn honest_f16() {
+    use ComputeType as C;
+    use DType::{F16 as H, F32};
+    let tallies = honest_sweep(
+        2,
+        &[cfg(H, H, H, C::F32, 1.0), cfg(H, H, F32, C::F32, 4.0)],
+        40_000,
+        HONEST_BIG_K,
+    );
+    assert!(tallies.iter().all(|t| t.unverifiable == 0));
+    // COMPUTE_16F: worst-case bounds only hold for short k.
+    let t16 = honest_sweep(3, &[cfg(H, H, H, C::F16, 0.25)], 20_000, HONEST_BIG_K);
+    assert!(t16[0].unverifiable > 0 && t16[0].passed > 5_000);
+}
+
+#[test]
+fn honest_bf16() {
+    use ComputeType as C;
+    use DType::{BF16 as B, F32};
+    let tallies = honest_sweep(
+        4,
+        &[cfg(B, B, B, C::F32, 1.0), cfg(B, B, F32, C::F32, 8.0)],
+        50_000,
+        HONEST_BIG_K,
+    );
+    assert!(tallies.iter().all(|t| t.unverifiable == 0));
+}
+
+#[test]
+fn honest_e4m3() {
+    use ComputeType as C;
+    use DType::{BF16, F32, F8E4M3 as E4, F8E5M2 as E5};
+    let tallies = honest_sweep(
+        5,
+        &[
+            cfg(E4, E4, F32, C::F32, 16.0),
+            cfg(E4, E4, BF16, C::F32, 16.0),
+            cfg(E4, E4, E4, C::F32, 16.0),
+            cfg(E4, E5, F32, C::F32, 16.0),
+        ],
+        25_000,
+        HONEST_BIG_K,
+    );
+    // k = 16384 is beyond the fp8 accumulation bound: reported, never passed.
+    assert!(tallies
+        .iter()
+        .all(|t| t.unverifiable >= HONEST_BIG_K && t.passed > 20_000));
+}
+
+#[test]
+fn honest_e5m2() {
+    use ComputeType as C;
+    use DType::{BF16, F32, F8E4M3 as E4, F8E5M2 as E5};
+    let tallies = honest_sweep(
+        6,
+        &[
+            cfg(E5, E4, F32, C::F32, 64.0),
+            cfg(E5, E4, BF16, C::F32, 64.0),
+            cfg(E5, E4, E5, C::F32, 64.0),
+            cfg(E5, E5, E4, C::F32, 64.0),
+        ],
+        25_000,
+        HONEST_BIG_K,
+    );
+    assert!(tallies
+        .iter()
+        .all(|t| t.unverifiable >= HONEST_BIG_K && t.passed > 20_000));
+}
+
+#[test]
+fn honest_i8() {
+    use DType::{I32, I8};
+    let tallies = honest_sweep(
+        7,
+        &[cfg(I8, I8, I32, ComputeType::I32, 1.0)],
+        HONEST_PER_DTYPE,
+        HONEST_BIG_K,
+    );
+    assert_eq!(tallies[0].passed, tallies[0].checked);
+}
+
+// ---------------------------------------------------------------------------------
+// Detection: what an honest GPU cannot produce must fail.
+// ---------------------------------------------------------------------------------
+
+/// The neighbour of a value of D's grid, one step up or down; `None` past the last
+/// finite value.
+fn step(dtype: DType, v: f64, up: bool) -> Option<f64> {
+    if matches!(dtype, DType::I8 | DType::I32) {
+        let w = if up { v + 1.0 } else { v - 1.0 };
+        return (round_to(dtype, w) == w).then_some(w);
+    }
+    let mut bytes = Vec::new();
+    num::encode_one(dtype, v, &mut bytes);
+    let size = dtype.size();
+    let mut raw = [0u8; 8];
+    raw[..size].copy_from_slice(&bytes);
+    let bits = u64::from_le_bytes(raw);
+    let sign = 1u64 << (8 * size - 1);
+    let (neg, mag) = (bits & sign != 0, bits & (sign - 1));
+    // Moving away from zero increments the magnitude; toward zero decrements it.
+    let next = if v == 0.0 {
+        if up {
+            1
+        } else {
+            sign | 1
+        }
+    } else if neg != up {
+        bits + 1
+    } else if mag == 0 {
+        return None;
+    } else {
+        bits - 1
+    };
+    let w = num::decode_one(dtype, &next.to_le_bytes()[..size]).unwrap();
+    w.is_finite().then_some(w)
+}
+
+/// The nearest value of D's grid at or beyond x in the given direction.
+fn outward(dtype: DType, x: f64, up: bool) -> Option<f64> {
+    let r = round_to(dtype, x);
+    if !r.is_finite() {
+        return None;
+    }
+    if (up && r < x) || (!up && r > x) {
+        step(dtype, r, up)
+    } else {
+        Some(r)
+    }
+}
+
+fn all_configs() -> Vec<Config> {
+    use ComputeType as C;
+    use DType::*;
+    vec![
+        cfg(F32, F32, F32, C::F32, 1.0),
+        cfg(F32, F32, F32, C::F32FastTf32, 1.0),
+        cfg(F32, F32, F32, C::F32FastF16, 1.0),
+        cfg(F32, F32, F32, C::F32FastBf16, 1.0),
+        cfg(F16, F16, F16, C::F32, 1.0),
+        cfg(F16, F16, F32, C::F32, 1.0),
+        cfg(F16, F16, F16, C::F16, 0.25),
+        cfg(BF16, BF16, BF16, C::F32, 1.0),
+        cfg(F8E4M3, F8E4M3, F32, C::F32, 16.0),
+        cfg(F8E4M3, F8E4M3, BF16, C::F32, 16.0),
+        cfg(F8E4M3, F8E4M3, F8E4M3, C::F32, 16.0),
+        cfg(F8E5M2, F8E4M3, F8E5M2, C::F32, 64.0),
+        cfg(I8, I8, I32, C::I32, 1.0),
+    ]
+}
+
+#[test]
+fn just_beyond_the_tolerance_fails_and_just_inside_passes() {
+    let mut rng = Rng::new(11);
+    let (mut beyond, mut inside) = (0, 0);
+    for cfg in all_configs() {
+        for _ in 0..1500 {
+            let k = pick_k(&mut rng).min(512);
+            let case = random_case(&mut rng, &cfg, k, None);
+            let gpu = Gpu::random(&mut rng, k);
+            let honest = simulate(&case, gpu, &mut rng);
+            let c = check_case(&case, honest);
+            if c.unverifiable() {
+                continue;
+            }
+            assert!(c.passed(), "{cfg:?} {c:?}");
+            let (r, t, d) = (c.reference, c.tolerance, cfg.d);
+            for up in [true, false] {
+                let dir = if up { 1.0 } else { -1.0 };
+                let beyond_w = if t == 0.0 {
+                    step(d, r, up)
+                } else {
+                    outward(d, r + dir * 1.001 * t, up)
+                };
+                if let Some(w) = beyond_w {
+                    let v = check_case(&case, w);
+                    assert_eq!(
+                        v.verdict,
+                        Verdict::Fail,
+                        "{cfg:?} claimed {w} ref {r} tol {t}"
+                    );
+                    assert!(v.ratio > 1.0);
+                    beyond += 1;
+                }
+                // The last grid value inside the bound still passes.
+                if let Some(w) = outward(d, r + dir * 0.999 * t, !up) {
+                    if (w - r).abs() <= t {
+                        assert!(
+                            check_case(&case, w).passed(),
+                            "{cfg:?} claimed {w} ref {r} tol {t}"
+                        );
+                        inside += 1;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("claims just beyond the tolerance: {beyond} failed; just inside: {inside} passed");
+    assert!(beyond > 20_000 && inside > 20_000);
+}
+
+#[test]
+fn large_changes_nan_and_spurious_infinities_fail() {
+    let mut rng = Rng::new(12);
+    let mut n = 0;
+    for cfg in all_configs() {
+        for _ in 0..300 {
+            let k = pick_k(&mut rng).min(256);
+            let case = random_case(&mut rng, &cfg, k, None);
+            let gpu = Gpu::random(&mut rng, k);
+            let honest = simulate(&case, gpu, &mut rng);
+            let c = check_case(&case, honest);
+            if c.unverifiable() {
+                continue;
+            }
+            let (r, t) = (c.reference, c.tolerance);
+            let delta = 10.0 * t + 0.25 * r.abs() + cfg.d.size() as f64;
+            for up in [true, false] {
+                let dir = if up { 1.0 } else { -1.0 };
+                if let Some(w) = outward(cfg.d, r + dir * delta, up) {
+                    assert_eq!(check_case(&case, w).verdict, Verdict::Fail, "{cfg:?}");
+                    n += 1;
+                }
+            }
+            if r.abs() > 2.0 * t {
+                let w = round_to(cfg.d, -r);
+                assert_eq!(
+                    check_case(&case, w).verdict,
+                    Verdict::Fail,
+                    "sign flip {cfg:?}"
+                );
+            }
+            if !matches!(cfg.d, DType::I8 | DType::I32) {
+                assert_eq!(check_case(&case, f64::NAN).verdict, Verdict::Fail);
+                if r.abs() + t < 0.5 * num::format(cfg.d).max_finite {
+                    assert_eq!(check_case(&case, f64::INFINITY).verdict, Verdict::Fail);
+                    assert_eq!(check_case(&case, f64::NEG_INFINITY).verdict, Verdict::Fail);
+                }
+            }
+        }
+    }
+    assert!(n > 5000, "{n}");
+}
+
+/// The sent row differs from what the GPU multiplied: the sign of the largest term
+/// `a_j b_j` is flipped. For k up to `k_max` (chosen per accumulation precision so that
+/// twice the largest term exceeds twice the tolerance) every such change is caught.
+#[test]
+fn a_changed_input_fails() {
+    use ComputeType as C;
+    use DType::*;
+    let mut rng = Rng::new(13);
+    let cases = [
+        (cfg(F32, F32, F32, C::F32, 1.0), 2048),
+        (cfg(F32, F32, F32, C::F32FastTf32, 1.0), 64),
+        (cfg(F16, F16, F32, C::F32, 1.0), 1024),
+        (cfg(F16, F16, F16, C::F32, 1.0), 256),
+        (cfg(BF16, BF16, F32, C::F32, 1.0), 1024),
+        (cfg(F8E4M3, F8E4M3, F32, C::F32, 16.0), 64),
+        (cfg(F8E5M2, F8E4M3, F32, C::F32, 64.0), 64),
+    ];
+    let mut caught = 0;
+    for (cfg, k_max) in cases {
+        for _ in 0..2000 {
+            let k = (rng.log_uniform(0.0, (k_max as f64).log2()) as usize).clamp(1, k_max);
+            let mut case = random_case(&mut rng, &cfg, k, Some(Epilogue::Default));
+            case.s.beta = 0.0;
+            case.bias = None;
+            let gpu = Gpu::random(&mut rng, k);
+            let honest = simulate(&case, gpu, &mut rng);
+            let j = (0..k)
+                .max_by(|&x, &y| {
+                    (case.a[x] * case.b[x])
+                        .abs()
+                        .total_cmp(&(case.a[y] * case.b[y]).abs())
+                })
+                .unwrap();
+            if case.a[j] * case.b[j] == 0.0 {
+                continue;
+            }
+            case.a[j] = -case.a[j];
+            let c = check_case(&case, honest);
+            assert_eq!(c.verdict, Verdict::Fail, "{cfg:?} k={k} {c:?}");
+            caught += 1;
+        }
+    }
+    // Integers: any change of one element by one is caught (tolerance 0).
+    let icfg = cfg(I8, I8, I32, C::I32, 1.0);
+    for _ in 0..2000 {
+        let k = pick_k(&mut rng);
+        let mut case = random_case(&mut rng, &icfg, k, None);
+        let gpu = Gpu::random(&mut rng, k);
+        let honest = simulate(&case, gpu, &mut rng);
+        let Some(j) = (0..k).find(|&j| case.b[j] != 0.0) else {
+            continue;
+        };
+        if case.s.alpha == 0.0 || case.call.epilogue == Epilogue::Relu {
+            continue;
+        }
+        case.a[j] += if case.a[j] < 127.0 { 1.0 } else { -1.0 };
+        assert_eq!(check_case(&case, honest).verdict, Verdict::Fail);
+        caught += 1;
+    }
+    assert!(caught > 12_000, "{caught}");
+}
+
+/// Fraction of entries that fail when the GPU rounds the inputs to `lower` but the call
+/// declares f32 inputs with 32F compute.
+fn downgrade_detection_rate(
+    seed: u64,
+    lower: fn(f64) -> f64,
+    k_lo: f64,
+    k_hi: f64,
+    n: usize,
+) -> f64 {
+    let mut rng = Rng::new(seed);
+    let declared = cfg(DType::F32, DType::F32, DType::F32, ComputeType::F32, 1.0);
+    let mut failed = 0;
+    for _ in 0..n {
+        let k = rng.log_uniform(k_lo, k_hi) as usize;
+        let mut case = random_case(&mut rng, &declared, k, Some(Epilogue::Default));
+        // Typical data: zero-mean, similar magnitudes.
+        for x in case.a.iter_mut().chain(case.b.iter_mut()) {
+            *x = round_to(DType::F32, rng.sym());
+        }
+        let a: Vec<f64> = case.a.iter().map(|&x| lower(x)).collect();
+        let b: Vec<f64> = case.b.iter().map(|&x| lower(x)).collect();
+        let gpu = Gpu::random(&mut rng, k);
+        let mut lowered = case.call.clone();
+        lowered.compute = ComputeType::F32FastTf32; // tensor-core accumulation of exact products
+        let lowered = Case {
+            call: lowered,
+            s: case.s,
+            a,
+            b,
+            c_in: case.c_in,
+            bias: case.bias,
+        };
+        let gpu = Gpu {
+            tf32_truncate: false,
+            ..gpu
+        };
+        let claimed = simulate(&lowered, gpu, &mut rng);
+        if check_case(&case, claimed).verdict == Verdict::Fail {
+            failed += 1;
+        }
+    }
+    failed as f64 / n as f64
+}
+
+#[test]
+fn precision_downgrade_fails() {
+    let e4m3 = |x| round_to(DType::F8E4M3, x);
+    let short = downgrade_detection_rate(21, e4m3, 4.0, 8.0, 2000);
+    let medium = downgrade_detection_rate(26, e4m3, 8.0, 10.0, 1000);
+    let long = downgrade_detection_rate(24, e4m3, 11.0, 12.0, 300);
+    let longer = downgrade_detection_rate(25, e4m3, 13.0, 14.0, 100);
+    eprintln!(
+        "f32 declared, e4m3 inputs used: k 16..256 {:.2}% caught, 256..1024 {:.1}%, 2048..4096 {:.1}%, 8192..16384 {:.1}%",
+        100.0 * short,
+        100.0 * medium,
+        100.0 * long,
+        100.0 * longer
+    );
+    assert!(short >= 0.995, "{short}");
+    assert!(medium >= 0.97, "{medium}");
+    assert!(long >= 0.7, "{long}");
+    // Finer downgrades are caught only at short k: reported, and pinned loosely so a
+    // change to the model that loosens it is noticed.
+    let bf16 = |x| round_to(DType::BF16, x);
+    let f16 = |x| round_to(DType::F16, x);
+    let tf32 = |x: f64| f64::from(round_tf32(x as f32));
+    for (name, f, floor) in [
+        ("bf16", bf16 as fn(f64) -> f64, 0.9),
+        ("f16", f16, 0.5),
+        ("tf32", tf32, 0.5),
+    ] {
+        let short = downgrade_detection_rate(22, f, 4.0, 8.0, 1000);
+        let long = downgrade_detection_rate(23, f, 10.0, 12.0, 300);
+        eprintln!(
+            "f32 declared, {name} inputs used: k 16..256 {:.1}% caught, k 1024..4096 {:.1}% caught",
+            100.0 * short,
+            100.0 * long
+        );
+        assert!(short >= floor, "{name} {short}");
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Edges: unverifiable entries, non-finite values, integers, errors.
+// ---------------------------------------------------------------------------------
+
+fn entry<'a>(a: &'a [f64], b: &'a [f64], claimed: f64) -> Entry<'a> {
+    Entry {
+        a_row: a,
+        b_col: b,
+        c_in: 0.0,
+        bias: None,
+        claimed,
+    }
+}
+
+#[test]
+fn meaningless_bounds_are_unverifiable_never_pass() {
+    use ComputeType as C;
+    use DType::*;
+    let ones = vec![1.0; 4096];
+    // COMPUTE_16F at k = 4096: n u = 5120 * 2^-10 >= 1/2.
+    let call = make_call(F16, F16, F16, C::F16, Epilogue::Default, 4096);
+    let c = check_entry(&call, &Scalars::UNIT, &entry(&ones, &ones, 4096.0)).unwrap();
+    assert_eq!(c.verdict, Verdict::Unverifiable(Weakness::KTooLarge));
+    assert!(c.unverifiable() && !c.passed() && c.tolerance.is_infinite());
+    // Even a wildly wrong claim is not a pass (nor a fail: the bound says nothing).
+    let c = check_entry(&call, &Scalars::UNIT, &entry(&ones, &ones, -1.0)).unwrap();
+    assert!(c.unverifiable());
+    // At k = 400 the same call is verifiable.
+    let call = make_call(F16, F16, F16, C::F16, Epilogue::Default, 400);
+    assert!(check_entry(
+        &call,
+        &Scalars::UNIT,
+        &entry(&ones[..400], &ones[..400], 400.0)
+    )
+    .unwrap()
+    .passed());
+    // fp8 at k = 4096 (5120 * 2^-13 >= 1/2); fine at k = 3000.
+    let call = make_call(F8E4M3, F8E4M3, F32, C::F32, Epilogue::Default, 4096);
+    let c = check_entry(&call, &Scalars::UNIT, &entry(&ones, &ones, 4096.0)).unwrap();
+    assert_eq!(c.verdict, Verdict::Unverifiable(Weakness::KTooLarge));
+    let call = make_call(F8E4M3, F8E4M3, F32, C::F32, Epilogue::Default, 3000);
+    assert!(check_entry(
+        &call,
+        &Scalars::UNIT,
+        &entry(&ones[..3000], &ones[..3000], 3000.0)
+    )
+    .unwrap()
+    .passed());
+    // FAST_16F with an f32 input above f16's range.
+    let call = make_call(F32, F32, F32, C::F32FastF16, Epilogue::Default, 2);
+    let c = check_entry(
+        &call,
+        &Scalars::UNIT,
+        &entry(&[70000.0, 1.0], &[1.0, 1.0], 70001.0),
+    )
+    .unwrap();
+    assert_eq!(c.verdict, Verdict::Unverifiable(Weakness::InputOverflow));
+    // ... but not just below the f16 overflow threshold (65520).
+    let c = check_entry(
+        &call,
+        &Scalars::UNIT,
+        &entry(&[65519.0, 1.0], &[1.0, 1.0], 65505.0),
+    )
+    .unwrap();
+    assert!(c.passed(), "{c:?}");
+    // COMPUTE_16F whose partial sums may pass 65504.
+    let big = vec![200.0; 300];
+    let call = make_call(F16, F16, F16, C::F16, Epilogue::Default, 300);
+    let c = check_entry(&call, &Scalars::UNIT, &entry(&big, &ones[..300], 0.0)).unwrap();
+    assert_eq!(
+        c.verdict,
+        Verdict::Unverifiable(Weakness::AccumulatorOverflow)
+    );
+    // The boundaries quoted in docs/protocol-tolerance.md.
+    let m16 =
+        ErrorModel::for_call(&make_call(F16, F16, F16, C::F16, Epilogue::Default, 1)).unwrap();
+    assert!(m16.acc_terms(408) * m16.acc_unit < 0.5 && m16.acc_terms(409) * m16.acc_unit >= 0.5);
+    let m8 = ErrorModel::for_call(&make_call(
+        F8E4M3,
+        F8E4M3,
+        F32,
+        C::F32,
+        Epilogue::Default,
+        1,
+    ))
+    .unwrap();
+    assert!(m8.acc_terms(3276) * m8.acc_unit < 0.5 && m8.acc_terms(3277) * m8.acc_unit >= 0.5);
+    for w in [
+        Weakness::KTooLarge,
+        Weakness::AccumulatorOverflow,
+        Weakness::InputOverflow,
+    ] {
+        assert!(w.describe().starts_with("unverifiable"));
+    }
+}
+
+#[test]
+fn non_finite_values() {
+    use ComputeType as C;
+    use DType::*;
+    let call = make_call(F32, F32, F32, C::F32, Epilogue::Default, 3);
+    let check = |a: &[f64], claimed: f64| {
+        check_entry(&call, &Scalars::UNIT, &entry(a, &[1.0, 2.0, 3.0], claimed)).unwrap()
+    };
+    // A NaN input: only a NaN claim passes.
+    assert!(check(&[1.0, f64::NAN, 1.0], f64::NAN).passed());
+    assert!(!check(&[1.0, f64::NAN, 1.0], 6.0).passed());
+    assert!(!check(&[1.0, f64::NAN, 1.0], f64::INFINITY).passed());
+    // An infinite input: that infinity, in any order.
+    assert!(check(&[1.0, f64::INFINITY, 1.0], f64::INFINITY).passed());
+    assert!(!check(&[1.0, f64::INFINITY, 1.0], f64::NEG_INFINITY).passed());
+    assert!(!check(&[1.0, f64::INFINITY, 1.0], f64::MAX).passed());
+    // inf - inf is NaN whatever the order.
+    assert!(check(&[f64::INFINITY, 0.0, f64::NEG_INFINITY], f64::NAN).passed());
+    // A saturating fp8 output stores its maximum for an infinite result.
+    let call8 = make_call(F8E4M3, F8E4M3, F8E4M3, C::F32, Epilogue::Default, 2);
+    let s = Scalars {
+        beta: 1.0,
+        ..Scalars::UNIT
+    };
+    let e = Entry {
+        c_in: f64::INFINITY,
+        ..entry(&[1.0, 2.0], &[1.0, 1.0], 448.0)
+    };
+    assert!(check_entry(&call8, &s, &e).unwrap().passed());
+    // A finite reference: a NaN claim fails; an infinite claim passes only where an
+    // honest result could overflow D's type.
+    assert!(!check(&[1.0, 1.0, 1.0], f64::NAN).passed());
+    assert!(!check(&[1.0, 1.0, 1.0], f64::INFINITY).passed());
+    let call16 = make_call(F16, F16, F16, C::F32, Epilogue::Default, 2);
+    let near = |x: f64, claimed: f64| {
+        check_entry(
+            &call16,
+            &Scalars::UNIT,
+            &entry(&[x, 16.0], &[1.0, 1.0], claimed),
+        )
+        .unwrap()
+    };
+    // 65504 + 16 = 65520 is exactly the f16 overflow threshold.
+    assert!(near(65504.0, f64::INFINITY).passed());
+    assert!(!near(65504.0, f64::NEG_INFINITY).passed());
+    assert!(!near(60000.0, f64::INFINITY).passed());
+    assert!(near(60000.0, 60000.0 + 16.0).passed());
+    // A saturating type never produces infinity from a finite reference.
+    let call85 = make_call(F8E5M2, F8E4M3, F8E5M2, C::F32, Epilogue::Default, 1);
+    let c = check_entry(
+        &call85,
+        &Scalars::UNIT,
+        &entry(&[57344.0], &[448.0], f64::INFINITY),
+    )
+    .unwrap();
+    assert!(!c.passed());
+    let c = check_entry(
+        &call85,
+        &Scalars::UNIT,
+        &entry(&[57344.0], &[448.0], 57344.0),
+    )
+    .unwrap();
+    assert!(
+        c.passed() && c.reference == 57344.0,
+        "saturated reference: {c:?}"
+    );
+}
+
+#[test]
+fn exact_integer_arithmetic() {
+    use DType::{I32, I8};
+    let k = 4096;
+    let call = make_call(I8, I8, I32, ComputeType::I32, Epilogue::Default, k);
+    let a = vec![127.0; k as usize];
+    let b = vec![-128.0; k as usize];
+    let s = Scalars {
+        alpha: 1000.0,
+        beta: 3.0,
+        ..Scalars::UNIT
+    };
+    // 1000 * 4096 * 127 * -128 + 3 * 7 wraps around i32.
+    let exact: i128 = 1000 * 4096 * 127 * -128 + 21;
+    let wrapped = exact as i32 as f64;
+    assert_ne!(wrapped as i128, exact);
+    let e = |claimed| Entry {
+        c_in: 7.0,
+        ..entry(&a, &b, claimed)
+    };
+    let c = check_entry(&call, &s, &e(wrapped)).unwrap();
+    assert!(c.passed() && c.tolerance == 0.0 && c.ratio == 0.0, "{c:?}");
+    for off in [wrapped + 1.0, wrapped - 1.0, exact as f64] {
+        let c = check_entry(&call, &s, &e(off)).unwrap();
+        assert_eq!(c.verdict, Verdict::Fail);
+        assert!(c.ratio.is_infinite());
+    }
+    let half = Scalars { alpha: 0.5, ..s };
+    assert!(matches!(
+        check_entry(&call, &half, &e(0.0)),
+        Err(RecomputeError::NotAnInteger { what: "alpha", .. })
+    ));
+    let gelu = make_call(I8, I8, I32, ComputeType::I32, Epilogue::GeluTanh, k);
+    assert!(matches!(
+        check_entry(&gelu, &s, &e(0.0)),
+        Err(RecomputeError::Unsupported(_))
+    ));
+    // Float scalars with integer accumulation: the wrapped i32 sum, then float arithmetic.
+    let mut fcall = make_call(I8, I8, I32, ComputeType::I32, Epilogue::Default, 3);
+    fcall.scale_type = DType::F32;
+    fcall.d.dtype = DType::I8;
+    let s = Scalars {
+        alpha: 0.01,
+        ..Scalars::UNIT
+    };
+    let c = check_entry(
+        &fcall,
+        &s,
+        &entry(&[100.0, 100.0, 1.0], &[100.0, 1.0, 1.0], 101.0),
+    )
+    .unwrap();
+    assert!(
+        c.passed() && c.reference == 101.01 && c.tolerance >= 0.5,
+        "{c:?}"
+    );
+    let c = check_entry(
+        &fcall,
+        &s,
+        &entry(&[100.0, 100.0, 1.0], &[100.0, 1.0, 1.0], 103.0),
+    )
+    .unwrap();
+    assert!(!c.passed());
+}
+
+#[test]
+fn malformed_inputs_are_errors() {
+    let call = make_call(
+        DType::F32,
+        DType::F32,
+        DType::F32,
+        ComputeType::F32,
+        Epilogue::Default,
+        3,
+    );
+    let e = check_entry(
+        &call,
+        &Scalars::UNIT,
+        &entry(&[1.0, 2.0], &[1.0, 2.0, 3.0], 0.0),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        RecomputeError::Length {
+            what: "op(A) row",
+            expected: 3,
+            got: 2
+        }
+    );
+    assert!(e.to_string().contains("k is 3"));
+    let bad = make_call(
+        DType::F32,
+        DType::F32,
+        DType::I32,
+        ComputeType::I32,
+        Epilogue::Default,
+        1,
+    );
+    assert!(matches!(
+        check_entry(&bad, &Scalars::UNIT, &entry(&[1.0], &[1.0], 1.0)),
+        Err(RecomputeError::Unsupported(_))
+    ));
+}
+
+#[test]
+fn scalars_from_host() {
+    let mut call = make_call(
+        DType::F32,
+        DType::F32,
+        DType::F32,
+        ComputeType::F32,
+        Epilogue::Default,
+        1,
+    );
+    assert_eq!(Scalars::from_host(&call), None);
+    call.alpha = Scalar::Host(2.0);
+    call.beta = Scalar::Host(0.5);
+    let s = Scalars::from_host(&call).unwrap();
+    assert_eq!(
+        (s.alpha, s.beta, s.scale_a, s.scale_d),
+        (2.0, 0.5, 1.0, 1.0)
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// The reference itself.
+// ---------------------------------------------------------------------------------
+
+/// Values from mpmath at 40 digits (printed to 20).
+#[test]
+#[allow(clippy::excessive_precision)]
+fn erf_matches_high_precision_values() {
+    let erf_ref = [
+        (0.1, 0.112_462_916_018_284_892_2),
+        (0.5, 0.520_499_877_813_046_537_7),
+        (1.0, 0.842_700_792_949_714_869_3),
+        (2.0, 0.995_322_265_018_952_734_2),
+        (2.4999, 0.999_592_830_099_666_549_1),
+        (2.5, 0.999_593_047_982_555_041_1),
+        (3.0, 0.999_977_909_503_001_414_6),
+        (4.0, 0.999_999_984_582_742_099_7),
+    ];
+    for (x, v) in erf_ref {
+        let e = (erf(x) - v).abs() / v;
+        assert!(e < 2e-15, "erf({x}) = {} vs {v}: {e:e}", erf(x));
+        assert_eq!(erf(-x), -erf(x));
+    }
+    let erfc_ref = [
+        (0.5, 0.479_500_122_186_953_462_3),
+        (0.75, 0.288_844_366_346_484_868_4),
+        (1.0, 0.157_299_207_050_285_130_7),
+        (2.1213203435596424, 2.699_796_063_260_191_4e-3),
+        (2.0, 4.677_734_981_047_265_837_9e-3),
+        (2.5, 4.069_520_174_449_589_395_6e-4),
+        (3.0, 2.209_049_699_858_544_137_3e-5),
+        (5.0, 1.537_459_794_428_034_850_2e-12),
+        (10.0, 2.088_487_583_762_544_757e-45),
+        (20.0, 5.395_865_611_607_900_928_9e-176),
+        (26.0, 5.663_192_408_856_142_846_5e-296),
+    ];
+    for (x, v) in erfc_ref {
+        let e = (erfc(x) - v).abs() / v;
+        assert!(e < 2e-15, "erfc({x}) = {} vs {v}: {e:e}", erfc(x));
+        assert!((erfc(-x) - (2.0 - v)).abs() < 1e-15);
+    }
+    assert_eq!(erf(0.0), 0.0);
+    assert_eq!(erfc(0.0), 1.0);
+    assert!(erf(f64::NAN).is_nan() && erfc(f64::NAN).is_nan());
+    assert_eq!(erf(f64::INFINITY), 1.0);
+    assert_eq!(erfc(f64::INFINITY), 0.0);
+    // Series and continued fraction agree where both are usable.
+    let mut x = ERFC_FRACTION_MIN;
+    while x < ERF_SERIES_MAX {
+        let s = erf_series(x);
+        let f = 1.0 - erfc_fraction(x);
+        assert!((s - f).abs() < 1e-15, "{x}: {s} vs {f}");
+        x += 0.01;
+    }
+}
+
+#[test]
+#[allow(clippy::excessive_precision)]
+fn gelu_values_and_lipschitz_constant() {
+    // (x, GELU-erf, GELU-tanh) from mpmath.
+    let refs = [
+        (
+            -10.0,
+            -7.619_853_024_160_526e-23,
+            -1.204_092_348_209_806e-37,
+        ),
+        (
+            -3.0,
+            -4.049_694_094_890_283_6e-3,
+            -3.637_392_081_773_018_8e-3,
+        ),
+        (-1.0, -0.158_655_253_931_457_05, -0.158_808_009_391_723_3),
+        (-0.5, -0.154_268_769_362_993_45, -0.154_285_990_174_856_08),
+        (0.5, 0.345_731_230_637_006_55, 0.345_714_009_825_143_9),
+        (1.0, 0.841_344_746_068_542_9, 0.841_191_990_608_276_7),
+        (3.0, 2.995_950_305_905_109_7, 2.996_362_607_918_227),
+    ];
+    for (x, ge, gt) in refs {
+        assert!(
+            (gelu_erf(x) - ge).abs() <= 1e-14 * ge.abs(),
+            "gelu_erf({x}) = {}",
+            gelu_erf(x)
+        );
+        assert!(
+            (gelu_tanh(x) - gt).abs() <= 1e-14 * gt.abs(),
+            "gelu_tanh({x}) = {}",
+            gelu_tanh(x)
+        );
+    }
+    // Largest slope: 1.12890 (erf form) and 1.12899 (tanh form), below GELU_LIPSCHITZ.
+    for f in [gelu_erf as fn(f64) -> f64, gelu_tanh] {
+        let (mut max, mut x) = (0.0f64, -12.0);
+        let h = 1e-6;
+        while x < 12.0 {
+            let d = (f(x + h) - f(x - h)) / (2.0 * h);
+            max = max.max(d.abs());
+            x += 1e-3;
+        }
+        assert!(max < GELU_LIPSCHITZ && max > 1.1289, "{max}");
+    }
+    assert_eq!(apply_epilogue(Epilogue::Relu, -2.0), 0.0);
+    assert_eq!(apply_epilogue(Epilogue::Relu, f64::NAN), 0.0);
+    assert_eq!(apply_epilogue(Epilogue::Default, -2.0), -2.0);
+}
+
+/// The compensated dot product against an exact computation: f16 inputs are integer
+/// multiples of 2^-24, so their products are exact integers times 2^-48 and sum exactly
+/// in i128.
+#[test]
+fn reference_dot_is_within_its_documented_error() {
+    let mut rng = Rng::new(31);
+    let call = make_call(
+        DType::F16,
+        DType::F16,
+        DType::F32,
+        ComputeType::F32,
+        Epilogue::Default,
+        0,
+    );
+    for _ in 0..300 {
+        let k = 2 + rng.below(3000);
+        let mut a = gen_vec(&mut rng, DType::F16, k, Shape::WideRange, 64.0);
+        let b = gen_vec(&mut rng, DType::F16, k, Shape::WideRange, 64.0);
+        // Heavy cancellation: mirror half of the terms.
+        for i in 0..k / 2 {
+            if b[i] == b[k - 1 - i] {
+                a[k - 1 - i] = -a[i];
+            }
+        }
+        let exact: i128 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x * exp2i(24)) as i128 * (y * exp2i(24)) as i128)
+            .sum();
+        let exact = exact as f64 * exp2i(-48); // one rounding, relative 2^-53
+        let r = reference(&call, &Scalars::UNIT, &a, &b, 0.0, None);
+        let g = gamma(k as f64, exp2i(-53));
+        let bound = exp2i(-52) * exact.abs() + g * g * r.magnitudes.s;
+        assert!(
+            (r.value - exact).abs() <= bound,
+            "k={k}: {} vs {exact}",
+            r.value
+        );
+    }
+}
+
+/// The worked example of `docs/protocol-tolerance.md`: f16 inputs, 32F compute, f16
+/// output, k = 4096, S = 1024, dot = 20.
+#[test]
+fn worked_example_in_the_docs() {
+    let call = make_call(
+        DType::F16,
+        DType::F16,
+        DType::F16,
+        ComputeType::F32,
+        Epilogue::Default,
+        4096,
+    );
+    let model = ErrorModel::for_call(&call).unwrap();
+    assert_eq!(model.accumulation, Accumulation::TensorCore);
+    assert_eq!(model.acc_terms(4096), 5120.0);
+    assert_eq!(
+        (model.input_a, model.input_b),
+        (InputRounding::EXACT, InputRounding::EXACT)
+    );
+    let m = Magnitudes {
+        k: 4096,
+        s: 1024.0,
+        a1: 2048.0,
+        b1: 2048.0,
+        a_max: 1.0,
+        b_max: 1.0,
+        dot: 20.0,
+        alpha_ab: 1.0,
+        beta_c: 0.0,
+        bias: 0.0,
+        pre: 20.0,
+        post: 20.0,
+        scale_d: 1.0,
+        result: 20.0,
+    };
+    let t = tolerance(&model, &m).unwrap();
+    // E_acc = 0.625 382, E_pre = 0.625 388, E_out = 0.010 071, E_ref = 3.7e-12.
+    assert!((t - 0.635_459).abs() < 1e-6, "{t}");
+    // The same with GELU: + 0.13 E_pre + (2^-11 + 8 u_ep)(|pre| + E_pre).
+    let mut gelu = model;
+    gelu.lipschitz = GELU_LIPSCHITZ;
+    gelu.gelu = true;
+    let tg = tolerance(&gelu, &m).unwrap();
+    assert!((tg - 0.726_885).abs() < 1e-6, "{tg}");
+}
