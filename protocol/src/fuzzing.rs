@@ -35,6 +35,8 @@ pub fn seed_header() -> StreamHeader {
         nonce: *b"fuzzing nonce 16",
         config: SamplingConfig::default(),
         stream_id: 0x5eed,
+        segment: 0,
+        first_index: 0,
         pid: 4242,
         host: "fuzz-host".into(),
         started_unix_ns: 1_700_000_000_000_000_000,

@@ -262,6 +262,8 @@ fn the_documented_test_vector_matches() {
         nonce: [0xaa; 16],
         config: mmaudit_protocol::config::SamplingConfig::default(),
         stream_id: 1,
+        segment: 0,
+        first_index: 0,
         pid: 2,
         host: "h".into(),
         started_unix_ns: 3,

@@ -1,3 +1,11 @@
-//! The verifier library behind `mmaudit-verify`.
+//! The verifier library behind `mmaudit-verify`: the audit of a stream (`audit`), the
+//! arithmetic that judges one entry (`recompute`), reports (`report`), and the commands
+//! `check`, `keygen` (`keyfile`) and `plan`.
+#![warn(missing_docs)]
+
+pub mod audit;
+pub mod check;
+pub mod keyfile;
 pub mod plan;
 pub mod recompute;
+pub mod report;

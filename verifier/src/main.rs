@@ -1,1 +1,63 @@
-fn main() {}
+//! `mmaudit-verify`: the auditor's side of mmaudit.
+//!
+//! Exit codes mean the same for every command: 0 the audit passed (or the command did
+//! its job), 1 the audit found a violation, 2 the command could not run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use mmaudit_verify::{check, keyfile, plan};
+
+/// Verifies mmaudit audit streams: were the sampled GEMMs computed as claimed?
+#[derive(Parser)]
+#[command(name = "mmaudit-verify", version, about, long_about = None)]
+#[command(after_help = "\
+Exit codes: 0 pass, 1 the capture fails the audit, 2 could not run.
+
+Typical use:
+  mmaudit-verify keygen --out audit.key
+  LD_PRELOAD=libmmaudit.so MMAUDIT_KEY_FILE=audit.key MMAUDIT_SINK=file:run.mma ./app
+  mmaudit-verify check run.mma --key-file audit.key --json report.json")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new random 32-byte audit key (64 hex characters).
+    #[command(after_help = "\
+The key is shared by the prover (MMAUDIT_KEY_FILE) and the verifier (--key-file).
+With --out, the file is created with mode 0600 and never overwritten.
+
+Example:
+  mmaudit-verify keygen --out audit.key")]
+    Keygen {
+        /// Write the key to this file (mode 0600) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Verify capture files: authenticate, re-derive the sampling plans, recompute.
+    Check(check::CheckArgs),
+    /// Estimate bandwidth, verifier work and detection probability for a GEMM or a model.
+    Plan(plan::PlanArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Keygen { out } => keyfile::keygen(out.as_deref()).map(|()| true),
+        Command::Check(args) => check::run_check(args),
+        Command::Plan(args) => plan::run_plan(args).map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("mmaudit-verify: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -16,6 +16,12 @@ pub struct StreamHeader {
     pub config: SamplingConfig,
     /// Random per process (and per fork child); distinguishes streams of one host.
     pub stream_id: u64,
+    /// Segment number: 0 for the first stream of a prover, incremented each time the
+    /// prover starts a new stream after losing its connection to the verifier.
+    pub segment: u32,
+    /// Index of the first call in this stream's ledger: 0 for segment 0; for a later
+    /// segment, the first call not carried by the previous one.
+    pub first_index: u64,
     /// Process id of the prover.
     pub pid: u32,
     /// Host name (at most [`MAX_NAME_LEN`] bytes).
@@ -60,6 +66,8 @@ impl StreamHeader {
             w.u32(v);
         }
         w.u64(self.stream_id);
+        w.u32(self.segment);
+        w.u64(self.first_index);
         w.u32(self.pid);
         w.u64(self.started_unix_ns);
         w.string(cut(&self.host, MAX_NAME_LEN));
@@ -97,6 +105,8 @@ impl StreamHeader {
             .validate()
             .map_err(|e| r.error_at(config_at, "header: sampling config", e.to_string()))?;
         let stream_id = r.u64("header: stream id")?;
+        let segment = r.u32("header: segment")?;
+        let first_index = r.u64("header: first call index")?;
         let pid = r.u32("header: pid")?;
         let started_unix_ns = r.u64("header: start time")?;
         let host = r.string_capped(MAX_NAME_LEN, "header: host")?;
@@ -120,6 +130,8 @@ impl StreamHeader {
             nonce,
             config,
             stream_id,
+            segment,
+            first_index,
             pid,
             host,
             started_unix_ns,

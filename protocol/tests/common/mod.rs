@@ -289,6 +289,8 @@ pub fn arb_header() -> impl Strategy<Value = StreamHeader> {
                     nonce,
                     config,
                     stream_id,
+                    segment: (stream_id % 3) as u32,
+                    first_index: stream_id >> 3,
                     pid,
                     host,
                     started_unix_ns,

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The one test command: builds everything the tests need from this repository (the
+# workspace and the simulated GPU) and runs every test, plus the format and lint gates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "build (release)"
+cargo build --release --workspace --all-targets
+
+step "simulated GPU"
+bash scripts/simgpu.sh
+
+step "tests"
+cargo test --release --workspace
+
+step "lints"
+cargo clippy --release --workspace --all-targets -- -D warnings
+
+step "demo"
+bash scripts/demo.sh
+
+printf '\nall tests passed\n'

@@ -1,0 +1,469 @@
+//! A reference prover in pure Rust: it plays the part of `libmmaudit.so` on a CPU so
+//! that the verifier can be tested end to end without any GPU.
+//!
+//! It draws random operands in the declared element types, computes each sampled entry
+//! the way an honest GPU would (inputs rounded as the compute type does, accumulation
+//! in the compute type's precision, output rounded to D's type), and encodes ledger and
+//! sample records with the protocol's stream writer. Tests then tamper with the records
+//! (before framing) or with the bytes (after framing) and check the verdict.
+//!
+//! Only the sampled entries are computed: the verifier never sees the others, and the
+//! tests stay fast even for k = 16384.
+
+use mmaudit_protocol::call::{
+    flags, BatchForm, ComputeType, DType, Epilogue, GemmCall, Op, Operand, Order, Scalar,
+};
+use mmaudit_protocol::config::SamplingConfig;
+use mmaudit_protocol::keys::Key;
+use mmaudit_protocol::num;
+use mmaudit_protocol::record::{End, Gap, GapReason, OperandData, Record, Sample};
+use mmaudit_protocol::schedule::{Plan, Schedule};
+use mmaudit_protocol::stream::{StreamHeader, StreamWriter};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The shape and types of one GEMM to issue.
+#[derive(Clone, Debug)]
+pub struct GemmSpec {
+    /// rows of C
+    pub m: u64,
+    /// columns of C
+    pub n: u64,
+    /// inner dimension
+    pub k: u64,
+    /// batch count
+    pub batch: u64,
+    /// A and B element type
+    pub input: DType,
+    /// C and D element type
+    pub output: DType,
+    /// accumulation type
+    pub compute: ComputeType,
+    /// alpha (None: passed as a device pointer with value 1.5)
+    pub alpha: Option<f64>,
+    /// beta (None: device pointer with value 0.5)
+    pub beta: Option<f64>,
+    /// epilogue
+    pub epilogue: Epilogue,
+    /// add a bias vector
+    pub bias: bool,
+    /// apply fp8 scale factors
+    pub scales: bool,
+    /// recorded while capturing a CUDA graph (ledger only)
+    pub captured: bool,
+}
+
+impl GemmSpec {
+    /// A plain GEMM: alpha 1, beta 0, no epilogue.
+    pub fn new(m: u64, n: u64, k: u64, input: DType, output: DType, compute: ComputeType) -> Self {
+        GemmSpec {
+            m,
+            n,
+            k,
+            batch: 1,
+            input,
+            output,
+            compute,
+            alpha: Some(1.0),
+            beta: Some(0.0),
+            epilogue: Epilogue::Default,
+            bias: false,
+            scales: false,
+            captured: false,
+        }
+    }
+
+    fn to_call(&self, index: u64) -> GemmCall {
+        let operand = |dtype, ld| Operand {
+            dtype,
+            order: Order::Col,
+            ld,
+            batch_stride: 0,
+        };
+        let mut flag = 0;
+        if self.bias {
+            flag |= flags::BIAS;
+        }
+        if self.scales {
+            flag |= flags::SCALE_A | flags::SCALE_B | flags::SCALE_D;
+            if self.beta != Some(0.0) {
+                flag |= flags::SCALE_C;
+            }
+        }
+        if self.captured {
+            flag |= flags::CAPTURED;
+        }
+        let scalar = |v: Option<f64>| v.map_or(Scalar::Device, Scalar::Host);
+        let (entry, batch_form) = if self.batch > 1 {
+            (
+                mmaudit_protocol::call::EntryPoint::GemmStridedBatchedEx,
+                BatchForm::Strided,
+            )
+        } else {
+            (
+                mmaudit_protocol::call::EntryPoint::GemmEx,
+                BatchForm::Single,
+            )
+        };
+        let bias_type = if self.output == DType::I32
+            || self.output == DType::F8E4M3
+            || self.output == DType::F8E5M2
+        {
+            DType::BF16
+        } else {
+            self.output
+        };
+        GemmCall {
+            index,
+            entry: if self.epilogue != Epilogue::Default || self.bias || self.scales {
+                mmaudit_protocol::call::EntryPoint::LtMatmul
+            } else {
+                entry
+            },
+            device: 0,
+            stream: 0,
+            op_a: Op::T,
+            op_b: Op::N,
+            m: self.m,
+            n: self.n,
+            k: self.k,
+            batch: self.batch,
+            batch_form,
+            a: operand(self.input, self.k),
+            b: operand(self.input, self.k),
+            c: operand(self.output, self.m),
+            d: operand(self.output, self.m),
+            compute: self.compute,
+            scale_type: match self.compute {
+                ComputeType::F16 => DType::F16,
+                ComputeType::I32 => DType::I32,
+                ComputeType::F64 => DType::F64,
+                _ => DType::F32,
+            },
+            alpha: scalar(self.alpha),
+            beta: scalar(self.beta),
+            epilogue: self.epilogue,
+            bias_type,
+            flags: flag,
+        }
+    }
+}
+
+/// Value used for a device-pointer alpha.
+pub const DEVICE_ALPHA: f64 = 1.5;
+/// Value used for a device-pointer beta.
+pub const DEVICE_BETA: f64 = 0.5;
+
+/// A finished capture: header bytes and frame bytes, kept apart so tests can drop,
+/// duplicate or reorder frames.
+#[derive(Clone)]
+pub struct Capture {
+    /// the stream header
+    pub header: Vec<u8>,
+    /// each frame's bytes, in order
+    pub frames: Vec<Vec<u8>>,
+}
+
+impl Capture {
+    /// The whole byte stream, exactly as a file sink writes it.
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut out = self.header.clone();
+        for f in &self.frames {
+            out.extend_from_slice(f);
+        }
+        out
+    }
+}
+
+/// The reference prover.
+pub struct RefProver {
+    key: Key,
+    nonce: [u8; 16],
+    config: SamplingConfig,
+    schedule: Schedule,
+    rng: ChaCha8Rng,
+    next_index: u64,
+    /// Records produced so far, in stream order; tests may edit them before `finish`.
+    pub records: Vec<Record>,
+    /// Result entries written into sample records so far.
+    pub entries: u64,
+}
+
+fn random_value(rng: &mut ChaCha8Rng, dtype: DType) -> f64 {
+    match dtype {
+        DType::I8 => rng.gen_range(-128i32..=127) as f64,
+        DType::I32 => rng.gen_range(-1000i32..=1000) as f64,
+        DType::F8E4M3 | DType::F8E5M2 => num::round_to(dtype, rng.gen_range(-4.0..4.0)),
+        _ => num::round_to(dtype, rng.gen_range(-1.0..1.0)),
+    }
+}
+
+fn round_input(compute: ComputeType, x: f64) -> f64 {
+    match compute {
+        ComputeType::F32FastTf32 => num::round_tf32(x as f32) as f64,
+        ComputeType::F32FastF16 => num::round_to(DType::F16, x),
+        ComputeType::F32FastBf16 => num::round_to(DType::BF16, x),
+        _ => x,
+    }
+}
+
+/// The epilogue functions as the GPU computes them, in f64.
+pub fn epilogue(e: Epilogue, x: f64) -> f64 {
+    match e {
+        Epilogue::Default => x,
+        Epilogue::Relu => x.max(0.0),
+        Epilogue::GeluTanh => {
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+        }
+        Epilogue::GeluErf => 0.5 * x * (1.0 + libm_erf(x / std::f64::consts::SQRT_2)),
+    }
+}
+
+/// erf by its Maclaurin series for small |x| and a continued fraction for large |x|;
+/// accurate to far below the tolerance the tests need (an independent implementation
+/// from the verifier's).
+fn libm_erf(x: f64) -> f64 {
+    let ax = x.abs();
+    if ax > 6.0 {
+        return x.signum();
+    }
+    if ax < 2.5 {
+        // erf x = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1))
+        let mut term = ax;
+        let mut sum = ax;
+        let mut n = 0.0;
+        loop {
+            n += 1.0;
+            term *= -ax * ax / n;
+            let add = term / (2.0 * n + 1.0);
+            sum += add;
+            if add.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        return x.signum() * sum * 2.0 / std::f64::consts::PI.sqrt();
+    }
+    // erfc x = exp(-x^2)/sqrt(pi) * 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...))))
+    let mut f = ax;
+    for i in (1..60).rev() {
+        f = ax + (i as f64 / 2.0) / f;
+    }
+    let erfc = (-ax * ax).exp() / std::f64::consts::PI.sqrt() / f;
+    x.signum() * (1.0 - erfc)
+}
+
+/// One honest entry: what a GPU following the declared types would store.
+#[allow(clippy::too_many_arguments)]
+fn honest_entry(
+    call: &GemmCall,
+    alpha: f64,
+    beta: f64,
+    scales: [f64; 4],
+    a_row: &[f64],
+    b_col: &[f64],
+    c_in: f64,
+    bias: f64,
+) -> f64 {
+    let dot = match call.compute {
+        ComputeType::I32 => a_row
+            .iter()
+            .zip(b_col)
+            .map(|(a, b)| (*a as i64) * (*b as i64))
+            .sum::<i64>() as f64,
+        ComputeType::F16 => a_row.iter().zip(b_col).fold(0.0, |acc, (a, b)| {
+            num::round_to(DType::F16, acc + num::round_to(DType::F16, a * b))
+        }),
+        ComputeType::F64 => a_row.iter().zip(b_col).map(|(a, b)| a * b).sum(),
+        _ => a_row.iter().zip(b_col).fold(0f32, |acc, (a, b)| {
+            (round_input(call.compute, *a) as f32)
+                .mul_add(round_input(call.compute, *b) as f32, acc)
+        }) as f64,
+    };
+    let [sa, sb, sc, sd] = scales;
+    if call.compute == ComputeType::I32 {
+        let v = alpha as i64 * dot as i64 + beta as i64 * c_in as i64;
+        return v as i32 as f64;
+    }
+    let pre = alpha * sa * sb * dot + beta * sc * c_in + bias;
+    num::round_to(call.d.dtype, sd * epilogue(call.epilogue, pre))
+}
+
+impl RefProver {
+    /// A prover for `key` with this configuration; `seed` fixes its operands and nonce.
+    pub fn new(key: &Key, config: SamplingConfig, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let nonce: [u8; 16] = rng.gen();
+        RefProver {
+            key: key.clone(),
+            nonce,
+            config,
+            schedule: Schedule::new(key, nonce, config),
+            rng,
+            next_index: 0,
+            records: Vec::new(),
+            entries: 0,
+        }
+    }
+
+    /// Issues one GEMM: a ledger record always, and a sample record when the schedule
+    /// selects it. Returns the plan when sampled.
+    pub fn gemm(&mut self, spec: &GemmSpec) -> Option<Plan> {
+        let call = spec.to_call(self.next_index);
+        self.next_index += 1;
+        self.records.push(Record::Ledger(call.clone()));
+        if spec.captured {
+            return None;
+        }
+        let plan = self.schedule.decide(&call)?;
+        let sample = self.sample(&call, &plan, spec);
+        self.records.push(Record::Sample(sample));
+        Some(plan)
+    }
+
+    /// Issues one GEMM but reports its sample as dropped (a gap) when it is sampled.
+    pub fn gemm_dropped(&mut self, spec: &GemmSpec) -> Option<Plan> {
+        let plan = self.gemm(spec)?;
+        let Some(Record::Sample(s)) = self.records.pop() else {
+            unreachable!("gemm pushed a sample for a sampled call");
+        };
+        self.entries -= plan.entries();
+        self.records.push(Record::Gap(Gap {
+            indices: vec![s.index],
+            reason: GapReason::RingFull,
+            detail: "reference prover: dropped on purpose".into(),
+        }));
+        Some(plan)
+    }
+
+    fn sample(&mut self, call: &GemmCall, plan: &Plan, spec: &GemmSpec) -> Sample {
+        let k = call.k as usize;
+        let input = spec.input;
+        let alpha = spec.alpha.unwrap_or(DEVICE_ALPHA);
+        let beta = spec.beta.unwrap_or(DEVICE_BETA);
+        let scale = |rng: &mut ChaCha8Rng, on: bool| -> Option<f32> {
+            on.then(|| rng.gen_range(0.25f32..2.0))
+        };
+        let scale_a = scale(&mut self.rng, call.has(flags::SCALE_A));
+        let scale_b = scale(&mut self.rng, call.has(flags::SCALE_B));
+        let scale_c = scale(&mut self.rng, call.has(flags::SCALE_C));
+        let scale_d = scale(&mut self.rng, call.has(flags::SCALE_D));
+        let scales = [scale_a, scale_b, scale_c, scale_d].map(|s| s.map_or(1.0, f64::from));
+
+        let (nb, nr, nc) = (plan.batches.len(), plan.rows.len(), plan.cols.len());
+        let a: Vec<f64> = (0..nb * nr * k)
+            .map(|_| random_value(&mut self.rng, input))
+            .collect();
+        let b: Vec<f64> = (0..nb * nc * k)
+            .map(|_| random_value(&mut self.rng, input))
+            .collect();
+        let c: Vec<f64> = if call.reads_c() {
+            (0..nb * nr * nc)
+                .map(|_| random_value(&mut self.rng, spec.output))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let bias: Vec<f64> = if spec.bias {
+            (0..nr)
+                .map(|_| random_value(&mut self.rng, call.bias_type))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut d = Vec::with_capacity(nb * nr * nc);
+        for bi in 0..nb {
+            for ri in 0..nr {
+                for ci in 0..nc {
+                    let e = (bi * nr + ri) * nc + ci;
+                    d.push(honest_entry(
+                        call,
+                        alpha,
+                        beta,
+                        scales,
+                        &a[(bi * nr + ri) * k..][..k],
+                        &b[(bi * nc + ci) * k..][..k],
+                        c.get(e).copied().unwrap_or(0.0),
+                        bias.get(ri).copied().unwrap_or(0.0),
+                    ));
+                }
+            }
+        }
+        self.entries += d.len() as u64;
+        let enc = |dtype, v: &[f64]| {
+            let mut out = Vec::new();
+            num::encode_into(dtype, v, &mut out);
+            out
+        };
+        Sample {
+            index: call.index,
+            alpha: spec.alpha.is_none().then_some(alpha),
+            beta: spec.beta.is_none().then_some(beta),
+            scale_a,
+            scale_b,
+            scale_c,
+            scale_d,
+            a_rows: OperandData::Inline(enc(input, &a)),
+            b_cols: OperandData::Inline(enc(input, &b)),
+            c_in: enc(spec.output, &c),
+            d_out: enc(spec.output, &d),
+            bias: enc(call.bias_type, &bias),
+        }
+    }
+
+    /// Frames the records (`per_frame` records a frame), appends the end record and
+    /// returns the capture.
+    pub fn finish(&self, per_frame: usize) -> Capture {
+        self.finish_with(per_frame, true)
+    }
+
+    /// As [`RefProver::finish`], optionally without the end record.
+    pub fn finish_with(&self, per_frame: usize, end: bool) -> Capture {
+        let header = StreamHeader {
+            key_id: self.key.id(),
+            nonce: self.nonce,
+            config: self.config,
+            stream_id: 0x5eed,
+            segment: 0,
+            first_index: 0,
+            pid: std::process::id(),
+            host: "refprover".into(),
+            started_unix_ns: 0,
+            devices: vec!["reference prover (CPU)".into()],
+            producer: "mmaudit reference prover".into(),
+        };
+        let (mut writer, header_bytes) = StreamWriter::new(&self.key, &header);
+        let mut frames: Vec<Vec<u8>> = self
+            .records
+            .chunks(per_frame.max(1))
+            .map(|chunk| writer.frame(chunk))
+            .collect();
+        if end {
+            let samples = self
+                .records
+                .iter()
+                .filter(|r| matches!(r, Record::Sample(_)))
+                .count() as u64;
+            let gap_calls = self
+                .records
+                .iter()
+                .map(|r| {
+                    if let Record::Gap(g) = r {
+                        g.indices.len() as u64
+                    } else {
+                        0
+                    }
+                })
+                .sum();
+            frames.push(writer.frame(&[Record::End(End {
+                calls: self.next_index,
+                samples,
+                gap_calls,
+            })]));
+        }
+        Capture {
+            header: header_bytes,
+            frames,
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The audit of one stream: consumes decoded events in order and keeps the verdict.
+//!
+//! It re-derives every plan from the ledger itself (the prover never says what was
+//! sampled), pairs each sampled call with its sample or gap record, recomputes every
+//! checked entry and keeps the counters of the report. It never trusts a count the
+//! prover sends: the end record's totals are only cross-checked.
+//!
+//! It is fed by `check` from files now and by a live server later, so it holds no I/O.
+
+use std::collections::BTreeMap;
+
+use mmaudit_protocol::call::{flags, GemmCall};
+use mmaudit_protocol::keys::Key;
+use mmaudit_protocol::num;
+use mmaudit_protocol::record::{Gap, NoticeKind, OperandData, Record, Sample};
+use mmaudit_protocol::schedule::{Plan, Schedule};
+use mmaudit_protocol::stream::{Event, StreamError, StreamHeader};
+
+use crate::recompute::{self, Entry, Scalars};
+use crate::report::{Failure, FailureKind, StreamReport};
+
+/// The audit state of one stream.
+pub struct StreamAudit {
+    key: Key,
+    schedule: Option<Schedule>,
+    /// Sampled calls whose sample or gap record has not arrived yet.
+    pending: BTreeMap<u64, (GemmCall, Plan)>,
+    next_index: u64,
+    samples_received: u64,
+    ended: bool,
+    max_failures: usize,
+    /// The report being built.
+    pub report: StreamReport,
+}
+
+impl StreamAudit {
+    /// A new audit of a stream named `name` (a file path or peer address), keeping at most
+    /// `max_failures` failure details.
+    pub fn new(name: &str, key: &Key, max_failures: usize) -> Self {
+        StreamAudit {
+            key: key.clone(),
+            schedule: None,
+            pending: BTreeMap::new(),
+            next_index: 0,
+            samples_received: 0,
+            ended: false,
+            max_failures,
+            report: StreamReport::new(name),
+        }
+    }
+
+    /// Feeds one decoded event.
+    pub fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Header(h) => self.on_header(h),
+            Event::Frame { records, .. } => {
+                for r in records {
+                    self.on_record(r);
+                }
+            }
+        }
+    }
+
+    /// Records that the stream's bytes failed authentication or decoding. Nothing after
+    /// this point of the stream can be trusted, so the caller stops feeding it.
+    pub fn on_stream_error(&mut self, e: &StreamError) {
+        self.integrity(format!("{e}"));
+    }
+
+    fn on_header(&mut self, h: StreamHeader) {
+        self.next_index = h.first_index;
+        self.schedule = Some(Schedule::new(&self.key, h.nonce, h.config));
+        self.report.header = Some(h);
+    }
+
+    fn integrity(&mut self, message: String) {
+        self.report.integrity_errors += 1;
+        self.push_failure(Failure {
+            kind: FailureKind::Integrity,
+            call: None,
+            message,
+        });
+    }
+
+    fn push_failure(&mut self, f: Failure) {
+        if self.report.failures.len() < self.max_failures {
+            self.report.failures.push(f);
+        } else {
+            self.report.failures_not_shown += 1;
+        }
+    }
+
+    fn on_record(&mut self, record: Record) {
+        if self.ended {
+            self.integrity("a record follows the end record".into());
+            return;
+        }
+        match record {
+            Record::Ledger(call) => self.on_ledger(call),
+            Record::Sample(s) => self.on_sample(s),
+            Record::Gap(g) => self.on_gap(g),
+            Record::Notice(n) => match n.kind {
+                NoticeKind::AuditDisabled => {
+                    self.report.disabled = Some(n.message.clone());
+                    self.push_failure(Failure {
+                        kind: FailureKind::Disabled,
+                        call: None,
+                        message: format!(
+                            "the prover stopped auditing after call {}: {}",
+                            self.next_index, n.message
+                        ),
+                    });
+                }
+                _ => self.report.notices.push(n.message),
+            },
+            Record::End(e) => {
+                self.ended = true;
+                self.report.ended = true;
+                let seen = (self.report.calls, self.samples_received, self.report.gaps);
+                if (e.calls, e.samples, e.gap_calls) != seen {
+                    self.integrity(format!(
+                        "end record claims {} calls, {} samples, {} gaps; the stream held {}, {}, {}",
+                        e.calls, e.samples, e.gap_calls, seen.0, seen.1, seen.2
+                    ));
+                }
+            }
+        }
+    }
+
+    fn on_ledger(&mut self, call: GemmCall) {
+        if call.index != self.next_index {
+            self.integrity(format!(
+                "ledger jumps from call {} to call {}: calls are missing from the ledger",
+                self.next_index, call.index
+            ));
+        }
+        self.next_index = call.index.saturating_add(1);
+        self.report.calls += 1;
+        self.report.flops += call.flops();
+        if call.has(flags::CAPTURED) {
+            self.report.captured += 1;
+            return;
+        }
+        let Some(schedule) = &self.schedule else {
+            return;
+        };
+        if let Some(plan) = schedule.decide(&call) {
+            self.report.sampled += 1;
+            self.pending.insert(call.index, (call, plan));
+        }
+    }
+
+    fn on_gap(&mut self, gap: Gap) {
+        for index in gap.indices {
+            if self.pending.remove(&index).is_some() {
+                self.report.gaps += 1;
+                *self
+                    .report
+                    .gap_reasons
+                    .entry(format!("{:?}", gap.reason))
+                    .or_default() += 1;
+            } else {
+                self.integrity(format!(
+                    "gap record names call {index}, which is not a sampled call awaiting its data"
+                ));
+            }
+        }
+    }
+
+    fn on_sample(&mut self, sample: Sample) {
+        self.samples_received += 1;
+        let Some((call, plan)) = self.pending.remove(&sample.index) else {
+            self.integrity(format!(
+                "sample record for call {}, which the schedule did not select or which was already resolved",
+                sample.index
+            ));
+            return;
+        };
+        match verify_sample(&call, &plan, &sample) {
+            Err(message) => {
+                self.report.mismatched += 1;
+                self.push_failure(Failure {
+                    kind: FailureKind::Malformed,
+                    call: Some(describe(&call)),
+                    message,
+                });
+            }
+            Ok(outcome) => {
+                self.report.entries_checked += outcome.entries;
+                if outcome.unverifiable {
+                    self.report.unverifiable += 1;
+                }
+                if outcome.worst_rel > self.report.worst_rel_error {
+                    self.report.worst_rel_error = outcome.worst_rel;
+                }
+                if outcome.worst_ratio > self.report.worst_tolerance_ratio {
+                    self.report.worst_tolerance_ratio = outcome.worst_ratio;
+                }
+                if outcome.mismatches.is_empty() {
+                    if !outcome.unverifiable {
+                        self.report.verified += 1;
+                    }
+                } else {
+                    self.report.mismatched += 1;
+                    self.report.entries_mismatched += outcome.mismatches.len() as u64;
+                    let shown = outcome.mismatches.len().min(3);
+                    for m in &outcome.mismatches[..shown] {
+                        self.push_failure(Failure {
+                            kind: FailureKind::Mismatch,
+                            call: Some(describe(&call)),
+                            message: m.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the audit: a stream without its end record is truncated, and every sampled
+    /// call still awaiting its data is missing.
+    pub fn finish(mut self) -> StreamReport {
+        if self.report.header.is_none() {
+            self.integrity("the stream has no header".into());
+        } else if !self.ended && self.report.integrity_errors == 0 {
+            self.integrity("the stream ends without its end record (truncated)".into());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for (_, (call, _)) in pending {
+            self.report.missing += 1;
+            self.push_failure(Failure {
+                kind: FailureKind::Missing,
+                call: Some(describe(&call)),
+                message: "the schedule selected this call; neither its sample nor a gap arrived"
+                    .into(),
+            });
+        }
+        self.report
+    }
+}
+
+/// One line naming a call: index, entry point, shape and types.
+pub fn describe(call: &GemmCall) -> String {
+    format!(
+        "call {} {:?} m={} n={} k={} batch={} {}x{}->{} compute {:?}",
+        call.index,
+        call.entry,
+        call.m,
+        call.n,
+        call.k,
+        call.batch,
+        call.a.dtype.name(),
+        call.b.dtype.name(),
+        call.d.dtype.name(),
+        call.compute
+    )
+}
+
+struct SampleOutcome {
+    entries: u64,
+    mismatches: Vec<String>,
+    worst_rel: f64,
+    worst_ratio: f64,
+    unverifiable: bool,
+}
+
+fn decode(
+    what: &str,
+    dtype: mmaudit_protocol::call::DType,
+    bytes: &[u8],
+) -> Result<Vec<f64>, String> {
+    let mut out = Vec::new();
+    num::decode_into(dtype, bytes, &mut out).map_err(|e| format!("{what}: {e}"))?;
+    Ok(out)
+}
+
+fn resolve(
+    name: &str,
+    declared: mmaudit_protocol::call::Scalar,
+    sent: Option<f64>,
+) -> Result<f64, String> {
+    use mmaudit_protocol::call::Scalar;
+    match (declared, sent) {
+        (Scalar::Host(v), None) => Ok(v),
+        (Scalar::Device, Some(v)) if v.is_finite() => Ok(v),
+        (Scalar::Device, Some(v)) => Err(format!("device-side {name} is {v}")),
+        (Scalar::Device, None) => Err(format!("device-side {name} was not sent")),
+        (Scalar::Host(_), Some(_)) => Err(format!(
+            "{name} was sent although the call passed it from the host"
+        )),
+    }
+}
+
+fn scale(name: &str, flag: bool, sent: Option<f32>) -> Result<f64, String> {
+    match (flag, sent) {
+        (false, None) => Ok(1.0),
+        (true, Some(v)) if v.is_finite() => Ok(v as f64),
+        (true, Some(v)) => Err(format!("{name} is {v}")),
+        (true, None) => Err(format!("{name} was declared but not sent")),
+        (false, Some(_)) => Err(format!("{name} was sent but not declared")),
+    }
+}
+
+/// Checks every entry of one sample against its call and plan.
+fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutcome, String> {
+    s.check_shape(call, plan)?;
+    let scalars = Scalars {
+        alpha: resolve("alpha", call.alpha, s.alpha)?,
+        beta: resolve("beta", call.beta, s.beta)?,
+        scale_a: scale("scale_a", call.has(flags::SCALE_A), s.scale_a)?,
+        scale_b: scale("scale_b", call.has(flags::SCALE_B), s.scale_b)?,
+        scale_c: scale("scale_c", call.has(flags::SCALE_C), s.scale_c)?,
+        scale_d: scale("scale_d", call.has(flags::SCALE_D), s.scale_d)?,
+    };
+    let OperandData::Inline(a_bytes) = &s.a_rows;
+    let OperandData::Inline(b_bytes) = &s.b_cols;
+    let a = decode("op(A) rows", call.a.dtype, a_bytes)?;
+    let b = decode("op(B) columns", call.b.dtype, b_bytes)?;
+    let c = decode("C entries", call.c.dtype, &s.c_in)?;
+    let d = decode("D entries", call.d.dtype, &s.d_out)?;
+    let bias = decode("bias", call.bias_type, &s.bias)?;
+
+    let k = call.k as usize;
+    let (nr, nc) = (plan.rows.len(), plan.cols.len());
+    let mut out = SampleOutcome {
+        entries: 0,
+        mismatches: Vec::new(),
+        worst_rel: 0.0,
+        worst_ratio: 0.0,
+        unverifiable: false,
+    };
+    for (bi, &batch) in plan.batches.iter().enumerate() {
+        for (ri, &row) in plan.rows.iter().enumerate() {
+            let a_row = &a[(bi * nr + ri) * k..][..k];
+            for (ci, &col) in plan.cols.iter().enumerate() {
+                let b_col = &b[(bi * nc + ci) * k..][..k];
+                let e = (bi * nr + ri) * nc + ci;
+                let entry = Entry {
+                    a_row,
+                    b_col,
+                    c_in: c.get(e).copied().unwrap_or(0.0),
+                    bias: bias.get(ri).copied(),
+                    claimed: d[e],
+                };
+                let r = recompute::check_entry(call, &scalars, &entry)
+                    .map_err(|err| format!("entry batch {batch} row {row} col {col}: {err}"))?;
+                out.entries += 1;
+                out.unverifiable |= r.unverifiable();
+                // Relative error means something only where the reference stands out of
+                // the noise the tolerance allows (not for results that cancel to ~0).
+                if r.reference.abs() > r.tolerance
+                    && r.rel_error.is_finite()
+                    && r.rel_error > out.worst_rel
+                {
+                    out.worst_rel = r.rel_error;
+                }
+                if r.ratio.is_finite() && r.ratio > out.worst_ratio {
+                    out.worst_ratio = r.ratio;
+                }
+                if r.verdict == recompute::Verdict::Fail {
+                    out.mismatches.push(format!(
+                        "entry batch {batch} row {row} col {col}: claimed {:e}, recomputed {:e}, tolerance {:e}",
+                        r.claimed, r.reference, r.tolerance
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,328 @@
+//! The verdict of an audit and its two renderings: a human summary and JSON.
+//!
+//! Every number here was counted by the verifier itself from what it decoded and
+//! recomputed; none is copied from the prover's own claims.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use mmaudit_protocol::stream::StreamHeader;
+use serde_json::{json, Value};
+
+/// Why a stream failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A recomputed entry differs from the claimed one beyond the tolerance.
+    Mismatch,
+    /// A sample record whose contents do not fit its call and plan.
+    Malformed,
+    /// The schedule selected a call and neither its sample nor a gap arrived.
+    Missing,
+    /// Authentication, sequence, truncation or decoding failure.
+    Integrity,
+    /// The prover announced that it stopped auditing.
+    Disabled,
+    /// More samples were dropped than the gap policy allows.
+    GapRate,
+}
+
+impl FailureKind {
+    fn name(self) -> &'static str {
+        match self {
+            FailureKind::Mismatch => "mismatch",
+            FailureKind::Malformed => "malformed sample",
+            FailureKind::Missing => "missing sample",
+            FailureKind::Integrity => "integrity",
+            FailureKind::Disabled => "auditing disabled",
+            FailureKind::GapRate => "gap rate",
+        }
+    }
+}
+
+/// One reason for failure, with the call it concerns.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// what kind of failure
+    pub kind: FailureKind,
+    /// the call, described in one line (index, entry point, shape, types)
+    pub call: Option<String>,
+    /// what exactly was wrong
+    pub message: String,
+}
+
+/// Counters and findings of one stream.
+#[derive(Clone, Debug, Default)]
+pub struct StreamReport {
+    /// file path or peer address
+    pub name: String,
+    /// the stream's header, once authenticated
+    pub header: Option<StreamHeader>,
+    /// GEMM API calls in the ledger (a batched call is one call)
+    pub calls: u64,
+    /// calls the schedule selected (captured calls excluded)
+    pub sampled: u64,
+    /// sampled calls whose every checked entry matched
+    pub verified: u64,
+    /// sampled calls with at least one entry beyond tolerance, or a malformed sample
+    pub mismatched: u64,
+    /// sampled calls with neither sample nor gap
+    pub missing: u64,
+    /// sampled calls the prover reported as dropped
+    pub gaps: u64,
+    /// gap count per reason
+    pub gap_reasons: BTreeMap<String, u64>,
+    /// authentication, sequence, truncation and consistency errors
+    pub integrity_errors: u64,
+    /// calls made during CUDA graph capture: in the ledger, not audited
+    pub captured: u64,
+    /// FLOPs claimed by the ledger (2*m*n*k*batch summed)
+    pub flops: u128,
+    /// result entries recomputed
+    pub entries_checked: u64,
+    /// result entries beyond tolerance
+    pub entries_mismatched: u64,
+    /// largest |claimed - reference| / |reference| seen, over entries whose reference
+    /// exceeds their tolerance (for results that cancel to about zero it means nothing)
+    pub worst_rel_error: f64,
+    /// largest |claimed - reference| / tolerance seen (below 1 means within tolerance)
+    pub worst_tolerance_ratio: f64,
+    /// sampled calls with no wrong entry but at least one entry the tolerance model
+    /// cannot bound (k too large for the compute type, or a possible overflow): neither
+    /// verified nor failed
+    pub unverifiable: u64,
+    /// the end record arrived
+    pub ended: bool,
+    /// the prover's reason for disabling auditing, if it did
+    pub disabled: Option<String>,
+    /// informational notices from the prover
+    pub notices: Vec<String>,
+    /// failure details, the first ones
+    pub failures: Vec<Failure>,
+    /// failures beyond those kept
+    pub failures_not_shown: u64,
+    /// the gap policy: the largest tolerated gaps / sampled
+    pub max_gap_rate: f64,
+}
+
+impl StreamReport {
+    /// An empty report for a stream.
+    pub fn new(name: &str) -> Self {
+        StreamReport {
+            name: name.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// gaps / sampled (0 when nothing was sampled)
+    pub fn gap_rate(&self) -> f64 {
+        if self.sampled == 0 {
+            0.0
+        } else {
+            self.gaps as f64 / self.sampled as f64
+        }
+    }
+
+    /// Applies the gap policy; call once, after the stream ended.
+    pub fn apply_gap_policy(&mut self, max_gap_rate: f64) {
+        self.max_gap_rate = max_gap_rate;
+        if self.gap_rate() > max_gap_rate {
+            self.failures.push(Failure {
+                kind: FailureKind::GapRate,
+                call: None,
+                message: format!(
+                    "{} of {} sampled calls were dropped ({:.2}%), above the policy of {:.2}%",
+                    self.gaps,
+                    self.sampled,
+                    100.0 * self.gap_rate(),
+                    100.0 * max_gap_rate
+                ),
+            });
+        }
+    }
+
+    /// True when nothing is wrong with the stream.
+    pub fn passed(&self) -> bool {
+        self.mismatched == 0
+            && self.missing == 0
+            && self.integrity_errors == 0
+            && self.disabled.is_none()
+            && self.ended
+            && self.gap_rate() <= self.max_gap_rate
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> Value {
+        let header = self.header.as_ref().map(|h| {
+            json!({
+                "key_id": format!("{:016x}", h.key_id),
+                "stream_id": format!("{:016x}", h.stream_id),
+                "pid": h.pid,
+                "host": h.host,
+                "producer": h.producer,
+                "devices": h.devices,
+                "started_unix_ns": h.started_unix_ns,
+                "call_rate_ppm": h.config.call_ppm,
+                "row_rate_ppm": h.config.row_ppm,
+                "col_rate_ppm": h.config.col_ppm,
+                "batch_rate_ppm": h.config.batch_ppm,
+            })
+        });
+        json!({
+            "name": self.name,
+            "verdict": if self.passed() { "pass" } else { "fail" },
+            "calls": self.calls,
+            "sampled": self.sampled,
+            "verified": self.verified,
+            "mismatched": self.mismatched,
+            "missing": self.missing,
+            "gaps": self.gaps,
+            "gap_reasons": self.gap_reasons,
+            "gap_rate": self.gap_rate(),
+            "max_gap_rate": self.max_gap_rate,
+            "integrity_errors": self.integrity_errors,
+            "captured_not_audited": self.captured,
+            "unverifiable": self.unverifiable,
+            "flops": self.flops as f64,
+            "entries_checked": self.entries_checked,
+            "entries_mismatched": self.entries_mismatched,
+            "worst_rel_error": self.worst_rel_error,
+            "worst_tolerance_ratio": self.worst_tolerance_ratio,
+            "ended": self.ended,
+            "disabled": self.disabled,
+            "notices": self.notices,
+            "header": header,
+            "failures": self.failures.iter().map(|f| json!({
+                "kind": f.kind.name(),
+                "call": f.call,
+                "message": f.message,
+            })).collect::<Vec<_>>(),
+            "failures_not_shown": self.failures_not_shown,
+        })
+    }
+
+    /// The human summary of this stream.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let verdict = if self.passed() { "PASS" } else { "FAIL" };
+        let _ = writeln!(s, "{verdict}  {}", self.name);
+        if let Some(h) = &self.header {
+            let _ = writeln!(
+                s,
+                "  stream {:016x} from {} pid {} ({}), key id {:016x}",
+                h.stream_id, h.host, h.pid, h.producer, h.key_id
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  calls            {:>12}   GEMM API calls in the ledger",
+            self.calls
+        );
+        let _ = writeln!(
+            s,
+            "  flops            {:>12}   claimed by the ledger",
+            human_flops(self.flops)
+        );
+        let _ = writeln!(
+            s,
+            "  sampled          {:>12}   calls the schedule selected",
+            self.sampled
+        );
+        let _ = writeln!(
+            s,
+            "  verified         {:>12}   sampled calls whose entries all matched",
+            self.verified
+        );
+        let _ = writeln!(
+            s,
+            "  mismatched       {:>12}   sampled calls with a wrong entry",
+            self.mismatched
+        );
+        let _ = writeln!(
+            s,
+            "  missing          {:>12}   sampled calls with no sample and no gap",
+            self.missing
+        );
+        let _ = writeln!(
+            s,
+            "  gaps             {:>12}   samples the prover dropped ({:.2}%, policy {:.2}%)",
+            self.gaps,
+            100.0 * self.gap_rate(),
+            100.0 * self.max_gap_rate
+        );
+        let _ = writeln!(
+            s,
+            "  integrity errors {:>12}   MAC, sequence, truncation, consistency",
+            self.integrity_errors
+        );
+        if self.captured > 0 {
+            let _ = writeln!(
+                s,
+                "  captured         {:>12}   calls in CUDA graph capture: recorded, NOT audited",
+                self.captured
+            );
+        }
+        if self.unverifiable > 0 {
+            let _ = writeln!(
+                s,
+                "  unverifiable     {:>12}   sampled calls the tolerance cannot bound (k too large for the compute type, or overflow): NOT verified",
+                self.unverifiable
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  entries checked  {:>12}   worst relative error {:.3e}, worst error/tolerance {:.3}",
+            self.entries_checked, self.worst_rel_error, self.worst_tolerance_ratio
+        );
+        for f in &self.failures {
+            match &f.call {
+                Some(c) => {
+                    let _ = writeln!(s, "  FAIL {}: {c}: {}", f.kind.name(), f.message);
+                }
+                None => {
+                    let _ = writeln!(s, "  FAIL {}: {}", f.kind.name(), f.message);
+                }
+            }
+        }
+        if self.failures_not_shown > 0 {
+            let _ = writeln!(s, "  ... and {} more failures", self.failures_not_shown);
+        }
+        s
+    }
+}
+
+fn human_flops(f: u128) -> String {
+    let f = f as f64;
+    for (unit, scale) in [
+        ("PFLOP", 1e15),
+        ("TFLOP", 1e12),
+        ("GFLOP", 1e9),
+        ("MFLOP", 1e6),
+    ] {
+        if f >= scale {
+            return format!("{:.3} {unit}", f / scale);
+        }
+    }
+    format!("{f:.0} FLOP")
+}
+
+/// The combined verdict of several streams, with totals.
+pub fn summary_json(reports: &[StreamReport]) -> Value {
+    let sum = |f: fn(&StreamReport) -> u64| reports.iter().map(f).sum::<u64>();
+    let pass = reports.iter().all(StreamReport::passed);
+    json!({
+        "verdict": if pass { "pass" } else { "fail" },
+        "calls": sum(|r| r.calls),
+        "sampled": sum(|r| r.sampled),
+        "verified": sum(|r| r.verified),
+        "mismatched": sum(|r| r.mismatched),
+        "missing": sum(|r| r.missing),
+        "gaps": sum(|r| r.gaps),
+        "integrity_errors": sum(|r| r.integrity_errors),
+        "captured_not_audited": sum(|r| r.captured),
+        "unverifiable": sum(|r| r.unverifiable),
+        "flops": reports.iter().map(|r| r.flops as f64).sum::<f64>(),
+        "entries_checked": sum(|r| r.entries_checked),
+        "worst_rel_error": reports.iter().map(|r| r.worst_rel_error).fold(0.0, f64::max),
+        "streams": reports.iter().map(StreamReport::to_json).collect::<Vec<_>>(),
+    })
+}
