@@ -151,8 +151,17 @@ fn audit_file(path: &Path, key: &Key, args: &CheckArgs) -> Result<StreamReport> 
 pub fn run_check(args: &CheckArgs) -> Result<bool> {
     let key = read_key_file(&args.key_file)?;
     let mut reports = Vec::new();
+    let mut errors = Vec::new();
     for path in &args.files {
-        reports.push(audit_file(path, &key, args)?);
+        match audit_file(path, &key, args) {
+            Ok(r) => reports.push(r),
+            Err(e) => errors.push(e),
+        }
+    }
+    if args.files.len() == 1 {
+        if let Some(e) = errors.pop() {
+            return Err(e);
+        }
     }
     for r in &reports {
         print!("{}", r.to_text());
@@ -174,6 +183,16 @@ pub fn run_check(args: &CheckArgs) -> Result<bool> {
         } else {
             std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
         }
+    }
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("mmaudit-verify: error: {e:#}");
+        }
+        bail!(
+            "{} of {} files could not be checked",
+            errors.len(),
+            args.files.len()
+        );
     }
     Ok(pass)
 }

@@ -26,6 +26,12 @@ pub fn read_key_file(path: &Path) -> Result<Key> {
             meta.len()
         );
     }
+    let mut text = String::new();
+    fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .with_context(|| format!("cannot read key file {}", path.display()))?;
+    let key = Key::from_hex(&text)
+        .with_context(|| format!("key file {} is malformed", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
         eprintln!(
             "mmaudit-verify: warning: key file {} is readable by other users (mode {:o}); chmod 600 it",
@@ -33,11 +39,7 @@ pub fn read_key_file(path: &Path) -> Result<Key> {
             meta.permissions().mode() & 0o777
         );
     }
-    let mut text = String::new();
-    fs::File::open(path)
-        .and_then(|mut f| f.read_to_string(&mut text))
-        .with_context(|| format!("cannot read key file {}", path.display()))?;
-    Key::from_hex(&text).with_context(|| format!("key file {} is malformed", path.display()))
+    Ok(key)
 }
 
 /// 32 bytes from the operating system's random source.

@@ -1,0 +1,389 @@
+//! End-to-end tests of `check`: captures made by the reference prover, honest and
+//! tampered, go through the stream decoder, the audit and the recomputation.
+
+use mmaudit_protocol::call::{ComputeType, DType, Epilogue};
+use mmaudit_protocol::config::SamplingConfig;
+use mmaudit_protocol::keys::Key;
+use mmaudit_protocol::num;
+use mmaudit_protocol::record::{OperandData, Record, Sample};
+use mmaudit_tests::refprover::{GemmSpec, RefProver};
+use mmaudit_verify::check::{audit_reader, NotChecked};
+use mmaudit_verify::recompute::{check_entry, Entry, Scalars};
+use mmaudit_verify::report::{FailureKind, StreamReport};
+
+fn key() -> Key {
+    Key::from_bytes([0x42; 32])
+}
+
+fn audit(bytes: &[u8]) -> StreamReport {
+    audit_with(bytes, &key())
+}
+
+fn audit_with(bytes: &[u8], key: &Key) -> StreamReport {
+    match audit_reader("test", bytes, key, 100, |_| {}) {
+        Ok(mut r) => {
+            r.apply_gap_policy(0.01);
+            r
+        }
+        Err(NotChecked::Io(e)) => panic!("io: {e}"),
+        Err(NotChecked::NotACapture(e)) => panic!("not a capture: {e}"),
+    }
+}
+
+fn all_sampled() -> SamplingConfig {
+    SamplingConfig {
+        call_ppm: 1_000_000,
+        ..SamplingConfig::default()
+    }
+}
+
+/// Every row and column checked: many entries per call.
+fn dense() -> SamplingConfig {
+    SamplingConfig {
+        call_ppm: 1_000_000,
+        row_ppm: 1_000_000,
+        col_ppm: 1_000_000,
+        batch_ppm: 1_000_000,
+        ..SamplingConfig::default()
+    }
+}
+
+/// The honest workload of one type combination: shapes with k from 1 to the largest k
+/// the tolerance model can bound for it (16384 for 32-bit accumulation), every
+/// epilogue, beta 0 / 1 / device-side, alpha host / device, bias, fp8 scales.
+fn workload(p: &mut RefProver, input: DType, output: DType, compute: ComputeType, target: u64) {
+    let start = p.entries;
+    let big_k = match compute {
+        ComputeType::F16 => 256,
+        _ if matches!(input, DType::F8E4M3 | DType::F8E5M2) => 2048,
+        _ => 16384,
+    };
+    let ks: Vec<u64> = [1u64, 7, 64, 256, 333, 1024]
+        .into_iter()
+        .filter(|&k| k <= big_k)
+        .collect();
+    let integer = output == DType::I32;
+    for _ in 0..3 {
+        let mut spec = GemmSpec::new(8, 8, big_k, input, output, compute);
+        spec.bias = !integer;
+        p.gemm(&spec);
+    }
+    let mut i = 0u64;
+    while p.entries - start < target {
+        let k = ks[(i as usize) % ks.len()];
+        let mut spec = GemmSpec::new(24 + i % 9, 16 + i % 5, k, input, output, compute);
+        if integer {
+            spec.beta = Some((i % 2) as f64);
+            spec.alpha = Some(if i % 2 == 0 { 1.0 } else { 3.0 });
+        } else {
+            spec.epilogue = [
+                Epilogue::Default,
+                Epilogue::Relu,
+                Epilogue::GeluTanh,
+                Epilogue::GeluErf,
+            ][(i % 4) as usize];
+            spec.bias = i % 3 == 0;
+            spec.beta = [Some(0.0), Some(1.0), None][(i % 3) as usize];
+            spec.alpha = if i % 5 == 0 { None } else { Some(0.75) };
+            spec.scales = matches!(input, DType::F8E4M3 | DType::F8E5M2) && i % 2 == 0;
+        }
+        spec.batch = 1 + i % 3;
+        p.gemm(&spec);
+        i += 1;
+    }
+}
+
+fn assert_pass(r: &StreamReport) {
+    assert!(r.passed(), "{}", r.to_text());
+    assert_eq!(r.mismatched + r.missing + r.integrity_errors, 0);
+}
+
+#[test]
+fn honest_captures_pass_for_every_type_with_no_false_alarm() {
+    let cases = [
+        (DType::F32, DType::F32, ComputeType::F32),
+        (DType::F32, DType::F32, ComputeType::F32FastTf32),
+        (DType::F16, DType::F16, ComputeType::F32),
+        (DType::F16, DType::F16, ComputeType::F16),
+        (DType::BF16, DType::BF16, ComputeType::F32),
+        (DType::F8E4M3, DType::BF16, ComputeType::F32),
+        (DType::F8E5M2, DType::F32, ComputeType::F32),
+        (DType::F8E4M3, DType::F8E4M3, ComputeType::F32),
+        (DType::I8, DType::I32, ComputeType::I32),
+    ];
+    for (n, (input, output, compute)) in cases.into_iter().enumerate() {
+        let mut p = RefProver::new(&key(), dense(), n as u64);
+        workload(&mut p, input, output, compute, 100_000);
+        let r = audit(&p.finish(8).bytes());
+        assert_pass(&r);
+        assert!(
+            r.entries_checked >= 100_000,
+            "{input:?}: {}",
+            r.entries_checked
+        );
+        assert_eq!(r.entries_checked, p.entries);
+        assert_eq!(r.verified + r.unverifiable, r.sampled);
+        println!(
+            "{:>5} {:?} -> {:>5}: {} entries in {} calls, worst error/tolerance {:.3}",
+            input.name(),
+            compute,
+            output.name(),
+            r.entries_checked,
+            r.calls,
+            r.worst_tolerance_ratio
+        );
+    }
+}
+
+fn small_capture() -> RefProver {
+    let mut p = RefProver::new(&key(), all_sampled(), 7);
+    for i in 0..12 {
+        let mut spec = GemmSpec::new(64, 32, 128 + i, DType::BF16, DType::BF16, ComputeType::F32);
+        spec.beta = Some((i % 2) as f64);
+        p.gemm(&spec);
+    }
+    p
+}
+
+fn first_sample(p: &mut RefProver) -> &mut Sample {
+    p.records
+        .iter_mut()
+        .find_map(|r| match r {
+            Record::Sample(s) => Some(s),
+            _ => None,
+        })
+        .expect("a sampled call")
+}
+
+fn kinds(r: &StreamReport) -> Vec<FailureKind> {
+    r.failures.iter().map(|f| f.kind).collect()
+}
+
+/// A capture of one f32 GEMM whose first result entry is moved to
+/// `reference + factor * tolerance` (as the verifier computes both), on the f32 grid.
+fn shifted_entry(factor: f64) -> StreamReport {
+    let mut p = RefProver::new(&key(), all_sampled(), 11);
+    p.gemm(&GemmSpec::new(
+        16,
+        8,
+        512,
+        DType::F32,
+        DType::F32,
+        ComputeType::F32,
+    ));
+    assert_pass(&audit(&p.finish(4).bytes()));
+    let call = match &p.records[0] {
+        Record::Ledger(c) => c.clone(),
+        other => panic!("{other:?}"),
+    };
+    let k = call.k as usize;
+    let s = first_sample(&mut p);
+    let a = num::decode(DType::F32, s.a_rows.inline().unwrap()).unwrap();
+    let b = num::decode(DType::F32, s.b_cols.inline().unwrap()).unwrap();
+    let mut d = num::decode(DType::F32, &s.d_out).unwrap();
+    let entry = Entry {
+        a_row: &a[..k],
+        b_col: &b[..k],
+        c_in: 0.0,
+        bias: None,
+        claimed: d[0],
+    };
+    let check = check_entry(&call, &Scalars::UNIT, &entry).unwrap();
+    let target = check.reference + factor * check.tolerance;
+    let mut v = target as f32;
+    // one f32 step further out when rounding landed back inside the tolerance
+    if factor > 1.0 && (v as f64 - check.reference).abs() <= check.tolerance {
+        v = f32::from_bits(v.to_bits() + 1);
+    }
+    d[0] = v as f64;
+    s.d_out.clear();
+    num::encode_into(DType::F32, &d, &mut s.d_out);
+    audit(&p.finish(4).bytes())
+}
+
+#[test]
+fn result_entry_just_beyond_tolerance_fails_and_just_inside_passes() {
+    let outside = shifted_entry(1.0001);
+    assert_eq!(outside.mismatched, 1, "{}", outside.to_text());
+    assert_eq!(kinds(&outside), vec![FailureKind::Mismatch]);
+    assert!(outside.failures[0].message.contains("row"));
+    assert_pass(&shifted_entry(0.98));
+}
+
+#[test]
+fn result_entry_changed_by_a_large_amount_fails() {
+    let mut p = small_capture();
+    let s = first_sample(&mut p);
+    let mut d = num::decode(DType::BF16, &s.d_out).unwrap();
+    d[0] += 100.0;
+    s.d_out.clear();
+    num::encode_into(DType::BF16, &d, &mut s.d_out);
+    let r = audit(&p.finish(4).bytes());
+    assert!(!r.passed());
+    assert_eq!(r.mismatched, 1);
+    assert_eq!(kinds(&r), vec![FailureKind::Mismatch]);
+    let call = r.failures[0].call.as_deref().unwrap();
+    assert!(call.starts_with("call 0 "), "{call}");
+}
+
+#[test]
+fn a_changed_operand_row_entry_fails() {
+    let mut p = small_capture();
+    let s = first_sample(&mut p);
+    let OperandData::Inline(a) = &mut s.a_rows;
+    let mut v = num::decode(DType::BF16, a).unwrap();
+    v[5] = if v[5] == 0.0 { 1.0 } else { -4.0 * v[5] };
+    a.clear();
+    num::encode_into(DType::BF16, &v, a);
+    let r = audit(&p.finish(4).bytes());
+    assert!(!r.passed());
+    assert!(r.mismatched >= 1);
+    assert_eq!(r.failures[0].kind, FailureKind::Mismatch);
+}
+
+#[test]
+fn a_removed_sample_record_is_missing() {
+    let mut p = small_capture();
+    let at = p
+        .records
+        .iter()
+        .position(|r| matches!(r, Record::Sample(_)))
+        .unwrap();
+    p.records.remove(at);
+    let r = audit(&p.finish(4).bytes());
+    assert!(!r.passed());
+    assert_eq!(
+        (r.missing, r.mismatched, r.integrity_errors),
+        (1, 0, 0),
+        "{}",
+        r.to_text()
+    );
+    assert_eq!(kinds(&r), vec![FailureKind::Missing]);
+}
+
+#[test]
+fn a_removed_ledger_record_is_an_integrity_error() {
+    let mut p = small_capture();
+    let at = p
+        .records
+        .iter()
+        .position(|r| matches!(r, Record::Ledger(c) if c.index == 5))
+        .unwrap();
+    p.records.remove(at);
+    let r = audit(&p.finish(4).bytes());
+    assert!(!r.passed());
+    assert!(r.integrity_errors >= 1, "{}", r.to_text());
+}
+
+#[test]
+fn gaps_within_policy_pass_and_above_fail() {
+    let mut p = RefProver::new(&key(), all_sampled(), 3);
+    let spec = GemmSpec::new(16, 16, 16, DType::F16, DType::F16, ComputeType::F32);
+    for _ in 0..200 {
+        p.gemm(&spec);
+    }
+    p.gemm_dropped(&spec); // 1 of 201 sampled calls: 0.5%
+    let r = audit(&p.finish(16).bytes());
+    assert_pass(&r);
+    assert_eq!(r.gaps, 1);
+    for _ in 0..5 {
+        p.gemm_dropped(&spec); // 6 of 206: 2.9%
+    }
+    let r = audit(&p.finish(16).bytes());
+    assert!(!r.passed());
+    assert_eq!(r.gaps, 6);
+    assert_eq!(kinds(&r), vec![FailureKind::GapRate]);
+}
+
+#[test]
+fn captured_calls_are_reported_not_audited() {
+    let mut p = small_capture();
+    let mut spec = GemmSpec::new(8, 8, 8, DType::F32, DType::F32, ComputeType::F32);
+    spec.captured = true;
+    p.gemm(&spec);
+    let r = audit(&p.finish(4).bytes());
+    assert_pass(&r);
+    assert_eq!((r.captured, r.calls), (1, 13));
+    assert!(r.to_text().contains("NOT audited"));
+}
+
+#[test]
+fn frame_removed_duplicated_reordered_or_truncated_fails() {
+    let c = small_capture().finish(2);
+    assert!(c.frames.len() >= 4);
+    assert_pass(&audit(&c.bytes()));
+
+    let mut removed = c.clone();
+    removed.frames.remove(1);
+    let mut duplicated = c.clone();
+    duplicated.frames.insert(1, c.frames[1].clone());
+    let mut reordered = c.clone();
+    reordered.frames.swap(1, 2);
+    let mut end_removed = c.clone();
+    end_removed.frames.pop();
+    for (name, bad) in [
+        ("removed", removed),
+        ("duplicated", duplicated),
+        ("reordered", reordered),
+        ("end removed", end_removed),
+    ] {
+        let r = audit(&bad.bytes());
+        assert!(!r.passed(), "{name}");
+        assert!(r.integrity_errors >= 1, "{name}: {}", r.to_text());
+    }
+    let bytes = c.bytes();
+    for cut in [
+        c.header.len(),
+        c.header.len() + 5,
+        bytes.len() / 2,
+        bytes.len() - 1,
+    ] {
+        let r = audit(&bytes[..cut]);
+        assert!(!r.passed(), "cut at {cut}");
+        assert!(r.integrity_errors >= 1);
+    }
+}
+
+#[test]
+fn every_single_byte_flip_fails() {
+    let mut p = RefProver::new(&key(), all_sampled(), 5);
+    p.gemm(&GemmSpec::new(
+        4,
+        4,
+        8,
+        DType::F16,
+        DType::F16,
+        ComputeType::F32,
+    ));
+    let bytes = p.finish(1).bytes();
+    for i in 0..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0x01;
+        match audit_reader("flip", &bad[..], &key(), 10, |_| {}) {
+            Ok(r) => assert!(!r.passed(), "flip at {i} passed"),
+            Err(NotChecked::NotACapture(_)) => assert!(i < 10, "flip at {i}: not a capture"),
+            Err(NotChecked::Io(e)) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn wrong_key_fails() {
+    let c = small_capture().finish(4);
+    let r = audit_with(&c.bytes(), &Key::from_bytes([0x43; 32]));
+    assert!(!r.passed());
+    assert!(
+        r.failures[0].message.contains("key"),
+        "{}",
+        r.failures[0].message
+    );
+}
+
+#[test]
+fn a_capture_is_not_a_pass_unless_complete() {
+    // Honest but without the end record: a truncated capture is a failure.
+    let c = small_capture().finish_with(4, false);
+    let r = audit(&c.bytes());
+    assert!(!r.passed());
+    assert!(r.integrity_errors >= 1);
+}

@@ -1,0 +1,248 @@
+//! The `mmaudit-verify` binary as a user meets it: exit codes, one-line errors on bad
+//! input, the JSON report, keygen.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mmaudit_protocol::call::{ComputeType, DType};
+use mmaudit_protocol::config::SamplingConfig;
+use mmaudit_protocol::keys::Key;
+use mmaudit_tests::refprover::{GemmSpec, RefProver};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mmaudit-verify"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mmaudit-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn key() -> Key {
+    Key::from_bytes([9; 32])
+}
+
+fn write_key(dir: &Path) -> PathBuf {
+    let p = dir.join("audit.key");
+    std::fs::write(&p, key().to_hex() + "\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    p
+}
+
+fn capture(dir: &Path, tamper: bool) -> PathBuf {
+    let config = SamplingConfig {
+        call_ppm: 1_000_000,
+        ..SamplingConfig::default()
+    };
+    let mut p = RefProver::new(&key(), config, 1);
+    for _ in 0..5 {
+        p.gemm(&GemmSpec::new(
+            32,
+            8,
+            64,
+            DType::F16,
+            DType::F16,
+            ComputeType::F32,
+        ));
+    }
+    if tamper {
+        if let Some(mmaudit_protocol::record::Record::Sample(s)) = p.records.get_mut(1) {
+            s.d_out[1] ^= 0x40;
+        }
+    }
+    let path = dir.join(if tamper { "bad.mma" } else { "good.mma" });
+    std::fs::write(&path, p.finish(2).bytes()).unwrap();
+    path
+}
+
+fn check(args: &[&Path], key: &Path) -> Output {
+    bin()
+        .arg("check")
+        .args(args)
+        .arg("--key-file")
+        .arg(key)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit code 2 and a single line naming the problem; never a panic.
+fn assert_could_not_run(o: &Output, mentions: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
+    assert!(err.contains(mentions), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn honest_capture_exits_0_and_tampered_exits_1_with_json() {
+    let dir = scratch("verdicts");
+    let k = write_key(&dir);
+    let good = capture(&dir, false);
+    let bad = capture(&dir, true);
+    let json = dir.join("r.json");
+    let o = bin()
+        .args(["check"])
+        .arg(&good)
+        .arg("--key-file")
+        .arg(&k)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.starts_with("PASS"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for key in [
+        "verdict",
+        "calls",
+        "sampled",
+        "verified",
+        "mismatched",
+        "missing",
+        "gaps",
+        "integrity_errors",
+        "flops",
+    ] {
+        assert!(v.get(key).is_some(), "missing key {key}");
+    }
+    assert_eq!(v["verdict"], "pass");
+    assert_eq!(v["calls"], 5);
+    assert_eq!(v["sampled"], 5);
+    assert_eq!(v["flops"], 5.0 * 2.0 * 32.0 * 8.0 * 64.0);
+
+    let o = bin()
+        .arg("check")
+        .arg(&good)
+        .arg(&bad)
+        .arg("--key-file")
+        .arg(&k)
+        .args(["--json", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("FAIL mismatch: call 0 "), "{stdout}");
+    assert!(stdout.contains("\"verdict\": \"fail\""), "{stdout}");
+}
+
+#[test]
+fn garbage_inputs_never_pass_and_never_panic() {
+    let dir = scratch("garbage");
+    let k = write_key(&dir);
+    let empty = dir.join("empty.mma");
+    std::fs::write(&empty, b"").unwrap();
+    assert_could_not_run(&check(&[&empty], &k), "empty");
+
+    assert_could_not_run(&check(&[&dir], &k), "directory");
+    assert_could_not_run(&check(&[&dir.join("absent.mma")], &k), "absent.mma");
+
+    let random = dir.join("random.mma");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let bytes: Vec<u8> = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&random, &bytes).unwrap();
+    assert_could_not_run(&check(&[&random], &k), "not an mmaudit capture");
+
+    // A valid header followed by a frame that declares a 4 GiB payload.
+    let good = std::fs::read(capture(&dir, false)).unwrap();
+    let header_len = 14 + u32::from_le_bytes(good[10..14].try_into().unwrap()) as usize + 32;
+    let mut huge = good[..header_len].to_vec();
+    huge.extend_from_slice(&u32::MAX.to_le_bytes());
+    huge.extend_from_slice(&[0u8; 13]);
+    let huge_path = dir.join("huge.mma");
+    std::fs::write(&huge_path, &huge).unwrap();
+    let o = check(&[&huge_path], &k);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("FAIL integrity"));
+
+    // Truncated in the middle of a frame: a failure, never a pass.
+    let cut = dir.join("cut.mma");
+    std::fs::write(&cut, &good[..good.len() - 10]).unwrap();
+    assert_eq!(check(&[&cut], &k).status.code(), Some(1));
+}
+
+#[test]
+fn bad_key_files_and_arguments_exit_2() {
+    let dir = scratch("keys");
+    let good = capture(&dir, false);
+    assert_could_not_run(&check(&[&good], &dir.join("nokey")), "nokey");
+    let short = dir.join("short.key");
+    std::fs::write(&short, "abcd\n").unwrap();
+    assert_could_not_run(&check(&[&good], &short), "64 hex characters");
+    let o = bin().arg("check").arg(&good).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let o = bin()
+        .args(["check", "--max-gap-rate", "2"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_never_overwrites() {
+    let dir = scratch("keygen");
+    let path = dir.join("new.key");
+    let o = bin()
+        .arg("keygen")
+        .arg("--out")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(Key::from_hex(&text).is_ok());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let o = bin()
+        .arg("keygen")
+        .arg("--out")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    let a = bin().arg("keygen").output().unwrap();
+    let b = bin().arg("keygen").output().unwrap();
+    assert_ne!(a.stdout, b.stdout);
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for cmd in [
+        &["--help"][..],
+        &["check", "--help"],
+        &["keygen", "--help"],
+        &["plan", "--help"],
+    ] {
+        let o = bin().args(cmd).output().unwrap();
+        assert_eq!(o.status.code(), Some(0));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("mmaudit-verify "), "{cmd:?}: {text}");
+    }
+}
