@@ -5,7 +5,7 @@
 //! reference value in f64 from the exact inputs, bounds the error an honest GPU may make
 //! ([`tolerance`], the one place the error model lives) and says whether the claim is
 //! within it. The model is documented once more, with a worked example, in
-//! `docs/protocol-tolerance.md`; the two must say the same thing.
+//! docs/PROTOCOL.md ("Tolerance"); the two must say the same thing.
 //!
 //! What this module must never do: pass an entry it cannot bound. When the worst-case
 //! bound is meaningless (too long an inner dimension for the accumulation precision, or
@@ -514,7 +514,7 @@ fn gamma(n: f64, u: f64) -> f64 {
 /// format (InputOverflow) or `(S + E_in)(1 + gamma) + n eta_acc` reaches the
 /// accumulator's largest value (AccumulatorOverflow).
 ///
-/// Justification, term by term (details in `docs/protocol-tolerance.md`):
+/// Justification, term by term (details in docs/PROTOCOL.md, section "Tolerance"):
 /// 1. `|â b̂ - a b| <= |â - a||b| + |a||b̂ - b| + |â - a||b̂ - b|` with `|â - a| <= ra|a| + ea`.
 /// 2. Higham's `gamma_n` bound for any summation order (split-k and reduction trees
 ///    included, since a partial-sum tree never deepens a product's path beyond `n`),

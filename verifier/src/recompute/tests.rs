@@ -1032,7 +1032,7 @@ fn meaningless_bounds_are_unverifiable_never_pass() {
         c.verdict,
         Verdict::Unverifiable(Weakness::AccumulatorOverflow)
     );
-    // The boundaries quoted in docs/protocol-tolerance.md.
+    // The boundaries quoted in docs/PROTOCOL.md ("Tolerance").
     let m16 =
         ErrorModel::for_call(&make_call(F16, F16, F16, C::F16, Epilogue::Default, 1)).unwrap();
     assert!(m16.acc_terms(408) * m16.acc_unit < 0.5 && m16.acc_terms(409) * m16.acc_unit >= 0.5);
@@ -1392,7 +1392,7 @@ fn reference_dot_is_within_its_documented_error() {
     }
 }
 
-/// The worked example of `docs/protocol-tolerance.md`: f16 inputs, 32F compute, f16
+/// The worked example of docs/PROTOCOL.md ("Tolerance"): f16 inputs, 32F compute, f16
 /// output, k = 4096, S = 1024, dot = 20.
 #[test]
 fn worked_example_in_the_docs() {
