@@ -9,6 +9,9 @@ step() { printf '\n== %s\n' "$*"; }
 step "format"
 cargo fmt --all -- --check
 
+step "committed PTX up to date (regenerated with the pinned NVRTC from PyPI)"
+bash scripts/build-ptx.sh --check
+
 step "build (release)"
 cargo build --release --workspace --all-targets
 

@@ -5,7 +5,7 @@
 //! their exit status and output, and on how `SIMGPU_FAULT`, `SIMGPU_SPLITK`
 //! and `SIMGPU_LATENCY_US` change what they see.
 
-use mmaudit_tests::simgpu::{compile, libraries, run, Run};
+use mmaudit_tests::simgpu::{compile, libraries, repo_root, run, Run};
 
 fn assert_all_pass(r: &Run, min_cases: usize) {
     assert_eq!(r.code, Some(0), "{}", r.transcript());
@@ -225,4 +225,48 @@ fn graphs_replay_captured_work() {
         &[("SIMGPU_LATENCY_US", "5000")],
     );
     assert_all_pass(&r, 20);
+}
+
+#[test]
+fn gather_kernel_ptx_runs_through_its_twin_and_matches_the_host() {
+    // The committed PTX, loaded as the interposer loads it; every case states
+    // what it gathers in matrix terms and is compared with host copies.
+    let ptx = repo_root().join("cuda/gather.ptx");
+    let r = run(
+        &compile("simgpu_gather"),
+        &[ptx.to_str().expect("UTF-8 path")],
+        &[("SIMGPU_LATENCY_US", "200")],
+    );
+    assert_all_pass(&r, 50);
+    assert!(
+        r.stdout
+            .contains("synchronising reports the illegal address"),
+        "{}",
+        r.transcript()
+    );
+}
+
+#[test]
+fn gather_program_loads_the_ptx_it_is_given() {
+    // Rename the kernel in a copy of the PTX: the program must not find it,
+    // so the test above really ran the committed module's entry.
+    let text =
+        std::fs::read_to_string(repo_root().join("cuda/gather.ptx")).expect("read cuda/gather.ptx");
+    let renamed = text.replace("mmaudit_gather", "mmaudit_renamed");
+    let dir = repo_root().join("target/simgpu");
+    std::fs::create_dir_all(&dir).expect("create target/simgpu");
+    let path = dir.join(format!("gather-renamed.{}.ptx", std::process::id()));
+    std::fs::write(&path, renamed).expect("write the renamed PTX");
+    let r = run(
+        &compile("simgpu_gather"),
+        &[path.to_str().expect("UTF-8 path")],
+        &[],
+    );
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(r.code, Some(2), "{}", r.transcript());
+    assert!(
+        r.stdout.contains("cuModuleGetFunction"),
+        "{}",
+        r.transcript()
+    );
 }
