@@ -220,7 +220,7 @@ fn run(iters: u64) {
         } else {
             let p = &payloads[below(&mut rng, payloads.len())];
             let mut input = mutate(&mut rng, p, p);
-            if pick % 2 == 0 {
+            if pick.is_multiple_of(2) {
                 input.insert(0, 0); // even first byte: the harness zstd-compresses it
             }
             if std::panic::catch_unwind(|| fuzzing::authenticated_payload(&input)).is_err() {

@@ -74,7 +74,7 @@ fn workload(p: &mut RefProver, input: DType, output: DType, compute: ComputeType
         let mut spec = GemmSpec::new(24 + i % 9, 16 + i % 5, k, input, output, compute);
         if integer {
             spec.beta = Some((i % 2) as f64);
-            spec.alpha = Some(if i % 2 == 0 { 1.0 } else { 3.0 });
+            spec.alpha = Some(if i.is_multiple_of(2) { 1.0 } else { 3.0 });
         } else {
             spec.epilogue = [
                 Epilogue::Default,
@@ -82,10 +82,14 @@ fn workload(p: &mut RefProver, input: DType, output: DType, compute: ComputeType
                 Epilogue::GeluTanh,
                 Epilogue::GeluErf,
             ][(i % 4) as usize];
-            spec.bias = i % 3 == 0;
+            spec.bias = i.is_multiple_of(3);
             spec.beta = [Some(0.0), Some(1.0), None][(i % 3) as usize];
-            spec.alpha = if i % 5 == 0 { None } else { Some(0.75) };
-            spec.scales = matches!(input, DType::F8E4M3 | DType::F8E5M2) && i % 2 == 0;
+            spec.alpha = if i.is_multiple_of(5) {
+                None
+            } else {
+                Some(0.75)
+            };
+            spec.scales = matches!(input, DType::F8E4M3 | DType::F8E5M2) && i.is_multiple_of(2);
         }
         spec.batch = 1 + i % 3;
         p.gemm(&spec);
