@@ -1,0 +1,367 @@
+//! The GPU side of a sampled call: the gather module loaded once per context, a ring of
+//! mapped pinned memory per context, an event pool, and the launches.
+//!
+//! Everything here runs on the caller's current context and stream, right around the
+//! forwarded GEMM: the pre-gather (C entries, when beta may be non-zero) just before
+//! it, the post-gather and an event record just after. The host never waits: the
+//! background thread polls the event ([`InFlight`]) and reads the slot once it fired.
+//! Setup (module load, pinned allocation) happens at the first sampled call of a
+//! context whose stream is not capturing, never during a capture, and a context whose
+//! setup failed is remembered so that its calls become gaps without retrying.
+
+use std::ffi::CStr;
+use std::sync::{Arc, Mutex};
+
+use mmaudit_protocol::record::{GapReason, Sample};
+
+use crate::driver::{Driver, EventState, Handle};
+use crate::log::{self, Level};
+use crate::model::gather::{SlotLayout, JOB_BYTES};
+use crate::ring::Ring;
+use crate::stream::Pending;
+
+/// The gather kernel's PTX (cuda/gather.ptx, generated from cuda/gather.cu), with the
+/// terminating NUL the driver wants.
+static PTX: &str = concat!(include_str!("../../cuda/gather.ptx"), "\0");
+/// The kernel's entry point.
+const ENTRY: &CStr = c"mmaudit_gather";
+/// Most blocks per job along x (each grid-strides over its elements).
+const MAX_BLOCKS_X: u64 = 1024;
+
+/// One CUDA context's gather resources.
+pub struct GpuContext {
+    /// The context handle.
+    pub ctx: Handle,
+    /// Its device ordinal.
+    pub device: u32,
+    function: Handle,
+    host: usize,
+    dev: u64,
+    ring: Mutex<Ring>,
+    events: Mutex<Vec<Handle>>,
+}
+
+/// A slot of one context's ring.
+pub struct Slot {
+    /// Its context.
+    pub gpu: Arc<GpuContext>,
+    /// Offset in the ring.
+    pub offset: usize,
+    /// Bytes.
+    pub len: usize,
+}
+
+impl Slot {
+    /// Device address of the slot.
+    pub fn device_address(&self) -> u64 {
+        self.gpu.dev + self.offset as u64
+    }
+
+    /// The slot's bytes as seen from the host.
+    ///
+    /// # Safety
+    /// The caller must be the slot's only user (its owner, before the launch or after
+    /// the event fired) for the life of the returned slice.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn host_bytes(&self) -> &mut [u8] {
+        // SAFETY: [offset, offset+len) lies inside the ring's pinned allocation (the
+        // ring never hands out ranges beyond its capacity) and, per the contract, no
+        // other reference to it exists.
+        unsafe {
+            std::slice::from_raw_parts_mut((self.gpu.host + self.offset) as *mut u8, self.len)
+        }
+    }
+}
+
+impl GpuContext {
+    fn create(
+        drv: &Driver,
+        ctx: Handle,
+        device: u32,
+        ring_bytes: usize,
+    ) -> Result<GpuContext, String> {
+        let ptx = CStr::from_bytes_with_nul(PTX.as_bytes())
+            .map_err(|_| "the embedded PTX holds a NUL byte".to_string())?;
+        drv.relaxed(|| {
+            let function = drv
+                .load_function(ptx, ENTRY)
+                .map_err(|e| format!("loading the gather kernel: {e}"))?;
+            let (host, dev) = drv.host_alloc_mapped(ring_bytes).map_err(|e| {
+                format!(
+                    "allocating {} MiB of mapped pinned memory: {e}",
+                    ring_bytes >> 20
+                )
+            })?;
+            Ok(GpuContext {
+                ctx,
+                device,
+                function,
+                host: host as usize,
+                dev,
+                ring: Mutex::new(Ring::new(ring_bytes)),
+                events: Mutex::new(Vec::new()),
+            })
+        })
+    }
+
+    /// Takes a slot of `len` bytes, or `None` when the ring is full.
+    pub fn alloc(self: &Arc<Self>, len: usize) -> Option<Slot> {
+        let offset = self
+            .ring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .alloc(len)?;
+        Some(Slot {
+            gpu: Arc::clone(self),
+            offset,
+            len,
+        })
+    }
+
+    /// Returns a slot's space to the ring.
+    pub fn free(&self, offset: usize) {
+        self.ring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .free(offset);
+    }
+
+    /// The ring's capacity.
+    pub fn ring_capacity(&self) -> usize {
+        self.ring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .capacity()
+    }
+
+    fn take_event(&self, drv: &Driver) -> Result<Handle, String> {
+        if let Some(e) = self.events.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(e);
+        }
+        drv.event_create().map_err(|e| e.to_string())
+    }
+
+    fn put_event(&self, e: Handle) {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(e);
+    }
+
+    /// Launches jobs `first..first + count` of the slot on `stream`.
+    fn launch(
+        &self,
+        drv: &Driver,
+        slot: &Slot,
+        layout: &SlotLayout,
+        first: u32,
+        count: u32,
+        stream: Handle,
+    ) -> Result<(), String> {
+        if count == 0 {
+            return Ok(());
+        }
+        let x = layout.max_elements.div_ceil(256).clamp(1, MAX_BLOCKS_X) as u32;
+        let jobs = slot.device_address() + (first as usize * JOB_BYTES) as u64;
+        drv.launch_gather(self.function, (x, count), stream, jobs, count)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A context's gather resources, or why it has none.
+type Setup = Result<Arc<GpuContext>, String>;
+
+/// The gather resources of every context seen so far.
+#[derive(Default)]
+pub struct Contexts {
+    list: Mutex<Vec<(Handle, Setup)>>,
+}
+
+impl Contexts {
+    /// The resources of `ctx`, set up on first use (the caller checked that its stream
+    /// is not capturing). A failed setup is remembered and returned again.
+    pub fn get(
+        &self,
+        drv: &Driver,
+        ctx: Handle,
+        device: u32,
+        ring_bytes: usize,
+    ) -> Result<Arc<GpuContext>, String> {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, r)) = list.iter().find(|(c, _)| *c == ctx) {
+            return r.clone();
+        }
+        let r = GpuContext::create(drv, ctx, device, ring_bytes).map(Arc::new);
+        match &r {
+            Ok(_) => log::emit(
+                Level::Debug,
+                &format!("device {device}: gather kernel loaded, {} MiB pinned ring", ring_bytes >> 20),
+            ),
+            Err(e) => log::emit(
+                Level::Warn,
+                &format!("device {device}: sampled calls cannot be gathered ({e}); they are recorded as gaps"),
+            ),
+        }
+        list.push((ctx, r.clone()));
+        r
+    }
+}
+
+/// A sampled call's gather, prepared in its slot (jobs and index lists written).
+pub struct Prepared {
+    slot: Slot,
+    layout: SlotLayout,
+    pre_launched: bool,
+}
+
+impl Prepared {
+    /// Takes a slot for `layout` and writes its jobs; `Err` is the gap to record.
+    pub fn new(gpu: &Arc<GpuContext>, layout: SlotLayout) -> Result<Prepared, (GapReason, String)> {
+        let Some(slot) = gpu.alloc(layout.len) else {
+            return Err((
+                GapReason::RingFull,
+                format!(
+                    "no room for {} bytes in the {} MiB pinned ring (MMAUDIT_RING_MB)",
+                    layout.len,
+                    gpu.ring_capacity() >> 20
+                ),
+            ));
+        };
+        // SAFETY: the slot was just allocated: nobody else uses it until launched.
+        let bytes = unsafe { slot.host_bytes() };
+        if let Err(e) = layout.write(slot.device_address(), bytes) {
+            gpu.free(slot.offset);
+            return Err((GapReason::Internal, e));
+        }
+        Ok(Prepared {
+            slot,
+            layout,
+            pre_launched: false,
+        })
+    }
+
+    /// Launches the jobs that must run before the GEMM (C entries), on `stream`.
+    pub fn launch_pre(&mut self, drv: &Driver, stream: Handle) -> Result<(), (GapReason, String)> {
+        let n = self.layout.pre_jobs;
+        if n == 0 {
+            return Ok(());
+        }
+        match self
+            .slot
+            .gpu
+            .launch(drv, &self.slot, &self.layout, 0, n, stream)
+        {
+            Ok(()) => {
+                self.pre_launched = true;
+                Ok(())
+            }
+            Err(e) => {
+                self.slot.gpu.free(self.slot.offset);
+                Err((GapReason::GatherFailed, e))
+            }
+        }
+    }
+
+    /// After the forwarded GEMM: launches the remaining jobs (unless `failed` says the
+    /// GEMM did not run) and records an event. Returns what the background thread
+    /// waits on, or the gap to record at once.
+    pub fn finish(
+        self,
+        drv: &Driver,
+        stream: Handle,
+        failed: Option<String>,
+    ) -> Result<InFlight, (GapReason, String)> {
+        let gpu = Arc::clone(&self.slot.gpu);
+        let mut failed = failed;
+        if failed.is_none() {
+            let (first, n) = (self.layout.pre_jobs, self.layout.post_jobs);
+            if let Err(e) = gpu.launch(drv, &self.slot, &self.layout, first, n, stream) {
+                failed = Some(e);
+            }
+        }
+        if failed.is_some() && !self.pre_launched {
+            // Nothing of ours runs on the device: the slot is free at once.
+            gpu.free(self.slot.offset);
+            return Err((GapReason::GatherFailed, failed.unwrap_or_default()));
+        }
+        let event = match gpu.take_event(drv) {
+            Ok(e) => e,
+            Err(e) => {
+                // The slot may still be written by a launched gather and no event can
+                // say when it is done: it stays allocated (the ring shrinks by one slot).
+                return Err((GapReason::GatherFailed, format!("cuEventCreate: {e}")));
+            }
+        };
+        if let Err(e) = drv.event_record(event, stream) {
+            gpu.put_event(event);
+            return Err((GapReason::GatherFailed, e.to_string()));
+        }
+        Ok(InFlight {
+            slot: self.slot,
+            layout: self.layout,
+            event,
+            failed,
+            last_ctx: 0,
+        })
+    }
+}
+
+/// A gather in flight, polled by the background thread.
+pub struct InFlight {
+    slot: Slot,
+    layout: SlotLayout,
+    event: Handle,
+    failed: Option<String>,
+    last_ctx: Handle,
+}
+
+impl InFlight {
+    fn release(&self) {
+        self.slot.gpu.put_event(self.event);
+        self.slot.gpu.free(self.slot.offset);
+    }
+}
+
+thread_local! {
+    static BOUND_CTX: std::cell::Cell<Handle> = const { std::cell::Cell::new(0) };
+}
+
+impl Pending for InFlight {
+    fn index(&self) -> u64 {
+        self.layout.index
+    }
+
+    fn poll(&mut self) -> Option<Result<Sample, (GapReason, String)>> {
+        let drv = crate::driver::driver()?;
+        let ctx = self.slot.gpu.ctx;
+        if BOUND_CTX.with(|c| c.get()) != ctx {
+            // Bind the (existing) context to this thread for the queries.
+            if drv.set_current(ctx).is_ok() {
+                BOUND_CTX.with(|c| c.set(ctx));
+            }
+        }
+        self.last_ctx = ctx;
+        match drv.event_query(self.event) {
+            Ok(EventState::Pending) => None,
+            Err(e) => {
+                self.release();
+                Some(Err((GapReason::GatherFailed, e.to_string())))
+            }
+            Ok(EventState::Done) => {
+                let result = match &self.failed {
+                    Some(why) => Err((GapReason::GatherFailed, why.clone())),
+                    None => {
+                        // SAFETY: the event fired, so the device finished writing the
+                        // slot; this InFlight owns it until release() below.
+                        let bytes = unsafe { self.slot.host_bytes() };
+                        self.layout
+                            .assemble(bytes)
+                            .map_err(|e| (GapReason::Internal, e))
+                    }
+                };
+                self.release();
+                Some(result)
+            }
+        }
+    }
+}

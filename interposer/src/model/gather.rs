@@ -1,0 +1,507 @@
+//! The gather of one sampled call: the jobs of the `mmaudit_gather` kernel
+//! (cuda/gather.cu), the layout of the call's slot in pinned memory, and the sample
+//! record assembled from the slot once the device has filled it.
+//!
+//! A slot holds, in order: the jobs run before the GEMM (C entries, when beta may be
+//! non-zero), the jobs run after it, the u64 index lists (rows, columns, batch entries
+//! of the plan), then each gathered field. Jobs and lists are written by the host
+//! before the launch and read by the device through the mapping; outputs are written
+//! by the device and read by the background thread after the call's event completed.
+//!
+//! Pure: addresses are numbers here. The job ABI (88 bytes, little-endian):
+//! `src out batch_idx idx_i idx_j: u64, batch_stride stride_i stride_j: i64,
+//! nb ni nj elem_size flags reserved: u32`, and
+//! `out[((b*ni)+i)*nj + j] = elem at base(bidx(b)) + idx_i(i)*stride_i + idx_j(j)*stride_j`.
+
+use std::ops::Range;
+
+use mmaudit_protocol::call::{flags, DType, GemmCall, Op, Scalar};
+use mmaudit_protocol::num;
+use mmaudit_protocol::record::{OperandData, Sample};
+use mmaudit_protocol::schedule::Plan;
+
+use super::{GatherSpec, Placement};
+
+/// Bytes of one job.
+pub const JOB_BYTES: usize = 88;
+/// Job flag: `src` is an array of per-batch device pointers.
+pub const FLAG_POINTER_ARRAY: u32 = 1;
+
+/// One gather job with absolute device addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Job {
+    /// base address, or address of the u64 pointer array
+    pub src: u64,
+    /// output address
+    pub out: u64,
+    /// u64[nb] batch indices, 0 = identity
+    pub batch_idx: u64,
+    /// u64[ni] indices, 0 = identity
+    pub idx_i: u64,
+    /// u64[nj] indices, 0 = identity
+    pub idx_j: u64,
+    /// bytes between batch entries
+    pub batch_stride: i64,
+    /// bytes per i
+    pub stride_i: i64,
+    /// bytes per j
+    pub stride_j: i64,
+    /// batch count
+    pub nb: u32,
+    /// i count
+    pub ni: u32,
+    /// j count
+    pub nj: u32,
+    /// 1, 2, 4 or 8
+    pub elem_size: u32,
+    /// [`FLAG_POINTER_ARRAY`]
+    pub flags: u32,
+}
+
+impl Job {
+    /// The 88-byte ABI encoding.
+    pub fn encode(&self) -> [u8; JOB_BYTES] {
+        let mut b = [0u8; JOB_BYTES];
+        let words = [self.src, self.out, self.batch_idx, self.idx_i, self.idx_j];
+        for (i, w) in words.iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        for (i, s) in [self.batch_stride, self.stride_i, self.stride_j]
+            .iter()
+            .enumerate()
+        {
+            b[40 + i * 8..48 + i * 8].copy_from_slice(&s.to_le_bytes());
+        }
+        let small = [self.nb, self.ni, self.nj, self.elem_size, self.flags, 0];
+        for (i, v) in small.iter().enumerate() {
+            b[64 + i * 4..68 + i * 4].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    /// Decodes the ABI encoding (for tests and the CPU emulation).
+    pub fn decode(b: &[u8; JOB_BYTES]) -> Job {
+        let u = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        let v = |at: usize| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&b[at..at + 4]);
+            u32::from_le_bytes(w)
+        };
+        Job {
+            src: u(0),
+            out: u(8),
+            batch_idx: u(16),
+            idx_i: u(24),
+            idx_j: u(32),
+            batch_stride: u(40) as i64,
+            stride_i: u(48) as i64,
+            stride_j: u(56) as i64,
+            nb: v(64),
+            ni: v(68),
+            nj: v(72),
+            elem_size: v(76),
+            flags: v(80),
+        }
+    }
+
+    /// Elements this job writes.
+    pub fn elements(&self) -> u64 {
+        self.nb as u64 * self.ni as u64 * self.nj as u64
+    }
+}
+
+/// Which index list an axis uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Axis {
+    Identity,
+    Rows,
+    Cols,
+    Batches,
+}
+
+/// A job whose output and index lists are slot offsets, fixed up by [`SlotLayout::write`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Template {
+    src: u64,
+    pointer_array: bool,
+    out: usize,
+    batch: Axis,
+    i: Axis,
+    j: Axis,
+    batch_stride: i64,
+    stride_i: i64,
+    stride_j: i64,
+    nb: u32,
+    ni: u32,
+    nj: u32,
+    elem: u32,
+}
+
+/// Where each gathered field lies in the slot (byte ranges).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fields {
+    /// op(A) rows, `[batch][row][k]`
+    pub a_rows: Range<usize>,
+    /// op(B) columns, `[batch][col][k]`
+    pub b_cols: Range<usize>,
+    /// C entries before the call, `[batch][row][col]`
+    pub c_in: Range<usize>,
+    /// D entries after the call
+    pub d_out: Range<usize>,
+    /// bias entries per plan row
+    pub bias: Range<usize>,
+    /// device alpha (scale type)
+    pub alpha: Option<Range<usize>>,
+    /// device beta (scale type)
+    pub beta: Option<Range<usize>>,
+    /// f32 scale factors of A, B, C, D
+    pub scales: [Option<Range<usize>>; 4],
+}
+
+/// The slot of one sampled call: its size, its jobs and where each field lands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlotLayout {
+    /// Bytes of the slot.
+    pub len: usize,
+    /// Jobs `0..pre_jobs` run before the forwarded GEMM.
+    pub pre_jobs: u32,
+    /// Jobs `pre_jobs..pre_jobs + post_jobs` run after it.
+    pub post_jobs: u32,
+    /// Where the gathered fields are.
+    pub fields: Fields,
+    /// The call index the sample belongs to.
+    pub index: u64,
+    /// Type of alpha and beta.
+    pub scale_type: DType,
+    templates: Vec<Template>,
+    rows: Vec<u64>,
+    cols: Vec<u64>,
+    batches: Vec<u64>,
+    lists_at: [usize; 3],
+    /// The largest element count of one job (for the launch grid).
+    pub max_elements: u64,
+}
+
+fn count(n: u64, what: &str) -> Result<u32, String> {
+    u32::try_from(n).map_err(|_| format!("{what} = {n} is too large for one gather job"))
+}
+
+fn align8(x: usize) -> usize {
+    (x + 7) & !7
+}
+
+/// Strides of `op(X)[p, q]` for a stored operand: (p, q).
+fn op_strides(p: &Placement, op: Op) -> (i64, i64) {
+    match op {
+        Op::N => (p.row_stride, p.col_stride),
+        Op::T | Op::C => (p.col_stride, p.row_stride),
+    }
+}
+
+impl SlotLayout {
+    /// Plans the gather of `call` (with `spec`) sampled by `plan`.
+    pub fn new(call: &GemmCall, spec: &GatherSpec, plan: &Plan) -> Result<SlotLayout, String> {
+        let nb = count(plan.batches.len() as u64, "sampled batch entries")?;
+        let nr = count(plan.rows.len() as u64, "sampled rows")?;
+        let nc = count(plan.cols.len() as u64, "sampled columns")?;
+        let k = count(call.k, "k")?;
+        let mut out_len = 0usize;
+        let mut field = |elements: u64, elem: u32| -> Result<Range<usize>, String> {
+            let bytes = elements
+                .checked_mul(elem as u64)
+                .and_then(|b| usize::try_from(b).ok())
+                .ok_or("a gathered field does not fit in memory")?;
+            let start = align8(out_len);
+            out_len = start.checked_add(bytes).ok_or("slot size overflows")?;
+            Ok(start..out_len)
+        };
+        let mut pre = Vec::new();
+        let mut post = Vec::new();
+        let mut fields = Fields::default();
+        let entries = nb as u64 * nr as u64 * nc as u64;
+        let batch_axis = Axis::Batches;
+
+        if call.reads_c() {
+            let c = &spec.c;
+            fields.c_in = field(entries, c.elem)?;
+            pre.push(Template {
+                src: c.base,
+                pointer_array: c.pointer_array,
+                out: fields.c_in.start,
+                batch: batch_axis,
+                i: Axis::Rows,
+                j: Axis::Cols,
+                batch_stride: c.batch_stride,
+                stride_i: c.row_stride,
+                stride_j: c.col_stride,
+                nb,
+                ni: nr,
+                nj: nc,
+                elem: c.elem,
+            });
+        }
+        if k > 0 {
+            let a = &spec.a;
+            let (si, sk) = op_strides(a, call.op_a);
+            fields.a_rows = field(nb as u64 * nr as u64 * k as u64, a.elem)?;
+            post.push(Template {
+                src: a.base,
+                pointer_array: a.pointer_array,
+                out: fields.a_rows.start,
+                batch: batch_axis,
+                i: Axis::Rows,
+                j: Axis::Identity,
+                batch_stride: a.batch_stride,
+                stride_i: si,
+                stride_j: sk,
+                nb,
+                ni: nr,
+                nj: k,
+                elem: a.elem,
+            });
+            let b = &spec.b;
+            let (sk, sj) = op_strides(b, call.op_b);
+            fields.b_cols = field(nb as u64 * nc as u64 * k as u64, b.elem)?;
+            post.push(Template {
+                src: b.base,
+                pointer_array: b.pointer_array,
+                out: fields.b_cols.start,
+                batch: batch_axis,
+                i: Axis::Cols,
+                j: Axis::Identity,
+                batch_stride: b.batch_stride,
+                stride_i: sj,
+                stride_j: sk,
+                nb,
+                ni: nc,
+                nj: k,
+                elem: b.elem,
+            });
+        } else {
+            fields.a_rows = 0..0;
+            fields.b_cols = 0..0;
+        }
+        let d = &spec.d;
+        fields.d_out = field(entries, d.elem)?;
+        post.push(Template {
+            src: d.base,
+            pointer_array: d.pointer_array,
+            out: fields.d_out.start,
+            batch: batch_axis,
+            i: Axis::Rows,
+            j: Axis::Cols,
+            batch_stride: d.batch_stride,
+            stride_i: d.row_stride,
+            stride_j: d.col_stride,
+            nb,
+            ni: nr,
+            nj: nc,
+            elem: d.elem,
+        });
+        let single = |src: u64, out: usize, elem: u32| Template {
+            src,
+            pointer_array: false,
+            out,
+            batch: Axis::Identity,
+            i: Axis::Identity,
+            j: Axis::Identity,
+            batch_stride: 0,
+            stride_i: 0,
+            stride_j: 0,
+            nb: 1,
+            ni: 1,
+            nj: 1,
+            elem,
+        };
+        if call.has(flags::BIAS) {
+            let e = call.bias_type.size() as u32;
+            fields.bias = field(nr as u64, e)?;
+            post.push(Template {
+                src: spec.bias,
+                pointer_array: false,
+                out: fields.bias.start,
+                batch: Axis::Identity,
+                i: Axis::Rows,
+                j: Axis::Identity,
+                batch_stride: 0,
+                stride_i: e as i64,
+                stride_j: 0,
+                nb: 1,
+                ni: nr,
+                nj: 1,
+                elem: e,
+            });
+        } else {
+            fields.bias = 0..0;
+        }
+        let st = call.scale_type.size() as u32;
+        if call.alpha == Scalar::Device {
+            let r = field(1, st)?;
+            post.push(single(spec.alpha, r.start, st));
+            fields.alpha = Some(r);
+        }
+        if call.beta == Scalar::Device {
+            let r = field(1, st)?;
+            post.push(single(spec.beta, r.start, st));
+            fields.beta = Some(r);
+        }
+        let scale_flags = [
+            flags::SCALE_A,
+            flags::SCALE_B,
+            flags::SCALE_C,
+            flags::SCALE_D,
+        ];
+        for (i, bit) in scale_flags.into_iter().enumerate() {
+            if call.has(bit) {
+                let r = field(1, 4)?;
+                post.push(single(spec.scales[i], r.start, 4));
+                fields.scales[i] = Some(r);
+            }
+        }
+
+        // Slot: jobs, lists, then the outputs planned above (shifted).
+        let njobs = pre.len() + post.len();
+        let jobs_len = njobs * JOB_BYTES;
+        let rows_at = jobs_len;
+        let cols_at = rows_at + 8 * plan.rows.len();
+        let batches_at = cols_at + 8 * plan.cols.len();
+        let outputs_at = align8(batches_at + 8 * plan.batches.len());
+        let shift = |r: &mut Range<usize>| *r = r.start + outputs_at..r.end + outputs_at;
+        for r in [
+            &mut fields.a_rows,
+            &mut fields.b_cols,
+            &mut fields.c_in,
+            &mut fields.d_out,
+            &mut fields.bias,
+        ] {
+            shift(r);
+        }
+        for r in [&mut fields.alpha, &mut fields.beta]
+            .into_iter()
+            .chain(fields.scales.iter_mut())
+            .flatten()
+        {
+            shift(r);
+        }
+        let mut templates = pre;
+        let pre_jobs = templates.len() as u32;
+        templates.extend(post);
+        let mut max_elements = 0;
+        for t in &mut templates {
+            t.out += outputs_at;
+            max_elements = max_elements.max(t.nb as u64 * t.ni as u64 * t.nj as u64);
+        }
+        Ok(SlotLayout {
+            len: outputs_at + out_len,
+            pre_jobs,
+            post_jobs: (njobs as u32) - pre_jobs,
+            fields,
+            index: call.index,
+            scale_type: call.scale_type,
+            templates,
+            rows: plan.rows.clone(),
+            cols: plan.cols.clone(),
+            batches: plan.batches.clone(),
+            lists_at: [rows_at, cols_at, batches_at],
+            max_elements,
+        })
+    }
+
+    /// The jobs with absolute addresses for a slot whose device address is `base`.
+    pub fn jobs(&self, base: u64) -> Vec<Job> {
+        let list = |axis: Axis| match axis {
+            Axis::Identity => 0,
+            Axis::Rows => base + self.lists_at[0] as u64,
+            Axis::Cols => base + self.lists_at[1] as u64,
+            Axis::Batches => base + self.lists_at[2] as u64,
+        };
+        self.templates
+            .iter()
+            .map(|t| Job {
+                src: t.src,
+                out: base + t.out as u64,
+                batch_idx: list(t.batch),
+                idx_i: list(t.i),
+                idx_j: list(t.j),
+                batch_stride: t.batch_stride,
+                stride_i: t.stride_i,
+                stride_j: t.stride_j,
+                nb: t.nb,
+                ni: t.ni,
+                nj: t.nj,
+                elem_size: t.elem,
+                flags: if t.pointer_array {
+                    FLAG_POINTER_ARRAY
+                } else {
+                    0
+                },
+            })
+            .collect()
+    }
+
+    /// Writes the jobs and index lists into the slot's host view `buf` (at least
+    /// [`SlotLayout::len`] bytes), for a slot at device address `base`.
+    pub fn write(&self, base: u64, buf: &mut [u8]) -> Result<(), String> {
+        if buf.len() < self.len {
+            return Err(format!("slot of {} bytes, {} needed", buf.len(), self.len));
+        }
+        for (i, job) in self.jobs(base).iter().enumerate() {
+            buf[i * JOB_BYTES..(i + 1) * JOB_BYTES].copy_from_slice(&job.encode());
+        }
+        for (list, at) in [&self.rows, &self.cols, &self.batches]
+            .into_iter()
+            .zip(self.lists_at)
+        {
+            for (i, v) in list.iter().enumerate() {
+                buf[at + 8 * i..at + 8 * i + 8].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    /// The sample record from the slot's bytes after the gather completed.
+    pub fn assemble(&self, slot: &[u8]) -> Result<Sample, String> {
+        if slot.len() < self.len {
+            return Err(format!("slot of {} bytes, {} needed", slot.len(), self.len));
+        }
+        let take = |r: &Range<usize>| slot[r.clone()].to_vec();
+        let scalar = |r: &Option<Range<usize>>| -> Result<Option<f64>, String> {
+            match r {
+                None => Ok(None),
+                Some(r) => num::decode_one(self.scale_type, &slot[r.clone()])
+                    .map(Some)
+                    .map_err(|e| e.to_string()),
+            }
+        };
+        let scale = |i: usize| {
+            self.fields.scales[i].as_ref().map(|r| {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&slot[r.clone()]);
+                f32::from_le_bytes(b)
+            })
+        };
+        Ok(Sample {
+            index: self.index,
+            alpha: scalar(&self.fields.alpha)?,
+            beta: scalar(&self.fields.beta)?,
+            scale_a: scale(0),
+            scale_b: scale(1),
+            scale_c: scale(2),
+            scale_d: scale(3),
+            a_rows: OperandData::Inline(take(&self.fields.a_rows)),
+            b_cols: OperandData::Inline(take(&self.fields.b_cols)),
+            c_in: take(&self.fields.c_in),
+            d_out: take(&self.fields.d_out),
+            bias: take(&self.fields.bias),
+        })
+    }
+
+    /// Byte offset of job `i` in the slot.
+    pub fn job_offset(i: u32) -> usize {
+        i as usize * JOB_BYTES
+    }
+}

@@ -1,0 +1,225 @@
+//! The real functions behind the hooks, found at run time.
+//!
+//! For each hooked or helper symbol: first `dlsym(RTLD_NEXT, name)` (the library the
+//! program linked, in the global scope after us); then a handle from
+//! `dlopen(soname, RTLD_NOLOAD)` for each known cuBLAS soname (libraries a program
+//! loaded `RTLD_LOCAL`); and whatever the `dlsym` hook saw when the program looked the
+//! name up on a handle of its own ([`RealSym::remember`]). The first pointer found is
+//! kept. Our own exports are never taken for the real thing.
+//!
+//! `dlsym` itself is the real one, from `dlvsym(RTLD_NEXT, "dlsym", GLIBC_x)`, since our
+//! library exports a `dlsym` of its own. Nothing here panics or takes a lock: the
+//! `dlsym` hook calls into this module for every lookup in the process.
+
+use std::ffi::{c_char, c_void, CStr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// `dlsym`'s type.
+pub type DlsymFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
+
+static REAL_DLSYM: AtomicUsize = AtomicUsize::new(0);
+
+/// The real `dlsym` (glibc's), or `None` if it cannot be found.
+pub fn real_dlsym() -> Option<DlsymFn> {
+    let mut p = REAL_DLSYM.load(Ordering::Acquire);
+    if p == 0 {
+        for version in [c"GLIBC_2.34", c"GLIBC_2.2.5", c"GLIBC_2.17"] {
+            // SAFETY: dlvsym with RTLD_NEXT and NUL-terminated strings only reads them.
+            let f = unsafe { libc::dlvsym(libc::RTLD_NEXT, c"dlsym".as_ptr(), version.as_ptr()) };
+            if !f.is_null() {
+                p = f as usize;
+                break;
+            }
+        }
+        if p == 0 {
+            return None;
+        }
+        REAL_DLSYM.store(p, Ordering::Release);
+    }
+    // SAFETY: p is the address of glibc's dlsym, whose type is DlsymFn.
+    Some(unsafe { std::mem::transmute::<usize, DlsymFn>(p) })
+}
+
+/// `dlsym(handle, name)` through the real `dlsym`; 0 when absent.
+///
+/// # Safety
+/// `handle` is a handle from `dlopen`, or a pseudo-handle (`RTLD_DEFAULT`,
+/// `RTLD_NEXT`).
+pub unsafe fn lookup(handle: *mut c_void, name: &CStr) -> usize {
+    match real_dlsym() {
+        // SAFETY: the real dlsym with a valid handle (per the contract) and a
+        // NUL-terminated name.
+        Some(f) => unsafe { f(handle, name.as_ptr()) as usize },
+        None => 0,
+    }
+}
+
+/// Which library a symbol belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lib {
+    /// libcublas
+    Cublas,
+    /// libcublasLt
+    CublasLt,
+}
+
+impl Lib {
+    fn sonames(self) -> &'static [&'static CStr] {
+        match self {
+            Lib::Cublas => &[
+                c"libcublas.so.13",
+                c"libcublas.so.12",
+                c"libcublas.so.11",
+                c"libcublas.so",
+            ],
+            Lib::CublasLt => &[
+                c"libcublasLt.so.13",
+                c"libcublasLt.so.12",
+                c"libcublasLt.so.11",
+                c"libcublasLt.so",
+            ],
+        }
+    }
+}
+
+/// One real function, resolved on first use.
+pub struct RealSym {
+    /// Its name.
+    pub name: &'static CStr,
+    lib: Lib,
+    ptr: AtomicUsize,
+}
+
+impl RealSym {
+    /// An unresolved symbol.
+    pub const fn new(name: &'static CStr, lib: Lib) -> Self {
+        RealSym {
+            name,
+            lib,
+            ptr: AtomicUsize::new(0),
+        }
+    }
+
+    /// The real function's address, resolving it if needed; `None` when no library
+    /// in the process defines it (other than ours).
+    pub fn get(&self) -> Option<usize> {
+        let p = self.ptr.load(Ordering::Acquire);
+        if p != 0 {
+            return Some(p);
+        }
+        let p = self.resolve()?;
+        // Another thread (or the dlsym hook) may have won: keep the first.
+        match self
+            .ptr
+            .compare_exchange(0, p, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Some(p),
+            Err(existing) => Some(existing),
+        }
+    }
+
+    fn resolve(&self) -> Option<usize> {
+        let ours = crate::hooks::hook_address(self.name.to_bytes());
+        let acceptable = |p: usize| p != 0 && Some(p) != ours;
+        // SAFETY: RTLD_NEXT is a valid pseudo-handle.
+        let p = unsafe { lookup(libc::RTLD_NEXT, self.name) };
+        if acceptable(p) {
+            return Some(p);
+        }
+        for soname in self.lib.sonames() {
+            // SAFETY: RTLD_NOLOAD only returns a handle to an already loaded library
+            // (raising its reference count, which dlclose lowers again).
+            let h = unsafe { libc::dlopen(soname.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
+            if h.is_null() {
+                continue;
+            }
+            // SAFETY: h is a live handle from dlopen.
+            let p = unsafe { lookup(h, self.name) };
+            // SAFETY: h came from dlopen above; the library stays loaded (the program
+            // holds its own reference), so p remains valid.
+            unsafe { libc::dlclose(h) };
+            if acceptable(p) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Records the real address the program's own `dlsym` lookup found (first wins).
+    pub fn remember(&self, p: usize) {
+        let _ = self
+            .ptr
+            .compare_exchange(0, p, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+macro_rules! real_syms {
+    ($($ident:ident = $name:literal in $lib:ident;)*) => {
+        $(
+            #[doc = concat!("The real `", $name, "`.")]
+            pub static $ident: RealSym = RealSym::new(
+                match CStr::from_bytes_with_nul(concat!($name, "\0").as_bytes()) {
+                    Ok(c) => c,
+                    Err(_) => c"",
+                },
+                Lib::$lib,
+            );
+        )*
+        /// Every real symbol, for the `dlsym` hook.
+        pub static ALL: &[&RealSym] = &[$(&$ident),*];
+    };
+}
+
+real_syms! {
+    SGEMM = "cublasSgemm_v2" in Cublas;
+    SGEMM_64 = "cublasSgemm_v2_64" in Cublas;
+    HGEMM = "cublasHgemm" in Cublas;
+    SGEMM_STRIDED_BATCHED = "cublasSgemmStridedBatched" in Cublas;
+    HGEMM_STRIDED_BATCHED = "cublasHgemmStridedBatched" in Cublas;
+    GEMM_EX = "cublasGemmEx" in Cublas;
+    GEMM_EX_64 = "cublasGemmEx_64" in Cublas;
+    GEMM_STRIDED_BATCHED_EX = "cublasGemmStridedBatchedEx" in Cublas;
+    GEMM_STRIDED_BATCHED_EX_64 = "cublasGemmStridedBatchedEx_64" in Cublas;
+    GEMM_BATCHED_EX = "cublasGemmBatchedEx" in Cublas;
+    GEMM_BATCHED_EX_64 = "cublasGemmBatchedEx_64" in Cublas;
+    LT_MATMUL = "cublasLtMatmul" in CublasLt;
+    GET_STREAM = "cublasGetStream_v2" in Cublas;
+    GET_POINTER_MODE = "cublasGetPointerMode_v2" in Cublas;
+    GET_MATH_MODE = "cublasGetMathMode" in Cublas;
+    LT_DESC_GET_ATTRIBUTE = "cublasLtMatmulDescGetAttribute" in CublasLt;
+    LT_LAYOUT_GET_ATTRIBUTE = "cublasLtMatrixLayoutGetAttribute" in CublasLt;
+}
+
+/// After the program found a hooked symbol of `lib` on its own `handle` (a library it
+/// may have loaded `RTLD_LOCAL`), takes the helper functions from the same handle.
+///
+/// # Safety
+/// `handle` is a handle the program got from `dlopen` (or a pseudo-handle).
+pub unsafe fn remember_companions(handle: *mut c_void, lib: Lib) {
+    let helpers: &[&RealSym] = match lib {
+        Lib::Cublas => &[&GET_STREAM, &GET_POINTER_MODE, &GET_MATH_MODE],
+        Lib::CublasLt => &[&LT_DESC_GET_ATTRIBUTE, &LT_LAYOUT_GET_ATTRIBUTE],
+    };
+    for h in helpers {
+        if h.ptr.load(Ordering::Acquire) == 0 {
+            // SAFETY: a valid handle per the contract.
+            let p = unsafe { lookup(handle, h.name) };
+            if p != 0 {
+                h.remember(p);
+            }
+        }
+    }
+}
+
+/// The library a symbol belongs to.
+impl RealSym {
+    /// Which library defines it.
+    pub fn lib(&self) -> Lib {
+        self.lib
+    }
+}
+
+/// The real symbol called `name`, if it is one of ours.
+pub fn by_name(name: &[u8]) -> Option<&'static RealSym> {
+    ALL.iter().copied().find(|s| s.name.to_bytes() == name)
+}

@@ -1,0 +1,499 @@
+//! The lifecycle: an explicit atomic state machine, initialisation at the first hooked
+//! call, the thread-local re-entrancy guard, disabling, fork and exit.
+//!
+//! ```text
+//! Uninit --first hooked call--> Running --internal error--> Disabled --exit--> Finished
+//!    |                             |                                   ^
+//!    +--no key / invalid env--> Off +--------------------exit-----------+
+//!  any --fork (in the child)--> Forked
+//! ```
+//!
+//! Only `Running` audits. Every other state forwards plainly and forever (`Disabled`
+//! still lets the background thread deliver what it holds). Initialisation reads the
+//! environment, opens the sink, starts the background thread and registers the exit
+//! handler (lazily, so that it runs before the CUDA runtime's own teardown handlers,
+//! which were registered earlier). What this module must never do: block a hooked call
+//! for longer than initialisation takes, or panic.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Sender;
+use mmaudit_protocol::call::GemmCall;
+use mmaudit_protocol::record::{Notice, NoticeKind};
+use mmaudit_protocol::schedule::Schedule;
+use mmaudit_protocol::stream::StreamHeader;
+
+use crate::config::{self, Config, Setup};
+use crate::gpu::Contexts;
+use crate::log::{self, Level};
+use crate::stream::{notice, sink::Sink, Msg, Shared, Worker};
+
+/// Not initialised yet.
+pub const UNINIT: u8 = 0;
+/// Auditing.
+pub const RUNNING: u8 = 1;
+/// Off from the start (no key, invalid configuration, sink or thread failure).
+pub const OFF: u8 = 2;
+/// Was running; stopped by an internal error. Pending data is still delivered.
+pub const DISABLED: u8 = 3;
+/// The exit flush ran.
+pub const FINISHED: u8 = 4;
+/// A forked child: the parent's stream is not ours.
+pub const FORKED: u8 = 5;
+
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+static INIT: Once = Once::new();
+static FLUSHED: AtomicBool = AtomicBool::new(false);
+
+/// The state now.
+pub fn state() -> u8 {
+    STATE.load(Ordering::Acquire)
+}
+
+/// Everything a running audit needs, created once.
+pub struct Runtime {
+    /// The configuration.
+    pub config: Config,
+    /// The sampling schedule of this process's stream.
+    pub schedule: Schedule,
+    tx: Sender<Msg>,
+    /// The next call index; held while a ledger record is sent so that ledger
+    /// records reach the background thread in index order.
+    seq: Mutex<u64>,
+    /// Counters shared with the background thread.
+    pub shared: Arc<Shared>,
+    active: AtomicUsize,
+    /// Gather resources per CUDA context.
+    pub contexts: Contexts,
+    unsupported: Mutex<BTreeMap<String, u64>>,
+    failed_calls: AtomicU64,
+}
+
+impl Runtime {
+    /// Assigns the next index to `call` and sends its ledger record.
+    pub fn ledger(&self, call: &mut GemmCall) -> Result<(), String> {
+        let mut next = self.seq.lock().unwrap_or_else(|e| e.into_inner());
+        call.index = *next;
+        self.tx
+            .send(Msg::Ledger(call.clone()))
+            .map_err(|_| "the background thread is gone".to_string())?;
+        *next += 1;
+        Ok(())
+    }
+
+    /// Sends a message to the background thread (ignored once it is gone).
+    pub fn send(&self, msg: Msg) {
+        let _ = self.tx.send(msg);
+    }
+
+    /// Counts a call this protocol version cannot describe; the first of each kind
+    /// also becomes a warning notice in the stream.
+    pub fn unsupported(&self, entry: &str, reason: &str) {
+        let key = format!("{entry}: {reason}");
+        let first = {
+            let mut map = self.unsupported.lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(key.clone()).or_insert(0);
+            *n += 1;
+            *n == 1
+        };
+        if first {
+            let text = format!("a {key} call is forwarded unaudited (not in the ledger)");
+            log::emit(Level::Warn, &text);
+            self.send(Msg::Notice(notice(NoticeKind::Warning, text)));
+        }
+    }
+
+    /// Notes a ledgered call that the library refused (`status` != success).
+    pub fn failed_call(&self, index: u64, entry: &str, status: i32) {
+        let n = self.failed_calls.fetch_add(1, Ordering::Relaxed);
+        if n < 10 {
+            self.send(Msg::Notice(notice(
+                NoticeKind::Warning,
+                format!(
+                    "call {index} ({entry}) returned cuBLAS status {status}: nothing was computed"
+                ),
+            )));
+        }
+    }
+
+    /// Marks a hook in progress until the guard drops (the exit flush waits for them).
+    pub fn active(&self) -> ActiveGuard<'_> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        ActiveGuard(&self.active)
+    }
+
+    fn exit_notices(&self) -> Vec<Notice> {
+        let mut out = Vec::new();
+        let map = self.unsupported.lock().unwrap_or_else(|e| e.into_inner());
+        if !map.is_empty() {
+            let total: u64 = map.values().sum();
+            let kinds: Vec<String> = map.iter().map(|(k, n)| format!("{n} x {k}")).collect();
+            out.push(notice(
+                NoticeKind::Warning,
+                format!(
+                    "{total} calls could not be described in protocol v1 and were forwarded unaudited: {}",
+                    kinds.join("; ")
+                ),
+            ));
+        }
+        let failed = self.failed_calls.load(Ordering::Relaxed);
+        if failed > 0 {
+            out.push(notice(
+                NoticeKind::Warning,
+                format!("{failed} ledgered calls returned an error status from the library"),
+            ));
+        }
+        out
+    }
+}
+
+/// See [`Runtime::active`].
+pub struct ActiveGuard<'a>(&'a AtomicUsize);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+thread_local! {
+    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The re-entrancy guard: at most one audited hook per thread at a time. Calls made
+/// from inside a hook (cuBLAS calling cuBLASLt, our own thread) are forwarded plainly.
+pub struct Reentry(());
+
+impl Reentry {
+    /// `None` when this thread is already inside a hook (or is our own thread).
+    pub fn enter() -> Option<Reentry> {
+        IN_HOOK
+            .try_with(|c| {
+                if c.get() {
+                    None
+                } else {
+                    c.set(true);
+                    Some(Reentry(()))
+                }
+            })
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for Reentry {
+    fn drop(&mut self) {
+        let _ = IN_HOOK.try_with(|c| c.set(false));
+    }
+}
+
+/// Marks the calling thread as internal: every hooked call it makes is forwarded.
+pub fn mark_internal_thread() {
+    let _ = IN_HOOK.try_with(|c| c.set(true));
+}
+
+/// The runtime when auditing is on, initialising on first use.
+pub fn running() -> Option<&'static Runtime> {
+    match STATE.load(Ordering::Acquire) {
+        RUNNING => RUNTIME.get(),
+        UNINIT => {
+            INIT.call_once(init);
+            if STATE.load(Ordering::Acquire) == RUNNING {
+                RUNTIME.get()
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Stops auditing for good because of an internal error in a hook: the reason goes
+/// into the stream (audit-disabled notice) and, once, to stderr.
+pub fn disable(reason: &str) {
+    if STATE
+        .compare_exchange(RUNNING, DISABLED, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        log::emit(
+            Level::Error,
+            &format!("auditing disabled: {reason}; calls are forwarded unaudited from now on"),
+        );
+        if let Some(rt) = RUNTIME.get() {
+            rt.send(Msg::Notice(notice(NoticeKind::AuditDisabled, reason)));
+        }
+    }
+}
+
+/// Stops auditing at the background thread's request (it already put what it could
+/// into the stream).
+fn stop(reason: String) {
+    if STATE
+        .compare_exchange(RUNNING, DISABLED, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        log::emit(Level::Error, &format!("auditing disabled: {reason}"));
+    }
+}
+
+/// The text of a caught panic.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic".to_string()
+    }
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    // SAFETY: getrandom writes at most N bytes into the buffer.
+    let n = unsafe { libc::getrandom(out.as_mut_ptr().cast(), N, 0) };
+    if n != N as isize {
+        // No getrandom: a keyed hash of time, pid and address space layout.
+        let seed = format!(
+            "{:?} {} {:p}",
+            SystemTime::now(),
+            std::process::id(),
+            &out as *const _
+        );
+        let h = mix(seed.as_bytes());
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = h[i % h.len()];
+        }
+    }
+    out
+}
+
+/// A non-cryptographic fallback mixer (only used when getrandom fails).
+fn mix(bytes: &[u8]) -> [u8; 32] {
+    let mut s = [0x9e37_79b9_7f4a_7c15u64; 4];
+    for (i, &b) in bytes.iter().enumerate() {
+        let w = &mut s[i % 4];
+        *w = (*w ^ b as u64)
+            .wrapping_mul(0x100_0000_01b3)
+            .rotate_left(17);
+    }
+    let mut out = [0u8; 32];
+    for (i, w) in s.iter().enumerate() {
+        out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most len bytes.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    if r != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn init() {
+    let result = std::panic::catch_unwind(init_inner);
+    match result {
+        Ok(true) => {}
+        Ok(false) => STATE.store(OFF, Ordering::Release),
+        Err(p) => {
+            log::emit(
+                Level::Error,
+                &format!(
+                    "initialisation failed ({}): auditing is off",
+                    panic_text(p.as_ref())
+                ),
+            );
+            STATE.store(OFF, Ordering::Release);
+        }
+    }
+}
+
+/// Reads the environment and starts everything; false when auditing stays off.
+fn init_inner() -> bool {
+    let pid = std::process::id();
+    let setup = config::from_env(
+        |k| std::env::var(k).ok(),
+        |p| std::fs::read_to_string(p),
+        pid,
+    );
+    let config = match setup {
+        Setup::Audit(c) => c,
+        Setup::NoKey { log: level } => {
+            log::set_level(level);
+            log::emit(
+                Level::Warn,
+                "no MMAUDIT_KEY or MMAUDIT_KEY_FILE is set: auditing is off, every call is forwarded untouched",
+            );
+            return false;
+        }
+        Setup::Invalid {
+            message,
+            log: level,
+        } => {
+            log::set_level(level);
+            log::emit(Level::Warn, &message);
+            return false;
+        }
+    };
+    log::set_level(config.log);
+    let nonce: [u8; 16] = random_bytes();
+    let stream_id = u64::from_le_bytes(random_bytes());
+    let devices = crate::driver::driver()
+        .and_then(|d| {
+            d.current_context()?;
+            let dev = d.current_device().ok()?;
+            d.device_name(dev).ok()
+        })
+        .into_iter()
+        .collect();
+    let header = StreamHeader {
+        key_id: config.key.id(),
+        nonce,
+        config: config.sampling,
+        stream_id,
+        segment: 0,
+        first_index: 0,
+        pid,
+        host: hostname(),
+        started_unix_ns: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+        devices,
+        producer: crate::PRODUCER.to_string(),
+    };
+    let sink = match Sink::open(
+        &config.sink,
+        &config.key,
+        header,
+        config.buffer_bytes,
+        config.flush_interval,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            log::emit(Level::Warn, &format!("MMAUDIT_SINK: {e}: auditing is off"));
+            return false;
+        }
+    };
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let shared = Arc::new(Shared::default());
+    let worker = Worker::new(rx, sink, Arc::clone(&shared), Box::new(stop));
+    let spawned = std::thread::Builder::new()
+        .name("mmaudit".into())
+        .spawn(move || {
+            mark_internal_thread();
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())).is_err() {
+                stop("the background thread failed".into());
+            }
+        });
+    if let Err(e) = spawned {
+        log::emit(
+            Level::Warn,
+            &format!("cannot start the background thread ({e}): auditing is off"),
+        );
+        return false;
+    }
+    let schedule = Schedule::new(&config.key, nonce, config.sampling);
+    let summary = format!(
+        "auditing to {} (key id {:016x}, stream {stream_id:016x}): {} ppm of calls, {} ppm of rows, {} ppm of columns",
+        config.sink,
+        config.key.id(),
+        config.sampling.call_ppm,
+        config.sampling.row_ppm,
+        config.sampling.col_ppm
+    );
+    let rt = Runtime {
+        config,
+        schedule,
+        tx,
+        seq: Mutex::new(0),
+        shared,
+        active: AtomicUsize::new(0),
+        contexts: Contexts::default(),
+        unsupported: Mutex::new(BTreeMap::new()),
+        failed_calls: AtomicU64::new(0),
+    };
+    if RUNTIME.set(rt).is_err() {
+        return false;
+    }
+    register_exit_and_fork();
+    STATE.store(RUNNING, Ordering::Release);
+    log::emit(Level::Info, &summary);
+    true
+}
+
+extern "C" fn at_exit() {
+    finish();
+}
+
+extern "C" fn in_fork_child() {
+    let s = STATE.swap(FORKED, Ordering::AcqRel);
+    if s == RUNNING || s == DISABLED {
+        log::raw(
+            Level::Info,
+            "mmaudit: forked child: auditing is off in this process (the parent's stream continues)\n",
+        );
+    }
+}
+
+fn register_exit_and_fork() {
+    // SAFETY: registering plain extern "C" functions with no arguments; they stay
+    // valid for the life of the process (this library is never unloaded while
+    // preloaded).
+    unsafe {
+        libc::atexit(at_exit);
+        libc::pthread_atfork(None, None, Some(in_fork_child));
+    }
+}
+
+/// The exit flush: waits (briefly) for hooks in progress, then lets the background
+/// thread resolve pending gathers, write the end record and deliver everything, all
+/// within `MMAUDIT_EXIT_TIMEOUT_MS`. Idempotent; a no-op unless auditing ran.
+pub fn finish() {
+    if FLUSHED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let previous = STATE.load(Ordering::Acquire);
+    if previous != RUNNING && previous != DISABLED {
+        return;
+    }
+    let Some(rt) = RUNTIME.get() else { return };
+    STATE.store(FINISHED, Ordering::Release);
+    let timeout = rt.config.exit_timeout;
+    let start = Instant::now();
+    let settle = (timeout / 10).min(Duration::from_millis(100));
+    while rt.active.load(Ordering::Acquire) > 0 && start.elapsed() < settle {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    rt.send(Msg::Shutdown {
+        deadline: start + timeout,
+        notices: rt.exit_notices(),
+        done: done_tx,
+    });
+    if done_rx
+        .recv_timeout(timeout + Duration::from_millis(250))
+        .is_err()
+    {
+        log::emit(
+            Level::Warn,
+            "exit: the stream could not be finished within MMAUDIT_EXIT_TIMEOUT_MS; the verifier will see it truncated",
+        );
+    }
+}
+
+/// The fallback: if the exit handler never ran (it is registered at the first hooked
+/// call), the library's destructor flushes.
+#[cfg(not(test))]
+#[used]
+#[link_section = ".fini_array"]
+static FINI: extern "C" fn() = at_exit;

@@ -1,0 +1,756 @@
+//! The sink: records in, stream bytes out, to a file or a TCP connection.
+//!
+//! Records are queued, then framed (zstd, MAC chain) when a batch is large enough or
+//! has waited `MMAUDIT_FLUSH_MS`, and written. The file sink is one stream. The TCP sink
+//! is non-blocking (mio): it connects in the background, keeps a pending write buffer
+//! with an offset, and when the connection breaks it starts a new stream *segment* on
+//! the next connection (same stream id and nonce, `segment + 1`, `first_index` = the
+//! first call whose ledger record was not written to the old connection). The old
+//! segment ends truncated, which the verifier reports honestly.
+//!
+//! Memory is bounded by `MMAUDIT_BUFFER_MB`: beyond it queued sample records are
+//! replaced by gap records (reason `SinkBackpressure`); if ledger records alone exceed
+//! it, [`Sink::push`] asks for auditing to be disabled, and an audit-disabled notice is
+//! queued. Nothing is dropped silently.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::ToSocketAddrs;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use mmaudit_protocol::keys::Key;
+use mmaudit_protocol::record::{End, Gap, GapReason, Notice, NoticeKind, Record};
+use mmaudit_protocol::stream::{StreamHeader, StreamWriter};
+
+use crate::config::SinkSpec;
+use crate::log::{self, Level};
+
+/// Raw bytes of records framed at once (a frame is at most 16 MiB raw).
+const BATCH_BYTES: usize = 1 << 20;
+/// Longest a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// First and largest pause between connection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Records of one segment, for its End record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    calls: u64,
+    samples: u64,
+    gap_calls: u64,
+}
+
+impl Counts {
+    fn add(&mut self, records: &[Record]) {
+        for r in records {
+            match r {
+                Record::Ledger(_) => self.calls += 1,
+                Record::Sample(_) => self.samples += 1,
+                Record::Gap(g) => self.gap_calls += g.indices.len() as u64,
+                _ => {}
+            }
+        }
+    }
+
+    /// The End record for a writer that may have replaced oversized samples by gaps.
+    fn end(&self, writer: &StreamWriter) -> Record {
+        let replaced = writer.replaced_samples();
+        Record::End(End {
+            calls: self.calls,
+            samples: self.samples - replaced.min(self.samples),
+            gap_calls: self.gap_calls + replaced,
+        })
+    }
+}
+
+/// A live stream into a file.
+struct FileOut {
+    path: PathBuf,
+    file: Option<File>,
+    writer: StreamWriter,
+    counts: Counts,
+}
+
+enum Conn {
+    Idle {
+        retry_at: Instant,
+        backoff: Duration,
+    },
+    Connecting {
+        stream: TcpStream,
+        since: Instant,
+        backoff: Duration,
+    },
+    Up(Box<Up>),
+}
+
+struct Up {
+    stream: TcpStream,
+    writer: StreamWriter,
+    out: Vec<u8>,
+    off: usize,
+    /// Records of the frame in `out`, put back in the queue if it is not fully written.
+    inflight: Vec<Record>,
+    counts: Counts,
+    ended: bool,
+}
+
+/// A TCP stream in segments.
+struct TcpOut {
+    host: String,
+    port: u16,
+    poll: Option<Poll>,
+    conn: Conn,
+    /// The segment the next connection starts.
+    segment: u32,
+    /// Samples and gaps for calls below this belong to a broken segment.
+    floor: u64,
+    /// Such records dropped since the last notice.
+    lost: u64,
+    connections: u64,
+    /// The End record was written completely: the stream is over.
+    done: bool,
+}
+
+enum Out {
+    File(FileOut),
+    Tcp(TcpOut),
+    /// The file could not be written any more.
+    Broken,
+}
+
+/// Totals over the whole process, for the exit line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Totals {
+    /// Ledger records queued.
+    pub calls: u64,
+    /// Sample records queued.
+    pub samples: u64,
+    /// Gap call indices queued.
+    pub gaps: u64,
+    /// Samples turned into gaps for backpressure.
+    pub backpressure: u64,
+    /// Bytes written to the sink.
+    pub bytes: u64,
+}
+
+/// The sink and its queue.
+pub struct Sink {
+    key: Key,
+    header: StreamHeader,
+    out: Out,
+    queue: VecDeque<Record>,
+    queued_bytes: usize,
+    buffer_bytes: usize,
+    /// While set, new samples become gaps (the buffer was full).
+    backpressure: bool,
+    ledger_overflow: bool,
+    oldest: Option<Instant>,
+    flush_interval: Duration,
+    next_ledger: u64,
+    totals: Totals,
+    name: String,
+}
+
+fn gap(index: u64, reason: GapReason, detail: &str) -> Record {
+    Record::Gap(Gap {
+        indices: vec![index],
+        reason,
+        detail: detail.to_string(),
+    })
+}
+
+fn record_index(r: &Record) -> Option<u64> {
+    match r {
+        Record::Sample(s) => Some(s.index),
+        Record::Gap(g) => g.indices.first().copied(),
+        _ => None,
+    }
+}
+
+/// `send(2)` with `MSG_NOSIGNAL`: a closed peer is an error, never a SIGPIPE that
+/// would kill the host program.
+fn send_nosignal(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: the fd is the open socket owned by `stream`; buf is valid for buf.len().
+    let n = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+impl Sink {
+    /// Opens the sink. `header` is the stream's first header (segment 0, first index 0).
+    /// A file is created (truncated) and its header written now; a TCP sink connects
+    /// in the background.
+    pub fn open(
+        spec: &SinkSpec,
+        key: &Key,
+        header: StreamHeader,
+        buffer_bytes: usize,
+        flush_interval: Duration,
+    ) -> Result<Sink, String> {
+        let out = match spec {
+            SinkSpec::File(path) => {
+                let mut file = File::create(path)
+                    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                let (writer, bytes) = StreamWriter::new(key, &header);
+                file.write_all(&bytes)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                Out::File(FileOut {
+                    path: path.clone(),
+                    file: Some(file),
+                    writer,
+                    counts: Counts::default(),
+                })
+            }
+            SinkSpec::Tcp { host, port } => Out::Tcp(TcpOut {
+                host: host.clone(),
+                port: *port,
+                poll: Poll::new().ok(),
+                conn: Conn::Idle {
+                    retry_at: Instant::now(),
+                    backoff: BACKOFF_MIN,
+                },
+                segment: 0,
+                floor: 0,
+                lost: 0,
+                connections: 0,
+                done: false,
+            }),
+        };
+        Ok(Sink {
+            key: key.clone(),
+            header,
+            out,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            buffer_bytes,
+            backpressure: false,
+            ledger_overflow: false,
+            oldest: None,
+            flush_interval,
+            next_ledger: 0,
+            totals: Totals::default(),
+            name: spec.to_string(),
+        })
+    }
+
+    /// The batching interval.
+    pub fn flush_interval(&self) -> Duration {
+        self.flush_interval
+    }
+
+    /// Whether there is anything to write (the thread then ticks fast).
+    pub fn busy(&self) -> bool {
+        if !self.queue.is_empty() {
+            return true;
+        }
+        match &self.out {
+            Out::Tcp(t) => match &t.conn {
+                Conn::Up(u) => u.off < u.out.len(),
+                Conn::Connecting { .. } => true,
+                Conn::Idle { .. } => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Totals so far.
+    pub fn totals(&self) -> Totals {
+        self.totals
+    }
+
+    /// Queues a record. Returns a reason when auditing must stop because even the
+    /// ledger cannot be kept within `MMAUDIT_BUFFER_MB`.
+    pub fn push(&mut self, record: Record) -> Option<String> {
+        if let (Out::Tcp(t), Some(index)) = (&mut self.out, record_index(&record)) {
+            if index < t.floor {
+                t.lost += 1;
+                return None;
+            }
+        }
+        let record = match record {
+            Record::Sample(s) if self.backpressure => {
+                self.totals.backpressure += 1;
+                gap(
+                    s.index,
+                    GapReason::SinkBackpressure,
+                    "the sink could not keep up: MMAUDIT_BUFFER_MB is full",
+                )
+            }
+            r => r,
+        };
+        match &record {
+            Record::Ledger(c) => {
+                self.totals.calls += 1;
+                self.next_ledger = c.index + 1;
+            }
+            Record::Sample(_) => self.totals.samples += 1,
+            Record::Gap(g) => self.totals.gaps += g.indices.len() as u64,
+            _ => {}
+        }
+        self.queued_bytes += record.encoded_len();
+        self.queue.push_back(record);
+        self.oldest.get_or_insert_with(Instant::now);
+        self.enforce_bound()
+    }
+
+    fn enforce_bound(&mut self) -> Option<String> {
+        if self.queued_bytes <= self.buffer_bytes {
+            if self.backpressure && self.queued_bytes <= self.buffer_bytes / 2 {
+                self.backpressure = false;
+            }
+            return None;
+        }
+        if !self.backpressure {
+            self.backpressure = true;
+            log::emit(
+                Level::Warn,
+                &format!(
+                    "the sink {} cannot keep up; {} MiB are queued: sampled data is dropped (gap records) until it catches up",
+                    self.name,
+                    self.queued_bytes >> 20
+                ),
+            );
+            for r in self.queue.iter_mut() {
+                if let Record::Sample(s) = r {
+                    let g = gap(
+                        s.index,
+                        GapReason::SinkBackpressure,
+                        "the sink could not keep up: MMAUDIT_BUFFER_MB is full",
+                    );
+                    self.queued_bytes = self.queued_bytes + g.encoded_len() - r.encoded_len();
+                    self.totals.samples -= 1;
+                    self.totals.gaps += 1;
+                    self.totals.backpressure += 1;
+                    *r = g;
+                }
+            }
+        }
+        if self.queued_bytes > self.buffer_bytes && !self.ledger_overflow {
+            self.ledger_overflow = true;
+            let message = format!(
+                "the sink {} could not take the ledger: more than MMAUDIT_BUFFER_MB ({} MiB) of records are waiting; auditing stopped after call {}",
+                self.name,
+                self.buffer_bytes >> 20,
+                self.next_ledger.saturating_sub(1)
+            );
+            let n = Record::Notice(Notice {
+                kind: NoticeKind::AuditDisabled,
+                message: message.clone(),
+            });
+            self.queued_bytes += n.encoded_len();
+            self.queue.push_back(n);
+            return Some(message);
+        }
+        None
+    }
+
+    /// Takes records from the queue for one frame (at most about [`BATCH_BYTES`]).
+    fn take_batch(&mut self) -> Vec<Record> {
+        let mut bytes = 0;
+        let mut batch = Vec::new();
+        while let Some(r) = self.queue.front() {
+            let len = r.encoded_len();
+            if !batch.is_empty() && bytes + len > BATCH_BYTES {
+                break;
+            }
+            bytes += len;
+            self.queued_bytes -= len;
+            if let Some(r) = self.queue.pop_front() {
+                batch.push(r);
+            }
+        }
+        if self.queue.is_empty() {
+            self.oldest = None;
+        } else {
+            self.oldest = Some(Instant::now());
+        }
+        self.enforce_bound();
+        batch
+    }
+
+    fn due(&self, now: Instant, force: bool) -> bool {
+        !self.queue.is_empty()
+            && (force
+                || self.queued_bytes >= BATCH_BYTES
+                || self
+                    .oldest
+                    .is_some_and(|t| now.duration_since(t) >= self.flush_interval))
+    }
+
+    /// Makes progress without blocking: frames due records and writes what the sink
+    /// takes; for TCP also connects, reconnects and detects a closed peer. `force`
+    /// frames everything queued now. An error means the sink is unusable.
+    pub fn pump(&mut self, now: Instant, force: bool) -> Result<(), String> {
+        if matches!(self.out, Out::File(_)) {
+            while self.due(now, force) {
+                let batch = self.take_batch();
+                self.write_file(&batch)?;
+            }
+            return Ok(());
+        }
+        if matches!(self.out, Out::Tcp(_)) {
+            self.pump_tcp(now, force);
+        }
+        Ok(())
+    }
+
+    fn write_file(&mut self, batch: &[Record]) -> Result<(), String> {
+        let Out::File(f) = &mut self.out else {
+            return Ok(());
+        };
+        let bytes = f.writer.frame(batch);
+        f.counts.add(batch);
+        let result = match &mut f.file {
+            Some(file) => file.write_all(&bytes),
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                self.totals.bytes += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let msg = format!("cannot write {}: {e}; auditing stopped", f.path.display());
+                self.out = Out::Broken;
+                self.queue.clear();
+                self.queued_bytes = 0;
+                Err(msg)
+            }
+        }
+    }
+
+    fn pump_tcp(&mut self, now: Instant, force: bool) {
+        let Out::Tcp(t) = &mut self.out else {
+            return;
+        };
+        if let Some(poll) = &mut t.poll {
+            let mut events = Events::with_capacity(4);
+            let _ = poll.poll(&mut events, Some(Duration::ZERO));
+        }
+        // Idle -> Connecting
+        if let Conn::Idle { retry_at, backoff } = t.conn {
+            if now >= retry_at {
+                t.conn = match connect(&t.host, t.port, t.poll.as_ref()) {
+                    Ok(stream) => Conn::Connecting {
+                        stream,
+                        since: now,
+                        backoff,
+                    },
+                    Err(e) => {
+                        log::emit(Level::Debug, &format!("connecting to {}: {e}", self.name));
+                        Conn::Idle {
+                            retry_at: now + backoff,
+                            backoff: (backoff * 2).min(BACKOFF_MAX),
+                        }
+                    }
+                };
+            }
+        }
+        // Connecting -> Up or Idle
+        let Out::Tcp(t) = &mut self.out else {
+            return;
+        };
+        if let Conn::Connecting {
+            stream,
+            since,
+            backoff,
+        } = &t.conn
+        {
+            let failed = match stream.take_error() {
+                Ok(Some(e)) | Err(e) => Some(e.to_string()),
+                Ok(None) => None,
+            };
+            let connected = failed.is_none() && stream.peer_addr().is_ok();
+            let timed_out = now.duration_since(*since) > CONNECT_TIMEOUT;
+            let backoff = *backoff;
+            if connected {
+                self.start_segment(now);
+            } else if failed.is_some() || timed_out {
+                log::emit(
+                    Level::Debug,
+                    &format!(
+                        "connecting to {}: {}",
+                        self.name,
+                        failed.unwrap_or_else(|| "timed out".into())
+                    ),
+                );
+                if let Out::Tcp(t) = &mut self.out {
+                    t.conn = Conn::Idle {
+                        retry_at: now + backoff,
+                        backoff: (backoff * 2).min(BACKOFF_MAX),
+                    };
+                }
+            }
+        }
+        // Up: frame and write until the socket would block.
+        loop {
+            let need_batch = matches!(&self.out, Out::Tcp(t) if matches!(&t.conn, Conn::Up(u) if u.off >= u.out.len()));
+            if need_batch {
+                if !self.due(now, force) {
+                    break;
+                }
+                let batch = self.take_batch();
+                let Out::Tcp(t) = &mut self.out else { return };
+                let Conn::Up(u) = &mut t.conn else { return };
+                u.out = u.writer.frame(&batch);
+                u.off = 0;
+                u.counts.add(&batch);
+                u.inflight = batch;
+            }
+            let Out::Tcp(t) = &mut self.out else { return };
+            let Conn::Up(u) = &mut t.conn else { return };
+            if u.off >= u.out.len() {
+                break;
+            }
+            match send_nosignal(&u.stream, &u.out[u.off..]) {
+                Ok(0) => {
+                    self.break_connection(now, "the connection closed");
+                    return;
+                }
+                Ok(n) => {
+                    u.off += n;
+                    self.totals.bytes += n as u64;
+                    if u.off >= u.out.len() {
+                        u.inflight.clear();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.break_connection(now, &e.to_string());
+                    return;
+                }
+            }
+        }
+        // A peer that closed its side is noticed by a read, even with nothing to write.
+        if let Out::Tcp(t) = &mut self.out {
+            if let Conn::Up(u) = &mut t.conn {
+                let mut buf = [0u8; 512];
+                match (&u.stream).read(&mut buf) {
+                    Ok(0) => self.break_connection(now, "the verifier closed the connection"),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => self.break_connection(now, &e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// A new connection is up: start a stream segment.
+    fn start_segment(&mut self, _now: Instant) {
+        let first_index = self
+            .queue
+            .iter()
+            .find_map(|r| match r {
+                Record::Ledger(c) => Some(c.index),
+                _ => None,
+            })
+            .unwrap_or(self.next_ledger);
+        let Out::Tcp(t) = &mut self.out else { return };
+        let Conn::Connecting { .. } = &t.conn else {
+            return;
+        };
+        let old = std::mem::replace(
+            &mut t.conn,
+            Conn::Idle {
+                retry_at: Instant::now(),
+                backoff: BACKOFF_MIN,
+            },
+        );
+        let Conn::Connecting { stream, .. } = old else {
+            return;
+        };
+        let segment = t.segment;
+        t.connections += 1;
+        if segment > 0 {
+            // Samples and gaps of calls ledgered in the broken segment cannot go in
+            // this one: the verifier pairs them with ledger records of the same stream.
+            let before = self.queue.len();
+            let mut removed_bytes = 0;
+            self.queue.retain(|r| match record_index(r) {
+                Some(i) if i < first_index => {
+                    removed_bytes += r.encoded_len();
+                    false
+                }
+                _ => true,
+            });
+            self.queued_bytes -= removed_bytes;
+            t.lost += (before - self.queue.len()) as u64;
+            t.floor = first_index;
+            let n = Record::Notice(Notice {
+                kind: NoticeKind::Warning,
+                message: format!(
+                    "the connection to the verifier was lost; this is segment {segment} of stream {:016x}, continuing from call {first_index}; segment {} ends truncated, and {} sample or gap records of calls before {first_index} were lost with it",
+                    self.header.stream_id,
+                    segment - 1,
+                    t.lost
+                ),
+            });
+            t.lost = 0;
+            self.queued_bytes += n.encoded_len();
+            self.queue.push_front(n);
+            self.oldest.get_or_insert_with(Instant::now);
+        }
+        let header = StreamHeader {
+            segment,
+            first_index,
+            ..self.header.clone()
+        };
+        let (writer, bytes) = StreamWriter::new(&self.key, &header);
+        log::emit(
+            Level::Debug,
+            &format!(
+                "connected to {}: segment {segment} from call {first_index}",
+                self.name
+            ),
+        );
+        t.conn = Conn::Up(Box::new(Up {
+            stream,
+            writer,
+            out: bytes,
+            off: 0,
+            inflight: Vec::new(),
+            counts: Counts::default(),
+            ended: false,
+        }));
+    }
+
+    fn break_connection(&mut self, now: Instant, why: &str) {
+        let Out::Tcp(t) = &mut self.out else { return };
+        let old = std::mem::replace(
+            &mut t.conn,
+            Conn::Idle {
+                retry_at: now + BACKOFF_MIN,
+                backoff: BACKOFF_MIN * 2,
+            },
+        );
+        if let Conn::Up(mut u) = old {
+            if let Some(poll) = &t.poll {
+                let _ = poll.registry().deregister(&mut u.stream);
+            }
+            if u.ended && u.off >= u.out.len() {
+                // Everything, End record included, was written: nothing to resend.
+                t.done = true;
+                return;
+            }
+            t.segment += 1;
+            log::emit(
+                Level::Warn,
+                &format!(
+                    "lost the connection to {} ({why}); segment {} ends truncated, reconnecting",
+                    self.name,
+                    t.segment - 1
+                ),
+            );
+            let unsent = std::mem::take(&mut u.inflight);
+            for r in unsent.into_iter().rev() {
+                self.queued_bytes += r.encoded_len();
+                self.queue.push_front(r);
+            }
+            self.oldest.get_or_insert_with(Instant::now);
+            self.enforce_bound();
+        }
+    }
+
+    /// Ends the stream: frames everything queued, then the End record, and delivers it
+    /// all by `deadline` (TCP: connecting or reconnecting as needed). Returns a summary
+    /// line, or what could not be delivered.
+    pub fn finish(&mut self, deadline: Instant) -> Result<String, String> {
+        let summary = |t: Totals, name: &str| {
+            format!(
+                "stream to {name} finished: {} calls, {} samples, {} gap calls ({} for backpressure), {} bytes",
+                t.calls, t.samples, t.gaps, t.backpressure, t.bytes
+            )
+        };
+        match &self.out {
+            Out::Broken => return Err(format!("the stream to {} was broken", self.name)),
+            Out::File(_) => {
+                self.pump(Instant::now(), true)?;
+                let Out::File(f) = &mut self.out else {
+                    return Err(format!("the stream to {} was broken", self.name));
+                };
+                let end = f.counts.end(&f.writer);
+                let bytes = f.writer.frame(&[end]);
+                if let Some(file) = &mut f.file {
+                    file.write_all(&bytes)
+                        .and_then(|_| file.flush())
+                        .map_err(|e| format!("cannot write {}: {e}", f.path.display()))?;
+                }
+                self.totals.bytes += bytes.len() as u64;
+                return Ok(summary(self.totals, &self.name));
+            }
+            Out::Tcp(_) => {}
+        }
+        loop {
+            let now = Instant::now();
+            self.pump_tcp(now, true);
+            let queue_empty = self.queue.is_empty();
+            let Out::Tcp(t) = &mut self.out else {
+                return Err(format!("the stream to {} was broken", self.name));
+            };
+            if t.done {
+                return Ok(summary(self.totals, &self.name));
+            }
+            if let Conn::Up(u) = &mut t.conn {
+                if queue_empty && u.off >= u.out.len() {
+                    if u.ended {
+                        let _ = u.stream.shutdown(std::net::Shutdown::Write);
+                        t.done = true;
+                        return Ok(summary(self.totals, &self.name));
+                    }
+                    // Everything queued is written: the End record follows.
+                    let end = u.counts.end(&u.writer);
+                    u.out = u.writer.frame(std::slice::from_ref(&end));
+                    u.off = 0;
+                    u.inflight = Vec::new();
+                    u.ended = true;
+                    continue;
+                }
+            }
+            if now >= deadline {
+                return Err(format!(
+                    "exit: {} records ({} bytes) and the end record could not be delivered to {} within MMAUDIT_EXIT_TIMEOUT_MS; the verifier will see the stream truncated",
+                    self.queue.len(),
+                    self.queued_bytes,
+                    self.name
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+}
+
+fn connect(host: &str, port: u16, poll: Option<&Poll>) -> io::Result<TcpStream> {
+    let addr = (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the host has no address"))?;
+    let mut stream = TcpStream::connect(addr)?;
+    let _ = stream.set_nodelay(true);
+    if let Some(poll) = poll {
+        poll.registry().register(
+            &mut stream,
+            Token(0),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+    }
+    Ok(stream)
+}

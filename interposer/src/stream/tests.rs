@@ -1,0 +1,503 @@
+//! Tests of the background thread and the sinks: file and TCP (a local listener that
+//! accepts late, refuses at first, or drops the connection), backpressure, the exit
+//! flush and its end record.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream as StdTcp};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mmaudit_protocol::call::{
+    BatchForm, ComputeType, DType, EntryPoint, Epilogue, GemmCall, Op, Operand, Order, Scalar,
+};
+use mmaudit_protocol::config::SamplingConfig;
+use mmaudit_protocol::keys::Key;
+use mmaudit_protocol::record::{End, GapReason, NoticeKind, OperandData, Record, Sample};
+use mmaudit_protocol::stream::{Event, StreamError, StreamHeader, StreamReader};
+
+use super::sink::Sink;
+use super::*;
+use crate::config::SinkSpec;
+
+fn key() -> Key {
+    Key::from_bytes([9; 32])
+}
+
+fn header() -> StreamHeader {
+    StreamHeader {
+        key_id: 0,
+        nonce: [3; 16],
+        config: SamplingConfig::default(),
+        stream_id: 0x1234,
+        segment: 0,
+        first_index: 0,
+        pid: 1,
+        host: "test".into(),
+        started_unix_ns: 0,
+        devices: vec![],
+        producer: crate::PRODUCER.into(),
+    }
+}
+
+fn call(index: u64) -> GemmCall {
+    let op = |ld| Operand {
+        dtype: DType::F32,
+        order: Order::Col,
+        ld,
+        batch_stride: 0,
+    };
+    GemmCall {
+        index,
+        entry: EntryPoint::GemmEx,
+        device: 0,
+        stream: 0,
+        op_a: Op::N,
+        op_b: Op::N,
+        m: 8,
+        n: 8,
+        k: 8,
+        batch: 1,
+        batch_form: BatchForm::Single,
+        a: op(8),
+        b: op(8),
+        c: op(8),
+        d: op(8),
+        compute: ComputeType::F32,
+        scale_type: DType::F32,
+        alpha: Scalar::Host(1.0),
+        beta: Scalar::Host(0.0),
+        epilogue: Epilogue::Default,
+        bias_type: DType::F32,
+        flags: 0,
+    }
+}
+
+fn sample(index: u64, bytes: usize) -> Sample {
+    Sample {
+        index,
+        alpha: None,
+        beta: None,
+        scale_a: None,
+        scale_b: None,
+        scale_c: None,
+        scale_d: None,
+        a_rows: OperandData::Inline(vec![1; bytes]),
+        b_cols: OperandData::Inline(vec![2; bytes]),
+        c_in: vec![],
+        d_out: vec![3; 4],
+        bias: vec![],
+    }
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mmaudit-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Decodes a stream; returns the header, the records and whether it is complete.
+fn decode(bytes: &[u8]) -> (StreamHeader, Vec<Record>, Result<(), StreamError>) {
+    let mut reader = StreamReader::new(&key());
+    let mut header = None;
+    let mut records = Vec::new();
+    for chunk in bytes.chunks(777) {
+        for e in reader.push(chunk).unwrap() {
+            match e {
+                Event::Header(h) => header = Some(h),
+                Event::Frame { records: r, .. } => records.extend(r),
+            }
+        }
+    }
+    (header.unwrap(), records, reader.finish())
+}
+
+fn end_of(records: &[Record]) -> End {
+    match records.last() {
+        Some(Record::End(e)) => *e,
+        other => panic!("no end record: {other:?}"),
+    }
+}
+
+fn ledger_indices(records: &[Record]) -> Vec<u64> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Ledger(c) => Some(c.index),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn file_sink_writes_a_complete_stream() {
+    let path = temp("file.mma");
+    let spec = SinkSpec::File(path.clone());
+    let mut sink = Sink::open(&spec, &key(), header(), 1 << 20, Duration::from_millis(5)).unwrap();
+    for i in 0..50 {
+        assert!(sink.push(Record::Ledger(call(i))).is_none());
+        if i % 10 == 3 {
+            sink.push(Record::Sample(sample(i, 32)));
+        }
+        if i == 7 {
+            sink.push(Record::Gap(Gap {
+                indices: vec![7],
+                reason: GapReason::RingFull,
+                detail: "full".into(),
+            }));
+        }
+        sink.pump(Instant::now(), false).unwrap();
+    }
+    sink.finish(Instant::now() + Duration::from_secs(1))
+        .unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let (h, records, done) = decode(&bytes);
+    done.unwrap();
+    assert_eq!((h.segment, h.first_index, h.stream_id), (0, 0, 0x1234));
+    assert_eq!(ledger_indices(&records), (0..50).collect::<Vec<_>>());
+    assert_eq!(
+        end_of(&records),
+        End {
+            calls: 50,
+            samples: 5,
+            gap_calls: 1
+        }
+    );
+}
+
+#[test]
+fn file_sink_error_is_reported() {
+    let spec = SinkSpec::File("/nonexistent-dir/x.mma".into());
+    let e = Sink::open(&spec, &key(), header(), 1 << 20, Duration::from_millis(5))
+        .err()
+        .unwrap();
+    assert!(e.contains("cannot create /nonexistent-dir/x.mma"), "{e}");
+}
+
+#[test]
+fn backpressure_turns_samples_into_gaps_and_keeps_the_ledger() {
+    let path = temp("backpressure.mma");
+    let spec = SinkSpec::File(path.clone());
+    // 64 KiB of buffer; samples of 2 x 8 KiB; nothing pumped until the end.
+    let mut sink = Sink::open(&spec, &key(), header(), 64 << 10, Duration::from_secs(60)).unwrap();
+    for i in 0..40 {
+        assert!(sink.push(Record::Ledger(call(i))).is_none());
+        sink.push(Record::Sample(sample(i, 8 << 10)));
+    }
+    assert!(sink.totals().backpressure > 0);
+    sink.finish(Instant::now() + Duration::from_secs(1))
+        .unwrap();
+    let (_, records, done) = decode(&std::fs::read(&path).unwrap());
+    done.unwrap();
+    let gaps: Vec<&Gap> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Gap(g) => Some(g),
+            _ => None,
+        })
+        .collect();
+    assert!(!gaps.is_empty());
+    assert!(gaps.iter().all(|g| g.reason == GapReason::SinkBackpressure));
+    let samples = records
+        .iter()
+        .filter(|r| matches!(r, Record::Sample(_)))
+        .count() as u64;
+    assert_eq!(
+        samples + gaps.len() as u64,
+        40,
+        "every sampled call has data or a gap"
+    );
+    assert_eq!(
+        ledger_indices(&records).len(),
+        40,
+        "no ledger record is dropped"
+    );
+    let e = end_of(&records);
+    assert_eq!(
+        (e.calls, e.samples, e.gap_calls),
+        (40, samples, gaps.len() as u64)
+    );
+}
+
+#[test]
+fn a_ledger_that_cannot_be_kept_disables_auditing_with_a_notice() {
+    let path = temp("overflow.mma");
+    let spec = SinkSpec::File(path.clone());
+    let mut sink = Sink::open(&spec, &key(), header(), 4096, Duration::from_secs(60)).unwrap();
+    let mut reasons = Vec::new();
+    for i in 0..100 {
+        reasons.extend(sink.push(Record::Ledger(call(i))));
+    }
+    assert_eq!(reasons.len(), 1, "asked to disable exactly once");
+    assert!(
+        reasons[0].contains("could not take the ledger"),
+        "{}",
+        reasons[0]
+    );
+    sink.finish(Instant::now() + Duration::from_secs(1))
+        .unwrap();
+    let (_, records, done) = decode(&std::fs::read(&path).unwrap());
+    done.unwrap();
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::Notice(n) if n.kind == NoticeKind::AuditDisabled)));
+    assert_eq!(
+        ledger_indices(&records).len(),
+        100,
+        "what was queued is still delivered"
+    );
+}
+
+/// A gather that completes after `polls` polls (or never).
+struct FakeGather {
+    index: u64,
+    polls: Option<u32>,
+}
+
+impl Pending for FakeGather {
+    fn index(&self) -> u64 {
+        self.index
+    }
+    fn poll(&mut self) -> Option<Result<Sample, (GapReason, String)>> {
+        match &mut self.polls {
+            None => None,
+            Some(0) => Some(Ok(sample(self.index, 16))),
+            Some(n) => {
+                *n -= 1;
+                None
+            }
+        }
+    }
+}
+
+#[test]
+fn worker_resolves_gathers_and_abandons_the_unfinished_at_exit() {
+    let path = temp("worker.mma");
+    let spec = SinkSpec::File(path.clone());
+    let sink = Sink::open(&spec, &key(), header(), 1 << 20, Duration::from_millis(2)).unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let shared = Arc::new(Shared::default());
+    let disabled = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let d2 = Arc::clone(&disabled);
+    let worker = Worker::new(
+        rx,
+        sink,
+        Arc::clone(&shared),
+        Box::new(move |r| d2.lock().unwrap().push(r)),
+    );
+    let thread = std::thread::spawn(move || worker.run());
+    for i in 0..6 {
+        tx.send(Msg::Ledger(call(i))).unwrap();
+    }
+    shared.inflight.fetch_add(3, Ordering::SeqCst);
+    tx.send(Msg::Sample(Box::new(FakeGather {
+        index: 1,
+        polls: Some(5),
+    })))
+    .unwrap();
+    tx.send(Msg::Sample(Box::new(FakeGather {
+        index: 3,
+        polls: None,
+    })))
+    .unwrap();
+    tx.send(Msg::Gap {
+        index: 4,
+        reason: GapReason::QueueFull,
+        detail: "q".into(),
+    })
+    .unwrap();
+    let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+    tx.send(Msg::Flush(ack_tx)).unwrap();
+    ack_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    tx.send(Msg::Shutdown {
+        deadline: Instant::now() + Duration::from_millis(300),
+        notices: vec![notice(NoticeKind::Info, "bye")],
+        done: done_tx,
+    })
+    .unwrap();
+    done_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    thread.join().unwrap();
+    assert_eq!(shared.inflight.load(Ordering::SeqCst), 0);
+    assert!(disabled.lock().unwrap().is_empty());
+    let (_, records, done) = decode(&std::fs::read(&path).unwrap());
+    done.unwrap();
+    let sample_at = records
+        .iter()
+        .position(|r| matches!(r, Record::Sample(s) if s.index == 1))
+        .unwrap();
+    let ledger_at = records
+        .iter()
+        .position(|r| matches!(r, Record::Ledger(c) if c.index == 1))
+        .unwrap();
+    assert!(sample_at > ledger_at, "a sample follows its ledger record");
+    let exit_gap = records.iter().any(|r| {
+        matches!(r, Record::Gap(g) if g.indices == [3] && g.reason == GapReason::GatherFailed && g.detail.contains("process exit"))
+    });
+    assert!(exit_gap, "{records:?}");
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::Notice(n) if n.message == "bye")));
+    assert_eq!(
+        end_of(&records),
+        End {
+            calls: 6,
+            samples: 1,
+            gap_calls: 2
+        }
+    );
+}
+
+/// Reads everything from one accepted connection until EOF (or `limit` bytes, then
+/// drops the connection).
+fn read_conn(mut s: StdTcp, limit: Option<usize>) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("read: {e}"),
+        }
+        if limit.is_some_and(|l| out.len() >= l) {
+            break;
+        }
+    }
+    out
+}
+
+fn tcp_sink(port: u16) -> Sink {
+    let spec = SinkSpec::Tcp {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    Sink::open(&spec, &key(), header(), 16 << 20, Duration::from_millis(2)).unwrap()
+}
+
+#[test]
+fn tcp_sink_connects_to_a_listener_that_appears_late() {
+    // A free port, with nobody listening yet: the first attempts are refused.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sink = tcp_sink(port);
+    for i in 0..20 {
+        sink.push(Record::Ledger(call(i)));
+        sink.pump(Instant::now(), false).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    sink.pump(Instant::now(), false).unwrap();
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    // ... and it accepts late, after the client has connected and written.
+    let server = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        let (s, _) = listener.accept().unwrap();
+        read_conn(s, None)
+    });
+    for i in 20..40 {
+        sink.push(Record::Ledger(call(i)));
+        sink.push(Record::Sample(sample(i, 8)));
+        sink.pump(Instant::now(), false).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sink.finish(Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    let bytes = server.join().unwrap();
+    let (h, records, done) = decode(&bytes);
+    done.unwrap();
+    assert_eq!((h.segment, h.first_index), (0, 0));
+    assert_eq!(ledger_indices(&records), (0..40).collect::<Vec<_>>());
+    assert_eq!(
+        end_of(&records),
+        End {
+            calls: 40,
+            samples: 20,
+            gap_calls: 0
+        }
+    );
+}
+
+#[test]
+fn tcp_sink_starts_a_new_segment_after_the_connection_drops() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        // First connection: read a little, then hang up.
+        let (s, _) = listener.accept().unwrap();
+        let first = read_conn(s, Some(2000));
+        // Second connection: read to the end.
+        let (s, _) = listener.accept().unwrap();
+        (first, read_conn(s, None))
+    });
+    let mut sink = tcp_sink(port);
+    let mut i = 0;
+    let start = Instant::now();
+    while !server.is_finished() && start.elapsed() < Duration::from_secs(20) {
+        sink.push(Record::Ledger(call(i)));
+        if i % 3 == 0 {
+            sink.push(Record::Sample(sample(i, 64)));
+        }
+        sink.pump(Instant::now(), false).unwrap();
+        i += 1;
+        std::thread::sleep(Duration::from_millis(1));
+        if i > 3000 {
+            // Enough traffic: end the stream (the server then reads to EOF).
+            break;
+        }
+    }
+    sink.finish(Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    let (first, second) = server.join().unwrap();
+
+    let (h0, r0, done0) = decode(&first);
+    assert_eq!(h0.segment, 0);
+    assert!(
+        matches!(done0, Err(StreamError::Truncated { .. })),
+        "segment 0 ends truncated: {done0:?}"
+    );
+    let (h1, r1, done1) = decode(&second);
+    done1.unwrap();
+    assert_eq!(
+        (h1.segment, h1.stream_id, h1.nonce),
+        (1, h0.stream_id, h0.nonce)
+    );
+    let l1 = ledger_indices(&r1);
+    assert_eq!(l1.first(), Some(&h1.first_index));
+    assert_eq!(
+        l1,
+        (h1.first_index..i).collect::<Vec<_>>(),
+        "consecutive to the last call"
+    );
+    let l0 = ledger_indices(&r0);
+    assert!(l0.last().is_none_or(|&last| last < h1.first_index));
+    // Every sample and gap of segment 1 belongs to one of its own calls.
+    for r in &r1 {
+        if let Record::Sample(s) = r {
+            assert!(s.index >= h1.first_index);
+        }
+    }
+    assert!(r1.iter().any(|r| matches!(r, Record::Notice(n) if n.kind == NoticeKind::Warning && n.message.contains("segment 1"))));
+    let e = end_of(&r1);
+    let samples = r1.iter().filter(|r| matches!(r, Record::Sample(_))).count() as u64;
+    assert_eq!((e.calls, e.samples), (l1.len() as u64, samples));
+}
+
+#[test]
+fn tcp_sink_reports_what_it_could_not_deliver() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sink = tcp_sink(port);
+    sink.push(Record::Ledger(call(0)));
+    let e = sink
+        .finish(Instant::now() + Duration::from_millis(200))
+        .unwrap_err();
+    assert!(e.contains("could not be delivered"), "{e}");
+    assert!(e.contains("truncated"), "{e}");
+}

@@ -1,0 +1,449 @@
+//! cuBLAS and cuBLASLt: status codes, enum values, handle types and the signatures of
+//! the hooked entry points and of the getters the hooks call.
+
+use std::ffi::{c_int, c_void};
+
+/// `cublasStatus_t`
+pub type CublasStatus = c_int;
+/// `CUBLAS_STATUS_SUCCESS`
+pub const CUBLAS_STATUS_SUCCESS: CublasStatus = 0;
+/// `CUBLAS_STATUS_NOT_INITIALIZED`: what a hook answers when no real function exists.
+pub const CUBLAS_STATUS_NOT_INITIALIZED: CublasStatus = 1;
+
+/// `cublasHandle_t`
+pub type CublasHandle = *mut c_void;
+/// `cublasLtHandle_t`
+pub type LtHandle = *mut c_void;
+/// `cublasLtMatmulDesc_t`
+pub type LtMatmulDesc = *mut c_void;
+/// `cublasLtMatrixLayout_t`
+pub type LtLayout = *mut c_void;
+/// `cudaStream_t` / `CUstream`
+pub type Stream = *mut c_void;
+
+/// `cublasOperation_t`
+pub type Operation = c_int;
+/// `cudaDataType_t`
+pub type DataType = c_int;
+/// `cublasComputeType_t`
+pub type ComputeType = c_int;
+/// `cublasGemmAlgo_t`
+pub type GemmAlgo = c_int;
+
+/// `CUBLAS_POINTER_MODE_DEVICE`
+pub const POINTER_MODE_DEVICE: c_int = 1;
+
+/// `cudaDataType_t` values.
+pub mod data_type {
+    use std::ffi::c_int;
+    /// `CUDA_R_32F`
+    pub const R_32F: c_int = 0;
+    /// `CUDA_R_64F`
+    pub const R_64F: c_int = 1;
+    /// `CUDA_R_16F`
+    pub const R_16F: c_int = 2;
+    /// `CUDA_R_8I`
+    pub const R_8I: c_int = 3;
+    /// `CUDA_R_32I`
+    pub const R_32I: c_int = 10;
+    /// `CUDA_R_16BF`
+    pub const R_16BF: c_int = 14;
+    /// `CUDA_R_8F_E4M3`
+    pub const R_8F_E4M3: c_int = 28;
+    /// `CUDA_R_8F_E5M2`
+    pub const R_8F_E5M2: c_int = 29;
+}
+
+/// `cublasComputeType_t` values.
+pub mod compute {
+    use std::ffi::c_int;
+    /// `CUBLAS_COMPUTE_16F`
+    pub const C16F: c_int = 64;
+    /// `CUBLAS_COMPUTE_16F_PEDANTIC`
+    pub const C16F_PEDANTIC: c_int = 65;
+    /// `CUBLAS_COMPUTE_32F`
+    pub const C32F: c_int = 68;
+    /// `CUBLAS_COMPUTE_32F_PEDANTIC`
+    pub const C32F_PEDANTIC: c_int = 69;
+    /// `CUBLAS_COMPUTE_64F`
+    pub const C64F: c_int = 70;
+    /// `CUBLAS_COMPUTE_64F_PEDANTIC`
+    pub const C64F_PEDANTIC: c_int = 71;
+    /// `CUBLAS_COMPUTE_32I`
+    pub const C32I: c_int = 72;
+    /// `CUBLAS_COMPUTE_32I_PEDANTIC`
+    pub const C32I_PEDANTIC: c_int = 73;
+    /// `CUBLAS_COMPUTE_32F_FAST_16F`
+    pub const C32F_FAST_16F: c_int = 74;
+    /// `CUBLAS_COMPUTE_32F_FAST_16BF`
+    pub const C32F_FAST_16BF: c_int = 75;
+    /// `CUBLAS_COMPUTE_32F_FAST_TF32`
+    pub const C32F_FAST_TF32: c_int = 77;
+}
+
+/// `cublasMath_t` values (the low four bits; bit 4 is a separate flag).
+pub mod math {
+    use std::ffi::c_int;
+    /// `CUBLAS_TENSOR_OP_MATH` (deprecated: f32 inputs rounded to f16)
+    pub const TENSOR_OP: c_int = 1;
+    /// `CUBLAS_PEDANTIC_MATH`
+    pub const PEDANTIC: c_int = 2;
+    /// `CUBLAS_TF32_TENSOR_OP_MATH`
+    pub const TF32_TENSOR_OP: c_int = 3;
+}
+
+/// `cublasLtMatmulDescAttributes_t` values read by the Lt hook.
+pub mod desc_attr {
+    use std::ffi::c_int;
+    /// int32 `cublasComputeType_t`
+    pub const COMPUTE_TYPE: c_int = 0;
+    /// int32 `cudaDataType`
+    pub const SCALE_TYPE: c_int = 1;
+    /// int32 `cublasLtPointerMode_t`
+    pub const POINTER_MODE: c_int = 2;
+    /// int32 `cublasOperation_t`
+    pub const TRANSA: c_int = 3;
+    /// int32 `cublasOperation_t`
+    pub const TRANSB: c_int = 4;
+    /// int32 `cublasOperation_t`
+    pub const TRANSC: c_int = 5;
+    /// uint32 `cublasLtEpilogue_t`
+    pub const EPILOGUE: c_int = 7;
+    /// `const void *`
+    pub const BIAS_POINTER: c_int = 8;
+    /// int64
+    pub const BIAS_BATCH_STRIDE: c_int = 10;
+    /// `const void *` (f32 on the device)
+    pub const A_SCALE_POINTER: c_int = 17;
+    /// `const void *`
+    pub const B_SCALE_POINTER: c_int = 18;
+    /// `const void *`
+    pub const C_SCALE_POINTER: c_int = 19;
+    /// `const void *`
+    pub const D_SCALE_POINTER: c_int = 20;
+    /// int32 `cudaDataType`, -1 = default
+    pub const BIAS_DATA_TYPE: c_int = 26;
+}
+
+/// `cublasLtMatrixLayoutAttribute_t` values read by the Lt hook.
+pub mod layout_attr {
+    use std::ffi::c_int;
+    /// uint32 `cudaDataType`
+    pub const TYPE: c_int = 0;
+    /// int32 `cublasLtOrder_t`
+    pub const ORDER: c_int = 1;
+    /// uint64
+    pub const ROWS: c_int = 2;
+    /// uint64
+    pub const COLS: c_int = 3;
+    /// int64
+    pub const LD: c_int = 4;
+    /// int32
+    pub const BATCH_COUNT: c_int = 5;
+    /// int64, elements
+    pub const STRIDED_BATCH_OFFSET: c_int = 6;
+    /// int64
+    pub const PLANE_OFFSET: c_int = 7;
+    /// int32 `cublasLtBatchMode_t`
+    pub const BATCH_MODE: c_int = 8;
+}
+
+/// `cublasLtOrder_t`: `CUBLASLT_ORDER_COL`
+pub const LT_ORDER_COL: c_int = 0;
+/// `cublasLtOrder_t`: `CUBLASLT_ORDER_ROW`
+pub const LT_ORDER_ROW: c_int = 1;
+
+/// `cublasLtEpilogue_t` values with a protocol meaning.
+pub mod epilogue {
+    /// `CUBLASLT_EPILOGUE_DEFAULT`
+    pub const DEFAULT: u32 = 1;
+    /// `CUBLASLT_EPILOGUE_RELU`
+    pub const RELU: u32 = 2;
+    /// `CUBLASLT_EPILOGUE_BIAS`
+    pub const BIAS: u32 = 4;
+    /// `CUBLASLT_EPILOGUE_RELU_BIAS`
+    pub const RELU_BIAS: u32 = 6;
+    /// `CUBLASLT_EPILOGUE_GELU`
+    pub const GELU: u32 = 32;
+    /// `CUBLASLT_EPILOGUE_GELU_BIAS`
+    pub const GELU_BIAS: u32 = 36;
+}
+
+/// `cublasSgemm_v2`
+pub type SgemmFn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    Operation,
+    c_int,
+    c_int,
+    c_int,
+    *const f32,
+    *const f32,
+    c_int,
+    *const f32,
+    c_int,
+    *const f32,
+    *mut f32,
+    c_int,
+) -> CublasStatus;
+
+/// `cublasSgemm_v2_64`
+pub type Sgemm64Fn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    Operation,
+    i64,
+    i64,
+    i64,
+    *const f32,
+    *const f32,
+    i64,
+    *const f32,
+    i64,
+    *const f32,
+    *mut f32,
+    i64,
+) -> CublasStatus;
+
+/// `cublasHgemm` (`__half` is two bytes; passed by pointer only)
+pub type HgemmFn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    Operation,
+    c_int,
+    c_int,
+    c_int,
+    *const u16,
+    *const u16,
+    c_int,
+    *const u16,
+    c_int,
+    *const u16,
+    *mut u16,
+    c_int,
+) -> CublasStatus;
+
+/// `cublasSgemmStridedBatched`
+pub type SgemmStridedBatchedFn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    Operation,
+    c_int,
+    c_int,
+    c_int,
+    *const f32,
+    *const f32,
+    c_int,
+    i64,
+    *const f32,
+    c_int,
+    i64,
+    *const f32,
+    *mut f32,
+    c_int,
+    i64,
+    c_int,
+) -> CublasStatus;
+
+/// `cublasHgemmStridedBatched`
+pub type HgemmStridedBatchedFn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    Operation,
+    c_int,
+    c_int,
+    c_int,
+    *const u16,
+    *const u16,
+    c_int,
+    i64,
+    *const u16,
+    c_int,
+    i64,
+    *const u16,
+    *mut u16,
+    c_int,
+    i64,
+    c_int,
+) -> CublasStatus;
+
+/// `cublasGemmEx`
+pub type GemmExFn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    Operation,
+    c_int,
+    c_int,
+    c_int,
+    *const c_void,
+    *const c_void,
+    DataType,
+    c_int,
+    *const c_void,
+    DataType,
+    c_int,
+    *const c_void,
+    *mut c_void,
+    DataType,
+    c_int,
+    ComputeType,
+    GemmAlgo,
+) -> CublasStatus;
+
+/// `cublasGemmEx_64`
+pub type GemmEx64Fn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    Operation,
+    i64,
+    i64,
+    i64,
+    *const c_void,
+    *const c_void,
+    DataType,
+    i64,
+    *const c_void,
+    DataType,
+    i64,
+    *const c_void,
+    *mut c_void,
+    DataType,
+    i64,
+    ComputeType,
+    GemmAlgo,
+) -> CublasStatus;
+
+/// `cublasGemmStridedBatchedEx`
+pub type GemmStridedBatchedExFn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    Operation,
+    c_int,
+    c_int,
+    c_int,
+    *const c_void,
+    *const c_void,
+    DataType,
+    c_int,
+    i64,
+    *const c_void,
+    DataType,
+    c_int,
+    i64,
+    *const c_void,
+    *mut c_void,
+    DataType,
+    c_int,
+    i64,
+    c_int,
+    ComputeType,
+    GemmAlgo,
+) -> CublasStatus;
+
+/// `cublasGemmStridedBatchedEx_64`
+pub type GemmStridedBatchedEx64Fn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    Operation,
+    i64,
+    i64,
+    i64,
+    *const c_void,
+    *const c_void,
+    DataType,
+    i64,
+    i64,
+    *const c_void,
+    DataType,
+    i64,
+    i64,
+    *const c_void,
+    *mut c_void,
+    DataType,
+    i64,
+    i64,
+    i64,
+    ComputeType,
+    GemmAlgo,
+) -> CublasStatus;
+
+/// `cublasGemmBatchedEx`
+pub type GemmBatchedExFn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    Operation,
+    c_int,
+    c_int,
+    c_int,
+    *const c_void,
+    *const *const c_void,
+    DataType,
+    c_int,
+    *const *const c_void,
+    DataType,
+    c_int,
+    *const c_void,
+    *const *mut c_void,
+    DataType,
+    c_int,
+    c_int,
+    ComputeType,
+    GemmAlgo,
+) -> CublasStatus;
+
+/// `cublasGemmBatchedEx_64`
+pub type GemmBatchedEx64Fn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    Operation,
+    i64,
+    i64,
+    i64,
+    *const c_void,
+    *const *const c_void,
+    DataType,
+    i64,
+    *const *const c_void,
+    DataType,
+    i64,
+    *const c_void,
+    *const *mut c_void,
+    DataType,
+    i64,
+    i64,
+    ComputeType,
+    GemmAlgo,
+) -> CublasStatus;
+
+/// `cublasLtMatmul`
+pub type LtMatmulFn = unsafe extern "C" fn(
+    LtHandle,
+    LtMatmulDesc,
+    *const c_void,
+    *const c_void,
+    LtLayout,
+    *const c_void,
+    LtLayout,
+    *const c_void,
+    *const c_void,
+    LtLayout,
+    *mut c_void,
+    LtLayout,
+    *const c_void,
+    *mut c_void,
+    usize,
+    Stream,
+) -> CublasStatus;
+
+/// `cublasGetStream_v2`
+pub type GetStreamFn = unsafe extern "C" fn(CublasHandle, *mut Stream) -> CublasStatus;
+/// `cublasGetPointerMode_v2`
+pub type GetPointerModeFn = unsafe extern "C" fn(CublasHandle, *mut c_int) -> CublasStatus;
+/// `cublasGetMathMode`
+pub type GetMathModeFn = unsafe extern "C" fn(CublasHandle, *mut c_int) -> CublasStatus;
+/// `cublasLtMatmulDescGetAttribute`
+pub type DescGetAttrFn =
+    unsafe extern "C" fn(LtMatmulDesc, c_int, *mut c_void, usize, *mut usize) -> CublasStatus;
+/// `cublasLtMatrixLayoutGetAttribute`
+pub type LayoutGetAttrFn =
+    unsafe extern "C" fn(LtLayout, c_int, *mut c_void, usize, *mut usize) -> CublasStatus;
