@@ -1,1 +1,130 @@
-fn main() {}
+//! Hook cost on the simulated GPU: the time a program's thread spends per
+//! `cublasGemmEx` call without the interposer, with it but no key (pass-through), with
+//! auditing on and no call sampled (ledger only), and with every call sampled (gather
+//! launched, event recorded, sample streamed), side by side in one run.
+//!
+//!     cargo bench -p mmaudit-interposer --bench hook_cost [-- CALLS REPEATS]
+//!
+//! A benchmark, not a test: it prints a table and asserts nothing. The numbers are
+//! recorded in docs/PERFORMANCE.md ("Hook cost on the simulated GPU").
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use mmaudit_tests::simgpu::{libraries, repo_root};
+
+fn library(root: &Path) -> PathBuf {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", "mmaudit-interposer"])
+        .current_dir(root)
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build --release -p mmaudit-interposer failed");
+    root.join("target/release/libmmaudit.so")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let calls: u32 = args.first().and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let repeats: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(7);
+    let (m, k) = (16, 16);
+    let root = repo_root();
+    let libs = libraries();
+    let lib = library(&root);
+    let work = root.join("target/bench-hook-cost");
+    std::fs::create_dir_all(&work).unwrap();
+    let exe = work.join("hook_cost_prog");
+    let out = Command::new("cc")
+        .args(["-std=c11", "-D_GNU_SOURCE", "-O2", "-I"])
+        .arg(&libs.include_dir)
+        .arg(root.join("interposer/benches/hook_cost.c"))
+        .arg("-L")
+        .arg(&libs.lib_dir)
+        .args(["-lcudart", "-lcublas", "-o"])
+        .arg(&exe)
+        .output()
+        .expect("run cc");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let sink = format!("file:{}/bench-%p.mma", work.display());
+    let lib = lib.to_string_lossy().into_owned();
+    let configs: [(&str, Vec<(&str, &str)>); 4] = [
+        ("no LD_PRELOAD", vec![]),
+        ("preload, no key (pass-through)", vec![("LD_PRELOAD", &lib)]),
+        (
+            "preload, unsampled (ledger only)",
+            vec![
+                ("LD_PRELOAD", &lib),
+                ("MMAUDIT_KEY", key),
+                ("MMAUDIT_CALL_RATE", "0"),
+                ("MMAUDIT_SINK", &sink),
+            ],
+        ),
+        (
+            "preload, every call sampled",
+            vec![
+                ("LD_PRELOAD", &lib),
+                ("MMAUDIT_KEY", key),
+                ("MMAUDIT_CALL_RATE", "1"),
+                ("MMAUDIT_SINK", &sink),
+            ],
+        ),
+    ];
+    println!(
+        "Hook cost on the simulated GPU: {calls} cublasGemmEx calls (f32, m=n=k={m}) per round, median of {repeats} rounds"
+    );
+    println!(
+        "{:<34} {:>16} {:>18} {:>16}",
+        "configuration", "enqueue ns/call", "vs no preload", "wall ns/call"
+    );
+    let mut base = None;
+    for (name, env) in configs {
+        let mut cmd = Command::new(&exe);
+        cmd.args([calls.to_string(), m.to_string(), k.to_string(), repeats.to_string()])
+            .env("LD_LIBRARY_PATH", &libs.lib_dir)
+            .env_remove("LD_PRELOAD");
+        for (key, _) in std::env::vars() {
+            if key.starts_with("MMAUDIT_") || key.starts_with("SIMGPU_") {
+                cmd.env_remove(key);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run the benchmark program");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (mut enq, mut total) = (Vec::new(), Vec::new());
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() == 4 {
+                enq.push(f[1].parse::<f64>().unwrap());
+                total.push(f[3].parse::<f64>().unwrap());
+            }
+        }
+        let (e, t) = (median(enq), median(total));
+        let base_e = *base.get_or_insert(e);
+        println!(
+            "{:<34} {:>16.0} {:>+18.0} {:>16.0}",
+            name,
+            e,
+            e - base_e,
+            t
+        );
+    }
+    for entry in std::fs::read_dir(&work).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|x| x == "mma") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}

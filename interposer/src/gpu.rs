@@ -301,7 +301,6 @@ impl Prepared {
             layout: self.layout,
             event,
             failed,
-            last_ctx: 0,
         })
     }
 }
@@ -312,7 +311,6 @@ pub struct InFlight {
     layout: SlotLayout,
     event: Handle,
     failed: Option<String>,
-    last_ctx: Handle,
 }
 
 impl InFlight {
@@ -340,7 +338,6 @@ impl Pending for InFlight {
                 BOUND_CTX.with(|c| c.set(ctx));
             }
         }
-        self.last_ctx = ctx;
         match drv.event_query(self.event) {
             Ok(EventState::Pending) => None,
             Err(e) => {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use mmaudit_protocol::call::GemmCall;
 use mmaudit_protocol::record::{Gap, GapReason, Notice, NoticeKind, Record, Sample};
 
@@ -84,6 +84,7 @@ pub struct Worker {
     shared: Arc<Shared>,
     disable: DisableFn,
     tick: Duration,
+    idle_tick: Duration,
 }
 
 impl Worker {
@@ -96,53 +97,50 @@ impl Worker {
             shared,
             disable,
             tick: Duration::from_millis(1),
+            idle_tick: Duration::from_millis(5),
         }
     }
 
     /// The thread's main loop; returns after a shutdown (or when every sender is gone).
+    ///
+    /// The thread never parks on the channel: it drains it, works, then sleeps for a
+    /// tick. A parked receiver would make every hook's send a futex wake-up (a system
+    /// call on the application's thread); a sleeping one costs the hooks nothing.
     pub fn run(mut self) {
         loop {
-            let busy = !self.pending.is_empty() || self.sink.busy();
-            let wait = if busy {
-                self.tick
-            } else {
-                self.sink.flush_interval().min(Duration::from_millis(50))
-            };
-            let first = match self.rx.recv_timeout(wait) {
-                Ok(m) => Some(m),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.shutdown(Instant::now() + Duration::from_secs(1), Vec::new());
-                    return;
-                }
-            };
-            let mut next = first;
             let mut handled = 0;
-            while let Some(msg) = next.take() {
-                match msg {
-                    Msg::Shutdown {
+            loop {
+                match self.rx.try_recv() {
+                    Ok(Msg::Shutdown {
                         deadline,
                         notices,
                         done,
-                    } => {
+                    }) => {
                         self.shutdown(deadline, notices);
                         let _ = done.send(());
                         return;
                     }
-                    Msg::Flush(ack) => {
+                    Ok(Msg::Flush(ack)) => {
                         self.poll_pending();
                         self.pump(true);
                         let _ = ack.send(());
                     }
-                    other => self.handle(other),
+                    Ok(other) => self.handle(other),
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        self.shutdown(Instant::now() + Duration::from_secs(1), Vec::new());
+                        return;
+                    }
                 }
                 handled += 1;
-                if handled < 4096 {
-                    next = self.rx.try_recv().ok();
+                if handled >= 65_536 {
+                    break;
                 }
             }
             self.poll_pending();
             self.pump(false);
+            let busy = handled > 0 || !self.pending.is_empty() || self.sink.busy();
+            std::thread::sleep(if busy { self.tick } else { self.idle_tick });
         }
     }
 

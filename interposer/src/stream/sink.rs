@@ -319,12 +319,14 @@ impl Sink {
         }
         if !self.backpressure {
             self.backpressure = true;
-            log::emit(
+            log::once(
                 Level::Warn,
+                "backpressure",
                 &format!(
-                    "the sink {} cannot keep up; {} MiB are queued: sampled data is dropped (gap records) until it catches up",
+                    "the sink {} cannot keep up ({} KiB queued, MMAUDIT_BUFFER_MB={}): sampled data is replaced by gap records until it catches up",
                     self.name,
-                    self.queued_bytes >> 20
+                    self.queued_bytes >> 10,
+                    self.buffer_bytes >> 20
                 ),
             );
             for r in self.queue.iter_mut() {

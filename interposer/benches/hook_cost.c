@@ -1,0 +1,62 @@
+/*
+ * Benchmark program for interposer/benches/hook_cost.rs: issues N small cublasGemmEx
+ * calls on one stream and prints the time the calling thread spent per call
+ * (enqueue: what the hook adds to the application) and the wall time per call
+ * including the final synchronisation.
+ *
+ *   hook_cost_prog N M K REPEATS
+ *
+ * Output, one line per repeat: "enqueue_ns X total_ns Y".
+ */
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define MUST(x)                                                                     \
+    do {                                                                            \
+        long r_ = (long)(x);                                                        \
+        if (r_) {                                                                   \
+            fprintf(stderr, "%s failed: %ld\n", #x, r_);                            \
+            exit(2);                                                                \
+        }                                                                           \
+    } while (0)
+
+static double now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 5)
+        return 2;
+    int calls = atoi(argv[1]), m = atoi(argv[2]), k = atoi(argv[3]), repeats = atoi(argv[4]);
+    int n = m;
+    cublasHandle_t h;
+    cudaStream_t s;
+    MUST(cublasCreate(&h));
+    MUST(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    MUST(cublasSetStream(h, s));
+    float *a, *b, *c;
+    MUST(cudaMalloc((void **)&a, sizeof(float) * m * k));
+    MUST(cudaMalloc((void **)&b, sizeof(float) * k * n));
+    MUST(cudaMalloc((void **)&c, sizeof(float) * m * n));
+    MUST(cudaMemset(a, 0, sizeof(float) * m * k));
+    MUST(cudaMemset(b, 0, sizeof(float) * k * n));
+    MUST(cudaDeviceSynchronize());
+    float one = 1.0f, zero = 0.0f;
+    for (int r = 0; r < repeats + 1; r++) {
+        double t0 = now_ns();
+        for (int i = 0; i < calls; i++)
+            MUST(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, a, CUDA_R_32F, m, b, CUDA_R_32F, k,
+                              &zero, c, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        double t1 = now_ns();
+        MUST(cudaStreamSynchronize(s));
+        double t2 = now_ns();
+        if (r > 0) /* the first round warms up (module load, ring allocation) */
+            printf("enqueue_ns %.1f total_ns %.1f\n", (t1 - t0) / calls, (t2 - t0) / calls);
+    }
+    return 0;
+}
