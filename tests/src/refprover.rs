@@ -9,6 +9,11 @@
 //!
 //! Only the sampled entries are computed: the verifier never sees the others, and the
 //! tests stay fast even for k = 16384.
+//!
+//! An operand can be taken from a weight matrix instead of random values
+//! ([`GemmSpec::a_weight`], [`GemmSpec::b_weight`]): the sampled rows of op(A) or
+//! columns of op(B) are then that matrix's rows or columns, as when a GPU program
+//! multiplies by model weights.
 
 use mmaudit_protocol::call::{
     flags, BatchForm, ComputeType, DType, Epilogue, GemmCall, Op, Operand, Order, Scalar,
@@ -21,6 +26,84 @@ use mmaudit_protocol::schedule::{Plan, Schedule};
 use mmaudit_protocol::stream::{StreamHeader, StreamWriter};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
+
+/// How a sampled vector `x` (a row of op(A) or a column of op(B)) sits in a weight matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Along {
+    /// vector x is `W[x, :]`: op(A) = W (`nn.Linear`: m = out_features, k = in_features),
+    /// or op(B) = W^T
+    Rows,
+    /// vector x is `W[:, x]`: op(A) = W^T, or op(B) = W
+    Cols,
+}
+
+/// A weight tensor an operand is read from: row-major values of shape
+/// (slices, rows, cols), each exact in the operand's dtype.
+#[derive(Clone, Debug)]
+pub struct WeightOperand {
+    /// the values, `slices * rows * cols` of them, row-major
+    pub values: Arc<[f64]>,
+    /// stacked matrices (1 for a 2-D tensor)
+    pub slices: usize,
+    /// rows of each matrix
+    pub rows: usize,
+    /// columns of each matrix
+    pub cols: usize,
+    /// how the operand's vectors sit in the matrix
+    pub along: Along,
+    /// the matrix every batch entry uses; None: batch entry b uses matrix b (matrix 0
+    /// for a 2-D tensor)
+    pub slice: Option<usize>,
+}
+
+impl WeightOperand {
+    /// A 2-D (`shape` of length 2) or stacked 3-D tensor's values.
+    pub fn new(values: Arc<[f64]>, shape: &[usize], along: Along) -> Self {
+        let (slices, rows, cols) = match *shape {
+            [r, c] => (1, r, c),
+            [e, r, c] => (e, r, c),
+            _ => panic!("a weight operand is 2-D or 3-D, not {shape:?}"),
+        };
+        assert_eq!(
+            values.len(),
+            slices * rows * cols,
+            "values do not fit {shape:?}"
+        );
+        WeightOperand {
+            values,
+            slices,
+            rows,
+            cols,
+            along,
+            slice: None,
+        }
+    }
+
+    /// The same tensor, every batch entry using matrix `e`.
+    pub fn matrix(mut self, e: usize) -> Self {
+        self.slice = Some(e);
+        self
+    }
+
+    /// (outer dimension, k) of the operand this weight makes.
+    fn dims(&self) -> (usize, usize) {
+        match self.along {
+            Along::Rows => (self.rows, self.cols),
+            Along::Cols => (self.cols, self.rows),
+        }
+    }
+
+    /// Appends vector `x` of the matrix batch entry `b` uses.
+    fn push_vector(&self, b: usize, x: usize, out: &mut Vec<f64>) {
+        let s = self.slice.unwrap_or(if self.slices == 1 { 0 } else { b });
+        let m = &self.values[s * self.rows * self.cols..][..self.rows * self.cols];
+        match self.along {
+            Along::Rows => out.extend_from_slice(&m[x * self.cols..][..self.cols]),
+            Along::Cols => out.extend((0..self.rows).map(|j| m[j * self.cols + x])),
+        }
+    }
+}
 
 /// The shape and types of one GEMM to issue.
 #[derive(Clone, Debug)]
@@ -51,6 +134,10 @@ pub struct GemmSpec {
     pub scales: bool,
     /// recorded while capturing a CUDA graph (ledger only)
     pub captured: bool,
+    /// take op(A)'s rows from this weight instead of random values
+    pub a_weight: Option<WeightOperand>,
+    /// take op(B)'s columns from this weight instead of random values
+    pub b_weight: Option<WeightOperand>,
 }
 
 impl GemmSpec {
@@ -70,7 +157,27 @@ impl GemmSpec {
             bias: false,
             scales: false,
             captured: false,
+            a_weight: None,
+            b_weight: None,
         }
+    }
+
+    /// A plain GEMM whose op(A) is a weight: m and k are the weight's (for
+    /// [`Along::Rows`], `nn.Linear`: m = rows, k = cols), n columns of activations.
+    pub fn with_a_weight(weight: WeightOperand, n: u64, input: DType) -> Self {
+        let (m, k) = weight.dims();
+        let mut spec = GemmSpec::new(m as u64, n, k as u64, input, input, ComputeType::F32);
+        spec.a_weight = Some(weight);
+        spec
+    }
+
+    /// A plain GEMM whose op(B) is a weight: n and k are the weight's, m rows of
+    /// activations.
+    pub fn with_b_weight(weight: WeightOperand, m: u64, input: DType) -> Self {
+        let (n, k) = weight.dims();
+        let mut spec = GemmSpec::new(m, n as u64, k as u64, input, input, ComputeType::F32);
+        spec.b_weight = Some(weight);
+        spec
     }
 
     fn to_call(&self, index: u64) -> GemmCall {
@@ -351,12 +458,32 @@ impl RefProver {
         let scales = [scale_a, scale_b, scale_c, scale_d].map(|s| s.map_or(1.0, f64::from));
 
         let (nb, nr, nc) = (plan.batches.len(), plan.rows.len(), plan.cols.len());
-        let a: Vec<f64> = (0..nb * nr * k)
-            .map(|_| random_value(&mut self.rng, input))
-            .collect();
-        let b: Vec<f64> = (0..nb * nc * k)
-            .map(|_| random_value(&mut self.rng, input))
-            .collect();
+        let from_weight = |w: &WeightOperand, outer: u64, indices: &[u64]| {
+            assert_eq!(
+                w.dims(),
+                (outer as usize, k),
+                "the weight does not fit the call"
+            );
+            let mut v = Vec::with_capacity(nb * indices.len() * k);
+            for &b in &plan.batches {
+                for &x in indices {
+                    w.push_vector(b as usize, x as usize, &mut v);
+                }
+            }
+            v
+        };
+        let a: Vec<f64> = match &spec.a_weight {
+            Some(w) => from_weight(w, call.m, &plan.rows),
+            None => (0..nb * nr * k)
+                .map(|_| random_value(&mut self.rng, input))
+                .collect(),
+        };
+        let b: Vec<f64> = match &spec.b_weight {
+            Some(w) => from_weight(w, call.n, &plan.cols),
+            None => (0..nb * nc * k)
+                .map(|_| random_value(&mut self.rng, input))
+                .collect(),
+        };
         let c: Vec<f64> = if call.reads_c() {
             (0..nb * nr * nc)
                 .map(|_| random_value(&mut self.rng, spec.output))

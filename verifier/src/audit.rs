@@ -5,9 +5,12 @@
 //! checked entry and keeps the counters of the report. It never trusts a count the
 //! prover sends: the end record's totals are only cross-checked.
 //!
+//! When the verifier holds weights ([`StreamAudit::with_weights`]) it also judges, for
+//! each sampled call whose sample arrived, which held tensor an operand came from.
+//!
 //! It is fed by `check` from files now and by a live server later, so it holds no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mmaudit_protocol::call::{flags, GemmCall};
 use mmaudit_protocol::keys::Key;
@@ -17,7 +20,8 @@ use mmaudit_protocol::schedule::{Plan, Schedule};
 use mmaudit_protocol::stream::{Event, StreamError, StreamHeader};
 
 use crate::recompute::{self, Entry, Scalars};
-use crate::report::{Failure, FailureKind, StreamReport};
+use crate::report::{Failure, FailureKind, StreamReport, WeightReport};
+use crate::weights::{Identity, Unmatched, WeightPolicy};
 
 /// The audit state of one stream.
 pub struct StreamAudit {
@@ -29,6 +33,7 @@ pub struct StreamAudit {
     samples_received: u64,
     ended: bool,
     max_failures: usize,
+    weights: Option<WeightPolicy>,
     /// The report being built.
     pub report: StreamReport,
 }
@@ -45,8 +50,20 @@ impl StreamAudit {
             samples_received: 0,
             ended: false,
             max_failures,
+            weights: None,
             report: StreamReport::new(name),
         }
+    }
+
+    /// Also judges weight identity: every sampled call whose sample arrives is matched
+    /// against the held tensors, and with `policy.required` an unmatched call fails.
+    pub fn with_weights(mut self, policy: WeightPolicy) -> Self {
+        self.report.weights = Some(WeightReport {
+            required: policy.required,
+            ..WeightReport::default()
+        });
+        self.weights = Some(policy);
+        self
     }
 
     /// Feeds one decoded event.
@@ -176,6 +193,9 @@ impl StreamAudit {
             ));
             return;
         };
+        if sample.check_shape(&call, &plan).is_ok() {
+            self.judge_weights(&call, &plan, &sample);
+        }
         match verify_sample(&call, &plan, &sample) {
             Err(message) => {
                 self.report.mismatched += 1;
@@ -211,6 +231,51 @@ impl StreamAudit {
                             message: m.clone(),
                         });
                     }
+                }
+            }
+        }
+    }
+
+    /// Weight identity of one sampled call whose data fit its plan.
+    fn judge_weights(&mut self, call: &GemmCall, plan: &Plan, sample: &Sample) {
+        let (Some(policy), Some(w)) = (&self.weights, &mut self.report.weights) else {
+            return;
+        };
+        let identity = policy.registry.identify(
+            call,
+            plan,
+            sample.a_rows.inline(),
+            sample.b_cols.inline(),
+            policy.required,
+        );
+        w.judged += 1;
+        match identity {
+            Identity::Matched(found) => {
+                w.matched += 1;
+                let mut counted = BTreeSet::new();
+                for m in found {
+                    if counted.insert(m.tensor.clone()) {
+                        *w.tensors.entry(m.tensor.clone()).or_default() += 1;
+                    }
+                    *w.forms
+                        .entry(m.tensor.clone())
+                        .or_default()
+                        .entry(m.form())
+                        .or_default() += 1;
+                }
+            }
+            Identity::Unmatched(u) => {
+                w.unmatched += 1;
+                if u.had_candidates() {
+                    w.unmatched_differing += 1;
+                }
+                if w.required {
+                    let message = unmatched_message(call, plan, sample, &u);
+                    self.push_failure(Failure {
+                        kind: FailureKind::UnknownWeights,
+                        call: Some(describe(call)),
+                        message,
+                    });
                 }
             }
         }
@@ -253,6 +318,61 @@ pub fn describe(call: &GemmCall) -> String {
         call.d.dtype.name(),
         call.compute
     )
+}
+
+/// Why no operand of a call matched: each side tried, and the closest candidate.
+fn unmatched_message(call: &GemmCall, plan: &Plan, sample: &Sample, u: &Unmatched) -> String {
+    let sides = [
+        (
+            "op(A)",
+            "m",
+            call.m,
+            call.a.dtype,
+            plan.rows.len(),
+            "rows",
+            sample.a_rows.inline().is_some(),
+            u.candidates[0],
+        ),
+        (
+            "op(B)",
+            "n",
+            call.n,
+            call.b.dtype,
+            plan.cols.len(),
+            "columns",
+            sample.b_cols.inline().is_some(),
+            u.candidates[1],
+        ),
+    ];
+    let mut parts = Vec::new();
+    for (op, dim, outer, dtype, sampled, what, inline, candidates) in sides {
+        let shape = format!("{op} ({} {dim}={outer} k={})", dtype.name(), call.k);
+        parts.push(if !inline {
+            format!("{shape} was not sent inline")
+        } else if candidates == 0 {
+            format!("{shape}: no held tensor of this shape and type")
+        } else {
+            format!(
+                "{shape}: {candidates} held tensor{} of this shape and type, none equal at the {} sampled {what}",
+                if candidates == 1 { "" } else { "s" },
+                sampled * plan.batches.len()
+            )
+        });
+    }
+    let mut text = format!(
+        "neither operand is a held weight tensor: {}",
+        parts.join("; ")
+    );
+    if let Some(c) = &u.closest {
+        text += &format!(
+            "; closest: {} as {}, {} of {} sampled elements differ",
+            c.at.tensor,
+            c.at.form(),
+            c.differing,
+            c.compared
+        );
+    }
+    text
 }
 
 struct SampleOutcome {

@@ -3,10 +3,13 @@
 //! Each file is one stream. A file that is not a capture at all (wrong magic, a
 //! directory, unreadable) means the command could not run (exit 2); a capture that
 //! fails authentication, is truncated or holds wrong results fails the audit (exit 1).
+//! Weights files (`--weights`) are loaded once, before any capture, and shared by the
+//! audits of all streams; a weights file that cannot be loaded means exit 2.
 
 use std::fs::File;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -17,6 +20,7 @@ use mmaudit_protocol::stream::{StreamError, StreamReader};
 use crate::audit::StreamAudit;
 use crate::keyfile::read_key_file;
 use crate::report::{summary_json, StreamReport};
+use crate::weights::{WeightPolicy, WeightRegistry};
 
 /// Options of `mmaudit-verify check`.
 #[derive(Args, Debug)]
@@ -26,12 +30,26 @@ saved by `mmaudit-verify serve`). For every call in the ledger the verifier re-d
 whether it had to be sampled and which entries; it recomputes each sampled entry in
 f64 and compares it within the tolerance documented in docs/PROTOCOL.md.
 
+With --weights, the verifier also establishes which weights were used: it maps the
+given safetensors files (only their headers are read up front) and matches each
+sampled call's op(A) rows and op(B) columns, bit for bit, against every 2-D tensor
+(and every matrix of a stacked 3-D tensor) of the right shape and type, in either
+orientation (nn.Linear weights reach cuBLAS as op(A) = W). The report lists, per
+stream, each tensor used and by how many sampled calls, and counts the sampled calls
+neither of whose operands is a held tensor (unmatched). With --require-weights
+every unmatched sampled call fails the stream, naming the call and, when a tensor of
+its shape differed, the closest one and how many elements differed. Activation-only
+GEMMs (attention scores through cuBLAS) have no weight operand and are unmatched too.
+
 Exit codes: 0 every stream passes; 1 a stream fails (wrong result, missing sample,
-gap rate above policy, MAC/sequence/truncation error, wrong key); 2 could not run.
+gap rate above policy, MAC/sequence/truncation error, wrong key, unknown weights
+with --require-weights); 2 could not run (including a weights file that is missing,
+not a safetensors file, or shares a tensor name with another).
 
 Examples:
   mmaudit-verify check run.mma --key-file audit.key
-  mmaudit-verify check captures/*.mma --key-file audit.key --json report.json")]
+  mmaudit-verify check captures/*.mma --key-file audit.key --json report.json
+  mmaudit-verify check run.mma --key-file audit.key --weights model-0000*-of-00004.safetensors --require-weights")]
 pub struct CheckArgs {
     /// Capture files to verify (each one stream).
     #[arg(required = true, value_name = "FILE")]
@@ -49,6 +67,15 @@ pub struct CheckArgs {
     /// Show at most this many failure details per stream.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub max_failures: usize,
+    /// Safetensors files holding the weights the workload should use (every shard of a
+    /// model); each sampled call's operands are matched against their tensors. Takes
+    /// one or more files; put capture files before it. The files are mapped, not read
+    /// whole, and must not change while the check runs.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub weights: Vec<PathBuf>,
+    /// Fail every sampled call neither of whose operands is a tensor of --weights.
+    #[arg(long, requires = "weights")]
+    pub require_weights: bool,
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {
@@ -68,13 +95,28 @@ pub enum NotChecked {
 /// `progress` is called with the bytes consumed so far, about once a second.
 pub fn audit_reader(
     name: &str,
+    input: impl Read,
+    key: &Key,
+    max_failures: usize,
+    progress: impl FnMut(u64),
+) -> Result<StreamReport, NotChecked> {
+    audit_reader_with(name, input, key, max_failures, None, progress)
+}
+
+/// As [`audit_reader`], also judging weight identity against `weights` when given.
+pub fn audit_reader_with(
+    name: &str,
     mut input: impl Read,
     key: &Key,
     max_failures: usize,
+    weights: Option<&WeightPolicy>,
     mut progress: impl FnMut(u64),
 ) -> Result<StreamReport, NotChecked> {
     let mut reader = StreamReader::new(key);
     let mut audit = StreamAudit::new(name, key, max_failures);
+    if let Some(policy) = weights {
+        audit = audit.with_weights(policy.clone());
+    }
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     let mut last = Instant::now();
@@ -117,7 +159,12 @@ pub fn audit_reader(
     Ok(audit.finish())
 }
 
-fn audit_file(path: &Path, key: &Key, args: &CheckArgs) -> Result<StreamReport> {
+fn audit_file(
+    path: &Path,
+    key: &Key,
+    args: &CheckArgs,
+    weights: Option<&WeightPolicy>,
+) -> Result<StreamReport> {
     let name = path.display().to_string();
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read {name}"))?;
     if meta.is_dir() {
@@ -126,7 +173,7 @@ fn audit_file(path: &Path, key: &Key, args: &CheckArgs) -> Result<StreamReport> 
     let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
     let size = meta.len();
     let show = std::io::stderr().is_terminal();
-    let result = audit_reader(&name, file, key, args.max_failures, |done| {
+    let result = audit_reader_with(&name, file, key, args.max_failures, weights, |done| {
         if show {
             eprint!(
                 "\r  checking {name}: {:.0}% ",
@@ -147,13 +194,46 @@ fn audit_file(path: &Path, key: &Key, args: &CheckArgs) -> Result<StreamReport> 
     }
 }
 
+/// Loads `--weights` and prints what was indexed; None without `--weights`.
+fn load_weights(args: &CheckArgs) -> Result<Option<WeightPolicy>> {
+    if args.weights.is_empty() {
+        if args.require_weights {
+            bail!("--require-weights needs --weights FILE.safetensors");
+        }
+        return Ok(None);
+    }
+    let start = Instant::now();
+    let registry = WeightRegistry::load(&args.weights)?;
+    println!(
+        "weights  {} tensors ({:.1} MiB) indexed from {} file{} in {:.1} ms{}",
+        registry.len(),
+        registry.indexed_bytes() as f64 / (1u64 << 20) as f64,
+        args.weights.len(),
+        if args.weights.len() == 1 { "" } else { "s" },
+        start.elapsed().as_secs_f64() * 1e3,
+        if args.require_weights {
+            ", required"
+        } else {
+            ""
+        }
+    );
+    for note in registry.notes() {
+        println!("  note: {note}");
+    }
+    Ok(Some(WeightPolicy {
+        registry: Arc::new(registry),
+        required: args.require_weights,
+    }))
+}
+
 /// Runs `check`; Ok(true) when every stream passes.
 pub fn run_check(args: &CheckArgs) -> Result<bool> {
     let key = read_key_file(&args.key_file)?;
+    let weights = load_weights(args)?;
     let mut reports = Vec::new();
     let mut errors = Vec::new();
     for path in &args.files {
-        match audit_file(path, &key, args) {
+        match audit_file(path, &key, args, weights.as_ref()) {
             Ok(r) => reports.push(r),
             Err(e) => errors.push(e),
         }

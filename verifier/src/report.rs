@@ -24,6 +24,9 @@ pub enum FailureKind {
     Disabled,
     /// More samples were dropped than the gap policy allows.
     GapRate,
+    /// Neither operand of a sampled call is a tensor of the weights the verifier holds
+    /// (a failure only with `--require-weights`).
+    UnknownWeights,
 }
 
 impl FailureKind {
@@ -35,6 +38,7 @@ impl FailureKind {
             FailureKind::Integrity => "integrity",
             FailureKind::Disabled => "auditing disabled",
             FailureKind::GapRate => "gap rate",
+            FailureKind::UnknownWeights => "unknown weights",
         }
     }
 }
@@ -48,6 +52,50 @@ pub struct Failure {
     pub call: Option<String>,
     /// what exactly was wrong
     pub message: String,
+}
+
+/// Weight identity of one stream: which held tensors its sampled calls used.
+///
+/// Judged only on sampled calls whose sample arrived with data of the right size; it
+/// never changes the arithmetic verdict of a call.
+#[derive(Clone, Debug, Default)]
+pub struct WeightReport {
+    /// `--require-weights`: every unmatched sampled call fails the stream
+    pub required: bool,
+    /// sampled calls judged
+    pub judged: u64,
+    /// judged calls with an operand equal to a held tensor
+    pub matched: u64,
+    /// judged calls with neither operand equal to a held tensor
+    pub unmatched: u64,
+    /// unmatched calls for which a held tensor of the right shape and type existed but
+    /// differed (the others had no tensor of their shape: activation-only GEMMs, or
+    /// weights of another architecture)
+    pub unmatched_differing: u64,
+    /// tensor name -> sampled calls that used it
+    pub tensors: BTreeMap<String, u64>,
+    /// tensor name -> how the operand related to it (e.g. "op(A) = W") -> sampled calls
+    pub forms: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl WeightReport {
+    /// True unless unmatched calls are required to match.
+    pub fn passed(&self) -> bool {
+        !self.required || self.unmatched == 0
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "tensors": self.tensors,
+            "unmatched": self.unmatched,
+            "required": self.required,
+            "judged": self.judged,
+            "matched": self.matched,
+            "unmatched_differing": self.unmatched_differing,
+            "forms": self.forms,
+        })
+    }
 }
 
 /// Counters and findings of one stream.
@@ -102,6 +150,8 @@ pub struct StreamReport {
     pub failures_not_shown: u64,
     /// the gap policy: the largest tolerated gaps / sampled
     pub max_gap_rate: f64,
+    /// weight identity, when the verifier holds weights (`--weights`)
+    pub weights: Option<WeightReport>,
 }
 
 impl StreamReport {
@@ -148,6 +198,7 @@ impl StreamReport {
             && self.disabled.is_none()
             && self.ended
             && self.gap_rate() <= self.max_gap_rate
+            && self.weights.as_ref().is_none_or(WeightReport::passed)
     }
 
     /// The report as JSON.
@@ -191,6 +242,7 @@ impl StreamReport {
             "disabled": self.disabled,
             "notices": self.notices,
             "header": header,
+            "weights": self.weights.as_ref().map(WeightReport::to_json),
             "failures": self.failures.iter().map(|f| json!({
                 "kind": f.kind.name(),
                 "call": f.call,
@@ -273,6 +325,40 @@ impl StreamReport {
             "  entries checked  {:>12}   worst relative error {:.3e}, worst error/tolerance {:.3}",
             self.entries_checked, self.worst_rel_error, self.worst_tolerance_ratio
         );
+        if let Some(w) = &self.weights {
+            let _ = writeln!(
+                s,
+                "  weights matched  {:>12}   of {} sampled calls judged: an operand is a held tensor",
+                w.matched, w.judged
+            );
+            let _ = writeln!(
+                s,
+                "  weights unmatched{:>12}   no operand is a held tensor ({} beside a held tensor of their shape that differed); {}",
+                w.unmatched,
+                w.unmatched_differing,
+                if w.required {
+                    "required: each fails"
+                } else {
+                    "not required: reported only"
+                }
+            );
+            for (name, count) in &w.tensors {
+                let forms: Vec<String> = w
+                    .forms
+                    .get(name)
+                    .into_iter()
+                    .flatten()
+                    .map(|(form, n)| {
+                        if *n == *count {
+                            form.clone()
+                        } else {
+                            format!("{form} x{n}")
+                        }
+                    })
+                    .collect();
+                let _ = writeln!(s, "    {count:>8}  {name}  ({})", forms.join(", "));
+            }
+        }
         for f in &self.failures {
             match &f.call {
                 Some(c) => {
