@@ -20,8 +20,72 @@ fn library(root: &Path) -> PathBuf {
         .current_dir(root)
         .status()
         .expect("run cargo build");
-    assert!(status.success(), "cargo build --release -p mmaudit-interposer failed");
+    assert!(
+        status.success(),
+        "cargo build --release -p mmaudit-interposer failed"
+    );
     root.join("target/release/libmmaudit.so")
+}
+
+/// The pure CPU part of an unsampled hook, in-process, without any simulator: describe
+/// the call (`model::describe_blas`), encode it and decide whether it is sampled
+/// (`Schedule::decide`). What remains of the hook's cost on top of this is the driver
+/// and cuBLAS getters it calls, the ledger hand-off and, for sampled calls, the gather.
+fn pure_cpu_part() -> (f64, f64) {
+    use mmaudit::model::{describe_blas, BlasArgs, ScalarArg, Site};
+    use mmaudit_protocol::call::{BatchForm, EntryPoint};
+    use mmaudit_protocol::config::SamplingConfig;
+    use mmaudit_protocol::keys::Key;
+    use mmaudit_protocol::schedule::Schedule;
+    use std::time::Instant;
+    let mut one = [0u8; 8];
+    one[..4].copy_from_slice(&1.0f32.to_le_bytes());
+    let args = BlasArgs {
+        entry: EntryPoint::GemmEx,
+        transa: 0,
+        transb: 0,
+        m: 4096,
+        n: 16,
+        k: 4096,
+        a_type: 0,
+        b_type: 0,
+        c_type: 0,
+        a: 0x1000,
+        b: 0x2000,
+        c: 0x3000,
+        lda: 4096,
+        ldb: 4096,
+        ldc: 4096,
+        stride_a: 0,
+        stride_b: 0,
+        stride_c: 0,
+        batch: 1,
+        batch_form: BatchForm::Single,
+        compute: 68,
+        math_mode: 0,
+        alpha: ScalarArg::Host(one),
+        beta: ScalarArg::Host([0; 8]),
+        site: Site::default(),
+    };
+    let schedule = Schedule::new(&Key::from_bytes([1; 32]), [2; 16], SamplingConfig::default());
+    let n = 200_000u64;
+    let mut sampled = 0u64;
+    let t = Instant::now();
+    for i in 0..n {
+        let mut d = describe_blas(std::hint::black_box(&args)).unwrap();
+        d.call.index = i;
+        if schedule.decide(&d.call).is_some() {
+            sampled += 1;
+        }
+    }
+    let describe_decide = t.elapsed().as_nanos() as f64 / n as f64;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(describe_blas(std::hint::black_box(&args)).unwrap());
+    }
+    let describe = t.elapsed().as_nanos() as f64 / n as f64;
+    std::hint::black_box(sampled);
+    (describe, describe_decide)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -30,7 +94,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let calls: u32 = args.first().and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let repeats: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(7);
     let (m, k) = (16, 16);
@@ -50,7 +117,11 @@ fn main() {
         .arg(&exe)
         .output()
         .expect("run cc");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     let sink = format!("file:{}/bench-%p.mma", work.display());
     let lib = lib.to_string_lossy().into_owned();
@@ -86,9 +157,14 @@ fn main() {
     let mut base = None;
     for (name, env) in configs {
         let mut cmd = Command::new(&exe);
-        cmd.args([calls.to_string(), m.to_string(), k.to_string(), repeats.to_string()])
-            .env("LD_LIBRARY_PATH", &libs.lib_dir)
-            .env_remove("LD_PRELOAD");
+        cmd.args([
+            calls.to_string(),
+            m.to_string(),
+            k.to_string(),
+            repeats.to_string(),
+        ])
+        .env("LD_LIBRARY_PATH", &libs.lib_dir)
+        .env_remove("LD_PRELOAD");
         for (key, _) in std::env::vars() {
             if key.starts_with("MMAUDIT_") || key.starts_with("SIMGPU_") {
                 cmd.env_remove(key);
@@ -114,14 +190,13 @@ fn main() {
         }
         let (e, t) = (median(enq), median(total));
         let base_e = *base.get_or_insert(e);
-        println!(
-            "{:<34} {:>16.0} {:>+18.0} {:>16.0}",
-            name,
-            e,
-            e - base_e,
-            t
-        );
+        println!("{:<34} {:>16.0} {:>+18.0} {:>16.0}", name, e, e - base_e, t);
     }
+    let (describe, with_decide) = pure_cpu_part();
+    println!();
+    println!("CPU part of the hook, in-process (no simulator), default sampling config:");
+    println!("{:<34} {:>16.0}", "describe_blas", describe);
+    println!("{:<34} {:>16.0}", "describe_blas + Schedule::decide", with_decide);
     for entry in std::fs::read_dir(&work).unwrap().flatten() {
         if entry.path().extension().is_some_and(|x| x == "mma") {
             let _ = std::fs::remove_file(entry.path());
