@@ -61,6 +61,18 @@ pub struct Config {
     pub exit_timeout: Duration,
     /// Longest time a record waits before it is framed and written.
     pub flush_interval: Duration,
+    /// Test knob `MMAUDIT_TEST_PANIC=before:N|after:N`: make the hook of call N panic
+    /// before or after forwarding it, to exercise the fall-back path.
+    pub test_panic: Option<TestPanic>,
+}
+
+/// Where `MMAUDIT_TEST_PANIC` makes a hook panic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestPanic {
+    /// After the forward (else before it).
+    pub after: bool,
+    /// The call index.
+    pub index: u64,
 }
 
 /// The outcome of reading the environment.
@@ -202,7 +214,28 @@ fn parse(
             1,
             60_000,
         )?),
+        test_panic: match var("MMAUDIT_TEST_PANIC") {
+            None => None,
+            Some(v) => {
+                Some(parse_test_panic(&v).ok_or_else(|| {
+                    format!("MMAUDIT_TEST_PANIC='{v}' is not before:N or after:N")
+                })?)
+            }
+        },
     }))
+}
+
+fn parse_test_panic(text: &str) -> Option<TestPanic> {
+    let (when, n) = text.trim().split_once(':')?;
+    let after = match when {
+        "before" => false,
+        "after" => true,
+        _ => return None,
+    };
+    Some(TestPanic {
+        after,
+        index: n.trim().parse().ok()?,
+    })
 }
 
 /// Parses `file:PATH` (`%p` = `pid`, `%%` = `%`) or `tcp://HOST:PORT`.
@@ -331,6 +364,7 @@ mod tests {
         assert_eq!(c.queue_len, 4096);
         assert_eq!(c.exit_timeout, Duration::from_millis(5000));
         assert_eq!(c.flush_interval, Duration::from_millis(100));
+        assert_eq!(c.test_panic, None);
     }
 
     #[test]
@@ -352,6 +386,7 @@ mod tests {
             ("MMAUDIT_QUEUE_LEN", "10"),
             ("MMAUDIT_EXIT_TIMEOUT_MS", "0"),
             ("MMAUDIT_FLUSH_MS", "5"),
+            ("MMAUDIT_TEST_PANIC", "after:3"),
         ]);
         assert_eq!(c.key.to_hex(), KEY);
         assert_eq!(
@@ -374,6 +409,13 @@ mod tests {
         );
         assert_eq!(c.exit_timeout, Duration::ZERO);
         assert_eq!(c.flush_interval, Duration::from_millis(5));
+        assert_eq!(
+            c.test_panic,
+            Some(TestPanic {
+                after: true,
+                index: 3
+            })
+        );
     }
 
     #[test]
@@ -395,6 +437,9 @@ mod tests {
         assert!(invalid(&[k, ("MMAUDIT_QUEUE_LEN", "x")]).starts_with("MMAUDIT_QUEUE_LEN="));
         assert!(invalid(&[k, ("MMAUDIT_EXIT_TIMEOUT_MS", "700000")]).contains("0 to 600000"));
         assert!(invalid(&[k, ("MMAUDIT_FLUSH_MS", "0")]).starts_with("MMAUDIT_FLUSH_MS="));
+        assert!(
+            invalid(&[k, ("MMAUDIT_TEST_PANIC", "during:1")]).starts_with("MMAUDIT_TEST_PANIC=")
+        );
         let m = invalid(&[k, ("MMAUDIT_LOG", "loud")]);
         assert!(m.starts_with("MMAUDIT_LOG='loud'"), "{m}");
         for m in [invalid(&[k, ("MMAUDIT_RING_MB", "0")]), m] {

@@ -345,6 +345,12 @@ fn init_inner() -> bool {
         }
     };
     log::set_level(config.log);
+    // Panics inside this library are caught and reported as one line (and in the
+    // stream); the default hook's multi-line message is not for the host's stderr.
+    // The hook belongs to this library's own copy of std.
+    std::panic::set_hook(Box::new(|info| {
+        log::emit(Level::Error, &format!("internal panic: {info}"));
+    }));
     let nonce: [u8; 16] = random_bytes();
     let stream_id = u64::from_le_bytes(random_bytes());
     let devices = crate::driver::driver()
@@ -497,3 +503,42 @@ pub fn finish() {
 #[used]
 #[link_section = ".fini_array"]
 static FINI: extern "C" fn() = at_exit;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reentry_guard_admits_one_hook_per_thread() {
+        let outer = Reentry::enter().expect("first entry");
+        assert!(Reentry::enter().is_none(), "a nested hook is refused");
+        drop(outer);
+        let again = Reentry::enter();
+        assert!(again.is_some(), "released on drop");
+        drop(again);
+        std::thread::spawn(|| {
+            mark_internal_thread();
+            assert!(
+                Reentry::enter().is_none(),
+                "an internal thread never audits"
+            );
+        })
+        .join()
+        .unwrap();
+        // Other threads are independent.
+        let _held = Reentry::enter().unwrap();
+        std::thread::spawn(|| assert!(Reentry::enter().is_some()))
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn panic_payloads_become_text() {
+        let p = std::panic::catch_unwind(|| std::panic::panic_any("boom")).unwrap_err();
+        assert_eq!(panic_text(p.as_ref()), "boom");
+        let p = std::panic::catch_unwind(|| std::panic::panic_any(format!("n={}", 3))).unwrap_err();
+        assert_eq!(panic_text(p.as_ref()), "n=3");
+        let p = std::panic::catch_unwind(|| std::panic::panic_any(7u8)).unwrap_err();
+        assert_eq!(panic_text(p.as_ref()), "a panic");
+    }
+}

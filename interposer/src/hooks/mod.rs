@@ -137,20 +137,24 @@ pub(crate) fn audited(
     let ledgered = match catch_unwind(AssertUnwindSafe(|| prepare(rt, entry, describe))) {
         Ok(l) => l,
         Err(p) => {
-            state::disable(&format!(
+            let reason = format!(
                 "internal error in the {entry} hook before the call: {}",
                 state::panic_text(p.as_ref())
-            ));
+            );
+            pay_debt(rt, &reason);
+            state::disable(&reason);
             None
         }
     };
     let status = forward();
     if let Some(l) = ledgered {
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| complete(rt, entry, l, status))) {
-            state::disable(&format!(
+            let reason = format!(
                 "internal error in the {entry} hook after the call: {}",
                 state::panic_text(p.as_ref())
-            ));
+            );
+            pay_debt(rt, &reason);
+            state::disable(&reason);
         }
     }
     status
@@ -186,18 +190,28 @@ fn prepare(
         index,
         sampled: None,
     });
-    if call.has(flags::CAPTURED) {
-        return unsampled;
-    }
-    let Some(plan) = rt.schedule.decide(&call) else {
+    let plan = if call.has(flags::CAPTURED) {
+        None
+    } else {
+        rt.schedule.decide(&call)
+    };
+    // A sampled call owes the stream a sample or a gap from here on: if this hook
+    // panics before paying, `audited` pays with an internal-error gap.
+    let queued = match plan {
+        Some(_) => {
+            owe(Some(index));
+            rt.shared
+                .inflight
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+        }
+        None => 0,
+    };
+    test_panic(rt, index, false);
+    let Some(plan) = plan else {
         return unsampled;
     };
-    // From here on the call owes the stream a sample or a gap.
-    let queued = rt
-        .shared
-        .inflight
-        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let gap = |reason: GapReason, detail: String| {
+        owe(None);
         rt.send(Msg::Gap {
             index,
             reason,
@@ -254,12 +268,49 @@ fn unsampled_again(index: u64) -> Option<Ledgered> {
     })
 }
 
+thread_local! {
+    /// The sampled call this thread's hook still owes a sample or gap record.
+    static OWED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+fn owe(index: Option<u64>) {
+    let _ = OWED.try_with(|c| c.set(index));
+}
+
+/// After a panic in a hook: the sampled call it was serving gets a gap record, so
+/// that nothing goes missing silently.
+fn pay_debt(rt: &Runtime, reason: &str) {
+    if let Some(index) = OWED.try_with(|c| c.take()).ok().flatten() {
+        rt.send(Msg::Gap {
+            index,
+            reason: GapReason::Internal,
+            detail: reason.to_string(),
+        });
+    }
+}
+
+/// The `MMAUDIT_TEST_PANIC` knob: a deliberate panic inside the hook body, the one
+/// panic this crate raises on purpose (it is caught by [`audited`]).
+#[allow(clippy::panic)]
+fn test_panic(rt: &Runtime, index: u64, after: bool) {
+    if let Some(p) = rt.config.test_panic {
+        if p.index == index && p.after == after {
+            std::panic::panic_any(format!(
+                "MMAUDIT_TEST_PANIC: deliberate panic {} call {index}",
+                if after { "after" } else { "before" }
+            ));
+        }
+    }
+}
+
 fn complete(rt: &Runtime, entry: &'static str, l: Ledgered, status: CublasStatus) {
+    test_panic(rt, l.index, true);
     let failed = (status != CUBLAS_STATUS_SUCCESS).then(|| {
         rt.failed_call(l.index, entry, status);
         format!("{entry} returned cuBLAS status {status}: nothing was computed")
     });
     let Some(s) = l.sampled else { return };
+    owe(None);
     let Some(drv) = driver() else {
         rt.send(Msg::Gap {
             index: l.index,
