@@ -78,8 +78,13 @@ fn audited_run(name: &str, extra: &[(&str, &str)]) -> (Run, u64, StreamReport) {
         .find_map(|l| l.strip_prefix("CALLS "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no CALLS line\n{}", r.transcript()));
-    let file = std::fs::File::open(&capture)
-        .unwrap_or_else(|e| panic!("no capture at {}: {e}\n{}", capture.display(), r.transcript()));
+    let file = std::fs::File::open(&capture).unwrap_or_else(|e| {
+        panic!(
+            "no capture at {}: {e}\n{}",
+            capture.display(),
+            r.transcript()
+        )
+    });
     let key = Key::from_hex(KEY).expect("key");
     let report = audit_reader(name, file, &key, 20, |_| {})
         .unwrap_or_else(|_| panic!("{} is not a capture\n{}", capture.display(), r.transcript()));
@@ -92,7 +97,10 @@ fn an_honest_run_passes_with_every_call_ledgered_and_verified() {
     assert_eq!(calls, 6, "{}", r.transcript());
     assert!(report.passed(), "{}\n{}", report.to_text(), r.transcript());
     assert_eq!(report.calls, calls, "{}", report.to_text());
-    assert_eq!(report.sampled, calls, "MMAUDIT_CALL_RATE=1 samples every call");
+    assert_eq!(
+        report.sampled, calls,
+        "MMAUDIT_CALL_RATE=1 samples every call"
+    );
     assert_eq!(report.verified, calls, "{}", report.to_text());
     assert_eq!((report.gaps, report.missing, report.captured), (0, 0, 0));
     assert!(report.ended && report.disabled.is_none());
