@@ -14,8 +14,10 @@
 //!   against a CUDA library; every function is resolved at run time.
 //! - [`result`]: the one status -> `Result` choke point for the driver and for cuBLAS.
 //! - [`real`] and [`driver`]: safe-ish access to the real cuBLAS functions and to the
-//!   ~20 CUDA driver functions (our own small dlsym table: cudarc's loader panics when
-//!   libcuda is missing, which an interposer in a host process must never do).
+//!   ~20 CUDA driver functions. The driver table is our own small dlsym table, not
+//!   cudarc's `driver::sys`: cudarc's generated loader (`culib()`) calls
+//!   `panic_no_lib_found` when libcuda cannot be loaded, and an interposer inside a host
+//!   process must never panic; here a missing libcuda only turns samples into gaps.
 //! - [`model`]: pure, unit-tested normalisation of every entry point's arguments to a
 //!   [`mmaudit_protocol::call::GemmCall`], and the gather jobs of a sampled call.
 //! - [`ring`], [`gpu`]: the pinned-memory ring allocator, module load per context,
