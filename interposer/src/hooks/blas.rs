@@ -1,6 +1,6 @@
 //! The cuBLAS GEMM exports. Each one describes its call from its arguments and the
 //! handle's state (stream, pointer mode, math mode, read through the real getters of
-//! the same library) and hands everything to [`super::audited`].
+//! the same library) and hands everything to the shared hook body (`hooks::audited`).
 
 #![allow(non_snake_case, clippy::too_many_arguments)]
 

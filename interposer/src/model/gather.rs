@@ -34,11 +34,11 @@ pub struct Job {
     pub src: u64,
     /// output address
     pub out: u64,
-    /// u64[nb] batch indices, 0 = identity
+    /// address of `u64[nb]` batch indices, 0 = identity
     pub batch_idx: u64,
-    /// u64[ni] indices, 0 = identity
+    /// address of `u64[ni]` indices, 0 = identity
     pub idx_i: u64,
-    /// u64[nj] indices, 0 = identity
+    /// address of `u64[nj]` indices, 0 = identity
     pub idx_j: u64,
     /// bytes between batch entries
     pub batch_stride: i64,
