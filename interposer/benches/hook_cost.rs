@@ -67,7 +67,11 @@ fn pure_cpu_part() -> (f64, f64) {
         beta: ScalarArg::Host([0; 8]),
         site: Site::default(),
     };
-    let schedule = Schedule::new(&Key::from_bytes([1; 32]), [2; 16], SamplingConfig::default());
+    let schedule = Schedule::new(
+        &Key::from_bytes([1; 32]),
+        [2; 16],
+        SamplingConfig::default(),
+    );
     let n = 200_000u64;
     let mut sampled = 0u64;
     let t = Instant::now();
@@ -196,7 +200,10 @@ fn main() {
     println!();
     println!("CPU part of the hook, in-process (no simulator), default sampling config:");
     println!("{:<34} {:>16.0}", "describe_blas", describe);
-    println!("{:<34} {:>16.0}", "describe_blas + Schedule::decide", with_decide);
+    println!(
+        "{:<34} {:>16.0}",
+        "describe_blas + Schedule::decide", with_decide
+    );
     for entry in std::fs::read_dir(&work).unwrap().flatten() {
         if entry.path().extension().is_some_and(|x| x == "mma") {
             let _ = std::fs::remove_file(entry.path());
