@@ -1,38 +1,148 @@
 #!/usr/bin/env bash
-# The main job: a demo audit. Builds the verifier, makes a key, produces an honest
-# capture and faulty ones, and shows each verdict. Exits non-zero if a verdict is not
-# the one expected (honest passes, every fault fails).
+# The main job: a demo audit of libmmaudit.so.
+#
+# Builds the workspace (libmmaudit.so and mmaudit-verify), compiles a Llama-style
+# GEMM workload (tests/programs/llama_workload.c: QKV, attention bmm, output, gate/up
+# with bias epilogues, down, with in-place beta = 1 residual adds), runs it under
+# LD_PRELOAD=libmmaudit.so with a file sink and shows the verifier's verdicts:
+#   1. an honest run                                      -> PASS
+#   2. a GPU that gets one entry per GEMM 5% wrong        -> FAIL, naming the calls
+#   3. a GPU that runs with slightly wrong weights        -> FAIL
+#   4. the honest capture cut short, and with one byte changed -> FAIL
+# On a machine with an NVIDIA GPU and the CUDA libraries the workload runs on the GPU
+# (cases 2 and 3 need the simulated GPU's fault injection and are skipped); otherwise
+# it runs on the simulated GPU (tests/simgpu). DEMO_BACKEND=simgpu forces the latter.
+#
+# Exits non-zero if a verdict is not the one expected.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
+
+heading() { printf '\n== %s\n' "$*"; }
 
 cargo build --release --workspace --quiet
-bin=target/release
+bin=$root/target/release
 work=$(mktemp -d "${TMPDIR:-/tmp}/mmaudit-demo.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-"$bin/mmaudit-verify" keygen --out "$work/audit.key"
-
-run_case() {
-  local fault=$1 expect=$2
-  echo
-  echo "### workload with fault: $fault (expected verdict: $expect)"
-  "$bin/mmaudit-refprover" --key-file "$work/audit.key" --out "$work/$fault.mma" \
-      --fault "$fault" --layers 8 --call-rate 0.5
-  set +e
-  "$bin/mmaudit-verify" check "$work/$fault.mma" --key-file "$work/audit.key" \
-      --json "$work/$fault.json"
-  local rc=$?
-  set -e
-  if { [ "$expect" = pass ] && [ $rc -ne 0 ]; } || { [ "$expect" = fail ] && [ $rc -ne 1 ]; }; then
-    echo "demo: unexpected exit code $rc for fault '$fault'" >&2
-    exit 1
-  fi
+# --- Which GPU: a real one when nvidia-smi works and the CUDA libraries load. --------
+find_lib() {
+    local so=$1 dir
+    local -a dirs
+    IFS=: read -ra dirs <<<"${LD_LIBRARY_PATH:-}"
+    for dir in "${dirs[@]}" /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu /usr/lib64; do
+        if [[ -n $dir && -e $dir/$so ]]; then
+            echo "$dir/$so"
+            return 0
+        fi
+    done
+    ldconfig -p 2>/dev/null | awk -v so="$so" '$1 == so { print $NF; exit }' | grep .
 }
 
-echo "The captures below come from the reference prover (CPU GEMMs, tests/src/refprover.rs)."
-run_case none pass
-run_case perturb fail
-run_case drop-sample fail
-run_case truncate fail
+backend=simgpu
+libs=()
+if [[ ${DEMO_BACKEND:-auto} != simgpu ]] && command -v nvidia-smi >/dev/null 2>&1 &&
+    nvidia-smi -L >/dev/null 2>&1; then
+    for major in 13 12; do
+        libs=()
+        for name in libcudart libcublas libcublasLt; do
+            path=$(find_lib "$name.so.$major") || break
+            libs+=("$path")
+        done
+        if ((${#libs[@]} == 3)); then
+            backend=gpu
+            break
+        fi
+    done
+fi
+if [[ ${DEMO_BACKEND:-auto} == gpu && $backend != gpu ]]; then
+    echo "demo: DEMO_BACKEND=gpu but no NVIDIA GPU with libcudart/libcublas/libcublasLt 12 or 13 was found" >&2
+    exit 2
+fi
+
+exe=$work/llama_workload
+cflags=(-std=c11 -D_GNU_SOURCE -O2 -I tests/simgpu/include -I tests/programs)
+if [[ $backend == gpu ]]; then
+    echo "Backend: the real GPU ($(nvidia-smi -L | head -1)), CUDA libraries ${libs[*]}"
+    cc "${cflags[@]}" tests/programs/llama_workload.c "${libs[@]}" -lm -lpthread -o "$exe"
+    lib_path=$(printf '%s\n' "${libs[@]}" | xargs -n1 dirname | sort -u | paste -sd:)
+else
+    echo "Backend: the simulated GPU (tests/simgpu, a CPU implementation of the CUDA libraries; no NVIDIA GPU found)"
+    lib_path=$(bash scripts/simgpu.sh 2>/dev/null | tail -1)
+    cc "${cflags[@]}" tests/programs/llama_workload.c -L"$lib_path" -lcudart -lcublas -lcublasLt -lm -lpthread -o "$exe"
+fi
+workload=(--layers 4 --tokens 64)
+echo "Workload: llama_workload ${workload[*]} (hidden 256, 8 heads, 2 KV heads, MLP 688, bf16; 37 GEMM calls)"
+
+"$bin/mmaudit-verify" keygen --out "$work/audit.key"
+
+failures=0
+
+# run_case NAME EXPECT FAULT RATES : runs the workload under the library, then checks.
+# RATES are MMAUDIT_* sampling settings without the prefix, e.g. "CALL_RATE=0.5".
+run_case() {
+    local name=$1 expect=$2 fault=$3 rate
+    local capture=$work/$name.mma
+    local -a rates=()
+    for rate in $4; do
+        rates+=("MMAUDIT_$rate")
+    done
+    echo "\$ LD_PRELOAD=libmmaudit.so MMAUDIT_KEY_FILE=audit.key MMAUDIT_SINK=file:$name.mma" \
+        "${rates[*]} ${fault:+SIMGPU_FAULT=$fault }llama_workload ${workload[*]}"
+    if ! env LD_LIBRARY_PATH="$lib_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+        LD_PRELOAD="$bin/libmmaudit.so" MMAUDIT_KEY_FILE="$work/audit.key" \
+        MMAUDIT_SINK="file:$capture" "${rates[@]}" \
+        ${fault:+SIMGPU_FAULT="$fault"} "$exe" "${workload[@]}" >"$work/$name.out" 2>&1; then
+        sed 's/^/    /' "$work/$name.out"
+        echo "demo: the workload failed in case '$name'" >&2
+        exit 1
+    fi
+    sed 's/^/    /' "$work/$name.out"
+    check_case "$name" "$expect" "$capture"
+}
+
+# check_case NAME EXPECT CAPTURE : mmaudit-verify check, compared with the expectation.
+check_case() {
+    local name=$1 expect=$2 capture=$3 rc=0
+    echo "\$ mmaudit-verify check $(basename "$capture") --key-file audit.key"
+    "$bin/mmaudit-verify" check "$capture" --key-file "$work/audit.key" --max-failures 4 || rc=$?
+    local want=0
+    [[ $expect == fail ]] && want=1
+    if ((rc != want)); then
+        echo "demo: UNEXPECTED: case '$name' should have given $(tr a-z A-Z <<<"$expect") (exit $want), the verifier exited $rc" >&2
+        failures=$((failures + 1))
+    fi
+}
+
+heading "1. Honest run: half the GEMM calls sampled, 1% of the rows and 0.1% of the columns of each"
+run_case honest pass "" "CALL_RATE=0.5 ROW_RATE=0.01 COL_RATE=0.001"
+
+if [[ $backend == simgpu ]]; then
+    heading "2. Faulty GPU (SIMGPU_FAULT=perturb:0.05): one entry of every GEMM result is 5% off"
+    echo "A single wrong entry per call is caught only where it is checked: this audit checks every entry"
+    echo "of every call (every batch entry too), so every call should be named."
+    run_case perturb fail perturb:0.05 "CALL_RATE=1 ROW_RATE=1 COL_RATE=1 BATCH_RATE=1"
+
+    heading "3. Wrong weights (SIMGPU_FAULT=weights:0.02): every weight 2% off, at the honest run's rates"
+    run_case weights fail weights:0.02 "CALL_RATE=0.5 ROW_RATE=0.01 COL_RATE=0.001"
+else
+    heading "2-3. Fault injection (SIMGPU_FAULT) exists only on the simulated GPU: skipped on a real GPU"
+fi
+
+heading "4. Stream integrity: the honest capture cut short, then with one byte changed"
+size=$(wc -c <"$work/honest.mma")
+head -c $((size * 2 / 3)) "$work/honest.mma" >"$work/truncated.mma"
+check_case truncated fail "$work/truncated.mma"
+cp "$work/honest.mma" "$work/tampered.mma"
+offset=$((size / 2))
+byte=$(od -An -tu1 -j "$offset" -N1 "$work/tampered.mma" | tr -d ' ')
+printf "$(printf '\\%03o' $(((byte + 1) % 256)))" |
+    dd of="$work/tampered.mma" bs=1 seek="$offset" conv=notrunc status=none
+check_case tampered fail "$work/tampered.mma"
+
 echo
-echo "demo: every verdict was the expected one"
+if ((failures > 0)); then
+    echo "demo: $failures verdict(s) were not the expected ones" >&2
+    exit 1
+fi
+echo "demo: every verdict was the expected one (backend: $backend)"

@@ -1,0 +1,1329 @@
+//! End-to-end tests of `libmmaudit.so` on the simulated GPU, in the manner of
+//! bytehound's integration tests: small C programs (`tests/programs/audit_*.c`,
+//! `llama_workload.c`) are compiled against the simulator, run under
+//! `LD_PRELOAD=libmmaudit.so`, and what they leave behind is analysed here: the
+//! capture goes through `mmaudit-verify check --json`, and the program's own
+//! output (`calls N`, `output-hash H`, with `--trace` one line per call) is
+//! compared with the verifier's report and with a run without the library.
+//!
+//! What is shown, each claim with a run where the fault is present and one where
+//! it is absent:
+//! - every hooked entry point x dtype x transposes x batch form x beta / in place x
+//!   epilogue x pointer mode passes, the ledger holds exactly the calls made, and the
+//!   outputs are bit-identical with and without the library;
+//! - a program that dlopens cuBLAS and calls through dlsym is audited;
+//! - several threads, handles and streams: pass, nothing missing;
+//! - GEMMs captured into a CUDA graph: the capture still works, and the calls are
+//!   declared "captured, not audited";
+//! - every `SIMGPU_FAULT` mode fails the audit, the failures name calls that were
+//!   really faulted (and, with `after:N`, exactly those), at the detection rates that
+//!   `mmaudit-verify plan` predicts;
+//! - a TCP sink with nobody listening, or a verifier that drops the connection, does
+//!   not disturb the program, and the saved stream never passes.
+//!
+//! The library and the verifier are built once per test process with
+//! `cargo build --release -p mmaudit-interposer -p mmaudit-verify`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use mmaudit_protocol::keys::Key;
+use mmaudit_protocol::stream::{Event, StreamHeader, StreamReader};
+use mmaudit_tests::simgpu::{compile, libraries, repo_root};
+use serde_json::Value;
+
+/// The audit key of every test (any 64 hex characters).
+const KEY: &str = "6d6d61756469742d65326500112233445566778899aabbccddeeff0123456789";
+
+/// No program here runs for more than a few seconds; this only stops a hang.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------
+// Building and locating things
+
+struct Tools {
+    preload: PathBuf,
+    verify: PathBuf,
+    key_file: PathBuf,
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// Builds libmmaudit.so and mmaudit-verify (release) once per process.
+fn tools() -> &'static Tools {
+    static TOOLS: OnceLock<Tools> = OnceLock::new();
+    TOOLS.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(repo_root())
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "mmaudit-interposer",
+                "-p",
+                "mmaudit-verify",
+            ])
+            .output()
+            .expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "cargo build --release -p mmaudit-interposer -p mmaudit-verify failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let release = target_dir().join("release");
+        let tools = Tools {
+            preload: release.join("libmmaudit.so"),
+            verify: release.join("mmaudit-verify"),
+            key_file: scratch("key").join("audit.key"),
+        };
+        for p in [&tools.preload, &tools.verify] {
+            assert!(p.exists(), "{} was not built", p.display());
+        }
+        std::fs::write(&tools.key_file, format!("{KEY}\n")).expect("write the key file");
+        // The verifier warns about a key file that others can read.
+        std::fs::set_permissions(&tools.key_file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod 600 the key file");
+        tools
+    })
+}
+
+/// A fresh, empty directory for one test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("interposer")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
+}
+
+/// Compiles a program that links no CUDA library (it dlopens them).
+fn compile_unlinked(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(exe) = built.get(name) {
+        return exe.clone();
+    }
+    let root = repo_root();
+    let programs = root.join("tests/programs");
+    let out_dir = target_dir().join("simgpu/programs");
+    std::fs::create_dir_all(&out_dir).expect("create the program directory");
+    let exe = out_dir.join(name);
+    let tmp = out_dir.join(format!("{name}.{}.tmp", std::process::id()));
+    let out = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args([
+            "-std=c11",
+            "-D_GNU_SOURCE",
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+        ])
+        .arg("-I")
+        .arg(&libraries().include_dir)
+        .arg("-I")
+        .arg(&programs)
+        .arg(programs.join(format!("{name}.c")))
+        .args(["-ldl", "-o"])
+        .arg(&tmp)
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "cc failed for {name}.c:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&tmp, &exe).expect("move the program into place");
+    built.insert(name.into(), exe.clone());
+    exe
+}
+
+// ---------------------------------------------------------------------------
+// Running programs
+
+/// What a program printed and how it ended.
+#[derive(Debug, Clone)]
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn transcript(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout (last lines)\n{}\n--- stderr\n{}",
+            self.code,
+            last_lines(&self.stdout, 30),
+            last_lines(&self.stderr, 60)
+        )
+    }
+
+    fn field(&self, name: &str) -> &str {
+        let prefix = format!("{name} ");
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no '{name}' line\n{}", self.transcript()))
+    }
+
+    /// The `calls N` line.
+    fn calls(&self) -> u64 {
+        self.field("calls").trim().parse().expect("calls N")
+    }
+
+    /// The `output-hash H` line.
+    fn hash(&self) -> String {
+        self.field("output-hash").trim().to_string()
+    }
+
+    /// The `--trace` lines, by call index.
+    fn trace(&self) -> Vec<TraceLine> {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with("call "))
+            .enumerate()
+            .map(|(i, l)| {
+                let t = TraceLine::parse(l);
+                assert_eq!(t.index, i as u64, "trace out of order: {l}");
+                t
+            })
+            .collect()
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// One `call I ENTRY m=M n=N k=K batch=B [hash=H] [what]` line.
+#[derive(Debug, Clone, PartialEq)]
+struct TraceLine {
+    index: u64,
+    entry: String,
+    m: u64,
+    n: u64,
+    k: u64,
+    batch: u64,
+    hash: Option<String>,
+    /// what the call is, in llama_workload (`o_proj`, ...)
+    label: Option<String>,
+}
+
+impl TraceLine {
+    fn parse(line: &str) -> TraceLine {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let value = |key: &str| -> Option<&str> {
+            words
+                .iter()
+                .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        };
+        let num = |key: &str| -> u64 {
+            value(key)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {key}= in '{line}'"))
+        };
+        TraceLine {
+            index: words[1].parse().expect("call index"),
+            entry: words[2].to_string(),
+            m: num("m"),
+            n: num("n"),
+            k: num("k"),
+            batch: num("batch"),
+            hash: value("hash").map(str::to_string),
+            label: words[3..]
+                .iter()
+                .rfind(|w| !w.contains('='))
+                .map(|w| w.to_string()),
+        }
+    }
+
+    fn flops(&self) -> f64 {
+        2.0 * (self.m * self.n * self.k * self.batch) as f64
+    }
+}
+
+/// Runs a program on the simulated GPU with exactly the `SIMGPU_*`/`MMAUDIT_*`
+/// variables given, killing it after [`TIMEOUT`].
+fn run(exe: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .env("LD_LIBRARY_PATH", &libraries().lib_dir)
+        .env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SIMGPU_") || key.starts_with("MMAUDIT_") {
+            cmd.env_remove(key);
+        }
+    }
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let child = cmd.spawn().expect("start the test program");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.expect("wait for the test program"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!(
+                "{} {args:?} did not finish within {TIMEOUT:?} (env {env:?})",
+                exe.display()
+            );
+        }
+    };
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A run without the library (memoised: programs are deterministic).
+fn reference(exe: &Path, args: &[&str], fault: Option<&str>) -> Output {
+    static CACHE: OnceLock<Mutex<HashMap<String, Output>>> = OnceLock::new();
+    let key = format!("{}|{args:?}|{fault:?}", exe.display());
+    if let Some(out) = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+    {
+        return out.clone();
+    }
+    let env: Vec<(&str, String)> = fault
+        .map(|f| vec![("SIMGPU_FAULT", f.to_string())])
+        .unwrap_or_default();
+    let out = run(exe, args, &env);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "the program fails without the library\n{}",
+        out.transcript()
+    );
+    CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, out.clone());
+    out
+}
+
+/// Sampling rates for a run (None: the library's default).
+#[derive(Clone, Copy, Default)]
+struct Rates {
+    call: Option<&'static str>,
+    row: Option<&'static str>,
+    col: Option<&'static str>,
+    batch: Option<&'static str>,
+}
+
+/// Every call sampled, every entry checked.
+const FULL: Rates = Rates {
+    call: Some("1"),
+    row: Some("1"),
+    col: Some("1"),
+    batch: Some("1"),
+};
+
+/// Every call sampled, the default rows, columns and batch entries.
+const EVERY_CALL: Rates = Rates {
+    call: Some("1"),
+    row: None,
+    col: None,
+    batch: None,
+};
+
+/// The environment that preloads the library with a sink and rates.
+fn audit_env(sink: &str, rates: Rates, fault: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("LD_PRELOAD", tools().preload.display().to_string()),
+        ("MMAUDIT_KEY", KEY.to_string()),
+        ("MMAUDIT_SINK", sink.to_string()),
+    ];
+    for (name, value) in [
+        ("MMAUDIT_CALL_RATE", rates.call),
+        ("MMAUDIT_ROW_RATE", rates.row),
+        ("MMAUDIT_COL_RATE", rates.col),
+        ("MMAUDIT_BATCH_RATE", rates.batch),
+    ] {
+        if let Some(v) = value {
+            env.push((name, v.to_string()));
+        }
+    }
+    if let Some(f) = fault {
+        env.push(("SIMGPU_FAULT", f.to_string()));
+    }
+    env
+}
+
+/// The verifier's verdict on some captures.
+#[derive(Debug)]
+struct Check {
+    code: Option<i32>,
+    text: String,
+    json: Value,
+}
+
+impl Check {
+    fn n(&self, key: &str) -> u64 {
+        self.json[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no number '{key}' in the report\n{}", self.text))
+    }
+
+    fn verdict(&self) -> &str {
+        self.json["verdict"].as_str().unwrap_or("?")
+    }
+
+    /// Every failure of every stream.
+    fn failures(&self) -> Vec<&Value> {
+        self.json["streams"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["failures"].as_array().into_iter().flatten())
+            .collect()
+    }
+
+    fn failures_of(&self, kind: &str) -> Vec<&Value> {
+        self.failures()
+            .into_iter()
+            .filter(|f| f["kind"] == kind)
+            .collect()
+    }
+}
+
+fn check(captures: &[PathBuf], dir: &Path) -> Check {
+    let t = tools();
+    let json_path = dir.join("report.json");
+    let _ = std::fs::remove_file(&json_path);
+    let out = Command::new(&t.verify)
+        .arg("check")
+        .args(captures)
+        .arg("--key-file")
+        .arg(&t.key_file)
+        .arg("--json")
+        .arg(&json_path)
+        .args(["--max-failures", "100000"])
+        .output()
+        .expect("run mmaudit-verify check");
+    let text = format!(
+        "mmaudit-verify check exit {:?}\n{}{}",
+        out.status.code(),
+        last_lines(&String::from_utf8_lossy(&out.stdout), 40),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = std::fs::read_to_string(&json_path)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null);
+    Check {
+        code: out.status.code(),
+        text,
+        json,
+    }
+}
+
+/// A program run under the library with a file sink, and the verdict on it.
+struct Audited {
+    run: Output,
+    check: Check,
+}
+
+impl Audited {
+    fn context(&self) -> String {
+        format!("{}\n{}", self.run.transcript(), self.check.text)
+    }
+}
+
+fn captures_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list the scratch directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "mma"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn audit(
+    name: &str,
+    exe: &Path,
+    args: &[&str],
+    rates: Rates,
+    fault: Option<&str>,
+    extra: &[(&'static str, String)],
+) -> Audited {
+    let dir = scratch(name);
+    let sink = format!("file:{}/capture-%p.mma", dir.display());
+    let mut env = audit_env(&sink, rates, fault);
+    env.extend(extra.iter().cloned());
+    let run = run(exe, args, &env);
+    let captures = captures_in(&dir);
+    assert_eq!(
+        captures.len(),
+        1,
+        "{name}: expected one capture file in {}\n{}",
+        dir.display(),
+        run.transcript()
+    );
+    let check = check(&captures, &dir);
+    Audited { run, check }
+}
+
+/// The assertions every honest audited run must meet: the program ran as without
+/// the library, the verdict is pass, the ledger holds exactly its calls and no
+/// sample is missing or dropped.
+fn assert_honest_pass(a: &Audited, reference: &Output) {
+    let ctx = a.context();
+    assert_eq!(a.run.code, Some(0), "the program failed\n{ctx}");
+    assert_eq!(
+        a.run.hash(),
+        reference.hash(),
+        "outputs differ with the library\n{ctx}"
+    );
+    assert_eq!(a.run.calls(), reference.calls());
+    assert_eq!(a.check.code, Some(0), "the audit did not pass\n{ctx}");
+    assert_eq!(a.check.verdict(), "pass", "{ctx}");
+    assert_eq!(
+        a.check.n("calls"),
+        a.run.calls(),
+        "the ledger does not hold exactly the calls the program made\n{ctx}"
+    );
+    for key in ["missing", "mismatched", "gaps", "integrity_errors"] {
+        assert_eq!(a.check.n(key), 0, "{key}\n{ctx}");
+    }
+    assert!(a.check.failures().is_empty(), "{ctx}");
+}
+
+/// `call I Entry m=.. n=.. k=.. batch=..` from a failure's `call` field.
+fn failure_call(f: &Value) -> TraceLine {
+    let text = f["call"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the failure names no call: {f}"));
+    TraceLine::parse(text)
+}
+
+/// `row R` of a mismatch message.
+fn failure_row(f: &Value) -> u64 {
+    let msg = f["message"].as_str().unwrap_or_default();
+    let words: Vec<&str> = msg.split_whitespace().collect();
+    words
+        .windows(2)
+        .find(|w| w[0] == "row")
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or_else(|| panic!("no row in '{msg}'"))
+}
+
+/// An entry point's name without the spelling differences of the verifier
+/// (`GemmEx64`) and the C API (`cublasGemmEx_64`).
+fn normalised_entry(name: &str) -> String {
+    let name = name.strip_prefix("cublas").unwrap_or(name);
+    name.replace('_', "").to_ascii_lowercase()
+}
+
+/// Each failing call the verifier names is the program's call of that index, with
+/// its shape and entry point.
+fn assert_failures_name_program_calls(check: &Check, trace: &[TraceLine], ctx: &str) {
+    let mismatches = check.failures_of("mismatch");
+    assert!(!mismatches.is_empty(), "no mismatch reported\n{ctx}");
+    for f in mismatches {
+        let named = failure_call(f);
+        let made = trace.get(named.index as usize).unwrap_or_else(|| {
+            panic!("the verifier names call {}, never made\n{ctx}", named.index)
+        });
+        assert_eq!(
+            (named.m, named.n, named.k, named.batch),
+            (made.m, made.n, made.k, made.batch),
+            "the verifier's call {} is not the program's\n{ctx}",
+            named.index
+        );
+        assert_eq!(
+            normalised_entry(&named.entry),
+            normalised_entry(&made.entry),
+            "the verifier's call {} is a {}, the program made a {}\n{ctx}",
+            named.index,
+            named.entry,
+            made.entry
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The matrix of entry points
+
+#[test]
+fn matrix_of_every_entry_point_passes_with_every_entry_checked() {
+    let exe = compile("audit_matrix");
+    let reference = reference(&exe, &[], None);
+    let a = audit("matrix-full", &exe, &[], FULL, None, &[]);
+    assert_honest_pass(&a, &reference);
+    // Every call sampled and every one verified: no combination is skipped or
+    // declared unverifiable.
+    let calls = a.check.n("calls");
+    assert!(calls > 2000, "{}", a.context());
+    assert_eq!(a.check.n("sampled"), calls, "{}", a.context());
+    assert_eq!(a.check.n("verified"), calls, "{}", a.context());
+    assert_eq!(a.check.n("unverifiable"), 0, "{}", a.context());
+}
+
+#[test]
+fn matrix_passes_at_the_default_rates() {
+    let exe = compile("audit_matrix");
+    let reference = reference(&exe, &[], None);
+    let a = audit("matrix-default", &exe, &[], Rates::default(), None, &[]);
+    assert_honest_pass(&a, &reference);
+    // 10% of the calls by default.
+    let sampled = a.check.n("sampled");
+    assert_rate(
+        "calls sampled",
+        sampled,
+        a.check.n("calls"),
+        0.1,
+        &a.context(),
+    );
+    assert_eq!(a.check.n("verified"), sampled, "{}", a.context());
+}
+
+#[test]
+fn matrix_passes_on_a_slow_asynchronous_gpu() {
+    // Every queued stream operation sleeps: a gather that ran before its GEMM, or a
+    // C entry read after an in-place GEMM overwrote it, would show as a mismatch.
+    let exe = compile("audit_matrix");
+    let reference = reference(&exe, &[], None);
+    let a = audit(
+        "matrix-latency",
+        &exe,
+        &[],
+        FULL,
+        None,
+        &[("SIMGPU_LATENCY_US", "20".into())],
+    );
+    assert_honest_pass(&a, &reference);
+    assert_eq!(a.check.n("verified"), a.check.n("calls"), "{}", a.context());
+}
+
+#[test]
+fn matrix_fault_zero_fails_every_call() {
+    // Absent: matrix_of_every_entry_point_passes_with_every_entry_checked.
+    let exe = compile("audit_matrix");
+    let trace = reference(&exe, &["--trace"], None).trace();
+    let faulty = reference(&exe, &["--trace"], Some("zero"));
+    let a = audit("matrix-zero", &exe, &["--trace"], FULL, Some("zero"), &[]);
+    let ctx = a.context();
+    assert_eq!(a.run.code, Some(0), "{ctx}");
+    assert_eq!(
+        a.run.hash(),
+        faulty.hash(),
+        "outputs differ with the library\n{ctx}"
+    );
+    assert_eq!(a.check.code, Some(1), "{ctx}");
+    assert_eq!(a.check.verdict(), "fail", "{ctx}");
+    assert_eq!(a.check.n("calls"), a.run.calls(), "{ctx}");
+    // Every entry point, type, epilogue and pointer mode notices a skipped GEMM.
+    assert_failures_name_program_calls(&a.check, &trace, &ctx);
+    assert_eq!(a.check.n("mismatched"), a.run.calls(), "{ctx}");
+    assert_eq!(a.check.n("missing"), 0, "{ctx}");
+}
+
+#[test]
+fn matrix_fault_after_n_fails_exactly_the_faulted_calls() {
+    // SIMGPU_FAULT numbers calls from 1, the ledger from 0: calls numbered above
+    // 1000 are ledger calls 1000 and later.
+    let exe = compile("audit_matrix");
+    let trace = reference(&exe, &["--trace"], None).trace();
+    let a = audit(
+        "matrix-after",
+        &exe,
+        &["--trace"],
+        FULL,
+        Some("zero,after:1000"),
+        &[],
+    );
+    let ctx = a.context();
+    assert_eq!(a.check.code, Some(1), "{ctx}");
+    assert_failures_name_program_calls(&a.check, &trace, &ctx);
+    let named: BTreeSet<u64> = a
+        .check
+        .failures_of("mismatch")
+        .into_iter()
+        .map(|f| failure_call(f).index)
+        .collect();
+    let faulted: BTreeSet<u64> = (1000..a.run.calls()).collect();
+    assert_eq!(
+        named, faulted,
+        "the failing calls are not exactly the faulted ones\n{ctx}"
+    );
+    assert_eq!(a.check.n("mismatched"), faulted.len() as u64, "{ctx}");
+    assert_eq!(a.check.n("verified"), 1000, "{ctx}");
+}
+
+#[test]
+fn bias_per_batch_entry_is_reported_as_a_gap_never_passed() {
+    // A batched cuBLASLt call with a bias vector per batch entry: a protocol v1
+    // sample carries one bias value per checked row, so the library cannot sample
+    // it. It must say so with a gap record for each sampled call (then the
+    // verifier's gap policy fails the stream), never verify it wrongly nor drop it.
+    let exe = compile("audit_matrix");
+    let args = ["--bias-per-batch"];
+    let reference = reference(&exe, &args, None);
+    let a = audit("bias-per-batch", &exe, &args, FULL, None, &[]);
+    let ctx = a.context();
+    assert_eq!(a.run.code, Some(0), "{ctx}");
+    assert_eq!(a.run.hash(), reference.hash(), "{ctx}");
+    assert_eq!(a.check.n("calls"), reference.calls(), "{ctx}");
+    assert_eq!(a.check.n("sampled"), reference.calls(), "{ctx}");
+    assert_eq!(a.check.n("gaps"), reference.calls(), "{ctx}");
+    for key in ["verified", "mismatched", "missing", "integrity_errors"] {
+        assert_eq!(a.check.n(key), 0, "{key}\n{ctx}");
+    }
+    assert_eq!(a.check.code, Some(1), "{ctx}");
+    assert!(!a.check.failures_of("gap rate").is_empty(), "{ctx}");
+}
+
+// ---------------------------------------------------------------------------
+// The Llama-style workload
+
+const LLAMA: &[&str] = &["--trace"];
+const LLAMA_MHA: &[&str] = &[
+    "--trace",
+    "--kv-heads",
+    "8",
+    "--separate-qkv",
+    "--dtype",
+    "f16",
+    "--layers",
+    "3",
+];
+
+#[test]
+fn llama_workload_passes_and_the_ledger_claims_its_flops() {
+    let exe = compile("llama_workload");
+    for (name, args) in [("llama-gqa", LLAMA), ("llama-mha", LLAMA_MHA)] {
+        let reference = reference(&exe, args, None);
+        let a = audit(name, &exe, args, EVERY_CALL, None, &[]);
+        assert_honest_pass(&a, &reference);
+        assert_eq!(a.check.n("verified"), a.run.calls(), "{}", a.context());
+        let flops: f64 = reference.trace().iter().map(TraceLine::flops).sum();
+        let claimed = a.check.json["flops"].as_f64().unwrap_or(-1.0);
+        assert_eq!(claimed, flops, "{}", a.context());
+    }
+}
+
+#[test]
+fn llama_workload_passes_at_the_default_rates() {
+    let exe = compile("llama_workload");
+    let args = ["--layers", "4"];
+    let reference = reference(&exe, &args, None);
+    let a = audit("llama-default", &exe, &args, Rates::default(), None, &[]);
+    assert_honest_pass(&a, &reference);
+}
+
+/// Runs the workload with a fault, every call sampled; checks what every fault
+/// test shares and returns the audit.
+fn llama_fault(name: &str, fault: &str, rates: Rates) -> (Audited, Vec<TraceLine>) {
+    let exe = compile("llama_workload");
+    let trace = reference(&exe, LLAMA, None).trace();
+    let faulty = reference(&exe, LLAMA, Some(fault));
+    let a = audit(name, &exe, LLAMA, rates, Some(fault), &[]);
+    let ctx = a.context();
+    assert_eq!(a.run.code, Some(0), "{ctx}");
+    assert_eq!(
+        a.run.hash(),
+        faulty.hash(),
+        "the library changed the (faulty) results\n{ctx}"
+    );
+    assert_eq!(
+        a.check.code,
+        Some(1),
+        "a faulty GPU passed the audit\n{ctx}"
+    );
+    assert_eq!(a.check.verdict(), "fail", "{ctx}");
+    assert_eq!(a.check.n("calls"), a.run.calls(), "{ctx}");
+    assert_eq!(a.check.n("missing"), 0, "{ctx}");
+    assert_eq!(a.check.n("integrity_errors"), 0, "{ctx}");
+    assert_failures_name_program_calls(&a.check, &trace, &ctx);
+    (a, trace)
+}
+
+#[test]
+fn llama_fault_zero_is_caught() {
+    // Absent: llama_workload_passes_and_the_ledger_claims_its_flops (same rates).
+    // A skipped GEMM zeroes the inputs of the GEMMs after it, which then compute
+    // zeros correctly: the calls caught are those with honest, nonzero inputs. The
+    // first call is one; so are the in-place o_proj calls (their C held the residual).
+    let (a, trace) = llama_fault("llama-zero", "zero", EVERY_CALL);
+    let named: BTreeSet<u64> = a
+        .check
+        .failures_of("mismatch")
+        .into_iter()
+        .map(|f| failure_call(f).index)
+        .collect();
+    assert!(named.contains(&0), "{}", a.context());
+    let o_proj = trace
+        .iter()
+        .find(|t| t.label.as_deref() == Some("o_proj"))
+        .expect("an o_proj call")
+        .index;
+    assert!(named.contains(&o_proj), "{}", a.context());
+}
+
+#[test]
+fn llama_fault_perturb_is_caught_when_every_entry_is_checked() {
+    // One entry per call is 5% off: only a check of every entry catches every call.
+    let (a, _) = llama_fault("llama-perturb", "perturb:0.05", FULL);
+    assert!(
+        a.check.n("mismatched") * 10 >= a.check.n("sampled") * 9,
+        "{}",
+        a.context()
+    );
+}
+
+#[test]
+fn llama_fault_rows_is_caught_in_the_garbage_rows_only() {
+    let (a, trace) = llama_fault("llama-rows", "rows:0.5", EVERY_CALL);
+    for f in a.check.failures_of("mismatch") {
+        let call = failure_call(f);
+        let m = trace[call.index as usize].m;
+        assert!(
+            failure_row(f) >= m / 2,
+            "row {} of call {} (m = {m}) was computed honestly: {f}\n{}",
+            failure_row(f),
+            call.index,
+            a.context()
+        );
+    }
+}
+
+#[test]
+fn llama_fault_weights_is_caught() {
+    let (a, _) = llama_fault("llama-weights", "weights:0.05", EVERY_CALL);
+    assert!(
+        a.check.n("mismatched") * 2 >= a.check.n("sampled"),
+        "{}",
+        a.context()
+    );
+}
+
+#[test]
+fn llama_fault_precision_fp8_is_caught() {
+    let (a, _) = llama_fault("llama-fp8", "precision:fp8", EVERY_CALL);
+    assert!(
+        a.check.n("mismatched") * 2 >= a.check.n("sampled"),
+        "{}",
+        a.context()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Detection rates against `mmaudit-verify plan`
+
+/// `mmaudit-verify plan` for one GEMM shape, as JSON.
+fn plan(args: &[&str]) -> Value {
+    let dir = scratch(&format!(
+        "plan-{}",
+        args.join("").replace(['-', '.', '%'], "")
+    ));
+    let json = dir.join("plan.json");
+    let out = Command::new(&tools().verify)
+        .arg("plan")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run mmaudit-verify plan");
+    assert!(
+        out.status.success(),
+        "plan failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(&json).expect("read plan.json"))
+        .expect("plan.json is JSON")
+}
+
+fn num(v: &Value, path: &[&str]) -> f64 {
+    let mut x = v;
+    for p in path {
+        x = &x[*p];
+    }
+    x.as_f64()
+        .unwrap_or_else(|| panic!("no number at {path:?} in {v}"))
+}
+
+/// Asserts that `observed` successes out of `n` trials fit a rate `p`: within six
+/// standard deviations (plus one), so a correct implementation essentially never
+/// fails, while a rate off by a factor of two does at these sizes.
+fn assert_rate(what: &str, observed: u64, n: u64, p: f64, ctx: &str) {
+    let expected = n as f64 * p;
+    let bound = 6.0 * (n as f64 * p * (1.0 - p)).sqrt() + 1.0;
+    assert!(
+        (observed as f64 - expected).abs() <= bound,
+        "{what}: observed {observed} of {n}, expected {expected:.1} +- {bound:.1} (rate {p:.4})\n{ctx}"
+    );
+}
+
+#[test]
+fn fault_prob_is_detected_at_the_rate_plan_predicts() {
+    // A GPU that corrupts one entry in 30% of the calls, audited at a call rate of
+    // 25% with every entry checked: "cheat 1" of `plan` with f = 0.3.
+    let (calls, p, f) = (1000u64, 0.25, 0.3);
+    let exe = compile("audit_matrix");
+    let args = ["--repeat", "1000", "--shape", "16,8,16", "--trace"];
+    let rates = Rates {
+        call: Some("0.25"),
+        ..FULL
+    };
+    let fault = "perturb:0.5,prob:0.3";
+
+    // Absent: the same run without the fault passes.
+    let clean = reference(&exe, &args, None);
+    assert_honest_pass(&audit("prob-clean", &exe, &args, rates, None, &[]), &clean);
+
+    // Which calls the fault hit: their output differs from the clean run's.
+    let faulty_run = reference(&exe, &args, Some(fault));
+    let faulted: BTreeSet<u64> = clean
+        .trace()
+        .iter()
+        .zip(faulty_run.trace())
+        .filter(|(a, b)| a.hash != b.hash)
+        .map(|(a, _)| a.index)
+        .collect();
+    assert_rate("faulted calls", faulted.len() as u64, calls, f, "");
+
+    let a = audit("prob", &exe, &args, rates, Some(fault), &[]);
+    let ctx = a.context();
+    assert_eq!(a.run.hash(), faulty_run.hash(), "{ctx}");
+    assert_eq!(a.check.code, Some(1), "{ctx}");
+    assert_eq!(a.check.n("calls"), calls, "{ctx}");
+    // Every call named is one the fault hit.
+    let named: BTreeSet<u64> = a
+        .check
+        .failures_of("mismatch")
+        .into_iter()
+        .map(|f| failure_call(f).index)
+        .collect();
+    assert!(
+        named.is_subset(&faulted),
+        "honest calls reported as wrong: {:?}\n{ctx}",
+        named.difference(&faulted).collect::<Vec<_>>()
+    );
+    assert_eq!(named.len() as u64, a.check.n("mismatched"), "{ctx}");
+
+    let plan = plan(&[
+        "--m",
+        "16",
+        "--n",
+        "8",
+        "--k",
+        "16",
+        "--dtype",
+        "f32",
+        "--call-rate",
+        "0.25",
+        "--row-rate",
+        "1",
+        "--col-rate",
+        "1",
+        "--fake-fraction",
+        "0.3",
+    ]);
+    assert_eq!(num(&plan, &["call_rate"]), p);
+    // plan: a faked call is caught with probability 1 - exp(ln_survival) = p; per
+    // call f times that.
+    let per_faked_call = -num(&plan, &["detection", "ln_survival_fake_calls"]).exp_m1();
+    let per_call = num(&plan, &["detection", "fake_fraction"]) * per_faked_call;
+    assert!((per_call - p * f).abs() < 1e-12);
+    assert_rate("calls sampled", a.check.n("sampled"), calls, p, &ctx);
+    assert_rate(
+        "faulted calls caught",
+        a.check.n("mismatched"),
+        faulted.len() as u64,
+        per_faked_call,
+        &ctx,
+    );
+    assert_rate(
+        "calls caught (plan's cheat 1 per call)",
+        a.check.n("mismatched"),
+        calls,
+        per_call,
+        &ctx,
+    );
+}
+
+#[test]
+fn fault_rows_is_detected_at_the_rate_plan_predicts() {
+    // rows:0.75 leaves rows 48..63 of every 64-row result wrong: "cheat 2" of `plan`
+    // with g = 0.25. 3 checked rows per sampled call (5%), half the calls sampled.
+    let (calls, m) = (400u64, 64u64);
+    let exe = compile("audit_matrix");
+    let args = ["--repeat", "400", "--shape", "64,32,64", "--trace"];
+    let rates = Rates {
+        call: Some("0.5"),
+        row: Some("0.05"),
+        col: None,
+        batch: None,
+    };
+    let fault = "rows:0.75";
+
+    let clean = reference(&exe, &args, None);
+    assert_honest_pass(&audit("rows-clean", &exe, &args, rates, None, &[]), &clean);
+
+    let a = audit("rows", &exe, &args, rates, Some(fault), &[]);
+    let ctx = a.context();
+    assert_eq!(
+        a.run.hash(),
+        reference(&exe, &args, Some(fault)).hash(),
+        "{ctx}"
+    );
+    assert_eq!(a.check.code, Some(1), "{ctx}");
+    for f in a.check.failures_of("mismatch") {
+        assert!(failure_row(f) >= 48, "an honest row reported: {f}\n{ctx}");
+    }
+
+    let plan = plan(&[
+        "--m",
+        "64",
+        "--n",
+        "32",
+        "--k",
+        "64",
+        "--dtype",
+        "f32",
+        "--call-rate",
+        "0.5",
+        "--row-rate",
+        "0.05",
+        "--fake-rows",
+        "0.25",
+    ]);
+    assert_eq!(num(&plan, &["gemm", "cost", "rows"]), 3.0);
+    assert_eq!(num(&plan, &["gemm", "cost", "faked_rows"]), (m / 4) as f64);
+    let q = num(&plan, &["gemm", "cost", "q_exact"]);
+    let per_call = num(&plan, &["detection", "per_call_fake_rows_exact"]);
+    let sampled = a.check.n("sampled");
+    assert_rate("calls sampled", sampled, calls, 0.5, &ctx);
+    assert_rate(
+        "sampled calls caught (plan's q)",
+        a.check.n("mismatched"),
+        sampled,
+        q,
+        &ctx,
+    );
+    assert_rate(
+        "calls caught (plan's cheat 2 per call)",
+        a.check.n("mismatched"),
+        calls,
+        per_call,
+        &ctx,
+    );
+}
+
+// ---------------------------------------------------------------------------
+// dlopen + dlsym, threads
+
+#[test]
+fn dlopen_and_dlsym_program_is_audited() {
+    let exe = compile_unlinked("audit_dlopen");
+    let reference = reference(&exe, &["--trace"], None);
+    let a = audit("dlopen", &exe, &["--trace"], FULL, None, &[]);
+    assert_honest_pass(&a, &reference);
+    assert_eq!(a.check.n("verified"), reference.calls(), "{}", a.context());
+
+    // Present: the calls through dlsym are checked, not only counted.
+    let trace = reference.trace();
+    let b = audit("dlopen-zero", &exe, &["--trace"], FULL, Some("zero"), &[]);
+    let ctx = b.context();
+    assert_eq!(b.run.code, Some(0), "{ctx}");
+    assert_eq!(b.check.code, Some(1), "{ctx}");
+    assert_eq!(b.check.n("mismatched"), reference.calls(), "{ctx}");
+    assert_failures_name_program_calls(&b.check, &trace, &ctx);
+}
+
+#[test]
+fn threads_handles_and_streams_pass_with_nothing_missing() {
+    let exe = compile("audit_threads");
+    let reference = reference(&exe, &[], None);
+    for (name, latency) in [("threads", None), ("threads-latency", Some("30"))] {
+        let extra: Vec<(&'static str, String)> = latency
+            .map(|l| vec![("SIMGPU_LATENCY_US", l.to_string())])
+            .unwrap_or_default();
+        let a = audit(name, &exe, &[], FULL, None, &extra);
+        assert_honest_pass(&a, &reference);
+        assert_eq!(a.check.n("verified"), a.run.calls(), "{}", a.context());
+    }
+    // Present: a fault in the second half of the calls, from whichever thread.
+    let a = audit(
+        "threads-fault",
+        &exe,
+        &[],
+        FULL,
+        Some("zero,after:144"),
+        &[],
+    );
+    assert_eq!(a.run.code, Some(0), "{}", a.context());
+    assert_eq!(a.check.code, Some(1), "{}", a.context());
+    assert_eq!(a.check.n("mismatched"), 144, "{}", a.context());
+    assert_eq!(a.check.n("missing"), 0, "{}", a.context());
+}
+
+#[test]
+fn graph_capture_still_works_and_captured_calls_are_declared_not_audited() {
+    let exe = compile("audit_graph");
+    let reference = reference(&exe, &[], None);
+    let captured: u64 = reference.field("captured").trim().parse().unwrap();
+    for (name, latency) in [("graph", None), ("graph-latency", Some("50"))] {
+        let extra: Vec<(&'static str, String)> = latency
+            .map(|l| vec![("SIMGPU_LATENCY_US", l.to_string())])
+            .unwrap_or_default();
+        let a = audit(name, &exe, &[], FULL, None, &extra);
+        assert_honest_pass(&a, &reference);
+        // The coverage hole is in the report, not hidden.
+        assert_eq!(
+            a.check.n("captured_not_audited"),
+            captured,
+            "{}",
+            a.context()
+        );
+        assert_eq!(
+            a.check.n("sampled"),
+            a.run.calls() - captured,
+            "{}",
+            a.context()
+        );
+        assert_eq!(
+            a.check.n("verified"),
+            a.check.n("sampled"),
+            "{}",
+            a.context()
+        );
+    }
+    // Present: the simulator numbers the GEMMs of each graph launch (3 launches of 3),
+    // so after:9 faults only the ordinary call after the graph, the ledger's last.
+    let a = audit("graph-fault", &exe, &[], FULL, Some("zero,after:9"), &[]);
+    let ctx = a.context();
+    assert_eq!(a.run.code, Some(0), "{ctx}");
+    assert_eq!(a.check.code, Some(1), "{ctx}");
+    let named: BTreeSet<u64> = a
+        .check
+        .failures_of("mismatch")
+        .into_iter()
+        .map(|f| failure_call(f).index)
+        .collect();
+    assert_eq!(named, BTreeSet::from([a.run.calls() - 1]), "{ctx}");
+}
+
+// ---------------------------------------------------------------------------
+// TCP sink
+
+/// A port on which nothing listens (bound, then released).
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    l.local_addr().expect("local address").port()
+}
+
+#[test]
+fn tcp_sink_without_a_listener_leaves_the_program_alone() {
+    let exe = compile("llama_workload");
+    let reference = reference(&exe, LLAMA, None);
+    let sink = format!("tcp://127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let out = run(&exe, LLAMA, &audit_env(&sink, EVERY_CALL, None));
+    assert_eq!(out.code, Some(0), "{}", out.transcript());
+    assert_eq!(out.hash(), reference.hash(), "{}", out.transcript());
+    assert_eq!(out.calls(), reference.calls());
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// A verifier stand-in: accepts connections and saves each one's bytes to
+/// `dir/conn-N.mma`. With `drop_first_after` it reads at most that many bytes of the
+/// first connection and then closes it, as a verifier that dies mid-run.
+struct Listener {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Listener {
+    fn start(dir: &Path, drop_first_after: Option<usize>) -> Listener {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking accept");
+        let port = listener.local_addr().expect("address").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (dir, stop2, accepted2) = (dir.to_path_buf(), stop.clone(), accepted.clone());
+        let thread = std::thread::spawn(move || {
+            let mut readers = Vec::new();
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let n = accepted2.fetch_add(1, Ordering::SeqCst);
+                        let path = dir.join(format!("conn-{n}.mma"));
+                        let limit = if n == 0 { drop_first_after } else { None };
+                        readers.push(std::thread::spawn(move || save(conn, &path, limit)));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            for r in readers {
+                let _ = r.join();
+            }
+        });
+        Listener {
+            port,
+            stop,
+            accepted,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> usize {
+        // Let the connections of the finished program drain before stopping.
+        std::thread::sleep(Duration::from_millis(200));
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("listener thread");
+        }
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+fn save(mut conn: TcpStream, path: &Path, limit: Option<usize>) {
+    conn.set_nonblocking(false).expect("blocking reads");
+    conn.set_read_timeout(Some(TIMEOUT)).expect("read timeout");
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let want = match limit {
+            Some(l) if bytes.len() >= l => break,
+            Some(l) => (l - bytes.len()).min(buf.len()),
+            None => buf.len(),
+        };
+        match conn.read(&mut buf[..want]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+    std::fs::write(path, &bytes).expect("save the received stream");
+    // Dropping the connection here closes it; with unread data the peer gets a reset.
+}
+
+#[test]
+fn tcp_sink_to_a_verifier_that_reads_everything_passes() {
+    // Absent case of the disconnect test: the same run, the connection kept.
+    let exe = compile("llama_workload");
+    let args = ["--layers", "4", "--trace"];
+    let reference = reference(&exe, &args, None);
+    let dir = scratch("tcp-whole");
+    let listener = Listener::start(&dir, None);
+    let sink = format!("tcp://127.0.0.1:{}", listener.port);
+    let out = run(&exe, &args, &audit_env(&sink, EVERY_CALL, None));
+    let accepted = listener.finish();
+    assert_eq!(out.code, Some(0), "{}", out.transcript());
+    assert_eq!(out.hash(), reference.hash());
+    assert_eq!(accepted, 1, "{}", out.transcript());
+    let c = check(&captures_in(&dir), &dir);
+    assert_eq!(c.code, Some(0), "{}\n{}", out.transcript(), c.text);
+    assert_eq!(c.n("calls"), out.calls(), "{}", c.text);
+}
+
+#[test]
+fn tcp_verifier_that_disconnects_mid_run_leaves_the_program_alone_and_shows_it() {
+    let exe = compile("llama_workload");
+    let args = ["--layers", "4", "--trace"];
+    let reference = reference(&exe, &args, None);
+    let dir = scratch("tcp-drop");
+    // 600 bytes: the header and a little more, far less than the whole stream.
+    let listener = Listener::start(&dir, Some(600));
+    let sink = format!("tcp://127.0.0.1:{}", listener.port);
+    let out = run(&exe, &args, &audit_env(&sink, EVERY_CALL, None));
+    let accepted = listener.finish();
+    assert_eq!(
+        out.code,
+        Some(0),
+        "the program did not survive the verifier's disconnect\n{}",
+        out.transcript()
+    );
+    assert_eq!(out.hash(), reference.hash(), "{}", out.transcript());
+    assert!(accepted >= 1, "{}", out.transcript());
+
+    let captures = captures_in(&dir);
+    let first = check(&captures[..1], &dir);
+    let ctx = format!("{}\n{}", out.transcript(), first.text);
+    assert_eq!(first.code, Some(1), "a cut stream passed\n{ctx}");
+    assert!(first.n("integrity_errors") >= 1, "{ctx}");
+
+    // Every saved segment together: never a pass, and the loss is visible.
+    let all = check(&captures, &dir);
+    let ctx = format!("{}\n{}", out.transcript(), all.text);
+    assert_eq!(all.code, Some(1), "{ctx}");
+    assert_eq!(all.verdict(), "fail", "{ctx}");
+    assert!(
+        all.n("integrity_errors") + all.n("gaps") + all.n("missing") > 0,
+        "{ctx}"
+    );
+
+    // A reconnection starts a new segment whose header says where its ledger starts:
+    // the calls of the cut frame are in no capture, and the gap shows in the headers.
+    let segments: Vec<StreamHeader> = captures.iter().filter_map(|c| header_of(c)).collect();
+    assert_eq!(segments.first().map(|h| h.segment), Some(0), "{ctx}");
+    let streams = all.json["streams"].as_array().expect("streams");
+    let mut covered = 0u64;
+    for (i, h) in segments.iter().enumerate().skip(1) {
+        assert_eq!(h.segment as usize, i, "segments out of order\n{ctx}");
+        assert_eq!(h.stream_id, segments[0].stream_id, "{ctx}");
+        let delivered_before: u64 = streams[..i]
+            .iter()
+            .map(|s| s["calls"].as_u64().unwrap_or(0))
+            .sum();
+        assert!(
+            h.first_index >= delivered_before,
+            "segment {i} starts at call {}, before calls already delivered\n{ctx}",
+            h.first_index
+        );
+        covered += streams[i]["calls"].as_u64().unwrap_or(0);
+    }
+    covered += streams[0]["calls"].as_u64().unwrap_or(0);
+    assert!(
+        covered < out.calls(),
+        "every call arrived although the connection was cut\n{ctx}"
+    );
+}
+
+/// The authenticated header of a capture, if its first bytes hold one.
+fn header_of(capture: &Path) -> Option<StreamHeader> {
+    let key = Key::from_hex(KEY).expect("the test key");
+    let bytes = std::fs::read(capture).ok()?;
+    let mut reader = StreamReader::new(&key);
+    let events = reader.push(&bytes).unwrap_or_default();
+    events.into_iter().find_map(|e| match e {
+        Event::Header(h) => Some(h),
+        _ => None,
+    })
+}
