@@ -170,8 +170,13 @@ pub mod flags {
     pub const SCALE_C: u16 = 1 << 5;
     /// A per-tensor scale factor for D is applied (fp8).
     pub const SCALE_D: u16 = 1 << 6;
+    /// The call was made while the prover had no verifier session (before the first
+    /// hello of a TCP sink, or between connections): recorded, not sampled. The verifier
+    /// reports such calls as "not audited: no session".
+    pub const NO_SESSION: u16 = 1 << 7;
     /// Every flag defined in this protocol version.
-    pub const ALL: u16 = CAPTURED | BIAS | IN_PLACE | SCALE_A | SCALE_B | SCALE_C | SCALE_D;
+    pub const ALL: u16 =
+        CAPTURED | BIAS | IN_PLACE | SCALE_A | SCALE_B | SCALE_C | SCALE_D | NO_SESSION;
 }
 
 /// The canonical description of one GEMM API call.

@@ -9,6 +9,9 @@
 //! - [`authenticated_payload`]: arbitrary bytes inside a correctly MACed frame (the only
 //!   way a fuzzer gets past the MAC) decode to records or to a `Decode` error, and
 //!   what decodes re-encodes to the same payload.
+//! - [`hello`]: the verifier's hello reader gives the same outcome in any chunking, and
+//!   [`hello_body`]: arbitrary bytes as the body of a correctly MACed hello decode to a
+//!   hello that re-encodes to the same bytes, or to a `Decode` error.
 
 use crate::call::{
     flags, BatchForm, ComputeType, DType, EntryPoint, Epilogue, GemmCall, Op, Operand, Order,
@@ -16,6 +19,10 @@ use crate::call::{
 };
 use crate::codec::{Reader, Writer};
 use crate::config::SamplingConfig;
+use crate::handshake::{
+    restamp_nonce, HandshakeError, HelloReader, HelloTensor, ServerHello, HELLO_FIXED_LEN,
+    HELLO_MAGIC, HELLO_VERSION,
+};
 use crate::keys::Key;
 use crate::record::{End, Gap, GapReason, Notice, NoticeKind, OperandData, Record, Sample};
 use crate::stream::{
@@ -103,6 +110,28 @@ pub fn seed_frames() -> Vec<Vec<Record>> {
         ],
         vec![
             Record::Ledger(seed_call(2)),
+            Record::Ledger(GemmCall {
+                flags: flags::NO_SESSION,
+                ..seed_call(3)
+            }),
+            Record::Sample(Sample {
+                index: 2,
+                alpha: None,
+                beta: Some(0.5),
+                scale_a: None,
+                scale_b: None,
+                scale_c: None,
+                scale_d: None,
+                a_rows: OperandData::Reference {
+                    tensor: 1,
+                    matrices: vec![0],
+                    evidence: vec![0x3c, 0],
+                },
+                b_cols: OperandData::Inline(vec![0x40; 4]),
+                c_in: vec![1, 2],
+                d_out: vec![5, 6],
+                bias: vec![0, 0x3c],
+            }),
             Record::Gap(Gap {
                 indices: vec![2],
                 reason: GapReason::RingFull,
@@ -114,8 +143,8 @@ pub fn seed_frames() -> Vec<Vec<Record>> {
             }),
         ],
         vec![Record::End(End {
-            calls: 3,
-            samples: 1,
+            calls: 4,
+            samples: 2,
             gap_calls: 1,
         })],
     ]
@@ -286,5 +315,111 @@ fn check_payload(stream: &[u8], payload: &[u8]) {
         }
         Err(StreamError::Decode(_)) => {}
         Err(e) => panic!("an authenticated frame gave {e}"),
+    }
+}
+
+/// The hello of the fuzzing seeds: two tensors, one of them stacked.
+pub fn seed_hello() -> ServerHello {
+    ServerHello {
+        key_id: key().id(),
+        nonce: *b"fuzzing nonce 16",
+        tensors: vec![
+            HelloTensor {
+                id: 1,
+                dtype: crate::call::DType::F16,
+                matrices: 1,
+                rows: 4,
+                cols: 2,
+                fingerprints: vec![1, 2, 3, 4],
+            },
+            HelloTensor {
+                id: 7,
+                dtype: crate::call::DType::BF16,
+                matrices: 2,
+                rows: 2,
+                cols: 3,
+                fingerprints: vec![5, 6, 7, 8],
+            },
+        ],
+    }
+}
+
+/// The encoded [`seed_hello`].
+pub fn seed_hello_bytes() -> Vec<u8> {
+    seed_hello().encode(&key()).unwrap_or_default()
+}
+
+fn feed_hello(bytes: &[u8], chunking: &[u8]) -> Result<Option<ServerHello>, HandshakeError> {
+    let mut reader = HelloReader::new(&key());
+    let mut hello = None;
+    let mut rest = bytes;
+    let mut sizes = chunking.iter().cycle();
+    while !rest.is_empty() {
+        let n = match sizes.next() {
+            Some(&c) if c != 0 => (c as usize).min(rest.len()),
+            _ => rest.len(),
+        };
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        if let Some(h) = reader.push(chunk)? {
+            hello = Some(h);
+        }
+    }
+    reader.finish()?;
+    Ok(hello)
+}
+
+/// Harness: `data[0]` says how many of the following bytes are a chunking (as for
+/// [`stream`]); the rest is a hello. Decodes it whole, in that chunking and byte by
+/// byte, panics if the outcomes differ; a hello that decodes must re-encode to exactly
+/// the input. Returns the whole-input outcome.
+pub fn hello(data: &[u8]) -> Result<Option<ServerHello>, HandshakeError> {
+    let Some((&n, rest)) = data.split_first() else {
+        return feed_hello(&[], &[]);
+    };
+    let (chunking, bytes) = rest.split_at((n as usize).min(rest.len()));
+    let whole = feed_hello(bytes, &[]);
+    assert_eq!(whole, feed_hello(bytes, chunking));
+    assert_eq!(whole, feed_hello(bytes, &[1]));
+    if let Ok(Some(h)) = &whole {
+        assert_eq!(h.encode(&key()).ok().as_deref(), Some(bytes));
+    }
+    whole
+}
+
+/// Harness: `data` becomes the body of a hello with a valid head and MAC (the only way a
+/// fuzzer gets past the MAC). Decoding must give a `Decode` error, a key mismatch (the
+/// first 8 bytes are not the key id), or a hello that re-encodes to the same bytes.
+pub fn hello_body(data: &[u8]) {
+    let mut body = data.to_vec();
+    if body.len() >= 8 && data[0].is_multiple_of(2) {
+        body[..8].copy_from_slice(&key().id().to_le_bytes());
+    }
+    let mut w = Writer::new();
+    w.raw(&HELLO_MAGIC);
+    w.u16(HELLO_VERSION);
+    w.u32(body.len() as u32);
+    w.raw(&body);
+    w.raw(&[0; 32]);
+    let mut bytes = w.buf;
+    if bytes.len() >= HELLO_FIXED_LEN + 24 + 32 {
+        // A correct MAC over the bytes as they are (the nonce stays the body's own).
+        let mut nonce = [0u8; 16];
+        nonce.copy_from_slice(&body[8..24]);
+        restamp_nonce(&mut bytes, &key(), nonce);
+    } else {
+        let mac = {
+            let mut h = blake3::Hasher::new_keyed(&key().mac_key());
+            h.update(crate::handshake::HELLO_MAC_DOMAIN);
+            h.update(&bytes[..bytes.len() - 32]);
+            *h.finalize().as_bytes()
+        };
+        let at = bytes.len() - 32;
+        bytes[at..].copy_from_slice(&mac);
+    }
+    match ServerHello::decode(&key(), &bytes) {
+        Ok(h) => assert_eq!(h.encode(&key()).ok(), Some(bytes), "{h:?}"),
+        Err(HandshakeError::Decode(_) | HandshakeError::KeyMismatch { .. }) => {}
+        Err(e) => panic!("an authenticated hello body gave {e}"),
     }
 }

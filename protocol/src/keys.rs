@@ -1,8 +1,9 @@
 //! The shared audit key and the independent subkeys derived from it.
 //!
 //! One 32-byte key is shared by prover and verifier. It is never used directly: BLAKE3's
-//! key derivation gives one subkey for the sampling schedule, one for frame MACs and a
-//! public key id, so that no output of one use can be replayed as another.
+//! key derivation gives one subkey for the sampling schedule, one for MACs, one for
+//! operand fingerprints and a public key id, so that no output of one use can be
+//! replayed as another.
 
 use std::fmt;
 
@@ -12,6 +13,9 @@ pub const SCHEDULE_CONTEXT: &str = "mmaudit v1 sampling schedule";
 pub const MAC_CONTEXT: &str = "mmaudit v1 frame mac";
 /// See [`SCHEDULE_CONTEXT`].
 pub const KEY_ID_CONTEXT: &str = "mmaudit v1 key id";
+/// See [`SCHEDULE_CONTEXT`]: the key of the operand fingerprints of the verifier's hello
+/// ([`crate::handshake`]).
+pub const FINGERPRINT_CONTEXT: &str = "mmaudit v1 operand fingerprint";
 
 /// A 32-byte audit key.
 #[derive(Clone, PartialEq, Eq)]
@@ -71,9 +75,14 @@ impl Key {
         blake3::derive_key(SCHEDULE_CONTEXT, &self.0)
     }
 
-    /// The subkey of the frame MAC chain.
+    /// The subkey of the frame MAC chain (also MACs the verifier's hello).
     pub fn mac_key(&self) -> [u8; 32] {
         blake3::derive_key(MAC_CONTEXT, &self.0)
+    }
+
+    /// The subkey of operand fingerprints ([`crate::handshake::fingerprint`]).
+    pub fn fingerprint_key(&self) -> [u8; 32] {
+        blake3::derive_key(FINGERPRINT_CONTEXT, &self.0)
     }
 }
 
@@ -94,6 +103,8 @@ mod tests {
     fn subkeys_differ() {
         let k = Key::from_bytes([7; 32]);
         assert_ne!(k.schedule_key(), k.mac_key());
+        assert_ne!(k.fingerprint_key(), k.mac_key());
+        assert_ne!(k.fingerprint_key(), k.schedule_key());
         assert_ne!(Key::from_bytes([8; 32]).id(), k.id());
     }
 }

@@ -9,6 +9,8 @@
 //! - [`record`]: the records of a stream (ledger, sample, gap, notice, end).
 //! - [`stream`]: the stream header, MAC-chained frames, the writer and the incremental
 //!   reader of untrusted bytes.
+//! - [`handshake`]: the verifier's hello that opens a live session (session nonce, table
+//!   of verifier-held operands), and the prover's lookup in that table.
 //!
 //! This crate is pure computation on bytes: no I/O, no unsafe code, no panics on input.
 #![forbid(unsafe_code)]
@@ -17,6 +19,7 @@
 pub mod call;
 pub mod codec;
 pub mod config;
+pub mod handshake;
 pub mod keys;
 pub mod num;
 pub mod record;

@@ -86,10 +86,10 @@ pub struct Sample {
     /// Some iff [`flags::SCALE_D`] is set.
     pub scale_d: Option<f32>,
     /// `op(A)[r, :]` for b in plan.batches, r in plan.rows: batches*rows*k elements of
-    /// `call.a.dtype`, order `[batch][row][k]`.
+    /// `call.a.dtype`, order `[batch][row][k]`; or a reference to a verifier-held tensor.
     pub a_rows: OperandData,
     /// `op(B)[:, s]` for b in plan.batches, s in plan.cols: batches*cols*k elements of
-    /// `call.b.dtype`, order `[batch][col][k]`.
+    /// `call.b.dtype`, order `[batch][col][k]`; or a reference to a verifier-held tensor.
     pub b_cols: OperandData,
     /// `C[r, s]` before the call: batches*rows*cols elements of `call.c.dtype`, order
     /// `[batch][row][col]`; empty iff `!call.reads_c()`.
@@ -101,22 +101,58 @@ pub struct Sample {
     pub bias: Vec<u8>,
 }
 
-/// How an operand's sampled slices travel. Wire tag u8: 0 = inline. Later versions add
-/// references to verifier-held operands; an unknown tag is a decode error.
+/// How an operand's sampled slices travel. Wire tag u8: 0 = inline, 1 = a reference to
+/// a tensor of the verifier's hello; an unknown tag is a decode error.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OperandData {
     /// The elements themselves.
     Inline(Vec<u8>),
+    /// The sampled vectors are stored rows of a tensor the verifier holds, named by its
+    /// id in the verifier's hello ([`crate::handshake`]); the verifier uses its own copy.
+    ///
+    /// For the A side, the vector of plan row r in the i-th sampled batch entry is row r
+    /// of matrix `matrices[i]` of the tensor; for the B side, the vector of plan column
+    /// s is row s. The tensor's rows must have exactly k elements of the call's type for
+    /// that operand. A wrong claim fails verification: the verifier recomputes with its
+    /// own copy.
+    Reference {
+        /// the tensor's id in the hello table
+        tensor: u32,
+        /// the matrix of the tensor used by each sampled batch entry, in plan order (0
+        /// for a 2-D tensor); exactly one per sampled batch entry
+        matrices: Vec<u32>,
+        /// the first element (raw bytes, the operand's dtype) of each referenced row, in
+        /// `[batch][row]` order: evidence that the prover saw those rows
+        evidence: Vec<u8>,
+    },
 }
 
 /// Wire tag of [`OperandData::Inline`].
 pub const OPERAND_INLINE: u8 = 0;
+/// Wire tag of [`OperandData::Reference`].
+pub const OPERAND_REFERENCE: u8 = 1;
 
 impl OperandData {
     /// The inline bytes, if the data is inline.
     pub fn inline(&self) -> Option<&[u8]> {
         match self {
             OperandData::Inline(b) => Some(b),
+            OperandData::Reference { .. } => None,
+        }
+    }
+
+    /// True for a reference to a verifier-held tensor.
+    pub fn is_reference(&self) -> bool {
+        matches!(self, OperandData::Reference { .. })
+    }
+
+    /// Bytes of the encoding: kind, then its fields.
+    fn encoded_len(&self) -> usize {
+        match self {
+            OperandData::Inline(b) => 1 + 4 + b.len(),
+            OperandData::Reference {
+                matrices, evidence, ..
+            } => 1 + 4 + 4 + 4 * matrices.len() + 4 + evidence.len(),
         }
     }
 }
@@ -281,13 +317,10 @@ impl Record {
                         .filter(|p| p.is_some())
                         .count()
                         * 4;
-                let operand = |o: &OperandData| match o {
-                    OperandData::Inline(b) => 1 + 4 + b.len(),
-                };
                 8 + 1
                     + scalars
-                    + operand(&s.a_rows)
-                    + operand(&s.b_cols)
+                    + s.a_rows.encoded_len()
+                    + s.b_cols.encoded_len()
                     + 3 * 4
                     + s.c_in.len()
                     + s.d_out.len()
@@ -385,6 +418,19 @@ impl OperandData {
                 w.u8(OPERAND_INLINE);
                 w.bytes(b);
             }
+            OperandData::Reference {
+                tensor,
+                matrices,
+                evidence,
+            } => {
+                w.u8(OPERAND_REFERENCE);
+                w.u32(*tensor);
+                w.u32(u32::try_from(matrices.len()).unwrap_or(u32::MAX));
+                for &m in matrices {
+                    w.u32(m);
+                }
+                w.bytes(evidence);
+            }
         }
     }
 
@@ -392,6 +438,35 @@ impl OperandData {
         let at = r.offset();
         match r.u8(what)? {
             OPERAND_INLINE => Ok(OperandData::Inline(read_blob(r, what)?)),
+            OPERAND_REFERENCE => {
+                let tensor = r.u32(what)?;
+                let count_at = r.offset();
+                let count = r.u32(what)? as usize;
+                // Capped by the bytes actually left before anything is allocated.
+                match count.checked_mul(4) {
+                    Some(bytes) if bytes <= r.remaining() => {}
+                    _ => {
+                        return Err(r.error_at(
+                            count_at,
+                            what,
+                            format!(
+                                "a reference with {count} matrix indices needs {} bytes, only {} are left",
+                                count as u128 * 4,
+                                r.remaining()
+                            ),
+                        ))
+                    }
+                }
+                let mut matrices = Vec::with_capacity(count);
+                for _ in 0..count {
+                    matrices.push(r.u32(what)?);
+                }
+                Ok(OperandData::Reference {
+                    tensor,
+                    matrices,
+                    evidence: read_blob(r, what)?,
+                })
+            }
             t => Err(r.error_at(at, what, format!("unknown operand data kind {t}"))),
         }
     }
@@ -584,8 +659,11 @@ impl Sample {
     /// Checks that this sample has exactly the fields and byte lengths that `call`
     /// sampled by `plan` requires: the same call index, device-side alpha/beta present iff
     /// the call's are [`Scalar::Device`], scales present iff their flags are set, and
-    /// every data field the length given by [`SampleShape::of`]. The error says which
-    /// field is wrong and what was expected.
+    /// every data field the length given by [`SampleShape::of`]. An operand sent as a
+    /// [`OperandData::Reference`] must name one matrix per sampled batch entry and carry
+    /// one evidence element per referenced row; whether the tensor exists and fits is the
+    /// holder of the tensors' question. The error says which field is wrong and what was
+    /// expected.
     pub fn check_shape(&self, call: &GemmCall, plan: &Plan) -> Result<(), String> {
         if self.index != call.index {
             return Err(format!(
@@ -705,12 +783,40 @@ impl Sample {
         ];
         for (name, got, want, how) in fields {
             let Some(got) = got else {
-                return Err(format!("call {}: {name} are not inline", call.index));
+                continue; // a reference, checked below
             };
             if got as u64 != want {
                 return Err(format!(
                     "call {}: {name} have {got} bytes, expected {want} ({how})",
                     call.index
+                ));
+            }
+        }
+        for (name, data, vectors, dtype) in [
+            ("op(A) rows", &self.a_rows, rows, call.a.dtype),
+            ("op(B) columns", &self.b_cols, cols, call.b.dtype),
+        ] {
+            let OperandData::Reference {
+                matrices, evidence, ..
+            } = data
+            else {
+                continue;
+            };
+            if matrices.len() != batches {
+                return Err(format!(
+                    "call {}: the reference for {name} names {} matrices, expected one per sampled batch entry ({batches})",
+                    call.index,
+                    matrices.len()
+                ));
+            }
+            let want = batches as u128 * vectors as u128 * dtype.size() as u128;
+            if evidence.len() as u128 != want {
+                return Err(format!(
+                    "call {}: the reference for {name} has {} bytes of evidence, expected {want} ({batches} batches x {vectors} x {} bytes ({}), the first element of each referenced row)",
+                    call.index,
+                    evidence.len(),
+                    dtype.size(),
+                    dtype.name()
                 ));
             }
         }
@@ -827,6 +933,55 @@ pub(crate) mod tests {
         let e = decode_err(&b);
         assert_eq!((e.what, e.offset), ("end record", 29));
         assert!(e.to_string().contains("frame 0 payload offset 29"));
+    }
+
+    #[test]
+    fn references_round_trip_and_are_shape_checked() {
+        let call = sample_call(3, 8, 8, 5);
+        let plan = Plan {
+            rows: vec![1, 4],
+            cols: vec![2],
+            batches: vec![0],
+        };
+        let mut s = small_sample(3, 5);
+        s.a_rows = OperandData::Reference {
+            tensor: 7,
+            matrices: vec![0],
+            evidence: vec![9; 8],
+        };
+        s.d_out = vec![3; 8];
+        let rec = Record::Sample(s.clone());
+        assert_eq!(round_trip(&rec), rec);
+        assert_eq!(s.check_shape(&call, &plan), Ok(()));
+        let mut bad = s.clone();
+        bad.a_rows = OperandData::Reference {
+            tensor: 7,
+            matrices: vec![0, 0],
+            evidence: vec![9; 8],
+        };
+        let e = bad.check_shape(&call, &plan).unwrap_err();
+        assert!(
+            e.contains("names 2 matrices, expected one per sampled batch entry (1)"),
+            "{e}"
+        );
+        bad.a_rows = OperandData::Reference {
+            tensor: 7,
+            matrices: vec![0],
+            evidence: vec![9; 4],
+        };
+        let e = bad.check_shape(&call, &plan).unwrap_err();
+        assert!(e.contains("4 bytes of evidence, expected 8"), "{e}");
+        // A matrix count beyond the bytes left is refused before allocating.
+        let mut w = Writer::new();
+        w.u8(tag::SAMPLE);
+        w.u32(8 + 1 + 1 + 4 + 4);
+        w.u64(0);
+        w.u8(0);
+        w.u8(OPERAND_REFERENCE);
+        w.u32(1);
+        w.u32(u32::MAX);
+        let e = decode_err(&w.buf);
+        assert!(e.problem.contains("only 0 are left"), "{e}");
     }
 
     #[test]

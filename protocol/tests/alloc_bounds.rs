@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use mmaudit_protocol::codec::Writer;
 use mmaudit_protocol::fuzzing;
+use mmaudit_protocol::handshake::{
+    restamp_nonce, HandshakeError, HelloReader, HELLO_FIXED_LEN, MAX_HELLO_BODY_LEN,
+};
 use mmaudit_protocol::record::tag;
 use mmaudit_protocol::stream::{
     StreamError, StreamReader, StreamWriter, CODEC_NONE, CODEC_ZSTD, HEADER_FIXED_LEN,
@@ -98,6 +101,16 @@ fn hostile_lengths_never_cause_large_allocations() {
             b.raw(&[0; 64]);
             b.buf
         }),
+        (tag::SAMPLE, {
+            let mut b = Writer::new();
+            b.u64(0);
+            b.u8(0);
+            b.u8(1); // a reference
+            b.u32(0);
+            b.u32(u32::MAX); // matrix count
+            b.raw(&[0; 64]);
+            b.buf
+        }),
     ] {
         let mut p = Writer::new();
         p.u8(t);
@@ -141,6 +154,49 @@ fn hostile_lengths_never_cause_large_allocations() {
         assert!(
             largest < SMALL,
             "input {i}: an allocation of {largest} bytes ({outcome:?})"
+        );
+    }
+
+    // The verifier's hello: a body declared at the 512 MiB cap of which 64 KiB arrive,
+    // and a MACed body whose tensor declares 2^32-1 matrices of 2^40 rows.
+    let hello = fuzzing::seed_hello_bytes();
+    let mut starved_hello = hello[..HELLO_FIXED_LEN].to_vec();
+    starved_hello[10..14].copy_from_slice(&MAX_HELLO_BODY_LEN.to_le_bytes());
+    starved_hello.extend_from_slice(&vec![0u8; 64 << 10]);
+    let mut body = Writer::new();
+    body.u64(key.id());
+    body.raw(&[0; 16]);
+    body.u32(1);
+    body.u32(0);
+    body.u8(1);
+    body.u32(u32::MAX);
+    body.u64(1 << 40);
+    body.u64(1);
+    body.raw(&[0; 64]);
+    let mut huge_table = hello[..10].to_vec();
+    huge_table.extend_from_slice(&(body.buf.len() as u32).to_le_bytes());
+    huge_table.extend_from_slice(&body.buf);
+    huge_table.extend_from_slice(&[0; 32]);
+    restamp_nonce(&mut huge_table, &key, [0; 16]);
+    for (i, input) in [starved_hello, huge_table].iter().enumerate() {
+        let mut outcome = None;
+        let largest = largest_allocation(|| {
+            let mut r = HelloReader::new(&key);
+            let pushed = input.chunks(4096).try_for_each(|c| r.push(c).map(drop));
+            outcome = Some(pushed.and_then(|()| r.finish()));
+        });
+        let outcome = outcome.unwrap();
+        assert!(
+            matches!(
+                outcome,
+                Err(HandshakeError::Decode(_) | HandshakeError::Truncated { .. })
+            ),
+            "hello input {i}: {outcome:?}"
+        );
+        assert!(
+            largest <= 2 * input.len(),
+            "hello input {i}: an allocation of {largest} bytes for {} received ({outcome:?})",
+            input.len()
         );
     }
 }

@@ -156,6 +156,11 @@ impl StreamAudit {
         self.report.flops += call.flops();
         if call.has(flags::CAPTURED) {
             self.report.captured += 1;
+        }
+        if call.has(flags::NO_SESSION) {
+            self.report.no_session += 1;
+        }
+        if call.has(flags::CAPTURED) || call.has(flags::NO_SESSION) {
             return;
         }
         let Some(schedule) = &self.schedule else {
@@ -431,8 +436,13 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
         scale_c: scale("scale_c", call.has(flags::SCALE_C), s.scale_c)?,
         scale_d: scale("scale_d", call.has(flags::SCALE_D), s.scale_d)?,
     };
-    let OperandData::Inline(a_bytes) = &s.a_rows;
-    let OperandData::Inline(b_bytes) = &s.b_cols;
+    let (OperandData::Inline(a_bytes), OperandData::Inline(b_bytes)) = (&s.a_rows, &s.b_cols)
+    else {
+        return Err(
+            "the sample references verifier-held weights, which this verifier does not resolve"
+                .into(),
+        );
+    };
     let a = decode("op(A) rows", call.a.dtype, a_bytes)?;
     let b = decode("op(B) columns", call.b.dtype, b_bytes)?;
     let c = decode("C entries", call.c.dtype, &s.c_in)?;

@@ -123,6 +123,9 @@ pub struct StreamReport {
     pub integrity_errors: u64,
     /// calls made during CUDA graph capture: in the ledger, not audited
     pub captured: u64,
+    /// calls made while the prover had no verifier session (flag NO_SESSION): in the
+    /// ledger, not audited
+    pub no_session: u64,
     /// FLOPs claimed by the ledger (2*m*n*k*batch summed)
     pub flops: u128,
     /// result entries recomputed
@@ -232,6 +235,7 @@ impl StreamReport {
             "max_gap_rate": self.max_gap_rate,
             "integrity_errors": self.integrity_errors,
             "captured_not_audited": self.captured,
+            "no_session_not_audited": self.no_session,
             "unverifiable": self.unverifiable,
             "flops": self.flops as f64,
             "entries_checked": self.entries_checked,
@@ -311,6 +315,13 @@ impl StreamReport {
                 s,
                 "  captured         {:>12}   calls in CUDA graph capture: recorded, NOT audited",
                 self.captured
+            );
+        }
+        if self.no_session > 0 {
+            let _ = writeln!(
+                s,
+                "  no session       {:>12}   calls made while the prover had no verifier session: recorded, NOT audited",
+                self.no_session
             );
         }
         if self.unverifiable > 0 {
@@ -405,6 +416,7 @@ pub fn summary_json(reports: &[StreamReport]) -> Value {
         "gaps": sum(|r| r.gaps),
         "integrity_errors": sum(|r| r.integrity_errors),
         "captured_not_audited": sum(|r| r.captured),
+        "no_session_not_audited": sum(|r| r.no_session),
         "unverifiable": sum(|r| r.unverifiable),
         "flops": reports.iter().map(|r| r.flops as f64).sum::<f64>(),
         "entries_checked": sum(|r| r.entries_checked),

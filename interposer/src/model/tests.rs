@@ -156,8 +156,9 @@ fn check_gather(mem: &mut Mem, d: &Described, plan: &Plan) {
             }
         }
     }
-    let OperandData::Inline(ref ar) = s.a_rows;
-    let OperandData::Inline(ref br) = s.b_cols;
+    let (OperandData::Inline(ar), OperandData::Inline(br)) = (&s.a_rows, &s.b_cols) else {
+        panic!("the gather sends operands inline");
+    };
     assert_eq!(floats(ar), a, "op(A) rows");
     assert_eq!(floats(br), bc, "op(B) columns");
     if call.reads_c() {

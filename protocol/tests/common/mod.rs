@@ -148,6 +148,20 @@ fn finite_f32() -> impl Strategy<Value = f32> {
     prop_oneof![-1e30f32..1e30, Just(-0.0), Just(f32::MIN_POSITIVE)]
 }
 
+/// Inline data, or a reference to a verifier-held tensor.
+pub fn arb_operand_data() -> impl Strategy<Value = OperandData> {
+    prop_oneof![
+        3 => bytes(300).prop_map(OperandData::Inline),
+        1 => (any::<u32>(), prop::collection::vec(any::<u32>(), 0..6), bytes(40)).prop_map(
+            |(tensor, matrices, evidence)| OperandData::Reference {
+                tensor,
+                matrices,
+                evidence,
+            }
+        ),
+    ]
+}
+
 pub fn arb_sample() -> impl Strategy<Value = Sample> {
     (
         any::<u64>(),
@@ -159,7 +173,13 @@ pub fn arb_sample() -> impl Strategy<Value = Sample> {
             prop::option::of(finite_f32()),
             prop::option::of(finite_f32()),
         ),
-        (bytes(300), bytes(300), bytes(64), bytes(64), bytes(32)),
+        (
+            arb_operand_data(),
+            arb_operand_data(),
+            bytes(64),
+            bytes(64),
+            bytes(32),
+        ),
     )
         .prop_map(
             |(
@@ -177,8 +197,8 @@ pub fn arb_sample() -> impl Strategy<Value = Sample> {
                     scale_b,
                     scale_c,
                     scale_d,
-                    a_rows: OperandData::Inline(a),
-                    b_cols: OperandData::Inline(b),
+                    a_rows: a,
+                    b_cols: b,
                     c_in,
                     d_out,
                     bias,

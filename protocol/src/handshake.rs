@@ -1,0 +1,865 @@
+//! The opening of a live session: the verifier's hello, and the operand table it
+//! carries.
+//!
+//! On a TCP connection the verifier speaks first. Its hello names the key it holds, a
+//! fresh session nonce (which the prover must put in its stream header, so that no
+//! sampling plan can be computed before the session starts) and a table of the operand
+//! tensors it holds (model weights): for each, its id, type and shape and a keyed
+//! fingerprint of each stored row. A prover whose sampled op(A) rows or op(B) columns
+//! are stored rows of such a tensor may send a [`OperandData::Reference`] instead of the
+//! data; the verifier uses its own copy.
+//!
+//! ```text
+//! hello  = MAGIC "MMAUDHLO" version:u16 body_len:u32 body mac:[32]
+//! body   = key_id:u64 nonce:[16] tensor_count:u32 tensor*
+//! tensor = id:u32 dtype:u8 matrices:u32 rows:u64 cols:u64 fingerprint:u32 * (matrices*rows)
+//! ```
+//!
+//! Specified byte for byte in docs/PROTOCOL.md ("Live sessions: the handshake"). The
+//! reader ([`HelloReader`]) is what a prover runs on the bytes of an untrusted network:
+//! it never panics, never allocates more than twice the bytes that have arrived,
+//! checks each field as soon as its bytes are there and the MAC before it looks at the
+//! body.
+//!
+//! ```
+//! use mmaudit_protocol::call::DType;
+//! use mmaudit_protocol::handshake::{HelloReader, HelloTensor, ServerHello};
+//! use mmaudit_protocol::keys::Key;
+//! let key = Key::from_bytes([7; 32]);
+//! let hello = ServerHello {
+//!     key_id: key.id(),
+//!     nonce: [1; 16],
+//!     tensors: vec![HelloTensor {
+//!         id: 0,
+//!         dtype: DType::BF16,
+//!         matrices: 1,
+//!         rows: 2,
+//!         cols: 8,
+//!         fingerprints: vec![11, 22],
+//!     }],
+//! };
+//! let bytes = hello.encode(&key).unwrap();
+//! let mut reader = HelloReader::new(&key);
+//! let mut got = None;
+//! for chunk in bytes.chunks(5) {
+//!     if let Some(h) = reader.push(chunk)? {
+//!         got = Some(h);
+//!     }
+//! }
+//! assert_eq!(got, Some(hello));
+//! # Ok::<(), mmaudit_protocol::handshake::HandshakeError>(())
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::call::{DType, MAX_DIM};
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::keys::Key;
+use crate::record::OperandData;
+use crate::stream::MAC_LEN;
+
+/// The first eight bytes of every hello.
+pub const HELLO_MAGIC: [u8; 8] = *b"MMAUDHLO";
+/// The hello version this crate writes and reads.
+pub const HELLO_VERSION: u16 = 1;
+/// Bytes of the hello before its body: magic, version, body length.
+pub const HELLO_FIXED_LEN: usize = 8 + 2 + 4;
+/// Largest hello body accepted, 512 MiB (about 134 million row fingerprints).
+pub const MAX_HELLO_BODY_LEN: u32 = 512 << 20;
+/// Domain-separation prefix of the hello MAC input.
+pub const HELLO_MAC_DOMAIN: &[u8] = b"mmaudit-hello-v1";
+/// Bytes of the body before the tensor entries: key id, nonce, tensor count.
+pub const HELLO_BODY_FIXED_LEN: usize = 8 + 16 + 4;
+/// Bytes of a tensor entry before its fingerprints: id, dtype, matrices, rows, cols.
+pub const HELLO_TENSOR_FIXED_LEN: usize = 4 + 1 + 4 + 8 + 8;
+/// Offset of the nonce in the hello bytes.
+pub const HELLO_NONCE_OFFSET: usize = HELLO_FIXED_LEN + 8;
+
+/// One operand tensor the verifier holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelloTensor {
+    /// The id a [`OperandData::Reference`] names it by (ascending in a hello).
+    pub id: u32,
+    /// Element type of its data.
+    pub dtype: DType,
+    /// 1 for a 2-D tensor, E for a stacked 3-D tensor of E matrices.
+    pub matrices: u32,
+    /// Rows of each matrix.
+    pub rows: u64,
+    /// Columns of each matrix: the elements of each stored row.
+    pub cols: u64,
+    /// [`fingerprint`] of each stored row, `matrices * rows` of them, order
+    /// `[matrix][row]`.
+    pub fingerprints: Vec<u32>,
+}
+
+impl HelloTensor {
+    /// The fingerprint of row `row` of matrix `matrix`, if both are in range.
+    pub fn fingerprint(&self, matrix: u32, row: u64) -> Option<u32> {
+        if matrix >= self.matrices || row >= self.rows {
+            return None;
+        }
+        let i = (matrix as u64).checked_mul(self.rows)?.checked_add(row)?;
+        self.fingerprints.get(usize::try_from(i).ok()?).copied()
+    }
+}
+
+/// The verifier's hello.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerHello {
+    /// Id of the verifier's key ([`Key::id`]).
+    pub key_id: u64,
+    /// The session nonce: the stream that follows must carry it in its header.
+    pub nonce: [u8; 16],
+    /// The operand tensors the verifier holds, ids ascending.
+    pub tensors: Vec<HelloTensor>,
+}
+
+/// A hello whose table does not fit the body cap, or is inconsistent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot encode the hello: {0}")]
+pub struct HelloEncodeError(pub String);
+
+/// Why a hello was refused. Offsets count bytes from the start of the hello.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// Bad magic: the peer is not an mmaudit verifier.
+    #[error("not an mmaudit verifier hello: {detail}")]
+    NotAHello {
+        /// What was found instead.
+        detail: String,
+    },
+    /// A hello version this build does not read.
+    #[error("unsupported mmaudit hello version {0} (this build reads version {HELLO_VERSION})")]
+    UnsupportedVersion(u16),
+    /// The verifier holds another key.
+    #[error(
+        "the verifier holds key id {hello_key_id:016x}, this prover's key has id {our_key_id:016x}"
+    )]
+    KeyMismatch {
+        /// The key id in the hello.
+        hello_key_id: u64,
+        /// The id of the key the reader was given.
+        our_key_id: u64,
+    },
+    /// The MAC did not verify: altered, forged or made with another key.
+    #[error("MAC check failed for the verifier's hello (MAC at offset {offset})")]
+    BadMac {
+        /// Offset of the MAC.
+        offset: u64,
+    },
+    /// The input ended before the hello was complete.
+    #[error("hello truncated at offset {offset}: {detail}")]
+    Truncated {
+        /// Bytes received.
+        offset: u64,
+        /// What was missing.
+        detail: String,
+    },
+    /// Bytes after the hello: a version-1 verifier sends nothing else.
+    #[error("unexpected bytes after the verifier's hello at offset {offset}")]
+    AfterHello {
+        /// Offset of the first such byte.
+        offset: u64,
+    },
+    /// A length over its cap, or a malformed field of an authenticated body.
+    #[error("malformed hello: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+/// The fingerprint of one stored row: the first 4 bytes, little-endian, of keyed BLAKE3
+/// with `fingerprint_key` ([`Key::fingerprint_key`]) over the row's raw bytes.
+pub fn fingerprint(fingerprint_key: &[u8; 32], row: &[u8]) -> u32 {
+    let h = blake3::keyed_hash(fingerprint_key, row);
+    let b = h.as_bytes();
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn hello_mac(mac_key: &[u8; 32], bytes: &[u8]) -> [u8; MAC_LEN] {
+    let mut h = blake3::Hasher::new_keyed(mac_key);
+    h.update(HELLO_MAC_DOMAIN);
+    h.update(bytes);
+    *h.finalize().as_bytes()
+}
+
+impl ServerHello {
+    /// The hello's bytes, MACed with `key` (whose id replaces `key_id`).
+    ///
+    /// Fails when the table is inconsistent (ids not ascending, a tensor with no row,
+    /// column or matrix, a fingerprint count other than `matrices * rows`, a dimension
+    /// above 2^40) or the body exceeds [`MAX_HELLO_BODY_LEN`].
+    pub fn encode(&self, key: &Key) -> Result<Vec<u8>, HelloEncodeError> {
+        let mut body_len = HELLO_BODY_FIXED_LEN as u64;
+        let mut last: Option<u32> = None;
+        for t in &self.tensors {
+            if last.is_some_and(|l| t.id <= l) {
+                return Err(HelloEncodeError(format!(
+                    "tensor id {} follows {}; ids must be ascending",
+                    t.id,
+                    last.unwrap_or(0)
+                )));
+            }
+            last = Some(t.id);
+            if t.matrices == 0 || t.rows == 0 || t.cols == 0 || t.rows > MAX_DIM || t.cols > MAX_DIM
+            {
+                return Err(HelloEncodeError(format!(
+                    "tensor {} has {} matrices of {} x {}",
+                    t.id, t.matrices, t.rows, t.cols
+                )));
+            }
+            if t.fingerprints.len() as u128 != t.matrices as u128 * t.rows as u128 {
+                return Err(HelloEncodeError(format!(
+                    "tensor {} has {} fingerprints for {} matrices of {} rows",
+                    t.id,
+                    t.fingerprints.len(),
+                    t.matrices,
+                    t.rows
+                )));
+            }
+            body_len += HELLO_TENSOR_FIXED_LEN as u64 + 4 * t.fingerprints.len() as u64;
+            if body_len > MAX_HELLO_BODY_LEN as u64 {
+                return Err(HelloEncodeError(format!(
+                    "the table exceeds the hello body cap of {MAX_HELLO_BODY_LEN} bytes"
+                )));
+            }
+        }
+        let mut w = Writer::new();
+        w.buf.reserve(HELLO_FIXED_LEN + body_len as usize + MAC_LEN);
+        w.raw(&HELLO_MAGIC);
+        w.u16(HELLO_VERSION);
+        w.u32(body_len as u32);
+        w.u64(key.id());
+        w.raw(&self.nonce);
+        w.u32(self.tensors.len() as u32);
+        for t in &self.tensors {
+            w.u32(t.id);
+            w.u8(t.dtype as u8);
+            w.u32(t.matrices);
+            w.u64(t.rows);
+            w.u64(t.cols);
+            for &f in &t.fingerprints {
+                w.u32(f);
+            }
+        }
+        let mac = hello_mac(&key.mac_key(), &w.buf);
+        w.raw(&mac);
+        Ok(w.buf)
+    }
+
+    /// Decodes one complete hello (exactly its bytes).
+    pub fn decode(key: &Key, bytes: &[u8]) -> Result<ServerHello, HandshakeError> {
+        let mut r = HelloReader::new(key);
+        let hello = r.push(bytes)?;
+        r.finish()?;
+        hello.ok_or_else(|| HandshakeError::Truncated {
+            offset: bytes.len() as u64,
+            detail: "no hello".into(),
+        })
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<ServerHello, DecodeError> {
+        let key_id = r.u64("hello: key id")?;
+        let nonce = r.array("hello: nonce")?;
+        let count_at = r.offset();
+        let count = r.u32("hello: tensor count")? as usize;
+        match count.checked_mul(HELLO_TENSOR_FIXED_LEN) {
+            Some(bytes) if bytes <= r.remaining() => {}
+            _ => {
+                return Err(r.error_at(
+                    count_at,
+                    "hello: tensor count",
+                    format!(
+                        "{count} tensors need at least {} bytes, only {} are left",
+                        count as u128 * HELLO_TENSOR_FIXED_LEN as u128,
+                        r.remaining()
+                    ),
+                ))
+            }
+        }
+        let mut tensors: Vec<HelloTensor> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let at = r.offset();
+            let id = r.u32("hello: tensor id")?;
+            if let Some(last) = tensors.last() {
+                if id <= last.id {
+                    return Err(r.error_at(
+                        at,
+                        "hello: tensor id",
+                        format!("{id} follows {}; ids must be ascending", last.id),
+                    ));
+                }
+            }
+            let dtype_at = r.offset();
+            let d = r.u8("hello: tensor dtype")?;
+            let dtype = DType::try_from(d).map_err(|v| {
+                r.error_at(
+                    dtype_at,
+                    "hello: tensor dtype",
+                    format!("unknown value {v}"),
+                )
+            })?;
+            let shape_at = r.offset();
+            let matrices = r.u32("hello: tensor matrices")?;
+            let rows = r.u64("hello: tensor rows")?;
+            let cols = r.u64("hello: tensor cols")?;
+            if matrices == 0 || rows == 0 || cols == 0 || rows > MAX_DIM || cols > MAX_DIM {
+                return Err(r.error_at(
+                    shape_at,
+                    "hello: tensor shape",
+                    format!("tensor {id}: {matrices} matrices of {rows} x {cols}; each must be from 1 to 2^40"),
+                ));
+            }
+            let prints_at = r.offset();
+            let n = (matrices as u64)
+                .checked_mul(rows)
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|n| n.checked_mul(4).is_some_and(|b| b <= r.remaining()));
+            let Some(n) = n else {
+                return Err(r.error_at(
+                    prints_at,
+                    "hello: tensor fingerprints",
+                    format!(
+                        "tensor {id}: {} fingerprints need {} bytes, only {} are left",
+                        matrices as u128 * rows as u128,
+                        matrices as u128 * rows as u128 * 4,
+                        r.remaining()
+                    ),
+                ));
+            };
+            let raw = r.take(n * 4, "hello: tensor fingerprints")?;
+            let fingerprints = raw
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            tensors.push(HelloTensor {
+                id,
+                dtype,
+                matrices,
+                rows,
+                cols,
+                fingerprints,
+            });
+        }
+        r.finish("hello body")?;
+        Ok(ServerHello {
+            key_id,
+            nonce,
+            tensors,
+        })
+    }
+}
+
+/// Replaces the nonce of encoded hello bytes and recomputes their MAC, so that a
+/// verifier encodes its (possibly large) table once and stamps each connection's nonce.
+/// Does nothing to bytes too short to be a hello.
+pub fn restamp_nonce(hello: &mut [u8], key: &Key, nonce: [u8; 16]) {
+    if hello.len() < HELLO_NONCE_OFFSET + 16 + MAC_LEN {
+        return;
+    }
+    hello[HELLO_NONCE_OFFSET..HELLO_NONCE_OFFSET + 16].copy_from_slice(&nonce);
+    let mac_at = hello.len() - MAC_LEN;
+    let mac = hello_mac(&key.mac_key(), &hello[..mac_at]);
+    hello[mac_at..].copy_from_slice(&mac);
+}
+
+/// Reads the verifier's hello incrementally from untrusted bytes. See the module
+/// documentation.
+pub struct HelloReader {
+    mac_key: [u8; 32],
+    key_id: u64,
+    buf: Vec<u8>,
+    received: u64,
+    done: bool,
+    failed: Option<HandshakeError>,
+}
+
+impl fmt::Debug for HelloReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HelloReader")
+            .field("key_id", &format_args!("{:016x}", self.key_id))
+            .field("received", &self.received)
+            .field("done", &self.done)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HelloReader {
+    /// A reader for hellos MACed with `key`.
+    pub fn new(key: &Key) -> Self {
+        HelloReader {
+            mac_key: key.mac_key(),
+            key_id: key.id(),
+            buf: Vec::new(),
+            received: 0,
+            done: false,
+            failed: None,
+        }
+    }
+
+    /// Feeds the next bytes; returns the hello once, when its last byte arrives.
+    ///
+    /// After an error the reader stops for good and returns the same error. Any byte
+    /// after the hello is [`HandshakeError::AfterHello`].
+    pub fn push(&mut self, mut input: &[u8]) -> Result<Option<ServerHello>, HandshakeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if self.done {
+            if input.is_empty() {
+                return Ok(None);
+            }
+            return self.fail(HandshakeError::AfterHello {
+                offset: self.received,
+            });
+        }
+        loop {
+            let need = match self.needed() {
+                Ok(n) => n,
+                Err(e) => return self.fail(e),
+            };
+            if self.buf.len() >= need {
+                break;
+            }
+            if input.is_empty() {
+                return Ok(None);
+            }
+            let take = (need - self.buf.len()).min(input.len());
+            let len = self.buf.len() + take;
+            if len > self.buf.capacity() {
+                // Doubling, never beyond this hello's size: at most twice what arrived.
+                let target = len.max(2 * self.buf.capacity()).min(need);
+                self.buf.reserve_exact(target - self.buf.len());
+            }
+            self.buf.extend_from_slice(&input[..take]);
+            self.received += take as u64;
+            input = &input[take..];
+        }
+        let hello = match self.complete() {
+            Ok(h) => h,
+            Err(e) => return self.fail(e),
+        };
+        self.done = true;
+        self.buf = Vec::new();
+        if !input.is_empty() {
+            return self.fail(HandshakeError::AfterHello {
+                offset: self.received,
+            });
+        }
+        Ok(Some(hello))
+    }
+
+    /// `Ok` once the whole hello was read; otherwise the reader's error, or
+    /// [`HandshakeError::Truncated`] (or `NotAHello` for nothing at all).
+    pub fn finish(&self) -> Result<(), HandshakeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if self.done {
+            return Ok(());
+        }
+        if self.received == 0 {
+            return Err(HandshakeError::NotAHello {
+                detail: "the peer sent nothing".into(),
+            });
+        }
+        let of = match self.needed() {
+            Ok(n) if n > self.buf.len() => format!(" of {n}"),
+            _ => String::new(),
+        };
+        Err(HandshakeError::Truncated {
+            offset: self.received,
+            detail: format!("{} bytes{of} of the hello received", self.buf.len()),
+        })
+    }
+
+    /// Bytes received so far.
+    pub fn bytes_received(&self) -> u64 {
+        self.received
+    }
+
+    /// True once the hello was read.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn fail(&mut self, e: HandshakeError) -> Result<Option<ServerHello>, HandshakeError> {
+        self.failed = Some(e.clone());
+        self.buf = Vec::new();
+        Err(e)
+    }
+
+    /// The hello's total size as far as the buffered bytes tell, checking each fixed
+    /// field as soon as it has arrived.
+    fn needed(&self) -> Result<usize, HandshakeError> {
+        let b = &self.buf;
+        for (i, (&got, &want)) in b.iter().zip(HELLO_MAGIC.iter()).enumerate() {
+            if got != want {
+                return Err(HandshakeError::NotAHello {
+                    detail: format!(
+                        "byte {i} is {got:#04x}, where the magic \"MMAUDHLO\" has {want:#04x}"
+                    ),
+                });
+            }
+        }
+        if b.len() < 10 {
+            return Ok(HELLO_FIXED_LEN);
+        }
+        let version = u16::from_le_bytes([b[8], b[9]]);
+        if version != HELLO_VERSION {
+            return Err(HandshakeError::UnsupportedVersion(version));
+        }
+        if b.len() < HELLO_FIXED_LEN {
+            return Ok(HELLO_FIXED_LEN);
+        }
+        let body_len = u32::from_le_bytes([b[10], b[11], b[12], b[13]]);
+        if body_len > MAX_HELLO_BODY_LEN {
+            return Err(DecodeError {
+                offset: 10,
+                what: "hello body length",
+                problem: format!("{body_len} bytes exceeds the cap of {MAX_HELLO_BODY_LEN}"),
+                unit: "hello".into(),
+            }
+            .into());
+        }
+        Ok(HELLO_FIXED_LEN + body_len as usize + MAC_LEN)
+    }
+
+    fn complete(&self) -> Result<ServerHello, HandshakeError> {
+        let mac_at = self.buf.len() - MAC_LEN;
+        let body = &self.buf[HELLO_FIXED_LEN..mac_at];
+        if body.len() >= 8 {
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&body[..8]);
+            let hello_key_id = u64::from_le_bytes(id);
+            if hello_key_id != self.key_id {
+                return Err(HandshakeError::KeyMismatch {
+                    hello_key_id,
+                    our_key_id: self.key_id,
+                });
+            }
+        }
+        let computed = hello_mac(&self.mac_key, &self.buf[..mac_at]);
+        if blake3::Hash::from_bytes(computed) != self.buf[mac_at..] {
+            return Err(HandshakeError::BadMac {
+                offset: mac_at as u64,
+            });
+        }
+        let mut r = Reader::new(body, HELLO_FIXED_LEN as u64, "hello");
+        Ok(ServerHello::decode_body(&mut r)?)
+    }
+}
+
+/// The prover's view of a hello's table: finds whether sampled vectors are stored rows
+/// of a held tensor, and builds the [`OperandData::Reference`] that replaces them.
+///
+/// A reference is offered only when the fingerprint of every sampled vector equals the
+/// table's for the row it claims; the verifier still compares its own copy (evidence
+/// and arithmetic), so a fingerprint collision costs a failed sample, never a false
+/// pass.
+#[derive(Clone)]
+pub struct OperandTable {
+    fingerprint_key: [u8; 32],
+    tensors: Vec<HelloTensor>,
+    /// (dtype, cols) -> indices into `tensors`
+    by_shape: HashMap<(DType, u64), Vec<usize>>,
+}
+
+impl fmt::Debug for OperandTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OperandTable")
+            .field("tensors", &self.tensors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OperandTable {
+    /// The table of `hello`, with the fingerprint key of `key`.
+    pub fn new(key: &Key, hello: ServerHello) -> Self {
+        let mut by_shape: HashMap<(DType, u64), Vec<usize>> = HashMap::new();
+        for (i, t) in hello.tensors.iter().enumerate() {
+            by_shape.entry((t.dtype, t.cols)).or_default().push(i);
+        }
+        OperandTable {
+            fingerprint_key: key.fingerprint_key(),
+            tensors: hello.tensors,
+            by_shape,
+        }
+    }
+
+    /// Number of tensors in the table.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// True when the verifier holds no tensor.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// A reference for sampled vectors, if they are stored rows of one held tensor.
+    ///
+    /// `indices` are the plan's rows (op(A)) or columns (op(B)); `data` holds the
+    /// vectors as a sample carries them inline: `batches * indices.len()` vectors of `k`
+    /// elements of `dtype`, order `[batch][index][k]`. Vector `x` of batch entry `i`
+    /// must be row `x` of one matrix of the tensor (its own per batch entry). `None`
+    /// when no held tensor fits, or `data` has the wrong length.
+    pub fn reference(
+        &self,
+        dtype: DType,
+        k: u64,
+        indices: &[u64],
+        batches: usize,
+        data: &[u8],
+    ) -> Option<OperandData> {
+        let es = dtype.size();
+        let vec_bytes = usize::try_from(k).ok()?.checked_mul(es)?;
+        let per_batch = indices.len().checked_mul(vec_bytes)?;
+        if indices.is_empty()
+            || batches == 0
+            || vec_bytes == 0
+            || per_batch.checked_mul(batches)? != data.len()
+        {
+            return None;
+        }
+        let candidates = self.by_shape.get(&(dtype, k))?;
+        let max_index = *indices.iter().max()?;
+        let fp = |bi: usize, xi: usize| {
+            fingerprint(
+                &self.fingerprint_key,
+                &data[bi * per_batch + xi * vec_bytes..][..vec_bytes],
+            )
+        };
+        // Fingerprints of the sampled vectors, computed as they are needed.
+        let mut prints: Vec<Vec<Option<u32>>> = vec![vec![None; indices.len()]; batches];
+        let mut print =
+            |bi: usize, xi: usize| -> u32 { *prints[bi][xi].get_or_insert_with(|| fp(bi, xi)) };
+        'tensor: for &ti in candidates {
+            let t = &self.tensors[ti];
+            if max_index >= t.rows {
+                continue;
+            }
+            let mut matrices = Vec::with_capacity(batches);
+            for bi in 0..batches {
+                let found = (0..t.matrices).find(|&e| {
+                    indices
+                        .iter()
+                        .enumerate()
+                        .all(|(xi, &x)| t.fingerprint(e, x) == Some(print(bi, xi)))
+                });
+                match found {
+                    Some(e) => matrices.push(e),
+                    None => continue 'tensor,
+                }
+            }
+            let mut evidence = Vec::with_capacity(batches * indices.len() * es);
+            for bi in 0..batches {
+                for xi in 0..indices.len() {
+                    evidence.extend_from_slice(&data[bi * per_batch + xi * vec_bytes..][..es]);
+                }
+            }
+            return Some(OperandData::Reference {
+                tensor: t.id,
+                matrices,
+                evidence,
+            });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Key {
+        Key::from_bytes([3; 32])
+    }
+
+    /// A bf16 tensor of 2 matrices of 4 rows x 3 columns; element (e, r, c) has the
+    /// bytes [e, r, c, 0x3f].
+    fn stacked(key: &Key, id: u32) -> (HelloTensor, Vec<u8>) {
+        let mut data = Vec::new();
+        let mut fingerprints = Vec::new();
+        for e in 0..2u8 {
+            for r in 0..4u8 {
+                let row: Vec<u8> = (0..3u8).flat_map(|c| [e * 16 + r, c]).collect();
+                fingerprints.push(fingerprint(&key.fingerprint_key(), &row));
+                data.extend_from_slice(&row);
+            }
+        }
+        (
+            HelloTensor {
+                id,
+                dtype: DType::BF16,
+                matrices: 2,
+                rows: 4,
+                cols: 3,
+                fingerprints,
+            },
+            data,
+        )
+    }
+
+    #[test]
+    fn hello_round_trips_in_any_chunking() {
+        let key = key();
+        let (t, _) = stacked(&key, 5);
+        let hello = ServerHello {
+            key_id: 0,
+            nonce: [9; 16],
+            tensors: vec![t],
+        };
+        let bytes = hello.encode(&key).unwrap();
+        let want = ServerHello {
+            key_id: key.id(),
+            ..hello
+        };
+        for size in [1, 2, 7, bytes.len()] {
+            let mut r = HelloReader::new(&key);
+            let mut got = None;
+            for c in bytes.chunks(size) {
+                if let Some(h) = r.push(c).unwrap() {
+                    assert!(got.is_none());
+                    got = Some(h);
+                }
+            }
+            assert_eq!(got.as_ref(), Some(&want));
+            assert_eq!(r.finish(), Ok(()));
+        }
+        assert_eq!(ServerHello::decode(&key, &bytes), Ok(want));
+    }
+
+    #[test]
+    fn restamping_changes_the_nonce_and_keeps_the_mac_valid() {
+        let key = key();
+        let hello = ServerHello {
+            key_id: key.id(),
+            nonce: [0; 16],
+            tensors: vec![],
+        };
+        let mut bytes = hello.encode(&key).unwrap();
+        restamp_nonce(&mut bytes, &key, [7; 16]);
+        assert_eq!(ServerHello::decode(&key, &bytes).unwrap().nonce, [7; 16]);
+    }
+
+    #[test]
+    fn refusals_name_their_cause() {
+        let key = key();
+        let hello = ServerHello {
+            key_id: key.id(),
+            nonce: [0; 16],
+            tensors: vec![],
+        };
+        let bytes = hello.encode(&key).unwrap();
+        let err = |b: &[u8]| ServerHello::decode(&key, b).unwrap_err();
+        assert!(matches!(
+            err(b"MMAUDIT\0"),
+            HandshakeError::NotAHello { .. }
+        ));
+        assert!(matches!(
+            err(&bytes[..20]),
+            HandshakeError::Truncated { .. }
+        ));
+        let mut b = bytes.clone();
+        b[8] = 2;
+        assert_eq!(err(&b), HandshakeError::UnsupportedVersion(2));
+        let mut b = bytes.clone();
+        b[HELLO_NONCE_OFFSET] ^= 1;
+        assert!(matches!(err(&b), HandshakeError::BadMac { .. }));
+        assert!(matches!(
+            ServerHello::decode(&Key::from_bytes([4; 32]), &bytes).unwrap_err(),
+            HandshakeError::KeyMismatch { .. }
+        ));
+        let mut b = bytes.clone();
+        b.push(0);
+        assert!(matches!(err(&b), HandshakeError::AfterHello { .. }));
+        // A body length over the cap is refused from its 4 bytes alone.
+        let mut r = HelloReader::new(&key);
+        let mut head = bytes[..10].to_vec();
+        head.extend_from_slice(&(MAX_HELLO_BODY_LEN + 1).to_le_bytes());
+        let e = r.push(&head).unwrap_err();
+        assert!(e.to_string().contains("exceeds the cap"), "{e}");
+    }
+
+    #[test]
+    fn counts_beyond_the_body_are_refused_before_allocating() {
+        let key = key();
+        // A tensor claiming 2^32-1 matrices of 2^40 rows, inside a correctly MACed body.
+        let mut body = Writer::new();
+        body.u64(key.id());
+        body.raw(&[0; 16]);
+        body.u32(1);
+        body.u32(0);
+        body.u8(DType::F32 as u8);
+        body.u32(u32::MAX);
+        body.u64(MAX_DIM);
+        body.u64(4);
+        let mut w = Writer::new();
+        w.raw(&HELLO_MAGIC);
+        w.u16(HELLO_VERSION);
+        w.u32(body.buf.len() as u32);
+        w.raw(&body.buf);
+        let mac = hello_mac(&key.mac_key(), &w.buf);
+        w.raw(&mac);
+        let e = ServerHello::decode(&key, &w.buf).unwrap_err();
+        assert!(e.to_string().contains("only 0 are left"), "{e}");
+        // And a tensor count beyond the body.
+        let mut body = Writer::new();
+        body.u64(key.id());
+        body.raw(&[0; 16]);
+        body.u32(u32::MAX);
+        let mut w = Writer::new();
+        w.raw(&HELLO_MAGIC);
+        w.u16(HELLO_VERSION);
+        w.u32(body.buf.len() as u32);
+        w.raw(&body.buf);
+        let mac = hello_mac(&key.mac_key(), &w.buf);
+        w.raw(&mac);
+        let e = ServerHello::decode(&key, &w.buf).unwrap_err();
+        assert!(e.to_string().contains("hello: tensor count"), "{e}");
+    }
+
+    #[test]
+    fn the_table_finds_stored_rows_and_builds_evidence() {
+        let key = key();
+        let (t, data) = stacked(&key, 2);
+        let table = OperandTable::new(
+            &key,
+            ServerHello {
+                key_id: key.id(),
+                nonce: [0; 16],
+                tensors: vec![t],
+            },
+        );
+        let row = |e: usize, r: usize| &data[(e * 4 + r) * 6..][..6];
+        // Two batch entries: the first uses matrix 1, the second matrix 0; rows 1 and 3.
+        let mut sent = Vec::new();
+        for (e, r) in [(1, 1), (1, 3), (0, 1), (0, 3)] {
+            sent.extend_from_slice(row(e, r));
+        }
+        let got = table.reference(DType::BF16, 3, &[1, 3], 2, &sent).unwrap();
+        assert_eq!(
+            got,
+            OperandData::Reference {
+                tensor: 2,
+                matrices: vec![1, 0],
+                evidence: [row(1, 1), row(1, 3), row(0, 1), row(0, 3)]
+                    .iter()
+                    .flat_map(|r| r[..2].to_vec())
+                    .collect(),
+            }
+        );
+        // Rows in another order, another type, another k, or changed data: no reference.
+        let mut swapped = sent.clone();
+        swapped[..6].copy_from_slice(row(1, 3));
+        assert_eq!(table.reference(DType::BF16, 3, &[1, 3], 2, &swapped), None);
+        assert_eq!(table.reference(DType::F16, 3, &[1, 3], 2, &sent), None);
+        assert_eq!(table.reference(DType::BF16, 3, &[1, 4], 2, &sent), None);
+        assert_eq!(table.reference(DType::BF16, 3, &[1, 3], 1, &sent), None);
+        let mut changed = sent.clone();
+        changed[7] ^= 1;
+        assert_eq!(table.reference(DType::BF16, 3, &[1, 3], 2, &changed), None);
+    }
+}
