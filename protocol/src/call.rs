@@ -174,9 +174,32 @@ pub mod flags {
     /// hello of a TCP sink, or between connections): recorded, not sampled. The verifier
     /// reports such calls as "not audited: no session".
     pub const NO_SESSION: u16 = 1 << 7;
+    /// The library rejected the call (it returned an error status): nothing was
+    /// computed. Recorded so that call indices stay consecutive; never sampled, and its
+    /// FLOPs are not claimed.
+    pub const REJECTED: u16 = 1 << 8;
+    /// A call this protocol version cannot describe exactly (an epilogue, element type
+    /// or layout outside the model): recorded with its shape, never sampled; the
+    /// verifier reports it as "not audited: not modelled". Fields other than the entry
+    /// point, m, n, k and the batch count are best effort.
+    pub const UNMODELLED: u16 = 1 << 9;
+    /// The bias vector differs per batch entry (cuBLASLt `BIAS_BATCH_STRIDE`): the
+    /// sample's bias holds one vector per sampled batch entry, `[batch][row]`.
+    pub const BIAS_PER_BATCH: u16 = 1 << 10;
+    /// Flags whose calls are recorded but never sampled.
+    pub const NOT_AUDITED: u16 = CAPTURED | NO_SESSION | REJECTED | UNMODELLED;
     /// Every flag defined in this protocol version.
-    pub const ALL: u16 =
-        CAPTURED | BIAS | IN_PLACE | SCALE_A | SCALE_B | SCALE_C | SCALE_D | NO_SESSION;
+    pub const ALL: u16 = CAPTURED
+        | BIAS
+        | IN_PLACE
+        | SCALE_A
+        | SCALE_B
+        | SCALE_C
+        | SCALE_D
+        | NO_SESSION
+        | REJECTED
+        | UNMODELLED
+        | BIAS_PER_BATCH;
 }
 
 /// The canonical description of one GEMM API call.
@@ -229,8 +252,12 @@ pub struct GemmCall {
 }
 
 impl GemmCall {
-    /// Multiply-add count times two: the FLOPs this call claims.
+    /// Multiply-add count times two: the FLOPs this call claims (none for a call the
+    /// library rejected).
     pub fn flops(&self) -> u128 {
+        if self.has(flags::REJECTED) {
+            return 0;
+        }
         2u128 * self.m as u128 * self.n as u128 * self.k as u128 * self.batch as u128
     }
 
@@ -455,6 +482,9 @@ impl GemmCall {
         };
         if call.flags & !flags::ALL != 0 {
             return Err(r.error_at(at, "call flags", format!("unknown bits {:#x}", call.flags)));
+        }
+        if call.has(flags::BIAS_PER_BATCH) && !call.has(flags::BIAS) {
+            return Err(r.error_at(at, "call flags", "a per-batch bias without a bias"));
         }
         if call.batch == 0 {
             return Err(r.error_at(at, "batch count", "is zero"));

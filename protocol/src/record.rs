@@ -96,8 +96,9 @@ pub struct Sample {
     pub c_in: Vec<u8>,
     /// `D[r, s]` after the call: batches*rows*cols elements of `call.d.dtype`, same order.
     pub d_out: Vec<u8>,
-    /// `bias[r]` for r in plan.rows, elements of `call.bias_type`; empty iff the call has
-    /// no [`flags::BIAS`].
+    /// `bias[r]` for r in plan.rows, elements of `call.bias_type`; with
+    /// [`flags::BIAS_PER_BATCH`] one such vector per sampled batch entry, `[batch][row]`;
+    /// empty iff the call has no [`flags::BIAS`].
     pub bias: Vec<u8>,
 }
 
@@ -646,7 +647,9 @@ impl SampleShape {
                 0
             },
             d_out: product("D entries", &[batches, rows, cols], call.d.dtype)?,
-            bias: if call.has(flags::BIAS) {
+            bias: if call.has(flags::BIAS_PER_BATCH) {
+                product("bias entries", &[batches, rows], call.bias_type)?
+            } else if call.has(flags::BIAS) {
                 product("bias entries", &[rows], call.bias_type)?
             } else {
                 0

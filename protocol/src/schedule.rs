@@ -7,7 +7,7 @@
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use crate::call::GemmCall;
+use crate::call::{flags, GemmCall};
 use crate::config::{SamplingConfig, PPM};
 use crate::keys::Key;
 
@@ -57,8 +57,12 @@ impl Schedule {
     }
 
     /// The plan for `call`, or `None` when the call is not sampled. A call with an empty
-    /// result (m, n or batch zero) is never sampled: there is nothing to check.
+    /// result (m, n or batch zero) is never sampled: there is nothing to check; nor is a
+    /// call flagged [`flags::NOT_AUDITED`] (captured, no session, rejected, unmodelled).
     pub fn decide(&self, call: &GemmCall) -> Option<Plan> {
+        if call.has(flags::NOT_AUDITED) {
+            return None;
+        }
         let mut hasher = blake3::Hasher::new_keyed(&self.key);
         hasher.update(SCHEDULE_DOMAIN);
         hasher.update(&self.nonce);

@@ -101,7 +101,14 @@ pub fn arb_call() -> impl Strategy<Value = GemmCall> {
             Epilogue::GeluErf,
         ]),
         arb_dtype(),
-        0..=flags::ALL,
+        (0..=flags::ALL).prop_map(|f| {
+            // a per-batch bias only comes with a bias
+            if f & flags::BIAS_PER_BATCH != 0 {
+                f | flags::BIAS
+            } else {
+                f
+            }
+        }),
     );
     (head, dims, operands, tail).prop_map(
         |(
