@@ -354,13 +354,29 @@ impl ServerHello {
 /// verifier encodes its (possibly large) table once and stamps each connection's nonce.
 /// Does nothing to bytes too short to be a hello.
 pub fn restamp_nonce(hello: &mut [u8], key: &Key, nonce: [u8; 16]) {
-    if hello.len() < HELLO_NONCE_OFFSET + 16 + MAC_LEN {
+    let Some(mac) = nonce_mac(hello, key, nonce) else {
         return;
-    }
+    };
     hello[HELLO_NONCE_OFFSET..HELLO_NONCE_OFFSET + 16].copy_from_slice(&nonce);
     let mac_at = hello.len() - MAC_LEN;
-    let mac = hello_mac(&key.mac_key(), &hello[..mac_at]);
     hello[mac_at..].copy_from_slice(&mac);
+}
+
+/// The MAC that encoded hello bytes would carry with `nonce` in place of their own,
+/// computed without copying them: a verifier that sends one shared table to many
+/// connections sends the table's bytes, then each connection's nonce and MAC. None for
+/// bytes too short to be a hello.
+pub fn nonce_mac(hello: &[u8], key: &Key, nonce: [u8; 16]) -> Option<[u8; MAC_LEN]> {
+    if hello.len() < HELLO_NONCE_OFFSET + 16 + MAC_LEN {
+        return None;
+    }
+    let mac_at = hello.len() - MAC_LEN;
+    let mut h = blake3::Hasher::new_keyed(&key.mac_key());
+    h.update(HELLO_MAC_DOMAIN);
+    h.update(&hello[..HELLO_NONCE_OFFSET]);
+    h.update(&nonce);
+    h.update(&hello[HELLO_NONCE_OFFSET + 16..mac_at]);
+    Some(*h.finalize().as_bytes())
 }
 
 /// Reads the verifier's hello incrementally from untrusted bytes. See the module

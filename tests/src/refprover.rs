@@ -19,6 +19,7 @@ use mmaudit_protocol::call::{
     flags, BatchForm, ComputeType, DType, Epilogue, GemmCall, Op, Operand, Order, Scalar,
 };
 use mmaudit_protocol::config::SamplingConfig;
+use mmaudit_protocol::handshake::OperandTable;
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::num;
 use mmaudit_protocol::record::{End, Gap, GapReason, OperandData, Record, Sample};
@@ -290,6 +291,12 @@ pub struct RefProver {
     schedule: Schedule,
     rng: ChaCha8Rng,
     next_index: u64,
+    stream_id: u64,
+    /// The verifier's table of held operands: sampled operands that are stored rows of
+    /// one of its tensors travel as references.
+    references: Option<OperandTable>,
+    /// Sample records whose op(A) or op(B) travel as references.
+    pub referenced: u64,
     /// Records produced so far, in stream order; tests may edit them before `finish`.
     pub records: Vec<Record>,
     /// Result entries written into sample records so far.
@@ -408,9 +415,38 @@ impl RefProver {
             schedule: Schedule::new(key, nonce, config),
             rng,
             next_index: 0,
+            stream_id: 0x5eed,
+            references: None,
+            referenced: 0,
             records: Vec::new(),
             entries: 0,
         }
+    }
+
+    /// The same prover with the session nonce a live verifier issued in its hello (call
+    /// before issuing any GEMM: the schedule depends on it).
+    pub fn with_nonce(mut self, nonce: [u8; 16]) -> Self {
+        self.nonce = nonce;
+        self.schedule = Schedule::new(&self.key, nonce, self.config);
+        self
+    }
+
+    /// The same prover with another stream id in its header (default 0x5eed).
+    pub fn with_stream_id(mut self, stream_id: u64) -> Self {
+        self.stream_id = stream_id;
+        self
+    }
+
+    /// From now on, a sampled op(A) or op(B) whose vectors are stored rows of a tensor
+    /// in the verifier's table travels as a reference (as `libmmaudit.so` does with a
+    /// tcp sink), not inline.
+    pub fn use_references(&mut self, table: OperandTable) {
+        self.references = Some(table);
+    }
+
+    /// The session nonce of the stream.
+    pub fn nonce(&self) -> [u8; 16] {
+        self.nonce
     }
 
     /// Issues one GEMM: a ledger record always, and a sample record when the schedule
@@ -423,7 +459,24 @@ impl RefProver {
             return None;
         }
         let plan = self.schedule.decide(&call)?;
-        let sample = self.sample(&call, &plan, spec);
+        let mut sample = self.sample(&call, &plan, spec);
+        if let Some(table) = &self.references {
+            let nb = plan.batches.len();
+            let mut any = false;
+            for (data, dtype, indices) in [
+                (&mut sample.a_rows, call.a.dtype, &plan.rows),
+                (&mut sample.b_cols, call.b.dtype, &plan.cols),
+            ] {
+                let found = data
+                    .inline()
+                    .and_then(|bytes| table.reference(dtype, call.k, indices, nb, bytes));
+                if let Some(reference) = found {
+                    *data = reference;
+                    any = true;
+                }
+            }
+            self.referenced += any as u64;
+        }
         self.records.push(Record::Sample(sample));
         Some(plan)
     }
@@ -550,7 +603,7 @@ impl RefProver {
             key_id: self.key.id(),
             nonce: self.nonce,
             config: self.config,
-            stream_id: 0x5eed,
+            stream_id: self.stream_id,
             segment: 0,
             first_index: 0,
             pid: std::process::id(),

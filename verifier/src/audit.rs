@@ -21,7 +21,7 @@ use mmaudit_protocol::stream::{Event, StreamError, StreamHeader};
 
 use crate::recompute::{self, Entry, Scalars};
 use crate::report::{Failure, FailureKind, StreamReport, WeightReport};
-use crate::weights::{Identity, Unmatched, WeightPolicy};
+use crate::weights::{Identity, Side, SideMatch, Unmatched, WeightPolicy};
 
 /// The audit state of one stream.
 pub struct StreamAudit {
@@ -90,6 +90,17 @@ impl StreamAudit {
         self.report.header = Some(h);
     }
 
+    /// Records an integrity failure found outside the stream's bytes (a live session's
+    /// nonce that the verifier did not issue, for instance).
+    pub fn fail_integrity(&mut self, message: String) {
+        self.integrity(message);
+    }
+
+    /// True once the End record was read.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
     fn integrity(&mut self, message: String) {
         self.report.integrity_errors += 1;
         self.push_failure(Failure {
@@ -107,7 +118,10 @@ impl StreamAudit {
         }
     }
 
-    fn on_record(&mut self, record: Record) {
+    /// Feeds one record of an authenticated frame (what [`StreamAudit::on_event`] does
+    /// for each record of a frame, in order); a caller that spreads a frame's work over
+    /// time feeds its records one by one.
+    pub fn on_record(&mut self, record: Record) {
         if self.ended {
             self.integrity("a record follows the end record".into());
             return;
@@ -198,8 +212,21 @@ impl StreamAudit {
             ));
             return;
         };
+        let mut sample = sample;
         if sample.check_shape(&call, &plan).is_ok() {
-            self.judge_weights(&call, &plan, &sample);
+            let referenced = match self.resolve_references(&call, &plan, &mut sample) {
+                Ok(sides) => sides,
+                Err(message) => {
+                    self.report.mismatched += 1;
+                    self.push_failure(Failure {
+                        kind: FailureKind::Malformed,
+                        call: Some(describe(&call)),
+                        message,
+                    });
+                    return;
+                }
+            };
+            self.judge_weights(&call, &plan, &sample, referenced);
         }
         match verify_sample(&call, &plan, &sample) {
             Err(message) => {
@@ -241,19 +268,74 @@ impl StreamAudit {
         }
     }
 
-    /// Weight identity of one sampled call whose data fit its plan.
-    fn judge_weights(&mut self, call: &GemmCall, plan: &Plan, sample: &Sample) {
+    /// Replaces each operand sent as a reference by the held rows it names, after
+    /// checking the reference against them (docs/PROTOCOL.md, "Sample record"). Returns
+    /// the referenced sides; an error names the tensor and what does not fit.
+    fn resolve_references(
+        &self,
+        call: &GemmCall,
+        plan: &Plan,
+        sample: &mut Sample,
+    ) -> Result<Vec<SideMatch>, String> {
+        let mut sides = Vec::new();
+        for (side, data, dtype, indices) in [
+            (Side::A, &mut sample.a_rows, call.a.dtype, &plan.rows),
+            (Side::B, &mut sample.b_cols, call.b.dtype, &plan.cols),
+        ] {
+            let OperandData::Reference {
+                tensor,
+                matrices,
+                evidence,
+            } = data
+            else {
+                continue;
+            };
+            let Some(policy) = &self.weights else {
+                return Err(format!(
+                    "the capture references verifier-held weights (tensor id {tensor}); pass --weights with the files the live verifier held"
+                ));
+            };
+            let (bytes, at) = policy
+                .registry
+                .resolve(side, *tensor, dtype, call.k, indices, matrices, evidence)?;
+            *data = OperandData::Inline(bytes);
+            sides.push(at);
+        }
+        Ok(sides)
+    }
+
+    /// Weight identity of one sampled call whose data fit its plan. `referenced`: the
+    /// operands the prover sent as references to held tensors (already resolved, so
+    /// they are those tensors by construction and are not compared again).
+    fn judge_weights(
+        &mut self,
+        call: &GemmCall,
+        plan: &Plan,
+        sample: &Sample,
+        referenced: Vec<SideMatch>,
+    ) {
         let (Some(policy), Some(w)) = (&self.weights, &mut self.report.weights) else {
             return;
         };
+        let is_ref = |side| referenced.iter().any(|m: &SideMatch| m.side == side);
         let identity = policy.registry.identify(
             call,
             plan,
-            sample.a_rows.inline(),
-            sample.b_cols.inline(),
-            policy.required,
+            sample.a_rows.inline().filter(|_| !is_ref(Side::A)),
+            sample.b_cols.inline().filter(|_| !is_ref(Side::B)),
+            policy.required && referenced.is_empty(),
         );
         w.judged += 1;
+        if !referenced.is_empty() {
+            w.referenced += 1;
+        }
+        let identity = match identity {
+            _ if referenced.is_empty() => identity,
+            Identity::Matched(found) => {
+                Identity::Matched(referenced.into_iter().chain(found).collect())
+            }
+            Identity::Unmatched(_) => Identity::Matched(referenced),
+        };
         match identity {
             Identity::Matched(found) => {
                 w.matched += 1;
@@ -438,10 +520,7 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
     };
     let (OperandData::Inline(a_bytes), OperandData::Inline(b_bytes)) = (&s.a_rows, &s.b_cols)
     else {
-        return Err(
-            "the sample references verifier-held weights, which this verifier does not resolve"
-                .into(),
-        );
+        return Err("an operand reference was not resolved".into());
     };
     let a = decode("op(A) rows", call.a.dtype, a_bytes)?;
     let b = decode("op(B) columns", call.b.dtype, b_bytes)?;

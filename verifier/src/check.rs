@@ -78,7 +78,8 @@ pub struct CheckArgs {
     pub require_weights: bool,
 }
 
-fn parse_fraction(text: &str) -> Result<f64, String> {
+/// Parses a rate (0.01, 1% or 10000ppm) as a fraction.
+pub fn parse_fraction(text: &str) -> Result<f64, String> {
     mmaudit_protocol::config::parse_rate(text).map(|ppm| ppm as f64 / 1e6)
 }
 
@@ -136,6 +137,11 @@ pub fn audit_reader_with(
                     StreamError::NotACapture { .. } | StreamError::UnsupportedVersion(_)
                 ) {
                     return Err(NotChecked::NotACapture(e));
+                }
+                // Frames authenticated before the failure count, whatever the chunking:
+                // a live server reading the same bytes in other pieces sees them too.
+                for event in reader.take_events_before_error() {
+                    audit.on_event(event);
                 }
                 audit.on_stream_error(&e);
                 return Ok(audit.finish());
@@ -196,33 +202,35 @@ fn audit_file(
 
 /// Loads `--weights` and prints what was indexed; None without `--weights`.
 fn load_weights(args: &CheckArgs) -> Result<Option<WeightPolicy>> {
-    if args.weights.is_empty() {
-        if args.require_weights {
+    load_weight_policy(&args.weights, args.require_weights)
+}
+
+/// Loads weights files (`--weights`, shared by `check` and `serve`) and prints what was
+/// indexed; None without files.
+pub fn load_weight_policy(files: &[PathBuf], required: bool) -> Result<Option<WeightPolicy>> {
+    if files.is_empty() {
+        if required {
             bail!("--require-weights needs --weights FILE.safetensors");
         }
         return Ok(None);
     }
     let start = Instant::now();
-    let registry = WeightRegistry::load(&args.weights)?;
+    let registry = WeightRegistry::load(files)?;
     println!(
         "weights  {} tensors ({:.1} MiB) indexed from {} file{} in {:.1} ms{}",
         registry.len(),
         registry.indexed_bytes() as f64 / (1u64 << 20) as f64,
-        args.weights.len(),
-        if args.weights.len() == 1 { "" } else { "s" },
+        files.len(),
+        if files.len() == 1 { "" } else { "s" },
         start.elapsed().as_secs_f64() * 1e3,
-        if args.require_weights {
-            ", required"
-        } else {
-            ""
-        }
+        if required { ", required" } else { "" }
     );
     for note in registry.notes() {
         println!("  note: {note}");
     }
     Ok(Some(WeightPolicy {
         registry: Arc::new(registry),
-        required: args.require_weights,
+        required,
     }))
 }
 

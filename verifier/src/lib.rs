@@ -1,7 +1,7 @@
 //! The verifier library behind `mmaudit-verify`: the audit of a stream (`audit`), the
 //! arithmetic that judges one entry (`recompute`), reports (`report`), and the commands
-//! `check`, `keygen` (`keyfile`) and `plan`, and the weight registry that tells which
-//! held tensors a workload used (`weights`).
+//! `check`, `keygen` (`keyfile`), `plan` and `serve` (the live verifier), and the weight
+//! registry that tells which held tensors a workload used (`weights`).
 #![warn(missing_docs)]
 
 pub mod audit;
@@ -10,4 +10,5 @@ pub mod keyfile;
 pub mod plan;
 pub mod recompute;
 pub mod report;
+pub mod serve;
 pub mod weights;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use mmaudit_verify::{check, keyfile, plan};
+use mmaudit_verify::{check, keyfile, plan, serve};
 
 /// Verifies mmaudit audit streams: were the sampled GEMMs computed as claimed?
 #[derive(Parser)]
@@ -19,7 +19,8 @@ Exit codes: 0 pass, 1 the capture fails the audit, 2 could not run.
 Typical use:
   mmaudit-verify keygen --out audit.key
   LD_PRELOAD=libmmaudit.so MMAUDIT_KEY_FILE=audit.key MMAUDIT_SINK=file:run.mma ./app
-  mmaudit-verify check run.mma --key-file audit.key --json report.json")]
+  mmaudit-verify check run.mma --key-file audit.key --json report.json
+  mmaudit-verify serve --listen 0.0.0.0:7150 --key-file audit.key --capture-dir captures")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,6 +44,8 @@ Example:
     Check(check::CheckArgs),
     /// Estimate bandwidth, verifier work and detection probability for a GEMM or a model.
     Plan(plan::PlanArgs),
+    /// Verify live streams from provers over TCP; save captures and reports.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Keygen { out } => keyfile::keygen(out.as_deref()).map(|()| true),
         Command::Check(args) => check::run_check(args),
         Command::Plan(args) => plan::run_plan(args).map(|()| true),
+        Command::Serve(args) => serve::run_serve(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

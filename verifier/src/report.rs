@@ -66,6 +66,9 @@ pub struct WeightReport {
     pub judged: u64,
     /// judged calls with an operand equal to a held tensor
     pub matched: u64,
+    /// judged calls with an operand sent as a reference to a held tensor (resolved and
+    /// recomputed from the verifier's copy); counted in `matched` too
+    pub referenced: u64,
     /// judged calls with neither operand equal to a held tensor
     pub unmatched: u64,
     /// unmatched calls for which a held tensor of the right shape and type existed but
@@ -92,6 +95,7 @@ impl WeightReport {
             "required": self.required,
             "judged": self.judged,
             "matched": self.matched,
+            "referenced": self.referenced,
             "unmatched_differing": self.unmatched_differing,
             "forms": self.forms,
         })
@@ -342,6 +346,13 @@ impl StreamReport {
                 "  weights matched  {:>12}   of {} sampled calls judged: an operand is a held tensor",
                 w.matched, w.judged
             );
+            if w.referenced > 0 {
+                let _ = writeln!(
+                    s,
+                    "  by reference     {:>12}   of them sent as a reference: recomputed from the verifier's copy",
+                    w.referenced
+                );
+            }
             let _ = writeln!(
                 s,
                 "  weights unmatched{:>12}   no operand is a held tensor ({} beside a held tensor of their shape that differed); {}",

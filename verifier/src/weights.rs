@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use memmap2::Mmap;
 use mmaudit_protocol::call::{DType, GemmCall};
+use mmaudit_protocol::handshake::{self, HelloTensor};
+use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::schedule::Plan;
 use safetensors::tensor::Dtype as StDtype;
 use safetensors::SafeTensors;
@@ -181,6 +183,9 @@ pub struct WeightPolicy {
 pub struct WeightRegistry {
     files: Vec<MappedFile>,
     tensors: Vec<Tensor>,
+    /// tensor id (the hello table's, [`WeightRegistry::id_of`]) -> index into `tensors`:
+    /// the indexed tensors sorted by name
+    by_id: Vec<usize>,
     /// (dtype, outer dimension, k) -> tensors that fit, with their orientation
     index: HashMap<(DType, u64, u64), Vec<Candidate>>,
     notes: Vec<String>,
@@ -209,6 +214,7 @@ impl WeightRegistry {
         let mut registry = WeightRegistry {
             files: Vec::new(),
             tensors: Vec::new(),
+            by_id: Vec::new(),
             index: HashMap::new(),
             notes: Vec::new(),
         };
@@ -216,6 +222,11 @@ impl WeightRegistry {
         for path in paths {
             registry.load_file(path.as_ref(), &mut owner)?;
         }
+        // Ids: the indexed tensors sorted by name (unique across files), so that every
+        // verifier given the same files numbers them alike (docs/PROTOCOL.md).
+        let mut by_id: Vec<usize> = (0..registry.tensors.len()).collect();
+        by_id.sort_by(|&a, &b| registry.tensors[a].name.cmp(&registry.tensors[b].name));
+        registry.by_id = by_id;
         if registry.tensors.is_empty() {
             let names: Vec<String> = registry
                 .files
@@ -574,6 +585,193 @@ impl WeightRegistry {
         }
         Some(count)
     }
+}
+
+/// A stored row of a held tensor, as a reference names it.
+struct RowRef<'r> {
+    bytes: &'r [u8],
+}
+
+impl WeightRegistry {
+    /// The id of a tensor in the hello table: its rank among the indexed tensors sorted
+    /// by name. None for a name that is not indexed.
+    pub fn id_of(&self, name: &str) -> Option<u32> {
+        let i = self
+            .by_id
+            .binary_search_by(|&t| self.tensors[t].name.as_str().cmp(name))
+            .ok()?;
+        u32::try_from(i).ok()
+    }
+
+    /// The name of the tensor with this id.
+    pub fn name_of(&self, id: u32) -> Option<&str> {
+        let t = *self.by_id.get(usize::try_from(id).ok()?)?;
+        Some(self.tensors[t].name.as_str())
+    }
+
+    /// The table of the verifier's hello: every indexed tensor in id order, with the
+    /// fingerprint of each stored row (this reads every byte of the indexed tensors
+    /// once). Rows are fingerprinted on up to `threads` threads.
+    pub fn hello_tensors(&self, key: &Key, threads: usize) -> Result<Vec<HelloTensor>> {
+        let fk = key.fingerprint_key();
+        let mut out: Vec<Option<Result<HelloTensor>>> =
+            (0..self.by_id.len()).map(|_| None).collect();
+        let threads = threads.clamp(1, 64);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results = std::sync::Mutex::new(&mut out);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if id >= self.by_id.len() {
+                        break;
+                    }
+                    let r = self.hello_tensor(id, &fk);
+                    if let Ok(mut o) = results.lock() {
+                        o[id] = Some(r);
+                    }
+                });
+            }
+        });
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(anyhow!("a fingerprinting thread failed"))))
+            .collect()
+    }
+
+    fn hello_tensor(&self, id: usize, fk: &[u8; 32]) -> Result<HelloTensor> {
+        let t = &self.tensors[self.by_id[id]];
+        let row_bytes = usize::try_from(t.cols)
+            .ok()
+            .and_then(|c| c.checked_mul(t.dtype.size()))
+            .ok_or_else(|| anyhow!("tensor {}: rows too long", t.name))?;
+        let count = usize::try_from(t.slices * t.rows)?;
+        let data = self.files[t.file]
+            .map
+            .get(t.offset..)
+            .and_then(|d| d.get(..count.checked_mul(row_bytes)?))
+            .ok_or_else(|| anyhow!("tensor {}: its data lie beyond the end of its file", t.name))?;
+        Ok(HelloTensor {
+            id: id as u32,
+            dtype: t.dtype,
+            matrices: u32::try_from(t.slices)?,
+            rows: t.rows,
+            cols: t.cols,
+            fingerprints: data
+                .chunks_exact(row_bytes)
+                .map(|row| handshake::fingerprint(fk, row))
+                .collect(),
+        })
+    }
+
+    /// Resolves an operand sent as a reference (docs/PROTOCOL.md, "Sample record"):
+    /// checks the tensor, matrices, rows and evidence against the held copy and returns
+    /// the sampled vectors as inline data (`[batch][index][k]`) and how the operand sits
+    /// in the tensor. The error names the tensor and what does not fit.
+    ///
+    /// `indices` are the plan's rows (op(A)) or columns (op(B)); `matrices` and
+    /// `evidence` have the lengths [`mmaudit_protocol::record::Sample::check_shape`]
+    /// checked.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resolve(
+        &self,
+        side: Side,
+        tensor: u32,
+        dtype: DType,
+        k: u64,
+        indices: &[u64],
+        matrices: &[u32],
+        evidence: &[u8],
+    ) -> Result<(Vec<u8>, SideMatch), String> {
+        let op = match side {
+            Side::A => "op(A)",
+            Side::B => "op(B)",
+        };
+        let Some(t) = usize::try_from(tensor)
+            .ok()
+            .and_then(|i| self.by_id.get(i))
+            .map(|&i| &self.tensors[i])
+        else {
+            return Err(format!(
+                "{op} references tensor id {tensor}, which the verifier's table does not have ({} tensors)",
+                self.by_id.len()
+            ));
+        };
+        let name = &t.name;
+        if t.dtype != dtype || t.cols != k {
+            return Err(format!(
+                "{op} references tensor {name} (id {tensor}), whose rows are {} {} elements; the call's {op} rows are {k} {} elements",
+                t.cols,
+                t.dtype.name(),
+                dtype.name()
+            ));
+        }
+        let es = dtype.size();
+        let mut out = Vec::with_capacity(matrices.len() * indices.len() * es * k as usize);
+        for (bi, &e) in matrices.iter().enumerate() {
+            if e as u64 >= t.slices {
+                return Err(format!(
+                    "{op} references matrix {e} of tensor {name} (id {tensor}), which has {} matri{}",
+                    t.slices,
+                    if t.slices == 1 { "x" } else { "ces" }
+                ));
+            }
+            for (xi, &x) in indices.iter().enumerate() {
+                let row = self.row(t, e as u64, x).ok_or_else(|| {
+                    format!(
+                        "{op} references row {x} of tensor {name} (id {tensor}), which has {} rows",
+                        t.rows
+                    )
+                })?;
+                let at = (bi * indices.len() + xi) * es;
+                let claimed = evidence.get(at..at + es).unwrap_or_default();
+                if claimed != &row.bytes[..es] {
+                    return Err(format!(
+                        "{op} references row {x} of matrix {e} of tensor {name} (id {tensor}), but its evidence {} differs from the held row's first element {}",
+                        hex(claimed),
+                        hex(&row.bytes[..es])
+                    ));
+                }
+                out.extend_from_slice(row.bytes);
+            }
+        }
+        let slice = if t.slices == 1 {
+            Slice::Whole
+        } else if matrices.windows(2).all(|w| w[0] == w[1]) {
+            Slice::Fixed(matrices.first().copied().unwrap_or(0) as u64)
+        } else {
+            Slice::PerBatch
+        };
+        Ok((
+            out,
+            SideMatch {
+                side,
+                tensor: name.clone(),
+                orientation: Orientation::Rows,
+                slice,
+            },
+        ))
+    }
+
+    /// Row `x` of matrix `e` of `t`, if it is in range and in the file.
+    fn row<'r>(&'r self, t: &Tensor, e: u64, x: u64) -> Option<RowRef<'r>> {
+        if e >= t.slices || x >= t.rows {
+            return None;
+        }
+        let es = t.dtype.size() as u64;
+        let at = e
+            .checked_mul(t.rows)?
+            .checked_add(x)?
+            .checked_mul(t.cols)?
+            .checked_mul(es)?;
+        let len = usize::try_from(t.cols.checked_mul(es)?).ok()?;
+        let at = t.offset.checked_add(usize::try_from(at).ok()?)?;
+        let bytes = self.files[t.file].map.get(at..)?.get(..len)?;
+        Some(RowRef { bytes })
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// How far [`WeightRegistry::differing`] compares.

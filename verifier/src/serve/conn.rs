@@ -1,0 +1,364 @@
+//! One prover connection: the hello out, the stream in, audited as it arrives.
+//!
+//! The connection writes the verifier's hello from a pending buffer with an offset
+//! (a short write is not an error), tees every received byte to its capture, feeds the
+//! bytes to a [`StreamReader`] and the decoded records, one at a time, to the same
+//! [`StreamAudit`] that `check` runs, so that a live verdict and the offline verdict of
+//! its capture are the same. Its work per turn is bounded by a deadline, so that one
+//! busy stream never starves the others; it never blocks.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mmaudit_protocol::handshake::{self, HELLO_NONCE_OFFSET};
+use mmaudit_protocol::keys::Key;
+use mmaudit_protocol::record::Record;
+use mmaudit_protocol::stream::{Event, StreamError, StreamHeader, StreamReader, MAC_LEN};
+
+use super::capture::{base_name, Capture};
+use crate::audit::StreamAudit;
+use crate::weights::WeightPolicy;
+
+/// Settings every connection shares.
+pub struct ConnConfig<'a> {
+    /// the audit key
+    pub key: &'a Key,
+    /// held weights, if any
+    pub weights: Option<&'a WeightPolicy>,
+    /// failure details kept per stream
+    pub max_failures: usize,
+    /// where captures go
+    pub capture_dir: Option<&'a std::path::Path>,
+    /// largest partial frame buffered per connection
+    pub conn_buffer: usize,
+}
+
+/// What a turn of [`Conn::service`] ended with.
+#[derive(Debug)]
+pub enum Step {
+    /// Everything available was handled: wait for readiness.
+    Wait,
+    /// The turn's deadline passed with work left: serve it again soon.
+    More,
+    /// The stream is over (end record, end of input, or an error): finish it.
+    Finished(String),
+    /// The connection carried no stream (bad bytes before an authenticated header, or
+    /// closed before one): close it with this reason.
+    Rejected(String),
+}
+
+/// Something for the server's log.
+pub type LogLine = String;
+
+/// The hello as one connection sends it: the shared encoded table with this
+/// connection's nonce and MAC in place, written from an offset (no per-connection copy
+/// of a table that may be megabytes long).
+pub struct HelloOut {
+    template: Arc<[u8]>,
+    nonce: [u8; 16],
+    mac: [u8; MAC_LEN],
+    off: usize,
+}
+
+impl HelloOut {
+    /// `template` (an encoded hello) with `nonce`.
+    pub fn new(template: Arc<[u8]>, key: &Key, nonce: [u8; 16]) -> Self {
+        let mac = handshake::nonce_mac(&template, key, nonce).unwrap_or([0; MAC_LEN]);
+        HelloOut {
+            template,
+            nonce,
+            mac,
+            off: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.template.len()
+    }
+
+    /// The bytes from the offset to the end of the piece it falls in.
+    fn next(&self) -> &[u8] {
+        let n = HELLO_NONCE_OFFSET;
+        let mac_at = self.len() - MAC_LEN;
+        let off = self.off;
+        if off < n {
+            &self.template[off..n]
+        } else if off < n + 16 {
+            &self.nonce[off - n..]
+        } else if off < mac_at {
+            &self.template[off..mac_at]
+        } else {
+            &self.mac[off - mac_at..]
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.off >= self.len()
+    }
+}
+
+/// One prover connection.
+pub struct Conn {
+    /// the socket
+    pub stream: TcpStream,
+    /// the peer's address
+    pub peer: SocketAddr,
+    /// when it was accepted
+    pub accepted: Instant,
+    /// when bytes last arrived
+    pub last_rx: Instant,
+    /// bytes received
+    pub bytes_rx: u64,
+    /// the nonce of this connection's hello
+    pub nonce: [u8; 16],
+    /// the authenticated header, once read
+    pub header: Option<StreamHeader>,
+    /// in the server's ready queue
+    pub queued: bool,
+    out: HelloOut,
+    reader: StreamReader,
+    /// the audit (of the stream once its header is read)
+    pub audit: StreamAudit,
+    backlog: VecDeque<Record>,
+    /// the stream's bytes failed to authenticate or decode: applied once the records
+    /// before the failure are audited
+    pending_error: Option<StreamError>,
+    failed: bool,
+    eof: bool,
+    /// the capture
+    pub capture: Capture,
+    /// the capture's path, once named
+    pub capture_path: Option<std::path::PathBuf>,
+    /// file base name (stream id, segment, peer), once the header is known
+    pub base: Option<String>,
+    /// why the stream fails beyond its bytes (a nonce this verifier did not issue)
+    pub nonce_mismatch: bool,
+    /// messages for the log (capture errors), taken by the server
+    pub log: Vec<LogLine>,
+}
+
+impl Conn {
+    /// A connection that will send `hello`.
+    pub fn new(stream: TcpStream, peer: SocketAddr, hello: HelloOut, cfg: &ConnConfig<'_>) -> Self {
+        let nonce = hello.nonce;
+        let now = Instant::now();
+        let mut audit = StreamAudit::new(&format!("tcp://{peer}"), cfg.key, cfg.max_failures);
+        if let Some(policy) = cfg.weights {
+            audit = audit.with_weights(policy.clone());
+        }
+        Conn {
+            stream,
+            peer,
+            accepted: now,
+            last_rx: now,
+            bytes_rx: 0,
+            nonce,
+            header: None,
+            queued: false,
+            out: hello,
+            reader: StreamReader::new(cfg.key),
+            audit,
+            backlog: VecDeque::new(),
+            pending_error: None,
+            failed: false,
+            eof: false,
+            capture: Capture::new(cfg.capture_dir.is_some()),
+            capture_path: None,
+            base: None,
+            nonce_mismatch: false,
+            log: Vec::new(),
+        }
+    }
+
+    /// Bytes received but not yet authenticated (a partial header or frame).
+    pub fn buffered(&self) -> u64 {
+        self.reader.bytes_received() - self.reader.bytes_consumed()
+    }
+
+    /// Records decoded and waiting for the audit.
+    pub fn backlog(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// True while the hello is not completely written.
+    pub fn hello_pending(&self) -> bool {
+        !self.out.done()
+    }
+
+    /// Writes what it can of the hello.
+    fn flush_hello(&mut self) -> Result<(), String> {
+        while !self.out.done() {
+            match self.stream.write(self.out.next()) {
+                Ok(0) => return Err("the peer closed before reading the hello".into()),
+                Ok(n) => self.out.off += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // A peer that sends its stream without reading the hello may reset;
+                // what it sent is still read.
+                Err(_) => {
+                    self.out.off = self.out.len();
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One turn: writes the hello, audits the backlog, reads and decodes, until the
+    /// socket has nothing more, the stream is over, or `deadline` passes.
+    pub fn service(&mut self, buf: &mut [u8], deadline: Instant, cfg: &ConnConfig<'_>) -> Step {
+        if self.hello_pending() {
+            if let Err(e) = self.flush_hello() {
+                if self.header.is_none() {
+                    return Step::Rejected(e);
+                }
+            }
+        }
+        loop {
+            while let Some(record) = self.backlog.pop_front() {
+                self.audit.on_record(record);
+                if !self.backlog.is_empty() && Instant::now() >= deadline {
+                    return Step::More;
+                }
+            }
+            if let Some(e) = self.pending_error.take() {
+                self.audit.on_stream_error(&e);
+                self.failed = true;
+                return Step::Finished(format!("stream refused: {e}"));
+            }
+            if self.nonce_mismatch {
+                return Step::Finished("the stream's nonce is not this session's".into());
+            }
+            if self.reader.is_ended() {
+                return Step::Finished("end of stream".into());
+            }
+            if self.eof {
+                return self.at_eof();
+            }
+            if Instant::now() >= deadline {
+                return Step::More;
+            }
+            let n = match self.stream.read(buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    continue;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Step::Wait,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.eof = true;
+                    self.log.push(format!("{}: read error: {e}", self.peer));
+                    continue;
+                }
+            };
+            self.last_rx = Instant::now();
+            self.bytes_rx += n as u64;
+            if let Some(msg) = self.capture.write(&buf[..n]) {
+                self.log.push(msg);
+            }
+            if let Some(step) = self.decode(&buf[..n], cfg) {
+                return step;
+            }
+        }
+    }
+
+    /// Feeds received bytes to the reader; queues their records.
+    fn decode(&mut self, bytes: &[u8], cfg: &ConnConfig<'_>) -> Option<Step> {
+        let (events, error) = match self.reader.push(bytes) {
+            Ok(events) => (events, None),
+            Err(e) => (self.reader.take_events_before_error(), Some(e)),
+        };
+        for event in events {
+            match event {
+                Event::Header(h) => self.on_header(h, cfg),
+                Event::Frame { records, .. } => self.backlog.extend(records),
+            }
+        }
+        if let Some(e) = error {
+            if self.header.is_none() {
+                return Some(Step::Rejected(format!(
+                    "not a stream for this verifier: {e}"
+                )));
+            }
+            self.pending_error = Some(e);
+            return None;
+        }
+        if self.buffered() > cfg.conn_buffer as u64 {
+            self.eof = true;
+            self.log.push(format!(
+                "{}: closing: a frame larger than this server's per-connection buffer of {} bytes",
+                self.peer, cfg.conn_buffer
+            ));
+        }
+        None
+    }
+
+    fn on_header(&mut self, h: StreamHeader, cfg: &ConnConfig<'_>) {
+        let base = base_name(&h, self.peer);
+        if let Some(dir) = cfg.capture_dir {
+            match self.capture.open(dir, &base) {
+                Ok(path) => {
+                    self.audit.report.name = path.display().to_string();
+                    self.capture_path = Some(path);
+                }
+                Err(msg) => self.log.push(msg),
+            }
+        }
+        self.base = Some(base);
+        let mismatch = h.nonce != self.nonce;
+        self.header = Some(h.clone());
+        self.audit.on_event(Event::Header(h.clone()));
+        if mismatch {
+            self.nonce_mismatch = true;
+            self.audit.fail_integrity(format!(
+                "schedule nonce not issued by this verifier: the stream's header carries nonce {}, this session's hello issued {}",
+                hex(&h.nonce),
+                hex(&self.nonce)
+            ));
+        }
+    }
+
+    /// End of input: a complete stream ended already; otherwise it is truncated (or
+    /// was never a stream).
+    fn at_eof(&mut self) -> Step {
+        if self.header.is_none() {
+            return Step::Rejected(if self.bytes_rx == 0 {
+                "closed without sending a stream".into()
+            } else {
+                format!(
+                    "closed after {} bytes, before a complete stream header",
+                    self.bytes_rx
+                )
+            });
+        }
+        Step::Finished("the connection closed".into())
+    }
+
+    /// Ends the audit: a stream that is not complete is truncated (unless it already
+    /// failed); the report is returned as `check` would give it for the capture.
+    pub fn finish(mut self) -> crate::report::StreamReport {
+        // Records already received are in the capture: audit them as `check` would.
+        while let Some(record) = self.backlog.pop_front() {
+            self.audit.on_record(record);
+        }
+        if let Some(e) = self.pending_error.take() {
+            self.audit.on_stream_error(&e);
+            self.failed = true;
+        }
+        if !self.failed && !self.nonce_mismatch {
+            if let Err(e) = self.reader.finish() {
+                self.audit.on_stream_error(&e);
+            }
+        }
+        self.audit.finish()
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

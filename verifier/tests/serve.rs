@@ -1,0 +1,722 @@
+//! The live verifier end to end: `mmaudit-verify serve` as a process, reference provers
+//! as TCP clients performing the handshake (read the hello, stream with its nonce,
+//! optionally send references to the verifier's weights).
+//!
+//! Shown here: concurrent provers all pass and their captures re-check offline to the
+//! same JSON report; a prover process killed mid-stream is reported truncated while the
+//! others pass; a connection sending random bytes is closed, the others unaffected; a
+//! stream with a nonce the verifier did not issue fails; references to held weights pass
+//! when honest and fail when the GPU used other weights or the evidence is wrong;
+//! SIGTERM closes an open stream as truncated, writes its report and exits; the metrics
+//! endpoint; the connection limit and the idle timeout.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mmaudit_protocol::call::{ComputeType, DType, Epilogue};
+use mmaudit_protocol::config::SamplingConfig;
+use mmaudit_protocol::handshake::{OperandTable, ServerHello};
+use mmaudit_protocol::keys::Key;
+use mmaudit_protocol::num;
+use mmaudit_protocol::record::{OperandData, Record};
+use mmaudit_tests::refprover::{Along, Capture, GemmSpec, RefProver, WeightOperand};
+use mmaudit_tests::session;
+use safetensors::tensor::TensorView;
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn key() -> Key {
+    Key::from_bytes([0x5e; 32])
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mmaudit-serve-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write_key(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("audit.key");
+    std::fs::write(&path, key().to_hex()).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// A running `mmaudit-verify serve`.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    metrics: Option<SocketAddr>,
+    dir: PathBuf,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+fn collect(pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let mut s = into.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+}
+
+impl Server {
+    fn start(name: &str, extra: &[&str]) -> Server {
+        let dir = scratch(name);
+        let key_file = write_key(&dir);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mmaudit-verify"))
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--key-file")
+            .arg(&key_file)
+            .arg("--capture-dir")
+            .arg(dir.join("captures"))
+            .arg("--json-dir")
+            .arg(dir.join("reports"))
+            .args(["--view", "log"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        collect(child.stdout.take().unwrap(), stdout.clone());
+        collect(child.stderr.take().unwrap(), stderr.clone());
+        let started = Instant::now();
+        let (addr, metrics) = loop {
+            let text = stderr.lock().unwrap().clone();
+            let find = |marker: &str| {
+                text.lines().find_map(|l| {
+                    let rest = &l[l.find(marker)? + marker.len()..];
+                    rest.split([' ', '/'])
+                        .next()?
+                        .parse::<SocketAddr>()
+                        .ok()
+                })
+            };
+            if let Some(addr) = find("listening on ") {
+                break (addr, find("metrics on http://"));
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("serve exited with {status}: {text}");
+            }
+            assert!(started.elapsed() < TIMEOUT, "serve did not start: {text}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Server {
+            child,
+            addr,
+            metrics,
+            dir,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` JSON reports are written; returns them, each with its file name.
+    fn reports(&self, n: usize) -> Vec<(String, Value)> {
+        wait_reports(&self.dir, n, || self.stderr())
+    }
+
+    /// SIGTERM, then waits for the exit; returns the status, stdout and stderr.
+    fn stop(mut self) -> (ExitStatus, String, String) {
+        // SAFETY: kill(2) on the id of a child process this test spawned and has not
+        // reaped; it only sends a signal.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(started.elapsed() < TIMEOUT, "serve did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Let the pipe readers see end of file.
+        std::thread::sleep(Duration::from_millis(100));
+        let out = self.stdout.lock().unwrap().clone();
+        let err = self.stderr.lock().unwrap().clone();
+        (status, out, err)
+    }
+}
+
+/// Waits until `n` JSON reports are in `dir/reports`; returns them with their file names.
+fn wait_reports(dir: &Path, n: usize, log: impl Fn() -> String) -> Vec<(String, Value)> {
+    let started = Instant::now();
+    loop {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(dir.join("reports")) {
+            for e in rd.flatten() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                    out.push((e.file_name().to_string_lossy().into_owned(), v));
+                }
+            }
+        }
+        if out.len() >= n {
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            return out;
+        }
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "{} of {n} reports after {TIMEOUT:?}; stderr:\n{}",
+            out.len(),
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn config(call_rate: f64) -> SamplingConfig {
+    SamplingConfig {
+        call_ppm: (call_rate * 1e6) as u32,
+        ..SamplingConfig::default()
+    }
+}
+
+/// A small Llama-shaped layer stack (as `mmaudit-refprover`): bf16, f32 accumulation.
+fn workload(p: &mut RefProver, layers: u64) {
+    let (hidden, inter, heads, head_dim, tokens) = (256u64, 688u64, 8u64, 32u64, 16u64);
+    let bf16 = |m, n, k| GemmSpec::new(m, n, k, DType::BF16, DType::BF16, ComputeType::F32);
+    for _ in 0..layers {
+        p.gemm(&bf16(3 * hidden, tokens, hidden));
+        let mut scores = bf16(tokens, tokens, head_dim);
+        scores.batch = heads;
+        p.gemm(&scores);
+        let mut o = bf16(hidden, tokens, hidden);
+        o.beta = Some(1.0);
+        p.gemm(&o);
+        let mut gate = bf16(inter, tokens, hidden);
+        gate.bias = true;
+        gate.epilogue = Epilogue::GeluTanh;
+        p.gemm(&gate);
+        p.gemm(&bf16(hidden, tokens, inter));
+    }
+}
+
+/// Connects, reads the hello, runs `work` on a prover with the session's nonce, sends the
+/// capture frame by frame with `pause` between frames and closes.
+fn prove(
+    addr: SocketAddr,
+    seed: u64,
+    pause: Duration,
+    work: impl FnOnce(&mut RefProver, &ServerHello),
+) -> Capture {
+    let (mut socket, hello) = session::connect(addr, &key(), TIMEOUT).unwrap();
+    let mut p = RefProver::new(&key(), config(0.5), seed)
+        .with_nonce(hello.nonce)
+        .with_stream_id(seed);
+    work(&mut p, &hello);
+    let capture = p.finish(6);
+    socket.write_all(&capture.header).unwrap();
+    for f in &capture.frames {
+        std::thread::sleep(pause);
+        socket.write_all(f).unwrap();
+    }
+    session::close_and_wait(socket).unwrap();
+    capture
+}
+
+fn stream_id(report: &Value) -> u64 {
+    let s = report["streams"][0]["header"]["stream_id"]
+        .as_str()
+        .unwrap();
+    u64::from_str_radix(s, 16).unwrap()
+}
+
+fn by_stream(reports: &[(String, Value)], id: u64) -> &Value {
+    &reports
+        .iter()
+        .find(|(_, r)| stream_id(r) == id)
+        .unwrap_or_else(|| panic!("no report for stream {id:x}"))
+        .1
+}
+
+/// `check --json` on a capture, as the offline auditor runs it.
+fn check_offline(dir: &Path, capture: &Path, extra: &[&Path]) -> (i32, Value) {
+    let json = dir.join(format!(
+        "{}.check.json",
+        capture.file_name().unwrap().to_string_lossy()
+    ));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mmaudit-verify"));
+    cmd.arg("check")
+        .arg(capture)
+        .arg("--key-file")
+        .arg(dir.join("audit.key"))
+        .arg("--json")
+        .arg(&json);
+    if !extra.is_empty() {
+        cmd.arg("--weights").args(extra);
+    }
+    let out = cmd.output().unwrap();
+    let v = serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_default())
+        .unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), v)
+}
+
+fn captures(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("captures"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Each stream's JSON report from the server equals `check --json` on its capture.
+fn assert_offline_identical(server_dir: &Path, reports: &[(String, Value)], weights: &[&Path]) {
+    for capture in captures(server_dir) {
+        let base = capture.file_stem().unwrap().to_string_lossy().into_owned();
+        let live = &reports
+            .iter()
+            .find(|(name, _)| name.trim_end_matches(".json") == base)
+            .unwrap_or_else(|| panic!("no report named after {base}"))
+            .1;
+        let (code, offline) = check_offline(server_dir, &capture, weights);
+        assert_eq!(&offline, live, "{base}: live and offline reports differ");
+        let pass = live["verdict"] == "pass";
+        assert_eq!(code, if pass { 0 } else { 1 }, "{base}");
+    }
+}
+
+#[test]
+fn eight_concurrent_provers_pass_and_their_captures_recheck_identically() {
+    let server = Server::start("eight", &[]);
+    let addr = server.addr;
+    let threads: Vec<_> = (1..=8u64)
+        .map(|seed| {
+            std::thread::spawn(move || {
+                prove(addr, seed, Duration::from_millis(5), |p, _| workload(p, 6))
+            })
+        })
+        .collect();
+    let sent: u64 = threads
+        .into_iter()
+        .map(|t| t.join().unwrap().bytes().len() as u64)
+        .sum();
+    let reports = server.reports(8);
+    for (name, r) in &reports {
+        assert_eq!(r["verdict"], "pass", "{name}: {r:#}");
+        assert_eq!(r["calls"], 30, "{name}");
+        assert!(r["sampled"].as_u64().unwrap() > 5, "{name}");
+        assert_eq!(r["verified"], r["sampled"], "{name}");
+    }
+    let dir = server.dir.clone();
+    let (status, out, _) = server.stop();
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("PASS  8 streams, 8 passed, 0 failed"), "{out}");
+    let captured: u64 = captures(&dir)
+        .iter()
+        .map(|c| std::fs::metadata(c).unwrap().len())
+        .sum();
+    assert_eq!(captured, sent, "every byte sent is in the captures");
+    assert_offline_identical(&dir, &reports, &[]);
+}
+
+/// Not a test by itself: the body of a prover process that the next test kills. Runs
+/// only with MMAUDIT_TEST_PROVER_ADDR set.
+#[test]
+#[ignore = "a child process of a_killed_prover_is_truncated_and_the_others_pass"]
+fn prover_process() {
+    let Ok(addr) = std::env::var("MMAUDIT_TEST_PROVER_ADDR") else {
+        return;
+    };
+    prove(
+        addr.parse().unwrap(),
+        99,
+        Duration::from_millis(300),
+        |p, _| workload(p, 12),
+    );
+}
+
+#[test]
+fn a_killed_prover_is_truncated_and_the_others_pass() {
+    let server = Server::start("killed", &[]);
+    let addr = server.addr;
+    let mut victim = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "prover_process", "--nocapture"])
+        .env("MMAUDIT_TEST_PROVER_ADDR", addr.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let others: Vec<_> = (1..=3u64)
+        .map(|seed| {
+            std::thread::spawn(move || {
+                prove(addr, seed, Duration::from_millis(20), |p, _| workload(p, 6))
+            })
+        })
+        .collect();
+    // Kill the victim once its stream is under way (its header has arrived).
+    let started = Instant::now();
+    while !std::fs::read_dir(server.dir.join("captures"))
+        .map(|d| {
+            d.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("0000000000000063")
+            })
+        })
+        .unwrap_or(false)
+    {
+        assert!(started.elapsed() < TIMEOUT, "{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    for t in others {
+        t.join().unwrap();
+    }
+    let reports = server.reports(4);
+    let killed = by_stream(&reports, 99);
+    assert_eq!(killed["verdict"], "fail");
+    assert_eq!(killed["streams"][0]["ended"], false);
+    let failures = killed["streams"][0]["failures"].to_string();
+    assert!(failures.contains("truncated"), "{failures}");
+    for seed in 1..=3 {
+        assert_eq!(by_stream(&reports, seed)["verdict"], "pass");
+    }
+    let dir = server.dir.clone();
+    let (status, out, _) = server.stop();
+    assert_eq!(status.code(), Some(1), "a stream failed: {out}");
+    assert_offline_identical(&dir, &reports, &[]);
+}
+
+#[test]
+fn random_bytes_close_their_connection_and_nothing_else() {
+    let server = Server::start("garbage", &[]);
+    let addr = server.addr;
+    let honest: Vec<_> = (1..=2u64)
+        .map(|seed| {
+            std::thread::spawn(move || {
+                prove(addr, seed, Duration::from_millis(20), |p, _| workload(p, 6))
+            })
+        })
+        .collect();
+    // A peer that ignores the hello and sends random bytes.
+    let mut junk = TcpStream::connect(addr).unwrap();
+    junk.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let bytes: Vec<u8> = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let _ = junk.write_all(&bytes);
+    // The server closes it: reading ends (after the hello it sent) with EOF or a reset.
+    let mut sink = Vec::new();
+    let _ = junk.read_to_end(&mut sink);
+    for t in honest {
+        t.join().unwrap();
+    }
+    let reports = server.reports(2);
+    assert!(reports.iter().all(|(_, r)| r["verdict"] == "pass"));
+    let dir = server.dir.clone();
+    let (status, out, err) = server.stop();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("connection closed: not a stream for this verifier: not an mmaudit capture"),
+        "{err}"
+    );
+    assert!(
+        out.contains("2 passed, 0 failed; 1 connection rejected"),
+        "{out}"
+    );
+    assert_eq!(
+        captures(&dir).len(),
+        2,
+        "no capture for the junk connection"
+    );
+}
+
+#[test]
+fn a_stream_without_the_sessions_nonce_fails() {
+    let server = Server::start("nonce", &[]);
+    let (mut socket, hello) = session::connect(server.addr, &key(), TIMEOUT).unwrap();
+    // The prover uses its own nonce (as a capture file sink would), not the hello's.
+    let mut p = RefProver::new(&key(), config(0.5), 7).with_stream_id(7);
+    assert_ne!(p.nonce(), hello.nonce);
+    workload(&mut p, 2);
+    let _ = socket.write_all(&p.finish(6).bytes());
+    let _ = session::close_and_wait(socket);
+    let reports = server.reports(1);
+    let r = &reports[0].1;
+    assert_eq!(r["verdict"], "fail");
+    let failures = r["streams"][0]["failures"].to_string();
+    assert!(
+        failures.contains("schedule nonce not issued by this verifier"),
+        "{failures}"
+    );
+    let (status, _, _) = server.stop();
+    assert_eq!(status.code(), Some(1));
+}
+
+/// A bf16 weight, written to a safetensors file with a second tensor of its shape.
+fn weights_file(dir: &Path) -> (PathBuf, Vec<f64>, Vec<f64>) {
+    let random = |seed: u64, n: usize| -> Vec<f64> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                num::round_to(
+                    DType::BF16,
+                    (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0,
+                )
+            })
+            .collect()
+    };
+    let q = random(1, 256 * 256);
+    let other = random(2, 256 * 256);
+    let enc = |v: &[f64]| {
+        let mut b = Vec::new();
+        num::encode_into(DType::BF16, v, &mut b);
+        b
+    };
+    let (qb, ob) = (enc(&q), enc(&other));
+    let views = vec![
+        (
+            "model.layers.0.self_attn.q_proj.weight".to_string(),
+            TensorView::new(safetensors::Dtype::BF16, vec![256, 256], &qb).unwrap(),
+        ),
+        (
+            "model.layers.1.self_attn.q_proj.weight".to_string(),
+            TensorView::new(safetensors::Dtype::BF16, vec![256, 256], &ob).unwrap(),
+        ),
+    ];
+    let path = dir.join("model.safetensors");
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    (path, q, other)
+}
+
+fn q_spec(values: &[f64]) -> GemmSpec {
+    let w = WeightOperand::new(Arc::from(values.to_vec()), &[256, 256], Along::Rows);
+    GemmSpec::with_a_weight(w, 16, DType::BF16)
+}
+
+#[test]
+fn references_to_held_weights_pass_when_honest_and_fail_when_not() {
+    let weights_dir = scratch("weights-model");
+    let (model, q, other) = weights_file(&weights_dir);
+    let model_arg = model.to_string_lossy().into_owned();
+    let server = Server::start("references", &["--weights", &model_arg]);
+    let addr = server.addr;
+
+    // 1: honest, with references (the prover finds its rows in the hello's table).
+    let q1 = q.clone();
+    prove(addr, 1, Duration::ZERO, move |p, hello| {
+        assert_eq!(hello.tensors.len(), 2);
+        p.use_references(OperandTable::new(&key(), hello.clone()));
+        for _ in 0..8 {
+            p.gemm(&q_spec(&q1));
+        }
+        assert!(p.referenced >= 2, "{} samples by reference", p.referenced);
+        assert!(p.records.iter().all(|r| match r {
+            Record::Sample(s) => s.a_rows.is_reference(),
+            _ => true,
+        }));
+    });
+    // 2: the GPU multiplied by other weights, the prover claims q_proj of layer 0.
+    let (q2, other2) = (q.clone(), other.clone());
+    prove(addr, 2, Duration::ZERO, move |p, hello| {
+        let table = OperandTable::new(&key(), hello.clone());
+        for _ in 0..8 {
+            let Some(plan) = p.gemm(&q_spec(&other2)) else {
+                continue;
+            };
+            let mut rows = Vec::new();
+            for &r in &plan.rows {
+                num::encode_into(DType::BF16, &q2[r as usize * 256..][..256], &mut rows);
+            }
+            let claimed = table
+                .reference(DType::BF16, 256, &plan.rows, 1, &rows)
+                .unwrap();
+            if let Some(Record::Sample(s)) = p.records.last_mut() {
+                s.a_rows = claimed;
+            }
+        }
+    });
+    // 3: honest data, wrong evidence.
+    let q3 = q.clone();
+    prove(addr, 3, Duration::ZERO, move |p, hello| {
+        p.use_references(OperandTable::new(&key(), hello.clone()));
+        for _ in 0..8 {
+            p.gemm(&q_spec(&q3));
+        }
+        let s = p
+            .records
+            .iter_mut()
+            .find_map(|r| match r {
+                Record::Sample(s) => Some(s),
+                _ => None,
+            })
+            .unwrap();
+        let OperandData::Reference { evidence, .. } = &mut s.a_rows else {
+            panic!("a reference")
+        };
+        evidence[0] ^= 1;
+    });
+    let reports = server.reports(3);
+    let honest = by_stream(&reports, 1);
+    assert_eq!(honest["verdict"], "pass", "{honest:#}");
+    let w = &honest["streams"][0]["weights"];
+    assert_eq!(w["referenced"], w["judged"], "{w}");
+    assert_eq!(
+        w["tensors"]["model.layers.0.self_attn.q_proj.weight"],
+        w["judged"]
+    );
+    let substituted = by_stream(&reports, 2);
+    assert_eq!(substituted["verdict"], "fail");
+    assert!(
+        substituted["streams"][0]["entries_mismatched"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(substituted["streams"][0]["failures"]
+        .to_string()
+        .contains("\"mismatch\""));
+    let wrong = by_stream(&reports, 3);
+    assert_eq!(wrong["verdict"], "fail");
+    let f = wrong["streams"][0]["failures"].to_string();
+    assert!(
+        f.contains("evidence") && f.contains("model.layers.0.self_attn.q_proj.weight"),
+        "{f}"
+    );
+    let dir = server.dir.clone();
+    let (status, _, _) = server.stop();
+    assert_eq!(status.code(), Some(1));
+    // Offline with the same weights: identical; without them: references fail.
+    assert_offline_identical(&dir, &reports, &[&model]);
+    let honest_capture = captures(&dir)
+        .into_iter()
+        .find(|c| {
+            c.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("0000000000000001")
+        })
+        .unwrap();
+    let (code, v) = check_offline(&dir, &honest_capture, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        v.to_string().contains("pass --weights"),
+        "{}",
+        v["streams"][0]["failures"]
+    );
+}
+
+#[test]
+fn sigterm_closes_an_open_stream_as_truncated_and_exits() {
+    let server = Server::start("sigterm", &[]);
+    let (mut socket, hello) = session::connect(server.addr, &key(), TIMEOUT).unwrap();
+    let mut p = RefProver::new(&key(), config(0.5), 5)
+        .with_nonce(hello.nonce)
+        .with_stream_id(5);
+    workload(&mut p, 4);
+    let capture = p.finish(6);
+    socket.write_all(&capture.header).unwrap();
+    socket.write_all(&capture.frames[0]).unwrap();
+    // Wait until the server has the header (its capture file exists).
+    let started = Instant::now();
+    while captures(&server.dir).is_empty() {
+        assert!(started.elapsed() < TIMEOUT);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let dir = server.dir.clone();
+    let (status, out, err) = server.stop();
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("signal received"), "{err}");
+    assert!(out.contains("the server stopped"), "{out}");
+    let reports = wait_reports(&dir, 1, String::new);
+    let r = &reports[0].1;
+    assert_eq!(r["verdict"], "fail");
+    assert!(r["streams"][0]["failures"]
+        .to_string()
+        .contains("truncated"));
+    assert_offline_identical(&dir, &reports, &[]);
+    drop(socket);
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn metrics_count_streams_and_bytes() {
+    let server = Server::start("metrics", &["--metrics", "127.0.0.1:0"]);
+    let m = server.metrics.expect("metrics address");
+    let capture = prove(server.addr, 4, Duration::ZERO, |p, _| workload(p, 2));
+    server.reports(1);
+    let text = http_get(m, "/metrics");
+    assert!(text.starts_with("HTTP/1.0 200 OK"), "{text}");
+    for line in [
+        "mmaudit_streams_total 1".to_string(),
+        "mmaudit_streams_passed_total 1".to_string(),
+        "mmaudit_calls_total 10".to_string(),
+        format!("mmaudit_bytes_received_total {}", capture.bytes().len()),
+        "mmaudit_connections_rejected_total 0".to_string(),
+        "# TYPE mmaudit_calls_total counter".to_string(),
+    ] {
+        assert!(text.contains(&line), "{line} missing in:\n{text}");
+    }
+    assert!(http_get(m, "/other").starts_with("HTTP/1.0 404"));
+    let (status, _, _) = server.stop();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn the_connection_limit_and_the_idle_timeout_close_only_their_connections() {
+    let server = Server::start("limits", &["--max-connections", "2", "--idle-timeout", "1"]);
+    // Two silent connections take the two places; a third is refused at once.
+    let (silent, _) = session::connect(server.addr, &key(), TIMEOUT).unwrap();
+    let (mut header_only, hello) = session::connect(server.addr, &key(), TIMEOUT).unwrap();
+    let p = RefProver::new(&key(), config(0.5), 6)
+        .with_nonce(hello.nonce)
+        .with_stream_id(6);
+    header_only.write_all(&p.finish(6).header).unwrap();
+    let mut third = TcpStream::connect(server.addr).unwrap();
+    third.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut got = Vec::new();
+    let _ = third.read_to_end(&mut got);
+    assert!(got.is_empty(), "the refused connection got no hello");
+    // After the idle timeout both are closed: the one with a header as truncated.
+    let reports = server.reports(1);
+    assert_eq!(reports[0].1["verdict"], "fail");
+    assert!(reports[0].1.to_string().contains("truncated"));
+    // The places are free again: an honest prover passes.
+    prove(server.addr, 8, Duration::ZERO, |p, _| workload(p, 1));
+    let reports = server.reports(2);
+    assert_eq!(by_stream(&reports, 8)["verdict"], "pass");
+    let (_, _, err) = server.stop();
+    assert!(err.contains("refused: 2 connections open"), "{err}");
+    assert!(err.contains("nothing received for 1 s"), "{err}");
+    drop((silent, header_only));
+}
