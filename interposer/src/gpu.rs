@@ -12,13 +12,13 @@
 use std::ffi::CStr;
 use std::sync::{Arc, Mutex};
 
-use mmaudit_protocol::record::{GapReason, Sample};
+use mmaudit_protocol::record::GapReason;
 
 use crate::driver::{Driver, EventState, Handle};
 use crate::log::{self, Level};
 use crate::model::gather::{SlotLayout, JOB_BYTES};
 use crate::ring::Ring;
-use crate::stream::Pending;
+use crate::stream::{Pending, Resolved};
 
 /// The gather kernel's PTX (cuda/gather.ptx, generated from cuda/gather.cu), with the
 /// terminating NUL the driver wants.
@@ -262,46 +262,73 @@ impl Prepared {
         }
     }
 
-    /// After the forwarded GEMM: launches the remaining jobs (unless `failed` says the
-    /// GEMM did not run) and records an event. Returns what the background thread
-    /// waits on, or the gap to record at once.
-    pub fn finish(
-        self,
-        drv: &Driver,
-        stream: Handle,
-        failed: Option<String>,
-    ) -> Result<InFlight, (GapReason, String)> {
+    /// After the forwarded GEMM (which the library accepted): launches the remaining
+    /// jobs and records an event. Returns what the background thread waits on, or the
+    /// gap to record at once.
+    pub fn finish(self, drv: &Driver, stream: Handle) -> Result<InFlight, (GapReason, String)> {
         let gpu = Arc::clone(&self.slot.gpu);
-        let mut failed = failed;
-        if failed.is_none() {
-            let (first, n) = (self.layout.pre_jobs, self.layout.post_jobs);
-            if let Err(e) = gpu.launch(drv, &self.slot, &self.layout, first, n, stream) {
-                failed = Some(e);
-            }
-        }
-        if failed.is_some() && !self.pre_launched {
+        let (first, n) = (self.layout.pre_jobs, self.layout.post_jobs);
+        let failed = gpu
+            .launch(drv, &self.slot, &self.layout, first, n, stream)
+            .err();
+        if let (Some(why), false) = (&failed, self.pre_launched) {
             // Nothing of ours runs on the device: the slot is free at once.
             gpu.free(self.slot.offset);
-            return Err((GapReason::GatherFailed, failed.unwrap_or_default()));
+            return Err((GapReason::GatherFailed, why.clone()));
         }
-        let event = match gpu.take_event(drv) {
-            Ok(e) => e,
-            Err(e) => {
-                // The slot may still be written by a launched gather and no event can
-                // say when it is done: it stays allocated (the ring shrinks by one slot).
-                return Err((GapReason::GatherFailed, format!("cuEventCreate: {e}")));
-            }
-        };
-        if let Err(e) = drv.event_record(event, stream) {
-            gpu.put_event(event);
-            return Err((GapReason::GatherFailed, e.to_string()));
-        }
+        let event = self.record_event(drv, stream)?;
         Ok(InFlight {
             slot: self.slot,
             layout: self.layout,
             event,
             failed,
+            discard: false,
         })
+    }
+
+    /// After a forwarded GEMM that the library rejected: nothing more is launched and
+    /// nothing will be recorded. A slot that no launched gather writes is freed at
+    /// once (`None`); otherwise an event is recorded after the pre-gather and the slot
+    /// is freed by the background thread once it has fired, never before (a queued
+    /// kernel may still write it). If no event can be recorded the slot stays
+    /// allocated for good (the ring shrinks by one slot) and `None` is returned.
+    pub fn abandon(self, drv: &Driver, stream: Handle) -> Option<InFlight> {
+        if !self.pre_launched {
+            self.slot.gpu.free(self.slot.offset);
+            return None;
+        }
+        match self.record_event(drv, stream) {
+            Ok(event) => Some(InFlight {
+                slot: self.slot,
+                layout: self.layout,
+                event,
+                failed: None,
+                discard: true,
+            }),
+            Err((_, why)) => {
+                log::emit(
+                    Level::Warn,
+                    &format!("a rejected call's gather slot cannot be released ({why}); it stays allocated"),
+                );
+                None
+            }
+        }
+    }
+
+    /// An event recorded on `stream` after what was launched for this slot.
+    fn record_event(&self, drv: &Driver, stream: Handle) -> Result<Handle, (GapReason, String)> {
+        let gpu = &self.slot.gpu;
+        // If no event can be had, the slot may still be written by a launched gather
+        // and nothing can say when it is done: it stays allocated (the ring shrinks by
+        // one slot).
+        let event = gpu
+            .take_event(drv)
+            .map_err(|e| (GapReason::GatherFailed, format!("cuEventCreate: {e}")))?;
+        if let Err(e) = drv.event_record(event, stream) {
+            gpu.put_event(event);
+            return Err((GapReason::GatherFailed, e.to_string()));
+        }
+        Ok(event)
     }
 }
 
@@ -311,6 +338,8 @@ pub struct InFlight {
     layout: SlotLayout,
     event: Handle,
     failed: Option<String>,
+    /// The call was rejected: release the slot once the event fired, record nothing.
+    discard: bool,
 }
 
 impl InFlight {
@@ -329,7 +358,11 @@ impl Pending for InFlight {
         self.layout.index
     }
 
-    fn poll(&mut self) -> Option<Result<Sample, (GapReason, String)>> {
+    fn discards(&self) -> bool {
+        self.discard
+    }
+
+    fn poll(&mut self) -> Option<Resolved> {
         let drv = crate::driver::driver()?;
         let ctx = self.slot.gpu.ctx;
         if BOUND_CTX.with(|c| c.get()) != ctx {
@@ -340,20 +373,31 @@ impl Pending for InFlight {
         }
         match drv.event_query(self.event) {
             Ok(EventState::Pending) => None,
+            Err(e) if self.discard => {
+                // The device reports an error: whether the pre-gather still runs is
+                // unknown, so the slot stays allocated.
+                log::emit(
+                    Level::Warn,
+                    &format!("a rejected call's gather slot cannot be released ({e}); it stays allocated"),
+                );
+                Some(Resolved::Released)
+            }
             Err(e) => {
                 self.release();
-                Some(Err((GapReason::GatherFailed, e.to_string())))
+                Some(Resolved::Gap(GapReason::GatherFailed, e.to_string()))
             }
             Ok(EventState::Done) => {
-                let result = match &self.failed {
-                    Some(why) => Err((GapReason::GatherFailed, why.clone())),
-                    None => {
+                let result = match (&self.failed, self.discard) {
+                    (_, true) => Resolved::Released,
+                    (Some(why), false) => Resolved::Gap(GapReason::GatherFailed, why.clone()),
+                    (None, false) => {
                         // SAFETY: the event fired, so the device finished writing the
                         // slot; this InFlight owns it until release() below.
                         let bytes = unsafe { self.slot.host_bytes() };
-                        self.layout
-                            .assemble(bytes)
-                            .map_err(|e| (GapReason::Internal, e))
+                        match self.layout.assemble(bytes) {
+                            Ok(s) => Resolved::Sample(Box::new(s)),
+                            Err(e) => Resolved::Gap(GapReason::Internal, e),
+                        }
                     }
                 };
                 self.release();

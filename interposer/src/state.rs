@@ -91,6 +91,17 @@ impl Runtime {
         let _ = self.tx.send(msg);
     }
 
+    /// Settles the ledger record of call `index` once the library answered: `rejected`
+    /// when it returned an error status (the record then carries the REJECTED flag).
+    pub fn settle(&self, index: u64, rejected: bool) {
+        self.send(Msg::Settle { index, rejected });
+    }
+
+    /// A sampled call will send neither sample nor gap (the library rejected it).
+    pub fn sample_dropped(&self) {
+        self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// Counts a call this protocol version cannot describe; the first of each kind
     /// also becomes a warning notice in the stream.
     pub fn unsupported(&self, entry: &str, reason: &str) {
@@ -108,14 +119,15 @@ impl Runtime {
         }
     }
 
-    /// Notes a ledgered call that the library refused (`status` != success).
+    /// Notes a ledgered call that the library refused (`status` != success); its
+    /// record carries the REJECTED flag. The first ten become warning notices.
     pub fn failed_call(&self, index: u64, entry: &str, status: i32) {
         let n = self.failed_calls.fetch_add(1, Ordering::Relaxed);
         if n < 10 {
             self.send(Msg::Notice(notice(
                 NoticeKind::Warning,
                 format!(
-                    "call {index} ({entry}) returned cuBLAS status {status}: nothing was computed"
+                    "call {index} ({entry}) returned cuBLAS status {status}: nothing was computed; ledgered as rejected"
                 ),
             )));
         }
@@ -145,7 +157,9 @@ impl Runtime {
         if failed > 0 {
             out.push(notice(
                 NoticeKind::Warning,
-                format!("{failed} ledgered calls returned an error status from the library"),
+                format!(
+                    "{failed} calls returned an error status from the library and are ledgered as rejected"
+                ),
             ));
         }
         out

@@ -34,7 +34,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use mmaudit_protocol::call::{flags, GemmCall};
 use mmaudit_protocol::keys::Key;
+use mmaudit_protocol::record::Record;
 use mmaudit_protocol::stream::{Event, StreamHeader, StreamReader};
 use mmaudit_tests::simgpu::{compile, libraries, repo_root};
 use serde_json::Value;
@@ -234,10 +236,12 @@ impl TraceLine {
                 .iter()
                 .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
         };
+        // Sizes as printed; a negative one (a call the library rejects) as 0.
         let num = |key: &str| -> u64 {
             value(key)
-                .and_then(|v| v.parse().ok())
+                .and_then(|v| v.parse::<i64>().ok())
                 .unwrap_or_else(|| panic!("no {key}= in '{line}'"))
+                .max(0) as u64
         };
         TraceLine {
             index: words[1].parse().expect("call index"),
@@ -701,6 +705,136 @@ fn bias_per_batch_entry_is_reported_as_a_gap_never_passed() {
     }
     assert_eq!(a.check.code, Some(1), "{ctx}");
     assert!(!a.check.failures_of("gap rate").is_empty(), "{ctx}");
+}
+
+// ---------------------------------------------------------------------------
+// Calls the library rejects
+
+/// The ledger of the one capture a test left in its scratch directory `name`.
+fn ledger_of(name: &str) -> Vec<GemmCall> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("interposer")
+        .join(name);
+    let key = Key::from_hex(KEY).expect("the test key");
+    let mut calls = Vec::new();
+    for capture in captures_in(&dir) {
+        let bytes = std::fs::read(&capture).expect("read the capture");
+        let mut reader = StreamReader::new(&key);
+        for e in reader.push(&bytes).expect("a readable capture") {
+            if let Event::Frame { records, .. } = e {
+                calls.extend(records.into_iter().filter_map(|r| match r {
+                    Record::Ledger(c) => Some(c),
+                    _ => None,
+                }));
+            }
+        }
+    }
+    calls
+}
+
+/// The indices on a program's `rejected I J ...` line.
+fn rejected_of(out: &Output) -> BTreeSet<u64> {
+    out.field("rejected")
+        .split_whitespace()
+        .map(|w| w.parse().expect("a call index"))
+        .collect()
+}
+
+#[test]
+fn rejected_calls_are_ledgered_flagged_and_never_sampled() {
+    let exe = compile("audit_rejected");
+    let args = ["--trace"];
+    let reference = reference(&exe, &args, None);
+    let trace = reference.trace();
+    let rejected = rejected_of(&reference);
+    // f32 x f16 twice, lda < m, i8 with RELU, batch count -1, m = -3.
+    assert_eq!(
+        rejected,
+        BTreeSet::from([30, 31, 32, 33, 34, 35]),
+        "{}",
+        reference.transcript()
+    );
+    // The arguments the library rejects as invalid cannot be described exactly.
+    let invalid = BTreeSet::from([32u64, 34, 35]);
+
+    let a = audit("rejected", &exe, &args, FULL, None, &[]);
+    // Before the fix, the sampled f32 x f16 calls became "gather failed" gaps (the gap
+    // policy failed the honest run) and the invalid ones were missing from the ledger.
+    assert_honest_pass(&a, &reference);
+    let ctx = a.context();
+    assert_eq!(a.run.stdout, reference.stdout, "{ctx}");
+    assert_eq!(
+        a.check.n("sampled"),
+        a.run.calls() - rejected.len() as u64,
+        "a rejected call is never sampled\n{ctx}"
+    );
+    assert_eq!(a.check.n("verified"), a.check.n("sampled"), "{ctx}");
+    let ledger = ledger_of("rejected");
+    assert_eq!(
+        ledger.iter().map(|c| c.index).collect::<Vec<_>>(),
+        (0..a.run.calls()).collect::<Vec<_>>(),
+        "one ledger record per call, consecutive\n{ctx}"
+    );
+    for c in &ledger {
+        assert_eq!(
+            c.has(flags::REJECTED),
+            rejected.contains(&c.index),
+            "call {}: {c:?}\n{ctx}",
+            c.index
+        );
+        assert_eq!(
+            c.has(flags::UNMODELLED),
+            invalid.contains(&c.index),
+            "call {}: {c:?}\n{ctx}",
+            c.index
+        );
+        let made = &trace[c.index as usize];
+        assert_eq!(
+            normalised_entry(&format!("{:?}", c.entry)),
+            normalised_entry(&made.entry),
+            "call {}\n{ctx}",
+            c.index
+        );
+        // Sizes as made: a negative one as 0, a batch count below 1 as the empty
+        // product (batch 1, m 0).
+        let (m, batch) = if made.batch == 0 {
+            (0, 1)
+        } else {
+            (made.m, made.batch)
+        };
+        assert_eq!(
+            (c.m, c.n, c.k, c.batch),
+            (m, made.n, made.k, batch),
+            "call {}\n{ctx}",
+            c.index
+        );
+    }
+    // No FLOPs are claimed for what the library refused.
+    let computed: f64 = trace
+        .iter()
+        .filter(|t| !rejected.contains(&t.index))
+        .map(TraceLine::flops)
+        .sum();
+    assert_eq!(a.check.json["flops"].as_f64(), Some(computed), "{ctx}");
+
+    // Present: the valid calls are still checked, and only they are named.
+    let z = audit("rejected-zero", &exe, &args, FULL, Some("zero"), &[]);
+    let ctx = z.context();
+    assert_eq!(z.check.code, Some(1), "{ctx}");
+    assert_failures_name_program_calls(&z.check, &trace, &ctx);
+    let named: BTreeSet<u64> = z
+        .check
+        .failures_of("mismatch")
+        .into_iter()
+        .map(|f| failure_call(f).index)
+        .collect();
+    assert!(named.is_disjoint(&rejected), "{ctx}");
+    assert_eq!(
+        z.check.n("mismatched"),
+        z.run.calls() - rejected.len() as u64,
+        "{ctx}"
+    );
+    assert_eq!(z.check.n("gaps"), 0, "{ctx}");
 }
 
 // ---------------------------------------------------------------------------

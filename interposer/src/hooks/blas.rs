@@ -8,8 +8,10 @@ use std::ffi::{c_int, c_void};
 
 use mmaudit_protocol::call::{BatchForm, EntryPoint};
 
-use super::{audited, missing, site_of, Call};
-use crate::model::{blas_scale_type, describe_blas, BlasArgs, NotDescribed, ScalarArg};
+use super::{audited, missing, site_of, Call, Unmodelled};
+use crate::model::{
+    blas_scale_type, describe_blas, unmodelled_blas, BlasArgs, NotDescribed, ScalarArg,
+};
 use crate::real;
 use crate::result::blas;
 use crate::sys::cublas::{self as sys, compute as cc, data_type as dt, CublasHandle, CublasStatus};
@@ -61,45 +63,37 @@ pub(crate) fn getter<T: Copy>(sym: &real::RealSym) -> Result<T, NotDescribed> {
     Ok(unsafe { std::mem::transmute_copy::<usize, T>(&p) })
 }
 
-/// Describes a cuBLAS call.
+/// Describes a cuBLAS call: exactly, or as a call outside the model with the
+/// arguments as passed.
 ///
 /// # Safety
 /// `handle` must be what the application passed; `parts.alpha`/`beta` must be the
 /// application's scalar pointers (host pointers are read only in host pointer mode).
-unsafe fn describe(handle: CublasHandle, p: Parts) -> Result<Call, NotDescribed> {
-    let get_stream: sys::GetStreamFn = getter(&real::GET_STREAM)?;
-    let get_mode: sys::GetPointerModeFn = getter(&real::GET_POINTER_MODE)?;
-    let get_math: sys::GetMathModeFn = getter(&real::GET_MATH_MODE)?;
-    let invalid = |e: crate::result::BlasError| NotDescribed::Invalid(e.to_string());
+unsafe fn describe(handle: CublasHandle, p: Parts) -> Result<Call, Box<Unmodelled>> {
     let mut stream: sys::Stream = std::ptr::null_mut();
-    // SAFETY: the real getter with the application's handle and a valid out pointer.
-    let r = unsafe { get_stream(handle, &mut stream) };
-    blas(r, "cublasGetStream_v2").map_err(invalid)?;
-    let mut mode: c_int = 0;
-    // SAFETY: as above.
-    let r = unsafe { get_mode(handle, &mut mode) };
-    blas(r, "cublasGetPointerMode_v2").map_err(invalid)?;
+    let mut mode: Option<c_int> = None;
     let mut math: c_int = 0;
-    // SAFETY: as above.
-    let r = unsafe { get_math(handle, &mut math) };
-    blas(r, "cublasGetMathMode").map_err(invalid)?;
+    // SAFETY: the caller's contract.
+    let state = unsafe { read_handle(handle, &mut stream, &mut mode, &mut math) };
     let size = blas_scale_type(p.compute).size();
     let scalar = |ptr: *const c_void, what: &str| -> Result<ScalarArg, NotDescribed> {
         if ptr.is_null() {
             return Err(NotDescribed::Invalid(format!("{what} is a null pointer")));
         }
-        if mode == sys::POINTER_MODE_DEVICE {
-            Ok(ScalarArg::Device(ptr as u64))
-        } else {
+        match mode {
+            Some(sys::POINTER_MODE_DEVICE) => Ok(ScalarArg::Device(ptr as u64)),
             // SAFETY: host pointer mode: cuBLAS itself reads a scale-type value here.
-            unsafe { host_scalar(ptr, size) }
-                .ok_or_else(|| NotDescribed::Invalid(format!("{what} is a null pointer")))
+            Some(_) => unsafe { host_scalar(ptr, size) }
+                .ok_or_else(|| NotDescribed::Invalid(format!("{what} is a null pointer"))),
+            None => Err(NotDescribed::Unsupported(
+                "the handle's pointer mode cannot be read".into(),
+            )),
         }
     };
-    let alpha = scalar(p.alpha, "alpha")?;
-    let beta = scalar(p.beta, "beta")?;
+    let alpha = scalar(p.alpha, "alpha");
+    let beta = scalar(p.beta, "beta");
     let (site, ctx) = site_of(stream as usize);
-    let args = BlasArgs {
+    let mut args = BlasArgs {
         entry: p.entry,
         transa: p.transa,
         transb: p.transb,
@@ -122,15 +116,67 @@ unsafe fn describe(handle: CublasHandle, p: Parts) -> Result<Call, NotDescribed>
         batch_form: p.batch_form,
         compute: p.compute,
         math_mode: math,
-        alpha,
-        beta,
+        alpha: ScalarArg::Host([0; 8]),
+        beta: ScalarArg::Host([0; 8]),
         site,
     };
-    Ok(Call {
-        described: describe_blas(&args)?,
-        stream: stream as usize,
-        ctx,
-    })
+    let described = state.and_then(|()| {
+        args.alpha = alpha.clone()?;
+        args.beta = beta.clone()?;
+        describe_blas(&args)
+    });
+    match described {
+        Ok(described) => Ok(Call {
+            described,
+            stream: stream as usize,
+            ctx,
+        }),
+        Err(why) => {
+            if let Ok(a) = alpha {
+                args.alpha = a;
+            }
+            if let Ok(b) = beta {
+                args.beta = b;
+            }
+            Err(Box::new(Unmodelled {
+                call: unmodelled_blas(&args),
+                why,
+            }))
+        }
+    }
+}
+
+/// Reads the handle's stream, pointer mode and math mode through the real getters;
+/// what could not be read stays as it was (`mode` None).
+///
+/// # Safety
+/// `handle` must be what the application passed.
+unsafe fn read_handle(
+    handle: CublasHandle,
+    stream: &mut sys::Stream,
+    mode: &mut Option<c_int>,
+    math: &mut c_int,
+) -> Result<(), NotDescribed> {
+    let get_stream: sys::GetStreamFn = getter(&real::GET_STREAM)?;
+    let get_mode: sys::GetPointerModeFn = getter(&real::GET_POINTER_MODE)?;
+    let get_math: sys::GetMathModeFn = getter(&real::GET_MATH_MODE)?;
+    let invalid = |e: crate::result::BlasError| NotDescribed::Invalid(e.to_string());
+    let mut s: sys::Stream = std::ptr::null_mut();
+    // SAFETY: the real getter with the application's handle and a valid out pointer.
+    let r = unsafe { get_stream(handle, &mut s) };
+    blas(r, "cublasGetStream_v2").map_err(invalid)?;
+    *stream = s;
+    let mut m: c_int = 0;
+    // SAFETY: as above.
+    let r = unsafe { get_mode(handle, &mut m) };
+    blas(r, "cublasGetPointerMode_v2").map_err(invalid)?;
+    *mode = Some(m);
+    let mut x: c_int = 0;
+    // SAFETY: as above.
+    let r = unsafe { get_math(handle, &mut x) };
+    blas(r, "cublasGetMathMode").map_err(invalid)?;
+    *math = x;
+    Ok(())
 }
 
 /// The real function of `sym` as type `T`, or the status to return.

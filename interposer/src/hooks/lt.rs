@@ -7,8 +7,11 @@
 use std::ffi::{c_int, c_void};
 
 use super::blas::{getter, host_scalar, real_fn};
-use super::{audited, site_of, Call};
-use crate::model::{describe_lt, dtype_of, LtArgs, LtDesc, LtLayout, NotDescribed, ScalarArg};
+use super::{audited, site_of, Call, Unmodelled};
+use crate::model::{
+    describe_lt, dtype_of, unmodelled_lt, LtArgs, LtDesc, LtLayout, LtPartial, NotDescribed,
+    ScalarArg, Site,
+};
 use crate::real;
 use crate::sys::cublas::{
     self as sys, desc_attr as da, layout_attr as la, CublasStatus, LtHandle, LtLayout as RawLayout,
@@ -110,7 +113,8 @@ unsafe fn read_layout(
     })
 }
 
-/// Describes one `cublasLtMatmul` call.
+/// Describes one `cublasLtMatmul` call: exactly, or as a call outside the model with
+/// what could be read of it.
 ///
 /// # Safety
 /// The application's arguments of `cublasLtMatmul`.
@@ -121,14 +125,62 @@ unsafe fn describe(
     ptrs: [*const c_void; 4],
     layouts: [RawLayout; 4],
     stream: sys::Stream,
-) -> Result<Call, NotDescribed> {
+) -> Result<Call, Box<Unmodelled>> {
+    let (site, ctx) = site_of(stream as usize);
+    let mut partial = LtPartial {
+        c: ptrs[2] as u64,
+        d: ptrs[3] as u64,
+        site,
+        ..LtPartial::default()
+    };
+    // SAFETY: the caller's contract.
+    match unsafe { read_call(desc, alpha, beta, ptrs, layouts, site, &mut partial) } {
+        Ok(args) => match describe_lt(&args) {
+            Ok(described) => Ok(Call {
+                described,
+                stream: stream as usize,
+                ctx,
+            }),
+            Err(why) => Err(Box::new(Unmodelled {
+                call: unmodelled_lt(&LtPartial::from(&args)),
+                why,
+            })),
+        },
+        Err(why) => Err(Box::new(Unmodelled {
+            call: unmodelled_lt(&partial),
+            why,
+        })),
+    }
+}
+
+/// Reads the descriptor, the layouts and alpha/beta into `LtArgs`; what was read
+/// before a failure is left in `partial`.
+///
+/// # Safety
+/// The application's arguments of `cublasLtMatmul`.
+unsafe fn read_call(
+    desc: LtMatmulDesc,
+    alpha: *const c_void,
+    beta: *const c_void,
+    ptrs: [*const c_void; 4],
+    layouts: [RawLayout; 4],
+    site: Site,
+    partial: &mut LtPartial,
+) -> Result<LtArgs, NotDescribed> {
     let get_desc: sys::DescGetAttrFn = getter(&real::LT_DESC_GET_ATTRIBUTE)?;
     let get_layout: sys::LayoutGetAttrFn = getter(&real::LT_LAYOUT_GET_ATTRIBUTE)?;
+    for (i, name) in ["A", "B", "C", "D"].into_iter().enumerate() {
+        if !layouts[i].is_null() {
+            // SAFETY: the real getter and the application's layout.
+            partial.layouts[i] = unsafe { read_layout(get_layout, layouts[i], name) }.ok();
+        }
+    }
     if desc.is_null() || layouts.iter().any(|l| l.is_null()) {
         return Err(NotDescribed::Invalid("a null descriptor".into()));
     }
     // SAFETY: the real getter and the application's descriptor.
     let desc_attrs = unsafe { read_desc(get_desc, desc) }?;
+    partial.desc = Some(desc_attrs);
     let scale = dtype_of(desc_attrs.scale_type).ok_or_else(|| {
         NotDescribed::Unsupported(format!(
             "scale type {} has no protocol v1 code",
@@ -148,13 +200,15 @@ unsafe fn describe(
             Ok(ScalarArg::Device(p as u64))
         }
     };
+    let (alpha, beta) = (scalar(alpha, "alpha"), scalar(beta, "beta"));
+    partial.alpha = alpha.clone().ok();
+    partial.beta = beta.clone().ok();
     let mut ls = [LtLayout::new(0, 0, 0, 0); 4];
     for (i, name) in ["A", "B", "C", "D"].into_iter().enumerate() {
-        // SAFETY: the real getter and the application's layout.
-        ls[i] = unsafe { read_layout(get_layout, layouts[i], name) }?;
+        ls[i] = partial.layouts[i]
+            .ok_or_else(|| NotDescribed::Invalid(format!("cannot read layout {name}")))?;
     }
-    let (site, ctx) = site_of(stream as usize);
-    let args = LtArgs {
+    Ok(LtArgs {
         desc: desc_attrs,
         a_layout: ls[0],
         b_layout: ls[1],
@@ -164,14 +218,9 @@ unsafe fn describe(
         b: ptrs[1] as u64,
         c: ptrs[2] as u64,
         d: ptrs[3] as u64,
-        alpha: scalar(alpha, "alpha")?,
-        beta: scalar(beta, "beta")?,
+        alpha: alpha?,
+        beta: beta?,
         site,
-    };
-    Ok(Call {
-        described: describe_lt(&args)?,
-        stream: stream as usize,
-        ctx,
     })
 }
 

@@ -1,12 +1,21 @@
 //! The exported symbols and the one code path every GEMM hook shares.
 //!
 //! A hook: (1) finds the real function; (2) if auditing runs and this thread is not
-//! already inside a hook, describes the call, ledgers it and, when sampled, prepares
-//! the gather and launches the pre-gather, all under `catch_unwind`; (3) forwards the
-//! call exactly once, outside any `catch_unwind`; (4) launches the post-gather and hands
-//! it to the background thread, again under `catch_unwind`. A panic or internal error
-//! in (2) or (4) disables auditing with the reason in the stream; the forward in (3)
-//! happens regardless, with the caller's arguments untouched.
+//! already inside a hook, describes the call (exactly, or as a call outside the model),
+//! takes its ledger index and, when sampled, prepares the gather and launches the
+//! pre-gather, all under `catch_unwind`; (3) forwards the call exactly once, outside any
+//! `catch_unwind`; (4) settles the ledger record with the status the library returned
+//! (REJECTED on an error) and, for a sampled call, launches the post-gather and hands
+//! it to the background thread, or, for a rejected one, releases what was prepared,
+//! again under `catch_unwind`. A panic or internal error in (2) or (4) disables
+//! auditing with the reason in the stream; the forward in (3) happens regardless, with
+//! the caller's arguments untouched, and whatever the hook owed the stream (the ledger
+//! record's settlement, a sample) is paid after it.
+//!
+//! Every hooked call made while auditing runs gets exactly one ledger record, with
+//! consecutive indices in the order the calls took them; the record can only be
+//! finished once the library answered, so the background thread writes ledger records
+//! in index order as they settle.
 //!
 //! Hooks are `#[cfg_attr(not(test), no_mangle)]` so unit tests do not interpose on
 //! themselves.
@@ -17,7 +26,7 @@ pub mod lt;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use mmaudit_protocol::call::flags;
+use mmaudit_protocol::call::{flags, GemmCall};
 use mmaudit_protocol::record::GapReason;
 
 use crate::driver::{driver, Handle};
@@ -50,13 +59,20 @@ pub fn hook_address(name: &[u8]) -> Option<usize> {
     })
 }
 
-/// What a hook learned about its call before forwarding it.
+/// What a hook learned about a call it can describe exactly.
 pub(crate) struct Call {
     pub described: Described,
     /// The stream the GEMM runs on.
     pub stream: Handle,
     /// The caller's current context, if any.
     pub ctx: Option<Handle>,
+}
+
+/// A call the model cannot describe exactly: its best-effort ledger record (the
+/// UNMODELLED flag is set by [`prepare`]) and why.
+pub(crate) struct Unmodelled {
+    pub call: GemmCall,
+    pub why: NotDescribed,
 }
 
 /// Where a call runs: device, stream, capture status, current context.
@@ -99,14 +115,25 @@ fn device_of(drv: &crate::driver::Driver, ctx: Handle) -> u32 {
     dev
 }
 
-/// A call that was ledgered before the forward.
+/// A call whose ledger index was taken before the forward.
 struct Ledgered {
     index: u64,
-    sampled: Option<Sampled>,
+    sampled: Sampled,
+}
+
+/// What a sampled call has ready when the library answers.
+enum Sampled {
+    /// Not sampled.
+    No,
+    /// Sampled, but its data cannot be gathered: the gap to record if the library
+    /// accepts the call (a rejected call gets none).
+    Gap(GapReason, String),
+    /// Sampled, its slot prepared and the pre-gather launched.
+    Gather(Box<Gather>),
 }
 
 /// A sampled call whose slot is ready (pre-gather launched).
-struct Sampled {
+struct Gather {
     prepared: Prepared,
     stream: Handle,
 }
@@ -124,7 +151,7 @@ pub(crate) fn missing(name: &str) -> CublasStatus {
 /// The shared hook body: see the module documentation.
 pub(crate) fn audited(
     entry: &'static str,
-    describe: impl FnOnce() -> Result<Call, NotDescribed>,
+    describe: impl FnOnce() -> Result<Call, Box<Unmodelled>>,
     forward: impl FnOnce() -> CublasStatus,
 ) -> CublasStatus {
     let Some(rt) = state::running() else {
@@ -134,26 +161,27 @@ pub(crate) fn audited(
         return forward();
     };
     let _active = rt.active();
-    let ledgered = match catch_unwind(AssertUnwindSafe(|| prepare(rt, entry, describe))) {
-        Ok(l) => l,
+    let _ = DEBT.try_with(|d| d.take());
+    let prepared = catch_unwind(AssertUnwindSafe(|| prepare(rt, entry, describe)));
+    let status = forward();
+    match prepared {
+        Ok(Some(l)) => {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| complete(rt, entry, l, status))) {
+                let reason = format!(
+                    "internal error in the {entry} hook after the call: {}",
+                    state::panic_text(p.as_ref())
+                );
+                pay_debt(rt, &reason, status);
+                state::disable(&reason);
+            }
+        }
+        Ok(None) => {}
         Err(p) => {
             let reason = format!(
                 "internal error in the {entry} hook before the call: {}",
                 state::panic_text(p.as_ref())
             );
-            pay_debt(rt, &reason);
-            state::disable(&reason);
-            None
-        }
-    };
-    let status = forward();
-    if let Some(l) = ledgered {
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| complete(rt, entry, l, status))) {
-            let reason = format!(
-                "internal error in the {entry} hook after the call: {}",
-                state::panic_text(p.as_ref())
-            );
-            pay_debt(rt, &reason);
+            pay_debt(rt, &reason, status);
             state::disable(&reason);
         }
     }
@@ -163,43 +191,53 @@ pub(crate) fn audited(
 fn prepare(
     rt: &Runtime,
     entry: &'static str,
-    describe: impl FnOnce() -> Result<Call, NotDescribed>,
+    describe: impl FnOnce() -> Result<Call, Box<Unmodelled>>,
 ) -> Option<Ledgered> {
-    let Call {
-        described,
-        stream,
-        ctx,
-    } = match describe() {
-        Ok(c) => c,
-        Err(NotDescribed::Invalid(why)) => {
-            log::emit(Level::Debug, &format!("{entry}: not ledgered: {why}"));
-            return None;
-        }
-        Err(NotDescribed::Unsupported(why)) => {
-            rt.unsupported(entry, &why);
-            return None;
+    let (mut call, exact) = match describe() {
+        Ok(Call {
+            described: Described { call, gather },
+            stream,
+            ctx,
+        }) => (call, Some((gather, stream, ctx))),
+        Err(unmodelled) => {
+            let Unmodelled { mut call, why } = *unmodelled;
+            call.flags |= flags::UNMODELLED;
+            match &why {
+                NotDescribed::Invalid(w) => log::emit(
+                    Level::Debug,
+                    &format!("{entry}: ledgered as not modelled (invalid arguments): {w}"),
+                ),
+                NotDescribed::Unsupported(w) => {
+                    rt.unsupported(entry, w);
+                    return None;
+                }
+            }
+            (call, None)
         }
     };
-    let Described { mut call, gather } = described;
     if let Err(e) = rt.ledger(&mut call) {
         state::disable(&e);
         return None;
     }
     let index = call.index;
-    let unsampled = Some(Ledgered {
+    // From here on this hook owes the ledger record its settlement; if it panics,
+    // `audited` settles it after the forward.
+    owe(Debt {
         index,
-        sampled: None,
+        settle: true,
+        sample: false,
     });
-    let plan = if call.has(flags::CAPTURED) {
-        None
-    } else {
-        rt.schedule.decide(&call)
+    let plan = match &exact {
+        Some(_) => rt.schedule.decide(&call),
+        None => None,
     };
-    // A sampled call owes the stream a sample or a gap from here on: if this hook
-    // panics before paying, `audited` pays with an internal-error gap.
     let queued = match plan {
         Some(_) => {
-            owe(Some(index));
+            owe(Debt {
+                index,
+                settle: true,
+                sample: true,
+            });
             rt.shared
                 .inflight
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
@@ -207,17 +245,17 @@ fn prepare(
         None => 0,
     };
     test_panic(rt, index, false);
-    let Some(plan) = plan else {
-        return unsampled;
+    let (Some(plan), Some((gather, stream, ctx))) = (plan, exact) else {
+        return Some(Ledgered {
+            index,
+            sampled: Sampled::No,
+        });
     };
     let gap = |reason: GapReason, detail: String| {
-        owe(None);
-        rt.send(Msg::Gap {
+        Some(Ledgered {
             index,
-            reason,
-            detail,
-        });
-        unsampled_again(index)
+            sampled: Sampled::Gap(reason, detail),
+        })
     };
     if queued >= rt.config.queue_len {
         return gap(
@@ -225,7 +263,7 @@ fn prepare(
             format!("{queued} samples in flight (MMAUDIT_QUEUE_LEN)"),
         );
     }
-    if let Some(why) = gather.unsampleable {
+    if let Some(why) = gather.unsampleable.clone() {
         return gap(GapReason::Internal, why);
     }
     let Some(drv) = driver() else {
@@ -257,35 +295,54 @@ fn prepare(
     }
     Some(Ledgered {
         index,
-        sampled: Some(Sampled { prepared, stream }),
+        sampled: Sampled::Gather(Box::new(Gather { prepared, stream })),
     })
 }
 
-fn unsampled_again(index: u64) -> Option<Ledgered> {
-    Some(Ledgered {
-        index,
-        sampled: None,
-    })
+/// What a hook still owes the stream for the call it serves.
+#[derive(Clone, Copy, Debug)]
+struct Debt {
+    index: u64,
+    /// The ledger record waits for its settlement.
+    settle: bool,
+    /// A sampled call: a sample or a gap is due (none if the library rejects it).
+    sample: bool,
 }
 
 thread_local! {
-    /// The sampled call this thread's hook still owes a sample or gap record.
-    static OWED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    /// What this thread's hook still owes the stream.
+    static DEBT: std::cell::Cell<Option<Debt>> = const { std::cell::Cell::new(None) };
 }
 
-fn owe(index: Option<u64>) {
-    let _ = OWED.try_with(|c| c.set(index));
+fn owe(debt: Debt) {
+    let _ = DEBT.try_with(|c| c.set(Some(debt)));
 }
 
-/// After a panic in a hook: the sampled call it was serving gets a gap record, so
-/// that nothing goes missing silently.
-fn pay_debt(rt: &Runtime, reason: &str) {
-    if let Some(index) = OWED.try_with(|c| c.take()).ok().flatten() {
-        rt.send(Msg::Gap {
-            index,
-            reason: GapReason::Internal,
-            detail: reason.to_string(),
-        });
+fn paid() {
+    let _ = DEBT.try_with(|c| c.set(None));
+}
+
+/// After a panic in a hook: the ledger record of the call it was serving is settled
+/// with the library's status, and a sampled call the library accepted gets a gap
+/// record, so that nothing goes missing silently.
+fn pay_debt(rt: &Runtime, reason: &str, status: CublasStatus) {
+    let Some(debt) = DEBT.try_with(|c| c.take()).ok().flatten() else {
+        return;
+    };
+    let rejected = status != CUBLAS_STATUS_SUCCESS;
+    if debt.settle {
+        rt.settle(debt.index, rejected);
+    }
+    if debt.sample {
+        if rejected {
+            rt.sample_dropped();
+        } else {
+            rt.send(Msg::Gap {
+                index: debt.index,
+                reason: GapReason::Internal,
+                detail: reason.to_string(),
+            });
+        }
     }
 }
 
@@ -305,26 +362,52 @@ fn test_panic(rt: &Runtime, index: u64, after: bool) {
 
 fn complete(rt: &Runtime, entry: &'static str, l: Ledgered, status: CublasStatus) {
     test_panic(rt, l.index, true);
-    let failed = (status != CUBLAS_STATUS_SUCCESS).then(|| {
-        rt.failed_call(l.index, entry, status);
-        format!("{entry} returned cuBLAS status {status}: nothing was computed")
+    let rejected = status != CUBLAS_STATUS_SUCCESS;
+    let sample_owed = !matches!(l.sampled, Sampled::No);
+    rt.settle(l.index, rejected);
+    owe(Debt {
+        index: l.index,
+        settle: false,
+        sample: sample_owed,
     });
-    let Some(s) = l.sampled else { return };
-    owe(None);
-    let Some(drv) = driver() else {
-        rt.send(Msg::Gap {
-            index: l.index,
-            reason: GapReason::GatherFailed,
-            detail: "libcuda.so.1 disappeared".into(),
-        });
-        return;
-    };
-    match s.prepared.finish(drv, s.stream, failed) {
-        Ok(inflight) => rt.send(Msg::Sample(Box::new(inflight))),
-        Err((reason, detail)) => rt.send(Msg::Gap {
+    if rejected {
+        rt.failed_call(l.index, entry, status);
+    }
+    match l.sampled {
+        Sampled::No => {}
+        // A rejected call computed nothing: it is never sampled, so it gets neither
+        // sample nor gap.
+        Sampled::Gap(..) if rejected => rt.sample_dropped(),
+        Sampled::Gap(reason, detail) => rt.send(Msg::Gap {
             index: l.index,
             reason,
             detail,
         }),
+        Sampled::Gather(g) => {
+            let Gather { prepared, stream } = *g;
+            match (driver(), rejected) {
+                (None, true) => rt.sample_dropped(),
+                (None, false) => rt.send(Msg::Gap {
+                    index: l.index,
+                    reason: GapReason::GatherFailed,
+                    detail: "libcuda.so.1 disappeared".into(),
+                }),
+                // The pre-gather may still be writing the slot: it is released by the
+                // background thread once the event recorded after it has fired.
+                (Some(drv), true) => match prepared.abandon(drv, stream) {
+                    Some(inflight) => rt.send(Msg::Sample(Box::new(inflight))),
+                    None => rt.sample_dropped(),
+                },
+                (Some(drv), false) => match prepared.finish(drv, stream) {
+                    Ok(inflight) => rt.send(Msg::Sample(Box::new(inflight))),
+                    Err((reason, detail)) => rt.send(Msg::Gap {
+                        index: l.index,
+                        reason,
+                        detail,
+                    }),
+                },
+            }
+        }
     }
+    paid();
 }

@@ -8,6 +8,12 @@
 //! column-major (`ORDER_COL`) or row-major (`ORDER_ROW`) with its own leading dimension.
 //! Stored element (i, j) of an operand is at `base + i*row_stride + j*col_stride` bytes,
 //! and `op(X)[p, q]` is stored element (p, q) for op N and (q, p) for op T/C.
+//!
+//! Every hooked call is ledgered. A call this module cannot describe exactly (arguments
+//! the library will reject, or a type, epilogue or mode protocol v1 has no code for) is
+//! recorded by [`unmodelled_blas`] / [`unmodelled_lt`] with the UNMODELLED flag: its
+//! entry point, m, n, k and batch count as passed (negative sizes as 0, a batch count
+//! below 1 as the empty product batch 1, m 0), the other fields best effort.
 
 pub mod gather;
 #[cfg(test)]
@@ -15,7 +21,7 @@ mod tests;
 
 use mmaudit_protocol::call::{
     flags, BatchForm, ComputeType, DType, EntryPoint, Epilogue, GemmCall, Op, Operand, Order,
-    Scalar,
+    Scalar, MAX_DIM,
 };
 use mmaudit_protocol::num;
 
@@ -72,15 +78,26 @@ pub struct Described {
     pub gather: GatherSpec,
 }
 
-/// Why a call is not ledgered.
+/// Why a call cannot be described exactly (it is then ledgered with the UNMODELLED
+/// flag, see [`unmodelled_blas`] and [`unmodelled_lt`], and never sampled).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NotDescribed {
-    /// Arguments the library rejects (or a call that does nothing, batch count 0):
-    /// forwarded, nothing to record.
+    /// Arguments the library rejects (or a call that does nothing, batch count 0).
+    /// The library normally answers with an error status, and the record also gets
+    /// the REJECTED flag.
     Invalid(String),
     /// A valid call this protocol version cannot describe (a type, epilogue or mode it
-    /// has no code for): forwarded unaudited; the stream carries a warning notice.
+    /// has no code for); the stream carries a warning notice the first time.
     Unsupported(String),
+}
+
+impl NotDescribed {
+    /// The reason, for humans.
+    pub fn reason(&self) -> &str {
+        match self {
+            NotDescribed::Invalid(s) | NotDescribed::Unsupported(s) => s,
+        }
+    }
 }
 
 /// alpha or beta as passed: the bytes read from host memory (the first
@@ -366,7 +383,14 @@ fn scalar(arg: ScalarArg, scale_type: DType, what: &str) -> Result<(Scalar, u64)
 }
 
 fn dim(v: i64, what: &str) -> Result<u64, NotDescribed> {
-    u64::try_from(v).map_err(|_| NotDescribed::Invalid(format!("{what} = {v} is negative")))
+    let d =
+        u64::try_from(v).map_err(|_| NotDescribed::Invalid(format!("{what} = {v} is negative")))?;
+    if d > MAX_DIM {
+        return Err(NotDescribed::Invalid(format!(
+            "{what} = {v} is above 2^40, the protocol's largest dimension"
+        )));
+    }
+    Ok(d)
 }
 
 /// Column-major placement (the cuBLAS API).
@@ -563,6 +587,11 @@ pub fn describe_lt(x: &LtArgs) -> Result<Described, NotDescribed> {
             "the layouts' batch counts differ".into(),
         ));
     }
+    if [m, n, k].iter().any(|&d| d > MAX_DIM) {
+        return Err(NotDescribed::Invalid(format!(
+            "m x n x k = {m} x {n} x {k}: a dimension is above 2^40, the protocol's largest"
+        )));
+    }
     let batch = ld.batch as u64;
     let (ta, tb, tc, td) = (
         dtype(la.dtype, "A")?,
@@ -690,4 +719,245 @@ pub fn describe_lt(x: &LtArgs) -> Result<Described, NotDescribed> {
         unsampleable,
     };
     Ok(Described { call, gather })
+}
+
+// ---------------------------------------------------------------- calls outside the model
+
+/// The protocol dtype recorded for a `cudaDataType` in the ledger record of a call
+/// outside the model: its own code when it has one, a complex type's component type,
+/// an unsigned type's signed counterpart of the same size, otherwise f32.
+pub fn dtype_best_effort(t: i32) -> DType {
+    if let Some(d) = dtype_of(t) {
+        return d;
+    }
+    match t {
+        4 | 12 | 13 => DType::F32, // CUDA_C_32F; CUDA_R_32U, CUDA_C_32U as 4-byte
+        5 => DType::F64,           // CUDA_C_64F
+        6 => DType::F16,           // CUDA_C_16F
+        15 => DType::BF16,         // CUDA_C_16BF
+        7..=9 => DType::I8,        // CUDA_C_8I, CUDA_R_8U, CUDA_C_8U
+        11 => DType::I32,          // CUDA_C_32I
+        _ => DType::F32,
+    }
+}
+
+/// `cublasOperation_t` as best as the record can say: `CUBLAS_OP_CONJG` (conjugate
+/// without transpose) and unknown values as N.
+fn op_best_effort(t: i32) -> Op {
+    match t {
+        1 => Op::T,
+        2 => Op::C,
+        _ => Op::N,
+    }
+}
+
+/// A size as passed, for a record: negative as 0, at most 2^40 (what the protocol can
+/// carry).
+fn dim_best_effort(v: i64) -> u64 {
+    v.clamp(0, MAX_DIM as i64) as u64
+}
+
+/// m and the batch count for a record: a batch count below 1 computes nothing and is
+/// recorded as the equivalent empty product (batch 1, m 0), since the protocol has no
+/// batch count 0.
+fn batch_best_effort(m: u64, batch: i64) -> (u64, u64) {
+    if batch < 1 {
+        (0, 1)
+    } else {
+        (m, dim_best_effort(batch))
+    }
+}
+
+fn scalar_best_effort(arg: ScalarArg, scale_type: DType) -> Scalar {
+    match arg {
+        ScalarArg::Device(_) => Scalar::Device,
+        ScalarArg::Host(bytes) => match num::decode_one(scale_type, &bytes[..scale_type.size()]) {
+            Ok(v) if v.is_finite() => Scalar::Host(v),
+            // A non-finite host scalar cannot be written (the record requires finite
+            // host values): 0 stands for it.
+            _ => Scalar::Host(0.0),
+        },
+    }
+}
+
+/// The ledger record of a cuBLAS call outside the model (flag UNMODELLED, never
+/// sampled): entry point, m, n, k, batch count, ops, leading dimensions and strides as
+/// passed (see the module documentation for the sizes), types through
+/// [`dtype_best_effort`], the compute type as cuBLAS would apply it (f32 when it has
+/// no code), alpha/beta as passed when finite (0 otherwise).
+pub fn unmodelled_blas(x: &BlasArgs) -> GemmCall {
+    let strided = x.batch_form == BatchForm::Strided;
+    let (m, batch) = batch_best_effort(dim_best_effort(x.m), x.batch);
+    let operand = |t: i32, ld: i64, stride: i64| Operand {
+        dtype: dtype_best_effort(t),
+        order: Order::Col,
+        ld: ld.max(0) as u64,
+        batch_stride: if strided { stride } else { 0 },
+    };
+    let all_f32 = [x.a_type, x.b_type, x.c_type]
+        .iter()
+        .all(|&t| t == dt::R_32F);
+    let scale_type = blas_scale_type(x.compute);
+    let c = operand(x.c_type, x.ldc, x.stride_c);
+    let mut f = flags::IN_PLACE | flags::UNMODELLED;
+    if x.site.captured {
+        f |= flags::CAPTURED;
+    }
+    GemmCall {
+        index: 0,
+        entry: x.entry,
+        device: x.site.device,
+        stream: x.site.stream,
+        op_a: op_best_effort(x.transa),
+        op_b: op_best_effort(x.transb),
+        m,
+        n: dim_best_effort(x.n),
+        k: dim_best_effort(x.k),
+        batch,
+        batch_form: x.batch_form,
+        a: operand(x.a_type, x.lda, x.stride_a),
+        b: operand(x.b_type, x.ldb, x.stride_b),
+        c,
+        d: c,
+        compute: blas_compute(x.compute, x.math_mode, all_f32).unwrap_or(ComputeType::F32),
+        scale_type,
+        alpha: scalar_best_effort(x.alpha, scale_type),
+        beta: scalar_best_effort(x.beta, scale_type),
+        epilogue: Epilogue::Default,
+        bias_type: c.dtype,
+        flags: f,
+    }
+}
+
+/// What the cuBLASLt hook could read of a call, for the record of a call outside the
+/// model: the descriptor and each layout when they could be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LtPartial {
+    /// the matmul descriptor's attributes
+    pub desc: Option<LtDesc>,
+    /// A, B, C, D layouts
+    pub layouts: [Option<LtLayout>; 4],
+    /// alpha, when it could be read
+    pub alpha: Option<ScalarArg>,
+    /// beta, when it could be read
+    pub beta: Option<ScalarArg>,
+    /// C
+    pub c: u64,
+    /// D
+    pub d: u64,
+    /// where it was made
+    pub site: Site,
+}
+
+impl From<&LtArgs> for LtPartial {
+    fn from(x: &LtArgs) -> Self {
+        LtPartial {
+            desc: Some(x.desc),
+            layouts: [
+                Some(x.a_layout),
+                Some(x.b_layout),
+                Some(x.c_layout),
+                Some(x.d_layout),
+            ],
+            alpha: Some(x.alpha),
+            beta: Some(x.beta),
+            c: x.c,
+            d: x.d,
+            site: x.site,
+        }
+    }
+}
+
+/// The ledger record of a `cublasLtMatmul` call outside the model (flag UNMODELLED,
+/// never sampled): m and n from D's layout (C's when D's is unreadable), k from A's
+/// layout and TRANSA (B's and TRANSB when A's is unreadable), the batch count from D's
+/// layout; sizes that cannot be read are 0. Types through [`dtype_best_effort`],
+/// orders as set (other orders as column-major), the epilogue's activation when it has
+/// a code (an aux or backward epilogue as its activation, or none), no bias or scale
+/// flags.
+pub fn unmodelled_lt(x: &LtPartial) -> GemmCall {
+    use crate::sys::cublas::LT_ORDER_ROW;
+    let d = x.desc.unwrap_or_default();
+    let op_a = op_best_effort(d.transa);
+    let op_b = op_best_effort(d.transb);
+    let [la, lb, lc, ld] = x.layouts;
+    let out = ld.or(lc);
+    let clamp = |v: u64| v.min(MAX_DIM);
+    let (m, n) = out.map_or((0, 0), |l| (clamp(l.rows), clamp(l.cols)));
+    let k = match (la, lb) {
+        (Some(a), _) => clamp(if op_a == Op::N { a.cols } else { a.rows }),
+        (None, Some(b)) => clamp(if op_b == Op::N { b.rows } else { b.cols }),
+        (None, None) => 0,
+    };
+    let (m, batch) = batch_best_effort(m, out.map_or(1, |l| l.batch as i64));
+    let operand = |l: Option<LtLayout>| match l {
+        Some(l) => Operand {
+            dtype: dtype_best_effort(l.dtype),
+            order: if l.order == LT_ORDER_ROW {
+                Order::Row
+            } else {
+                Order::Col
+            },
+            ld: l.ld.max(0) as u64,
+            batch_stride: if batch > 1 { l.stride } else { 0 },
+        },
+        None => Operand {
+            dtype: DType::F32,
+            order: Order::Col,
+            ld: 0,
+            batch_stride: 0,
+        },
+    };
+    let scale_type = dtype_best_effort(d.scale_type);
+    let scalar = |s: Option<ScalarArg>| match s {
+        Some(s) => scalar_best_effort(s, scale_type),
+        None if d.pointer_mode != 0 => Scalar::Device,
+        None => Scalar::Host(0.0),
+    };
+    let epilogue = match d.epilogue & !(ep::BIAS | 128) {
+        e if e == ep::RELU => Epilogue::Relu,
+        e if e == ep::GELU => Epilogue::GeluTanh,
+        _ => Epilogue::Default,
+    };
+    let (c, dd) = (operand(lc), operand(ld));
+    let bias_type = if d.bias_type != -1 {
+        dtype_best_effort(d.bias_type)
+    } else {
+        dd.dtype
+    };
+    let mut f = flags::UNMODELLED;
+    if x.c == x.d {
+        f |= flags::IN_PLACE;
+    }
+    if x.site.captured {
+        f |= flags::CAPTURED;
+    }
+    GemmCall {
+        index: 0,
+        entry: EntryPoint::LtMatmul,
+        device: x.site.device,
+        stream: x.site.stream,
+        op_a,
+        op_b,
+        m,
+        n,
+        k,
+        batch,
+        batch_form: if batch > 1 {
+            BatchForm::Strided
+        } else {
+            BatchForm::Single
+        },
+        a: operand(la),
+        b: operand(lb),
+        c,
+        d: dd,
+        compute: lt_compute(d.compute).unwrap_or(ComputeType::F32),
+        scale_type,
+        alpha: scalar(x.alpha),
+        beta: scalar(x.beta),
+        epilogue,
+        bias_type,
+        flags: f,
+    }
 }

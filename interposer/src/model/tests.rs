@@ -870,3 +870,76 @@ fn k_zero_and_huge_plans() {
     big.k = 1 << 33;
     assert!(SlotLayout::new(&big, &d.gather, &plan(&[1], &[1], &[0])).is_err());
 }
+
+// ---------------------------------------------------------------- calls outside the model
+
+#[test]
+fn calls_outside_the_model_keep_their_entry_and_sizes() {
+    // Invalid arguments: the record says what was passed, flagged UNMODELLED.
+    let mut x = sgemm(1, 0, 4, 5, 6);
+    x.lda = 2;
+    assert!(matches!(describe_blas(&x), Err(NotDescribed::Invalid(_))));
+    let c = unmodelled_blas(&x);
+    assert_eq!(
+        (c.entry, c.m, c.n, c.k, c.batch, c.op_a, c.a.ld),
+        (EntryPoint::SgemmV2, 4, 5, 6, 1, Op::T, 2)
+    );
+    assert_eq!((c.device, c.stream), (2, 0xabc));
+    assert_eq!(c.flags, flags::IN_PLACE | flags::UNMODELLED);
+    assert_eq!(c.alpha, Scalar::Host(1.5));
+    // The encoding decodes (the verifier must be able to read it).
+    let bytes = c.to_bytes();
+    let mut r = mmaudit_protocol::codec::Reader::new(&bytes, 0, "t");
+    assert_eq!(GemmCall::decode(&mut r).unwrap(), c);
+
+    // Negative sizes as 0, a batch count of 0 as the empty product, CONJG as N,
+    // a complex type as its component type, a non-finite alpha as 0.
+    let mut x = sgemm(3, 0, -4, 5, 6);
+    x.batch = 0;
+    x.batch_form = BatchForm::Strided;
+    x.a_type = 4; // CUDA_C_32F
+    x.b_type = 6; // CUDA_C_16F
+    x.alpha = host_f32(f32::INFINITY);
+    x.site.captured = true;
+    let c = unmodelled_blas(&x);
+    assert_eq!((c.m, c.n, c.k, c.batch, c.op_a), (0, 5, 6, 1, Op::N));
+    assert_eq!((c.a.dtype, c.b.dtype), (DType::F32, DType::F16));
+    assert_eq!(c.alpha, Scalar::Host(0.0));
+    assert!(c.has(flags::CAPTURED) && c.has(flags::UNMODELLED));
+    assert_eq!(c.flops(), 0);
+    let mut x = sgemm(0, 0, 4, 4, 4);
+    x.m = 1 << 50;
+    assert!(matches!(describe_blas(&x), Err(NotDescribed::Invalid(_))));
+    assert_eq!(unmodelled_blas(&x).m, 1 << 40);
+}
+
+#[test]
+fn lt_calls_outside_the_model_keep_their_entry_and_sizes() {
+    let mut x = lt(1, 0, LT_ORDER_ROW, 6, 5, 7);
+    x.desc.epilogue = 8 | 128; // DRELU
+    assert!(matches!(describe_lt(&x), Err(NotDescribed::Unsupported(_))));
+    let c = unmodelled_lt(&LtPartial::from(&x));
+    assert_eq!(
+        (c.entry, c.m, c.n, c.k, c.batch, c.op_a, c.a.order),
+        (EntryPoint::LtMatmul, 6, 5, 7, 1, Op::T, Order::Row)
+    );
+    assert_eq!(
+        (c.epilogue, c.flags),
+        (Epilogue::Default, flags::UNMODELLED)
+    );
+    x.desc.epilogue = 2 | 128; // RELU_AUX
+    assert_eq!(unmodelled_lt(&LtPartial::from(&x)).epilogue, Epilogue::Relu);
+
+    // Only some layouts readable: sizes from what there is, 0 for the rest.
+    let mut p = LtPartial::from(&x);
+    p.layouts[0] = None;
+    p.desc = None;
+    let c = unmodelled_lt(&p);
+    assert_eq!((c.m, c.n, c.k), (6, 5, 7), "k from B's layout");
+    let c = unmodelled_lt(&LtPartial::default());
+    assert_eq!((c.m, c.n, c.k, c.batch), (0, 0, 0, 1));
+    assert!(c.has(flags::IN_PLACE), "C and D both unknown (0)");
+    let bytes = c.to_bytes();
+    let mut r = mmaudit_protocol::codec::Reader::new(&bytes, 0, "t");
+    assert_eq!(GemmCall::decode(&mut r).unwrap(), c);
+}

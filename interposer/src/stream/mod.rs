@@ -1,12 +1,16 @@
 //! The background thread: everything between the hooks and the verifier.
 //!
 //! Hooks send [`Msg`]s over an unbounded crossbeam channel (sending never blocks and
-//! never fails while the thread lives): a ledger record for every call, a gap for a
-//! sampled call that could not be gathered, and a [`Pending`] sample for each gather in
-//! flight. The thread polls pending gathers without blocking (`cuEventQuery`), turns
-//! completed ones into sample records, and hands every record to the [`sink::Sink`],
-//! which batches them into zstd-compressed, MAC-chained frames and writes them to a file
-//! or a TCP connection. The application's threads never wait for any of it.
+//! never fails while the thread lives): a ledger record for every call (in index order,
+//! before the call is forwarded), its settlement once the library answered (REJECTED
+//! or not), a gap for a sampled call that could not be gathered, and a [`Pending`]
+//! sample for each gather in flight. The thread writes ledger records in index order as
+//! they settle, holding back the samples and gaps of calls whose ledger record is not
+//! written yet (the verifier reads a sample only after its call's ledger record). It
+//! polls pending gathers without blocking (`cuEventQuery`), turns completed ones into
+//! sample records, and hands every record to the [`sink::Sink`], which batches them
+//! into zstd-compressed, MAC-chained frames and writes them to a file or a TCP
+//! connection. The application's threads never wait for any of it.
 //!
 //! What it must never do: drop a record silently, or block a hook. What the sink cannot
 //! take becomes a gap record or, for ledger records, an audit-disabled notice.
@@ -19,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use mmaudit_protocol::call::GemmCall;
+use mmaudit_protocol::call::{flags, GemmCall};
 use mmaudit_protocol::record::{Gap, GapReason, Notice, NoticeKind, Record, Sample};
 
 use crate::log::{self, Level};
@@ -29,15 +33,39 @@ use sink::Sink;
 pub trait Pending: Send {
     /// The call index.
     fn index(&self) -> u64;
-    /// Checks (without blocking) whether the gather completed: `None` while it runs,
-    /// then the sample, or why there is none.
-    fn poll(&mut self) -> Option<Result<Sample, (GapReason, String)>>;
+    /// Checks (without blocking) whether the gather completed: `None` while it runs.
+    fn poll(&mut self) -> Option<Resolved>;
+    /// True for the gather of a rejected call, which only waits to free its slot and
+    /// records nothing (not even a gap at exit).
+    fn discards(&self) -> bool {
+        false
+    }
+}
+
+/// How a gather in flight ended.
+#[derive(Debug)]
+pub enum Resolved {
+    /// The sampled data.
+    Sample(Box<Sample>),
+    /// No data, and why.
+    Gap(GapReason, String),
+    /// The call was rejected by the library: its slot is free again, nothing is
+    /// recorded.
+    Released,
 }
 
 /// What the hooks send to the background thread.
 pub enum Msg {
-    /// The ledger record of one call (sent in index order).
+    /// The ledger record of one call, sent in index order before the call is
+    /// forwarded; it is written once settled.
     Ledger(GemmCall),
+    /// The library answered call `index`; `rejected` when with an error status.
+    Settle {
+        /// the call index
+        index: u64,
+        /// the library returned an error status: the record gets the REJECTED flag
+        rejected: bool,
+    },
     /// A sampled call without data.
     Gap {
         /// the call index
@@ -76,11 +104,23 @@ pub struct Shared {
 /// ledger: auditing must stop.
 pub type DisableFn = Box<dyn Fn(String) + Send>;
 
+/// A ledger record waiting for its call's settlement.
+struct Unsettled {
+    call: GemmCall,
+    /// `Some(rejected)` once settled.
+    settled: Option<bool>,
+}
+
 /// The background thread's state.
 pub struct Worker {
     rx: Receiver<Msg>,
     sink: Sink,
     pending: VecDeque<Box<dyn Pending>>,
+    /// Ledger records not written yet, in index order (the front waits for its call's
+    /// settlement).
+    unsettled: VecDeque<Unsettled>,
+    /// Sample and gap records of calls whose ledger record is not written yet.
+    held: Vec<Record>,
     shared: Arc<Shared>,
     disable: DisableFn,
     tick: Duration,
@@ -94,6 +134,8 @@ impl Worker {
             rx,
             sink,
             pending: VecDeque::new(),
+            unsettled: VecDeque::new(),
+            held: Vec::new(),
             shared,
             disable,
             tick: Duration::from_millis(1),
@@ -146,14 +188,18 @@ impl Worker {
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Ledger(call) => self.push(Record::Ledger(call)),
+            Msg::Ledger(call) => self.unsettled.push_back(Unsettled {
+                call,
+                settled: None,
+            }),
+            Msg::Settle { index, rejected } => self.settle(index, rejected),
             Msg::Gap {
                 index,
                 reason,
                 detail,
             } => {
                 self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
-                self.push(Record::Gap(Gap {
+                self.push_call_record(Record::Gap(Gap {
                     indices: vec![index],
                     reason,
                     detail,
@@ -168,6 +214,77 @@ impl Worker {
     fn push(&mut self, record: Record) {
         if let Some(reason) = self.sink.push(record) {
             (self.disable)(reason);
+        }
+    }
+
+    /// The index of the first ledger record not written yet, if any waits.
+    fn first_unwritten(&self) -> Option<u64> {
+        self.unsettled.front().map(|u| u.call.index)
+    }
+
+    /// A sample or gap record: written now if its call's ledger record was, else held.
+    fn push_call_record(&mut self, record: Record) {
+        let index = match &record {
+            Record::Sample(s) => s.index,
+            Record::Gap(g) => g.indices.first().copied().unwrap_or(0),
+            _ => 0,
+        };
+        match self.first_unwritten() {
+            Some(first) if index >= first => self.held.push(record),
+            _ => self.push(record),
+        }
+    }
+
+    /// Settles the ledger record of `index` and writes every record that can go.
+    fn settle(&mut self, index: u64, rejected: bool) {
+        let Some(first) = self.first_unwritten() else {
+            return;
+        };
+        let Some(u) = index
+            .checked_sub(first)
+            .and_then(|at| usize::try_from(at).ok())
+            .and_then(|at| self.unsettled.get_mut(at))
+        else {
+            return;
+        };
+        if u.call.index == index {
+            u.settled = Some(rejected);
+        }
+        self.release(false);
+    }
+
+    /// Writes the settled ledger records at the front (with `all`, every one: at exit,
+    /// a call still in the library is recorded as made), then the held records whose
+    /// ledger record is written.
+    fn release(&mut self, all: bool) {
+        while let Some(front) = self.unsettled.front() {
+            if front.settled.is_none() && !all {
+                break;
+            }
+            let Some(u) = self.unsettled.pop_front() else {
+                break;
+            };
+            let mut call = u.call;
+            if u.settled == Some(true) {
+                call.flags |= flags::REJECTED;
+            }
+            self.push(Record::Ledger(call));
+        }
+        if self.held.is_empty() {
+            return;
+        }
+        let first = self.first_unwritten();
+        let held = std::mem::take(&mut self.held);
+        for r in held {
+            let index = match &r {
+                Record::Sample(s) => s.index,
+                Record::Gap(g) => g.indices.first().copied().unwrap_or(0),
+                _ => 0,
+            };
+            match first {
+                Some(f) if index >= f => self.held.push(r),
+                _ => self.push(r),
+            }
         }
     }
 
@@ -192,14 +309,15 @@ impl Worker {
                     self.pending.remove(i);
                     self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
                     let record = match result {
-                        Ok(sample) => Record::Sample(sample),
-                        Err((reason, detail)) => Record::Gap(Gap {
+                        Resolved::Sample(sample) => Record::Sample(*sample),
+                        Resolved::Gap(reason, detail) => Record::Gap(Gap {
                             indices: vec![index],
                             reason,
                             detail,
                         }),
+                        Resolved::Released => continue,
                     };
-                    self.push(record);
+                    self.push_call_record(record);
                 }
             }
         }
@@ -229,7 +347,14 @@ impl Worker {
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        let abandoned: Vec<u64> = self.pending.drain(..).map(|p| p.index()).collect();
+        // A call still inside the library is recorded as made.
+        self.release(true);
+        let abandoned: Vec<u64> = self
+            .pending
+            .drain(..)
+            .filter(|p| !p.discards())
+            .map(|p| p.index())
+            .collect();
         for index in abandoned {
             self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
             self.push(Record::Gap(Gap {

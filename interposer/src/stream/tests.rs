@@ -259,10 +259,10 @@ impl Pending for FakeGather {
     fn index(&self) -> u64 {
         self.index
     }
-    fn poll(&mut self) -> Option<Result<Sample, (GapReason, String)>> {
+    fn poll(&mut self) -> Option<Resolved> {
         match &mut self.polls {
             None => None,
-            Some(0) => Some(Ok(sample(self.index, 16))),
+            Some(0) => Some(Resolved::Sample(Box::new(sample(self.index, 16)))),
             Some(n) => {
                 *n -= 1;
                 None
@@ -289,6 +289,11 @@ fn worker_resolves_gathers_and_abandons_the_unfinished_at_exit() {
     let thread = std::thread::spawn(move || worker.run());
     for i in 0..6 {
         tx.send(Msg::Ledger(call(i))).unwrap();
+        tx.send(Msg::Settle {
+            index: i,
+            rejected: false,
+        })
+        .unwrap();
     }
     shared.inflight.fetch_add(3, Ordering::SeqCst);
     tx.send(Msg::Sample(Box::new(FakeGather {
@@ -500,4 +505,147 @@ fn tcp_sink_reports_what_it_could_not_deliver() {
         .unwrap_err();
     assert!(e.contains("could not be delivered"), "{e}");
     assert!(e.contains("truncated"), "{e}");
+}
+
+/// Runs a worker over a file sink, feeds it `msgs`, shuts it down and returns the
+/// records of the stream (which must be complete) and the inflight counter left.
+fn worker_stream(name: &str, inflight: usize, msgs: Vec<Msg>) -> (Vec<Record>, usize) {
+    let path = temp(name);
+    let spec = SinkSpec::File(path.clone());
+    let sink = Sink::open(&spec, &key(), header(), 1 << 20, Duration::from_millis(2)).unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let shared = Arc::new(Shared::default());
+    shared.inflight.store(inflight, Ordering::SeqCst);
+    let worker = Worker::new(rx, sink, Arc::clone(&shared), Box::new(|r| panic!("{r}")));
+    let thread = std::thread::spawn(move || worker.run());
+    for m in msgs {
+        tx.send(m).unwrap();
+    }
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    tx.send(Msg::Shutdown {
+        deadline: Instant::now() + Duration::from_millis(500),
+        notices: vec![],
+        done: done_tx,
+    })
+    .unwrap();
+    done_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    thread.join().unwrap();
+    let (_, records, done) = decode(&std::fs::read(&path).unwrap());
+    done.unwrap();
+    (records, shared.inflight.load(Ordering::SeqCst))
+}
+
+#[test]
+fn ledger_records_are_written_in_index_order_as_they_settle() {
+    // Calls 0..4 take their indices in order; the library answers 2, 3, 1 (rejected),
+    // then 0. The sample of call 2 and the gap of call 3 arrive before call 0 settles:
+    // they must follow their own ledger records, which follow 0 and 1.
+    let settle = |index, rejected| Msg::Settle { index, rejected };
+    let msgs = vec![
+        Msg::Ledger(call(0)),
+        Msg::Ledger(call(1)),
+        Msg::Ledger(call(2)),
+        Msg::Ledger(call(3)),
+        settle(2, false),
+        Msg::Sample(Box::new(FakeGather {
+            index: 2,
+            polls: Some(0),
+        })),
+        settle(3, false),
+        Msg::Gap {
+            index: 3,
+            reason: GapReason::RingFull,
+            detail: "full".into(),
+        },
+        settle(1, true),
+        settle(0, false),
+    ];
+    let (records, inflight) = worker_stream("order.mma", 2, msgs);
+    assert_eq!(inflight, 0);
+    assert_eq!(ledger_indices(&records), vec![0, 1, 2, 3]);
+    let position = |f: &dyn Fn(&Record) -> bool| records.iter().position(f).unwrap();
+    let ledger_at = |i: u64| position(&|r| matches!(r, Record::Ledger(c) if c.index == i));
+    assert!(position(&|r| matches!(r, Record::Sample(s) if s.index == 2)) > ledger_at(2));
+    assert!(position(&|r| matches!(r, Record::Gap(g) if g.indices == [3])) > ledger_at(3));
+    for r in &records {
+        if let Record::Ledger(c) = r {
+            assert_eq!(c.has(mmaudit_protocol::call::flags::REJECTED), c.index == 1);
+        }
+    }
+    assert_eq!(
+        end_of(&records),
+        End {
+            calls: 4,
+            samples: 1,
+            gap_calls: 1
+        }
+    );
+}
+
+/// The gather of a rejected call: it only frees its slot.
+struct Discarded {
+    index: u64,
+    polls: u32,
+}
+
+impl Pending for Discarded {
+    fn index(&self) -> u64 {
+        self.index
+    }
+    fn poll(&mut self) -> Option<Resolved> {
+        if self.polls == 0 {
+            return Some(Resolved::Released);
+        }
+        self.polls -= 1;
+        None
+    }
+    fn discards(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_rejected_call_gets_no_sample_and_no_gap_and_its_slot_waits_for_its_event() {
+    let msgs = vec![
+        Msg::Ledger(call(0)),
+        Msg::Ledger(call(1)),
+        Msg::Settle {
+            index: 0,
+            rejected: true,
+        },
+        Msg::Sample(Box::new(Discarded { index: 0, polls: 3 })),
+        // Still in the library at exit: recorded as made; its never-finishing
+        // discarded gather is not a gap either.
+        Msg::Sample(Box::new(Discarded {
+            index: 1,
+            polls: u32::MAX,
+        })),
+    ];
+    let (records, inflight) = worker_stream("rejected.mma", 2, msgs);
+    assert_eq!(
+        inflight, 1,
+        "the gather still running at exit was abandoned"
+    );
+    let flags: Vec<(u64, u16)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Ledger(c) => Some((c.index, c.flags)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        flags,
+        vec![(0, mmaudit_protocol::call::flags::REJECTED), (1, 0)]
+    );
+    assert!(!records
+        .iter()
+        .any(|r| matches!(r, Record::Sample(_) | Record::Gap(_))));
+    assert_eq!(
+        end_of(&records),
+        End {
+            calls: 2,
+            samples: 0,
+            gap_calls: 0
+        }
+    );
 }

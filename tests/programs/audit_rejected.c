@@ -1,0 +1,163 @@
+/*
+ * GEMM calls that the library rejects, between valid ones: every hooked call must
+ * be ledgered once, with consecutive indices, and a rejected one flagged REJECTED
+ * (nothing computed, never sampled, no FLOPs claimed), whether or not the
+ * interposer could describe it and whether or not its sample had already been
+ * prepared (beta != 0: C entries gathered before the call).
+ *
+ *   audit_rejected [--trace]
+ *
+ * The calls, in order:
+ *   30 valid cublasSgemm_v2 (every fifth with beta != 0)
+ *   cublasGemmEx, f32 A x f16 B (no such combination: NOT_SUPPORTED), beta 0
+ *   the same with beta != 0
+ *   cublasSgemm_v2 with lda < m (INVALID_VALUE)
+ *   cublasLtMatmul, i8 x i8 -> i32 with a RELU epilogue (NOT_SUPPORTED), beta != 0
+ *   cublasGemmStridedBatchedEx with batch count -1 (INVALID_VALUE)
+ *   cublasSgemm_v2 with m = -3 (INVALID_VALUE)
+ *   10 valid cublasSgemm_v2
+ *
+ * Prints, besides "calls N" and "output-hash H" (audit_common.h), the line
+ * "rejected I J ..." with the indices of the calls that returned an error status
+ * and, with --trace, "call I ENTRY m=.. n=.. k=.. batch=.. status=S" per call.
+ * Exits 0 (an error status is what it wants), 2 on a setup failure.
+ */
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "audit_common.h"
+
+static cublasHandle_t handle;
+static cublasLtHandle_t lt;
+static cudaStream_t stream;
+static uint64_t ncalls, total_hash = FNV_OFFSET, seed = 1;
+static int trace;
+static char rejected[4096] = "rejected";
+
+static void *upload(int type, size_t n) {
+    size_t bytes = n * type_size(type);
+    void *host = malloc(bytes ? bytes : 1), *dev;
+    fill_random(host, type, n, seed++);
+    MUST(cudaMalloc(&dev, bytes ? bytes : 1));
+    MUST(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, stream));
+    MUST(cudaStreamSynchronize(stream));
+    free(host);
+    return dev;
+}
+
+/* Counts a call, hashes its output buffer as copied back, and notes its status. */
+static void record(const char *entry, long long m, long long n, long long k, long long batch, int status,
+                   const void *out, size_t bytes) {
+    unsigned char *host = malloc(bytes ? bytes : 1);
+    MUST(cudaMemcpyAsync(host, out, bytes, cudaMemcpyDeviceToHost, stream));
+    MUST(cudaStreamSynchronize(stream));
+    uint64_t h = fnv1a(FNV_OFFSET, host, bytes);
+    total_hash = fnv1a(total_hash, host, bytes);
+    free(host);
+    if (trace)
+        printf("call %llu %s m=%lld n=%lld k=%lld batch=%lld hash=%016llx status=%d\n", (unsigned long long)ncalls, entry,
+               m, n, k, batch, (unsigned long long)h, status);
+    if (status != CUBLAS_STATUS_SUCCESS) {
+        size_t at = strlen(rejected);
+        snprintf(rejected + at, sizeof rejected - at, " %llu", (unsigned long long)ncalls);
+    }
+    ncalls++;
+}
+
+static void sgemm(int m, int n, int k, int lda, float beta) {
+    const float alpha = 0.75f;
+    void *a = upload(CUDA_R_32F, (size_t)(lda > 0 ? lda : 1) * (size_t)(k > 0 ? k : 1));
+    void *b = upload(CUDA_R_32F, (size_t)(k > 0 ? k : 1) * (size_t)(n > 0 ? n : 1));
+    void *c = upload(CUDA_R_32F, (size_t)(m > 0 ? m : 1) * (size_t)(n > 0 ? n : 1));
+    int s = cublasSgemm_v2(handle, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &alpha, a, lda, b, k, &beta, c, m > 0 ? m : 1);
+    record("cublasSgemm_v2", m, n, k, 1, s, c, (size_t)(m > 0 ? m : 1) * (size_t)(n > 0 ? n : 1) * 4);
+    MUST(cudaFree(a));
+    MUST(cudaFree(b));
+    MUST(cudaFree(c));
+}
+
+/* f32 A x f16 B: cuBLAS has no such combination. */
+static void mixed_gemm_ex(float beta) {
+    const int m = 12, n = 6, k = 10;
+    const float alpha = 1.0f;
+    void *a = upload(CUDA_R_32F, (size_t)m * k), *b = upload(CUDA_R_16F, (size_t)k * n);
+    void *c = upload(CUDA_R_32F, (size_t)m * n);
+    int s = cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &alpha, a, CUDA_R_32F, m, b, CUDA_R_16F, k, &beta,
+                         c, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    record("cublasGemmEx", m, n, k, 1, s, c, (size_t)m * n * 4);
+    MUST(cudaFree(a));
+    MUST(cudaFree(b));
+    MUST(cudaFree(c));
+}
+
+/* An integer GEMM with an epilogue: cuBLASLt has none for integer output. */
+static void int8_relu_lt(void) {
+    const int64_t m = 8, n = 4, k = 16;
+    void *a = upload(CUDA_R_8I, (size_t)(m * k)), *b = upload(CUDA_R_8I, (size_t)(k * n));
+    void *c = upload(CUDA_R_32I, (size_t)(m * n));
+    cublasLtMatrixLayout_t la, lb, lc;
+    MUST(cublasLtMatrixLayoutCreate(&la, CUDA_R_8I, (uint64_t)m, (uint64_t)k, m));
+    MUST(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8I, (uint64_t)k, (uint64_t)n, k));
+    MUST(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32I, (uint64_t)m, (uint64_t)n, m));
+    cublasLtMatmulDesc_t desc;
+    MUST(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32I, CUDA_R_32I));
+    uint32_t epilogue = CUBLASLT_EPILOGUE_RELU;
+    MUST(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    const int32_t alpha = 2, beta = 3;
+    int s = cublasLtMatmul(lt, desc, &alpha, a, la, b, lb, &beta, c, lc, c, lc, NULL, NULL, 0, stream);
+    record("cublasLtMatmul", m, n, k, 1, s, c, (size_t)(m * n) * 4);
+    MUST(cublasLtMatmulDescDestroy(desc));
+    MUST(cublasLtMatrixLayoutDestroy(la));
+    MUST(cublasLtMatrixLayoutDestroy(lb));
+    MUST(cublasLtMatrixLayoutDestroy(lc));
+    MUST(cudaFree(a));
+    MUST(cudaFree(b));
+    MUST(cudaFree(c));
+}
+
+static void negative_batch(void) {
+    const int m = 4, n = 4, k = 4;
+    const float alpha = 1.0f, beta = 0.0f;
+    void *a = upload(CUDA_R_32F, 16), *b = upload(CUDA_R_32F, 16), *c = upload(CUDA_R_32F, 16);
+    int s = cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &alpha, a, CUDA_R_32F, m, 16, b,
+                                       CUDA_R_32F, k, 16, &beta, c, CUDA_R_32F, m, 16, -1, CUBLAS_COMPUTE_32F,
+                                       CUBLAS_GEMM_DEFAULT);
+    record("cublasGemmStridedBatchedEx", m, n, k, -1, s, c, 64);
+    MUST(cudaFree(a));
+    MUST(cudaFree(b));
+    MUST(cudaFree(c));
+}
+
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--trace"))
+            trace = 1;
+        else {
+            fprintf(stderr, "usage: audit_rejected [--trace]\n");
+            return 2;
+        }
+    }
+    MUST(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    MUST(cublasCreate_v2(&handle));
+    MUST(cublasSetStream_v2(handle, stream));
+    MUST(cublasLtCreate(&lt));
+
+    for (int i = 0; i < 30; i++)
+        sgemm(16, 8, 16, 16, i % 5 == 4 ? -0.5f : 0.0f);
+    mixed_gemm_ex(0.0f);
+    mixed_gemm_ex(-0.5f);
+    sgemm(16, 8, 16, 15, 0.0f); /* lda < m */
+    int8_relu_lt();
+    negative_batch();
+    sgemm(-3, 8, 16, 16, 0.0f);
+    for (int i = 0; i < 10; i++)
+        sgemm(16, 8, 16, 16, i % 2 ? -0.5f : 0.0f);
+
+    MUST(cublasLtDestroy(lt));
+    MUST(cublasDestroy_v2(handle));
+    MUST(cudaStreamDestroy(stream));
+    printf("%s\n", rejected);
+    print_result(ncalls, total_hash);
+    return 0;
+}
