@@ -14,7 +14,7 @@
  *                                              N identical-shape f32 cublasGemmEx calls
  *                                              (default 64,32,64): the detection-rate tests
  *   audit_matrix --bias-per-batch [--trace]    batched cuBLASLt calls with a bias vector
- *                                              per batch entry (not sampleable in protocol v1)
+ *                                              per batch entry (flag BIAS_PER_BATCH)
  *
  * Prints "calls N" and "output-hash H" (see audit_common.h); exits 0, or 2 when a
  * call fails. It checks no result itself: the verifier and the hash comparison
@@ -450,9 +450,9 @@ static void lt_matrix(void) {
     }
 }
 
-/* Strided batches with one bias vector per batch entry (BIAS_BATCH_STRIDE = m), which
- * protocol v1 cannot carry in a sample: a separate mode, so the matrix stays
- * sampleable. */
+/* Strided batches with one bias vector per batch entry (BIAS_BATCH_STRIDE = m): the
+ * samples carry one bias vector per sampled batch entry (flag BIAS_PER_BATCH). A
+ * separate mode, so that the matrix's own counts stay as they are. */
 static void lt_bias_per_batch(void) {
     static const uint32_t epilogues[] = {CUBLASLT_EPILOGUE_BIAS, CUBLASLT_EPILOGUE_RELU_BIAS,
                                          CUBLASLT_EPILOGUE_GELU_BIAS};

@@ -263,9 +263,6 @@ fn prepare(
             format!("{queued} samples in flight (MMAUDIT_QUEUE_LEN)"),
         );
     }
-    if let Some(why) = gather.unsampleable.clone() {
-        return gap(GapReason::Internal, why);
-    }
     let Some(drv) = driver() else {
         return gap(
             GapReason::GatherFailed,

@@ -152,7 +152,7 @@ pub struct Fields {
     pub c_in: Range<usize>,
     /// D entries after the call
     pub d_out: Range<usize>,
-    /// bias entries per plan row
+    /// bias entries per plan row (`[batch][row]` with a bias per batch entry)
     pub bias: Range<usize>,
     /// device alpha (scale type)
     pub alpha: Option<Range<usize>>,
@@ -318,19 +318,27 @@ impl SlotLayout {
             elem,
         };
         if call.has(flags::BIAS) {
+            // bias[r] per plan row; with a bias vector per batch entry, one such
+            // vector per sampled batch entry, [batch][row].
             let e = call.bias_type.size() as u32;
-            fields.bias = field(nr as u64, e)?;
+            let per_batch = call.has(flags::BIAS_PER_BATCH);
+            let nbb = if per_batch { nb } else { 1 };
+            fields.bias = field(nbb as u64 * nr as u64, e)?;
             post.push(Template {
                 src: spec.bias,
                 pointer_array: false,
                 out: fields.bias.start,
-                batch: Axis::Identity,
+                batch: if per_batch {
+                    Axis::Batches
+                } else {
+                    Axis::Identity
+                },
                 i: Axis::Rows,
                 j: Axis::Identity,
-                batch_stride: 0,
+                batch_stride: if per_batch { spec.bias_batch_stride } else { 0 },
                 stride_i: e as i64,
                 stride_j: 0,
-                nb: 1,
+                nb: nbb,
                 ni: nr,
                 nj: 1,
                 elem: e,

@@ -62,11 +62,11 @@ pub struct GatherSpec {
     pub alpha: u64,
     /// Device address of beta when it lives on the device.
     pub beta: u64,
+    /// Bytes between the bias vectors of consecutive batch entries (with
+    /// [`flags::BIAS_PER_BATCH`]).
+    pub bias_batch_stride: i64,
     /// Device addresses of the f32 scale factors of A, B, C, D (0 = none).
     pub scales: [u64; 4],
-    /// Set when the call is ledgered but its data cannot be expressed in a sample
-    /// record of this protocol version: a sampled call becomes a gap with this reason.
-    pub unsampleable: Option<String>,
 }
 
 /// A call in protocol terms (its `index` is assigned later, at ledger time).
@@ -491,10 +491,10 @@ pub fn describe_blas(x: &BlasArgs) -> Result<Described, NotDescribed> {
         c: cp,
         d: cp,
         bias: 0,
+        bias_batch_stride: 0,
         alpha: alpha_at,
         beta: beta_at,
         scales: [0; 4],
-        unsampleable: None,
     };
     Ok(Described { call, gather })
 }
@@ -635,7 +635,7 @@ pub fn describe_lt(x: &LtArgs) -> Result<Described, NotDescribed> {
         td
     };
     let mut f = 0;
-    let mut unsampleable = None;
+    let mut bias_batch_stride = 0;
     if bias {
         if d.bias == 0 {
             return Err(NotDescribed::Invalid(
@@ -643,11 +643,11 @@ pub fn describe_lt(x: &LtArgs) -> Result<Described, NotDescribed> {
             ));
         }
         f |= flags::BIAS;
+        // BIAS_BATCH_STRIDE (elements) moves to another bias vector per batch entry;
+        // with one batch entry there is only the first.
         if batch > 1 && d.bias_batch_stride != 0 {
-            unsampleable = Some(
-                "a bias vector per batch entry cannot be carried by a protocol v1 sample"
-                    .to_string(),
-            );
+            f |= flags::BIAS_PER_BATCH;
+            bias_batch_stride = d.bias_batch_stride.wrapping_mul(bias_type.size() as i64);
         }
     }
     for (bit, p) in [
@@ -713,10 +713,10 @@ pub fn describe_lt(x: &LtArgs) -> Result<Described, NotDescribed> {
         c: lt_placement(lc, x.c, tc),
         d: lt_placement(ld, x.d, td),
         bias: if bias { d.bias } else { 0 },
+        bias_batch_stride,
         alpha: alpha_at,
         beta: beta_at,
         scales: d.scales,
-        unsampleable,
     };
     Ok(Described { call, gather })
 }

@@ -588,7 +588,7 @@ fn lt_epilogues_bias_and_scales() {
     f.desc.bias_type = dt::R_16F;
     assert_eq!(describe_lt(&f).unwrap().call.bias_type, DType::F16);
 
-    // per-batch bias: ledgered, but its samples are gaps
+    // per-batch bias: its own flag, the stride in bytes for the gather
     let mut b = lt(0, 0, 0, 4, 4, 4);
     for l in [
         &mut b.a_layout,
@@ -601,9 +601,71 @@ fn lt_epilogues_bias_and_scales() {
     b.desc.epilogue = ep::BIAS;
     b.desc.bias = 0x99;
     b.desc.bias_batch_stride = 4;
-    assert!(describe_lt(&b).unwrap().gather.unsampleable.is_some());
+    b.desc.bias_type = dt::R_16F;
+    let d = describe_lt(&b).unwrap();
+    assert_eq!(d.call.flags, flags::BIAS | flags::BIAS_PER_BATCH);
+    assert_eq!(d.gather.bias_batch_stride, 8);
     b.desc.bias_batch_stride = 0;
-    assert!(describe_lt(&b).unwrap().gather.unsampleable.is_none());
+    let d = describe_lt(&b).unwrap();
+    assert_eq!((d.call.flags, d.gather.bias_batch_stride), (flags::BIAS, 0));
+    // one batch entry: one bias vector, whatever the stride
+    let mut one = lt(0, 0, 0, 4, 4, 4);
+    one.desc.epilogue = ep::BIAS;
+    one.desc.bias = 0x99;
+    one.desc.bias_batch_stride = 4;
+    assert_eq!(describe_lt(&one).unwrap().call.flags, flags::BIAS);
+}
+
+#[test]
+fn a_bias_per_batch_entry_is_gathered_batch_by_batch() {
+    let mut mem = Mem::new();
+    let (m, n, k, batch) = (6u64, 4u64, 3u64, 3u64);
+    let mut x = lt(0, 0, 0, m, n, k);
+    let layouts = [
+        &mut x.a_layout,
+        &mut x.b_layout,
+        &mut x.c_layout,
+        &mut x.d_layout,
+    ];
+    let mut bases = [0u64; 4];
+    for (i, l) in layouts.into_iter().enumerate() {
+        let per = extent(l.rows, l.cols, l.ld, 1, 0);
+        l.batch = batch as i32;
+        l.stride = (per / 4) as i64;
+        bases[i] = mem.alloc(per * batch as usize);
+    }
+    (x.a, x.b, x.c, x.d) = (bases[0], bases[1], bases[2], bases[3]);
+    // bias[b][r] = 100 b + r, vectors 8 elements apart
+    let bias = mem.alloc(4 * 8 * batch as usize);
+    for b in 0..batch {
+        for r in 0..m {
+            mem.span(bias + 4 * (8 * b + r), 4)
+                .copy_from_slice(&((100 * b + r) as f32).to_le_bytes());
+        }
+    }
+    x.desc.epilogue = ep::RELU_BIAS;
+    x.desc.bias = bias;
+    x.desc.bias_batch_stride = 8;
+    let d = describe_lt(&x).unwrap();
+    assert!(d.call.has(flags::BIAS_PER_BATCH));
+    fill(&mut mem, &d);
+    let p = plan(&[1, 4, 5], &[2], &[0, 2]);
+    check_gather(&mut mem, &d, &p);
+    let layout = SlotLayout::new(&d.call, &d.gather, &p).unwrap();
+    let slot = mem.alloc(layout.len);
+    let mut host = vec![0u8; layout.len];
+    layout.write(slot, &mut host).unwrap();
+    mem.span(slot, layout.len).copy_from_slice(&host);
+    mem.run(&layout.jobs(slot));
+    let bytes = mem.span(slot, layout.len).to_vec();
+    let s = layout.assemble(&bytes).unwrap();
+    assert_eq!(
+        floats(&s.bias),
+        vec![1.0, 4.0, 5.0, 201.0, 204.0, 205.0],
+        "[batch][row]"
+    );
+    // The sample has the shape the protocol requires for the call and plan.
+    s.check_shape(&d.call, &p).unwrap();
 }
 
 #[test]
