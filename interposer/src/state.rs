@@ -102,8 +102,9 @@ impl Runtime {
         self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Counts a call this protocol version cannot describe; the first of each kind
-    /// also becomes a warning notice in the stream.
+    /// Counts a call this protocol version cannot describe (it is ledgered with the
+    /// UNMODELLED flag and never sampled); the first of each kind also becomes a
+    /// warning notice in the stream and on stderr.
     pub fn unsupported(&self, entry: &str, reason: &str) {
         let key = format!("{entry}: {reason}");
         let first = {
@@ -113,7 +114,9 @@ impl Runtime {
             *n == 1
         };
         if first {
-            let text = format!("a {key} call is forwarded unaudited (not in the ledger)");
+            let text = format!(
+                "a {key} call is outside what protocol v1 can describe: it is ledgered as not modelled (UNMODELLED) and never sampled"
+            );
             log::emit(Level::Warn, &text);
             self.send(Msg::Notice(notice(NoticeKind::Warning, text)));
         }
@@ -148,7 +151,7 @@ impl Runtime {
             out.push(notice(
                 NoticeKind::Warning,
                 format!(
-                    "{total} calls could not be described in protocol v1 and were forwarded unaudited: {}",
+                    "{total} calls could not be described in protocol v1; they are ledgered as not modelled (UNMODELLED), not audited: {}",
                     kinds.join("; ")
                 ),
             ));

@@ -966,6 +966,101 @@ fn rejected_calls_are_ledgered_flagged_and_never_sampled() {
     assert_eq!(z.check.n("gaps"), 0, "{ctx}");
 }
 
+/// The indices on a program's `unmodelled I J ...` line.
+fn unmodelled_of(out: &Output) -> BTreeSet<u64> {
+    out.field("unmodelled")
+        .split_whitespace()
+        .map(|w| w.parse().expect("a call index"))
+        .collect()
+}
+
+#[test]
+fn calls_outside_the_model_are_ledgered_and_declared_not_modelled() {
+    // A complex GEMM, an emulated compute type, DRELU and GELU_AUX epilogues, a COL32
+    // layout, non-finite host alphas: recorded with UNMODELLED (entry point and sizes
+    // exact), never sampled; those the simulator refuses also REJECTED. Before, they
+    // were forwarded without a ledger record: the ledger undercounted the work.
+    let exe = compile("audit_rejected");
+    let args = ["--unmodelled", "--trace"];
+    let reference = reference(&exe, &args, None);
+    let trace = reference.trace();
+    let rejected = rejected_of(&reference);
+    let unmodelled = unmodelled_of(&reference);
+    assert_eq!(
+        unmodelled,
+        (10..18).collect::<BTreeSet<u64>>(),
+        "{}",
+        reference.transcript()
+    );
+    // Everything but the non-finite alphas (15..=17) is refused by the simulator,
+    // and CUBLAS_OP_CONJG (18), which is described exactly (op N on real data).
+    assert_eq!(
+        rejected,
+        BTreeSet::from([10, 11, 12, 13, 14, 18]),
+        "{}",
+        reference.transcript()
+    );
+
+    let a = audit("unmodelled", &exe, &args, FULL, None, &[]);
+    assert_honest_pass(&a, &reference);
+    let ctx = a.context();
+    let not_audited = rejected.union(&unmodelled).count() as u64;
+    assert_eq!(a.check.n("sampled"), a.run.calls() - not_audited, "{ctx}");
+    assert_eq!(a.check.n("verified"), a.check.n("sampled"), "{ctx}");
+    let ledger = ledger_of("unmodelled");
+    assert_eq!(
+        ledger.iter().map(|c| c.index).collect::<Vec<_>>(),
+        (0..a.run.calls()).collect::<Vec<_>>(),
+        "{ctx}"
+    );
+    for c in &ledger {
+        let made = &trace[c.index as usize];
+        assert_eq!(
+            (c.has(flags::UNMODELLED), c.has(flags::REJECTED)),
+            (unmodelled.contains(&c.index), rejected.contains(&c.index)),
+            "call {}: {c:?}\n{ctx}",
+            c.index
+        );
+        assert_eq!(
+            (c.m, c.n, c.k, c.batch),
+            (made.m, made.n, made.k, made.batch),
+            "call {}\n{ctx}",
+            c.index
+        );
+        assert_eq!(
+            normalised_entry(&format!("{:?}", c.entry)),
+            normalised_entry(&made.entry),
+            "{ctx}"
+        );
+    }
+    // The ledger claims the work of every call the library accepted, modelled or not.
+    let computed: f64 = trace
+        .iter()
+        .filter(|t| !rejected.contains(&t.index))
+        .map(TraceLine::flops)
+        .sum();
+    assert_eq!(a.check.json["flops"].as_f64(), Some(computed), "{ctx}");
+    // One warning per kind of call outside the model (two NaN alphas: one notice),
+    // and the count at exit.
+    let notices: Vec<&str> = a.check.json["streams"][0]["notices"]
+        .as_array()
+        .expect("notices")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let kinds = notices
+        .iter()
+        .filter(|n| n.contains("ledgered as not modelled (UNMODELLED) and never sampled"))
+        .count();
+    assert_eq!(kinds, 7, "{notices:#?}\n{ctx}");
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.starts_with("8 calls could not be described in protocol v1")),
+        "{notices:#?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // The Llama-style workload
 

@@ -5,7 +5,9 @@
  * interposer could describe it and whether or not its sample had already been
  * prepared (beta != 0: C entries gathered before the call).
  *
- *   audit_rejected [--trace]
+ *   audit_rejected [--trace]                 the calls below
+ *   audit_rejected --unmodelled [--trace]    calls outside protocol v1's model (see
+ *                                            unmodelled() below)
  *
  * The calls, in order:
  *   30 valid cublasSgemm_v2 (every fifth with beta != 0)
@@ -18,8 +20,10 @@
  *   10 valid cublasSgemm_v2
  *
  * Prints, besides "calls N" and "output-hash H" (audit_common.h), the line
- * "rejected I J ..." with the indices of the calls that returned an error status
- * and, with --trace, "call I ENTRY m=.. n=.. k=.. batch=.. status=S" per call.
+ * "rejected I J ..." with the indices of the calls that returned an error status,
+ * "unmodelled I J ..." with those it made outside protocol v1's model on purpose
+ * (--unmodelled), and, with --trace, "call I ENTRY m=.. n=.. k=.. batch=.. status=S"
+ * per call.
  * Exits 0 (an error status is what it wants), 2 on a setup failure.
  */
 #include <cublasLt.h>
@@ -34,6 +38,13 @@ static cudaStream_t stream;
 static uint64_t ncalls, total_hash = FNV_OFFSET, seed = 1;
 static int trace;
 static char rejected[4096] = "rejected";
+static char unmodelled_calls[4096] = "unmodelled";
+
+/* Notes that the next call is outside the model on purpose. */
+static void outside_model(void) {
+    size_t at = strlen(unmodelled_calls);
+    snprintf(unmodelled_calls + at, sizeof unmodelled_calls - at, " %llu", (unsigned long long)ncalls);
+}
 
 static void *upload(int type, size_t n) {
     size_t bytes = n * type_size(type);
@@ -129,12 +140,135 @@ static void negative_batch(void) {
     MUST(cudaFree(c));
 }
 
+/* A complex GEMM: protocol v1 has no complex types. */
+static void complex_gemm_ex(void) {
+    const int m = 6, n = 4, k = 5;
+    const float alpha[2] = {1.0f, 0.0f}, beta[2] = {0.0f, 0.0f};
+    void *a = upload(CUDA_R_32F, 2 * (size_t)m * k), *b = upload(CUDA_R_32F, 2 * (size_t)k * n);
+    void *c = upload(CUDA_R_32F, 2 * (size_t)m * n);
+    outside_model();
+    int s = cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, alpha, a, CUDA_C_32F, m, b, CUDA_C_32F, k, beta, c,
+                         CUDA_C_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    record("cublasGemmEx", m, n, k, 1, s, c, 2 * (size_t)m * n * 4);
+    MUST(cudaFree(a));
+    MUST(cudaFree(b));
+    MUST(cudaFree(c));
+}
+
+/* A GEMM with an emulated compute type protocol v1 has no code for. */
+static void emulated_compute(void) {
+    const int m = 6, n = 4, k = 5;
+    const float alpha = 1.0f, beta = 0.0f;
+    void *a = upload(CUDA_R_32F, (size_t)m * k), *b = upload(CUDA_R_32F, (size_t)k * n);
+    void *c = upload(CUDA_R_32F, (size_t)m * n);
+    outside_model();
+    int s = cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &alpha, a, CUDA_R_32F, m, b, CUDA_R_32F, k, &beta,
+                         c, CUDA_R_32F, m, CUBLAS_COMPUTE_32F_EMULATED_16BFX9, CUBLAS_GEMM_DEFAULT);
+    record("cublasGemmEx", m, n, k, 1, s, c, (size_t)m * n * 4);
+    MUST(cudaFree(a));
+    MUST(cudaFree(b));
+    MUST(cudaFree(c));
+}
+
+/* An f32 cuBLASLt call with an epilogue or a layout order outside the model. */
+static void lt_outside(uint32_t epilogue, int32_t order, int64_t batch) {
+    const int64_t m = 8, n = 6, k = 5;
+    int64_t lda = order == CUBLASLT_ORDER_COL32 ? 32 * m : m;
+    int64_t sa = lda * k, sb = k * n, sc = order == CUBLASLT_ORDER_COL32 ? 32 * m * n : m * n;
+    void *a = upload(CUDA_R_32F, (size_t)(sa * batch)), *b = upload(CUDA_R_32F, (size_t)(sb * batch));
+    void *c = upload(CUDA_R_32F, (size_t)(sc * batch));
+    void *aux = upload(CUDA_R_32F, (size_t)(m * n * batch));
+    cublasLtMatrixLayout_t la, lb, lc;
+    MUST(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, (uint64_t)m, (uint64_t)k, lda));
+    MUST(cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, (uint64_t)k, (uint64_t)n, k));
+    MUST(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, (uint64_t)m, (uint64_t)n, order == CUBLASLT_ORDER_COL32 ? 32 * m : m));
+    MUST(cublasLtMatrixLayoutSetAttribute(la, CUBLASLT_MATRIX_LAYOUT_ORDER, &order, sizeof order));
+    MUST(cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_ORDER, &order, sizeof order));
+    if (batch > 1) {
+        int32_t count = (int32_t)batch;
+        cublasLtMatrixLayout_t ls[3] = {la, lb, lc};
+        int64_t strides[3] = {sa, sb, sc};
+        for (int i = 0; i < 3; i++) {
+            MUST(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count));
+            MUST(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &strides[i],
+                                                  sizeof strides[i]));
+        }
+    }
+    cublasLtMatmulDesc_t desc;
+    MUST(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    MUST(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    MUST(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+    int64_t aux_ld = m;
+    MUST(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof aux_ld));
+    const float alpha = 1.0f, beta = 0.0f;
+    outside_model();
+    int s = cublasLtMatmul(lt, desc, &alpha, a, la, b, lb, &beta, c, lc, c, lc, NULL, NULL, 0, stream);
+    record("cublasLtMatmul", m, n, k, batch, s, c, (size_t)(sc * batch) * 4);
+    MUST(cublasLtMatmulDescDestroy(desc));
+    MUST(cublasLtMatrixLayoutDestroy(la));
+    MUST(cublasLtMatrixLayoutDestroy(lb));
+    MUST(cublasLtMatrixLayoutDestroy(lc));
+    MUST(cudaFree(a));
+    MUST(cudaFree(b));
+    MUST(cudaFree(c));
+    MUST(cudaFree(aux));
+}
+
+/* A valid f32 GEMM whose host alpha is not finite: the library computes it, protocol
+ * v1 records only finite host scalars. */
+static void nonfinite_alpha(float alpha) {
+    const int m = 6, n = 4, k = 5;
+    const float beta = 0.0f;
+    void *a = upload(CUDA_R_32F, (size_t)m * k), *b = upload(CUDA_R_32F, (size_t)k * n);
+    void *c = upload(CUDA_R_32F, (size_t)m * n);
+    outside_model();
+    int s = cublasSgemm_v2(handle, CUBLAS_OP_N, CUBLAS_OP_T, m, n, k, &alpha, a, m, b, n, &beta, c, m);
+    record("cublasSgemm_v2", m, n, k, 1, s, c, (size_t)m * n * 4);
+    MUST(cudaFree(a));
+    MUST(cudaFree(b));
+    MUST(cudaFree(c));
+}
+
+/* CUBLAS_OP_CONJG on real data is op N: described exactly (the simulator, as cuBLAS
+ * for GEMM, refuses it). */
+static void conjg_sgemm(void) {
+    const int m = 6, n = 4, k = 5;
+    const float alpha = 1.0f, beta = 0.0f;
+    void *a = upload(CUDA_R_32F, (size_t)m * k), *b = upload(CUDA_R_32F, (size_t)k * n);
+    void *c = upload(CUDA_R_32F, (size_t)m * n);
+    int s = cublasSgemm_v2(handle, CUBLAS_OP_CONJG, CUBLAS_OP_N, m, n, k, &alpha, a, m, b, k, &beta, c, m);
+    record("cublasSgemm_v2", m, n, k, 1, s, c, (size_t)m * n * 4);
+    MUST(cudaFree(a));
+    MUST(cudaFree(b));
+    MUST(cudaFree(c));
+}
+
+/* Calls outside protocol v1's model, between valid ones. */
+static void unmodelled(void) {
+    for (int i = 0; i < 10; i++)
+        sgemm(16, 8, 16, 16, i % 3 == 2 ? -0.5f : 0.0f);
+    complex_gemm_ex();
+    emulated_compute();
+    lt_outside(CUBLASLT_EPILOGUE_DRELU, CUBLASLT_ORDER_COL, 1);
+    lt_outside(CUBLASLT_EPILOGUE_GELU_AUX, CUBLASLT_ORDER_COL, 2);
+    lt_outside(CUBLASLT_EPILOGUE_DEFAULT, CUBLASLT_ORDER_COL32, 1);
+    nonfinite_alpha(0.0f / 0.0f);
+    nonfinite_alpha(1.0f / 0.0f);
+    nonfinite_alpha(0.0f / 0.0f);
+    conjg_sgemm();
+    for (int i = 0; i < 10; i++)
+        sgemm(16, 8, 16, 16, i % 3 == 2 ? -0.5f : 0.0f);
+}
+
 int main(int argc, char **argv) {
+    int outside = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--trace"))
             trace = 1;
+        else if (!strcmp(argv[i], "--unmodelled"))
+            outside = 1;
         else {
-            fprintf(stderr, "usage: audit_rejected [--trace]\n");
+            fprintf(stderr, "usage: audit_rejected [--unmodelled] [--trace]\n");
             return 2;
         }
     }
@@ -143,21 +277,25 @@ int main(int argc, char **argv) {
     MUST(cublasSetStream_v2(handle, stream));
     MUST(cublasLtCreate(&lt));
 
-    for (int i = 0; i < 30; i++)
-        sgemm(16, 8, 16, 16, i % 5 == 4 ? -0.5f : 0.0f);
-    mixed_gemm_ex(0.0f);
-    mixed_gemm_ex(-0.5f);
-    sgemm(16, 8, 16, 15, 0.0f); /* lda < m */
-    int8_relu_lt();
-    negative_batch();
-    sgemm(-3, 8, 16, 16, 0.0f);
-    for (int i = 0; i < 10; i++)
-        sgemm(16, 8, 16, 16, i % 2 ? -0.5f : 0.0f);
+    if (outside) {
+        unmodelled();
+    } else {
+        for (int i = 0; i < 30; i++)
+            sgemm(16, 8, 16, 16, i % 5 == 4 ? -0.5f : 0.0f);
+        mixed_gemm_ex(0.0f);
+        mixed_gemm_ex(-0.5f);
+        sgemm(16, 8, 16, 15, 0.0f); /* lda < m */
+        int8_relu_lt();
+        negative_batch();
+        sgemm(-3, 8, 16, 16, 0.0f);
+        for (int i = 0; i < 10; i++)
+            sgemm(16, 8, 16, 16, i % 2 ? -0.5f : 0.0f);
+    }
 
     MUST(cublasLtDestroy(lt));
     MUST(cublasDestroy_v2(handle));
     MUST(cudaStreamDestroy(stream));
-    printf("%s\n", rejected);
+    printf("%s\n%s\n", rejected, unmodelled_calls);
     print_result(ncalls, total_hash);
     return 0;
 }

@@ -207,10 +207,7 @@ fn prepare(
                     Level::Debug,
                     &format!("{entry}: ledgered as not modelled (invalid arguments): {w}"),
                 ),
-                NotDescribed::Unsupported(w) => {
-                    rt.unsupported(entry, w);
-                    return None;
-                }
+                NotDescribed::Unsupported(w) => rt.unsupported(entry, w),
             }
             (call, None)
         }

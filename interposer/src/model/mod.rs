@@ -355,9 +355,9 @@ fn op_of(t: i32, what: &str) -> Result<Op, NotDescribed> {
         0 => Ok(Op::N),
         1 => Ok(Op::T),
         2 => Ok(Op::C),
-        3 => Err(NotDescribed::Unsupported(format!(
-            "{what} = CUBLAS_OP_CONJG has no protocol v1 code"
-        ))),
+        // CUBLAS_OP_CONJG conjugates without transposing: on the real types the model
+        // describes (a complex type is outside it anyway) that is exactly N.
+        3 => Ok(Op::N),
         t => Err(NotDescribed::Invalid(format!(
             "{what} = {t} is not a cublasOperation_t"
         ))),

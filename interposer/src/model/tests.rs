@@ -440,6 +440,10 @@ fn invalid_and_unsupported_blas_calls() {
         describe_blas(&x),
         Err(NotDescribed::Unsupported(_))
     ));
+    // CUBLAS_OP_CONJG on real data: op N, described exactly
+    let x = sgemm(3, 3, 4, 4, 4);
+    let c = describe_blas(&x).unwrap().call;
+    assert_eq!((c.op_a, c.op_b), (Op::N, Op::N));
     // m = 0 is a valid, empty call: ledgered
     let x = sgemm(0, 0, 0, 4, 4);
     assert_eq!(describe_blas(&x).unwrap().call.m, 0);
