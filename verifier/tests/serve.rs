@@ -100,10 +100,7 @@ impl Server {
             let find = |marker: &str| {
                 text.lines().find_map(|l| {
                     let rest = &l[l.find(marker)? + marker.len()..];
-                    rest.split([' ', '/'])
-                        .next()?
-                        .parse::<SocketAddr>()
-                        .ok()
+                    rest.split([' ', '/']).next()?.parse::<SocketAddr>().ok()
                 })
             };
             if let Some(addr) = find("listening on ") {

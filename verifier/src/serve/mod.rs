@@ -175,6 +175,8 @@ pub struct ServeOptions {
     pub view: ViewMode,
     /// print each final report on stdout
     pub print_reports: bool,
+    /// no log lines on stderr (library use)
+    pub quiet: bool,
     /// Every connection gets this nonce instead of a random one. For benchmarks that
     /// replay prepared streams only: it lets streams be computed before the session.
     #[doc(hidden)]
@@ -182,7 +184,8 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    /// Defaults for everything but the address and key.
+    /// Defaults for everything but the address and key (quiet: no stderr output, no
+    /// reports on stdout).
     pub fn new(listen: SocketAddr, key: Key) -> Self {
         ServeOptions {
             listen,
@@ -199,6 +202,7 @@ impl ServeOptions {
             max_failures: 20,
             view: ViewMode::Off,
             print_reports: false,
+            quiet: true,
             fixed_nonce: None,
         }
     }
@@ -305,7 +309,7 @@ impl Server {
         }
         .encode(&opts.key)?;
         let urandom = File::open("/dev/urandom").context("cannot open /dev/urandom")?;
-        let view = View::new(opts.view);
+        let view = View::new(opts.view, opts.quiet);
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -866,6 +870,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<bool> {
     opts.max_failures = args.max_failures;
     opts.view = args.view;
     opts.print_reports = true;
+    opts.quiet = false;
     let started = Instant::now();
     let key_id = opts.key.id();
     let mut server = Server::bind(opts)?;

@@ -67,14 +67,15 @@ const MAX_LINES: usize = 40;
 pub struct View {
     live: bool,
     off: bool,
+    quiet: bool,
     drawn: usize,
     last: Option<Instant>,
     interval: Duration,
 }
 
 impl View {
-    /// The view for `mode`.
-    pub fn new(mode: ViewMode) -> Self {
+    /// The view for `mode`; with `quiet`, log lines are not shown either.
+    pub fn new(mode: ViewMode, quiet: bool) -> Self {
         let live = match mode {
             ViewMode::Auto => std::io::stderr().is_terminal(),
             ViewMode::Live => true,
@@ -82,7 +83,8 @@ impl View {
         };
         View {
             live,
-            off: mode == ViewMode::Off,
+            off: mode == ViewMode::Off || quiet,
+            quiet,
             drawn: 0,
             last: None,
             interval: if live {
@@ -103,6 +105,9 @@ impl View {
 
     /// One log line (the live block is cleared first and redrawn at the next refresh).
     pub fn log(&mut self, line: &str) {
+        if self.quiet {
+            return;
+        }
         let mut err = std::io::stderr().lock();
         self.clear_block(&mut err);
         let _ = writeln!(err, "mmaudit-verify serve: {line}");
