@@ -8,7 +8,11 @@
 //! When the verifier holds weights ([`StreamAudit::with_weights`]) it also judges, for
 //! each sampled call whose sample arrived, which held tensor an operand came from.
 //!
-//! It is fed by `check` from files now and by a live server later, so it holds no I/O.
+//! Operands sent as references to held tensors are resolved against the verifier's own
+//! copy before anything else looks at the sample; without held weights they fail.
+//!
+//! It is fed by `check` from files and by `serve` from live connections, record by
+//! record, so it holds no I/O; both must give the same report for the same bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
 

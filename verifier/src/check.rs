@@ -40,6 +40,9 @@ neither of whose operands is a held tensor (unmatched). With --require-weights
 every unmatched sampled call fails the stream, naming the call and, when a tensor of
 its shape differed, the closest one and how many elements differed. Activation-only
 GEMMs (attention scores through cuBLAS) have no weight operand and are unmatched too.
+Captures saved by `serve` may hold references to the tensors the live verifier held
+(instead of their rows): give the same --weights files and they are resolved with the
+same tensor ids (sorted by name); without --weights such samples fail.
 
 Exit codes: 0 every stream passes; 1 a stream fails (wrong result, missing sample,
 gap rate above policy, MAC/sequence/truncation error, wrong key, unknown weights

@@ -11,9 +11,17 @@
 //! matches a tensor when every sampled vector of one operand equals the tensor's
 //! element for element, bit for bit, at the plan's indices.
 //!
-//! This module must never read a whole file into memory, never write to a mapped file,
-//! and never take the prover's word for which tensor was used (the prover names none).
-//! It judges identity only; the arithmetic is judged by `recompute`, independently.
+//! Live sessions add references: the verifier's hello lists the indexed tensors by id
+//! (sorted by name, [`WeightRegistry::id_of`]) with a keyed fingerprint of every stored
+//! row ([`WeightRegistry::hello_tensors`]), and a prover may then name a tensor instead
+//! of sending rows. [`WeightRegistry::resolve`] checks such a reference against the held
+//! copy and returns the held rows, from which the arithmetic is then recomputed.
+//!
+//! This module must never read a whole file into memory (fingerprinting streams through
+//! the mapping once), never write to a mapped file, and never take the prover's word for
+//! which tensor was used: inline operands are compared bit for bit, references are
+//! replaced by the held rows they name. It judges identity only; the arithmetic is
+//! judged by `recompute`, independently.
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -9,6 +9,10 @@
 //! when honest and fail when the GPU used other weights or the evidence is wrong;
 //! SIGTERM closes an open stream as truncated, writes its report and exits; the metrics
 //! endpoint; the connection limit and the idle timeout.
+//!
+//! Still to come: the same end to end with `libmmaudit.so` as the prover (its TCP sink
+//! against `serve` on the simulated GPU, in tests/e2e) once the library's sink performs
+//! the handshake; until then the provers here are the reference prover.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -16,6 +16,11 @@
 //! stream header within `--handshake-timeout`, is closed. Garbage closes only its own
 //! connection, with a logged reason.
 //!
+//! Memory: before its stream header is authenticated (only a holder of the key can
+//! write one) a connection holds at most the header (64 KiB) and one read (256 KiB);
+//! after, a partial frame (at most `--conn-buffer-mb`, 17 MiB) and the records of the
+//! frames just decoded (at most 64 MiB for one frame, released as they are audited).
+//!
 //! What it must never do: block on one peer, panic on a peer's bytes, or let a peer's
 //! stream change another stream's verdict.
 
@@ -703,7 +708,7 @@ impl Server {
     }
 
     fn refresh_view(&mut self, now: Instant) {
-        if self.view.next_due().is_none_or(|d| now < d) {
+        if !self.view.due(now) {
             return;
         }
         let mut rows: Vec<(Token, Row)> = self

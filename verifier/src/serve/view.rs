@@ -95,12 +95,17 @@ impl View {
         }
     }
 
-    /// When the next refresh is due.
+    /// When the next refresh is due (None: never).
     pub fn next_due(&self) -> Option<Instant> {
         if self.off {
             return None;
         }
         Some(self.last.map_or_else(Instant::now, |l| l + self.interval))
+    }
+
+    /// Whether a refresh is due at `now`.
+    pub fn due(&self, now: Instant) -> bool {
+        !self.off && self.last.is_none_or(|l| now >= l + self.interval)
     }
 
     /// One log line (the live block is cleared first and redrawn at the next refresh).
@@ -125,7 +130,7 @@ impl View {
 
     /// Redraws (live) or prints (log) the rows, if a refresh is due.
     pub fn refresh(&mut self, rows: &[Row], summary: &str, now: Instant) {
-        if self.off || self.next_due().is_some_and(|d| now < d) {
+        if !self.due(now) {
             return;
         }
         self.last = Some(now);
