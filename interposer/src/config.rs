@@ -61,6 +61,9 @@ pub struct Config {
     pub exit_timeout: Duration,
     /// Longest time a record waits before it is framed and written.
     pub flush_interval: Duration,
+    /// Send operand references to tensors the verifier's hello offers, instead of the
+    /// rows (`MMAUDIT_REFERENCES`, on by default; TCP sink only).
+    pub references: bool,
     /// Test knob `MMAUDIT_TEST_PANIC=before:N|after:N`: make the hook of call N panic
     /// before or after forwarding it, to exercise the fall-back path.
     pub test_panic: Option<TestPanic>,
@@ -214,6 +217,11 @@ fn parse(
             1,
             60_000,
         )?),
+        references: match var("MMAUDIT_REFERENCES").as_deref().map(str::trim) {
+            None | Some("1") => true,
+            Some("0") => false,
+            Some(v) => return Err(format!("MMAUDIT_REFERENCES='{v}' is not 0 or 1")),
+        },
         test_panic: match var("MMAUDIT_TEST_PANIC") {
             None => None,
             Some(v) => {
@@ -365,6 +373,7 @@ mod tests {
         assert_eq!(c.exit_timeout, Duration::from_millis(5000));
         assert_eq!(c.flush_interval, Duration::from_millis(100));
         assert_eq!(c.test_panic, None);
+        assert!(c.references);
     }
 
     #[test]
@@ -387,7 +396,9 @@ mod tests {
             ("MMAUDIT_EXIT_TIMEOUT_MS", "0"),
             ("MMAUDIT_FLUSH_MS", "5"),
             ("MMAUDIT_TEST_PANIC", "after:3"),
+            ("MMAUDIT_REFERENCES", "0"),
         ]);
+        assert!(!c.references);
         assert_eq!(c.key.to_hex(), KEY);
         assert_eq!(
             c.sink,
@@ -440,6 +451,7 @@ mod tests {
         assert!(
             invalid(&[k, ("MMAUDIT_TEST_PANIC", "during:1")]).starts_with("MMAUDIT_TEST_PANIC=")
         );
+        assert!(invalid(&[k, ("MMAUDIT_REFERENCES", "yes")]).starts_with("MMAUDIT_REFERENCES="));
         let m = invalid(&[k, ("MMAUDIT_LOG", "loud")]);
         assert!(m.starts_with("MMAUDIT_LOG='loud'"), "{m}");
         for m in [invalid(&[k, ("MMAUDIT_RING_MB", "0")]), m] {

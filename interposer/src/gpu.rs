@@ -18,7 +18,7 @@ use crate::driver::{Driver, EventState, Handle};
 use crate::log::{self, Level};
 use crate::model::gather::{SlotLayout, JOB_BYTES};
 use crate::ring::Ring;
-use crate::stream::{Pending, Resolved};
+use crate::stream::{Gathered, Pending, Resolved};
 
 /// The gather kernel's PTX (cuda/gather.ptx, generated from cuda/gather.cu), with the
 /// terminating NUL the driver wants.
@@ -395,7 +395,10 @@ impl Pending for InFlight {
                         // slot; this InFlight owns it until release() below.
                         let bytes = unsafe { self.slot.host_bytes() };
                         match self.layout.assemble(bytes) {
-                            Ok(s) => Resolved::Sample(Box::new(s)),
+                            Ok(sample) => Resolved::Sample(Box::new(Gathered {
+                                sample,
+                                operands: Some(self.layout.operands()),
+                            })),
                             Err(e) => Resolved::Gap(GapReason::Internal, e),
                         }
                     }

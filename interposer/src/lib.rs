@@ -26,6 +26,8 @@
 //!   (file, TCP via mio).
 //! - [`config`], [`state`], [`log`]: environment parsing, the lifecycle state machine
 //!   (uninitialised -> running -> disabled), re-entrancy guard, fork and exit handling.
+//! - [`session`]: the call index counter and the verifier session in force (whose
+//!   nonce the sampling schedule uses), behind one lock.
 //! - [`hooks`]: the exported symbols.
 //!
 //! What this library must never do: change a result, crash or block the host program,
@@ -47,6 +49,7 @@ pub mod model;
 pub mod real;
 pub mod result;
 pub mod ring;
+pub mod session;
 pub mod state;
 pub mod stream;
 pub mod sys;

@@ -24,12 +24,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::Sender;
 use mmaudit_protocol::call::GemmCall;
 use mmaudit_protocol::record::{Notice, NoticeKind};
-use mmaudit_protocol::schedule::Schedule;
 use mmaudit_protocol::stream::StreamHeader;
 
 use crate::config::{self, Config, Setup};
 use crate::gpu::Contexts;
 use crate::log::{self, Level};
+use crate::session::{Ledger, Session};
 use crate::stream::{notice, sink::Sink, Msg, Shared, Worker};
 
 /// Not initialised yet.
@@ -59,12 +59,11 @@ pub fn state() -> u8 {
 pub struct Runtime {
     /// The configuration.
     pub config: Config,
-    /// The sampling schedule of this process's stream.
-    pub schedule: Schedule,
     tx: Sender<Msg>,
-    /// The next call index; held while a ledger record is sent so that ledger
-    /// records reach the background thread in index order.
-    seq: Mutex<u64>,
+    /// The call index counter and the verifier session in force (shared with the
+    /// sink, which begins and ends sessions); its lock is held while a ledger record is
+    /// sent, so that ledger records reach the background thread in index order.
+    ledger: Arc<Ledger>,
     /// Counters shared with the background thread.
     pub shared: Arc<Shared>,
     active: AtomicUsize,
@@ -75,15 +74,15 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Assigns the next index to `call` and sends its ledger record.
-    pub fn ledger(&self, call: &mut GemmCall) -> Result<(), String> {
-        let mut next = self.seq.lock().unwrap_or_else(|e| e.into_inner());
-        call.index = *next;
-        self.tx
-            .send(Msg::Ledger(call.clone()))
-            .map_err(|_| "the background thread is gone".to_string())?;
-        *next += 1;
-        Ok(())
+    /// Assigns the next index to `call` (with NO_SESSION when there is no verifier
+    /// session) and sends its ledger record. Returns the session the call is made in,
+    /// whose schedule decides whether it is sampled.
+    pub fn ledger(&self, call: &mut GemmCall) -> Result<Option<Arc<Session>>, String> {
+        self.ledger.assign(call, |c| {
+            self.tx
+                .send(Msg::Ledger(c.clone()))
+                .map_err(|_| "the background thread is gone".to_string())
+        })
     }
 
     /// Sends a message to the background thread (ignored once it is gone).
@@ -394,12 +393,15 @@ fn init_inner() -> bool {
         devices,
         producer: crate::PRODUCER.to_string(),
     };
+    let ledger = Arc::new(Ledger::default());
     let sink = match Sink::open(
         &config.sink,
         &config.key,
         header,
         config.buffer_bytes,
         config.flush_interval,
+        Arc::clone(&ledger),
+        config.references,
     ) {
         Ok(s) => s,
         Err(e) => {
@@ -425,7 +427,6 @@ fn init_inner() -> bool {
         );
         return false;
     }
-    let schedule = Schedule::new(&config.key, nonce, config.sampling);
     let summary = format!(
         "auditing to {} (key id {:016x}, stream {stream_id:016x}): {} ppm of calls, {} ppm of rows, {} ppm of columns",
         config.sink,
@@ -436,9 +437,8 @@ fn init_inner() -> bool {
     );
     let rt = Runtime {
         config,
-        schedule,
         tx,
-        seq: Mutex::new(0),
+        ledger,
         shared,
         active: AtomicUsize::new(0),
         contexts: Contexts::default(),

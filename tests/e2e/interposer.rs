@@ -25,7 +25,7 @@
 //! `cargo build --release -p mmaudit-interposer -p mmaudit-verify`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mmaudit_protocol::call::{flags, GemmCall};
+use mmaudit_protocol::handshake::ServerHello;
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::Record;
 use mmaudit_protocol::stream::{Event, StreamHeader, StreamReader};
@@ -1518,8 +1519,8 @@ fn tcp_sink_without_a_listener_leaves_the_program_alone() {
     );
 }
 
-/// A verifier stand-in: accepts connections and saves each one's bytes to
-/// `dir/conn-N.mma`. With `drop_first_after` it reads at most that many bytes of the
+/// A verifier stand-in: accepts connections, sends each a hello (nonce `0x40 + N`,
+/// no tensors) and saves each one's bytes to `dir/conn-N.mma`. With `drop_first_after` it reads at most that many bytes of the
 /// first connection and then closes it, as a verifier that dies mid-run.
 struct Listener {
     port: u16,
@@ -1540,8 +1541,17 @@ impl Listener {
             let mut readers = Vec::new();
             while !stop2.load(Ordering::SeqCst) {
                 match listener.accept() {
-                    Ok((conn, _)) => {
+                    Ok((mut conn, _)) => {
                         let n = accepted2.fetch_add(1, Ordering::SeqCst);
+                        // The verifier speaks first: a hello with a fresh nonce.
+                        let key = Key::from_hex(KEY).expect("the test key");
+                        let hello = ServerHello {
+                            key_id: key.id(),
+                            nonce: [0x40 + n as u8; 16],
+                            tensors: vec![],
+                        };
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.write_all(&hello.encode(&key).expect("a hello"));
                         let path = dir.join(format!("conn-{n}.mma"));
                         let limit = if n == 0 { drop_first_after } else { None };
                         readers.push(std::thread::spawn(move || save(conn, &path, limit)));
@@ -1606,9 +1616,20 @@ fn tcp_sink_to_a_verifier_that_reads_everything_passes() {
     assert_eq!(out.code, Some(0), "{}", out.transcript());
     assert_eq!(out.hash(), reference.hash());
     assert_eq!(accepted, 1, "{}", out.transcript());
-    let c = check(&captures_in(&dir), &dir);
+    let captures = captures_in(&dir);
+    let c = check(&captures, &dir);
     assert_eq!(c.code, Some(0), "{}\n{}", out.transcript(), c.text);
     assert_eq!(c.n("calls"), out.calls(), "{}", c.text);
+    // The stream carries the hello's nonce; every call made in the session is sampled
+    // (call rate 1), those made before the hello arrived are declared, not sampled.
+    assert_eq!(header_of(&captures[0]).map(|h| h.nonce), Some([0x40; 16]));
+    assert_eq!(
+        c.n("sampled") + c.n("no_session_not_audited"),
+        out.calls(),
+        "{}",
+        c.text
+    );
+    assert!(c.n("sampled") > 0, "{}", c.text);
 }
 
 #[test]
@@ -1684,4 +1705,173 @@ fn header_of(capture: &Path) -> Option<StreamHeader> {
         Event::Header(h) => Some(h),
         _ => None,
     })
+}
+
+// ---------------------------------------------------------------------------
+// The live verifier: `mmaudit-verify serve`
+
+/// `mmaudit-verify serve`, in this process, writing captures and one JSON report per
+/// stream into `dir`.
+struct Serve {
+    addr: std::net::SocketAddr,
+    stopper: mmaudit_verify::serve::Stopper,
+    thread: Option<std::thread::JoinHandle<mmaudit_verify::serve::ServeSummary>>,
+    dir: PathBuf,
+}
+
+impl Serve {
+    fn start(dir: &Path, weights: Option<&Path>) -> Serve {
+        use mmaudit_verify::serve::{ServeOptions, Server};
+        use mmaudit_verify::weights::{WeightPolicy, WeightRegistry};
+        let key = Key::from_hex(KEY).expect("the test key");
+        let mut opts = ServeOptions::new("127.0.0.1:0".parse().expect("an address"), key);
+        for sub in ["captures", "reports"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("create a directory");
+        }
+        opts.capture_dir = Some(dir.join("captures"));
+        opts.json_dir = Some(dir.join("reports"));
+        opts.weights = weights.map(|w| WeightPolicy {
+            registry: Arc::new(WeightRegistry::load(&[w]).expect("load the weights")),
+            required: false,
+        });
+        let server = Server::bind(opts).expect("bind the verifier");
+        let (addr, stopper) = (server.local_addr(), server.stopper());
+        let thread = std::thread::spawn(move || server.run().expect("the verifier runs"));
+        Serve {
+            addr,
+            stopper,
+            thread: Some(thread),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Waits for `n` stream reports, then stops the verifier; returns the reports
+    /// (each the JSON of `check --json` for one stream) and the server's summary.
+    fn finish(mut self, n: usize) -> (Vec<Value>, mmaudit_verify::serve::ServeSummary) {
+        let start = Instant::now();
+        let reports = loop {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.join("reports"))
+                .expect("list the reports")
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            files.sort();
+            if files.len() >= n || start.elapsed() > Duration::from_secs(60) {
+                break files
+                    .iter()
+                    .filter_map(|f| std::fs::read_to_string(f).ok())
+                    .filter_map(|t| serde_json::from_str(&t).ok())
+                    .collect::<Vec<Value>>();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.stopper.stop();
+        let summary = self
+            .thread
+            .take()
+            .expect("running")
+            .join()
+            .expect("the verifier thread");
+        (reports, summary)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.stopper.stop();
+    }
+}
+
+#[test]
+fn live_verifier_audits_the_workload_over_a_session() {
+    let exe = compile("llama_workload");
+    let args = ["--layers", "4", "--trace"];
+    let reference = reference(&exe, &args, None);
+    let dir = scratch("serve");
+    let serve = Serve::start(&dir, None);
+    let sink = format!("tcp://{}", serve.addr);
+    let out = run(&exe, &args, &audit_env(&sink, EVERY_CALL, None));
+    let (reports, summary) = serve.finish(1);
+    let ctx = format!("{}\n{reports:#?}\n{summary:?}", out.transcript());
+    assert_eq!(out.code, Some(0), "{ctx}");
+    assert_eq!(out.hash(), reference.hash(), "{ctx}");
+    assert_eq!((summary.streams, summary.passed), (1, 1), "{ctx}");
+    let r = &reports[0];
+    assert_eq!(r["verdict"], "pass", "{ctx}");
+    assert_eq!(r["calls"].as_u64(), Some(out.calls()), "{ctx}");
+    for key in ["gaps", "missing", "mismatched", "integrity_errors"] {
+        assert_eq!(r[key].as_u64(), Some(0), "{key}\n{ctx}");
+    }
+    // Every call made in the session is sampled (call rate 1); the few made before
+    // the verifier's hello arrived are declared, not sampled.
+    let (sampled, no_session) = (
+        r["sampled"].as_u64().unwrap_or(0),
+        r["no_session_not_audited"].as_u64().unwrap_or(0),
+    );
+    assert_eq!(sampled + no_session, out.calls(), "{ctx}");
+    assert!(sampled > out.calls() / 2, "{ctx}");
+    // The capture the verifier saved re-checks offline with the same verdict.
+    let captures = captures_in(&dir.join("captures"));
+    assert_eq!(captures.len(), 1, "{ctx}");
+    let c = check(&captures, &dir);
+    assert_eq!(c.code, Some(0), "{}", c.text);
+    assert_eq!(c.n("sampled"), sampled, "{}", c.text);
+}
+
+#[test]
+fn live_verifier_holding_the_weights_gets_references_instead_of_weight_rows() {
+    let exe = compile("llama_workload");
+    let dir = scratch("serve-weights");
+    let weights = dir.join("model.safetensors");
+    let w = weights.display().to_string();
+    // The workload's seeded weights, as the verifier will hold them.
+    let written = run(&exe, &["--layers", "2", "--write-weights", &w], &[]);
+    assert_eq!(written.code, Some(0), "{}", written.transcript());
+    let args = ["--layers", "2", "--trace"];
+    let reference = reference(&exe, &args, None);
+    let mut bytes = Vec::new();
+    for references in ["1", "0"] {
+        let sub = dir.join(format!("references-{references}"));
+        let serve = Serve::start(&sub, Some(&weights));
+        let sink = format!("tcp://{}", serve.addr);
+        let mut env = audit_env(&sink, EVERY_CALL, None);
+        env.push(("MMAUDIT_REFERENCES", references.into()));
+        let out = run(&exe, &args, &env);
+        let (reports, summary) = serve.finish(1);
+        let ctx = format!("{}\n{reports:#?}\n{summary:?}", out.transcript());
+        assert_eq!(out.code, Some(0), "{ctx}");
+        assert_eq!(out.hash(), reference.hash(), "{ctx}");
+        let r = &reports[0];
+        assert_eq!(r["verdict"], "pass", "{ctx}");
+        assert_eq!(r["calls"].as_u64(), Some(out.calls()), "{ctx}");
+        let weights = &r["streams"][0]["weights"];
+        let (judged, matched, referenced) = (
+            weights["judged"].as_u64().unwrap_or(0),
+            weights["matched"].as_u64().unwrap_or(0),
+            weights["referenced"].as_u64().unwrap_or(0),
+        );
+        // Of the 9 calls per layer plus lm_head, 5 per layer plus lm_head take a weight
+        // as op(A): with references on, every such sampled call sends a reference.
+        let weight_calls = out
+            .trace()
+            .iter()
+            .filter(|t| t.label.as_deref().is_some_and(|l| !l.starts_with("attn")))
+            .count() as u64;
+        assert!(judged > 0 && matched > 0, "{ctx}");
+        if references == "1" {
+            assert!(referenced > 0, "{ctx}");
+            assert!(
+                referenced + r["no_session_not_audited"].as_u64().unwrap_or(0) >= weight_calls,
+                "{referenced} references for {weight_calls} weight calls\n{ctx}"
+            );
+        } else {
+            assert_eq!(referenced, 0, "MMAUDIT_REFERENCES=0\n{ctx}");
+        }
+        bytes.push(summary.bytes);
+    }
+    assert!(
+        bytes[0] < bytes[1],
+        "references send fewer bytes: {} with, {} without",
+        bytes[0],
+        bytes[1]
+    );
 }

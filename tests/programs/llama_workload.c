@@ -22,7 +22,13 @@
  *
  *   llama_workload [--layers L] [--tokens T] [--hidden H] [--heads N] [--kv-heads N]
  *                  [--intermediate I] [--vocab V] [--dtype bf16|f16] [--separate-qkv]
- *                  [--seed S] [--trace]
+ *                  [--seed S] [--write-weights FILE] [--trace]
+ *
+ * --write-weights FILE also writes the seeded weights, as they are uploaded, into a
+ * safetensors file (nn.Linear layout [out, in]; names model.layers.L.self_attn.
+ * {qkv,o}_proj.weight, model.layers.L.mlp.{gate,up,down}_proj.weight, the MLP biases
+ * and lm_head.weight), so that a verifier can hold the weights the run uses
+ * (`mmaudit-verify serve --weights FILE`); the run itself is unchanged.
  *
  * Defaults: 2 layers, 64 tokens, hidden 256, 8 heads (head_dim 32), 2 KV heads,
  * intermediate 688, vocab 512, bf16. Prints "calls N" and "output-hash H" (hash over
@@ -40,9 +46,10 @@ typedef struct config {
     int layers, tokens, hidden, heads, kv_heads, inter, vocab, separate_qkv, trace;
     int dtype; /* CUDA_R_16BF or CUDA_R_16F */
     uint64_t seed;
+    const char *write_weights;
 } config;
 
-static config cfg = {2, 64, 256, 8, 2, 688, 512, 0, 0, CUDA_R_16BF, 1};
+static config cfg = {2, 64, 256, 8, 2, 688, 512, 0, 0, CUDA_R_16BF, 1, NULL};
 static cublasHandle_t handle;
 static cublasLtHandle_t lt;
 static cudaStream_t stream;
@@ -71,9 +78,19 @@ static void download(void *host, const void *dev, size_t bytes) {
     total_hash = fnv1a(total_hash, host, bytes);
 }
 
+/* The weights kept for --write-weights. */
+typedef struct saved {
+    char name[96];
+    int rows, cols; /* cols == 1: a vector */
+    uint16_t *data;
+} saved;
+
+static saved *saved_weights;
+static int nsaved;
+
 /* A weight matrix [rows, cols] (row-major, as nn.Linear stores [out, in]) with
  * entries uniform in [-1, 1] / sqrt(cols), or a bias vector (cols == 1). */
-static void *weights(int rows, int cols, uint64_t tag, float scale) {
+static void *weights(const char *name, int rows, int cols, uint64_t tag, float scale) {
     size_t n = (size_t)rows * (size_t)cols;
     uint16_t *h = malloc(n * 2);
     uint64_t s = cfg.seed * 0x9e3779b97f4a7c15ull ^ tag * 0xd1b54a32d192ed03ull;
@@ -82,8 +99,60 @@ static void *weights(int rows, int cols, uint64_t tag, float scale) {
         h[i] = from_f32(rand_unit(&s) * f);
     void *d = dev_alloc(n * 2);
     upload(d, h, n * 2);
-    free(h);
+    if (cfg.write_weights) {
+        saved_weights = realloc(saved_weights, (size_t)(nsaved + 1) * sizeof *saved_weights);
+        saved *w = &saved_weights[nsaved++];
+        snprintf(w->name, sizeof w->name, "%s", name);
+        w->rows = rows;
+        w->cols = cols;
+        w->data = h;
+    } else {
+        free(h);
+    }
     return d;
+}
+
+/* Writes the kept weights as a safetensors file: an 8-byte little-endian header
+ * length, the JSON header (padded with spaces to a multiple of 8), the data. */
+static void write_safetensors(const char *path) {
+    size_t cap = 256 + (size_t)nsaved * 192, len = 0, offset = 0;
+    char *json = malloc(cap);
+    len += (size_t)snprintf(json + len, cap - len, "{");
+    for (int i = 0; i < nsaved; i++) {
+        const saved *w = &saved_weights[i];
+        size_t bytes = (size_t)w->rows * (size_t)w->cols * 2;
+        char shape[64];
+        if (w->cols == 1)
+            snprintf(shape, sizeof shape, "[%d]", w->rows);
+        else
+            snprintf(shape, sizeof shape, "[%d,%d]", w->rows, w->cols);
+        len += (size_t)snprintf(json + len, cap - len, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":%s,\"data_offsets\":[%zu,%zu]}",
+                                i ? "," : "", w->name, cfg.dtype == CUDA_R_16BF ? "BF16" : "F16", shape, offset,
+                                offset + bytes);
+        offset += bytes;
+    }
+    len += (size_t)snprintf(json + len, cap - len, "}");
+    while (len % 8)
+        json[len++] = ' ';
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        printf("FAIL setup cannot create %s\n", path);
+        exit(2);
+    }
+    unsigned char head[8];
+    for (int i = 0; i < 8; i++)
+        head[i] = (unsigned char)((uint64_t)len >> (8 * i));
+    int ok = fwrite(head, 1, 8, f) == 8 && fwrite(json, 1, len, f) == len;
+    for (int i = 0; ok && i < nsaved; i++) {
+        const saved *w = &saved_weights[i];
+        size_t n = (size_t)w->rows * (size_t)w->cols;
+        ok = fwrite(w->data, 2, n, f) == n; /* little-endian hosts */
+    }
+    if (fclose(f) != 0 || !ok) {
+        printf("FAIL setup cannot write %s\n", path);
+        exit(2);
+    }
+    free(json);
 }
 
 /* ---- tracing and counting ---------------------------------------------------- */
@@ -259,7 +328,7 @@ static void run_layer(const layer *w, buffers *b) {
 static void usage(void) {
     fprintf(stderr, "usage: llama_workload [--layers L] [--tokens T] [--hidden H] [--heads N] [--kv-heads N]\n"
                     "                      [--intermediate I] [--vocab V] [--dtype bf16|f16] [--separate-qkv]\n"
-                    "                      [--seed S] [--trace]\n");
+                    "                      [--seed S] [--write-weights FILE] [--trace]\n");
     exit(2);
 }
 
@@ -296,6 +365,8 @@ int main(int argc, char **argv) {
             cfg.separate_qkv = 1;
         else if (!strcmp(a, "--trace"))
             cfg.trace = 1;
+        else if (!strcmp(a, "--write-weights") && i + 1 < argc)
+            cfg.write_weights = argv[++i];
         else if (!strcmp(a, "--dtype") && i + 1 < argc) {
             const char *d = argv[++i];
             if (!strcmp(d, "bf16"))
@@ -322,15 +393,20 @@ int main(int argc, char **argv) {
     layer *ws = calloc((size_t)cfg.layers, sizeof *ws);
     for (int l = 0; l < cfg.layers; l++) {
         uint64_t tag = (uint64_t)l * 16;
-        ws[l].wqkv = weights(qkv_dim, H, tag + 1, 1.0f);
-        ws[l].wo = weights(H, q_dim, tag + 2, 0.5f);
-        ws[l].wgate = weights(I, H, tag + 3, 1.0f);
-        ws[l].wup = weights(I, H, tag + 4, 1.0f);
-        ws[l].wdown = weights(H, I, tag + 5, 0.5f);
-        ws[l].bgate = weights(I, 1, tag + 6, 0.1f);
-        ws[l].bup = weights(I, 1, tag + 7, 0.1f);
+        char name[96];
+#define NAME(part) (snprintf(name, sizeof name, "model.layers.%d.%s", l, part), name)
+        ws[l].wqkv = weights(NAME("self_attn.qkv_proj.weight"), qkv_dim, H, tag + 1, 1.0f);
+        ws[l].wo = weights(NAME("self_attn.o_proj.weight"), H, q_dim, tag + 2, 0.5f);
+        ws[l].wgate = weights(NAME("mlp.gate_proj.weight"), I, H, tag + 3, 1.0f);
+        ws[l].wup = weights(NAME("mlp.up_proj.weight"), I, H, tag + 4, 1.0f);
+        ws[l].wdown = weights(NAME("mlp.down_proj.weight"), H, I, tag + 5, 0.5f);
+        ws[l].bgate = weights(NAME("mlp.gate_proj.bias"), I, 1, tag + 6, 0.1f);
+        ws[l].bup = weights(NAME("mlp.up_proj.bias"), I, 1, tag + 7, 0.1f);
+#undef NAME
     }
-    void *wlm = weights(V, H, 1000, 1.0f);
+    void *wlm = weights("lm_head.weight", V, H, 1000, 1.0f);
+    if (cfg.write_weights)
+        write_safetensors(cfg.write_weights);
 
     buffers b;
     size_t tok = (size_t)T;

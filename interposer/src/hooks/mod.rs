@@ -212,10 +212,13 @@ fn prepare(
             (call, None)
         }
     };
-    if let Err(e) = rt.ledger(&mut call) {
-        state::disable(&e);
-        return None;
-    }
+    let session = match rt.ledger(&mut call) {
+        Ok(s) => s,
+        Err(e) => {
+            state::disable(&e);
+            return None;
+        }
+    };
     let index = call.index;
     // From here on this hook owes the ledger record its settlement; if it panics,
     // `audited` settles it after the forward.
@@ -224,9 +227,10 @@ fn prepare(
         settle: true,
         sample: false,
     });
-    let plan = match &exact {
-        Some(_) => rt.schedule.decide(&call),
-        None => None,
+    // No session (NO_SESSION), or a call outside the model: never sampled.
+    let plan = match (&exact, &session) {
+        (Some(_), Some(session)) => session.schedule.decide(&call),
+        _ => None,
     };
     let queued = match plan {
         Some(_) => {

@@ -162,6 +162,25 @@ pub struct Fields {
     pub scales: [Option<Range<usize>>; 4],
 }
 
+/// What the sink needs to offer a sample's operands as references to tensors the
+/// verifier holds: their types, k and the plan's indices (the sample's vectors are in
+/// `[batch][index][k]` order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SampleOperands {
+    /// inner dimension
+    pub k: u64,
+    /// A's element type
+    pub a: DType,
+    /// B's element type
+    pub b: DType,
+    /// the plan's rows (op(A) vectors)
+    pub rows: Vec<u64>,
+    /// the plan's columns (op(B) vectors)
+    pub cols: Vec<u64>,
+    /// sampled batch entries
+    pub batches: usize,
+}
+
 /// The slot of one sampled call: its size, its jobs and where each field lands.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SlotLayout {
@@ -184,6 +203,9 @@ pub struct SlotLayout {
     lists_at: [usize; 3],
     /// The largest element count of one job (for the launch grid).
     pub max_elements: u64,
+    k: u64,
+    a_dtype: DType,
+    b_dtype: DType,
 }
 
 fn count(n: u64, what: &str) -> Result<u32, String> {
@@ -416,6 +438,9 @@ impl SlotLayout {
             batches: plan.batches.clone(),
             lists_at: [rows_at, cols_at, batches_at],
             max_elements,
+            k: call.k,
+            a_dtype: call.a.dtype,
+            b_dtype: call.b.dtype,
         })
     }
 
@@ -506,6 +531,18 @@ impl SlotLayout {
             d_out: take(&self.fields.d_out),
             bias: take(&self.fields.bias),
         })
+    }
+
+    /// The operands' types, k and the plan's indices, for references.
+    pub fn operands(&self) -> SampleOperands {
+        SampleOperands {
+            k: self.k,
+            a: self.a_dtype,
+            b: self.b_dtype,
+            rows: self.rows.clone(),
+            cols: self.cols.clone(),
+            batches: self.batches.len(),
+        }
     }
 
     /// Byte offset of job `i` in the slot.

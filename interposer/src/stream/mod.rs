@@ -27,6 +27,7 @@ use mmaudit_protocol::call::{flags, GemmCall};
 use mmaudit_protocol::record::{Gap, GapReason, Notice, NoticeKind, Record, Sample};
 
 use crate::log::{self, Level};
+use crate::model::gather::SampleOperands;
 use sink::Sink;
 
 /// A sampled call whose gather is in flight on the device.
@@ -42,11 +43,20 @@ pub trait Pending: Send {
     }
 }
 
+/// A sample as gathered, with what the sink needs to send its operands as references.
+#[derive(Debug)]
+pub struct Gathered {
+    /// The sample record, operands inline.
+    pub sample: Sample,
+    /// The operands' types, k and the plan's indices (`None`: never referenced).
+    pub operands: Option<SampleOperands>,
+}
+
 /// How a gather in flight ended.
 #[derive(Debug)]
 pub enum Resolved {
     /// The sampled data.
-    Sample(Box<Sample>),
+    Sample(Box<Gathered>),
     /// No data, and why.
     Gap(GapReason, String),
     /// The call was rejected by the library: its slot is free again, nothing is
@@ -104,6 +114,21 @@ pub struct Shared {
 /// ledger: auditing must stop.
 pub type DisableFn = Box<dyn Fn(String) + Send>;
 
+/// A sample or gap record on its way to the sink.
+enum Outgoing {
+    Gap(Gap),
+    Sample(Box<Gathered>),
+}
+
+impl Outgoing {
+    fn index(&self) -> u64 {
+        match self {
+            Outgoing::Gap(g) => g.indices.first().copied().unwrap_or(0),
+            Outgoing::Sample(g) => g.sample.index,
+        }
+    }
+}
+
 /// A ledger record waiting for its call's settlement.
 struct Unsettled {
     call: GemmCall,
@@ -120,7 +145,7 @@ pub struct Worker {
     /// settlement).
     unsettled: VecDeque<Unsettled>,
     /// Sample and gap records of calls whose ledger record is not written yet.
-    held: Vec<Record>,
+    held: Vec<Outgoing>,
     shared: Arc<Shared>,
     disable: DisableFn,
     tick: Duration,
@@ -199,7 +224,7 @@ impl Worker {
                 detail,
             } => {
                 self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
-                self.push_call_record(Record::Gap(Gap {
+                self.push_call_record(Outgoing::Gap(Gap {
                     indices: vec![index],
                     reason,
                     detail,
@@ -223,15 +248,20 @@ impl Worker {
     }
 
     /// A sample or gap record: written now if its call's ledger record was, else held.
-    fn push_call_record(&mut self, record: Record) {
-        let index = match &record {
-            Record::Sample(s) => s.index,
-            Record::Gap(g) => g.indices.first().copied().unwrap_or(0),
-            _ => 0,
-        };
+    fn push_call_record(&mut self, record: Outgoing) {
         match self.first_unwritten() {
-            Some(first) if index >= first => self.held.push(record),
-            _ => self.push(record),
+            Some(first) if record.index() >= first => self.held.push(record),
+            _ => self.send_out(record),
+        }
+    }
+
+    fn send_out(&mut self, record: Outgoing) {
+        let disable = match record {
+            Outgoing::Gap(g) => self.sink.push(Record::Gap(g)),
+            Outgoing::Sample(g) => self.sink.push_sample(*g),
+        };
+        if let Some(reason) = disable {
+            (self.disable)(reason);
         }
     }
 
@@ -276,14 +306,9 @@ impl Worker {
         let first = self.first_unwritten();
         let held = std::mem::take(&mut self.held);
         for r in held {
-            let index = match &r {
-                Record::Sample(s) => s.index,
-                Record::Gap(g) => g.indices.first().copied().unwrap_or(0),
-                _ => 0,
-            };
             match first {
-                Some(f) if index >= f => self.held.push(r),
-                _ => self.push(r),
+                Some(f) if r.index() >= f => self.held.push(r),
+                _ => self.send_out(r),
             }
         }
     }
@@ -309,8 +334,8 @@ impl Worker {
                     self.pending.remove(i);
                     self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
                     let record = match result {
-                        Resolved::Sample(sample) => Record::Sample(*sample),
-                        Resolved::Gap(reason, detail) => Record::Gap(Gap {
+                        Resolved::Sample(gathered) => Outgoing::Sample(gathered),
+                        Resolved::Gap(reason, detail) => Outgoing::Gap(Gap {
                             indices: vec![index],
                             reason,
                             detail,

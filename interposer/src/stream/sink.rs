@@ -1,17 +1,33 @@
 //! The sink: records in, stream bytes out, to a file or a TCP connection.
 //!
 //! Records are queued, then framed (zstd, MAC chain) when a batch is large enough or
-//! has waited `MMAUDIT_FLUSH_MS`, and written. The file sink is one stream. The TCP sink
-//! is non-blocking (mio): it connects in the background, keeps a pending write buffer
-//! with an offset, and when the connection breaks it starts a new stream *segment* on
-//! the next connection (same stream id and nonce, `segment + 1`, `first_index` = the
-//! first call whose ledger record was not written to the old connection). The old
-//! segment ends truncated, which the verifier reports honestly.
+//! has waited `MMAUDIT_FLUSH_MS`, and written. The file sink is one stream, with the
+//! prover's own nonce: its session starts when it is opened.
 //!
-//! Memory is bounded by `MMAUDIT_BUFFER_MB`: beyond it queued sample records are
-//! replaced by gap records (reason `SinkBackpressure`); if ledger records alone exceed
-//! it, [`Sink::push`] asks for auditing to be disabled, and an audit-disabled notice is
-//! queued. Nothing is dropped silently.
+//! The TCP sink is non-blocking (mio). It connects in the background and first reads
+//! the verifier's hello (docs/PROTOCOL.md, "Live sessions"), which must arrive within
+//! [`HELLO_TIMEOUT`] and carry this key's id and a valid MAC; anything else closes the
+//! connection, is logged once and retried with backoff. A valid hello begins a session
+//! ([`crate::session`]): calls from then on are sampled with the hello's nonce, and the
+//! stream segment written on that connection carries it in its header. Calls made
+//! while there is no session (before the first hello, between connections) are
+//! ledgered with NO_SESSION and not sampled; so are calls of a broken session whose
+//! ledger records had not been written when it broke (their samples and gaps are lost
+//! with it, as the new segment's first notice says). Each new connection starts a new
+//! *segment* of the same stream (same stream id, `segment + 1`, `first_index` = the
+//! first call whose ledger record was not written to the old connection, the new
+//! hello's nonce); the old segment ends truncated, which the verifier reports honestly.
+//!
+//! When the hello offers tensors and `MMAUDIT_REFERENCES` is on, a sampled op(A) rows
+//! or op(B) columns that are stored rows of an offered tensor (by the hello's keyed
+//! fingerprints) are sent as an operand reference instead of the data. Never for a
+//! file sink.
+//!
+//! It keeps a pending write buffer with an offset. Memory is bounded by
+//! `MMAUDIT_BUFFER_MB`: beyond it queued sample records are replaced by gap records
+//! (reason `SinkBackpressure`); if ledger records alone exceed it, [`Sink::push`] asks
+//! for auditing to be disabled, and an audit-disabled notice is queued. Nothing is
+//! dropped silently.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -21,19 +37,28 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use mmaudit_protocol::call::flags;
+use mmaudit_protocol::handshake::{HelloReader, OperandTable, ServerHello};
 use mmaudit_protocol::keys::Key;
-use mmaudit_protocol::record::{End, Gap, GapReason, Notice, NoticeKind, Record};
+use mmaudit_protocol::record::{End, Gap, GapReason, Notice, NoticeKind, OperandData, Record};
+use mmaudit_protocol::schedule::Schedule;
 use mmaudit_protocol::stream::{StreamHeader, StreamWriter};
 
+use super::Gathered;
 use crate::config::SinkSpec;
 use crate::log::{self, Level};
+use crate::session::Ledger;
 
 /// Raw bytes of records framed at once (a frame is at most 16 MiB raw).
 const BATCH_BYTES: usize = 1 << 20;
 /// Longest a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the verifier's hello may take to arrive once connected.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// First and largest pause between connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -87,7 +112,16 @@ enum Conn {
         since: Instant,
         backoff: Duration,
     },
+    /// Connected; reading the verifier's hello.
+    Hello(Box<Hello>),
     Up(Box<Up>),
+}
+
+struct Hello {
+    stream: TcpStream,
+    since: Instant,
+    backoff: Duration,
+    reader: HelloReader,
 }
 
 struct Up {
@@ -109,10 +143,18 @@ struct TcpOut {
     conn: Conn,
     /// The segment the next connection starts.
     segment: u32,
-    /// Samples and gaps for calls below this belong to a broken segment.
-    floor: u64,
-    /// Such records dropped since the last notice.
+    /// The first call of the session of the segment being written, while there is
+    /// one: the ledger records of calls below it get NO_SESSION, their samples and
+    /// gaps are dropped (they belong to a broken session, or to none).
+    session_first: Option<u64>,
+    /// The operand table of the session's hello, when references are on and it holds
+    /// tensors.
+    table: Option<OperandTable>,
+    /// Samples and gaps of broken sessions dropped since the last notice.
     lost: u64,
+    /// Hellos refused since the last segment began, and the last reason.
+    refused: u64,
+    refused_why: String,
     connections: u64,
     /// The End record was written completely: the stream is over.
     done: bool,
@@ -138,6 +180,8 @@ pub struct Totals {
     pub backpressure: u64,
     /// Bytes written to the sink.
     pub bytes: u64,
+    /// Operands (op(A) rows or op(B) columns of a sample) sent as references.
+    pub references: u64,
 }
 
 /// The sink and its queue.
@@ -156,6 +200,8 @@ pub struct Sink {
     next_ledger: u64,
     totals: Totals,
     name: String,
+    ledger: Arc<Ledger>,
+    references: bool,
 }
 
 fn gap(index: u64, reason: GapReason, detail: &str) -> Record {
@@ -171,6 +217,31 @@ fn record_index(r: &Record) -> Option<u64> {
         Record::Sample(s) => Some(s.index),
         Record::Gap(g) => g.indices.first().copied(),
         _ => None,
+    }
+}
+
+impl TcpOut {
+    /// A record about to be queued, seen by the session of the segment being written:
+    /// a ledger record of a call made before the session began gets NO_SESSION; a
+    /// sample or gap of such a call is dropped (counted as lost). Between sessions
+    /// everything is queued as it is (and looked at again when the next one begins).
+    fn admit(&mut self, record: Record) -> Option<Record> {
+        let Some(first) = self.session_first else {
+            return Some(record);
+        };
+        match record {
+            Record::Ledger(mut c) if c.index < first => {
+                c.flags |= flags::NO_SESSION;
+                Some(Record::Ledger(c))
+            }
+            r @ (Record::Sample(_) | Record::Gap(_))
+                if record_index(&r).is_some_and(|i| i < first) =>
+            {
+                self.lost += 1;
+                None
+            }
+            r => Some(r),
+        }
     }
 }
 
@@ -194,15 +265,19 @@ fn send_nosignal(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
 }
 
 impl Sink {
-    /// Opens the sink. `header` is the stream's first header (segment 0, first index 0).
-    /// A file is created (truncated) and its header written now; a TCP sink connects
-    /// in the background.
+    /// Opens the sink. `header` is the stream's first header (segment 0, first index 0;
+    /// its nonce is the file sink's). A file is created (truncated), its header written
+    /// and its session begun now; a TCP sink connects in the background and begins a
+    /// session with each verifier hello. `ledger` is the hooks' index counter, whose
+    /// sessions the sink begins and ends; `references` allows operand references.
     pub fn open(
         spec: &SinkSpec,
         key: &Key,
         header: StreamHeader,
         buffer_bytes: usize,
         flush_interval: Duration,
+        ledger: Arc<Ledger>,
+        references: bool,
     ) -> Result<Sink, String> {
         let out = match spec {
             SinkSpec::File(path) => {
@@ -211,6 +286,7 @@ impl Sink {
                 let (writer, bytes) = StreamWriter::new(key, &header);
                 file.write_all(&bytes)
                     .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                ledger.begin(Schedule::new(key, header.nonce, header.config));
                 Out::File(FileOut {
                     path: path.clone(),
                     file: Some(file),
@@ -227,8 +303,11 @@ impl Sink {
                     backoff: BACKOFF_MIN,
                 },
                 segment: 0,
-                floor: 0,
+                session_first: None,
+                table: None,
                 lost: 0,
+                refused: 0,
+                refused_why: String::new(),
                 connections: 0,
                 done: false,
             }),
@@ -247,6 +326,8 @@ impl Sink {
             next_ledger: 0,
             totals: Totals::default(),
             name: spec.to_string(),
+            ledger,
+            references,
         })
     }
 
@@ -263,7 +344,7 @@ impl Sink {
         match &self.out {
             Out::Tcp(t) => match &t.conn {
                 Conn::Up(u) => u.off < u.out.len(),
-                Conn::Connecting { .. } => true,
+                Conn::Connecting { .. } | Conn::Hello(_) => true,
                 Conn::Idle { .. } => false,
             },
             _ => false,
@@ -275,15 +356,46 @@ impl Sink {
         self.totals
     }
 
+    /// Queues a sample record, first replacing its operands by references to tensors
+    /// of the session's hello where they are stored rows of one (TCP sink with
+    /// references on). Returns what [`Sink::push`] returns.
+    pub fn push_sample(&mut self, gathered: Gathered) -> Option<String> {
+        let Gathered {
+            mut sample,
+            operands,
+        } = gathered;
+        if let (Out::Tcp(t), Some(ops)) = (&self.out, &operands) {
+            if let (Some(table), Some(first)) = (&t.table, t.session_first) {
+                if sample.index >= first {
+                    for (data, dtype, indices) in [
+                        (&mut sample.a_rows, ops.a, &ops.rows),
+                        (&mut sample.b_cols, ops.b, &ops.cols),
+                    ] {
+                        let found = match &*data {
+                            OperandData::Inline(bytes) => {
+                                table.reference(dtype, ops.k, indices, ops.batches, bytes)
+                            }
+                            OperandData::Reference { .. } => None,
+                        };
+                        if let Some(r) = found {
+                            *data = r;
+                            self.totals.references += 1;
+                        }
+                    }
+                }
+            }
+        }
+        self.push(Record::Sample(sample))
+    }
+
     /// Queues a record. Returns a reason when auditing must stop because even the
     /// ledger cannot be kept within `MMAUDIT_BUFFER_MB`.
     pub fn push(&mut self, record: Record) -> Option<String> {
-        if let (Out::Tcp(t), Some(index)) = (&mut self.out, record_index(&record)) {
-            if index < t.floor {
-                t.lost += 1;
-                return None;
-            }
-        }
+        let record = match &mut self.out {
+            // A record of a broken session is dropped here (counted as lost).
+            Out::Tcp(t) => t.admit(record)?,
+            _ => record,
+        };
         let record = match record {
             Record::Sample(s) if self.backpressure => {
                 self.totals.backpressure += 1;
@@ -483,7 +595,21 @@ impl Sink {
             let timed_out = now.duration_since(*since) > CONNECT_TIMEOUT;
             let backoff = *backoff;
             if connected {
-                self.start_segment(now);
+                let old = std::mem::replace(
+                    &mut t.conn,
+                    Conn::Idle {
+                        retry_at: now,
+                        backoff,
+                    },
+                );
+                if let Conn::Connecting { stream, .. } = old {
+                    t.conn = Conn::Hello(Box::new(Hello {
+                        stream,
+                        since: now,
+                        backoff,
+                        reader: HelloReader::new(&self.key),
+                    }));
+                }
             } else if failed.is_some() || timed_out {
                 log::emit(
                     Level::Debug,
@@ -501,6 +627,8 @@ impl Sink {
                 }
             }
         }
+        // Hello -> Up, or refused
+        self.read_hello(now);
         // Up: frame and write until the socket would block.
         loop {
             let need_batch = matches!(&self.out, Out::Tcp(t) if matches!(&t.conn, Conn::Up(u) if u.off >= u.out.len()));
@@ -547,7 +675,8 @@ impl Sink {
                 let mut buf = [0u8; 512];
                 match (&u.stream).read(&mut buf) {
                     Ok(0) => self.break_connection(now, "the verifier closed the connection"),
-                    Ok(_) => {}
+                    // A version-1 verifier sends nothing after its hello.
+                    Ok(_) => self.break_connection(now, "the verifier sent bytes after its hello"),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => self.break_connection(now, &e.to_string()),
@@ -556,8 +685,82 @@ impl Sink {
         }
     }
 
-    /// A new connection is up: start a stream segment.
-    fn start_segment(&mut self, _now: Instant) {
+    /// Reads what has arrived of the verifier's hello; a complete, valid one starts
+    /// the segment, anything else (another key, a bad MAC, garbage, a closed
+    /// connection, [`HELLO_TIMEOUT`]) closes the connection and retries with backoff.
+    fn read_hello(&mut self, now: Instant) {
+        let Out::Tcp(t) = &mut self.out else { return };
+        let Conn::Hello(h) = &mut t.conn else { return };
+        let mut buf = [0u8; 16 << 10];
+        let outcome = loop {
+            match (&h.stream).read(&mut buf) {
+                Ok(0) => {
+                    break Err(match h.reader.finish() {
+                        Err(e) => e.to_string(),
+                        Ok(()) => "the connection closed".to_string(),
+                    })
+                }
+                Ok(n) => match h.reader.push(&buf[..n]) {
+                    Ok(Some(hello)) => break Ok(hello),
+                    Ok(None) => {}
+                    Err(e) => break Err(e.to_string()),
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if now.duration_since(h.since) > HELLO_TIMEOUT {
+                        break Err(format!(
+                            "no hello within {} s ({} bytes received)",
+                            HELLO_TIMEOUT.as_secs(),
+                            h.reader.bytes_received()
+                        ));
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e.to_string()),
+            }
+        };
+        let backoff = h.backoff;
+        let old = std::mem::replace(
+            &mut t.conn,
+            Conn::Idle {
+                retry_at: now + backoff,
+                backoff: (backoff * 2).min(BACKOFF_MAX),
+            },
+        );
+        let Conn::Hello(h) = old else { return };
+        let mut stream = h.stream;
+        match outcome {
+            Ok(hello) => self.start_segment(stream, hello),
+            Err(why) => {
+                if let Some(poll) = &t.poll {
+                    let _ = poll.registry().deregister(&mut stream);
+                }
+                drop(stream);
+                t.refused += 1;
+                t.refused_why = why.clone();
+                log::once(
+                    Level::Warn,
+                    "refused hello",
+                    &format!(
+                        "{} did not open a session ({why}); the connection is closed and retried (calls until a session begins are recorded as not audited)",
+                        self.name
+                    ),
+                );
+                log::emit(
+                    Level::Debug,
+                    &format!("{}: hello refused: {why}", self.name),
+                );
+            }
+        }
+    }
+
+    /// The verifier's hello arrived on `stream`: begin its session and start a stream
+    /// segment with its nonce.
+    fn start_segment(&mut self, stream: TcpStream, hello: ServerHello) {
+        let session = self
+            .ledger
+            .begin(Schedule::new(&self.key, hello.nonce, self.header.config));
+        let session_first = session.first_index;
         let first_index = self
             .queue
             .iter()
@@ -567,51 +770,64 @@ impl Sink {
             })
             .unwrap_or(self.next_ledger);
         let Out::Tcp(t) = &mut self.out else { return };
-        let Conn::Connecting { .. } = &t.conn else {
-            return;
-        };
-        let old = std::mem::replace(
-            &mut t.conn,
-            Conn::Idle {
-                retry_at: Instant::now(),
-                backoff: BACKOFF_MIN,
-            },
-        );
-        let Conn::Connecting { stream, .. } = old else {
-            return;
-        };
         let segment = t.segment;
         t.connections += 1;
+        t.session_first = Some(session_first);
+        t.table = (self.references && !hello.tensors.is_empty())
+            .then(|| OperandTable::new(&self.key, hello.clone()));
+        // Records queued before this session: ledger records of calls made in another
+        // session (or none) are not audited in this one; their samples and gaps cannot
+        // go in it (the verifier pairs them with its schedule).
+        let mut removed_bytes = 0;
+        let before = self.queue.len();
+        self.queue.retain_mut(|r| match r {
+            Record::Ledger(c) if c.index < session_first => {
+                c.flags |= flags::NO_SESSION;
+                true
+            }
+            Record::Sample(_) | Record::Gap(_)
+                if record_index(r).is_some_and(|i| i < session_first) =>
+            {
+                removed_bytes += r.encoded_len();
+                false
+            }
+            _ => true,
+        });
+        self.queued_bytes -= removed_bytes;
+        t.lost += (before - self.queue.len()) as u64;
+        let mut notices = Vec::new();
         if segment > 0 {
-            // Samples and gaps of calls ledgered in the broken segment cannot go in
-            // this one: the verifier pairs them with ledger records of the same stream.
-            let before = self.queue.len();
-            let mut removed_bytes = 0;
-            self.queue.retain(|r| match record_index(r) {
-                Some(i) if i < first_index => {
-                    removed_bytes += r.encoded_len();
-                    false
-                }
-                _ => true,
-            });
-            self.queued_bytes -= removed_bytes;
-            t.lost += (before - self.queue.len()) as u64;
-            t.floor = first_index;
-            let n = Record::Notice(Notice {
+            notices.push(Notice {
                 kind: NoticeKind::Warning,
                 message: format!(
-                    "the connection to the verifier was lost; this is segment {segment} of stream {:016x}, continuing from call {first_index}; segment {} ends truncated, and {} sample or gap records of calls before {first_index} were lost with it",
+                    "the connection to the verifier was lost; this is segment {segment} of stream {:016x}, continuing from call {first_index} in a new session from call {session_first}; segment {} ends truncated, calls before {session_first} not written to it are recorded as not audited (no session), and {} sample or gap records of calls before {session_first} were lost",
                     self.header.stream_id,
                     segment - 1,
                     t.lost
                 ),
             });
-            t.lost = 0;
+        }
+        if t.refused > 0 {
+            notices.push(Notice {
+                kind: NoticeKind::Warning,
+                message: format!(
+                    "{} connections before this one did not open a session (last: {})",
+                    t.refused, t.refused_why
+                ),
+            });
+        }
+        t.lost = 0;
+        t.refused = 0;
+        for n in notices.into_iter().rev() {
+            let n = Record::Notice(n);
             self.queued_bytes += n.encoded_len();
             self.queue.push_front(n);
+        }
+        if !self.queue.is_empty() {
             self.oldest.get_or_insert_with(Instant::now);
         }
         let header = StreamHeader {
+            nonce: hello.nonce,
             segment,
             first_index,
             ..self.header.clone()
@@ -620,8 +836,9 @@ impl Sink {
         log::emit(
             Level::Debug,
             &format!(
-                "connected to {}: segment {segment} from call {first_index}",
-                self.name
+                "connected to {}: segment {segment} from call {first_index}, session from call {session_first}, {} tensors offered",
+                self.name,
+                hello.tensors.len()
             ),
         );
         t.conn = Conn::Up(Box::new(Up {
@@ -637,6 +854,10 @@ impl Sink {
 
     fn break_connection(&mut self, now: Instant, why: &str) {
         let Out::Tcp(t) = &mut self.out else { return };
+        // The session ends with its connection: calls from now on have none.
+        self.ledger.end();
+        t.session_first = None;
+        t.table = None;
         let old = std::mem::replace(
             &mut t.conn,
             Conn::Idle {
@@ -678,8 +899,8 @@ impl Sink {
     pub fn finish(&mut self, deadline: Instant) -> Result<String, String> {
         let summary = |t: Totals, name: &str| {
             format!(
-                "stream to {name} finished: {} calls, {} samples, {} gap calls ({} for backpressure), {} bytes",
-                t.calls, t.samples, t.gaps, t.backpressure, t.bytes
+                "stream to {name} finished: {} calls, {} samples, {} gap calls ({} for backpressure), {} operands sent as references, {} bytes",
+                t.calls, t.samples, t.gaps, t.backpressure, t.references, t.bytes
             )
         };
         match &self.out {

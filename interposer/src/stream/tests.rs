@@ -2,7 +2,7 @@
 //! accepts late, refuses at first, or drops the connection), backpressure, the exit
 //! flush and its end record.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream as StdTcp};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -13,13 +13,16 @@ use mmaudit_protocol::call::{
     BatchForm, ComputeType, DType, EntryPoint, Epilogue, GemmCall, Op, Operand, Order, Scalar,
 };
 use mmaudit_protocol::config::SamplingConfig;
+use mmaudit_protocol::handshake::{fingerprint, HelloTensor, ServerHello};
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::{End, GapReason, NoticeKind, OperandData, Record, Sample};
+use mmaudit_protocol::schedule::Schedule;
 use mmaudit_protocol::stream::{Event, StreamError, StreamHeader, StreamReader};
 
 use super::sink::Sink;
 use super::*;
 use crate::config::SinkSpec;
+use crate::session::Ledger;
 
 fn key() -> Key {
     Key::from_bytes([9; 32])
@@ -134,7 +137,16 @@ fn ledger_indices(records: &[Record]) -> Vec<u64> {
 fn file_sink_writes_a_complete_stream() {
     let path = temp("file.mma");
     let spec = SinkSpec::File(path.clone());
-    let mut sink = Sink::open(&spec, &key(), header(), 1 << 20, Duration::from_millis(5)).unwrap();
+    let mut sink = Sink::open(
+        &spec,
+        &key(),
+        header(),
+        1 << 20,
+        Duration::from_millis(5),
+        Arc::new(Ledger::default()),
+        true,
+    )
+    .unwrap();
     for i in 0..50 {
         assert!(sink.push(Record::Ledger(call(i))).is_none());
         if i % 10 == 3 {
@@ -169,9 +181,17 @@ fn file_sink_writes_a_complete_stream() {
 #[test]
 fn file_sink_error_is_reported() {
     let spec = SinkSpec::File("/nonexistent-dir/x.mma".into());
-    let e = Sink::open(&spec, &key(), header(), 1 << 20, Duration::from_millis(5))
-        .err()
-        .unwrap();
+    let e = Sink::open(
+        &spec,
+        &key(),
+        header(),
+        1 << 20,
+        Duration::from_millis(5),
+        Arc::new(Ledger::default()),
+        true,
+    )
+    .err()
+    .unwrap();
     assert!(e.contains("cannot create /nonexistent-dir/x.mma"), "{e}");
 }
 
@@ -180,7 +200,16 @@ fn backpressure_turns_samples_into_gaps_and_keeps_the_ledger() {
     let path = temp("backpressure.mma");
     let spec = SinkSpec::File(path.clone());
     // 64 KiB of buffer; samples of 2 x 8 KiB; nothing pumped until the end.
-    let mut sink = Sink::open(&spec, &key(), header(), 64 << 10, Duration::from_secs(60)).unwrap();
+    let mut sink = Sink::open(
+        &spec,
+        &key(),
+        header(),
+        64 << 10,
+        Duration::from_secs(60),
+        Arc::new(Ledger::default()),
+        true,
+    )
+    .unwrap();
     for i in 0..40 {
         assert!(sink.push(Record::Ledger(call(i))).is_none());
         sink.push(Record::Sample(sample(i, 8 << 10)));
@@ -224,7 +253,16 @@ fn backpressure_turns_samples_into_gaps_and_keeps_the_ledger() {
 fn a_ledger_that_cannot_be_kept_disables_auditing_with_a_notice() {
     let path = temp("overflow.mma");
     let spec = SinkSpec::File(path.clone());
-    let mut sink = Sink::open(&spec, &key(), header(), 4096, Duration::from_secs(60)).unwrap();
+    let mut sink = Sink::open(
+        &spec,
+        &key(),
+        header(),
+        4096,
+        Duration::from_secs(60),
+        Arc::new(Ledger::default()),
+        true,
+    )
+    .unwrap();
     let mut reasons = Vec::new();
     for i in 0..100 {
         reasons.extend(sink.push(Record::Ledger(call(i))));
@@ -262,7 +300,10 @@ impl Pending for FakeGather {
     fn poll(&mut self) -> Option<Resolved> {
         match &mut self.polls {
             None => None,
-            Some(0) => Some(Resolved::Sample(Box::new(sample(self.index, 16)))),
+            Some(0) => Some(Resolved::Sample(Box::new(Gathered {
+                sample: sample(self.index, 16),
+                operands: None,
+            }))),
             Some(n) => {
                 *n -= 1;
                 None
@@ -275,7 +316,16 @@ impl Pending for FakeGather {
 fn worker_resolves_gathers_and_abandons_the_unfinished_at_exit() {
     let path = temp("worker.mma");
     let spec = SinkSpec::File(path.clone());
-    let sink = Sink::open(&spec, &key(), header(), 1 << 20, Duration::from_millis(2)).unwrap();
+    let sink = Sink::open(
+        &spec,
+        &key(),
+        header(),
+        1 << 20,
+        Duration::from_millis(2),
+        Arc::new(Ledger::default()),
+        true,
+    )
+    .unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared::default());
     let disabled = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -373,12 +423,73 @@ fn read_conn(mut s: StdTcp, limit: Option<usize>) -> Vec<u8> {
     out
 }
 
-fn tcp_sink(port: u16) -> Sink {
-    let spec = SinkSpec::Tcp {
-        host: "127.0.0.1".into(),
-        port,
+/// Plays the verifier's side of the handshake: sends a hello with `nonce` and
+/// `tensors`, MACed with `key`.
+fn send_hello(s: &mut StdTcp, key: &Key, nonce: [u8; 16], tensors: Vec<HelloTensor>) {
+    let hello = ServerHello {
+        key_id: key.id(),
+        nonce,
+        tensors,
     };
-    Sink::open(&spec, &key(), header(), 16 << 20, Duration::from_millis(2)).unwrap()
+    s.write_all(&hello.encode(key).unwrap()).unwrap();
+}
+
+/// The hooks' side for these tests: a ledger shared with a sink.
+struct Prover {
+    ledger: Arc<Ledger>,
+    sink: Sink,
+}
+
+impl Prover {
+    fn tcp(port: u16, references: bool) -> Prover {
+        let spec = SinkSpec::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let ledger = Arc::new(Ledger::default());
+        let sink = Sink::open(
+            &spec,
+            &key(),
+            header(),
+            16 << 20,
+            Duration::from_millis(2),
+            Arc::clone(&ledger),
+            references,
+        )
+        .unwrap();
+        Prover { ledger, sink }
+    }
+
+    /// A call as a hook makes it: index and session from the ledger, then its ledger
+    /// record; returns its index and whether it was made in a session.
+    fn call(&mut self) -> (u64, bool) {
+        let mut c = call(0);
+        let session = self.ledger.assign(&mut c, |_| Ok(())).unwrap();
+        let index = c.index;
+        assert!(self.sink.push(Record::Ledger(c)).is_none());
+        (index, session.is_some())
+    }
+
+    fn pump(&mut self) {
+        self.sink.pump(Instant::now(), false).unwrap();
+    }
+
+    /// Pumps until a session has begun (the hello was read), at most 10 s.
+    fn until_session(&mut self) {
+        let start = Instant::now();
+        loop {
+            self.pump();
+            if self.ledger.current().is_some() {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "no session");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn no_session(c: &GemmCall) -> bool {
+    c.has(mmaudit_protocol::call::flags::NO_SESSION)
 }
 
 #[test]
@@ -389,77 +500,205 @@ fn tcp_sink_connects_to_a_listener_that_appears_late() {
         .local_addr()
         .unwrap()
         .port();
-    let mut sink = tcp_sink(port);
-    for i in 0..20 {
-        sink.push(Record::Ledger(call(i)));
-        sink.pump(Instant::now(), false).unwrap();
+    let mut p = Prover::tcp(port, true);
+    for _ in 0..20 {
+        assert!(!p.call().1, "no session without a verifier");
+        p.pump();
     }
     std::thread::sleep(Duration::from_millis(150));
-    sink.pump(Instant::now(), false).unwrap();
+    p.pump();
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    // ... and it accepts late, after the client has connected and written.
+    // ... and it accepts late, after the client has connected.
     let server = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));
-        let (s, _) = listener.accept().unwrap();
+        let (mut s, _) = listener.accept().unwrap();
+        send_hello(&mut s, &key(), [0x11; 16], vec![]);
         read_conn(s, None)
     });
-    for i in 20..40 {
-        sink.push(Record::Ledger(call(i)));
-        sink.push(Record::Sample(sample(i, 8)));
-        sink.pump(Instant::now(), false).unwrap();
+    p.until_session();
+    let mut samples = 0;
+    for _ in 20..40 {
+        let (i, in_session) = p.call();
+        assert!(in_session);
+        p.sink.push(Record::Sample(sample(i, 8)));
+        samples += 1;
+        p.pump();
         std::thread::sleep(Duration::from_millis(5));
     }
-    sink.finish(Instant::now() + Duration::from_secs(10))
+    p.sink
+        .finish(Instant::now() + Duration::from_secs(10))
         .unwrap();
     let bytes = server.join().unwrap();
     let (h, records, done) = decode(&bytes);
     done.unwrap();
-    assert_eq!((h.segment, h.first_index), (0, 0));
+    assert_eq!((h.segment, h.first_index, h.nonce), (0, 0, [0x11; 16]));
     assert_eq!(ledger_indices(&records), (0..40).collect::<Vec<_>>());
+    for r in &records {
+        if let Record::Ledger(c) = r {
+            assert_eq!(no_session(c), c.index < 20, "call {}", c.index);
+        }
+    }
     assert_eq!(
         end_of(&records),
         End {
             calls: 40,
-            samples: 20,
+            samples,
             gap_calls: 0
         }
     );
 }
 
 #[test]
-fn tcp_sink_starts_a_new_segment_after_the_connection_drops() {
+fn calls_before_the_hello_are_recorded_without_a_session_and_never_sampled() {
+    // The verifier accepts at once but sends its hello late: the calls made meanwhile
+    // have no nonce to be sampled with.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        go_rx.recv().unwrap();
+        send_hello(&mut s, &key(), [0x42; 16], vec![]);
+        read_conn(s, None)
+    });
+    let mut p = Prover::tcp(port, true);
+    let mut before = 0;
+    for _ in 0..30 {
+        let (_, in_session) = p.call();
+        assert!(!in_session);
+        before += 1;
+        p.pump();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    go_tx.send(()).unwrap();
+    p.until_session();
+    // With the session's schedule, a call rate of 100% samples every call from now on.
+    let schedule = Schedule::new(
+        &key(),
+        [0x42; 16],
+        SamplingConfig {
+            call_ppm: 1_000_000,
+            ..SamplingConfig::default()
+        },
+    );
+    for _ in 0..10 {
+        let mut c = call(0);
+        let session = p.ledger.assign(&mut c, |_| Ok(())).unwrap().unwrap();
+        assert!(schedule.decide(&c).is_some() && session.first_index == before);
+        let index = c.index;
+        p.sink.push(Record::Ledger(c));
+        p.sink.push(Record::Sample(sample(index, 8)));
+        p.pump();
+    }
+    p.sink
+        .finish(Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    let (h, records, done) = decode(&server.join().unwrap());
+    done.unwrap();
+    assert_eq!(h.nonce, [0x42; 16], "the header carries the hello's nonce");
+    let flags: Vec<bool> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Ledger(c) => Some(no_session(c)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(flags.len(), 40);
+    assert!(flags[..30].iter().all(|&f| f) && flags[30..].iter().all(|&f| !f));
+    let sampled: Vec<u64> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Sample(s) => Some(s.index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sampled, (30..40).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_hello_with_another_key_or_garbage_is_refused_and_retried() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        // 1: a hello MACed with another key; 2: not a hello at all. The prover closes
+        // both without sending anything.
+        let (mut s, _) = listener.accept().unwrap();
+        send_hello(&mut s, &Key::from_bytes([1; 32]), [1; 16], vec![]);
+        let first = read_conn(s, None);
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").unwrap();
+        let second = read_conn(s, None);
+        // 3: the verifier.
+        let (mut s, _) = listener.accept().unwrap();
+        send_hello(&mut s, &key(), [3; 16], vec![]);
+        (first, second, read_conn(s, None))
+    });
+    let mut p = Prover::tcp(port, true);
+    p.call();
+    p.until_session();
+    let (i, in_session) = p.call();
+    assert!(in_session);
+    p.sink.push(Record::Sample(sample(i, 8)));
+    p.sink
+        .finish(Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    let (first, second, third) = server.join().unwrap();
+    assert!(
+        first.is_empty() && second.is_empty(),
+        "nothing is sent without a session"
+    );
+    let (h, records, done) = decode(&third);
+    done.unwrap();
+    assert_eq!((h.segment, h.nonce), (0, [3; 16]));
+    assert_eq!(ledger_indices(&records), vec![0, 1]);
+    let notice = records.iter().find_map(|r| match r {
+        Record::Notice(n) if n.kind == NoticeKind::Warning => Some(n.message.clone()),
+        _ => None,
+    });
+    let notice = notice.expect("a notice about the refused connections");
+    assert!(
+        notice.starts_with("2 connections before this one did not open a session"),
+        "{notice}"
+    );
+}
+
+#[test]
+fn tcp_sink_starts_a_new_segment_with_a_new_session_after_the_connection_drops() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
         // First connection: read a little, then hang up.
-        let (s, _) = listener.accept().unwrap();
+        let (mut s, _) = listener.accept().unwrap();
+        send_hello(&mut s, &key(), [0xa0; 16], vec![]);
         let first = read_conn(s, Some(2000));
-        // Second connection: read to the end.
-        let (s, _) = listener.accept().unwrap();
+        // Second connection, a new session: read to the end.
+        let (mut s, _) = listener.accept().unwrap();
+        send_hello(&mut s, &key(), [0xb0; 16], vec![]);
         (first, read_conn(s, None))
     });
-    let mut sink = tcp_sink(port);
+    let mut p = Prover::tcp(port, true);
     let mut i = 0;
     let start = Instant::now();
     while !server.is_finished() && start.elapsed() < Duration::from_secs(20) {
-        sink.push(Record::Ledger(call(i)));
-        if i % 3 == 0 {
-            sink.push(Record::Sample(sample(i, 64)));
+        let (index, in_session) = p.call();
+        if index % 3 == 0 && in_session {
+            p.sink.push(Record::Sample(sample(index, 64)));
         }
-        sink.pump(Instant::now(), false).unwrap();
-        i += 1;
+        p.pump();
+        i = index + 1;
         std::thread::sleep(Duration::from_millis(1));
         if i > 3000 {
             // Enough traffic: end the stream (the server then reads to EOF).
             break;
         }
     }
-    sink.finish(Instant::now() + Duration::from_secs(10))
+    p.sink
+        .finish(Instant::now() + Duration::from_secs(10))
         .unwrap();
     let (first, second) = server.join().unwrap();
 
     let (h0, r0, done0) = decode(&first);
-    assert_eq!(h0.segment, 0);
+    assert_eq!((h0.segment, h0.nonce), (0, [0xa0; 16]));
     assert!(
         matches!(done0, Err(StreamError::Truncated { .. })),
         "segment 0 ends truncated: {done0:?}"
@@ -468,7 +707,8 @@ fn tcp_sink_starts_a_new_segment_after_the_connection_drops() {
     done1.unwrap();
     assert_eq!(
         (h1.segment, h1.stream_id, h1.nonce),
-        (1, h0.stream_id, h0.nonce)
+        (1, h0.stream_id, [0xb0; 16]),
+        "a new segment of the same stream, with the new hello's nonce"
     );
     let l1 = ledger_indices(&r1);
     assert_eq!(l1.first(), Some(&h1.first_index));
@@ -479,10 +719,20 @@ fn tcp_sink_starts_a_new_segment_after_the_connection_drops() {
     );
     let l0 = ledger_indices(&r0);
     assert!(l0.last().is_none_or(|&last| last < h1.first_index));
-    // Every sample and gap of segment 1 belongs to one of its own calls.
+    // The new session began at some call F: the calls before it in this segment were
+    // made without it (not audited), and only calls from F on have samples here.
+    let first_sampleable = r1
+        .iter()
+        .find_map(|r| match r {
+            Record::Ledger(c) if !no_session(c) => Some(c.index),
+            _ => None,
+        })
+        .expect("calls in the new session");
     for r in &r1 {
-        if let Record::Sample(s) = r {
-            assert!(s.index >= h1.first_index);
+        match r {
+            Record::Ledger(c) => assert_eq!(no_session(c), c.index < first_sampleable),
+            Record::Sample(s) => assert!(s.index >= first_sampleable),
+            _ => {}
         }
     }
     assert!(r1.iter().any(|r| matches!(r, Record::Notice(n) if n.kind == NoticeKind::Warning && n.message.contains("segment 1"))));
@@ -498,13 +748,154 @@ fn tcp_sink_reports_what_it_could_not_deliver() {
         .local_addr()
         .unwrap()
         .port();
-    let mut sink = tcp_sink(port);
-    sink.push(Record::Ledger(call(0)));
-    let e = sink
+    let mut p = Prover::tcp(port, true);
+    p.call();
+    let e = p
+        .sink
         .finish(Instant::now() + Duration::from_millis(200))
         .unwrap_err();
     assert!(e.contains("could not be delivered"), "{e}");
     assert!(e.contains("truncated"), "{e}");
+}
+
+/// A bf16 tensor of `rows` x `cols` whose element (r, c) is the bf16 value r + c/8,
+/// its stored bytes and its hello entry.
+fn held_tensor(id: u32, rows: u64, cols: u64) -> (Vec<u8>, HelloTensor) {
+    let fk = key().fingerprint_key();
+    let mut data = Vec::new();
+    let mut fingerprints = Vec::new();
+    for r in 0..rows {
+        let row: Vec<u8> = (0..cols)
+            .flat_map(|c| {
+                let v = r as f32 + c as f32 / 8.0;
+                ((v.to_bits() >> 16) as u16).to_le_bytes()
+            })
+            .collect();
+        fingerprints.push(fingerprint(&fk, &row));
+        data.extend_from_slice(&row);
+    }
+    (
+        data,
+        HelloTensor {
+            id,
+            dtype: DType::BF16,
+            matrices: 1,
+            rows,
+            cols,
+            fingerprints,
+        },
+    )
+}
+
+/// One sampled call whose op(A) rows 1 and 5 are rows of the held tensor and whose
+/// op(B) column is not, through a sink to a verifier holding the tensor.
+fn referenced_run(references: bool) -> Sample {
+    let (k, rows) = (16u64, 8u64);
+    let (data, tensor) = held_tensor(7, rows, k);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        send_hello(&mut s, &key(), [5; 16], vec![tensor]);
+        read_conn(s, None)
+    });
+    let mut p = Prover::tcp(port, references);
+    p.until_session();
+    let (index, _) = p.call();
+    let row = |r: usize| &data[r * 2 * k as usize..][..2 * k as usize];
+    let a: Vec<u8> = [row(1), row(5)].concat();
+    let b = vec![0x3c; 2 * k as usize];
+    let mut s = sample(index, 0);
+    s.a_rows = OperandData::Inline(a);
+    s.b_cols = OperandData::Inline(b.clone());
+    p.sink.push_sample(Gathered {
+        sample: s,
+        operands: Some(SampleOperands {
+            k,
+            a: DType::BF16,
+            b: DType::BF16,
+            rows: vec![1, 5],
+            cols: vec![3],
+            batches: 1,
+        }),
+    });
+    p.sink
+        .finish(Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    let (_, records, done) = decode(&server.join().unwrap());
+    done.unwrap();
+    let sample = records
+        .into_iter()
+        .find_map(|r| match r {
+            Record::Sample(s) => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(sample.b_cols, OperandData::Inline(b), "B is not held");
+    sample
+}
+
+#[test]
+fn a_file_sink_never_sends_references() {
+    let path = temp("noref.mma");
+    let ledger = Arc::new(Ledger::default());
+    let spec = SinkSpec::File(path.clone());
+    let mut sink = Sink::open(
+        &spec,
+        &key(),
+        header(),
+        1 << 20,
+        Duration::from_millis(2),
+        Arc::clone(&ledger),
+        true,
+    )
+    .unwrap();
+    let session = ledger
+        .current()
+        .expect("a file sink has a session from the start");
+    assert_eq!((session.epoch, session.first_index), (1, 0));
+    let mut c = call(0);
+    assert!(ledger.assign(&mut c, |_| Ok(())).unwrap().is_some());
+    assert!(!no_session(&c));
+    sink.push(Record::Ledger(c));
+    sink.push_sample(Gathered {
+        sample: sample(0, 32),
+        operands: Some(SampleOperands {
+            k: 16,
+            a: DType::BF16,
+            b: DType::BF16,
+            rows: vec![0],
+            cols: vec![0],
+            batches: 1,
+        }),
+    });
+    sink.finish(Instant::now() + Duration::from_secs(1))
+        .unwrap();
+    let (h, records, done) = decode(&std::fs::read(&path).unwrap());
+    done.unwrap();
+    assert_eq!(h.nonce, header().nonce, "the prover's own nonce");
+    assert!(records.iter().any(
+        |r| matches!(r, Record::Sample(s) if !s.a_rows.is_reference() && !s.b_cols.is_reference())
+    ));
+}
+
+#[test]
+fn stored_rows_of_a_held_tensor_are_sent_as_a_reference() {
+    let (data, _) = held_tensor(7, 8, 16);
+    let first = |r: usize| data[r * 32..][..2].to_vec();
+    assert_eq!(
+        referenced_run(true).a_rows,
+        OperandData::Reference {
+            tensor: 7,
+            matrices: vec![0],
+            evidence: [first(1), first(5)].concat(),
+        }
+    );
+    // MMAUDIT_REFERENCES=0: the rows themselves.
+    assert!(matches!(
+        referenced_run(false).a_rows,
+        OperandData::Inline(ref v) if v.len() == 2 * 32
+    ));
 }
 
 /// Runs a worker over a file sink, feeds it `msgs`, shuts it down and returns the
@@ -512,7 +903,16 @@ fn tcp_sink_reports_what_it_could_not_deliver() {
 fn worker_stream(name: &str, inflight: usize, msgs: Vec<Msg>) -> (Vec<Record>, usize) {
     let path = temp(name);
     let spec = SinkSpec::File(path.clone());
-    let sink = Sink::open(&spec, &key(), header(), 1 << 20, Duration::from_millis(2)).unwrap();
+    let sink = Sink::open(
+        &spec,
+        &key(),
+        header(),
+        1 << 20,
+        Duration::from_millis(2),
+        Arc::new(Ledger::default()),
+        true,
+    )
+    .unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared::default());
     shared.inflight.store(inflight, Ordering::SeqCst);

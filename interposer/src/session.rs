@@ -1,0 +1,179 @@
+//! The ledger's index counter and the verifier session in force, behind one lock.
+//!
+//! A call's sampling decision needs the nonce of the stream its ledger record will be
+//! written in. A file sink has one session from the start (the prover's own nonce). A
+//! TCP sink has a session only while it is connected to a verifier that sent its hello
+//! (whose nonce it must use), and a new one on every new connection; calls made while
+//! there is none are ledgered with the NO_SESSION flag and not sampled.
+//!
+//! Hooks take their index and read the session under the same short lock (the one that
+//! already kept ledger records in index order), so sessions follow each other in index
+//! order: session `E` holds exactly the calls from its [`Session::first_index`] until
+//! the next session begins. The sink relies on that to tell, from an index alone,
+//! whether a queued record belongs to the session of the stream segment it writes.
+//! Nothing here blocks for longer than a channel send, and nothing panics.
+
+use std::sync::{Arc, Mutex};
+
+use mmaudit_protocol::call::{flags, GemmCall};
+use mmaudit_protocol::schedule::Schedule;
+
+/// One verifier session: the schedule of its nonce, from its first call on.
+pub struct Session {
+    /// 1 for the first session of the process, then 2, 3, ...
+    pub epoch: u64,
+    /// The index of the first call made in this session.
+    pub first_index: u64,
+    /// The sampling schedule of the session's nonce.
+    pub schedule: Schedule,
+}
+
+struct State {
+    next: u64,
+    session: Option<Arc<Session>>,
+    epochs: u64,
+}
+
+/// The index counter and the current session.
+pub struct Ledger {
+    state: Mutex<State>,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            state: Mutex::new(State {
+                next: 0,
+                session: None,
+                epochs: 0,
+            }),
+        }
+    }
+}
+
+impl Ledger {
+    /// Gives `call` the next index (and the NO_SESSION flag when there is no session),
+    /// and runs `send` with it under the lock, so that what `send` sends goes out in
+    /// index order. The index is taken only if `send` succeeds. Returns the session the
+    /// call was made in.
+    pub fn assign(
+        &self,
+        call: &mut GemmCall,
+        send: impl FnOnce(&GemmCall) -> Result<(), String>,
+    ) -> Result<Option<Arc<Session>>, String> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        call.index = s.next;
+        if s.session.is_none() {
+            call.flags |= flags::NO_SESSION;
+        }
+        send(call)?;
+        s.next += 1;
+        Ok(s.session.clone())
+    }
+
+    /// Starts a new session with `schedule`: calls from the next index on are made in
+    /// it.
+    pub fn begin(&self, schedule: Schedule) -> Arc<Session> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.epochs += 1;
+        let session = Arc::new(Session {
+            epoch: s.epochs,
+            first_index: s.next,
+            schedule,
+        });
+        s.session = Some(Arc::clone(&session));
+        session
+    }
+
+    /// Ends the current session: calls from now on have none.
+    pub fn end(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).session = None;
+    }
+
+    /// The session in force, if any.
+    pub fn current(&self) -> Option<Arc<Session>> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .session
+            .clone()
+    }
+
+    /// The index the next call will get.
+    pub fn next_index(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mmaudit_protocol::config::SamplingConfig;
+    use mmaudit_protocol::keys::Key;
+
+    fn call() -> GemmCall {
+        use mmaudit_protocol::call::*;
+        let op = Operand {
+            dtype: DType::F32,
+            order: Order::Col,
+            ld: 4,
+            batch_stride: 0,
+        };
+        GemmCall {
+            index: 99,
+            entry: EntryPoint::SgemmV2,
+            device: 0,
+            stream: 0,
+            op_a: Op::N,
+            op_b: Op::N,
+            m: 4,
+            n: 4,
+            k: 4,
+            batch: 1,
+            batch_form: BatchForm::Single,
+            a: op,
+            b: op,
+            c: op,
+            d: op,
+            compute: ComputeType::F32,
+            scale_type: DType::F32,
+            alpha: Scalar::Host(1.0),
+            beta: Scalar::Host(0.0),
+            epilogue: Epilogue::Default,
+            bias_type: DType::F32,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn sessions_cover_consecutive_index_ranges() {
+        let ledger = Ledger::default();
+        let schedule = || {
+            Schedule::new(
+                &Key::from_bytes([1; 32]),
+                [2; 16],
+                SamplingConfig::default(),
+            )
+        };
+        let mut c = call();
+        assert!(ledger.assign(&mut c, |_| Ok(())).unwrap().is_none());
+        assert_eq!((c.index, c.flags), (0, flags::NO_SESSION));
+        let s1 = ledger.begin(schedule());
+        assert_eq!((s1.epoch, s1.first_index), (1, 1));
+        for i in 1..4 {
+            let mut c = call();
+            let got = ledger.assign(&mut c, |_| Ok(())).unwrap().unwrap();
+            assert_eq!((c.index, c.flags, got.epoch), (i, 0, 1));
+        }
+        ledger.end();
+        let mut c = call();
+        assert!(ledger.assign(&mut c, |_| Ok(())).unwrap().is_none());
+        assert_eq!((c.index, c.flags), (4, flags::NO_SESSION));
+        // A failed send takes no index.
+        let mut c = call();
+        assert!(ledger.assign(&mut c, |_| Err("gone".into())).is_err());
+        let s2 = ledger.begin(schedule());
+        assert_eq!((s2.epoch, s2.first_index), (2, 5));
+        assert_eq!(ledger.next_index(), 5);
+    }
+}
