@@ -1092,6 +1092,26 @@ fn llama_workload_passes_and_the_ledger_claims_its_flops() {
 }
 
 #[test]
+fn llama_workload_decode_passes_with_every_call_sampled() {
+    // Prefill, then 6 decode passes of one token with the KV cache: n = 1 GEMMs and
+    // attention over a growing context.
+    let exe = compile("llama_workload");
+    let args = ["--generate", "6", "--trace"];
+    let reference = reference(&exe, &args, None);
+    let decode_from: u64 = reference.field("decode-from").trim().parse().unwrap();
+    let a = audit("llama-decode", &exe, &args, EVERY_CALL, None, &[]);
+    assert_honest_pass(&a, &reference);
+    assert_eq!(a.check.n("verified"), a.run.calls(), "{}", a.context());
+    let trace = reference.trace();
+    assert_eq!(
+        trace.len() as u64 - decode_from,
+        6 * 19,
+        "19 calls per token"
+    );
+    assert!(trace[decode_from as usize..].iter().all(|t| t.n == 1));
+}
+
+#[test]
 fn llama_workload_passes_at_the_default_rates() {
     let exe = compile("llama_workload");
     let args = ["--layers", "4"];

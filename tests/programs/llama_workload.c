@@ -15,14 +15,18 @@
  *   o_proj    cublasGemmEx with beta = 1 into the residual stream (in place)
  *   gate, up  cublasLtMatmul with GELU_BIAS / BIAS epilogues
  *   down      cublasLtMatmul with beta = 1 and C == D: the residual add, in place
- * and after the last layer an lm_head cublasGemmEx with f32 logits. RMSNorm,
+ * and after the last layer an lm_head cublasGemmEx with f32 logits. With --generate N
+ * the prompt's pass (prefill) is followed by N decode passes of one token each, as
+ * generate() runs them with a KV cache: the same GEMMs with n = 1, attention over the
+ * cached keys and values of every earlier position (context = prompt + j + 1 for the
+ * j-th new token; the new token's hidden state is a seeded random vector). RMSNorm,
  * RoPE, the causal softmax and gate * up run on the host between the GEMMs
  * (the simulated GPU runs no custom kernels), so the program also works
  * unchanged against real CUDA libraries.
  *
  *   llama_workload [--layers L] [--tokens T] [--hidden H] [--heads N] [--kv-heads N]
  *                  [--intermediate I] [--vocab V] [--dtype bf16|f16] [--separate-qkv]
- *                  [--seed S] [--write-weights FILE] [--trace]
+ *                  [--seed S] [--generate N] [--write-weights FILE] [--trace]
  *
  * --write-weights FILE also writes the seeded weights, as they are uploaded, into a
  * safetensors file (nn.Linear layout [out, in]; names model.layers.L.self_attn.
@@ -31,9 +35,10 @@
  * (`mmaudit-verify serve --weights FILE`); the run itself is unchanged.
  *
  * Defaults: 2 layers, 64 tokens, hidden 256, 8 heads (head_dim 32), 2 KV heads,
- * intermediate 688, vocab 512, bf16. Prints "calls N" and "output-hash H" (hash over
- * every byte copied back from the GPU, logits included), as described in
- * audit_common.h; exits 0, or 2 on a failed call.
+ * intermediate 688, vocab 512, bf16, no decode. Prints "calls N" and "output-hash H"
+ * (hash over every byte copied back from the GPU, logits included), as described in
+ * audit_common.h, and with --generate "decode-from I", the index of the first decode
+ * call; exits 0, or 2 on a failed call.
  */
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -43,13 +48,16 @@
 #include "audit_common.h"
 
 typedef struct config {
-    int layers, tokens, hidden, heads, kv_heads, inter, vocab, separate_qkv, trace;
+    int layers, tokens, hidden, heads, kv_heads, inter, vocab, separate_qkv, trace, generate;
     int dtype; /* CUDA_R_16BF or CUDA_R_16F */
     uint64_t seed;
     const char *write_weights;
 } config;
 
-static config cfg = {2, 64, 256, 8, 2, 688, 512, 0, 0, CUDA_R_16BF, 1, NULL};
+static config cfg = {2, 64, 256, 8, 2, 688, 512, 0, 0, 0, CUDA_R_16BF, 1, NULL};
+/* The pass being run: its tokens (the prompt, or 1 when decoding) and the position of
+ * its first token. */
+static int n_tok, pos0;
 static cublasHandle_t handle;
 static cublasLtHandle_t lt;
 static cudaStream_t stream;
@@ -169,10 +177,10 @@ static void counted(const char *entry, const char *what, int m, int n, int k, in
 static void linear(const char *what, const void *w, int ldw, const void *x, int ldx, void *y, int ldy, int out, int in,
                    float beta, int out_type) {
     const float alpha = 1.0f;
-    MUST(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, out, cfg.tokens, in, &alpha, w, (cudaDataType)cfg.dtype, ldw,
+    MUST(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, out, n_tok, in, &alpha, w, (cudaDataType)cfg.dtype, ldw,
                       x, (cudaDataType)cfg.dtype, ldx, &beta, y, (cudaDataType)out_type, ldy, CUBLAS_COMPUTE_32F,
                       CUBLAS_GEMM_DEFAULT));
-    counted("cublasGemmEx", what, out, cfg.tokens, in, 1);
+    counted("cublasGemmEx", what, out, n_tok, in, 1);
 }
 
 /* cuBLASLt: D (out x T) = epilogue(op(W) x + bias) (+ C when beta != 0, C == D). */
@@ -187,11 +195,11 @@ static void lt_linear(const char *what, const void *w, const void *x, void *d, i
     if (bias)
         MUST(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     MUST(cublasLtMatrixLayoutCreate(&la, (cudaDataType)cfg.dtype, (uint64_t)in, (uint64_t)out, in));
-    MUST(cublasLtMatrixLayoutCreate(&lb, (cudaDataType)cfg.dtype, (uint64_t)in, (uint64_t)cfg.tokens, in));
-    MUST(cublasLtMatrixLayoutCreate(&ld, (cudaDataType)cfg.dtype, (uint64_t)out, (uint64_t)cfg.tokens, out));
+    MUST(cublasLtMatrixLayoutCreate(&lb, (cudaDataType)cfg.dtype, (uint64_t)in, (uint64_t)n_tok, in));
+    MUST(cublasLtMatrixLayoutCreate(&ld, (cudaDataType)cfg.dtype, (uint64_t)out, (uint64_t)n_tok, out));
     const float alpha = 1.0f;
     MUST(cublasLtMatmul(lt, desc, &alpha, w, la, x, lb, &beta, d, ld, d, ld, NULL, NULL, 0, stream));
-    counted("cublasLtMatmul", what, out, cfg.tokens, in, 1);
+    counted("cublasLtMatmul", what, out, n_tok, in, 1);
     MUST(cublasLtMatmulDescDestroy(desc));
     MUST(cublasLtMatrixLayoutDestroy(la));
     MUST(cublasLtMatrixLayoutDestroy(lb));
@@ -200,6 +208,7 @@ static void lt_linear(const char *what, const void *w, const void *x, void *d, i
 
 typedef struct layer {
     void *wqkv, *wo, *wgate, *wup, *wdown, *bgate, *bup;
+    void *cache; /* q, k, v of every position so far: [positions, qkv_dim] */
 } layer;
 
 typedef struct buffers {
@@ -210,7 +219,7 @@ typedef struct buffers {
 
 /* xn = RMSNorm(h) on the host (weights 1). */
 static void rmsnorm(buffers *b) {
-    int H = cfg.hidden, T = cfg.tokens;
+    int H = cfg.hidden, T = n_tok;
     download(b->host_h, b->h, (size_t)H * (size_t)T * 2);
     uint16_t *xn = malloc((size_t)H * (size_t)T * 2);
     for (int t = 0; t < T; t++) {
@@ -229,12 +238,12 @@ static void rmsnorm(buffers *b) {
 
 /* Rotary position embedding of q and k, on the host. */
 static void rope(buffers *b, int qkv_dim) {
-    int T = cfg.tokens, hd = cfg.hidden / cfg.heads, rotated = (cfg.heads + cfg.kv_heads) * hd;
+    int T = n_tok, hd = cfg.hidden / cfg.heads, rotated = (cfg.heads + cfg.kv_heads) * hd;
     download(b->host_qkv, b->qkv, (size_t)qkv_dim * (size_t)T * 2);
     for (int t = 0; t < T; t++)
         for (int base = 0; base < rotated; base += hd)
             for (int i = 0; i < hd / 2; i++) {
-                double theta = t * pow(10000.0, -2.0 * i / hd);
+                double theta = (pos0 + t) * pow(10000.0, -2.0 * i / hd);
                 uint16_t *p = b->host_qkv + (size_t)t * (size_t)qkv_dim + (size_t)base;
                 float x = to_f32(p[i]), y = to_f32(p[i + hd / 2]);
                 float c = (float)cos(theta), s = (float)sin(theta);
@@ -244,9 +253,10 @@ static void rope(buffers *b, int qkv_dim) {
     upload(b->qkv, b->host_qkv, (size_t)qkv_dim * (size_t)T * 2);
 }
 
-static void attention(buffers *b, int qkv_dim) {
-    int T = cfg.tokens, nh = cfg.heads, nkv = cfg.kv_heads, hd = cfg.hidden / nh, group = nh / nkv;
-    int q_dim = nh * hd, kv_dim = nkv * hd;
+/* Attention of the pass's n_tok queries over the c = pos0 + n_tok cached positions. */
+static void attention(const layer *w, buffers *b, int qkv_dim) {
+    int T = n_tok, nh = cfg.heads, nkv = cfg.kv_heads, hd = cfg.hidden / nh, group = nh / nkv;
+    int q_dim = nh * hd, kv_dim = nkv * hd, c = pos0 + n_tok;
     size_t el = 2;
     const float scale = 1.0f / sqrtf((float)hd), zero = 0.0f, one = 1.0f;
     /* One call for all heads without grouping; else one per KV head over its group
@@ -254,48 +264,49 @@ static void attention(buffers *b, int qkv_dim) {
     int calls = nkv == nh ? 1 : nkv, batch = nkv == nh ? nh : group;
     long long kv_stride = nkv == nh ? hd : 0;
     for (int g = 0; g < calls; g++) {
-        const unsigned char *k = (const unsigned char *)b->qkv + (size_t)(q_dim + g * hd) * el;
+        const unsigned char *k = (const unsigned char *)w->cache + (size_t)(q_dim + g * hd) * el;
         const unsigned char *q = (const unsigned char *)b->qkv + (size_t)(g * batch * hd) * el;
-        float *s = (float *)b->scores + (size_t)g * (size_t)batch * (size_t)T * (size_t)T;
-        /* S_h^T (keys x queries) = K_h^T-view x Q_h: m = T keys, n = T queries, k = hd. */
-        MUST(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hd, &scale, k, (cudaDataType)cfg.dtype,
+        float *s = (float *)b->scores + (size_t)g * (size_t)batch * (size_t)c * (size_t)T;
+        /* S_h^T (keys x queries) = K_h^T-view x Q_h: m = c keys, n = T queries, k = hd. */
+        MUST(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, c, T, hd, &scale, k, (cudaDataType)cfg.dtype,
                                         qkv_dim, kv_stride, q, (cudaDataType)cfg.dtype, qkv_dim, hd, &zero, s,
-                                        CUDA_R_32F, T, (long long)T * T, batch, CUBLAS_COMPUTE_32F,
+                                        CUDA_R_32F, c, (long long)c * T, batch, CUBLAS_COMPUTE_32F,
                                         CUBLAS_GEMM_DEFAULT));
-        counted("cublasGemmStridedBatchedEx", "attn_scores", T, T, hd, batch);
+        counted("cublasGemmStridedBatchedEx", "attn_scores", c, T, hd, batch);
     }
     /* Causal softmax over the keys of each query, on the host. */
-    size_t n = (size_t)nh * (size_t)T * (size_t)T;
+    size_t n = (size_t)nh * (size_t)c * (size_t)T;
     download(b->host_scores, b->scores, n * 4);
     for (int h = 0; h < nh; h++)
         for (int qi = 0; qi < T; qi++) {
-            float *col = b->host_scores + ((size_t)h * (size_t)T + (size_t)qi) * (size_t)T;
-            uint16_t *out = b->host_probs + ((size_t)h * (size_t)T + (size_t)qi) * (size_t)T;
+            float *col = b->host_scores + ((size_t)h * (size_t)T + (size_t)qi) * (size_t)c;
+            uint16_t *out = b->host_probs + ((size_t)h * (size_t)T + (size_t)qi) * (size_t)c;
+            int last = pos0 + qi; /* the query's own position */
             float mx = -INFINITY;
-            for (int kj = 0; kj <= qi; kj++)
+            for (int kj = 0; kj <= last; kj++)
                 mx = fmaxf(mx, col[kj]);
             double sum = 0;
-            for (int kj = 0; kj <= qi; kj++)
+            for (int kj = 0; kj <= last; kj++)
                 sum += exp((double)(col[kj] - mx));
-            for (int kj = 0; kj < T; kj++)
-                out[kj] = from_f32(kj <= qi ? (float)(exp((double)(col[kj] - mx)) / sum) : 0.0f);
+            for (int kj = 0; kj < c; kj++)
+                out[kj] = from_f32(kj <= last ? (float)(exp((double)(col[kj] - mx)) / sum) : 0.0f);
         }
     upload(b->probs, b->host_probs, n * 2);
     for (int g = 0; g < calls; g++) {
-        const unsigned char *v = (const unsigned char *)b->qkv + (size_t)(q_dim + kv_dim + g * hd) * el;
-        const uint16_t *p = (const uint16_t *)b->probs + (size_t)g * (size_t)batch * (size_t)T * (size_t)T;
+        const unsigned char *v = (const unsigned char *)w->cache + (size_t)(q_dim + kv_dim + g * hd) * el;
+        const uint16_t *p = (const uint16_t *)b->probs + (size_t)g * (size_t)batch * (size_t)c * (size_t)T;
         unsigned char *o = (unsigned char *)b->attn + (size_t)(g * batch * hd) * el;
         /* O_h^T (hd x queries) = V_h-view (hd x keys) x P_h^T (keys x queries). */
-        MUST(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, hd, T, T, &one, v, (cudaDataType)cfg.dtype,
-                                        qkv_dim, kv_stride, p, (cudaDataType)cfg.dtype, T, (long long)T * T, &zero, o,
+        MUST(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, hd, T, c, &one, v, (cudaDataType)cfg.dtype,
+                                        qkv_dim, kv_stride, p, (cudaDataType)cfg.dtype, c, (long long)c * T, &zero, o,
                                         (cudaDataType)cfg.dtype, q_dim, hd, batch, CUBLAS_COMPUTE_32F,
                                         CUBLAS_GEMM_DEFAULT));
-        counted("cublasGemmStridedBatchedEx", "attn_context", hd, T, T, batch);
+        counted("cublasGemmStridedBatchedEx", "attn_context", hd, T, c, batch);
     }
 }
 
 static void run_layer(const layer *w, buffers *b) {
-    int H = cfg.hidden, T = cfg.tokens, I = cfg.inter, hd = H / cfg.heads;
+    int H = cfg.hidden, T = n_tok, I = cfg.inter, hd = H / cfg.heads;
     int q_dim = cfg.heads * hd, kv_dim = cfg.kv_heads * hd, qkv_dim = q_dim + 2 * kv_dim;
     rmsnorm(b);
     if (cfg.separate_qkv) {
@@ -309,7 +320,10 @@ static void run_layer(const layer *w, buffers *b) {
         linear("qkv_proj", w->wqkv, H, b->xn, H, b->qkv, qkv_dim, qkv_dim, H, 0.0f, cfg.dtype);
     }
     rope(b, qkv_dim);
-    attention(b, qkv_dim);
+    /* The pass's q, k, v join the layer's cache at their positions. */
+    MUST(cudaMemcpyAsync((unsigned char *)w->cache + (size_t)pos0 * (size_t)qkv_dim * 2, b->qkv,
+                         (size_t)T * (size_t)qkv_dim * 2, cudaMemcpyDeviceToDevice, stream));
+    attention(w, b, qkv_dim);
     /* h += attn W_o^T: beta = 1, C is the residual stream. */
     linear("o_proj", w->wo, q_dim, b->attn, q_dim, b->h, H, H, q_dim, 1.0f, cfg.dtype);
     rmsnorm(b);
@@ -328,7 +342,7 @@ static void run_layer(const layer *w, buffers *b) {
 static void usage(void) {
     fprintf(stderr, "usage: llama_workload [--layers L] [--tokens T] [--hidden H] [--heads N] [--kv-heads N]\n"
                     "                      [--intermediate I] [--vocab V] [--dtype bf16|f16] [--separate-qkv]\n"
-                    "                      [--seed S] [--write-weights FILE] [--trace]\n");
+                    "                      [--seed S] [--generate N] [--write-weights FILE] [--trace]\n");
     exit(2);
 }
 
@@ -365,6 +379,8 @@ int main(int argc, char **argv) {
             cfg.separate_qkv = 1;
         else if (!strcmp(a, "--trace"))
             cfg.trace = 1;
+        else if (!strcmp(a, "--generate"))
+            cfg.generate = int_arg(argc, argv, &i);
         else if (!strcmp(a, "--write-weights") && i + 1 < argc)
             cfg.write_weights = argv[++i];
         else if (!strcmp(a, "--dtype") && i + 1 < argc) {
@@ -383,6 +399,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     int H = cfg.hidden, T = cfg.tokens, I = cfg.inter, V = cfg.vocab, hd = H / cfg.heads;
+    int positions = T + cfg.generate;
     int q_dim = cfg.heads * hd, qkv_dim = q_dim + 2 * cfg.kv_heads * hd;
 
     MUST(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -396,6 +413,23 @@ int main(int argc, char **argv) {
         char name[96];
 #define NAME(part) (snprintf(name, sizeof name, "model.layers.%d.%s", l, part), name)
         ws[l].wqkv = weights(NAME("self_attn.qkv_proj.weight"), qkv_dim, H, tag + 1, 1.0f);
+        if (cfg.write_weights && cfg.separate_qkv) {
+            /* The three projections read rows of the fused tensor: hold them as the
+             * separate q_proj, k_proj, v_proj tensors they are used as. */
+            saved fused = saved_weights[--nsaved];
+            const char *names[3] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"};
+            const int rows[3] = {q_dim, cfg.kv_heads * hd, cfg.kv_heads * hd};
+            int at = 0;
+            for (int i = 0; i < 3; i++) {
+                saved_weights = realloc(saved_weights, (size_t)(nsaved + 1) * sizeof *saved_weights);
+                saved *part = &saved_weights[nsaved++];
+                snprintf(part->name, sizeof part->name, "model.layers.%d.%s", l, names[i]);
+                part->rows = rows[i];
+                part->cols = H;
+                part->data = fused.data + (size_t)at * (size_t)H;
+                at += rows[i];
+            }
+        }
         ws[l].wo = weights(NAME("self_attn.o_proj.weight"), H, q_dim, tag + 2, 0.5f);
         ws[l].wgate = weights(NAME("mlp.gate_proj.weight"), I, H, tag + 3, 1.0f);
         ws[l].wup = weights(NAME("mlp.up_proj.weight"), I, H, tag + 4, 1.0f);
@@ -405,6 +439,8 @@ int main(int argc, char **argv) {
 #undef NAME
     }
     void *wlm = weights("lm_head.weight", V, H, 1000, 1.0f);
+    for (int l = 0; l < cfg.layers; l++)
+        ws[l].cache = dev_alloc((size_t)qkv_dim * (size_t)positions * 2);
     if (cfg.write_weights)
         write_safetensors(cfg.write_weights);
 
@@ -413,8 +449,10 @@ int main(int argc, char **argv) {
     b.h = dev_alloc((size_t)H * tok * 2);
     b.xn = dev_alloc((size_t)H * tok * 2);
     b.qkv = dev_alloc((size_t)qkv_dim * tok * 2);
-    b.scores = dev_alloc((size_t)cfg.heads * tok * tok * 4);
-    b.probs = dev_alloc((size_t)cfg.heads * tok * tok * 2);
+    /* Scores of the largest pass: the prompt's T x T, or 1 x (T + N) when decoding. */
+    size_t scores = tok * tok > (size_t)positions ? tok * tok : (size_t)positions;
+    b.scores = dev_alloc((size_t)cfg.heads * scores * 4);
+    b.probs = dev_alloc((size_t)cfg.heads * scores * 2);
     b.attn = dev_alloc((size_t)q_dim * tok * 2);
     b.gate = dev_alloc((size_t)I * tok * 2);
     b.up = dev_alloc((size_t)I * tok * 2);
@@ -422,8 +460,8 @@ int main(int argc, char **argv) {
     b.logits = dev_alloc((size_t)V * tok * 4);
     b.host_h = malloc((size_t)H * tok * 2);
     b.host_qkv = malloc((size_t)qkv_dim * tok * 2);
-    b.host_scores = malloc((size_t)cfg.heads * tok * tok * 4);
-    b.host_probs = malloc((size_t)cfg.heads * tok * tok * 2);
+    b.host_scores = malloc((size_t)cfg.heads * scores * 4);
+    b.host_probs = malloc((size_t)cfg.heads * scores * 2);
     b.host_gate = malloc((size_t)I * tok * 2);
     b.host_up = malloc((size_t)I * tok * 2);
     b.host_logits = malloc((size_t)V * tok * 4);
@@ -434,6 +472,8 @@ int main(int argc, char **argv) {
         b.host_h[i] = from_f32(rand_unit(&s));
     upload(b.h, b.host_h, (size_t)H * tok * 2);
 
+    n_tok = T;
+    pos0 = 0;
     for (int l = 0; l < cfg.layers; l++)
         run_layer(&ws[l], &b);
     rmsnorm(&b);
@@ -446,6 +486,24 @@ int main(int argc, char **argv) {
         if (b.host_logits[(size_t)(T - 1) * (size_t)V + (size_t)v] > b.host_logits[(size_t)(T - 1) * (size_t)V + (size_t)best])
             best = v;
     printf("next-token %d\n", best);
+
+    /* Decode: one token per pass, its hidden state a seeded random vector (the
+     * embedding of the token it stands for). */
+    if (cfg.generate > 0)
+        printf("decode-from %llu\n", (unsigned long long)ncalls);
+    for (int j = 0; j < cfg.generate; j++) {
+        n_tok = 1;
+        pos0 = T + j;
+        uint64_t e = cfg.seed ^ (0x5eedull + (uint64_t)j * 0x9e3779b97f4a7c15ull);
+        for (int i = 0; i < H; i++)
+            b.host_h[i] = from_f32(rand_unit(&e));
+        upload(b.h, b.host_h, (size_t)H * 2);
+        for (int l = 0; l < cfg.layers; l++)
+            run_layer(&ws[l], &b);
+        rmsnorm(&b);
+        linear("lm_head", wlm, H, b.xn, H, b.logits, V, V, H, 0.0f, CUDA_R_32F);
+        download(b.host_logits, b.logits, (size_t)V * 4);
+    }
 
     MUST(cudaStreamSynchronize(stream));
     MUST(cublasLtDestroy(lt));
