@@ -131,6 +131,9 @@ pub struct GemmSpec {
     pub epilogue: Epilogue,
     /// add a bias vector
     pub bias: bool,
+    /// with `bias` and a batch count above 1: one bias vector per batch entry
+    /// (cuBLASLt `BIAS_BATCH_STRIDE`, flag BIAS_PER_BATCH)
+    pub bias_per_batch: bool,
     /// apply fp8 scale factors
     pub scales: bool,
     /// recorded while capturing a CUDA graph (ledger only)
@@ -156,6 +159,7 @@ impl GemmSpec {
             beta: Some(0.0),
             epilogue: Epilogue::Default,
             bias: false,
+            bias_per_batch: false,
             scales: false,
             captured: false,
             a_weight: None,
@@ -191,6 +195,9 @@ impl GemmSpec {
         let mut flag = 0;
         if self.bias {
             flag |= flags::BIAS;
+            if self.bias_per_batch && self.batch > 1 {
+                flag |= flags::BIAS_PER_BATCH;
+            }
         }
         if self.scales {
             flag |= flags::SCALE_A | flags::SCALE_B | flags::SCALE_D;
@@ -352,7 +359,8 @@ fn libm_erf(x: f64) -> f64 {
             term *= -ax * ax / n;
             let add = term / (2.0 * n + 1.0);
             sum += add;
-            if add.abs() < 1e-17 * sum.abs() {
+            // `<=`: at x = 0 (or a subnormal x whose square underflows) every term is 0.
+            if add.abs() <= 1e-17 * sum.abs() {
                 break;
             }
         }
@@ -544,8 +552,13 @@ impl RefProver {
         } else {
             Vec::new()
         };
+        let bias_vectors = if call.has(flags::BIAS_PER_BATCH) {
+            nb
+        } else {
+            1
+        };
         let bias: Vec<f64> = if spec.bias {
-            (0..nr)
+            (0..bias_vectors * nr)
                 .map(|_| random_value(&mut self.rng, call.bias_type))
                 .collect()
         } else {
@@ -564,7 +577,9 @@ impl RefProver {
                         &a[(bi * nr + ri) * k..][..k],
                         &b[(bi * nc + ci) * k..][..k],
                         c.get(e).copied().unwrap_or(0.0),
-                        bias.get(ri).copied().unwrap_or(0.0),
+                        bias.get((bi % bias_vectors) * nr + ri)
+                            .copied()
+                            .unwrap_or(0.0),
                     ));
                 }
             }

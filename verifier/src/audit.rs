@@ -531,6 +531,7 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
     let c = decode("C entries", call.c.dtype, &s.c_in)?;
     let d = decode("D entries", call.d.dtype, &s.d_out)?;
     let bias = decode("bias", call.bias_type, &s.bias)?;
+    let per_batch_bias = call.has(flags::BIAS_PER_BATCH);
 
     let k = call.k as usize;
     let (nr, nc) = (plan.rows.len(), plan.cols.len());
@@ -551,7 +552,10 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
                     a_row,
                     b_col,
                     c_in: c.get(e).copied().unwrap_or(0.0),
-                    bias: bias.get(ri).copied(),
+                    // one bias vector per sampled batch entry with BIAS_PER_BATCH
+                    bias: bias
+                        .get(if per_batch_bias { bi * nr + ri } else { ri })
+                        .copied(),
                     claimed: d[e],
                 };
                 let r = recompute::check_entry(call, &scalars, &entry)

@@ -50,7 +50,8 @@ fn dense() -> SamplingConfig {
 
 /// The honest workload of one type combination: shapes with k from 1 to the largest k
 /// the tolerance model can bound for it (16384 for 32-bit accumulation), every
-/// epilogue, beta 0 / 1 / device-side, alpha host / device, bias, fp8 scales.
+/// epilogue, beta 0 / 1 / device-side, alpha host / device, bias (shared or one vector per
+/// batch entry), fp8 scales.
 fn workload(p: &mut RefProver, input: DType, output: DType, compute: ComputeType, target: u64) {
     let start = p.entries;
     let big_k = match compute {
@@ -82,7 +83,10 @@ fn workload(p: &mut RefProver, input: DType, output: DType, compute: ComputeType
                 Epilogue::GeluTanh,
                 Epilogue::GeluErf,
             ][(i % 4) as usize];
-            spec.bias = i.is_multiple_of(3);
+            // a bias on every third call and, batched (i % 4 == 1 meets every batch
+            // count), one bias vector per batch entry (BIAS_PER_BATCH) on odd calls
+            spec.bias = i.is_multiple_of(3) || i % 4 == 1;
+            spec.bias_per_batch = !i.is_multiple_of(2);
             spec.beta = [Some(0.0), Some(1.0), None][(i % 3) as usize];
             spec.alpha = if i.is_multiple_of(5) {
                 None
