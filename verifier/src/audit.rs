@@ -172,13 +172,17 @@ impl StreamAudit {
         self.next_index = call.index.saturating_add(1);
         self.report.calls += 1;
         self.report.flops += call.flops();
-        if call.has(flags::CAPTURED) {
-            self.report.captured += 1;
+        for (flag, count) in [
+            (flags::CAPTURED, &mut self.report.captured),
+            (flags::NO_SESSION, &mut self.report.no_session),
+            (flags::REJECTED, &mut self.report.rejected),
+            (flags::UNMODELLED, &mut self.report.unmodelled),
+        ] {
+            if call.has(flag) {
+                *count += 1;
+            }
         }
-        if call.has(flags::NO_SESSION) {
-            self.report.no_session += 1;
-        }
-        if call.has(flags::CAPTURED) || call.has(flags::NO_SESSION) {
+        if call.has(flags::NOT_AUDITED) {
             return;
         }
         let Some(schedule) = &self.schedule else {

@@ -130,6 +130,11 @@ pub struct StreamReport {
     /// calls made while the prover had no verifier session (flag NO_SESSION): in the
     /// ledger, not audited
     pub no_session: u64,
+    /// calls the library rejected (flag REJECTED): nothing computed, no FLOPs claimed
+    pub rejected: u64,
+    /// calls the protocol cannot describe exactly (flag UNMODELLED): in the ledger, not
+    /// audited
+    pub unmodelled: u64,
     /// FLOPs claimed by the ledger (2*m*n*k*batch summed)
     pub flops: u128,
     /// result entries recomputed
@@ -240,6 +245,8 @@ impl StreamReport {
             "integrity_errors": self.integrity_errors,
             "captured_not_audited": self.captured,
             "no_session_not_audited": self.no_session,
+            "rejected": self.rejected,
+            "unmodelled_not_audited": self.unmodelled,
             "unverifiable": self.unverifiable,
             "flops": self.flops as f64,
             "entries_checked": self.entries_checked,
@@ -326,6 +333,20 @@ impl StreamReport {
                 s,
                 "  no session       {:>12}   calls made while the prover had no verifier session: recorded, NOT audited",
                 self.no_session
+            );
+        }
+        if self.unmodelled > 0 {
+            let _ = writeln!(
+                s,
+                "  not modelled     {:>12}   calls protocol v1 cannot describe exactly: recorded, NOT audited",
+                self.unmodelled
+            );
+        }
+        if self.rejected > 0 {
+            let _ = writeln!(
+                s,
+                "  rejected         {:>12}   calls the library returned an error for: nothing computed, no FLOPs claimed",
+                self.rejected
             );
         }
         if self.unverifiable > 0 {
@@ -428,6 +449,8 @@ pub fn summary_json(reports: &[StreamReport]) -> Value {
         "integrity_errors": sum(|r| r.integrity_errors),
         "captured_not_audited": sum(|r| r.captured),
         "no_session_not_audited": sum(|r| r.no_session),
+        "rejected": sum(|r| r.rejected),
+        "unmodelled_not_audited": sum(|r| r.unmodelled),
         "unverifiable": sum(|r| r.unverifiable),
         "flops": reports.iter().map(|r| r.flops as f64).sum::<f64>(),
         "entries_checked": sum(|r| r.entries_checked),

@@ -318,6 +318,41 @@ fn captured_calls_are_reported_not_audited() {
 }
 
 #[test]
+fn no_session_rejected_and_unmodelled_calls_are_counted_not_sampled() {
+    use mmaudit_protocol::call::flags;
+    let mut p = small_capture();
+    let mut spec = GemmSpec::new(8, 8, 8, DType::F32, DType::F32, ComputeType::F32);
+    spec.captured = true; // ledger only; the flag is replaced below
+    for flag in [
+        flags::NO_SESSION,
+        flags::NO_SESSION,
+        flags::REJECTED,
+        flags::UNMODELLED,
+    ] {
+        p.gemm(&spec);
+        let Some(Record::Ledger(call)) = p.records.last_mut() else {
+            panic!("a ledger record")
+        };
+        call.flags = flag;
+    }
+    let r = audit(&p.finish(4).bytes());
+    assert_pass(&r);
+    assert_eq!(
+        (r.no_session, r.rejected, r.unmodelled, r.captured, r.calls),
+        (2, 1, 1, 0, 16)
+    );
+    let text = r.to_text();
+    assert!(
+        text.contains("no verifier session: recorded, NOT audited"),
+        "{text}"
+    );
+    let json = r.to_json();
+    assert_eq!(json["no_session_not_audited"], 2);
+    assert_eq!(json["rejected"], 1);
+    assert_eq!(json["unmodelled_not_audited"], 1);
+}
+
+#[test]
 fn frame_removed_duplicated_reordered_or_truncated_fails() {
     let c = small_capture().finish(2);
     assert!(c.frames.len() >= 4);
