@@ -10,9 +10,8 @@
 //! SIGTERM closes an open stream as truncated, writes its report and exits; the metrics
 //! endpoint; the connection limit and the idle timeout.
 //!
-//! Still to come: the same end to end with `libmmaudit.so` as the prover (its TCP sink
-//! against `serve` on the simulated GPU, in tests/e2e) once the library's sink performs
-//! the handshake; until then the provers here are the reference prover.
+//! The provers here are the reference prover; `libmmaudit.so` itself as the prover (its
+//! TCP sink against `serve`, on the simulated GPU) is tested in tests/e2e/interposer.rs.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
