@@ -1895,3 +1895,170 @@ fn live_verifier_holding_the_weights_gets_references_instead_of_weight_rows() {
         bytes[1]
     );
 }
+
+#[test]
+fn eight_concurrent_provers_stream_to_one_verifier_and_recheck_offline_identically() {
+    let exe = compile("llama_workload");
+    let args = ["--layers", "2", "--trace"];
+    let reference = reference(&exe, &args, None);
+    let dir = scratch("serve-eight");
+    let serve = Serve::start(&dir, None);
+    let sink = format!("tcp://{}", serve.addr);
+    let provers: Vec<_> = (0..8)
+        .map(|_| {
+            let (exe, sink) = (exe.clone(), sink.clone());
+            std::thread::spawn(move || run(&exe, &args, &audit_env(&sink, EVERY_CALL, None)))
+        })
+        .collect();
+    let outs: Vec<Output> = provers
+        .into_iter()
+        .map(|p| p.join().expect("a prover thread"))
+        .collect();
+    let (reports, summary) = serve.finish(8);
+    let ctx = format!("{reports:#?}\n{summary:?}");
+    for out in &outs {
+        assert_eq!(out.code, Some(0), "{}\n{ctx}", out.transcript());
+        assert_eq!(out.hash(), reference.hash(), "{}", out.transcript());
+    }
+    assert_eq!((summary.streams, summary.passed), (8, 8), "{ctx}");
+    let counters = |v: &Value| -> (String, u64, u64, u64, u64) {
+        let n = |k: &str| v[k].as_u64().unwrap_or(u64::MAX);
+        (
+            v["verdict"].as_str().unwrap_or("?").to_string(),
+            n("calls"),
+            n("sampled"),
+            n("verified"),
+            n("entries_checked"),
+        )
+    };
+    let mut live: Vec<_> = reports.iter().map(counters).collect();
+    for r in &reports {
+        assert_eq!(r["verdict"], "pass", "{ctx}");
+        assert_eq!(r["calls"].as_u64(), Some(outs[0].calls()), "{ctx}");
+        assert_eq!(r["missing"].as_u64(), Some(0), "{ctx}");
+    }
+    // Every capture the verifier saved gives the same verdict and counters offline.
+    let captures = captures_in(&dir.join("captures"));
+    assert_eq!(captures.len(), 8, "{ctx}");
+    let mut offline: Vec<_> = captures
+        .iter()
+        .map(|c| {
+            let checked = check(std::slice::from_ref(c), &dir);
+            assert_eq!(checked.code, Some(0), "{}", checked.text);
+            counters(&checked.json)
+        })
+        .collect();
+    live.sort();
+    offline.sort();
+    assert_eq!(live, offline);
+}
+
+/// Runs `mmaudit-verify check` with `--weights` (and `--require-weights`).
+fn check_with_weights(
+    capture: &Path,
+    weights: &Path,
+    require: bool,
+) -> (Option<i32>, Value, String) {
+    let t = tools();
+    let mut cmd = Command::new(&t.verify);
+    cmd.arg("check")
+        .arg(capture)
+        .arg("--key-file")
+        .arg(&t.key_file)
+        .arg("--weights")
+        .arg(weights)
+        .args(["--json", "-"]);
+    if require {
+        cmd.arg("--require-weights");
+    }
+    let out = cmd.output().expect("run mmaudit-verify");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let json = text
+        .find("{\n")
+        .and_then(|at| serde_json::from_str(&text[at..]).ok())
+        .unwrap_or(Value::Null);
+    let text = format!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), json, text)
+}
+
+#[test]
+fn weight_identity_names_the_tensors_and_a_changed_tensor_fails_when_required() {
+    let exe = compile("llama_workload");
+    let dir = scratch("weight-identity");
+    let weights = dir.join("model.safetensors");
+    let w = weights.display().to_string();
+    let written = run(&exe, &["--layers", "2", "--write-weights", &w], &[]);
+    assert_eq!(written.code, Some(0), "{}", written.transcript());
+    let capture = dir.join("run.mma");
+    let sink = format!("file:{}", capture.display());
+    let out = run(&exe, &["--layers", "2"], &audit_env(&sink, FULL, None));
+    assert_eq!(out.code, Some(0), "{}", out.transcript());
+
+    // The verifier holds the weights the GPU used: pass, with the tensors named.
+    // (Not with --require-weights: the attention GEMMs through cuBLAS multiply
+    // activations only, have no weight operand and would count as unmatched.)
+    let (code, json, text) = check_with_weights(&capture, &weights, false);
+    assert_eq!(code, Some(0), "{text}");
+    let tensors = &json["streams"][0]["weights"]["tensors"];
+    let names: Vec<&String> = tensors
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    assert!(names.len() >= 5, "{text}");
+    let target = names
+        .iter()
+        .find(|n| n.contains("up"))
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| panic!("an up projection among {names:?}"));
+    assert!(text.contains(&target), "{text}");
+
+    // The verifier's copy of one tensor differs in one element: the calls that used
+    // it fail with --require-weights, naming the tensor; the others still match.
+    let mut bytes = std::fs::read(&weights).expect("read the weights");
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + header_len]).expect("header");
+    let begin = header[&target]["data_offsets"][0]
+        .as_u64()
+        .expect("offsets") as usize;
+    bytes[8 + header_len + begin + 1] ^= 0x01; // high byte of the first bf16 element
+    let changed = dir.join("changed.safetensors");
+    std::fs::write(&changed, &bytes).expect("write the changed weights");
+    let (code, json, text) = check_with_weights(&capture, &changed, true);
+    assert_eq!(code, Some(1), "{text}");
+    let failures = json["streams"][0]["failures"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let naming: Vec<&Value> = failures
+        .iter()
+        .filter(|f| {
+            f["kind"] == "unknown weights" && f["message"].as_str().unwrap_or("").contains(&target)
+        })
+        .collect();
+    assert!(!naming.is_empty(), "{text}");
+    for f in &naming {
+        assert!(f["call"].as_str().unwrap_or("").starts_with("call "), "{f}");
+    }
+    // The honest weights under the same policy: no failure names a tensor.
+    let (_, json, text) = check_with_weights(&capture, &weights, true);
+    let honest = json["streams"][0]["failures"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        honest
+            .iter()
+            .all(|f| !f["message"].as_str().unwrap_or("").contains("closest")),
+        "{text}"
+    );
+    // Without --require-weights the arithmetic still passes and the mismatch is reported.
+    let (code, json, text) = check_with_weights(&capture, &changed, false);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        json["streams"][0]["weights"]["unmatched"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{text}"
+    );
+}
