@@ -44,6 +44,10 @@ Captures saved by `serve` may hold references to the tensors the live verifier h
 (instead of their rows): give the same --weights files and they are resolved with the
 same tensor ids (sorted by name); without --weights such samples fail.
 
+A prover that loses its TCP connection continues the same stream in a new segment;
+give all segments of a stream together: calls that none of the given captures carries
+fail the combined verdict (FAIL coverage).
+
 Exit codes: 0 every stream passes; 1 a stream fails (wrong result, missing sample,
 gap rate above policy, MAC/sequence/truncation error, wrong key, unknown weights
 with --require-weights); 2 could not run (including a weights file that is missing,
@@ -257,7 +261,11 @@ pub fn run_check(args: &CheckArgs) -> Result<bool> {
     for r in &reports {
         print!("{}", r.to_text());
     }
-    let pass = reports.iter().all(StreamReport::passed);
+    let holes = coverage_holes(&reports);
+    for h in &holes {
+        println!("FAIL coverage: {h}");
+    }
+    let pass = reports.iter().all(StreamReport::passed) && holes.is_empty();
     if reports.len() > 1 {
         let failed = reports.iter().filter(|r| !r.passed()).count();
         println!(
@@ -268,7 +276,12 @@ pub fn run_check(args: &CheckArgs) -> Result<bool> {
         );
     }
     if let Some(out) = &args.json {
-        let text = serde_json::to_string_pretty(&summary_json(&reports))? + "\n";
+        let mut summary = summary_json(&reports);
+        summary["coverage_holes"] = serde_json::json!(holes);
+        if !holes.is_empty() {
+            summary["verdict"] = serde_json::json!("fail");
+        }
+        let text = serde_json::to_string_pretty(&summary)? + "\n";
         if out.as_os_str() == "-" {
             print!("{text}");
         } else {
@@ -286,4 +299,84 @@ pub fn run_check(args: &CheckArgs) -> Result<bool> {
         );
     }
     Ok(pass)
+}
+
+/// Calls of a stream that none of the given captures carries. A prover that loses its
+/// connection starts a new segment of the same stream (same stream id) whose ledger
+/// starts at `first_index`; the segments given together must cover every call from 0
+/// without overlap. Each segment's own report is unaffected (it is judged on what it
+/// carries, as `serve` judges it live); a hole fails the combined verdict.
+pub fn coverage_holes(reports: &[StreamReport]) -> Vec<String> {
+    let mut streams: std::collections::BTreeMap<u64, Vec<(u32, u64, u64, &str)>> =
+        std::collections::BTreeMap::new();
+    for r in reports {
+        if let Some(h) = &r.header {
+            streams.entry(h.stream_id).or_default().push((
+                h.segment,
+                h.first_index,
+                r.calls,
+                &r.name,
+            ));
+        }
+    }
+    let mut holes = Vec::new();
+    for (id, mut segments) in streams {
+        segments.sort();
+        let mut next = 0u64;
+        for (segment, first, calls, name) in segments {
+            if first > next {
+                holes.push(format!(
+                    "stream {id:016x}: calls {next}..{} are in none of the given captures \
+                     (segment {segment}, {name}, starts at call {first})",
+                    first - 1
+                ));
+            } else if first < next {
+                holes.push(format!(
+                    "stream {id:016x}: segment {segment} ({name}) starts at call {first}, \
+                     inside calls already carried (up to {})",
+                    next - 1
+                ));
+            }
+            next = next.max(first.saturating_add(calls));
+        }
+    }
+    holes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(id: u64, segment: u32, first: u64, calls: u64) -> StreamReport {
+        let mut header = mmaudit_protocol::fuzzing::seed_header();
+        header.stream_id = id;
+        header.segment = segment;
+        header.first_index = first;
+        let mut r = StreamReport::new(&format!("s{segment}"));
+        r.header = Some(header);
+        r.calls = calls;
+        r
+    }
+
+    #[test]
+    fn segments_must_cover_every_call_from_zero() {
+        assert!(coverage_holes(&[segment(1, 0, 0, 10), segment(1, 1, 10, 5)]).is_empty());
+        // order of the files does not matter; streams are separate
+        assert!(coverage_holes(&[
+            segment(2, 0, 0, 3),
+            segment(1, 1, 10, 5),
+            segment(1, 0, 0, 10)
+        ])
+        .is_empty());
+        let holes = coverage_holes(&[segment(1, 0, 0, 8), segment(1, 1, 10, 5)]);
+        assert_eq!(holes.len(), 1);
+        assert!(holes[0].contains("calls 8..9"), "{holes:?}");
+        let lone = coverage_holes(&[segment(1, 1, 8, 29)]);
+        assert!(lone[0].contains("calls 0..7"), "{lone:?}");
+        let overlap = coverage_holes(&[segment(1, 0, 0, 10), segment(1, 1, 7, 5)]);
+        assert!(
+            overlap[0].contains("inside calls already carried"),
+            "{overlap:?}"
+        );
+    }
 }

@@ -219,6 +219,8 @@ impl StreamReport {
             json!({
                 "key_id": format!("{:016x}", h.key_id),
                 "stream_id": format!("{:016x}", h.stream_id),
+                "segment": h.segment,
+                "first_index": h.first_index,
                 "pid": h.pid,
                 "host": h.host,
                 "producer": h.producer,
@@ -278,6 +280,13 @@ impl StreamReport {
                 "  stream {:016x} from {} pid {} ({}), key id {:016x}",
                 h.stream_id, h.host, h.pid, h.producer, h.key_id
             );
+            if h.segment > 0 || h.first_index > 0 {
+                let _ = writeln!(
+                    s,
+                    "  segment {} of the stream: its ledger starts at call {}",
+                    h.segment, h.first_index
+                );
+            }
         }
         let _ = writeln!(
             s,
