@@ -277,8 +277,10 @@ pub fn run_check(args: &CheckArgs) -> Result<bool> {
     }
     if let Some(out) = &args.json {
         let mut summary = summary_json(&reports);
-        summary["coverage_holes"] = serde_json::json!(holes);
+        // Present only when segments are missing, so that the report of a complete
+        // stream is the same as `serve` writes for it.
         if !holes.is_empty() {
+            summary["coverage_holes"] = serde_json::json!(holes);
             summary["verdict"] = serde_json::json!("fail");
         }
         let text = serde_json::to_string_pretty(&summary)? + "\n";
