@@ -285,6 +285,7 @@ macro_rules! wire_enum {
         }
     };
 }
+pub(crate) use wire_enum;
 
 wire_enum!(EntryPoint {
     SgemmV2,
@@ -361,15 +362,6 @@ impl DType {
 
 use crate::codec::{DecodeError, Reader, Writer};
 
-fn read_enum<T: TryFrom<u8, Error = u8>>(
-    r: &mut Reader<'_>,
-    what: &'static str,
-) -> Result<T, DecodeError> {
-    let at = r.offset();
-    let v = r.u8(what)?;
-    T::try_from(v).map_err(|v| r.error_at(at, what, format!("unknown value {v}")))
-}
-
 fn write_scalar(w: &mut Writer, s: Scalar) {
     match s {
         Scalar::Host(v) => {
@@ -406,8 +398,8 @@ impl Operand {
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(Operand {
-            dtype: read_enum(r, "operand dtype")?,
-            order: read_enum(r, "operand order")?,
+            dtype: r.enum_u8("operand dtype")?,
+            order: r.enum_u8("operand order")?,
             ld: r.u64("operand leading dimension")?,
             batch_stride: r.i64("operand batch stride")?,
         })
@@ -458,26 +450,26 @@ impl GemmCall {
         let at = r.offset();
         let call = GemmCall {
             index: r.u64("call index")?,
-            entry: read_enum(r, "entry point")?,
+            entry: r.enum_u8("entry point")?,
             device: r.u32("device")?,
             stream: r.u64("stream")?,
-            op_a: read_enum(r, "op(A)")?,
-            op_b: read_enum(r, "op(B)")?,
+            op_a: r.enum_u8("op(A)")?,
+            op_b: r.enum_u8("op(B)")?,
             m: r.u64("m")?,
             n: r.u64("n")?,
             k: r.u64("k")?,
             batch: r.u64("batch count")?,
-            batch_form: read_enum(r, "batch form")?,
+            batch_form: r.enum_u8("batch form")?,
             a: Operand::decode(r)?,
             b: Operand::decode(r)?,
             c: Operand::decode(r)?,
             d: Operand::decode(r)?,
-            compute: read_enum(r, "compute type")?,
-            scale_type: read_enum(r, "scale type")?,
+            compute: r.enum_u8("compute type")?,
+            scale_type: r.enum_u8("scale type")?,
             alpha: read_scalar(r, "alpha")?,
             beta: read_scalar(r, "beta")?,
-            epilogue: read_enum(r, "epilogue")?,
-            bias_type: read_enum(r, "bias type")?,
+            epilogue: r.enum_u8("epilogue")?,
+            bias_type: r.enum_u8("bias type")?,
             flags: r.u16("flags")?,
         };
         if call.flags & !flags::ALL != 0 {

@@ -113,6 +113,17 @@ impl<'a> Reader<'a> {
         Ok(self.array::<1>(what)?[0])
     }
 
+    /// One byte naming a value of a `#[repr(u8)]` enum; an unknown value is an error at
+    /// that byte's offset.
+    pub fn enum_u8<T: TryFrom<u8, Error = u8>>(
+        &mut self,
+        what: &'static str,
+    ) -> Result<T, DecodeError> {
+        let at = self.offset();
+        let v = self.u8(what)?;
+        T::try_from(v).map_err(|v| self.error_at(at, what, format!("unknown value {v}")))
+    }
+
     /// Little-endian u16.
     pub fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
         Ok(u16::from_le_bytes(self.array(what)?))

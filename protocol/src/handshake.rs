@@ -290,15 +290,7 @@ impl ServerHello {
                     ));
                 }
             }
-            let dtype_at = r.offset();
-            let d = r.u8("hello: tensor dtype")?;
-            let dtype = DType::try_from(d).map_err(|v| {
-                r.error_at(
-                    dtype_at,
-                    "hello: tensor dtype",
-                    format!("unknown value {v}"),
-                )
-            })?;
+            let dtype: DType = r.enum_u8("hello: tensor dtype")?;
             let shape_at = r.offset();
             let matrices = r.u32("hello: tensor matrices")?;
             let rows = r.u64("hello: tensor rows")?;

@@ -11,7 +11,7 @@
 //! checks structure only; whether a sample's sizes fit its call's plan is the verifier's
 //! question, answered with [`Sample::check_shape`].
 
-use crate::call::{flags, DType, GemmCall, Scalar};
+use crate::call::{flags, wire_enum, DType, GemmCall, Scalar};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::schedule::Plan;
 
@@ -217,19 +217,13 @@ pub struct End {
     pub gap_calls: u64,
 }
 
-impl TryFrom<u8> for GapReason {
-    type Error = u8;
-    fn try_from(v: u8) -> Result<Self, u8> {
-        Ok(match v {
-            1 => GapReason::RingFull,
-            2 => GapReason::QueueFull,
-            3 => GapReason::SinkBackpressure,
-            4 => GapReason::GatherFailed,
-            5 => GapReason::Internal,
-            v => return Err(v),
-        })
-    }
-}
+wire_enum!(GapReason {
+    RingFull,
+    QueueFull,
+    SinkBackpressure,
+    GatherFailed,
+    Internal,
+});
 
 impl GapReason {
     /// Short lower-case description, as used in reports.
@@ -244,17 +238,11 @@ impl GapReason {
     }
 }
 
-impl TryFrom<u8> for NoticeKind {
-    type Error = u8;
-    fn try_from(v: u8) -> Result<Self, u8> {
-        Ok(match v {
-            0 => NoticeKind::Info,
-            1 => NoticeKind::Warning,
-            2 => NoticeKind::AuditDisabled,
-            v => return Err(v),
-        })
-    }
-}
+wire_enum!(NoticeKind {
+    Info,
+    Warning,
+    AuditDisabled
+});
 
 impl Record {
     /// The record's type tag.
@@ -366,7 +354,7 @@ impl Record {
             tag::SAMPLE => Record::Sample(Sample::decode_body(&mut body)?),
             tag::GAP => Record::Gap(Gap::decode_body(&mut body)?),
             tag::NOTICE => Record::Notice(Notice {
-                kind: read_enum(&mut body, "notice record: kind")?,
+                kind: body.enum_u8("notice record: kind")?,
                 message: body.string("notice record: message")?,
             }),
             _ => Record::End(End {
@@ -387,15 +375,6 @@ fn wire_str_len(s: &str) -> usize {
         end -= 1;
     }
     end
-}
-
-fn read_enum<T: TryFrom<u8, Error = u8>>(
-    r: &mut Reader<'_>,
-    what: &'static str,
-) -> Result<T, DecodeError> {
-    let at = r.offset();
-    let v = r.u8(what)?;
-    T::try_from(v).map_err(|v| r.error_at(at, what, format!("unknown value {v}")))
 }
 
 /// A u32-length-prefixed byte string, its length checked against the bytes left.
@@ -565,7 +544,7 @@ impl Gap {
     }
 
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let reason = read_enum(r, "gap record: reason")?;
+        let reason = r.enum_u8("gap record: reason")?;
         let at = r.offset();
         let count = r.u32("gap record: index count")? as usize;
         if count == 0 {
