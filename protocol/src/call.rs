@@ -258,6 +258,11 @@ impl GemmCall {
         if self.has(flags::REJECTED) {
             return 0;
         }
+        self.declared_flops()
+    }
+
+    /// `2 m n k batch` as the call's arguments declare it, whether or not it ran.
+    pub fn declared_flops(&self) -> u128 {
         2u128 * self.m as u128 * self.n as u128 * self.k as u128 * self.batch as u128
     }
 

@@ -421,6 +421,14 @@ impl Check {
 }
 
 fn check(captures: &[PathBuf], dir: &Path) -> Check {
+    check_args(captures, dir, &[])
+}
+
+/// The policy flag for runs whose first calls precede the verifier's hello.
+const NO_SESSION_ALLOWED: &[&str] = &["--max-no-session", "100%"];
+
+/// Runs `mmaudit-verify check` with extra arguments (policy flags).
+fn check_args(captures: &[PathBuf], dir: &Path, extra: &[&str]) -> Check {
     let t = tools();
     let json_path = dir.join("report.json");
     let _ = std::fs::remove_file(&json_path);
@@ -432,6 +440,7 @@ fn check(captures: &[PathBuf], dir: &Path) -> Check {
         .arg("--json")
         .arg(&json_path)
         .args(["--max-failures", "100000"])
+        .args(extra)
         .output()
         .expect("run mmaudit-verify check");
     let text = format!(
@@ -455,6 +464,8 @@ fn check(captures: &[PathBuf], dir: &Path) -> Check {
 struct Audited {
     run: Output,
     check: Check,
+    captures: Vec<PathBuf>,
+    dir: PathBuf,
 }
 
 impl Audited {
@@ -495,7 +506,45 @@ fn audit(
         run.transcript()
     );
     let check = check(&captures, &dir);
-    Audited { run, check }
+    Audited {
+        run,
+        check,
+        captures,
+        dir,
+    }
+}
+
+/// Asserts that the default policy fails `a` for its shares of unaudited calls, in
+/// each of `categories` (`(JSON name, policy flag)`: `("captured", "--max-captured")`)
+/// and for nothing else, and returns the same capture checked with those limits
+/// lifted, for the assertions on everything else.
+fn assert_fails_policy_then_recheck(a: &Audited, categories: &[(&str, &str)]) -> Audited {
+    let ctx = a.context();
+    assert_eq!(a.check.code, Some(1), "{ctx}");
+    let coverage = a.check.failures_of("coverage");
+    assert_eq!(coverage.len(), categories.len(), "{ctx}");
+    let mut lifted = Vec::new();
+    for (category, flag) in categories {
+        assert!(
+            coverage
+                .iter()
+                .any(|f| f["message"].as_str().unwrap_or("").contains(flag)),
+            "{flag}\n{ctx}"
+        );
+        assert!(
+            a.check.json["streams"][0]["not_audited"][category]["calls"]
+                .as_u64()
+                .is_some_and(|n| n > 0),
+            "{category}\n{ctx}"
+        );
+        lifted.extend([*flag, "100%"]);
+    }
+    Audited {
+        run: a.run.clone(),
+        check: check_args(&a.captures, &a.dir, &lifted),
+        captures: a.captures.clone(),
+        dir: a.dir.clone(),
+    }
 }
 
 /// The assertions every honest audited run must meet: the program ran as without
@@ -888,6 +937,15 @@ fn rejected_calls_are_ledgered_flagged_and_never_sampled() {
     let invalid = BTreeSet::from([32u64, 34, 35]);
 
     let a = audit("rejected", &exe, &args, FULL, None, &[]);
+    // 6 of 46 calls rejected (3 of them invalid, so not modelled either): over the
+    // default policy's 1%; the auditor decides.
+    let a = assert_fails_policy_then_recheck(
+        &a,
+        &[
+            ("rejected", "--max-rejected"),
+            ("unmodelled", "--max-unmodelled"),
+        ],
+    );
     // Before the fix, the sampled f32 x f16 calls became "gather failed" gaps (the gap
     // policy failed the honest run) and the invalid ones were missing from the ledger.
     assert_honest_pass(&a, &reference);
@@ -1003,6 +1061,13 @@ fn calls_outside_the_model_are_ledgered_and_declared_not_modelled() {
     );
 
     let a = audit("unmodelled", &exe, &args, FULL, None, &[]);
+    let a = assert_fails_policy_then_recheck(
+        &a,
+        &[
+            ("rejected", "--max-rejected"),
+            ("unmodelled", "--max-unmodelled"),
+        ],
+    );
     assert_honest_pass(&a, &reference);
     let ctx = a.context();
     let not_audited = rejected.union(&unmodelled).count() as u64;
@@ -1477,6 +1542,8 @@ fn graph_capture_still_works_and_captured_calls_are_declared_not_audited() {
             .map(|l| vec![("SIMGPU_LATENCY_US", l.to_string())])
             .unwrap_or_default();
         let a = audit(name, &exe, &[], FULL, None, &extra);
+        // The work in the graphs was not audited: by default that fails the run.
+        let a = assert_fails_policy_then_recheck(&a, &[("captured", "--max-captured")]);
         assert_honest_pass(&a, &reference);
         // The coverage hole is in the report, not hidden.
         assert_eq!(
@@ -1637,7 +1704,7 @@ fn tcp_sink_to_a_verifier_that_reads_everything_passes() {
     assert_eq!(out.hash(), reference.hash());
     assert_eq!(accepted, 1, "{}", out.transcript());
     let captures = captures_in(&dir);
-    let c = check(&captures, &dir);
+    let c = check_args(&captures, &dir, NO_SESSION_ALLOWED);
     assert_eq!(c.code, Some(0), "{}\n{}", out.transcript(), c.text);
     assert_eq!(c.n("calls"), out.calls(), "{}", c.text);
     // The stream carries the hello's nonce; every call made in the session is sampled
@@ -1750,6 +1817,11 @@ impl Serve {
         }
         opts.capture_dir = Some(dir.join("captures"));
         opts.json_dir = Some(dir.join("reports"));
+        // A short program's first calls precede the verifier's hello (no session): far
+        // above the default 1% here. These tests judge sessions, references and many
+        // provers; tests/e2e/policy.rs judges that share.
+        opts.policy
+            .set_limit(mmaudit_verify::policy::Unaudited::NoSession, 1.0);
         opts.weights = weights.map(|w| WeightPolicy {
             registry: Arc::new(WeightRegistry::load(&[w]).expect("load the weights")),
             required: false,
@@ -1832,7 +1904,7 @@ fn live_verifier_audits_the_workload_over_a_session() {
     // The capture the verifier saved re-checks offline with the same verdict.
     let captures = captures_in(&dir.join("captures"));
     assert_eq!(captures.len(), 1, "{ctx}");
-    let c = check(&captures, &dir);
+    let c = check_args(&captures, &dir, NO_SESSION_ALLOWED);
     assert_eq!(c.code, Some(0), "{}", c.text);
     assert_eq!(c.n("sampled"), sampled, "{}", c.text);
 }
@@ -1943,7 +2015,7 @@ fn eight_concurrent_provers_stream_to_one_verifier_and_recheck_offline_identical
     let mut offline: Vec<_> = captures
         .iter()
         .map(|c| {
-            let checked = check(std::slice::from_ref(c), &dir);
+            let checked = check_args(std::slice::from_ref(c), &dir, NO_SESSION_ALLOWED);
             assert_eq!(checked.code, Some(0), "{}", checked.text);
             counters(&checked.json)
         })

@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use mmaudit_protocol::keys::Key;
 use mmaudit_tests::simgpu::{compile, repo_root, run, Run};
 use mmaudit_verify::check::audit_reader;
+use mmaudit_verify::policy::Policy;
 use mmaudit_verify::report::StreamReport;
 
 const KEY: &str = "5a0b7c1d9e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d";
@@ -86,7 +87,7 @@ fn audited_run(name: &str, extra: &[(&str, &str)]) -> (Run, u64, StreamReport) {
         )
     });
     let key = Key::from_hex(KEY).expect("key");
-    let report = audit_reader(name, file, &key, 20, |_| {})
+    let report = audit_reader(name, file, &key, 20, &Policy::default(), |_| {})
         .unwrap_or_else(|_| panic!("{} is not a capture\n{}", capture.display(), r.transcript()));
     (r, calls, report)
 }

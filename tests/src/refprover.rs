@@ -138,6 +138,9 @@ pub struct GemmSpec {
     pub scales: bool,
     /// recorded while capturing a CUDA graph (ledger only)
     pub captured: bool,
+    /// other flags of calls that are recorded but not audited (`flags::NO_SESSION`,
+    /// `REJECTED`, `UNMODELLED`): ledger only
+    pub not_audited: u16,
     /// take op(A)'s rows from this weight instead of random values
     pub a_weight: Option<WeightOperand>,
     /// take op(B)'s columns from this weight instead of random values
@@ -162,6 +165,7 @@ impl GemmSpec {
             bias_per_batch: false,
             scales: false,
             captured: false,
+            not_audited: 0,
             a_weight: None,
             b_weight: None,
         }
@@ -208,6 +212,7 @@ impl GemmSpec {
         if self.captured {
             flag |= flags::CAPTURED;
         }
+        flag |= self.not_audited & flags::NOT_AUDITED;
         let scalar = |v: Option<f64>| v.map_or(Scalar::Device, Scalar::Host);
         let (entry, batch_form) = if self.batch > 1 {
             (
@@ -463,7 +468,7 @@ impl RefProver {
         let call = spec.to_call(self.next_index);
         self.next_index += 1;
         self.records.push(Record::Ledger(call.clone()));
-        if spec.captured {
+        if call.has(flags::NOT_AUDITED) {
             return None;
         }
         let plan = self.schedule.decide(&call)?;

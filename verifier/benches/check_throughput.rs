@@ -11,6 +11,7 @@ use mmaudit_protocol::config::SamplingConfig;
 use mmaudit_protocol::keys::Key;
 use mmaudit_tests::refprover::{GemmSpec, RefProver};
 use mmaudit_verify::check::audit_reader;
+use mmaudit_verify::policy::Policy;
 
 struct Case {
     name: &'static str,
@@ -77,7 +78,8 @@ fn main() {
         let mut entries = 0;
         for _ in 0..3 {
             let t = Instant::now();
-            let r = audit_reader("bench", &bytes[..], &key, 10, |_| {}).expect("a capture");
+            let r = audit_reader("bench", &bytes[..], &key, 10, &Policy::lenient(), |_| {})
+                .expect("a capture");
             best = best.min(t.elapsed().as_secs_f64());
             assert!(r.passed());
             entries = r.entries_checked;

@@ -23,6 +23,7 @@ use mmaudit_protocol::record::{Gap, NoticeKind, OperandData, Record, Sample};
 use mmaudit_protocol::schedule::{Plan, Schedule};
 use mmaudit_protocol::stream::{Event, StreamError, StreamHeader};
 
+use crate::policy::{Policy, Unaudited};
 use crate::recompute::{self, Entry, Scalars};
 use crate::report::{Failure, FailureKind, StreamReport, WeightReport};
 use crate::weights::{Identity, Side, SideMatch, Unmatched, WeightPolicy};
@@ -38,6 +39,7 @@ pub struct StreamAudit {
     ended: bool,
     max_failures: usize,
     weights: Option<WeightPolicy>,
+    policy: Policy,
     /// The report being built.
     pub report: StreamReport,
 }
@@ -55,8 +57,15 @@ impl StreamAudit {
             ended: false,
             max_failures,
             weights: None,
+            policy: Policy::default(),
             report: StreamReport::new(name),
         }
+    }
+
+    /// Judges the stream by `policy` when it ends instead of [`Policy::default`].
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Also judges weight identity: every sampled call whose sample arrives is matched
@@ -172,14 +181,31 @@ impl StreamAudit {
         self.next_index = call.index.saturating_add(1);
         self.report.calls += 1;
         self.report.flops += call.flops();
-        for (flag, count) in [
-            (flags::CAPTURED, &mut self.report.captured),
-            (flags::NO_SESSION, &mut self.report.no_session),
-            (flags::REJECTED, &mut self.report.rejected),
-            (flags::UNMODELLED, &mut self.report.unmodelled),
+        for (flag, what, count) in [
+            (
+                flags::CAPTURED,
+                Unaudited::Captured,
+                &mut self.report.captured,
+            ),
+            (
+                flags::NO_SESSION,
+                Unaudited::NoSession,
+                &mut self.report.no_session,
+            ),
+            (
+                flags::REJECTED,
+                Unaudited::Rejected,
+                &mut self.report.rejected,
+            ),
+            (
+                flags::UNMODELLED,
+                Unaudited::Unmodelled,
+                &mut self.report.unmodelled,
+            ),
         ] {
             if call.has(flag) {
                 *count += 1;
+                self.report.unaudited_flops[what as usize] += call.declared_flops();
             }
         }
         if call.has(flags::NOT_AUDITED) {
@@ -190,14 +216,16 @@ impl StreamAudit {
         };
         if let Some(plan) = schedule.decide(&call) {
             self.report.sampled += 1;
+            self.report.sampled_flops += call.flops();
             self.pending.insert(call.index, (call, plan));
         }
     }
 
     fn on_gap(&mut self, gap: Gap) {
         for index in gap.indices {
-            if self.pending.remove(&index).is_some() {
+            if let Some((call, _)) = self.pending.remove(&index) {
                 self.report.gaps += 1;
+                self.report.unaudited_flops[Unaudited::Gaps as usize] += call.flops();
                 *self
                     .report
                     .gap_reasons
@@ -249,6 +277,7 @@ impl StreamAudit {
                 self.report.entries_checked += outcome.entries;
                 if outcome.unverifiable {
                     self.report.unverifiable += 1;
+                    self.report.unaudited_flops[Unaudited::Unverifiable as usize] += call.flops();
                 }
                 if outcome.worst_rel > self.report.worst_rel_error {
                     self.report.worst_rel_error = outcome.worst_rel;
@@ -376,8 +405,8 @@ impl StreamAudit {
         }
     }
 
-    /// Ends the audit: a stream without its end record is truncated, and every sampled
-    /// call still awaiting its data is missing.
+    /// Ends the audit: a stream without its end record is truncated, every sampled call
+    /// still awaiting its data is missing, and the stream is judged by the policy.
     pub fn finish(mut self) -> StreamReport {
         if self.report.header.is_none() {
             self.integrity("the stream has no header".into());
@@ -394,6 +423,7 @@ impl StreamAudit {
                     .into(),
             });
         }
+        self.report.apply_policy(&self.policy);
         self.report
     }
 }

@@ -19,6 +19,7 @@ use mmaudit_protocol::stream::{StreamError, StreamReader};
 
 use crate::audit::StreamAudit;
 use crate::keyfile::read_key_file;
+use crate::policy::{Policy, PolicyArgs};
 use crate::report::{summary_json, StreamReport};
 use crate::weights::{WeightPolicy, WeightRegistry};
 
@@ -48,9 +49,17 @@ A prover that loses its TCP connection continues the same stream in a new segmen
 give all segments of a stream together: calls that none of the given captures carries
 fail the combined verdict (FAIL coverage).
 
+The policy is the auditor's, never the prover's: a stream sampled at rates below
+--min-call-rate / --min-row-rate / --min-col-rate / --min-batch-rate (defaults: the
+library's default rates) fails (\"sampling below policy\"), and so does a stream in
+which more than the --max-* share of calls or FLOPs went unaudited: made during CUDA
+graph capture, made with no verifier session, outside the call model, rejected by
+the library, sampled but unverifiable, or dropped (gaps). Each share is reported; the
+defaults are 1%. Lower the floor or raise a limit only for runs you know.
+
 Exit codes: 0 every stream passes; 1 a stream fails (wrong result, missing sample,
-gap rate above policy, MAC/sequence/truncation error, wrong key, unknown weights
-with --require-weights); 2 could not run (including a weights file that is missing,
+sampling below policy, unaudited share above policy, MAC/sequence/truncation error,
+wrong key, unknown weights with --require-weights); 2 could not run (including a weights file that is missing,
 not a safetensors file, or shares a tensor name with another).
 
 Examples:
@@ -67,10 +76,9 @@ pub struct CheckArgs {
     /// Also write the report as JSON to this file ("-" for standard output).
     #[arg(long, value_name = "OUT")]
     pub json: Option<PathBuf>,
-    /// Fail a stream when more than this fraction of its sampled calls were dropped
-    /// (gap records). Accepts 0.01, 1% or 10000ppm.
-    #[arg(long, value_name = "RATE", default_value = "0.01", value_parser = parse_fraction)]
-    pub max_gap_rate: f64,
+    /// The audit policy: sampling floor and limits on what was not audited.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Show at most this many failure details per stream.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub max_failures: usize,
@@ -85,11 +93,6 @@ pub struct CheckArgs {
     pub require_weights: bool,
 }
 
-/// Parses a rate (0.01, 1% or 10000ppm) as a fraction.
-pub fn parse_fraction(text: &str) -> Result<f64, String> {
-    mmaudit_protocol::config::parse_rate(text).map(|ppm| ppm as f64 / 1e6)
-}
-
 /// Why a file could not be checked at all (as opposed to failing the audit).
 #[derive(Debug)]
 pub enum NotChecked {
@@ -99,16 +102,18 @@ pub enum NotChecked {
     NotACapture(StreamError),
 }
 
-/// Audits one capture read from `input`, feeding it to the stream decoder in chunks.
-/// `progress` is called with the bytes consumed so far, about once a second.
+/// Audits one capture read from `input`, feeding it to the stream decoder in chunks,
+/// and judges it by `policy`. `progress` is called with the bytes consumed so far,
+/// about once a second.
 pub fn audit_reader(
     name: &str,
     input: impl Read,
     key: &Key,
     max_failures: usize,
+    policy: &Policy,
     progress: impl FnMut(u64),
 ) -> Result<StreamReport, NotChecked> {
-    audit_reader_with(name, input, key, max_failures, None, progress)
+    audit_reader_with(name, input, key, max_failures, policy, None, progress)
 }
 
 /// As [`audit_reader`], also judging weight identity against `weights` when given.
@@ -117,11 +122,12 @@ pub fn audit_reader_with(
     mut input: impl Read,
     key: &Key,
     max_failures: usize,
+    policy: &Policy,
     weights: Option<&WeightPolicy>,
     mut progress: impl FnMut(u64),
 ) -> Result<StreamReport, NotChecked> {
     let mut reader = StreamReader::new(key);
-    let mut audit = StreamAudit::new(name, key, max_failures);
+    let mut audit = StreamAudit::new(name, key, max_failures).with_policy(policy.clone());
     if let Some(policy) = weights {
         audit = audit.with_weights(policy.clone());
     }
@@ -186,22 +192,28 @@ fn audit_file(
     let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
     let size = meta.len();
     let show = std::io::stderr().is_terminal();
-    let result = audit_reader_with(&name, file, key, args.max_failures, weights, |done| {
-        if show {
-            eprint!(
-                "\r  checking {name}: {:.0}% ",
-                100.0 * done as f64 / size.max(1) as f64
-            );
-        }
-    });
+    let policy = args.policy.policy();
+    let result = audit_reader_with(
+        &name,
+        file,
+        key,
+        args.max_failures,
+        &policy,
+        weights,
+        |done| {
+            if show {
+                eprint!(
+                    "\r  checking {name}: {:.0}% ",
+                    100.0 * done as f64 / size.max(1) as f64
+                );
+            }
+        },
+    );
     if show {
         eprint!("\r\x1b[K");
     }
     match result {
-        Ok(mut report) => {
-            report.apply_gap_policy(args.max_gap_rate);
-            Ok(report)
-        }
+        Ok(report) => Ok(report),
         Err(NotChecked::Io(e)) => bail!("{name}: {e}"),
         Err(NotChecked::NotACapture(e)) => bail!("{name}: {e}"),
     }

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod check;
 pub mod keyfile;
 pub mod plan;
+pub mod policy;
 pub mod recompute;
 pub mod report;
 pub mod serve;

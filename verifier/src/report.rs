@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use mmaudit_protocol::stream::StreamHeader;
 use serde_json::{json, Value};
 
+use crate::policy::{ppm_text, Policy, Tally, Unaudited};
+
 /// Why a stream failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureKind {
@@ -27,6 +29,10 @@ pub enum FailureKind {
     /// Neither operand of a sampled call is a tensor of the weights the verifier holds
     /// (a failure only with `--require-weights`).
     UnknownWeights,
+    /// The stream was sampled at rates below the verifier's policy.
+    SamplingBelowPolicy,
+    /// A category of calls that were not audited exceeds its policy limit.
+    Coverage,
 }
 
 impl FailureKind {
@@ -39,6 +45,8 @@ impl FailureKind {
             FailureKind::Disabled => "auditing disabled",
             FailureKind::GapRate => "gap rate",
             FailureKind::UnknownWeights => "unknown weights",
+            FailureKind::SamplingBelowPolicy => "sampling below policy",
+            FailureKind::Coverage => "coverage",
         }
     }
 }
@@ -160,8 +168,15 @@ pub struct StreamReport {
     pub failures: Vec<Failure>,
     /// failures beyond those kept
     pub failures_not_shown: u64,
-    /// the gap policy: the largest tolerated gaps / sampled
-    pub max_gap_rate: f64,
+    /// FLOPs of the sampled calls
+    pub sampled_flops: u128,
+    /// FLOPs per category of calls not audited, indexed by [`Unaudited`] (rejected: as
+    /// declared, although the prover claims they were not computed)
+    pub unaudited_flops: [u128; 6],
+    /// the policy the stream was judged by, once judged ([`StreamReport::apply_policy`])
+    pub policy: Option<Policy>,
+    /// policy failures found by [`StreamReport::apply_policy`]
+    pub policy_failures: u64,
     /// weight identity, when the verifier holds weights (`--weights`)
     pub weights: Option<WeightReport>,
 }
@@ -177,29 +192,101 @@ impl StreamReport {
 
     /// gaps / sampled (0 when nothing was sampled)
     pub fn gap_rate(&self) -> f64 {
-        if self.sampled == 0 {
-            0.0
-        } else {
-            self.gaps as f64 / self.sampled as f64
+        self.tally(Unaudited::Gaps).shares(&self.sampled_tally()).0
+    }
+
+    /// Calls and FLOPs of one category of calls that were not audited.
+    pub fn tally(&self, what: Unaudited) -> Tally {
+        let calls = match what {
+            Unaudited::Captured => self.captured,
+            Unaudited::NoSession => self.no_session,
+            Unaudited::Unmodelled => self.unmodelled,
+            Unaudited::Rejected => self.rejected,
+            Unaudited::Unverifiable => self.unverifiable,
+            Unaudited::Gaps => self.gaps,
+        };
+        Tally {
+            calls,
+            flops: self.unaudited_flops[what as usize],
         }
     }
 
-    /// Applies the gap policy; call once, after the stream ended.
-    pub fn apply_gap_policy(&mut self, max_gap_rate: f64) {
-        self.max_gap_rate = max_gap_rate;
-        if self.gap_rate() > max_gap_rate {
-            self.failures.push(Failure {
-                kind: FailureKind::GapRate,
-                call: None,
-                message: format!(
-                    "{} of {} sampled calls were dropped ({:.2}%), above the policy of {:.2}%",
-                    self.gaps,
-                    self.sampled,
-                    100.0 * self.gap_rate(),
-                    100.0 * max_gap_rate
-                ),
-            });
+    /// Calls and FLOPs the schedule selected.
+    pub fn sampled_tally(&self) -> Tally {
+        Tally {
+            calls: self.sampled,
+            flops: self.sampled_flops,
         }
+    }
+
+    /// What a category's share is taken of: sampled calls for unverifiable calls and
+    /// gaps, every call otherwise (rejected calls' declared FLOPs counted in).
+    fn base(&self, what: Unaudited) -> Tally {
+        if what.of_sampled() {
+            return self.sampled_tally();
+        }
+        Tally {
+            calls: self.calls,
+            flops: self.flops + self.unaudited_flops[Unaudited::Rejected as usize],
+        }
+    }
+
+    /// Judges the stream by `policy`: its header's sampling rates against the floor, and
+    /// each category of calls not audited against its limit (share of calls and of
+    /// FLOPs). Call once, when the stream has ended; every shortfall is a failure.
+    pub fn apply_policy(&mut self, policy: &Policy) {
+        let mut found = Vec::new();
+        if let Some(h) = &self.header {
+            let short = policy.sampling_shortfalls(&h.config);
+            if !short.is_empty() {
+                found.push((
+                    FailureKind::SamplingBelowPolicy,
+                    format!(
+                        "the stream was sampled at rates the verifier does not accept: {}",
+                        short.join("; ")
+                    ),
+                ));
+            }
+        }
+        for what in Unaudited::ALL {
+            let (tally, base) = (self.tally(what), self.base(what));
+            let (calls, flops) = tally.shares(&base);
+            let limit = policy.limit(what);
+            if calls > limit || flops > limit {
+                let kind = if what == Unaudited::Gaps {
+                    FailureKind::GapRate
+                } else {
+                    FailureKind::Coverage
+                };
+                found.push((
+                    kind,
+                    format!(
+                        "{} of {} {}calls ({:.2}%, {:.2}% of their FLOPs) {}: above the policy's {:.2}% ({})",
+                        tally.calls,
+                        base.calls,
+                        if what.of_sampled() { "sampled " } else { "" },
+                        100.0 * calls,
+                        100.0 * flops,
+                        what.meaning(),
+                        100.0 * limit,
+                        what.flag()
+                    ),
+                ));
+            }
+        }
+        self.policy_failures = found.len() as u64;
+        // Policy failures go first: they say whether the rest means anything.
+        let mut failures: Vec<Failure> = found
+            .into_iter()
+            .map(|(kind, message)| Failure {
+                kind,
+                call: None,
+                message,
+            })
+            .collect();
+        failures.append(&mut self.failures);
+        self.failures = failures;
+        self.policy = Some(policy.clone());
     }
 
     /// True when nothing is wrong with the stream.
@@ -209,7 +296,8 @@ impl StreamReport {
             && self.integrity_errors == 0
             && self.disabled.is_none()
             && self.ended
-            && self.gap_rate() <= self.max_gap_rate
+            && self.policy.is_some()
+            && self.policy_failures == 0
             && self.weights.as_ref().is_none_or(WeightReport::passed)
     }
 
@@ -243,7 +331,7 @@ impl StreamReport {
             "gaps": self.gaps,
             "gap_reasons": self.gap_reasons,
             "gap_rate": self.gap_rate(),
-            "max_gap_rate": self.max_gap_rate,
+            "max_gap_rate": self.policy.as_ref().map(|p| p.limit(Unaudited::Gaps)),
             "integrity_errors": self.integrity_errors,
             "captured_not_audited": self.captured,
             "no_session_not_audited": self.no_session,
@@ -251,6 +339,9 @@ impl StreamReport {
             "unmodelled_not_audited": self.unmodelled,
             "unverifiable": self.unverifiable,
             "flops": self.flops as f64,
+            "sampled_flops": self.sampled_flops as f64,
+            "not_audited": self.not_audited_json(),
+            "policy": self.policy.as_ref().map(policy_json),
             "entries_checked": self.entries_checked,
             "entries_mismatched": self.entries_mismatched,
             "worst_rel_error": self.worst_rel_error,
@@ -288,6 +379,21 @@ impl StreamReport {
                 );
             }
         }
+        if let (Some(h), Some(p)) = (&self.header, &self.policy) {
+            let _ = writeln!(
+                s,
+                "  sampled at {} of calls, {} of rows, {} of columns, {} of batches (policy: at least {}, {}, {}, {}); not audited at most {:.2}% per category",
+                ppm_text(h.config.call_ppm),
+                ppm_text(h.config.row_ppm),
+                ppm_text(h.config.col_ppm),
+                ppm_text(h.config.batch_ppm),
+                ppm_text(p.sampling.call_ppm),
+                ppm_text(p.sampling.row_ppm),
+                ppm_text(p.sampling.col_ppm),
+                ppm_text(p.sampling.batch_ppm),
+                100.0 * p.limits.iter().cloned().fold(0.0, f64::max)
+            );
+        }
         let _ = writeln!(
             s,
             "  calls            {:>12}   GEMM API calls in the ledger",
@@ -320,10 +426,9 @@ impl StreamReport {
         );
         let _ = writeln!(
             s,
-            "  gaps             {:>12}   samples the prover dropped ({:.2}%, policy {:.2}%)",
+            "  gaps             {:>12}   samples the prover dropped ({:.2}%)",
             self.gaps,
             100.0 * self.gap_rate(),
-            100.0 * self.max_gap_rate
         );
         let _ = writeln!(
             s,
@@ -426,6 +531,40 @@ impl StreamReport {
         }
         s
     }
+}
+
+impl StreamReport {
+    /// Each category of calls not audited: calls, FLOPs, shares and its limit.
+    fn not_audited_json(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        for what in Unaudited::ALL {
+            let t = self.tally(what);
+            let (calls, flops) = t.shares(&self.base(what));
+            out.insert(
+                what.name().to_string(),
+                json!({
+                    "calls": t.calls,
+                    "flops": t.flops as f64,
+                    "share_of_calls": calls,
+                    "share_of_flops": flops,
+                    "of": if what.of_sampled() { "sampled" } else { "all" },
+                    "limit": self.policy.as_ref().map(|p| p.limit(what)),
+                }),
+            );
+        }
+        Value::Object(out)
+    }
+}
+
+fn policy_json(p: &Policy) -> Value {
+    let c = &p.sampling;
+    json!({
+        "min_call_rate_ppm": c.call_ppm,
+        "min_row_rate_ppm": c.row_ppm,
+        "min_col_rate_ppm": c.col_ppm,
+        "min_batch_rate_ppm": c.batch_ppm,
+        "limits": Unaudited::ALL.iter().map(|&w| (w.name().to_string(), json!(p.limit(w)))).collect::<serde_json::Map<_, _>>(),
+    })
 }
 
 fn human_flops(f: u128) -> String {

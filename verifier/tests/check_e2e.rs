@@ -8,6 +8,7 @@ use mmaudit_protocol::num;
 use mmaudit_protocol::record::{OperandData, Record, Sample};
 use mmaudit_tests::refprover::{GemmSpec, RefProver};
 use mmaudit_verify::check::{audit_reader, NotChecked};
+use mmaudit_verify::policy::{Policy, Unaudited};
 use mmaudit_verify::recompute::{check_entry, Entry, Scalars};
 use mmaudit_verify::report::{FailureKind, StreamReport};
 
@@ -15,16 +16,21 @@ fn key() -> Key {
     Key::from_bytes([0x42; 32])
 }
 
+/// These tests judge the arithmetic and the stream's integrity: no sampling floor and
+/// no coverage limits but the gap limit (tests/policy.rs covers the policy).
+fn arithmetic_policy() -> Policy {
+    let mut p = Policy::lenient();
+    p.set_limit(Unaudited::Gaps, 0.01);
+    p
+}
+
 fn audit(bytes: &[u8]) -> StreamReport {
     audit_with(bytes, &key())
 }
 
 fn audit_with(bytes: &[u8], key: &Key) -> StreamReport {
-    match audit_reader("test", bytes, key, 100, |_| {}) {
-        Ok(mut r) => {
-            r.apply_gap_policy(0.01);
-            r
-        }
+    match audit_reader("test", bytes, key, 100, &arithmetic_policy(), |_| {}) {
+        Ok(r) => r,
         Err(NotChecked::Io(e)) => panic!("io: {e}"),
         Err(NotChecked::NotACapture(e)) => panic!("not a capture: {e}"),
     }
@@ -404,7 +410,7 @@ fn every_single_byte_flip_fails() {
     for i in 0..bytes.len() {
         let mut bad = bytes.clone();
         bad[i] ^= 0x01;
-        match audit_reader("flip", &bad[..], &key(), 10, |_| {}) {
+        match audit_reader("flip", &bad[..], &key(), 10, &Policy::default(), |_| {}) {
             Ok(r) => assert!(!r.passed(), "flip at {i} passed"),
             Err(NotChecked::NotACapture(_)) => assert!(i < 10, "flip at {i}: not a capture"),
             Err(NotChecked::Io(e)) => panic!("{e}"),

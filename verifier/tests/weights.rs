@@ -17,6 +17,7 @@ use mmaudit_protocol::num;
 use mmaudit_protocol::schedule::Plan;
 use mmaudit_tests::refprover::{Along, GemmSpec, RefProver, WeightOperand};
 use mmaudit_verify::check::{audit_reader_with, NotChecked};
+use mmaudit_verify::policy::Policy;
 use mmaudit_verify::report::{FailureKind, StreamReport};
 use mmaudit_verify::weights::{WeightPolicy, WeightRegistry};
 use safetensors::tensor::TensorView;
@@ -211,11 +212,17 @@ fn audit(bytes: &[u8], weights: &Path, required: bool) -> StreamReport {
         registry: Arc::new(WeightRegistry::load(&[weights]).unwrap()),
         required,
     };
-    match audit_reader_with("test", bytes, &key(), 100, Some(&policy), |_| {}) {
-        Ok(mut r) => {
-            r.apply_gap_policy(0.01);
-            r
-        }
+    let audit_policy = Policy::lenient();
+    match audit_reader_with(
+        "test",
+        bytes,
+        &key(),
+        100,
+        &audit_policy,
+        Some(&policy),
+        |_| {},
+    ) {
+        Ok(r) => r,
         Err(NotChecked::Io(e)) => panic!("io: {e}"),
         Err(NotChecked::NotACapture(e)) => panic!("not a capture: {e}"),
     }

@@ -21,6 +21,7 @@ use mmaudit_protocol::stream::{Event, StreamError, StreamHeader, StreamReader, M
 
 use super::capture::{base_name, Capture};
 use crate::audit::StreamAudit;
+use crate::policy::Policy;
 use crate::weights::WeightPolicy;
 
 /// Settings every connection shares.
@@ -31,6 +32,8 @@ pub struct ConnConfig<'a> {
     pub weights: Option<&'a WeightPolicy>,
     /// failure details kept per stream
     pub max_failures: usize,
+    /// the audit policy each stream is judged by
+    pub policy: &'a Policy,
     /// where captures go
     pub capture_dir: Option<&'a std::path::Path>,
     /// largest partial frame buffered per connection
@@ -146,7 +149,8 @@ impl Conn {
     pub fn new(stream: TcpStream, peer: SocketAddr, hello: HelloOut, cfg: &ConnConfig<'_>) -> Self {
         let nonce = hello.nonce;
         let now = Instant::now();
-        let mut audit = StreamAudit::new(&format!("tcp://{peer}"), cfg.key, cfg.max_failures);
+        let mut audit = StreamAudit::new(&format!("tcp://{peer}"), cfg.key, cfg.max_failures)
+            .with_policy(cfg.policy.clone());
         if let Some(policy) = cfg.weights {
             audit = audit.with_weights(policy.clone());
         }

@@ -47,6 +47,7 @@ use mmaudit_protocol::handshake::ServerHello;
 use mmaudit_protocol::keys::Key;
 
 use crate::keyfile::read_key_file;
+use crate::policy::{Policy, PolicyArgs};
 use crate::report::{summary_json, StreamReport};
 use crate::weights::WeightPolicy;
 use capture::create_new;
@@ -139,9 +140,10 @@ pub struct ServeArgs {
     /// frame); a larger frame closes its connection.
     #[arg(long, value_name = "MIB", default_value_t = 17)]
     pub conn_buffer_mb: usize,
-    /// Fail a stream when more than this fraction of its sampled calls were dropped.
-    #[arg(long, value_name = "RATE", default_value = "0.01", value_parser = crate::check::parse_fraction)]
-    pub max_gap_rate: f64,
+    /// The audit policy: the sampling rates the hello asks for (and the floor a stream
+    /// must meet), and the limits on what was not audited.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Keep at most this many failure details per stream.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub max_failures: usize,
@@ -172,8 +174,8 @@ pub struct ServeOptions {
     pub handshake_timeout: Duration,
     /// per-connection partial-frame limit, bytes
     pub conn_buffer: usize,
-    /// gap policy
-    pub max_gap_rate: f64,
+    /// the audit policy: its sampling floor is also what the hello asks for
+    pub policy: Policy,
     /// failure details kept per stream
     pub max_failures: usize,
     /// stderr view
@@ -203,7 +205,7 @@ impl ServeOptions {
             idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             conn_buffer: DEFAULT_CONN_BUFFER,
-            max_gap_rate: 0.01,
+            policy: Policy::default(),
             max_failures: 20,
             view: ViewMode::Off,
             print_reports: false,
@@ -662,8 +664,7 @@ impl Server {
         }
         let (peer, bytes, base) = (conn.peer, conn.bytes_rx, conn.base.clone());
         let elapsed = conn.accepted.elapsed();
-        let mut report = conn.finish();
-        report.apply_gap_policy(self.opts.max_gap_rate);
+        let report = conn.finish();
         let passed = report.passed();
         self.summary.streams += 1;
         self.summary.bytes += bytes;
@@ -767,6 +768,7 @@ fn conn_config(opts: &ServeOptions) -> ConnConfig<'_> {
         key: &opts.key,
         weights: opts.weights.as_ref(),
         max_failures: opts.max_failures,
+        policy: &opts.policy,
         capture_dir: opts.capture_dir.as_deref(),
         conn_buffer: opts.conn_buffer,
     }
@@ -871,7 +873,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<bool> {
     opts.idle_timeout = secs(args.idle_timeout, "--idle-timeout")?;
     opts.handshake_timeout = secs(args.handshake_timeout, "--handshake-timeout")?;
     opts.conn_buffer = (args.conn_buffer_mb << 20).min(DEFAULT_CONN_BUFFER);
-    opts.max_gap_rate = args.max_gap_rate;
+    opts.policy = args.policy.policy();
     opts.max_failures = args.max_failures;
     opts.view = args.view;
     opts.print_reports = true;
