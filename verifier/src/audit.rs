@@ -285,6 +285,9 @@ impl StreamAudit {
                 if outcome.worst_ratio > self.report.worst_tolerance_ratio {
                     self.report.worst_tolerance_ratio = outcome.worst_ratio;
                 }
+                if outcome.worst_precision > self.report.worst_precision_ratio {
+                    self.report.worst_precision_ratio = outcome.worst_precision;
+                }
                 if outcome.mismatches.is_empty() {
                     if !outcome.unverifiable {
                         self.report.verified += 1;
@@ -293,11 +296,11 @@ impl StreamAudit {
                     self.report.mismatched += 1;
                     self.report.entries_mismatched += outcome.mismatches.len() as u64;
                     let shown = outcome.mismatches.len().min(3);
-                    for m in &outcome.mismatches[..shown] {
+                    for (kind, message) in &outcome.mismatches[..shown] {
                         self.push_failure(Failure {
-                            kind: FailureKind::Mismatch,
+                            kind: *kind,
                             call: Some(describe(&call)),
-                            message: m.clone(),
+                            message: message.clone(),
                         });
                     }
                 }
@@ -502,7 +505,8 @@ fn unmatched_message(call: &GemmCall, plan: &Plan, sample: &Sample, u: &Unmatche
 
 struct SampleOutcome {
     entries: u64,
-    mismatches: Vec<String>,
+    mismatches: Vec<(FailureKind, String)>,
+    worst_precision: f64,
     worst_rel: f64,
     worst_ratio: f64,
     unverifiable: bool,
@@ -572,6 +576,7 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
     let mut out = SampleOutcome {
         entries: 0,
         mismatches: Vec::new(),
+        worst_precision: 0.0,
         worst_rel: 0.0,
         worst_ratio: 0.0,
         unverifiable: false,
@@ -607,11 +612,23 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
                 if r.ratio.is_finite() && r.ratio > out.worst_ratio {
                     out.worst_ratio = r.ratio;
                 }
-                if r.verdict == recompute::Verdict::Fail {
-                    out.mismatches.push(format!(
-                        "entry batch {batch} row {row} col {col}: claimed {:e}, recomputed {:e}, tolerance {:e}",
-                        r.claimed, r.reference, r.tolerance
-                    ));
+                out.worst_precision = out.worst_precision.max(r.precision_ratio());
+                match r.verdict {
+                    recompute::Verdict::Fail => out.mismatches.push((
+                        FailureKind::Mismatch,
+                        format!(
+                            "entry batch {batch} row {row} col {col}: claimed {:e}, recomputed {:e}, tolerance {:e}",
+                            r.claimed, r.reference, r.tolerance
+                        ),
+                    )),
+                    recompute::Verdict::Imprecise => out.mismatches.push((
+                        FailureKind::Precision,
+                        format!(
+                            "entry batch {batch} row {row} col {col}: claimed {:e}, recomputed {:e}: {:e} beyond what rounds to the claim, above the declared-precision bound {:e} (tolerance {:e})",
+                            r.claimed, r.reference, r.precision_gap, r.precision_bound, r.tolerance
+                        ),
+                    )),
+                    _ => {}
                 }
             }
         }

@@ -126,6 +126,10 @@ pub enum Verdict {
     Pass,
     /// The claimed value is not what an honest computation can produce.
     Fail,
+    /// Within the tolerance, but farther from the reference than the declared-precision
+    /// bound allows ([`precision_bound`]): computed with less precision than declared,
+    /// or from slightly different operands.
+    Imprecise,
     /// The entry cannot be judged; see [`Weakness`].
     Unverifiable(Weakness),
 }
@@ -148,6 +152,12 @@ pub struct EntryCheck {
     pub ratio: f64,
     /// `abs_error / |reference|` (0 when both are 0, +inf when only the reference is 0).
     pub rel_error: f64,
+    /// How far the reference lies outside the values that round to the claim
+    /// ([`rounding_gap`]); 0 where the declared-precision check does not apply.
+    pub precision_gap: f64,
+    /// The declared-precision bound ([`precision_bound`]); +inf where it does not apply
+    /// (exact or non-finite results, unverifiable entries, a claim outside tolerance).
+    pub precision_bound: f64,
     /// The verdict.
     pub verdict: Verdict,
 }
@@ -156,6 +166,15 @@ impl EntryCheck {
     /// True only for [`Verdict::Pass`].
     pub fn passed(&self) -> bool {
         self.verdict == Verdict::Pass
+    }
+
+    /// `precision_gap / precision_bound` (0 where the check does not apply).
+    pub fn precision_ratio(&self) -> f64 {
+        if self.precision_gap == 0.0 {
+            0.0
+        } else {
+            self.precision_gap / self.precision_bound
+        }
     }
 
     /// True for [`Verdict::Unverifiable`].
@@ -447,6 +466,28 @@ pub fn overflow_threshold(fmt: &Format) -> f64 {
     fmt.max_finite + 0.5 * fmt.max_finite * u / (1.0 - u)
 }
 
+/// How far `target` lies outside the interval of values that `fmt` rounds to
+/// `claimed`: 0 when rounding some value at `target` could give `claimed`. The interval
+/// is taken as `claimed` plus or minus half the grid spacing just above `|claimed|` (the
+/// larger of its two spacings), so it never excludes a value that rounds to the claim.
+/// `claimed` must be finite.
+pub fn rounding_gap(fmt: &Format, claimed: f64, target: f64) -> f64 {
+    let half = if fmt.integer {
+        0.5
+    } else if fmt.precision >= 53 {
+        0.0
+    } else {
+        let a = claimed.abs();
+        let e = if a == 0.0 {
+            fmt.min_exp
+        } else {
+            (((a.to_bits() >> 52) & 0x7ff) as i32 - 1023).max(fmt.min_exp)
+        };
+        exp2i(e - (fmt.precision as i32 - 1)) / 2.0
+    };
+    ((claimed - target).abs() - half).max(0.0)
+}
+
 /// The data-dependent magnitudes the tolerance depends on, all non-negative.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Magnitudes {
@@ -454,6 +495,10 @@ pub struct Magnitudes {
     pub k: u64,
     /// `S = sum |a_i b_i|`.
     pub s: f64,
+    /// `W`: the range of the prefix sums of the products in k order, `max_j P_j -
+    /// min_j P_j` over `P_0 = 0, P_j = a_1 b_1 + ... + a_j b_j`. Every sum of the products
+    /// over one contiguous range of k lies within `[-W, W]`.
+    pub w: f64,
     /// `sum |a_i|`.
     pub a1: f64,
     /// `sum |b_i|`.
@@ -529,6 +574,55 @@ fn gamma(n: f64, u: f64) -> f64 {
 ///    absolute; saturation is handled by clamping the reference (1-Lipschitz).
 /// 7. This module's own f64 reference error (module documentation).
 pub fn tolerance(model: &ErrorModel, m: &Magnitudes) -> Result<f64, Weakness> {
+    bound(model, m, Bound::WorstCase)
+}
+
+/// The most honest parts a GEMM's k dimension is split into (split-k slices, stream-K
+/// pieces) whose partial results are then added in any order: [`precision_bound`]'s
+/// assumption.
+pub const MAX_K_PARTS: f64 = 64.0;
+
+/// The declared-precision bound: the largest deviation, before D's rounding, of an
+/// honest GPU's result from the reference, under the assumption of how GPUs order the
+/// sum (docs/PROTOCOL.md, "Declared precision").
+///
+/// [`tolerance`] holds for any summation order; it bounds every intermediate partial sum
+/// by `S = sum |a_i b_i|`, which for zero-mean data is about `sqrt(k)` times larger than
+/// any partial sum is. A GEMM kernel does not sum in any order: each thread block walks
+/// k in ascending tiles, each tensor-core instruction adds the products of one
+/// contiguous k block, and split-k or stream-K cut k into contiguous parts whose
+/// partial results are added at the end. Under the assumption that every intermediate
+/// sum the GPU rounds is a sum over one contiguous range of k, except the at most
+/// [`MAX_K_PARTS`]` - 1` additions that combine the parts (in any order), every rounded
+/// value within a part is at most `W + 2 E_in` (see [`Magnitudes::w`]) and every
+/// combining addition at most `min(S, (MAX_K_PARTS - 1) W) + E_in`, so the
+/// accumulation term becomes
+///
+/// ```text
+/// E_acc' = gamma(n, u_acc) (W + 2 E_in) + gamma(MAX_K_PARTS - 1, u_acc) (min(S, 63 W) + E_in)
+///          + n eta_acc
+/// ```
+///
+/// and the bound is the tolerance's `E_res + E_ref` with `E_acc'` in place of `E_acc`,
+/// without the output rounding `E_out`: the caller compares it with the distance from
+/// the reference to the interval of values that round to the claim
+/// ([`rounding_gap`]). A claim farther than this from the reference, but within the
+/// tolerance, was computed with less precision than declared (fp8 or int8 in place of
+/// bf16, terms of the sum skipped) or from slightly different operands.
+pub fn precision_bound(model: &ErrorModel, m: &Magnitudes) -> Result<f64, Weakness> {
+    bound(model, m, Bound::ContiguousK)
+}
+
+/// How the accumulation term bounds the partial sums.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// any order: every partial sum at most S; D's rounding included
+    WorstCase,
+    /// contiguous k ranges ([`precision_bound`]); D's rounding excluded
+    ContiguousK,
+}
+
+fn bound(model: &ErrorModel, m: &Magnitudes, how: Bound) -> Result<f64, Weakness> {
     if model.exact {
         return Ok(0.0);
     }
@@ -555,7 +649,15 @@ pub fn tolerance(model: &ErrorModel, m: &Magnitudes) -> Result<f64, Weakness> {
         if s_hat * (1.0 + g) + n * model.acc_underflow >= model.acc_max {
             return Err(Weakness::AccumulatorOverflow);
         }
-        g * s_hat + n * model.acc_underflow
+        match how {
+            Bound::WorstCase => g * s_hat + n * model.acc_underflow,
+            Bound::ContiguousK => {
+                let joins = MAX_K_PARTS - 1.0;
+                g * (m.w + 2.0 * e_in)
+                    + gamma(joins, model.acc_unit) * (m.s.min(joins * m.w) + e_in)
+                    + n * model.acc_underflow
+            }
+        }
     };
     // 3. scaling, beta*C and bias in the epilogue's arithmetic
     let u_ep = model.epilogue_unit;
@@ -573,7 +675,10 @@ pub fn tolerance(model: &ErrorModel, m: &Magnitudes) -> Result<f64, Weakness> {
     }
     // 6. rounding to D's type
     let out = model.output;
-    let e_out = out.unit_roundoff() * (m.result + e_res) + out.min_subnormal() / 2.0;
+    let e_out = match how {
+        Bound::WorstCase => out.unit_roundoff() * (m.result + e_res) + out.min_subnormal() / 2.0,
+        Bound::ContiguousK => 0.0,
+    };
     // 7. the reference's own error
     let g53 = gamma(k, exp2i(-53));
     let e_ref = exp2i(-48)
@@ -642,9 +747,13 @@ pub fn reference(
         ..Magnitudes::default()
     };
     let mut s_sum = 0.0f64;
+    let (mut prefix, mut lo, mut hi) = (0.0f64, 0.0f64, 0.0f64);
     for (&x, &y) in a.iter().zip(b) {
         let p = x * y;
         dot.add(p);
+        prefix += p;
+        lo = lo.min(prefix);
+        hi = hi.max(prefix);
         if !narrow {
             // Error-free product: x*y = p + e exactly.
             dot.add(x.mul_add(y, -p));
@@ -658,6 +767,8 @@ pub fn reference(
     // S is only a bound's input: summing it in plain f64 loses at most gamma(k, 2^-53)
     // relative, which the 2^-48 reference term absorbs; round it up a little anyway.
     m.s = s_sum * (1.0 + gamma(m.k as f64, exp2i(-53)));
+    // The plain f64 prefix sums are each within gamma(k, 2^-53) S of the exact ones.
+    m.w = (hi - lo) + 2.0 * gamma(m.k as f64, exp2i(-53)) * m.s;
     let mut d = dot.value();
     if call.compute == ComputeType::I32 {
         // The GPU's i32 accumulator wraps; integer sums are exact in f64 below 2^53 and
@@ -913,7 +1024,17 @@ pub fn check_entry(
     } else {
         err <= t
     };
-    Ok(finish(target, t, claimed, err, pass))
+    let mut c = finish(target, t, claimed, err, pass);
+    if pass && claimed.is_finite() {
+        if let Ok(p) = precision_bound(&model, &r.magnitudes) {
+            c.precision_bound = p;
+            c.precision_gap = rounding_gap(out, claimed, target);
+            if c.precision_gap > p {
+                c.verdict = Verdict::Imprecise;
+            }
+        }
+    }
+    Ok(c)
 }
 
 fn finish(reference: f64, tolerance: f64, claimed: f64, abs_error: f64, pass: bool) -> EntryCheck {
@@ -933,6 +1054,8 @@ fn finish(reference: f64, tolerance: f64, claimed: f64, abs_error: f64, pass: bo
         abs_error,
         ratio: ratio_of(abs_error, tolerance),
         rel_error: ratio_of(abs_error, reference.abs()),
+        precision_gap: 0.0,
+        precision_bound: f64::INFINITY,
         verdict: if pass { Verdict::Pass } else { Verdict::Fail },
     }
 }

@@ -33,6 +33,9 @@ pub enum FailureKind {
     SamplingBelowPolicy,
     /// A category of calls that were not audited exceeds its policy limit.
     Coverage,
+    /// Entries within the tolerance but beyond the declared-precision bound: computed
+    /// with less precision than declared, or from slightly different operands.
+    Precision,
 }
 
 impl FailureKind {
@@ -47,6 +50,7 @@ impl FailureKind {
             FailureKind::UnknownWeights => "unknown weights",
             FailureKind::SamplingBelowPolicy => "sampling below policy",
             FailureKind::Coverage => "coverage",
+            FailureKind::Precision => "precision lower than declared",
         }
     }
 }
@@ -123,7 +127,8 @@ pub struct StreamReport {
     pub sampled: u64,
     /// sampled calls whose every checked entry matched
     pub verified: u64,
-    /// sampled calls with at least one entry beyond tolerance, or a malformed sample
+    /// sampled calls with at least one entry beyond tolerance or beyond the
+    /// declared-precision bound, or a malformed sample
     pub mismatched: u64,
     /// sampled calls with neither sample nor gap
     pub missing: u64,
@@ -154,6 +159,9 @@ pub struct StreamReport {
     pub worst_rel_error: f64,
     /// largest |claimed - reference| / tolerance seen (below 1 means within tolerance)
     pub worst_tolerance_ratio: f64,
+    /// largest distance of the reference from what rounds to the claim, over the
+    /// declared-precision bound (above 1 fails as "precision lower than declared")
+    pub worst_precision_ratio: f64,
     /// sampled calls with no wrong entry but at least one entry the tolerance model
     /// cannot bound (k too large for the compute type, or a possible overflow): neither
     /// verified nor failed
@@ -346,6 +354,7 @@ impl StreamReport {
             "entries_mismatched": self.entries_mismatched,
             "worst_rel_error": self.worst_rel_error,
             "worst_tolerance_ratio": self.worst_tolerance_ratio,
+            "worst_precision_ratio": self.worst_precision_ratio,
             "ended": self.ended,
             "disabled": self.disabled,
             "notices": self.notices,
@@ -472,8 +481,8 @@ impl StreamReport {
         }
         let _ = writeln!(
             s,
-            "  entries checked  {:>12}   worst relative error {:.3e}, worst error/tolerance {:.3}",
-            self.entries_checked, self.worst_rel_error, self.worst_tolerance_ratio
+            "  entries checked  {:>12}   worst relative error {:.3e}, worst error/tolerance {:.3}, worst error/precision bound {:.3}",
+            self.entries_checked, self.worst_rel_error, self.worst_tolerance_ratio, self.worst_precision_ratio
         );
         if let Some(w) = &self.weights {
             let _ = writeln!(

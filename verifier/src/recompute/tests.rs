@@ -158,6 +158,9 @@ struct Gpu {
     splits: usize,
     /// tf32 inputs by truncation rather than nearest
     tf32_truncate: bool,
+    /// each slice sums its products in k order, as GEMM kernels do (the
+    /// declared-precision bound's assumption); otherwise in a random order
+    contiguous: bool,
 }
 
 impl Gpu {
@@ -168,6 +171,7 @@ impl Gpu {
             block: blocks[rng.below(blocks.len())],
             splits: splits[rng.below(splits.len())].min(k.max(1)),
             tf32_truncate: rng.chance(0.5),
+            contiguous: rng.chance(0.75),
         }
     }
 }
@@ -211,7 +215,9 @@ fn simulate(case: &Case, gpu: Gpu, rng: &mut Rng) -> f64 {
         })
         .collect();
     let mut order: Vec<usize> = (0..k).collect();
-    rng.shuffle(&mut order);
+    if !gpu.contiguous {
+        rng.shuffle(&mut order);
+    }
     // Random split points.
     let mut cuts: Vec<usize> = (0..gpu.splits.saturating_sub(1))
         .map(|_| rng.below(k + 1))
@@ -374,6 +380,10 @@ struct Tally {
     unverifiable: usize,
     max_ratio: f64,
     sum_k: usize,
+    /// largest gap / declared-precision bound of entries summed in k order
+    max_precision_ratio: f64,
+    /// entries summed in no order beyond the declared-precision bound (allowed)
+    imprecise_unordered: usize,
 }
 
 /// A random entry of a configuration: call, scalars, inputs.
@@ -493,6 +503,9 @@ fn honest_sweep(seed: u64, configs: &[Config], n: usize, n_big: usize) -> Vec<Ta
             let c = check_case(&case, claimed);
             t.checked += 1;
             t.sum_k += k;
+            if gpu.contiguous {
+                t.max_precision_ratio = t.max_precision_ratio.max(c.precision_ratio());
+            }
             match c.verdict {
                 Verdict::Pass => {
                     t.passed += 1;
@@ -500,6 +513,14 @@ fn honest_sweep(seed: u64, configs: &[Config], n: usize, n_big: usize) -> Vec<Ta
                         t.max_ratio = t.max_ratio.max(c.ratio);
                     }
                 }
+                // Summed in no particular order, the bound's assumption does not hold.
+                Verdict::Imprecise if !gpu.contiguous => {
+                    t.passed += 1;
+                    t.imprecise_unordered += 1;
+                }
+                Verdict::Imprecise => panic!(
+                    "honest entry summed in k order is beyond the declared-precision bound: {cfg:?} k={k} gpu={gpu:?}\n{c:?}"
+                ),
                 Verdict::Unverifiable(w) => {
                     t.unverifiable += 1;
                     let model = ErrorModel::for_call(&case.call).unwrap();
@@ -517,7 +538,7 @@ fn honest_sweep(seed: u64, configs: &[Config], n: usize, n_big: usize) -> Vec<Ta
             }
         }
         eprintln!(
-            "{:>5} x {:<5} -> {:<5} {:<12?} checked {:>6} (mean k {:>4}) passed {:>6} unverifiable {:>5} max err/tol {:.3e}",
+            "{:>5} x {:<5} -> {:<5} {:<12?} checked {:>6} (mean k {:>4}) passed {:>6} unverifiable {:>5} max err/tol {:.3e} max gap/precision bound (k order) {:.3e}, beyond it unordered {}",
             cfg.a.name(),
             cfg.b.name(),
             cfg.d.name(),
@@ -526,7 +547,9 @@ fn honest_sweep(seed: u64, configs: &[Config], n: usize, n_big: usize) -> Vec<Ta
             t.sum_k / t.checked,
             t.passed,
             t.unverifiable,
-            t.max_ratio
+            t.max_ratio,
+            t.max_precision_ratio,
+            t.imprecise_unordered
         );
         tallies.push(t);
     }
@@ -755,12 +778,15 @@ fn just_beyond_the_tolerance_fails_and_just_inside_passes() {
                     assert!(v.ratio > 1.0);
                     beyond += 1;
                 }
-                // The last grid value inside the bound still passes.
+                // The last grid value inside the bound is within the tolerance (and
+                // judged by the declared-precision bound, much tighter: see
+                // the_declared_precision_bound_is_sharp).
                 if let Some(w) = outward(d, r + dir * 0.999 * t, !up) {
                     if (w - r).abs() <= t {
+                        let v = check_case(&case, w);
                         assert!(
-                            check_case(&case, w).passed(),
-                            "{cfg:?} claimed {w} ref {r} tol {t}"
+                            matches!(v.verdict, Verdict::Pass | Verdict::Imprecise),
+                            "{cfg:?} claimed {w} ref {r} tol {t}: {v:?}"
                         );
                         inside += 1;
                     }
@@ -768,7 +794,7 @@ fn just_beyond_the_tolerance_fails_and_just_inside_passes() {
             }
         }
     }
-    eprintln!("claims just beyond the tolerance: {beyond} failed; just inside: {inside} passed");
+    eprintln!("claims just beyond the tolerance: {beyond} failed; just inside: {inside} within it");
     assert!(beyond > 20_000 && inside > 20_000);
 }
 
@@ -1414,6 +1440,7 @@ fn worked_example_in_the_docs() {
     let m = Magnitudes {
         k: 4096,
         s: 1024.0,
+        w: 40.0,
         a1: 2048.0,
         b1: 2048.0,
         a_max: 1.0,
@@ -1436,4 +1463,142 @@ fn worked_example_in_the_docs() {
     gelu.gelu = true;
     let tg = tolerance(&gelu, &m).unwrap();
     assert!((tg - 0.726_885).abs() < 1e-6, "{tg}");
+}
+
+/// Cheaper arithmetic in place of the declared one, as a cheating GPU would use it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cheat {
+    /// honest: the emulated tensor core, summing in k order (split-k included)
+    Honest,
+    /// e4m3 with a per-row scale of op(A) and a per-column scale of op(B)
+    Fp8RowScaled,
+    /// symmetric int8 with the same scales
+    Int8RowScaled,
+    /// only the first half of the k terms summed
+    TruncateK,
+    /// weights (op(B)) off by a relative 0.1% (normal, per element)
+    Weights(f64),
+}
+
+fn normal(rng: &mut Rng) -> f64 {
+    let (u, v) = (1.0 - rng.unit(), rng.unit());
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}
+
+/// `x` quantized with a symmetric per-vector scale: `q(x / s) * s`, `s = amax / qmax`.
+fn rowscaled(x: &[f64], qmax: f64, q: impl Fn(f64) -> f64) -> Vec<f64> {
+    let amax = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let s = if amax == 0.0 { 1.0 } else { amax / qmax };
+    x.iter().map(|&v| q(v / s) * s).collect()
+}
+
+/// One bf16 GEMM entry of Llama-like data (activations N(0,1), weights N(0, 0.02)),
+/// claimed by an honest or cheating GPU; returns the verdict.
+fn llama_entry(rng: &mut Rng, k: usize, cheat: Cheat) -> Verdict {
+    let call = make_call(
+        DType::BF16,
+        DType::BF16,
+        DType::BF16,
+        ComputeType::F32,
+        Epilogue::Default,
+        k as u64,
+    );
+    let a: Vec<f64> = (0..k).map(|_| round_to(DType::BF16, normal(rng))).collect();
+    let b: Vec<f64> = (0..k)
+        .map(|_| round_to(DType::BF16, 0.02 * normal(rng)))
+        .collect();
+    let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>();
+    let claimed = match cheat {
+        Cheat::Honest => {
+            let case = Case {
+                call: call.clone(),
+                s: Scalars::UNIT,
+                a: a.clone(),
+                b: b.clone(),
+                c_in: 0.0,
+                bias: None,
+            };
+            let mut gpu = Gpu::random(rng, k);
+            gpu.contiguous = true;
+            simulate(&case, gpu, rng)
+        }
+        Cheat::Fp8RowScaled => {
+            let q = |v: f64| round_to(DType::F8E4M3, v);
+            round_to(
+                DType::BF16,
+                dot(&rowscaled(&a, 448.0, q), &rowscaled(&b, 448.0, q)),
+            )
+        }
+        Cheat::Int8RowScaled => {
+            let q = |v: f64| v.round_ties_even().clamp(-127.0, 127.0);
+            round_to(
+                DType::BF16,
+                dot(&rowscaled(&a, 127.0, q), &rowscaled(&b, 127.0, q)),
+            )
+        }
+        Cheat::TruncateK => round_to(DType::BF16, dot(&a[..k / 2], &b[..k / 2])),
+        Cheat::Weights(e) => {
+            let off: Vec<f64> = b.iter().map(|&v| v * (1.0 + e * normal(rng))).collect();
+            round_to(DType::BF16, dot(&a, &off))
+        }
+    };
+    let e = Entry {
+        a_row: &a,
+        b_col: &b,
+        c_in: 0.0,
+        bias: None,
+        claimed,
+    };
+    check_entry(&call, &Scalars::UNIT, &e).unwrap().verdict
+}
+
+/// Per-entry detection of cheaper arithmetic at Llama widths (Llama-3-8B's hidden size
+/// and down_proj, Llama-3-70B's down_proj); the honest counterpart never fails. The
+/// printed table is docs/PROTOCOL.md's ("Declared precision").
+#[test]
+fn cheaper_arithmetic_is_caught_per_entry_and_honest_work_never() {
+    let mut rng = Rng::new(99);
+    let entries = 120;
+    for k in [4096usize, 14336, 28672] {
+        for cheat in [
+            Cheat::Honest,
+            Cheat::Fp8RowScaled,
+            Cheat::Int8RowScaled,
+            Cheat::TruncateK,
+            Cheat::Weights(0.01),
+            Cheat::Weights(0.001),
+        ] {
+            let (mut fail, mut imprecise) = (0, 0);
+            for _ in 0..entries {
+                match llama_entry(&mut rng, k, cheat) {
+                    Verdict::Fail => fail += 1,
+                    Verdict::Imprecise => imprecise += 1,
+                    Verdict::Pass => {}
+                    Verdict::Unverifiable(w) => panic!("k={k} {cheat:?}: {w:?}"),
+                }
+            }
+            let caught = (fail + imprecise) as f64 / entries as f64;
+            eprintln!(
+                "k={k:>5} {cheat:<16?} beyond tolerance {fail:>4}, beyond declared precision only {imprecise:>4}, of {entries}: {:.1}% caught",
+                100.0 * caught
+            );
+            let floor = match (cheat, k) {
+                (Cheat::Honest, _) => {
+                    assert_eq!(fail + imprecise, 0, "honest work failed at k={k}");
+                    continue;
+                }
+                (Cheat::TruncateK, _) => 0.9,
+                (Cheat::Fp8RowScaled, _) => 0.7,
+                (Cheat::Int8RowScaled, 4096) => 0.65,
+                (Cheat::Int8RowScaled, 14336) => 0.45,
+                (Cheat::Int8RowScaled, _) => 0.3,
+                (Cheat::Weights(e), 4096) if e >= 0.01 => 0.55,
+                (Cheat::Weights(e), 14336) if e >= 0.01 => 0.4,
+                (Cheat::Weights(e), _) if e >= 0.01 => 0.25,
+                // weights 0.1% off: within what the bound allows at these widths
+                _ => 0.0,
+            };
+            assert!(caught >= floor, "k={k} {cheat:?}: {caught} < {floor}");
+        }
+    }
 }
