@@ -86,9 +86,31 @@ fn faults(mode: &str, param: &str, which: &str, spec: Option<&str>) -> Run {
     run(&exe, &[mode, param, which], &env)
 }
 
+/// The fault program on its `normal` table: bf16 GEMMs (cuBLAS, strided
+/// batched, cuBLASLt column- and row-major) with N(0,1) data, k = 256 and
+/// 4096, whose relative dot-product error it measures and prints.
+fn normal_faults(mode: &str, param: &str, which: &str, env: &[(&str, &str)]) -> Run {
+    run(
+        &compile("simgpu_faults"),
+        &[mode, param, which, "normal"],
+        env,
+    )
+}
+
+/// The `relerr call N NAME: X` lines of a normal-table run.
+fn relative_errors(r: &Run) -> Vec<&str> {
+    r.stdout
+        .lines()
+        .filter(|l| l.starts_with("relerr"))
+        .collect()
+}
+
 #[test]
 fn honest_gpu_computes_every_call_correctly() {
     assert_all_pass(&faults("none", "0", "all", None), 24);
+    let normal = normal_faults("none", "0", "all", &[]);
+    assert_all_pass(&normal, 12);
+    println!("honest:\n{}", relative_errors(&normal).join("\n"));
 }
 
 /// Each mode: present, every call shows exactly the documented change (and
@@ -123,6 +145,144 @@ fn fault_weights_perturbs_op_a() {
 #[test]
 fn fault_precision_fp8_rounds_inputs_to_e4m3() {
     check_fault_mode("fp8", "0", "precision:fp8");
+}
+
+/// A cheaper-arithmetic mode, on both tables: present, every call equals the
+/// program's own model of the mode (and on N(0,1) data has a relative error
+/// in the mode's range); absent, or present while the program expects an
+/// honest GPU, the checks fail. Split-k changes nothing of this.
+fn check_cheap_mode(mode: &str, param: &str, spec: &str) {
+    check_fault_mode(mode, param, spec);
+    let fault = [("SIMGPU_FAULT", spec)];
+    let r = normal_faults(mode, param, "all", &fault);
+    assert_all_pass(&r, 12);
+    assert_eq!(relative_errors(&r).len(), 12, "{}", r.transcript());
+    println!("{spec}:\n{}", relative_errors(&r).join("\n"));
+    assert_fails(&normal_faults("none", "0", "all", &fault));
+    assert_fails(&normal_faults(mode, param, "all", &[]));
+    let split = [("SIMGPU_FAULT", spec), ("SIMGPU_SPLITK", "5")];
+    assert_all_pass(&normal_faults(mode, param, "all", &split), 12);
+    assert_all_pass(
+        &run(&compile("simgpu_faults"), &[mode, param, "all"], &split),
+        24,
+    );
+}
+
+#[test]
+fn fault_precision_fp8_rowscaled_quantises_rows_and_columns() {
+    check_cheap_mode("fp8-rowscaled", "0", "precision:fp8-rowscaled");
+    // Not the unscaled fp8 mode, nor int8: the model tells them apart.
+    assert_fails(&faults("fp8-rowscaled", "0", "all", Some("precision:fp8")));
+    assert_fails(&normal_faults(
+        "fp8-rowscaled",
+        "0",
+        "all",
+        &[("SIMGPU_FAULT", "precision:int8-rowscaled")],
+    ));
+}
+
+#[test]
+fn fault_precision_int8_rowscaled_quantises_rows_and_columns() {
+    check_cheap_mode("int8-rowscaled", "0", "precision:int8-rowscaled");
+    assert_fails(&normal_faults(
+        "int8-rowscaled",
+        "0",
+        "all",
+        &[("SIMGPU_FAULT", "precision:fp8-rowscaled")],
+    ));
+}
+
+#[test]
+fn fault_truncate_k_skips_the_last_terms() {
+    check_cheap_mode("truncate-k", "0.5", "truncate-k:0.5");
+    check_fault_mode("truncate-k", "0.25", "truncate-k:0.25");
+    // The program checks how many terms were kept.
+    assert_fails(&normal_faults(
+        "truncate-k",
+        "0.25",
+        "all",
+        &[("SIMGPU_FAULT", "truncate-k:0.5")],
+    ));
+    // Keeping every term is honest.
+    assert_all_pass(&faults("none", "0", "all", Some("truncate-k:1")), 24);
+}
+
+#[test]
+fn cheap_faults_leave_integer_gemms_honest_except_truncate_k() {
+    // simgpu_gemm covers every type combination; its COMPUTE_32I cases
+    // (int8 inputs, integer sums) are named ".../32I".
+    let exe = compile("simgpu_gemm");
+    for spec in ["precision:fp8-rowscaled", "precision:int8-rowscaled"] {
+        let r = run(&exe, &[], &[("SIMGPU_FAULT", spec)]);
+        assert_fails(&r);
+        assert!(
+            !r.failures().iter().any(|l| l.contains("/32I")),
+            "{spec} changed an integer GEMM\n{}",
+            r.transcript()
+        );
+        assert!(
+            r.stdout
+                .lines()
+                .any(|l| l.starts_with("PASS") && l.contains("/32I")),
+            "{}",
+            r.transcript()
+        );
+    }
+    let r = run(&exe, &[], &[("SIMGPU_FAULT", "truncate-k:0.5")]);
+    assert!(
+        r.failures().iter().any(|l| l.contains("/32I")),
+        "truncate-k left integer GEMMs alone\n{}",
+        r.transcript()
+    );
+}
+
+#[test]
+fn cheap_faults_follow_after_and_prob() {
+    let int8 = "precision:int8-rowscaled,after:6";
+    assert_all_pass(
+        &normal_faults("int8-rowscaled", "0", "after:6", &[("SIMGPU_FAULT", int8)]),
+        12,
+    );
+    assert_fails(&normal_faults(
+        "int8-rowscaled",
+        "0",
+        "after:5",
+        &[("SIMGPU_FAULT", int8)],
+    ));
+    assert_fails(&normal_faults(
+        "int8-rowscaled",
+        "0",
+        "after:7",
+        &[("SIMGPU_FAULT", int8)],
+    ));
+    assert_all_pass(
+        &faults(
+            "truncate-k",
+            "0.5",
+            "after:10",
+            Some("truncate-k:0.5,after:10"),
+        ),
+        24,
+    );
+    for (mode, param, spec) in [
+        ("fp8-rowscaled", "0", "precision:fp8-rowscaled,prob:0.5"),
+        ("int8-rowscaled", "0", "precision:int8-rowscaled,prob:0.5"),
+        ("truncate-k", "0.5", "truncate-k:0.5,prob:0.5"),
+    ] {
+        // "some": every call is either faulted as the mode says or honest,
+        // and there are both; another seed hits other calls.
+        let r = normal_faults(mode, param, "some", &[("SIMGPU_FAULT", spec)]);
+        assert_all_pass(&r, 12);
+        assert_all_pass(&faults(mode, param, "some", Some(spec)), 24);
+        let other_seed = normal_faults(
+            mode,
+            param,
+            "some",
+            &[("SIMGPU_FAULT", spec), ("SIMGPU_FAULT_SEED", "99")],
+        );
+        assert_all_pass(&other_seed, 12);
+        assert_ne!(digests(&r), digests(&other_seed), "{spec}");
+    }
 }
 
 #[test]
@@ -162,6 +322,25 @@ fn bad_fault_spec_refuses_to_start() {
     let r = faults("none", "0", "all", Some("perturb"));
     assert_eq!(r.code, Some(2), "{}", r.transcript());
     assert!(r.stderr.contains("SIMGPU_FAULT"), "{}", r.transcript());
+    for spec in [
+        "truncate-k:0",
+        "truncate-k:1.5",
+        "truncate-k:-0.5",
+        "truncate-k:nan",
+        "truncate-k",
+        "precision:fp9",
+        "precision:int8",
+        "precision:fp8-rowscaled,precision:int8-rowscaled",
+    ] {
+        let r = faults("none", "0", "all", Some(spec));
+        assert_eq!(r.code, Some(2), "{spec}: {}", r.transcript());
+        let item = spec.rsplit(',').next().expect("an item");
+        assert!(
+            r.stderr.contains(&format!("cannot parse '{item}'")),
+            "{spec}: {}",
+            r.transcript()
+        );
+    }
 }
 
 fn digests(r: &Run) -> Vec<&str> {

@@ -22,7 +22,8 @@ static struct {
     double perturb;
     double rows;
     double weights;
-    int fp8;
+    int precision;  /* enum sg_precision */
+    double keep_k;  /* truncate-k fraction; 1 when not given */
     double prob;    /* 1 when not given */
     uint64_t after; /* 0 when not given */
     uint64_t seed;
@@ -63,8 +64,33 @@ static int parse_u64(const char *s, uint64_t *out) {
     return 0;
 }
 
-/* Parses one SIMGPU_FAULT item; returns 0 on success. */
-static int parse_item(char *item) {
+/* The precision: modes, by their argument. */
+static const struct {
+    const char *name;
+    int precision;
+} precisions[] = {
+    {"fp8", SG_PREC_FP8},
+    {"fp8-rowscaled", SG_PREC_FP8_ROWSCALED},
+    {"int8-rowscaled", SG_PREC_INT8_ROWSCALED},
+};
+
+static int parse_precision(const char *arg) {
+    for (size_t i = 0; i < sizeof precisions / sizeof precisions[0]; i++) {
+        if (strcmp(arg, precisions[i].name))
+            continue;
+        if (F.precision && F.precision != precisions[i].precision) {
+            fprintf(stderr, "simgpu: SIMGPU_FAULT: at most one precision: mode\n");
+            return -1;
+        }
+        F.precision = precisions[i].precision;
+        F.any = 1;
+        return 0;
+    }
+    return -1;
+}
+
+/* Parses one SIMGPU_FAULT item (split at its ':'); returns 0 on success. */
+static int parse_fields(char *item) {
     char *arg = strchr(item, ':');
     if (arg)
         *arg++ = '\0';
@@ -76,7 +102,7 @@ static int parse_item(char *item) {
         return -1;
     double v;
     if (!strcmp(item, "precision"))
-        return strcmp(arg, "fp8") ? -1 : (F.fp8 = F.any = 1, 0);
+        return parse_precision(arg);
     if (!strcmp(item, "after"))
         return parse_u64(arg, &F.after);
     if (parse_double(arg, &v))
@@ -87,6 +113,8 @@ static int parse_item(char *item) {
         F.rows = v;
     } else if (!strcmp(item, "weights") && v != 0) {
         F.weights = v;
+    } else if (!strcmp(item, "truncate-k") && v > 0 && v <= 1) {
+        F.keep_k = v;
     } else if (!strcmp(item, "prob") && v >= 0 && v <= 1) {
         F.prob = v;
         return 0;
@@ -97,9 +125,20 @@ static int parse_item(char *item) {
     return 0;
 }
 
+/* Parses one SIMGPU_FAULT item; returns 0 on success. The item is left as
+ * given, so that an error message can quote it whole. */
+static int parse_item(char *item) {
+    char *colon = strchr(item, ':');
+    int r = parse_fields(item);
+    if (colon)
+        *colon = ':';
+    return r;
+}
+
 static void load(void) {
     F.ok = 1;
     F.rows = 1;
+    F.keep_k = 1;
     F.prob = 1;
     F.seed = 1;
     const char *seed = getenv("SIMGPU_FAULT_SEED");
@@ -149,6 +188,7 @@ void sg_fault_plan_for(uint64_t call_index, sg_fault_plan *plan) {
     pthread_once(&once, load);
     memset(plan, 0, sizeof *plan);
     plan->rows = 1;
+    plan->keep_k = 1;
     if (!F.ok || !F.any || call_index <= F.after)
         return;
     if (F.prob < 1) {
@@ -160,7 +200,8 @@ void sg_fault_plan_for(uint64_t call_index, sg_fault_plan *plan) {
     plan->perturb = F.perturb;
     plan->rows = F.rows;
     plan->weights = F.weights;
-    plan->fp8_inputs = F.fp8;
+    plan->precision = F.precision;
+    plan->keep_k = F.keep_k;
     plan->seed = sg_hash(F.seed ^ 0x9e3779b97f4a7c15ull, call_index);
     plan->weight_seed = F.seed;
 }

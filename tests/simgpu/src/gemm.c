@@ -11,7 +11,9 @@
  * saturating). With SIMGPU_SPLITK set, the k dimension is split at seeded
  * points and the partial sums are added in a seeded order: honest sums that
  * differ from the plain ones in the last bits, as different GPU kernels do.
- * Fault injection (fault.c) is applied here and nowhere else.
+ * Fault injection (fault.c) is applied here and nowhere else, including the
+ * "cheaper arithmetic" faults: per-channel fp8/int8 quantisation of the
+ * inputs and dot products that skip their last terms.
  *
  * C is read only when beta != 0, as cuBLAS does; freshly allocated device
  * memory holds NaNs, so reading it by mistake would show.
@@ -230,6 +232,25 @@ static double epilogue(const sg_gemm *g, const scalars *s, double acc, double c,
     return v * (float)s->sd;
 }
 
+/* Whether the precision fault quantises op(A) and op(B) with per-row and
+ * per-column scales: the rowscaled modes, on floating-point GEMMs only
+ * (integer GEMMs are int8 already and stay honest). */
+static int rowscaled(const sg_gemm *g, const sg_fault_plan *fp) {
+    return g->accum != SG_ACC_I32 &&
+           (fp->precision == SG_PREC_FP8_ROWSCALED || fp->precision == SG_PREC_INT8_ROWSCALED);
+}
+
+/* An op(A) or op(B) element as the multiplier sees it: the declared input
+ * rounding, e4m3 under precision:fp8, or unrounded when a rowscaled mode will
+ * quantise the whole row (quantize_rows). */
+static double input_value(const sg_gemm *g, const sg_fault_plan *fp, double v) {
+    if (fp->precision == SG_PREC_FP8)
+        return sg_round(CUDA_R_8F_E4M3, v);
+    if (rowscaled(g, fp))
+        return v;
+    return input_round(v, g->input_round);
+}
+
 /* op(A) as a dense m x k row-major array of rounded inputs. */
 static void load_op_a(const sg_gemm *g, const void *a, const sg_fault_plan *fp, double *out) {
     for (int64_t i = 0; i < g->m; i++)
@@ -239,8 +260,7 @@ static void load_op_a(const sg_gemm *g, const void *a, const sg_fault_plan *fp, 
                 uint64_t h = sg_hash(fp->weight_seed, (uint64_t)(i * 1000003 + l));
                 v *= 1 + ((h & 1) ? fp->weights : -fp->weights);
             }
-            v = fp->fp8_inputs ? sg_round(CUDA_R_8F_E4M3, v) : input_round(v, g->input_round);
-            out[i * g->k + l] = v;
+            out[i * g->k + l] = input_value(g, fp, v);
         }
 }
 
@@ -249,9 +269,46 @@ static void load_op_b(const sg_gemm *g, const void *b, const sg_fault_plan *fp, 
     for (int64_t j = 0; j < g->n; j++)
         for (int64_t l = 0; l < g->k; l++) {
             double v = sg_load(b, g->b.type, g->transb ? index_of(&g->b, j, l) : index_of(&g->b, l, j));
-            v = fp->fp8_inputs ? sg_round(CUDA_R_8F_E4M3, v) : input_round(v, g->input_round);
-            out[j * g->k + l] = v;
+            out[j * g->k + l] = input_value(g, fp, v);
         }
+}
+
+/* Per-channel quantisation (precision:fp8-rowscaled / int8-rowscaled): each
+ * row r of the rows x k array x gets the scale s = amax(|row|) / 448 (e4m3)
+ * or / 127 (int8), and x[r][l] becomes q = e4m3(x / s) (RNE, saturating) or
+ * clamp(rint(x / s), -127, 127); the true value is q * s. An all-zero row has
+ * scale 0 (q = 0); a row holding a NaN or an infinity has scale NaN. */
+static void quantize_rows(double *x, int64_t rows, int64_t k, int precision, double *scale) {
+    double qmax = precision == SG_PREC_FP8_ROWSCALED ? 448.0 : 127.0;
+    for (int64_t r = 0; r < rows; r++) {
+        double *row = &x[r * k], amax = 0;
+        int finite = 1;
+        for (int64_t l = 0; l < k; l++) {
+            finite &= isfinite(row[l]) != 0;
+            if (fabs(row[l]) > amax)
+                amax = fabs(row[l]);
+        }
+        double s = !finite ? NAN : amax / qmax;
+        scale[r] = s;
+        for (int64_t l = 0; l < k; l++) {
+            if (!finite || s == 0)
+                row[l] = 0;
+            else if (precision == SG_PREC_FP8_ROWSCALED)
+                row[l] = sg_round(CUDA_R_8F_E4M3, row[l] / s);
+            else
+                row[l] = fmin(qmax, fmax(-qmax, rint(row[l] / s)));
+        }
+    }
+}
+
+/* The number of leading k terms summed under truncate-k:F: ceil(F * k), where
+ * a product within 1e-9 (relative) of an integer counts as that integer. */
+static int64_t kept_terms(double frac, int64_t k) {
+    if (frac >= 1)
+        return k;
+    double t = frac * (double)k, r = nearbyint(t);
+    int64_t kk = (int64_t)(fabs(t - r) <= 1e-9 * t ? r : ceil(t));
+    return kk < k ? kk : k;
 }
 
 static CUresult run_gemm(void *payload, uint64_t call_index) {
@@ -262,17 +319,25 @@ static CUresult run_gemm(void *payload, uint64_t call_index) {
     CUresult r = read_scalars(g, &s);
     if (r != CUDA_SUCCESS)
         return r;
+    int64_t m = g->m, n = g->n, k = g->k;
+    /* truncate-k: only the first kk terms of each dot product are summed (and
+     * split-k splits those); rowscaled: quantised products, f32 sums for fp8,
+     * exact integer sums for int8. */
+    int64_t kk = kept_terms(fp.keep_k, k);
+    int scaled = rowscaled(g, &fp);
+    int accum = !scaled ? g->accum : fp.precision == SG_PREC_FP8_ROWSCALED ? SG_ACC_F32 : SG_ACC_I32;
     uint64_t split_seed;
     split_plan sp;
     int split = sg_splitk(&split_seed);
     if (split)
-        make_split(&sp, g->k, split_seed, call_index);
-    int64_t m = g->m, n = g->n, k = g->k;
+        make_split(&sp, kk, split_seed, call_index);
     size_t bias_elem = g->bias ? sg_type_size(g->bias_type) : 0;
     double *opa = malloc(sizeof(double) * (size_t)(m * k + 1));
     double *opb = malloc(sizeof(double) * (size_t)(n * k + 1));
     double *out = malloc(sizeof(double) * (size_t)(m * n + 1));
-    if (!opa || !opb || !out) {
+    double *scale_a = malloc(sizeof(double) * (size_t)(m + 1));
+    double *scale_b = malloc(sizeof(double) * (size_t)(n + 1));
+    if (!opa || !opb || !out || !scale_a || !scale_b) {
         r = CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES;
         goto done;
     }
@@ -303,13 +368,19 @@ static CUresult run_gemm(void *payload, uint64_t call_index) {
         } else {
             load_op_a(g, a, &fp, opa);
             load_op_b(g, bm, &fp, opb);
+            if (scaled) {
+                quantize_rows(opa, m, k, fp.precision, scale_a);
+                quantize_rows(opb, n, k, fp.precision, scale_b);
+            }
             for (int64_t j = 0; j < n; j++)
                 for (int64_t i = 0; i < m; i++) {
                     if (i >= computed_rows) {
                         out[i + j * m] = garbage(fp.seed, b, i, j, g->d.type);
                         continue;
                     }
-                    double acc = dot(&opa[i * k], &opb[j * k], k, g->accum, split ? &sp : NULL);
+                    double acc = dot(&opa[i * k], &opb[j * k], kk, accum, split ? &sp : NULL);
+                    if (scaled)
+                        acc *= scale_a[i] * scale_b[j];
                     double cv = s.beta != 0 ? sg_load(c, g->c.type, index_of(&g->c, i, j)) : 0;
                     double bv = bias ? sg_load(bias, g->bias_type, (size_t)i) : 0;
                     out[i + j * m] = epilogue(g, &s, acc, cv, bv, &amax);
@@ -339,6 +410,8 @@ done:
     free(opa);
     free(opb);
     free(out);
+    free(scale_a);
+    free(scale_b);
     return r;
 }
 

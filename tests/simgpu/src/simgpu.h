@@ -241,12 +241,21 @@ SG_EXPORT CUresult sg_gemm_submit(const sg_gemm *g, CUstream stream);
 /* Reads a host-mode scalar of the given scale type. */
 SG_EXPORT double sg_read_scalar(const void *p, int scale_type);
 
+/* precision: fault modes (cheaper arithmetic than the call declares). */
+enum sg_precision {
+    SG_PREC_DECLARED = 0,   /* off: the declared input rounding */
+    SG_PREC_FP8,            /* elements rounded to e4m3, no scale */
+    SG_PREC_FP8_ROWSCALED,  /* per-row/column scale, e4m3, f32 sums */
+    SG_PREC_INT8_ROWSCALED, /* per-row/column scale, symmetric int8, integer sums */
+};
+
 typedef struct sg_fault_plan {
     int zero;
     double perturb;       /* 0 when off */
     double rows;          /* fraction of rows computed; 1 when off */
     double weights;       /* 0 when off */
-    int fp8_inputs;
+    int precision;        /* enum sg_precision */
+    double keep_k;        /* fraction of the k terms summed; 1 when off */
     uint64_t seed;        /* differs per call: where perturb and garbage land */
     uint64_t weight_seed; /* the same for every call: wrong weights stay wrong */
 } sg_fault_plan;
