@@ -216,12 +216,19 @@ fn shifted_entry(factor: f64) -> StreamReport {
 }
 
 #[test]
-fn result_entry_just_beyond_tolerance_fails_and_just_inside_passes() {
+fn result_entry_just_beyond_tolerance_fails_and_just_inside_fails_only_as_imprecise() {
     let outside = shifted_entry(1.0001);
     assert_eq!(outside.mismatched, 1, "{}", outside.to_text());
     assert_eq!(kinds(&outside), vec![FailureKind::Mismatch]);
     assert!(outside.failures[0].message.contains("row"));
-    assert_pass(&shifted_entry(0.98));
+    // Inside the worst-case tolerance, but far beyond what an honest f32 GEMM summing
+    // k in order can be off by: lower precision than declared.
+    let inside = shifted_entry(0.98);
+    assert_eq!(inside.mismatched, 1, "{}", inside.to_text());
+    assert_eq!(kinds(&inside), vec![FailureKind::Precision]);
+    assert!(inside.worst_tolerance_ratio < 1.0 && inside.worst_precision_ratio > 1.0);
+    // Not moved: passes.
+    assert_pass(&shifted_entry(0.0));
 }
 
 #[test]
@@ -437,4 +444,73 @@ fn a_capture_is_not_a_pass_unless_complete() {
     let r = audit(&c.bytes());
     assert!(!r.passed());
     assert!(r.integrity_errors >= 1);
+}
+
+/// Every sampled result of a capture recomputed from its own sampled operands in
+/// per-channel e4m3 (a scale per op(A) row and per op(B) column), as a GPU serving fp8
+/// in place of the declared bf16 would produce it; alpha 1, beta 0, no bias.
+fn claim_fp8_rowscaled(p: &mut RefProver) {
+    let quantize = |x: &[f64]| -> Vec<f64> {
+        let amax = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let s = if amax == 0.0 { 1.0 } else { amax / 448.0 };
+        x.iter()
+            .map(|&v| num::round_to(DType::F8E4M3, v / s) * s)
+            .collect()
+    };
+    for r in &mut p.records {
+        let Record::Sample(s) = r else { continue };
+        let (OperandData::Inline(a), OperandData::Inline(b)) = (&s.a_rows, &s.b_cols) else {
+            panic!("inline operands");
+        };
+        let a = num::decode(DType::BF16, a).unwrap();
+        let b = num::decode(DType::BF16, b).unwrap();
+        let d = num::decode(DType::BF16, &s.d_out).unwrap();
+        let k = 4096;
+        let (rows, cols) = (a.len() / k, b.len() / k);
+        assert_eq!(d.len(), rows * cols);
+        let mut claimed = Vec::new();
+        for i in 0..rows {
+            let qa = quantize(&a[i * k..][..k]);
+            for j in 0..cols {
+                let qb = quantize(&b[j * k..][..k]);
+                let v: f64 = qa.iter().zip(&qb).map(|(x, y)| x * y).sum();
+                claimed.push(num::round_to(DType::BF16, v));
+            }
+        }
+        s.d_out.clear();
+        num::encode_into(DType::BF16, &claimed, &mut s.d_out);
+    }
+}
+
+#[test]
+fn fp8_arithmetic_in_place_of_bf16_fails_as_lower_precision() {
+    // Llama-3-8B-like projections (k = 4096) at the default rates: fp8 results are
+    // within the worst-case tolerance for most entries, not within what an honest
+    // bf16 GEMM summing k in order can produce.
+    let capture = |cheat: bool| {
+        let mut p = RefProver::new(&key(), SamplingConfig::default(), 21);
+        for _ in 0..40 {
+            let mut spec = GemmSpec::new(512, 64, 4096, DType::BF16, DType::BF16, ComputeType::F32);
+            spec.alpha = Some(1.0);
+            spec.beta = Some(0.0);
+            p.gemm(&spec);
+        }
+        if cheat {
+            claim_fp8_rowscaled(&mut p);
+        }
+        audit(&p.finish(4).bytes())
+    };
+    let honest = capture(false);
+    assert_pass(&honest);
+    assert!(honest.sampled >= 1, "{}", honest.to_text());
+    assert!(honest.worst_precision_ratio < 1.0);
+    let cheat = capture(true);
+    assert!(!cheat.passed(), "{}", cheat.to_text());
+    assert_eq!(cheat.mismatched, cheat.sampled, "{}", cheat.to_text());
+    assert!(
+        kinds(&cheat).contains(&FailureKind::Precision),
+        "{}",
+        cheat.to_text()
+    );
+    assert!(cheat.worst_precision_ratio > 1.0);
 }
