@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod cheat;
 pub mod check;
 pub mod keyfile;
 pub mod plan;

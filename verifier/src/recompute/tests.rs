@@ -11,6 +11,7 @@
 //! round-to-nearest into D's type with saturation for fp8.
 
 use super::*;
+use crate::cheat::{caught, linear_call, linear_operands, Arithmetic, Sampler};
 use mmaudit_protocol::call::{BatchForm, EntryPoint, Op, Operand, Order};
 use mmaudit_protocol::num::{round_tf32, round_to};
 
@@ -1465,91 +1466,28 @@ fn worked_example_in_the_docs() {
     assert!((tg - 0.726_885).abs() < 1e-6, "{tg}");
 }
 
-/// Cheaper arithmetic in place of the declared one, as a cheating GPU would use it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Cheat {
-    /// honest: the emulated tensor core, summing in k order (split-k included)
-    Honest,
-    /// e4m3 with a per-row scale of op(A) and a per-column scale of op(B)
-    Fp8RowScaled,
-    /// symmetric int8 with the same scales
-    Int8RowScaled,
-    /// only the first half of the k terms summed
-    TruncateK,
-    /// weights (op(B)) off by a relative 0.1% (normal, per element)
-    Weights(f64),
-}
-
-fn normal(rng: &mut Rng) -> f64 {
-    let (u, v) = (1.0 - rng.unit(), rng.unit());
-    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-}
-
-/// `x` quantized with a symmetric per-vector scale: `q(x / s) * s`, `s = amax / qmax`.
-fn rowscaled(x: &[f64], qmax: f64, q: impl Fn(f64) -> f64) -> Vec<f64> {
-    let amax = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let s = if amax == 0.0 { 1.0 } else { amax / qmax };
-    x.iter().map(|&v| q(v / s) * s).collect()
-}
-
-/// One bf16 GEMM entry of Llama-like data (activations N(0,1), weights N(0, 0.02)),
-/// claimed by an honest or cheating GPU; returns the verdict.
-fn llama_entry(rng: &mut Rng, k: usize, cheat: Cheat) -> Verdict {
-    let call = make_call(
-        DType::BF16,
-        DType::BF16,
-        DType::BF16,
-        ComputeType::F32,
-        Epilogue::Default,
-        k as u64,
-    );
-    let a: Vec<f64> = (0..k).map(|_| round_to(DType::BF16, normal(rng))).collect();
-    let b: Vec<f64> = (0..k)
-        .map(|_| round_to(DType::BF16, 0.02 * normal(rng)))
-        .collect();
-    let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>();
-    let claimed = match cheat {
-        Cheat::Honest => {
-            let case = Case {
-                call: call.clone(),
-                s: Scalars::UNIT,
-                a: a.clone(),
-                b: b.clone(),
-                c_in: 0.0,
-                bias: None,
-            };
-            let mut gpu = Gpu::random(rng, k);
-            gpu.contiguous = true;
-            simulate(&case, gpu, rng)
-        }
-        Cheat::Fp8RowScaled => {
-            let q = |v: f64| round_to(DType::F8E4M3, v);
-            round_to(
-                DType::BF16,
-                dot(&rowscaled(&a, 448.0, q), &rowscaled(&b, 448.0, q)),
-            )
-        }
-        Cheat::Int8RowScaled => {
-            let q = |v: f64| v.round_ties_even().clamp(-127.0, 127.0);
-            round_to(
-                DType::BF16,
-                dot(&rowscaled(&a, 127.0, q), &rowscaled(&b, 127.0, q)),
-            )
-        }
-        Cheat::TruncateK => round_to(DType::BF16, dot(&a[..k / 2], &b[..k / 2])),
-        Cheat::Weights(e) => {
-            let off: Vec<f64> = b.iter().map(|&v| v * (1.0 + e * normal(rng))).collect();
-            round_to(DType::BF16, dot(&a, &off))
-        }
-    };
-    let e = Entry {
-        a_row: &a,
-        b_col: &b,
+/// An honest GPU (emulated tensor core, k order, split-k) on the linear-layer data of
+/// [`crate::cheat`]: never beyond either bound.
+fn honest_linear_entry(
+    rng: &mut Rng,
+    data: &mut Sampler,
+    input: DType,
+    compute: ComputeType,
+    k: usize,
+) -> Verdict {
+    let (a, b) = linear_operands(data, input, k);
+    let case = Case {
+        call: linear_call(input, compute, k as u64),
+        s: Scalars::UNIT,
+        a,
+        b,
         c_in: 0.0,
         bias: None,
-        claimed,
     };
-    check_entry(&call, &Scalars::UNIT, &e).unwrap().verdict
+    let mut gpu = Gpu::random(rng, k);
+    gpu.contiguous = true;
+    let claimed = simulate(&case, gpu, rng);
+    check_case(&case, claimed).verdict
 }
 
 /// Per-entry detection of cheaper arithmetic at Llama widths (Llama-3-8B's hidden size
@@ -1557,48 +1495,82 @@ fn llama_entry(rng: &mut Rng, k: usize, cheat: Cheat) -> Verdict {
 /// printed table is docs/PROTOCOL.md's ("Declared precision").
 #[test]
 fn cheaper_arithmetic_is_caught_per_entry_and_honest_work_never() {
-    let mut rng = Rng::new(99);
     let entries = 120;
+    let mut rng = Rng::new(99);
+    let mut data = Sampler::new(99);
     for k in [4096usize, 14336, 28672] {
-        for cheat in [
-            Cheat::Honest,
-            Cheat::Fp8RowScaled,
-            Cheat::Int8RowScaled,
-            Cheat::TruncateK,
-            Cheat::Weights(0.01),
-            Cheat::Weights(0.001),
-        ] {
-            let (mut fail, mut imprecise) = (0, 0);
-            for _ in 0..entries {
-                match llama_entry(&mut rng, k, cheat) {
-                    Verdict::Fail => fail += 1,
-                    Verdict::Imprecise => imprecise += 1,
-                    Verdict::Pass => {}
-                    Verdict::Unverifiable(w) => panic!("k={k} {cheat:?}: {w:?}"),
-                }
-            }
-            let caught = (fail + imprecise) as f64 / entries as f64;
+        let honest = (0..entries)
+            .filter(|_| {
+                honest_linear_entry(&mut rng, &mut data, DType::BF16, ComputeType::F32, k)
+                    != Verdict::Pass
+            })
+            .count();
+        eprintln!("k={k:>5} honest: {honest} of {entries} failed");
+        assert_eq!(honest, 0, "honest work failed at k={k}");
+        for cheat in Arithmetic::PLANNED {
+            let c = caught(cheat, DType::BF16, ComputeType::F32, k, entries, k as u64);
             eprintln!(
-                "k={k:>5} {cheat:<16?} beyond tolerance {fail:>4}, beyond declared precision only {imprecise:>4}, of {entries}: {:.1}% caught",
-                100.0 * caught
+                "k={k:>5} {:<30} beyond tolerance {:>4}, beyond declared precision only {:>4}, of {entries}: {:.1}% caught",
+                cheat.describe(),
+                c.beyond_tolerance,
+                c.imprecise,
+                100.0 * c.rate()
             );
             let floor = match (cheat, k) {
-                (Cheat::Honest, _) => {
-                    assert_eq!(fail + imprecise, 0, "honest work failed at k={k}");
-                    continue;
-                }
-                (Cheat::TruncateK, _) => 0.9,
-                (Cheat::Fp8RowScaled, _) => 0.7,
-                (Cheat::Int8RowScaled, 4096) => 0.65,
-                (Cheat::Int8RowScaled, 14336) => 0.45,
-                (Cheat::Int8RowScaled, _) => 0.3,
-                (Cheat::Weights(e), 4096) if e >= 0.01 => 0.55,
-                (Cheat::Weights(e), 14336) if e >= 0.01 => 0.4,
-                (Cheat::Weights(e), _) if e >= 0.01 => 0.25,
+                (Arithmetic::TruncateK(_), _) | (Arithmetic::Int4RowScaled, _) => 0.9,
+                (Arithmetic::Fp8RowScaled, _) => 0.7,
+                (Arithmetic::Int8RowScaled, 4096) => 0.65,
+                (Arithmetic::Int8RowScaled, 14336) => 0.45,
+                (Arithmetic::Int8RowScaled, _) => 0.3,
+                (Arithmetic::Weights(e), 4096) if e >= 0.01 => 0.55,
+                (Arithmetic::Weights(e), 14336) if e >= 0.01 => 0.4,
+                (Arithmetic::Weights(e), _) if e >= 0.01 => 0.25,
                 // weights 0.1% off: within what the bound allows at these widths
                 _ => 0.0,
             };
-            assert!(caught >= floor, "k={k} {cheat:?}: {caught} < {floor}");
+            assert!(c.rate() >= floor, "k={k} {cheat:?}: {c:?} < {floor}");
         }
+    }
+}
+
+/// COMPUTE_16F (cublasHgemm): what the two bounds still verify where f16 accumulation
+/// makes the worst-case tolerance wide. An all-zero result is caught per entry at
+/// k = 64 and 256; honest f16 accumulation in k order never fails.
+#[test]
+fn compute_16f_all_zeros_is_caught_and_honest_f16_accumulation_is_not() {
+    let entries = 400;
+    let mut rng = Rng::new(7);
+    let mut data = Sampler::new(7);
+    for k in [64usize, 256] {
+        let honest = (0..entries)
+            .filter(|_| {
+                honest_linear_entry(&mut rng, &mut data, DType::F16, ComputeType::F16, k)
+                    != Verdict::Pass
+            })
+            .count();
+        assert_eq!(honest, 0, "honest COMPUTE_16F failed at k={k}");
+        let zero = caught(
+            Arithmetic::Zero,
+            DType::F16,
+            ComputeType::F16,
+            k,
+            entries as u64,
+            5,
+        );
+        let half = caught(
+            Arithmetic::TruncateK(0.5),
+            DType::F16,
+            ComputeType::F16,
+            k,
+            entries as u64,
+            6,
+        );
+        eprintln!(
+            "COMPUTE_16F k={k}: all zeros caught in {:.1}% of entries, first half of k only in {:.1}%",
+            100.0 * zero.rate(),
+            100.0 * half.rate()
+        );
+        assert_eq!(zero.unverifiable, 0);
+        assert!(zero.rate() > 0.1, "{zero:?}");
     }
 }
