@@ -3,9 +3,18 @@
 //!
 //! Rates are integers in parts per million so that every platform computes the same
 //! counts and decisions; no floating point takes part in the schedule.
+//!
+//! The configuration has one encoding ([`SamplingConfig::encode`],
+//! [`SamplingConfig::decode`]), shared by the stream header and the verifier's hello
+//! (which states the rates of a live session): ten little-endian `u32`, in field order.
+
+use crate::codec::{DecodeError, Reader, Writer};
 
 /// Parts per million: the unit of every rate in the protocol.
 pub const PPM: u32 = 1_000_000;
+
+/// Bytes of an encoded [`SamplingConfig`]: ten `u32`.
+pub const SAMPLING_CONFIG_LEN: usize = 10 * 4;
 
 /// The sampling configuration of one stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -98,6 +107,58 @@ impl SamplingConfig {
         Ok(())
     }
 
+    /// The fields in encoding order.
+    fn fields(&self) -> [u32; 10] {
+        [
+            self.call_ppm,
+            self.row_ppm,
+            self.col_ppm,
+            self.batch_ppm,
+            self.min_rows,
+            self.min_cols,
+            self.min_batches,
+            self.max_rows,
+            self.max_cols,
+            self.max_batches,
+        ]
+    }
+
+    /// Appends the configuration: `call_ppm row_ppm col_ppm batch_ppm min_rows min_cols
+    /// min_batches max_rows max_cols max_batches`, each a little-endian `u32`
+    /// ([`SAMPLING_CONFIG_LEN`] bytes). The stream header and the hello both use it.
+    pub fn encode(&self, w: &mut Writer) {
+        for v in self.fields() {
+            w.u32(v);
+        }
+    }
+
+    /// Reads a configuration written by [`SamplingConfig::encode`] and checks it with
+    /// [`SamplingConfig::validate`]; an invalid one is a decode error at the offset of
+    /// its first byte, `what` naming where it was read ("header: sampling config").
+    pub fn decode(r: &mut Reader<'_>, what: &'static str) -> Result<Self, DecodeError> {
+        let at = r.offset();
+        let mut f = [0u32; 10];
+        for v in &mut f {
+            *v = r.u32(what)?;
+        }
+        let config = SamplingConfig {
+            call_ppm: f[0],
+            row_ppm: f[1],
+            col_ppm: f[2],
+            batch_ppm: f[3],
+            min_rows: f[4],
+            min_cols: f[5],
+            min_batches: f[6],
+            max_rows: f[7],
+            max_cols: f[8],
+            max_batches: f[9],
+        };
+        config
+            .validate()
+            .map_err(|e| r.error_at(at, what, e.to_string()))?;
+        Ok(config)
+    }
+
     /// How many of `dim` indices a sampled call checks:
     /// `clamp(floor(dim * ppm / 1e6), min, max)`, never more than `dim`.
     pub fn count(dim: u64, ppm: u32, min: u32, max: u32) -> u64 {
@@ -163,6 +224,43 @@ mod tests {
         assert!(parse_rate("-0.1").is_err());
         assert!(parse_rate("abc").is_err());
         assert!(parse_rate("nan").is_err());
+    }
+
+    #[test]
+    fn encoding_round_trips_and_is_validated() {
+        let c = SamplingConfig {
+            call_ppm: PPM,
+            row_ppm: 2,
+            col_ppm: 3,
+            batch_ppm: 4,
+            min_rows: 5,
+            min_cols: 6,
+            min_batches: 7,
+            max_rows: 8,
+            max_cols: 9,
+            max_batches: 10,
+        };
+        let mut w = Writer::new();
+        c.encode(&mut w);
+        assert_eq!(w.buf.len(), SAMPLING_CONFIG_LEN);
+        assert_eq!(&w.buf[..8], &[0x40, 0x42, 0x0f, 0, 2, 0, 0, 0]);
+        let mut r = Reader::new(&w.buf, 100, "test");
+        assert_eq!(SamplingConfig::decode(&mut r, "test: config"), Ok(c));
+        assert!(r.is_empty());
+        // A rate above 100%, and a minimum above its maximum: refused, at the start.
+        for bad in [
+            SamplingConfig {
+                col_ppm: PPM + 1,
+                ..c
+            },
+            SamplingConfig { max_cols: 5, ..c },
+        ] {
+            let mut w = Writer::new();
+            bad.encode(&mut w);
+            let e = SamplingConfig::decode(&mut Reader::new(&w.buf, 100, "test"), "test: config")
+                .unwrap_err();
+            assert_eq!((e.offset, e.what), (100, "test: config"), "{e}");
+        }
     }
 
     #[test]

@@ -50,21 +50,7 @@ impl StreamHeader {
     pub fn encode_body(&self, w: &mut Writer) {
         w.u64(self.key_id);
         w.raw(&self.nonce);
-        let c = &self.config;
-        for v in [
-            c.call_ppm,
-            c.row_ppm,
-            c.col_ppm,
-            c.batch_ppm,
-            c.min_rows,
-            c.min_cols,
-            c.min_batches,
-            c.max_rows,
-            c.max_cols,
-            c.max_batches,
-        ] {
-            w.u32(v);
-        }
+        self.config.encode(w);
         w.u64(self.stream_id);
         w.u32(self.segment);
         w.u64(self.first_index);
@@ -84,26 +70,7 @@ impl StreamHeader {
     pub fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let key_id = r.u64("header: key id")?;
         let nonce = r.array("header: nonce")?;
-        let config_at = r.offset();
-        let mut f = [0u32; 10];
-        for v in &mut f {
-            *v = r.u32("header: sampling config")?;
-        }
-        let config = SamplingConfig {
-            call_ppm: f[0],
-            row_ppm: f[1],
-            col_ppm: f[2],
-            batch_ppm: f[3],
-            min_rows: f[4],
-            min_cols: f[5],
-            min_batches: f[6],
-            max_rows: f[7],
-            max_cols: f[8],
-            max_batches: f[9],
-        };
-        config
-            .validate()
-            .map_err(|e| r.error_at(config_at, "header: sampling config", e.to_string()))?;
+        let config = SamplingConfig::decode(r, "header: sampling config")?;
         let stream_id = r.u64("header: stream id")?;
         let segment = r.u32("header: segment")?;
         let first_index = r.u64("header: first call index")?;
