@@ -47,7 +47,9 @@ pub struct Config {
     pub key: Key,
     /// Where the stream goes.
     pub sink: SinkSpec,
-    /// Sampling rates and bounds, written into the stream header.
+    /// Sampling rates and bounds of `MMAUDIT_CALL_RATE` etc.: used (and written into the
+    /// stream header) only with a file sink. With a TCP sink each live verifier's hello
+    /// sets the rates of its session instead.
     pub sampling: SamplingConfig,
     /// stderr verbosity.
     pub log: Level,

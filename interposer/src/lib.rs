@@ -27,7 +27,8 @@
 //! - [`config`], [`state`], [`log`]: environment parsing, the lifecycle state machine
 //!   (uninitialised -> running -> disabled), re-entrancy guard, fork and exit handling.
 //! - [`session`]: the call index counter and the verifier session in force (whose
-//!   nonce the sampling schedule uses), behind one lock.
+//!   nonce and sampling configuration the schedule uses: a live verifier's hello sets
+//!   both; `MMAUDIT_CALL_RATE` etc. apply only to a file sink), behind one lock.
 //! - [`hooks`]: the exported symbols.
 //!
 //! What this library must never do: change a result, crash or block the host program,

@@ -1,9 +1,10 @@
 //! The ledger's index counter and the verifier session in force, behind one lock.
 //!
-//! A call's sampling decision needs the nonce of the stream its ledger record will be
-//! written in. A file sink has one session from the start (the prover's own nonce). A
-//! TCP sink has a session only while it is connected to a verifier that sent its hello
-//! (whose nonce it must use), and a new one on every new connection; calls made while
+//! A call's sampling decision needs the nonce and sampling configuration of the stream
+//! its ledger record will be written in. A file sink has one session from the start
+//! (the prover's own nonce, the rates of `MMAUDIT_CALL_RATE` etc.). A TCP sink has a
+//! session only while it is connected to a verifier that sent its hello (whose nonce
+//! and sampling configuration it must use), and a new one on every new connection; calls made while
 //! there is none are ledgered with the NO_SESSION flag and not sampled.
 //!
 //! Hooks take their index and read the session under the same short lock (the one that
@@ -18,13 +19,14 @@ use std::sync::{Arc, Mutex};
 use mmaudit_protocol::call::{flags, GemmCall};
 use mmaudit_protocol::schedule::Schedule;
 
-/// One verifier session: the schedule of its nonce, from its first call on.
+/// One verifier session: the schedule of its nonce and sampling configuration (a TCP
+/// sink's: the hello's; a file sink's: the environment's), from its first call on.
 pub struct Session {
     /// 1 for the first session of the process, then 2, 3, ...
     pub epoch: u64,
     /// The index of the first call made in this session.
     pub first_index: u64,
-    /// The sampling schedule of the session's nonce.
+    /// The sampling schedule of the session's nonce and configuration.
     pub schedule: Schedule,
 }
 

@@ -26,7 +26,7 @@ use mmaudit_protocol::call::GemmCall;
 use mmaudit_protocol::record::{Notice, NoticeKind};
 use mmaudit_protocol::stream::StreamHeader;
 
-use crate::config::{self, Config, Setup};
+use crate::config::{self, Config, Setup, SinkSpec};
 use crate::gpu::Contexts;
 use crate::log::{self, Level};
 use crate::session::{Ledger, Session};
@@ -427,13 +427,15 @@ fn init_inner() -> bool {
         );
         return false;
     }
+    // A live verifier's hello sets the rates; the environment's are a file sink's.
+    let rates = match &config.sink {
+        SinkSpec::File(_) => crate::stream::sink::rates(&config.sampling),
+        SinkSpec::Tcp { .. } => "sampling rates set by the verifier's hello".to_string(),
+    };
     let summary = format!(
-        "auditing to {} (key id {:016x}, stream {stream_id:016x}): {} ppm of calls, {} ppm of rows, {} ppm of columns",
+        "auditing to {} (key id {:016x}, stream {stream_id:016x}): {rates}",
         config.sink,
         config.key.id(),
-        config.sampling.call_ppm,
-        config.sampling.row_ppm,
-        config.sampling.col_ppm
     );
     let rt = Runtime {
         config,

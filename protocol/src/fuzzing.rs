@@ -318,11 +318,17 @@ fn check_payload(stream: &[u8], payload: &[u8]) {
     }
 }
 
-/// The hello of the fuzzing seeds: two tensors, one of them stacked.
+/// The hello of the fuzzing seeds: a sampling configuration other than the default
+/// (every call, a cap on rows) and two tensors, one of them stacked.
 pub fn seed_hello() -> ServerHello {
     ServerHello {
         key_id: key().id(),
         nonce: *b"fuzzing nonce 16",
+        sampling: SamplingConfig {
+            call_ppm: 1_000_000,
+            max_rows: 64,
+            ..SamplingConfig::default()
+        },
         tensors: vec![
             HelloTensor {
                 id: 1,
@@ -388,8 +394,9 @@ pub fn hello(data: &[u8]) -> Result<Option<ServerHello>, HandshakeError> {
 }
 
 /// Harness: `data` becomes the body of a hello with a valid head and MAC (the only way a
-/// fuzzer gets past the MAC). Decoding must give a `Decode` error, a key mismatch (the
-/// first 8 bytes are not the key id), or a hello that re-encodes to the same bytes.
+/// fuzzer gets past the MAC). Decoding must give a `Decode` error (an invalid sampling
+/// configuration among them), a key mismatch (the first 8 bytes are not the key id), or
+/// a hello whose configuration is valid and that re-encodes to the same bytes.
 pub fn hello_body(data: &[u8]) {
     let mut body = data.to_vec();
     if body.len() >= 8 && data[0].is_multiple_of(2) {
@@ -418,7 +425,10 @@ pub fn hello_body(data: &[u8]) {
         bytes[at..].copy_from_slice(&mac);
     }
     match ServerHello::decode(&key(), &bytes) {
-        Ok(h) => assert_eq!(h.encode(&key()).ok(), Some(bytes), "{h:?}"),
+        Ok(h) => {
+            assert_eq!(h.sampling.validate(), Ok(()), "{h:?}");
+            assert_eq!(h.encode(&key()).ok(), Some(bytes), "{h:?}");
+        }
         Err(HandshakeError::Decode(_) | HandshakeError::KeyMismatch { .. }) => {}
         Err(e) => panic!("an authenticated hello body gave {e}"),
     }

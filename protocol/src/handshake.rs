@@ -3,16 +3,20 @@
 //!
 //! On a TCP connection the verifier speaks first. Its hello names the key it holds, a
 //! fresh session nonce (which the prover must put in its stream header, so that no
-//! sampling plan can be computed before the session starts) and a table of the operand
-//! tensors it holds (model weights): for each, its id, type and shape and a keyed
-//! fingerprint of each stored row. A prover whose sampled op(A) rows or op(B) columns
-//! are stored rows of such a tensor may send a [`OperandData::Reference`] instead of the
-//! data; the verifier uses its own copy.
+//! sampling plan can be computed before the session starts), the sampling configuration
+//! of the session (the verifier's rates, not the prover's: the prover samples with them
+//! and writes them into its stream header) and a table of the operand tensors it holds
+//! (model weights): for each, its id, type and shape and a keyed fingerprint of each
+//! stored row. A prover whose sampled op(A) rows or op(B) columns are stored rows of
+//! such a tensor may send a [`OperandData::Reference`] instead of the data; the verifier
+//! uses its own copy.
 //!
 //! ```text
-//! hello  = MAGIC "MMAUDHLO" version:u16 body_len:u32 body mac:[32]
-//! body   = key_id:u64 nonce:[16] tensor_count:u32 tensor*
-//! tensor = id:u32 dtype:u8 matrices:u32 rows:u64 cols:u64 fingerprint:u32 * (matrices*rows)
+//! hello    = MAGIC "MMAUDHLO" version:u16 body_len:u32 body mac:[32]
+//! body     = key_id:u64 nonce:[16] sampling tensor_count:u32 tensor*
+//! sampling = call_ppm row_ppm col_ppm batch_ppm min_rows min_cols min_batches
+//!            max_rows max_cols max_batches (each u32, as in the stream header)
+//! tensor   = id:u32 dtype:u8 matrices:u32 rows:u64 cols:u64 fingerprint:u32 * (matrices*rows)
 //! ```
 //!
 //! Specified byte for byte in docs/PROTOCOL.md ("Live sessions: the handshake"). The
@@ -23,12 +27,18 @@
 //!
 //! ```
 //! use mmaudit_protocol::call::DType;
+//! use mmaudit_protocol::config::SamplingConfig;
 //! use mmaudit_protocol::handshake::{HelloReader, HelloTensor, ServerHello};
 //! use mmaudit_protocol::keys::Key;
 //! let key = Key::from_bytes([7; 32]);
 //! let hello = ServerHello {
 //!     key_id: key.id(),
 //!     nonce: [1; 16],
+//!     // Every call sampled, the default rows, columns and batch entries.
+//!     sampling: SamplingConfig {
+//!         call_ppm: 1_000_000,
+//!         ..SamplingConfig::default()
+//!     },
 //!     tensors: vec![HelloTensor {
 //!         id: 0,
 //!         dtype: DType::BF16,
@@ -55,22 +65,25 @@ use std::fmt;
 
 use crate::call::{DType, MAX_DIM};
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::config::{SamplingConfig, SAMPLING_CONFIG_LEN};
 use crate::keys::Key;
 use crate::record::OperandData;
 use crate::stream::MAC_LEN;
 
 /// The first eight bytes of every hello.
 pub const HELLO_MAGIC: [u8; 8] = *b"MMAUDHLO";
-/// The hello version this crate writes and reads.
-pub const HELLO_VERSION: u16 = 1;
+/// The hello version this crate writes and reads (the only one it reads). Version 2
+/// added the sampling configuration; version 1 had none.
+pub const HELLO_VERSION: u16 = 2;
 /// Bytes of the hello before its body: magic, version, body length.
 pub const HELLO_FIXED_LEN: usize = 8 + 2 + 4;
 /// Largest hello body accepted, 512 MiB (about 134 million row fingerprints).
 pub const MAX_HELLO_BODY_LEN: u32 = 512 << 20;
 /// Domain-separation prefix of the hello MAC input.
 pub const HELLO_MAC_DOMAIN: &[u8] = b"mmaudit-hello-v1";
-/// Bytes of the body before the tensor entries: key id, nonce, tensor count.
-pub const HELLO_BODY_FIXED_LEN: usize = 8 + 16 + 4;
+/// Bytes of the body before the tensor entries: key id, nonce, sampling configuration,
+/// tensor count.
+pub const HELLO_BODY_FIXED_LEN: usize = 8 + 16 + SAMPLING_CONFIG_LEN + 4;
 /// Bytes of a tensor entry before its fingerprints: id, dtype, matrices, rows, cols.
 pub const HELLO_TENSOR_FIXED_LEN: usize = 4 + 1 + 4 + 8 + 8;
 /// Offset of the nonce in the hello bytes.
@@ -112,6 +125,10 @@ pub struct ServerHello {
     pub key_id: u64,
     /// The session nonce: the stream that follows must carry it in its header.
     pub nonce: [u8; 16],
+    /// The session's sampling configuration, the verifier's: the prover samples the
+    /// session's calls with it and the stream that follows carries it in its header.
+    /// Valid ([`SamplingConfig::validate`]) in every hello that decodes.
+    pub sampling: SamplingConfig,
     /// The operand tensors the verifier holds, ids ascending.
     pub tensors: Vec<HelloTensor>,
 }
@@ -131,7 +148,10 @@ pub enum HandshakeError {
         detail: String,
     },
     /// A hello version this build does not read.
-    #[error("unsupported mmaudit hello version {0} (this build reads version {HELLO_VERSION})")]
+    #[error(
+        "unsupported mmaudit hello version {0} (this build reads version {HELLO_VERSION}{hint})",
+        hint = version_hint(*.0)
+    )]
     UnsupportedVersion(u16),
     /// The verifier holds another key.
     #[error(
@@ -157,7 +177,7 @@ pub enum HandshakeError {
         /// What was missing.
         detail: String,
     },
-    /// Bytes after the hello: a version-1 verifier sends nothing else.
+    /// Bytes after the hello: a verifier sends nothing else.
     #[error("unexpected bytes after the verifier's hello at offset {offset}")]
     AfterHello {
         /// Offset of the first such byte.
@@ -166,6 +186,16 @@ pub enum HandshakeError {
     /// A length over its cap, or a malformed field of an authenticated body.
     #[error("malformed hello: {0}")]
     Decode(#[from] DecodeError),
+}
+
+/// What an unsupported hello version says about the peer.
+fn version_hint(version: u16) -> &'static str {
+    if version < HELLO_VERSION {
+        ": the verifier is older than this prover, and its hello does not state the \
+         session's sampling rates; upgrade mmaudit-verify"
+    } else {
+        ": the verifier is newer than this prover; upgrade it"
+    }
 }
 
 /// The fingerprint of one stored row: the first 4 bytes, little-endian, of keyed BLAKE3
@@ -186,10 +216,15 @@ fn hello_mac(mac_key: &[u8; 32], bytes: &[u8]) -> [u8; MAC_LEN] {
 impl ServerHello {
     /// The hello's bytes, MACed with `key` (whose id replaces `key_id`).
     ///
-    /// Fails when the table is inconsistent (ids not ascending, a tensor with no row,
-    /// column or matrix, a fingerprint count other than `matrices * rows`, a dimension
-    /// above 2^40) or the body exceeds [`MAX_HELLO_BODY_LEN`].
+    /// Fails when the sampling configuration is invalid
+    /// ([`SamplingConfig::validate`]), the table is inconsistent (ids not ascending, a
+    /// tensor with no row, column or matrix, a fingerprint count other than
+    /// `matrices * rows`, a dimension above 2^40) or the body exceeds
+    /// [`MAX_HELLO_BODY_LEN`].
     pub fn encode(&self, key: &Key) -> Result<Vec<u8>, HelloEncodeError> {
+        self.sampling
+            .validate()
+            .map_err(|e| HelloEncodeError(format!("sampling configuration: {e}")))?;
         let mut body_len = HELLO_BODY_FIXED_LEN as u64;
         let mut last: Option<u32> = None;
         for t in &self.tensors {
@@ -231,6 +266,7 @@ impl ServerHello {
         w.u32(body_len as u32);
         w.u64(key.id());
         w.raw(&self.nonce);
+        self.sampling.encode(&mut w);
         w.u32(self.tensors.len() as u32);
         for t in &self.tensors {
             w.u32(t.id);
@@ -261,6 +297,7 @@ impl ServerHello {
     fn decode_body(r: &mut Reader<'_>) -> Result<ServerHello, DecodeError> {
         let key_id = r.u64("hello: key id")?;
         let nonce = r.array("hello: nonce")?;
+        let sampling = SamplingConfig::decode(r, "hello: sampling config")?;
         let count_at = r.offset();
         let count = r.u32("hello: tensor count")? as usize;
         match count.checked_mul(HELLO_TENSOR_FIXED_LEN) {
@@ -337,6 +374,7 @@ impl ServerHello {
         Ok(ServerHello {
             key_id,
             nonce,
+            sampling,
             tensors,
         })
     }
@@ -685,6 +723,34 @@ mod tests {
         Key::from_bytes([3; 32])
     }
 
+    /// A configuration in which every field differs from the default.
+    fn policy() -> SamplingConfig {
+        SamplingConfig {
+            call_ppm: 1_000_000,
+            row_ppm: 250_000,
+            col_ppm: 5,
+            batch_ppm: 999_999,
+            min_rows: 2,
+            min_cols: 3,
+            min_batches: 4,
+            max_rows: 64,
+            max_cols: 0,
+            max_batches: 7,
+        }
+    }
+
+    /// Hello bytes around `body`: magic, `version`, length, body and a correct MAC.
+    fn sealed(key: &Key, version: u16, body: &[u8]) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(&HELLO_MAGIC);
+        w.u16(version);
+        w.u32(body.len() as u32);
+        w.raw(body);
+        let mac = hello_mac(&key.mac_key(), &w.buf);
+        w.raw(&mac);
+        w.buf
+    }
+
     /// A bf16 tensor of 2 matrices of 4 rows x 3 columns; element (e, r, c) has the
     /// bytes [e, r, c, 0x3f].
     fn stacked(key: &Key, id: u32) -> (HelloTensor, Vec<u8>) {
@@ -717,6 +783,7 @@ mod tests {
         let hello = ServerHello {
             key_id: 0,
             nonce: [9; 16],
+            sampling: policy(),
             tensors: vec![t],
         };
         let bytes = hello.encode(&key).unwrap();
@@ -740,11 +807,131 @@ mod tests {
     }
 
     #[test]
+    fn the_sampling_configuration_follows_the_nonce_in_the_header_encoding() {
+        let key = key();
+        let hello = ServerHello {
+            key_id: key.id(),
+            nonce: [9; 16],
+            sampling: policy(),
+            tensors: vec![],
+        };
+        let bytes = hello.encode(&key).unwrap();
+        assert_eq!(
+            bytes.len(),
+            HELLO_FIXED_LEN + HELLO_BODY_FIXED_LEN + MAC_LEN
+        );
+        let mut config = Writer::new();
+        policy().encode(&mut config);
+        let at = HELLO_NONCE_OFFSET + 16;
+        assert_eq!(&bytes[at..at + SAMPLING_CONFIG_LEN], &config.buf[..]);
+        assert_eq!(&bytes[at..at + 4], &1_000_000u32.to_le_bytes());
+        assert_eq!(
+            ServerHello::decode(&key, &bytes).unwrap().sampling,
+            policy()
+        );
+    }
+
+    #[test]
+    fn a_sampling_configuration_the_header_would_refuse_is_refused() {
+        let key = key();
+        let mut bad = Vec::new();
+        for (i, c) in [
+            SamplingConfig {
+                call_ppm: 1_000_001,
+                ..policy()
+            },
+            SamplingConfig {
+                row_ppm: u32::MAX,
+                ..policy()
+            },
+            SamplingConfig {
+                batch_ppm: 1_000_001,
+                ..policy()
+            },
+            SamplingConfig {
+                min_rows: 65,
+                ..policy()
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            // Behind a correct MAC (the encoder itself refuses to write it).
+            let hello = ServerHello {
+                key_id: key.id(),
+                nonce: [0; 16],
+                sampling: c,
+                tensors: vec![],
+            };
+            let e = hello.encode(&key).unwrap_err();
+            assert!(e.0.contains("sampling configuration"), "{e}");
+            let mut body = Writer::new();
+            body.u64(key.id());
+            body.raw(&[i as u8; 16]);
+            c.encode(&mut body);
+            body.u32(0);
+            let bytes = sealed(&key, HELLO_VERSION, &body.buf);
+            let e = ServerHello::decode(&key, &bytes).unwrap_err();
+            let HandshakeError::Decode(d) = &e else {
+                panic!("config {i}: {e}");
+            };
+            assert_eq!(
+                (d.what, d.offset),
+                ("hello: sampling config", HELLO_NONCE_OFFSET as u64 + 16),
+                "{e}"
+            );
+            bad.push(e.to_string());
+        }
+        assert!(bad[0].contains("call rate is 1000001 ppm"), "{}", bad[0]);
+        assert!(
+            bad[3].contains("minimum 65 is above maximum 64"),
+            "{}",
+            bad[3]
+        );
+        // The same bytes with a valid configuration decode.
+        let mut body = Writer::new();
+        body.u64(key.id());
+        body.raw(&[0; 16]);
+        policy().encode(&mut body);
+        body.u32(0);
+        let ok = ServerHello::decode(&key, &sealed(&key, HELLO_VERSION, &body.buf)).unwrap();
+        assert_eq!(ok.sampling, policy());
+    }
+
+    #[test]
+    fn a_version_1_hello_is_refused_with_a_clear_error() {
+        let key = key();
+        // A well-formed version-1 hello: no sampling configuration, correctly MACed.
+        let mut body = Writer::new();
+        body.u64(key.id());
+        body.raw(&[5; 16]);
+        body.u32(0);
+        let v1 = sealed(&key, 1, &body.buf);
+        let e = ServerHello::decode(&key, &v1).unwrap_err();
+        assert_eq!(e, HandshakeError::UnsupportedVersion(1));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("unsupported mmaudit hello version 1 (this build reads version 2"),
+            "{text}"
+        );
+        assert!(text.contains("upgrade mmaudit-verify"), "{text}");
+        // Refused from the version bytes alone, before the rest arrives.
+        let mut r = HelloReader::new(&key);
+        assert_eq!(
+            r.push(&v1[..10]),
+            Err(HandshakeError::UnsupportedVersion(1))
+        );
+        let newer = HandshakeError::UnsupportedVersion(3).to_string();
+        assert!(newer.contains("newer than this prover"), "{newer}");
+    }
+
+    #[test]
     fn restamping_changes_the_nonce_and_keeps_the_mac_valid() {
         let key = key();
         let hello = ServerHello {
             key_id: key.id(),
             nonce: [0; 16],
+            sampling: SamplingConfig::default(),
             tensors: vec![],
         };
         let mut bytes = hello.encode(&key).unwrap();
@@ -758,6 +945,7 @@ mod tests {
         let hello = ServerHello {
             key_id: key.id(),
             nonce: [0; 16],
+            sampling: SamplingConfig::default(),
             tensors: vec![],
         };
         let bytes = hello.encode(&key).unwrap();
@@ -770,9 +958,11 @@ mod tests {
             err(&bytes[..20]),
             HandshakeError::Truncated { .. }
         ));
-        let mut b = bytes.clone();
-        b[8] = 2;
-        assert_eq!(err(&b), HandshakeError::UnsupportedVersion(2));
+        for v in [0u8, 1, 3] {
+            let mut b = bytes.clone();
+            b[8] = v;
+            assert_eq!(err(&b), HandshakeError::UnsupportedVersion(v as u16));
+        }
         let mut b = bytes.clone();
         b[HELLO_NONCE_OFFSET] ^= 1;
         assert!(matches!(err(&b), HandshakeError::BadMac { .. }));
@@ -798,34 +988,22 @@ mod tests {
         let mut body = Writer::new();
         body.u64(key.id());
         body.raw(&[0; 16]);
+        SamplingConfig::default().encode(&mut body);
         body.u32(1);
         body.u32(0);
         body.u8(DType::F32 as u8);
         body.u32(u32::MAX);
         body.u64(MAX_DIM);
         body.u64(4);
-        let mut w = Writer::new();
-        w.raw(&HELLO_MAGIC);
-        w.u16(HELLO_VERSION);
-        w.u32(body.buf.len() as u32);
-        w.raw(&body.buf);
-        let mac = hello_mac(&key.mac_key(), &w.buf);
-        w.raw(&mac);
-        let e = ServerHello::decode(&key, &w.buf).unwrap_err();
+        let e = ServerHello::decode(&key, &sealed(&key, HELLO_VERSION, &body.buf)).unwrap_err();
         assert!(e.to_string().contains("only 0 are left"), "{e}");
         // And a tensor count beyond the body.
         let mut body = Writer::new();
         body.u64(key.id());
         body.raw(&[0; 16]);
+        SamplingConfig::default().encode(&mut body);
         body.u32(u32::MAX);
-        let mut w = Writer::new();
-        w.raw(&HELLO_MAGIC);
-        w.u16(HELLO_VERSION);
-        w.u32(body.buf.len() as u32);
-        w.raw(&body.buf);
-        let mac = hello_mac(&key.mac_key(), &w.buf);
-        w.raw(&mac);
-        let e = ServerHello::decode(&key, &w.buf).unwrap_err();
+        let e = ServerHello::decode(&key, &sealed(&key, HELLO_VERSION, &body.buf)).unwrap_err();
         assert!(e.to_string().contains("hello: tensor count"), "{e}");
     }
 
@@ -838,6 +1016,7 @@ mod tests {
             ServerHello {
                 key_id: key.id(),
                 nonce: [0; 16],
+                sampling: SamplingConfig::default(),
                 tensors: vec![t],
             },
         );

@@ -7,6 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use mmaudit_protocol::codec::Writer;
+use mmaudit_protocol::config::SamplingConfig;
 use mmaudit_protocol::fuzzing;
 use mmaudit_protocol::handshake::{
     restamp_nonce, HandshakeError, HelloReader, HELLO_FIXED_LEN, MAX_HELLO_BODY_LEN,
@@ -166,6 +167,7 @@ fn hostile_lengths_never_cause_large_allocations() {
     let mut body = Writer::new();
     body.u64(key.id());
     body.raw(&[0; 16]);
+    SamplingConfig::default().encode(&mut body);
     body.u32(1);
     body.u32(0);
     body.u8(1);

@@ -22,14 +22,14 @@
 //!   not disturb the program, and the saved stream never passes.
 //!
 //! The library and the verifier are built once per test process with
-//! `cargo build --release -p mmaudit-interposer -p mmaudit-verify`.
+//! `cargo build --release -p mmaudit-interposer -p mmaudit-verify`; the helpers that
+//! build, run and check are `mmaudit_tests::preload`'s, shared with tests/e2e/policy.rs.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -39,78 +39,16 @@ use mmaudit_protocol::handshake::ServerHello;
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::Record;
 use mmaudit_protocol::stream::{Event, StreamHeader, StreamReader};
+use mmaudit_tests::preload::{
+    audit_env, captures_in, check, check_args, header_of, reference, run, scratch, serve_dirs,
+    target_dir, tools, Check, Output, Rates, Serve, TraceLine, EVERY_CALL, FULL, KEY,
+    NO_SESSION_ALLOWED, TIMEOUT,
+};
 use mmaudit_tests::simgpu::{compile, libraries, repo_root};
 use serde_json::Value;
 
-/// The audit key of every test (any 64 hex characters).
-const KEY: &str = "6d6d61756469742d65326500112233445566778899aabbccddeeff0123456789";
-
-/// No program here runs for more than a few seconds; this only stops a hang.
-const TIMEOUT: Duration = Duration::from_secs(120);
-
 // ---------------------------------------------------------------------------
-// Building and locating things
-
-struct Tools {
-    preload: PathBuf,
-    verify: PathBuf,
-    key_file: PathBuf,
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"))
-}
-
-/// Builds libmmaudit.so and mmaudit-verify (release) once per process.
-fn tools() -> &'static Tools {
-    static TOOLS: OnceLock<Tools> = OnceLock::new();
-    TOOLS.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(repo_root())
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "mmaudit-interposer",
-                "-p",
-                "mmaudit-verify",
-            ])
-            .output()
-            .expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "cargo build --release -p mmaudit-interposer -p mmaudit-verify failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let release = target_dir().join("release");
-        let tools = Tools {
-            preload: release.join("libmmaudit.so"),
-            verify: release.join("mmaudit-verify"),
-            key_file: scratch("key").join("audit.key"),
-        };
-        for p in [&tools.preload, &tools.verify] {
-            assert!(p.exists(), "{} was not built", p.display());
-        }
-        std::fs::write(&tools.key_file, format!("{KEY}\n")).expect("write the key file");
-        // The verifier warns about a key file that others can read.
-        std::fs::set_permissions(&tools.key_file, std::fs::Permissions::from_mode(0o600))
-            .expect("chmod 600 the key file");
-        tools
-    })
-}
-
-/// A fresh, empty directory for one test's files.
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("interposer")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create a scratch directory");
-    dir
-}
+// Building, running and checking: mmaudit_tests::preload, and
 
 /// Compiles a program that links no CUDA library (it dlopens them).
 fn compile_unlinked(name: &str) -> PathBuf {
@@ -156,310 +94,6 @@ fn compile_unlinked(name: &str) -> PathBuf {
     exe
 }
 
-// ---------------------------------------------------------------------------
-// Running programs
-
-/// What a program printed and how it ended.
-#[derive(Debug, Clone)]
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn transcript(&self) -> String {
-        format!(
-            "exit {:?}\n--- stdout (last lines)\n{}\n--- stderr\n{}",
-            self.code,
-            last_lines(&self.stdout, 30),
-            last_lines(&self.stderr, 60)
-        )
-    }
-
-    fn field(&self, name: &str) -> &str {
-        let prefix = format!("{name} ");
-        self.stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no '{name}' line\n{}", self.transcript()))
-    }
-
-    /// The `calls N` line.
-    fn calls(&self) -> u64 {
-        self.field("calls").trim().parse().expect("calls N")
-    }
-
-    /// The `output-hash H` line.
-    fn hash(&self) -> String {
-        self.field("output-hash").trim().to_string()
-    }
-
-    /// The `--trace` lines, by call index.
-    fn trace(&self) -> Vec<TraceLine> {
-        self.stdout
-            .lines()
-            .filter(|l| l.starts_with("call "))
-            .enumerate()
-            .map(|(i, l)| {
-                let t = TraceLine::parse(l);
-                assert_eq!(t.index, i as u64, "trace out of order: {l}");
-                t
-            })
-            .collect()
-    }
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// One `call I ENTRY m=M n=N k=K batch=B [hash=H] [what]` line.
-#[derive(Debug, Clone, PartialEq)]
-struct TraceLine {
-    index: u64,
-    entry: String,
-    m: u64,
-    n: u64,
-    k: u64,
-    batch: u64,
-    hash: Option<String>,
-    /// what the call is, in llama_workload (`o_proj`, ...)
-    label: Option<String>,
-}
-
-impl TraceLine {
-    fn parse(line: &str) -> TraceLine {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let value = |key: &str| -> Option<&str> {
-            words
-                .iter()
-                .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-        };
-        // Sizes as printed; a negative one (a call the library rejects) as 0.
-        let num = |key: &str| -> u64 {
-            value(key)
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or_else(|| panic!("no {key}= in '{line}'"))
-                .max(0) as u64
-        };
-        TraceLine {
-            index: words[1].parse().expect("call index"),
-            entry: words[2].to_string(),
-            m: num("m"),
-            n: num("n"),
-            k: num("k"),
-            batch: num("batch"),
-            hash: value("hash").map(str::to_string),
-            label: words[3..]
-                .iter()
-                .rfind(|w| !w.contains('='))
-                .map(|w| w.to_string()),
-        }
-    }
-
-    fn flops(&self) -> f64 {
-        2.0 * (self.m * self.n * self.k * self.batch) as f64
-    }
-}
-
-/// Runs a program on the simulated GPU with exactly the `SIMGPU_*`/`MMAUDIT_*`
-/// variables given, killing it after [`TIMEOUT`].
-fn run(exe: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
-    let mut cmd = Command::new(exe);
-    cmd.args(args)
-        .env("LD_LIBRARY_PATH", &libraries().lib_dir)
-        .env_remove("LD_PRELOAD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SIMGPU_") || key.starts_with("MMAUDIT_") {
-            cmd.env_remove(key);
-        }
-    }
-    for (key, value) in env {
-        cmd.env(key, value);
-    }
-    let child = cmd.spawn().expect("start the test program");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.expect("wait for the test program"),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            panic!(
-                "{} {args:?} did not finish within {TIMEOUT:?} (env {env:?})",
-                exe.display()
-            );
-        }
-    };
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// A run without the library (memoised: programs are deterministic).
-fn reference(exe: &Path, args: &[&str], fault: Option<&str>) -> Output {
-    static CACHE: OnceLock<Mutex<HashMap<String, Output>>> = OnceLock::new();
-    let key = format!("{}|{args:?}|{fault:?}", exe.display());
-    if let Some(out) = CACHE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&key)
-    {
-        return out.clone();
-    }
-    let env: Vec<(&str, String)> = fault
-        .map(|f| vec![("SIMGPU_FAULT", f.to_string())])
-        .unwrap_or_default();
-    let out = run(exe, args, &env);
-    assert_eq!(
-        out.code,
-        Some(0),
-        "the program fails without the library\n{}",
-        out.transcript()
-    );
-    CACHE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, out.clone());
-    out
-}
-
-/// Sampling rates for a run (None: the library's default).
-#[derive(Clone, Copy, Default)]
-struct Rates {
-    call: Option<&'static str>,
-    row: Option<&'static str>,
-    col: Option<&'static str>,
-    batch: Option<&'static str>,
-}
-
-/// Every call sampled, every entry checked.
-const FULL: Rates = Rates {
-    call: Some("1"),
-    row: Some("1"),
-    col: Some("1"),
-    batch: Some("1"),
-};
-
-/// Every call sampled, the default rows, columns and batch entries.
-const EVERY_CALL: Rates = Rates {
-    call: Some("1"),
-    row: None,
-    col: None,
-    batch: None,
-};
-
-/// The environment that preloads the library with a sink and rates.
-fn audit_env(sink: &str, rates: Rates, fault: Option<&str>) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("LD_PRELOAD", tools().preload.display().to_string()),
-        ("MMAUDIT_KEY", KEY.to_string()),
-        ("MMAUDIT_SINK", sink.to_string()),
-    ];
-    for (name, value) in [
-        ("MMAUDIT_CALL_RATE", rates.call),
-        ("MMAUDIT_ROW_RATE", rates.row),
-        ("MMAUDIT_COL_RATE", rates.col),
-        ("MMAUDIT_BATCH_RATE", rates.batch),
-    ] {
-        if let Some(v) = value {
-            env.push((name, v.to_string()));
-        }
-    }
-    if let Some(f) = fault {
-        env.push(("SIMGPU_FAULT", f.to_string()));
-    }
-    env
-}
-
-/// The verifier's verdict on some captures.
-#[derive(Debug)]
-struct Check {
-    code: Option<i32>,
-    text: String,
-    json: Value,
-}
-
-impl Check {
-    fn n(&self, key: &str) -> u64 {
-        self.json[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no number '{key}' in the report\n{}", self.text))
-    }
-
-    fn verdict(&self) -> &str {
-        self.json["verdict"].as_str().unwrap_or("?")
-    }
-
-    /// Every failure of every stream.
-    fn failures(&self) -> Vec<&Value> {
-        self.json["streams"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|s| s["failures"].as_array().into_iter().flatten())
-            .collect()
-    }
-
-    fn failures_of(&self, kind: &str) -> Vec<&Value> {
-        self.failures()
-            .into_iter()
-            .filter(|f| f["kind"] == kind)
-            .collect()
-    }
-}
-
-fn check(captures: &[PathBuf], dir: &Path) -> Check {
-    check_args(captures, dir, &[])
-}
-
-/// The policy flag for runs whose first calls precede the verifier's hello.
-const NO_SESSION_ALLOWED: &[&str] = &["--max-no-session", "100%"];
-
-/// Runs `mmaudit-verify check` with extra arguments (policy flags).
-fn check_args(captures: &[PathBuf], dir: &Path, extra: &[&str]) -> Check {
-    let t = tools();
-    let json_path = dir.join("report.json");
-    let _ = std::fs::remove_file(&json_path);
-    let out = Command::new(&t.verify)
-        .arg("check")
-        .args(captures)
-        .arg("--key-file")
-        .arg(&t.key_file)
-        .arg("--json")
-        .arg(&json_path)
-        .args(["--max-failures", "100000"])
-        .args(extra)
-        .output()
-        .expect("run mmaudit-verify check");
-    let text = format!(
-        "mmaudit-verify check exit {:?}\n{}{}",
-        out.status.code(),
-        last_lines(&String::from_utf8_lossy(&out.stdout), 40),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json = std::fs::read_to_string(&json_path)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or(Value::Null);
-    Check {
-        code: out.status.code(),
-        text,
-        json,
-    }
-}
-
 /// A program run under the library with a file sink, and the verdict on it.
 struct Audited {
     run: Output,
@@ -472,16 +106,6 @@ impl Audited {
     fn context(&self) -> String {
         format!("{}\n{}", self.run.transcript(), self.check.text)
     }
-}
-
-fn captures_in(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("list the scratch directory")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "mma"))
-        .collect();
-    files.sort();
-    files
 }
 
 fn audit(
@@ -1607,7 +1231,7 @@ fn tcp_sink_without_a_listener_leaves_the_program_alone() {
 }
 
 /// A verifier stand-in: accepts connections, sends each a hello (nonce `0x40 + N`,
-/// no tensors) and saves each one's bytes to `dir/conn-N.mma`. With `drop_first_after` it reads at most that many bytes of the
+/// every call sampled, no tensors) and saves each one's bytes to `dir/conn-N.mma`. With `drop_first_after` it reads at most that many bytes of the
 /// first connection and then closes it, as a verifier that dies mid-run.
 struct Listener {
     port: u16,
@@ -1635,6 +1259,8 @@ impl Listener {
                         let hello = ServerHello {
                             key_id: key.id(),
                             nonce: [0x40 + n as u8; 16],
+                            // The verifier sets the rates: every call.
+                            sampling: EVERY_CALL.config(),
                             tensors: vec![],
                         };
                         let _ = conn.set_nonblocking(false);
@@ -1782,95 +1408,34 @@ fn tcp_verifier_that_disconnects_mid_run_leaves_the_program_alone_and_shows_it()
     );
 }
 
-/// The authenticated header of a capture, if its first bytes hold one.
-fn header_of(capture: &Path) -> Option<StreamHeader> {
-    let key = Key::from_hex(KEY).expect("the test key");
-    let bytes = std::fs::read(capture).ok()?;
-    let mut reader = StreamReader::new(&key);
-    let events = reader.push(&bytes).unwrap_or_default();
-    events.into_iter().find_map(|e| match e {
-        Event::Header(h) => Some(h),
-        _ => None,
-    })
-}
-
 // ---------------------------------------------------------------------------
 // The live verifier: `mmaudit-verify serve`
 
 /// `mmaudit-verify serve`, in this process, writing captures and one JSON report per
-/// stream into `dir`.
-struct Serve {
-    addr: std::net::SocketAddr,
-    stopper: mmaudit_verify::serve::Stopper,
-    thread: Option<std::thread::JoinHandle<mmaudit_verify::serve::ServeSummary>>,
-    dir: PathBuf,
-}
-
-impl Serve {
-    fn start(dir: &Path, weights: Option<&Path>) -> Serve {
-        use mmaudit_verify::serve::{ServeOptions, Server};
-        use mmaudit_verify::weights::{WeightPolicy, WeightRegistry};
-        let key = Key::from_hex(KEY).expect("the test key");
-        let mut opts = ServeOptions::new("127.0.0.1:0".parse().expect("an address"), key);
-        for sub in ["captures", "reports"] {
-            std::fs::create_dir_all(dir.join(sub)).expect("create a directory");
-        }
-        opts.capture_dir = Some(dir.join("captures"));
-        opts.json_dir = Some(dir.join("reports"));
-        // A short program's first calls precede the verifier's hello (no session): far
-        // above the default 1% here. These tests judge sessions, references and many
-        // provers; tests/e2e/policy.rs judges that share.
-        opts.policy
-            .set_limit(mmaudit_verify::policy::Unaudited::NoSession, 1.0);
-        opts.weights = weights.map(|w| WeightPolicy {
-            registry: Arc::new(WeightRegistry::load(&[w]).expect("load the weights")),
-            required: false,
-        });
-        let server = Server::bind(opts).expect("bind the verifier");
-        let (addr, stopper) = (server.local_addr(), server.stopper());
-        let thread = std::thread::spawn(move || server.run().expect("the verifier runs"));
-        Serve {
-            addr,
-            stopper,
-            thread: Some(thread),
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Waits for `n` stream reports, then stops the verifier; returns the reports
-    /// (each the JSON of `check --json` for one stream) and the server's summary.
-    fn finish(mut self, n: usize) -> (Vec<Value>, mmaudit_verify::serve::ServeSummary) {
-        let start = Instant::now();
-        let reports = loop {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.join("reports"))
-                .expect("list the reports")
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .collect();
-            files.sort();
-            if files.len() >= n || start.elapsed() > Duration::from_secs(60) {
-                break files
-                    .iter()
-                    .filter_map(|f| std::fs::read_to_string(f).ok())
-                    .filter_map(|t| serde_json::from_str(&t).ok())
-                    .collect::<Vec<Value>>();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        self.stopper.stop();
-        let summary = self
-            .thread
-            .take()
-            .expect("running")
-            .join()
-            .expect("the verifier thread");
-        (reports, summary)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.stopper.stop();
-    }
+/// stream into `dir`. Its hello asks for every call to be sampled: what these tests'
+/// provers (EVERY_CALL) used to ask of themselves.
+fn serve(dir: &Path, weights: Option<&Path>) -> Serve<mmaudit_verify::serve::ServeSummary> {
+    use mmaudit_verify::serve::{ServeOptions, Server};
+    use mmaudit_verify::weights::{WeightPolicy, WeightRegistry};
+    let key = Key::from_hex(KEY).expect("the test key");
+    let mut opts = ServeOptions::new("127.0.0.1:0".parse().expect("an address"), key);
+    let (captures, reports) = serve_dirs(dir);
+    opts.capture_dir = Some(captures);
+    opts.json_dir = Some(reports);
+    opts.sampling = EVERY_CALL.config();
+    // A short program's first calls precede the verifier's hello (no session): far
+    // above the default 1% here. These tests judge sessions, references and many
+    // provers; tests/e2e/policy.rs judges that share.
+    opts.policy
+        .set_limit(mmaudit_verify::policy::Unaudited::NoSession, 1.0);
+    opts.weights = weights.map(|w| WeightPolicy {
+        registry: Arc::new(WeightRegistry::load(&[w]).expect("load the weights")),
+        required: false,
+    });
+    let server = Server::bind(opts).expect("bind the verifier");
+    let (addr, stopper) = (server.local_addr(), server.stopper());
+    let thread = std::thread::spawn(move || server.run().expect("the verifier runs"));
+    Serve::new(addr, dir, move || stopper.stop(), thread)
 }
 
 #[test]
@@ -1879,7 +1444,7 @@ fn live_verifier_audits_the_workload_over_a_session() {
     let args = ["--layers", "4", "--trace"];
     let reference = reference(&exe, &args, None);
     let dir = scratch("serve");
-    let serve = Serve::start(&dir, None);
+    let serve = serve(&dir, None);
     let sink = format!("tcp://{}", serve.addr);
     let out = run(&exe, &args, &audit_env(&sink, EVERY_CALL, None));
     let (reports, summary) = serve.finish(1);
@@ -1923,7 +1488,7 @@ fn live_verifier_holding_the_weights_gets_references_instead_of_weight_rows() {
     let mut bytes = Vec::new();
     for references in ["1", "0"] {
         let sub = dir.join(format!("references-{references}"));
-        let serve = Serve::start(&sub, Some(&weights));
+        let serve = serve(&sub, Some(&weights));
         let sink = format!("tcp://{}", serve.addr);
         let mut env = audit_env(&sink, EVERY_CALL, None);
         env.push(("MMAUDIT_REFERENCES", references.into()));
@@ -1974,7 +1539,7 @@ fn eight_concurrent_provers_stream_to_one_verifier_and_recheck_offline_identical
     let args = ["--layers", "2", "--trace"];
     let reference = reference(&exe, &args, None);
     let dir = scratch("serve-eight");
-    let serve = Serve::start(&dir, None);
+    let serve = serve(&dir, None);
     let sink = format!("tcp://{}", serve.addr);
     let provers: Vec<_> = (0..8)
         .map(|_| {

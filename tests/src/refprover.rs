@@ -19,7 +19,7 @@ use mmaudit_protocol::call::{
     flags, BatchForm, ComputeType, DType, Epilogue, GemmCall, Op, Operand, Order, Scalar,
 };
 use mmaudit_protocol::config::SamplingConfig;
-use mmaudit_protocol::handshake::OperandTable;
+use mmaudit_protocol::handshake::{OperandTable, ServerHello};
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::num;
 use mmaudit_protocol::record::{End, Gap, GapReason, OperandData, Record, Sample};
@@ -436,12 +436,27 @@ impl RefProver {
         }
     }
 
-    /// The same prover with the session nonce a live verifier issued in its hello (call
-    /// before issuing any GEMM: the schedule depends on it).
+    /// The same prover with another session nonce (call before issuing any GEMM: the
+    /// schedule depends on it). A prover of a live session uses
+    /// [`RefProver::with_hello`], which also takes the hello's sampling configuration.
     pub fn with_nonce(mut self, nonce: [u8; 16]) -> Self {
         self.nonce = nonce;
         self.schedule = Schedule::new(&self.key, nonce, self.config);
         self
+    }
+
+    /// The same prover as the prover of a live session, as `libmmaudit.so` with a TCP
+    /// sink plays it: the nonce and the sampling configuration of the verifier's hello
+    /// replace its own (call before issuing any GEMM: the schedule depends on both).
+    /// The stream's header then carries the hello's configuration.
+    pub fn with_hello(mut self, hello: &ServerHello) -> Self {
+        self.config = hello.sampling;
+        self.with_nonce(hello.nonce)
+    }
+
+    /// The sampling configuration of the stream.
+    pub fn config(&self) -> SamplingConfig {
+        self.config
     }
 
     /// The same prover with another stream id in its header (default 0x5eed).

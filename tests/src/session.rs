@@ -1,7 +1,9 @@
 //! The prover's side of a live session with `mmaudit-verify serve`, for tests and the
 //! reference prover: connect, read and check the verifier's hello, then send a stream
-//! made with the hello's nonce (and, optionally, references to the verifier's tensors;
-//! see [`crate::refprover::RefProver::use_references`]).
+//! made with the hello's nonce and sampling configuration
+//! ([`crate::refprover::RefProver::with_hello`]: the verifier sets the rates, as it does
+//! for `libmmaudit.so`) and, optionally, references to the verifier's tensors (see
+//! [`crate::refprover::RefProver::use_references`]).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,7 +26,7 @@ pub fn connect(
 }
 
 /// Reads the verifier's hello from `stream`, byte-exact: nothing after it is consumed
-/// (a version-1 verifier sends nothing after it).
+/// (a verifier sends nothing after it).
 pub fn read_hello(stream: &mut impl Read, key: &Key) -> io::Result<ServerHello> {
     let mut reader = HelloReader::new(key);
     let mut buf = vec![0u8; 64 << 10];

@@ -8,7 +8,8 @@
 //! stream with a nonce the verifier did not issue fails; references to held weights pass
 //! when honest and fail when the GPU used other weights or the evidence is wrong;
 //! SIGTERM closes an open stream as truncated, writes its report and exits; the metrics
-//! endpoint; the connection limit and the idle timeout.
+//! endpoint; the connection limit and the idle timeout; the hello states the policy's
+//! rates, a prover sampling with them passes and one that lowers them fails.
 //!
 //! The provers here are the reference prover; `libmmaudit.so` itself as the prover (its
 //! TCP sink against `serve`, on the simulated GPU) is tested in tests/e2e/interposer.rs.
@@ -73,8 +74,19 @@ fn collect(pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
     });
 }
 
+/// The policy of the servers here unless a test says otherwise: a call rate of 50%,
+/// which their hellos ask for (enough samples in a small workload). `check` on their
+/// captures is given the same policy.
+const CALL_RATE: &[&str] = &["--min-call-rate", "50%"];
+
 impl Server {
+    /// `serve` with `extra` flags, and [`CALL_RATE`] unless `extra` sets a call rate.
     fn start(name: &str, extra: &[&str]) -> Server {
+        let rate = if extra.contains(&"--min-call-rate") {
+            &[]
+        } else {
+            CALL_RATE
+        };
         let dir = scratch(name);
         let key_file = write_key(&dir);
         let mut child = Command::new(env!("CARGO_BIN_EXE_mmaudit-verify"))
@@ -88,6 +100,7 @@ impl Server {
             .arg("--json-dir")
             .arg(dir.join("reports"))
             .args(["--view", "log"])
+            .args(rate)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -209,8 +222,8 @@ fn workload(p: &mut RefProver, layers: u64) {
     }
 }
 
-/// Connects, reads the hello, runs `work` on a prover with the session's nonce, sends the
-/// capture frame by frame with `pause` between frames and closes.
+/// Connects, reads the hello, runs `work` on a prover with the session's nonce and
+/// rates, sends the capture frame by frame with `pause` between frames and closes.
 fn prove(
     addr: SocketAddr,
     seed: u64,
@@ -218,8 +231,8 @@ fn prove(
     work: impl FnOnce(&mut RefProver, &ServerHello),
 ) -> Capture {
     let (mut socket, hello) = session::connect(addr, &key(), TIMEOUT).unwrap();
-    let mut p = RefProver::new(&key(), config(0.5), seed)
-        .with_nonce(hello.nonce)
+    let mut p = RefProver::new(&key(), SamplingConfig::default(), seed)
+        .with_hello(&hello)
         .with_stream_id(seed);
     work(&mut p, &hello);
     let capture = p.finish(6);
@@ -259,7 +272,8 @@ fn check_offline(dir: &Path, capture: &Path, extra: &[&Path]) -> (i32, Value) {
         .arg("--key-file")
         .arg(dir.join("audit.key"))
         .arg("--json")
-        .arg(&json);
+        .arg(&json)
+        .args(CALL_RATE);
     if !extra.is_empty() {
         cmd.arg("--weights").args(extra);
     }
@@ -471,6 +485,52 @@ fn a_stream_without_the_sessions_nonce_fails() {
     assert_eq!(status.code(), Some(1));
 }
 
+#[test]
+fn the_hello_states_the_policys_rates_and_a_prover_that_lowers_them_fails() {
+    let server = Server::start(
+        "rates",
+        &["--min-call-rate", "100%", "--min-col-rate", "2%"],
+    );
+    let asked = SamplingConfig {
+        call_ppm: 1_000_000,
+        col_ppm: 20_000,
+        ..SamplingConfig::default()
+    };
+    // Every connection's hello carries the policy's rates.
+    let (mut honest, hello) = session::connect(server.addr, &key(), TIMEOUT).unwrap();
+    let (mut lowering, hello2) = session::connect(server.addr, &key(), TIMEOUT).unwrap();
+    assert_eq!((hello.sampling, hello2.sampling), (asked, asked));
+    // A prover that samples with them (whatever it was configured with): every call.
+    let mut p = RefProver::new(&key(), config(0.0), 31)
+        .with_hello(&hello)
+        .with_stream_id(31);
+    assert_eq!(p.config(), asked);
+    workload(&mut p, 2);
+    honest.write_all(&p.finish(6).bytes()).unwrap();
+    session::close_and_wait(honest).unwrap();
+    // One that keeps its own rate of 0 with the session's nonce: its header says so.
+    let mut q = RefProver::new(&key(), config(0.0), 32)
+        .with_nonce(hello2.nonce)
+        .with_stream_id(32);
+    workload(&mut q, 2);
+    lowering.write_all(&q.finish(6).bytes()).unwrap();
+    session::close_and_wait(lowering).unwrap();
+    let reports = server.reports(2);
+    let r = by_stream(&reports, 31);
+    assert_eq!(r["verdict"], "pass", "{r:#}");
+    assert_eq!(
+        (r["calls"].as_u64(), r["sampled"].as_u64()),
+        (Some(10), Some(10))
+    );
+    let r = by_stream(&reports, 32);
+    assert_eq!(r["verdict"], "fail", "{r:#}");
+    assert_eq!(r["sampled"].as_u64(), Some(0));
+    let failures = r["streams"][0]["failures"].to_string();
+    assert!(failures.contains("sampling below policy"), "{failures}");
+    let (status, _, _) = server.stop();
+    assert_eq!(status.code(), Some(1));
+}
+
 /// A bf16 weight, written to a safetensors file with a second tensor of its shape.
 fn weights_file(dir: &Path) -> (PathBuf, Vec<f64>, Vec<f64>) {
     let random = |seed: u64, n: usize| -> Vec<f64> {
@@ -523,12 +583,14 @@ fn references_to_held_weights_pass_when_honest_and_fail_when_not() {
     let server = Server::start("references", &["--weights", &model_arg]);
     let addr = server.addr;
 
+    // 16 calls per prover at the hello's 50%: at least 2 sampled but for 17 in 65 536
+    // session nonces (8 calls failed 1 in 28).
     // 1: honest, with references (the prover finds its rows in the hello's table).
     let q1 = q.clone();
     prove(addr, 1, Duration::ZERO, move |p, hello| {
         assert_eq!(hello.tensors.len(), 2);
         p.use_references(OperandTable::new(&key(), hello.clone()));
-        for _ in 0..8 {
+        for _ in 0..16 {
             p.gemm(&q_spec(&q1));
         }
         assert!(p.referenced >= 2, "{} samples by reference", p.referenced);
@@ -541,7 +603,7 @@ fn references_to_held_weights_pass_when_honest_and_fail_when_not() {
     let (q2, other2) = (q.clone(), other.clone());
     prove(addr, 2, Duration::ZERO, move |p, hello| {
         let table = OperandTable::new(&key(), hello.clone());
-        for _ in 0..8 {
+        for _ in 0..16 {
             let Some(plan) = p.gemm(&q_spec(&other2)) else {
                 continue;
             };
@@ -561,7 +623,7 @@ fn references_to_held_weights_pass_when_honest_and_fail_when_not() {
     let q3 = q.clone();
     prove(addr, 3, Duration::ZERO, move |p, hello| {
         p.use_references(OperandTable::new(&key(), hello.clone()));
-        for _ in 0..8 {
+        for _ in 0..16 {
             p.gemm(&q_spec(&q3));
         }
         let s = p
@@ -631,8 +693,8 @@ fn references_to_held_weights_pass_when_honest_and_fail_when_not() {
 fn sigterm_closes_an_open_stream_as_truncated_and_exits() {
     let server = Server::start("sigterm", &[]);
     let (mut socket, hello) = session::connect(server.addr, &key(), TIMEOUT).unwrap();
-    let mut p = RefProver::new(&key(), config(0.5), 5)
-        .with_nonce(hello.nonce)
+    let mut p = RefProver::new(&key(), SamplingConfig::default(), 5)
+        .with_hello(&hello)
         .with_stream_id(5);
     workload(&mut p, 4);
     let capture = p.finish(6);
@@ -698,8 +760,8 @@ fn the_connection_limit_and_the_idle_timeout_close_only_their_connections() {
     // Two silent connections take the two places; a third is refused at once.
     let (silent, _) = session::connect(server.addr, &key(), TIMEOUT).unwrap();
     let (mut header_only, hello) = session::connect(server.addr, &key(), TIMEOUT).unwrap();
-    let p = RefProver::new(&key(), config(0.5), 6)
-        .with_nonce(hello.nonce)
+    let p = RefProver::new(&key(), SamplingConfig::default(), 6)
+        .with_hello(&hello)
         .with_stream_id(6);
     header_only.write_all(&p.finish(6).header).unwrap();
     let mut third = TcpStream::connect(server.addr).unwrap();

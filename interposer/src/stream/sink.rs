@@ -2,21 +2,24 @@
 //!
 //! Records are queued, then framed (zstd, MAC chain) when a batch is large enough or
 //! has waited `MMAUDIT_FLUSH_MS`, and written. The file sink is one stream, with the
-//! prover's own nonce: its session starts when it is opened.
+//! prover's own nonce and sampling configuration (`MMAUDIT_CALL_RATE` etc.): its session
+//! starts when it is opened.
 //!
 //! The TCP sink is non-blocking (mio). It connects in the background and first reads
 //! the verifier's hello (docs/PROTOCOL.md, "Live sessions"), which must arrive within
 //! [`HELLO_TIMEOUT`] and carry this key's id and a valid MAC; anything else closes the
 //! connection, is logged once and retried with backoff. A valid hello begins a session
-//! ([`crate::session`]): calls from then on are sampled with the hello's nonce, and the
-//! stream segment written on that connection carries it in its header. Calls made
+//! ([`crate::session`]): calls from then on are sampled with the hello's nonce and the
+//! hello's sampling configuration (the verifier's rates; the library's own
+//! `MMAUDIT_*_RATE` and `MMAUDIT_MAX_*` are not used with a live verifier), and the
+//! stream segment written on that connection carries both in its header. Calls made
 //! while there is no session (before the first hello, between connections) are
 //! ledgered with NO_SESSION and not sampled; so are calls of a broken session whose
 //! ledger records had not been written when it broke (their samples and gaps are lost
 //! with it, as the new segment's first notice says). Each new connection starts a new
 //! *segment* of the same stream (same stream id, `segment + 1`, `first_index` = the
 //! first call whose ledger record was not written to the old connection, the new
-//! hello's nonce); the old segment ends truncated, which the verifier reports honestly.
+//! hello's nonce and configuration); the old segment ends truncated, which the verifier reports honestly.
 //!
 //! When the hello offers tensors and `MMAUDIT_REFERENCES` is on, a sampled op(A) rows
 //! or op(B) columns that are stored rows of an offered tensor (by the hello's keyed
@@ -42,6 +45,7 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use mmaudit_protocol::call::flags;
+use mmaudit_protocol::config::SamplingConfig;
 use mmaudit_protocol::handshake::{HelloReader, OperandTable, ServerHello};
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::{End, Gap, GapReason, Notice, NoticeKind, OperandData, Record};
@@ -266,9 +270,10 @@ fn send_nosignal(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
 
 impl Sink {
     /// Opens the sink. `header` is the stream's first header (segment 0, first index 0;
-    /// its nonce is the file sink's). A file is created (truncated), its header written
-    /// and its session begun now; a TCP sink connects in the background and begins a
-    /// session with each verifier hello. `ledger` is the hooks' index counter, whose
+    /// its nonce and sampling configuration are the file sink's: a TCP sink takes both
+    /// from each verifier hello instead). A file is created (truncated), its header
+    /// written and its session begun now; a TCP sink connects in the background and
+    /// begins a session with each verifier hello. `ledger` is the hooks' index counter, whose
     /// sessions the sink begins and ends; `references` allows operand references.
     pub fn open(
         spec: &SinkSpec,
@@ -675,7 +680,7 @@ impl Sink {
                 let mut buf = [0u8; 512];
                 match (&u.stream).read(&mut buf) {
                     Ok(0) => self.break_connection(now, "the verifier closed the connection"),
-                    // A version-1 verifier sends nothing after its hello.
+                    // A verifier sends nothing after its hello.
                     Ok(_) => self.break_connection(now, "the verifier sent bytes after its hello"),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -755,11 +760,26 @@ impl Sink {
     }
 
     /// The verifier's hello arrived on `stream`: begin its session and start a stream
-    /// segment with its nonce.
+    /// segment with its nonce and its sampling configuration (the verifier's rates,
+    /// not the environment's: the session's schedule and the segment's header both use
+    /// the hello's).
     fn start_segment(&mut self, stream: TcpStream, hello: ServerHello) {
+        let sampling = hello.sampling;
+        if sampling != self.header.config {
+            log::once(
+                Level::Info,
+                "hello rates",
+                &format!(
+                    "{} sets the sampling rates of the session: {}; MMAUDIT_* asked for {} (used only with a file sink)",
+                    self.name,
+                    rates(&sampling),
+                    rates(&self.header.config)
+                ),
+            );
+        }
         let session = self
             .ledger
-            .begin(Schedule::new(&self.key, hello.nonce, self.header.config));
+            .begin(Schedule::new(&self.key, hello.nonce, sampling));
         let session_first = session.first_index;
         let first_index = self
             .queue
@@ -828,6 +848,7 @@ impl Sink {
         }
         let header = StreamHeader {
             nonce: hello.nonce,
+            config: sampling,
             segment,
             first_index,
             ..self.header.clone()
@@ -959,6 +980,29 @@ impl Sink {
             std::thread::sleep(Duration::from_micros(500));
         }
     }
+}
+
+/// A sampling configuration for a log line: its rates in ppm, and any bounds other than
+/// the defaults.
+pub fn rates(c: &SamplingConfig) -> String {
+    let mut out = format!(
+        "{} ppm of calls, {} ppm of rows, {} ppm of columns, {} ppm of batch entries",
+        c.call_ppm, c.row_ppm, c.col_ppm, c.batch_ppm
+    );
+    let d = SamplingConfig::default();
+    for (name, v, default) in [
+        ("min rows", c.min_rows, d.min_rows),
+        ("min columns", c.min_cols, d.min_cols),
+        ("min batch entries", c.min_batches, d.min_batches),
+        ("max rows", c.max_rows, d.max_rows),
+        ("max columns", c.max_cols, d.max_cols),
+        ("max batch entries", c.max_batches, d.max_batches),
+    ] {
+        if v != default {
+            out.push_str(&format!(", {name} {v}"));
+        }
+    }
+    out
 }
 
 fn connect(host: &str, port: u16, poll: Option<&Poll>) -> io::Result<TcpStream> {

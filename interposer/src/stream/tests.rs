@@ -424,11 +424,24 @@ fn read_conn(mut s: StdTcp, limit: Option<usize>) -> Vec<u8> {
 }
 
 /// Plays the verifier's side of the handshake: sends a hello with `nonce` and
-/// `tensors`, MACed with `key`.
+/// `tensors`, MACed with `key`, with the default sampling configuration (that of
+/// [`header`]).
 fn send_hello(s: &mut StdTcp, key: &Key, nonce: [u8; 16], tensors: Vec<HelloTensor>) {
+    send_hello_with(s, key, nonce, SamplingConfig::default(), tensors);
+}
+
+/// [`send_hello`] with the verifier's sampling configuration `sampling`.
+fn send_hello_with(
+    s: &mut StdTcp,
+    key: &Key,
+    nonce: [u8; 16],
+    sampling: SamplingConfig,
+    tensors: Vec<HelloTensor>,
+) {
     let hello = ServerHello {
         key_id: key.id(),
         nonce,
+        sampling,
         tensors,
     };
     s.write_all(&hello.encode(key).unwrap()).unwrap();
@@ -442,6 +455,11 @@ struct Prover {
 
 impl Prover {
     fn tcp(port: u16, references: bool) -> Prover {
+        Prover::tcp_with(port, references, header())
+    }
+
+    /// A TCP prover whose environment gave `header` (its rates among it).
+    fn tcp_with(port: u16, references: bool, header: StreamHeader) -> Prover {
         let spec = SinkSpec::Tcp {
             host: "127.0.0.1".into(),
             port,
@@ -450,7 +468,7 @@ impl Prover {
         let sink = Sink::open(
             &spec,
             &key(),
-            header(),
+            header,
             16 << 20,
             Duration::from_millis(2),
             Arc::clone(&ledger),
@@ -551,14 +569,18 @@ fn tcp_sink_connects_to_a_listener_that_appears_late() {
 #[test]
 fn calls_before_the_hello_are_recorded_without_a_session_and_never_sampled() {
     // The verifier accepts at once but sends its hello late: the calls made meanwhile
-    // have no nonce to be sampled with.
+    // have no nonce to be sampled with. Its policy samples every call.
+    let every_call = SamplingConfig {
+        call_ppm: 1_000_000,
+        ..SamplingConfig::default()
+    };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         go_rx.recv().unwrap();
-        send_hello(&mut s, &key(), [0x42; 16], vec![]);
+        send_hello_with(&mut s, &key(), [0x42; 16], every_call, vec![]);
         read_conn(s, None)
     });
     let mut p = Prover::tcp(port, true);
@@ -572,19 +594,14 @@ fn calls_before_the_hello_are_recorded_without_a_session_and_never_sampled() {
     }
     go_tx.send(()).unwrap();
     p.until_session();
-    // With the session's schedule, a call rate of 100% samples every call from now on.
-    let schedule = Schedule::new(
-        &key(),
-        [0x42; 16],
-        SamplingConfig {
-            call_ppm: 1_000_000,
-            ..SamplingConfig::default()
-        },
-    );
+    // The session's schedule is the hello's nonce and policy: with its call rate of
+    // 100%, every call from now on is sampled.
+    let schedule = Schedule::new(&key(), [0x42; 16], every_call);
     for _ in 0..10 {
         let mut c = call(0);
         let session = p.ledger.assign(&mut c, |_| Ok(())).unwrap().unwrap();
-        assert!(schedule.decide(&c).is_some() && session.first_index == before);
+        assert_eq!(session.schedule.decide(&c), schedule.decide(&c));
+        assert!(session.schedule.decide(&c).is_some() && session.first_index == before);
         let index = c.index;
         p.sink.push(Record::Ledger(c));
         p.sink.push(Record::Sample(sample(index, 8)));
@@ -739,6 +756,141 @@ fn tcp_sink_starts_a_new_segment_with_a_new_session_after_the_connection_drops()
     let e = end_of(&r1);
     let samples = r1.iter().filter(|r| matches!(r, Record::Sample(_))).count() as u64;
     assert_eq!((e.calls, e.samples), (l1.len() as u64, samples));
+}
+
+/// The environment's rates of a prover that wants nothing audited
+/// (`MMAUDIT_CALL_RATE=0`, one row, column and batch entry at most).
+fn lowered() -> SamplingConfig {
+    SamplingConfig {
+        call_ppm: 0,
+        row_ppm: 0,
+        col_ppm: 0,
+        batch_ppm: 0,
+        max_rows: 1,
+        max_cols: 1,
+        max_batches: 1,
+        ..SamplingConfig::default()
+    }
+}
+
+/// Two verifier policies, each different from [`lowered`] and from the default in
+/// every rate.
+fn policies() -> [SamplingConfig; 2] {
+    [
+        SamplingConfig {
+            call_ppm: 1_000_000,
+            row_ppm: 500_000,
+            col_ppm: 250_000,
+            batch_ppm: 1_000_000,
+            min_rows: 2,
+            ..SamplingConfig::default()
+        },
+        SamplingConfig {
+            call_ppm: 300_000,
+            row_ppm: 20_000,
+            col_ppm: 2_000,
+            batch_ppm: 20_000,
+            max_cols: 64,
+            ..SamplingConfig::default()
+        },
+    ]
+}
+
+#[test]
+fn a_live_session_samples_with_the_hellos_rates_and_its_header_carries_them() {
+    let [first, second] = policies();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        // Two sessions, each with its own policy: the first connection is dropped after
+        // its header, the second read to the end.
+        let (mut s, _) = listener.accept().unwrap();
+        send_hello_with(&mut s, &key(), [0x51; 16], first, vec![]);
+        let a = read_conn(s, Some(200));
+        let (mut s, _) = listener.accept().unwrap();
+        send_hello_with(&mut s, &key(), [0x52; 16], second, vec![]);
+        (a, read_conn(s, None))
+    });
+    let env = StreamHeader {
+        config: lowered(),
+        ..header()
+    };
+    let mut p = Prover::tcp_with(port, true, env.clone());
+    p.until_session();
+    // The session's schedule is the hello's: every call is sampled, as it would not be
+    // with the environment's call rate of 0.
+    let session = p.ledger.current().unwrap();
+    assert_eq!(*session.schedule.config(), first);
+    assert_ne!(*session.schedule.config(), env.config);
+    for _ in 0..20 {
+        let mut c = call(0);
+        let s = p.ledger.assign(&mut c, |_| Ok(())).unwrap().unwrap();
+        let plan = s.schedule.decide(&c).expect("every call is sampled");
+        // min_rows 2 of the hello, not max_rows 1 of the environment.
+        assert_eq!((plan.rows.len(), plan.cols.len()), (4, 2));
+        let index = c.index;
+        p.sink.push(Record::Ledger(c));
+        p.sink.push(Record::Sample(sample(index, 8)));
+        p.pump();
+    }
+    // The first connection drops; the next session follows the next hello.
+    let start = Instant::now();
+    loop {
+        p.call();
+        p.pump();
+        if p.ledger.current().is_some_and(|s| s.epoch == 2) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no second session"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(*p.ledger.current().unwrap().schedule.config(), second);
+    p.call();
+    p.sink
+        .finish(Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    let (a, b) = server.join().unwrap();
+    let (h0, _, _) = decode(&a);
+    let (h1, _, done) = decode(&b);
+    done.unwrap();
+    assert_eq!((h0.segment, h0.nonce, h0.config), (0, [0x51; 16], first));
+    assert_eq!((h1.segment, h1.nonce, h1.config), (1, [0x52; 16], second));
+    // Everything else of the header is still the prover's.
+    assert_eq!(
+        (h1.stream_id, h1.pid, &h1.host, &h1.producer),
+        (env.stream_id, env.pid, &env.host, &env.producer)
+    );
+}
+
+#[test]
+fn a_file_sink_samples_with_the_environments_rates() {
+    // The counterpart: no verifier, no hello; the environment's rates are the stream's.
+    let path = temp("env-rates.mma");
+    let ledger = Arc::new(Ledger::default());
+    let env = StreamHeader {
+        config: policies()[1],
+        ..header()
+    };
+    let mut sink = Sink::open(
+        &SinkSpec::File(path.clone()),
+        &key(),
+        env.clone(),
+        1 << 20,
+        Duration::from_millis(5),
+        Arc::clone(&ledger),
+        true,
+    )
+    .unwrap();
+    assert_eq!(*ledger.current().unwrap().schedule.config(), env.config);
+    sink.push(Record::Ledger(call(0)));
+    sink.finish(Instant::now() + Duration::from_secs(1))
+        .unwrap();
+    let (h, _, done) = decode(&std::fs::read(&path).unwrap());
+    done.unwrap();
+    assert_eq!(h.config, env.config);
 }
 
 #[test]

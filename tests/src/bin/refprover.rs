@@ -24,8 +24,9 @@ Writes a capture of a Llama-shaped workload (QKV, attention bmm, output, gate/up
 with bias and in-place beta=1 calls, bf16 inputs, f32 accumulation) computed on the CPU.
 With --connect it plays a prover of a live session instead: it connects to
 `mmaudit-verify serve`, reads the verifier's hello, computes the workload with the
-session's nonce and sends the stream one frame at a time, pausing --frame-delay-ms
-between frames (default 0).
+session's nonce and the hello's sampling rates (as libmmaudit.so does: --call-rate
+applies to --out only) and sends the stream one frame at a time, pausing
+--frame-delay-ms between frames (default 0).
 Faults: none (default), perturb (one checked result entry off by 5%), drop-sample
 (a sample record removed), truncate (the end record left out).
 
@@ -96,7 +97,8 @@ fn run() -> Result<(), String> {
             .ok_or(format!("--connect {addr}: no address"))?;
         let (socket, hello) = mmaudit_tests::session::connect(addr, &key, Duration::from_secs(30))
             .map_err(|e| format!("{addr}: {e}"))?;
-        prover = prover.with_nonce(hello.nonce);
+        // The verifier sets the rates of its session.
+        prover = prover.with_hello(&hello);
         if !hello.tensors.is_empty() {
             prover.use_references(OperandTable::new(&key, hello));
         }

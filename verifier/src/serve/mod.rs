@@ -1,10 +1,11 @@
 //! `mmaudit-verify serve`: the live verifier.
 //!
 //! One mio event loop on one thread accepts prover connections, sends each the
-//! verifier's hello (session nonce, table of held weights) and audits the stream that
-//! comes back as it arrives, with the same [`crate::audit::StreamAudit`] that `check`
-//! runs on files. Every received byte of a stream is copied to the capture directory, so
-//! that `check` on the capture gives the verdict the server gave.
+//! verifier's hello (session nonce, the session's sampling configuration, table of held
+//! weights) and audits the stream that comes back as it arrives, with the same
+//! [`crate::audit::StreamAudit`] that `check` runs on files. Every received byte of a
+//! stream is copied to the capture directory, so that `check` on the capture gives the
+//! verdict the server gave.
 //!
 //! Draining readiness (mio's rule): a readable or writable event marks the connection
 //! ready; a ready connection is served a turn (at most [`TURN`] of work: writing the
@@ -43,6 +44,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use mmaudit_protocol::config::SamplingConfig;
 use mmaudit_protocol::handshake::ServerHello;
 use mmaudit_protocol::keys::Key;
 
@@ -78,11 +80,12 @@ const FIRST_PEER: usize = 16;
 Provers connect over TCP (libmmaudit.so with MMAUDIT_SINK=tcp://HOST:PORT). For each
 connection the verifier sends its hello first: a fresh session nonce, which the
 prover's stream must use (so no sampling plan can be computed before the session
-starts), and, with --weights, a table of the tensors it holds (ids, shapes and keyed
-fingerprints of their rows), so that a prover can send a reference instead of the
-rows of an operand the verifier holds. The verifier recomputes from its own copy: a
-wrong reference fails. Each stream is then verified as it arrives, with the checks
-of `check`.
+starts), the session's sampling rates (the policy's floor, --min-call-rate etc.:
+libmmaudit.so samples with these, not with its own MMAUDIT_*_RATE), and, with
+--weights, a table of the tensors it holds (ids, shapes and keyed fingerprints of
+their rows), so that a prover can send a reference instead of the rows of an operand
+the verifier holds. The verifier recomputes from its own copy: a wrong reference
+fails. Each stream is then verified as it arrives, with the checks of `check`.
 
 With --capture-dir every received stream is written there verbatim as
 <stream id>-<segment>-<peer address>-<port>.mma; `check` on that file (with the same
@@ -174,8 +177,13 @@ pub struct ServeOptions {
     pub handshake_timeout: Duration,
     /// per-connection partial-frame limit, bytes
     pub conn_buffer: usize,
-    /// the audit policy: its sampling floor is also what the hello asks for
+    /// the audit policy every stream is judged by
     pub policy: Policy,
+    /// The sampling configuration every hello carries: the rates a live prover samples
+    /// its session with and writes into its stream header. Default
+    /// [`SamplingConfig::default`] (the default policy's floor); `run_serve` sets it to
+    /// the policy's floor. Must be valid ([`SamplingConfig::validate`]).
+    pub sampling: SamplingConfig,
     /// failure details kept per stream
     pub max_failures: usize,
     /// stderr view
@@ -206,6 +214,7 @@ impl ServeOptions {
             handshake_timeout: Duration::from_secs(10),
             conn_buffer: DEFAULT_CONN_BUFFER,
             policy: Policy::default(),
+            sampling: SamplingConfig::default(),
             max_failures: 20,
             view: ViewMode::Off,
             print_reports: false,
@@ -282,8 +291,8 @@ fn log_err(view: &mut View, lines: &mut Vec<String>) {
 }
 
 impl Server {
-    /// Listens, encodes the hello (fingerprinting every held tensor once) and prepares
-    /// the event loop.
+    /// Listens, encodes the hello (with `opts.sampling`; every held tensor is
+    /// fingerprinted once) and prepares the event loop.
     pub fn bind(opts: ServeOptions) -> Result<Server> {
         let poll = Poll::new().context("cannot create the event loop")?;
         let mut listener = TcpListener::bind(opts.listen)
@@ -309,9 +318,12 @@ impl Server {
             None => Vec::new(),
         };
         let held = tensors.len();
+        // The hello sets the session's rates: the library samples a live session with
+        // them, whatever its own environment says.
         let hello = ServerHello {
             key_id: opts.key.id(),
             nonce: [0; 16],
+            sampling: opts.sampling,
             tensors,
         }
         .encode(&opts.key)?;
@@ -874,6 +886,8 @@ pub fn run_serve(args: &ServeArgs) -> Result<bool> {
     opts.handshake_timeout = secs(args.handshake_timeout, "--handshake-timeout")?;
     opts.conn_buffer = (args.conn_buffer_mb << 20).min(DEFAULT_CONN_BUFFER);
     opts.policy = args.policy.policy();
+    // The hello asks for the policy's floor: what a stream must then meet.
+    opts.sampling = opts.policy.sampling;
     opts.max_failures = args.max_failures;
     opts.view = args.view;
     opts.print_reports = true;
