@@ -40,8 +40,8 @@ use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::Record;
 use mmaudit_protocol::stream::{Event, StreamHeader, StreamReader};
 use mmaudit_tests::preload::{
-    audit_env, captures_in, check, check_args, header_of, reference, run, scratch, serve_dirs,
-    target_dir, tools, Check, Output, Rates, Serve, TraceLine, EVERY_CALL, FULL, KEY,
+    audit_env, captures_in, check, check_args, header_of, reference, run, scratch, scratch_path,
+    serve_dirs, target_dir, tools, Check, Output, Rates, Serve, TraceLine, EVERY_CALL, FULL, KEY,
     NO_SESSION_ALLOWED, TIMEOUT,
 };
 use mmaudit_tests::simgpu::{compile, libraries, repo_root};
@@ -361,9 +361,7 @@ fn matrix_fault_after_n_fails_exactly_the_faulted_calls() {
 /// Every record of the one capture a test left in its scratch directory `name`, with
 /// the capture's header.
 fn records_of(name: &str) -> (StreamHeader, Vec<Record>) {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("interposer")
-        .join(name);
+    let dir = scratch_path(name);
     let captures = captures_in(&dir);
     assert_eq!(captures.len(), 1, "{}", dir.display());
     let key = Key::from_hex(KEY).expect("the test key");
@@ -515,9 +513,7 @@ fn bias_per_batch_entry_is_sampled_with_a_bias_vector_per_batch_entry() {
 
 /// The ledger of the one capture a test left in its scratch directory `name`.
 fn ledger_of(name: &str) -> Vec<GemmCall> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("interposer")
-        .join(name);
+    let dir = scratch_path(name);
     let key = Key::from_hex(KEY).expect("the test key");
     let mut calls = Vec::new();
     for capture in captures_in(&dir) {
@@ -807,6 +803,66 @@ fn llama_workload_passes_at_the_default_rates() {
     let reference = reference(&exe, &args, None);
     let a = audit("llama-default", &exe, &args, Rates::default(), None, &[]);
     assert_honest_pass(&a, &reference);
+}
+
+#[test]
+fn cheaper_arithmetic_at_llama_3_8b_widths_fails_as_lower_precision() {
+    // One Llama-3-8B layer (hidden 4096, GQA 32/8, intermediate 14336) in bf16: a GPU
+    // that computes in per-channel fp8 or int8, or sums half the k terms, fails; every
+    // weight GEMM (k = 4096 and, for down_proj, 14336) is named. The worst-case
+    // tolerance alone passed the fp8 and int8 results at k = 14336.
+    let exe = compile("llama_workload");
+    let args = [
+        "--layers",
+        "1",
+        "--tokens",
+        "4",
+        "--hidden",
+        "4096",
+        "--heads",
+        "32",
+        "--kv-heads",
+        "8",
+        "--intermediate",
+        "14336",
+        "--trace",
+    ];
+    let reference = reference(&exe, &args, None);
+    let honest = audit("llama8b-honest", &exe, &args, EVERY_CALL, None, &[]);
+    assert_honest_pass(&honest, &reference);
+    let wide: BTreeSet<u64> = reference
+        .trace()
+        .iter()
+        .filter(|t| t.k >= 4096)
+        .map(|t| t.index)
+        .collect();
+    assert!(wide.len() >= 5, "{}", reference.transcript());
+    for (name, fault) in [
+        ("llama8b-fp8", "precision:fp8-rowscaled"),
+        ("llama8b-int8", "precision:int8-rowscaled"),
+        ("llama8b-half-k", "truncate-k:0.5"),
+    ] {
+        let a = audit(name, &exe, &args, EVERY_CALL, Some(fault), &[]);
+        let ctx = a.context();
+        assert_eq!(a.check.code, Some(1), "{fault} passed\n{ctx}");
+        let named: BTreeSet<u64> = ["mismatch", "precision lower than declared"]
+            .iter()
+            .flat_map(|kind| a.check.failures_of(kind))
+            .map(|f| failure_call(f).index)
+            .collect();
+        assert!(
+            named.is_superset(&wide),
+            "{fault}: {named:?} misses some of {wide:?}\n{ctx}"
+        );
+        if fault != "truncate-k:0.5" {
+            assert!(
+                !a.check
+                    .failures_of("precision lower than declared")
+                    .is_empty(),
+                "{ctx}"
+            );
+        }
+    }
 }
 
 /// Runs the workload with a fault, every call sampled; checks what every fault

@@ -96,10 +96,15 @@ pub fn tools() -> &'static Tools {
     })
 }
 
+/// Where [`scratch`] puts the directory `name`, without touching it.
+pub fn scratch_path(name: &str) -> PathBuf {
+    target_dir().join("tmp").join("e2e").join(name)
+}
+
 /// A fresh, empty directory for one test's files, `target/tmp/e2e/NAME` (names are
 /// shared by every test binary: prefix them).
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = target_dir().join("tmp").join("e2e").join(name);
+    let dir = scratch_path(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create a scratch directory");
     dir
