@@ -918,6 +918,8 @@ pub struct PlanReport {
     pub model: Option<ModelPlan>,
     /// detection probabilities
     pub detection: Detection,
+    /// detection of cheaper arithmetic (16-bit inputs only; empty otherwise)
+    pub arithmetic: Vec<ArithmeticRow>,
     /// assumptions behind the numbers
     pub notes: Vec<String>,
 }
@@ -1057,12 +1059,15 @@ fn base_report(a: &PlanArgs, k: &Knobs, mode: &'static str, detection: Detection
         gemm: None,
         model: None,
         detection,
+        arithmetic: Vec::new(),
         notes: vec![
             "Detection assumes the cheat does not know which calls and entries are sampled \
              (faulty GPU, substituted weights or skipped work chosen without the schedule); \
              a prover holding the key can avoid them (docs/THREAT-MODEL.md)."
                 .into(),
-            "A faked entry counts as caught only when it is outside the verifier's tolerance."
+            "Cheats 1 and 2 count a faked entry as caught only when it is outside the verifier's \
+             tolerance; the cheaper-arithmetic figures judge simulated entries with both the \
+             tolerance and the declared-precision bound."
                 .into(),
             "Bytes are before compression; the sample record overhead (64 B) is approximate."
                 .into(),
@@ -1086,6 +1091,7 @@ fn gemm_report(a: &PlanArgs, k: &Knobs, g: &Gemm) -> PlanReport {
         a.calls.clone()
     };
     let mut report = base_report(a, k, "gemm", Detection::new(k, ln_exact, ln_approx, &calls));
+    report.arithmetic = arithmetic_detection(a.dtype, p, &[&cost]);
     report.gemm = Some(GemmPlan {
         expected_bytes_per_call: headline,
         expected_bytes_per_call_a_sent: sent,
@@ -1196,6 +1202,11 @@ fn model_report(
         &calls,
     );
     let mut report = base_report(a, k, "model", detection);
+    report.arithmetic = arithmetic_detection(
+        a.dtype,
+        p,
+        &decode_linear.iter().map(|(c, _)| c).collect::<Vec<_>>(),
+    );
     report.notes.extend([
         "Fused attention kernels (FlashAttention, SDPA) do not go through cuBLAS: with them the two \
          attention GEMMs are neither made nor audited, and the figures for attn_scores and attn_out drop out."
@@ -1239,6 +1250,121 @@ fn model_report(
         shape,
     });
     Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------
+// Cheaper arithmetic: detection with the tolerance folded in.
+// ---------------------------------------------------------------------------------------
+
+/// Simulated entries judged per cheat and inner dimension.
+pub const ARITHMETIC_ENTRIES: u64 = 200;
+
+/// How fast one cheaper arithmetic is caught in GEMMs with one inner dimension.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArithmeticRow {
+    /// what the GPU computes instead
+    pub cheat: String,
+    /// inner dimension
+    pub k: u64,
+    /// entries checked per sampled call (the fewest among the GEMMs of this k)
+    pub entries_per_call: u128,
+    /// chance that one checked entry is caught, estimated from simulated entries
+    pub per_entry: f64,
+    /// simulated entries behind `per_entry`
+    pub simulated_entries: u64,
+    /// chance that one sampled call is caught: 1 - (1 - per_entry)^entries
+    pub per_sampled_call: f64,
+    /// chance per call: call rate x `per_sampled_call`
+    pub per_call: f64,
+    /// calls until caught with probability 99% (None: never)
+    pub calls_for_99: Option<f64>,
+}
+
+/// Detection of [`Arithmetic::PLANNED`] cheats for GEMMs of the given costs, one row per
+/// cheat and distinct k, each with the fewest entries per call of that k. Only for
+/// 16-bit inputs declared with f32 accumulation (the linear layers of bf16/f16
+/// inference); other types get no rows.
+///
+/// The per-entry chance is measured by judging [`ARITHMETIC_ENTRIES`] simulated entries
+/// ([`crate::cheat::caught`]: activations N(0, 1), weights N(0, 0.02)) with the
+/// verifier's own check; entries of one call are taken as independent.
+pub fn arithmetic_detection(dtype: PlanDType, p: f64, costs: &[&GemmCost]) -> Vec<ArithmeticRow> {
+    use crate::cheat::{caught, Arithmetic};
+    use mmaudit_protocol::call::ComputeType;
+    if !matches!(dtype, PlanDType::Bf16 | PlanDType::F16) {
+        return Vec::new();
+    }
+    let mut fewest: std::collections::BTreeMap<u64, u128> = std::collections::BTreeMap::new();
+    for c in costs {
+        let e = fewest.entry(c.k).or_insert(c.entries);
+        *e = (*e).min(c.entries);
+    }
+    let mut rows = Vec::new();
+    for (&k, &entries) in &fewest {
+        for cheat in Arithmetic::PLANNED {
+            let c = caught(
+                cheat,
+                dtype.input(),
+                ComputeType::F32,
+                k as usize,
+                ARITHMETIC_ENTRIES,
+                k,
+            );
+            let q = c.rate();
+            let per_sampled_call = 1.0 - (1.0 - q).powf(entries as f64);
+            let per_call = p * per_sampled_call;
+            rows.push(ArithmeticRow {
+                cheat: cheat.describe(),
+                k,
+                entries_per_call: entries,
+                per_entry: q,
+                simulated_entries: c.entries,
+                per_sampled_call,
+                per_call,
+                calls_for_99: calls_for(0.99, (-per_call).ln_1p()),
+            });
+        }
+    }
+    rows
+}
+
+fn arithmetic_lines(d: &mut Doc, rows: &[ArithmeticRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    d.heading(format!(
+        "Cheaper arithmetic in place of the declared type: caught by the tolerance or the declared-precision bound (per entry: {ARITHMETIC_ENTRIES} simulated entries, activations N(0,1), weights N(0,0.02))"
+    ));
+    let table = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.cheat.clone(),
+                r.k.to_string(),
+                fmt_prob(r.per_entry),
+                r.entries_per_call.to_string(),
+                fmt_prob(r.per_sampled_call),
+                fmt_calls(r.calls_for_99),
+            ]
+        })
+        .collect();
+    d.blocks.push(Block::Blank);
+    d.table(
+        vec![
+            "arithmetic used",
+            "k",
+            "per entry",
+            "entries/call",
+            "per sampled call",
+            "calls for 99%",
+        ],
+        table,
+    );
+    d.blocks.push(Block::Blank);
+    d.blocks.push(Block::Heading(
+        "A per-entry chance of 0: no simulated entry was caught; at this k the cheat stays within what an honest GPU may produce, and more calls do not help. Entries of one call are taken as independent."
+            .into(),
+    ));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1872,6 +1998,7 @@ pub fn render(r: &PlanReport, args: &PlanArgs) -> String {
         );
     }
     detection_lines(&mut d, &r.detection, r, args);
+    arithmetic_lines(&mut d, &r.arithmetic);
     d.heading("Assumptions");
     for n in &r.notes {
         d.blocks.push(Block::Heading(format!("  - {n}")));
@@ -1895,6 +2022,7 @@ pub fn run_plan(args: &PlanArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cheat::Arithmetic;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -1918,6 +2046,35 @@ mod tests {
     #[test]
     fn ledger_record_is_157_bytes() {
         assert_eq!(LEDGER_RECORD_BYTES, 157);
+    }
+
+    #[test]
+    fn cheaper_arithmetic_detection_folds_in_the_tolerance() {
+        let r = plan(&args(&["--m", "4096", "--n", "64", "--k", "4096"])).unwrap();
+        assert_eq!(r.arithmetic.len(), Arithmetic::PLANNED.len());
+        let row = |name: &str| {
+            r.arithmetic
+                .iter()
+                .find(|a| a.cheat.starts_with(name))
+                .unwrap_or_else(|| panic!("{name}: {:?}", r.arithmetic))
+        };
+        let fp8 = row("e4m3");
+        assert_eq!((fp8.k, fp8.entries_per_call), (4096, 40));
+        assert!(fp8.per_entry > 0.7, "{fp8:?}");
+        let want = 1.0 - (1.0 - fp8.per_entry).powi(40);
+        assert!(close(fp8.per_sampled_call, want, 1e-12));
+        assert!(close(fp8.per_call, 0.1 * want, 1e-12));
+        // 1 - (1 - 0.1)^44 > 0.99 > 1 - 0.9^43
+        assert_eq!(fp8.calls_for_99.map(f64::ceil), Some(44.0));
+        assert!(row("weights 0.1%").per_entry < 0.1);
+        // Only 16-bit inputs are modelled; the JSON carries the rows.
+        let f32 = plan(&args(&[
+            "--m", "64", "--n", "64", "--k", "64", "--dtype", "f32",
+        ]))
+        .unwrap();
+        assert!(f32.arithmetic.is_empty());
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["arithmetic"][0]["entries_per_call"], 40);
     }
 
     #[test]
