@@ -22,6 +22,7 @@
 //! with tests/e2e/interposer.rs.
 
 use std::path::Path;
+use std::time::Duration;
 
 use mmaudit_protocol::config::SamplingConfig;
 use mmaudit_protocol::keys::Key;
@@ -53,6 +54,12 @@ const RATES_LINE: &str = "sets the sampling rates of the session";
 /// `serve` in this process, its hello asking for `sampling`. A short program's first
 /// calls precede the hello (no session), far above the default limit: allowed here.
 fn serve(dir: &Path, sampling: SamplingConfig) -> Serve<ServeSummary> {
+    serve_judging(dir, sampling, 1.0)
+}
+
+/// `serve` in this process, its hello asking for `sampling`, failing streams with more
+/// than `max_no_session` of their calls or FLOPs made before a session.
+fn serve_judging(dir: &Path, sampling: SamplingConfig, max_no_session: f64) -> Serve<ServeSummary> {
     let key = Key::from_hex(KEY).expect("the test key");
     let mut opts = ServeOptions::new("127.0.0.1:0".parse().expect("an address"), key);
     let (captures, reports) = serve_dirs(dir);
@@ -60,7 +67,7 @@ fn serve(dir: &Path, sampling: SamplingConfig) -> Serve<ServeSummary> {
     opts.json_dir = Some(reports);
     opts.sampling = sampling;
     opts.policy
-        .set_limit(mmaudit_verify::policy::Unaudited::NoSession, 1.0);
+        .set_limit(mmaudit_verify::policy::Unaudited::NoSession, max_no_session);
     let server = Server::bind(opts).expect("bind the verifier");
     let (addr, stopper) = (server.local_addr(), server.stopper());
     let thread = std::thread::spawn(move || server.run().expect("the verifier runs"));
@@ -212,6 +219,160 @@ fn without_a_live_verifier_the_environments_rates_are_the_streams() {
     let c = check_args(&captures, &dir, &[]);
     assert_eq!(c.code, Some(1), "{}", c.text);
     assert_eq!(c.n("sampled"), 0, "{}", c.text);
+    assert!(
+        !c.failures_of("sampling below policy").is_empty(),
+        "{}",
+        c.text
+    );
+}
+
+/// A TCP relay between the prover and the verifier that holds the verifier's bytes (its
+/// hello) back for `delay`: the verifier is reached, but only after the work.
+fn late_relay(to: std::net::SocketAddr, delay: Duration) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+    let addr = listener.local_addr().expect("the relay's address");
+    std::thread::spawn(move || {
+        let Ok((prover, _)) = listener.accept() else {
+            return;
+        };
+        let Ok(verifier) = TcpStream::connect(to) else {
+            return;
+        };
+        let pump = |mut from: TcpStream, mut to: TcpStream, delay: Duration| {
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = from.read(&mut buf) {
+                    if n == 0 || to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to.shutdown(std::net::Shutdown::Write);
+            })
+        };
+        let up = pump(
+            prover.try_clone().expect("clone"),
+            verifier.try_clone().expect("clone"),
+            Duration::ZERO,
+        );
+        let down = pump(verifier, prover, delay);
+        let _ = (up.join(), down.join());
+    });
+    addr
+}
+
+#[test]
+fn a_verifier_reached_only_after_the_work_fails_the_stream() {
+    // A GPU returning zeros, whose verifier's hello arrives only after the program's
+    // GEMMs: every call is made without a session, none is sampled, nothing is wrong
+    // in what arrives. The share of calls made without a session fails it.
+    let exe = compile("llama_workload");
+    let dir = scratch("policy-late");
+    let serve = serve_judging(&dir, SamplingConfig::default(), 0.01);
+    let relay = late_relay(serve.addr, Duration::from_millis(1500));
+    let mut vars = audit_env(&format!("tcp://{relay}"), Rates::default(), Some("zero"));
+    vars.push(("MMAUDIT_EXIT_TIMEOUT_MS", "10000".into()));
+    let out = run(&exe, ARGS, &vars);
+    let (reports, _) = serve.finish(1);
+    let ctx = format!("{}\n{reports:#?}", out.transcript());
+    assert_eq!(out.code, Some(0), "{ctx}");
+    assert_eq!(reports.len(), 1, "{ctx}");
+    let r = &reports[0];
+    assert_eq!(r["verdict"], "fail", "{ctx}");
+    assert_eq!(r["calls"].as_u64(), Some(out.calls()), "{ctx}");
+    assert_eq!(
+        r["no_session_not_audited"].as_u64(),
+        Some(out.calls()),
+        "{ctx}"
+    );
+    assert_eq!(r["sampled"], 0, "{ctx}");
+    let failures = r["streams"][0]["failures"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        failures.iter().any(|f| f["kind"] == "coverage"
+            && f["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("--max-no-session")),
+        "{ctx}"
+    );
+}
+
+#[test]
+fn a_verifier_there_from_the_start_passes_a_long_enough_run() {
+    // The honest counterpart: the same verifier and default policy, reached at once.
+    // The library starts its session at the first GEMM, so that call (and any made
+    // before the hello arrives) has no session; a run of a few hundred small calls
+    // keeps their share under 1%. Each simulated GPU operation takes 2 ms, so the
+    // hello arrives before the second call.
+    let exe = compile("llama_workload");
+    let args = [
+        "--layers",
+        "2",
+        "--tokens",
+        "1",
+        "--generate",
+        "24",
+        "--trace",
+    ];
+    let dir = scratch("policy-prompt");
+    let serve = serve_judging(&dir, SamplingConfig::default(), 0.01);
+    let mut vars = audit_env(&format!("tcp://{}", serve.addr), Rates::default(), None);
+    vars.push(("SIMGPU_LATENCY_US", "2000".into()));
+    let out = run(&exe, &args, &vars);
+    let (reports, _) = serve.finish(1);
+    let ctx = format!("{}\n{reports:#?}", out.transcript());
+    assert_eq!(out.code, Some(0), "{ctx}");
+    assert!(out.calls() >= 200, "{ctx}");
+    let r = &reports[0];
+    assert_eq!(r["verdict"], "pass", "{ctx}");
+    let no_session = r["no_session_not_audited"].as_u64().unwrap_or(u64::MAX);
+    eprintln!(
+        "{no_session} of {} calls made before the session",
+        out.calls()
+    );
+    assert!(no_session >= 1 && no_session * 100 <= out.calls(), "{ctx}");
+}
+
+#[test]
+fn a_lowered_prover_on_a_gpu_returning_zeros_fails_live_and_offline() {
+    // The cheat together: MMAUDIT_CALL_RATE=0 and friends, and every GEMM skipped.
+    // Live, the hello's rates apply and the zeros are found; offline, the capture's own
+    // rates are below the floor. (Honest counterparts: the tests above.)
+    let exe = compile("llama_workload");
+    let dir = scratch("policy-zero-live");
+    // Every call asked for: zeros propagate, so only the calls with nonzero inputs
+    // (o_proj, whose C held the residual) show the fault.
+    let serve = serve(&dir, EVERY_CALL.config());
+    let mut vars = audit_env(
+        &format!("tcp://{}", serve.addr),
+        Rates::default(),
+        Some("zero"),
+    );
+    vars.extend(LOWERED.iter().map(|&(k, v)| (k, v.to_string())));
+    let out = run(&exe, ARGS, &vars);
+    let (reports, _) = serve.finish(1);
+    let ctx = format!("{}\n{reports:#?}", out.transcript());
+    assert_eq!(reports.len(), 1, "{ctx}");
+    assert_eq!(reports[0]["verdict"], "fail", "{ctx}");
+    assert!(reports[0]["mismatched"].as_u64().unwrap_or(0) > 0, "{ctx}");
+
+    let dir = scratch("policy-zero-file");
+    let mut vars = audit_env(
+        &format!("file:{}/run.mma", dir.display()),
+        Rates::default(),
+        Some("zero"),
+    );
+    vars.extend(LOWERED.iter().map(|&(k, v)| (k, v.to_string())));
+    let out = run(&exe, ARGS, &vars);
+    assert_eq!(out.code, Some(0), "{}", out.transcript());
+    let c = check_args(&captures_in(&dir), &dir, &[]);
+    assert_eq!(c.code, Some(1), "{}", c.text);
+    assert_eq!(c.n("mismatched"), 0, "{}", c.text);
     assert!(
         !c.failures_of("sampling below policy").is_empty(),
         "{}",

@@ -492,12 +492,28 @@ fn check_case(case: &Case, claimed: f64) -> EntryCheck {
 /// Runs `n` random honest entries plus `n_big` with k = 16384 for each configuration;
 /// every verdict must be Pass, or Unverifiable where `may_be_unverifiable` allows.
 fn honest_sweep(seed: u64, configs: &[Config], n: usize, n_big: usize) -> Vec<Tally> {
+    honest_sweep_at(seed, configs, n, n_big, None)
+}
+
+/// [`honest_sweep`], or with `fixed_k` every one of the `n` entries at that k.
+fn honest_sweep_at(
+    seed: u64,
+    configs: &[Config],
+    n: usize,
+    n_big: usize,
+    fixed_k: Option<usize>,
+) -> Vec<Tally> {
     let mut rng = Rng::new(seed);
     let mut tallies = Vec::new();
     for cfg in configs {
         let mut t = Tally::default();
+        let n_big = if fixed_k.is_some() { 0 } else { n_big };
         for i in 0..n + n_big {
-            let k = if i < n { pick_k(&mut rng) } else { 16384 };
+            let k = match fixed_k {
+                Some(k) => k,
+                None if i < n => pick_k(&mut rng),
+                None => 16384,
+            };
             let case = random_case(&mut rng, cfg, k, None);
             let gpu = Gpu::random(&mut rng, k);
             let claimed = simulate(&case, gpu, &mut rng);
@@ -1572,5 +1588,33 @@ fn compute_16f_all_zeros_is_caught_and_honest_f16_accumulation_is_not() {
         );
         assert_eq!(zero.unverifiable, 0);
         assert!(zero.rate() > 0.1, "{zero:?}");
+    }
+}
+
+/// The false-alarm count at fixed inner dimensions: for each k in {64, 256, 4096,
+/// 16384, 65536} and each 16-bit, fp8 and f32 configuration, `min(10^6, budget / k)`
+/// honest entries (budget: MMAUDIT_SWEEP_PRODUCTS products, default 2*10^8), every one
+/// judged by both bounds. Slow: run by hand,
+/// `cargo test --release -p mmaudit-verify --lib honest_at_fixed_k -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn honest_at_fixed_k() {
+    use ComputeType as C;
+    use DType::{BF16, F16, F32, F8E4M3};
+    let budget: usize = std::env::var("MMAUDIT_SWEEP_PRODUCTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000_000);
+    let configs = [
+        cfg(BF16, BF16, BF16, C::F32, 1.0),
+        cfg(F16, F16, F16, C::F32, 1.0),
+        cfg(F8E4M3, F8E4M3, BF16, C::F32, 16.0),
+        cfg(F32, F32, F32, C::F32, 1.0),
+        cfg(F32, F32, F32, C::F32FastTf32, 1.0),
+    ];
+    for (i, k) in [64usize, 256, 4096, 16384, 65536].into_iter().enumerate() {
+        let n = (budget / k).clamp(1, 1_000_000);
+        eprintln!("k = {k}: {n} entries per configuration");
+        honest_sweep_at(100 + i as u64, &configs, n, 0, Some(k));
     }
 }
