@@ -987,6 +987,74 @@ fn plan(args: &[&str]) -> Value {
         .expect("plan.json is JSON")
 }
 
+#[test]
+fn cheaper_arithmetic_is_caught_per_sampled_call_as_plan_predicts() {
+    // bf16 linear layers of plan's data model (tests/programs/linear_layer.c) at
+    // k = 4096, 14336 and 28672, every call sampled with the default row and column
+    // rates (m = 200: 2 rows, 1 column, 2 entries per call). The share of calls that
+    // fail matches plan's "per sampled call" for that shape within 5 sigma (the
+    // binomial spread of the run and of plan's 200 simulated entries). At the default
+    // call rate plan multiplies this by 10%; sampling calls at a rate is shown by
+    // fault_prob_is_detected_at_the_rate_plan_predicts.
+    let exe = compile("linear_layer");
+    let calls = 60u64;
+    let cases = [
+        (4096, "precision:fp8-rowscaled", "e4m3"),
+        (4096, "precision:int8-rowscaled", "int8"),
+        (4096, "truncate-k:0.5", "first 50%"),
+        (4096, "weights:0.001", "weights 0.1%"),
+        (14336, "precision:fp8-rowscaled", "e4m3"),
+        (14336, "precision:int8-rowscaled", "int8"),
+        (28672, "precision:fp8-rowscaled", "e4m3"),
+        (28672, "precision:int8-rowscaled", "int8"),
+        (28672, "truncate-k:0.5", "first 50%"),
+    ];
+    for (k, fault, cheat) in cases {
+        let ks = k.to_string();
+        let calls_s = calls.to_string();
+        let args = [
+            "--m", "200", "--n", "1", "--k", &ks, "--calls", &calls_s, "--trace",
+        ];
+        let name = format!("linear-{k}-{}", fault.replace([':', '.'], "-"));
+        let a = audit(&name, &exe, &args, EVERY_CALL, Some(fault), &[]);
+        let ctx = a.context();
+        assert_eq!(a.run.code, Some(0), "{ctx}");
+        assert_eq!(a.check.n("sampled"), calls, "{ctx}");
+        let failed: BTreeSet<u64> = ["mismatch", "precision lower than declared"]
+            .iter()
+            .flat_map(|kind| a.check.failures_of(kind))
+            .map(|f| failure_call(f).index)
+            .collect();
+        let observed = failed.len() as f64 / calls as f64;
+        let p = plan(&["--m", "200", "--n", "1", "--k", &ks]);
+        let row = p["arithmetic"]
+            .as_array()
+            .and_then(|rows| {
+                rows.iter()
+                    .find(|r| r["cheat"].as_str().is_some_and(|c| c.starts_with(cheat)))
+            })
+            .unwrap_or_else(|| panic!("no {cheat} row in plan: {p}"));
+        assert_eq!(row["entries_per_call"], 2, "{row}");
+        let predicted = row["per_sampled_call"].as_f64().unwrap_or(-1.0);
+        let q = row["per_entry"].as_f64().unwrap_or(-1.0);
+        // spread of the run's share, and of plan's estimate through 1 - (1 - q)^2
+        let run_sd = (predicted * (1.0 - predicted) / calls as f64).sqrt();
+        let plan_sd = 2.0 * (1.0 - q) * (q * (1.0 - q) / 200.0).sqrt();
+        let slack = 5.0 * (run_sd * run_sd + plan_sd * plan_sd).sqrt() + 1.0 / calls as f64;
+        eprintln!(
+            "k={k:>5} {fault:<26} {} of {calls} sampled calls failed ({observed:.3}); plan predicts {predicted:.3} per sampled call (per entry {q:.3})",
+            failed.len()
+        );
+        assert!(
+            (observed - predicted).abs() <= slack,
+            "k={k} {fault}: observed {observed}, plan {predicted} +- {slack}\n{ctx}"
+        );
+        if predicted > 0.5 {
+            assert_eq!(a.check.code, Some(1), "{ctx}");
+        }
+    }
+}
+
 fn num(v: &Value, path: &[&str]) -> f64 {
     let mut x = v;
     for p in path {
