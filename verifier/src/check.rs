@@ -57,10 +57,17 @@ graph capture, made with no verifier session, outside the call model, rejected b
 the library, sampled but unverifiable, or dropped (gaps). Each share is reported; the
 defaults are 1%. Lower the floor or raise a limit only for runs you know.
 
-Exit codes: 0 every stream passes; 1 a stream fails (wrong result, missing sample,
-sampling below policy, unaudited share above policy, MAC/sequence/truncation error,
-wrong key, unknown weights with --require-weights); 2 could not run (including a weights file that is missing,
-not a safetensors file, or shares a tensor name with another).
+Each checked entry must lie within the worst-case tolerance (else \"mismatch\") and
+within the declared-precision bound: what an honest GPU summing k in contiguous
+ranges can produce, D's rounding taken exactly (else \"precision lower than
+declared\": fp8 or int8 arithmetic in place of bf16, terms skipped, operands slightly
+off). Both are in docs/PROTOCOL.md (\"Tolerance\", \"Declared precision\").
+
+Exit codes: 0 every stream passes; 1 a stream fails (wrong result, precision lower
+than declared, missing sample, sampling below policy, unaudited share above policy,
+MAC/sequence/truncation error, wrong key, unknown weights with --require-weights); 2
+could not run (including a weights file that is missing, not a safetensors file, or
+shares a tensor name with another).
 
 Examples:
   mmaudit-verify check run.mma --key-file audit.key
