@@ -30,7 +30,8 @@ use mmaudit_protocol::call::flags;
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::Record;
 use mmaudit_protocol::stream::{Event, StreamReader};
-use mmaudit_tests::simgpu::{compile, libraries, repo_root};
+use mmaudit_tests::simgpu::{compile, libraries};
+use mmaudit_verify::policy::Unaudited;
 use mmaudit_verify::serve::{ServeOptions, Server};
 use mmaudit_verify::weights::{WeightPolicy, WeightRegistry};
 
@@ -56,32 +57,13 @@ const SHAPE: &[&str] = &[
     "--separate-qkv",
 ];
 
-fn target() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"))
-}
-
 fn main() {
     let tokens: u64 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(64);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .current_dir(repo_root())
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "mmaudit-interposer",
-            "-p",
-            "mmaudit-verify",
-        ])
-        .status()
-        .expect("cargo build");
-    assert!(built.success());
-    let release = target().join("release");
+    // builds libmmaudit.so and mmaudit-verify (release) once
+    let tools = mmaudit_tests::preload::tools();
     let exe = compile("llama_workload");
     let dir = std::env::temp_dir().join(format!("mmaudit-library-bpt-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -124,12 +106,17 @@ fn main() {
         "seconds"
     );
     for rate in [1.0, 0.1] {
-        let plan = plan_bytes(&release.join("mmaudit-verify"), &config, tokens, rate);
+        let plan = plan_bytes(&tools.verify, &config, tokens, rate);
         for references in [false, true] {
             let run_dir = dir.join(format!("{rate}-{references}"));
             std::fs::create_dir_all(&run_dir).unwrap();
             let mut opts = ServeOptions::new("127.0.0.1:0".parse().unwrap(), key.clone());
             opts.capture_dir = Some(run_dir.clone());
+            // The verifier's hello sets the rate; the program's first (prefill) call
+            // precedes the session, far above the default no-session share: this
+            // measures bytes, not the policy.
+            opts.sampling.call_ppm = (rate * 1e6) as u32;
+            opts.policy.set_limit(Unaudited::NoSession, 1.0);
             opts.weights = Some(WeightPolicy {
                 registry: Arc::clone(&registry),
                 required: false,
@@ -138,13 +125,9 @@ fn main() {
             let (addr, stopper) = (server.local_addr(), server.stopper());
             let handle = std::thread::spawn(move || server.run().unwrap());
             let env = [
-                (
-                    "LD_PRELOAD",
-                    release.join("libmmaudit.so").display().to_string(),
-                ),
+                ("LD_PRELOAD", tools.preload.display().to_string()),
                 ("MMAUDIT_KEY", KEY.to_string()),
                 ("MMAUDIT_SINK", format!("tcp://{addr}")),
-                ("MMAUDIT_CALL_RATE", format!("{rate}")),
                 (
                     "MMAUDIT_REFERENCES",
                     if references { "1" } else { "0" }.into(),
