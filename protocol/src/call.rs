@@ -261,9 +261,13 @@ impl GemmCall {
         self.declared_flops()
     }
 
-    /// `2 m n k batch` as the call's arguments declare it, whether or not it ran.
+    /// `2 m n k batch` as the call's arguments declare it, whether or not it ran;
+    /// `u128::MAX` when that does not fit (dimensions up to 2^40 each can reach 2^161).
     pub fn declared_flops(&self) -> u128 {
-        2u128 * self.m as u128 * self.n as u128 * self.k as u128 * self.batch as u128
+        [self.n, self.k, self.batch]
+            .iter()
+            .try_fold(2u128 * self.m as u128, |acc, &d| acc.checked_mul(d as u128))
+            .unwrap_or(u128::MAX)
     }
 
     /// True when the given [`flags`] bit is set.

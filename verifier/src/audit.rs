@@ -180,7 +180,10 @@ impl StreamAudit {
         }
         self.next_index = call.index.saturating_add(1);
         self.report.calls += 1;
-        self.report.flops += call.flops();
+        self.report.flops = self.report.flops.saturating_add(call.flops());
+        let declared = call.declared_flops();
+        let working = declared > 0;
+        self.report.working_calls += working as u64;
         for (flag, what, count) in [
             (
                 flags::CAPTURED,
@@ -205,7 +208,10 @@ impl StreamAudit {
         ] {
             if call.has(flag) {
                 *count += 1;
-                self.report.unaudited_flops[what as usize] += call.declared_flops();
+                let w = what as usize;
+                self.report.unaudited_flops[w] =
+                    self.report.unaudited_flops[w].saturating_add(declared);
+                self.report.unaudited_working[w] += working as u64;
             }
         }
         if call.has(flags::NOT_AUDITED) {
@@ -216,7 +222,8 @@ impl StreamAudit {
         };
         if let Some(plan) = schedule.decide(&call) {
             self.report.sampled += 1;
-            self.report.sampled_flops += call.flops();
+            self.report.sampled_working += working as u64;
+            self.report.sampled_flops = self.report.sampled_flops.saturating_add(call.flops());
             self.pending.insert(call.index, (call, plan));
         }
     }
@@ -225,7 +232,7 @@ impl StreamAudit {
         for index in gap.indices {
             if let Some((call, _)) = self.pending.remove(&index) {
                 self.report.gaps += 1;
-                self.report.unaudited_flops[Unaudited::Gaps as usize] += call.flops();
+                self.count_unaudited(Unaudited::Gaps, &call);
                 *self
                     .report
                     .gap_reasons
@@ -277,7 +284,7 @@ impl StreamAudit {
                 self.report.entries_checked += outcome.entries;
                 if outcome.unverifiable {
                     self.report.unverifiable += 1;
-                    self.report.unaudited_flops[Unaudited::Unverifiable as usize] += call.flops();
+                    self.count_unaudited(Unaudited::Unverifiable, &call);
                 }
                 if outcome.worst_rel > self.report.worst_rel_error {
                     self.report.worst_rel_error = outcome.worst_rel;
@@ -306,6 +313,14 @@ impl StreamAudit {
                 }
             }
         }
+    }
+
+    /// Counts a sampled call that was not audited after all (a gap, unverifiable).
+    fn count_unaudited(&mut self, what: Unaudited, call: &GemmCall) {
+        let w = what as usize;
+        self.report.unaudited_flops[w] =
+            self.report.unaudited_flops[w].saturating_add(call.flops());
+        self.report.unaudited_working[w] += (call.flops() > 0) as u64;
     }
 
     /// Replaces each operand sent as a reference by the held rows it names, after

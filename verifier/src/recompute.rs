@@ -603,7 +603,7 @@ pub const MAX_K_PARTS: f64 = 64.0;
 ///          + n eta_acc
 /// ```
 ///
-/// and the bound is the tolerance's `E_res + E_ref` with `E_acc'` in place of `E_acc`,
+/// The bound is the tolerance's `E_res + E_ref` with `E_acc'` in place of `E_acc`,
 /// without the output rounding `E_out`: the caller compares it with the distance from
 /// the reference to the interval of values that round to the claim
 /// ([`rounding_gap`]). A claim farther than this from the reference, but within the
@@ -747,13 +747,15 @@ pub fn reference(
         ..Magnitudes::default()
     };
     let mut s_sum = 0.0f64;
-    let (mut prefix, mut lo, mut hi) = (0.0f64, 0.0f64, 0.0f64);
+    // The range of the prefix sums, from the compensated sum's running plain sum.
+    let (mut lo, mut hi) = (0.0f64, 0.0f64);
     for (&x, &y) in a.iter().zip(b) {
         let p = x * y;
         dot.add(p);
-        prefix += p;
-        lo = lo.min(prefix);
-        hi = hi.max(prefix);
+        // plain comparisons (one minsd/maxsd each); a NaN sum makes the entry
+        // non-finite and unjudged by this bound anyway
+        lo = if dot.sum < lo { dot.sum } else { lo };
+        hi = if dot.sum > hi { dot.sum } else { hi };
         if !narrow {
             // Error-free product: x*y = p + e exactly.
             dot.add(x.mul_add(y, -p));
@@ -767,7 +769,9 @@ pub fn reference(
     // S is only a bound's input: summing it in plain f64 loses at most gamma(k, 2^-53)
     // relative, which the 2^-48 reference term absorbs; round it up a little anyway.
     m.s = s_sum * (1.0 + gamma(m.k as f64, exp2i(-53)));
-    // The plain f64 prefix sums are each within gamma(k, 2^-53) S of the exact ones.
+    // The plain f64 running sums are each within gamma(k, 2^-53) S of the exact prefix
+    // sums (for f64 inputs each product's error term joins the next step's: that only
+    // widens the range by at most an ulp of a product).
     m.w = (hi - lo) + 2.0 * gamma(m.k as f64, exp2i(-53)) * m.s;
     let mut d = dot.value();
     if call.compute == ComputeType::I32 {
@@ -997,7 +1001,13 @@ pub fn check_entry(
         return Ok(finish(expected, 0.0, claimed, err, same));
     }
     let target = if out.overflow == Overflow::Saturate {
-        r.value.clamp(-out.max_finite, out.max_finite)
+        // two's complement integers reach one further below zero (i8: -128)
+        let lowest = if out.integer {
+            -out.max_finite - 1.0
+        } else {
+            -out.max_finite
+        };
+        r.value.clamp(lowest, out.max_finite)
     } else {
         r.value
     };

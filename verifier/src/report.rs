@@ -178,6 +178,14 @@ pub struct StreamReport {
     pub failures_not_shown: u64,
     /// FLOPs of the sampled calls
     pub sampled_flops: u128,
+    /// calls that declare work (nonzero FLOPs): the policy's shares count only these, so
+    /// that empty calls cannot dilute them
+    pub working_calls: u64,
+    /// sampled calls that declare work
+    pub sampled_working: u64,
+    /// calls that declare work per category of calls not audited, indexed by
+    /// [`Unaudited`]
+    pub unaudited_working: [u64; 6],
     /// FLOPs per category of calls not audited, indexed by [`Unaudited`] (rejected: as
     /// declared, although the prover claims they were not computed)
     pub unaudited_flops: [u128; 6],
@@ -203,39 +211,60 @@ impl StreamReport {
         self.tally(Unaudited::Gaps).shares(&self.sampled_tally()).0
     }
 
-    /// Calls and FLOPs of one category of calls that were not audited.
+    /// Calls that declare work, and FLOPs, of one category of calls that were not
+    /// audited.
     pub fn tally(&self, what: Unaudited) -> Tally {
-        let calls = match what {
-            Unaudited::Captured => self.captured,
-            Unaudited::NoSession => self.no_session,
-            Unaudited::Unmodelled => self.unmodelled,
-            Unaudited::Rejected => self.rejected,
-            Unaudited::Unverifiable => self.unverifiable,
-            Unaudited::Gaps => self.gaps,
-        };
         Tally {
-            calls,
+            calls: self.unaudited_working[what as usize],
             flops: self.unaudited_flops[what as usize],
         }
     }
 
-    /// Calls and FLOPs the schedule selected.
+    /// Calls that declare work, and FLOPs, the schedule selected.
     pub fn sampled_tally(&self) -> Tally {
         Tally {
-            calls: self.sampled,
+            calls: self.sampled_working,
             flops: self.sampled_flops,
         }
     }
 
-    /// What a category's share is taken of: sampled calls for unverifiable calls and
-    /// gaps, every call otherwise (rejected calls' declared FLOPs counted in).
+    /// What a category's share is taken of: the sampled calls for unverifiable calls and
+    /// gaps; otherwise every call that declares work, and as FLOPs those of the flagged
+    /// (never sampled) calls plus an estimate of the others' from the sample, `sampled
+    /// FLOPs / call rate`, when that is smaller than what the ledger claims. A prover
+    /// can claim any FLOPs in calls the schedule did not pick (one enormous unsampled
+    /// call would otherwise dilute every FLOPs share); the estimate counts only FLOPs
+    /// that had the call rate's chance of being checked.
     fn base(&self, what: Unaudited) -> Tally {
         if what.of_sampled() {
             return self.sampled_tally();
         }
+        let flagged = [
+            Unaudited::Captured,
+            Unaudited::NoSession,
+            Unaudited::Unmodelled,
+            Unaudited::Rejected,
+        ]
+        .iter()
+        .fold(0u128, |sum, &w| {
+            sum.saturating_add(self.unaudited_flops[w as usize])
+        });
+        let claimed = self
+            .flops
+            .saturating_add(self.unaudited_flops[Unaudited::Rejected as usize]);
+        let rate = self
+            .header
+            .as_ref()
+            .map_or(0.0, |h| h.config.call_ppm as f64 / 1e6);
+        let flops = if rate > 0.0 {
+            let estimate = flagged as f64 + self.sampled_flops as f64 / rate;
+            (claimed as f64).min(estimate) as u128
+        } else {
+            claimed
+        };
         Tally {
-            calls: self.calls,
-            flops: self.flops + self.unaudited_flops[Unaudited::Rejected as usize],
+            calls: self.working_calls,
+            flops,
         }
     }
 
@@ -282,7 +311,8 @@ impl StreamReport {
                 ));
             }
         }
-        self.policy_failures = found.len() as u64;
+        // Judged again (by another policy), a stream keeps every earlier failure.
+        self.policy_failures += found.len() as u64;
         // Policy failures go first: they say whether the rest means anything.
         let mut failures: Vec<Failure> = found
             .into_iter()
@@ -614,4 +644,104 @@ pub fn summary_json(reports: &[StreamReport]) -> Value {
         "worst_rel_error": reports.iter().map(|r| r.worst_rel_error).fold(0.0, f64::max),
         "streams": reports.iter().map(StreamReport::to_json).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A finished stream at the default rates: `calls` calls that declare work, of
+    /// which `no_session` without a session, each of `flops` FLOPs, and `sampled` of the
+    /// others sampled and verified.
+    fn stream(calls: u64, no_session: u64, sampled: u64, flops: u128) -> StreamReport {
+        let mut r = StreamReport::new("t");
+        r.header = Some(mmaudit_protocol::fuzzing::seed_header());
+        r.ended = true;
+        r.calls = calls;
+        r.working_calls = calls;
+        r.no_session = no_session;
+        r.unaudited_working[Unaudited::NoSession as usize] = no_session;
+        r.unaudited_flops[Unaudited::NoSession as usize] = no_session as u128 * flops;
+        r.flops = calls as u128 * flops;
+        r.sampled = sampled;
+        r.sampled_working = sampled;
+        r.verified = sampled;
+        r.sampled_flops = sampled as u128 * flops;
+        r
+    }
+
+    fn judged(mut r: StreamReport) -> StreamReport {
+        r.apply_policy(&Policy::default());
+        r
+    }
+
+    #[test]
+    fn empty_calls_do_not_dilute_the_shares() {
+        // 50 of 100 calls without a session, tiny ones (0.005% of the FLOPs): fails on
+        // the share of calls.
+        let small = || {
+            let mut r = stream(100, 50, 5, 1_000_000);
+            r.unaudited_flops[Unaudited::NoSession as usize] = 50;
+            r
+        };
+        let r = judged(small());
+        assert!(!r.passed());
+        assert!(
+            r.failures[0].message.contains("50 of 100 calls"),
+            "{}",
+            r.to_text()
+        );
+        // 10 000 more calls that declare no work (m, n, k or batch 0) do not count.
+        let mut r = small();
+        r.calls += 10_000;
+        let r = judged(r);
+        assert!(!r.passed());
+        assert!(
+            r.failures[0].message.contains("50 of 100 calls"),
+            "{}",
+            r.to_text()
+        );
+    }
+
+    #[test]
+    fn an_enormous_unsampled_claim_does_not_dilute_the_flops_shares() {
+        let giant = |mut r: StreamReport| {
+            r.calls += 1;
+            r.working_calls += 1;
+            r.flops += 1u128 << 57;
+            r
+        };
+        // 10 of 1000 calls (1%) without a session, but ten times larger than the others:
+        // 10% of the FLOPs. Fails, and still fails beside one unsampled call claiming
+        // 2^57 FLOPs: the share is taken of what the sample supports (sampled FLOPs /
+        // call rate), not of the claim.
+        let mut r = stream(1000, 10, 100, 1000);
+        r.unaudited_flops[Unaudited::NoSession as usize] = 10 * 10 * 1000;
+        r.flops += 10 * 9 * 1000;
+        assert!(!judged(r.clone()).passed());
+        let r = judged(giant(r));
+        assert!(!r.passed(), "{}", r.to_text());
+        assert!(
+            r.failures[0].message.contains("--max-no-session"),
+            "{}",
+            r.to_text()
+        );
+        // The honest counterpart: the same calls at their own size pass, with or without
+        // the claim beside them.
+        assert!(judged(stream(1000, 10, 100, 1000)).passed());
+        assert!(judged(giant(stream(1000, 10, 100, 1000))).passed());
+    }
+
+    #[test]
+    fn judging_again_keeps_every_failure() {
+        let mut r = StreamReport::new("t");
+        let mut h = mmaudit_protocol::fuzzing::seed_header();
+        h.config.call_ppm = 0;
+        r.header = Some(h);
+        r.ended = true;
+        r.apply_policy(&Policy::default());
+        assert!(!r.passed());
+        r.apply_policy(&Policy::lenient());
+        assert!(!r.passed());
+    }
 }

@@ -240,3 +240,24 @@ fn samples_of_unaudited_calls_are_not_accepted() {
     assert!(!r.passed());
     assert!(r.integrity_errors >= 1, "{}", r.to_text());
 }
+
+#[test]
+fn flops_that_do_not_fit_128_bits_saturate_and_fail_the_share() {
+    // A captured call of m = n = k = batch = 2^32 declares 2^129 FLOPs: saturated, not
+    // wrapped to 0, so its share is all of the FLOPs.
+    let mut p = RefProver::new(&key(), SamplingConfig::default(), 5);
+    for _ in 0..200 {
+        p.gemm(&spec());
+    }
+    let mut huge = spec();
+    huge.captured = true;
+    p.gemm(&huge);
+    if let Some(Record::Ledger(c)) = p.records.last_mut() {
+        (c.m, c.n, c.k, c.batch) = (1 << 32, 1 << 32, 1 << 32, 1 << 32);
+        assert_eq!(c.declared_flops(), u128::MAX);
+    }
+    let r = audit(&p.finish(8).bytes(), &Policy::default());
+    assert_eq!(r.tally(Unaudited::Captured).flops, u128::MAX);
+    assert!(!r.passed(), "{}", r.to_text());
+    assert_eq!(kinds(&r), vec![FailureKind::Coverage]);
+}

@@ -1618,3 +1618,38 @@ fn honest_at_fixed_k() {
         honest_sweep_at(100 + i as u64, &configs, n, 0, Some(k));
     }
 }
+
+#[test]
+fn an_i8_output_saturates_at_minus_128() {
+    // i8 x i8 -> i8 with 32I compute and a float scale: D saturates to [-128, 127].
+    let mut call = make_call(
+        DType::I8,
+        DType::I8,
+        DType::I8,
+        ComputeType::I32,
+        Epilogue::Default,
+        2,
+    );
+    call.scale_type = DType::F32;
+    for (alpha, a, b, claimed, verdict) in [
+        (0.5, [-100.0, -1.0], [2.0, 55.0], -128.0, Verdict::Pass), // -127.5 rounds to -128
+        (1.0, [-100.0, -100.0], [1.0, 1.0], -128.0, Verdict::Pass), // -200 saturates
+        (1.0, [-100.0, -100.0], [1.0, 1.0], -127.0, Verdict::Fail),
+        (1.0, [100.0, 100.0], [1.0, 1.0], 127.0, Verdict::Pass),
+    ] {
+        let s = Scalars {
+            alpha,
+            beta: 0.0,
+            ..Scalars::UNIT
+        };
+        let e = Entry {
+            a_row: &a,
+            b_col: &b,
+            c_in: 0.0,
+            bias: None,
+            claimed,
+        };
+        let c = check_entry(&call, &s, &e).unwrap();
+        assert_eq!(c.verdict, verdict, "alpha {alpha} a {a:?} b {b:?}: {c:?}");
+    }
+}
