@@ -338,7 +338,7 @@ fn init_inner() -> bool {
     let pid = std::process::id();
     let setup = config::from_env(
         |k| std::env::var(k).ok(),
-        |p| std::fs::read_to_string(p),
+        |p| mmaudit_protocol::keys::read_key_text(std::path::Path::new(p)),
         pid,
     );
     let config = match setup {

@@ -6,6 +6,9 @@
 //! replayed as another.
 
 use std::fmt;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 /// Context strings for BLAKE3 `derive_key`; part of the protocol.
 pub const SCHEDULE_CONTEXT: &str = "mmaudit v1 sampling schedule";
@@ -106,5 +109,81 @@ mod tests {
         assert_ne!(k.fingerprint_key(), k.mac_key());
         assert_ne!(k.fingerprint_key(), k.schedule_key());
         assert_ne!(Key::from_bytes([8; 32]).id(), k.id());
+    }
+}
+
+/// The most bytes a key file may hold: 64 hex characters and some whitespace.
+pub const MAX_KEY_FILE_LEN: u64 = 4096;
+
+/// Reads a key file's text without ever blocking or reading much: the file is opened
+/// non-blocking (a FIFO with no writer cannot hang the caller), must be a regular file
+/// (not a FIFO, device or directory: `/dev/zero` is refused before any byte is read)
+/// of at most [`MAX_KEY_FILE_LEN`] bytes, and at most that many bytes are read.
+pub fn read_key_text(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a key file holds 64 hex characters)",
+        ));
+    }
+    if meta.len() > MAX_KEY_FILE_LEN {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("{} bytes; a key file holds 64 hex characters", meta.len()),
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_KEY_FILE_LEN + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_KEY_FILE_LEN {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            "it grew while being read; a key file holds 64 hex characters",
+        ));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn key_files_that_are_not_small_regular_files_are_refused_at_once() {
+        let dir = std::env::temp_dir().join(format!("mmaudit-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good");
+        std::fs::write(&good, format!("{}\n", "ab".repeat(32))).unwrap();
+        assert!(Key::from_hex(&read_key_text(&good).unwrap()).is_ok());
+        let big = dir.join("big");
+        std::fs::write(&big, vec![b'a'; 5000]).unwrap();
+        assert!(read_key_text(&big)
+            .unwrap_err()
+            .to_string()
+            .contains("5000 bytes"));
+        for special in ["/dev/zero", "/dev/null", "/"] {
+            let e = read_key_text(Path::new(special)).unwrap_err();
+            assert!(
+                e.to_string().contains("not a regular file"),
+                "{special}: {e}"
+            );
+        }
+        // A FIFO with no writer: refused, not waited on.
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let start = std::time::Instant::now();
+        let e = read_key_text(&fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

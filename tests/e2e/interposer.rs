@@ -1823,3 +1823,41 @@ fn weight_identity_names_the_tensors_and_a_changed_tensor_fails_when_required() 
         "{text}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Reliability: the host program is never held up by the library's setup.
+
+#[test]
+fn a_key_file_that_is_not_a_small_regular_file_turns_auditing_off_at_once() {
+    // /dev/zero was read until memory ran out; a FIFO nobody writes to blocked the
+    // program's first GEMM forever. Both are refused before a byte is read: the
+    // program runs as without the library, and says why auditing is off.
+    let exe = compile("llama_workload");
+    let reference = reference(&exe, LLAMA, None);
+    let dir = scratch("keyfile-special");
+    let fifo = dir.join("fifo.key");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    for key_file in [Path::new("/dev/zero"), fifo.as_path()] {
+        let sink = format!("file:{}/capture-%p.mma", dir.display());
+        let env: Vec<(&str, String)> = audit_env(&sink, EVERY_CALL, None)
+            .into_iter()
+            .filter(|(k, _)| *k != "MMAUDIT_KEY")
+            .chain([("MMAUDIT_KEY_FILE", key_file.display().to_string())])
+            .collect();
+        let start = Instant::now();
+        let out = run(&exe, LLAMA, &env);
+        let ctx = out.transcript();
+        assert_eq!(out.code, Some(0), "{ctx}");
+        assert_eq!(out.hash(), reference.hash(), "{ctx}");
+        assert!(start.elapsed() < Duration::from_secs(30), "{ctx}");
+        assert!(
+            out.stderr.contains("MMAUDIT_KEY_FILE=") && out.stderr.contains("not a regular file"),
+            "{ctx}"
+        );
+        assert!(captures_in(&dir).is_empty(), "{ctx}");
+    }
+}

@@ -8,28 +8,16 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use mmaudit_protocol::keys::Key;
 
 /// Reads a key file; errors name the file and what is wrong with it. Warns on stderr
 /// when the file is readable by group or others.
 pub fn read_key_file(path: &Path) -> Result<Key> {
+    let text = mmaudit_protocol::keys::read_key_text(path)
+        .with_context(|| format!("cannot read key file {}", path.display()))?;
     let meta =
         fs::metadata(path).with_context(|| format!("cannot read key file {}", path.display()))?;
-    if meta.is_dir() {
-        bail!("key file {} is a directory", path.display());
-    }
-    if meta.len() > 4096 {
-        bail!(
-            "key file {} is {} bytes; a key file holds 64 hex characters",
-            path.display(),
-            meta.len()
-        );
-    }
-    let mut text = String::new();
-    fs::File::open(path)
-        .and_then(|mut f| f.read_to_string(&mut text))
-        .with_context(|| format!("cannot read key file {}", path.display()))?;
     let key = Key::from_hex(&text)
         .with_context(|| format!("key file {} is malformed", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {

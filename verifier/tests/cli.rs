@@ -191,6 +191,35 @@ fn bad_key_files_and_arguments_exit_2() {
     let short = dir.join("short.key");
     std::fs::write(&short, "abcd\n").unwrap();
     assert_could_not_run(&check(&[&good], &short), "64 hex characters");
+    // Not a small regular file: refused at once, never read (/dev/zero) or waited on (a
+    // FIFO nobody writes to).
+    assert_could_not_run(
+        &check(&[&good], Path::new("/dev/zero")),
+        "not a regular file",
+    );
+    let fifo = dir.join("fifo.key");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut child = bin()
+        .arg("check")
+        .arg(&good)
+        .arg("--key-file")
+        .arg(&fifo)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("check waited on a FIFO key file");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_could_not_run(&child.wait_with_output().unwrap(), "not a regular file");
     let o = bin().arg("check").arg(&good).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     let o = bin()
