@@ -196,6 +196,9 @@ pub struct Sink {
     queue: VecDeque<Record>,
     queued_bytes: usize,
     buffer_bytes: usize,
+    /// Queued bytes that make framing due: [`BATCH_BYTES`], or a quarter of the buffer
+    /// when that is smaller, so that a healthy sink frames well before the bound.
+    batch_bytes: usize,
     /// While set, new samples become gaps (the buffer was full).
     backpressure: bool,
     ledger_overflow: bool,
@@ -324,6 +327,7 @@ impl Sink {
             queue: VecDeque::new(),
             queued_bytes: 0,
             buffer_bytes,
+            batch_bytes: BATCH_BYTES.min(buffer_bytes / 4).max(1),
             backpressure: false,
             ledger_overflow: false,
             oldest: None,
@@ -507,7 +511,7 @@ impl Sink {
     fn due(&self, now: Instant, force: bool) -> bool {
         !self.queue.is_empty()
             && (force
-                || self.queued_bytes >= BATCH_BYTES
+                || self.queued_bytes >= self.batch_bytes
                 || self
                     .oldest
                     .is_some_and(|t| now.duration_since(t) >= self.flush_interval))

@@ -196,6 +196,35 @@ fn file_sink_error_is_reported() {
 }
 
 #[test]
+fn the_smallest_buffer_keeps_up_with_a_healthy_sink() {
+    // MMAUDIT_BUFFER_MB=1, its documented minimum: framing was due only at 1 MiB
+    // queued, which is already over the bound, so a healthy file sink turned every
+    // sample into a gap and then stopped auditing.
+    let path = temp("small-buffer.mma");
+    let mut sink = Sink::open(
+        &SinkSpec::File(path.clone()),
+        &key(),
+        header(),
+        1 << 20,
+        Duration::from_secs(60),
+        Arc::new(Ledger::default()),
+        true,
+    )
+    .unwrap();
+    for i in 0..200 {
+        assert!(sink.push(Record::Ledger(call(i))).is_none());
+        assert!(sink.push(Record::Sample(sample(i, 16 << 10))).is_none());
+        sink.pump(Instant::now(), false).unwrap();
+    }
+    assert_eq!(sink.totals().backpressure, 0);
+    sink.finish(Instant::now() + Duration::from_secs(1))
+        .unwrap();
+    let (_, records, done) = decode(&std::fs::read(&path).unwrap());
+    done.unwrap();
+    assert_eq!(end_of(&records).samples, 200);
+}
+
+#[test]
 fn backpressure_turns_samples_into_gaps_and_keeps_the_ledger() {
     let path = temp("backpressure.mma");
     let spec = SinkSpec::File(path.clone());
