@@ -112,14 +112,23 @@ pub const DEFAULT_EXIT_TIMEOUT_MS: u64 = 5000;
 /// Default `MMAUDIT_FLUSH_MS`.
 pub const DEFAULT_FLUSH_MS: u64 = 100;
 
-/// Reads the configuration. `var` looks a variable up (unset and empty are the same);
-/// `read_file` reads the key file; `pid` expands `%p`.
+/// Reads the configuration. `var` looks a variable up; a variable set to an empty (or
+/// blank) value is an error naming it, never a silent default. `read_file` reads the
+/// key file; `pid` expands `%p`.
 pub fn from_env(
     var: impl Fn(&str) -> Option<String>,
     read_file: impl Fn(&str) -> std::io::Result<String>,
     pid: u32,
 ) -> Setup {
-    let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    let empty = std::cell::RefCell::new(None::<String>);
+    let var = |name: &str| {
+        let v = var(name);
+        if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            empty.borrow_mut().get_or_insert_with(|| name.to_string());
+            return None;
+        }
+        v
+    };
     let log = match var("MMAUDIT_LOG") {
         None => Level::Warn,
         Some(v) => match Level::parse(&v) {
@@ -134,7 +143,16 @@ pub fn from_env(
             }
         },
     };
-    match parse(&var, &read_file, pid, log) {
+    let parsed = parse(&var, &read_file, pid, log);
+    if let Some(name) = empty.into_inner() {
+        return Setup::Invalid {
+            message: format!(
+                "{name} is set to an empty value (unset it for the default): auditing is off"
+            ),
+            log,
+        };
+    }
+    match parsed {
         Ok(Some(c)) => Setup::Audit(c),
         Ok(None) => Setup::NoKey { log },
         Err(message) => Setup::Invalid {
@@ -356,9 +374,10 @@ mod tests {
     #[test]
     fn no_key_means_off() {
         assert!(matches!(setup(&[]), Setup::NoKey { log: Level::Warn }));
+        // A blank key is not "no key": it says so, at the requested log level.
         assert!(matches!(
             setup(&[("MMAUDIT_KEY", "  "), ("MMAUDIT_LOG", "info")]),
-            Setup::NoKey { log: Level::Info }
+            Setup::Invalid { log: Level::Info, .. }
         ));
     }
 
@@ -454,6 +473,19 @@ mod tests {
             invalid(&[k, ("MMAUDIT_TEST_PANIC", "during:1")]).starts_with("MMAUDIT_TEST_PANIC=")
         );
         assert!(invalid(&[k, ("MMAUDIT_REFERENCES", "yes")]).starts_with("MMAUDIT_REFERENCES="));
+        for name in [
+            "MMAUDIT_SINK",
+            "MMAUDIT_CALL_RATE",
+            "MMAUDIT_LOG",
+            "MMAUDIT_BUFFER_MB",
+        ] {
+            let m = invalid(&[k, (name, " ")]);
+            assert!(
+                m.starts_with(&format!("{name} is set to an empty value")),
+                "{m}"
+            );
+        }
+        assert!(invalid(&[("MMAUDIT_KEY", "")]).starts_with("MMAUDIT_KEY is set to an empty"));
         let m = invalid(&[k, ("MMAUDIT_LOG", "loud")]);
         assert!(m.starts_with("MMAUDIT_LOG='loud'"), "{m}");
         for m in [invalid(&[k, ("MMAUDIT_RING_MB", "0")]), m] {
