@@ -416,6 +416,7 @@ fn init_inner() -> bool {
         .name("mmaudit".into())
         .spawn(move || {
             mark_internal_thread();
+            block_sigpipe();
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())).is_err() {
                 stop("the background thread failed".into());
             }
@@ -454,6 +455,20 @@ fn init_inner() -> bool {
     STATE.store(RUNNING, Ordering::Release);
     log::emit(Level::Info, &summary);
     true
+}
+
+/// Blocks SIGPIPE in the calling (background) thread: a write to a FIFO or socket
+/// whose reader left then fails with EPIPE instead of killing the application. A
+/// SIGPIPE raised by such a write is directed at this thread and stays pending on it.
+fn block_sigpipe() {
+    // SAFETY: a sigset_t is plain data; sigemptyset/sigaddset initialise it and
+    // pthread_sigmask changes only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 extern "C" fn at_exit() {

@@ -1861,3 +1861,47 @@ fn a_key_file_that_is_not_a_small_regular_file_turns_auditing_off_at_once() {
         assert!(captures_in(&dir).is_empty(), "{ctx}");
     }
 }
+
+#[test]
+fn a_file_sink_on_a_fifo_or_a_full_device_never_holds_up_or_kills_the_program() {
+    // A FIFO nobody reads held the first GEMM forever; a reader that left killed the
+    // program with SIGPIPE (exit 141). /dev/full fails every write. In each case the
+    // program now runs as without the library and the library says what happened.
+    let exe = compile("llama_workload");
+    let reference = reference(&exe, LLAMA, None);
+    let dir = scratch("sink-special");
+    let fifo = dir.join("sink.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    let runs = |sink: &Path, expect: &str| {
+        let out = run(
+            &exe,
+            LLAMA,
+            &audit_env(&format!("file:{}", sink.display()), EVERY_CALL, None),
+        );
+        let ctx = out.transcript();
+        assert_eq!(out.code, Some(0), "{ctx}");
+        assert_eq!(out.hash(), reference.hash(), "{ctx}");
+        assert!(out.stderr.contains(expect), "{expect}\n{ctx}");
+    };
+    // nobody reads the FIFO
+    runs(&fifo, "a FIFO that nobody reads");
+    // /dev/full: every write fails
+    runs(Path::new("/dev/full"), "No space left on device");
+    // a reader takes the stream's first bytes, then leaves
+    let reader_path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&reader_path).expect("open the FIFO for reading");
+        let mut first = [0u8; 16];
+        f.read_exact(&mut first).expect("the stream's first bytes");
+        first
+    });
+    // The reader must have the FIFO open before the program looks at it.
+    std::thread::sleep(Duration::from_millis(200));
+    runs(&fifo, "Broken pipe");
+    assert_eq!(&reader.join().expect("the reader")[..8], b"MMAUDIT\0");
+}

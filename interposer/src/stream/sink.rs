@@ -104,6 +104,45 @@ struct FileOut {
     file: Option<File>,
     writer: StreamWriter,
     counts: Counts,
+    /// The stream header, written with the first frame: by the background thread,
+    /// never by the application's (whose write to a FIFO whose reader left would raise
+    /// SIGPIPE in the application).
+    header: Vec<u8>,
+}
+
+/// Opens a file sink's path for writing without ever blocking: a regular file (or a new
+/// one) is created or truncated; anything else that exists (a FIFO, a character device)
+/// is opened as it is, non-blocking so that a FIFO nobody reads fails at once (ENXIO)
+/// instead of holding the application's first GEMM, then switched back to blocking
+/// writes, which only the background thread makes.
+fn open_sink_file(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|e| {
+                    if e.raw_os_error() == Some(libc::ENXIO) {
+                        std::io::Error::new(e.kind(), "a FIFO that nobody reads")
+                    } else {
+                        e
+                    }
+                })?;
+            let fd = file.as_raw_fd();
+            // SAFETY: fcntl on a descriptor this function owns.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+            // SAFETY: as above.
+            if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(file)
+        }
+        _ => File::create(path),
+    }
 }
 
 enum Conn {
@@ -289,17 +328,16 @@ impl Sink {
     ) -> Result<Sink, String> {
         let out = match spec {
             SinkSpec::File(path) => {
-                let mut file = File::create(path)
+                let file = open_sink_file(path)
                     .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
                 let (writer, bytes) = StreamWriter::new(key, &header);
-                file.write_all(&bytes)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 ledger.begin(Schedule::new(key, header.nonce, header.config));
                 Out::File(FileOut {
                     path: path.clone(),
                     file: Some(file),
                     writer,
                     counts: Counts::default(),
+                    header: bytes,
                 })
             }
             SinkSpec::Tcp { host, port } => Out::Tcp(TcpOut {
@@ -538,7 +576,8 @@ impl Sink {
         let Out::File(f) = &mut self.out else {
             return Ok(());
         };
-        let bytes = f.writer.frame(batch);
+        let mut bytes = std::mem::take(&mut f.header);
+        bytes.extend_from_slice(&f.writer.frame(batch));
         f.counts.add(batch);
         let result = match &mut f.file {
             Some(file) => file.write_all(&bytes),
@@ -936,7 +975,8 @@ impl Sink {
                     return Err(format!("the stream to {} was broken", self.name));
                 };
                 let end = f.counts.end(&f.writer);
-                let bytes = f.writer.frame(&[end]);
+                let mut bytes = std::mem::take(&mut f.header);
+                bytes.extend_from_slice(&f.writer.frame(&[end]));
                 if let Some(file) = &mut f.file {
                     file.write_all(&bytes)
                         .and_then(|_| file.flush())
