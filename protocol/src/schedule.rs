@@ -60,6 +60,36 @@ impl Schedule {
     /// result (m, n or batch zero) is never sampled: there is nothing to check; nor is a
     /// call flagged [`flags::NOT_AUDITED`] (captured, no session, rejected, unmodelled).
     pub fn decide(&self, call: &GemmCall) -> Option<Plan> {
+        let seed = self.draw(call)?;
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let [rows, cols, batches] = self.plan_counts(call);
+        Some(Plan {
+            rows: choose(&mut rng, call.m, rows),
+            cols: choose(&mut rng, call.n, cols),
+            batches: choose(&mut rng, call.batch, batches),
+        })
+    }
+
+    /// Whether `call` is sampled, without building its plan (the plan's size is
+    /// [`Schedule::plan_counts`]).
+    pub fn is_sampled(&self, call: &GemmCall) -> bool {
+        self.draw(call).is_some()
+    }
+
+    /// How many rows, columns and batch entries a sampled `call`'s plan holds: cheap,
+    /// so that a verifier can refuse an unreasonable plan before building it.
+    pub fn plan_counts(&self, call: &GemmCall) -> [u64; 3] {
+        let c = &self.config;
+        [
+            SamplingConfig::count(call.m, c.row_ppm, c.min_rows, c.max_rows).min(call.m),
+            SamplingConfig::count(call.n, c.col_ppm, c.min_cols, c.max_cols).min(call.n),
+            SamplingConfig::count(call.batch, c.batch_ppm, c.min_batches, c.max_batches)
+                .min(call.batch),
+        ]
+    }
+
+    /// The keyed draw of [`Schedule::decide`]: the plan's seed when `call` is sampled.
+    fn draw(&self, call: &GemmCall) -> Option<[u8; 32]> {
         if call.has(flags::NOT_AUDITED) {
             return None;
         }
@@ -80,16 +110,7 @@ impl Schedule {
         }
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&out[8..40]);
-        let mut rng = ChaCha20Rng::from_seed(seed);
-        let c = &self.config;
-        let rows = SamplingConfig::count(call.m, c.row_ppm, c.min_rows, c.max_rows);
-        let cols = SamplingConfig::count(call.n, c.col_ppm, c.min_cols, c.max_cols);
-        let batches = SamplingConfig::count(call.batch, c.batch_ppm, c.min_batches, c.max_batches);
-        Some(Plan {
-            rows: choose(&mut rng, call.m, rows),
-            cols: choose(&mut rng, call.n, cols),
-            batches: choose(&mut rng, call.batch, batches),
-        })
+        Some(seed)
     }
 }
 

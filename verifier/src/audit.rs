@@ -28,12 +28,28 @@ use crate::recompute::{self, Entry, Scalars};
 use crate::report::{Failure, FailureKind, StreamReport, WeightReport};
 use crate::weights::{Identity, Side, SideMatch, Unmatched, WeightPolicy};
 
+/// Most row, column and batch indices one sampled call's plan may hold. A plan is
+/// built (and kept until its sample arrives) only for calls below it; an honest GEMM's
+/// plan holds 1% of its rows and 0.1% of its columns at the default rates, so this
+/// stands for about 10^8 rows. A larger plan fails the stream ("unreasonable
+/// dimensions") without being built.
+pub const MAX_PLAN_INDICES: u64 = 1 << 20;
+/// Most indices, over all sampled calls awaiting their data, that one stream may keep.
+pub const MAX_PENDING_INDICES: u64 = 1 << 22;
+/// Most sampled calls awaiting their data that one stream may keep.
+pub const MAX_PENDING_CALLS: usize = 1 << 18;
+
 /// The audit state of one stream.
 pub struct StreamAudit {
     key: Key,
     schedule: Option<Schedule>,
     /// Sampled calls whose sample or gap record has not arrived yet.
     pending: BTreeMap<u64, (GemmCall, Plan)>,
+    /// Row, column and batch indices held by `pending`'s plans.
+    pending_indices: u64,
+    /// Set when a plan or the pending set went over its bound: the stream has failed
+    /// and no further plan is built or kept.
+    overloaded: bool,
     next_index: u64,
     samples_received: u64,
     ended: bool,
@@ -52,6 +68,8 @@ impl StreamAudit {
             key: key.clone(),
             schedule: None,
             pending: BTreeMap::new(),
+            pending_indices: 0,
+            overloaded: false,
             next_index: 0,
             samples_received: 0,
             ended: false,
@@ -220,17 +238,52 @@ impl StreamAudit {
         let Some(schedule) = &self.schedule else {
             return;
         };
+        if !schedule.is_sampled(&call) {
+            return;
+        }
+        self.report.sampled += 1;
+        self.report.sampled_working += working as u64;
+        self.report.sampled_flops = self.report.sampled_flops.saturating_add(call.flops());
+        if self.overloaded {
+            return;
+        }
+        let indices: u64 = schedule.plan_counts(&call).iter().sum();
+        if indices > MAX_PLAN_INDICES {
+            self.overloaded = true;
+            self.integrity(format!(
+                "unreasonable dimensions: {} would sample {indices} rows, columns and batch entries (at most {MAX_PLAN_INDICES}); the stream is not audited further",
+                describe(&call)
+            ));
+            return;
+        }
+        if self.pending.len() >= MAX_PENDING_CALLS
+            || self.pending_indices + indices > MAX_PENDING_INDICES
+        {
+            self.overloaded = true;
+            self.integrity(format!(
+                "{} sampled calls ({} plan indices) await their data at call {}: more than a prover keeps in flight (at most {MAX_PENDING_CALLS} calls, {MAX_PENDING_INDICES} indices); the stream is not audited further",
+                self.pending.len(),
+                self.pending_indices,
+                call.index
+            ));
+            return;
+        }
         if let Some(plan) = schedule.decide(&call) {
-            self.report.sampled += 1;
-            self.report.sampled_working += working as u64;
-            self.report.sampled_flops = self.report.sampled_flops.saturating_add(call.flops());
+            self.pending_indices += indices;
             self.pending.insert(call.index, (call, plan));
         }
     }
 
+    /// Takes a sampled call awaiting its data off the pending set.
+    fn take_pending(&mut self, index: u64) -> Option<(GemmCall, Plan)> {
+        let (call, plan) = self.pending.remove(&index)?;
+        self.pending_indices -= (plan.rows.len() + plan.cols.len() + plan.batches.len()) as u64;
+        Some((call, plan))
+    }
+
     fn on_gap(&mut self, gap: Gap) {
         for index in gap.indices {
-            if let Some((call, _)) = self.pending.remove(&index) {
+            if let Some((call, _)) = self.take_pending(index) {
                 self.report.gaps += 1;
                 self.count_unaudited(Unaudited::Gaps, &call);
                 *self
@@ -248,7 +301,7 @@ impl StreamAudit {
 
     fn on_sample(&mut self, sample: Sample) {
         self.samples_received += 1;
-        let Some((call, plan)) = self.pending.remove(&sample.index) else {
+        let Some((call, plan)) = self.take_pending(sample.index) else {
             self.integrity(format!(
                 "sample record for call {}, which the schedule did not select or which was already resolved",
                 sample.index

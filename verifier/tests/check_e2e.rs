@@ -514,3 +514,59 @@ fn fp8_arithmetic_in_place_of_bf16_fails_as_lower_precision() {
     );
     assert!(cheat.worst_precision_ratio > 1.0);
 }
+
+#[test]
+fn an_unreasonable_plan_fails_without_being_built() {
+    // One sampled call with m = 2^36: its plan would hold 687 million row indices (the
+    // verifier took minutes and gigabytes on 327 bytes). It fails at once instead.
+    let mut p = RefProver::new(&key(), all_sampled(), 31);
+    p.gemm(&GemmSpec::new(
+        8,
+        8,
+        8,
+        DType::F32,
+        DType::F32,
+        ComputeType::F32,
+    ));
+    p.records.retain(|r| !matches!(r, Record::Sample(_)));
+    if let Some(Record::Ledger(c)) = p.records.last_mut() {
+        c.m = 1 << 36;
+        c.a.ld = 1 << 36;
+        c.c.ld = 1 << 36;
+        c.d.ld = 1 << 36;
+    }
+    let r = audit(&p.finish(4).bytes());
+    assert!(!r.passed());
+    assert_eq!(r.sampled, 1, "{}", r.to_text());
+    assert!(
+        r.failures
+            .iter()
+            .any(|f| f.message.contains("unreasonable dimensions")),
+        "{}",
+        r.to_text()
+    );
+    assert_eq!(r.missing, 0, "no plan was kept");
+}
+
+#[test]
+fn sampled_calls_whose_data_never_comes_are_bounded() {
+    // 300 000 sampled calls and not one sample: the pending set stops at its bound
+    // (2^18 calls) with a failure instead of growing with the stream.
+    let mut p = RefProver::new(&key(), all_sampled(), 32);
+    let spec = GemmSpec::new(1, 1, 1, DType::F32, DType::F32, ComputeType::F32);
+    for _ in 0..300_000 {
+        p.gemm(&spec);
+    }
+    p.records.retain(|r| !matches!(r, Record::Sample(_)));
+    let r = audit(&p.finish(4096).bytes());
+    assert!(!r.passed());
+    assert_eq!(r.sampled, 300_000);
+    assert!(
+        r.failures
+            .iter()
+            .any(|f| f.message.contains("await their data")),
+        "{}",
+        r.to_text()
+    );
+    assert_eq!(r.missing, 1 << 18, "{}", r.to_text());
+}
