@@ -782,3 +782,72 @@ fn the_connection_limit_and_the_idle_timeout_close_only_their_connections() {
     assert!(err.contains("nothing received for 1 s"), "{err}");
     drop((silent, header_only));
 }
+
+#[test]
+fn a_killed_verifier_leaves_every_byte_it_read_in_the_capture() {
+    // The capture was kept in a 256 KiB buffer flushed at stream end: a SIGKILLed
+    // verifier left empty captures. Now each read is written as it arrives.
+    let mut server = Server::start("sigkill", &[]);
+    let (mut socket, hello) = session::connect(server.addr, &key(), TIMEOUT).unwrap();
+    let mut p = RefProver::new(&key(), SamplingConfig::default(), 6)
+        .with_hello(&hello)
+        .with_stream_id(6);
+    workload(&mut p, 4);
+    let capture = p.finish(6);
+    let sent: Vec<u8> = [capture.header.clone(), capture.frames[0].clone()].concat();
+    socket.write_all(&sent).unwrap();
+    let started = Instant::now();
+    let path = loop {
+        let c = captures(&server.dir);
+        if let Some(path) = c.first() {
+            if std::fs::metadata(path).map_or(0, |m| m.len()) == sent.len() as u64 {
+                break path.clone();
+            }
+        }
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the capture never held what was sent"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: kill(2) on the id of a child process this test spawned.
+    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGKILL) };
+    let _ = server.child.wait();
+    assert_eq!(std::fs::read(&path).unwrap(), sent);
+    // Offline, the frames it read verify; the stream is truncated.
+    let (code, r) = check_offline(&server.dir, &path, &[]);
+    assert_eq!(code, 1, "{r}");
+    assert_eq!(
+        r["streams"][0]["calls"].as_u64(),
+        Some(p_calls(&capture)),
+        "{r}"
+    );
+    assert!(
+        r["streams"][0]["failures"]
+            .to_string()
+            .contains("truncated"),
+        "{r}"
+    );
+    drop(socket);
+}
+
+/// Ledger records in a capture's first frame.
+fn p_calls(capture: &Capture) -> u64 {
+    let key = key();
+    let mut reader = mmaudit_protocol::stream::StreamReader::new(&key);
+    let mut bytes = capture.header.clone();
+    bytes.extend_from_slice(&capture.frames[0]);
+    reader
+        .push(&bytes)
+        .unwrap()
+        .into_iter()
+        .map(|e| match e {
+            mmaudit_protocol::stream::Event::Frame { records, .. } => records
+                .iter()
+                .filter(|r| matches!(r, Record::Ledger(_)))
+                .count()
+                as u64,
+            _ => 0,
+        })
+        .sum()
+}

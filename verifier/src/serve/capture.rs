@@ -5,9 +5,14 @@
 //! and one read), then the file is named after the stream and everything is written in
 //! the order received. It must never alter, reorder or leave out a received byte of a
 //! stream; a write error stops the copy (logged) but never the audit.
+//!
+//! Every read is written to the file as it is received (no user-space buffer), so a
+//! verifier that is killed or crashes loses nothing that it had read: the capture holds
+//! every byte up to the moment it died, and `check` on it re-verifies those frames. The
+//! file is not fsynced: data survives the process, not a power loss of the machine.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -52,8 +57,8 @@ pub enum Capture {
     Pending(Vec<u8>),
     /// Writing to this file.
     File {
-        /// the file, buffered
-        out: BufWriter<File>,
+        /// the file, written as bytes arrive
+        out: File,
         /// its path
         path: PathBuf,
     },
@@ -97,7 +102,7 @@ impl Capture {
         };
         let (file, path) = create_new(dir, base, "mma")
             .map_err(|e| format!("cannot create a capture in {}: {e}", dir.display()))?;
-        let mut out = BufWriter::with_capacity(256 << 10, file);
+        let mut out = file;
         out.write_all(&kept)
             .map_err(|e| format!("cannot write capture {}: {e}", path.display()))?;
         *self = Capture::File {
