@@ -82,6 +82,12 @@ const CALL_RATE: &[&str] = &["--min-call-rate", "50%"];
 impl Server {
     /// `serve` with `extra` flags, and [`CALL_RATE`] unless `extra` sets a call rate.
     fn start(name: &str, extra: &[&str]) -> Server {
+        Server::start_limited(name, extra, None)
+    }
+
+    /// [`Server::start`] with at most `files` open descriptors (RLIMIT_NOFILE).
+    fn start_limited(name: &str, extra: &[&str], files: Option<u64>) -> Server {
+        use std::os::unix::process::CommandExt;
         let rate = if extra.contains(&"--min-call-rate") {
             &[]
         } else {
@@ -89,7 +95,8 @@ impl Server {
         };
         let dir = scratch(name);
         let key_file = write_key(&dir);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mmaudit-verify"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mmaudit-verify"));
+        child
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -103,9 +110,24 @@ impl Server {
             .args(rate)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        if let Some(n) = files {
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                child.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = child.spawn().unwrap();
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         collect(child.stdout.take().unwrap(), stdout.clone());
@@ -850,4 +872,43 @@ fn p_calls(capture: &Capture) -> u64 {
             _ => 0,
         })
         .sum()
+}
+
+#[test]
+fn a_connection_waiting_while_descriptors_ran_out_gets_its_hello_once_one_is_free() {
+    // accept() failing with EMFILE was logged and forgotten: the waiting prover got no
+    // hello until another connection happened to arrive. Now serve retries.
+    let server = Server::start_limited("emfile", &[], Some(24));
+    let hello_within = |s: &mut TcpStream, wait: Duration| {
+        s.set_read_timeout(Some(wait)).unwrap();
+        let mut b = [0u8; 8];
+        s.read_exact(&mut b).is_ok()
+    };
+    let mut open = Vec::new();
+    let waiting = loop {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        if !hello_within(&mut s, Duration::from_millis(500)) {
+            break s;
+        }
+        open.push(s);
+        assert!(
+            open.len() < 24,
+            "descriptors never ran out: {}",
+            server.stderr()
+        );
+    };
+    assert!(!open.is_empty(), "{}", server.stderr());
+    // Free a descriptor: the verifier reads EOF and closes that connection.
+    drop(open.pop());
+    let mut waiting = waiting;
+    assert!(
+        hello_within(&mut waiting, Duration::from_secs(10)),
+        "no hello after a descriptor was freed: {}",
+        server.stderr()
+    );
+    assert!(
+        server.stderr().contains("retrying every 100 ms"),
+        "{}",
+        server.stderr()
+    );
 }

@@ -282,6 +282,9 @@ pub struct Server {
     urandom: File,
     buf: Vec<u8>,
     too_many: (Option<Instant>, u64),
+    /// accept() failed for want of a resource (descriptors, memory): connections may
+    /// be waiting that no new readiness event will announce, so accept again then.
+    accept_retry_at: Option<Instant>,
 }
 
 fn log_err(view: &mut View, lines: &mut Vec<String>) {
@@ -350,6 +353,7 @@ impl Server {
             urandom,
             buf: vec![0; READ_CHUNK],
             too_many: (None, 0),
+            accept_retry_at: None,
         })
     }
 
@@ -414,6 +418,9 @@ impl Server {
                 if let Some(v) = self.view.next_due() {
                     wake = wake.min(v);
                 }
+                if let Some(a) = self.accept_retry_at {
+                    wake = wake.min(a);
+                }
                 wake.saturating_duration_since(now)
             } else {
                 Duration::ZERO
@@ -438,6 +445,9 @@ impl Server {
                     WAKER => {}
                     t => self.mark_ready(t),
                 }
+            }
+            if self.accept_retry_at.is_some_and(|a| Instant::now() >= a) {
+                self.accept_provers();
             }
             self.serve_ready();
             let now = Instant::now();
@@ -483,7 +493,10 @@ impl Server {
             };
             let (mut stream, peer) = match listener.accept() {
                 Ok(x) => x,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.accept_retry_at = None;
+                    return;
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -493,10 +506,19 @@ impl Server {
                     continue
                 }
                 Err(e) => {
-                    self.view.log(&format!("cannot accept a connection: {e}"));
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the listener stays ready while
+                    // connections wait, but no new event will say so (edge-triggered);
+                    // try again shortly, and log once per episode.
+                    if self.accept_retry_at.is_none() {
+                        self.view.log(&format!(
+                            "cannot accept a connection: {e}; retrying every 100 ms"
+                        ));
+                    }
+                    self.accept_retry_at = Some(Instant::now() + Duration::from_millis(100));
                     return;
                 }
             };
+            self.accept_retry_at = None;
             if self.provers() >= self.opts.max_connections {
                 drop(stream);
                 self.done.connections_rejected_total += 1;
