@@ -377,7 +377,10 @@ mod tests {
         // A blank key is not "no key": it says so, at the requested log level.
         assert!(matches!(
             setup(&[("MMAUDIT_KEY", "  "), ("MMAUDIT_LOG", "info")]),
-            Setup::Invalid { log: Level::Info, .. }
+            Setup::Invalid {
+                log: Level::Info,
+                ..
+            }
         ));
     }
 
