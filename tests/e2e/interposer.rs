@@ -1827,6 +1827,13 @@ fn weight_identity_names_the_tensors_and_a_changed_tensor_fails_when_required() 
 // ---------------------------------------------------------------------------
 // Reliability: the host program is never held up by the library's setup.
 
+/// Makes a FIFO at `path` and returns the path.
+fn mkfifo(path: &Path) -> PathBuf {
+    let made = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", path.display());
+    path.to_path_buf()
+}
+
 #[test]
 fn a_key_file_that_is_not_a_small_regular_file_turns_auditing_off_at_once() {
     // /dev/zero was read until memory ran out; a FIFO nobody writes to blocked the
@@ -1835,12 +1842,7 @@ fn a_key_file_that_is_not_a_small_regular_file_turns_auditing_off_at_once() {
     let exe = compile("llama_workload");
     let reference = reference(&exe, LLAMA, None);
     let dir = scratch("keyfile-special");
-    let fifo = dir.join("fifo.key");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo")
-        .success());
+    let fifo = mkfifo(&dir.join("fifo.key"));
     for key_file in [Path::new("/dev/zero"), fifo.as_path()] {
         let sink = format!("file:{}/capture-%p.mma", dir.display());
         let env: Vec<(&str, String)> = audit_env(&sink, EVERY_CALL, None)
@@ -1870,12 +1872,7 @@ fn a_file_sink_on_a_fifo_or_a_full_device_never_holds_up_or_kills_the_program() 
     let exe = compile("llama_workload");
     let reference = reference(&exe, LLAMA, None);
     let dir = scratch("sink-special");
-    let fifo = dir.join("sink.fifo");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo")
-        .success());
+    let fifo = mkfifo(&dir.join("sink.fifo"));
     let runs = |sink: &Path, expect: &str| {
         let out = run(
             &exe,
