@@ -164,13 +164,16 @@ impl StreamAudit {
             Record::Notice(n) => match n.kind {
                 NoticeKind::AuditDisabled => {
                     self.report.disabled = Some(n.message.clone());
+                    let first = self.report.header.as_ref().map_or(0, |h| h.first_index);
+                    let when = if self.next_index > first {
+                        format!("after call {}", self.next_index - 1)
+                    } else {
+                        "before its first call".to_string()
+                    };
                     self.push_failure(Failure {
                         kind: FailureKind::Disabled,
                         call: None,
-                        message: format!(
-                            "the prover stopped auditing after call {}: {}",
-                            self.next_index, n.message
-                        ),
+                        message: format!("the prover stopped auditing {when}: {}", n.message),
                     });
                 }
                 _ => self.report.notices.push(n.message),

@@ -570,3 +570,26 @@ fn sampled_calls_whose_data_never_comes_are_bounded() {
     );
     assert_eq!(r.missing, 1 << 18, "{}", r.to_text());
 }
+
+#[test]
+fn an_audit_disabled_notice_names_the_last_call_before_it() {
+    use mmaudit_protocol::record::{Notice, NoticeKind};
+    let mut p = RefProver::new(&key(), all_sampled(), 33);
+    let spec = GemmSpec::new(4, 4, 4, DType::F32, DType::F32, ComputeType::F32);
+    for _ in 0..3 {
+        p.gemm(&spec);
+    }
+    p.records.push(Record::Notice(Notice {
+        kind: NoticeKind::AuditDisabled,
+        message: "test".into(),
+    }));
+    let r = audit(&p.finish(4).bytes());
+    assert_eq!(kinds(&r), vec![FailureKind::Disabled]);
+    assert!(
+        r.failures[0]
+            .message
+            .contains("stopped auditing after call 2: test"),
+        "{}",
+        r.to_text()
+    );
+}
