@@ -104,9 +104,9 @@ struct FileOut {
     file: Option<File>,
     writer: StreamWriter,
     counts: Counts,
-    /// The stream header, written with the first frame: by the background thread,
-    /// never by the application's (whose write to a FIFO whose reader left would raise
-    /// SIGPIPE in the application).
+    /// The stream header when the sink is not a regular file, written with the first
+    /// frame: by the background thread, never by the application's (whose write to a
+    /// FIFO whose reader left would raise SIGPIPE in the application). Empty otherwise.
     header: Vec<u8>,
 }
 
@@ -328,9 +328,18 @@ impl Sink {
     ) -> Result<Sink, String> {
         let out = match spec {
             SinkSpec::File(path) => {
-                let file = open_sink_file(path)
+                let mut file = open_sink_file(path)
                     .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                let (writer, bytes) = StreamWriter::new(key, &header);
+                let (writer, mut bytes) = StreamWriter::new(key, &header);
+                // A regular file gets its header at once (a program killed before its
+                // first frame leaves a truncated stream, not an empty file); writing to
+                // one cannot raise SIGPIPE. Anything else gets it from the background
+                // thread with the first frame.
+                if file.metadata().is_ok_and(|m| m.is_file()) {
+                    file.write_all(&bytes)
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    bytes.clear();
+                }
                 ledger.begin(Schedule::new(key, header.nonce, header.config));
                 Out::File(FileOut {
                     path: path.clone(),
