@@ -60,20 +60,25 @@ impl Schedule {
     /// result (m, n or batch zero) is never sampled: there is nothing to check; nor is a
     /// call flagged [`flags::NOT_AUDITED`] (captured, no session, rejected, unmodelled).
     pub fn decide(&self, call: &GemmCall) -> Option<Plan> {
-        let seed = self.draw(call)?;
-        let mut rng = ChaCha20Rng::from_seed(seed);
+        self.draw(call).map(|draw| self.plan(call, draw))
+    }
+
+    /// The keyed draw for `call` when it is sampled, without building its plan: its
+    /// size is [`Schedule::plan_counts`], and [`Schedule::plan`] builds it from the draw
+    /// (what [`Schedule::decide`] does in one step).
+    pub fn draw(&self, call: &GemmCall) -> Option<Draw> {
+        self.draw_seed(call).map(Draw)
+    }
+
+    /// The plan of a sampled `call` from its [`Draw`].
+    pub fn plan(&self, call: &GemmCall, draw: Draw) -> Plan {
+        let mut rng = ChaCha20Rng::from_seed(draw.0);
         let [rows, cols, batches] = self.plan_counts(call);
-        Some(Plan {
+        Plan {
             rows: choose(&mut rng, call.m, rows),
             cols: choose(&mut rng, call.n, cols),
             batches: choose(&mut rng, call.batch, batches),
-        })
-    }
-
-    /// Whether `call` is sampled, without building its plan (the plan's size is
-    /// [`Schedule::plan_counts`]).
-    pub fn is_sampled(&self, call: &GemmCall) -> bool {
-        self.draw(call).is_some()
+        }
     }
 
     /// How many rows, columns and batch entries a sampled `call`'s plan holds: cheap,
@@ -89,7 +94,7 @@ impl Schedule {
     }
 
     /// The keyed draw of [`Schedule::decide`]: the plan's seed when `call` is sampled.
-    fn draw(&self, call: &GemmCall) -> Option<[u8; 32]> {
+    fn draw_seed(&self, call: &GemmCall) -> Option<[u8; 32]> {
         if call.has(flags::NOT_AUDITED) {
             return None;
         }
@@ -113,6 +118,10 @@ impl Schedule {
         Some(seed)
     }
 }
+
+/// That a call is sampled, and the seed of its plan ([`Schedule::draw`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Draw([u8; 32]);
 
 /// Convenience form of [`Schedule::decide`].
 pub fn decide(key: &Key, nonce: [u8; 16], config: SamplingConfig, call: &GemmCall) -> Option<Plan> {

@@ -205,34 +205,14 @@ impl StreamAudit {
         let declared = call.declared_flops();
         let working = declared > 0;
         self.report.working_calls += working as u64;
-        for (flag, what, count) in [
-            (
-                flags::CAPTURED,
-                Unaudited::Captured,
-                &mut self.report.captured,
-            ),
-            (
-                flags::NO_SESSION,
-                Unaudited::NoSession,
-                &mut self.report.no_session,
-            ),
-            (
-                flags::REJECTED,
-                Unaudited::Rejected,
-                &mut self.report.rejected,
-            ),
-            (
-                flags::UNMODELLED,
-                Unaudited::Unmodelled,
-                &mut self.report.unmodelled,
-            ),
+        for (flag, what) in [
+            (flags::CAPTURED, Unaudited::Captured),
+            (flags::NO_SESSION, Unaudited::NoSession),
+            (flags::REJECTED, Unaudited::Rejected),
+            (flags::UNMODELLED, Unaudited::Unmodelled),
         ] {
             if call.has(flag) {
-                *count += 1;
-                let w = what as usize;
-                self.report.unaudited_flops[w] =
-                    self.report.unaudited_flops[w].saturating_add(declared);
-                self.report.unaudited_working[w] += working as u64;
+                self.report.count_unaudited(what, declared);
             }
         }
         if call.has(flags::NOT_AUDITED) {
@@ -241,9 +221,9 @@ impl StreamAudit {
         let Some(schedule) = &self.schedule else {
             return;
         };
-        if !schedule.is_sampled(&call) {
+        let Some(draw) = schedule.draw(&call) else {
             return;
-        }
+        };
         self.report.sampled += 1;
         self.report.sampled_working += working as u64;
         self.report.sampled_flops = self.report.sampled_flops.saturating_add(call.flops());
@@ -271,10 +251,9 @@ impl StreamAudit {
             ));
             return;
         }
-        if let Some(plan) = schedule.decide(&call) {
-            self.pending_indices += indices;
-            self.pending.insert(call.index, (call, plan));
-        }
+        let plan = schedule.plan(&call, draw);
+        self.pending_indices += indices;
+        self.pending.insert(call.index, (call, plan));
     }
 
     /// Takes a sampled call awaiting its data off the pending set.
@@ -287,8 +266,7 @@ impl StreamAudit {
     fn on_gap(&mut self, gap: Gap) {
         for index in gap.indices {
             if let Some((call, _)) = self.take_pending(index) {
-                self.report.gaps += 1;
-                self.count_unaudited(Unaudited::Gaps, &call);
+                self.report.count_unaudited(Unaudited::Gaps, call.flops());
                 *self
                     .report
                     .gap_reasons
@@ -339,8 +317,8 @@ impl StreamAudit {
             Ok(outcome) => {
                 self.report.entries_checked += outcome.entries;
                 if outcome.unverifiable {
-                    self.report.unverifiable += 1;
-                    self.count_unaudited(Unaudited::Unverifiable, &call);
+                    self.report
+                        .count_unaudited(Unaudited::Unverifiable, call.flops());
                 }
                 if outcome.worst_rel > self.report.worst_rel_error {
                     self.report.worst_rel_error = outcome.worst_rel;
@@ -369,14 +347,6 @@ impl StreamAudit {
                 }
             }
         }
-    }
-
-    /// Counts a sampled call that was not audited after all (a gap, unverifiable).
-    fn count_unaudited(&mut self, what: Unaudited, call: &GemmCall) {
-        let w = what as usize;
-        self.report.unaudited_flops[w] =
-            self.report.unaudited_flops[w].saturating_add(call.flops());
-        self.report.unaudited_working[w] += (call.flops() > 0) as u64;
     }
 
     /// Replaces each operand sent as a reference by the held rows it names, after

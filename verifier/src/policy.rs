@@ -32,12 +32,6 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Counts one call of `flops` FLOPs.
-    pub fn add(&mut self, flops: u128) {
-        self.calls += 1;
-        self.flops += flops;
-    }
-
     /// `self / of`, as fractions of calls and of FLOPs (0 when `of` is empty).
     pub fn shares(&self, of: &Tally) -> (f64, f64) {
         let frac = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };

@@ -211,6 +211,22 @@ impl StreamReport {
         self.tally(Unaudited::Gaps).shares(&self.sampled_tally()).0
     }
 
+    /// Counts one call of `flops` FLOPs in a category of calls not audited: the flagged
+    /// ones as their ledger records declare them, gaps and unverifiable sampled calls.
+    pub fn count_unaudited(&mut self, what: Unaudited, flops: u128) {
+        *match what {
+            Unaudited::Captured => &mut self.captured,
+            Unaudited::NoSession => &mut self.no_session,
+            Unaudited::Unmodelled => &mut self.unmodelled,
+            Unaudited::Rejected => &mut self.rejected,
+            Unaudited::Unverifiable => &mut self.unverifiable,
+            Unaudited::Gaps => &mut self.gaps,
+        } += 1;
+        let w = what as usize;
+        self.unaudited_flops[w] = self.unaudited_flops[w].saturating_add(flops);
+        self.unaudited_working[w] += (flops > 0) as u64;
+    }
+
     /// Calls that declare work, and FLOPs, of one category of calls that were not
     /// audited.
     pub fn tally(&self, what: Unaudited) -> Tally {
