@@ -236,9 +236,7 @@ impl Format {
             // The hardware conversion is exactly this rule, and much faster.
             return f64::from(x as f32);
         }
-        // Exponent of |x| (f64 subnormals report -1023, below every min_exp here).
-        let e = ((x.to_bits() >> 52) & 0x7ff) as i32 - 1023;
-        let quantum = exp2i(e.max(self.min_exp) - (self.precision as i32 - 1));
+        let quantum = self.spacing(x);
         // Both the division and the multiplication are exact (scaling by a power of
         // two well inside f64's range); only the integer rounding rounds.
         let r = round_ties_even_small(x / quantum) * quantum;
@@ -250,6 +248,15 @@ impl Format {
         } else {
             r
         }
+    }
+
+    /// The grid spacing of this (floating-point, below f64) format at `|x|`: the
+    /// distance from the value of `|x|`'s binade to the next one up (the spacing of the
+    /// subnormals below the smallest normal, zero included).
+    pub fn spacing(&self, x: f64) -> f64 {
+        // Exponent of |x| (f64 subnormals and zero report -1023, below every min_exp).
+        let e = ((x.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+        exp2i(e.max(self.min_exp) - (self.precision as i32 - 1))
     }
 
     fn round_integer(&self, x: f64) -> f64 {

@@ -477,13 +477,7 @@ pub fn rounding_gap(fmt: &Format, claimed: f64, target: f64) -> f64 {
     } else if fmt.precision >= 53 {
         0.0
     } else {
-        let a = claimed.abs();
-        let e = if a == 0.0 {
-            fmt.min_exp
-        } else {
-            (((a.to_bits() >> 52) & 0x7ff) as i32 - 1023).max(fmt.min_exp)
-        };
-        exp2i(e - (fmt.precision as i32 - 1)) / 2.0
+        fmt.spacing(claimed) / 2.0
     };
     ((claimed - target).abs() - half).max(0.0)
 }
