@@ -90,21 +90,11 @@ static __device__ __forceinline__ void copy_element(u64 dst, u64 src, u32 size) 
     reinterpret_cast<u8*>(dst)[k] = reinterpret_cast<const u8*>(src)[k];
 }
 
-// Launch: grid = (X, njobs, 1), block = (256, 1, 1) (any block shape works).
-// Block (x, y) works on job y; the X blocks of a job grid-stride over its
-// nb*ni*nj elements with 64-bit indices. Blocks with y >= njobs or z > 0 do
-// nothing.
-extern "C" __global__ void mmaudit_gather(const mmaudit_gather_job* jobs, u32 njobs) {
-  if (blockIdx.y >= njobs || blockIdx.z != 0)
-    return;
-
-  // The job table usually lives in mapped pinned host memory, where every
-  // read crosses the bus: one thread fetches the job for the whole block.
-  __shared__ u64 job_words[sizeof(mmaudit_gather_job) / 8];
-  const u32 threads = blockDim.x * blockDim.y * blockDim.z;
-  const u32 tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+// Block-wide: one thread fetches the job at `at` into shared memory for the
+// whole block (the job table usually lives in mapped pinned host memory, where
+// every read crosses the bus). Every thread of the block must call it.
+static __device__ __forceinline__ void load_job(u64 at, u64* job_words, u32 tid) {
   if (tid == 0) {
-    const u64 at = reinterpret_cast<u64>(jobs) + static_cast<u64>(blockIdx.y) * sizeof(mmaudit_gather_job);
     if ((at & 7) == 0) {
       for (u32 w = 0; w < sizeof(mmaudit_gather_job) / 8; w++)
         job_words[w] = reinterpret_cast<const u64*>(at)[w];
@@ -116,9 +106,12 @@ extern "C" __global__ void mmaudit_gather(const mmaudit_gather_job* jobs, u32 nj
     }
   }
   __syncthreads();
-  const mmaudit_gather_job& job = *reinterpret_cast<const mmaudit_gather_job*>(job_words);
+}
 
-  // Validate before touching any address in the job (uniform over the block).
+// The gridDim.x blocks that share a job grid-stride over its nb*ni*nj elements
+// with 64-bit indices. A malformed job is skipped (uniform over the block).
+static __device__ __forceinline__ void copy_job(const mmaudit_gather_job& job, u32 tid, u32 threads) {
+  // Validate before touching any address in the job.
   const u32 size = job.elem_size;
   if (job.nb == 0 || job.ni == 0 || job.nj == 0)
     return;
@@ -147,5 +140,88 @@ extern "C" __global__ void mmaudit_gather(const mmaudit_gather_job* jobs, u32 nj
     const u64 addr = base + pick(job.idx_i, i) * static_cast<u64>(job.stride_i) +
                      pick(job.idx_j, j) * static_cast<u64>(job.stride_j);
     copy_element(job.out + e * size, addr, size);
+  }
+}
+
+// Launch: grid = (X, njobs, 1), block = (256, 1, 1) (any block shape works).
+// Block (x, y) works on job y; the X blocks of a job grid-stride over its
+// nb*ni*nj elements with 64-bit indices. Blocks with y >= njobs or z > 0 do
+// nothing.
+extern "C" __global__ void mmaudit_gather(const mmaudit_gather_job* jobs, u32 njobs) {
+  if (blockIdx.y >= njobs || blockIdx.z != 0)
+    return;
+  __shared__ u64 job_words[sizeof(mmaudit_gather_job) / 8];
+  const u32 threads = blockDim.x * blockDim.y * blockDim.z;
+  const u32 tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  load_job(reinterpret_cast<u64>(jobs) + static_cast<u64>(blockIdx.y) * sizeof(mmaudit_gather_job), job_words, tid);
+  copy_job(*reinterpret_cast<const mmaudit_gather_job*>(job_words), tid, threads);
+}
+
+// Graph replays. A GEMM captured into a CUDA graph gets gather nodes of its
+// own in the same capture: mmaudit_gather_replay(ctrl, call, 0) before it
+// when C is read, mmaudit_gather_replay(ctrl, call, 1) after it. What a node
+// gathers is decided per replay, by the host, through the control block of
+// the executable graph (mapped pinned memory; the ABI shared with the
+// interposer):
+struct mmaudit_replay_ctrl {
+  u32 seq;       // 0: the replay running now; 0xffffffff: none (gather nothing)
+  u32 calls;     // 4: GEMMs of the graph (entries per row)
+  u32 depth;     // 8: rows of the entry table (replays that may be queued)
+  u32 reserved;  // 12
+  // 16: depth * calls entries, row r = replay seq with seq % depth == r
+};
+struct mmaudit_replay_entry {
+  u64 jobs;      // 0: address of the call's job table (as for mmaudit_gather)
+  u64 marker;    // 8: where phase 1 writes seq (u32, 4-aligned), or 0
+  u32 pre;       // 16: jobs 0 .. pre run before the GEMM (phase 0)
+  u32 post;      // 20: jobs pre .. pre + post run after it (phase 1)
+  u32 tag;       // 24: the replay this entry is for: run only when tag == seq
+  u32 reserved;  // 28
+};
+static_assert(sizeof(mmaudit_replay_ctrl) == 16, "replay ABI: 16-byte header");
+static_assert(sizeof(mmaudit_replay_entry) == 32, "replay ABI: 32-byte entries");
+
+#define MMAUDIT_REPLAY_NONE 0xffffffffu
+
+// Launch: grid = (X, Y, 1), block = (256, 1, 1) (any shape works). Does
+// nothing when ctrl is null (a node not yet bound to an executable graph),
+// seq is MMAUDIT_REPLAY_NONE, depth is 0, call >= calls, phase > 1, or the
+// entry's tag differs from seq (this replay does not sample the call).
+// Otherwise block (x, y) runs the phase's jobs y, y + Y, ... as
+// mmaudit_gather runs its job y, and in phase 1 block (0, 0) writes seq to
+// the entry's marker (when not 0 and 4-aligned): the host's proof that the
+// node ran for this replay.
+extern "C" __global__ void mmaudit_gather_replay(const mmaudit_replay_ctrl* ctrl, u32 call, u32 phase) {
+  if (ctrl == nullptr || blockIdx.z != 0 || phase > 1)
+    return;
+  __shared__ u64 job_words[sizeof(mmaudit_gather_job) / 8];
+  __shared__ u64 table;
+  __shared__ u32 first, count;
+  const u32 threads = blockDim.x * blockDim.y * blockDim.z;
+  const u32 tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  if (tid == 0) {
+    count = 0;
+    const volatile mmaudit_replay_ctrl* c = ctrl;
+    const u32 seq = c->seq, calls = c->calls, depth = c->depth;
+    if (seq != MMAUDIT_REPLAY_NONE && depth != 0 && call < calls) {
+      const u64 at = reinterpret_cast<u64>(ctrl) + sizeof(mmaudit_replay_ctrl) +
+                     (static_cast<u64>(seq % depth) * calls + call) * sizeof(mmaudit_replay_entry);
+      const volatile mmaudit_replay_entry* e = reinterpret_cast<const volatile mmaudit_replay_entry*>(at);
+      if (e->tag == seq) {
+        table = e->jobs;
+        first = phase ? e->pre : 0;
+        count = phase ? e->post : e->pre;
+        const u64 marker = e->marker;
+        if (phase == 1 && blockIdx.x == 0 && blockIdx.y == 0 && marker != 0 && (marker & 3) == 0)
+          *reinterpret_cast<volatile u32*>(marker) = seq;
+      }
+    }
+  }
+  __syncthreads();
+  const u32 n = count;
+  for (u32 y = blockIdx.y; y < n; y += gridDim.y) {
+    load_job(table + static_cast<u64>(first + y) * sizeof(mmaudit_gather_job), job_words, tid);
+    copy_job(*reinterpret_cast<const mmaudit_gather_job*>(job_words), tid, threads);
+    __syncthreads();  // job_words is reused by the next job
   }
 }

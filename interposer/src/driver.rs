@@ -31,6 +31,29 @@ pub struct Driver {
     event_destroy: EventDestroyFn,
     stream_is_capturing: StreamIsCapturingFn,
     exchange_capture_mode: Option<ThreadExchangeStreamCaptureModeFn>,
+    graphs: Option<GraphFns>,
+}
+
+/// What auditing graph replays needs beyond the eager path (all optional: without
+/// them, captured calls are recorded and their replays are not audited).
+struct GraphFns {
+    capture_info_v3: Option<StreamGetCaptureInfoV3Fn>,
+    capture_info_v2: Option<StreamGetCaptureInfoV2Fn>,
+    memset_d32_async: MemsetD32AsyncFn,
+    stream_wait_event: StreamWaitEventFn,
+    set_kernel_params: GraphExecKernelNodeSetParamsFn,
+}
+
+/// A stream's capture as [`Driver::capture_info`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaptureInfo {
+    /// The capture's unique id.
+    pub id: u64,
+    /// The graph being built.
+    pub graph: Handle,
+    /// The node the next captured operation will depend on, when there is exactly one
+    /// (right after a kernel launch: that kernel's node).
+    pub last_node: Option<Handle>,
 }
 
 /// An opaque driver handle kept as a number (contexts, events, functions are `Send`
@@ -76,6 +99,33 @@ fn load() -> Option<Driver> {
         // SAFETY: as above, an optional symbol with this signature.
         unsafe { std::mem::transmute::<usize, ThreadExchangeStreamCaptureModeFn>(p) }
     });
+    let opt = |name: &CStr| sym(name);
+    let graphs = (|| {
+        // SAFETY (each transmute): libcuda exports these symbols with these C
+        // signatures (CUDA 12/13).
+        let capture_info_v3 = opt(c"cuStreamGetCaptureInfo_v3")
+            .map(|p| unsafe { std::mem::transmute::<usize, StreamGetCaptureInfoV3Fn>(p) });
+        let capture_info_v2 = opt(c"cuStreamGetCaptureInfo_v2")
+            .map(|p| unsafe { std::mem::transmute::<usize, StreamGetCaptureInfoV2Fn>(p) });
+        // The v2 parameters are a prefix-compatible extension of v1 (kern and ctx
+        // appended, NULL meaning "as v1"), so either symbol can take them.
+        let set = opt(c"cuGraphExecKernelNodeSetParams_v2")
+            .or_else(|| opt(c"cuGraphExecKernelNodeSetParams"))?;
+        Some(GraphFns {
+            capture_info_v3,
+            capture_info_v2,
+            memset_d32_async: unsafe {
+                std::mem::transmute::<usize, MemsetD32AsyncFn>(opt(c"cuMemsetD32Async")?)
+            },
+            stream_wait_event: unsafe {
+                std::mem::transmute::<usize, StreamWaitEventFn>(opt(c"cuStreamWaitEvent")?)
+            },
+            set_kernel_params: unsafe {
+                std::mem::transmute::<usize, GraphExecKernelNodeSetParamsFn>(set)
+            },
+        })
+        .filter(|g| g.capture_info_v3.is_some() || g.capture_info_v2.is_some())
+    })();
     Some(Driver {
         ctx_get_current: req!(c"cuCtxGetCurrent", CtxGetCurrentFn),
         ctx_set_current: req!(c"cuCtxSetCurrent", CtxSetCurrentFn),
@@ -96,6 +146,7 @@ fn load() -> Option<Driver> {
         event_destroy: req!(c"cuEventDestroy_v2", EventDestroyFn),
         stream_is_capturing: req!(c"cuStreamIsCapturing", StreamIsCapturingFn),
         exchange_capture_mode: exchange,
+        graphs,
     })
 }
 
@@ -171,17 +222,209 @@ impl Driver {
     }
 
     /// Loads a PTX module (NUL-terminated text) into the current context and returns
-    /// the function `name`.
-    pub fn load_function(&self, ptx: &CStr, name: &CStr) -> Result<Handle, DriverError> {
+    /// the functions `names`, in order.
+    pub fn load_functions<const N: usize>(
+        &self,
+        ptx: &CStr,
+        names: [&CStr; N],
+    ) -> Result<[Handle; N], DriverError> {
         let mut module: CuModule = std::ptr::null_mut();
         // SAFETY: ptx is NUL-terminated PTX text; the module handle is written.
         let r = unsafe { (self.module_load_data)(&mut module, ptx.as_ptr().cast()) };
         cu(r, "cuModuleLoadData")?;
-        let mut f: CuFunction = std::ptr::null_mut();
-        // SAFETY: module was just loaded; name is NUL-terminated.
-        let r = unsafe { (self.module_get_function)(&mut f, module, name.as_ptr()) };
-        cu(r, "cuModuleGetFunction")?;
-        Ok(f as Handle)
+        let mut out = [0; N];
+        for (slot, name) in out.iter_mut().zip(names) {
+            let mut f: CuFunction = std::ptr::null_mut();
+            // SAFETY: module was just loaded; name is NUL-terminated.
+            let r = unsafe { (self.module_get_function)(&mut f, module, name.as_ptr()) };
+            cu(r, "cuModuleGetFunction")?;
+            *slot = f as Handle;
+        }
+        Ok(out)
+    }
+
+    /// Whether graph replays can be audited with this driver.
+    pub fn has_graphs(&self) -> bool {
+        self.graphs.is_some()
+    }
+
+    /// The capture `stream` takes part in, or `None` when it is not capturing (or the
+    /// driver cannot say).
+    pub fn capture_info(&self, stream: Handle) -> Option<CaptureInfo> {
+        let g = self.graphs.as_ref()?;
+        let mut status: c_int = 0;
+        let mut id: u64 = 0;
+        let mut graph: CuGraph = std::ptr::null_mut();
+        let mut deps: *const CuGraphNode = std::ptr::null();
+        let mut ndeps: usize = 0;
+        // SAFETY: every out-pointer is a live local; the driver writes them.
+        let r = unsafe {
+            match (g.capture_info_v3, g.capture_info_v2) {
+                (Some(f), _) => {
+                    let mut edges: *const c_void = std::ptr::null();
+                    f(
+                        stream as CuStream,
+                        &mut status,
+                        &mut id,
+                        &mut graph,
+                        &mut deps,
+                        &mut edges,
+                        &mut ndeps,
+                    )
+                }
+                (None, Some(f)) => f(
+                    stream as CuStream,
+                    &mut status,
+                    &mut id,
+                    &mut graph,
+                    &mut deps,
+                    &mut ndeps,
+                ),
+                (None, None) => return None,
+            }
+        };
+        if cu(r, "cuStreamGetCaptureInfo").is_err() || status != CAPTURE_STATUS_ACTIVE {
+            return None;
+        }
+        let last_node = if ndeps == 1 && !deps.is_null() {
+            // SAFETY: the driver returned one dependency at deps.
+            let n = unsafe { *deps };
+            (!n.is_null()).then_some(n as Handle)
+        } else {
+            None
+        };
+        Some(CaptureInfo {
+            id,
+            graph: graph as Handle,
+            last_node,
+        })
+    }
+
+    /// Queues a 4-byte store of `value` at device address `at` on `stream`.
+    pub fn memset_u32_async(&self, at: u64, value: u32, stream: Handle) -> Result<(), DriverError> {
+        let g = self.graphs.as_ref().ok_or(DriverError {
+            code: CUDA_ERROR_NOT_FOUND,
+            call: "cuMemsetD32Async",
+        })?;
+        // SAFETY: writes one u32 at a device address of our own mapped allocation.
+        let r = unsafe { (g.memset_d32_async)(at, value, 1, stream as CuStream) };
+        cu(r, "cuMemsetD32Async")
+    }
+
+    /// Makes later work on `stream` wait for `event`'s last record.
+    pub fn stream_wait_event(&self, stream: Handle, event: Handle) -> Result<(), DriverError> {
+        let g = self.graphs.as_ref().ok_or(DriverError {
+            code: CUDA_ERROR_NOT_FOUND,
+            call: "cuStreamWaitEvent",
+        })?;
+        // SAFETY: both handles are live (the caller's stream, our event).
+        let r = unsafe { (g.stream_wait_event)(stream as CuStream, event as CuEvent, 0) };
+        cu(r, "cuStreamWaitEvent")
+    }
+
+    /// Binds kernel node `node` of executable graph `exec` to `function` with the
+    /// replay-gather parameters `(ctrl, call, phase)` and the given grid.
+    pub fn set_replay_node(
+        &self,
+        exec: Handle,
+        node: Handle,
+        function: Handle,
+        grid: (u32, u32),
+        params: (u64, u32, u32),
+    ) -> Result<(), DriverError> {
+        let g = self.graphs.as_ref().ok_or(DriverError {
+            code: CUDA_ERROR_NOT_FOUND,
+            call: "cuGraphExecKernelNodeSetParams",
+        })?;
+        let (mut ctrl, mut call, mut phase) = params;
+        let mut values: [*mut c_void; 3] = [
+            (&mut ctrl as *mut u64).cast(),
+            (&mut call as *mut u32).cast(),
+            (&mut phase as *mut u32).cast(),
+        ];
+        let p = KernelNodeParams {
+            func: function as CuFunction,
+            grid: [grid.0, grid.1, 1],
+            block: [256, 1, 1],
+            shared_mem: 0,
+            params: values.as_mut_ptr(),
+            extra: std::ptr::null_mut(),
+            kern: std::ptr::null_mut(),
+            ctx: std::ptr::null_mut(),
+        };
+        // SAFETY: p and the values it points at live for the call (the driver copies
+        // them); exec and node are handles the driver gave out.
+        let r = unsafe { (g.set_kernel_params)(exec as CuGraphExec, node as CuGraphNode, &p) };
+        cu(r, "cuGraphExecKernelNodeSetParams")
+    }
+
+    /// Launches the gather kernel `function` with `grid` x 256 threads on `stream`,
+    /// with parameters (jobs address, njobs).
+    pub fn launch_gather(
+        &self,
+        function: Handle,
+        grid: (u32, u32),
+        stream: Handle,
+        jobs: u64,
+        njobs: u32,
+    ) -> Result<(), DriverError> {
+        let (mut jobs, mut njobs) = (jobs, njobs);
+        let mut values: [*mut c_void; 2] = [
+            (&mut jobs as *mut u64).cast(),
+            (&mut njobs as *mut u32).cast(),
+        ];
+        // SAFETY: the kernel takes (u64, u32); values points at two live locals.
+        unsafe { self.launch(function, grid, stream, &mut values) }
+    }
+
+    /// Launches the replay gather `function` with parameters `(ctrl, call, phase)` on
+    /// `stream` (a capturing stream: it becomes a node of the graph).
+    pub fn launch_replay_gather(
+        &self,
+        function: Handle,
+        grid: (u32, u32),
+        stream: Handle,
+        params: (u64, u32, u32),
+    ) -> Result<(), DriverError> {
+        let (mut ctrl, mut call, mut phase) = params;
+        let mut values: [*mut c_void; 3] = [
+            (&mut ctrl as *mut u64).cast(),
+            (&mut call as *mut u32).cast(),
+            (&mut phase as *mut u32).cast(),
+        ];
+        // SAFETY: the kernel takes (u64, u32, u32); values points at three live locals.
+        unsafe { self.launch(function, grid, stream, &mut values) }
+    }
+
+    /// `cuLaunchKernel` with `grid` x 256 threads.
+    ///
+    /// # Safety
+    /// `values` holds one pointer per kernel parameter, each to a live value of that
+    /// parameter's type (the driver copies them during the call).
+    unsafe fn launch(
+        &self,
+        function: Handle,
+        grid: (u32, u32),
+        stream: Handle,
+        values: &mut [*mut c_void],
+    ) -> Result<(), DriverError> {
+        // SAFETY: per the contract; function is a loaded kernel, stream the caller's.
+        let r = unsafe {
+            (self.launch_kernel)(
+                function as CuFunction,
+                grid.0,
+                grid.1,
+                1,
+                256,
+                1,
+                1,
+                0,
+                stream as CuStream,
+                values.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        cu(r, "cuLaunchKernel")
     }
 
     /// Allocates `bytes` of mapped (device-visible) pinned host memory; returns the host
@@ -235,41 +478,5 @@ impl Driver {
     pub fn event_destroy(&self, event: Handle) {
         // SAFETY: event was created by event_create and is not used afterwards.
         unsafe { (self.event_destroy)(event as CuEvent) };
-    }
-
-    /// Launches `function` (the gather kernel) with `grid` x 256 threads on `stream`,
-    /// with parameters (jobs address, njobs).
-    pub fn launch_gather(
-        &self,
-        function: Handle,
-        grid: (u32, u32),
-        stream: Handle,
-        jobs: u64,
-        njobs: u32,
-    ) -> Result<(), DriverError> {
-        let mut jobs = jobs;
-        let mut njobs = njobs;
-        let mut params: [*mut c_void; 2] = [
-            (&mut jobs as *mut u64).cast(),
-            (&mut njobs as *mut u32).cast(),
-        ];
-        // SAFETY: the kernel takes (u64, u32); params points at two live locals for the
-        // duration of the call (the driver copies them at launch).
-        let r = unsafe {
-            (self.launch_kernel)(
-                function as CuFunction,
-                grid.0,
-                grid.1,
-                1,
-                256,
-                1,
-                1,
-                0,
-                stream as CuStream,
-                params.as_mut_ptr(),
-                std::ptr::null_mut(),
-            )
-        };
-        cu(r, "cuLaunchKernel")
     }
 }

@@ -25,6 +25,8 @@ use crate::stream::{Gathered, Pending, Resolved};
 static PTX: &str = concat!(include_str!("../../cuda/gather.ptx"), "\0");
 /// The kernel's entry point.
 const ENTRY: &CStr = c"mmaudit_gather";
+/// The entry point of graph replays' gather nodes.
+const REPLAY_ENTRY: &CStr = c"mmaudit_gather_replay";
 /// Most blocks per job along x (each grid-strides over its elements).
 const MAX_BLOCKS_X: u64 = 1024;
 
@@ -35,6 +37,8 @@ pub struct GpuContext {
     /// Its device ordinal.
     pub device: u32,
     function: Handle,
+    /// The replay gather kernel (`mmaudit_gather_replay`).
+    pub replay_function: Handle,
     host: usize,
     dev: u64,
     ring: Mutex<Ring>,
@@ -83,8 +87,8 @@ impl GpuContext {
         let ptx = CStr::from_bytes_with_nul(PTX.as_bytes())
             .map_err(|_| "the embedded PTX holds a NUL byte".to_string())?;
         drv.relaxed(|| {
-            let function = drv
-                .load_function(ptx, ENTRY)
+            let [function, replay_function] = drv
+                .load_functions(ptx, [ENTRY, REPLAY_ENTRY])
                 .map_err(|e| format!("loading the gather kernel: {e}"))?;
             let (host, dev) = drv.host_alloc_mapped(ring_bytes).map_err(|e| {
                 format!(
@@ -96,6 +100,7 @@ impl GpuContext {
                 ctx,
                 device,
                 function,
+                replay_function,
                 host: host as usize,
                 dev,
                 ring: Mutex::new(Ring::new(ring_bytes)),
@@ -134,14 +139,14 @@ impl GpuContext {
             .capacity()
     }
 
-    fn take_event(&self, drv: &Driver) -> Result<Handle, String> {
+    pub(crate) fn take_event(&self, drv: &Driver) -> Result<Handle, String> {
         if let Some(e) = self.events.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(e);
         }
         drv.event_create().map_err(|e| e.to_string())
     }
 
-    fn put_event(&self, e: Handle) {
+    pub(crate) fn put_event(&self, e: Handle) {
         self.events
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -178,6 +183,14 @@ pub struct Contexts {
 }
 
 impl Contexts {
+    /// The resources of `ctx` if they were set up (successfully) already.
+    pub fn existing(&self, ctx: Handle) -> Option<Arc<GpuContext>> {
+        let list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.iter()
+            .find(|(c, _)| *c == ctx)
+            .and_then(|(_, r)| r.as_ref().ok().cloned())
+    }
+
     /// The resources of `ctx`, set up on first use (the caller checked that its stream
     /// is not capturing). A failed setup is remembered and returned again.
     pub fn get(
@@ -353,6 +366,14 @@ thread_local! {
     static BOUND_CTX: std::cell::Cell<Handle> = const { std::cell::Cell::new(0) };
 }
 
+/// Makes the (existing) context `ctx` current on the calling thread, the background
+/// thread, for its event queries.
+pub(crate) fn bind_thread(drv: &Driver, ctx: Handle) {
+    if BOUND_CTX.with(|c| c.get()) != ctx && drv.set_current(ctx).is_ok() {
+        BOUND_CTX.with(|c| c.set(ctx));
+    }
+}
+
 impl Pending for InFlight {
     fn index(&self) -> u64 {
         self.layout.index
@@ -365,12 +386,7 @@ impl Pending for InFlight {
     fn poll(&mut self) -> Option<Resolved> {
         let drv = crate::driver::driver()?;
         let ctx = self.slot.gpu.ctx;
-        if BOUND_CTX.with(|c| c.get()) != ctx {
-            // Bind the (existing) context to this thread for the queries.
-            if drv.set_current(ctx).is_ok() {
-                BOUND_CTX.with(|c| c.set(ctx));
-            }
-        }
+        bind_thread(drv, ctx);
         match drv.event_query(self.event) {
             Ok(EventState::Pending) => None,
             Err(e) if self.discard => {

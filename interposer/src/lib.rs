@@ -44,6 +44,7 @@
 pub mod config;
 pub mod driver;
 pub mod gpu;
+pub mod graph;
 pub mod hooks;
 pub mod log;
 pub mod model;

@@ -61,6 +61,10 @@ pub enum Lib {
     Cublas,
     /// libcublasLt
     CublasLt,
+    /// libcudart (the CUDA runtime's graph functions)
+    Cudart,
+    /// libcuda (the driver's graph functions)
+    Cuda,
 }
 
 impl Lib {
@@ -78,6 +82,13 @@ impl Lib {
                 c"libcublasLt.so.11",
                 c"libcublasLt.so",
             ],
+            Lib::Cudart => &[
+                c"libcudart.so.13",
+                c"libcudart.so.12",
+                c"libcudart.so.11.0",
+                c"libcudart.so",
+            ],
+            Lib::Cuda => &[c"libcuda.so.1"],
         }
     }
 }
@@ -188,6 +199,25 @@ real_syms! {
     GET_MATH_MODE = "cublasGetMathMode" in Cublas;
     LT_DESC_GET_ATTRIBUTE = "cublasLtMatmulDescGetAttribute" in CublasLt;
     LT_LAYOUT_GET_ATTRIBUTE = "cublasLtMatrixLayoutGetAttribute" in CublasLt;
+    CUDA_STREAM_BEGIN_CAPTURE = "cudaStreamBeginCapture" in Cudart;
+    CUDA_STREAM_END_CAPTURE = "cudaStreamEndCapture" in Cudart;
+    CUDA_GRAPH_INSTANTIATE = "cudaGraphInstantiate" in Cudart;
+    CUDA_GRAPH_INSTANTIATE_WITH_FLAGS = "cudaGraphInstantiateWithFlags" in Cudart;
+    CUDA_GRAPH_INSTANTIATE_WITH_PARAMS = "cudaGraphInstantiateWithParams" in Cudart;
+    CUDA_GRAPH_LAUNCH = "cudaGraphLaunch" in Cudart;
+    CUDA_GRAPH_LAUNCH_PTSZ = "cudaGraphLaunch_ptsz" in Cudart;
+    CUDA_GRAPH_EXEC_UPDATE = "cudaGraphExecUpdate" in Cudart;
+    CUDA_GRAPH_EXEC_DESTROY = "cudaGraphExecDestroy" in Cudart;
+    CUDA_GRAPH_DESTROY = "cudaGraphDestroy" in Cudart;
+    CU_STREAM_BEGIN_CAPTURE = "cuStreamBeginCapture_v2" in Cuda;
+    CU_STREAM_END_CAPTURE = "cuStreamEndCapture" in Cuda;
+    CU_GRAPH_INSTANTIATE_WITH_FLAGS = "cuGraphInstantiateWithFlags" in Cuda;
+    CU_GRAPH_INSTANTIATE_WITH_PARAMS = "cuGraphInstantiateWithParams" in Cuda;
+    CU_GRAPH_LAUNCH = "cuGraphLaunch" in Cuda;
+    CU_GRAPH_LAUNCH_PTSZ = "cuGraphLaunch_ptsz" in Cuda;
+    CU_GRAPH_EXEC_UPDATE = "cuGraphExecUpdate_v2" in Cuda;
+    CU_GRAPH_EXEC_DESTROY = "cuGraphExecDestroy" in Cuda;
+    CU_GRAPH_DESTROY = "cuGraphDestroy" in Cuda;
 }
 
 /// After the program found a hooked symbol of `lib` on its own `handle` (a library it
@@ -199,6 +229,7 @@ pub unsafe fn remember_companions(handle: *mut c_void, lib: Lib) {
     let helpers: &[&RealSym] = match lib {
         Lib::Cublas => &[&GET_STREAM, &GET_POINTER_MODE, &GET_MATH_MODE],
         Lib::CublasLt => &[&LT_DESC_GET_ATTRIBUTE, &LT_LAYOUT_GET_ATTRIBUTE],
+        Lib::Cudart | Lib::Cuda => &[],
     };
     for h in helpers {
         if h.ptr.load(Ordering::Acquire) == 0 {

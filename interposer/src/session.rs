@@ -144,6 +144,7 @@ mod tests {
             epilogue: Epilogue::Default,
             bias_type: DType::F32,
             flags: 0,
+            replay: None,
         }
     }
 

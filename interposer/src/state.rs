@@ -69,6 +69,8 @@ pub struct Runtime {
     active: AtomicUsize,
     /// Gather resources per CUDA context.
     pub contexts: Contexts,
+    /// CUDA graphs captured with GEMMs, and their executable graphs.
+    pub graphs: crate::graph::Graphs,
     unsupported: Mutex<BTreeMap<String, u64>>,
     failed_calls: AtomicU64,
 }
@@ -445,6 +447,7 @@ fn init_inner() -> bool {
         shared,
         active: AtomicUsize::new(0),
         contexts: Contexts::default(),
+        graphs: Default::default(),
         unsupported: Mutex::new(BTreeMap::new()),
         failed_calls: AtomicU64::new(0),
     };

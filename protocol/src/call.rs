@@ -186,6 +186,13 @@ pub mod flags {
     /// The bias vector differs per batch entry (cuBLASLt `BIAS_BATCH_STRIDE`): the
     /// sample's bias holds one vector per sampled batch entry, `[batch][row]`.
     pub const BIAS_PER_BATCH: u16 = 1 << 10;
+    /// The call is one GEMM of a CUDA graph replay: [`GemmCall::replay`] says which
+    /// graph, replay and node. Alone it is audited like an eager call; with
+    /// [`CAPTURED`] it is "replayed, not audited" (the library could not gather it).
+    /// A CAPTURED call without it was recorded while its graph was being captured: it
+    /// computed nothing then (its work is done, and ledgered, at each replay) and claims
+    /// no FLOPs.
+    pub const REPLAYED: u16 = 1 << 11;
     /// Flags whose calls are recorded but never sampled.
     pub const NOT_AUDITED: u16 = CAPTURED | NO_SESSION | REJECTED | UNMODELLED;
     /// Every flag defined in this protocol version.
@@ -199,8 +206,26 @@ pub mod flags {
         | NO_SESSION
         | REJECTED
         | UNMODELLED
-        | BIAS_PER_BATCH;
+        | BIAS_PER_BATCH
+        | REPLAYED;
 }
+
+/// Where a replayed call comes from (present exactly when [`flags::REPLAYED`] is set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReplayOf {
+    /// The library's number of the captured graph (1, 2, ... in order of capture).
+    pub graph: u32,
+    /// The library's number of the executable graph that ran it (1, 2, ... in order of
+    /// instantiation): a graph instantiated twice has two.
+    pub exec: u32,
+    /// The replay of that executable graph, counting from 0.
+    pub replay: u64,
+    /// The GEMM's position in the graph, counting from 0 in capture order.
+    pub node: u32,
+}
+
+/// Bytes [`ReplayOf`] adds to the encoding of a replayed call.
+pub const REPLAY_ENCODED_LEN: usize = 4 + 4 + 8 + 4;
 
 /// The canonical description of one GEMM API call.
 #[derive(Clone, Debug, PartialEq)]
@@ -249,16 +274,24 @@ pub struct GemmCall {
     pub bias_type: DType,
     /// [`flags`] bits
     pub flags: u16,
+    /// The graph replay that ran it: `Some` exactly when [`flags::REPLAYED`] is set.
+    pub replay: Option<ReplayOf>,
 }
 
 impl GemmCall {
     /// Multiply-add count times two: the FLOPs this call claims (none for a call the
-    /// library rejected).
+    /// library rejected, nor for one recorded during a graph capture, which computed
+    /// nothing then).
     pub fn flops(&self) -> u128 {
-        if self.has(flags::REJECTED) {
+        if self.has(flags::REJECTED) || self.is_capture_record() {
             return 0;
         }
         self.declared_flops()
+    }
+
+    /// A call recorded while its stream was capturing a graph (not a replay of it).
+    pub fn is_capture_record(&self) -> bool {
+        self.has(flags::CAPTURED) && !self.has(flags::REPLAYED)
     }
 
     /// `2 m n k batch` as the call's arguments declare it, whether or not it ran;
@@ -415,13 +448,15 @@ impl Operand {
     }
 }
 
-/// Size in bytes of [`GemmCall::encode`]'s output: it is fixed.
+/// Size in bytes of [`GemmCall::encode`]'s output for a call that is not replayed
+/// (a replayed call adds [`REPLAY_ENCODED_LEN`]).
 pub const GEMM_CALL_ENCODED_LEN: usize =
     8 + 1 + 4 + 8 + 2 + 8 * 4 + 1 + 4 * 18 + 2 + 9 * 2 + 1 + 1 + 2;
 
 impl GemmCall {
-    /// The canonical byte encoding (fixed length, little-endian). It is both the ledger
-    /// record's body and the input of the sampling schedule's keyed hash.
+    /// The canonical byte encoding (little-endian; [`GemmCall::encoded_len`] bytes). It
+    /// is both the ledger record's body and the input of the sampling schedule's keyed
+    /// hash, so a replayed call's graph, replay and node are bound into its sampling.
     pub fn encode(&self, w: &mut Writer) {
         w.u64(self.index);
         w.u8(self.entry as u8);
@@ -444,6 +479,22 @@ impl GemmCall {
         w.u8(self.epilogue as u8);
         w.u8(self.bias_type as u8);
         w.u16(self.flags);
+        if let Some(r) = &self.replay {
+            w.u32(r.graph);
+            w.u32(r.exec);
+            w.u64(r.replay);
+            w.u32(r.node);
+        }
+    }
+
+    /// The length of [`GemmCall::encode`]'s output.
+    pub fn encoded_len(&self) -> usize {
+        GEMM_CALL_ENCODED_LEN
+            + if self.replay.is_some() {
+                REPLAY_ENCODED_LEN
+            } else {
+                0
+            }
     }
 
     /// The encoding as a fresh vector.
@@ -457,7 +508,7 @@ impl GemmCall {
     /// count and dimensions whose FLOP count does not fit in 128 bits are errors.
     pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let at = r.offset();
-        let call = GemmCall {
+        let mut call = GemmCall {
             index: r.u64("call index")?,
             entry: r.enum_u8("entry point")?,
             device: r.u32("device")?,
@@ -480,9 +531,18 @@ impl GemmCall {
             epilogue: r.enum_u8("epilogue")?,
             bias_type: r.enum_u8("bias type")?,
             flags: r.u16("flags")?,
+            replay: None,
         };
         if call.flags & !flags::ALL != 0 {
             return Err(r.error_at(at, "call flags", format!("unknown bits {:#x}", call.flags)));
+        }
+        if call.has(flags::REPLAYED) {
+            call.replay = Some(ReplayOf {
+                graph: r.u32("replay graph")?,
+                exec: r.u32("replay executable graph")?,
+                replay: r.u64("replay number")?,
+                node: r.u32("replay node")?,
+            });
         }
         if call.has(flags::BIAS_PER_BATCH) && !call.has(flags::BIAS) {
             return Err(r.error_at(at, "call flags", "a per-batch bias without a bias"));
@@ -548,7 +608,34 @@ pub(crate) mod tests {
             epilogue: Epilogue::Default,
             bias_type: DType::F32,
             flags: 0,
+            replay: None,
         }
+    }
+
+    #[test]
+    fn a_replayed_call_carries_its_replay_and_round_trips() {
+        let mut c = sample_call(9, 64, 8, 32);
+        c.flags = flags::REPLAYED;
+        c.replay = Some(ReplayOf {
+            graph: 3,
+            exec: 4,
+            replay: 1 << 33,
+            node: 17,
+        });
+        let bytes = c.to_bytes();
+        assert_eq!(bytes.len(), GEMM_CALL_ENCODED_LEN + REPLAY_ENCODED_LEN);
+        assert_eq!(bytes.len(), c.encoded_len());
+        let back = GemmCall::decode(&mut Reader::new(&bytes, 0, "t")).unwrap();
+        assert_eq!(back, c);
+        // Cut short: the replay fields are required once the flag is set.
+        let short = &bytes[..bytes.len() - 1];
+        assert!(GemmCall::decode(&mut Reader::new(short, 0, "t")).is_err());
+        // A capture record claims no FLOPs; a replay, and a replay not audited, do.
+        let mut cap = sample_call(1, 4, 4, 4);
+        cap.flags = flags::CAPTURED;
+        assert_eq!(cap.flops(), 0);
+        c.flags |= flags::CAPTURED;
+        assert_eq!(c.flops(), 2 * 64 * 8 * 32);
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub fn seed_call(index: u64) -> GemmCall {
         epilogue: Epilogue::Relu,
         bias_type: DType::F16,
         flags: flags::BIAS | flags::IN_PLACE,
+        replay: None,
     }
 }
 

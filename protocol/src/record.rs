@@ -294,7 +294,7 @@ impl Record {
     /// The length of [`Record::encode`]'s output, computed without encoding.
     pub fn encoded_len(&self) -> usize {
         let body = match self {
-            Record::Ledger(_) => crate::call::GEMM_CALL_ENCODED_LEN,
+            Record::Ledger(call) => call.encoded_len(),
             Record::Sample(s) => {
                 let scalars = [s.alpha.is_some(), s.beta.is_some()]
                     .iter()

@@ -47,6 +47,7 @@ fn call(index: u64, m: u64, n: u64, k: u64, batch: u64) -> GemmCall {
         epilogue: Epilogue::Default,
         bias_type: DType::BF16,
         flags: 0,
+        replay: None,
     }
 }
 

@@ -265,6 +265,7 @@ impl GemmSpec {
             epilogue: self.epilogue,
             bias_type,
             flags: flag,
+            replay: None,
         }
     }
 }

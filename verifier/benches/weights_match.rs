@@ -141,6 +141,7 @@ fn call(m: u64, n: u64, k: u64) -> GemmCall {
         epilogue: Epilogue::Default,
         bias_type: DType::BF16,
         flags: 0,
+        replay: None,
     }
 }
 

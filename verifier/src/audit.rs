@@ -202,9 +202,19 @@ impl StreamAudit {
         self.next_index = call.index.saturating_add(1);
         self.report.calls += 1;
         self.report.flops = self.report.flops.saturating_add(call.flops());
+        if call.is_capture_record() {
+            // Recorded while its graph was captured: it computed nothing then, and
+            // its work is ledgered at every replay.
+            self.report.capture_records += 1;
+            return;
+        }
         let declared = call.declared_flops();
         let working = declared > 0;
         self.report.working_calls += working as u64;
+        if call.has(flags::REPLAYED) {
+            self.report.replayed += 1;
+            self.report.replayed_flops = self.report.replayed_flops.saturating_add(declared);
+        }
         for (flag, what) in [
             (flags::CAPTURED, Unaudited::Captured),
             (flags::NO_SESSION, Unaudited::NoSession),
@@ -225,6 +235,7 @@ impl StreamAudit {
             return;
         };
         self.report.sampled += 1;
+        self.report.replayed_sampled += call.has(flags::REPLAYED) as u64;
         self.report.sampled_working += working as u64;
         self.report.sampled_flops = self.report.sampled_flops.saturating_add(call.flops());
         if self.overloaded {
@@ -332,6 +343,7 @@ impl StreamAudit {
                 if outcome.mismatches.is_empty() {
                     if !outcome.unverifiable {
                         self.report.verified += 1;
+                        self.report.replayed_verified += call.has(flags::REPLAYED) as u64;
                     }
                 } else {
                     self.report.mismatched += 1;
@@ -474,8 +486,15 @@ impl StreamAudit {
 
 /// One line naming a call: index, entry point, shape and types.
 pub fn describe(call: &GemmCall) -> String {
+    let replay = match &call.replay {
+        Some(r) => format!(
+            " (graph {} replay {} of executable {}, GEMM {} of the graph)",
+            r.graph, r.replay, r.exec, r.node
+        ),
+        None => String::new(),
+    };
     format!(
-        "call {} {:?} m={} n={} k={} batch={} {}x{}->{} compute {:?}",
+        "call {}{replay} {:?} m={} n={} k={} batch={} {}x{}->{} compute {:?}",
         call.index,
         call.entry,
         call.m,

@@ -170,6 +170,7 @@ pub fn linear_call(input: DType, compute: ComputeType, k: u64) -> GemmCall {
         epilogue: Epilogue::Default,
         bias_type: DType::F32,
         flags: 0,
+        replay: None,
     }
 }
 

@@ -138,8 +138,21 @@ pub struct StreamReport {
     pub gap_reasons: BTreeMap<String, u64>,
     /// authentication, sequence, truncation and consistency errors
     pub integrity_errors: u64,
-    /// calls made during CUDA graph capture: in the ledger, not audited
+    /// calls run by CUDA graph replays the library could not gather (flags REPLAYED and
+    /// CAPTURED): in the ledger, not audited
     pub captured: u64,
+    /// calls recorded while a CUDA graph was being captured (CAPTURED without
+    /// REPLAYED): they computed nothing then and claim no FLOPs; their work is ledgered
+    /// at each replay
+    pub capture_records: u64,
+    /// calls run by CUDA graph replays (REPLAYED), audited or not
+    pub replayed: u64,
+    /// FLOPs of the replayed calls
+    pub replayed_flops: u128,
+    /// replayed calls the schedule selected
+    pub replayed_sampled: u64,
+    /// replayed calls verified
+    pub replayed_verified: u64,
     /// calls made while the prover had no verifier session (flag NO_SESSION): in the
     /// ledger, not audited
     pub no_session: u64,
@@ -388,6 +401,15 @@ impl StreamReport {
             "max_gap_rate": self.policy.as_ref().map(|p| p.limit(Unaudited::Gaps)),
             "integrity_errors": self.integrity_errors,
             "captured_not_audited": self.captured,
+            "graphs": {
+                "capture_records": self.capture_records,
+                "replayed": self.replayed,
+                "replayed_flops": self.replayed_flops as f64,
+                "replayed_sampled": self.replayed_sampled,
+                "replayed_verified": self.replayed_verified,
+                "replayed_not_audited": self.captured,
+                "eager": self.calls - self.capture_records - self.replayed,
+            },
             "no_session_not_audited": self.no_session,
             "rejected": self.rejected,
             "unmodelled_not_audited": self.unmodelled,
@@ -490,10 +512,22 @@ impl StreamReport {
             "  integrity errors {:>12}   MAC, sequence, truncation, consistency",
             self.integrity_errors
         );
+        if self.replayed > 0 || self.capture_records > 0 {
+            let _ = writeln!(
+                s,
+                "  graph replays    {:>12}   calls run by CUDA graph replays ({} sampled, {} verified; {:.3e} FLOPs)",
+                self.replayed, self.replayed_sampled, self.replayed_verified, self.replayed_flops as f64
+            );
+            let _ = writeln!(
+                s,
+                "  graph captures   {:>12}   calls recorded while a graph was captured: no work then, ledgered at each replay",
+                self.capture_records
+            );
+        }
         if self.captured > 0 {
             let _ = writeln!(
                 s,
-                "  captured         {:>12}   calls in CUDA graph capture: recorded, NOT audited",
+                "  replays not audited {:>9}   calls of graph replays the library could not gather: recorded, NOT audited",
                 self.captured
             );
         }
@@ -651,6 +685,9 @@ pub fn summary_json(reports: &[StreamReport]) -> Value {
         "gaps": sum(|r| r.gaps),
         "integrity_errors": sum(|r| r.integrity_errors),
         "captured_not_audited": sum(|r| r.captured),
+        "capture_records": sum(|r| r.capture_records),
+        "replayed": sum(|r| r.replayed),
+        "replayed_verified": sum(|r| r.replayed_verified),
         "no_session_not_audited": sum(|r| r.no_session),
         "rejected": sum(|r| r.rejected),
         "unmodelled_not_audited": sum(|r| r.unmodelled),

@@ -22,6 +22,7 @@
 
 pub mod blas;
 pub mod dlsym;
+pub mod graph;
 pub mod lt;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -55,7 +56,7 @@ pub fn hook_address(name: &[u8]) -> Option<usize> {
         b"cublasGemmBatchedEx" => blas::cublasGemmBatchedEx as *const () as usize,
         b"cublasGemmBatchedEx_64" => blas::cublasGemmBatchedEx_64 as *const () as usize,
         b"cublasLtMatmul" => lt::cublasLtMatmul as *const () as usize,
-        _ => return None,
+        _ => return graph::hook_address(name),
     })
 }
 
@@ -130,6 +131,9 @@ enum Sampled {
     Gap(GapReason, String),
     /// Sampled, its slot prepared and the pre-gather launched.
     Gather(Box<Gather>),
+    /// Issued during a graph capture: its place in the graph, to complete after the
+    /// forward with the post-gather node.
+    Captured(crate::graph::CaptureSlot, Handle),
 }
 
 /// A sampled call whose slot is ready (pre-gather launched).
@@ -246,6 +250,17 @@ fn prepare(
         None => 0,
     };
     test_panic(rt, index, false);
+    if let (true, Some((gather, stream, ctx)), Some(drv)) =
+        (call.is_capture_record(), &exact, driver())
+    {
+        let gpu = ctx.and_then(|c| rt.contexts.existing(c));
+        if let Some(slot) = rt.graphs.capture_before(drv, gpu, *stream, &call, gather) {
+            return Some(Ledgered {
+                index,
+                sampled: Sampled::Captured(slot, *stream),
+            });
+        }
+    }
     let (Some(plan), Some((gather, stream, ctx))) = (plan, exact) else {
         return Some(Ledgered {
             index,
@@ -361,7 +376,7 @@ fn test_panic(rt: &Runtime, index: u64, after: bool) {
 fn complete(rt: &Runtime, entry: &'static str, l: Ledgered, status: CublasStatus) {
     test_panic(rt, l.index, true);
     let rejected = status != CUBLAS_STATUS_SUCCESS;
-    let sample_owed = !matches!(l.sampled, Sampled::No);
+    let sample_owed = matches!(l.sampled, Sampled::Gap(..) | Sampled::Gather(_));
     rt.settle(l.index, rejected);
     owe(Debt {
         index: l.index,
@@ -373,6 +388,11 @@ fn complete(rt: &Runtime, entry: &'static str, l: Ledgered, status: CublasStatus
     }
     match l.sampled {
         Sampled::No => {}
+        Sampled::Captured(slot, stream) => {
+            if let Some(drv) = driver() {
+                rt.graphs.capture_after(drv, stream, slot, rejected);
+            }
+        }
         // A rejected call computed nothing: it is never sampled, so it gets neither
         // sample nor gap.
         Sampled::Gap(..) if rejected => rt.sample_dropped(),

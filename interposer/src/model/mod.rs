@@ -483,6 +483,7 @@ pub fn describe_blas(x: &BlasArgs) -> Result<Described, NotDescribed> {
         epilogue: Epilogue::Default,
         bias_type: tc,
         flags: f,
+        replay: None,
     };
     let cp = col_major(x.c, pointer_array, x.ldc as u64, stride(x.stride_c), tc);
     let gather = GatherSpec {
@@ -706,6 +707,7 @@ pub fn describe_lt(x: &LtArgs) -> Result<Described, NotDescribed> {
         epilogue,
         bias_type,
         flags: f,
+        replay: None,
     };
     let gather = GatherSpec {
         a: lt_placement(la, x.a, ta),
@@ -826,6 +828,7 @@ pub fn unmodelled_blas(x: &BlasArgs) -> GemmCall {
         epilogue: Epilogue::Default,
         bias_type: c.dtype,
         flags: f,
+        replay: None,
     }
 }
 
@@ -959,5 +962,6 @@ pub fn unmodelled_lt(x: &LtPartial) -> GemmCall {
         epilogue,
         bias_type,
         flags: f,
+        replay: None,
     }
 }

@@ -74,6 +74,7 @@ fn call(index: u64) -> GemmCall {
         epilogue: Epilogue::Default,
         bias_type: DType::F32,
         flags: 0,
+        replay: None,
     }
 }
 

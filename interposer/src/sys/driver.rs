@@ -7,6 +7,8 @@ use std::ffi::{c_char, c_int, c_uint, c_void};
 pub type CuResult = c_int;
 /// `CUDA_SUCCESS`
 pub const CUDA_SUCCESS: CuResult = 0;
+/// `CUDA_ERROR_NOT_FOUND`: here, a driver function this library needs is absent.
+pub const CUDA_ERROR_NOT_FOUND: CuResult = 500;
 /// `CUDA_ERROR_NOT_READY`: an event's work has not completed yet.
 pub const CUDA_ERROR_NOT_READY: CuResult = 600;
 
@@ -27,6 +29,8 @@ pub type CuDevicePtr = u64;
 
 /// `CU_STREAM_CAPTURE_STATUS_NONE`
 pub const CAPTURE_STATUS_NONE: c_int = 0;
+/// `CU_STREAM_CAPTURE_STATUS_ACTIVE`
+pub const CAPTURE_STATUS_ACTIVE: c_int = 1;
 /// `CU_STREAM_CAPTURE_MODE_RELAXED`
 pub const CAPTURE_MODE_RELAXED: c_int = 2;
 /// `CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP`
@@ -80,5 +84,60 @@ pub type EventQueryFn = unsafe extern "C" fn(CuEvent) -> CuResult;
 pub type EventDestroyFn = unsafe extern "C" fn(CuEvent) -> CuResult;
 /// `cuStreamIsCapturing`
 pub type StreamIsCapturingFn = unsafe extern "C" fn(CuStream, *mut c_int) -> CuResult;
+/// `CUgraph`
+pub type CuGraph = *mut c_void;
+/// `CUgraphNode`
+pub type CuGraphNode = *mut c_void;
+/// `CUgraphExec`
+pub type CuGraphExec = *mut c_void;
+
+/// `cuStreamGetCaptureInfo_v3`: status, id, graph, dependencies, edge data, count.
+pub type StreamGetCaptureInfoV3Fn = unsafe extern "C" fn(
+    CuStream,
+    *mut c_int,
+    *mut u64,
+    *mut CuGraph,
+    *mut *const CuGraphNode,
+    *mut *const c_void,
+    *mut usize,
+) -> CuResult;
+/// `cuStreamGetCaptureInfo_v2`: status, id, graph, dependencies, count.
+pub type StreamGetCaptureInfoV2Fn = unsafe extern "C" fn(
+    CuStream,
+    *mut c_int,
+    *mut u64,
+    *mut CuGraph,
+    *mut *const CuGraphNode,
+    *mut usize,
+) -> CuResult;
+/// `cuMemsetD32Async`
+pub type MemsetD32AsyncFn = unsafe extern "C" fn(CuDevicePtr, c_uint, usize, CuStream) -> CuResult;
+/// `cuStreamWaitEvent`
+pub type StreamWaitEventFn = unsafe extern "C" fn(CuStream, CuEvent, c_uint) -> CuResult;
+
+/// `CUDA_KERNEL_NODE_PARAMS_v2` (`v1` is the same without the last two fields).
+#[repr(C)]
+pub struct KernelNodeParams {
+    /// `func`
+    pub func: CuFunction,
+    /// `gridDimX`, `gridDimY`, `gridDimZ`
+    pub grid: [c_uint; 3],
+    /// `blockDimX`, `blockDimY`, `blockDimZ`
+    pub block: [c_uint; 3],
+    /// `sharedMemBytes`
+    pub shared_mem: c_uint,
+    /// `kernelParams`
+    pub params: *mut *mut c_void,
+    /// `extra`
+    pub extra: *mut *mut c_void,
+    /// `kern` (v2 only; NULL: use `func`)
+    pub kern: *mut c_void,
+    /// `ctx` (v2 only; NULL: the current context)
+    pub ctx: CuContext,
+}
+/// `cuGraphExecKernelNodeSetParams_v2` (or the v1 symbol, which reads the v1 prefix)
+pub type GraphExecKernelNodeSetParamsFn =
+    unsafe extern "C" fn(CuGraphExec, CuGraphNode, *const KernelNodeParams) -> CuResult;
+
 /// `cuThreadExchangeStreamCaptureMode` (optional: absent from the simulated GPU)
 pub type ThreadExchangeStreamCaptureModeFn = unsafe extern "C" fn(*mut c_int) -> CuResult;

@@ -3,7 +3,7 @@
 
 use mmaudit_protocol::call::{
     flags, BatchForm, ComputeType, DType, EntryPoint, Epilogue, GemmCall, Op, Operand, Order,
-    Scalar, MAX_DIM,
+    ReplayOf, Scalar, MAX_DIM,
 };
 use mmaudit_protocol::config::SamplingConfig;
 use mmaudit_protocol::keys::Key;
@@ -139,6 +139,13 @@ pub fn arb_call() -> impl Strategy<Value = GemmCall> {
             epilogue,
             bias_type,
             flags: fl,
+            // a replayed call names its replay (derived from the index: any values do)
+            replay: (fl & flags::REPLAYED != 0).then(|| ReplayOf {
+                graph: (index % 7) as u32,
+                exec: (index % 5) as u32,
+                replay: index.rotate_left(17),
+                node: (index % 224) as u32,
+            }),
         },
     )
 }

@@ -92,7 +92,7 @@ struct CUgraph_st {
 
 struct CUgraphExec_st {
     uint32_t magic;
-    sg_body *body;
+    sg_plan *plan; /* replaced (under G.mu) by node updates; launches retain the one they run */
 };
 
 static struct {
@@ -1115,13 +1115,17 @@ SG_EXPORT CUresult sg_graph_instantiate(CUgraphExec *out, CUgraph graph) {
     if (!graph || !sg_handle_valid(graph, SG_MAGIC_GRAPH))
         return CUDA_ERROR_INVALID_VALUE;
     struct CUgraphExec_st *x = calloc(1, sizeof *x);
-    if (!x)
+    sg_plan *p = sg_plan_new(graph->body);
+    if (!x || !p) {
+        free(x);
+        if (p)
+            sg_plan_release(p);
         return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     x->magic = SG_MAGIC_EXEC;
-    x->body = graph->body;
-    sg_body_retain(x->body);
+    x->plan = p;
     if (sg_handle_add(x) != 0) {
-        sg_body_release(x->body);
+        sg_plan_release(p);
         free(x);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
@@ -1129,24 +1133,25 @@ SG_EXPORT CUresult sg_graph_instantiate(CUgraphExec *out, CUgraph graph) {
     return CUDA_SUCCESS;
 }
 
-static CUresult run_graph(void *payload, uint64_t call_index) { return sg_body_run(payload, call_index); }
+static CUresult run_graph(void *payload, uint64_t call_index) { return sg_plan_run(payload, call_index); }
 
-static void release_graph(void *payload) { sg_body_release(payload); }
+static void release_graph(void *payload) { sg_plan_release(payload); }
 
 SG_EXPORT CUresult sg_graph_launch(CUgraphExec exec, CUstream stream) {
     if (!exec || !sg_handle_valid(exec, SG_MAGIC_EXEC))
         return CUDA_ERROR_INVALID_VALUE;
-    sg_body *b = exec->body;
-    sg_body_retain(b);
     pthread_mutex_lock(&G.mu);
+    sg_plan *p = exec->plan;
+    sg_plan_retain(p);
+    sg_body *b = sg_plan_body(p);
     struct CUstream_st *s;
     CUresult r = resolve_locked(stream, &s);
     if (r != CUDA_SUCCESS) {
         pthread_mutex_unlock(&G.mu);
-        sg_body_release(b);
+        sg_plan_release(p);
         return r;
     }
-    sg_work w = {run_graph, release_graph, b, sg_body_gemm_calls(b)};
+    sg_work w = {run_graph, release_graph, p, sg_body_gemm_calls(b)};
     uint64_t seq = 0;
     int capturing = s->cap != NULL;
     r = submit_locked(s, &w, NULL, NULL, &seq);
@@ -1163,7 +1168,58 @@ SG_EXPORT CUresult sg_graph_launch(CUgraphExec exec, CUstream stream) {
     }
     pthread_mutex_unlock(&G.mu);
     if (r != CUDA_SUCCESS)
-        sg_body_release(b);
+        sg_plan_release(p);
+    return r;
+}
+
+SG_EXPORT CUresult sg_graph_exec_set_kernel(CUgraphExec exec, CUgraphNode node, sg_work work,
+                                            int (*is_kernel)(const sg_work *)) {
+    CUresult r = CUDA_SUCCESS;
+    sg_plan *old = NULL;
+    pthread_mutex_lock(&G.mu);
+    /* Node handles are 1 + the node's position (see sg_capture_info). */
+    size_t at = (size_t)(uintptr_t)node - 1;
+    const sg_work *cur = exec && sg_handle_valid(exec, SG_MAGIC_EXEC) ? sg_plan_node(exec->plan, at) : NULL;
+    if (!exec || !sg_handle_valid(exec, SG_MAGIC_EXEC) || !node) {
+        r = CUDA_ERROR_INVALID_VALUE;
+    } else if (!cur || !is_kernel(cur)) {
+        r = CUDA_ERROR_INVALID_VALUE; /* not a kernel node of this graph */
+    } else {
+        sg_plan *p = sg_plan_with(exec->plan, at, work);
+        if (!p) {
+            r = CUDA_ERROR_OUT_OF_MEMORY;
+        } else {
+            old = exec->plan;
+            exec->plan = p;
+        }
+    }
+    pthread_mutex_unlock(&G.mu);
+    if (old)
+        sg_plan_release(old);
+    if (r != CUDA_SUCCESS && work.release)
+        work.release(work.payload);
+    return r;
+}
+
+SG_EXPORT CUresult sg_graph_exec_update(CUgraphExec exec, CUgraph graph, int *topology_changed) {
+    *topology_changed = 0;
+    if (!exec || !sg_handle_valid(exec, SG_MAGIC_EXEC) || !graph || !sg_handle_valid(graph, SG_MAGIC_GRAPH))
+        return CUDA_ERROR_INVALID_VALUE;
+    sg_plan *p = NULL, *old = NULL;
+    CUresult r = CUDA_SUCCESS;
+    pthread_mutex_lock(&G.mu);
+    if (!sg_body_same_shape(sg_plan_body(exec->plan), graph->body)) {
+        *topology_changed = 1;
+        r = CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE;
+    } else if (!(p = sg_plan_new(graph->body))) {
+        r = CUDA_ERROR_OUT_OF_MEMORY;
+    } else {
+        old = exec->plan;
+        exec->plan = p;
+    }
+    pthread_mutex_unlock(&G.mu);
+    if (old)
+        sg_plan_release(old);
     return r;
 }
 
@@ -1171,7 +1227,7 @@ SG_EXPORT CUresult sg_graph_exec_destroy(CUgraphExec exec) {
     if (!exec || !sg_handle_valid(exec, SG_MAGIC_EXEC))
         return CUDA_ERROR_INVALID_VALUE;
     sg_handle_remove(exec);
-    sg_body_release(exec->body);
+    sg_plan_release(exec->plan);
     free(exec);
     return CUDA_SUCCESS;
 }

@@ -380,10 +380,10 @@ static CUresult parse_extra(void **extra, const void **buf, size_t *size) {
     return *buf && have_size ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
-CUresult CUDAAPI cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,
-                                unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ,
-                                unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra) {
-    NEED_CTX();
+/* Validates a launch and copies its parameters into a kernel work item. */
+static CUresult make_kernel_work(CUfunction f, unsigned gridDimX, unsigned gridDimY, unsigned gridDimZ,
+                                 unsigned blockDimX, unsigned blockDimY, unsigned blockDimZ, unsigned sharedMemBytes,
+                                 void **kernelParams, void **extra, sg_work *out) {
     if (!f || !sg_handle_valid(f, SG_MAGIC_FUNCTION))
         return CUDA_ERROR_INVALID_HANDLE;
     if (!gridDimX || !gridDimY || !gridDimZ || !blockDimX || !blockDimY || !blockDimZ || blockDimX > 1024 ||
@@ -418,8 +418,59 @@ CUresult CUDAAPI cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned in
         memcpy(k->blob + offsets[i], src, t->param_size[i]);
         k->params[i] = k->blob + offsets[i];
     }
-    sg_work w = {run_kernel, free, k, 0};
+    *out = (sg_work){run_kernel, free, k, 0};
+    return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,
+                                unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ,
+                                unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra) {
+    NEED_CTX();
+    sg_work w;
+    CUresult r = make_kernel_work(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes,
+                                  kernelParams, extra, &w);
+    if (r != CUDA_SUCCESS)
+        return r;
     return sg_submit(hStream, w);
+}
+
+static int is_kernel_work(const sg_work *w) { return w->run == run_kernel; }
+
+CUresult CUDAAPI cuGraphExecKernelNodeSetParams_v2(CUgraphExec hGraphExec, CUgraphNode hNode,
+                                                   const CUDA_KERNEL_NODE_PARAMS_v2 *p) {
+    NEED_CTX();
+    if (!p || p->kern || (p->ctx && p->ctx != sg_current_ctx()))
+        return CUDA_ERROR_INVALID_VALUE;
+    sg_work w;
+    CUresult r = make_kernel_work(p->func, p->gridDimX, p->gridDimY, p->gridDimZ, p->blockDimX, p->blockDimY,
+                                  p->blockDimZ, p->sharedMemBytes, p->kernelParams, p->extra, &w);
+    if (r != CUDA_SUCCESS)
+        return r;
+    return sg_graph_exec_set_kernel(hGraphExec, hNode, w, is_kernel_work);
+}
+
+CUresult CUDAAPI cuGraphExecKernelNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hNode,
+                                                const CUDA_KERNEL_NODE_PARAMS_v1 *p) {
+    if (!p)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUDA_KERNEL_NODE_PARAMS_v2 v2 = {p->func,      p->gridDimX,       p->gridDimY,     p->gridDimZ,
+                                     p->blockDimX, p->blockDimY,      p->blockDimZ,    p->sharedMemBytes,
+                                     p->kernelParams, p->extra,        NULL,            NULL};
+    return cuGraphExecKernelNodeSetParams_v2(hGraphExec, hNode, &v2);
+}
+
+CUresult CUDAAPI cuGraphExecUpdate_v2(CUgraphExec hGraphExec, CUgraph hGraph, CUgraphExecUpdateResultInfo *info) {
+    NEED_CTX();
+    if (!info)
+        return CUDA_ERROR_INVALID_VALUE;
+    int changed = 0;
+    CUresult r = sg_graph_exec_update(hGraphExec, hGraph, &changed);
+    info->result = r == CUDA_SUCCESS ? CU_GRAPH_EXEC_UPDATE_SUCCESS
+                   : changed         ? CU_GRAPH_EXEC_UPDATE_ERROR_TOPOLOGY_CHANGED
+                                     : CU_GRAPH_EXEC_UPDATE_ERROR;
+    info->errorNode = NULL;
+    info->errorFromNode = NULL;
+    return r;
 }
 
 CUresult CUDAAPI cuLaunchHostFunc(CUstream hStream, CUhostFn fn, void *userData) {
@@ -900,6 +951,9 @@ static const proc procs[] = {
     P("cuGraphInstantiateWithFlags", 11040, cuGraphInstantiateWithFlags),
     P("cuGraphInstantiate", 12000, cuGraphInstantiateWithFlags),
     P("cuGraphLaunch", 10000, cuGraphLaunch),
+    P("cuGraphExecKernelNodeSetParams", 10010, cuGraphExecKernelNodeSetParams),
+    P("cuGraphExecKernelNodeSetParams", 12000, cuGraphExecKernelNodeSetParams_v2),
+    P("cuGraphExecUpdate", 12000, cuGraphExecUpdate_v2),
     P("cuGraphExecDestroy", 10000, cuGraphExecDestroy),
     P("cuGraphDestroy", 10000, cuGraphDestroy),
     P("cuGetProcAddress", 11030, cuGetProcAddress),

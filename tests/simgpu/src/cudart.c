@@ -395,6 +395,24 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *pGraphExec, cudaGraph_t graph,
     return ret(sg_graph_instantiate(pGraphExec, graph));
 }
 
+cudaError_t cudaGraphInstantiateWithFlags(cudaGraphExec_t *pGraphExec, cudaGraph_t graph, unsigned long long flags) {
+    return cudaGraphInstantiate(pGraphExec, graph, flags);
+}
+
+cudaError_t cudaGraphExecUpdate(cudaGraphExec_t hGraphExec, cudaGraph_t hGraph, cudaGraphExecUpdateResultInfo *info) {
+    ENTER();
+    if (!info)
+        return ret(CUDA_ERROR_INVALID_VALUE);
+    int changed = 0;
+    CUresult r = sg_graph_exec_update(hGraphExec, hGraph, &changed);
+    info->result = r == CUDA_SUCCESS ? cudaGraphExecUpdateSuccess
+                   : changed         ? cudaGraphExecUpdateErrorTopologyChanged
+                                     : cudaGraphExecUpdateError;
+    info->errorNode = NULL;
+    info->errorFromNode = NULL;
+    return ret(r);
+}
+
 cudaError_t cudaGraphLaunch(cudaGraphExec_t graphExec, cudaStream_t stream) {
     ENTER();
     return ret(sg_graph_launch(graphExec, stream));

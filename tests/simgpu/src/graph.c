@@ -76,3 +76,103 @@ CUresult sg_body_run(sg_body *b, uint64_t call_index) {
     }
     return CUDA_SUCCESS;
 }
+
+/* ---- executable graphs: a body plus per-exec kernel-node parameters ---- */
+
+/* A node's work as replaced in one executable graph (cuGraphExecKernelNodeSetParams),
+ * shared by the plans that still use it and by queued launches. */
+typedef struct sg_override {
+    int refs; /* atomic */
+    sg_work work;
+} sg_override;
+
+struct sg_plan {
+    int refs; /* atomic */
+    sg_body *body;
+    sg_override **ov; /* body->len entries; NULL: the body's own work */
+};
+
+static void override_release(sg_override *o) {
+    if (!o || __atomic_sub_fetch(&o->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    if (o->work.release)
+        o->work.release(o->work.payload);
+    free(o);
+}
+
+sg_plan *sg_plan_new(sg_body *b) {
+    sg_plan *p = calloc(1, sizeof *p);
+    sg_override **ov = calloc(b->len ? b->len : 1, sizeof *ov);
+    if (!p || !ov) {
+        free(p);
+        free(ov);
+        return NULL;
+    }
+    p->refs = 1;
+    p->body = b;
+    p->ov = ov;
+    sg_body_retain(b);
+    return p;
+}
+
+sg_plan *sg_plan_with(const sg_plan *old, size_t node, sg_work work) {
+    sg_plan *p = sg_plan_new(old->body);
+    sg_override *o = calloc(1, sizeof *o);
+    if (!p || !o || node >= old->body->len) {
+        if (p)
+            sg_plan_release(p);
+        free(o);
+        return NULL;
+    }
+    for (size_t i = 0; i < old->body->len; i++) {
+        p->ov[i] = old->ov[i];
+        if (p->ov[i])
+            __atomic_add_fetch(&p->ov[i]->refs, 1, __ATOMIC_RELAXED);
+    }
+    override_release(p->ov[node]);
+    o->refs = 1;
+    o->work = work;
+    p->ov[node] = o;
+    return p;
+}
+
+void sg_plan_retain(sg_plan *p) { __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED); }
+
+void sg_plan_release(sg_plan *p) {
+    if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    for (size_t i = 0; i < p->body->len; i++)
+        override_release(p->ov[i]);
+    free(p->ov);
+    sg_body_release(p->body);
+    free(p);
+}
+
+sg_body *sg_plan_body(const sg_plan *p) { return p->body; }
+
+const sg_work *sg_plan_node(const sg_plan *p, size_t node) {
+    if (node >= p->body->len)
+        return NULL;
+    return p->ov[node] ? &p->ov[node]->work : &p->body->nodes[node].work;
+}
+
+int sg_body_same_shape(const sg_body *a, const sg_body *b) {
+    if (a->len != b->len)
+        return 0;
+    for (size_t i = 0; i < a->len; i++)
+        if (a->nodes[i].work.run != b->nodes[i].work.run || a->nodes[i].work.gemm_calls != b->nodes[i].work.gemm_calls ||
+            !a->nodes[i].event != !b->nodes[i].event)
+            return 0;
+    return 1;
+}
+
+CUresult sg_plan_run(sg_plan *p, uint64_t call_index) {
+    for (size_t i = 0; i < p->body->len; i++) {
+        const sg_work *w = sg_plan_node(p, i);
+        CUresult r = w->run(w->payload, call_index);
+        if (r != CUDA_SUCCESS)
+            return r;
+        call_index += w->gemm_calls;
+    }
+    return CUDA_SUCCESS;
+}

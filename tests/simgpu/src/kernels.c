@@ -135,12 +135,10 @@ static CUresult gather_one(const gather_job *j) {
     return CUDA_SUCCESS;
 }
 
-static CUresult twin_mmaudit_gather(const sg_launch *l, void *const *params) {
-    uint64_t jobs = *(const uint64_t *)params[0];
-    uint32_t njobs = *(const uint32_t *)params[1];
-    uint32_t n = l->grid[1] < njobs ? l->grid[1] : njobs;
-    for (uint32_t y = 0; y < n; y++) {
-        const unsigned char *p = sg_dev_span(jobs + (uint64_t)y * GATHER_JOB_BYTES, GATHER_JOB_BYTES);
+/* Runs jobs first .. first + n of the job table at `jobs`. */
+static CUresult gather_jobs(uint64_t jobs, uint64_t first, uint64_t n) {
+    for (uint64_t y = first; y < first + n; y++) {
+        const unsigned char *p = sg_dev_span(jobs + y * GATHER_JOB_BYTES, GATHER_JOB_BYTES);
         if (!p)
             return CUDA_ERROR_ILLEGAL_ADDRESS;
         /* The ABI's field offsets, read one by one (no struct-layout assumption). */
@@ -166,9 +164,63 @@ static CUresult twin_mmaudit_gather(const sg_launch *l, void *const *params) {
     return CUDA_SUCCESS;
 }
 
+static CUresult twin_mmaudit_gather(const sg_launch *l, void *const *params) {
+    uint64_t jobs = *(const uint64_t *)params[0];
+    uint32_t njobs = *(const uint32_t *)params[1];
+    return gather_jobs(jobs, 0, l->grid[1] < njobs ? l->grid[1] : njobs);
+}
+
+/* mmaudit_gather_replay(const mmaudit_replay_ctrl *ctrl, u32 call, u32 phase):
+ * the gather node of a graph replay (cuda/gather.cu specifies the control
+ * block). Reads the control block's header and the entry of (seq, call); when
+ * the entry's tag is seq, writes the phase-1 marker and runs the phase's jobs
+ * as mmaudit_gather does. Every
+ * y-block of the grid strides over the jobs, so all of them run whatever the
+ * grid. */
+#define REPLAY_NONE 0xffffffffu
+
+static CUresult twin_mmaudit_gather_replay(const sg_launch *l, void *const *params) {
+    (void)l;
+    uint64_t ctrl = *(const uint64_t *)params[0];
+    uint32_t call = *(const uint32_t *)params[1];
+    uint32_t phase = *(const uint32_t *)params[2];
+    if (!ctrl || phase > 1)
+        return CUDA_SUCCESS;
+    const unsigned char *h = sg_dev_span(ctrl, 16);
+    if (!h)
+        return CUDA_ERROR_ILLEGAL_ADDRESS;
+    uint32_t seq, calls, depth;
+    memcpy(&seq, h + 0, 4);
+    memcpy(&calls, h + 4, 4);
+    memcpy(&depth, h + 8, 4);
+    if (seq == REPLAY_NONE || depth == 0 || call >= calls)
+        return CUDA_SUCCESS;
+    uint64_t at = ctrl + 16 + ((uint64_t)(seq % depth) * calls + call) * 32;
+    const unsigned char *e = sg_dev_span(at, 32);
+    if (!e)
+        return CUDA_ERROR_ILLEGAL_ADDRESS;
+    uint64_t jobs, marker;
+    uint32_t pre, post, tag;
+    memcpy(&jobs, e + 0, 8);
+    memcpy(&marker, e + 8, 8);
+    memcpy(&pre, e + 16, 4);
+    memcpy(&post, e + 20, 4);
+    memcpy(&tag, e + 24, 4);
+    if (tag != seq)
+        return CUDA_SUCCESS;
+    if (phase == 1 && marker && !(marker & 3)) {
+        unsigned char *m = sg_dev_span(marker, 4);
+        if (!m)
+            return CUDA_ERROR_ILLEGAL_ADDRESS;
+        memcpy(m, &seq, 4);
+    }
+    return phase ? gather_jobs(jobs, pre, post) : gather_jobs(jobs, 0, pre);
+}
+
 static const sg_kernel_twin twins[] = {
     {"simgpu_test_fill_u32", twin_test_fill_u32, 3, {8, 4, 8}},
     {"mmaudit_gather", twin_mmaudit_gather, 2, {8, 4}},
+    {"mmaudit_gather_replay", twin_mmaudit_gather_replay, 3, {8, 4, 4}},
 };
 
 SG_EXPORT const sg_kernel_twin *sg_kernel_find(const char *name) {

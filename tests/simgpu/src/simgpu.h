@@ -141,6 +141,12 @@ SG_EXPORT CUresult sg_graph_instantiate(CUgraphExec *out, CUgraph graph);
 SG_EXPORT CUresult sg_graph_launch(CUgraphExec exec, CUstream stream);
 SG_EXPORT CUresult sg_graph_exec_destroy(CUgraphExec exec);
 SG_EXPORT CUresult sg_graph_destroy(CUgraph graph);
+/* Replaces the work of kernel node `node` (a handle from capture info) of exec. */
+SG_EXPORT CUresult sg_graph_exec_set_kernel(CUgraphExec exec, CUgraphNode node, sg_work work,
+                                            int (*is_kernel)(const sg_work *));
+/* Gives exec the nodes of graph when both have the same shape (else 1 is stored in
+ * *topology_changed and CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE returned). */
+SG_EXPORT CUresult sg_graph_exec_update(CUgraphExec exec, CUgraph graph, int *topology_changed);
 
 /* A captured sequence of work, shared (reference-counted) by the graph, its
  * executable graphs and any launch still queued. */
@@ -156,6 +162,22 @@ uint32_t sg_body_gemm_calls(const sg_body *b);
 /* The event recorded by node i, or NULL. */
 struct CUevent_st *sg_body_event(const sg_body *b, size_t i);
 CUresult sg_body_run(sg_body *b, uint64_t call_index);
+/* Whether two bodies have the same nodes in the same order (what an exec update needs). */
+int sg_body_same_shape(const sg_body *a, const sg_body *b);
+
+/* What an executable graph runs: a body, with some kernel nodes' work replaced
+ * (cuGraphExecKernelNodeSetParams). Immutable once made: a change makes a new
+ * plan, so launches already queued keep the one they were given. */
+typedef struct sg_plan sg_plan;
+sg_plan *sg_plan_new(sg_body *b);
+/* A copy of old with node's work replaced by work (the plan takes it); NULL on failure. */
+sg_plan *sg_plan_with(const sg_plan *old, size_t node, sg_work work);
+void sg_plan_retain(sg_plan *p);
+void sg_plan_release(sg_plan *p);
+sg_body *sg_plan_body(const sg_plan *p);
+/* The work node runs in this plan (NULL past the end). */
+const sg_work *sg_plan_node(const sg_plan *p, size_t node);
+CUresult sg_plan_run(sg_plan *p, uint64_t call_index);
 
 /* ---- modules and kernel twins (kernels.c, core.c) ---- */
 

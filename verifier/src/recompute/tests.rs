@@ -105,6 +105,7 @@ fn make_call(
             DType::F32
         },
         flags: 0,
+        replay: None,
     }
 }
 

@@ -1,0 +1,679 @@
+//! CUDA graphs: a GEMM captured into a graph is audited at every replay.
+//!
+//! **Capture.** When a hooked GEMM is issued on a capturing stream, the library adds
+//! its own gather nodes to the same capture: `mmaudit_gather_replay(0, j, 0)` before
+//! the GEMM when it reads C, `mmaudit_gather_replay(0, j, 1)` after it, where `j` is
+//! the GEMM's position in the capture. Their control-block pointer is null, so they do
+//! nothing in the graph as captured. The call is ledgered as a capture record
+//! (CAPTURED: it computed nothing yet) and remembered, with the two node handles, for
+//! the graph the capture produces ([`Graphs::end_capture`]). Nothing is allocated or
+//! loaded during a capture: the gather module and the pinned ring of the context are
+//! set up when a capture begins (the capture-begin hooks) or at the first eager
+//! sampled call; a capture on a context without them records its GEMMs as before
+//! (captured, replays not audited).
+//!
+//! **Instantiation.** Each executable graph of such a graph gets a control block in
+//! mapped pinned memory (`cuda/gather.cu` gives its layout: a header with the replay
+//! number in progress, then [`DEPTH`] rows of one entry per GEMM) and its gather nodes
+//! are bound to it once, with `cuGraphExecKernelNodeSetParams` (never per launch).
+//!
+//! **Launch.** Every launch is a replay `r` of its executable graph: each GEMM of the
+//! graph gets a ledger record (REPLAYED, naming graph, executable graph, replay and
+//! node) and the normal keyed sampling decision; a sampled GEMM gets a ring slot with
+//! its gather jobs and an entry in row `r % DEPTH` tagged `r`. Around the forwarded
+//! launch the library queues, on the launch stream, a 4-byte store of `r` into the
+//! control block before it and of "none" after it, then an event: the gather nodes of
+//! that replay find their entries by `r` and gather into the slots; every other launch
+//! (a replay with nothing sampled, a launch this library did not see) finds "none" or a
+//! stale tag and gathers nothing. Each phase-1 node also writes `r` into its slot's
+//! marker, so a gather that did not run for this replay becomes a gap, never stale
+//! data. Launches of one executable graph run in order (CUDA orders them); when one
+//! comes on a different stream than the last, the new stream first waits for the last
+//! launch's event so that the stores of two replays cannot overtake each other.
+//!
+//! **What becomes of a replay the library cannot serve**: a row still in use by an
+//! earlier replay of the same executable graph ([`DEPTH`] replays queued) turns its
+//! sampled calls into QUEUE_FULL gaps; a full ring, RING_FULL gaps; an executable graph
+//! whose nodes could not be bound (or whose graph had calls the library could not
+//! add nodes for) records its replays' calls as "replayed, not audited"
+//! (REPLAYED | CAPTURED).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use mmaudit_protocol::call::{flags, GemmCall, ReplayOf};
+use mmaudit_protocol::record::GapReason;
+
+use crate::driver::{Driver, EventState, Handle};
+use crate::gpu::{GpuContext, Slot};
+use crate::log::{self, Level};
+use crate::model::gather::SlotLayout;
+use crate::model::GatherSpec;
+use crate::state::Runtime;
+use crate::stream::{Gathered, Msg, Pending, Resolved};
+
+/// The control block's "no replay in progress" value (`MMAUDIT_REPLAY_NONE`).
+pub const REPLAY_NONE: u32 = u32::MAX;
+/// Rows of an executable graph's entry table: how many of its replays may be queued
+/// with samples before further replays' samples become gaps.
+pub const DEPTH: u32 = 16;
+const HEADER_BYTES: usize = 16;
+const ENTRY_BYTES: usize = 32;
+/// Grid of a replay gather node (each block strides over jobs and elements).
+const GRID: (u32, u32) = (8, 8);
+
+/// A GEMM recorded during a capture.
+#[derive(Clone)]
+struct CapturedCall {
+    /// As described at capture (index and CAPTURED flag are replaced per replay).
+    call: GemmCall,
+    gather: GatherSpec,
+    pre_node: Option<Handle>,
+    /// `None` when the post node could not be added: the call cannot be gathered.
+    post_node: Option<Handle>,
+    /// The library rejected the call at capture: it is not part of the graph.
+    rejected: bool,
+}
+
+/// A capture in progress.
+struct Building {
+    /// The context's gather resources (`None`: not set up before the capture began).
+    gpu: Option<Arc<GpuContext>>,
+    calls: Vec<CapturedCall>,
+    /// Why some call of this capture cannot be audited at replay, if one cannot.
+    broken: Option<String>,
+}
+
+/// A graph made by a capture the library followed.
+struct GraphInfo {
+    number: u32,
+    gpu: Option<Arc<GpuContext>>,
+    calls: Vec<CapturedCall>,
+    broken: Option<String>,
+}
+
+/// An executable graph of such a graph.
+pub(crate) struct ExecInfo {
+    number: u32,
+    graph: Arc<GraphInfo>,
+    /// Host and device address of the control block, or why it has none.
+    ctrl: Result<(usize, u64), String>,
+    state: Mutex<ExecState>,
+    /// Per row: a queued replay's gathers still use it.
+    busy: Vec<AtomicBool>,
+    /// Recorded after every launch with samples, after its "no replay" store.
+    order_event: Handle,
+}
+
+struct ExecState {
+    next_replay: u64,
+    /// The stream of the last launch with samples (`order_event` was recorded after it).
+    last_stream: Option<Handle>,
+}
+
+/// The graphs and executable graphs the library knows.
+#[derive(Default)]
+pub struct Graphs {
+    building: Mutex<HashMap<u64, Building>>,
+    graphs: Mutex<HashMap<Handle, Arc<GraphInfo>>>,
+    execs: Mutex<HashMap<Handle, Arc<ExecInfo>>>,
+    next_graph: AtomicU32,
+    next_exec: AtomicU32,
+}
+
+/// What a captured call's hook keeps between its two halves.
+pub(crate) struct CaptureSlot {
+    id: u64,
+    node: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Graphs {
+    /// Before a GEMM is captured on `stream`: reserves its place in the capture and
+    /// adds the pre-gather node when it reads C. `None` when its replays cannot be
+    /// audited (the capture is then marked so).
+    pub(crate) fn capture_before(
+        &self,
+        drv: &Driver,
+        gpu: Option<Arc<GpuContext>>,
+        stream: Handle,
+        call: &GemmCall,
+        gather: &GatherSpec,
+    ) -> Option<CaptureSlot> {
+        let info = drv.capture_info(stream)?;
+        let mut building = lock(&self.building);
+        let b = building.entry(info.id).or_insert_with(|| Building {
+            broken: gpu.is_none().then(|| {
+                "the gather kernel was not loaded on this context before the capture began".into()
+            }),
+            gpu,
+            calls: Vec::new(),
+        });
+        let (None, Some(function)) = (&b.broken, b.gpu.as_ref().map(|g| g.replay_function)) else {
+            return None;
+        };
+        let node = b.calls.len();
+        let mut pre_node = None;
+        if call.reads_c() {
+            let launched = drv.launch_replay_gather(function, GRID, stream, (0, node as u32, 0));
+            pre_node = launched
+                .ok()
+                .and_then(|_| drv.capture_info(stream)?.last_node);
+            if pre_node.is_none() {
+                b.broken = Some(format!(
+                    "the pre-gather node of GEMM {node} could not be added"
+                ));
+                return None;
+            }
+        }
+        let mut template = call.clone();
+        template.flags &= !flags::CAPTURED;
+        b.calls.push(CapturedCall {
+            call: template,
+            gather: gather.clone(),
+            pre_node,
+            post_node: None,
+            rejected: false,
+        });
+        Some(CaptureSlot { id: info.id, node })
+    }
+
+    /// After the captured GEMM was forwarded: adds the post-gather node (or marks the
+    /// call rejected when the library refused it).
+    pub(crate) fn capture_after(
+        &self,
+        drv: &Driver,
+        stream: Handle,
+        slot: CaptureSlot,
+        rejected: bool,
+    ) {
+        let mut building = lock(&self.building);
+        let Some(b) = building.get_mut(&slot.id) else {
+            return;
+        };
+        let Some(function) = b.gpu.as_ref().map(|g| g.replay_function) else {
+            return;
+        };
+        let Some(c) = b.calls.get_mut(slot.node) else {
+            return;
+        };
+        if rejected {
+            c.rejected = true;
+            return;
+        }
+        let launched = drv.launch_replay_gather(function, GRID, stream, (0, slot.node as u32, 1));
+        c.post_node = launched
+            .ok()
+            .and_then(|_| drv.capture_info(stream)?.last_node);
+        if c.post_node.is_none() {
+            b.broken = Some(format!(
+                "the gather node of GEMM {} could not be added",
+                slot.node
+            ));
+        }
+    }
+
+    /// The capture of `stream` is about to end: its id, to hand to [`Graphs::end_capture`].
+    pub fn capture_id(&self, drv: &Driver, stream: Handle) -> Option<u64> {
+        drv.capture_info(stream).map(|i| i.id)
+    }
+
+    /// A capture ended: with `graph` when it produced one.
+    pub fn end_capture(&self, id: u64, graph: Option<Handle>) {
+        let Some(b) = lock(&self.building).remove(&id) else {
+            return;
+        };
+        let Some(graph) = graph else {
+            return;
+        };
+        if b.calls.iter().all(|c| c.rejected) {
+            return;
+        }
+        let number = self.next_graph.fetch_add(1, Ordering::Relaxed) + 1;
+        let info = GraphInfo {
+            number,
+            gpu: b.gpu,
+            calls: b.calls,
+            broken: b.broken,
+        };
+        lock(&self.graphs).insert(graph, Arc::new(info));
+    }
+
+    /// A graph was destroyed (its handle may be reused).
+    pub fn forget_graph(&self, graph: Handle) {
+        lock(&self.graphs).remove(&graph);
+    }
+
+    /// `graph` was instantiated as `exec`: allocates its control block and binds its
+    /// gather nodes to it.
+    pub fn instantiated(&self, drv: &Driver, graph: Handle, exec: Handle) {
+        let Some(info) = lock(&self.graphs).get(&graph).cloned() else {
+            // A graph we did not follow (or one that replaces a known exec's handle).
+            lock(&self.execs).remove(&exec);
+            return;
+        };
+        let number = self.next_exec.fetch_add(1, Ordering::Relaxed) + 1;
+        let order_event = drv.event_create().map_err(|e| e.to_string());
+        let ctrl = order_event.clone().and_then(|_| bind(drv, &info, exec));
+        if let Err(e) = &ctrl {
+            log::emit(
+                Level::Warn,
+                &format!(
+                    "graph {} (executable {number}): replays are recorded, not audited: {e}",
+                    info.number
+                ),
+            );
+        }
+        let exec_info = ExecInfo {
+            number,
+            busy: (0..DEPTH).map(|_| AtomicBool::new(false)).collect(),
+            graph: info,
+            ctrl,
+            state: Mutex::new(ExecState {
+                next_replay: 0,
+                last_stream: None,
+            }),
+            order_event: order_event.unwrap_or(0),
+        };
+        lock(&self.execs).insert(exec, Arc::new(exec_info));
+    }
+
+    /// `exec` was updated from `graph` (cudaGraphExecUpdate): its nodes now carry the
+    /// new graph's parameters, so it is bound again (a new executable number).
+    pub fn updated(&self, drv: &Driver, exec: Handle, graph: Handle) {
+        self.instantiated(drv, graph, exec);
+    }
+
+    /// `exec` was destroyed. Replays still queued keep what they use alive.
+    pub fn destroyed(&self, exec: Handle) {
+        lock(&self.execs).remove(&exec);
+    }
+
+    pub(crate) fn exec(&self, exec: Handle) -> Option<Arc<ExecInfo>> {
+        lock(&self.execs).get(&exec).cloned()
+    }
+}
+
+/// Allocates the control block of an executable graph and binds its nodes to it.
+fn bind(drv: &Driver, info: &GraphInfo, exec: Handle) -> Result<(usize, u64), String> {
+    if let Some(why) = &info.broken {
+        return Err(why.clone());
+    }
+    let Some(gpu) = &info.gpu else {
+        return Err("no gather resources on its context".into());
+    };
+    let calls = info.calls.len();
+    let bytes = HEADER_BYTES + DEPTH as usize * calls * ENTRY_BYTES;
+    let (host, dev) = drv
+        .relaxed(|| drv.host_alloc_mapped(bytes))
+        .map_err(|e| format!("allocating its {bytes}-byte control block: {e}"))?;
+    // SAFETY: the allocation is `bytes` long and nothing on the device uses it yet.
+    let block = unsafe { std::slice::from_raw_parts_mut(host, bytes) };
+    block[0..4].copy_from_slice(&REPLAY_NONE.to_le_bytes());
+    block[4..8].copy_from_slice(&(calls as u32).to_le_bytes());
+    block[8..12].copy_from_slice(&DEPTH.to_le_bytes());
+    block[12..16].fill(0);
+    for e in block[HEADER_BYTES..].chunks_exact_mut(ENTRY_BYTES) {
+        e.fill(0);
+        e[24..28].copy_from_slice(&REPLAY_NONE.to_le_bytes());
+    }
+    for (j, c) in info.calls.iter().enumerate() {
+        if c.rejected {
+            continue;
+        }
+        for (node, phase) in [(c.pre_node, 0), (c.post_node, 1)] {
+            let Some(node) = node else { continue };
+            drv.set_replay_node(
+                exec,
+                node,
+                gpu.replay_function,
+                GRID,
+                (dev, j as u32, phase),
+            )
+            .map_err(|e| format!("binding the gather node of GEMM {j}: {e}"))?;
+        }
+    }
+    Ok((host as usize, dev))
+}
+
+impl ExecInfo {
+    fn entry(&self, row: u32, node: usize) -> Option<&mut [u8]> {
+        let (host, _) = *self.ctrl.as_ref().ok()?;
+        let at = HEADER_BYTES + (row as usize * self.graph.calls.len() + node) * ENTRY_BYTES;
+        // SAFETY: `at + ENTRY_BYTES` lies inside the control block (row < DEPTH, node <
+        // calls); the entry is only written by the launching thread for a row that is
+        // not busy, i.e. that no queued replay reads.
+        Some(unsafe { std::slice::from_raw_parts_mut((host + at) as *mut u8, ENTRY_BYTES) })
+    }
+}
+
+/// A sampled replayed call prepared before the launch.
+struct Prepared {
+    index: u64,
+    node: usize,
+    slot: Slot,
+    layout: SlotLayout,
+    marker: usize,
+}
+
+/// The replay's share of the work after the launch: one per replay with samples.
+struct ReplayDone {
+    event: Handle,
+    exec: Arc<ExecInfo>,
+    row: u32,
+}
+
+impl Drop for ReplayDone {
+    fn drop(&mut self) {
+        // Every gather of the replay is resolved: its row may be written again.
+        for node in 0..self.exec.graph.calls.len() {
+            if let Some(e) = self.exec.entry(self.row, node) {
+                e[24..28].copy_from_slice(&REPLAY_NONE.to_le_bytes());
+            }
+        }
+        if let Some(gpu) = &self.exec.graph.gpu {
+            gpu.put_event(self.event);
+        }
+        self.exec.busy[self.row as usize].store(false, Ordering::Release);
+    }
+}
+
+/// A replayed call's gather in flight.
+struct ReplayGather {
+    prepared: Prepared,
+    replay: u32,
+    done: Arc<ReplayDone>,
+}
+
+impl Pending for ReplayGather {
+    fn index(&self) -> u64 {
+        self.prepared.index
+    }
+
+    fn poll(&mut self) -> Option<Resolved> {
+        let drv = crate::driver::driver()?;
+        let gpu = &self.prepared.slot.gpu;
+        crate::gpu::bind_thread(drv, gpu.ctx);
+        let state = drv.event_query(self.done.event);
+        let resolved = match state {
+            Ok(EventState::Pending) => return None,
+            Err(e) => Resolved::Gap(GapReason::GatherFailed, e.to_string()),
+            Ok(EventState::Done) => {
+                // SAFETY: the event fired: the replay and its gather nodes are done
+                // with the slot, which this gather owns until freed below.
+                let bytes = unsafe { self.prepared.slot.host_bytes() };
+                let m = self.prepared.marker;
+                let marker =
+                    u32::from_le_bytes([bytes[m], bytes[m + 1], bytes[m + 2], bytes[m + 3]]);
+                if marker != self.replay {
+                    Resolved::Gap(
+                        GapReason::GatherFailed,
+                        format!(
+                            "the graph's gather node did not run for replay {} (the executable graph was changed or launched outside this library)",
+                            self.replay
+                        ),
+                    )
+                } else {
+                    match self.prepared.layout.assemble(bytes) {
+                        Ok(sample) => Resolved::Sample(Box::new(Gathered {
+                            sample,
+                            operands: Some(self.prepared.layout.operands()),
+                        })),
+                        Err(e) => Resolved::Gap(GapReason::Internal, e),
+                    }
+                }
+            }
+        };
+        gpu.free(self.prepared.slot.offset);
+        Some(resolved)
+    }
+}
+
+/// What the launch hook decided for one replay, before forwarding the launch.
+pub(crate) struct Replay {
+    exec: Arc<ExecInfo>,
+    replay: u64,
+    row: u32,
+    /// Ledger indices of the replay's calls.
+    indices: Vec<u64>,
+    prepared: Vec<Prepared>,
+    /// Sampled calls without data: (index, reason, detail), sent if the launch succeeds.
+    gaps: Vec<(u64, GapReason, String)>,
+}
+
+/// Before a launch of `exec` on `stream`: ledgers the replay's calls, decides their
+/// sampling, prepares the sampled ones' gathers and queues the replay's number.
+pub(crate) fn before_launch(
+    rt: &Runtime,
+    drv: &Driver,
+    exec: Arc<ExecInfo>,
+    stream: Handle,
+) -> Result<Replay, String> {
+    let replay = lock(&exec.state).next_replay;
+    let row = (replay % DEPTH as u64) as u32;
+    let tag = u32::try_from(replay).ok().filter(|&t| t != REPLAY_NONE);
+    let audited = exec.ctrl.is_ok() && tag.is_some();
+    let row_free = !exec.busy[row as usize].load(Ordering::Acquire);
+    let mut out = Replay {
+        exec: Arc::clone(&exec),
+        replay,
+        row,
+        indices: Vec::with_capacity(exec.graph.calls.len()),
+        prepared: Vec::new(),
+        gaps: Vec::new(),
+    };
+    for (node, c) in exec.graph.calls.iter().enumerate() {
+        if c.rejected {
+            continue;
+        }
+        let mut call = c.call.clone();
+        call.flags |= flags::REPLAYED;
+        call.stream = stream as u64;
+        if !audited {
+            call.flags |= flags::CAPTURED;
+        }
+        call.replay = Some(ReplayOf {
+            graph: exec.graph.number,
+            exec: exec.number,
+            replay,
+            node: node as u32,
+        });
+        let session = rt.ledger(&mut call)?;
+        out.indices.push(call.index);
+        let plan = match (&session, audited) {
+            (Some(s), true) => s.schedule.decide(&call),
+            _ => None,
+        };
+        let Some(plan) = plan else { continue };
+        rt.shared.inflight.fetch_add(1, Ordering::AcqRel);
+        match prepare(&exec, row, row_free, node, &call, &c.gather, &plan) {
+            Ok(p) => out.prepared.push(p),
+            Err((reason, detail)) => out.gaps.push((call.index, reason, detail)),
+        }
+    }
+    let Some(tag) = tag.filter(|_| !out.prepared.is_empty()) else {
+        return Ok(out);
+    };
+    for p in &out.prepared {
+        if let Some(e) = exec.entry(row, p.node) {
+            e[24..28].copy_from_slice(&tag.to_le_bytes());
+        }
+    }
+    let Ok((_, dev)) = exec.ctrl else {
+        return Ok(out);
+    };
+    // The last launch with samples may have been on another stream: its trailing
+    // "no replay" store must land before this replay's number does.
+    let last = *lock(&exec.state).last_stream.get_or_insert(stream);
+    if last != stream {
+        if let Err(e) = drv.stream_wait_event(stream, exec.order_event) {
+            return Ok(out.fail_gathers(&format!("ordering after the previous replay: {e}")));
+        }
+    }
+    if let Err(e) = drv.memset_u32_async(dev, tag, stream) {
+        return Ok(out.fail_gathers(&e.to_string()));
+    }
+    Ok(out)
+}
+
+/// Takes a ring slot for a sampled replayed call and fills its entry (all but the tag).
+fn prepare(
+    exec: &ExecInfo,
+    row: u32,
+    row_free: bool,
+    node: usize,
+    call: &GemmCall,
+    gather: &GatherSpec,
+    plan: &mmaudit_protocol::schedule::Plan,
+) -> Result<Prepared, (GapReason, String)> {
+    if !row_free {
+        return Err((
+            GapReason::QueueFull,
+            format!("{DEPTH} replays of this executable graph with samples are still queued"),
+        ));
+    }
+    let layout = SlotLayout::new(call, gather, plan).map_err(|e| (GapReason::Internal, e))?;
+    let marker = (layout.len + 7) & !7;
+    let Some(gpu) = &exec.graph.gpu else {
+        return Err((GapReason::GatherFailed, "no gather resources".into()));
+    };
+    let Some(slot) = gpu.alloc(marker + 8) else {
+        return Err((
+            GapReason::RingFull,
+            format!(
+                "no room for {} bytes in the {} MiB pinned ring (MMAUDIT_RING_MB)",
+                marker + 8,
+                gpu.ring_capacity() >> 20
+            ),
+        ));
+    };
+    // SAFETY: the slot was just allocated: nothing else uses it until launched.
+    let bytes = unsafe { slot.host_bytes() };
+    let written = layout.write(slot.device_address(), bytes);
+    let entry = exec.entry(row, node);
+    let (Ok(()), Some(e)) = (written, entry) else {
+        gpu.free(slot.offset);
+        return Err((
+            GapReason::Internal,
+            "the gather could not be written".into(),
+        ));
+    };
+    bytes[marker..marker + 4].copy_from_slice(&REPLAY_NONE.to_le_bytes());
+    e[0..8].copy_from_slice(&slot.device_address().to_le_bytes());
+    e[8..16].copy_from_slice(&(slot.device_address() + marker as u64).to_le_bytes());
+    e[16..20].copy_from_slice(&layout.pre_jobs.to_le_bytes());
+    e[20..24].copy_from_slice(&layout.post_jobs.to_le_bytes());
+    Ok(Prepared {
+        index: call.index,
+        node,
+        slot,
+        layout,
+        marker,
+    })
+}
+
+impl Replay {
+    /// The gathers cannot run: every prepared one becomes a gap (entries and slots
+    /// freed).
+    fn fail_gathers(mut self, why: &str) -> Replay {
+        for p in std::mem::take(&mut self.prepared) {
+            if let Some(e) = self.exec.entry(self.row, p.node) {
+                e[24..28].copy_from_slice(&REPLAY_NONE.to_le_bytes());
+            }
+            p.slot.gpu.free(p.slot.offset);
+            self.gaps
+                .push((p.index, GapReason::GatherFailed, why.to_string()));
+        }
+        self
+    }
+}
+
+/// After the forwarded launch returned `ok`: settles the replay's ledger records and
+/// hands its gathers to the background thread (or releases them).
+pub(crate) fn after_launch(rt: &Runtime, drv: &Driver, r: Replay, stream: Handle, ok: bool) {
+    for &i in &r.indices {
+        rt.settle(i, !ok);
+    }
+    let exec = Arc::clone(&r.exec);
+    if !ok {
+        // Nothing ran: the row is free again and nothing is owed.
+        let r = r.fail_gathers("the launch failed");
+        for _ in &r.gaps {
+            rt.sample_dropped();
+        }
+        return;
+    }
+    lock(&exec.state).next_replay += 1;
+    let mut r = r;
+    let gaps = std::mem::take(&mut r.gaps);
+    if !r.prepared.is_empty() {
+        match finish_replay(drv, &exec, r.row, stream) {
+            Ok(done) => {
+                exec.busy[r.row as usize].store(true, Ordering::Release);
+                let done = Arc::new(done);
+                let tag = r.replay as u32;
+                for p in std::mem::take(&mut r.prepared) {
+                    rt.send(Msg::Sample(Box::new(ReplayGather {
+                        prepared: p,
+                        replay: tag,
+                        done: Arc::clone(&done),
+                    })));
+                }
+            }
+            Err(e) => {
+                // The gather nodes may still run for this replay: the slots stay
+                // allocated (the ring shrinks) rather than be reused under them.
+                log::emit(
+                    Level::Warn,
+                    &format!(
+                        "a graph replay's samples are lost ({e}); their ring slots stay allocated"
+                    ),
+                );
+                for p in std::mem::take(&mut r.prepared) {
+                    rt.send(Msg::Gap {
+                        index: p.index,
+                        reason: GapReason::GatherFailed,
+                        detail: e.clone(),
+                    });
+                }
+            }
+        }
+    }
+    for (index, reason, detail) in gaps {
+        rt.send(Msg::Gap {
+            index,
+            reason,
+            detail,
+        });
+    }
+}
+
+/// Queues "no replay" and the replay's event after a launch with samples.
+fn finish_replay(
+    drv: &Driver,
+    exec: &Arc<ExecInfo>,
+    row: u32,
+    stream: Handle,
+) -> Result<ReplayDone, String> {
+    let (_, dev) = *exec.ctrl.as_ref().map_err(|e| e.clone())?;
+    drv.memset_u32_async(dev, REPLAY_NONE, stream)
+        .map_err(|e| e.to_string())?;
+    let gpu = exec.graph.gpu.as_ref().ok_or("no gather resources")?;
+    let event = gpu.take_event(drv)?;
+    if let Err(e) = drv.event_record(event, stream) {
+        gpu.put_event(event);
+        return Err(e.to_string());
+    }
+    if drv.event_record(exec.order_event, stream).is_ok() {
+        lock(&exec.state).last_stream = Some(stream);
+    }
+    Ok(ReplayDone {
+        event,
+        exec: Arc::clone(exec),
+        row,
+    })
+}
