@@ -1,0 +1,326 @@
+/*
+ * Decode the way vLLM, SGLang and TensorRT-LLM run it: the GEMMs of one
+ * Llama-style decode step captured once into a CUDA graph and the graph
+ * replayed for every step on new inputs, plus a second graph captured on two
+ * forked streams. Weights are seeded random bf16; activations are column-major
+ * [features, B] for a decode batch of B tokens.
+ *
+ * Graph A, per layer (hidden H, nh heads of hd, C cached positions, MLP I):
+ *   qkv      cublasLtMatmul, op(W) = T, BIAS epilogue
+ *   scores   cublasGemmStridedBatchedEx: K^T q per head over the C cached keys
+ *   context  cublasGemmStridedBatchedEx: V p per head, into the heads' rows
+ *   o_proj   cublasGemmEx with beta = 1 into the residual stream (in place)
+ *   gate     cublasLtMatmul, GELU_BIAS epilogue
+ *   up       cublasLtMatmul, BIAS epilogue
+ *   down     cublasLtMatmul with beta = 1 and C == D (in place)
+ * then an lm_head cublasGemmEx with f32 logits. (No custom kernels: norms,
+ * softmax and gate * up are left out, so that the program runs unchanged on
+ * the simulated GPU; every GEMM reads what the one before wrote.)
+ * Graph B: stream s forks s2 through an event; s runs a cublasGemmEx and s2 a
+ * cublasSgemm_v2 on the residual stream's copy, s2 joins back.
+ *
+ *   graph_decode [--replays N] [--layers L] [--twice] [--update] [--queue]
+ *                [--destroy-queued] [--abort] [--eager-first]
+ *
+ * Each step uploads a new hidden state (pageable copy, outside the graph),
+ * launches A (and B every fourth step) and copies the logits back; by default
+ * it waits for them before the next step, as a serving loop that samples
+ * tokens does. --queue issues every step before waiting once at the end (the
+ * inputs staged per step in device memory), so replays queue up back to back.
+ * --twice instantiates A twice and alternates the two executable graphs;
+ * --update captures A again (the same GEMMs) halfway and moves A's executable
+ * graph to it with cudaGraphExecUpdate; --destroy-queued destroys A's
+ * executable graph while its last replays are still queued (with --queue);
+ * --abort first begins a capture that cudaMalloc invalidates and checks that
+ * cudaStreamEndCapture reports it; --eager-first runs one step eagerly (not
+ * captured) before capturing.
+ *
+ * Prints "captured N" (GEMM calls issued during captures), "replayed N"
+ * (GEMMs run by graph launches: launches x GEMMs per graph), "launches N",
+ * then "calls N" (API calls made directly: eager and captured) and
+ * "output-hash H" (audit_common.h); exits 0, or 2 on failure.
+ */
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "audit_common.h"
+
+enum { H = 64, NH = 4, HD = 16, C = 16, I = 128, B = 4, V = 96, QKV = 3 * H };
+
+static cudaStream_t s, s2;
+static cublasHandle_t handle;
+static cublasLtHandle_t lt;
+static uint64_t api_calls, captured_calls;
+static int capturing;
+
+typedef struct layer {
+    void *wqkv, *bqkv, *wo, *wgate, *bgate, *wup, *bup, *wdown, *kcache, *vcache;
+} layer;
+
+static void *dev_random(size_t elems, int type, uint64_t seed) {
+    size_t bytes = elems * type_size(type);
+    void *host = malloc(bytes), *dev;
+    fill_random(host, type, elems, seed);
+    MUST(cudaMalloc(&dev, bytes));
+    MUST(cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice));
+    free(host);
+    return dev;
+}
+
+static void counted(void) {
+    api_calls++;
+    captured_calls += (uint64_t)capturing;
+}
+
+/* D (out x B) = epilogue(alpha op(W) X + bias) + beta D, through cuBLASLt (C == D). */
+static void lt_linear(const void *w, const void *x, void *d, int out, int in, uint32_t epilogue, const void *bias,
+                      float beta) {
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, ld;
+    MUST(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    int32_t ta = CUBLAS_OP_T;
+    MUST(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    MUST(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    if (bias)
+        MUST(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    MUST(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, (uint64_t)in, (uint64_t)out, in));
+    MUST(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, (uint64_t)in, (uint64_t)B, in));
+    MUST(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, (uint64_t)out, (uint64_t)B, out));
+    const float alpha = in == H ? 0.125f : 0.0625f; /* about 1/sqrt(in): exact */
+    MUST(cublasLtMatmul(lt, desc, &alpha, w, la, x, lb, &beta, d, ld, d, ld, NULL, NULL, 0, s));
+    counted();
+    MUST(cublasLtMatmulDescDestroy(desc));
+    MUST(cublasLtMatrixLayoutDestroy(la));
+    MUST(cublasLtMatrixLayoutDestroy(lb));
+    MUST(cublasLtMatrixLayoutDestroy(ld));
+}
+
+typedef struct acts {
+    void *h, *qkv, *scores, *attn, *gate, *up, *logits, *side, *side32;
+} acts;
+
+/* The GEMMs of one decode step (graph A's body). */
+static void step(const layer *ly, int layers, const void *lm_head, acts *a) {
+    const float one = 1.0f, zero = 0.0f, quarter = 0.25f, eighth = 0.125f;
+    for (int l = 0; l < layers; l++) {
+        const layer *w = &ly[l];
+        lt_linear(w->wqkv, a->h, a->qkv, QKV, H, CUBLASLT_EPILOGUE_BIAS, w->bqkv, 0.0f);
+        /* scores_h (C x B) = K_h^T (C x hd) q_h (hd x B), per head. */
+        MUST(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, C, B, HD, &quarter, w->kcache, CUDA_R_16BF,
+                                        HD, (long long)HD * C, a->qkv, CUDA_R_16BF, QKV, HD, &zero, a->scores,
+                                        CUDA_R_16BF, C, (long long)C * B, NH, CUBLAS_COMPUTE_32F,
+                                        CUBLAS_GEMM_DEFAULT));
+        counted();
+        /* context_h (hd x B) = V_h (hd x C) scores_h (C x B), into the heads' rows. */
+        MUST(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, HD, B, C, &quarter, w->vcache, CUDA_R_16BF,
+                                        HD, (long long)HD * C, a->scores, CUDA_R_16BF, C, (long long)C * B, &zero,
+                                        a->attn, CUDA_R_16BF, H, HD, NH, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        counted();
+        /* h += W_o attn: beta = 1, in place. */
+        MUST(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, H, B, H, &eighth, w->wo, CUDA_R_16BF, H, a->attn,
+                          CUDA_R_16BF, H, &one, a->h, CUDA_R_16BF, H, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        counted();
+        lt_linear(w->wgate, a->h, a->gate, I, H, CUBLASLT_EPILOGUE_GELU_BIAS, w->bgate, 0.0f);
+        lt_linear(w->wup, a->h, a->up, I, H, CUBLASLT_EPILOGUE_BIAS, w->bup, 0.0f);
+        lt_linear(w->wdown, a->gate, a->h, H, I, CUBLASLT_EPILOGUE_DEFAULT, NULL, 1.0f);
+    }
+    MUST(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, V, B, H, &eighth, lm_head, CUDA_R_16BF, H, a->h, CUDA_R_16BF,
+                      H, &zero, a->logits, CUDA_R_32F, V, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    counted();
+}
+
+/* Graph B's body: two GEMMs on forked streams. */
+static void forked(const void *w, const float *w32, acts *a) {
+    const float eighth = 0.125f, zero = 0.0f;
+    cudaEvent_t fork, join;
+    MUST(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+    MUST(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+    MUST(cudaEventRecord(fork, s));
+    MUST(cudaStreamWaitEvent(s2, fork, 0));
+    MUST(cublasSetStream_v2(handle, s2));
+    MUST(cublasSgemm_v2(handle, CUBLAS_OP_N, CUBLAS_OP_N, H, B, H, &eighth, w32, H, a->side32, H, &zero,
+                        (float *)a->side32 + H * B, H));
+    counted();
+    MUST(cudaEventRecord(join, s2));
+    MUST(cublasSetStream_v2(handle, s));
+    MUST(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, H, B, H, &eighth, w, CUDA_R_16BF, H, a->h, CUDA_R_16BF, H,
+                      &zero, a->side, CUDA_R_16BF, H, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    counted();
+    MUST(cudaStreamWaitEvent(s, join, 0));
+    /* The events are part of the capture; they are not destroyed while it runs. */
+}
+
+static int flag(int argc, char **argv, const char *name) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], name))
+            return 1;
+    return 0;
+}
+
+static long number(int argc, char **argv, const char *name, long dflt) {
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name))
+            return strtol(argv[i + 1], NULL, 10);
+    return dflt;
+}
+
+static cudaGraph_t capture_a(const layer *ly, int layers, const void *lm_head, acts *a) {
+    cudaGraph_t g;
+    MUST(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    capturing = 1;
+    step(ly, layers, lm_head, a);
+    capturing = 0;
+    MUST(cudaStreamEndCapture(s, &g));
+    return g;
+}
+
+int main(int argc, char **argv) {
+    const int replays = (int)number(argc, argv, "--replays", 200);
+    const int layers = (int)number(argc, argv, "--layers", 2);
+    const int twice = flag(argc, argv, "--twice"), update = flag(argc, argv, "--update");
+    const int queue = flag(argc, argv, "--queue"), destroy_queued = flag(argc, argv, "--destroy-queued");
+    if (replays < 1 || layers < 1 || layers > 8 || (destroy_queued && !queue)) {
+        fprintf(stderr, "usage: graph_decode [--replays N>0] [--layers 1..8] [--twice] [--update] [--queue]\n"
+                        "                    [--destroy-queued (with --queue)] [--abort] [--eager-first]\n");
+        return 2;
+    }
+    MUST(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    MUST(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+    MUST(cublasCreate_v2(&handle));
+    MUST(cublasSetStream_v2(handle, s));
+    MUST(cublasLtCreate(&lt));
+
+    layer ly[8];
+    for (int l = 0; l < layers; l++) {
+        uint64_t t = 100 * (uint64_t)(l + 1);
+        ly[l] = (layer){dev_random((size_t)QKV * H, CUDA_R_16BF, t + 1), dev_random(QKV, CUDA_R_16BF, t + 2),
+                        dev_random((size_t)H * H, CUDA_R_16BF, t + 3),   dev_random((size_t)I * H, CUDA_R_16BF, t + 4),
+                        dev_random(I, CUDA_R_16BF, t + 5),               dev_random((size_t)I * H, CUDA_R_16BF, t + 6),
+                        dev_random(I, CUDA_R_16BF, t + 7),               dev_random((size_t)H * I, CUDA_R_16BF, t + 8),
+                        dev_random((size_t)HD * C * NH, CUDA_R_16BF, t + 9),
+                        dev_random((size_t)HD * C * NH, CUDA_R_16BF, t + 10)};
+    }
+    void *lm_head = dev_random((size_t)V * H, CUDA_R_16BF, 7), *wside = dev_random((size_t)H * H, CUDA_R_16BF, 8);
+    float *wside32 = dev_random((size_t)H * H, CUDA_R_32F, 9);
+    acts a;
+    MUST(cudaMalloc(&a.h, (size_t)H * B * 2));
+    MUST(cudaMalloc(&a.qkv, (size_t)QKV * B * 2));
+    MUST(cudaMalloc(&a.scores, (size_t)C * B * NH * 2));
+    MUST(cudaMalloc(&a.attn, (size_t)H * B * 2));
+    MUST(cudaMalloc(&a.gate, (size_t)I * B * 2));
+    MUST(cudaMalloc(&a.up, (size_t)I * B * 2));
+    MUST(cudaMalloc(&a.logits, (size_t)V * B * 4));
+    MUST(cudaMalloc(&a.side, (size_t)H * B * 2));
+    a.side32 = dev_random((size_t)2 * H * B, CUDA_R_32F, 10);
+
+    uint64_t hash = FNV_OFFSET, launches = 0, replayed = 0;
+    const uint64_t per_a = (uint64_t)layers * 7 + 1, per_b = 2;
+    size_t hbytes = (size_t)H * B * 2, lbytes = (size_t)V * B * 4;
+    uint16_t *hin = malloc(hbytes);
+    float *logits = malloc(lbytes * (size_t)replays);
+    uint16_t *side = malloc(hbytes);
+
+    if (flag(argc, argv, "--abort")) {
+        /* A capture the application ruins: no graph, and the library must not mind. */
+        cudaGraph_t g = NULL;
+        void *p = NULL;
+        MUST(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+        capturing = 1;
+        lt_linear(ly[0].wup, a.h, a.up, I, H, CUBLASLT_EPILOGUE_BIAS, ly[0].bup, 0.0f);
+        capturing = 0;
+        if (cudaMalloc(&p, 256) == cudaSuccess) {
+            printf("FAIL cudaMalloc during a global capture succeeded\n");
+            return 2;
+        }
+        if (cudaStreamEndCapture(s, &g) != cudaErrorStreamCaptureInvalidated || g != NULL) {
+            printf("FAIL the invalidated capture produced a graph\n");
+            return 2;
+        }
+    }
+    if (flag(argc, argv, "--eager-first")) {
+        fill_random(hin, CUDA_R_16BF, (size_t)H * B, 999);
+        MUST(cudaMemcpyAsync(a.h, hin, hbytes, cudaMemcpyHostToDevice, s));
+        step(ly, layers, lm_head, &a);
+        MUST(cudaMemcpyAsync(logits, a.logits, lbytes, cudaMemcpyDeviceToHost, s));
+        MUST(cudaStreamSynchronize(s));
+        hash = fnv1a(hash, logits, lbytes);
+    }
+
+    cudaGraph_t ga = capture_a(ly, layers, lm_head, &a), ga2 = NULL, gb;
+    MUST(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    capturing = 1;
+    forked(wside, wside32, &a);
+    capturing = 0;
+    MUST(cudaStreamEndCapture(s, &gb));
+    cudaGraphExec_t xa[2], xb;
+    MUST(cudaGraphInstantiate(&xa[0], ga, 0));
+    if (twice)
+        MUST(cudaGraphInstantiateWithFlags(&xa[1], ga, 0));
+    MUST(cudaGraphInstantiate(&xb, gb, 0));
+
+    /* Staged inputs (for --queue) and a device copy of each step's logits. */
+    void *staged = NULL, *outs = NULL;
+    if (queue) {
+        MUST(cudaMalloc(&staged, hbytes * (size_t)replays));
+        MUST(cudaMalloc(&outs, lbytes * (size_t)replays));
+        for (int r = 0; r < replays; r++) {
+            fill_random(hin, CUDA_R_16BF, (size_t)H * B, 1000 + (uint64_t)r);
+            MUST(cudaMemcpy((unsigned char *)staged + hbytes * (size_t)r, hin, hbytes, cudaMemcpyHostToDevice));
+        }
+    }
+    for (int r = 0; r < replays; r++) {
+        if (update && r == replays / 2) {
+            ga2 = capture_a(ly, layers, lm_head, &a);
+            cudaGraphExecUpdateResultInfo info;
+            MUST(cudaGraphExecUpdate(xa[0], ga2, &info));
+        }
+        if (queue) {
+            MUST(cudaMemcpyAsync(a.h, (unsigned char *)staged + hbytes * (size_t)r, hbytes, cudaMemcpyDeviceToDevice,
+                                 s));
+        } else {
+            fill_random(hin, CUDA_R_16BF, (size_t)H * B, 1000 + (uint64_t)r);
+            MUST(cudaMemcpyAsync(a.h, hin, hbytes, cudaMemcpyHostToDevice, s));
+        }
+        MUST(cudaGraphLaunch(xa[twice ? r % 2 : 0], s));
+        launches++;
+        replayed += per_a;
+        if (r % 4 == 3) {
+            MUST(cudaGraphLaunch(xb, s));
+            launches++;
+            replayed += per_b;
+        }
+        if (queue) {
+            MUST(cudaMemcpyAsync((unsigned char *)outs + lbytes * (size_t)r, a.logits, lbytes,
+                                 cudaMemcpyDeviceToDevice, s));
+        } else {
+            MUST(cudaMemcpyAsync(logits + (size_t)r * V * B, a.logits, lbytes, cudaMemcpyDeviceToHost, s));
+            MUST(cudaStreamSynchronize(s));
+        }
+    }
+    if (destroy_queued)
+        MUST(cudaGraphExecDestroy(xa[0])); /* replays still queued on s */
+    MUST(cudaStreamSynchronize(s));
+    if (queue)
+        MUST(cudaMemcpy(logits, outs, lbytes * (size_t)replays, cudaMemcpyDeviceToHost));
+    hash = fnv1a(hash, logits, lbytes * (size_t)replays);
+    MUST(cudaMemcpy(side, a.side, hbytes, cudaMemcpyDeviceToHost));
+    hash = fnv1a(hash, side, hbytes);
+
+    if (!destroy_queued)
+        MUST(cudaGraphExecDestroy(xa[0]));
+    if (twice)
+        MUST(cudaGraphExecDestroy(xa[1]));
+    MUST(cudaGraphExecDestroy(xb));
+    MUST(cudaGraphDestroy(ga));
+    if (ga2)
+        MUST(cudaGraphDestroy(ga2));
+    MUST(cudaGraphDestroy(gb));
+    MUST(cublasLtDestroy(lt));
+    MUST(cublasDestroy_v2(handle));
+    printf("captured %llu\n", (unsigned long long)captured_calls);
+    printf("replayed %llu\n", (unsigned long long)replayed);
+    printf("launches %llu\n", (unsigned long long)launches);
+    print_result(api_calls, hash);
+    return 0;
+}
