@@ -1281,41 +1281,24 @@ fn threads_handles_and_streams_pass_with_nothing_missing() {
 }
 
 #[test]
-fn graph_capture_still_works_and_captured_calls_are_declared_not_audited() {
+fn graph_capture_still_works_and_replays_of_captured_calls_are_audited() {
+    // audit_graph: three GEMMs (Sgemm, GemmEx, cublasLtMatmul) captured into one
+    // graph, the graph launched three times, then one ordinary call.
     let exe = compile("audit_graph");
     let reference = reference(&exe, &[], None);
     let captured: u64 = reference.field("captured").trim().parse().unwrap();
+    let replayed = 3 * captured;
     for (name, latency) in [("graph", None), ("graph-latency", Some("50"))] {
         let extra: Vec<(&'static str, String)> = latency
             .map(|l| vec![("SIMGPU_LATENCY_US", l.to_string())])
             .unwrap_or_default();
         let a = audit(name, &exe, &[], FULL, None, &extra);
-        // The work in the graphs was not audited: by default that fails the run.
-        let a = assert_fails_policy_then_recheck(&a, &[("captured", "--max-captured")]);
-        assert_honest_pass(&a, &reference);
-        // The coverage hole is in the report, not hidden.
-        assert_eq!(
-            a.check.n("captured_not_audited"),
-            captured,
-            "{}",
-            a.context()
-        );
-        assert_eq!(
-            a.check.n("sampled"),
-            a.run.calls() - captured,
-            "{}",
-            a.context()
-        );
-        assert_eq!(
-            a.check.n("verified"),
-            a.check.n("sampled"),
-            "{}",
-            a.context()
-        );
+        assert_graph_pass(&a, &reference, captured, replayed);
     }
     // Present: the simulator numbers the GEMMs of each graph launch (3 launches of 3),
-    // so after:9 faults only the ordinary call after the graph, the ledger's last.
-    let a = audit("graph-fault", &exe, &[], FULL, Some("zero,after:9"), &[]);
+    // so after:3 faults the second and third replays and the ordinary call: ledger
+    // records 6..=12 (0..=2 are the capture records, 3..=5 the first replay).
+    let a = audit("graph-fault", &exe, &[], FULL, Some("zero,after:3"), &[]);
     let ctx = a.context();
     assert_eq!(a.run.code, Some(0), "{ctx}");
     assert_eq!(a.check.code, Some(1), "{ctx}");
@@ -1325,7 +1308,226 @@ fn graph_capture_still_works_and_captured_calls_are_declared_not_audited() {
         .into_iter()
         .map(|f| failure_call(f).index)
         .collect();
-    assert_eq!(named, BTreeSet::from([a.run.calls() - 1]), "{ctx}");
+    assert_eq!(named, (6..=12).collect::<BTreeSet<u64>>(), "{ctx}");
+}
+
+// ---------------------------------------------------------------------------
+// CUDA graph replays (tests/programs/graph_decode.c)
+
+/// A graph program's counts: (capture records, replayed GEMMs).
+fn graph_counts(out: &Output) -> (u64, u64) {
+    let n = |f: &str| out.field(f).trim().parse::<u64>().unwrap();
+    (n("captured"), n("replayed"))
+}
+
+/// The report's `graphs` numbers.
+fn graphs_n(a: &Audited, key: &str) -> u64 {
+    a.check.json["streams"][0]["graphs"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no graphs.{key}\n{}", a.context()))
+}
+
+/// An honest run of a graph program at call rate 1: same outputs as without the
+/// library, pass, and the ledger holds every call made directly (capture records
+/// among them) plus one record per GEMM every graph launch ran, each of those sampled
+/// and verified.
+fn assert_graph_pass(a: &Audited, reference: &Output, captured: u64, replayed: u64) {
+    let ctx = a.context();
+    assert_eq!(a.run.code, Some(0), "the program failed\n{ctx}");
+    assert_eq!(
+        a.run.hash(),
+        reference.hash(),
+        "outputs differ with the library\n{ctx}"
+    );
+    assert_eq!(a.check.code, Some(0), "the audit did not pass\n{ctx}");
+    assert_eq!(a.check.n("calls"), reference.calls() + replayed, "{ctx}");
+    assert_eq!(graphs_n(a, "capture_records"), captured, "{ctx}");
+    assert_eq!(graphs_n(a, "replayed"), replayed, "{ctx}");
+    assert_eq!(graphs_n(a, "replayed_sampled"), replayed, "{ctx}");
+    assert_eq!(graphs_n(a, "replayed_verified"), replayed, "{ctx}");
+    assert_eq!(graphs_n(a, "replayed_not_audited"), 0, "{ctx}");
+    for key in ["missing", "mismatched", "gaps", "integrity_errors"] {
+        assert_eq!(a.check.n(key), 0, "{key}\n{ctx}");
+    }
+    assert_eq!(a.check.n("verified"), a.check.n("sampled"), "{ctx}");
+}
+
+#[test]
+fn every_gemm_of_every_graph_replay_is_ledgered_sampled_and_verified() {
+    let exe = compile("graph_decode");
+    for (name, args, latency) in [
+        ("decode", vec!["--replays", "200"], None),
+        ("decode-latency", vec!["--replays", "24"], Some("40")),
+        ("decode-twice", vec!["--replays", "24", "--twice"], None),
+        ("decode-update", vec!["--replays", "24", "--update"], None),
+        (
+            "decode-queued",
+            vec!["--replays", "12", "--queue", "--destroy-queued"],
+            Some("40"),
+        ),
+        (
+            "decode-abort",
+            vec!["--replays", "8", "--abort", "--eager-first"],
+            None,
+        ),
+    ] {
+        let reference = reference(&exe, &args, None);
+        let (captured, replayed) = graph_counts(&reference);
+        let extra: Vec<(&'static str, String)> = latency
+            .map(|l| vec![("SIMGPU_LATENCY_US", l.to_string())])
+            .unwrap_or_default();
+        let a = audit(name, &exe, &args, EVERY_CALL, None, &extra);
+        assert_graph_pass(&a, &reference, captured, replayed);
+        eprintln!("{name}: {replayed} replayed GEMMs ledgered, sampled and verified");
+    }
+}
+
+#[test]
+fn replays_queued_beyond_the_depth_become_explicit_gaps_never_wrong_data() {
+    // 40 replays issued before the first one ran (SIMGPU_LATENCY_US): the executable
+    // graph's 16 rows fill up and the samples of later replays are QUEUE_FULL gaps.
+    let exe = compile("graph_decode");
+    let args = ["--replays", "40", "--queue"];
+    let reference = reference(&exe, &args, None);
+    let (_, replayed) = graph_counts(&reference);
+    let extra = [("SIMGPU_LATENCY_US", "200".to_string())];
+    let a = audit("decode-overflow", &exe, &args, EVERY_CALL, None, &extra);
+    let ctx = a.context();
+    assert_eq!(a.run.hash(), reference.hash(), "{ctx}");
+    assert_eq!(graphs_n(&a, "replayed"), replayed, "{ctx}");
+    assert_eq!(a.check.n("mismatched"), 0, "{ctx}");
+    assert_eq!(a.check.n("missing"), 0, "{ctx}");
+    let gaps = a.check.n("gaps");
+    assert!(gaps > 0, "{ctx}");
+    assert_eq!(
+        a.check.json["streams"][0]["gap_reasons"]["QueueFull"].as_u64(),
+        Some(gaps),
+        "{ctx}"
+    );
+    assert_eq!(a.check.n("verified") + gaps, a.check.n("sampled"), "{ctx}");
+    // The coverage hole fails the default policy, by name.
+    assert_eq!(a.check.code, Some(1), "{ctx}");
+    assert!(!a.check.failures_of("gap rate").is_empty(), "{ctx}");
+}
+
+#[test]
+fn graph_replays_are_sampled_at_the_call_rate() {
+    // Default rates: the number of sampled replayed GEMMs is within 5 sigma of 10%.
+    let exe = compile("graph_decode");
+    let args = ["--replays", "200"];
+    let reference = reference(&exe, &args, None);
+    let (_, replayed) = graph_counts(&reference);
+    let a = audit("decode-default", &exe, &args, Rates::default(), None, &[]);
+    let ctx = a.context();
+    assert_eq!(a.run.hash(), reference.hash(), "{ctx}");
+    assert_eq!(a.check.code, Some(0), "{ctx}");
+    assert_eq!(graphs_n(&a, "replayed"), replayed, "{ctx}");
+    let sampled = graphs_n(&a, "replayed_sampled");
+    assert_eq!(graphs_n(&a, "replayed_verified"), sampled, "{ctx}");
+    let (n, p) = (replayed as f64, 0.1);
+    let sd = (n * p * (1.0 - p)).sqrt();
+    eprintln!(
+        "{sampled} of {replayed} replayed GEMMs sampled (expected {:.0} +- {sd:.1})",
+        n * p
+    );
+    assert!((sampled as f64 - n * p).abs() <= 5.0 * sd, "{ctx}");
+}
+
+#[test]
+fn faults_that_start_after_capture_fail_the_audit_naming_replayed_calls() {
+    // The simulator numbers a captured GEMM at each launch, so after:N leaves the
+    // first replays honest and faults the later ones: only replays are wrong.
+    let exe = compile("graph_decode");
+    let args = ["--replays", "16"];
+    let reference = reference(&exe, &args, None);
+    let (captured, replayed) = graph_counts(&reference);
+    let after = replayed / 2;
+    for fault in ["zero", "rows:0.5", "weights:0.01"] {
+        let spec = format!("{fault},after:{after}");
+        let a = audit(
+            &format!("decode-{}", fault.replace([':', '.'], "-")),
+            &exe,
+            &args,
+            EVERY_CALL,
+            Some(&spec),
+            &[],
+        );
+        let ctx = a.context();
+        assert_eq!(a.run.code, Some(0), "{ctx}");
+        assert_eq!(a.check.code, Some(1), "{spec}\n{ctx}");
+        let failures = a.check.failures_of("mismatch");
+        assert!(!failures.is_empty(), "{ctx}");
+        for f in failures {
+            let call = f["call"].as_str().unwrap_or_default();
+            assert!(
+                call.contains(" replay "),
+                "not a replayed call: {call}\n{ctx}"
+            );
+            // The ledger holds the capture records first, then every launch's GEMMs in
+            // the order the simulator numbers them: fault number c is record
+            // captured + c - 1, so only records from captured + after on are wrong.
+            let index = failure_call(f).index;
+            assert!(
+                index >= captured + after,
+                "an honest replay was reported: {call}\n{ctx}"
+            );
+        }
+    }
+}
+
+#[test]
+fn wrong_replays_are_caught_at_the_rate_plan_predicts() {
+    // One entry of 30% of the replayed GEMMs corrupted, audited at a call rate of
+    // 25% with every entry checked: plan predicts p f = 7.5% of calls caught.
+    let exe = compile("graph_decode");
+    let args = ["--replays", "100"];
+    let reference = reference(&exe, &args, None);
+    let (_, replayed) = graph_counts(&reference);
+    let rates = Rates {
+        call: Some("0.25"),
+        ..FULL
+    };
+    let a = audit(
+        "decode-prob",
+        &exe,
+        &args,
+        rates,
+        Some("perturb:0.5,prob:0.3"),
+        &[],
+    );
+    let ctx = a.context();
+    assert_eq!(a.run.code, Some(0), "{ctx}");
+    assert_eq!(a.check.code, Some(1), "{ctx}");
+    assert_eq!(graphs_n(&a, "replayed"), replayed, "{ctx}");
+    let plan = plan(&[
+        "--m",
+        "64",
+        "--n",
+        "4",
+        "--k",
+        "64",
+        "--call-rate",
+        "0.25",
+        "--row-rate",
+        "1",
+        "--col-rate",
+        "1",
+        "--fake-fraction",
+        "0.3",
+    ]);
+    let per_faked_call = -num(&plan, &["detection", "ln_survival_fake_calls"]).exp_m1();
+    let per_call = num(&plan, &["detection", "fake_fraction"]) * per_faked_call;
+    eprintln!(
+        "{} of {replayed} replayed GEMMs caught; plan predicts {per_call:.4} per call",
+        a.check.n("mismatched")
+    );
+    assert_rate(
+        "replays caught",
+        a.check.n("mismatched"),
+        replayed,
+        per_call,
+        &ctx,
+    );
 }
 
 // ---------------------------------------------------------------------------
