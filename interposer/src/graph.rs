@@ -438,8 +438,9 @@ pub(crate) struct Replay {
     exec: Arc<ExecInfo>,
     replay: u64,
     row: u32,
-    /// Ledger indices of the replay's calls.
-    indices: Vec<u64>,
+    /// Ledger indices of the replay's calls: `first .. first + count`.
+    first: u64,
+    count: u64,
     prepared: Vec<Prepared>,
     /// Sampled calls without data: (index, reason, detail), sent if the launch succeeds.
     gaps: Vec<(u64, GapReason, String)>,
@@ -458,14 +459,8 @@ pub(crate) fn before_launch(
     let tag = u32::try_from(replay).ok().filter(|&t| t != REPLAY_NONE);
     let audited = exec.ctrl.is_ok() && tag.is_some();
     let row_free = !exec.busy[row as usize].load(Ordering::Acquire);
-    let mut out = Replay {
-        exec: Arc::clone(&exec),
-        replay,
-        row,
-        indices: Vec::with_capacity(exec.graph.calls.len()),
-        prepared: Vec::new(),
-        gaps: Vec::new(),
-    };
+    let mut calls: Vec<GemmCall> = Vec::with_capacity(exec.graph.calls.len());
+    let mut nodes: Vec<usize> = Vec::with_capacity(exec.graph.calls.len());
     for (node, c) in exec.graph.calls.iter().enumerate() {
         if c.rejected {
             continue;
@@ -482,15 +477,27 @@ pub(crate) fn before_launch(
             replay,
             node: node as u32,
         });
-        let session = rt.ledger(&mut call)?;
-        out.indices.push(call.index);
-        let plan = match (&session, audited) {
-            (Some(s), true) => s.schedule.decide(&call),
-            _ => None,
+        calls.push(call);
+        nodes.push(node);
+    }
+    let (calls, session) = rt.ledger_many(calls)?;
+    let mut out = Replay {
+        exec: Arc::clone(&exec),
+        replay,
+        row,
+        first: calls.first().map_or(0, |c| c.index),
+        count: calls.len() as u64,
+        prepared: Vec::new(),
+        gaps: Vec::new(),
+    };
+    let schedule = session.as_ref().filter(|_| audited).map(|s| &s.schedule);
+    for (call, node) in calls.iter().zip(nodes) {
+        let Some(plan) = schedule.and_then(|s| s.decide(call)) else {
+            continue;
         };
-        let Some(plan) = plan else { continue };
         rt.shared.inflight.fetch_add(1, Ordering::AcqRel);
-        match prepare(&exec, row, row_free, node, &call, &c.gather, &plan) {
+        let gather = &exec.graph.calls[node].gather;
+        match prepare(&exec, row, row_free, node, call, gather, &plan) {
             Ok(p) => out.prepared.push(p),
             Err((reason, detail)) => out.gaps.push((call.index, reason, detail)),
         }
@@ -595,9 +602,11 @@ impl Replay {
 /// After the forwarded launch returned `ok`: settles the replay's ledger records and
 /// hands its gathers to the background thread (or releases them).
 pub(crate) fn after_launch(rt: &Runtime, drv: &Driver, r: Replay, stream: Handle, ok: bool) {
-    for &i in &r.indices {
-        rt.settle(i, !ok);
-    }
+    rt.send(Msg::SettleRange {
+        first: r.first,
+        count: r.count,
+        rejected: !ok,
+    });
     let exec = Arc::clone(&r.exec);
     if !ok {
         // Nothing ran: the row is free again and nothing is owed.

@@ -73,6 +73,27 @@ impl Ledger {
         Ok(s.session.clone())
     }
 
+    /// [`Ledger::assign`] for several calls at once: they get consecutive indices, in
+    /// order, and `send` sends them all.
+    pub fn assign_many(
+        &self,
+        calls: &mut Vec<GemmCall>,
+        send: impl FnOnce(&mut Vec<GemmCall>) -> Result<(), String>,
+    ) -> Result<Option<Arc<Session>>, String> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let no_session = s.session.is_none();
+        let n = calls.len() as u64;
+        for (i, call) in calls.iter_mut().enumerate() {
+            call.index = s.next + i as u64;
+            if no_session {
+                call.flags |= flags::NO_SESSION;
+            }
+        }
+        send(calls)?;
+        s.next += n;
+        Ok(s.session.clone())
+    }
+
     /// Starts a new session with `schedule`: calls from the next index on are made in
     /// it.
     pub fn begin(&self, schedule: Schedule) -> Arc<Session> {

@@ -87,6 +87,23 @@ impl Runtime {
         })
     }
 
+    /// [`Runtime::ledger`] for several calls at once (consecutive indices, one message
+    /// that shares the calls with the caller).
+    pub fn ledger_many(
+        &self,
+        mut calls: Vec<GemmCall>,
+    ) -> Result<(Arc<Vec<GemmCall>>, Option<Arc<Session>>), String> {
+        let mut shared = None;
+        let session = self.ledger.assign_many(&mut calls, |c| {
+            let all = Arc::new(std::mem::take(c));
+            shared = Some(Arc::clone(&all));
+            self.tx
+                .send(Msg::Ledgers(all))
+                .map_err(|_| "the background thread is gone".to_string())
+        })?;
+        Ok((shared.unwrap_or_default(), session))
+    }
+
     /// Sends a message to the background thread (ignored once it is gone).
     pub fn send(&self, msg: Msg) {
         let _ = self.tx.send(msg);

@@ -499,7 +499,7 @@ impl GemmCall {
 
     /// The encoding as a fresh vector.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::new();
+        let mut w = Writer::with_capacity(self.encoded_len());
         self.encode(&mut w);
         w.buf
     }

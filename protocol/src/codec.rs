@@ -223,6 +223,13 @@ impl Writer {
         Writer::default()
     }
 
+    /// An empty writer with room for `bytes` (no reallocation below that).
+    pub fn with_capacity(bytes: usize) -> Self {
+        Writer {
+            buf: Vec::with_capacity(bytes),
+        }
+    }
+
     /// One byte.
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);

@@ -82,29 +82,45 @@ fn isa_and_target_are_loadable_by_every_cuda_12_driver() {
     );
 }
 
-#[test]
-fn the_one_entry_matches_the_launch_abi() {
-    let text = ptx();
-    let entries: Vec<&str> = text.lines().filter(|l| l.contains(".entry ")).collect();
-    assert_eq!(
-        entries,
-        [".visible .entry mmaudit_gather("],
-        "entries in the PTX"
-    );
-    // Parameters as the interposer passes them and the simulator's twin reads
-    // them (tests/simgpu/src/kernels.c: sizes {8, 4}).
-    let start = text.find(".visible .entry mmaudit_gather(").expect("entry");
-    let params: Vec<&str> = text[start..]
+/// The parameters of `entry` in the PTX, as declared.
+fn params_of<'a>(text: &'a str, entry: &str) -> Vec<&'a str> {
+    let head = format!(".visible .entry {entry}(");
+    let start = text.find(&head).expect("entry");
+    text[start..]
         .lines()
         .skip(1)
         .take_while(|l| l.trim() != ")")
         .map(|l| l.trim().trim_end_matches(','))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn the_two_entries_match_the_launch_abi() {
+    let text = ptx();
+    let entries: Vec<&str> = text.lines().filter(|l| l.contains(".entry ")).collect();
     assert_eq!(
-        params,
+        entries,
+        [
+            ".visible .entry mmaudit_gather(",
+            ".visible .entry mmaudit_gather_replay("
+        ],
+        "entries in the PTX"
+    );
+    // Parameters as the interposer passes them and the simulator's twins read them
+    // (tests/simgpu/src/kernels.c: sizes {8, 4} and {8, 4, 4}).
+    assert_eq!(
+        params_of(&text, "mmaudit_gather"),
         [
             ".param .u64 mmaudit_gather_param_0",
             ".param .u32 mmaudit_gather_param_1"
+        ]
+    );
+    assert_eq!(
+        params_of(&text, "mmaudit_gather_replay"),
+        [
+            ".param .u64 mmaudit_gather_replay_param_0",
+            ".param .u32 mmaudit_gather_replay_param_1",
+            ".param .u32 mmaudit_gather_replay_param_2"
         ]
     );
 }

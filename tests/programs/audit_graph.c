@@ -5,7 +5,7 @@
  * inputs, then one ordinary GEMM. Under libmmaudit.so the capture must still
  * work (no synchronisation, allocation or stray work on the capturing stream)
  * and the results must be the same; the captured calls are in the ledger as
- * "captured, not audited".
+ * capture records and every GEMM of every launch as a replayed call.
  *
  *   audit_graph
  *

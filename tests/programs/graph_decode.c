@@ -20,7 +20,7 @@
  * cublasSgemm_v2 on the residual stream's copy, s2 joins back.
  *
  *   graph_decode [--replays N] [--layers L] [--twice] [--update] [--queue]
- *                [--destroy-queued] [--abort] [--eager-first]
+ *                [--destroy-queued] [--abort] [--eager-first] [--time]
  *
  * Each step uploads a new hidden state (pageable copy, outside the graph),
  * launches A (and B every fourth step) and copies the logits back; by default
@@ -33,7 +33,10 @@
  * executable graph while its last replays are still queued (with --queue);
  * --abort first begins a capture that cudaMalloc invalidates and checks that
  * cudaStreamEndCapture reports it; --eager-first runs one step eagerly (not
- * captured) before capturing.
+ * captured) before capturing. --time measures each launch of A (the
+ * cudaGraphLaunch call alone) on the calling thread and prints "launch-ns P50 P10
+ * P90" (wall time) and "launch-cpu-ns P50 P10 P90" (the thread's CPU time, which a
+ * busy machine's preemption does not inflate).
  *
  * Prints "captured N" (GEMM calls issued during captures), "replayed N"
  * (GEMMs run by graph launches: launches x GEMMs per graph), "launches N",
@@ -43,6 +46,7 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <time.h>
 
 #include "audit_common.h"
 
@@ -151,6 +155,23 @@ static void forked(const void *w, const float *w32, acts *a) {
     /* The events are part of the capture; they are not destroyed while it runs. */
 }
 
+static int by_value(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static uint64_t now_ns(clockid_t clock) {
+    struct timespec t;
+    clock_gettime(clock, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+static void print_percentiles(const char *what, uint64_t *ns, int n) {
+    qsort(ns, (size_t)n, sizeof *ns, by_value);
+    printf("%s %llu %llu %llu\n", what, (unsigned long long)ns[n / 2], (unsigned long long)ns[n / 10],
+           (unsigned long long)ns[n * 9 / 10]);
+}
+
 static int flag(int argc, char **argv, const char *name) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], name))
@@ -180,8 +201,9 @@ int main(int argc, char **argv) {
     const int layers = (int)number(argc, argv, "--layers", 2);
     const int twice = flag(argc, argv, "--twice"), update = flag(argc, argv, "--update");
     const int queue = flag(argc, argv, "--queue"), destroy_queued = flag(argc, argv, "--destroy-queued");
-    if (replays < 1 || layers < 1 || layers > 8 || (destroy_queued && !queue)) {
-        fprintf(stderr, "usage: graph_decode [--replays N>0] [--layers 1..8] [--twice] [--update] [--queue]\n"
+    const int timed = flag(argc, argv, "--time");
+    if (replays < 1 || layers < 1 || layers > 32 || (destroy_queued && !queue)) {
+        fprintf(stderr, "usage: graph_decode [--replays N>0] [--layers 1..32] [--twice] [--update] [--queue]\n"
                         "                    [--destroy-queued (with --queue)] [--abort] [--eager-first]\n");
         return 2;
     }
@@ -191,7 +213,7 @@ int main(int argc, char **argv) {
     MUST(cublasSetStream_v2(handle, s));
     MUST(cublasLtCreate(&lt));
 
-    layer ly[8];
+    layer ly[32];
     for (int l = 0; l < layers; l++) {
         uint64_t t = 100 * (uint64_t)(l + 1);
         ly[l] = (layer){dev_random((size_t)QKV * H, CUDA_R_16BF, t + 1), dev_random(QKV, CUDA_R_16BF, t + 2),
@@ -220,6 +242,8 @@ int main(int argc, char **argv) {
     uint16_t *hin = malloc(hbytes);
     float *logits = malloc(lbytes * (size_t)replays);
     uint16_t *side = malloc(hbytes);
+    uint64_t *launch_ns = calloc((size_t)replays, sizeof *launch_ns);
+    uint64_t *launch_cpu = calloc((size_t)replays, sizeof *launch_cpu);
 
     if (flag(argc, argv, "--abort")) {
         /* A capture the application ruins: no graph, and the library must not mind. */
@@ -282,7 +306,10 @@ int main(int argc, char **argv) {
             fill_random(hin, CUDA_R_16BF, (size_t)H * B, 1000 + (uint64_t)r);
             MUST(cudaMemcpyAsync(a.h, hin, hbytes, cudaMemcpyHostToDevice, s));
         }
+        uint64_t t0 = now_ns(CLOCK_MONOTONIC), c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
         MUST(cudaGraphLaunch(xa[twice ? r % 2 : 0], s));
+        launch_cpu[r] = now_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
+        launch_ns[r] = now_ns(CLOCK_MONOTONIC) - t0;
         launches++;
         replayed += per_a;
         if (r % 4 == 3) {
@@ -321,6 +348,10 @@ int main(int argc, char **argv) {
     printf("captured %llu\n", (unsigned long long)captured_calls);
     printf("replayed %llu\n", (unsigned long long)replayed);
     printf("launches %llu\n", (unsigned long long)launches);
+    if (timed) {
+        print_percentiles("launch-ns", launch_ns, replays);
+        print_percentiles("launch-cpu-ns", launch_cpu, replays);
+    }
     print_result(api_calls, hash);
     return 0;
 }

@@ -136,7 +136,8 @@ pub struct GemmSpec {
     pub bias_per_batch: bool,
     /// apply fp8 scale factors
     pub scales: bool,
-    /// recorded while capturing a CUDA graph (ledger only)
+    /// a CUDA graph replay the library could not gather (CAPTURED | REPLAYED: "replayed,
+    /// not audited"; ledger only)
     pub captured: bool,
     /// other flags of calls that are recorded but not audited (`flags::NO_SESSION`,
     /// `REJECTED`, `UNMODELLED`): ledger only
@@ -210,9 +211,9 @@ impl GemmSpec {
             }
         }
         if self.captured {
-            flag |= flags::CAPTURED;
+            flag |= flags::CAPTURED | flags::REPLAYED;
         }
-        flag |= self.not_audited & flags::NOT_AUDITED;
+        flag |= self.not_audited & (flags::NOT_AUDITED | flags::REPLAYED);
         let scalar = |v: Option<f64>| v.map_or(Scalar::Device, Scalar::Host);
         let (entry, batch_form) = if self.batch > 1 {
             (
@@ -265,7 +266,12 @@ impl GemmSpec {
             epilogue: self.epilogue,
             bias_type,
             flags: flag,
-            replay: None,
+            replay: (flag & flags::REPLAYED != 0).then_some(mmaudit_protocol::call::ReplayOf {
+                graph: 1,
+                exec: 1,
+                replay: index,
+                node: 0,
+            }),
         }
     }
 }

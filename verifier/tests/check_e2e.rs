@@ -319,15 +319,27 @@ fn gaps_within_policy_pass_and_above_fail() {
 }
 
 #[test]
-fn captured_calls_are_reported_not_audited() {
+fn replays_not_audited_are_reported_and_capture_records_claim_no_work() {
+    use mmaudit_protocol::call::flags;
+    // A replayed call the library could not gather: in the ledger, NOT audited.
     let mut p = small_capture();
     let mut spec = GemmSpec::new(8, 8, 8, DType::F32, DType::F32, ComputeType::F32);
     spec.captured = true;
     p.gemm(&spec);
     let r = audit(&p.finish(4).bytes());
     assert_pass(&r);
-    assert_eq!((r.captured, r.calls), (1, 13));
+    assert_eq!((r.captured, r.replayed, r.calls), (1, 1, 13));
     assert!(r.to_text().contains("NOT audited"));
+    // A capture record (CAPTURED alone): no FLOPs, no coverage hole, never sampled.
+    let mut p = small_capture();
+    let mut spec = GemmSpec::new(64, 64, 64, DType::F32, DType::F32, ComputeType::F32);
+    spec.not_audited = flags::CAPTURED;
+    let before = audit(&small_capture().finish(4).bytes()).flops;
+    p.gemm(&spec);
+    let r = audit(&p.finish(4).bytes());
+    assert_pass(&r);
+    assert_eq!((r.captured, r.capture_records, r.calls), (0, 1, 13));
+    assert_eq!(r.flops, before);
 }
 
 #[test]
@@ -347,6 +359,7 @@ fn no_session_rejected_and_unmodelled_calls_are_counted_not_sampled() {
             panic!("a ledger record")
         };
         call.flags = flag;
+        call.replay = None;
     }
     let r = audit(&p.finish(4).bytes());
     assert_pass(&r);

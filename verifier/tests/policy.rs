@@ -100,7 +100,7 @@ fn each_unaudited_category_fails_above_its_limit_and_passes_within() {
         ..SamplingConfig::default()
     };
     for (flag, what) in [
-        (flags::CAPTURED, Unaudited::Captured),
+        (flags::CAPTURED | flags::REPLAYED, Unaudited::Captured),
         (flags::NO_SESSION, Unaudited::NoSession),
         (flags::UNMODELLED, Unaudited::Unmodelled),
         (flags::REJECTED, Unaudited::Rejected),

@@ -69,6 +69,17 @@ pub enum Msg {
     /// The ledger record of one call, sent in index order before the call is
     /// forwarded; it is written once settled.
     Ledger(GemmCall),
+    /// Ledger records of consecutive calls (a graph replay's), in index order.
+    Ledgers(std::sync::Arc<Vec<GemmCall>>),
+    /// The library answered calls `first .. first + count` alike.
+    SettleRange {
+        /// the first call index
+        first: u64,
+        /// how many
+        count: u64,
+        /// the library returned an error status
+        rejected: bool,
+    },
     /// The library answered call `index`; `rejected` when with an error status.
     Settle {
         /// the call index
@@ -217,7 +228,21 @@ impl Worker {
                 call,
                 settled: None,
             }),
+            Msg::Ledgers(calls) => self.unsettled.extend(calls.iter().map(|call| Unsettled {
+                call: call.clone(),
+                settled: None,
+            })),
             Msg::Settle { index, rejected } => self.settle(index, rejected),
+            Msg::SettleRange {
+                first,
+                count,
+                rejected,
+            } => {
+                for index in first..first.saturating_add(count) {
+                    self.mark_settled(index, rejected);
+                }
+                self.release(false);
+            }
             Msg::Gap {
                 index,
                 reason,
@@ -267,6 +292,11 @@ impl Worker {
 
     /// Settles the ledger record of `index` and writes every record that can go.
     fn settle(&mut self, index: u64, rejected: bool) {
+        self.mark_settled(index, rejected);
+        self.release(false);
+    }
+
+    fn mark_settled(&mut self, index: u64, rejected: bool) {
         let Some(first) = self.first_unwritten() else {
             return;
         };
@@ -280,7 +310,6 @@ impl Worker {
         if u.call.index == index {
             u.settled = Some(rejected);
         }
-        self.release(false);
     }
 
     /// Writes the settled ledger records at the front (with `all`, every one: at exit,
