@@ -30,6 +30,9 @@ const REPLAY_ENTRY: &CStr = c"mmaudit_gather_replay";
 /// Most blocks per job along x (each grid-strides over its elements).
 const MAX_BLOCKS_X: u64 = 1024;
 
+/// A mapped pinned block: host address, device address, bytes.
+pub type Block = (usize, u64, usize);
+
 /// One CUDA context's gather resources.
 pub struct GpuContext {
     /// The context handle.
@@ -43,6 +46,10 @@ pub struct GpuContext {
     dev: u64,
     ring: Mutex<Ring>,
     events: Mutex<Vec<Handle>>,
+    /// Mapped pinned blocks of destroyed executable graphs, for reuse once the event
+    /// recorded after their last launch fired: (block, event). Never freed: freeing
+    /// pinned memory may synchronise, which a hook or the background thread must not.
+    blocks: Mutex<Vec<(Block, Option<Handle>)>>,
 }
 
 /// A slot of one context's ring.
@@ -105,8 +112,41 @@ impl GpuContext {
                 dev,
                 ring: Mutex::new(Ring::new(ring_bytes)),
                 events: Mutex::new(Vec::new()),
+                blocks: Mutex::new(Vec::new()),
             })
         })
+    }
+
+    /// A mapped pinned block of at least `bytes`: one given back whose event fired (no
+    /// device work reads it any more), or a new one, allocated with the calling
+    /// thread's capture mode relaxed.
+    pub fn take_block(&self, drv: &Driver, bytes: usize) -> Result<Block, String> {
+        {
+            let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+            let idle = |e: &Option<Handle>| {
+                e.is_none_or(|e| drv.relaxed(|| drv.event_query(e)) == Ok(EventState::Done))
+            };
+            if let Some(i) = blocks.iter().position(|(b, e)| b.2 >= bytes && idle(e)) {
+                let (block, event) = blocks.swap_remove(i);
+                if let Some(e) = event {
+                    self.put_event(e);
+                }
+                return Ok(block);
+            }
+        }
+        let (host, dev) = drv
+            .relaxed(|| drv.host_alloc_mapped(bytes))
+            .map_err(|e| e.to_string())?;
+        Ok((host as usize, dev, bytes))
+    }
+
+    /// Gives a block from [`GpuContext::take_block`] back, to be reused once `event`
+    /// (recorded after the last device work that reads it) has fired.
+    pub fn put_block(&self, block: Block, event: Option<Handle>) {
+        self.blocks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((block, event));
     }
 
     /// Takes a slot of `len` bytes, or `None` when the ring is full.

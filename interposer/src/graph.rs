@@ -46,7 +46,7 @@ use mmaudit_protocol::call::{flags, GemmCall, ReplayOf};
 use mmaudit_protocol::record::GapReason;
 
 use crate::driver::{Driver, EventState, Handle};
-use crate::gpu::{GpuContext, Slot};
+use crate::gpu::{Block, GpuContext, Slot};
 use crate::log::{self, Level};
 use crate::model::gather::SlotLayout;
 use crate::model::GatherSpec;
@@ -97,8 +97,8 @@ struct GraphInfo {
 pub(crate) struct ExecInfo {
     number: u32,
     graph: Arc<GraphInfo>,
-    /// Host and device address of the control block, or why it has none.
-    ctrl: Result<(usize, u64), String>,
+    /// The control block, or why it has none.
+    ctrl: Result<Block, String>,
     state: Mutex<ExecState>,
     /// Per row: a queued replay's gathers still use it.
     busy: Vec<AtomicBool>,
@@ -108,6 +108,11 @@ pub(crate) struct ExecInfo {
 
 struct ExecState {
     next_replay: u64,
+    /// The stream of the last launch (the graph's nodes read the control block).
+    last_launch: Option<Handle>,
+    /// Recorded after the last launch once the executable graph is destroyed or
+    /// updated: the control block is free when it fired.
+    retired: Option<Handle>,
     /// The stream of the last launch with samples (`order_event` was recorded after it).
     last_stream: Option<Handle>,
 }
@@ -275,6 +280,8 @@ impl Graphs {
             ctrl,
             state: Mutex::new(ExecState {
                 next_replay: 0,
+                last_launch: None,
+                retired: None,
                 last_stream: None,
             }),
             order_event: order_event.unwrap_or(0),
@@ -285,12 +292,44 @@ impl Graphs {
     /// `exec` was updated from `graph` (cudaGraphExecUpdate): its nodes now carry the
     /// new graph's parameters, so it is bound again (a new executable number).
     pub fn updated(&self, drv: &Driver, exec: Handle, graph: Handle) {
+        self.destroyed(drv, exec);
         self.instantiated(drv, graph, exec);
     }
 
-    /// `exec` was destroyed. Replays still queued keep what they use alive.
-    pub fn destroyed(&self, exec: Handle) {
-        lock(&self.execs).remove(&exec);
+    /// `exec` is being destroyed (or updated): its control block may be reused once the
+    /// launches already queued are done, which an event after the last one tells.
+    pub fn destroyed(&self, drv: &Driver, exec: Handle) {
+        let Some(info) = lock(&self.execs).remove(&exec) else {
+            return;
+        };
+        let (Some(gpu), Ok(_)) = (&info.graph.gpu, &info.ctrl) else {
+            return;
+        };
+        let mut st = lock(&info.state);
+        let Some(stream) = st.last_launch else {
+            return;
+        };
+        // (Never on a stream that captures now: the record would join the capture.)
+        let capturing = drv.is_capturing(stream);
+        let retired = gpu.take_event(drv).ok().filter(|&e| {
+            if capturing {
+                gpu.put_event(e);
+                return false;
+            }
+            let ok = drv.event_record(e, stream).is_ok();
+            if !ok {
+                gpu.put_event(e);
+            }
+            ok
+        });
+        match retired {
+            Some(e) => st.retired = Some(e),
+            None => {
+                // Nothing can tell when its replays are done: the block is never reused.
+                drop(st);
+                std::mem::forget(info);
+            }
+        }
     }
 
     pub(crate) fn exec(&self, exec: Handle) -> Option<Arc<ExecInfo>> {
@@ -299,7 +338,7 @@ impl Graphs {
 }
 
 /// Allocates the control block of an executable graph and binds its nodes to it.
-fn bind(drv: &Driver, info: &GraphInfo, exec: Handle) -> Result<(usize, u64), String> {
+fn bind(drv: &Driver, info: &GraphInfo, exec: Handle) -> Result<Block, String> {
     if let Some(why) = &info.broken {
         return Err(why.clone());
     }
@@ -308,11 +347,12 @@ fn bind(drv: &Driver, info: &GraphInfo, exec: Handle) -> Result<(usize, u64), St
     };
     let calls = info.calls.len();
     let bytes = HEADER_BYTES + DEPTH as usize * calls * ENTRY_BYTES;
-    let (host, dev) = drv
-        .relaxed(|| drv.host_alloc_mapped(bytes))
+    let (host, dev, size) = gpu
+        .take_block(drv, bytes)
         .map_err(|e| format!("allocating its {bytes}-byte control block: {e}"))?;
-    // SAFETY: the allocation is `bytes` long and nothing on the device uses it yet.
-    let block = unsafe { std::slice::from_raw_parts_mut(host, bytes) };
+    // SAFETY: the block is at least `bytes` long and no device work uses it (new, or
+    // returned by an executable graph whose replays have all completed).
+    let block = unsafe { std::slice::from_raw_parts_mut(host as *mut u8, bytes) };
     block[0..4].copy_from_slice(&REPLAY_NONE.to_le_bytes());
     block[4..8].copy_from_slice(&(calls as u32).to_le_bytes());
     block[8..12].copy_from_slice(&DEPTH.to_le_bytes());
@@ -337,12 +377,29 @@ fn bind(drv: &Driver, info: &GraphInfo, exec: Handle) -> Result<(usize, u64), St
             .map_err(|e| format!("binding the gather node of GEMM {j}: {e}"))?;
         }
     }
-    Ok((host as usize, dev))
+    Ok((host, dev, size))
+}
+
+impl Drop for ExecInfo {
+    /// The executable graph was destroyed or updated and no replay with samples holds
+    /// it: its control block goes back to the context, to be reused once the event
+    /// recorded after its last launch fired (replays queued without samples still read
+    /// it), and its ordering event too.
+    fn drop(&mut self) {
+        let Some(gpu) = &self.graph.gpu else { return };
+        if let Ok(block) = self.ctrl {
+            let retired = lock(&self.state).retired;
+            gpu.put_block(block, retired);
+        }
+        if self.order_event != 0 {
+            gpu.put_event(self.order_event);
+        }
+    }
 }
 
 impl ExecInfo {
     fn entry(&self, row: u32, node: usize) -> Option<&mut [u8]> {
-        let (host, _) = *self.ctrl.as_ref().ok()?;
+        let (host, _, _) = *self.ctrl.as_ref().ok()?;
         let at = HEADER_BYTES + (row as usize * self.graph.calls.len() + node) * ENTRY_BYTES;
         // SAFETY: `at + ENTRY_BYTES` lies inside the control block (row < DEPTH, node <
         // calls); the entry is only written by the launching thread for a row that is
@@ -510,7 +567,7 @@ pub(crate) fn before_launch(
             e[24..28].copy_from_slice(&tag.to_le_bytes());
         }
     }
-    let Ok((_, dev)) = exec.ctrl else {
+    let Ok((_, dev, _)) = exec.ctrl else {
         return Ok(out);
     };
     // The last launch with samples may have been on another stream: its trailing
@@ -616,7 +673,11 @@ pub(crate) fn after_launch(rt: &Runtime, drv: &Driver, r: Replay, stream: Handle
         }
         return;
     }
-    lock(&exec.state).next_replay += 1;
+    {
+        let mut st = lock(&exec.state);
+        st.next_replay += 1;
+        st.last_launch = Some(stream);
+    }
     let mut r = r;
     let gaps = std::mem::take(&mut r.gaps);
     if !r.prepared.is_empty() {
@@ -668,7 +729,7 @@ fn finish_replay(
     row: u32,
     stream: Handle,
 ) -> Result<ReplayDone, String> {
-    let (_, dev) = *exec.ctrl.as_ref().map_err(|e| e.clone())?;
+    let (_, dev, _) = *exec.ctrl.as_ref().map_err(|e| e.clone())?;
     drv.memset_u32_async(dev, REPLAY_NONE, stream)
         .map_err(|e| e.to_string())?;
     let gpu = exec.graph.gpu.as_ref().ok_or("no gather resources")?;

@@ -1370,6 +1370,12 @@ fn every_gemm_of_every_graph_replay_is_ledgered_sampled_and_verified() {
             vec!["--replays", "8", "--abort", "--eager-first"],
             None,
         ),
+        (
+            "decode-churn",
+            vec!["--replays", "24", "--queue", "--churn", "5"],
+            Some("40"),
+        ),
+        ("decode-driver", vec!["--replays", "24", "--driver"], None),
     ] {
         let reference = reference(&exe, &args, None);
         let (captured, replayed) = graph_counts(&reference);

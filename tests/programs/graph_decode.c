@@ -20,7 +20,8 @@
  * cublasSgemm_v2 on the residual stream's copy, s2 joins back.
  *
  *   graph_decode [--replays N] [--layers L] [--twice] [--update] [--queue]
- *                [--destroy-queued] [--abort] [--eager-first] [--time]
+ *                [--destroy-queued] [--abort] [--eager-first] [--churn K] [--driver]
+ *                [--time]
  *
  * Each step uploads a new hidden state (pageable copy, outside the graph),
  * launches A (and B every fourth step) and copies the logits back; by default
@@ -33,7 +34,11 @@
  * executable graph while its last replays are still queued (with --queue);
  * --abort first begins a capture that cudaMalloc invalidates and checks that
  * cudaStreamEndCapture reports it; --eager-first runs one step eagerly (not
- * captured) before capturing. --time measures each launch of A (the
+ * captured) before capturing. --churn K destroys A's executable graph every K
+ * steps (its launches possibly still queued) and instantiates A again. --driver
+ * captures, instantiates and launches A through the driver API
+ * (cuStreamBeginCapture, cuStreamEndCapture, cuGraphInstantiateWithFlags,
+ * cuGraphLaunch) instead of the runtime's. --time measures each launch of A (the
  * cudaGraphLaunch call alone) on the calling thread and prints "launch-ns P50 P10
  * P90" (wall time) and "launch-cpu-ns P50 P10 P90" (the thread's CPU time, which a
  * busy machine's preemption does not inflate).
@@ -45,6 +50,7 @@
  */
 #include <cublasLt.h>
 #include <cublas_v2.h>
+#include <cuda.h>
 #include <cuda_runtime.h>
 #include <time.h>
 
@@ -56,7 +62,7 @@ static cudaStream_t s, s2;
 static cublasHandle_t handle;
 static cublasLtHandle_t lt;
 static uint64_t api_calls, captured_calls;
-static int capturing;
+static int capturing, driver_api;
 
 typedef struct layer {
     void *wqkv, *bqkv, *wo, *wgate, *bgate, *wup, *bup, *wdown, *kcache, *vcache;
@@ -188,12 +194,25 @@ static long number(int argc, char **argv, const char *name, long dflt) {
 
 static cudaGraph_t capture_a(const layer *ly, int layers, const void *lm_head, acts *a) {
     cudaGraph_t g;
-    MUST(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    if (driver_api)
+        MUST(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+    else
+        MUST(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
     capturing = 1;
     step(ly, layers, lm_head, a);
     capturing = 0;
-    MUST(cudaStreamEndCapture(s, &g));
+    if (driver_api)
+        MUST(cuStreamEndCapture(s, &g));
+    else
+        MUST(cudaStreamEndCapture(s, &g));
     return g;
+}
+
+static void instantiate(cudaGraphExec_t *x, cudaGraph_t g) {
+    if (driver_api)
+        MUST(cuGraphInstantiate(x, g, 0));
+    else
+        MUST(cudaGraphInstantiate(x, g, 0));
 }
 
 int main(int argc, char **argv) {
@@ -202,9 +221,13 @@ int main(int argc, char **argv) {
     const int twice = flag(argc, argv, "--twice"), update = flag(argc, argv, "--update");
     const int queue = flag(argc, argv, "--queue"), destroy_queued = flag(argc, argv, "--destroy-queued");
     const int timed = flag(argc, argv, "--time");
-    if (replays < 1 || layers < 1 || layers > 32 || (destroy_queued && !queue)) {
+    const int churn = (int)number(argc, argv, "--churn", 0);
+    driver_api = flag(argc, argv, "--driver");
+    if (replays < 1 || layers < 1 || layers > 32 || (destroy_queued && !queue) || churn < 0 ||
+        (churn && (twice || update))) {
         fprintf(stderr, "usage: graph_decode [--replays N>0] [--layers 1..32] [--twice] [--update] [--queue]\n"
-                        "                    [--destroy-queued (with --queue)] [--abort] [--eager-first]\n");
+                        "                    [--destroy-queued (with --queue)] [--abort] [--eager-first]\n"
+                        "                    [--churn K (not with --twice, --update)] [--driver] [--time]\n");
         return 2;
     }
     MUST(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
@@ -278,7 +301,7 @@ int main(int argc, char **argv) {
     capturing = 0;
     MUST(cudaStreamEndCapture(s, &gb));
     cudaGraphExec_t xa[2], xb;
-    MUST(cudaGraphInstantiate(&xa[0], ga, 0));
+    instantiate(&xa[0], ga);
     if (twice)
         MUST(cudaGraphInstantiateWithFlags(&xa[1], ga, 0));
     MUST(cudaGraphInstantiate(&xb, gb, 0));
@@ -294,6 +317,10 @@ int main(int argc, char **argv) {
         }
     }
     for (int r = 0; r < replays; r++) {
+        if (churn && r > 0 && r % churn == 0) {
+            MUST(cudaGraphExecDestroy(xa[0]));
+            instantiate(&xa[0], ga);
+        }
         if (update && r == replays / 2) {
             ga2 = capture_a(ly, layers, lm_head, &a);
             cudaGraphExecUpdateResultInfo info;
@@ -307,7 +334,10 @@ int main(int argc, char **argv) {
             MUST(cudaMemcpyAsync(a.h, hin, hbytes, cudaMemcpyHostToDevice, s));
         }
         uint64_t t0 = now_ns(CLOCK_MONOTONIC), c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
-        MUST(cudaGraphLaunch(xa[twice ? r % 2 : 0], s));
+        if (driver_api)
+            MUST(cuGraphLaunch(xa[0], s));
+        else
+            MUST(cudaGraphLaunch(xa[twice ? r % 2 : 0], s));
         launch_cpu[r] = now_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
         launch_ns[r] = now_ns(CLOCK_MONOTONIC) - t0;
         launches++;

@@ -442,7 +442,7 @@ fn forget(what: &str, handle: Handle, exec: bool) {
     let Some(_re) = Reentry::enter() else { return };
     guarded(what, |rt| {
         if exec {
-            rt.graphs.destroyed(handle);
+            rt.graphs.destroyed(driver()?, handle);
         } else {
             rt.graphs.forget_graph(handle);
         }
