@@ -15,7 +15,7 @@
 
 use crate::call::{
     flags, BatchForm, ComputeType, DType, EntryPoint, Epilogue, GemmCall, Op, Operand, Order,
-    Scalar,
+    ReplayOf, Scalar,
 };
 use crate::codec::{Reader, Writer};
 use crate::config::SamplingConfig;
@@ -115,6 +115,17 @@ pub fn seed_frames() -> Vec<Vec<Record>> {
                 flags: flags::NO_SESSION,
                 ..seed_call(3)
             }),
+            // a GEMM of a CUDA graph replay (its encoding is 20 bytes longer)
+            Record::Ledger(GemmCall {
+                flags: flags::REPLAYED,
+                replay: Some(ReplayOf {
+                    graph: 1,
+                    exec: 2,
+                    replay: 3,
+                    node: 4,
+                }),
+                ..seed_call(4)
+            }),
             Record::Sample(Sample {
                 index: 2,
                 alpha: None,
@@ -144,7 +155,7 @@ pub fn seed_frames() -> Vec<Vec<Record>> {
             }),
         ],
         vec![Record::End(End {
-            calls: 4,
+            calls: 5,
             samples: 2,
             gap_calls: 1,
         })],
