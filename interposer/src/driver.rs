@@ -99,32 +99,33 @@ fn load() -> Option<Driver> {
         // SAFETY: as above, an optional symbol with this signature.
         unsafe { std::mem::transmute::<usize, ThreadExchangeStreamCaptureModeFn>(p) }
     });
-    let opt = |name: &CStr| sym(name);
+    macro_rules! opt {
+        ($name:literal, $ty:ty) => {
+            // SAFETY: libcuda exports this symbol with this C signature (CUDA 12/13).
+            sym($name).map(|p| unsafe { std::mem::transmute::<usize, $ty>(p) })
+        };
+    }
     let graphs = (|| {
-        // SAFETY (each transmute): libcuda exports these symbols with these C
-        // signatures (CUDA 12/13).
-        let capture_info_v3 = opt(c"cuStreamGetCaptureInfo_v3")
-            .map(|p| unsafe { std::mem::transmute::<usize, StreamGetCaptureInfoV3Fn>(p) });
-        let capture_info_v2 = opt(c"cuStreamGetCaptureInfo_v2")
-            .map(|p| unsafe { std::mem::transmute::<usize, StreamGetCaptureInfoV2Fn>(p) });
-        // The v2 parameters are a prefix-compatible extension of v1 (kern and ctx
-        // appended, NULL meaning "as v1"), so either symbol can take them.
-        let set = opt(c"cuGraphExecKernelNodeSetParams_v2")
-            .or_else(|| opt(c"cuGraphExecKernelNodeSetParams"))?;
+        let capture_info_v3 = opt!(c"cuStreamGetCaptureInfo_v3", StreamGetCaptureInfoV3Fn);
+        let capture_info_v2 = opt!(c"cuStreamGetCaptureInfo_v2", StreamGetCaptureInfoV2Fn);
+        // The v2 parameters extend v1's (kern and ctx appended, NULL meaning "as v1"),
+        // so either symbol takes them.
+        let set_kernel_params = opt!(
+            c"cuGraphExecKernelNodeSetParams_v2",
+            GraphExecKernelNodeSetParamsFn
+        )
+        .or(opt!(
+            c"cuGraphExecKernelNodeSetParams",
+            GraphExecKernelNodeSetParamsFn
+        ))?;
+        (capture_info_v3.is_some() || capture_info_v2.is_some()).then_some(())?;
         Some(GraphFns {
             capture_info_v3,
             capture_info_v2,
-            memset_d32_async: unsafe {
-                std::mem::transmute::<usize, MemsetD32AsyncFn>(opt(c"cuMemsetD32Async")?)
-            },
-            stream_wait_event: unsafe {
-                std::mem::transmute::<usize, StreamWaitEventFn>(opt(c"cuStreamWaitEvent")?)
-            },
-            set_kernel_params: unsafe {
-                std::mem::transmute::<usize, GraphExecKernelNodeSetParamsFn>(set)
-            },
+            memset_d32_async: opt!(c"cuMemsetD32Async", MemsetD32AsyncFn)?,
+            stream_wait_event: opt!(c"cuStreamWaitEvent", StreamWaitEventFn)?,
+            set_kernel_params,
         })
-        .filter(|g| g.capture_info_v3.is_some() || g.capture_info_v2.is_some())
     })();
     Some(Driver {
         ctx_get_current: req!(c"cuCtxGetCurrent", CtxGetCurrentFn),

@@ -359,7 +359,7 @@ fn bind(drv: &Driver, info: &GraphInfo, exec: Handle) -> Result<Block, String> {
     block[12..16].fill(0);
     for e in block[HEADER_BYTES..].chunks_exact_mut(ENTRY_BYTES) {
         e.fill(0);
-        e[24..28].copy_from_slice(&REPLAY_NONE.to_le_bytes());
+        e[TAG_AT..TAG_AT + 4].copy_from_slice(&REPLAY_NONE.to_le_bytes());
     }
     for (j, c) in info.calls.iter().enumerate() {
         if c.rejected {
@@ -397,14 +397,34 @@ impl Drop for ExecInfo {
     }
 }
 
+/// Byte offset of an entry's tag.
+const TAG_AT: usize = 24;
+
 impl ExecInfo {
-    fn entry(&self, row: u32, node: usize) -> Option<&mut [u8]> {
-        let (host, _, _) = *self.ctrl.as_ref().ok()?;
-        let at = HEADER_BYTES + (row as usize * self.graph.calls.len() + node) * ENTRY_BYTES;
-        // SAFETY: `at + ENTRY_BYTES` lies inside the control block (row < DEPTH, node <
-        // calls); the entry is only written by the launching thread for a row that is
-        // not busy, i.e. that no queued replay reads.
-        Some(unsafe { std::slice::from_raw_parts_mut((host + at) as *mut u8, ENTRY_BYTES) })
+    /// Writes `bytes` at offset `at` of the entry of (`row`, `node`) in the control
+    /// block; false when there is no control block or no such entry. Entries are
+    /// written only for a row no queued replay reads (not busy) or, for its tag, by the
+    /// replay that owns the row.
+    fn put(&self, row: u32, node: usize, at: usize, bytes: &[u8]) -> bool {
+        let Ok((host, _, _)) = self.ctrl else {
+            return false;
+        };
+        if row >= DEPTH || node >= self.graph.calls.len() || at + bytes.len() > ENTRY_BYTES {
+            return false;
+        }
+        let offset =
+            HEADER_BYTES + (row as usize * self.graph.calls.len() + node) * ENTRY_BYTES + at;
+        // SAFETY: the checks above keep [offset, offset + len) inside the control block
+        // (HEADER_BYTES + DEPTH * calls * ENTRY_BYTES bytes, mapped pinned memory that
+        // lives as long as self); the device only reads it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), (host + offset) as *mut u8, bytes.len())
+        };
+        true
+    }
+
+    fn set_tag(&self, row: u32, node: usize, tag: u32) {
+        self.put(row, node, TAG_AT, &tag.to_le_bytes());
     }
 }
 
@@ -428,9 +448,7 @@ impl Drop for ReplayDone {
     fn drop(&mut self) {
         // Every gather of the replay is resolved: its row may be written again.
         for node in 0..self.exec.graph.calls.len() {
-            if let Some(e) = self.exec.entry(self.row, node) {
-                e[24..28].copy_from_slice(&REPLAY_NONE.to_le_bytes());
-            }
+            self.exec.set_tag(self.row, node, REPLAY_NONE);
         }
         if let Some(gpu) = &self.exec.graph.gpu {
             gpu.put_event(self.event);
@@ -563,9 +581,7 @@ pub(crate) fn before_launch(
         return Ok(out);
     };
     for p in &out.prepared {
-        if let Some(e) = exec.entry(row, p.node) {
-            e[24..28].copy_from_slice(&tag.to_le_bytes());
-        }
+        exec.set_tag(row, p.node, tag);
     }
     let Ok((_, dev, _)) = exec.ctrl else {
         return Ok(out);
@@ -617,20 +633,20 @@ fn prepare(
     };
     // SAFETY: the slot was just allocated: nothing else uses it until launched.
     let bytes = unsafe { slot.host_bytes() };
+    let mut entry = [0u8; TAG_AT];
+    entry[0..8].copy_from_slice(&slot.device_address().to_le_bytes());
+    entry[8..16].copy_from_slice(&(slot.device_address() + marker as u64).to_le_bytes());
+    entry[16..20].copy_from_slice(&layout.pre_jobs.to_le_bytes());
+    entry[20..24].copy_from_slice(&layout.post_jobs.to_le_bytes());
     let written = layout.write(slot.device_address(), bytes);
-    let entry = exec.entry(row, node);
-    let (Ok(()), Some(e)) = (written, entry) else {
+    if written.is_err() || !exec.put(row, node, 0, &entry) {
         gpu.free(slot.offset);
         return Err((
             GapReason::Internal,
             "the gather could not be written".into(),
         ));
-    };
+    }
     bytes[marker..marker + 4].copy_from_slice(&REPLAY_NONE.to_le_bytes());
-    e[0..8].copy_from_slice(&slot.device_address().to_le_bytes());
-    e[8..16].copy_from_slice(&(slot.device_address() + marker as u64).to_le_bytes());
-    e[16..20].copy_from_slice(&layout.pre_jobs.to_le_bytes());
-    e[20..24].copy_from_slice(&layout.post_jobs.to_le_bytes());
     Ok(Prepared {
         index: call.index,
         node,
@@ -645,9 +661,7 @@ impl Replay {
     /// freed).
     fn fail_gathers(mut self, why: &str) -> Replay {
         for p in std::mem::take(&mut self.prepared) {
-            if let Some(e) = self.exec.entry(self.row, p.node) {
-                e[24..28].copy_from_slice(&REPLAY_NONE.to_le_bytes());
-            }
+            self.exec.set_tag(self.row, p.node, REPLAY_NONE);
             p.slot.gpu.free(p.slot.offset);
             self.gaps
                 .push((p.index, GapReason::GatherFailed, why.to_string()));

@@ -55,6 +55,10 @@ pub fn state() -> u8 {
     STATE.load(Ordering::Acquire)
 }
 
+/// What [`Runtime::ledger_many`] returns: the calls with their indices (shared with
+/// the background thread) and the session they were made in.
+pub type LedgeredMany = (Arc<Vec<GemmCall>>, Option<Arc<Session>>);
+
 /// Everything a running audit needs, created once.
 pub struct Runtime {
     /// The configuration.
@@ -89,10 +93,7 @@ impl Runtime {
 
     /// [`Runtime::ledger`] for several calls at once (consecutive indices, one message
     /// that shares the calls with the caller).
-    pub fn ledger_many(
-        &self,
-        mut calls: Vec<GemmCall>,
-    ) -> Result<(Arc<Vec<GemmCall>>, Option<Arc<Session>>), String> {
+    pub fn ledger_many(&self, mut calls: Vec<GemmCall>) -> Result<LedgeredMany, String> {
         let mut shared = None;
         let session = self.ledger.assign_many(&mut calls, |c| {
             let all = Arc::new(std::mem::take(c));

@@ -95,6 +95,16 @@ fn begin_capture(what: &str) {
     });
 }
 
+/// The handle a successful call wrote through `out` (0 after a failure).
+fn written(status: Status, out: *mut *mut c_void) -> Handle {
+    if status != 0 || out.is_null() {
+        return 0;
+    }
+    // SAFETY: the call succeeded, so the library wrote a handle through the caller's
+    // non-null out-pointer.
+    unsafe { *out as Handle }
+}
+
 fn end_capture(what: &str, stream: Handle, forward: impl FnOnce() -> (Status, Handle)) -> Status {
     let Some(re) = Reentry::enter() else {
         return forward().0;
@@ -113,14 +123,13 @@ fn end_capture(what: &str, stream: Handle, forward: impl FnOnce() -> (Status, Ha
 }
 
 fn instantiated(what: &str, status: Status, exec: *mut *mut c_void, graph: Handle) -> Status {
-    if status != 0 || exec.is_null() {
+    let exec = written(status, exec);
+    if exec == 0 {
         return status;
     }
     let Some(_re) = Reentry::enter() else {
         return status;
     };
-    // SAFETY: the library succeeded, so it wrote the executable graph's handle.
-    let exec = unsafe { *exec } as Handle;
     guarded(what, |rt| {
         rt.graphs.instantiated(driver()?, graph, exec);
         Some(())
@@ -218,15 +227,7 @@ pub unsafe extern "C" fn cudaStreamEndCapture(
         let s = forward_or_unknown!(real::CUDA_STREAM_END_CAPTURE, EndCaptureFn, |f| f(
             stream, graph
         ));
-        // SAFETY: on success the library wrote the graph handle.
-        (
-            s,
-            if s == 0 && !graph.is_null() {
-                unsafe { *graph as Handle }
-            } else {
-                0
-            },
-        )
+        (s, written(s, graph))
     })
 }
 
@@ -243,15 +244,7 @@ pub unsafe extern "C" fn cuStreamEndCapture(
         let s = forward_or_unknown!(real::CU_STREAM_END_CAPTURE, EndCaptureFn, |f| f(
             stream, graph
         ));
-        // SAFETY: on success the library wrote the graph handle.
-        (
-            s,
-            if s == 0 && !graph.is_null() {
-                unsafe { *graph as Handle }
-            } else {
-                0
-            },
-        )
+        (s, written(s, graph))
     })
 }
 
