@@ -1172,54 +1172,75 @@ SG_EXPORT CUresult sg_graph_launch(CUgraphExec exec, CUstream stream) {
     return r;
 }
 
-SG_EXPORT CUresult sg_graph_exec_set_kernel(CUgraphExec exec, CUgraphNode node, sg_work work,
-                                            int (*is_kernel)(const sg_work *)) {
+/* Gives exec a plan made from its current one by make (under G.mu; a launch already
+ * queued keeps the plan it was given). Returns CUDA_ERROR_OUT_OF_MEMORY when make
+ * returns NULL with *failure unset, else *failure. */
+static CUresult exec_replan(CUgraphExec exec, sg_plan *(*make)(sg_plan *cur, void *arg, CUresult *failure),
+                            void *arg) {
     CUresult r = CUDA_SUCCESS;
     sg_plan *old = NULL;
     pthread_mutex_lock(&G.mu);
-    /* Node handles are 1 + the node's position (see sg_capture_info). */
-    size_t at = (size_t)(uintptr_t)node - 1;
-    const sg_work *cur = exec && sg_handle_valid(exec, SG_MAGIC_EXEC) ? sg_plan_node(exec->plan, at) : NULL;
-    if (!exec || !sg_handle_valid(exec, SG_MAGIC_EXEC) || !node) {
+    if (!exec || !sg_handle_valid(exec, SG_MAGIC_EXEC)) {
         r = CUDA_ERROR_INVALID_VALUE;
-    } else if (!cur || !is_kernel(cur)) {
-        r = CUDA_ERROR_INVALID_VALUE; /* not a kernel node of this graph */
     } else {
-        sg_plan *p = sg_plan_with(exec->plan, at, work);
-        if (!p) {
-            r = CUDA_ERROR_OUT_OF_MEMORY;
-        } else {
+        sg_plan *p = make(exec->plan, arg, &r);
+        if (p) {
             old = exec->plan;
             exec->plan = p;
+        } else if (r == CUDA_SUCCESS) {
+            r = CUDA_ERROR_OUT_OF_MEMORY;
         }
     }
     pthread_mutex_unlock(&G.mu);
     if (old)
         sg_plan_release(old);
+    return r;
+}
+
+typedef struct set_kernel_arg {
+    size_t at;
+    sg_work work;
+    int (*is_kernel)(const sg_work *);
+} set_kernel_arg;
+
+static sg_plan *with_kernel(sg_plan *cur, void *arg, CUresult *failure) {
+    set_kernel_arg *k = arg;
+    const sg_work *w = sg_plan_node(cur, k->at);
+    if (!w || !k->is_kernel(w)) {
+        *failure = CUDA_ERROR_INVALID_VALUE; /* not a kernel node of this graph */
+        return NULL;
+    }
+    return sg_plan_with(cur, k->at, k->work);
+}
+
+SG_EXPORT CUresult sg_graph_exec_set_kernel(CUgraphExec exec, CUgraphNode node, sg_work work,
+                                            int (*is_kernel)(const sg_work *)) {
+    /* Node handles are 1 + the node's position (see sg_capture_info). */
+    set_kernel_arg k = {(size_t)(uintptr_t)node - 1, work, is_kernel};
+    CUresult r = node ? exec_replan(exec, with_kernel, &k) : CUDA_ERROR_INVALID_VALUE;
     if (r != CUDA_SUCCESS && work.release)
         work.release(work.payload);
     return r;
 }
 
-SG_EXPORT CUresult sg_graph_exec_update(CUgraphExec exec, CUgraph graph, int *topology_changed) {
-    *topology_changed = 0;
-    if (!exec || !sg_handle_valid(exec, SG_MAGIC_EXEC) || !graph || !sg_handle_valid(graph, SG_MAGIC_GRAPH))
-        return CUDA_ERROR_INVALID_VALUE;
-    sg_plan *p = NULL, *old = NULL;
-    CUresult r = CUDA_SUCCESS;
-    pthread_mutex_lock(&G.mu);
-    if (!sg_body_same_shape(sg_plan_body(exec->plan), graph->body)) {
-        *topology_changed = 1;
-        r = CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE;
-    } else if (!(p = sg_plan_new(graph->body))) {
-        r = CUDA_ERROR_OUT_OF_MEMORY;
-    } else {
-        old = exec->plan;
-        exec->plan = p;
+static sg_plan *from_graph(sg_plan *cur, void *arg, CUresult *failure) {
+    struct CUgraph_st *g = arg;
+    if (!sg_body_same_shape(sg_plan_body(cur), g->body)) {
+        *failure = CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE;
+        return NULL;
     }
-    pthread_mutex_unlock(&G.mu);
-    if (old)
-        sg_plan_release(old);
+    return sg_plan_new(g->body);
+}
+
+SG_EXPORT CUresult sg_graph_exec_update(CUgraphExec exec, CUgraph graph, int *result) {
+    *result = CU_GRAPH_EXEC_UPDATE_ERROR;
+    if (!graph || !sg_handle_valid(graph, SG_MAGIC_GRAPH))
+        return CUDA_ERROR_INVALID_VALUE;
+    CUresult r = exec_replan(exec, from_graph, graph);
+    if (r == CUDA_SUCCESS)
+        *result = CU_GRAPH_EXEC_UPDATE_SUCCESS;
+    else if (r == CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE)
+        *result = CU_GRAPH_EXEC_UPDATE_ERROR_TOPOLOGY_CHANGED;
     return r;
 }
 

@@ -463,11 +463,9 @@ CUresult CUDAAPI cuGraphExecUpdate_v2(CUgraphExec hGraphExec, CUgraph hGraph, CU
     NEED_CTX();
     if (!info)
         return CUDA_ERROR_INVALID_VALUE;
-    int changed = 0;
-    CUresult r = sg_graph_exec_update(hGraphExec, hGraph, &changed);
-    info->result = r == CUDA_SUCCESS ? CU_GRAPH_EXEC_UPDATE_SUCCESS
-                   : changed         ? CU_GRAPH_EXEC_UPDATE_ERROR_TOPOLOGY_CHANGED
-                                     : CU_GRAPH_EXEC_UPDATE_ERROR;
+    int result;
+    CUresult r = sg_graph_exec_update(hGraphExec, hGraph, &result);
+    info->result = (CUgraphExecUpdateResult)result;
     info->errorNode = NULL;
     info->errorFromNode = NULL;
     return r;

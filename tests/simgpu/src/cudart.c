@@ -403,11 +403,9 @@ cudaError_t cudaGraphExecUpdate(cudaGraphExec_t hGraphExec, cudaGraph_t hGraph, 
     ENTER();
     if (!info)
         return ret(CUDA_ERROR_INVALID_VALUE);
-    int changed = 0;
-    CUresult r = sg_graph_exec_update(hGraphExec, hGraph, &changed);
-    info->result = r == CUDA_SUCCESS ? cudaGraphExecUpdateSuccess
-                   : changed         ? cudaGraphExecUpdateErrorTopologyChanged
-                                     : cudaGraphExecUpdateError;
+    int result;
+    CUresult r = sg_graph_exec_update(hGraphExec, hGraph, &result);
+    info->result = (enum cudaGraphExecUpdateResult)result;
     info->errorNode = NULL;
     info->errorFromNode = NULL;
     return ret(r);

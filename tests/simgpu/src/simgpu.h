@@ -144,9 +144,10 @@ SG_EXPORT CUresult sg_graph_destroy(CUgraph graph);
 /* Replaces the work of kernel node `node` (a handle from capture info) of exec. */
 SG_EXPORT CUresult sg_graph_exec_set_kernel(CUgraphExec exec, CUgraphNode node, sg_work work,
                                             int (*is_kernel)(const sg_work *));
-/* Gives exec the nodes of graph when both have the same shape (else 1 is stored in
- * *topology_changed and CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE returned). */
-SG_EXPORT CUresult sg_graph_exec_update(CUgraphExec exec, CUgraph graph, int *topology_changed);
+/* Gives exec the nodes of graph when both have the same shape (else
+ * CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE); *result is the CUgraphExecUpdateResult
+ * (whose values cudaGraphExecUpdateResult shares). */
+SG_EXPORT CUresult sg_graph_exec_update(CUgraphExec exec, CUgraph graph, int *result);
 
 /* A captured sequence of work, shared (reference-counted) by the graph, its
  * executable graphs and any launch still queued. */
