@@ -1372,6 +1372,11 @@ fn every_gemm_of_every_graph_replay_is_ledgered_sampled_and_verified() {
             Some("40"),
         ),
         ("decode-driver", vec!["--replays", "24", "--driver"], None),
+        (
+            "decode-per-thread",
+            vec!["--replays", "24", "--per-thread", "--two-streams"],
+            Some("40"),
+        ),
     ] {
         let reference = reference(&exe, &args, None);
         let (captured, replayed) = graph_counts(&reference);

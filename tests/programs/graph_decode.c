@@ -21,7 +21,7 @@
  *
  *   graph_decode [--replays N] [--layers L] [--twice] [--update] [--queue]
  *                [--destroy-queued] [--abort] [--eager-first] [--churn K] [--driver]
- *                [--time]
+ *                [--per-thread] [--two-streams] [--time]
  *
  * Each step uploads a new hidden state (pageable copy, outside the graph),
  * launches A (and B every fourth step) and copies the logits back; by default
@@ -38,7 +38,9 @@
  * steps (its launches possibly still queued) and instantiates A again. --driver
  * captures, instantiates and launches A through the driver API
  * (cuStreamBeginCapture, cuStreamEndCapture, cuGraphInstantiateWithFlags,
- * cuGraphLaunch) instead of the runtime's. --time measures each launch of A (the
+ * cuGraphLaunch) instead of the runtime's. --per-thread captures and launches on
+ * cudaStreamPerThread instead of a stream of its own; --two-streams runs odd steps
+ * (upload, launches, download) on a second stream (not with --queue). --time measures each launch of A (the
  * cudaGraphLaunch call alone) on the calling thread and prints "launch-ns P50 P10
  * P90" (wall time) and "launch-cpu-ns P50 P10 P90" (the thread's CPU time, which a
  * busy machine's preemption does not inflate).
@@ -58,7 +60,7 @@
 
 enum { H = 64, NH = 4, HD = 16, C = 16, I = 128, B = 4, V = 96, QKV = 3 * H };
 
-static cudaStream_t s, s2;
+static cudaStream_t s, s2, s3;
 static cublasHandle_t handle;
 static cublasLtHandle_t lt;
 static uint64_t api_calls, captured_calls;
@@ -223,15 +225,21 @@ int main(int argc, char **argv) {
     const int timed = flag(argc, argv, "--time");
     const int churn = (int)number(argc, argv, "--churn", 0);
     driver_api = flag(argc, argv, "--driver");
+    const int two_streams = flag(argc, argv, "--two-streams");
     if (replays < 1 || layers < 1 || layers > 32 || (destroy_queued && !queue) || churn < 0 ||
-        (churn && (twice || update))) {
+        (churn && (twice || update)) || (two_streams && queue)) {
         fprintf(stderr, "usage: graph_decode [--replays N>0] [--layers 1..32] [--twice] [--update] [--queue]\n"
                         "                    [--destroy-queued (with --queue)] [--abort] [--eager-first]\n"
-                        "                    [--churn K (not with --twice, --update)] [--driver] [--time]\n");
+                        "                    [--churn K (not with --twice, --update)] [--driver] [--per-thread]\n"
+                        "                    [--two-streams (not with --queue)] [--time]\n");
         return 2;
     }
-    MUST(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    if (flag(argc, argv, "--per-thread"))
+        s = cudaStreamPerThread;
+    else
+        MUST(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     MUST(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+    MUST(cudaStreamCreateWithFlags(&s3, cudaStreamNonBlocking));
     MUST(cublasCreate_v2(&handle));
     MUST(cublasSetStream_v2(handle, s));
     MUST(cublasLtCreate(&lt));
@@ -326,24 +334,26 @@ int main(int argc, char **argv) {
             cudaGraphExecUpdateResultInfo info;
             MUST(cudaGraphExecUpdate(xa[0], ga2, &info));
         }
+        /* The step's stream (each step is complete before the next unless --queue). */
+        cudaStream_t ls = two_streams && r % 2 ? s3 : s;
         if (queue) {
             MUST(cudaMemcpyAsync(a.h, (unsigned char *)staged + hbytes * (size_t)r, hbytes, cudaMemcpyDeviceToDevice,
-                                 s));
+                                 ls));
         } else {
             fill_random(hin, CUDA_R_16BF, (size_t)H * B, 1000 + (uint64_t)r);
-            MUST(cudaMemcpyAsync(a.h, hin, hbytes, cudaMemcpyHostToDevice, s));
+            MUST(cudaMemcpyAsync(a.h, hin, hbytes, cudaMemcpyHostToDevice, ls));
         }
         uint64_t t0 = now_ns(CLOCK_MONOTONIC), c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
         if (driver_api)
-            MUST(cuGraphLaunch(xa[0], s));
+            MUST(cuGraphLaunch(xa[0], ls));
         else
-            MUST(cudaGraphLaunch(xa[twice ? r % 2 : 0], s));
+            MUST(cudaGraphLaunch(xa[twice ? r % 2 : 0], ls));
         launch_cpu[r] = now_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
         launch_ns[r] = now_ns(CLOCK_MONOTONIC) - t0;
         launches++;
         replayed += per_a;
         if (r % 4 == 3) {
-            MUST(cudaGraphLaunch(xb, s));
+            MUST(cudaGraphLaunch(xb, ls));
             launches++;
             replayed += per_b;
         }
@@ -351,8 +361,8 @@ int main(int argc, char **argv) {
             MUST(cudaMemcpyAsync((unsigned char *)outs + lbytes * (size_t)r, a.logits, lbytes,
                                  cudaMemcpyDeviceToDevice, s));
         } else {
-            MUST(cudaMemcpyAsync(logits + (size_t)r * V * B, a.logits, lbytes, cudaMemcpyDeviceToHost, s));
-            MUST(cudaStreamSynchronize(s));
+            MUST(cudaMemcpyAsync(logits + (size_t)r * V * B, a.logits, lbytes, cudaMemcpyDeviceToHost, ls));
+            MUST(cudaStreamSynchronize(ls));
         }
     }
     if (destroy_queued)
