@@ -193,6 +193,11 @@ pub mod flags {
     /// computed nothing then (its work is done, and ledgered, at each replay) and claims
     /// no FLOPs.
     pub const REPLAYED: u16 = 1 << 11;
+    /// fp8 inputs with cuBLASLt's fast accumulation (`CUBLASLT_MATMUL_DESC_FAST_ACCUM`):
+    /// the accumulator is not periodically promoted to full f32, so its error is larger
+    /// than the f32 model's by an amount no public document bounds. The verifier reports
+    /// an entry outside the f32 model's tolerance as unverifiable, not as wrong.
+    pub const FAST_ACCUM: u16 = 1 << 12;
     /// Flags whose calls are recorded but never sampled.
     pub const NOT_AUDITED: u16 = CAPTURED | NO_SESSION | REJECTED | UNMODELLED;
     /// Every flag defined in this protocol version.
@@ -207,7 +212,8 @@ pub mod flags {
         | REJECTED
         | UNMODELLED
         | BIAS_PER_BATCH
-        | REPLAYED;
+        | REPLAYED
+        | FAST_ACCUM;
 }
 
 /// Where a replayed call comes from (present exactly when [`flags::REPLAYED`] is set).

@@ -662,9 +662,12 @@ fn unmodelled_of(out: &Output) -> BTreeSet<u64> {
 #[test]
 fn calls_outside_the_model_are_ledgered_and_declared_not_modelled() {
     // A complex GEMM, an emulated compute type, DRELU and GELU_AUX epilogues, a COL32
-    // layout, non-finite host alphas: recorded with UNMODELLED (entry point and sizes
+    // layout, non-finite host alphas, fp8 with per-row/column (OUTER_VEC_32F) and with
+    // 1x128 block (VEC128_32F) scales: recorded with UNMODELLED (entry point and sizes
     // exact), never sampled; those the simulator refuses also REJECTED. Before, they
-    // were forwarded without a ledger record: the ledger undercounted the work.
+    // were forwarded without a ledger record (the ledger undercounted the work), and an
+    // fp8 call with vector scales was verified as if its scales were scalars (an
+    // honest run would fail). The same fp8 call with scalar scales (21) is audited.
     let exe = compile("audit_rejected");
     let args = ["--unmodelled", "--trace"];
     let reference = reference(&exe, &args, None);
@@ -673,15 +676,16 @@ fn calls_outside_the_model_are_ledgered_and_declared_not_modelled() {
     let unmodelled = unmodelled_of(&reference);
     assert_eq!(
         unmodelled,
-        (10..18).collect::<BTreeSet<u64>>(),
+        (10..18).chain([19, 20]).collect::<BTreeSet<u64>>(),
         "{}",
         reference.transcript()
     );
-    // Everything but the non-finite alphas (15..=17) is refused by the simulator,
-    // and CUBLAS_OP_CONJG (18), which is described exactly (op N on real data).
+    // Everything but the non-finite alphas (15..=17) and the OUTER_VEC_32F call (19) is
+    // refused by the simulator, and CUBLAS_OP_CONJG (18), which is described exactly
+    // (op N on real data).
     assert_eq!(
         rejected,
-        BTreeSet::from([10, 11, 12, 13, 14, 18]),
+        BTreeSet::from([10, 11, 12, 13, 14, 18, 20]),
         "{}",
         reference.transcript()
     );
@@ -744,13 +748,19 @@ fn calls_outside_the_model_are_ledgered_and_declared_not_modelled() {
         .iter()
         .filter(|n| n.contains("ledgered as not modelled (UNMODELLED) and never sampled"))
         .count();
-    assert_eq!(kinds, 7, "{notices:#?}\n{ctx}");
+    assert_eq!(kinds, 9, "{notices:#?}\n{ctx}");
     assert!(
         notices
             .iter()
-            .any(|n| n.starts_with("8 calls could not be described in protocol v1")),
+            .any(|n| n.starts_with("10 calls could not be described in protocol v1")),
         "{notices:#?}"
     );
+    for mode in ["OUTER_VEC_32F", "VEC128_32F"] {
+        assert!(
+            notices.iter().any(|n| n.contains(mode)),
+            "{mode}: {notices:#?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -243,6 +243,55 @@ static void conjg_sgemm(void) {
     MUST(cudaFree(c));
 }
 
+/* An fp8 cuBLASLt call (e4m3 A and B, bf16 D) whose A and B scales use the given
+ * cublasLtMatmulMatrixScale_t: SCALAR_32F takes one f32 each, OUTER_VEC_32F one per
+ * row (A) or column (B) of D, the block modes a table the simulator does not model
+ * (it refuses them). Protocol v1 models the scalar mode only. */
+static void lt_fp8_scaled(int32_t mode) {
+    const int64_t m = 16, n = 8, k = 32;
+    void *a = upload(CUDA_R_8F_E4M3, (size_t)(k * m)), *b = upload(CUDA_R_8F_E4M3, (size_t)(k * n));
+    void *c = upload(CUDA_R_16BF, (size_t)(m * n));
+    int vec = mode == CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+    float *ha = malloc((size_t)m * 4), *hb = malloc((size_t)n * 4);
+    for (int64_t i = 0; i < m; i++)
+        ha[i] = 0.25f * (float)(i % 4 + 1);
+    for (int64_t j = 0; j < n; j++)
+        hb[j] = 0.5f * (float)(j % 3 + 1);
+    void *sa, *sb;
+    MUST(cudaMalloc(&sa, (size_t)m * 4));
+    MUST(cudaMalloc(&sb, (size_t)n * 4));
+    MUST(cudaMemcpy(sa, ha, (size_t)(vec ? m : 1) * 4, cudaMemcpyHostToDevice));
+    MUST(cudaMemcpy(sb, hb, (size_t)(vec ? n : 1) * 4, cudaMemcpyHostToDevice));
+    cublasLtMatrixLayout_t la, lb, lc;
+    MUST(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, (uint64_t)k, (uint64_t)m, k));
+    MUST(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, (uint64_t)k, (uint64_t)n, k));
+    MUST(cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, (uint64_t)m, (uint64_t)n, m));
+    cublasLtMatmulDesc_t desc;
+    MUST(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    int32_t ta = CUBLAS_OP_T;
+    MUST(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    MUST(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
+    MUST(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
+    MUST(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
+    MUST(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
+    const float alpha = 1.0f, beta = 0.0f;
+    if (mode != CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F)
+        outside_model();
+    int s = cublasLtMatmul(lt, desc, &alpha, a, la, b, lb, &beta, c, lc, c, lc, NULL, NULL, 0, stream);
+    record("cublasLtMatmul", m, n, k, 1, s, c, (size_t)(m * n) * 2);
+    MUST(cublasLtMatmulDescDestroy(desc));
+    MUST(cublasLtMatrixLayoutDestroy(la));
+    MUST(cublasLtMatrixLayoutDestroy(lb));
+    MUST(cublasLtMatrixLayoutDestroy(lc));
+    free(ha);
+    free(hb);
+    MUST(cudaFree(a));
+    MUST(cudaFree(b));
+    MUST(cudaFree(c));
+    MUST(cudaFree(sa));
+    MUST(cudaFree(sb));
+}
+
 /* Calls outside protocol v1's model, between valid ones. */
 static void unmodelled(void) {
     for (int i = 0; i < 10; i++)
@@ -256,6 +305,9 @@ static void unmodelled(void) {
     nonfinite_alpha(1.0f / 0.0f);
     nonfinite_alpha(0.0f / 0.0f);
     conjg_sgemm();
+    lt_fp8_scaled(CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F);
+    lt_fp8_scaled(CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F);
+    lt_fp8_scaled(CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F);
     for (int i = 0; i < 10; i++)
         sgemm(16, 8, 16, 16, i % 3 == 2 ? -0.5f : 0.0f);
 }

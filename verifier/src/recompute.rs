@@ -26,7 +26,7 @@
 //! second-order summation term: for every compute type below f64 it is some 2^20 times
 //! smaller than the smallest other term.
 
-use mmaudit_protocol::call::{ComputeType, DType, Epilogue, GemmCall, Scalar};
+use mmaudit_protocol::call::{flags, ComputeType, DType, Epilogue, GemmCall, Scalar};
 use mmaudit_protocol::num::{self, exp2i, Format, Overflow};
 use std::fmt;
 
@@ -100,6 +100,11 @@ pub enum Weakness {
     /// An input is beyond the range of the type the compute mode rounds inputs to
     /// (e.g. an f32 above 65504 under `FAST_16F`).
     InputOverflow,
+    /// fp8 fast accumulation (flag FAST_ACCUM) and the claim is outside the f32 model's
+    /// tolerance (or its declared-precision bound): fast accumulation keeps fewer bits
+    /// by an amount no public document bounds, so such an entry is neither verified
+    /// nor wrong.
+    FastAccumulation,
 }
 
 impl Weakness {
@@ -114,6 +119,9 @@ impl Weakness {
             }
             Weakness::InputOverflow => {
                 "unverifiable: an input overflows the compute type's input format"
+            }
+            Weakness::FastAccumulation => {
+                "unverifiable: outside the f32-accumulation tolerance under fp8 fast accumulation, whose error is not bounded"
             }
         }
     }
@@ -1037,6 +1045,9 @@ pub fn check_entry(
                 c.verdict = Verdict::Imprecise;
             }
         }
+    }
+    if call.has(flags::FAST_ACCUM) && c.verdict != Verdict::Pass {
+        c.verdict = Verdict::Unverifiable(Weakness::FastAccumulation);
     }
     Ok(c)
 }

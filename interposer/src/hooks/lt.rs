@@ -79,6 +79,18 @@ unsafe fn read_desc(get: sys::DescGetAttrFn, desc: LtMatmulDesc) -> Result<LtDes
             opt64(da::C_SCALE_POINTER),
             opt64(da::D_SCALE_POINTER),
         ],
+        scale_modes: [
+            da::A_SCALE_MODE,
+            da::B_SCALE_MODE,
+            da::C_SCALE_MODE,
+            da::D_SCALE_MODE,
+            da::EPILOGUE_AUX_SCALE_MODE,
+        ]
+        .map(|id| opt32(id, sys::scale_mode::SCALAR_32F)),
+        d_out_scale: opt64(da::D_OUT_SCALE_POINTER),
+        // SAFETY: the real getter and the application's descriptor (an int8).
+        fast_accum: unsafe { attr::<1>(get, desc, da::FAST_ACCUM) }
+            .map_or(0, |b| b[0] as i8 as i32),
     })
 }
 

@@ -201,6 +201,12 @@ pub struct LtDesc {
     pub bias_type: i32,
     /// `A/B/C/D_SCALE_POINTER`
     pub scales: [u64; 4],
+    /// `A/B/C/D_SCALE_MODE` and `EPILOGUE_AUX_SCALE_MODE` (0 = SCALAR_32F, the default)
+    pub scale_modes: [i32; 5],
+    /// `D_OUT_SCALE_POINTER` (0 = none)
+    pub d_out_scale: u64,
+    /// `FAST_ACCUM` (0 = off)
+    pub fast_accum: i32,
 }
 
 impl Default for LtDesc {
@@ -217,6 +223,9 @@ impl Default for LtDesc {
             bias_batch_stride: 0,
             bias_type: -1,
             scales: [0; 4],
+            scale_modes: [0; 5],
+            d_out_scale: 0,
+            fast_accum: 0,
         }
     }
 }
@@ -532,6 +541,24 @@ pub fn describe_lt(x: &LtArgs) -> Result<Described, NotDescribed> {
     if d.transc != 0 {
         return Err(NotDescribed::Invalid("TRANSC must be CUBLAS_OP_N".into()));
     }
+    // Only one f32 scale per matrix is modelled: a vector or block scale would make a
+    // scalar model of it wrong, so such calls are recorded as outside the model.
+    for (name, mode) in ["A", "B", "C", "D", "the epilogue's auxiliary output"]
+        .into_iter()
+        .zip(d.scale_modes)
+    {
+        if mode != crate::sys::cublas::scale_mode::SCALAR_32F {
+            return Err(NotDescribed::Unsupported(format!(
+                "the scale mode of {name} is {}; protocol v1 models one f32 scale per matrix only",
+                crate::sys::cublas::scale_mode::name(mode)
+            )));
+        }
+    }
+    if d.d_out_scale != 0 {
+        return Err(NotDescribed::Unsupported(
+            "D_OUT_SCALE_POINTER (a block-scaled output) has no protocol v1 code".into(),
+        ));
+    }
     let layouts = [
         ("A", &x.a_layout),
         ("B", &x.b_layout),
@@ -669,6 +696,10 @@ pub fn describe_lt(x: &LtArgs) -> Result<Described, NotDescribed> {
     }
     if x.site.captured {
         f |= flags::CAPTURED;
+    }
+    // cuBLASLt applies fast accumulation to fp8 inputs only.
+    if d.fast_accum != 0 && (fp8(ta) || fp8(tb)) {
+        f |= flags::FAST_ACCUM;
     }
     let operand = |l: &LtLayout, dtype| Operand {
         dtype,

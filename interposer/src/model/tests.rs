@@ -591,6 +591,32 @@ fn lt_epilogues_bias_and_scales() {
     assert_eq!(d.gather.scales, [0xa, 0xb, 0, 0xd]);
     f.desc.bias_type = dt::R_16F;
     assert_eq!(describe_lt(&f).unwrap().call.bias_type, DType::F16);
+    // fast accumulation: a flag for fp8 inputs (cuBLASLt ignores it otherwise)
+    f.desc.fast_accum = 1;
+    assert!(describe_lt(&f).unwrap().call.has(flags::FAST_ACCUM));
+    let mut bf = lt(1, 0, 0, 16, 16, 32);
+    bf.desc.fast_accum = 1;
+    assert!(!describe_lt(&bf).unwrap().call.has(flags::FAST_ACCUM));
+    // any scale mode but one f32 per matrix is outside the model, named
+    for (i, mode, name) in [
+        (0, 3, "OUTER_VEC_32F"),
+        (1, 4, "VEC128_32F"),
+        (1, 5, "BLK128x128_32F"),
+        (0, 2, "VEC32_UE8M0"),
+        (3, 1, "VEC16_UE4M3"),
+        (4, 6, "PER_BATCH_SCALAR_32F"),
+        (0, 99, "99 (unknown)"),
+    ] {
+        let mut g = f.clone();
+        g.desc.scale_modes[i] = mode;
+        match describe_lt(&g) {
+            Err(NotDescribed::Unsupported(why)) => assert!(why.contains(name), "{why}"),
+            other => panic!("scale mode {mode}: {other:?}"),
+        }
+    }
+    let mut g = f.clone();
+    g.desc.d_out_scale = 0x77;
+    assert!(matches!(describe_lt(&g), Err(NotDescribed::Unsupported(_))));
 
     // per-batch bias: its own flag, the stride in bytes for the gather
     let mut b = lt(0, 0, 0, 4, 4, 4);

@@ -121,8 +121,43 @@ pub mod desc_attr {
     pub const C_SCALE_POINTER: c_int = 19;
     /// `const void *`
     pub const D_SCALE_POINTER: c_int = 20;
+    /// int8: fp8 fast accumulation (no periodic promotion to f32)
+    pub const FAST_ACCUM: c_int = 25;
     /// int32 `cudaDataType`, -1 = default
     pub const BIAS_DATA_TYPE: c_int = 26;
+    /// int32 `cublasLtMatmulMatrixScale_t` of A (then B, C, D: 32, 33, 34)
+    pub const A_SCALE_MODE: c_int = 31;
+    /// of B
+    pub const B_SCALE_MODE: c_int = 32;
+    /// of C
+    pub const C_SCALE_MODE: c_int = 33;
+    /// of D
+    pub const D_SCALE_MODE: c_int = 34;
+    /// of the epilogue's auxiliary output
+    pub const EPILOGUE_AUX_SCALE_MODE: c_int = 35;
+    /// `const void *`: the scale of D's block-scaled output (mxfp8, nvfp4)
+    pub const D_OUT_SCALE_POINTER: c_int = 36;
+    /// int32 `cublasLtMatmulMatrixScale_t` of that output scale
+    pub const D_OUT_SCALE_MODE: c_int = 37;
+}
+
+/// `cublasLtMatmulMatrixScale_t`: how a scale pointer's data applies.
+pub mod scale_mode {
+    /// one f32 for the whole matrix (the default)
+    pub const SCALAR_32F: i32 = 0;
+    /// a name for each value, for messages
+    pub fn name(mode: i32) -> String {
+        match mode {
+            0 => "SCALAR_32F".into(),
+            1 => "VEC16_UE4M3 (nvfp4 block scales)".into(),
+            2 => "VEC32_UE8M0 (mxfp8 block scales)".into(),
+            3 => "OUTER_VEC_32F (per-row and per-column fp8 scales)".into(),
+            4 => "VEC128_32F (1x128 block scales)".into(),
+            5 => "BLK128x128_32F (128x128 block scales)".into(),
+            6 => "PER_BATCH_SCALAR_32F (a scale per batch entry)".into(),
+            other => format!("{other} (unknown)"),
+        }
+    }
 }
 
 /// `cublasLtMatrixLayoutAttribute_t` values read by the Lt hook.

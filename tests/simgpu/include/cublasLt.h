@@ -86,8 +86,25 @@ typedef enum {
     CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_SCALE_POINTER = 23, /* void * */
     CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_AMAX_POINTER = 24,  /* void * */
     CUBLASLT_MATMUL_DESC_FAST_ACCUM = 25,                 /* int8_t */
-    CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE = 26              /* int32_t (cudaDataType), default -1 */
+    CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE = 26,             /* int32_t (cudaDataType), default -1 */
+    CUBLASLT_MATMUL_DESC_A_SCALE_MODE = 31,               /* int32_t (cublasLtMatmulMatrixScale_t) */
+    CUBLASLT_MATMUL_DESC_B_SCALE_MODE = 32,               /* int32_t */
+    CUBLASLT_MATMUL_DESC_C_SCALE_MODE = 33,               /* int32_t */
+    CUBLASLT_MATMUL_DESC_D_SCALE_MODE = 34,               /* int32_t */
+    CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_SCALE_MODE = 35,    /* int32_t */
+    CUBLASLT_MATMUL_DESC_D_OUT_SCALE_POINTER = 36,        /* void * */
+    CUBLASLT_MATMUL_DESC_D_OUT_SCALE_MODE = 37            /* int32_t */
 } cublasLtMatmulDescAttributes_t;
+
+typedef enum {
+    CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F = 0,
+    CUBLASLT_MATMUL_MATRIX_SCALE_VEC16_UE4M3 = 1,
+    CUBLASLT_MATMUL_MATRIX_SCALE_VEC32_UE8M0 = 2,
+    CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F = 3,
+    CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F = 4,
+    CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F = 5,
+    CUBLASLT_MATMUL_MATRIX_SCALE_PER_BATCH_SCALAR_32F = 6
+} cublasLtMatmulMatrixScale_t;
 
 typedef enum {
     CUBLASLT_EPILOGUE_DEFAULT = 1,

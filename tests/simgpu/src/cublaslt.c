@@ -41,6 +41,8 @@ typedef struct desc {
     uint64_t aux_scale, aux_amax;
     int8_t fast_accum;
     int32_t bias_type;
+    int32_t scale_mode_a, scale_mode_b, scale_mode_c, scale_mode_d, aux_scale_mode, d_out_scale_mode;
+    uint64_t d_out_scale;
 } desc;
 
 typedef struct layout {
@@ -101,6 +103,13 @@ static const field desc_fields[] = {
     F(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_AMAX_POINTER, desc, aux_amax),
     F(CUBLASLT_MATMUL_DESC_FAST_ACCUM, desc, fast_accum),
     F(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, desc, bias_type),
+    F(CUBLASLT_MATMUL_DESC_A_SCALE_MODE, desc, scale_mode_a),
+    F(CUBLASLT_MATMUL_DESC_B_SCALE_MODE, desc, scale_mode_b),
+    F(CUBLASLT_MATMUL_DESC_C_SCALE_MODE, desc, scale_mode_c),
+    F(CUBLASLT_MATMUL_DESC_D_SCALE_MODE, desc, scale_mode_d),
+    F(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_SCALE_MODE, desc, aux_scale_mode),
+    F(CUBLASLT_MATMUL_DESC_D_OUT_SCALE_POINTER, desc, d_out_scale),
+    F(CUBLASLT_MATMUL_DESC_D_OUT_SCALE_MODE, desc, d_out_scale_mode),
 };
 
 static const field layout_fields[] = {
@@ -451,6 +460,17 @@ static cublasStatus_t build(cublasLtMatmulDesc_t computeDesc, cublasLtMatrixLayo
         return CUBLAS_STATUS_NOT_SUPPORTED;
     if ((d->scale_a || d->scale_b || d->scale_c || d->scale_d || d->amax_d) && !fp8)
         return CUBLAS_STATUS_INVALID_VALUE;
+    /* Scale modes: one f32 per matrix, or (A and B only, fp8) OUTER_VEC_32F: an f32
+     * per row of D for A and per column of D for B. Block scales are not simulated. */
+    const int32_t vec = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, scalar = CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F;
+    if ((d->scale_mode_a != scalar && d->scale_mode_a != vec) || (d->scale_mode_b != scalar && d->scale_mode_b != vec) ||
+        d->scale_mode_c != scalar || d->scale_mode_d != scalar || d->aux_scale_mode != scalar || d->d_out_scale ||
+        d->d_out_scale_mode != scalar)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    if ((d->scale_mode_a == vec && !d->scale_a) || (d->scale_mode_b == vec && !d->scale_b))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    g->vec_a = d->scale_mode_a == vec;
+    g->vec_b = d->scale_mode_b == vec;
     if (d->epilogue & CUBLASLT_EPILOGUE_BIAS) {
         g->bias_type = d->bias_type != -1 ? d->bias_type : is_fp8(g->d.type) ? g->c.type : g->d.type;
         if (!is_float_type(g->bias_type))

@@ -194,8 +194,9 @@ static CUresult read_scalars(const sg_gemm *g, scalars *s) {
         s->beta = sg_load(pb, g->scale_type, 0);
     }
     CUresult r;
-    if ((r = read_device_float(g->scale_a, &s->sa)) || (r = read_device_float(g->scale_b, &s->sb)) ||
-        (r = read_device_float(g->scale_c, &s->sc)) || (r = read_device_float(g->scale_d, &s->sd)))
+    if ((!g->vec_a && (r = read_device_float(g->scale_a, &s->sa))) ||
+        (!g->vec_b && (r = read_device_float(g->scale_b, &s->sb))) || (r = read_device_float(g->scale_c, &s->sc)) ||
+        (r = read_device_float(g->scale_d, &s->sd)))
         return r;
     return CUDA_SUCCESS;
 }
@@ -347,6 +348,13 @@ static CUresult run_gemm(void *payload, uint64_t call_index) {
     int64_t pi = (int64_t)(sg_hash(ph, 1) % (uint64_t)(m ? m : 1));
     int64_t pj = (int64_t)(sg_hash(ph, 2) % (uint64_t)(n ? n : 1));
     double amax = 0;
+    /* OUTER_VEC_32F scales: one f32 per row (A) or per column (B) of D. */
+    const float *vec_a = g->vec_a ? sg_dev_span(g->scale_a, (size_t)m * 4) : NULL;
+    const float *vec_b = g->vec_b ? sg_dev_span(g->scale_b, (size_t)n * 4) : NULL;
+    if ((g->vec_a && m && !vec_a) || (g->vec_b && n && !vec_b)) {
+        r = CUDA_ERROR_ILLEGAL_ADDRESS;
+        goto done;
+    }
     for (int64_t b = 0; b < g->batch; b++) {
         const void *a = batch_span(&g->a, b, g->batch);
         const void *bm = batch_span(&g->b, b, g->batch);
@@ -383,7 +391,12 @@ static CUresult run_gemm(void *payload, uint64_t call_index) {
                         acc *= scale_a[i] * scale_b[j];
                     double cv = s.beta != 0 ? sg_load(c, g->c.type, index_of(&g->c, i, j)) : 0;
                     double bv = bias ? sg_load(bias, g->bias_type, (size_t)i) : 0;
-                    out[i + j * m] = epilogue(g, &s, acc, cv, bv, &amax);
+                    scalars se = s;
+                    if (vec_a)
+                        se.sa = sg_load(vec_a, CUDA_R_32F, (size_t)i);
+                    if (vec_b)
+                        se.sb = sg_load(vec_b, CUDA_R_32F, (size_t)j);
+                    out[i + j * m] = epilogue(g, &se, acc, cv, bv, &amax);
                 }
         }
         if (fp.perturb != 0 && b == pb && m && n) {

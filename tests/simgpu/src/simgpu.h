@@ -253,6 +253,7 @@ typedef struct sg_gemm {
     int bias_type;
     int64_t bias_stride;
     uint64_t scale_a, scale_b, scale_c, scale_d, amax_d; /* 0 when unset */
+    int vec_a, vec_b; /* OUTER_VEC_32F: scale_a holds m floats (one per row of D), scale_b n */
 } sg_gemm;
 
 /* Sets accum and input_round for the compute type (and cuBLAS math mode;

@@ -547,6 +547,7 @@ fn honest_sweep_at(
                         Weakness::KTooLarge => assert!(model.acc_terms(k as u64) * model.acc_unit >= 0.5),
                         Weakness::AccumulatorOverflow => assert_eq!(case.call.compute, ComputeType::F16),
                         Weakness::InputOverflow => panic!("no input overflows in this sweep: {cfg:?}"),
+                        Weakness::FastAccumulation => panic!("no fast accumulation in this sweep: {cfg:?}"),
                     }
                 }
                 Verdict::Fail => panic!(
@@ -1653,4 +1654,57 @@ fn an_i8_output_saturates_at_minus_128() {
         let c = check_entry(&call, &s, &e).unwrap();
         assert_eq!(c.verdict, verdict, "alpha {alpha} a {a:?} b {b:?}: {c:?}");
     }
+}
+
+#[test]
+fn fp8_fast_accumulation_makes_claims_beyond_the_f32_model_unverifiable_not_wrong() {
+    // The same fp8 entries with and without FAST_ACCUM: an honest claim passes either
+    // way; a claim beyond the f32-accumulation tolerance fails without the flag and is
+    // unverifiable with it (fast accumulation's error has no public bound).
+    use mmaudit_protocol::call::flags;
+    let mut rng = Rng::new(31);
+    let (mut honest, mut beyond) = (0, 0);
+    for cfg in [
+        cfg(
+            DType::F8E4M3,
+            DType::F8E4M3,
+            DType::BF16,
+            ComputeType::F32,
+            16.0,
+        ),
+        cfg(
+            DType::F8E4M3,
+            DType::F8E5M2,
+            DType::F32,
+            ComputeType::F32,
+            16.0,
+        ),
+    ] {
+        for _ in 0..300 {
+            let k = pick_k(&mut rng).min(1024);
+            let mut case = random_case(&mut rng, &cfg, k, None);
+            let gpu = Gpu::random(&mut rng, k);
+            let claim = simulate(&case, gpu, &mut rng);
+            let plain = check_case(&case, claim);
+            if plain.unverifiable() {
+                continue;
+            }
+            case.call.flags |= flags::FAST_ACCUM;
+            assert!(check_case(&case, claim).passed(), "{cfg:?}");
+            honest += 1;
+            let (r, t) = (plain.reference, plain.tolerance);
+            let Some(w) = outward(cfg.d, r + 1.001 * t, true) else {
+                continue;
+            };
+            assert_eq!(
+                check_case(&case, w).verdict,
+                Verdict::Unverifiable(Weakness::FastAccumulation),
+                "{cfg:?}"
+            );
+            case.call.flags &= !flags::FAST_ACCUM;
+            assert_eq!(check_case(&case, w).verdict, Verdict::Fail, "{cfg:?}");
+            beyond += 1;
+        }
+    }
+    assert!(honest > 300 && beyond > 300, "{honest} {beyond}");
 }
