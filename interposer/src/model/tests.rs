@@ -607,14 +607,14 @@ fn lt_epilogues_bias_and_scales() {
         (4, 6, "PER_BATCH_SCALAR_32F"),
         (0, 99, "99 (unknown)"),
     ] {
-        let mut g = f.clone();
+        let mut g = f;
         g.desc.scale_modes[i] = mode;
         match describe_lt(&g) {
             Err(NotDescribed::Unsupported(why)) => assert!(why.contains(name), "{why}"),
             other => panic!("scale mode {mode}: {other:?}"),
         }
     }
-    let mut g = f.clone();
+    let mut g = f;
     g.desc.d_out_scale = 0x77;
     assert!(matches!(describe_lt(&g), Err(NotDescribed::Unsupported(_))));
 
