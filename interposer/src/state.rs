@@ -5,8 +5,15 @@
 //! Uninit --first hooked call--> Running --internal error--> Disabled --exit--> Finished
 //!    |                             |                                   ^
 //!    +--no key / invalid env--> Off +--------------------exit-----------+
-//!  any --fork (in the child)--> Forked
+//! Running/Disabled --fork (in the child)--> Forked
 //! ```
+//!
+//! A child forked while its parent audits cannot use the GPU (CUDA does not survive
+//! `fork` in a process that used it), so it forwards plainly; the parent's stream gets a
+//! notice for each such fork (the first eight; the total at exit). A child forked before
+//! its parent's first hooked call audits into a stream of its own, as any process does;
+//! a file sink path without `%p` then gets `.PID` appended in the child, so that parent
+//! and child never write the same file.
 //!
 //! Only `Running` audits. Every other state forwards plainly and forever (`Disabled`
 //! still lets the background thread deliver what it holds). Initialisation reads the
@@ -173,6 +180,13 @@ impl Runtime {
                     "{total} calls could not be described in protocol v1; they are ledgered as not modelled (UNMODELLED), not audited: {}",
                     kinds.join("; ")
                 ),
+            ));
+        }
+        let forks = FORKS.load(Ordering::Acquire);
+        if forks > FORK_NOTICES {
+            out.push(notice(
+                NoticeKind::Warning,
+                format!("{forks} child processes were forked in all while auditing ran: GEMM calls they made are not audited"),
             ));
         }
         let failed = self.failed_calls.load(Ordering::Relaxed);
@@ -414,6 +428,9 @@ fn init_inner() -> bool {
         producer: crate::PRODUCER.to_string(),
     };
     let ledger = Arc::new(Ledger::default());
+    let template = std::env::var("MMAUDIT_SINK").unwrap_or_else(|_| config::DEFAULT_SINK.into());
+    let mut config = config;
+    config.sink = child_sink(config.sink, &template, pid);
     let sink = match Sink::open(
         &config.sink,
         &config.key,
@@ -496,9 +513,18 @@ extern "C" fn at_exit() {
     finish();
 }
 
+/// This process was forked from one that had the library loaded.
+static FORK_CHILD: AtomicBool = AtomicBool::new(false);
+/// Forks made while auditing ran.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+/// Fork notices written to the stream; later forks are only counted.
+const FORK_NOTICES: u64 = 8;
+
 extern "C" fn in_fork_child() {
-    let s = STATE.swap(FORKED, Ordering::AcqRel);
+    FORK_CHILD.store(true, Ordering::Release);
+    let s = STATE.load(Ordering::Acquire);
     if s == RUNNING || s == DISABLED {
+        STATE.store(FORKED, Ordering::Release);
         log::raw(
             Level::Info,
             "mmaudit: forked child: auditing is off in this process (the parent's stream continues)\n",
@@ -506,13 +532,66 @@ extern "C" fn in_fork_child() {
     }
 }
 
-fn register_exit_and_fork() {
+extern "C" fn in_fork_parent() {
+    if STATE.load(Ordering::Acquire) != RUNNING {
+        return;
+    }
+    let Some(rt) = RUNTIME.get() else { return };
+    let n = FORKS.fetch_add(1, Ordering::AcqRel) + 1;
+    if n <= FORK_NOTICES {
+        rt.send(Msg::Notice(notice(
+            NoticeKind::Warning,
+            format!(
+                "a child process was forked before call {}: GEMM calls it makes are not audited (a process that has used CUDA cannot use the GPU in a forked child){}",
+                rt.ledger.next_index(),
+                if n == FORK_NOTICES { "; further forks are counted at exit" } else { "" }
+            ),
+        )));
+    }
+}
+
+/// Registers the fork handlers when the library is loaded, so that a child forked
+/// before the first hooked call knows it is one.
+#[cfg(not(test))]
+#[used]
+#[link_section = ".init_array"]
+static INIT_FORK: extern "C" fn() = register_fork;
+
+extern "C" fn register_fork() {
     // SAFETY: registering plain extern "C" functions with no arguments; they stay
     // valid for the life of the process (this library is never unloaded while
     // preloaded).
     unsafe {
+        libc::pthread_atfork(None, Some(in_fork_parent), Some(in_fork_child));
+    }
+}
+
+fn register_exit_and_fork() {
+    // SAFETY: registering a plain extern "C" function with no arguments; it stays
+    // valid for the life of the process.
+    unsafe {
         libc::atexit(at_exit);
-        libc::pthread_atfork(None, None, Some(in_fork_child));
+    }
+}
+
+/// In a forked child, a file sink path that does not name the process (`%p`) gets
+/// `.PID` appended: the parent may write (or later open) the same path.
+fn child_sink(sink: SinkSpec, template: &str, pid: u32) -> SinkSpec {
+    match sink {
+        SinkSpec::File(path) if FORK_CHILD.load(Ordering::Acquire) && !template.contains("%p") => {
+            let mut p = path.into_os_string();
+            p.push(format!(".{pid}"));
+            let path = std::path::PathBuf::from(p);
+            log::emit(
+                Level::Info,
+                &format!(
+                    "forked child: MMAUDIT_SINK does not contain %p, so this process writes {}",
+                    path.display()
+                ),
+            );
+            SinkSpec::File(path)
+        }
+        other => other,
     }
 }
 

@@ -2121,3 +2121,81 @@ fn a_file_sink_on_a_fifo_or_a_full_device_never_holds_up_or_kills_the_program() 
     runs(&fifo, "Broken pipe");
     assert_eq!(&reader.join().expect("the reader")[..8], b"MMAUDIT\0");
 }
+
+// ---------------------------------------------------------------------------
+// fork()
+
+#[test]
+fn a_child_forked_before_the_first_gemm_audits_into_its_own_stream() {
+    let exe = compile("audit_fork");
+    let reference = reference(&exe, &["--early"], None);
+    // With %p in the sink, and with a fixed path (the child's gets `.PID` appended):
+    // two captures, one per process, each passing with its own 12 calls.
+    for (name, template) in [("fork-early", "capture-%p.mma"), ("fork-fixed", "run.mma")] {
+        let dir = scratch(name);
+        let sink = format!("file:{}/{template}", dir.display());
+        let run = run(&exe, &["--early"], &audit_env(&sink, EVERY_CALL, None));
+        assert_eq!(run.code, Some(0), "{}", run.transcript());
+        assert_eq!(run.hash(), reference.hash(), "{}", run.transcript());
+        assert_eq!(
+            run.field("child-status").trim(),
+            "0",
+            "{}",
+            run.transcript()
+        );
+        let child = run.field("child-pid").trim().to_string();
+        let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("list")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|f| f.to_string_lossy().contains(".mma"))
+            })
+            .collect();
+        assert_eq!(files.len(), 2, "{files:?}\n{}", run.transcript());
+        assert!(
+            files.iter().any(|f| f.to_string_lossy().contains(&child)),
+            "no capture names the child {child}: {files:?}"
+        );
+        for f in &files {
+            let c = check(std::slice::from_ref(f), &dir);
+            assert_eq!(c.code, Some(0), "{}\n{}", f.display(), c.text);
+            assert_eq!(c.n("calls"), 12, "{}", c.text);
+            assert_eq!(c.n("verified"), 12, "{}", c.text);
+        }
+    }
+}
+
+#[test]
+fn a_fork_while_auditing_is_named_in_the_parents_stream() {
+    // The child of a process that used CUDA cannot use the GPU; the parent's stream
+    // says that a child was forked, and where.
+    let exe = compile("audit_fork");
+    let reference = reference(&exe, &["--late"], None);
+    let a = audit("fork-late", &exe, &["--late"], EVERY_CALL, None, &[]);
+    assert_honest_pass(&a, &reference);
+    let notices: Vec<&str> = a.check.json["streams"][0]["notices"]
+        .as_array()
+        .expect("notices")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.starts_with("a child process was forked before call 12")),
+        "{notices:#?}\n{}",
+        a.context()
+    );
+    // Absent: without a fork, no such notice (the early run's parent forks before
+    // auditing starts, so its stream has none either).
+    let dir = scratch("fork-none");
+    let sink = format!("file:{}/capture-%p.mma", dir.display());
+    let run = run(&exe, &["--early"], &audit_env(&sink, EVERY_CALL, None));
+    assert_eq!(run.code, Some(0), "{}", run.transcript());
+    for f in captures_in(&dir) {
+        let c = check(std::slice::from_ref(&f), &dir);
+        let text = c.json.to_string();
+        assert!(!text.contains("forked"), "{text}");
+    }
+}
