@@ -24,6 +24,9 @@ cargo test --release --workspace
 step "lints"
 cargo clippy --release --workspace --all-targets -- -D warnings
 
+step "GPU check scripts (syntax, imports without PyTorch, dry run)"
+bash scripts/gpu-check-selftest.sh
+
 step "demo"
 bash scripts/demo.sh
 

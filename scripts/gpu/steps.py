@@ -1,0 +1,706 @@
+"""The step runners of the GPU check (standard library only).
+
+    steps.py STEP --ctx OUTDIR/work/ctx.json --deadline EPOCH_SECONDS
+
+Each runner starts the workloads (wl_*.py) with and without libmmaudit.so, runs
+`mmaudit-verify check` on the captures and records its findings as checks in
+OUTDIR/steps/STEP.json (True pass, False fail, None could not be determined), with
+tables and notes for the report. orchestrate.py runs each under `timeout`.
+"""
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import sys
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import (  # noqa: E402
+    REPO, Ctx, Deadline, Result, audited_env, cublas_log_counts, failure_text, gemm_trace,
+    install_termination, lt_log_counts, median_spread, plain_env, python_has, read_json, rel,
+    run_capture, run_child, say, sha256_file, verdict_line, verify, workload,
+)
+
+FULL_RATES = {"CALL_RATE": 1, "ROW_RATE": 0.05, "COL_RATE": 0.02, "BATCH_RATE": 1}
+
+
+def ran(res, run, what):
+    """True when the child succeeded; otherwise records a failed check."""
+    if run["rc"] == 0 and not run["timed_out"]:
+        return True
+    res.check(what, False, failure_text(run, what))
+    return False
+
+
+def verdict_check(res, name, v, expect="pass"):
+    if v.get("verdict") == "error":
+        res.check(name, False, verdict_line(v))
+    else:
+        res.check(name, v.get("verdict") == expect, verdict_line(v))
+
+
+def api_logs(prefix):
+    """Environment for cuBLAS and cuBLASLt API logging into PREFIX.cublas.log and
+    PREFIX.cublaslt.log (logs of an earlier run are removed first)."""
+    for suffix in (".cublas.log", ".cublaslt.log"):
+        if os.path.exists(prefix + suffix):
+            os.remove(prefix + suffix)
+    return {
+        "CUBLAS_LOGINFO_DBG": "1",
+        "CUBLAS_LOGDEST_DBG": prefix + ".cublas.log",
+        "CUBLASLT_LOG_LEVEL": "5",
+        "CUBLASLT_LOG_MASK": "16",
+        "CUBLASLT_LOG_FILE": prefix + ".cublaslt.log",
+    }
+
+
+def count_check(res, name, ledger, prefix, others=None):
+    """Compares the ledger's call count with the cuBLAS/cuBLASLt API logs written with
+    api_logs(prefix); `others` are further counts shown for reference, and the first
+    of them is the comparison when both logs are empty. Returns the trace counts."""
+    cb = cublas_log_counts(prefix + ".cublas.log")
+    lt = lt_log_counts(prefix + ".cublaslt.log")
+    hooked, unhooked = gemm_trace(cb, lt)
+    traced = sum(hooked.values())
+    logged_anything = bool(cb) or bool(lt)
+    text = "ledger %s; API logs %s (%s; of %s cuBLAS and %s cuBLASLt API calls logged)" % (
+        ledger, traced, ", ".join("%s %d" % kv for kv in sorted(hooked.items())) or "none",
+        sum((cb or {}).values()), sum((lt or {}).values()))
+    for label, n in (others or {}).items():
+        text += "; %s %s" % (label, n)
+    fallback = [(label, n) for label, n in (others or {}).items() if isinstance(n, int)]
+    if ledger is None:
+        res.check(name, False, text + "; no ledger count (the verifier did not run)")
+    elif logged_anything:
+        res.check(name, ledger == traced, text)
+    elif fallback:
+        label, n = fallback[0]
+        res.check(name, ledger == n, text + "; both API logs were empty, compared with " + label)
+    else:
+        res.check(name, None, text + "; both API logs were empty: no independent count")
+    if unhooked:
+        res.check(name + ": no GEMM through an entry point the library does not hook", False,
+                  ", ".join("%s %d" % kv for kv in sorted(unhooked.items())))
+    return {"hooked": hooked, "unhooked": unhooked,
+            "cublas_functions": dict(cb or {}), "cublaslt_functions": dict(lt or {})}
+
+
+def find_tool(name):
+    path = shutil.which(name)
+    if path:
+        return path
+    for pattern in ("/usr/local/cuda/bin/" + name, "/usr/local/cuda-*/bin/" + name,
+                    "/opt/nvidia/nsight-compute/*/" + name):
+        hits = sorted(glob.glob(pattern))
+        if hits:
+            return hits[-1]
+    return None
+
+
+def ensure_model(ctx, res, dl):
+    """The model's safetensors file, made once per output directory; None on failure."""
+    path = os.path.join(ctx.work, "model.safetensors")
+    if os.path.exists(path):
+        return path
+    run = run_child(ctx, res.d["step"], "make-model",
+                    workload(ctx, "wl_llama.py", "make-model", "--weights", path + ".part"),
+                    env=plain_env(), timeout=dl.budget(30))
+    if not ran(res, run, "model weights written"):
+        return None
+    os.replace(path + ".part", path)
+    with open(run["log"]) as f:
+        res.note(f.read().splitlines()[-1].replace(path + ".part", rel(path)))
+    return path
+
+
+# --- env -----------------------------------------------------------------------------
+
+
+def step_env(ctx, res, dl):
+    m = {}
+    smi = run_capture(ctx, "env", "nvidia-smi-query",
+                      ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap",
+                       "--format=csv,noheader"], env=plain_env(), timeout=dl.budget(10))
+    if ran(res, smi, "nvidia-smi"):
+        fields = [x.strip() for x in smi["out"].strip().splitlines()[0].split(",")]
+        m.update(zip(("gpu", "driver", "gpu_memory", "compute_capability"), fields))
+        full = run_capture(ctx, "env", "nvidia-smi", ["nvidia-smi"], env=plain_env(), timeout=dl.budget(10))
+        hit = re.search(r"CUDA Version:\s*([\d.]+)", full["out"])
+        if hit:
+            m["driver_cuda"] = hit.group(1)
+    out = os.path.join(ctx.work, "env.json")
+    run = run_child(ctx, "env", "versions", workload(ctx, "wl_env.py", "--result", out),
+                    env=plain_env(), timeout=dl.budget(20, reserve=8))
+    if ran(res, run, "PyTorch sees the GPU"):
+        info = read_json(out) or {}
+        m["python"] = info.get("python")
+        m["torch"] = info.get("torch")
+        m["torch_cuda"] = info.get("torch_cuda")
+        m["torch_gpu"] = info.get("gpu")
+        m["multiprocessors"] = info.get("multiprocessors")
+        m["preferred_blas"] = info.get("preferred_blas")
+        lv = info.get("library_versions") or {}
+        m["cublas"] = lv.get("cublas")
+        m["cublasLt"] = lv.get("cublasLt")
+        m["cudart"] = lv.get("cudart")
+        m["cuda_driver_api"] = lv.get("cuda_driver_api")
+        m["libraries"] = info.get("libraries")
+        m["packages"] = info.get("packages")
+        res.check("PyTorch sees the GPU", bool(info.get("cuda_available")),
+                  "%s, capability %s" % (info.get("gpu"), info.get("capability")))
+    # The library preloaded without a key: it must forward every call and say so.
+    probe = "import torch; a = torch.ones(64, 64, device='cuda'); print((a @ a).sum().item())"
+    run = run_capture(ctx, "env", "preload-without-key", [ctx.python, "-c", probe],
+                      env=dict(plain_env(), LD_PRELOAD=ctx.lib), timeout=dl.budget(15, reserve=3))
+    if ran(res, run, "libmmaudit.so preloaded into PyTorch without a key"):
+        said = "auditing is off" in run["out"]
+        right = "262144.0" in run["out"]
+        res.check("libmmaudit.so preloaded into PyTorch without a key", said and right,
+                  "GEMM result %s; %s" % ("right" if right else "WRONG",
+                                          "says auditing is off" if said else "no 'auditing is off' message"))
+    ver = run_capture(ctx, "env", "verifier-version", [ctx.verifier, "--version"], env=plain_env(), timeout=10)
+    if ran(res, ver, "mmaudit-verify runs"):
+        m["verifier"] = ver["out"].strip()
+        res.check("mmaudit-verify runs", True, m["verifier"])
+    for tool in ("ncu", "compute-sanitizer"):
+        path = find_tool(tool)
+        if path:
+            v = run_capture(ctx, "env", tool + "-version", [path, "--version"], env=plain_env(), timeout=dl.budget(15))
+            lines = [l for l in v["out"].splitlines() if l.strip()]
+            m[tool] = "%s (%s)" % (lines[-1].strip() if lines else "?", path)
+        else:
+            m[tool] = "not installed"
+    m["binaries"] = {os.path.basename(p): {"sha256": sha256_file(p), "bytes": os.path.getsize(p)}
+                     for p in (ctx.lib, ctx.verifier)}
+    git = run_capture(ctx, "env", "git", ["git", "-C", REPO, "rev-parse", "HEAD"], env=plain_env(), timeout=10) \
+        if shutil.which("git") else None
+    m["commit"] = git["out"].strip() if git and git["rc"] == 0 else None
+    res.detail("machine", m)
+    res.summary("%s, driver %s (CUDA %s), cuBLAS %s, PyTorch %s" % (
+        m.get("gpu"), m.get("driver"), m.get("driver_cuda"), m.get("cublas"), m.get("torch")))
+
+
+# --- ops -----------------------------------------------------------------------------
+
+
+def step_ops(ctx, res, dl):
+    rows, per_op = [], {}
+    for lt in ("0", "1"):
+        tag = "cublaslt=" + lt
+        prefix = os.path.join(ctx.work, "ops-lt" + lt)
+        cap, aud_json, ref_json = prefix + ".mma", prefix + "-audited.json", prefix + "-plain.json"
+        extra = dict(api_logs(prefix), TORCH_BLAS_PREFER_CUBLASLT=lt)
+        aud = run_child(ctx, "ops", "audited-lt" + lt, workload(ctx, "wl_ops.py", "--result", aud_json),
+                        env=audited_env(ctx, cap, FULL_RATES, extra), timeout=dl.budget(25, reserve=5))
+        ref = run_child(ctx, "ops", "plain-lt" + lt,
+                        workload(ctx, "wl_ops.py", "--no-profiler", "--result", ref_json),
+                        env=plain_env({"TORCH_BLAS_PREFER_CUBLASLT": lt}), timeout=dl.budget(20, reserve=3))
+        # `&`, not `and`: both runs get their check
+        if not (ran(res, aud, tag + ": ops under the library") & ran(res, ref, tag + ": ops without the library")):
+            continue
+        a, r = read_json(aud_json), read_json(ref_json)
+        v = verify(ctx, "ops", "lt" + lt, cap, timeout=dl.budget(20))
+        verdict_check(res, tag + ": verifier at call rate 1.0", v)
+        prof = (a.get("profiler") or {})
+        counts = count_check(res, tag + ": ledger calls = cuBLAS/cuBLASLt API log", v.get("calls"), prefix,
+                             {"torch.profiler GEMM ops": prof.get("gemm_ops", "n/a (%s)" % prof.get("error")),
+                              "ops issued": a.get("issued")})
+        # outputs with and without the library
+        ref_ops = {(o["op"], o["precision"]): o for o in r["ops"]}
+        same, differ, lib_only_errors, not_run = 0, [], [], []
+        for o in a["ops"]:
+            key = (o["op"], o["precision"])
+            p = ref_ops.get(key, {})
+            cell = per_op.setdefault(key, {})
+            if "error" in o and "error" in p:
+                not_run.append("%s %s (%s)" % (o["precision"], o["op"], o["error"][:120]))
+                cell[lt] = "not run: " + o["error"][:80]
+            elif "error" in o:
+                lib_only_errors.append("%s %s: %s" % (o["precision"], o["op"], o["error"][:160]))
+                cell[lt] = "error only under the library"
+            elif "error" in p:
+                not_run.append("%s %s (fails without the library: %s)" % (o["precision"], o["op"], p["error"][:100]))
+                cell[lt] = "fails without the library"
+            elif o.get("sha256") == p.get("sha256"):
+                same += 1
+                cell[lt] = "identical"
+            else:
+                differ.append("%s %s" % (o["precision"], o["op"]))
+                cell[lt] = "DIFFERS"
+        if differ and dl.left() > 12:
+            again = run_child(ctx, "ops", "plain-again-lt" + lt,
+                              workload(ctx, "wl_ops.py", "--no-profiler", "--result", ref_json + ".2"),
+                              env=plain_env({"TORCH_BLAS_PREFER_CUBLASLT": lt}), timeout=dl.budget(15))
+            r2 = read_json(ref_json + ".2") if again["rc"] == 0 else None
+            if r2:
+                r2_ops = {(o["op"], o["precision"]): o for o in r2["ops"]}
+                unstable = [k for k in ref_ops if ref_ops[k].get("sha256") != r2_ops.get(k, {}).get("sha256")]
+                res.note("%s: two runs without the library gave %s" % (
+                    tag, "different outputs for %d ops (cuBLAS not deterministic here)" % len(unstable)
+                    if unstable else "identical outputs: the differences come with the library"))
+        res.check(tag + ": outputs bit-identical with and without the library", not differ,
+                  "%d identical%s" % (same, "; differ: " + ", ".join(differ) if differ else ""))
+        if lib_only_errors:
+            res.check(tag + ": no op fails only under the library", False, "; ".join(lib_only_errors))
+        if not_run:
+            res.note("%s: not run (also without the library): %s" % (tag, "; ".join(not_run)))
+        res.detail(tag, {"verifier": v, "trace": counts, "profiler": prof,
+                         "preferred_blas": a.get("preferred_blas"),
+                         "reduced_precision_reduction": {"fp16": a.get("fp16_reduced_precision_reduction"),
+                                                         "bf16": a.get("bf16_reduced_precision_reduction")}})
+        rows.append([lt, a.get("preferred_blas"), v.get("verdict", "?").upper(), v.get("calls"),
+                     sum(counts["hooked"].values()), prof.get("gemm_ops", "n/a"), a.get("issued"),
+                     "%d/%d" % (same, same + len(differ))])
+    res.table("Per configuration", ["TORCH_BLAS_PREFER_CUBLASLT", "PyTorch BLAS", "verdict", "ledger calls",
+                                    "API log calls", "profiler GEMM ops", "ops issued", "outputs identical"], rows)
+    odd = [[k[1], k[0], c.get("0", "-"), c.get("1", "-")] for k, c in per_op.items()
+           if set(c.values()) != {"identical"}]
+    res.note("%d of %d ops gave bit-identical outputs with and without the library in every configuration run" % (
+        len(per_op) - len(odd), len(per_op)))
+    if odd:
+        res.table("Ops not identical in every configuration", ["precision", "op", "cublaslt=0", "cublaslt=1"], odd)
+    res.summary("; ".join("lt=%s %s, ledger %s, API log %s, outputs identical %s" % (r[0], r[2], r[3], r[4], r[7])
+                          for r in rows))
+
+
+# --- llama ---------------------------------------------------------------------------
+
+
+def step_llama(ctx, res, dl):
+    weights = ensure_model(ctx, res, dl)
+    if not weights:
+        return
+    rows = []
+    for batch in (1, 16):
+        tag = "batch %d" % batch
+        cap = os.path.join(ctx.work, "llama-b%d.mma" % batch)
+        out = os.path.join(ctx.work, "llama-b%d.json" % batch)
+        run = run_child(ctx, "llama", "eager-b%d" % batch,
+                        workload(ctx, "wl_llama.py", "eager", "--weights", weights, "--batch", batch,
+                                 "--prefill", 2048, "--decode", 128, "--result", out),
+                        env=audited_env(ctx, cap), timeout=dl.budget(25, reserve=5))
+        if not ran(res, run, tag + ": prefill 2048 + decode 128 under the library"):
+            continue
+        w = read_json(out)
+        v = verify(ctx, "llama", "b%d" % batch, cap, timeout=dl.budget(20), weights=weights, require_weights=True)
+        verdict_check(res, tag + ": verifier with --weights --require-weights (default rates)", v)
+        if v.get("verdict") == "error":
+            continue
+        res.check(tag + ": ledger calls = F.linear calls", v.get("calls") == w["gemm_calls"],
+                  "ledger %s, model %s" % (v.get("calls"), w["gemm_calls"]))
+        wt = v.get("weights") or {}
+        res.check(tag + ": weight tensors named in the report", bool(wt.get("tensors_used")),
+                  "%s of %s judged sampled calls matched a held tensor; %s tensors named" % (
+                      wt.get("matched"), wt.get("judged"), wt.get("tensors_used")))
+        if v.get("failure_kinds", {}).get("precision lower than declared") and dl.left() > 25:
+            precision_diagnosis(ctx, res, dl, tag, batch, weights)
+        res.detail(tag, {"workload": w, "verifier": v})
+        rows.append([batch, "%.2f" % w["prefill_s"], "%.2f" % w["decode_s"], v.get("verdict", "?").upper(),
+                     v.get("calls"), v.get("sampled"), v.get("verified"), wt.get("matched"), wt.get("tensors_used"),
+                     "%.3g" % (v.get("worst_tolerance_ratio") or 0), "%.3g" % (v.get("worst_precision_ratio") or 0)])
+    res.table("Eager prefill 2048 + decode 128 (default rates)",
+              ["batch", "prefill s", "decode s", "verdict", "ledger calls", "sampled", "verified",
+               "weights matched", "tensors named", "worst err/tol", "worst err/precision bound"], rows)
+    res.summary("; ".join("batch %s %s (%s calls, %s sampled, %s tensors)" % (r[0], r[3], r[4], r[5], r[8])
+                          for r in rows))
+
+
+def precision_diagnosis(ctx, res, dl, tag, batch, weights):
+    """'Precision lower than declared' on an honest run. PyTorch lets cuBLAS reduce
+    split-k partial sums in bf16 by default, which the declared-precision bound does not
+    model (docs/THREAT-MODEL.md): the same run with that disallowed tells whether it is
+    the cause."""
+    cap = os.path.join(ctx.work, "llama-b%d-norpr.mma" % batch)
+    out = os.path.join(ctx.work, "llama-b%d-norpr.json" % batch)
+    run = run_child(ctx, "llama", "eager-b%d-norpr" % batch,
+                    workload(ctx, "wl_llama.py", "eager", "--weights", weights, "--batch", batch, "--prefill", 2048,
+                             "--decode", 128, "--no-reduced-precision-reduction", "--result", out),
+                    env=audited_env(ctx, cap), timeout=dl.budget(20, reserve=5))
+    if run["rc"] != 0:
+        res.note(tag + ": diagnosis run: " + failure_text(run, "wl_llama.py eager"))
+        return
+    v = verify(ctx, "llama", "b%d-norpr" % batch, cap, timeout=dl.budget(15), weights=weights, require_weights=True)
+    res.note("%s: 'precision lower than declared' on an honest run; the same run with "
+             "allow_bf16_reduced_precision_reduction = False: %s" % (tag, verdict_line(v)))
+    res.detail(tag + " without reduced-precision reductions", v)
+
+
+# --- graphs --------------------------------------------------------------------------
+
+
+def step_graphs(ctx, res, dl):
+    weights = ensure_model(ctx, res, dl)
+    if not weights:
+        return
+    base = ["graph", "--weights", weights, "--prefill", 2048, "--decode", 128]
+    cap = os.path.join(ctx.work, "graphs.mma")
+    out, plain_out = os.path.join(ctx.work, "graphs.json"), os.path.join(ctx.work, "graphs-plain.json")
+    run = run_child(ctx, "graphs", "audited", workload(ctx, "wl_llama.py", *base, "--result", out),
+                    env=audited_env(ctx, cap), timeout=dl.budget(25, reserve=10))
+    plain = run_child(ctx, "graphs", "plain", workload(ctx, "wl_llama.py", *base, "--result", plain_out),
+                      env=plain_env(), timeout=dl.budget(20, reserve=8))
+    # `&`, not `and`: both runs get their check
+    both = ran(res, run, "capture and replay under the library") & ran(res, plain, "capture and replay without it")
+    g = read_json(out) if run["rc"] == 0 else None
+    p = read_json(plain_out) if plain["rc"] == 0 else None
+    for label, x in (("under the library", g), ("without the library", p)):
+        for b, r in (x or {}).get("batches", {}).items():
+            res.check("batch %s, %s: replayed logits bit-identical to eager" % (b, label),
+                      r["eager_vs_graph_identical"], "128 steps" if r["eager_vs_graph_identical"] else
+                      "max |diff| %s from step %s" % (r.get("max_abs_diff"), r.get("first_differing_step")))
+    if both:
+        same = all(p["batches"][b]["graph_logits_sha256"] == r["graph_logits_sha256"] and
+                   p["batches"][b]["eager_logits_sha256"] == r["eager_logits_sha256"]
+                   for b, r in g["batches"].items())
+        res.check("eager and graph logits identical with and without the library", same)
+    if g:
+        v = verify(ctx, "graphs", "sync", cap, timeout=dl.budget(20, reserve=6), weights=weights,
+                   require_weights=True)
+        gr = v.get("graphs") or {}
+        calls = g["gemm_calls"]
+        verdict_check(res, "verifier with --weights --require-weights (coverage as it reports it)", v)
+        res.summary(verdict_line(v))
+        res.table("Coverage of graph decode (batches 1 and 16, host reads each token)",
+                  ["", "eager", "capture records", "replayed", "replayed sampled", "replayed verified",
+                   "replayed, not audited"],
+                  [["ledger (verifier)", gr.get("eager"), gr.get("capture_records"), gr.get("replayed"),
+                    gr.get("replayed_sampled"), gr.get("replayed_verified"), gr.get("replayed_not_audited")],
+                   ["issued by the model", calls["eager"], calls["captured"], calls["replayed"], "", "", ""]])
+        res.detail("sync", {"workload": g, "verifier": v, "without_library": p})
+    # Replays queued back to back (no host read between steps): the library keeps at
+    # most 16 replays with samples in flight per executable graph; reported, not judged.
+    cap2, out2 = os.path.join(ctx.work, "graphs-nosync.mma"), os.path.join(ctx.work, "graphs-nosync.json")
+    run = run_child(ctx, "graphs", "audited-nosync",
+                    workload(ctx, "wl_llama.py", *base, "--batches", "16", "--no-sync", "--result", out2),
+                    env=audited_env(ctx, cap2), timeout=dl.budget(20, reserve=4))
+    if run["rc"] == 0:
+        v2 = verify(ctx, "graphs", "nosync", cap2, timeout=dl.budget(15), weights=weights, require_weights=True)
+        g2 = read_json(out2) or {}
+        same = all(r["eager_vs_graph_identical"] for r in g2.get("batches", {}).values())
+        res.note("128 replays queued without host sync (batch 16): logits %s eager; %s" % (
+            "identical to" if same else "DIFFERENT from", verdict_line(v2)))
+        res.detail("nosync", {"workload": g2, "verifier": v2})
+    else:
+        res.note("queued-replay run: " + failure_text(run, "wl_llama.py graph --no-sync"))
+
+
+# --- faults --------------------------------------------------------------------------
+
+
+def step_faults(ctx, res, dl):
+    weights = ensure_model(ctx, res, dl)
+    if not weights:
+        return
+    for kind in ("swap", "row"):
+        cap, out = os.path.join(ctx.work, "fault-%s.mma" % kind), os.path.join(ctx.work, "fault-%s.json" % kind)
+        run = run_child(ctx, "faults", kind,
+                        workload(ctx, "wl_llama.py", "fault", "--kind", kind, "--weights", weights,
+                                 "--prefill", 256, "--decode", 128, "--result", out),
+                        env=audited_env(ctx, cap), timeout=dl.budget(20, reserve=4))
+        what = {"swap": "weights swapped mid-run", "row": "hidden-state row altered between layers"}[kind]
+        if not ran(res, run, what + ": run"):
+            continue
+        f = read_json(out)
+        v = verify(ctx, "faults", kind, cap, timeout=dl.budget(15), weights=weights, require_weights=True)
+        res.check(what + ": the fault changed the model's outputs", f["outputs_changed"],
+                  "from decode step %s, max |logit change| %.3g" % (f["first_changed_step"], f["max_logit_change"]))
+        kinds = v.get("failure_kinds") or {}
+        if kind == "swap":
+            rate = (v.get("rates_ppm") or [100000])[0] / 1e6
+            p = 1 - (1 - rate) ** f["calls_with_swapped_weight"]
+            caught = v.get("verdict") == "fail" and "unknown weights" in kinds
+            res.check(what + ": caught (expected: FAIL, unknown weights)", caught,
+                      "%s; %d calls used the swapped %s after step %d, each sampled with probability %g: "
+                      "P(caught) = %.4f" % (verdict_line(v), f["calls_with_swapped_weight"], f["swapped_tensor"],
+                                             f["fault_at_step"], rate, p))
+            others = sorted(set(kinds) - {"unknown weights"})
+            if others:
+                res.note("swap: other failure kinds as well: %s (the swapped GEMMs are arithmetically right; "
+                         "only weight identity should object)" % ", ".join(others))
+        else:
+            res.check(what + ": audit outcome as expected (PASS: not caught)", v.get("verdict") == "pass",
+                      "%s. Expected: the row is changed by an element-wise op after the GEMMs that produced it "
+                      "were gathered, and the next GEMMs are computed correctly from the altered activations; "
+                      "work outside cuBLAS is not audited (docs/THREAT-MODEL.md)" % verdict_line(v))
+        res.detail(kind, {"workload": f, "verifier": v})
+    res.summary("swap: %s; row: %s" % tuple(
+        "ok" if all(c["ok"] for c in res.d["checks"] if c["name"].startswith(w)) else "see checks"
+        for w in ("weights swapped", "hidden-state row")))
+
+
+# --- jax -----------------------------------------------------------------------------
+
+JAX_CUBLAS_FLAGS = "--xla_gpu_enable_triton_gemm=false --xla_gpu_enable_command_buffer= --xla_gpu_autotune_level=0"
+
+
+def run_jax(ctx, res, dl, name, env, out):
+    """Runs wl_jax.py; if XLA rejects a flag, drops it and runs once more."""
+    run = run_child(ctx, "jax", name, workload(ctx, "wl_jax.py", "--result", out), env=env,
+                    timeout=dl.budget(20, reserve=4))
+    if run["rc"] != 0 and "XLA_FLAGS" in env:
+        with open(run["log"], errors="replace") as f:
+            bad = set(re.findall(r"--(xla_\w+)", "".join(l for l in f if "nknown flag" in l)))
+        if bad:
+            env = dict(env, XLA_FLAGS=" ".join(fl for fl in env["XLA_FLAGS"].split()
+                                                 if fl.lstrip("-").split("=")[0] not in bad))
+            res.note("%s: XLA does not know %s; ran again without" % (name, ", ".join(sorted(bad))))
+            run = run_child(ctx, "jax", name + "-again", workload(ctx, "wl_jax.py", "--result", out), env=env,
+                            timeout=dl.budget(20, reserve=4))
+    return run, env
+
+
+def step_jax(ctx, res, dl):
+    if not python_has("jax"):
+        res.skip("jax not installed")
+        return
+    common = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    rows = []
+    for variant, flags in (("cublas", JAX_CUBLAS_FLAGS), ("default", None)):
+        prefix = os.path.join(ctx.work, "jax-" + variant)
+        extra = dict(common, **api_logs(prefix))
+        if flags:
+            extra["XLA_FLAGS"] = flags
+        cap, out = prefix + ".mma", prefix + ".json"
+        run, env = run_jax(ctx, res, dl, variant, audited_env(ctx, cap, FULL_RATES, extra), out)
+        label = "XLA %s" % ("cuBLAS-only flags" if flags else "default flags")
+        if not ran(res, run, label + ": jitted jnp.dot under the library"):
+            continue
+        j = read_json(out)
+        v = verify(ctx, "jax", variant, cap, timeout=dl.budget(10))
+        # The library writes nothing in a process that never reached a hooked GEMM.
+        ledger = 0 if v.get("no_capture") else v.get("calls")
+        cb, lt = cublas_log_counts(prefix + ".cublas.log"), lt_log_counts(prefix + ".cublaslt.log")
+        hooked, _ = gemm_trace(cb, lt)
+        traced = sum(hooked.values())
+        if ledger == 0 and traced == 0:
+            res.note("%s: gap, not audited: XLA computed %d jnp.dot executions without any cuBLAS or cuBLASLt "
+                     "GEMM call (its own Triton or emitted kernels, or cuBLAS reached through CUDA graphs "
+                     "built by XLA); the ledger is empty" % (label, j["executions"]))
+        else:
+            count_check(res, label + ": ledger calls = cuBLAS/cuBLASLt API log", ledger, prefix,
+                        {"executions": j["executions"]})
+            verdict_check(res, label + ": verifier at call rate 1.0", v)
+        if flags:
+            plain_out = prefix + "-plain.json"
+            pr = run_child(ctx, "jax", variant + "-plain", workload(ctx, "wl_jax.py", "--result", plain_out),
+                           env=plain_env(dict(common, XLA_FLAGS=env.get("XLA_FLAGS", ""))),
+                           timeout=dl.budget(20, reserve=2))
+            if ran(res, pr, label + ": the same without the library"):
+                p = read_json(plain_out)
+                res.check(label + ": output bit-identical with and without the library", p["sha256"] == j["sha256"])
+        res.detail(variant, {"workload": j, "verifier": v, "api_log": hooked, "xla_flags": env.get("XLA_FLAGS")})
+        rows.append([label, j["executions"], ledger, traced, v.get("verdict", "?").upper()])
+    res.table("JAX jnp.dot bf16 (jitted), call rate 1.0", ["XLA", "executions", "ledger calls",
+                                                           "API log GEMM calls", "verdict"], rows)
+    res.summary("; ".join("%s: %s calls, %s" % (r[0], r[2], r[4]) for r in rows))
+
+
+# --- cupy ----------------------------------------------------------------------------
+
+
+def step_cupy(ctx, res, dl):
+    if not python_has("cupy"):
+        res.skip("cupy not installed")
+        return
+    prefix = os.path.join(ctx.work, "cupy")
+    cap, out, plain_out = prefix + ".mma", prefix + ".json", prefix + "-plain.json"
+    run = run_child(ctx, "cupy", "audited", workload(ctx, "wl_cupy.py", "--result", out),
+                    env=audited_env(ctx, cap, FULL_RATES, api_logs(prefix)), timeout=dl.budget(12, reserve=4))
+    plain = run_child(ctx, "cupy", "plain", workload(ctx, "wl_cupy.py", "--result", plain_out),
+                      env=plain_env(), timeout=dl.budget(10, reserve=3))
+    # `&`, not `and`: both runs get their check
+    if not (ran(res, run, "cupy.matmul under the library") & ran(res, plain, "cupy.matmul without the library")):
+        return
+    c, p = read_json(out), read_json(plain_out)
+    v = verify(ctx, "cupy", "matmul", cap, timeout=dl.budget(10))
+    verdict_check(res, "verifier at call rate 1.0", v)
+    ledger = 0 if v.get("no_capture") else v.get("calls")  # no file: no hooked GEMM was reached
+    count_check(res, "ledger calls = cuBLAS API log", ledger, prefix, {"ops issued": c["issued"]})
+    pops = {o["op"]: o for o in p["ops"]}
+    differ = [o["op"] for o in c["ops"] if o.get("sha256") != pops.get(o["op"], {}).get("sha256")]
+    res.check("outputs bit-identical with and without the library", not differ,
+              ", ".join(differ) if differ else "%d ops" % len(c["ops"]))
+    res.detail("cupy", {"workload": c, "verifier": v})
+    res.summary("CuPy %s: %s" % (c.get("cupy"), verdict_line(v)))
+
+
+# --- overhead ------------------------------------------------------------------------
+
+
+def step_overhead(ctx, res, dl):
+    modes = ["off", "default", "full"]
+    rounds = 3
+    runs = {m: [] for m in modes}
+    last_capture = {}
+    reserve = 12  # for the two verifications at the end
+    for r in range(rounds):
+        order = modes[r:] + modes[:r]  # rotate, so that no mode always runs first
+        for mode in order:
+            if dl.left() - reserve < 8:
+                res.note("time limit near: round %d, %s and the runs after it were not started" % (r + 1, mode))
+                break
+            out = os.path.join(ctx.work, "overhead-%s-%d.json" % (mode, r))
+            cap = os.path.join(ctx.work, "overhead-%s-%d.mma" % (mode, r))
+            args = ["bench", "--prefill", 2048, "--decode", 64, "--result", out]
+            args += ["--profile"] if mode != "off" and r == rounds - 1 else []
+            if mode == "off":
+                env = plain_env()
+            else:
+                env = audited_env(ctx, cap, {"CALL_RATE": 1} if mode == "full" else None)
+                last_capture[mode] = cap
+            run = run_child(ctx, "overhead", "%s-%d" % (mode, r), workload(ctx, "wl_llama.py", *args),
+                            env=env, timeout=dl.budget(20, reserve=reserve))
+            if run["rc"] == 0:
+                runs[mode].append(read_json(out))
+            else:
+                res.check("overhead run %s, round %d" % (mode, r + 1), False, failure_text(run, "bench"))
+    res.detail("runs", runs)
+
+    def stat(mode, key):
+        return median_spread([x.get(key) for x in runs[mode]])
+
+    def cell(s, fmt):
+        return "-" if not s else (fmt % s[0]) + " [" + (fmt % s[1]) + " - " + (fmt % s[2]) + "]"
+
+    rows = []
+    for key, label, fmt, higher_better in (("prefill_tok_s", "prefill tokens/s (batch 1 x 2048)", "%.0f", True),
+                                           ("decode_tok_s", "decode tokens/s (batch 16)", "%.0f", True),
+                                           ("tiny_gemm_host_us", "host us per 64x64 GEMM call", "%.2f", False)):
+        base = stat("off", key)
+        row = [label] + [cell(stat(m, key), fmt) for m in modes]
+        for m in ("default", "full"):
+            s = stat(m, key)
+            if base and s and base[0]:
+                change = (s[0] - base[0]) / base[0] * 100
+                row.append("%+.1f%%" % change if key != "tiny_gemm_host_us" else "%+.2f us" % (s[0] - base[0]))
+            else:
+                row.append("-")
+        rows.append(row)
+    res.table("Median [min - max] of %d alternating rounds" % rounds,
+              ["metric", "without library", "default rates", "call rate 1.0", "default vs without",
+               "rate 1.0 vs without"], rows)
+    grows = []
+    for m in ("default", "full"):
+        g = next((x.get("gather") for x in runs[m] if x.get("gather")), None)
+        if not g:
+            continue
+        if "error" in g:
+            res.note("%s: torch.profiler: %s" % (m, g["error"]))
+            continue
+        grows.append([m, g["gather_kernels"], "%.0f" % g["gather_us"],
+                      "%.1f" % g["gather_us_median"] if g["gather_us_median"] is not None else "-",
+                      "%.2f%%" % (100 * g["gather_share"]) if g["gather_share"] is not None else "-",
+                      "%.0f" % g["kernel_us"]])
+        if not g["gather_kernels"]:
+            res.check("%s: gather kernels seen by torch.profiler" % m, None,
+                      "none among %d kernels" % g["kernels"])
+    if grows:
+        res.table("GPU time of the gather kernels (torch.profiler, one prefill + 8 decode steps)",
+                  ["rates", "gather kernels", "gather us", "median us each", "share of kernel time",
+                   "all kernels us"], grows)
+    for m in ("default", "full"):
+        if m in last_capture and os.path.exists(last_capture[m]) and dl.left() > 5:
+            v = verify(ctx, "overhead", m, last_capture[m], timeout=dl.budget(10))
+            verdict_check(res, "%s: the measured run was audited (verifier)" % m, v)
+    res.check("all %d runs completed" % (rounds * len(modes)), all(len(runs[m]) == rounds for m in modes),
+              ", ".join("%s %d" % (m, len(runs[m])) for m in modes))
+    res.summary("; ".join("%s: %s / %s" % (r[0].split(" (")[0], r[4], r[5]) for r in rows))
+
+
+# --- sanitizer -----------------------------------------------------------------------
+
+
+def step_sanitizer(ctx, res, dl):
+    tool = find_tool("compute-sanitizer")
+    if not tool:
+        res.skip("compute-sanitizer not installed")
+        return
+    cap, out = os.path.join(ctx.work, "sanitizer.mma"), os.path.join(ctx.work, "sanitizer.json")
+    argv = [tool, "--tool", "memcheck", "--target-processes", "all", "--error-exitcode", "86",
+            "--print-limit", "20"] + workload(ctx, "wl_ops.py", "--short", "--no-profiler", "--result", out)
+    run = run_child(ctx, "sanitizer", "memcheck", argv, env=audited_env(ctx, cap, FULL_RATES),
+                    timeout=dl.budget(50, reserve=6))
+    with open(run["log"], errors="replace") as f:
+        text = f.read()
+    summary = re.findall(r"ERROR SUMMARY:\s*(\d+) error", text)
+    if run["timed_out"]:
+        res.check("memcheck finished", False, failure_text(run, "compute-sanitizer"))
+        return
+    errors = sum(int(n) for n in summary) if summary else None
+    res.check("memcheck: no errors", errors == 0 and run["rc"] == 0,
+              "ERROR SUMMARY %s error(s), exit %s" % (errors if errors is not None else "not printed", run["rc"]))
+    w = read_json(out) or {}
+    v = verify(ctx, "sanitizer", "memcheck", cap, timeout=dl.budget(10))
+    verdict_check(res, "verifier on the memcheck run's capture", v)
+    res.detail("sanitizer", {"errors": errors, "rc": run["rc"], "issued": w.get("issued"), "verifier": v})
+    res.summary("%s memcheck errors; %s" % (errors, verdict_line(v)))
+
+
+# --- ncu -----------------------------------------------------------------------------
+
+
+def step_ncu(ctx, res, dl):
+    tool = find_tool("ncu")
+    if not tool:
+        res.skip("ncu not installed")
+        return
+    cap = os.path.join(ctx.work, "ncu.mma")
+    argv = [tool, "--clock-control", "none", "--target-processes", "all", "--kernel-name",
+            "regex:mmaudit_gather", "--launch-count", "40", "--metrics", "gpu__time_duration.sum",
+            "--csv"] + workload(ctx, "wl_llama.py", "gathers")
+    run = run_child(ctx, "ncu", "ncu", argv, env=audited_env(ctx, cap, {"CALL_RATE": 1}),
+                    timeout=dl.budget(32, reserve=2))
+    if not ran(res, run, "ncu run"):
+        return
+    times = []
+    with open(run["log"], errors="replace") as f:
+        for line in f:
+            if "mmaudit_gather" in line and "gpu__time_duration" in line:
+                cols = [c.strip('"') for c in re.findall(r'"[^"]*"|[^,]+', line.strip())]
+                try:
+                    unit, value = cols[-2], float(cols[-1].replace(",", ""))
+                except (IndexError, ValueError):
+                    continue
+                scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}
+                if unit in scale:
+                    times.append(value * scale[unit])
+    s = median_spread(times)
+    if s:
+        res.check("ncu timed the gather kernels", True,
+                  "%d launches: median %.2f us, min %.2f, max %.2f" % (len(times), s[0], s[1], s[2]))
+    else:
+        res.check("ncu timed the gather kernels", None, "no gather kernel in ncu's output (see %s)" % rel(run["log"]))
+    res.detail("ncu", {"gather_us": times})
+    res.summary("%d gather kernels, median %s us" % (len(times), "%.2f" % s[0] if s else "-"))
+
+
+STEPS = {
+    "env": step_env, "ops": step_ops, "llama": step_llama, "graphs": step_graphs, "faults": step_faults,
+    "jax": step_jax, "cupy": step_cupy, "overhead": step_overhead, "sanitizer": step_sanitizer, "ncu": step_ncu,
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("step", choices=sorted(STEPS))
+    ap.add_argument("--ctx", required=True)
+    ap.add_argument("--deadline", type=float, required=True)
+    args = ap.parse_args()
+    ctx = Ctx.load(args.ctx)
+    res = Result(ctx, args.step)
+    install_termination(lambda: res.note("stopped at the step's time limit"))
+    try:
+        STEPS[args.step](ctx, res, Deadline(args.deadline))
+    except Exception:
+        res.d["error"] = traceback.format_exc()
+        res.save()
+        say(res.d["error"])
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
