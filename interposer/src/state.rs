@@ -520,6 +520,7 @@ static FORKS: AtomicU64 = AtomicU64::new(0);
 /// Fork notices written to the stream; later forks are only counted.
 const FORK_NOTICES: u64 = 8;
 
+#[cfg_attr(test, allow(dead_code))] // registered by the library build only
 extern "C" fn in_fork_child() {
     FORK_CHILD.store(true, Ordering::Release);
     let s = STATE.load(Ordering::Acquire);
@@ -532,6 +533,7 @@ extern "C" fn in_fork_child() {
     }
 }
 
+#[cfg_attr(test, allow(dead_code))] // registered by the library build only
 extern "C" fn in_fork_parent() {
     if STATE.load(Ordering::Acquire) != RUNNING {
         return;
@@ -557,6 +559,7 @@ extern "C" fn in_fork_parent() {
 #[link_section = ".init_array"]
 static INIT_FORK: extern "C" fn() = register_fork;
 
+#[cfg_attr(test, allow(dead_code))] // registered by the library build only
 extern "C" fn register_fork() {
     // SAFETY: registering plain extern "C" functions with no arguments; they stay
     // valid for the life of the process (this library is never unloaded while

@@ -198,6 +198,12 @@ pub mod flags {
     /// than the f32 model's by an amount no public document bounds. The verifier reports
     /// an entry outside the f32 model's tolerance as unverifiable, not as wrong.
     pub const FAST_ACCUM: u16 = 1 << 12;
+    /// A's scale is one f32 per row of op(A) (cuBLASLt `OUTER_VEC_32F`, fp8 rowwise
+    /// scaling; without [`SCALE_A`]): the sample carries the sampled rows' scales.
+    pub const SCALE_A_ROWS: u16 = 1 << 13;
+    /// B's scale is one f32 per column of op(B) (`OUTER_VEC_32F`; without
+    /// [`SCALE_B`]): the sample carries the sampled columns' scales.
+    pub const SCALE_B_COLS: u16 = 1 << 14;
     /// Flags whose calls are recorded but never sampled.
     pub const NOT_AUDITED: u16 = CAPTURED | NO_SESSION | REJECTED | UNMODELLED;
     /// Every flag defined in this protocol version.
@@ -213,7 +219,9 @@ pub mod flags {
         | UNMODELLED
         | BIAS_PER_BATCH
         | REPLAYED
-        | FAST_ACCUM;
+        | FAST_ACCUM
+        | SCALE_A_ROWS
+        | SCALE_B_COLS;
 }
 
 /// Where a replayed call comes from (present exactly when [`flags::REPLAYED`] is set).
@@ -552,6 +560,15 @@ impl GemmCall {
         }
         if call.has(flags::BIAS_PER_BATCH) && !call.has(flags::BIAS) {
             return Err(r.error_at(at, "call flags", "a per-batch bias without a bias"));
+        }
+        if (call.has(flags::SCALE_A_ROWS) && call.has(flags::SCALE_A))
+            || (call.has(flags::SCALE_B_COLS) && call.has(flags::SCALE_B))
+        {
+            return Err(r.error_at(
+                at,
+                "call flags",
+                "a scale both per tensor and per row or column",
+            ));
         }
         if call.batch == 0 {
             return Err(r.error_at(at, "batch count", "is zero"));

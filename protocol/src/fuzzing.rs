@@ -102,6 +102,8 @@ pub fn seed_frames() -> Vec<Vec<Record>> {
         c_in: vec![1, 2, 3, 4],
         d_out: vec![5, 6, 7, 8],
         bias: vec![0, 0x3c, 0, 0x3c],
+        scale_rows: Vec::new(),
+        scale_cols: Vec::new(),
     };
     vec![
         vec![
@@ -143,6 +145,8 @@ pub fn seed_frames() -> Vec<Vec<Record>> {
                 c_in: vec![1, 2],
                 d_out: vec![5, 6],
                 bias: vec![0, 0x3c],
+                scale_rows: Vec::new(),
+                scale_cols: Vec::new(),
             }),
             Record::Gap(Gap {
                 indices: vec![2],

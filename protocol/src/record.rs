@@ -43,8 +43,11 @@ pub mod present {
     pub const SCALE_C: u8 = 1 << 4;
     /// scale_d (f32) follows
     pub const SCALE_D: u8 = 1 << 5;
+    /// after the bias: the per-row and per-column scales (two u32-length-prefixed byte
+    /// strings of f32), for calls flagged SCALE_A_ROWS or SCALE_B_COLS
+    pub const VECTOR_SCALES: u8 = 1 << 6;
     /// every bit defined in this protocol version
-    pub const ALL: u8 = ALPHA | BETA | SCALE_A | SCALE_B | SCALE_C | SCALE_D;
+    pub const ALL: u8 = ALPHA | BETA | SCALE_A | SCALE_B | SCALE_C | SCALE_D | VECTOR_SCALES;
 }
 
 /// Bytes before a record's body: the tag and the body length.
@@ -100,6 +103,12 @@ pub struct Sample {
     /// [`flags::BIAS_PER_BATCH`] one such vector per sampled batch entry, `[batch][row]`;
     /// empty iff the call has no [`flags::BIAS`].
     pub bias: Vec<u8>,
+    /// The A scales (f32) of the sampled rows, in plan order, iff the call has
+    /// [`flags::SCALE_A_ROWS`]; else empty.
+    pub scale_rows: Vec<u8>,
+    /// The B scales (f32) of the sampled columns, in plan order, iff the call has
+    /// [`flags::SCALE_B_COLS`]; else empty.
+    pub scale_cols: Vec<u8>,
 }
 
 /// How an operand's sampled slices travel. Wire tag u8: 0 = inline, 1 = a reference to
@@ -314,6 +323,11 @@ impl Record {
                     + s.c_in.len()
                     + s.d_out.len()
                     + s.bias.len()
+                    + if s.presence() & present::VECTOR_SCALES != 0 {
+                        8 + s.scale_rows.len() + s.scale_cols.len()
+                    } else {
+                        0
+                    }
             }
             Record::Gap(g) => 1 + 4 + 8 * g.indices.len() + 2 + wire_str_len(&g.detail),
             Record::Notice(n) => 1 + 2 + wire_str_len(&n.message),
@@ -462,6 +476,10 @@ impl Sample {
             (present::SCALE_B, self.scale_b.is_some()),
             (present::SCALE_C, self.scale_c.is_some()),
             (present::SCALE_D, self.scale_d.is_some()),
+            (
+                present::VECTOR_SCALES,
+                !self.scale_rows.is_empty() || !self.scale_cols.is_empty(),
+            ),
         ] {
             if set {
                 p |= bit;
@@ -487,6 +505,10 @@ impl Sample {
         w.bytes(&self.c_in);
         w.bytes(&self.d_out);
         w.bytes(&self.bias);
+        if self.presence() & present::VECTOR_SCALES != 0 {
+            w.bytes(&self.scale_rows);
+            w.bytes(&self.scale_cols);
+        }
     }
 
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -529,6 +551,16 @@ impl Sample {
             c_in: read_blob(r, "sample record: C entries before the call")?,
             d_out: read_blob(r, "sample record: D entries after the call")?,
             bias: read_blob(r, "sample record: bias entries")?,
+            scale_rows: if p & present::VECTOR_SCALES != 0 {
+                read_blob(r, "sample record: row scales")?
+            } else {
+                Vec::new()
+            },
+            scale_cols: if p & present::VECTOR_SCALES != 0 {
+                read_blob(r, "sample record: column scales")?
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -703,7 +735,16 @@ impl Sample {
         let shape = SampleShape::of(call, plan)?;
         let (rows, cols, batches) = (plan.rows.len(), plan.cols.len(), plan.batches.len());
         let k = call.k;
-        let fields: [(&str, Option<usize>, u64, String); 5] = [
+        let vector = |flag: u16, n: usize, what: &str| -> (u64, String) {
+            if call.has(flag) {
+                (4 * n as u64, format!("{n} {what} x 4 bytes (f32)"))
+            } else {
+                (0, "none: the call has no such scales".to_string())
+            }
+        };
+        let (row_scales, row_how) = vector(flags::SCALE_A_ROWS, rows, "rows");
+        let (col_scales, col_how) = vector(flags::SCALE_B_COLS, cols, "columns");
+        let fields: [(&str, Option<usize>, u64, String); 7] = [
             (
                 "op(A) rows",
                 self.a_rows.inline().map(<[u8]>::len),
@@ -761,6 +802,18 @@ impl Sample {
                 } else {
                     "none: the call has no bias".to_string()
                 },
+            ),
+            (
+                "row scales",
+                Some(self.scale_rows.len()),
+                row_scales,
+                row_how,
+            ),
+            (
+                "column scales",
+                Some(self.scale_cols.len()),
+                col_scales,
+                col_how,
             ),
         ];
         for (name, got, want, how) in fields {
@@ -826,6 +879,8 @@ pub(crate) mod tests {
             c_in: vec![],
             d_out: vec![3; 4],
             bias: vec![],
+            scale_rows: Vec::new(),
+            scale_cols: Vec::new(),
         }
     }
 

@@ -101,6 +101,8 @@ fn compressible_frames_use_zstd_and_incompressible_ones_do_not() {
         c_in: vec![],
         d_out: vec![0; 100],
         bias: vec![],
+        scale_rows: Vec::new(),
+        scale_cols: Vec::new(),
     });
     let f = w.frame(std::slice::from_ref(&zeros));
     assert_eq!(f[16], CODEC_ZSTD);
@@ -149,6 +151,8 @@ fn oversized_records_are_split_or_replaced_never_dropped() {
         c_in: vec![],
         d_out: vec![],
         bias: vec![],
+        scale_rows: Vec::new(),
+        scale_cols: Vec::new(),
     });
     let huge_gap = Record::Gap(Gap {
         indices: (0..(big as u64 / 8 + 10)).collect(),

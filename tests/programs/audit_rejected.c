@@ -246,7 +246,7 @@ static void conjg_sgemm(void) {
 /* An fp8 cuBLASLt call (e4m3 A and B, bf16 D) whose A and B scales use the given
  * cublasLtMatmulMatrixScale_t: SCALAR_32F takes one f32 each, OUTER_VEC_32F one per
  * row (A) or column (B) of D, the block modes a table the simulator does not model
- * (it refuses them). Protocol v1 models the scalar mode only. */
+ * (it refuses them). Protocol v1 models the first two. */
 static void lt_fp8_scaled(int32_t mode) {
     const int64_t m = 16, n = 8, k = 32;
     void *a = upload(CUDA_R_8F_E4M3, (size_t)(k * m)), *b = upload(CUDA_R_8F_E4M3, (size_t)(k * n));
@@ -275,7 +275,7 @@ static void lt_fp8_scaled(int32_t mode) {
     MUST(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
     MUST(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
     const float alpha = 1.0f, beta = 0.0f;
-    if (mode != CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F)
+    if (mode != CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F && mode != CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F)
         outside_model();
     int s = cublasLtMatmul(lt, desc, &alpha, a, la, b, lb, &beta, c, lc, c, lc, NULL, NULL, 0, stream);
     record("cublasLtMatmul", m, n, k, 1, s, c, (size_t)(m * n) * 2);

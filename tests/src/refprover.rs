@@ -630,6 +630,8 @@ impl RefProver {
             c_in: enc(spec.output, &c),
             d_out: enc(spec.output, &d),
             bias: enc(call.bias_type, &bias),
+            scale_rows: Vec::new(),
+            scale_cols: Vec::new(),
         }
     }
 

@@ -609,6 +609,21 @@ fn scale(name: &str, flag: bool, sent: Option<f32>) -> Result<f64, String> {
     }
 }
 
+/// f32 scales sent for rows or columns (their count was checked against the plan).
+fn vector_scales(name: &str, bytes: &[u8]) -> Result<Vec<f64>, String> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| {
+            let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if v.is_finite() {
+                Ok(v as f64)
+            } else {
+                Err(format!("one of the {name} is {v}"))
+            }
+        })
+        .collect()
+}
+
 /// Checks every entry of one sample against its call and plan.
 fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutcome, String> {
     s.check_shape(call, plan)?;
@@ -630,6 +645,9 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
     let d = decode("D entries", call.d.dtype, &s.d_out)?;
     let bias = decode("bias", call.bias_type, &s.bias)?;
     let per_batch_bias = call.has(flags::BIAS_PER_BATCH);
+    // Per-row (A) and per-column (B) scales replace the per-tensor ones entry by entry.
+    let row_scales = vector_scales("row scales", &s.scale_rows)?;
+    let col_scales = vector_scales("column scales", &s.scale_cols)?;
 
     let k = call.k as usize;
     let (nr, nc) = (plan.rows.len(), plan.cols.len());
@@ -657,6 +675,13 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
                         .copied(),
                     claimed: d[e],
                 };
+                let mut scalars = scalars;
+                if let Some(&v) = row_scales.get(ri) {
+                    scalars.scale_a = v;
+                }
+                if let Some(&v) = col_scales.get(ci) {
+                    scalars.scale_b = v;
+                }
                 let r = recompute::check_entry(call, &scalars, &entry)
                     .map_err(|err| format!("entry batch {batch} row {row} col {col}: {err}"))?;
                 out.entries += 1;

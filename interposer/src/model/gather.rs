@@ -160,6 +160,10 @@ pub struct Fields {
     pub beta: Option<Range<usize>>,
     /// f32 scale factors of A, B, C, D
     pub scales: [Option<Range<usize>>; 4],
+    /// per-row scales of A (f32, one per sampled row), empty when none
+    pub scale_rows: Range<usize>,
+    /// per-column scales of B (f32, one per sampled column), empty when none
+    pub scale_cols: Range<usize>,
 }
 
 /// What the sink needs to offer a sample's operands as references to tensors the
@@ -392,6 +396,43 @@ impl SlotLayout {
                 fields.scales[i] = Some(r);
             }
         }
+        // Per-row scales of A (one f32 per row of D) and per-column scales of B: the
+        // sampled rows' and columns' entries, in plan order.
+        for (bit, src, axis, count, range) in [
+            (
+                flags::SCALE_A_ROWS,
+                spec.scales[0],
+                Axis::Rows,
+                nr,
+                &mut fields.scale_rows,
+            ),
+            (
+                flags::SCALE_B_COLS,
+                spec.scales[1],
+                Axis::Cols,
+                nc,
+                &mut fields.scale_cols,
+            ),
+        ] {
+            if call.has(bit) {
+                *range = field(count as u64, 4)?;
+                post.push(Template {
+                    src,
+                    pointer_array: false,
+                    out: range.start,
+                    batch: Axis::Identity,
+                    i: axis,
+                    j: Axis::Identity,
+                    batch_stride: 0,
+                    stride_i: 4,
+                    stride_j: 0,
+                    nb: 1,
+                    ni: count,
+                    nj: 1,
+                    elem: 4,
+                });
+            }
+        }
 
         // Slot: jobs, lists, then the outputs planned above (shifted).
         let njobs = pre.len() + post.len();
@@ -407,6 +448,8 @@ impl SlotLayout {
             &mut fields.c_in,
             &mut fields.d_out,
             &mut fields.bias,
+            &mut fields.scale_rows,
+            &mut fields.scale_cols,
         ] {
             shift(r);
         }
@@ -530,6 +573,8 @@ impl SlotLayout {
             c_in: take(&self.fields.c_in),
             d_out: take(&self.fields.d_out),
             bias: take(&self.fields.bias),
+            scale_rows: take(&self.fields.scale_rows),
+            scale_cols: take(&self.fields.scale_cols),
         })
     }
 

@@ -541,19 +541,26 @@ pub fn describe_lt(x: &LtArgs) -> Result<Described, NotDescribed> {
     if d.transc != 0 {
         return Err(NotDescribed::Invalid("TRANSC must be CUBLAS_OP_N".into()));
     }
-    // Only one f32 scale per matrix is modelled: a vector or block scale would make a
-    // scalar model of it wrong, so such calls are recorded as outside the model.
-    for (name, mode) in ["A", "B", "C", "D", "the epilogue's auxiliary output"]
+    // One f32 scale per matrix is modelled, and per-row (A) / per-column (B) f32
+    // scales; a block scale would make either model wrong, so such calls are recorded
+    // as outside the model.
+    use crate::sys::cublas::scale_mode::{self as sm, OUTER_VEC_32F, SCALAR_32F};
+    for (i, (name, mode)) in ["A", "B", "C", "D", "the epilogue's auxiliary output"]
         .into_iter()
         .zip(d.scale_modes)
+        .enumerate()
     {
-        if mode != crate::sys::cublas::scale_mode::SCALAR_32F {
+        if mode != SCALAR_32F && !(i < 2 && mode == OUTER_VEC_32F) {
             return Err(NotDescribed::Unsupported(format!(
-                "the scale mode of {name} is {}; protocol v1 models one f32 scale per matrix only",
-                crate::sys::cublas::scale_mode::name(mode)
+                "the scale mode of {name} is {}; protocol v1 models one f32 scale per matrix, or per row of A and column of B, only",
+                sm::name(mode)
             )));
         }
     }
+    let vector_scales = [
+        d.scale_modes[0] == OUTER_VEC_32F,
+        d.scale_modes[1] == OUTER_VEC_32F,
+    ];
     if d.d_out_scale != 0 {
         return Err(NotDescribed::Unsupported(
             "D_OUT_SCALE_POINTER (a block-scaled output) has no protocol v1 code".into(),
@@ -678,7 +685,7 @@ pub fn describe_lt(x: &LtArgs) -> Result<Described, NotDescribed> {
             bias_batch_stride = d.bias_batch_stride.wrapping_mul(bias_type.size() as i64);
         }
     }
-    for (bit, p) in [
+    for (i, (bit, p)) in [
         flags::SCALE_A,
         flags::SCALE_B,
         flags::SCALE_C,
@@ -686,8 +693,22 @@ pub fn describe_lt(x: &LtArgs) -> Result<Described, NotDescribed> {
     ]
     .into_iter()
     .zip(d.scales)
+    .enumerate()
     {
-        if p != 0 {
+        if i < 2 && vector_scales[i] {
+            let which = ["A", "B"][i];
+            if p == 0 {
+                return Err(NotDescribed::Invalid(format!(
+                    "{which}'s scale mode is OUTER_VEC_32F but it has no scale pointer"
+                )));
+            }
+            if batch > 1 {
+                return Err(NotDescribed::Unsupported(format!(
+                    "per-row or per-column scales of {which} with a batch of {batch}: how they apply per batch entry is not modelled"
+                )));
+            }
+            f |= [flags::SCALE_A_ROWS, flags::SCALE_B_COLS][i];
+        } else if p != 0 {
             f |= bit;
         }
     }

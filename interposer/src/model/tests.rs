@@ -597,9 +597,17 @@ fn lt_epilogues_bias_and_scales() {
     let mut bf = lt(1, 0, 0, 16, 16, 32);
     bf.desc.fast_accum = 1;
     assert!(!describe_lt(&bf).unwrap().call.has(flags::FAST_ACCUM));
-    // any scale mode but one f32 per matrix is outside the model, named
+    // per-row scales of A and per-column scales of B: their own flags (batch 1 only)
+    let mut v = f;
+    v.desc.scale_modes = [3, 3, 0, 0, 0];
+    let c = describe_lt(&v).unwrap().call;
+    assert!(c.has(flags::SCALE_A_ROWS) && c.has(flags::SCALE_B_COLS));
+    assert!(!c.has(flags::SCALE_A) && !c.has(flags::SCALE_B) && c.has(flags::SCALE_D));
+    v.desc.scales[0] = 0;
+    assert!(matches!(describe_lt(&v), Err(NotDescribed::Invalid(_))));
+    // any other scale mode is outside the model, named
     for (i, mode, name) in [
-        (0, 3, "OUTER_VEC_32F"),
+        (2, 3, "OUTER_VEC_32F"),
         (1, 4, "VEC128_32F"),
         (1, 5, "BLK128x128_32F"),
         (0, 2, "VEC32_UE8M0"),

@@ -92,6 +92,8 @@ fn sample(index: u64, bytes: usize) -> Sample {
         c_in: vec![],
         d_out: vec![3; 4],
         bias: vec![],
+        scale_rows: Vec::new(),
+        scale_cols: Vec::new(),
     }
 }
 

@@ -145,6 +145,8 @@ pub mod desc_attr {
 pub mod scale_mode {
     /// one f32 for the whole matrix (the default)
     pub const SCALAR_32F: i32 = 0;
+    /// one f32 per row of D (A's scale) or per column of D (B's): fp8 rowwise scaling
+    pub const OUTER_VEC_32F: i32 = 3;
     /// a name for each value, for messages
     pub fn name(mode: i32) -> String {
         match mode {

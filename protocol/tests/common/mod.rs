@@ -216,6 +216,8 @@ pub fn arb_sample() -> impl Strategy<Value = Sample> {
                     c_in,
                     d_out,
                     bias,
+                    scale_rows: Vec::new(),
+                    scale_cols: Vec::new(),
                 }
             },
         )

@@ -24,6 +24,7 @@ static struct {
     double weights;
     int precision;  /* enum sg_precision */
     double keep_k;  /* truncate-k fraction; 1 when not given */
+    double row_scale; /* row-scale:REL; 0 when not given */
     double prob;    /* 1 when not given */
     uint64_t after; /* 0 when not given */
     uint64_t seed;
@@ -115,6 +116,8 @@ static int parse_fields(char *item) {
         F.weights = v;
     } else if (!strcmp(item, "truncate-k") && v > 0 && v <= 1) {
         F.keep_k = v;
+    } else if (!strcmp(item, "row-scale") && v != 0) {
+        F.row_scale = v;
     } else if (!strcmp(item, "prob") && v >= 0 && v <= 1) {
         F.prob = v;
         return 0;
@@ -202,6 +205,7 @@ void sg_fault_plan_for(uint64_t call_index, sg_fault_plan *plan) {
     plan->weights = F.weights;
     plan->precision = F.precision;
     plan->keep_k = F.keep_k;
+    plan->row_scale = F.row_scale;
     plan->seed = sg_hash(F.seed ^ 0x9e3779b97f4a7c15ull, call_index);
     plan->weight_seed = F.seed;
 }

@@ -393,7 +393,7 @@ static CUresult run_gemm(void *payload, uint64_t call_index) {
                     double bv = bias ? sg_load(bias, g->bias_type, (size_t)i) : 0;
                     scalars se = s;
                     if (vec_a)
-                        se.sa = sg_load(vec_a, CUDA_R_32F, (size_t)i);
+                        se.sa = sg_load(vec_a, CUDA_R_32F, (size_t)i) * (i == 0 ? 1 + fp.row_scale : 1);
                     if (vec_b)
                         se.sb = sg_load(vec_b, CUDA_R_32F, (size_t)j);
                     out[i + j * m] = epilogue(g, &se, acc, cv, bv, &amax);

@@ -280,6 +280,7 @@ typedef struct sg_fault_plan {
     double weights;       /* 0 when off */
     int precision;        /* enum sg_precision */
     double keep_k;        /* fraction of the k terms summed; 1 when off */
+    double row_scale;     /* OUTER_VEC_32F A: row 0's scale used times (1 + REL); 0 when off */
     uint64_t seed;        /* differs per call: where perturb and garbage land */
     uint64_t weight_seed; /* the same for every call: wrong weights stay wrong */
 } sg_fault_plan;
