@@ -952,7 +952,7 @@ pub(crate) mod tests {
         assert!(decode_err(&g.to_bytes()).problem.contains("ascending"));
         // Unknown presence bits, unknown operand kind, trailing bytes.
         let mut b = Record::Sample(small_sample(0, 1)).to_bytes();
-        b[13] = 0x40;
+        b[13] = 0x80;
         assert_eq!(decode_err(&b).what, "sample record: presence bits");
         let mut b = Record::Sample(small_sample(0, 1)).to_bytes();
         b[14] = 7;

@@ -103,11 +103,19 @@ pub fn arb_call() -> impl Strategy<Value = GemmCall> {
         arb_dtype(),
         (0..=flags::ALL).prop_map(|f| {
             // a per-batch bias only comes with a bias
-            if f & flags::BIAS_PER_BATCH != 0 {
+            let mut f = if f & flags::BIAS_PER_BATCH != 0 {
                 f | flags::BIAS
             } else {
                 f
+            };
+            // a scale is per tensor or per row (column), not both
+            if f & flags::SCALE_A_ROWS != 0 {
+                f &= !flags::SCALE_A;
             }
+            if f & flags::SCALE_B_COLS != 0 {
+                f &= !flags::SCALE_B;
+            }
+            f
         }),
     );
     (head, dims, operands, tail).prop_map(
@@ -194,6 +202,7 @@ pub fn arb_sample() -> impl Strategy<Value = Sample> {
             bytes(64),
             bytes(32),
         ),
+        (bytes(16), bytes(16)),
     )
         .prop_map(
             |(
@@ -202,6 +211,7 @@ pub fn arb_sample() -> impl Strategy<Value = Sample> {
                 beta,
                 (scale_a, scale_b, scale_c, scale_d),
                 (a, b, c_in, d_out, bias),
+                (scale_rows, scale_cols),
             )| {
                 Sample {
                     index,
@@ -216,8 +226,8 @@ pub fn arb_sample() -> impl Strategy<Value = Sample> {
                     c_in,
                     d_out,
                     bias,
-                    scale_rows: Vec::new(),
-                    scale_cols: Vec::new(),
+                    scale_rows,
+                    scale_cols,
                 }
             },
         )
