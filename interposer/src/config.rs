@@ -59,6 +59,9 @@ pub struct Config {
     pub buffer_bytes: usize,
     /// Most samples in flight (gathered, not yet completed) at once.
     pub queue_len: usize,
+    /// `MMAUDIT_GRAPH_DEPTH`: replays of one executable graph that may be queued with
+    /// samples before later replays' samples become gaps.
+    pub graph_depth: u32,
     /// How long the exit flush may take.
     pub exit_timeout: Duration,
     /// Longest time a record waits before it is framed and written.
@@ -105,6 +108,8 @@ pub const DEFAULT_SINK: &str = "file:mmaudit-%p.mma";
 pub const DEFAULT_RING_MB: u64 = 64;
 /// Default `MMAUDIT_BUFFER_MB`.
 pub const DEFAULT_BUFFER_MB: u64 = 256;
+/// Default `MMAUDIT_GRAPH_DEPTH`.
+pub const DEFAULT_GRAPH_DEPTH: u64 = 16;
 /// Default `MMAUDIT_QUEUE_LEN`.
 pub const DEFAULT_QUEUE_LEN: u64 = 4096;
 /// Default `MMAUDIT_EXIT_TIMEOUT_MS`.
@@ -225,6 +230,7 @@ fn parse(
         ring_bytes: (number("MMAUDIT_RING_MB", DEFAULT_RING_MB, 1, 16384)? * mib) as usize,
         buffer_bytes: (number("MMAUDIT_BUFFER_MB", DEFAULT_BUFFER_MB, 1, 1 << 20)? * mib) as usize,
         queue_len: number("MMAUDIT_QUEUE_LEN", DEFAULT_QUEUE_LEN, 1, 1 << 20)? as usize,
+        graph_depth: number("MMAUDIT_GRAPH_DEPTH", DEFAULT_GRAPH_DEPTH, 1, 4096)? as u32,
         exit_timeout: Duration::from_millis(number(
             "MMAUDIT_EXIT_TIMEOUT_MS",
             DEFAULT_EXIT_TIMEOUT_MS,
@@ -393,7 +399,7 @@ mod tests {
         assert_eq!(c.log, Level::Warn);
         assert_eq!(c.ring_bytes, 64 << 20);
         assert_eq!(c.buffer_bytes, 256 << 20);
-        assert_eq!(c.queue_len, 4096);
+        assert_eq!((c.queue_len, c.graph_depth), (4096, 16));
         assert_eq!(c.exit_timeout, Duration::from_millis(5000));
         assert_eq!(c.flush_interval, Duration::from_millis(100));
         assert_eq!(c.test_panic, None);
@@ -417,6 +423,7 @@ mod tests {
             ("MMAUDIT_RING_MB", "8"),
             ("MMAUDIT_BUFFER_MB", "16"),
             ("MMAUDIT_QUEUE_LEN", "10"),
+            ("MMAUDIT_GRAPH_DEPTH", "64"),
             ("MMAUDIT_EXIT_TIMEOUT_MS", "0"),
             ("MMAUDIT_FLUSH_MS", "5"),
             ("MMAUDIT_TEST_PANIC", "after:3"),
@@ -439,8 +446,8 @@ mod tests {
         assert_eq!((s.max_rows, s.max_cols, s.max_batches), (64, 8, 2));
         assert_eq!(c.log, Level::Debug);
         assert_eq!(
-            (c.ring_bytes, c.buffer_bytes, c.queue_len),
-            (8 << 20, 16 << 20, 10)
+            (c.ring_bytes, c.buffer_bytes, c.queue_len, c.graph_depth),
+            (8 << 20, 16 << 20, 10, 64)
         );
         assert_eq!(c.exit_timeout, Duration::ZERO);
         assert_eq!(c.flush_interval, Duration::from_millis(5));
@@ -470,6 +477,7 @@ mod tests {
         assert!(invalid(&[k, ("MMAUDIT_MAX_ROWS", "-1")]).starts_with("MMAUDIT_MAX_ROWS="));
         assert!(invalid(&[k, ("MMAUDIT_RING_MB", "0")]).contains("from 1 to 16384"));
         assert!(invalid(&[k, ("MMAUDIT_QUEUE_LEN", "x")]).starts_with("MMAUDIT_QUEUE_LEN="));
+        assert!(invalid(&[k, ("MMAUDIT_GRAPH_DEPTH", "0")]).starts_with("MMAUDIT_GRAPH_DEPTH="));
         assert!(invalid(&[k, ("MMAUDIT_EXIT_TIMEOUT_MS", "700000")]).contains("0 to 600000"));
         assert!(invalid(&[k, ("MMAUDIT_FLUSH_MS", "0")]).starts_with("MMAUDIT_FLUSH_MS="));
         assert!(

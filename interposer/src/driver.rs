@@ -42,6 +42,9 @@ struct GraphFns {
     memset_d32_async: MemsetD32AsyncFn,
     stream_wait_event: StreamWaitEventFn,
     set_kernel_params: GraphExecKernelNodeSetParamsFn,
+    stream_get_ctx: Option<StreamGetCtxFn>,
+    ctx_push: Option<CtxPushCurrentFn>,
+    ctx_pop: Option<CtxPopCurrentFn>,
 }
 
 /// A stream's capture as [`Driver::capture_info`] reports it.
@@ -125,6 +128,9 @@ fn load() -> Option<Driver> {
             memset_d32_async: opt!(c"cuMemsetD32Async", MemsetD32AsyncFn)?,
             stream_wait_event: opt!(c"cuStreamWaitEvent", StreamWaitEventFn)?,
             set_kernel_params,
+            stream_get_ctx: opt!(c"cuStreamGetCtx", StreamGetCtxFn),
+            ctx_push: opt!(c"cuCtxPushCurrent_v2", CtxPushCurrentFn),
+            ctx_pop: opt!(c"cuCtxPopCurrent_v2", CtxPopCurrentFn),
         })
     })();
     Some(Driver {
@@ -222,6 +228,17 @@ impl Driver {
         out
     }
 
+    /// Puts the calling thread (the background thread) in relaxed capture mode for good:
+    /// its event queries and context binding can then never invalidate a capture that
+    /// another thread runs in global mode.
+    pub fn relax_this_thread(&self) {
+        if let Some(exchange) = self.exchange_capture_mode {
+            let mut mode: c_int = CAPTURE_MODE_RELAXED;
+            // SAFETY: exchanges one int with the driver's per-thread mode.
+            unsafe { exchange(&mut mode) };
+        }
+    }
+
     /// Loads a PTX module (NUL-terminated text) into the current context and returns
     /// the functions `names`, in order.
     pub fn load_functions<const N: usize>(
@@ -252,6 +269,21 @@ impl Driver {
     /// The capture `stream` takes part in, or `None` when it is not capturing (or the
     /// driver cannot say).
     pub fn capture_info(&self, stream: Handle) -> Option<CaptureInfo> {
+        self.capture_query(stream)
+            .filter(|(status, _)| *status == CAPTURE_STATUS_ACTIVE)
+            .map(|(_, info)| info)
+    }
+
+    /// The id of the capture `stream` takes part in, active or already invalidated.
+    pub fn capture_id(&self, stream: Handle) -> Option<u64> {
+        self.capture_query(stream)
+            .filter(|(status, _)| {
+                *status == CAPTURE_STATUS_ACTIVE || *status == CAPTURE_STATUS_INVALIDATED
+            })
+            .map(|(_, info)| info.id)
+    }
+
+    fn capture_query(&self, stream: Handle) -> Option<(c_int, CaptureInfo)> {
         let g = self.graphs.as_ref()?;
         let mut status: c_int = 0;
         let mut id: u64 = 0;
@@ -284,7 +316,7 @@ impl Driver {
                 (None, None) => return None,
             }
         };
-        if cu(r, "cuStreamGetCaptureInfo").is_err() || status != CAPTURE_STATUS_ACTIVE {
+        if cu(r, "cuStreamGetCaptureInfo").is_err() || status == CAPTURE_STATUS_NONE {
             return None;
         }
         let last_node = if ndeps == 1 && !deps.is_null() {
@@ -294,11 +326,39 @@ impl Driver {
         } else {
             None
         };
-        Some(CaptureInfo {
-            id,
-            graph: graph as Handle,
-            last_node,
-        })
+        Some((
+            status,
+            CaptureInfo {
+                id,
+                graph: graph as Handle,
+                last_node,
+            },
+        ))
+    }
+
+    /// Runs `f` with `ctx` pushed as the calling thread's current context, then pops it
+    /// (the thread's context stack is as before); `None` when it cannot be pushed.
+    pub fn with_context<T>(&self, ctx: Handle, f: impl FnOnce() -> T) -> Option<T> {
+        let g = self.graphs.as_ref()?;
+        let (push, pop) = (g.ctx_push?, g.ctx_pop?);
+        // SAFETY: ctx is a live context handle from cuStreamGetCtx.
+        if cu(unsafe { push(ctx as CuContext) }, "cuCtxPushCurrent").is_err() {
+            return None;
+        }
+        let out = f();
+        let mut popped: CuContext = std::ptr::null_mut();
+        // SAFETY: pops the context pushed above; writes one handle.
+        unsafe { pop(&mut popped) };
+        Some(out)
+    }
+
+    /// The context `stream` belongs to (`None` when the driver cannot say).
+    pub fn stream_context(&self, stream: Handle) -> Option<Handle> {
+        let f = self.graphs.as_ref()?.stream_get_ctx?;
+        let mut ctx: CuContext = std::ptr::null_mut();
+        // SAFETY: writes one handle; any stream value is accepted (errors returned).
+        let r = unsafe { f(stream as CuStream, &mut ctx) };
+        (cu(r, "cuStreamGetCtx").is_ok() && !ctx.is_null()).then_some(ctx as Handle)
     }
 
     /// Queues a 4-byte store of `value` at device address `at` on `stream`.

@@ -183,7 +183,8 @@ impl GpuContext {
         if let Some(e) = self.events.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(e);
         }
-        drv.event_create().map_err(|e| e.to_string())
+        drv.relaxed(|| drv.event_create())
+            .map_err(|e| e.to_string())
     }
 
     pub(crate) fn put_event(&self, e: Handle) {

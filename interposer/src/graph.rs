@@ -14,13 +14,13 @@
 //!
 //! **Instantiation.** Each executable graph of such a graph gets a control block in
 //! mapped pinned memory (`cuda/gather.cu` gives its layout: a header with the replay
-//! number in progress, then [`DEPTH`] rows of one entry per GEMM) and its gather nodes
+//! number in progress, then `MMAUDIT_GRAPH_DEPTH` (default 16) rows of one entry per GEMM) and its gather nodes
 //! are bound to it once, with `cuGraphExecKernelNodeSetParams` (never per launch).
 //!
 //! **Launch.** Every launch is a replay `r` of its executable graph: each GEMM of the
 //! graph gets a ledger record (REPLAYED, naming graph, executable graph, replay and
 //! node) and the normal keyed sampling decision; a sampled GEMM gets a ring slot with
-//! its gather jobs and an entry in row `r % DEPTH` tagged `r`. Around the forwarded
+//! its gather jobs and an entry in row `r % depth` tagged `r`. Around the forwarded
 //! launch the library queues, on the launch stream, a 4-byte store of `r` into the
 //! control block before it and of "none" after it, then an event: the gather nodes of
 //! that replay find their entries by `r` and gather into the slots; every other launch
@@ -32,7 +32,7 @@
 //! launch's event so that the stores of two replays cannot overtake each other.
 //!
 //! **What becomes of a replay the library cannot serve**: a row still in use by an
-//! earlier replay of the same executable graph ([`DEPTH`] replays queued) turns its
+//! earlier replay of the same executable graph (depth replays queued) turns its
 //! sampled calls into QUEUE_FULL gaps; a full ring, RING_FULL gaps; an executable graph
 //! whose nodes could not be bound (or whose graph had calls the library could not
 //! add nodes for) records its replays' calls as "replayed, not audited"
@@ -55,11 +55,10 @@ use crate::stream::{Gathered, Msg, Pending, Resolved};
 
 /// The control block's "no replay in progress" value (`MMAUDIT_REPLAY_NONE`).
 pub const REPLAY_NONE: u32 = u32::MAX;
-/// Rows of an executable graph's entry table: how many of its replays may be queued
-/// with samples before further replays' samples become gaps.
-pub const DEPTH: u32 = 16;
 const HEADER_BYTES: usize = 16;
 const ENTRY_BYTES: usize = 32;
+/// `CU_STREAM_PER_THREAD`: a different stream on each thread.
+const PER_THREAD_STREAM: Handle = 2;
 /// Grid of a replay gather node (each block strides over jobs and elements).
 const GRID: (u32, u32) = (8, 8);
 
@@ -96,6 +95,8 @@ struct GraphInfo {
 /// An executable graph of such a graph.
 pub(crate) struct ExecInfo {
     number: u32,
+    /// Rows of the control block's entry table.
+    depth: u32,
     graph: Arc<GraphInfo>,
     /// The control block, or why it has none.
     ctrl: Result<Block, String>,
@@ -108,13 +109,14 @@ pub(crate) struct ExecInfo {
 
 struct ExecState {
     next_replay: u64,
+    /// The stream of the last launch with samples (`order_event` was recorded after its
+    /// trailing "no replay" store).
+    last_sampled: Option<Handle>,
     /// The stream of the last launch (the graph's nodes read the control block).
     last_launch: Option<Handle>,
     /// Recorded after the last launch once the executable graph is destroyed or
     /// updated: the control block is free when it fired.
     retired: Option<Handle>,
-    /// The stream of the last launch with samples (`order_event` was recorded after it).
-    last_stream: Option<Handle>,
 }
 
 /// The graphs and executable graphs the library knows.
@@ -158,33 +160,36 @@ impl Graphs {
             gpu,
             calls: Vec::new(),
         });
+        // Every GEMM of the capture is remembered, so that every replay ledgers it: as
+        // audited, or, once the capture is marked broken, as "replayed, not audited".
+        let node = b.calls.len();
+        let mut template = call.clone();
+        template.flags &= !flags::CAPTURED;
+        b.calls.push(CapturedCall {
+            call: template,
+            gather: gather.clone(),
+            pre_node: None,
+            post_node: None,
+            rejected: false,
+        });
         let (None, Some(function)) = (&b.broken, b.gpu.as_ref().map(|g| g.replay_function)) else {
             return None;
         };
-        let node = b.calls.len();
-        let mut pre_node = None;
         if call.reads_c() {
             let launched = drv.launch_replay_gather(function, GRID, stream, (0, node as u32, 0));
-            pre_node = launched
+            let pre_node = launched
                 .ok()
                 .and_then(|_| drv.capture_info(stream)?.last_node);
             if pre_node.is_none() {
                 b.broken = Some(format!(
                     "the pre-gather node of GEMM {node} could not be added"
                 ));
-                return None;
             }
+            b.calls[node].pre_node = pre_node;
         }
-        let mut template = call.clone();
-        template.flags &= !flags::CAPTURED;
-        b.calls.push(CapturedCall {
-            call: template,
-            gather: gather.clone(),
-            pre_node,
-            post_node: None,
-            rejected: false,
-        });
-        Some(CaptureSlot { id: info.id, node })
+        b.broken
+            .is_none()
+            .then_some(CaptureSlot { id: info.id, node })
     }
 
     /// After the captured GEMM was forwarded: adds the post-gather node (or marks the
@@ -224,7 +229,7 @@ impl Graphs {
 
     /// The capture of `stream` is about to end: its id, to hand to [`Graphs::end_capture`].
     pub fn capture_id(&self, drv: &Driver, stream: Handle) -> Option<u64> {
-        drv.capture_info(stream).map(|i| i.id)
+        drv.capture_id(stream)
     }
 
     /// A capture ended: with `graph` when it produced one.
@@ -255,15 +260,21 @@ impl Graphs {
 
     /// `graph` was instantiated as `exec`: allocates its control block and binds its
     /// gather nodes to it.
-    pub fn instantiated(&self, drv: &Driver, graph: Handle, exec: Handle) {
+    pub fn instantiated(&self, drv: &Driver, graph: Handle, exec: Handle, depth: u32) {
         let Some(info) = lock(&self.graphs).get(&graph).cloned() else {
             // A graph we did not follow (or one that replaces a known exec's handle).
             lock(&self.execs).remove(&exec);
             return;
         };
+        self.bind_exec(drv, info, exec, depth);
+    }
+
+    fn bind_exec(&self, drv: &Driver, info: Arc<GraphInfo>, exec: Handle, depth: u32) {
         let number = self.next_exec.fetch_add(1, Ordering::Relaxed) + 1;
         let order_event = drv.event_create().map_err(|e| e.to_string());
-        let ctrl = order_event.clone().and_then(|_| bind(drv, &info, exec));
+        let ctrl = order_event
+            .clone()
+            .and_then(|_| bind(drv, &info, exec, depth));
         if let Err(e) = &ctrl {
             log::emit(
                 Level::Warn,
@@ -275,14 +286,15 @@ impl Graphs {
         }
         let exec_info = ExecInfo {
             number,
-            busy: (0..DEPTH).map(|_| AtomicBool::new(false)).collect(),
+            depth,
+            busy: (0..depth).map(|_| AtomicBool::new(false)).collect(),
             graph: info,
             ctrl,
             state: Mutex::new(ExecState {
                 next_replay: 0,
                 last_launch: None,
                 retired: None,
-                last_stream: None,
+                last_sampled: None,
             }),
             order_event: order_event.unwrap_or(0),
         };
@@ -290,10 +302,35 @@ impl Graphs {
     }
 
     /// `exec` was updated from `graph` (cudaGraphExecUpdate): its nodes now carry the
-    /// new graph's parameters, so it is bound again (a new executable number).
-    pub fn updated(&self, drv: &Driver, exec: Handle, graph: Handle) {
+    /// new graph's parameters, so it is bound again (a new executable number), with the
+    /// new graph's GEMMs but the node handles of the graph it was instantiated from
+    /// (the ones CUDA knows its nodes by). An update to a graph with other GEMMs, or one
+    /// the library did not follow, leaves the replays not audited.
+    pub fn updated(&self, drv: &Driver, exec: Handle, graph: Handle, depth: u32) {
+        let old = lock(&self.execs).get(&exec).cloned();
+        let new = lock(&self.graphs).get(&graph).cloned();
         self.destroyed(drv, exec);
-        self.instantiated(drv, graph, exec);
+        let (Some(old), Some(new)) = (old, new) else {
+            return;
+        };
+        let mut merged = GraphInfo {
+            number: new.number,
+            gpu: new.gpu.clone(),
+            calls: new.calls.clone(),
+            broken: new.broken.clone().or_else(|| old.graph.broken.clone()),
+        };
+        if merged.calls.len() != old.graph.calls.len() {
+            merged.broken = Some(format!(
+                "updated from a graph of {} GEMMs to one of {}",
+                old.graph.calls.len(),
+                merged.calls.len()
+            ));
+        } else {
+            for (c, o) in merged.calls.iter_mut().zip(&old.graph.calls) {
+                (c.pre_node, c.post_node) = (o.pre_node, o.post_node);
+            }
+        }
+        self.bind_exec(drv, Arc::new(merged), exec, depth);
     }
 
     /// `exec` is being destroyed (or updated): its control block may be reused once the
@@ -309,8 +346,9 @@ impl Graphs {
         let Some(stream) = st.last_launch else {
             return;
         };
-        // (Never on a stream that captures now: the record would join the capture.)
-        let capturing = drv.is_capturing(stream);
+        // (Never on a stream that captures now: the record would join the capture; nor
+        // on the per-thread stream, which is this thread's, not the launching one's.)
+        let capturing = stream == PER_THREAD_STREAM || drv.is_capturing(stream);
         let retired = gpu.take_event(drv).ok().filter(|&e| {
             if capturing {
                 gpu.put_event(e);
@@ -338,7 +376,7 @@ impl Graphs {
 }
 
 /// Allocates the control block of an executable graph and binds its nodes to it.
-fn bind(drv: &Driver, info: &GraphInfo, exec: Handle) -> Result<Block, String> {
+fn bind(drv: &Driver, info: &GraphInfo, exec: Handle, depth: u32) -> Result<Block, String> {
     if let Some(why) = &info.broken {
         return Err(why.clone());
     }
@@ -346,7 +384,7 @@ fn bind(drv: &Driver, info: &GraphInfo, exec: Handle) -> Result<Block, String> {
         return Err("no gather resources on its context".into());
     };
     let calls = info.calls.len();
-    let bytes = HEADER_BYTES + DEPTH as usize * calls * ENTRY_BYTES;
+    let bytes = HEADER_BYTES + depth as usize * calls * ENTRY_BYTES;
     let (host, dev, size) = gpu
         .take_block(drv, bytes)
         .map_err(|e| format!("allocating its {bytes}-byte control block: {e}"))?;
@@ -355,7 +393,7 @@ fn bind(drv: &Driver, info: &GraphInfo, exec: Handle) -> Result<Block, String> {
     let block = unsafe { std::slice::from_raw_parts_mut(host as *mut u8, bytes) };
     block[0..4].copy_from_slice(&REPLAY_NONE.to_le_bytes());
     block[4..8].copy_from_slice(&(calls as u32).to_le_bytes());
-    block[8..12].copy_from_slice(&DEPTH.to_le_bytes());
+    block[8..12].copy_from_slice(&depth.to_le_bytes());
     block[12..16].fill(0);
     for e in block[HEADER_BYTES..].chunks_exact_mut(ENTRY_BYTES) {
         e.fill(0);
@@ -409,13 +447,13 @@ impl ExecInfo {
         let Ok((host, _, _)) = self.ctrl else {
             return false;
         };
-        if row >= DEPTH || node >= self.graph.calls.len() || at + bytes.len() > ENTRY_BYTES {
+        if row >= self.depth || node >= self.graph.calls.len() || at + bytes.len() > ENTRY_BYTES {
             return false;
         }
         let offset =
             HEADER_BYTES + (row as usize * self.graph.calls.len() + node) * ENTRY_BYTES + at;
         // SAFETY: the checks above keep [offset, offset + len) inside the control block
-        // (HEADER_BYTES + DEPTH * calls * ENTRY_BYTES bytes, mapped pinned memory that
+        // (HEADER_BYTES + depth * calls * ENTRY_BYTES bytes, mapped pinned memory that
         // lives as long as self); the device only reads it.
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), (host + offset) as *mut u8, bytes.len())
@@ -530,7 +568,7 @@ pub(crate) fn before_launch(
     stream: Handle,
 ) -> Result<Replay, String> {
     let replay = lock(&exec.state).next_replay;
-    let row = (replay % DEPTH as u64) as u32;
+    let row = (replay % exec.depth as u64) as u32;
     let tag = u32::try_from(replay).ok().filter(|&t| t != REPLAY_NONE);
     let audited = exec.ctrl.is_ok() && tag.is_some();
     let row_free = !exec.busy[row as usize].load(Ordering::Acquire);
@@ -577,6 +615,21 @@ pub(crate) fn before_launch(
             Err((reason, detail)) => out.gaps.push((call.index, reason, detail)),
         }
     }
+    // After a launch with samples on another stream (or on a per-thread default
+    // stream, which is another stream on another thread), this replay, sampled or not,
+    // must not start before that launch's trailing "no replay" store: CUDA runs the
+    // two graphs in order, but not the stores around them.
+    let last = lock(&exec.state).last_sampled;
+    if last.is_some_and(|l| l != stream || stream == PER_THREAD_STREAM) {
+        if let Err(e) = drv.stream_wait_event(stream, exec.order_event) {
+            log::once(
+                Level::Warn,
+                "graph-order",
+                &format!("a graph replay could not be ordered after the previous one ({e}); its samples are dropped"),
+            );
+            return Ok(out.fail_gathers(&format!("ordering after the previous replay: {e}")));
+        }
+    }
     let Some(tag) = tag.filter(|_| !out.prepared.is_empty()) else {
         return Ok(out);
     };
@@ -586,14 +639,6 @@ pub(crate) fn before_launch(
     let Ok((_, dev, _)) = exec.ctrl else {
         return Ok(out);
     };
-    // The last launch with samples may have been on another stream: its trailing
-    // "no replay" store must land before this replay's number does.
-    let last = *lock(&exec.state).last_stream.get_or_insert(stream);
-    if last != stream {
-        if let Err(e) = drv.stream_wait_event(stream, exec.order_event) {
-            return Ok(out.fail_gathers(&format!("ordering after the previous replay: {e}")));
-        }
-    }
     if let Err(e) = drv.memset_u32_async(dev, tag, stream) {
         return Ok(out.fail_gathers(&e.to_string()));
     }
@@ -613,7 +658,7 @@ fn prepare(
     if !row_free {
         return Err((
             GapReason::QueueFull,
-            format!("{DEPTH} replays of this executable graph with samples are still queued"),
+            format!("{} replays of this executable graph with samples are still queued (MMAUDIT_GRAPH_DEPTH)", exec.depth),
         ));
     }
     let layout = SlotLayout::new(call, gather, plan).map_err(|e| (GapReason::Internal, e))?;
@@ -753,7 +798,7 @@ fn finish_replay(
         return Err(e.to_string());
     }
     if drv.event_record(exec.order_event, stream).is_ok() {
-        lock(&exec.state).last_stream = Some(stream);
+        lock(&exec.state).last_sampled = Some(stream);
     }
     Ok(ReplayDone {
         event,

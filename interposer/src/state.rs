@@ -454,6 +454,9 @@ fn init_inner() -> bool {
         .spawn(move || {
             mark_internal_thread();
             block_sigpipe();
+            if let Some(d) = crate::driver::driver() {
+                d.relax_this_thread();
+            }
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())).is_err() {
                 stop("the background thread failed".into());
             }

@@ -1381,6 +1381,11 @@ fn every_gemm_of_every_graph_replay_is_ledgered_sampled_and_verified() {
         ),
         ("decode-driver", vec!["--replays", "24", "--driver"], None),
         (
+            "decode-capture-thread",
+            vec!["--replays", "24", "--capture-thread"],
+            None,
+        ),
+        (
             "decode-per-thread",
             vec!["--replays", "24", "--per-thread", "--two-streams"],
             Some("40"),
@@ -1423,6 +1428,14 @@ fn replays_queued_beyond_the_depth_become_explicit_gaps_never_wrong_data() {
     // The coverage hole fails the default policy, by name.
     assert_eq!(a.check.code, Some(1), "{ctx}");
     assert!(!a.check.failures_of("gap rate").is_empty(), "{ctx}");
+    // A deeper control block (MMAUDIT_GRAPH_DEPTH) serves the same queue in full.
+    let extra = [
+        ("SIMGPU_LATENCY_US", "200".to_string()),
+        ("MMAUDIT_GRAPH_DEPTH", "64".to_string()),
+    ];
+    let a = audit("decode-deep", &exe, &args, EVERY_CALL, None, &extra);
+    let (captured, _) = graph_counts(&reference);
+    assert_graph_pass(&a, &reference, captured, replayed);
 }
 
 #[test]

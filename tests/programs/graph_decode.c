@@ -21,7 +21,7 @@
  *
  *   graph_decode [--replays N] [--layers L] [--twice] [--update] [--queue]
  *                [--destroy-queued] [--abort] [--eager-first] [--churn K] [--driver]
- *                [--per-thread] [--two-streams] [--time]
+ *                [--per-thread] [--two-streams] [--capture-thread] [--time]
  *
  * Each step uploads a new hidden state (pageable copy, outside the graph),
  * launches A (and B every fourth step) and copies the logits back; by default
@@ -40,7 +40,9 @@
  * (cuStreamBeginCapture, cuStreamEndCapture, cuGraphInstantiateWithFlags,
  * cuGraphLaunch) instead of the runtime's. --per-thread captures and launches on
  * cudaStreamPerThread instead of a stream of its own; --two-streams runs odd steps
- * (upload, launches, download) on a second stream (not with --queue). --time measures each launch of A (the
+ * (upload, launches, download) on a second stream (not with --queue);
+ * --capture-thread captures A on a new thread whose first CUDA call begins the
+ * capture (thread-local mode), and launches it from the main thread. --time measures each launch of A (the
  * cudaGraphLaunch call alone) on the calling thread and prints "launch-ns P50 P10
  * P90" (wall time) and "launch-cpu-ns P50 P10 P90" (the thread's CPU time, which a
  * busy machine's preemption does not inflate).
@@ -54,6 +56,7 @@
 #include <cublas_v2.h>
 #include <cuda.h>
 #include <cuda_runtime.h>
+#include <pthread.h>
 #include <time.h>
 
 #include "audit_common.h"
@@ -210,6 +213,25 @@ static cudaGraph_t capture_a(const layer *ly, int layers, const void *lm_head, a
     return g;
 }
 
+typedef struct capture_job {
+    const layer *ly;
+    int layers;
+    const void *lm_head;
+    acts *a;
+    cudaGraph_t graph;
+} capture_job;
+
+/* A thread whose first CUDA call begins the capture (its context is bound by it). */
+static void *capture_thread(void *arg) {
+    capture_job *j = arg;
+    MUST(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    capturing = 1;
+    step(j->ly, j->layers, j->lm_head, j->a);
+    capturing = 0;
+    MUST(cudaStreamEndCapture(s, &j->graph));
+    return NULL;
+}
+
 static void instantiate(cudaGraphExec_t *x, cudaGraph_t g) {
     if (driver_api)
         MUST(cuGraphInstantiate(x, g, 0));
@@ -302,7 +324,18 @@ int main(int argc, char **argv) {
         hash = fnv1a(hash, logits, lbytes);
     }
 
-    cudaGraph_t ga = capture_a(ly, layers, lm_head, &a), ga2 = NULL, gb;
+    cudaGraph_t ga, ga2 = NULL, gb;
+    if (flag(argc, argv, "--capture-thread")) {
+        capture_job job = {ly, layers, lm_head, &a, NULL};
+        pthread_t t;
+        if (pthread_create(&t, NULL, capture_thread, &job) != 0 || pthread_join(t, NULL) != 0) {
+            printf("FAIL capture thread\n");
+            return 2;
+        }
+        ga = job.graph;
+    } else {
+        ga = capture_a(ly, layers, lm_head, &a);
+    }
     MUST(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
     capturing = 1;
     forked(wside, wside32, &a);

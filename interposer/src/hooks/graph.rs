@@ -84,14 +84,24 @@ fn guarded<T>(what: &str, work: impl FnOnce(&'static Runtime) -> Option<T>) -> O
 
 /// A capture is about to begin on this thread's context: the gather resources are
 /// set up now, while nothing captures (the GEMM hooks cannot do it during a capture).
-fn begin_capture(what: &str) {
+fn begin_capture(what: &str, stream: Handle) {
     let Some(_re) = Reentry::enter() else { return };
     guarded(what, |rt| {
         let drv = driver()?;
-        let ctx = drv.current_context()?;
-        let device = drv.current_device().ok()?;
-        let _ = rt.contexts.get(drv, ctx, device, rt.config.ring_bytes);
-        Some(())
+        let setup = |ctx| {
+            let device = drv.current_device().ok()?;
+            rt.contexts.get(drv, ctx, device, rt.config.ring_bytes).ok()
+        };
+        match drv.current_context() {
+            Some(ctx) => setup(ctx).map(drop),
+            // A thread whose first CUDA call begins a capture has no context yet: the
+            // stream's context is pushed for the setup and popped again, so the
+            // thread's context stays as the program left it.
+            None => {
+                let ctx = drv.stream_context(stream)?;
+                drv.with_context(ctx, || setup(ctx)).flatten().map(drop)
+            }
+        }
     });
 }
 
@@ -131,7 +141,8 @@ fn instantiated(what: &str, status: Status, exec: *mut *mut c_void, graph: Handl
         return status;
     };
     guarded(what, |rt| {
-        rt.graphs.instantiated(driver()?, graph, exec);
+        rt.graphs
+            .instantiated(driver()?, graph, exec, rt.config.graph_depth);
         Some(())
     });
     status
@@ -196,7 +207,7 @@ type DestroyFn = unsafe extern "C" fn(*mut c_void) -> Status;
 /// The CUDA runtime's contract.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cudaStreamBeginCapture(stream: *mut c_void, mode: c_int) -> Status {
-    begin_capture("cudaStreamBeginCapture");
+    begin_capture("cudaStreamBeginCapture", stream as Handle);
     forward_or_unknown!(real::CUDA_STREAM_BEGIN_CAPTURE, BeginCaptureFn, |f| f(
         stream, mode
     ))
@@ -208,7 +219,7 @@ pub unsafe extern "C" fn cudaStreamBeginCapture(stream: *mut c_void, mode: c_int
 /// The CUDA driver's contract.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamBeginCapture_v2(stream: *mut c_void, mode: c_int) -> Status {
-    begin_capture("cuStreamBeginCapture_v2");
+    begin_capture("cuStreamBeginCapture_v2", stream as Handle);
     forward_or_unknown!(real::CU_STREAM_BEGIN_CAPTURE, BeginCaptureFn, |f| f(
         stream, mode
     ))
@@ -390,7 +401,8 @@ fn updated(what: &str, status: Status, exec: Handle, graph: Handle) -> Status {
     };
     guarded(what, |rt| {
         if status == 0 {
-            rt.graphs.updated(driver()?, exec, graph);
+            rt.graphs
+                .updated(driver()?, exec, graph, rt.config.graph_depth);
         }
         Some(())
     });

@@ -31,6 +31,8 @@ pub type CuDevicePtr = u64;
 pub const CAPTURE_STATUS_NONE: c_int = 0;
 /// `CU_STREAM_CAPTURE_STATUS_ACTIVE`
 pub const CAPTURE_STATUS_ACTIVE: c_int = 1;
+/// `CU_STREAM_CAPTURE_STATUS_INVALIDATED`
+pub const CAPTURE_STATUS_INVALIDATED: c_int = 2;
 /// `CU_STREAM_CAPTURE_MODE_RELAXED`
 pub const CAPTURE_MODE_RELAXED: c_int = 2;
 /// `CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP`
@@ -110,6 +112,12 @@ pub type StreamGetCaptureInfoV2Fn = unsafe extern "C" fn(
     *mut *const CuGraphNode,
     *mut usize,
 ) -> CuResult;
+/// `cuCtxPushCurrent_v2`
+pub type CtxPushCurrentFn = unsafe extern "C" fn(CuContext) -> CuResult;
+/// `cuCtxPopCurrent_v2`
+pub type CtxPopCurrentFn = unsafe extern "C" fn(*mut CuContext) -> CuResult;
+/// `cuStreamGetCtx`
+pub type StreamGetCtxFn = unsafe extern "C" fn(CuStream, *mut CuContext) -> CuResult;
 /// `cuMemsetD32Async`
 pub type MemsetD32AsyncFn = unsafe extern "C" fn(CuDevicePtr, c_uint, usize, CuStream) -> CuResult;
 /// `cuStreamWaitEvent`

@@ -708,6 +708,18 @@ SG_EXPORT CUresult sg_stream_flags(CUstream stream, unsigned *flags) {
     return r;
 }
 
+SG_EXPORT CUresult sg_stream_ctx(CUstream stream, struct CUctx_st **ctx) {
+    if (!ctx)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&G.mu);
+    struct CUstream_st *s;
+    CUresult r = resolve_locked(stream, &s);
+    if (r == CUDA_SUCCESS)
+        *ctx = &G.ctx[s->device];
+    pthread_mutex_unlock(&G.mu);
+    return r;
+}
+
 SG_EXPORT CUresult sg_stream_sync(CUstream stream) {
     pthread_mutex_lock(&G.mu);
     struct CUstream_st *s;

@@ -727,6 +727,11 @@ CUresult CUDAAPI cuStreamGetFlags(CUstream hStream, unsigned int *flags) {
     return sg_stream_flags(hStream, flags);
 }
 
+CUresult CUDAAPI cuStreamGetCtx(CUstream hStream, CUcontext *pctx) {
+    NEED_INIT();
+    return sg_stream_ctx(hStream, pctx);
+}
+
 CUresult CUDAAPI cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags) {
     NEED_INIT();
     if (Flags & ~1u)
@@ -929,6 +934,7 @@ static const proc procs[] = {
     P("cuStreamDestroy", 4000, cuStreamDestroy_v2),
     P("cuStreamGetFlags", 5050, cuStreamGetFlags),
     P("cuStreamWaitEvent", 3020, cuStreamWaitEvent),
+    P("cuStreamGetCtx", 9020, cuStreamGetCtx),
     P("cuStreamQuery", 2000, cuStreamQuery),
     P("cuStreamSynchronize", 2000, cuStreamSynchronize),
     P("cuStreamBeginCapture", 10010, cuStreamBeginCapture_v2),

@@ -118,6 +118,8 @@ SG_EXPORT CUresult sg_check_unsafe_call(void);
 SG_EXPORT CUresult sg_stream_create(CUstream *out, unsigned flags);
 SG_EXPORT CUresult sg_stream_destroy(CUstream stream);
 SG_EXPORT CUresult sg_stream_flags(CUstream stream, unsigned *flags);
+/* The (primary) context a stream belongs to. */
+SG_EXPORT CUresult sg_stream_ctx(CUstream stream, struct CUctx_st **ctx);
 SG_EXPORT CUresult sg_stream_sync(CUstream stream);
 SG_EXPORT CUresult sg_stream_query(CUstream stream);
 SG_EXPORT CUresult sg_stream_wait_event(CUstream stream, CUevent event);
