@@ -194,6 +194,13 @@ real_syms! {
     GEMM_BATCHED_EX = "cublasGemmBatchedEx" in Cublas;
     GEMM_BATCHED_EX_64 = "cublasGemmBatchedEx_64" in Cublas;
     LT_MATMUL = "cublasLtMatmul" in CublasLt;
+    DGEMM = "cublasDgemm_v2" in Cublas;
+    DGEMM_STRIDED_BATCHED = "cublasDgemmStridedBatched" in Cublas;
+    SGEMM_EX = "cublasSgemmEx" in Cublas;
+    SGEMM_BATCHED = "cublasSgemmBatched" in Cublas;
+    HGEMM_BATCHED = "cublasHgemmBatched" in Cublas;
+    SGEMV = "cublasSgemv_v2" in Cublas;
+    DGEMV = "cublasDgemv_v2" in Cublas;
     GET_STREAM = "cublasGetStream_v2" in Cublas;
     GET_POINTER_MODE = "cublasGetPointerMode_v2" in Cublas;
     GET_MATH_MODE = "cublasGetMathMode" in Cublas;

@@ -37,6 +37,20 @@ pub enum EntryPoint {
     SgemmV264 = 11,
     /// `cublasHgemmStridedBatched`
     HgemmStridedBatched = 12,
+    /// `cublasDgemm_v2`
+    DgemmV2 = 13,
+    /// `cublasDgemmStridedBatched`
+    DgemmStridedBatched = 14,
+    /// `cublasSgemmEx`
+    SgemmEx = 15,
+    /// `cublasSgemmBatched`
+    SgemmBatched = 16,
+    /// `cublasHgemmBatched`
+    HgemmBatched = 17,
+    /// `cublasSgemv_v2` (a GEMM with n = 1)
+    SgemvV2 = 18,
+    /// `cublasDgemv_v2` (a GEMM with n = 1)
+    DgemvV2 = 19,
 }
 
 /// Transpose operation applied to an input matrix (`cublasOperation_t`).
@@ -356,6 +370,13 @@ wire_enum!(EntryPoint {
     LtMatmul,
     SgemmV264,
     HgemmStridedBatched,
+    DgemmV2,
+    DgemmStridedBatched,
+    SgemmEx,
+    SgemmBatched,
+    HgemmBatched,
+    SgemvV2,
+    DgemvV2,
 });
 wire_enum!(Op { N, T, C });
 wire_enum!(DType {

@@ -2236,3 +2236,79 @@ fn rowwise_fp8_scales_are_verified_and_one_wrong_row_scale_fails() {
         assert!(msg.contains("row 0 "), "{msg}");
     }
 }
+
+#[test]
+fn the_entry_points_frameworks_call_beyond_gemm_ex_are_ledgered_and_verified() {
+    // audit_entries: cublasDgemm_v2, cublasDgemmStridedBatched, cublasSgemmEx (twice),
+    // cublasSgemmBatched, cublasHgemmBatched, cublasSgemv_v2 (op N under TF32 math,
+    // op T with x at stride 2), cublasDgemv_v2, then a cublasSgemv_v2 with y at
+    // stride 2 (outside the model). Absent: every modelled call verifies with every
+    // entry checked, the last is ledgered as not modelled, outputs are unchanged.
+    let exe = compile("audit_entries");
+    let args = ["--trace"];
+    let reference = reference(&exe, &args, None);
+    let unmodelled: u64 = reference.field("unmodelled").trim().parse().unwrap();
+    let a = audit("entries", &exe, &args, FULL, None, &[]);
+    let a = assert_fails_policy_then_recheck(&a, &[("unmodelled", "--max-unmodelled")]);
+    assert_honest_pass(&a, &reference);
+    let ctx = a.context();
+    assert_eq!(a.check.n("verified"), unmodelled, "{ctx}");
+    let ledger = ledger_of("entries");
+    let trace = reference.trace();
+    for c in &ledger {
+        let made = &trace[c.index as usize];
+        assert_eq!(
+            normalised_entry(&format!("{:?}", c.entry)),
+            normalised_entry(&made.entry),
+            "{ctx}"
+        );
+        assert_eq!(
+            (c.m, c.n, c.k, c.batch),
+            (made.m, made.n, made.k, made.batch)
+        );
+        assert_eq!(c.has(flags::UNMODELLED), c.index == unmodelled, "{c:?}");
+    }
+    // Present: a GPU that skips the GEMMs fails every modelled call, by index.
+    let a = audit("entries-zero", &exe, &args, FULL, Some("zero"), &[]);
+    let named: BTreeSet<u64> = a
+        .check
+        .failures_of("mismatch")
+        .into_iter()
+        .map(|f| failure_call(f).index)
+        .collect();
+    assert_eq!(
+        named,
+        (0..unmodelled).collect::<BTreeSet<u64>>(),
+        "{}",
+        a.context()
+    );
+}
+
+#[test]
+fn the_readme_lists_exactly_the_cublas_functions_the_library_exports() {
+    // The README's "What is recorded" paragraph names every cuBLAS/cuBLASLt function
+    // the library hooks; `nm -D` on libmmaudit.so is the truth.
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let start = readme.find("**What is recorded.**").expect("the paragraph");
+    let para = &readme[start..start + readme[start..].find("\n\n").unwrap_or(0)];
+    let listed: BTreeSet<String> = para
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| w.starts_with("cublas"))
+        .map(str::to_string)
+        .collect();
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&tools().preload)
+        .output()
+        .expect("run nm");
+    assert!(out.status.success());
+    let exported: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter(|s| s.starts_with("cublas"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(listed, exported, "README lists vs libmmaudit.so exports");
+}

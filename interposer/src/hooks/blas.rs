@@ -35,6 +35,9 @@ struct Parts {
     compute: c_int,
     alpha: *const c_void,
     beta: *const c_void,
+    /// gemv: no tensor-core path, so the handle's math mode does not apply; and why
+    /// the call cannot be described, when it cannot.
+    gemv: Option<Result<(), String>>,
 }
 
 /// Reads `size` bytes of a host scalar.
@@ -75,6 +78,14 @@ unsafe fn describe(handle: CublasHandle, p: Parts) -> Result<Call, Box<Unmodelle
     let mut math: c_int = 0;
     // SAFETY: the caller's contract.
     let state = unsafe { read_handle(handle, &mut stream, &mut mode, &mut math) };
+    let state = match &p.gemv {
+        Some(Err(why)) => state.and(Err(NotDescribed::Unsupported(why.clone()))),
+        Some(Ok(())) => {
+            math = 0;
+            state
+        }
+        None => state,
+    };
     let size = blas_scale_type(p.compute).size();
     let scalar = |ptr: *const c_void, what: &str| -> Result<ScalarArg, NotDescribed> {
         if ptr.is_null() {
@@ -241,6 +252,7 @@ pub unsafe extern "C" fn cublasSgemm_v2(
                     compute: cc::C32F,
                     alpha: alpha.cast(),
                     beta: beta.cast(),
+                    gemv: None,
                 },
             )
         },
@@ -302,6 +314,7 @@ pub unsafe extern "C" fn cublasSgemm_v2_64(
                     compute: cc::C32F,
                     alpha: alpha.cast(),
                     beta: beta.cast(),
+                    gemv: None,
                 },
             )
         },
@@ -363,6 +376,7 @@ pub unsafe extern "C" fn cublasHgemm(
                     compute: cc::C16F,
                     alpha: alpha.cast(),
                     beta: beta.cast(),
+                    gemv: None,
                 },
             )
         },
@@ -428,6 +442,7 @@ pub unsafe extern "C" fn cublasSgemmStridedBatched(
                     compute: cc::C32F,
                     alpha: alpha.cast(),
                     beta: beta.cast(),
+                    gemv: None,
                 },
             )
         },
@@ -494,6 +509,7 @@ pub unsafe extern "C" fn cublasHgemmStridedBatched(
                     compute: cc::C16F,
                     alpha: alpha.cast(),
                     beta: beta.cast(),
+                    gemv: None,
                 },
             )
         },
@@ -561,6 +577,7 @@ pub unsafe extern "C" fn cublasGemmEx(
                     compute,
                     alpha,
                     beta,
+                    gemv: None,
                 },
             )
         },
@@ -628,6 +645,7 @@ pub unsafe extern "C" fn cublasGemmEx_64(
                     compute,
                     alpha,
                     beta,
+                    gemv: None,
                 },
             )
         },
@@ -699,6 +717,7 @@ pub unsafe extern "C" fn cublasGemmStridedBatchedEx(
                     compute,
                     alpha,
                     beta,
+                    gemv: None,
                 },
             )
         },
@@ -770,6 +789,7 @@ pub unsafe extern "C" fn cublasGemmStridedBatchedEx_64(
                     compute,
                     alpha,
                     beta,
+                    gemv: None,
                 },
             )
         },
@@ -838,6 +858,7 @@ pub unsafe extern "C" fn cublasGemmBatchedEx(
                     compute,
                     alpha,
                     beta,
+                    gemv: None,
                 },
             )
         },
@@ -906,6 +927,7 @@ pub unsafe extern "C" fn cublasGemmBatchedEx_64(
                     compute,
                     alpha,
                     beta,
+                    gemv: None,
                 },
             )
         },
@@ -917,4 +939,444 @@ pub unsafe extern "C" fn cublasGemmBatchedEx_64(
             )
         },
     )
+}
+
+const F64: (c_int, c_int, c_int) = (dt::R_64F, dt::R_64F, dt::R_64F);
+
+/// The [`Parts`] of a plain (not batched) GEMM.
+fn plain(
+    entry: EntryPoint,
+    (transa, transb): (c_int, c_int),
+    (m, n, k): (c_int, c_int, c_int),
+    types: (c_int, c_int, c_int),
+    (a, b, c): (*const c_void, *const c_void, *const c_void),
+    (lda, ldb, ldc): (c_int, c_int, c_int),
+    compute: c_int,
+    (alpha, beta): (*const c_void, *const c_void),
+) -> Parts {
+    Parts {
+        entry,
+        transa,
+        transb,
+        m: m as i64,
+        n: n as i64,
+        k: k as i64,
+        types,
+        a,
+        b,
+        c,
+        ld: (lda as i64, ldb as i64, ldc as i64),
+        strides: (0, 0, 0),
+        batch: 1,
+        batch_form: BatchForm::Single,
+        compute,
+        alpha,
+        beta,
+        gemv: None,
+    }
+}
+
+/// Hook of `cublasDgemm_v2` (f64 GEMMs: PyTorch's float64 matmul).
+///
+/// # Safety
+/// The cuBLAS contract of `cublasDgemm_v2`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cublasDgemm_v2(
+    handle: CublasHandle,
+    transa: c_int,
+    transb: c_int,
+    m: c_int,
+    n: c_int,
+    k: c_int,
+    alpha: *const f64,
+    a: *const f64,
+    lda: c_int,
+    b: *const f64,
+    ldb: c_int,
+    beta: *const f64,
+    c: *mut f64,
+    ldc: c_int,
+) -> CublasStatus {
+    let f: sys::DgemmFn = match real_fn(&real::DGEMM) {
+        Ok(f) => f,
+        Err(s) => return s,
+    };
+    let parts = plain(
+        EntryPoint::DgemmV2,
+        (transa, transb),
+        (m, n, k),
+        F64,
+        (a.cast(), b.cast(), c.cast_const().cast()),
+        (lda, ldb, ldc),
+        cc::C64F,
+        (alpha.cast(), beta.cast()),
+    );
+    audited(
+        "cublasDgemm_v2",
+        // SAFETY: the application's arguments, passed on unchanged.
+        || unsafe { describe(handle, parts) },
+        // SAFETY: the real function with the caller's arguments, exactly once.
+        || unsafe {
+            f(
+                handle, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+            )
+        },
+    )
+}
+
+/// Hook of `cublasDgemmStridedBatched`.
+///
+/// # Safety
+/// The cuBLAS contract of `cublasDgemmStridedBatched`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cublasDgemmStridedBatched(
+    handle: CublasHandle,
+    transa: c_int,
+    transb: c_int,
+    m: c_int,
+    n: c_int,
+    k: c_int,
+    alpha: *const f64,
+    a: *const f64,
+    lda: c_int,
+    stride_a: i64,
+    b: *const f64,
+    ldb: c_int,
+    stride_b: i64,
+    beta: *const f64,
+    c: *mut f64,
+    ldc: c_int,
+    stride_c: i64,
+    batch: c_int,
+) -> CublasStatus {
+    let f: sys::DgemmStridedBatchedFn = match real_fn(&real::DGEMM_STRIDED_BATCHED) {
+        Ok(f) => f,
+        Err(s) => return s,
+    };
+    let mut parts = plain(
+        EntryPoint::DgemmStridedBatched,
+        (transa, transb),
+        (m, n, k),
+        F64,
+        (a.cast(), b.cast(), c.cast_const().cast()),
+        (lda, ldb, ldc),
+        cc::C64F,
+        (alpha.cast(), beta.cast()),
+    );
+    parts.strides = (stride_a, stride_b, stride_c);
+    parts.batch = batch as i64;
+    parts.batch_form = BatchForm::Strided;
+    audited(
+        "cublasDgemmStridedBatched",
+        // SAFETY: the application's arguments, passed on unchanged.
+        || unsafe { describe(handle, parts) },
+        // SAFETY: the real function with the caller's arguments, exactly once.
+        || unsafe {
+            f(
+                handle, transa, transb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta,
+                c, ldc, stride_c, batch,
+            )
+        },
+    )
+}
+
+/// Hook of `cublasSgemmEx` (f32 scalars and accumulation, A/B/C of the given types).
+///
+/// # Safety
+/// The cuBLAS contract of `cublasSgemmEx`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cublasSgemmEx(
+    handle: CublasHandle,
+    transa: c_int,
+    transb: c_int,
+    m: c_int,
+    n: c_int,
+    k: c_int,
+    alpha: *const f32,
+    a: *const c_void,
+    a_type: c_int,
+    lda: c_int,
+    b: *const c_void,
+    b_type: c_int,
+    ldb: c_int,
+    beta: *const f32,
+    c: *mut c_void,
+    c_type: c_int,
+    ldc: c_int,
+) -> CublasStatus {
+    let f: sys::SgemmExFn = match real_fn(&real::SGEMM_EX) {
+        Ok(f) => f,
+        Err(s) => return s,
+    };
+    let parts = plain(
+        EntryPoint::SgemmEx,
+        (transa, transb),
+        (m, n, k),
+        (a_type, b_type, c_type),
+        (a, b, c.cast_const()),
+        (lda, ldb, ldc),
+        cc::C32F,
+        (alpha.cast(), beta.cast()),
+    );
+    audited(
+        "cublasSgemmEx",
+        // SAFETY: the application's arguments, passed on unchanged.
+        || unsafe { describe(handle, parts) },
+        // SAFETY: the real function with the caller's arguments, exactly once.
+        || unsafe {
+            f(
+                handle, transa, transb, m, n, k, alpha, a, a_type, lda, b, b_type, ldb, beta, c,
+                c_type, ldc,
+            )
+        },
+    )
+}
+
+/// The shared body of `cublasSgemmBatched` and `cublasHgemmBatched`.
+///
+/// # Safety
+/// The cuBLAS contract of those functions (the arrays live in device memory).
+unsafe fn gemm_batched(
+    name: &'static str,
+    sym: &real::RealSym,
+    (entry, types, compute): (EntryPoint, (c_int, c_int, c_int), c_int),
+    handle: CublasHandle,
+    (transa, transb): (c_int, c_int),
+    (m, n, k): (c_int, c_int, c_int),
+    (alpha, beta): (*const c_void, *const c_void),
+    (a, b, c): (
+        *const *const c_void,
+        *const *const c_void,
+        *const *mut c_void,
+    ),
+    (lda, ldb, ldc): (c_int, c_int, c_int),
+    batch: c_int,
+) -> CublasStatus {
+    let f: sys::GemmBatchedFn = match real_fn(sym) {
+        Ok(f) => f,
+        Err(s) => return s,
+    };
+    let mut parts = plain(
+        entry,
+        (transa, transb),
+        (m, n, k),
+        types,
+        (a.cast(), b.cast(), c.cast()),
+        (lda, ldb, ldc),
+        compute,
+        (alpha, beta),
+    );
+    parts.batch = batch as i64;
+    parts.batch_form = BatchForm::PointerArray;
+    audited(
+        name,
+        // SAFETY: the application's arguments, passed on unchanged.
+        || unsafe { describe(handle, parts) },
+        // SAFETY: the real function with the caller's arguments, exactly once.
+        || unsafe {
+            f(
+                handle, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch,
+            )
+        },
+    )
+}
+
+/// Hook of `cublasSgemmBatched`.
+///
+/// # Safety
+/// The cuBLAS contract of `cublasSgemmBatched`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cublasSgemmBatched(
+    handle: CublasHandle,
+    transa: c_int,
+    transb: c_int,
+    m: c_int,
+    n: c_int,
+    k: c_int,
+    alpha: *const f32,
+    a: *const *const c_void,
+    lda: c_int,
+    b: *const *const c_void,
+    ldb: c_int,
+    beta: *const f32,
+    c: *const *mut c_void,
+    ldc: c_int,
+    batch: c_int,
+) -> CublasStatus {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        gemm_batched(
+            "cublasSgemmBatched",
+            &real::SGEMM_BATCHED,
+            (EntryPoint::SgemmBatched, F32, cc::C32F),
+            handle,
+            (transa, transb),
+            (m, n, k),
+            (alpha.cast(), beta.cast()),
+            (a, b, c),
+            (lda, ldb, ldc),
+            batch,
+        )
+    }
+}
+
+/// Hook of `cublasHgemmBatched`.
+///
+/// # Safety
+/// The cuBLAS contract of `cublasHgemmBatched`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cublasHgemmBatched(
+    handle: CublasHandle,
+    transa: c_int,
+    transb: c_int,
+    m: c_int,
+    n: c_int,
+    k: c_int,
+    alpha: *const u16,
+    a: *const *const c_void,
+    lda: c_int,
+    b: *const *const c_void,
+    ldb: c_int,
+    beta: *const u16,
+    c: *const *mut c_void,
+    ldc: c_int,
+    batch: c_int,
+) -> CublasStatus {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        gemm_batched(
+            "cublasHgemmBatched",
+            &real::HGEMM_BATCHED,
+            (EntryPoint::HgemmBatched, F16, cc::C16F),
+            handle,
+            (transa, transb),
+            (m, n, k),
+            (alpha.cast(), beta.cast()),
+            (a, b, c),
+            (lda, ldb, ldc),
+            batch,
+        )
+    }
+}
+
+/// The shared body of `cublasSgemv_v2` and `cublasDgemv_v2`: y = alpha op(A) x + beta y
+/// is the GEMM of op(A) (M x K) and x (K x 1), x taken as the transposed 1 x K row at
+/// stride incx (op(B) = T, ldb = incx) and y as the M x 1 column C = D. A y with a
+/// stride other than 1, or a negative stride, is outside the model.
+///
+/// # Safety
+/// The cuBLAS contract of those functions.
+unsafe fn gemv(
+    name: &'static str,
+    sym: &real::RealSym,
+    (entry, dtype, compute): (EntryPoint, c_int, c_int),
+    handle: CublasHandle,
+    trans: c_int,
+    (m, n): (c_int, c_int),
+    (alpha, beta): (*const c_void, *const c_void),
+    (a, lda): (*const c_void, c_int),
+    (x, incx): (*const c_void, c_int),
+    (y, incy): (*mut c_void, c_int),
+) -> CublasStatus {
+    let f: sys::GemvFn = match real_fn(sym) {
+        Ok(f) => f,
+        Err(s) => return s,
+    };
+    let (rows, cols) = if trans == sys::OP_N { (m, n) } else { (n, m) };
+    let mut parts = plain(
+        entry,
+        (trans, sys::OP_T),
+        (rows, 1, cols),
+        (dtype, dtype, dtype),
+        (a, x, y.cast_const()),
+        (lda, incx, rows.max(1)),
+        compute,
+        (alpha, beta),
+    );
+    parts.gemv = Some(if incx < 1 || incy != 1 {
+        Err(format!(
+            "gemv with incx = {incx}, incy = {incy}: protocol v1 describes incx >= 1 and incy = 1"
+        ))
+    } else {
+        Ok(())
+    });
+    audited(
+        name,
+        // SAFETY: the application's arguments, passed on unchanged.
+        || unsafe { describe(handle, parts) },
+        // SAFETY: the real function with the caller's arguments, exactly once.
+        || unsafe { f(handle, trans, m, n, alpha, a, lda, x, incx, beta, y, incy) },
+    )
+}
+
+/// Hook of `cublasSgemv_v2` (PyTorch's float32 `mv`).
+///
+/// # Safety
+/// The cuBLAS contract of `cublasSgemv_v2`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cublasSgemv_v2(
+    handle: CublasHandle,
+    trans: c_int,
+    m: c_int,
+    n: c_int,
+    alpha: *const f32,
+    a: *const f32,
+    lda: c_int,
+    x: *const f32,
+    incx: c_int,
+    beta: *const f32,
+    y: *mut f32,
+    incy: c_int,
+) -> CublasStatus {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        gemv(
+            "cublasSgemv_v2",
+            &real::SGEMV,
+            (EntryPoint::SgemvV2, dt::R_32F, cc::C32F),
+            handle,
+            trans,
+            (m, n),
+            (alpha.cast(), beta.cast()),
+            (a.cast(), lda),
+            (x.cast(), incx),
+            (y.cast(), incy),
+        )
+    }
+}
+
+/// Hook of `cublasDgemv_v2`.
+///
+/// # Safety
+/// The cuBLAS contract of `cublasDgemv_v2`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cublasDgemv_v2(
+    handle: CublasHandle,
+    trans: c_int,
+    m: c_int,
+    n: c_int,
+    alpha: *const f64,
+    a: *const f64,
+    lda: c_int,
+    x: *const f64,
+    incx: c_int,
+    beta: *const f64,
+    y: *mut f64,
+    incy: c_int,
+) -> CublasStatus {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        gemv(
+            "cublasDgemv_v2",
+            &real::DGEMV,
+            (EntryPoint::DgemvV2, dt::R_64F, cc::C64F),
+            handle,
+            trans,
+            (m, n),
+            (alpha.cast(), beta.cast()),
+            (a.cast(), lda),
+            (x.cast(), incx),
+            (y.cast(), incy),
+        )
+    }
 }

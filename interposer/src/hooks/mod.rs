@@ -56,6 +56,13 @@ pub fn hook_address(name: &[u8]) -> Option<usize> {
         b"cublasGemmBatchedEx" => blas::cublasGemmBatchedEx as *const () as usize,
         b"cublasGemmBatchedEx_64" => blas::cublasGemmBatchedEx_64 as *const () as usize,
         b"cublasLtMatmul" => lt::cublasLtMatmul as *const () as usize,
+        b"cublasDgemm_v2" => blas::cublasDgemm_v2 as *const () as usize,
+        b"cublasDgemmStridedBatched" => blas::cublasDgemmStridedBatched as *const () as usize,
+        b"cublasSgemmEx" => blas::cublasSgemmEx as *const () as usize,
+        b"cublasSgemmBatched" => blas::cublasSgemmBatched as *const () as usize,
+        b"cublasHgemmBatched" => blas::cublasHgemmBatched as *const () as usize,
+        b"cublasSgemv_v2" => blas::cublasSgemv_v2 as *const () as usize,
+        b"cublasDgemv_v2" => blas::cublasDgemv_v2 as *const () as usize,
         _ => return graph::hook_address(name),
     })
 }

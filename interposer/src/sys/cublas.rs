@@ -23,6 +23,10 @@ pub type Stream = *mut c_void;
 
 /// `cublasOperation_t`
 pub type Operation = c_int;
+/// `CUBLAS_OP_N`
+pub const OP_N: Operation = 0;
+/// `CUBLAS_OP_T`
+pub const OP_T: Operation = 1;
 /// `cudaDataType_t`
 pub type DataType = c_int;
 /// `cublasComputeType_t`
@@ -484,3 +488,100 @@ pub type DescGetAttrFn =
 /// `cublasLtMatrixLayoutGetAttribute`
 pub type LayoutGetAttrFn =
     unsafe extern "C" fn(LtLayout, c_int, *mut c_void, usize, *mut usize) -> CublasStatus;
+
+/// `cublasDgemm_v2` (and, with `f32`, `float`-typed pointers: the same shape as
+/// [`SgemmFn`])
+pub type DgemmFn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    Operation,
+    c_int,
+    c_int,
+    c_int,
+    *const f64,
+    *const f64,
+    c_int,
+    *const f64,
+    c_int,
+    *const f64,
+    *mut f64,
+    c_int,
+) -> CublasStatus;
+
+/// `cublasDgemmStridedBatched`
+pub type DgemmStridedBatchedFn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    Operation,
+    c_int,
+    c_int,
+    c_int,
+    *const f64,
+    *const f64,
+    c_int,
+    i64,
+    *const f64,
+    c_int,
+    i64,
+    *const f64,
+    *mut f64,
+    c_int,
+    i64,
+    c_int,
+) -> CublasStatus;
+
+/// `cublasSgemmEx`
+pub type SgemmExFn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    Operation,
+    c_int,
+    c_int,
+    c_int,
+    *const f32,
+    *const c_void,
+    c_int,
+    c_int,
+    *const c_void,
+    c_int,
+    c_int,
+    *const f32,
+    *mut c_void,
+    c_int,
+    c_int,
+) -> CublasStatus;
+
+/// `cublasSgemmBatched` / `cublasHgemmBatched` (element pointers as `void`)
+pub type GemmBatchedFn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    Operation,
+    c_int,
+    c_int,
+    c_int,
+    *const c_void,
+    *const *const c_void,
+    c_int,
+    *const *const c_void,
+    c_int,
+    *const c_void,
+    *const *mut c_void,
+    c_int,
+    c_int,
+) -> CublasStatus;
+
+/// `cublasSgemv_v2` / `cublasDgemv_v2` (element pointers as `void`)
+pub type GemvFn = unsafe extern "C" fn(
+    CublasHandle,
+    Operation,
+    c_int,
+    c_int,
+    *const c_void,
+    *const c_void,
+    c_int,
+    *const c_void,
+    c_int,
+    *const c_void,
+    *mut c_void,
+    c_int,
+) -> CublasStatus;

@@ -110,6 +110,35 @@ cublasStatus_t CUBLASWINAPI cublasSgemm_v2_64(cublasHandle_t handle, cublasOpera
                                               cublasOperation_t transb, int64_t m, int64_t n, int64_t k,
                                               const float *alpha, const float *A, int64_t lda, const float *B,
                                               int64_t ldb, const float *beta, float *C, int64_t ldc);
+cublasStatus_t CUBLASWINAPI cublasDgemm_v2(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
+                                           int m, int n, int k, const double *alpha, const double *A, int lda,
+                                           const double *B, int ldb, const double *beta, double *C, int ldc);
+cublasStatus_t CUBLASWINAPI cublasDgemmStridedBatched(cublasHandle_t handle, cublasOperation_t transa,
+                                                      cublasOperation_t transb, int m, int n, int k,
+                                                      const double *alpha, const double *A, int lda,
+                                                      long long int strideA, const double *B, int ldb,
+                                                      long long int strideB, const double *beta, double *C, int ldc,
+                                                      long long int strideC, int batchCount);
+cublasStatus_t CUBLASWINAPI cublasSgemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
+                                          int m, int n, int k, const float *alpha, const void *A, cudaDataType Atype,
+                                          int lda, const void *B, cudaDataType Btype, int ldb, const float *beta,
+                                          void *C, cudaDataType Ctype, int ldc);
+cublasStatus_t CUBLASWINAPI cublasSgemmBatched(cublasHandle_t handle, cublasOperation_t transa,
+                                               cublasOperation_t transb, int m, int n, int k, const float *alpha,
+                                               const float *const Aarray[], int lda, const float *const Barray[],
+                                               int ldb, const float *beta, float *const Carray[], int ldc,
+                                               int batchCount);
+cublasStatus_t CUBLASWINAPI cublasHgemmBatched(cublasHandle_t handle, cublasOperation_t transa,
+                                               cublasOperation_t transb, int m, int n, int k, const __half *alpha,
+                                               const __half *const Aarray[], int lda, const __half *const Barray[],
+                                               int ldb, const __half *beta, __half *const Carray[], int ldc,
+                                               int batchCount);
+cublasStatus_t CUBLASWINAPI cublasSgemv_v2(cublasHandle_t handle, cublasOperation_t trans, int m, int n,
+                                           const float *alpha, const float *A, int lda, const float *x, int incx,
+                                           const float *beta, float *y, int incy);
+cublasStatus_t CUBLASWINAPI cublasDgemv_v2(cublasHandle_t handle, cublasOperation_t trans, int m, int n,
+                                           const double *alpha, const double *A, int lda, const double *x, int incx,
+                                           const double *beta, double *y, int incy);
 cublasStatus_t CUBLASWINAPI cublasHgemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
                                         int m, int n, int k, const __half *alpha, const __half *A, int lda,
                                         const __half *B, int ldb, const __half *beta, __half *C, int ldc);

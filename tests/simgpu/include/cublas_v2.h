@@ -13,4 +13,7 @@
 #define cublasSetPointerMode cublasSetPointerMode_v2
 #define cublasSgemm cublasSgemm_v2
 #define cublasSgemm_64 cublasSgemm_v2_64
+#define cublasDgemm cublasDgemm_v2
+#define cublasSgemv cublasSgemv_v2
+#define cublasDgemv cublasDgemv_v2
 #endif

@@ -301,3 +301,113 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t handle, cublasOperation_t tran
     return cublasGemmBatchedEx_64(handle, transa, transb, m, n, k, alpha, Aarray, Atype, lda, Barray, Btype, ldb,
                                   beta, Carray, Ctype, ldc, batchCount, computeType, algo);
 }
+
+cublasStatus_t cublasDgemm_v2(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,
+                              int n, int k, const double *alpha, const double *A, int lda, const double *B, int ldb,
+                              const double *beta, double *C, int ldc) {
+    call c = {transa, transb, m, n, k, alpha, beta, A, B, C, CUDA_R_64F, CUDA_R_64F, CUDA_R_64F,
+              lda, ldb, ldc, 0, 0, 0, 1, 0, CUBLAS_COMPUTE_64F};
+    return gemm(handle, &c);
+}
+
+cublasStatus_t cublasDgemmStridedBatched(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
+                                         int m, int n, int k, const double *alpha, const double *A, int lda,
+                                         long long int strideA, const double *B, int ldb, long long int strideB,
+                                         const double *beta, double *C, int ldc, long long int strideC,
+                                         int batchCount) {
+    call c = {transa, transb, m, n, k, alpha, beta, A, B, C, CUDA_R_64F, CUDA_R_64F, CUDA_R_64F,
+              lda, ldb, ldc, strideA, strideB, strideC, batchCount, 0, CUBLAS_COMPUTE_64F};
+    return gemm(handle, &c);
+}
+
+/* cublasSgemmEx: f32 scalars and compute, A/B/C of the given types (as cublasGemmEx
+ * with CUBLAS_COMPUTE_32F). */
+cublasStatus_t cublasSgemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
+                             int k, const float *alpha, const void *A, cudaDataType Atype, int lda, const void *B,
+                             cudaDataType Btype, int ldb, const float *beta, void *C, cudaDataType Ctype, int ldc) {
+    call c = {transa, transb, m, n, k, alpha, beta, A, B, C, Atype, Btype, Ctype,
+              lda, ldb, ldc, 0, 0, 0, 1, 0, CUBLAS_COMPUTE_32F};
+    return gemm(handle, &c);
+}
+
+static cublasStatus_t batched(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,
+                              int n, int k, const void *alpha, const void *Aarray, int lda, const void *Barray,
+                              int ldb, const void *beta, void *Carray, int ldc, int batchCount, int type,
+                              int compute) {
+    if (batchCount > 0 && (!Aarray || !Barray || !Carray))
+        return valid(handle) ? CUBLAS_STATUS_INVALID_VALUE : CUBLAS_STATUS_NOT_INITIALIZED;
+    call c = {transa, transb, m, n, k, alpha, beta, Aarray, Barray, Carray, type, type, type,
+              lda, ldb, ldc, 0, 0, 0, batchCount, 1, compute};
+    return gemm(handle, &c);
+}
+
+cublasStatus_t cublasSgemmBatched(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,
+                                  int n, int k, const float *alpha, const float *const Aarray[], int lda,
+                                  const float *const Barray[], int ldb, const float *beta, float *const Carray[],
+                                  int ldc, int batchCount) {
+    return batched(handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, (void *)Carray, ldc,
+                   batchCount, CUDA_R_32F, CUBLAS_COMPUTE_32F);
+}
+
+cublasStatus_t cublasHgemmBatched(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,
+                                  int n, int k, const __half *alpha, const __half *const Aarray[], int lda,
+                                  const __half *const Barray[], int ldb, const __half *beta, __half *const Carray[],
+                                  int ldc, int batchCount) {
+    return batched(handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, (void *)Carray, ldc,
+                   batchCount, CUDA_R_16F, CUBLAS_COMPUTE_16F);
+}
+
+/* y = alpha op(A) x + beta y, as the GEMM op(A) (M x K) times x (K x 1): x is the
+ * 1 x K row at stride incx taken transposed, y an M x 1 row-major column at stride
+ * incy. Negative increments are INVALID_VALUE here (cuBLAS walks them backwards). */
+static cublasStatus_t gemv(cublasHandle_t h, cublasOperation_t trans, int m, int n, const void *alpha, const void *A,
+                           int lda, const void *x, int incx, const void *beta, void *y, int incy, int type,
+                           int compute) {
+    if (!valid(h))
+        return CUBLAS_STATUS_NOT_INITIALIZED;
+    if ((unsigned)trans > CUBLAS_OP_C || m < 0 || n < 0 || lda < max1(m) || incx <= 0 || incy <= 0 || !alpha ||
+        !beta)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    int t = trans != CUBLAS_OP_N;
+    int64_t M = t ? n : m, K = t ? m : n;
+    sg_gemm g = {0};
+    g.transa = t;
+    g.transb = 1;
+    g.m = M;
+    g.n = 1;
+    g.k = K;
+    g.batch = 1;
+    g.a = (sg_matrix){(uint64_t)(uintptr_t)A, type, m, n, lda, 0, 0, 0};
+    g.b = (sg_matrix){(uint64_t)(uintptr_t)x, type, 1, K, incx, 0, 0, 0};
+    g.c = (sg_matrix){(uint64_t)(uintptr_t)y, type, M, 1, incy, 1, 0, 0};
+    g.d = g.c;
+    g.scale_type = scale_type_of(compute);
+    /* gemv has no tensor-core path: the handle's math mode does not apply. */
+    if (sg_gemm_configure(&g, compute, CUBLAS_DEFAULT_MATH, 0) != 0)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (M == 0)
+        return CUBLAS_STATUS_SUCCESS;
+    if (sg_runtime_ctx(NULL) != CUDA_SUCCESS)
+        return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (h->pointer_mode == CUBLAS_POINTER_MODE_DEVICE) {
+        g.scalars_on_device = 1;
+        g.alpha_ptr = (uint64_t)(uintptr_t)alpha;
+        g.beta_ptr = (uint64_t)(uintptr_t)beta;
+    } else {
+        g.alpha = sg_read_scalar(alpha, g.scale_type);
+        g.beta = sg_read_scalar(beta, g.scale_type);
+    }
+    return sg_gemm_submit(&g, h->stream) == CUDA_SUCCESS ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
+}
+
+cublasStatus_t cublasSgemv_v2(cublasHandle_t handle, cublasOperation_t trans, int m, int n, const float *alpha,
+                              const float *A, int lda, const float *x, int incx, const float *beta, float *y,
+                              int incy) {
+    return gemv(handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy, CUDA_R_32F, CUBLAS_COMPUTE_32F);
+}
+
+cublasStatus_t cublasDgemv_v2(cublasHandle_t handle, cublasOperation_t trans, int m, int n, const double *alpha,
+                              const double *A, int lda, const double *x, int incx, const double *beta, double *y,
+                              int incy) {
+    return gemv(handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy, CUDA_R_64F, CUBLAS_COMPUTE_64F);
+}
