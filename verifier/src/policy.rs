@@ -45,7 +45,8 @@ impl Tally {
 /// The categories the policy limits, in report order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unaudited {
-    /// calls made during CUDA graph capture (their replays are not in the ledger)
+    /// calls run by CUDA graph replays the library could not gather (flags REPLAYED and
+    /// CAPTURED)
     Captured,
     /// calls made while the prover had no verifier session
     NoSession,
@@ -102,7 +103,7 @@ impl Unaudited {
     /// What it means, for a failure message.
     pub fn meaning(self) -> &'static str {
         match self {
-            Unaudited::Captured => "made during CUDA graph capture (replays are not audited)",
+            Unaudited::Captured => "run by CUDA graph replays that were not gathered",
             Unaudited::NoSession => "made while the prover had no verifier session",
             Unaudited::Unmodelled => "outside the call model",
             Unaudited::Rejected => {
@@ -240,8 +241,8 @@ pub struct PolicyArgs {
     /// Fail a stream sampled at a lower batch rate than this (serve: asked for).
     #[arg(long, value_name = "RATE", default_value = "1%", value_parser = parse_ppm)]
     pub min_batch_rate: u32,
-    /// Fail a stream when more than this share of its calls or FLOPs were made during
-    /// CUDA graph capture (their replays are not audited).
+    /// Fail a stream when more than this share of its calls or FLOPs ran in CUDA graph
+    /// replays the library could not gather ("replayed, not audited").
     #[arg(long, value_name = "SHARE", default_value = "1%", value_parser = parse_share)]
     pub max_captured: f64,
     /// Fail a stream when more than this share of its calls or FLOPs were made while the
