@@ -67,7 +67,9 @@ const GRID: (u32, u32) = (8, 8);
 struct CapturedCall {
     /// As described at capture (index and CAPTURED flag are replaced per replay).
     call: GemmCall,
-    gather: GatherSpec,
+    /// Where its operands are; `None` for a call outside the model (UNMODELLED), which
+    /// every replay ledgers and never samples.
+    gather: Option<GatherSpec>,
     pre_node: Option<Handle>,
     /// `None` when the post node could not be added: the call cannot be gathered.
     post_node: Option<Handle>,
@@ -149,7 +151,7 @@ impl Graphs {
         gpu: Option<Arc<GpuContext>>,
         stream: Handle,
         call: &GemmCall,
-        gather: &GatherSpec,
+        gather: Option<&GatherSpec>,
     ) -> Option<CaptureSlot> {
         let info = drv.capture_info(stream)?;
         let mut building = lock(&self.building);
@@ -167,11 +169,16 @@ impl Graphs {
         template.flags &= !flags::CAPTURED;
         b.calls.push(CapturedCall {
             call: template,
-            gather: gather.clone(),
+            gather: gather.cloned(),
             pre_node: None,
             post_node: None,
             rejected: false,
         });
+        // A call outside the model gets no nodes (it is never sampled), but its place,
+        // so that the library's rejection of it is still recorded.
+        if gather.is_none() {
+            return Some(CaptureSlot { id: info.id, node });
+        }
         let (None, Some(function)) = (&b.broken, b.gpu.as_ref().map(|g| g.replay_function)) else {
             return None;
         };
@@ -205,9 +212,7 @@ impl Graphs {
         let Some(b) = building.get_mut(&slot.id) else {
             return;
         };
-        let Some(function) = b.gpu.as_ref().map(|g| g.replay_function) else {
-            return;
-        };
+        let function = b.gpu.as_ref().map(|g| g.replay_function);
         let Some(c) = b.calls.get_mut(slot.node) else {
             return;
         };
@@ -215,6 +220,9 @@ impl Graphs {
             c.rejected = true;
             return;
         }
+        let (Some(function), Some(_)) = (function, &c.gather) else {
+            return;
+        };
         let launched = drv.launch_replay_gather(function, GRID, stream, (0, slot.node as u32, 1));
         c.post_node = launched
             .ok()
@@ -605,11 +613,13 @@ pub(crate) fn before_launch(
     };
     let schedule = session.as_ref().filter(|_| audited).map(|s| &s.schedule);
     for (call, node) in calls.iter().zip(nodes) {
+        let Some(gather) = &exec.graph.calls[node].gather else {
+            continue; // outside the model: ledgered, never sampled
+        };
         let Some(plan) = schedule.and_then(|s| s.decide(call)) else {
             continue;
         };
         rt.shared.inflight.fetch_add(1, Ordering::AcqRel);
-        let gather = &exec.graph.calls[node].gather;
         match prepare(&exec, row, row_free, node, call, gather, &plan) {
             Ok(p) => out.prepared.push(p),
             Err((reason, detail)) => out.gaps.push((call.index, reason, detail)),

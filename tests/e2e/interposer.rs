@@ -2312,3 +2312,25 @@ fn the_readme_lists_exactly_the_cublas_functions_the_library_exports() {
         .collect();
     assert_eq!(listed, exported, "README lists vs libmmaudit.so exports");
 }
+
+#[test]
+fn a_gemm_outside_the_model_in_a_graph_is_ledgered_at_every_replay() {
+    // graph_decode --outside: graph A holds one cublasSgemm_v2 with a NaN alpha. Each
+    // launch of A ledgers it (REPLAYED and UNMODELLED), never sampled; every other
+    // replayed GEMM is verified.
+    let exe = compile("graph_decode");
+    let args = ["--replays", "12", "--outside"];
+    let reference = reference(&exe, &args, None);
+    let (captured, replayed) = graph_counts(&reference);
+    let a = audit("decode-outside", &exe, &args, EVERY_CALL, None, &[]);
+    let a = assert_fails_policy_then_recheck(&a, &[("unmodelled", "--max-unmodelled")]);
+    let ctx = a.context();
+    assert_eq!(a.run.hash(), reference.hash(), "{ctx}");
+    assert_eq!(a.check.code, Some(0), "{ctx}");
+    assert_eq!(graphs_n(&a, "capture_records"), captured, "{ctx}");
+    assert_eq!(graphs_n(&a, "replayed"), replayed, "{ctx}");
+    // graph A was launched 12 times: 12 replays of the call outside the model
+    assert_eq!(a.check.n("unmodelled_not_audited"), 12, "{ctx}");
+    assert_eq!(graphs_n(&a, "replayed_sampled"), replayed - 12, "{ctx}");
+    assert_eq!(graphs_n(&a, "replayed_verified"), replayed - 12, "{ctx}");
+}

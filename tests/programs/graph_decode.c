@@ -21,7 +21,7 @@
  *
  *   graph_decode [--replays N] [--layers L] [--twice] [--update] [--queue]
  *                [--destroy-queued] [--abort] [--eager-first] [--churn K] [--driver]
- *                [--per-thread] [--two-streams] [--capture-thread] [--time]
+ *                [--per-thread] [--two-streams] [--capture-thread] [--outside] [--time]
  *
  * Each step uploads a new hidden state (pageable copy, outside the graph),
  * launches A (and B every fourth step) and copies the logits back; by default
@@ -42,7 +42,9 @@
  * cudaStreamPerThread instead of a stream of its own; --two-streams runs odd steps
  * (upload, launches, download) on a second stream (not with --queue);
  * --capture-thread captures A on a new thread whose first CUDA call begins the
- * capture (thread-local mode), and launches it from the main thread. --time measures each launch of A (the
+ * capture (thread-local mode), and launches it from the main thread; --outside adds
+ * to A one cublasSgemm_v2 with a NaN alpha (outside protocol v1's model) into a
+ * scratch buffer. --time measures each launch of A (the
  * cudaGraphLaunch call alone) on the calling thread and prints "launch-ns P50 P10
  * P90" (wall time) and "launch-cpu-ns P50 P10 P90" (the thread's CPU time, which a
  * busy machine's preemption does not inflate).
@@ -67,7 +69,7 @@ static cudaStream_t s, s2, s3;
 static cublasHandle_t handle;
 static cublasLtHandle_t lt;
 static uint64_t api_calls, captured_calls;
-static int capturing, driver_api;
+static int capturing, driver_api, outside;
 
 typedef struct layer {
     void *wqkv, *bqkv, *wo, *wgate, *bgate, *wup, *bup, *wdown, *kcache, *vcache;
@@ -143,6 +145,12 @@ static void step(const layer *ly, int layers, const void *lm_head, acts *a) {
     MUST(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, V, B, H, &eighth, lm_head, CUDA_R_16BF, H, a->h, CUDA_R_16BF,
                       H, &zero, a->logits, CUDA_R_32F, V, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     counted();
+    if (outside) {
+        const float nan = 0.0f / 0.0f;
+        MUST(cublasSgemm_v2(handle, CUBLAS_OP_N, CUBLAS_OP_N, H, B, B, &nan, a->side32, H, a->side32, B, &zero,
+                            (float *)a->side32 + H * B, H));
+        counted();
+    }
 }
 
 /* Graph B's body: two GEMMs on forked streams. */
@@ -247,6 +255,7 @@ int main(int argc, char **argv) {
     const int timed = flag(argc, argv, "--time");
     const int churn = (int)number(argc, argv, "--churn", 0);
     driver_api = flag(argc, argv, "--driver");
+    outside = flag(argc, argv, "--outside");
     const int two_streams = flag(argc, argv, "--two-streams");
     if (replays < 1 || layers < 1 || layers > 32 || (destroy_queued && !queue) || churn < 0 ||
         (churn && (twice || update)) || (two_streams && queue)) {
@@ -290,7 +299,7 @@ int main(int argc, char **argv) {
     a.side32 = dev_random((size_t)2 * H * B, CUDA_R_32F, 10);
 
     uint64_t hash = FNV_OFFSET, launches = 0, replayed = 0;
-    const uint64_t per_a = (uint64_t)layers * 7 + 1, per_b = 2;
+    const uint64_t per_a = (uint64_t)layers * 7 + 1 + (uint64_t)outside, per_b = 2;
     size_t hbytes = (size_t)H * B * 2, lbytes = (size_t)V * B * 4;
     uint16_t *hin = malloc(hbytes);
     float *logits = malloc(lbytes * (size_t)replays);

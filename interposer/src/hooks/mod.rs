@@ -257,14 +257,17 @@ fn prepare(
         None => 0,
     };
     test_panic(rt, index, false);
-    if let (true, Some((gather, stream, ctx)), Some(drv)) =
-        (call.is_capture_record(), &exact, driver())
-    {
+    if let (true, Some(drv)) = (call.is_capture_record(), driver()) {
+        // A GEMM captured into a graph, in the model or not: every replay ledgers it.
+        let (gather, stream, ctx) = match &exact {
+            Some((g, s, c)) => (Some(g), *s, *c),
+            None => (None, call.stream as Handle, drv.current_context()),
+        };
         let gpu = ctx.and_then(|c| rt.contexts.existing(c));
-        if let Some(slot) = rt.graphs.capture_before(drv, gpu, *stream, &call, gather) {
+        if let Some(slot) = rt.graphs.capture_before(drv, gpu, stream, &call, gather) {
             return Some(Ledgered {
                 index,
-                sampled: Sampled::Captured(slot, *stream),
+                sampled: Sampled::Captured(slot, stream),
             });
         }
     }
