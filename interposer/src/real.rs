@@ -201,6 +201,8 @@ real_syms! {
     HGEMM_BATCHED = "cublasHgemmBatched" in Cublas;
     SGEMV = "cublasSgemv_v2" in Cublas;
     DGEMV = "cublasDgemv_v2" in Cublas;
+    GEMM_GROUPED_BATCHED_EX = "cublasGemmGroupedBatchedEx" in Cublas;
+    SGEMM_GROUPED_BATCHED = "cublasSgemmGroupedBatched" in Cublas;
     GET_STREAM = "cublasGetStream_v2" in Cublas;
     GET_POINTER_MODE = "cublasGetPointerMode_v2" in Cublas;
     GET_MATH_MODE = "cublasGetMathMode" in Cublas;

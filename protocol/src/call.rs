@@ -51,6 +51,10 @@ pub enum EntryPoint {
     SgemvV2 = 18,
     /// `cublasDgemv_v2` (a GEMM with n = 1)
     DgemvV2 = 19,
+    /// `cublasGemmGroupedBatchedEx`: one ledger record per group
+    GemmGroupedBatchedEx = 20,
+    /// `cublasSgemmGroupedBatched`: one ledger record per group
+    SgemmGroupedBatched = 21,
 }
 
 /// Transpose operation applied to an input matrix (`cublasOperation_t`).
@@ -377,6 +381,8 @@ wire_enum!(EntryPoint {
     HgemmBatched,
     SgemvV2,
     DgemvV2,
+    GemmGroupedBatchedEx,
+    SgemmGroupedBatched,
 });
 wire_enum!(Op { N, T, C });
 wire_enum!(DType {

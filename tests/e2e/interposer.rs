@@ -2334,3 +2334,39 @@ fn a_gemm_outside_the_model_in_a_graph_is_ledgered_at_every_replay() {
     assert_eq!(graphs_n(&a, "replayed_sampled"), replayed - 12, "{ctx}");
     assert_eq!(graphs_n(&a, "replayed_verified"), replayed - 12, "{ctx}");
 }
+
+#[test]
+fn grouped_gemms_are_ledgered_one_record_per_group() {
+    // audit_grouped: cublasSgemmGroupedBatched and cublasGemmGroupedBatchedEx with two
+    // groups each, between two plain calls. Each group is a ledger record of its own
+    // shape and problem count (recorded outside the model, not sampled yet); the
+    // ledger's FLOPs are the groups' exact sum; the program's outputs are unchanged.
+    let exe = compile("audit_grouped");
+    let reference = reference(&exe, &[], None);
+    let groups: Vec<TraceLine> = reference
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("group "))
+        .map(|l| TraceLine::parse(&format!("call {l}")))
+        .collect();
+    assert_eq!(groups.len(), 4, "{}", reference.transcript());
+    let a = audit("grouped", &exe, &[], EVERY_CALL, None, &[]);
+    let a = assert_fails_policy_then_recheck(&a, &[("unmodelled", "--max-unmodelled")]);
+    assert_clean_pass(&a, &reference, 6);
+    let ctx = a.context();
+    let ledger = ledger_of("grouped");
+    assert_eq!(ledger.len(), 6, "{ctx}");
+    for g in &groups {
+        let c = &ledger[g.index as usize];
+        assert!(c.has(flags::UNMODELLED), "{c:?}");
+        assert_eq!((c.m, c.n, c.k, c.batch), (g.m, g.n, g.k, g.batch), "{c:?}");
+    }
+    let plain = 2.0 * 16.0 * 8.0 * 16.0 * 2.0;
+    let grouped: f64 = groups.iter().map(TraceLine::flops).sum();
+    assert_eq!(
+        a.check.json["flops"].as_f64(),
+        Some(plain + grouped),
+        "{ctx}"
+    );
+    assert_eq!(a.check.n("verified"), 2, "{ctx}");
+}

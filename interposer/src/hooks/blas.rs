@@ -1380,3 +1380,296 @@ pub unsafe extern "C" fn cublasDgemv_v2(
         )
     }
 }
+
+/// Most groups of one grouped call whose arrays are read (more: one record says so).
+const MAX_GROUPS: c_int = 1 << 16;
+
+/// A grouped batched call's arguments (host arrays of `group_count` entries).
+struct Grouped {
+    entry: EntryPoint,
+    transa: *const c_int,
+    transb: *const c_int,
+    m: *const c_int,
+    n: *const c_int,
+    k: *const c_int,
+    types: (c_int, c_int, c_int),
+    a: *const *const c_void,
+    b: *const *const c_void,
+    c: *const *mut c_void,
+    ld: (*const c_int, *const c_int, *const c_int),
+    group_count: c_int,
+    group_size: *const c_int,
+    compute: c_int,
+}
+
+/// The ledger records of a grouped call: one per group, each a pointer-array batch of
+/// that group's shape, recorded outside the model (grouped calls are not sampled yet).
+///
+/// # Safety
+/// The cuBLAS contract of grouped calls: each array holds `group_count` readable
+/// entries (read only when `group_count` is in 1..=MAX_GROUPS).
+unsafe fn grouped_calls(
+    handle: CublasHandle,
+    g: &Grouped,
+) -> Vec<mmaudit_protocol::call::GemmCall> {
+    let mut stream: sys::Stream = std::ptr::null_mut();
+    let (mut mode, mut math) = (None, 0);
+    // SAFETY: the caller's contract.
+    let _ = unsafe { read_handle(handle, &mut stream, &mut mode, &mut math) };
+    let (site, _) = site_of(stream as usize);
+    let args = |i: usize, offset: usize| {
+        // SAFETY: i < group_count <= MAX_GROUPS, per the caller's contract.
+        let at = |p: *const c_int| unsafe { *p.add(i) } as i64;
+        BlasArgs {
+            entry: g.entry,
+            transa: at(g.transa) as c_int,
+            transb: at(g.transb) as c_int,
+            m: at(g.m),
+            n: at(g.n),
+            k: at(g.k),
+            a_type: g.types.0,
+            b_type: g.types.1,
+            c_type: g.types.2,
+            a: g.a as u64 + 8 * offset as u64,
+            b: g.b as u64 + 8 * offset as u64,
+            c: g.c as u64 + 8 * offset as u64,
+            lda: at(g.ld.0),
+            ldb: at(g.ld.1),
+            ldc: at(g.ld.2),
+            stride_a: 0,
+            stride_b: 0,
+            stride_c: 0,
+            batch: at(g.group_size),
+            batch_form: BatchForm::PointerArray,
+            compute: g.compute,
+            math_mode: math,
+            alpha: ScalarArg::Host([0; 8]),
+            beta: ScalarArg::Host([0; 8]),
+            site,
+        }
+    };
+    let readable = (1..=MAX_GROUPS).contains(&g.group_count)
+        && [
+            g.transa,
+            g.transb,
+            g.m,
+            g.n,
+            g.k,
+            g.ld.0,
+            g.ld.1,
+            g.ld.2,
+            g.group_size,
+        ]
+        .iter()
+        .all(|p| !p.is_null());
+    if !readable {
+        // Nothing is read: one record with the entry point, empty.
+        let mut x = args(0, 0);
+        (x.m, x.n, x.k, x.batch) = (0, 0, 0, 1);
+        return vec![unmodelled_blas(&x)];
+    }
+    let mut out = Vec::with_capacity(g.group_count as usize);
+    let mut offset = 0usize;
+    for i in 0..g.group_count as usize {
+        let x = args(i, offset);
+        offset += x.batch.max(0) as usize;
+        out.push(unmodelled_blas(&x));
+    }
+    out
+}
+
+/// The shared body of the grouped hooks: the groups are ledgered before the call and
+/// settled after it, all together.
+///
+/// # Safety
+/// As [`grouped_calls`].
+unsafe fn grouped(
+    name: &'static str,
+    handle: CublasHandle,
+    g: Grouped,
+    forward: impl FnOnce() -> CublasStatus,
+) -> CublasStatus {
+    let Some(rt) = crate::state::running() else {
+        return forward();
+    };
+    let Some(_re) = crate::state::Reentry::enter() else {
+        return forward();
+    };
+    let _active = rt.active();
+    let ledgered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: forwarded from the caller's contract.
+        let calls = unsafe { grouped_calls(handle, &g) };
+        for _ in &calls {
+            rt.unsupported(name, "grouped GEMMs are recorded per group, not sampled");
+        }
+        rt.ledger_many(calls)
+    }));
+    let status = forward();
+    match ledgered {
+        Ok(Ok((calls, _))) => {
+            let rejected = status != sys::CUBLAS_STATUS_SUCCESS;
+            if let Some(first) = calls.first() {
+                rt.send(crate::stream::Msg::SettleRange {
+                    first: first.index,
+                    count: calls.len() as u64,
+                    rejected,
+                });
+                if rejected {
+                    rt.failed_call(first.index, name, status);
+                }
+            }
+        }
+        Ok(Err(e)) => crate::state::disable(&e),
+        Err(p) => crate::state::disable(&format!(
+            "internal error in the {name} hook: {}",
+            crate::state::panic_text(p.as_ref())
+        )),
+    }
+    status
+}
+
+/// Hook of `cublasGemmGroupedBatchedEx` (SGLang's grouped GEMM for mixture-of-experts
+/// layers).
+///
+/// # Safety
+/// The cuBLAS contract of `cublasGemmGroupedBatchedEx`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cublasGemmGroupedBatchedEx(
+    handle: CublasHandle,
+    transa: *const c_int,
+    transb: *const c_int,
+    m: *const c_int,
+    n: *const c_int,
+    k: *const c_int,
+    alpha: *const c_void,
+    a: *const *const c_void,
+    a_type: c_int,
+    lda: *const c_int,
+    b: *const *const c_void,
+    b_type: c_int,
+    ldb: *const c_int,
+    beta: *const c_void,
+    c: *const *mut c_void,
+    c_type: c_int,
+    ldc: *const c_int,
+    group_count: c_int,
+    group_size: *const c_int,
+    compute: c_int,
+) -> CublasStatus {
+    let f: sys::GemmGroupedBatchedExFn = match real_fn(&real::GEMM_GROUPED_BATCHED_EX) {
+        Ok(f) => f,
+        Err(s) => return s,
+    };
+    let g = Grouped {
+        entry: EntryPoint::GemmGroupedBatchedEx,
+        transa,
+        transb,
+        m,
+        n,
+        k,
+        types: (a_type, b_type, c_type),
+        a,
+        b,
+        c,
+        ld: (lda, ldb, ldc),
+        group_count,
+        group_size,
+        compute,
+    };
+    // SAFETY: forwarded from the caller's contract; the real function is called with
+    // the caller's arguments, exactly once.
+    unsafe {
+        grouped("cublasGemmGroupedBatchedEx", handle, g, || {
+            f(
+                handle,
+                transa,
+                transb,
+                m,
+                n,
+                k,
+                alpha,
+                a,
+                a_type,
+                lda,
+                b,
+                b_type,
+                ldb,
+                beta,
+                c,
+                c_type,
+                ldc,
+                group_count,
+                group_size,
+                compute,
+            )
+        })
+    }
+}
+
+/// Hook of `cublasSgemmGroupedBatched`.
+///
+/// # Safety
+/// The cuBLAS contract of `cublasSgemmGroupedBatched`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cublasSgemmGroupedBatched(
+    handle: CublasHandle,
+    transa: *const c_int,
+    transb: *const c_int,
+    m: *const c_int,
+    n: *const c_int,
+    k: *const c_int,
+    alpha: *const f32,
+    a: *const *const c_void,
+    lda: *const c_int,
+    b: *const *const c_void,
+    ldb: *const c_int,
+    beta: *const f32,
+    c: *const *mut c_void,
+    ldc: *const c_int,
+    group_count: c_int,
+    group_size: *const c_int,
+) -> CublasStatus {
+    let f: sys::SgemmGroupedBatchedFn = match real_fn(&real::SGEMM_GROUPED_BATCHED) {
+        Ok(f) => f,
+        Err(s) => return s,
+    };
+    let g = Grouped {
+        entry: EntryPoint::SgemmGroupedBatched,
+        transa,
+        transb,
+        m,
+        n,
+        k,
+        types: F32,
+        a,
+        b,
+        c,
+        ld: (lda, ldb, ldc),
+        group_count,
+        group_size,
+        compute: cc::C32F,
+    };
+    // SAFETY: as above.
+    unsafe {
+        grouped("cublasSgemmGroupedBatched", handle, g, || {
+            f(
+                handle,
+                transa,
+                transb,
+                m,
+                n,
+                k,
+                alpha,
+                a,
+                lda,
+                b,
+                ldb,
+                beta,
+                c,
+                ldc,
+                group_count,
+                group_size,
+            )
+        })
+    }
+}

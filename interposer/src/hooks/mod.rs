@@ -63,6 +63,8 @@ pub fn hook_address(name: &[u8]) -> Option<usize> {
         b"cublasHgemmBatched" => blas::cublasHgemmBatched as *const () as usize,
         b"cublasSgemv_v2" => blas::cublasSgemv_v2 as *const () as usize,
         b"cublasDgemv_v2" => blas::cublasDgemv_v2 as *const () as usize,
+        b"cublasGemmGroupedBatchedEx" => blas::cublasGemmGroupedBatchedEx as *const () as usize,
+        b"cublasSgemmGroupedBatched" => blas::cublasSgemmGroupedBatched as *const () as usize,
         _ => return graph::hook_address(name),
     })
 }

@@ -585,3 +585,47 @@ pub type GemvFn = unsafe extern "C" fn(
     *mut c_void,
     c_int,
 ) -> CublasStatus;
+
+/// `cublasGemmGroupedBatchedEx`
+pub type GemmGroupedBatchedExFn = unsafe extern "C" fn(
+    CublasHandle,
+    *const Operation,
+    *const Operation,
+    *const c_int,
+    *const c_int,
+    *const c_int,
+    *const c_void,
+    *const *const c_void,
+    c_int,
+    *const c_int,
+    *const *const c_void,
+    c_int,
+    *const c_int,
+    *const c_void,
+    *const *mut c_void,
+    c_int,
+    *const c_int,
+    c_int,
+    *const c_int,
+    c_int,
+) -> CublasStatus;
+
+/// `cublasSgemmGroupedBatched`
+pub type SgemmGroupedBatchedFn = unsafe extern "C" fn(
+    CublasHandle,
+    *const Operation,
+    *const Operation,
+    *const c_int,
+    *const c_int,
+    *const c_int,
+    *const f32,
+    *const *const c_void,
+    *const c_int,
+    *const *const c_void,
+    *const c_int,
+    *const f32,
+    *const *mut c_void,
+    *const c_int,
+    c_int,
+    *const c_int,
+) -> CublasStatus;

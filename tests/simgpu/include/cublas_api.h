@@ -139,6 +139,17 @@ cublasStatus_t CUBLASWINAPI cublasSgemv_v2(cublasHandle_t handle, cublasOperatio
 cublasStatus_t CUBLASWINAPI cublasDgemv_v2(cublasHandle_t handle, cublasOperation_t trans, int m, int n,
                                            const double *alpha, const double *A, int lda, const double *x, int incx,
                                            const double *beta, double *y, int incy);
+cublasStatus_t CUBLASWINAPI cublasGemmGroupedBatchedEx(
+    cublasHandle_t handle, const cublasOperation_t transa_array[], const cublasOperation_t transb_array[],
+    const int m_array[], const int n_array[], const int k_array[], const void *alpha_array, const void *const Aarray[],
+    cudaDataType_t Atype, const int lda_array[], const void *const Barray[], cudaDataType_t Btype,
+    const int ldb_array[], const void *beta_array, void *const Carray[], cudaDataType_t Ctype, const int ldc_array[],
+    int group_count, const int group_size[], cublasComputeType_t computeType);
+cublasStatus_t CUBLASWINAPI cublasSgemmGroupedBatched(
+    cublasHandle_t handle, const cublasOperation_t transa_array[], const cublasOperation_t transb_array[],
+    const int m_array[], const int n_array[], const int k_array[], const float alpha_array[],
+    const float *const Aarray[], const int lda_array[], const float *const Barray[], const int ldb_array[],
+    const float beta_array[], float *const Carray[], const int ldc_array[], int group_count, const int group_size[]);
 cublasStatus_t CUBLASWINAPI cublasHgemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
                                         int m, int n, int k, const __half *alpha, const __half *A, int lda,
                                         const __half *B, int ldb, const __half *beta, __half *C, int ldc);

@@ -411,3 +411,57 @@ cublasStatus_t cublasDgemv_v2(cublasHandle_t handle, cublasOperation_t trans, in
                               int incy) {
     return gemv(handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy, CUDA_R_64F, CUBLAS_COMPUTE_64F);
 }
+
+/* Grouped batches: group g is a pointer-array batch of group_size[g] GEMMs with its
+ * own ops, sizes, leading dimensions and scalars (alpha_array[g], beta_array[g]); the
+ * pointer arrays hold the groups' pointers one after the other. One queued GEMM per
+ * group, in order. */
+static cublasStatus_t grouped(cublasHandle_t h, const cublasOperation_t *ta, const cublasOperation_t *tb,
+                              const int *m, const int *n, const int *k, const void *alpha, const void *const *A,
+                              int atype, const int *lda, const void *const *B, int btype, const int *ldb,
+                              const void *beta, void *const *C, int ctype, const int *ldc, int group_count,
+                              const int *group_size, int compute) {
+    if (!valid(h))
+        return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (group_count < 0 || (group_count > 0 && (!ta || !tb || !m || !n || !k || !alpha || !A || !lda || !B || !ldb ||
+                                                !beta || !C || !ldc || !group_size)))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    size_t es = sg_type_size(scale_type_of(compute)), offset = 0;
+    for (int g = 0; g < group_count; g++) {
+        call c = {ta[g], tb[g], m[g], n[g], k[g],
+                  (const unsigned char *)alpha + (size_t)g * es, (const unsigned char *)beta + (size_t)g * es,
+                  A + offset, B + offset, (void *)(C + offset), atype, btype, ctype,
+                  lda[g], ldb[g], ldc[g], 0, 0, 0, group_size[g], 1, compute};
+        cublasStatus_t s = gemm(h, &c);
+        if (s != CUBLAS_STATUS_SUCCESS)
+            return s;
+        offset += (size_t)(group_size[g] > 0 ? group_size[g] : 0);
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasGemmGroupedBatchedEx(cublasHandle_t handle, const cublasOperation_t transa_array[],
+                                          const cublasOperation_t transb_array[], const int m_array[],
+                                          const int n_array[], const int k_array[], const void *alpha_array,
+                                          const void *const Aarray[], cudaDataType_t Atype, const int lda_array[],
+                                          const void *const Barray[], cudaDataType_t Btype, const int ldb_array[],
+                                          const void *beta_array, void *const Carray[], cudaDataType_t Ctype,
+                                          const int ldc_array[], int group_count, const int group_size[],
+                                          cublasComputeType_t computeType) {
+    return grouped(handle, transa_array, transb_array, m_array, n_array, k_array, alpha_array, Aarray, Atype,
+                   lda_array, Barray, Btype, ldb_array, beta_array, Carray, Ctype, ldc_array, group_count, group_size,
+                   computeType);
+}
+
+cublasStatus_t cublasSgemmGroupedBatched(cublasHandle_t handle, const cublasOperation_t transa_array[],
+                                         const cublasOperation_t transb_array[], const int m_array[],
+                                         const int n_array[], const int k_array[], const float alpha_array[],
+                                         const float *const Aarray[], const int lda_array[],
+                                         const float *const Barray[], const int ldb_array[],
+                                         const float beta_array[], float *const Carray[], const int ldc_array[],
+                                         int group_count, const int group_size[]) {
+    return grouped(handle, transa_array, transb_array, m_array, n_array, k_array, alpha_array,
+                   (const void *const *)Aarray, CUDA_R_32F, lda_array, (const void *const *)Barray, CUDA_R_32F,
+                   ldb_array, beta_array, (void *const *)Carray, CUDA_R_32F, ldc_array, group_count, group_size,
+                   CUBLAS_COMPUTE_32F);
+}
