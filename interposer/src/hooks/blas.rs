@@ -1385,6 +1385,7 @@ pub unsafe extern "C" fn cublasDgemv_v2(
 const MAX_GROUPS: c_int = 1 << 16;
 
 /// A grouped batched call's arguments (host arrays of `group_count` entries).
+#[derive(Clone, Copy)]
 struct Grouped {
     entry: EntryPoint,
     transa: *const c_int,
@@ -1400,54 +1401,25 @@ struct Grouped {
     group_count: c_int,
     group_size: *const c_int,
     compute: c_int,
+    alpha: *const c_void,
+    beta: *const c_void,
 }
 
-/// The ledger records of a grouped call: one per group, each a pointer-array batch of
-/// that group's shape, recorded outside the model (grouped calls are not sampled yet).
+/// The shared body of the grouped hooks: group g is described as the pointer-array
+/// batch of its `group_size[g]` problems (its ops, sizes, leading dimensions and
+/// scalars; the arrays at the group's offset) and audited like a batched call; all
+/// groups are prepared before the one forward and completed after it.
 ///
 /// # Safety
 /// The cuBLAS contract of grouped calls: each array holds `group_count` readable
-/// entries (read only when `group_count` is in 1..=MAX_GROUPS).
-unsafe fn grouped_calls(
+/// entries, alpha and beta `group_count` scalars (read only when `group_count` is in
+/// 1..=MAX_GROUPS; a count outside it is forwarded with one empty record).
+unsafe fn grouped(
+    name: &'static str,
     handle: CublasHandle,
-    g: &Grouped,
-) -> Vec<mmaudit_protocol::call::GemmCall> {
-    let mut stream: sys::Stream = std::ptr::null_mut();
-    let (mut mode, mut math) = (None, 0);
-    // SAFETY: the caller's contract.
-    let _ = unsafe { read_handle(handle, &mut stream, &mut mode, &mut math) };
-    let (site, _) = site_of(stream as usize);
-    let args = |i: usize, offset: usize| {
-        // SAFETY: i < group_count <= MAX_GROUPS, per the caller's contract.
-        let at = |p: *const c_int| unsafe { *p.add(i) } as i64;
-        BlasArgs {
-            entry: g.entry,
-            transa: at(g.transa) as c_int,
-            transb: at(g.transb) as c_int,
-            m: at(g.m),
-            n: at(g.n),
-            k: at(g.k),
-            a_type: g.types.0,
-            b_type: g.types.1,
-            c_type: g.types.2,
-            a: g.a as u64 + 8 * offset as u64,
-            b: g.b as u64 + 8 * offset as u64,
-            c: g.c as u64 + 8 * offset as u64,
-            lda: at(g.ld.0),
-            ldb: at(g.ld.1),
-            ldc: at(g.ld.2),
-            stride_a: 0,
-            stride_b: 0,
-            stride_c: 0,
-            batch: at(g.group_size),
-            batch_form: BatchForm::PointerArray,
-            compute: g.compute,
-            math_mode: math,
-            alpha: ScalarArg::Host([0; 8]),
-            beta: ScalarArg::Host([0; 8]),
-            site,
-        }
-    };
+    g: Grouped,
+    forward: impl FnOnce() -> CublasStatus,
+) -> CublasStatus {
     let readable = (1..=MAX_GROUPS).contains(&g.group_count)
         && [
             g.transa,
@@ -1462,70 +1434,49 @@ unsafe fn grouped_calls(
         ]
         .iter()
         .all(|p| !p.is_null());
-    if !readable {
-        // Nothing is read: one record with the entry point, empty.
-        let mut x = args(0, 0);
-        (x.m, x.n, x.k, x.batch) = (0, 0, 0, 1);
-        return vec![unmodelled_blas(&x)];
-    }
-    let mut out = Vec::with_capacity(g.group_count as usize);
-    let mut offset = 0usize;
-    for i in 0..g.group_count as usize {
-        let x = args(i, offset);
-        offset += x.batch.max(0) as usize;
-        out.push(unmodelled_blas(&x));
-    }
-    out
-}
-
-/// The shared body of the grouped hooks: the groups are ledgered before the call and
-/// settled after it, all together.
-///
-/// # Safety
-/// As [`grouped_calls`].
-unsafe fn grouped(
-    name: &'static str,
-    handle: CublasHandle,
-    g: Grouped,
-    forward: impl FnOnce() -> CublasStatus,
-) -> CublasStatus {
-    let Some(rt) = crate::state::running() else {
-        return forward();
-    };
-    let Some(_re) = crate::state::Reentry::enter() else {
-        return forward();
-    };
-    let _active = rt.active();
-    let ledgered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // SAFETY: forwarded from the caller's contract.
-        let calls = unsafe { grouped_calls(handle, &g) };
-        for _ in &calls {
-            rt.unsupported(name, "grouped GEMMs are recorded per group, not sampled");
+    let scalar = blas_scale_type(g.compute).size();
+    let parts = |i: usize, offset: usize| {
+        // SAFETY: i < group_count <= MAX_GROUPS (checked above), per the caller's
+        // contract every array has group_count entries.
+        let at = |p: *const c_int| unsafe { *p.add(i) };
+        Parts {
+            entry: g.entry,
+            transa: at(g.transa),
+            transb: at(g.transb),
+            m: at(g.m) as i64,
+            n: at(g.n) as i64,
+            k: at(g.k) as i64,
+            types: g.types,
+            a: (g.a as usize + 8 * offset) as *const c_void,
+            b: (g.b as usize + 8 * offset) as *const c_void,
+            c: (g.c as usize + 8 * offset) as *const c_void,
+            ld: (at(g.ld.0) as i64, at(g.ld.1) as i64, at(g.ld.2) as i64),
+            strides: (0, 0, 0),
+            batch: at(g.group_size) as i64,
+            batch_form: BatchForm::PointerArray,
+            compute: g.compute,
+            alpha: (g.alpha as usize + i * scalar) as *const c_void,
+            beta: (g.beta as usize + i * scalar) as *const c_void,
+            gemv: None,
         }
-        rt.ledger_many(calls)
-    }));
-    let status = forward();
-    match ledgered {
-        Ok(Ok((calls, _))) => {
-            let rejected = status != sys::CUBLAS_STATUS_SUCCESS;
-            if let Some(first) = calls.first() {
-                rt.send(crate::stream::Msg::SettleRange {
-                    first: first.index,
-                    count: calls.len() as u64,
-                    rejected,
-                });
-                if rejected {
-                    rt.failed_call(first.index, name, status);
-                }
-            }
+    };
+    let mut describes: Vec<super::Describe<'_>> = Vec::new();
+    if readable {
+        let mut offset = 0usize;
+        for i in 0..g.group_count as usize {
+            let p = parts(i, offset);
+            offset += p.batch.max(0) as usize;
+            // SAFETY: the application's arguments, as the caller's contract gives them.
+            describes.push(Box::new(move || unsafe { describe(handle, p) }));
         }
-        Ok(Err(e)) => crate::state::disable(&e),
-        Err(p) => crate::state::disable(&format!(
-            "internal error in the {name} hook: {}",
-            crate::state::panic_text(p.as_ref())
-        )),
+    } else {
+        let mut p = parts(0, 0);
+        (p.m, p.n, p.k, p.batch) = (0, 0, 0, 0);
+        p.gemv = Some(Err(format!("a grouped call with {} groups", g.group_count)));
+        // SAFETY: as above (nothing of the arrays is read).
+        describes.push(Box::new(move || unsafe { describe(handle, p) }));
     }
-    status
+    super::audited_many(name, describes, forward)
 }
 
 /// Hook of `cublasGemmGroupedBatchedEx` (SGLang's grouped GEMM for mixture-of-experts
@@ -1575,6 +1526,8 @@ pub unsafe extern "C" fn cublasGemmGroupedBatchedEx(
         group_count,
         group_size,
         compute,
+        alpha,
+        beta,
     };
     // SAFETY: forwarded from the caller's contract; the real function is called with
     // the caller's arguments, exactly once.
@@ -1648,6 +1601,8 @@ pub unsafe extern "C" fn cublasSgemmGroupedBatched(
         group_count,
         group_size,
         compute: cc::C32F,
+        alpha: alpha.cast(),
+        beta: beta.cast(),
     };
     // SAFETY: as above.
     unsafe {

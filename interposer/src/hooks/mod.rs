@@ -201,6 +201,60 @@ pub(crate) fn audited(
     status
 }
 
+/// [`audited`] for an API call that makes several GEMMs (a grouped batch): each is
+/// described, ledgered and prepared in order before the one forward, and completed in
+/// order after it.
+pub(crate) fn audited_many(
+    entry: &'static str,
+    describes: Vec<Describe<'_>>,
+    forward: impl FnOnce() -> CublasStatus,
+) -> CublasStatus {
+    let Some(rt) = state::running() else {
+        return forward();
+    };
+    let Some(_reentry) = Reentry::enter() else {
+        return forward();
+    };
+    let _active = rt.active();
+    let mut ready = Vec::with_capacity(describes.len());
+    let mut failed = None;
+    for describe in describes {
+        let _ = DEBT.try_with(|d| d.take());
+        match catch_unwind(AssertUnwindSafe(|| prepare(rt, entry, describe))) {
+            Ok(Some(l)) => ready.push(l),
+            Ok(None) => {}
+            Err(p) => {
+                failed = Some(format!(
+                    "internal error in the {entry} hook before the call: {}",
+                    state::panic_text(p.as_ref())
+                ));
+                break;
+            }
+        }
+    }
+    let status = forward();
+    if let Some(reason) = &failed {
+        pay_debt(rt, reason, status);
+    }
+    for l in ready {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| complete(rt, entry, l, status))) {
+            let reason = format!(
+                "internal error in the {entry} hook after the call: {}",
+                state::panic_text(p.as_ref())
+            );
+            pay_debt(rt, &reason, status);
+            state::disable(&reason);
+        }
+    }
+    if let Some(reason) = failed {
+        state::disable(&reason);
+    }
+    status
+}
+
+/// One GEMM's description, made when the hook gets to it.
+pub(crate) type Describe<'a> = Box<dyn FnOnce() -> Result<Call, Box<Unmodelled>> + 'a>;
+
 fn prepare(
     rt: &Runtime,
     entry: &'static str,
