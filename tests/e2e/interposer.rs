@@ -202,6 +202,15 @@ fn assert_clean_pass(a: &Audited, reference: &Output, calls: u64) {
     assert!(a.check.failures().is_empty(), "{ctx}");
 }
 
+/// The indices of the calls a report names as mismatched.
+fn mismatched_calls(check: &Check) -> BTreeSet<u64> {
+    check
+        .failures_of("mismatch")
+        .into_iter()
+        .map(|f| failure_call(f).index)
+        .collect()
+}
+
 /// `call I Entry m=.. n=.. k=.. batch=..` from a failure's `call` field.
 fn failure_call(f: &Value) -> TraceLine {
     let text = f["call"]
@@ -349,12 +358,7 @@ fn matrix_fault_after_n_fails_exactly_the_faulted_calls() {
     let ctx = a.context();
     assert_eq!(a.check.code, Some(1), "{ctx}");
     assert_failures_name_program_calls(&a.check, &trace, &ctx);
-    let named: BTreeSet<u64> = a
-        .check
-        .failures_of("mismatch")
-        .into_iter()
-        .map(|f| failure_call(f).index)
-        .collect();
+    let named = mismatched_calls(&a.check);
     let faulted: BTreeSet<u64> = (1000..a.run.calls()).collect();
     assert_eq!(
         named, faulted,
@@ -636,12 +640,7 @@ fn rejected_calls_are_ledgered_flagged_and_never_sampled() {
     let ctx = z.context();
     assert_eq!(z.check.code, Some(1), "{ctx}");
     assert_failures_name_program_calls(&z.check, &trace, &ctx);
-    let named: BTreeSet<u64> = z
-        .check
-        .failures_of("mismatch")
-        .into_iter()
-        .map(|f| failure_call(f).index)
-        .collect();
+    let named = mismatched_calls(&z.check);
     assert!(named.is_disjoint(&rejected), "{ctx}");
     assert_eq!(
         z.check.n("mismatched"),
@@ -913,12 +912,7 @@ fn llama_fault_zero_is_caught() {
     // zeros correctly: the calls caught are those with honest, nonzero inputs. The
     // first call is one; so are the in-place o_proj calls (their C held the residual).
     let (a, trace) = llama_fault("llama-zero", "zero", EVERY_CALL);
-    let named: BTreeSet<u64> = a
-        .check
-        .failures_of("mismatch")
-        .into_iter()
-        .map(|f| failure_call(f).index)
-        .collect();
+    let named = mismatched_calls(&a.check);
     assert!(named.contains(&0), "{}", a.context());
     let o_proj = trace
         .iter()
@@ -1124,12 +1118,7 @@ fn fault_prob_is_detected_at_the_rate_plan_predicts() {
     assert_eq!(a.check.code, Some(1), "{ctx}");
     assert_eq!(a.check.n("calls"), calls, "{ctx}");
     // Every call named is one the fault hit.
-    let named: BTreeSet<u64> = a
-        .check
-        .failures_of("mismatch")
-        .into_iter()
-        .map(|f| failure_call(f).index)
-        .collect();
+    let named = mismatched_calls(&a.check);
     assert!(
         named.is_subset(&faulted),
         "honest calls reported as wrong: {:?}\n{ctx}",
@@ -1316,12 +1305,7 @@ fn graph_capture_still_works_and_replays_of_captured_calls_are_audited() {
     let ctx = a.context();
     assert_eq!(a.run.code, Some(0), "{ctx}");
     assert_eq!(a.check.code, Some(1), "{ctx}");
-    let named: BTreeSet<u64> = a
-        .check
-        .failures_of("mismatch")
-        .into_iter()
-        .map(|f| failure_call(f).index)
-        .collect();
+    let named = mismatched_calls(&a.check);
     assert_eq!(named, (6..=12).collect::<BTreeSet<u64>>(), "{ctx}");
 }
 
@@ -2224,12 +2208,7 @@ fn rowwise_fp8_scales_are_verified_and_one_wrong_row_scale_fails() {
     let ctx = a.context();
     assert_eq!(a.run.code, Some(0), "{ctx}");
     assert_eq!(a.check.code, Some(1), "{ctx}");
-    let named: BTreeSet<u64> = a
-        .check
-        .failures_of("mismatch")
-        .into_iter()
-        .map(|f| failure_call(f).index)
-        .collect();
+    let named = mismatched_calls(&a.check);
     assert_eq!(named, BTreeSet::from([19]), "{ctx}");
     for f in a.check.failures_of("mismatch") {
         let msg = f["message"].as_str().unwrap_or_default();
@@ -2270,12 +2249,7 @@ fn the_entry_points_frameworks_call_beyond_gemm_ex_are_ledgered_and_verified() {
     }
     // Present: a GPU that skips the GEMMs fails every modelled call, by index.
     let a = audit("entries-zero", &exe, &args, FULL, Some("zero"), &[]);
-    let named: BTreeSet<u64> = a
-        .check
-        .failures_of("mismatch")
-        .into_iter()
-        .map(|f| failure_call(f).index)
-        .collect();
+    let named = mismatched_calls(&a.check);
     assert_eq!(
         named,
         (0..unmodelled).collect::<BTreeSet<u64>>(),
@@ -2372,11 +2346,6 @@ fn grouped_gemms_are_ledgered_one_record_per_group() {
     // (the simulator numbers each group as a call: 1, 2-3, 4-5, 6, so after:4 hits 5
     // and 6): exactly that group's record (4) and the last plain call (5) fail.
     let a = audit("grouped-fault", &exe, &[], FULL, Some("zero,after:4"), &[]);
-    let named: BTreeSet<u64> = a
-        .check
-        .failures_of("mismatch")
-        .into_iter()
-        .map(|f| failure_call(f).index)
-        .collect();
+    let named = mismatched_calls(&a.check);
     assert_eq!(named, BTreeSet::from([4, 5]), "{}", a.context());
 }
