@@ -55,6 +55,90 @@ pub enum EntryPoint {
     GemmGroupedBatchedEx = 20,
     /// `cublasSgemmGroupedBatched`: one ledger record per group
     SgemmGroupedBatched = 21,
+    /// `cublasDgemmBatched`
+    DgemmBatched = 22,
+    /// `cublasDgemmGroupedBatched`: one ledger record per group
+    DgemmGroupedBatched = 23,
+    /// `cublasHgemm_64`
+    Hgemm64 = 24,
+    /// `cublasSgemmStridedBatched_64`
+    SgemmStridedBatched64 = 25,
+    /// `cublasHgemmStridedBatched_64`
+    HgemmStridedBatched64 = 26,
+    /// `cublasDgemm_v2_64`
+    DgemmV264 = 27,
+    /// `cublasDgemmStridedBatched_64`
+    DgemmStridedBatched64 = 28,
+    /// `cublasSgemmEx_64`
+    SgemmEx64 = 29,
+    /// `cublasSgemmBatched_64`
+    SgemmBatched64 = 30,
+    /// `cublasHgemmBatched_64`
+    HgemmBatched64 = 31,
+    /// `cublasDgemmBatched_64`
+    DgemmBatched64 = 32,
+    /// `cublasSgemv_v2_64`
+    SgemvV264 = 33,
+    /// `cublasDgemv_v2_64`
+    DgemvV264 = 34,
+    /// `cublasGemmGroupedBatchedEx_64`
+    GemmGroupedBatchedEx64 = 35,
+    /// `cublasSgemmGroupedBatched_64`
+    SgemmGroupedBatched64 = 36,
+    /// `cublasDgemmGroupedBatched_64`
+    DgemmGroupedBatched64 = 37,
+    /// `cublasCgemm_v2` (complex: recorded, never modelled)
+    CgemmV2 = 38,
+    /// `cublasCgemm_v2_64` (complex: recorded, never modelled)
+    CgemmV264 = 39,
+    /// `cublasZgemm_v2` (complex: recorded, never modelled)
+    ZgemmV2 = 40,
+    /// `cublasZgemm_v2_64` (complex: recorded, never modelled)
+    ZgemmV264 = 41,
+    /// `cublasCgemm3m` (complex: recorded, never modelled)
+    Cgemm3m = 42,
+    /// `cublasCgemm3m_64` (complex: recorded, never modelled)
+    Cgemm3m64 = 43,
+    /// `cublasCgemmStridedBatched` (complex: recorded, never modelled)
+    CgemmStridedBatched = 44,
+    /// `cublasCgemmStridedBatched_64` (complex: recorded, never modelled)
+    CgemmStridedBatched64 = 45,
+    /// `cublasZgemmStridedBatched` (complex: recorded, never modelled)
+    ZgemmStridedBatched = 46,
+    /// `cublasZgemmStridedBatched_64` (complex: recorded, never modelled)
+    ZgemmStridedBatched64 = 47,
+    /// `cublasCgemm3mStridedBatched` (complex: recorded, never modelled)
+    Cgemm3mStridedBatched = 48,
+    /// `cublasCgemm3mStridedBatched_64` (complex: recorded, never modelled)
+    Cgemm3mStridedBatched64 = 49,
+    /// `cublasCgemmBatched` (complex: recorded, never modelled)
+    CgemmBatched = 50,
+    /// `cublasCgemmBatched_64` (complex: recorded, never modelled)
+    CgemmBatched64 = 51,
+    /// `cublasZgemmBatched` (complex: recorded, never modelled)
+    ZgemmBatched = 52,
+    /// `cublasZgemmBatched_64` (complex: recorded, never modelled)
+    ZgemmBatched64 = 53,
+    /// `cublasCgemm3mBatched` (complex: recorded, never modelled)
+    Cgemm3mBatched = 54,
+    /// `cublasCgemm3mBatched_64` (complex: recorded, never modelled)
+    Cgemm3mBatched64 = 55,
+    /// `cublasCgemv_v2` (complex: recorded, never modelled)
+    CgemvV2 = 56,
+    /// `cublasCgemv_v2_64` (complex: recorded, never modelled)
+    CgemvV264 = 57,
+    /// `cublasZgemv_v2` (complex: recorded, never modelled)
+    ZgemvV2 = 58,
+    /// `cublasZgemv_v2_64` (complex: recorded, never modelled)
+    ZgemvV264 = 59,
+}
+
+impl EntryPoint {
+    /// The complex GEMM entry points (`cublasC*`, `cublasZ*`): always outside the
+    /// model, their records carry the component type.
+    pub fn is_complex(self) -> bool {
+        (EntryPoint::CgemmV2 as u8..=EntryPoint::ZgemvV264 as u8).contains(&(self as u8))
+    }
 }
 
 /// Transpose operation applied to an input matrix (`cublasOperation_t`).
@@ -326,12 +410,17 @@ impl GemmCall {
         self.has(flags::CAPTURED) && !self.has(flags::REPLAYED)
     }
 
-    /// `2 m n k batch` as the call's arguments declare it, whether or not it ran;
-    /// `u128::MAX` when that does not fit (dimensions up to 2^40 each can reach 2^161).
+    /// `2 m n k batch` (`8 m n k batch` for the complex entry points: a complex
+    /// multiply-add is four real ones) as the call's arguments declare it, whether or
+    /// not it ran; `u128::MAX` when that does not fit (dimensions up to 2^40 each can
+    /// reach 2^163).
     pub fn declared_flops(&self) -> u128 {
+        let per_mac = if self.entry.is_complex() { 8 } else { 2 };
         [self.n, self.k, self.batch]
             .iter()
-            .try_fold(2u128 * self.m as u128, |acc, &d| acc.checked_mul(d as u128))
+            .try_fold(per_mac * self.m as u128, |acc, &d| {
+                acc.checked_mul(d as u128)
+            })
             .unwrap_or(u128::MAX)
     }
 
@@ -383,6 +472,44 @@ wire_enum!(EntryPoint {
     DgemvV2,
     GemmGroupedBatchedEx,
     SgemmGroupedBatched,
+    DgemmBatched,
+    DgemmGroupedBatched,
+    Hgemm64,
+    SgemmStridedBatched64,
+    HgemmStridedBatched64,
+    DgemmV264,
+    DgemmStridedBatched64,
+    SgemmEx64,
+    SgemmBatched64,
+    HgemmBatched64,
+    DgemmBatched64,
+    SgemvV264,
+    DgemvV264,
+    GemmGroupedBatchedEx64,
+    SgemmGroupedBatched64,
+    DgemmGroupedBatched64,
+    CgemmV2,
+    CgemmV264,
+    ZgemmV2,
+    ZgemmV264,
+    Cgemm3m,
+    Cgemm3m64,
+    CgemmStridedBatched,
+    CgemmStridedBatched64,
+    ZgemmStridedBatched,
+    ZgemmStridedBatched64,
+    Cgemm3mStridedBatched,
+    Cgemm3mStridedBatched64,
+    CgemmBatched,
+    CgemmBatched64,
+    ZgemmBatched,
+    ZgemmBatched64,
+    Cgemm3mBatched,
+    Cgemm3mBatched64,
+    CgemvV2,
+    CgemvV264,
+    ZgemvV2,
+    ZgemvV264,
 });
 wire_enum!(Op { N, T, C });
 wire_enum!(DType {

@@ -237,6 +237,24 @@ fn normalised_entry(name: &str) -> String {
     name.replace('_', "").to_ascii_lowercase()
 }
 
+/// The ledger records exactly the program's traced calls: one record per call, in
+/// order, with its entry point and shape.
+fn assert_ledger_is_trace(ledger: &[GemmCall], trace: &[TraceLine], ctx: &str) {
+    assert_eq!(ledger.len(), trace.len(), "{ctx}");
+    for (c, made) in ledger.iter().zip(trace) {
+        assert_eq!(
+            normalised_entry(&format!("{:?}", c.entry)),
+            normalised_entry(&made.entry),
+            "{ctx}"
+        );
+        assert_eq!(
+            (c.m, c.n, c.k, c.batch),
+            (made.m, made.n, made.k, made.batch),
+            "{c:?}"
+        );
+    }
+}
+
 /// Each failing call the verifier names is the program's call of that index, with
 /// its shape and entry point.
 fn assert_failures_name_program_calls(check: &Check, trace: &[TraceLine], ctx: &str) {
@@ -2233,18 +2251,8 @@ fn the_entry_points_frameworks_call_beyond_gemm_ex_are_ledgered_and_verified() {
     let ctx = a.context();
     assert_eq!(a.check.n("verified"), unmodelled, "{ctx}");
     let ledger = ledger_of("entries");
-    let trace = reference.trace();
+    assert_ledger_is_trace(&ledger, &reference.trace(), &ctx);
     for c in &ledger {
-        let made = &trace[c.index as usize];
-        assert_eq!(
-            normalised_entry(&format!("{:?}", c.entry)),
-            normalised_entry(&made.entry),
-            "{ctx}"
-        );
-        assert_eq!(
-            (c.m, c.n, c.k, c.batch),
-            (made.m, made.n, made.k, made.batch)
-        );
         assert_eq!(c.has(flags::UNMODELLED), c.index == unmodelled, "{c:?}");
     }
     // Present: a GPU that skips the GEMMs fails every modelled call, by index.
@@ -2256,6 +2264,109 @@ fn the_entry_points_frameworks_call_beyond_gemm_ex_are_ledgered_and_verified() {
         "{}",
         a.context()
     );
+}
+
+#[test]
+fn the_wide_and_complex_entry_points_are_ledgered_real_ones_verified() {
+    // audit_wide: the _64 forms of the plain, strided, pointer-array and gemv entry
+    // points, cublasHgemmStridedBatched and cublasDgemmBatched (modelled), then every
+    // complex GEMM and gemv with its _64 form (outside protocol v1). Absent: each real
+    // call verifies, each complex one is ledgered with its entry point, shape and
+    // batch as UNMODELLED (never sampled) with FLOPs of four real multiply-adds per
+    // complex one; outputs are unchanged (the program checks two complex results on
+    // the host).
+    let exe = compile("audit_wide");
+    let args = ["--trace"];
+    let reference = reference(&exe, &args, None);
+    let complex_from: u64 = reference.field("complex-from").trim().parse().unwrap();
+    let a = audit("wide", &exe, &args, FULL, None, &[]);
+    let a = assert_fails_policy_then_recheck(&a, &[("unmodelled", "--max-unmodelled")]);
+    assert_honest_pass(&a, &reference);
+    let ctx = a.context();
+    let trace = reference.trace();
+    assert_eq!(a.check.n("verified"), complex_from, "{ctx}");
+    assert_eq!(
+        a.check.n("unmodelled_not_audited"),
+        trace.len() as u64 - complex_from,
+        "{ctx}"
+    );
+    let ledger = ledger_of("wide");
+    assert_ledger_is_trace(&ledger, &trace, &ctx);
+    let mut flops = 0.0;
+    for (c, made) in ledger.iter().zip(&trace) {
+        let complex = c.index >= complex_from;
+        assert_eq!(c.has(flags::UNMODELLED), complex, "{c:?}");
+        assert_eq!(c.entry.is_complex(), complex, "{c:?}");
+        flops += made.flops() * if complex { 4.0 } else { 1.0 };
+    }
+    assert_eq!(a.check.json["flops"].as_f64(), Some(flops), "{ctx}");
+    // Present: a GPU that skips the real GEMMs (the simulator's faults model real
+    // arithmetic) fails every modelled call, by index.
+    let a = audit("wide-zero", &exe, &args, FULL, Some("zero"), &[]);
+    assert_eq!(
+        mismatched_calls(&a.check),
+        (0..complex_from).collect::<BTreeSet<u64>>(),
+        "{}",
+        a.context()
+    );
+}
+
+#[test]
+fn the_f64_and_64_bit_grouped_gemms_are_ledgered_one_record_per_group() {
+    // audit_grouped --wide: after the f32 and bf16 grouped calls, cublasDgemmGroupedBatched
+    // and the _64 forms of the three (f32, bf16, f64), two groups each, and a last plain
+    // call: fifteen records, each group its own shape and problem count, all verified.
+    let exe = compile("audit_grouped");
+    let args = ["--wide"];
+    let reference = reference(&exe, &args, None);
+    let groups: Vec<TraceLine> = reference
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("group "))
+        .map(|l| TraceLine::parse(&format!("call {l}")))
+        .collect();
+    assert_eq!(groups.len(), 12, "{}", reference.transcript());
+    let a = audit("grouped-wide", &exe, &args, FULL, None, &[]);
+    assert_clean_pass(&a, &reference, 15);
+    let ctx = a.context();
+    let ledger = ledger_of("grouped-wide");
+    for g in &groups {
+        let c = &ledger[g.index as usize];
+        assert!(!c.has(flags::UNMODELLED), "{c:?}");
+        assert_eq!((c.m, c.n, c.k, c.batch), (g.m, g.n, g.k, g.batch), "{c:?}");
+    }
+    let entries: Vec<String> = ledger[6..14]
+        .iter()
+        .map(|c| format!("{:?}", c.entry))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            "DgemmGroupedBatched",
+            "DgemmGroupedBatched",
+            "SgemmGroupedBatched64",
+            "SgemmGroupedBatched64",
+            "GemmGroupedBatchedEx64",
+            "GemmGroupedBatchedEx64",
+            "DgemmGroupedBatched64",
+            "DgemmGroupedBatched64"
+        ],
+        "{ctx}"
+    );
+    assert_eq!(a.check.n("verified"), 15, "{ctx}");
+    // Present: the simulator numbers each group as a call (1, 2-3, 4-5, 6, 7-8, 9-10,
+    // 11-12, 13-14, 15): after:12 zeroes the f64 _64 call's two groups and the last
+    // plain call, and exactly those records (12, 13, 14) fail.
+    let a = audit(
+        "grouped-wide-fault",
+        &exe,
+        &args,
+        FULL,
+        Some("zero,after:12"),
+        &[],
+    );
+    let named = mismatched_calls(&a.check);
+    assert_eq!(named, BTreeSet::from([12, 13, 14]), "{}", a.context());
 }
 
 #[test]

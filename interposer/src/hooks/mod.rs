@@ -41,32 +41,10 @@ use crate::sys::cublas::{CublasStatus, CUBLAS_STATUS_NOT_INITIALIZED, CUBLAS_STA
 
 /// The address of our hook for a symbol name, if we export one.
 pub fn hook_address(name: &[u8]) -> Option<usize> {
-    Some(match name {
-        b"cublasSgemm_v2" => blas::cublasSgemm_v2 as *const () as usize,
-        b"cublasSgemm_v2_64" => blas::cublasSgemm_v2_64 as *const () as usize,
-        b"cublasHgemm" => blas::cublasHgemm as *const () as usize,
-        b"cublasSgemmStridedBatched" => blas::cublasSgemmStridedBatched as *const () as usize,
-        b"cublasHgemmStridedBatched" => blas::cublasHgemmStridedBatched as *const () as usize,
-        b"cublasGemmEx" => blas::cublasGemmEx as *const () as usize,
-        b"cublasGemmEx_64" => blas::cublasGemmEx_64 as *const () as usize,
-        b"cublasGemmStridedBatchedEx" => blas::cublasGemmStridedBatchedEx as *const () as usize,
-        b"cublasGemmStridedBatchedEx_64" => {
-            blas::cublasGemmStridedBatchedEx_64 as *const () as usize
-        }
-        b"cublasGemmBatchedEx" => blas::cublasGemmBatchedEx as *const () as usize,
-        b"cublasGemmBatchedEx_64" => blas::cublasGemmBatchedEx_64 as *const () as usize,
-        b"cublasLtMatmul" => lt::cublasLtMatmul as *const () as usize,
-        b"cublasDgemm_v2" => blas::cublasDgemm_v2 as *const () as usize,
-        b"cublasDgemmStridedBatched" => blas::cublasDgemmStridedBatched as *const () as usize,
-        b"cublasSgemmEx" => blas::cublasSgemmEx as *const () as usize,
-        b"cublasSgemmBatched" => blas::cublasSgemmBatched as *const () as usize,
-        b"cublasHgemmBatched" => blas::cublasHgemmBatched as *const () as usize,
-        b"cublasSgemv_v2" => blas::cublasSgemv_v2 as *const () as usize,
-        b"cublasDgemv_v2" => blas::cublasDgemv_v2 as *const () as usize,
-        b"cublasGemmGroupedBatchedEx" => blas::cublasGemmGroupedBatchedEx as *const () as usize,
-        b"cublasSgemmGroupedBatched" => blas::cublasSgemmGroupedBatched as *const () as usize,
-        _ => return graph::hook_address(name),
-    })
+    if name == b"cublasLtMatmul" {
+        return Some(lt::cublasLtMatmul as *const () as usize);
+    }
+    blas::table_address(name).or_else(|| graph::hook_address(name))
 }
 
 /// What a hook learned about a call it can describe exactly.

@@ -579,9 +579,21 @@ pub fn describe_lt(x: &LtArgs) -> Result<Described, NotDescribed> {
                 l.order
             )));
         }
-        if l.plane_offset != 0 || l.batch_mode != 0 {
+        if l.plane_offset != 0 {
             return Err(NotDescribed::Unsupported(format!(
-                "layout {name} uses planar complex or a non-strided batch mode"
+                "layout {name} is planar complex"
+            )));
+        }
+        if l.batch_mode != 0 {
+            let mode = match l.batch_mode {
+                1 => "pointer-array",
+                2 => "grouped (sizes in device memory)",
+                _ => "unknown",
+            };
+            return Err(NotDescribed::Unsupported(format!(
+                "layout {name} is in batch mode {} ({mode}); protocol v1 describes strided \
+                 cuBLASLt batches only",
+                l.batch_mode
             )));
         }
         let rows = if l.order == LT_ORDER_ROW {

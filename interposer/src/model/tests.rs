@@ -492,6 +492,34 @@ fn lt(transa: i32, transb: i32, order: i32, m: u64, n: u64, k: u64) -> LtArgs {
 }
 
 #[test]
+fn lt_batch_modes_other_than_strided_are_outside_the_model() {
+    // cuBLASLt's grouped matmul (batch mode 2: per-problem sizes in device memory) and
+    // pointer-array batches (1) go through cublasLtMatmul; the record says why it is
+    // not modelled. Absent: the strided default describes exactly.
+    assert!(describe_lt(&lt(0, 0, 0, 4, 4, 4)).is_ok());
+    for (mode, what) in [(1, "pointer-array"), (2, "grouped")] {
+        for layout in 0..4 {
+            let mut x = lt(0, 0, 0, 4, 4, 4);
+            [
+                &mut x.a_layout,
+                &mut x.b_layout,
+                &mut x.c_layout,
+                &mut x.d_layout,
+            ][layout]
+                .batch_mode = mode;
+            match describe_lt(&x) {
+                Err(NotDescribed::Unsupported(why)) => {
+                    assert!(why.contains(what), "{why}");
+                    let name = ["A", "B", "C", "D"][layout];
+                    assert!(why.starts_with(&format!("layout {name} ")), "{why}");
+                }
+                other => panic!("batch mode {mode}: {:?}", other.map(|d| d.call)),
+            }
+        }
+    }
+}
+
+#[test]
 fn lt_layouts_map_to_shapes_orders_and_strides() {
     let x = lt(1, 0, LT_ORDER_ROW, 5, 6, 7);
     let d = describe_lt(&x).unwrap();

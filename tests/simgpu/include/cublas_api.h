@@ -11,6 +11,7 @@
 #include "cuda_fp16.h"
 #include "cuda_bf16.h"
 #include "library_types.h"
+#include "cuComplex.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -200,6 +201,116 @@ cublasStatus_t CUBLASWINAPI cublasGemmStridedBatchedEx_64(cublasHandle_t handle,
                                                           const void *beta, void *C, cudaDataType Ctype, int64_t ldc,
                                                           long long int strideC, int64_t batchCount,
                                                           cublasComputeType_t computeType, cublasGemmAlgo_t algo);
+
+/* The families below are declared by macro: NAME(int sizes) and NAME_64 (int64_t
+ * sizes) of the plain, strided-batched and pointer-array-batched forms. */
+#define SIMGPU_DECLARE_GEMM(T, NAME)                                                                              \
+    cublasStatus_t CUBLASWINAPI NAME(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, \
+                                     int k, const T *alpha, const T *A, int lda, const T *B, int ldb,              \
+                                     const T *beta, T *C, int ldc);                                                \
+    cublasStatus_t CUBLASWINAPI NAME##_64(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,          \
+                                          int64_t m, int64_t n, int64_t k, const T *alpha, const T *A,             \
+                                          int64_t lda, const T *B, int64_t ldb, const T *beta, T *C, int64_t ldc);
+#define SIMGPU_DECLARE_STRIDED(T, NAME)                                                                           \
+    cublasStatus_t CUBLASWINAPI NAME(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, \
+                                     int k, const T *alpha, const T *A, int lda, long long int strideA,            \
+                                     const T *B, int ldb, long long int strideB, const T *beta, T *C, int ldc,     \
+                                     long long int strideC, int batchCount);                                       \
+    cublasStatus_t CUBLASWINAPI NAME##_64(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,          \
+                                          int64_t m, int64_t n, int64_t k, const T *alpha, const T *A,             \
+                                          int64_t lda, long long int strideA, const T *B, int64_t ldb,             \
+                                          long long int strideB, const T *beta, T *C, int64_t ldc,                 \
+                                          long long int strideC, int64_t batchCount);
+#define SIMGPU_DECLARE_BATCHED(T, NAME)                                                                           \
+    cublasStatus_t CUBLASWINAPI NAME(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, \
+                                     int k, const T *alpha, const T *const Aarray[], int lda,                      \
+                                     const T *const Barray[], int ldb, const T *beta, T *const Carray[], int ldc,  \
+                                     int batchCount);                                                              \
+    cublasStatus_t CUBLASWINAPI NAME##_64(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,          \
+                                          int64_t m, int64_t n, int64_t k, const T *alpha,                         \
+                                          const T *const Aarray[], int64_t lda, const T *const Barray[],           \
+                                          int64_t ldb, const T *beta, T *const Carray[], int64_t ldc,              \
+                                          int64_t batchCount);
+#define SIMGPU_DECLARE_GEMV(T, NAME)                                                                              \
+    cublasStatus_t CUBLASWINAPI NAME(cublasHandle_t h, cublasOperation_t trans, int m, int n, const T *alpha,    \
+                                     const T *A, int lda, const T *x, int incx, const T *beta, T *y, int incy);    \
+    cublasStatus_t CUBLASWINAPI NAME##_64(cublasHandle_t h, cublasOperation_t trans, int64_t m, int64_t n,       \
+                                          const T *alpha, const T *A, int64_t lda, const T *x, int64_t incx,       \
+                                          const T *beta, T *y, int64_t incy);
+
+cublasStatus_t CUBLASWINAPI cublasHgemm_64(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t m,
+                                           int64_t n, int64_t k, const __half *alpha, const __half *A, int64_t lda,
+                                           const __half *B, int64_t ldb, const __half *beta, __half *C,
+                                           int64_t ldc);
+cublasStatus_t CUBLASWINAPI cublasDgemm_v2_64(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
+                                              int64_t m, int64_t n, int64_t k, const double *alpha, const double *A,
+                                              int64_t lda, const double *B, int64_t ldb, const double *beta,
+                                              double *C, int64_t ldc);
+SIMGPU_DECLARE_STRIDED(__half, cublasHgemmStridedBatched)
+cublasStatus_t CUBLASWINAPI cublasSgemmStridedBatched_64(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
+                                                         int64_t m, int64_t n, int64_t k, const float *alpha,
+                                                         const float *A, int64_t lda, long long int strideA,
+                                                         const float *B, int64_t ldb, long long int strideB,
+                                                         const float *beta, float *C, int64_t ldc,
+                                                         long long int strideC, int64_t batchCount);
+cublasStatus_t CUBLASWINAPI cublasDgemmStridedBatched_64(cublasHandle_t h, cublasOperation_t ta,
+                                                         cublasOperation_t tb, int64_t m, int64_t n, int64_t k,
+                                                         const double *alpha, const double *A, int64_t lda,
+                                                         long long int strideA, const double *B, int64_t ldb,
+                                                         long long int strideB, const double *beta, double *C,
+                                                         int64_t ldc, long long int strideC, int64_t batchCount);
+cublasStatus_t CUBLASWINAPI cublasSgemmEx_64(cublasHandle_t handle, cublasOperation_t transa,
+                                             cublasOperation_t transb, int64_t m, int64_t n, int64_t k,
+                                             const float *alpha, const void *A, cudaDataType Atype, int64_t lda,
+                                             const void *B, cudaDataType Btype, int64_t ldb, const float *beta,
+                                             void *C, cudaDataType Ctype, int64_t ldc);
+cublasStatus_t CUBLASWINAPI cublasSgemmBatched_64(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
+                                                  int64_t m, int64_t n, int64_t k, const float *alpha,
+                                                  const float *const Aarray[], int64_t lda,
+                                                  const float *const Barray[], int64_t ldb, const float *beta,
+                                                  float *const Carray[], int64_t ldc, int64_t batchCount);
+cublasStatus_t CUBLASWINAPI cublasHgemmBatched_64(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
+                                                  int64_t m, int64_t n, int64_t k, const __half *alpha,
+                                                  const __half *const Aarray[], int64_t lda,
+                                                  const __half *const Barray[], int64_t ldb, const __half *beta,
+                                                  __half *const Carray[], int64_t ldc, int64_t batchCount);
+SIMGPU_DECLARE_BATCHED(double, cublasDgemmBatched)
+cublasStatus_t CUBLASWINAPI cublasSgemv_v2_64(cublasHandle_t h, cublasOperation_t trans, int64_t m, int64_t n,
+                                              const float *alpha, const float *A, int64_t lda, const float *x,
+                                              int64_t incx, const float *beta, float *y, int64_t incy);
+cublasStatus_t CUBLASWINAPI cublasDgemv_v2_64(cublasHandle_t h, cublasOperation_t trans, int64_t m, int64_t n,
+                                              const double *alpha, const double *A, int64_t lda, const double *x,
+                                              int64_t incx, const double *beta, double *y, int64_t incy);
+cublasStatus_t CUBLASWINAPI cublasGemmGroupedBatchedEx_64(
+    cublasHandle_t handle, const cublasOperation_t transa_array[], const cublasOperation_t transb_array[],
+    const int64_t m_array[], const int64_t n_array[], const int64_t k_array[], const void *alpha_array,
+    const void *const Aarray[], cudaDataType_t Atype, const int64_t lda_array[], const void *const Barray[],
+    cudaDataType_t Btype, const int64_t ldb_array[], const void *beta_array, void *const Carray[],
+    cudaDataType_t Ctype, const int64_t ldc_array[], int64_t group_count, const int64_t group_size[],
+    cublasComputeType_t computeType);
+#define SIMGPU_DECLARE_GROUPED(T, I, NAME)                                                                        \
+    cublasStatus_t CUBLASWINAPI NAME(cublasHandle_t handle, const cublasOperation_t transa_array[],             \
+                                     const cublasOperation_t transb_array[], const I m_array[], const I n_array[], \
+                                     const I k_array[], const T alpha_array[], const T *const Aarray[],            \
+                                     const I lda_array[], const T *const Barray[], const I ldb_array[],            \
+                                     const T beta_array[], T *const Carray[], const I ldc_array[], I group_count,  \
+                                     const I group_size[]);
+SIMGPU_DECLARE_GROUPED(float, int64_t, cublasSgemmGroupedBatched_64)
+SIMGPU_DECLARE_GROUPED(double, int, cublasDgemmGroupedBatched)
+SIMGPU_DECLARE_GROUPED(double, int64_t, cublasDgemmGroupedBatched_64)
+
+/* Complex GEMMs (cuComplex / cuDoubleComplex elements). */
+SIMGPU_DECLARE_GEMM(cuComplex, cublasCgemm_v2)
+SIMGPU_DECLARE_GEMM(cuComplex, cublasCgemm3m)
+SIMGPU_DECLARE_GEMM(cuDoubleComplex, cublasZgemm_v2)
+SIMGPU_DECLARE_STRIDED(cuComplex, cublasCgemmStridedBatched)
+SIMGPU_DECLARE_STRIDED(cuComplex, cublasCgemm3mStridedBatched)
+SIMGPU_DECLARE_STRIDED(cuDoubleComplex, cublasZgemmStridedBatched)
+SIMGPU_DECLARE_BATCHED(cuComplex, cublasCgemmBatched)
+SIMGPU_DECLARE_BATCHED(cuComplex, cublasCgemm3mBatched)
+SIMGPU_DECLARE_BATCHED(cuDoubleComplex, cublasZgemmBatched)
+SIMGPU_DECLARE_GEMV(cuComplex, cublasCgemv_v2)
+SIMGPU_DECLARE_GEMV(cuDoubleComplex, cublasZgemv_v2)
 
 #ifdef __cplusplus
 }
