@@ -170,8 +170,9 @@ static void emulated_compute(void) {
     MUST(cudaFree(c));
 }
 
-/* An f32 cuBLASLt call with an epilogue or a layout order outside the model. */
-static void lt_outside(uint32_t epilogue, int32_t order, int64_t batch) {
+/* An f32 cuBLASLt call with an epilogue, a layout order or a batch mode outside the
+ * model. */
+static void lt_outside(uint32_t epilogue, int32_t order, int64_t batch, int32_t batch_mode) {
     const int64_t m = 8, n = 6, k = 5;
     int64_t lda = order == CUBLASLT_ORDER_COL32 ? 32 * m : m;
     int64_t sa = lda * k, sb = k * n, sc = order == CUBLASLT_ORDER_COL32 ? 32 * m * n : m * n;
@@ -184,6 +185,12 @@ static void lt_outside(uint32_t epilogue, int32_t order, int64_t batch) {
     MUST(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, (uint64_t)m, (uint64_t)n, order == CUBLASLT_ORDER_COL32 ? 32 * m : m));
     MUST(cublasLtMatrixLayoutSetAttribute(la, CUBLASLT_MATRIX_LAYOUT_ORDER, &order, sizeof order));
     MUST(cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_ORDER, &order, sizeof order));
+    if (batch_mode != CUBLASLT_BATCH_MODE_STRIDED) {
+        cublasLtMatrixLayout_t ls[3] = {la, lb, lc};
+        for (int i = 0; i < 3; i++)
+            MUST(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_BATCH_MODE, &batch_mode,
+                                                  sizeof batch_mode));
+    }
     if (batch > 1) {
         int32_t count = (int32_t)batch;
         cublasLtMatrixLayout_t ls[3] = {la, lb, lc};
@@ -298,9 +305,9 @@ static void unmodelled(void) {
         sgemm(16, 8, 16, 16, i % 3 == 2 ? -0.5f : 0.0f);
     complex_gemm_ex();
     emulated_compute();
-    lt_outside(CUBLASLT_EPILOGUE_DRELU, CUBLASLT_ORDER_COL, 1);
-    lt_outside(CUBLASLT_EPILOGUE_GELU_AUX, CUBLASLT_ORDER_COL, 2);
-    lt_outside(CUBLASLT_EPILOGUE_DEFAULT, CUBLASLT_ORDER_COL32, 1);
+    lt_outside(CUBLASLT_EPILOGUE_DRELU, CUBLASLT_ORDER_COL, 1, CUBLASLT_BATCH_MODE_STRIDED);
+    lt_outside(CUBLASLT_EPILOGUE_GELU_AUX, CUBLASLT_ORDER_COL, 2, CUBLASLT_BATCH_MODE_STRIDED);
+    lt_outside(CUBLASLT_EPILOGUE_DEFAULT, CUBLASLT_ORDER_COL32, 1, CUBLASLT_BATCH_MODE_STRIDED);
     nonfinite_alpha(0.0f / 0.0f);
     nonfinite_alpha(1.0f / 0.0f);
     nonfinite_alpha(0.0f / 0.0f);
@@ -308,6 +315,8 @@ static void unmodelled(void) {
     lt_fp8_scaled(CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F);
     lt_fp8_scaled(CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F);
     lt_fp8_scaled(CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F);
+    /* cuBLASLt's grouped matmul: a layout in the grouped batch mode */
+    lt_outside(CUBLASLT_EPILOGUE_DEFAULT, CUBLASLT_ORDER_COL, 1, CUBLASLT_BATCH_MODE_GROUPED);
     for (int i = 0; i < 10; i++)
         sgemm(16, 8, 16, 16, i % 3 == 2 ? -0.5f : 0.0f);
 }
