@@ -311,6 +311,8 @@ pub struct RefProver {
     rng: ChaCha8Rng,
     next_index: u64,
     stream_id: u64,
+    /// segment number and first call index of the stream's header
+    segment: (u32, u64),
     /// The verifier's table of held operands: sampled operands that are stored rows of
     /// one of its tensors travel as references.
     references: Option<OperandTable>,
@@ -436,6 +438,7 @@ impl RefProver {
             rng,
             next_index: 0,
             stream_id: 0x5eed,
+            segment: (0, 0),
             references: None,
             referenced: 0,
             records: Vec::new(),
@@ -469,6 +472,15 @@ impl RefProver {
     /// The same prover with another stream id in its header (default 0x5eed).
     pub fn with_stream_id(mut self, stream_id: u64) -> Self {
         self.stream_id = stream_id;
+        self
+    }
+
+    /// The same prover writing segment `segment` of its stream, whose ledger starts at
+    /// call `first_index` (as `libmmaudit.so` starts a new segment after losing its
+    /// connection). Call before issuing any GEMM.
+    pub fn with_segment(mut self, segment: u32, first_index: u64) -> Self {
+        self.segment = (segment, first_index);
+        self.next_index = first_index;
         self
     }
 
@@ -648,8 +660,8 @@ impl RefProver {
             nonce: self.nonce,
             config: self.config,
             stream_id: self.stream_id,
-            segment: 0,
-            first_index: 0,
+            segment: self.segment.0,
+            first_index: self.segment.1,
             pid: std::process::id(),
             host: "refprover".into(),
             started_unix_ns: 0,
@@ -680,7 +692,7 @@ impl RefProver {
                 })
                 .sum();
             frames.push(writer.frame(&[Record::End(End {
-                calls: self.next_index,
+                calls: self.next_index - self.segment.1,
                 samples,
                 gap_calls,
             })]));

@@ -127,6 +127,38 @@ impl StreamAudit {
         self.integrity(message);
     }
 
+    /// Calls of the stream before this segment that no verifier received (`holes`,
+    /// ranges `first..end`): counted, named, and a failure.
+    pub fn unseen(&mut self, holes: &[(u64, u64)]) {
+        let count: u64 = holes.iter().map(|(f, e)| e - f).sum();
+        if count == 0 {
+            return;
+        }
+        self.report.unseen_calls += count;
+        self.report.unseen_ranges.extend(holes.iter().take(64));
+        let shown: Vec<String> = holes
+            .iter()
+            .take(8)
+            .map(|(f, e)| format!("{f}..{}", e - 1))
+            .collect();
+        let more = if holes.len() > 8 {
+            format!(" and {} more ranges", holes.len() - 8)
+        } else {
+            String::new()
+        };
+        let first = self.report.header.as_ref().map_or(0, |h| h.first_index);
+        self.push_failure(Failure {
+            kind: FailureKind::Unseen,
+            call: None,
+            message: format!(
+                "{count} calls of this stream before this segment (which starts at call {first}) \
+                 were seen by no verifier: calls {}{more}; no earlier segment that carried \
+                 them was received, so they are not audited",
+                shown.join(", ")
+            ),
+        });
+    }
+
     /// True once the End record was read.
     pub fn is_ended(&self) -> bool {
         self.ended

@@ -325,8 +325,9 @@ pub fn run_check(args: &CheckArgs) -> Result<bool> {
 /// Calls of a stream that none of the given captures carries. A prover that loses its
 /// connection starts a new segment of the same stream (same stream id) whose ledger
 /// starts at `first_index`; the segments given together must cover every call from 0
-/// without overlap. Each segment's own report is unaffected (it is judged on what it
-/// carries, as `serve` judges it live); a hole fails the combined verdict.
+/// without overlap. Each segment's own report is judged on what it carries; a hole
+/// fails the combined verdict (as `serve` fails a segment whose earlier calls no
+/// verifier received: `serve::continuity`).
 pub fn coverage_holes(reports: &[StreamReport]) -> Vec<String> {
     let mut streams: std::collections::BTreeMap<u64, Vec<(u32, u64, u64, &str)>> =
         std::collections::BTreeMap::new();

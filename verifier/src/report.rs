@@ -36,6 +36,9 @@ pub enum FailureKind {
     /// Entries within the tolerance but beyond the declared-precision bound: computed
     /// with less precision than declared, or from slightly different operands.
     Precision,
+    /// Calls of the stream before this segment that no verifier received (`serve`:
+    /// an earlier segment ended before they were read, or was never seen).
+    Unseen,
 }
 
 impl FailureKind {
@@ -51,6 +54,7 @@ impl FailureKind {
             FailureKind::SamplingBelowPolicy => "sampling below policy",
             FailureKind::Coverage => "coverage",
             FailureKind::Precision => "precision lower than declared",
+            FailureKind::Unseen => "calls seen by no verifier",
         }
     }
 }
@@ -158,6 +162,11 @@ pub struct StreamReport {
     pub no_session: u64,
     /// calls the library rejected (flag REJECTED): nothing computed, no FLOPs claimed
     pub rejected: u64,
+    /// calls of the stream before this segment that no verifier received (`serve`
+    /// only: see `serve::continuity`)
+    pub unseen_calls: u64,
+    /// those calls as ranges `first..end` (the first 64)
+    pub unseen_ranges: Vec<(u64, u64)>,
     /// calls the protocol cannot describe exactly (flag UNMODELLED): in the ledger, not
     /// audited
     pub unmodelled: u64,
@@ -360,6 +369,7 @@ impl StreamReport {
     pub fn passed(&self) -> bool {
         self.mismatched == 0
             && self.missing == 0
+            && self.unseen_calls == 0
             && self.integrity_errors == 0
             && self.disabled.is_none()
             && self.ended
@@ -412,6 +422,8 @@ impl StreamReport {
             },
             "no_session_not_audited": self.no_session,
             "rejected": self.rejected,
+            "unseen_calls": self.unseen_calls,
+            "unseen_ranges": self.unseen_ranges,
             "unmodelled_not_audited": self.unmodelled,
             "unverifiable": self.unverifiable,
             "flops": self.flops as f64,
@@ -453,6 +465,19 @@ impl StreamReport {
                     s,
                     "  segment {} of the stream: its ledger starts at call {}",
                     h.segment, h.first_index
+                );
+            }
+            if self.unseen_calls > 0 {
+                let ranges: Vec<String> = self
+                    .unseen_ranges
+                    .iter()
+                    .map(|(f, e)| format!("{f}..{}", e - 1))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  {} earlier calls of the stream were seen by no verifier: {}",
+                    self.unseen_calls,
+                    ranges.join(", ")
                 );
             }
         }

@@ -87,14 +87,25 @@ impl Server {
 
     /// [`Server::start`] with at most `files` open descriptors (RLIMIT_NOFILE).
     fn start_limited(name: &str, extra: &[&str], files: Option<u64>) -> Server {
+        let dir = scratch(name);
+        write_key(&dir);
+        Server::spawn(dir, extra, files)
+    }
+
+    /// `serve` again in the directory of an earlier one (its key, captures, reports
+    /// and state), as an operator restarts a verifier.
+    fn restart(dir: &Path, extra: &[&str]) -> Server {
+        Server::spawn(dir.to_path_buf(), extra, None)
+    }
+
+    fn spawn(dir: PathBuf, extra: &[&str], files: Option<u64>) -> Server {
         use std::os::unix::process::CommandExt;
         let rate = if extra.contains(&"--min-call-rate") {
             &[]
         } else {
             CALL_RATE
         };
-        let dir = scratch(name);
-        let key_file = write_key(&dir);
+        let key_file = dir.join("audit.key");
         let mut child = Command::new(env!("CARGO_BIN_EXE_mmaudit-verify"));
         child
             .arg("serve")
@@ -911,4 +922,120 @@ fn a_connection_waiting_while_descriptors_ran_out_gets_its_hello_once_one_is_fre
         "{}",
         server.stderr()
     );
+}
+
+#[test]
+fn a_restarted_verifier_reports_the_calls_no_verifier_saw() {
+    // Each segment is audited on its own: a restarted verifier used to pass a later
+    // segment without ever seeing the calls before it. Now serve keeps, per stream,
+    // what it received in --state-dir and a segment whose earlier calls no verifier
+    // received fails, naming them ("calls seen by no verifier").
+    let state = |dir: &Path| dir.join("state").display().to_string();
+    let server = Server::start("restart", &[]);
+    let dir = server.dir.clone();
+    drop(server.stop());
+    let server = Server::restart(&dir, &["--state-dir", &state(&dir)]);
+    // Stream 0x71: segment 0 complete (20 calls). Stream 0x70: segment 0 sends its
+    // header and first frame only, then the verifier is killed.
+    let whole = prove(server.addr, 0x71, Duration::ZERO, |p, _| workload(p, 4));
+    let (mut socket, hello) = session::connect(server.addr, &key(), TIMEOUT).unwrap();
+    let mut p = RefProver::new(&key(), SamplingConfig::default(), 0x70)
+        .with_hello(&hello)
+        .with_stream_id(0x70);
+    workload(&mut p, 4);
+    let cut = p.finish(6);
+    socket
+        .write_all(&[cut.header.clone(), cut.frames[0].clone()].concat())
+        .unwrap();
+    let received = p_calls(&cut);
+    let seen = dir.join("state").join(format!("{:016x}.seen", 0x70));
+    let started = Instant::now();
+    while std::fs::read_to_string(&seen).unwrap_or_default() != format!("0 0 {received}\n") {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the state never held segment 0"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.reports(1);
+    let mut server = server;
+    // SAFETY: kill(2) on the id of a child process this test spawned.
+    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGKILL) };
+    let _ = server.child.wait();
+    drop(socket);
+
+    let server = Server::restart(&dir, &["--state-dir", &state(&dir)]);
+    // Each prover's next segment starts at call 20: the first call it did not write.
+    let next = |seed: u64, segment: u32, first: u64| {
+        let (mut socket, hello) = session::connect(server.addr, &key(), TIMEOUT).unwrap();
+        let mut p = RefProver::new(&key(), SamplingConfig::default(), seed)
+            .with_hello(&hello)
+            .with_stream_id(seed)
+            .with_segment(segment, first);
+        workload(&mut p, 2);
+        let c = p.finish(6);
+        socket.write_all(&c.header).unwrap();
+        for f in &c.frames {
+            socket.write_all(f).unwrap();
+        }
+        session::close_and_wait(socket).unwrap();
+    };
+    next(0x71, 1, 20);
+    next(0x70, 1, 20);
+    // Stream 0x72 was never seen by any verifier before its segment 1.
+    next(0x72, 1, 7);
+    let reports = server.reports(4);
+    let (_, out, err) = server.stop();
+    let ctx = format!("{out}\n{err}");
+    let segment_1 = |id: u64| {
+        reports
+            .iter()
+            .map(|(_, r)| &r["streams"][0])
+            .find(|r| {
+                r["header"]["stream_id"] == format!("{id:016x}") && r["header"]["segment"] == 1
+            })
+            .unwrap_or_else(|| panic!("no segment 1 of {id:x}\n{ctx}"))
+    };
+    // Absent: every call before stream 0x71's segment 1 was received (by the verifier
+    // before the restart): it passes.
+    let r = segment_1(0x71);
+    assert_eq!(r["verdict"], "pass", "{r:#}");
+    assert_eq!(r["unseen_calls"], 0, "{r:#}");
+    // Present: calls received..20 of stream 0x70 reached no verifier.
+    let r = segment_1(0x70);
+    assert_eq!(r["verdict"], "fail", "{r:#}");
+    assert_eq!(r["unseen_calls"].as_u64(), Some(20 - received), "{r:#}");
+    assert_eq!(
+        r["unseen_ranges"],
+        serde_json::json!([[received, 20]]),
+        "{r:#}"
+    );
+    assert!(
+        r["failures"].to_string().contains("seen by no verifier"),
+        "{r:#}"
+    );
+    // The saved capture of segment 0 plus the restarted server's report account for
+    // every call: verified offline, seen by no verifier, or in segment 1.
+    let capture0 = captures(&dir)
+        .into_iter()
+        .find(|c| {
+            c.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("0000000000000070-0-")
+        })
+        .expect("the capture of segment 0");
+    let (code, offline) = check_offline(&dir, &capture0, &[]);
+    assert_eq!(code, 1, "truncated: {offline:#}");
+    let offline_calls = offline["streams"][0]["calls"].as_u64().unwrap();
+    assert_eq!(offline_calls, received, "{offline:#}");
+    assert_eq!(
+        offline_calls + r["unseen_calls"].as_u64().unwrap() + r["calls"].as_u64().unwrap(),
+        30
+    );
+    // A stream none of whose earlier segments any verifier saw.
+    let r = segment_1(0x72);
+    assert_eq!(r["unseen_ranges"], serde_json::json!([[0, 7]]), "{r:#}");
+    assert_eq!(r["verdict"], "fail", "{r:#}");
+    drop(whole);
 }

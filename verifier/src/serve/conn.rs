@@ -142,6 +142,12 @@ pub struct Conn {
     pub nonce_mismatch: bool,
     /// messages for the log (capture errors), taken by the server
     pub log: Vec<LogLine>,
+    /// ledger records decoded (received) so far
+    pub received: u64,
+    /// the server has noted this segment's start (`serve::continuity`)
+    pub continuity_begun: bool,
+    /// when this segment's received count was last written to the state
+    pub continuity_written: Option<Instant>,
 }
 
 impl Conn {
@@ -175,6 +181,9 @@ impl Conn {
             base: None,
             nonce_mismatch: false,
             log: Vec::new(),
+            received: 0,
+            continuity_begun: false,
+            continuity_written: None,
         }
     }
 
@@ -280,7 +289,13 @@ impl Conn {
         for event in events {
             match event {
                 Event::Header(h) => self.on_header(h, cfg),
-                Event::Frame { records, .. } => self.backlog.extend(records),
+                Event::Frame { records, .. } => {
+                    self.received += records
+                        .iter()
+                        .filter(|r| matches!(r, Record::Ledger(_)))
+                        .count() as u64;
+                    self.backlog.extend(records);
+                }
             }
         }
         if let Some(e) = error {

@@ -27,6 +27,7 @@
 
 pub mod capture;
 pub mod conn;
+pub mod continuity;
 pub mod metrics;
 pub mod view;
 
@@ -54,6 +55,7 @@ use crate::report::{summary_json, StreamReport};
 use crate::weights::WeightPolicy;
 use capture::create_new;
 use conn::{Conn, ConnConfig, HelloOut, Step};
+use continuity::Continuity;
 use metrics::{Counters, MetricsConn};
 use view::{Row, View, ViewMode};
 
@@ -94,6 +96,14 @@ there when it ends, as JSON with the keys of `check --json`. Each stream's repor
 printed on stdout when it ends. Open streams are shown on stderr (redrawn in place on
 a terminal). --metrics serves Prometheus counters on HTTP (GET /metrics).
 
+A prover that loses its connection reconnects and sends the next segment of the same
+stream, starting at the first call it did not write. A segment fails if calls before
+it were received by no verifier (\"calls seen by no verifier\", listed in its report):
+an earlier segment was cut before they were read, or never reached this verifier.
+With --state-dir the calls each stream's segments delivered are kept there, so a
+restarted verifier credits what its predecessor received; without it only this
+process's streams are known.
+
 A connection that sends bytes that are not a stream for this key before a valid
 header is closed and counted as rejected (no report). A stream that does not carry
 this session's nonce fails (\"schedule nonce not issued by this verifier\").
@@ -103,7 +113,7 @@ complete), write their reports, exit. Exit codes: 0 every finished stream passed
 1 a stream failed, 2 could not run.
 
 Examples:
-  mmaudit-verify serve --listen 0.0.0.0:7150 --key-file audit.key --capture-dir captures
+  mmaudit-verify serve --listen 0.0.0.0:7150 --key-file audit.key --capture-dir captures --state-dir state
   mmaudit-verify serve --listen 0.0.0.0:7150 --key-file audit.key --weights model-*.safetensors --json-dir reports --metrics 127.0.0.1:9150")]
 pub struct ServeArgs {
     /// Address to listen on, e.g. 0.0.0.0:7150 (port 0: any free port, printed).
@@ -125,6 +135,11 @@ pub struct ServeArgs {
     /// Write each stream's JSON report into this directory when it ends.
     #[arg(long, value_name = "DIR")]
     pub json_dir: Option<PathBuf>,
+    /// Keep, per stream, which calls were received in this directory (created if
+    /// missing), so that a restarted verifier knows which calls of a later segment's
+    /// stream no verifier saw. Without it only this process's streams are known.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Serve Prometheus text counters on HTTP at this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
@@ -167,6 +182,8 @@ pub struct ServeOptions {
     pub capture_dir: Option<PathBuf>,
     /// JSON report directory (must exist)
     pub json_dir: Option<PathBuf>,
+    /// stream continuity state directory (must exist)
+    pub state_dir: Option<PathBuf>,
     /// metrics address
     pub metrics: Option<SocketAddr>,
     /// most prover connections
@@ -208,6 +225,7 @@ impl ServeOptions {
             weights: None,
             capture_dir: None,
             json_dir: None,
+            state_dir: None,
             metrics: None,
             max_connections: 256,
             idle_timeout: Duration::from_secs(60),
@@ -285,6 +303,8 @@ pub struct Server {
     /// accept() failed for want of a resource (descriptors, memory): connections may
     /// be waiting that no new readiness event will announce, so accept again then.
     accept_retry_at: Option<Instant>,
+    /// which calls of each stream were received
+    continuity: Continuity,
 }
 
 fn log_err(view: &mut View, lines: &mut Vec<String>) {
@@ -332,6 +352,7 @@ impl Server {
         .encode(&opts.key)?;
         let urandom = File::open("/dev/urandom").context("cannot open /dev/urandom")?;
         let view = View::new(opts.view, opts.quiet);
+        let continuity = Continuity::new(opts.state_dir.clone());
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -354,6 +375,7 @@ impl Server {
             buf: vec![0; READ_CHUNK],
             too_many: (None, 0),
             accept_retry_at: None,
+            continuity,
         })
     }
 
@@ -619,6 +641,9 @@ impl Server {
             };
             let step = conn.service(&mut self.buf, Instant::now() + TURN, &cfg);
             log_err(&mut self.view, &mut conn.log);
+            if let Some(msg) = note_continuity(&mut self.continuity, conn, false) {
+                self.view.log(&msg);
+            }
             match step {
                 Step::Wait => conn.queued = false,
                 Step::More => self.ready.push_back(t),
@@ -694,6 +719,9 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let mut conn = *conn;
         if let Some(msg) = conn.capture.close() {
+            self.view.log(&msg);
+        }
+        if let Some(msg) = note_continuity(&mut self.continuity, &mut conn, true) {
             self.view.log(&msg);
         }
         let (peer, bytes, base) = (conn.peer, conn.bytes_rx, conn.base.clone());
@@ -797,6 +825,27 @@ impl Server {
     }
 }
 
+/// Notes a connection's stream in the continuity state: at its start, the calls
+/// before it that no verifier received become its report's unseen calls; then what
+/// it received (`force`: written now). A stream that does not carry this session's
+/// nonce is not noted. Returns a message for the log.
+fn note_continuity(c: &mut Continuity, conn: &mut Conn, force: bool) -> Option<String> {
+    let h = conn.header.as_ref()?;
+    if conn.nonce_mismatch {
+        return None;
+    }
+    let at = (h.stream_id, h.segment, h.first_index);
+    let mut msg = None;
+    if !conn.continuity_begun {
+        conn.continuity_begun = true;
+        let (holes, m) = c.begin(at.0, at.1, at.2);
+        conn.audit.unseen(&holes);
+        msg = m;
+    }
+    let m = c.progress(at, conn.received, &mut conn.continuity_written, force);
+    msg.or(m)
+}
+
 fn conn_config(opts: &ServeOptions) -> ConnConfig<'_> {
     ConnConfig {
         key: &opts.key,
@@ -893,7 +942,10 @@ pub fn run_serve(args: &ServeArgs) -> Result<bool> {
             bail!("{name} must be a positive number of seconds")
         }
     };
-    for dir in [&args.capture_dir, &args.json_dir].into_iter().flatten() {
+    for dir in [&args.capture_dir, &args.json_dir, &args.state_dir]
+        .into_iter()
+        .flatten()
+    {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
@@ -902,6 +954,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<bool> {
     opts.weights = weights;
     opts.capture_dir = args.capture_dir.clone();
     opts.json_dir = args.json_dir.clone();
+    opts.state_dir = args.state_dir.clone();
     opts.metrics = metrics;
     opts.max_connections = args.max_connections;
     opts.idle_timeout = secs(args.idle_timeout, "--idle-timeout")?;
