@@ -21,6 +21,9 @@ bash scripts/simgpu.sh
 step "tests"
 cargo test --release --workspace
 
+step "fuzz targets: corpus and 5000 mutated inputs each (scripts/fuzz.sh N for more)"
+bash scripts/fuzz.sh 5000
+
 step "lints"
 cargo clippy --release --workspace --all-targets -- -D warnings
 

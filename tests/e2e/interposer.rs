@@ -2463,3 +2463,113 @@ fn grouped_gemms_are_ledgered_one_record_per_group() {
     let named = mismatched_calls(&a.check);
     assert_eq!(named, BTreeSet::from([4, 5]), "{}", a.context());
 }
+
+// ---------------------------------------------------------------------------
+// Lifecycle: whatever the environment and however the program ends, its results and
+// exit status are its own, and the stream says what happened.
+
+#[test]
+fn every_setting_and_ending_leaves_the_program_alone_and_the_stream_honest() {
+    let exe = compile("audit_lifecycle");
+    let reference = reference(&exe, &[], None);
+    let dir = scratch("lifecycle");
+    let sink = format!("file:{}/capture-%p.mma", dir.display());
+    let unaudited = |name: &str, env: Vec<(&str, String)>, expect: &[&str]| {
+        for f in captures_in(&dir) {
+            std::fs::remove_file(f).unwrap();
+        }
+        let out = run(&exe, &[], &env);
+        let ctx = format!("{name}\n{}", out.transcript());
+        assert_eq!(out.code, Some(0), "{ctx}");
+        assert_eq!(out.hash(), reference.hash(), "{ctx}");
+        for e in expect {
+            assert!(out.stderr.contains(e), "{e}\n{ctx}");
+        }
+        assert!(captures_in(&dir).is_empty(), "{ctx}");
+    };
+    let without = |drop: &str| -> Vec<(&str, String)> {
+        audit_env(&sink, EVERY_CALL, None)
+            .into_iter()
+            .filter(|(k, _)| *k != drop)
+            .collect()
+    };
+    // No key: every call forwarded untouched, one line says so.
+    unaudited(
+        "no key",
+        without("MMAUDIT_KEY"),
+        &["no MMAUDIT_KEY or MMAUDIT_KEY_FILE"],
+    );
+    // Every variable with a value it cannot take (and an empty one): auditing is off,
+    // naming the variable.
+    let bad = [
+        ("MMAUDIT_KEY", "not hex"),
+        ("MMAUDIT_KEY_FILE", "/nonexistent/audit.key"),
+        ("MMAUDIT_SINK", "ftp://somewhere"),
+        ("MMAUDIT_CALL_RATE", "2"),
+        ("MMAUDIT_ROW_RATE", "-0.1"),
+        ("MMAUDIT_COL_RATE", "half"),
+        ("MMAUDIT_BATCH_RATE", "NaN"),
+        ("MMAUDIT_MAX_ROWS", "-3"),
+        ("MMAUDIT_MAX_COLS", "many"),
+        ("MMAUDIT_MAX_BATCHES", "1e99"),
+        ("MMAUDIT_RING_MB", "0"),
+        ("MMAUDIT_BUFFER_MB", "0"),
+        ("MMAUDIT_QUEUE_LEN", "0"),
+        ("MMAUDIT_GRAPH_DEPTH", "0"),
+        ("MMAUDIT_EXIT_TIMEOUT_MS", "soon"),
+        ("MMAUDIT_FLUSH_MS", "-1"),
+        ("MMAUDIT_REFERENCES", "maybe"),
+        ("MMAUDIT_TEST_PANIC", "during:1"),
+        ("MMAUDIT_LOG", "loud"),
+        ("MMAUDIT_CALL_RATE", " "),
+    ];
+    for (var, value) in bad {
+        let mut env = without(var);
+        if var == "MMAUDIT_KEY_FILE" {
+            env.retain(|(k, _)| *k != "MMAUDIT_KEY");
+        }
+        env.push((var, value.to_string()));
+        unaudited(&format!("{var}='{value}'"), env, &[var, "auditing is off"]);
+    }
+    // Endings: return and exit flush the stream whole; _exit and abort (SIGABRT) run
+    // no exit handlers, so the stream ends truncated — never a pass — with the frames
+    // written before intact.
+    for (how, code, passes) in [
+        ("return", Some(0), true),
+        ("exit", Some(0), true),
+        ("_exit", Some(0), false),
+        ("abort", None, false),
+    ] {
+        let a = audit(&format!("lifecycle-{how}"), &exe, &[how], FULL, None, &[]);
+        let ctx = a.context();
+        assert_eq!(a.run.code, code, "{ctx}");
+        assert_eq!(a.run.hash(), reference.hash(), "{ctx}");
+        assert_eq!(a.check.code == Some(0), passes, "{ctx}");
+        if !passes {
+            assert!(a.check.text.contains("truncated"), "{ctx}");
+            assert_eq!(a.check.n("mismatched"), 0, "{ctx}");
+        } else {
+            assert_eq!(a.check.n("verified"), 12, "{ctx}");
+        }
+    }
+    // A panic inside the hook, before or after the real call: the call still runs
+    // exactly once (outputs unchanged), auditing stops with a notice naming the call,
+    // and the stream fails as "auditing disabled".
+    for when in ["before", "after"] {
+        let extra = [("MMAUDIT_TEST_PANIC", format!("{when}:5"))];
+        let a = audit(
+            &format!("lifecycle-panic-{when}"),
+            &exe,
+            &[],
+            FULL,
+            None,
+            &extra,
+        );
+        let ctx = a.context();
+        assert_eq!(a.run.code, Some(0), "{ctx}");
+        assert_eq!(a.run.hash(), reference.hash(), "{ctx}");
+        assert_eq!(a.check.code, Some(1), "{ctx}");
+        assert!(a.check.text.contains("stopped auditing"), "{ctx}");
+        assert_eq!(a.check.n("mismatched"), 0, "{ctx}");
+    }
+}

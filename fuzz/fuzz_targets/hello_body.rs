@@ -1,0 +1,10 @@
+//! Fuzz target `hello_body`: see [`mmaudit_fuzz::targets::hello_body`].
+#![cfg_attr(fuzzing, no_main)]
+
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mmaudit_fuzz::targets::hello_body(data));
+
+#[cfg(not(fuzzing))]
+fn main() -> std::process::ExitCode {
+    mmaudit_fuzz::driver::main("hello_body", mmaudit_fuzz::targets::hello_body)
+}
