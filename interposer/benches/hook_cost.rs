@@ -28,15 +28,16 @@ fn library(root: &Path) -> PathBuf {
 }
 
 /// The pure CPU part of an unsampled hook, in-process, without any simulator: describe
-/// the call (`model::describe_blas`), encode it and decide whether it is sampled
-/// (`Schedule::decide`). What remains of the hook's cost on top of this is the driver
+/// the call (`model::describe_blas`) and decide whether it is sampled, by schedule v1
+/// (`Schedule::decide`: encode and hash every call) and v2 (`Session::decide`: one hash
+/// per eight consecutive calls). What remains of the hook's cost on top of this is the driver
 /// and cuBLAS getters it calls, the ledger hand-off and, for sampled calls, the gather.
-fn pure_cpu_part() -> (f64, f64) {
+fn pure_cpu_part() -> (f64, [f64; 4]) {
     use mmaudit::model::{describe_blas, BlasArgs, ScalarArg, Site};
     use mmaudit_protocol::call::{BatchForm, EntryPoint};
     use mmaudit_protocol::config::SamplingConfig;
     use mmaudit_protocol::keys::Key;
-    use mmaudit_protocol::schedule::Schedule;
+    use mmaudit_protocol::schedule::{Schedule, ScheduleVersion};
     use std::time::Instant;
     let mut one = [0u8; 8];
     one[..4].copy_from_slice(&1.0f32.to_le_bytes());
@@ -67,29 +68,43 @@ fn pure_cpu_part() -> (f64, f64) {
         beta: ScalarArg::Host([0; 8]),
         site: Site::default(),
     };
-    let schedule = Schedule::new(
-        &Key::from_bytes([1; 32]),
-        [2; 16],
-        SamplingConfig::default(),
-    );
+    let schedule = |version, call_ppm| {
+        let config = SamplingConfig {
+            call_ppm,
+            ..SamplingConfig::default()
+        };
+        Schedule::with_version(&Key::from_bytes([1; 32]), [2; 16], config, version)
+    };
+    let default_rate = SamplingConfig::default().call_ppm;
+    let v1 = schedule(ScheduleVersion::V1, default_rate);
+    let v1_none = schedule(ScheduleVersion::V1, 0);
+    let ledger = mmaudit::session::Ledger::default();
+    let v2 = ledger.begin(schedule(ScheduleVersion::V2, default_rate));
+    let v2_none = ledger.begin(schedule(ScheduleVersion::V2, 0));
     let n = 200_000u64;
     let mut sampled = 0u64;
-    let t = Instant::now();
-    for i in 0..n {
-        let mut d = describe_blas(std::hint::black_box(&args)).unwrap();
-        d.call.index = i;
-        if schedule.decide(&d.call).is_some() {
-            sampled += 1;
+    let mut timed = |decide: &dyn Fn(&mmaudit_protocol::call::GemmCall) -> bool| {
+        let t = Instant::now();
+        for i in 0..n {
+            let mut d = describe_blas(std::hint::black_box(&args)).unwrap();
+            d.call.index = i;
+            if decide(&d.call) {
+                sampled += 1;
+            }
         }
-    }
-    let describe_decide = t.elapsed().as_nanos() as f64 / n as f64;
+        t.elapsed().as_nanos() as f64 / n as f64
+    };
+    let with_v1 = timed(&|c| v1.decide(c).is_some());
+    let with_v2 = timed(&|c| v2.decide(c).is_some());
+    let none_v1 = timed(&|c| v1_none.decide(c).is_some());
+    let none_v2 = timed(&|c| v2_none.decide(c).is_some());
     let t = Instant::now();
     for _ in 0..n {
         std::hint::black_box(describe_blas(std::hint::black_box(&args)).unwrap());
     }
     let describe = t.elapsed().as_nanos() as f64 / n as f64;
     std::hint::black_box(sampled);
-    (describe, describe_decide)
+    (describe, [with_v1, with_v2, none_v1, none_v2])
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -196,13 +211,19 @@ fn main() {
         let base_e = *base.get_or_insert(e);
         println!("{:<34} {:>16.0} {:>+18.0} {:>16.0}", name, e, e - base_e, t);
     }
-    let (describe, with_decide) = pure_cpu_part();
+    let (describe, [with_v1, with_v2, none_v1, none_v2]) = pure_cpu_part();
     println!();
-    println!("CPU part of the hook, in-process (no simulator), default sampling config:");
-    println!("{:<34} {:>16.0}", "describe_blas", describe);
     println!(
-        "{:<34} {:>16.0}",
-        "describe_blas + Schedule::decide", with_decide
+        "CPU part of the hook, in-process (no simulator), ns per call (m=4096, n=16, k=4096):"
+    );
+    println!("{:<46} {:>12} {:>12}", "", "10% sampled", "none");
+    let row = |name: &str, a: f64, b: f64| println!("{name:<46} {a:>12.0} {b:>12.0}");
+    row("describe_blas", describe, describe);
+    row("describe_blas + schedule v1 decide", with_v1, none_v1);
+    row(
+        "describe_blas + schedule v2 decide (Session)",
+        with_v2,
+        none_v2,
     );
     for entry in std::fs::read_dir(&work).unwrap().flatten() {
         if entry.path().extension().is_some_and(|x| x == "mma") {

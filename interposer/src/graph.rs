@@ -611,12 +611,12 @@ pub(crate) fn before_launch(
         prepared: Vec::new(),
         gaps: Vec::new(),
     };
-    let schedule = session.as_ref().filter(|_| audited).map(|s| &s.schedule);
+    let session = session.as_ref().filter(|_| audited);
     for (call, node) in calls.iter().zip(nodes) {
         let Some(gather) = &exec.graph.calls[node].gather else {
             continue; // outside the model: ledgered, never sampled
         };
-        let Some(plan) = schedule.and_then(|s| s.decide(call)) else {
+        let Some(plan) = session.and_then(|s| s.decide(call)) else {
             continue;
         };
         rt.shared.inflight.fetch_add(1, Ordering::AcqRel);

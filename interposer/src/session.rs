@@ -14,10 +14,11 @@
 //! whether a queued record belongs to the session of the stream segment it writes.
 //! Nothing here blocks for longer than a channel send, and nothing panics.
 
+use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 
 use mmaudit_protocol::call::{flags, GemmCall};
-use mmaudit_protocol::schedule::Schedule;
+use mmaudit_protocol::schedule::{Plan, Schedule, ScheduleVersion, SELECT_BLOCK};
 
 /// One verifier session: the schedule of its nonce and sampling configuration (a TCP
 /// sink's: the hello's; a file sink's: the environment's), from its first call on.
@@ -28,6 +29,38 @@ pub struct Session {
     pub first_index: u64,
     /// The sampling schedule of the session's nonce and configuration.
     pub schedule: Schedule,
+}
+
+impl Session {
+    /// The sampling plan of `call` (made in this session), or `None` when it is not
+    /// sampled. A v2 schedule decides from the call's index: the eight selection words
+    /// of its block come from one keyed hash, kept per thread, so that a thread making
+    /// consecutive calls hashes once per eight calls and an unsampled call encodes
+    /// nothing.
+    pub fn decide(&self, call: &GemmCall) -> Option<Plan> {
+        if self.schedule.version() != ScheduleVersion::V2 {
+            return self.schedule.decide(call);
+        }
+        let block = call.index / SELECT_BLOCK;
+        let words = SELECTION.with(|c| match c.get() {
+            Some((epoch, b, w)) if epoch == self.epoch && b == block => w,
+            _ => {
+                let w = self.schedule.selection_block(block);
+                c.set(Some((self.epoch, block, w)));
+                w
+            }
+        });
+        let word = words[(call.index % SELECT_BLOCK) as usize];
+        let draw = self.schedule.draw_with_word(call, word)?;
+        Some(self.schedule.plan(call, draw))
+    }
+}
+
+type Selection = Option<(u64, u64, [u64; SELECT_BLOCK as usize])>;
+
+thread_local! {
+    /// The last v2 selection block this thread used: (session epoch, block, words).
+    static SELECTION: Cell<Selection> = const { Cell::new(None) };
 }
 
 struct State {
@@ -167,6 +200,60 @@ mod tests {
             flags: 0,
             replay: None,
         }
+    }
+
+    #[test]
+    fn the_per_thread_selection_cache_decides_as_the_schedule() {
+        // In order, out of order, across two sessions whose blocks coincide, and from
+        // several threads at once: the cached v2 decision is the schedule's own.
+        let ledger = Ledger::default();
+        let v2 = |nonce: u8| {
+            Schedule::with_version(
+                &Key::from_bytes([1; 32]),
+                [nonce; 16],
+                SamplingConfig {
+                    call_ppm: 300_000,
+                    ..SamplingConfig::default()
+                },
+                ScheduleVersion::V2,
+            )
+        };
+        let sessions = [ledger.begin(v2(1)), ledger.begin(v2(2))];
+        let order: Vec<u64> = (0..200)
+            .chain((0..200).rev())
+            .chain([7, 1000, 3, 1001])
+            .collect();
+        let check = |s: &Session| {
+            for &i in &order {
+                let mut c = call();
+                c.index = i;
+                assert_eq!(s.decide(&c), s.schedule.decide(&c), "index {i}");
+            }
+        };
+        for s in &sessions {
+            check(s);
+        }
+        assert_ne!(
+            (0..64)
+                .map(|i| {
+                    let mut c = call();
+                    c.index = i;
+                    sessions[0].decide(&c).is_some()
+                })
+                .collect::<Vec<_>>(),
+            (0..64)
+                .map(|i| {
+                    let mut c = call();
+                    c.index = i;
+                    sessions[1].decide(&c).is_some()
+                })
+                .collect::<Vec<_>>()
+        );
+        std::thread::scope(|t| {
+            for s in &sessions {
+                t.spawn(|| check(s));
+            }
+        });
     }
 
     #[test]

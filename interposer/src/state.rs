@@ -426,6 +426,7 @@ fn init_inner() -> bool {
             .unwrap_or(0),
         devices,
         producer: crate::PRODUCER.to_string(),
+        schedule: mmaudit_protocol::schedule::ScheduleVersion::V2,
     };
     let ledger = Arc::new(Ledger::default());
     let template = std::env::var("MMAUDIT_SINK").unwrap_or_else(|_| config::DEFAULT_SINK.into());

@@ -49,6 +49,7 @@ pub fn seed_header() -> StreamHeader {
         started_unix_ns: 1_700_000_000_000_000_000,
         devices: vec!["GPU-00000000-fuzz".into(), "sim".into()],
         producer: "mmaudit fuzzing seed".into(),
+        schedule: crate::schedule::ScheduleVersion::V1,
     }
 }
 

@@ -3,6 +3,13 @@
 //! `decide` is a pure function of the key, the session nonce, the sampling configuration
 //! and the call's canonical encoding. Prover and verifier both run it; the prover never
 //! chooses what is checked. Specified byte for byte in docs/PROTOCOL.md ("Schedule").
+//!
+//! Two versions exist, named by the stream header: v1 decides each call by a keyed hash
+//! of its whole encoding; v2 (what the library writes) decides whether a call is sampled
+//! from its index alone, eight calls per keyed hash (so that an unsampled call costs a
+//! table lookup on the application's thread), and only a sampled call's plan is drawn
+//! from a keyed hash of its whole encoding. In both, which calls and which entries are
+//! checked cannot be predicted without the key.
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -11,8 +18,23 @@ use crate::call::{flags, GemmCall};
 use crate::config::{SamplingConfig, PPM};
 use crate::keys::Key;
 
-/// Domain-separation prefix of the schedule hash input.
+/// Domain-separation prefix of the schedule hash input (v1).
 pub const SCHEDULE_DOMAIN: &[u8] = b"mmaudit-schedule-v1";
+/// Domain-separation prefix of v2's call-selection hash.
+pub const SELECT_DOMAIN_V2: &[u8] = b"mmaudit-select-v2";
+/// Domain-separation prefix of v2's plan hash.
+pub const PLAN_DOMAIN_V2: &[u8] = b"mmaudit-plan-v2";
+/// Calls decided by one v2 selection hash.
+pub const SELECT_BLOCK: u64 = 8;
+
+/// Which schedule a stream follows: named by the stream header's version field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScheduleVersion {
+    /// Each call decided by a keyed hash of its whole encoding.
+    V1 = 1,
+    /// Selection by index, eight calls per keyed hash; plans from the whole encoding.
+    V2 = 2,
+}
 
 /// What to check in one sampled call: sorted, distinct indices of rows of C (in 0..m),
 /// columns of C (in 0..n) and batch entries (in 0..batch).
@@ -39,16 +61,75 @@ pub struct Schedule {
     key: [u8; 32],
     nonce: [u8; 16],
     config: SamplingConfig,
+    version: ScheduleVersion,
 }
 
 impl Schedule {
-    /// The schedule for a stream with this key, session nonce and configuration.
+    /// The v1 schedule for a stream with this key, session nonce and configuration.
     pub fn new(key: &Key, nonce: [u8; 16], config: SamplingConfig) -> Self {
+        Schedule::with_version(key, nonce, config, ScheduleVersion::V1)
+    }
+
+    /// The schedule of the given version.
+    pub fn with_version(
+        key: &Key,
+        nonce: [u8; 16],
+        config: SamplingConfig,
+        version: ScheduleVersion,
+    ) -> Self {
         Schedule {
             key: key.schedule_key(),
             nonce,
             config,
+            version,
         }
+    }
+
+    /// The schedule a stream's header names.
+    pub fn for_header(key: &Key, header: &crate::stream::StreamHeader) -> Self {
+        Schedule::with_version(key, header.nonce, header.config, header.schedule)
+    }
+
+    /// The schedule's version.
+    pub fn version(&self) -> ScheduleVersion {
+        self.version
+    }
+
+    /// v2: the selection words of calls `SELECT_BLOCK * block ..` (one keyed hash):
+    /// word `j` decides the call of index `SELECT_BLOCK * block + j`
+    /// ([`Schedule::draw_with_word`]).
+    pub fn selection_block(&self, block: u64) -> [u64; SELECT_BLOCK as usize] {
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(SELECT_DOMAIN_V2);
+        hasher.update(&self.nonce);
+        hasher.update(&block.to_le_bytes());
+        let mut out = [0u8; 8 * SELECT_BLOCK as usize];
+        hasher.finalize_xof().fill(&mut out);
+        std::array::from_fn(|j| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&out[8 * j..8 * j + 8]);
+            u64::from_le_bytes(w)
+        })
+    }
+
+    /// v2: the draw of `call` given its selection word (from
+    /// [`Schedule::selection_block`] of `call.index / SELECT_BLOCK`): `None` unless the
+    /// call is sampled, which costs no hash; a sampled call's plan seed is a keyed hash
+    /// of its whole encoding.
+    pub fn draw_with_word(&self, call: &GemmCall, word: u64) -> Option<Draw> {
+        if call.has(flags::NOT_AUDITED)
+            || call.m == 0
+            || call.n == 0
+            || call.batch == 0
+            || !below_rate(word, self.config.call_ppm)
+        {
+            return None;
+        }
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(PLAN_DOMAIN_V2);
+        hasher.update(&self.nonce);
+        hasher.update(&call.to_bytes());
+        Some(Draw(*hasher.finalize().as_bytes()))
     }
 
     /// The configuration in force.
@@ -67,7 +148,13 @@ impl Schedule {
     /// size is [`Schedule::plan_counts`], and [`Schedule::plan`] builds it from the draw
     /// (what [`Schedule::decide`] does in one step).
     pub fn draw(&self, call: &GemmCall) -> Option<Draw> {
-        self.draw_seed(call).map(Draw)
+        match self.version {
+            ScheduleVersion::V1 => self.draw_seed(call).map(Draw),
+            ScheduleVersion::V2 => {
+                let words = self.selection_block(call.index / SELECT_BLOCK);
+                self.draw_with_word(call, words[(call.index % SELECT_BLOCK) as usize])
+            }
+        }
     }
 
     /// The plan of a sampled `call` from its [`Draw`].
@@ -107,16 +194,23 @@ impl Schedule {
 
         let mut u = [0u8; 8];
         u.copy_from_slice(&out[..8]);
-        let u = u64::from_le_bytes(u);
-        // floor(u * 10^6 / 2^64) is uniform on 0..10^6 up to a bias below 2^-44.
-        let draw = ((u as u128 * PPM as u128) >> 64) as u32;
-        if draw >= self.config.call_ppm || call.m == 0 || call.n == 0 || call.batch == 0 {
+        if !below_rate(u64::from_le_bytes(u), self.config.call_ppm)
+            || call.m == 0
+            || call.n == 0
+            || call.batch == 0
+        {
             return None;
         }
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&out[8..40]);
         Some(seed)
     }
+}
+
+/// Whether the uniform 64-bit word `u` selects a call at `ppm` parts per million:
+/// floor(u * 10^6 / 2^64) is uniform on 0..10^6 up to a bias below 2^-44.
+fn below_rate(u: u64, ppm: u32) -> bool {
+    (((u as u128 * PPM as u128) >> 64) as u32) < ppm
 }
 
 /// That a call is sampled, and the seed of its plan ([`Schedule::draw`]).

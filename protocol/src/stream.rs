@@ -48,8 +48,9 @@ pub use writer::{Compression, FrameTooLarge, StreamWriter};
 
 /// The first eight bytes of every stream.
 pub const MAGIC: [u8; 8] = *b"MMAUDIT\0";
-/// The protocol version this crate writes and reads.
-pub const VERSION: u16 = 1;
+/// The newest protocol version this crate writes and reads. Versions 1 and 2 differ
+/// only in the sampling schedule the stream follows ([`StreamHeader::schedule`]).
+pub const VERSION: u16 = 2;
 
 /// Bytes of the header before its body: magic, version, body length.
 pub const HEADER_FIXED_LEN: usize = 8 + 2 + 4;
@@ -103,7 +104,7 @@ pub enum StreamError {
         detail: String,
     },
     /// A version this build does not read.
-    #[error("unsupported mmaudit stream version {0} (this build reads version {VERSION})")]
+    #[error("unsupported mmaudit stream version {0} (this build reads versions 1 to {VERSION})")]
     UnsupportedVersion(u16),
     /// The header names another key than the one given.
     #[error("the stream was made with key id {stream_key_id:016x}, but the key given has id {our_key_id:016x}")]

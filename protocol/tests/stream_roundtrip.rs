@@ -273,6 +273,7 @@ fn the_documented_test_vector_matches() {
         started_unix_ns: 3,
         devices: vec!["gpu0".into()],
         producer: "p".into(),
+        schedule: mmaudit_protocol::schedule::ScheduleVersion::V1,
     };
     let (mut w, mut bytes) = StreamWriter::new(&key, &header);
     w.set_compression(Compression::None);

@@ -389,12 +389,21 @@ fn not_a_capture_and_other_versions() {
         StreamReader::new(&key()).finish(),
         Err(StreamError::NotACapture { .. })
     ));
-    let mut v2 = seed_stream();
-    v2[8] = 2;
+    let mut v3 = seed_stream();
+    v3[8] = 3;
     assert_eq!(
-        StreamReader::new(&key()).push(&v2).unwrap_err(),
-        StreamError::UnsupportedVersion(2)
+        StreamReader::new(&key()).push(&v3).unwrap_err(),
+        StreamError::UnsupportedVersion(3)
     );
+    // The version names the schedule and is under the header MAC: a v1 stream cannot
+    // be relabelled v2 (nor the reverse) without the key.
+    let mut relabelled = seed_stream();
+    assert_eq!(relabelled[8], 1);
+    relabelled[8] = 2;
+    assert!(matches!(
+        StreamReader::new(&key()).push(&relabelled).unwrap_err(),
+        StreamError::BadMac { .. }
+    ));
 }
 
 #[test]

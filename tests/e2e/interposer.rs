@@ -415,7 +415,7 @@ fn recheck_bias_per_batch(header: &StreamHeader, records: &[Record]) -> (u64, u6
     use mmaudit_protocol::schedule::Schedule;
     use mmaudit_verify::recompute::{check_entry, Entry, Scalars};
     let key = Key::from_hex(KEY).expect("the test key");
-    let schedule = Schedule::new(&key, header.nonce, header.config);
+    let schedule = Schedule::for_header(&key, header);
     let mut calls = HashMap::new();
     let (mut n_calls, mut checked, mut failed) = (0, 0, 0);
     for r in records {

@@ -23,7 +23,7 @@ use mmaudit_protocol::handshake::{OperandTable, ServerHello};
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::num;
 use mmaudit_protocol::record::{End, Gap, GapReason, OperandData, Record, Sample};
-use mmaudit_protocol::schedule::{Plan, Schedule};
+use mmaudit_protocol::schedule::{Plan, Schedule, ScheduleVersion};
 use mmaudit_protocol::stream::{StreamHeader, StreamWriter};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -313,6 +313,10 @@ pub struct RefProver {
     stream_id: u64,
     /// segment number and first call index of the stream's header
     segment: (u32, u64),
+    /// the schedule version the prover samples by
+    version: ScheduleVersion,
+    /// the version its header names, when a test makes it lie
+    label: Option<ScheduleVersion>,
     /// The verifier's table of held operands: sampled operands that are stored rows of
     /// one of its tensors travel as references.
     references: Option<OperandTable>,
@@ -434,11 +438,13 @@ impl RefProver {
             key: key.clone(),
             nonce,
             config,
-            schedule: Schedule::new(key, nonce, config),
+            schedule: Schedule::with_version(key, nonce, config, ScheduleVersion::V2),
             rng,
             next_index: 0,
             stream_id: 0x5eed,
             segment: (0, 0),
+            version: ScheduleVersion::V2,
+            label: None,
             references: None,
             referenced: 0,
             records: Vec::new(),
@@ -451,7 +457,7 @@ impl RefProver {
     /// [`RefProver::with_hello`], which also takes the hello's sampling configuration.
     pub fn with_nonce(mut self, nonce: [u8; 16]) -> Self {
         self.nonce = nonce;
-        self.schedule = Schedule::new(&self.key, nonce, self.config);
+        self.schedule = Schedule::with_version(&self.key, nonce, self.config, self.version);
         self
     }
 
@@ -472,6 +478,21 @@ impl RefProver {
     /// The same prover with another stream id in its header (default 0x5eed).
     pub fn with_stream_id(mut self, stream_id: u64) -> Self {
         self.stream_id = stream_id;
+        self
+    }
+
+    /// The same prover following schedule `version` (default v2, as `libmmaudit.so`
+    /// writes; call before issuing any GEMM).
+    pub fn with_schedule(mut self, version: ScheduleVersion) -> Self {
+        self.version = version;
+        self.schedule = Schedule::with_version(&self.key, self.nonce, self.config, version);
+        self
+    }
+
+    /// The same prover, but its header names schedule `version` whatever it samples by
+    /// (a cheat, for tests).
+    pub fn labelled(mut self, version: ScheduleVersion) -> Self {
+        self.label = Some(version);
         self
     }
 
@@ -662,6 +683,7 @@ impl RefProver {
             stream_id: self.stream_id,
             segment: self.segment.0,
             first_index: self.segment.1,
+            schedule: self.label.unwrap_or(self.version),
             pid: std::process::id(),
             host: "refprover".into(),
             started_unix_ns: 0,

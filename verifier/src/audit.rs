@@ -117,7 +117,7 @@ impl StreamAudit {
 
     fn on_header(&mut self, h: StreamHeader) {
         self.next_index = h.first_index;
-        self.schedule = Some(Schedule::new(&self.key, h.nonce, h.config));
+        self.schedule = Some(Schedule::for_header(&self.key, &h));
         self.report.header = Some(h);
     }
 

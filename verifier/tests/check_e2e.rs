@@ -606,3 +606,35 @@ fn an_audit_disabled_notice_names_the_last_call_before_it() {
         r.to_text()
     );
 }
+
+#[test]
+fn v1_and_v2_captures_check_and_a_relabelled_schedule_fails() {
+    use mmaudit_protocol::schedule::ScheduleVersion;
+    // Captures of both schedule versions check (v1: what earlier libraries wrote).
+    let config = SamplingConfig {
+        call_ppm: 300_000,
+        ..SamplingConfig::default()
+    };
+    let run = |version: ScheduleVersion| {
+        let mut p = RefProver::new(&key(), config, 11).with_schedule(version);
+        workload(&mut p, DType::BF16, DType::BF16, ComputeType::F32, 20_000);
+        p
+    };
+    for version in [ScheduleVersion::V1, ScheduleVersion::V2] {
+        let p = run(version);
+        let r = audit(&p.finish(8).bytes());
+        assert_pass(&r);
+        assert!(r.sampled > 0 && r.sampled < r.calls, "{}", r.to_text());
+        assert_eq!(r.header.as_ref().map(|h| h.schedule), Some(version));
+    }
+    // A prover that samples by v2 but labels its stream v1 (re-MACed with the key)
+    // sends samples the v1 schedule did not ask for and misses those it did.
+    let mut p = RefProver::new(&key(), config, 11)
+        .with_schedule(ScheduleVersion::V2)
+        .labelled(ScheduleVersion::V1);
+    workload(&mut p, DType::BF16, DType::BF16, ComputeType::F32, 20_000);
+    let capture = p.finish(8);
+    let r = audit(&capture.bytes());
+    assert!(!r.passed(), "{}", r.to_text());
+    assert!(r.missing > 0, "{}", r.to_text());
+}

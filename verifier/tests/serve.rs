@@ -1072,6 +1072,7 @@ fn hostile_stream(
         started_unix_ns: 0,
         devices: vec![],
         producer: "a key holder".into(),
+        schedule: mmaudit_protocol::schedule::ScheduleVersion::V2,
     };
     let (mut w, head) = StreamWriter::new(&key(), &header);
     let mut out = vec![head];

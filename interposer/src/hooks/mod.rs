@@ -274,7 +274,7 @@ fn prepare(
     });
     // No session (NO_SESSION), or a call outside the model: never sampled.
     let plan = match (&exact, &session) {
-        (Some(_), Some(session)) => session.schedule.decide(&call),
+        (Some(_), Some(session)) => session.decide(&call),
         _ => None,
     };
     let queued = match plan {

@@ -340,7 +340,7 @@ impl Sink {
                         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                     bytes.clear();
                 }
-                ledger.begin(Schedule::new(key, header.nonce, header.config));
+                ledger.begin(Schedule::for_header(key, &header));
                 Out::File(FileOut {
                     path: path.clone(),
                     file: Some(file),
@@ -829,9 +829,12 @@ impl Sink {
                 ),
             );
         }
-        let session = self
-            .ledger
-            .begin(Schedule::new(&self.key, hello.nonce, sampling));
+        let session = self.ledger.begin(Schedule::with_version(
+            &self.key,
+            hello.nonce,
+            sampling,
+            self.header.schedule,
+        ));
         let session_first = session.first_index;
         let first_index = self
             .queue

@@ -41,6 +41,7 @@ fn header() -> StreamHeader {
         started_unix_ns: 0,
         devices: vec![],
         producer: crate::PRODUCER.into(),
+        schedule: mmaudit_protocol::schedule::ScheduleVersion::V2,
     }
 }
 
@@ -628,7 +629,12 @@ fn calls_before_the_hello_are_recorded_without_a_session_and_never_sampled() {
     p.until_session();
     // The session's schedule is the hello's nonce and policy: with its call rate of
     // 100%, every call from now on is sampled.
-    let schedule = Schedule::new(&key(), [0x42; 16], every_call);
+    let schedule = Schedule::with_version(
+        &key(),
+        [0x42; 16],
+        every_call,
+        mmaudit_protocol::schedule::ScheduleVersion::V2,
+    );
     for _ in 0..10 {
         let mut c = call(0);
         let session = p.ledger.assign(&mut c, |_| Ok(())).unwrap().unwrap();

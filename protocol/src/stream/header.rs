@@ -4,6 +4,7 @@
 use super::{MAX_DEVICES, MAX_NAME_LEN};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::config::SamplingConfig;
+use crate::schedule::ScheduleVersion;
 
 /// The stream header.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +33,9 @@ pub struct StreamHeader {
     pub devices: Vec<String>,
     /// What produced the stream, e.g. "libmmaudit 0.1.0" (at most [`MAX_NAME_LEN`] bytes).
     pub producer: String,
+    /// The sampling schedule the stream follows: written as the header's version field
+    /// (1 or 2), not in the body.
+    pub schedule: ScheduleVersion,
 }
 
 /// `s` cut to at most `cap` bytes at a character boundary.
@@ -104,6 +108,8 @@ impl StreamHeader {
             started_unix_ns,
             devices,
             producer,
+            // The version field precedes the body: the reader sets it.
+            schedule: ScheduleVersion::V1,
         })
     }
 }

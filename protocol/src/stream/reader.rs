@@ -19,6 +19,7 @@ use super::{
 use crate::codec::{DecodeError, Reader};
 use crate::keys::Key;
 use crate::record::Record;
+use crate::schedule::ScheduleVersion;
 
 /// Buffer capacity kept between frames; a larger buffer (after a large frame) is freed
 /// so that an idle reader does not hold up to a frame's worth of memory.
@@ -274,7 +275,7 @@ impl StreamReader {
             return Ok(HEADER_FIXED_LEN);
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(StreamError::UnsupportedVersion(version));
         }
         if b.len() < HEADER_FIXED_LEN {
@@ -378,7 +379,12 @@ impl StreamReader {
             });
         }
         let mut r = Reader::new(body, self.unit_start + HEADER_FIXED_LEN as u64, "stream");
-        let header = StreamHeader::decode_body(&mut r)?;
+        let mut header = StreamHeader::decode_body(&mut r)?;
+        header.schedule = if self.buf[8] == 1 {
+            ScheduleVersion::V1
+        } else {
+            ScheduleVersion::V2
+        };
         self.prev_mac.copy_from_slice(mac);
         self.phase = Phase::Frames;
         self.header = Some(header.clone());

@@ -10,7 +10,7 @@ use std::fmt;
 use super::mac::{frame_mac, header_mac};
 use super::{
     StreamHeader, CODEC_NONE, CODEC_ZSTD, FRAME_HEAD_LEN, MAC_LEN, MAGIC, MAX_PAYLOAD_LEN,
-    MAX_RAW_LEN, VERSION,
+    MAX_RAW_LEN,
 };
 use crate::codec::Writer;
 use crate::keys::Key;
@@ -79,7 +79,7 @@ impl StreamWriter {
         body.buf[..8].copy_from_slice(&key.id().to_le_bytes());
         let mut out = Vec::with_capacity(super::HEADER_FIXED_LEN + body.buf.len() + MAC_LEN);
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&(header.schedule as u16).to_le_bytes());
         // At most about 17 KiB: names and device count are capped by encode_body.
         out.extend_from_slice(&(body.buf.len() as u32).to_le_bytes());
         out.extend_from_slice(&body.buf);

@@ -342,6 +342,7 @@ pub fn arb_header() -> impl Strategy<Value = StreamHeader> {
                     started_unix_ns,
                     devices,
                     producer,
+                    schedule: mmaudit_protocol::schedule::ScheduleVersion::V1,
                 }
             },
         )
