@@ -17,7 +17,7 @@ lib=$(bash scripts/simgpu.sh | tail -1)
 exe=target/simgpu/programs/graph_decode-bench
 mkdir -p "$(dirname "$exe")"
 cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -I tests/simgpu/include -I tests/programs \
-    tests/programs/graph_decode.c -L"$lib" -lcudart -lcublas -lcublasLt -lm -o "$exe"
+    tests/programs/graph_decode.c -L"$lib" -lcuda -lcudart -lcublas -lcublasLt -lm -o "$exe"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/key"
