@@ -2,6 +2,9 @@
 //! decoded per second, for a few sample shapes. A benchmark, not a test: it prints a
 //! table (recorded in docs/PERFORMANCE.md) and asserts nothing about time.
 //!
+//! Each case is timed with one thread recomputing samples and with every core
+//! (`check`'s default), side by side.
+//!
 //! Run: cargo bench -p mmaudit-verify --bench check_throughput
 
 use std::time::Instant;
@@ -10,7 +13,7 @@ use mmaudit_protocol::call::{ComputeType, DType};
 use mmaudit_protocol::config::SamplingConfig;
 use mmaudit_protocol::keys::Key;
 use mmaudit_tests::refprover::{GemmSpec, RefProver};
-use mmaudit_verify::check::audit_reader;
+use mmaudit_verify::check::{audit_reader_threads, default_threads};
 use mmaudit_verify::policy::Policy;
 
 struct Case {
@@ -63,9 +66,11 @@ fn main() {
             calls: 200,
         },
     ];
+    let cores = default_threads();
+    println!("threads: 1 and {cores} (every core); best of three runs each");
     println!(
-        "{:<24} {:>7} {:>9} {:>10} {:>9} {:>12} {:>11} {:>9}",
-        "case", "calls", "entries", "MB", "seconds", "entries/s", "MMAC/s", "MB/s"
+        "{:<24} {:>6} {:>8} {:>8} {:>9} {:>9} {:>8} {:>10} {:>10}",
+        "case", "calls", "entries", "MB", "s 1 thr", "s all", "speedup", "MMAC/s 1", "MMAC/s all"
     );
     for case in cases {
         let mut p = RefProver::new(&key, config, 1);
@@ -73,29 +78,40 @@ fn main() {
             p.gemm(&case.spec);
         }
         let bytes = p.finish(16).bytes();
-        // best of three runs
-        let mut best = f64::INFINITY;
         let mut entries = 0;
-        for _ in 0..3 {
-            let t = Instant::now();
-            let r = audit_reader("bench", &bytes[..], &key, 10, &Policy::lenient(), |_| {})
+        let mut time = |threads: usize| {
+            let mut best = f64::INFINITY;
+            for _ in 0..3 {
+                let t = Instant::now();
+                let r = audit_reader_threads(
+                    "bench",
+                    &bytes[..],
+                    &key,
+                    (10, threads),
+                    &Policy::lenient(),
+                    None,
+                    |_| {},
+                )
                 .expect("a capture");
-            best = best.min(t.elapsed().as_secs_f64());
-            assert!(r.passed());
-            entries = r.entries_checked;
-        }
+                best = best.min(t.elapsed().as_secs_f64());
+                assert!(r.passed());
+                entries = r.entries_checked;
+            }
+            best
+        };
+        let (one, all) = (time(1), time(cores));
         let macs = entries as f64 * case.spec.k as f64;
-        let mb = bytes.len() as f64 / 1e6;
         println!(
-            "{:<24} {:>7} {:>9} {:>10.2} {:>9.3} {:>12.0} {:>11.1} {:>9.1}",
+            "{:<24} {:>6} {:>8} {:>8.2} {:>9.3} {:>9.3} {:>8.2} {:>10.1} {:>10.1}",
             case.name,
             case.calls,
             entries,
-            mb,
-            best,
-            entries as f64 / best,
-            macs / best / 1e6,
-            mb / best
+            bytes.len() as f64 / 1e6,
+            one,
+            all,
+            one / all,
+            macs / one / 1e6,
+            macs / all / 1e6
         );
     }
 }

@@ -56,9 +56,21 @@ pub struct StreamAudit {
     max_failures: usize,
     weights: Option<WeightPolicy>,
     policy: Policy,
+    /// Threads for the arithmetic check of samples; above 1, samples wait in
+    /// `deferred` and are checked a batch at a time on that many threads.
+    threads: usize,
+    /// Samples whose arithmetic check is deferred to the next batch, in stream order,
+    /// and their encoded size.
+    deferred: Vec<(GemmCall, Plan, Sample)>,
+    deferred_bytes: usize,
     /// The report being built.
     pub report: StreamReport,
 }
+
+/// Most samples checked in one parallel batch.
+const BATCH_SAMPLES: usize = 512;
+/// Most sample bytes held for one parallel batch.
+const BATCH_BYTES: usize = 64 << 20;
 
 impl StreamAudit {
     /// A new audit of a stream named `name` (a file path or peer address), keeping at most
@@ -76,8 +88,19 @@ impl StreamAudit {
             max_failures,
             weights: None,
             policy: Policy::default(),
+            threads: 1,
+            deferred: Vec::new(),
+            deferred_bytes: 0,
             report: StreamReport::new(name),
         }
+    }
+
+    /// Checks the arithmetic of samples on `threads` threads, a batch of samples at a
+    /// time (`check`); the report is the same as with one thread (outcomes are applied
+    /// in stream order, and every other failure first applies the outcomes before it).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
     }
 
     /// Judges the stream by `policy` when it ends instead of [`Policy::default`].
@@ -174,6 +197,8 @@ impl StreamAudit {
     }
 
     fn push_failure(&mut self, f: Failure) {
+        // Failures are kept in stream order: the deferred samples come first.
+        self.check_deferred();
         if self.report.failures.len() < self.max_failures {
             self.report.failures.push(f);
         } else {
@@ -348,12 +373,42 @@ impl StreamAudit {
             };
             self.judge_weights(&call, &plan, &sample, referenced);
         }
-        match verify_sample(&call, &plan, &sample) {
+        if self.threads > 1 {
+            self.deferred_bytes += sample_bytes(&sample);
+            self.deferred.push((call, plan, sample));
+            if self.deferred.len() >= BATCH_SAMPLES || self.deferred_bytes >= BATCH_BYTES {
+                self.check_deferred();
+            }
+            return;
+        }
+        let outcome = verify_sample(&call, &plan, &sample);
+        self.apply_outcome(&call, outcome);
+    }
+
+    /// Checks the deferred samples on the audit's threads and applies their outcomes in
+    /// stream order.
+    fn check_deferred(&mut self) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.deferred);
+        self.deferred_bytes = 0;
+        let outcomes = parallel_map(&batch, self.threads, |(call, plan, sample)| {
+            verify_sample(call, plan, sample)
+        });
+        for ((call, _, _), outcome) in batch.iter().zip(outcomes) {
+            self.apply_outcome(call, outcome);
+        }
+    }
+
+    /// Counts one sample's arithmetic outcome into the report.
+    fn apply_outcome(&mut self, call: &GemmCall, outcome: Result<SampleOutcome, String>) {
+        match outcome {
             Err(message) => {
                 self.report.mismatched += 1;
                 self.push_failure(Failure {
                     kind: FailureKind::Malformed,
-                    call: Some(describe(&call)),
+                    call: Some(describe(call)),
                     message,
                 });
             }
@@ -384,7 +439,7 @@ impl StreamAudit {
                     for (kind, message) in &outcome.mismatches[..shown] {
                         self.push_failure(Failure {
                             kind: *kind,
-                            call: Some(describe(&call)),
+                            call: Some(describe(call)),
                             message: message.clone(),
                         });
                     }
@@ -496,6 +551,7 @@ impl StreamAudit {
     /// Ends the audit: a stream without its end record is truncated, every sampled call
     /// still awaiting its data is missing, and the stream is judged by the policy.
     pub fn finish(mut self) -> StreamReport {
+        self.check_deferred();
         if self.report.header.is_none() {
             self.integrity("the stream has no header".into());
         } else if !self.ended && self.report.integrity_errors == 0 {
@@ -514,6 +570,46 @@ impl StreamAudit {
         self.report.apply_policy(&self.policy);
         self.report
     }
+}
+
+/// The bytes a sample holds (its data, not its fixed fields).
+fn sample_bytes(s: &Sample) -> usize {
+    let operand = |d: &OperandData| match d {
+        OperandData::Inline(b) => b.len(),
+        OperandData::Reference { evidence, .. } => evidence.len(),
+    };
+    operand(&s.a_rows)
+        + operand(&s.b_cols)
+        + s.c_in.len()
+        + s.d_out.len()
+        + s.bias.len()
+        + s.scale_rows.len()
+        + s.scale_cols.len()
+}
+
+/// `f` over `items` on up to `threads` scoped threads, each a contiguous share; the
+/// results in the order of `items`.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let threads = threads.min(items.len()).max(1);
+    if threads == 1 {
+        return items.iter().map(&f).collect();
+    }
+    let share = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = items
+            .chunks(share)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// One line naming a call: index, entry point, shape and types.

@@ -98,6 +98,10 @@ pub struct CheckArgs {
     /// Fail every sampled call neither of whose operands is a tensor of --weights.
     #[arg(long, requires = "weights")]
     pub require_weights: bool,
+    /// Threads that recompute samples (default: every core); the report does not
+    /// depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// Why a file could not be checked at all (as opposed to failing the audit).
@@ -124,17 +128,48 @@ pub fn audit_reader(
 }
 
 /// As [`audit_reader`], also judging weight identity against `weights` when given.
+/// Samples are checked on every core ([`default_threads`]).
 pub fn audit_reader_with(
+    name: &str,
+    input: impl Read,
+    key: &Key,
+    max_failures: usize,
+    policy: &Policy,
+    weights: Option<&WeightPolicy>,
+    progress: impl FnMut(u64),
+) -> Result<StreamReport, NotChecked> {
+    let threads = default_threads();
+    audit_reader_threads(
+        name,
+        input,
+        key,
+        (max_failures, threads),
+        policy,
+        weights,
+        progress,
+    )
+}
+
+/// The cores this process may use (1 when that cannot be told).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// As [`audit_reader_with`], checking samples on `threads` threads (the report does
+/// not depend on it).
+pub fn audit_reader_threads(
     name: &str,
     mut input: impl Read,
     key: &Key,
-    max_failures: usize,
+    (max_failures, threads): (usize, usize),
     policy: &Policy,
     weights: Option<&WeightPolicy>,
     mut progress: impl FnMut(u64),
 ) -> Result<StreamReport, NotChecked> {
     let mut reader = StreamReader::new(key);
-    let mut audit = StreamAudit::new(name, key, max_failures).with_policy(policy.clone());
+    let mut audit = StreamAudit::new(name, key, max_failures)
+        .with_policy(policy.clone())
+        .with_threads(threads);
     if let Some(policy) = weights {
         audit = audit.with_weights(policy.clone());
     }
@@ -200,11 +235,12 @@ fn audit_file(
     let size = meta.len();
     let show = std::io::stderr().is_terminal();
     let policy = args.policy.policy();
-    let result = audit_reader_with(
+    let threads = args.threads.unwrap_or_else(default_threads);
+    let result = audit_reader_threads(
         &name,
         file,
         key,
-        args.max_failures,
+        (args.max_failures, threads),
         &policy,
         weights,
         |done| {
@@ -262,6 +298,9 @@ pub fn load_weight_policy(files: &[PathBuf], required: bool) -> Result<Option<We
 
 /// Runs `check`; Ok(true) when every stream passes.
 pub fn run_check(args: &CheckArgs) -> Result<bool> {
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
     let key = read_key_file(&args.key_file)?;
     let weights = load_weights(args)?;
     let mut reports = Vec::new();

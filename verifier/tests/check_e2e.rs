@@ -638,3 +638,63 @@ fn v1_and_v2_captures_check_and_a_relabelled_schedule_fails() {
     assert!(!r.passed(), "{}", r.to_text());
     assert!(r.missing > 0, "{}", r.to_text());
 }
+
+#[test]
+fn the_report_does_not_depend_on_the_number_of_threads() {
+    use mmaudit_verify::check::audit_reader_threads;
+    // Honest, with many wrong results (more failures than are shown), and cut short
+    // in the middle of a frame: the report with 1 thread equals the one with 2, 3 and 8
+    // (samples are checked in batches in parallel, outcomes applied in stream order).
+    let mut honest = RefProver::new(&key(), all_sampled(), 5);
+    workload(
+        &mut honest,
+        DType::BF16,
+        DType::BF16,
+        ComputeType::F32,
+        60_000,
+    );
+    let mut wrong = RefProver::new(&key(), all_sampled(), 6);
+    workload(&mut wrong, DType::F16, DType::F16, ComputeType::F32, 60_000);
+    for (i, r) in wrong.records.iter_mut().enumerate() {
+        if let Record::Sample(s) = r {
+            if i % 3 == 0 && !s.d_out.is_empty() {
+                s.d_out[0] ^= 0x40;
+            }
+        }
+    }
+    let cut = {
+        let mut b = honest.finish(8).bytes();
+        b.truncate(b.len() * 2 / 3);
+        b
+    };
+    for (name, bytes) in [
+        ("honest", honest.finish(8).bytes()),
+        ("wrong", wrong.finish(8).bytes()),
+        ("cut", cut),
+    ] {
+        let report = |threads| {
+            audit_reader_threads(
+                name,
+                &bytes[..],
+                &key(),
+                (10, threads),
+                &arithmetic_policy(),
+                None,
+                |_| {},
+            )
+            .unwrap_or_else(|_| panic!("{name}: not checked"))
+            .to_json()
+            .to_string()
+        };
+        let one = report(1);
+        for threads in [2, 3, 8] {
+            assert_eq!(report(threads), one, "{name} with {threads} threads");
+        }
+        let v: serde_json::Value = serde_json::from_str(&one).unwrap();
+        match name {
+            "honest" => assert_eq!(v["verdict"], "pass", "{one}"),
+            "wrong" => assert!(v["failures_not_shown"].as_u64() > Some(0), "{one}"),
+            _ => assert!(v["integrity_errors"].as_u64() > Some(0), "{one}"),
+        }
+    }
+}
