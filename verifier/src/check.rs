@@ -19,6 +19,7 @@ use mmaudit_protocol::stream::{StreamError, StreamReader};
 
 use crate::audit::StreamAudit;
 use crate::keyfile::read_key_file;
+use crate::out;
 use crate::policy::{Policy, PolicyArgs};
 use crate::report::{summary_json, StreamReport};
 use crate::weights::{WeightPolicy, WeightRegistry};
@@ -80,7 +81,8 @@ pub struct CheckArgs {
     /// The shared audit key: a file holding 64 hex characters.
     #[arg(long, value_name = "KEY")]
     pub key_file: PathBuf,
-    /// Also write the report as JSON to this file ("-" for standard output).
+    /// Also write the report as JSON to this file ("-" for standard output, which then
+    /// holds the JSON alone: the text report goes to standard error).
     #[arg(long, value_name = "OUT")]
     pub json: Option<PathBuf>,
     /// The audit policy: sampling floor and limits on what was not audited.
@@ -264,12 +266,16 @@ fn audit_file(
 
 /// Loads `--weights` and prints what was indexed; None without `--weights`.
 fn load_weights(args: &CheckArgs) -> Result<Option<WeightPolicy>> {
-    load_weight_policy(&args.weights, args.require_weights)
+    load_weight_policy(&args.weights, args.require_weights, text_output(args))
 }
 
 /// Loads weights files (`--weights`, shared by `check` and `serve`) and prints what was
 /// indexed; None without files.
-pub fn load_weight_policy(files: &[PathBuf], required: bool) -> Result<Option<WeightPolicy>> {
+pub fn load_weight_policy(
+    files: &[PathBuf],
+    required: bool,
+    to: out::To,
+) -> Result<Option<WeightPolicy>> {
     if files.is_empty() {
         if required {
             bail!("--require-weights needs --weights FILE.safetensors");
@@ -278,22 +284,35 @@ pub fn load_weight_policy(files: &[PathBuf], required: bool) -> Result<Option<We
     }
     let start = Instant::now();
     let registry = WeightRegistry::load(files)?;
-    println!(
-        "weights  {} tensors ({:.1} MiB) indexed from {} file{} in {:.1} ms{}",
-        registry.len(),
-        registry.indexed_bytes() as f64 / (1u64 << 20) as f64,
-        files.len(),
-        if files.len() == 1 { "" } else { "s" },
-        start.elapsed().as_secs_f64() * 1e3,
-        if required { ", required" } else { "" }
+    out::write(
+        to,
+        &format!(
+            "weights  {} tensors ({:.1} MiB) indexed from {} file{} in {:.1} ms{}\n",
+            registry.len(),
+            registry.indexed_bytes() as f64 / (1u64 << 20) as f64,
+            files.len(),
+            if files.len() == 1 { "" } else { "s" },
+            start.elapsed().as_secs_f64() * 1e3,
+            if required { ", required" } else { "" }
+        ),
     );
     for note in registry.notes() {
-        println!("  note: {note}");
+        out::write(to, &format!("  note: {note}\n"));
     }
     Ok(Some(WeightPolicy {
         registry: Arc::new(registry),
         required,
     }))
+}
+
+/// Where the text report goes: standard error when the JSON report takes standard
+/// output (`--json -`), so that standard output is JSON only.
+fn text_output(args: &CheckArgs) -> out::To {
+    if args.json.as_deref().is_some_and(|p| p.as_os_str() == "-") {
+        out::To::Stderr
+    } else {
+        out::To::Stdout
+    }
 }
 
 /// Runs `check`; Ok(true) when every stream passes.
@@ -316,24 +335,28 @@ pub fn run_check(args: &CheckArgs) -> Result<bool> {
             return Err(e);
         }
     }
+    let to = text_output(args);
     for r in &reports {
-        print!("{}", r.to_text());
+        out::write(to, &r.to_text());
     }
     let holes = coverage_holes(&reports);
     for h in &holes {
-        println!("FAIL coverage: {h}");
+        out::write(to, &format!("FAIL coverage: {h}\n"));
     }
     let pass = reports.iter().all(StreamReport::passed) && holes.is_empty();
     if reports.len() > 1 {
         let failed = reports.iter().filter(|r| !r.passed()).count();
-        println!(
-            "{}  {} streams, {} failed",
-            if pass { "PASS" } else { "FAIL" },
-            reports.len(),
-            failed
+        out::write(
+            to,
+            &format!(
+                "{}  {} streams, {} failed\n",
+                if pass { "PASS" } else { "FAIL" },
+                reports.len(),
+                failed
+            ),
         );
     }
-    if let Some(out) = &args.json {
+    if let Some(json_path) = &args.json {
         let mut summary = summary_json(&reports);
         // Present only when segments are missing, so that the report of a complete
         // stream is the same as `serve` writes for it.
@@ -342,10 +365,11 @@ pub fn run_check(args: &CheckArgs) -> Result<bool> {
             summary["verdict"] = serde_json::json!("fail");
         }
         let text = serde_json::to_string_pretty(&summary)? + "\n";
-        if out.as_os_str() == "-" {
-            print!("{text}");
+        if json_path.as_os_str() == "-" {
+            out::stdout(&text);
         } else {
-            std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
+            std::fs::write(json_path, text)
+                .with_context(|| format!("cannot write {}", json_path.display()))?;
         }
     }
     if !errors.is_empty() {

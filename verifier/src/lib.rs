@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cheat;
 pub mod check;
 pub mod keyfile;
+pub mod out;
 pub mod plan;
 pub mod policy;
 pub mod recompute;

@@ -2037,7 +2037,7 @@ pub fn render(r: &PlanReport, args: &PlanArgs) -> String {
 /// Runs `mmaudit-verify plan`: prints the report, and writes it as JSON with `--json`.
 pub fn run_plan(args: &PlanArgs) -> Result<()> {
     let report = plan(args)?;
-    print!("{}", render(&report, args));
+    crate::out::stdout(&render(&report, args));
     if let Some(path) = &args.json {
         let json =
             serde_json::to_string_pretty(&report).context("cannot encode the report as JSON")?;

@@ -136,9 +136,15 @@ fn honest_capture_exits_0_and_tampered_exits_1_with_json() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // With --json -, standard output holds the JSON alone, the text report stderr.
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("FAIL mismatch: call 0 "), "{stdout}");
+    assert!(
+        stderr(&o).contains("FAIL mismatch: call 0 "),
+        "{}",
+        stderr(&o)
+    );
     assert!(stdout.contains("\"verdict\": \"fail\""), "{stdout}");
+    assert!(!stdout.contains("FAIL mismatch"), "{stdout}");
 }
 
 #[test]
@@ -273,5 +279,85 @@ fn every_command_has_help_with_an_example() {
         assert_eq!(o.status.code(), Some(0));
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(text.contains("mmaudit-verify "), "{cmd:?}: {text}");
+    }
+}
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly_and_the_verdict_stays_the_exit_status() {
+    // `check ... | head` used to panic (exit 101) once head had gone: println! panics
+    // on a closed pipe. Standard output is a pipe closed before anything is read.
+    use std::process::Stdio;
+    let dir = scratch("pipe");
+    let key_file = write_key(&dir);
+    let good = capture(&dir, false);
+    let bad = capture(&dir, true);
+    for (file, code) in [(&good, 0), (&bad, 1)] {
+        // enough text that it cannot fit in the pipe's buffer in one write
+        let files = vec![file.clone(); 400];
+        let mut child = bin()
+            .arg("check")
+            .args(&files)
+            .arg("--key-file")
+            .arg(&key_file)
+            .args(["--min-call-rate", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader goes away at once
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        // 400 copies of one stream overlap, which fails the combined verdict; the
+        // tampered one fails anyway
+        assert_eq!(out.status.code(), Some(1.max(code)), "{err}");
+    }
+    // One file: the verdict is the exit status with the pipe closed too.
+    for (file, code) in [(&good, 0), (&bad, 1)] {
+        let mut child = bin()
+            .arg("check")
+            .arg(file)
+            .arg("--key-file")
+            .arg(&key_file)
+            .args(["--min-call-rate", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn json_to_standard_output_is_json_alone() {
+    // `--json -` printed the text report and the JSON together on standard output.
+    let dir = scratch("json-stdout");
+    let key_file = write_key(&dir);
+    for (file, verdict, code) in [
+        (capture(&dir, false), "pass", 0),
+        (capture(&dir, true), "fail", 1),
+    ] {
+        let out = bin()
+            .arg("check")
+            .arg(&file)
+            .arg("--key-file")
+            .arg(&key_file)
+            .args(["--min-call-rate", "0", "--json", "-"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        assert_eq!(v["verdict"], verdict);
+        // the text report went to standard error
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&verdict.to_uppercase()), "{err}");
     }
 }

@@ -949,7 +949,11 @@ pub fn run_serve(args: &ServeArgs) -> Result<bool> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
-    let weights = crate::check::load_weight_policy(&args.weights, args.require_weights)?;
+    let weights = crate::check::load_weight_policy(
+        &args.weights,
+        args.require_weights,
+        crate::out::To::Stdout,
+    )?;
     let mut opts = ServeOptions::new(listen, key);
     opts.weights = weights;
     opts.capture_dir = args.capture_dir.clone();
@@ -991,8 +995,8 @@ pub fn run_serve(args: &ServeArgs) -> Result<bool> {
     }
     drop(err);
     let summary = server.run()?;
-    println!(
-        "{}  {} streams, {} passed, {} failed; {} connection{} rejected; {:.1} MB received",
+    crate::out::stdout(&format!(
+        "{}  {} streams, {} passed, {} failed; {} connection{} rejected; {:.1} MB received\n",
         if summary.failed == 0 { "PASS" } else { "FAIL" },
         summary.streams,
         summary.passed,
@@ -1000,6 +1004,6 @@ pub fn run_serve(args: &ServeArgs) -> Result<bool> {
         summary.rejected,
         if summary.rejected == 1 { "" } else { "s" },
         summary.bytes as f64 / 1e6
-    );
+    ));
     Ok(summary.failed == 0)
 }
