@@ -15,6 +15,8 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use mmaudit_verify::cheat::Sampler;
+
 /// Longest a single input may take before it counts as a hang.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest input the mutator makes.
@@ -87,16 +89,13 @@ pub fn run_one(target: fn(&[u8]), data: &[u8], timeout: Duration) -> Result<(), 
     }
 }
 
-/// A small deterministic generator (splitmix64).
-struct Rng(u64);
+/// The deterministic generator of the mutations (splitmix64, as the verifier's
+/// simulated cheats use).
+struct Rng(Sampler);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     fn below(&mut self, n: usize) -> usize {
@@ -279,7 +278,7 @@ pub fn main(name: &str, target: fn(&[u8])) -> ExitCode {
     let started = Instant::now();
     let mut last_note = Instant::now();
     let inputs: Vec<Vec<u8>> = corpus.iter().map(|(_, b)| b.clone()).collect();
-    let mut rng = Rng(o.seed);
+    let mut rng = Rng(Sampler::new(o.seed));
     let total = corpus.len() as u64 + o.n;
     for i in 0..total {
         let data = match corpus.get(i as usize) {

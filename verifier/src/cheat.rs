@@ -106,7 +106,8 @@ impl Sampler {
         Sampler(seed)
     }
 
-    fn next(&mut self) -> u64 {
+    /// The next 64 uniform bits (splitmix64).
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -116,7 +117,7 @@ impl Sampler {
 
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Standard normal (Box-Muller).
@@ -239,9 +240,9 @@ mod tests {
     #[test]
     fn the_sampler_is_fixed() {
         let mut s = Sampler::new(1);
-        let first: Vec<u64> = (0..3).map(|_| s.next()).collect();
+        let first: Vec<u64> = (0..3).map(|_| s.next_u64()).collect();
         let mut again = Sampler::new(1);
-        assert_eq!(first, (0..3).map(|_| again.next()).collect::<Vec<_>>());
+        assert_eq!(first, (0..3).map(|_| again.next_u64()).collect::<Vec<_>>());
         let mut n = Sampler::new(2);
         let mean = (0..20_000).map(|_| n.normal()).sum::<f64>() / 20_000.0;
         assert!(mean.abs() < 0.03, "{mean}");
