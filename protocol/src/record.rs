@@ -735,40 +735,42 @@ impl Sample {
         let shape = SampleShape::of(call, plan)?;
         let (rows, cols, batches) = (plan.rows.len(), plan.cols.len(), plan.batches.len());
         let k = call.k;
-        let vector = |flag: u16, n: usize, what: &str| -> (u64, String) {
+        // The descriptions are formatted only for an error (this runs for every sample).
+        let vector_bytes = |flag: u16, n: usize| if call.has(flag) { 4 * n as u64 } else { 0 };
+        let vector_how = |flag: u16, n: usize, what: &str| {
             if call.has(flag) {
-                (4 * n as u64, format!("{n} {what} x 4 bytes (f32)"))
+                format!("{n} {what} x 4 bytes (f32)")
             } else {
-                (0, "none: the call has no such scales".to_string())
+                "none: the call has no such scales".to_string()
             }
         };
-        let (row_scales, row_how) = vector(flags::SCALE_A_ROWS, rows, "rows");
-        let (col_scales, col_how) = vector(flags::SCALE_B_COLS, cols, "columns");
-        let fields: [(&str, Option<usize>, u64, String); 7] = [
+        type How<'a> = &'a dyn Fn() -> String;
+        let fields: [(&str, Option<usize>, u64, How<'_>); 7] = [
             (
                 "op(A) rows",
                 self.a_rows.inline().map(<[u8]>::len),
                 shape.a_rows,
-                format!(
-                    "{batches} batches x {rows} rows x k={k} x {} bytes ({})",
-                    call.a.dtype.size(),
-                    call.a.dtype.name()
-                ),
+                &|| {
+                    format!(
+                        "{batches} batches x {rows} rows x k={k} x {} bytes ({})",
+                        call.a.dtype.size(),
+                        call.a.dtype.name()
+                    )
+                },
             ),
             (
                 "op(B) columns",
                 self.b_cols.inline().map(<[u8]>::len),
                 shape.b_cols,
-                format!(
-                    "{batches} batches x {cols} columns x k={k} x {} bytes ({})",
-                    call.b.dtype.size(),
-                    call.b.dtype.name()
-                ),
+                &|| {
+                    format!(
+                        "{batches} batches x {cols} columns x k={k} x {} bytes ({})",
+                        call.b.dtype.size(),
+                        call.b.dtype.name()
+                    )
+                },
             ),
-            (
-                "C entries",
-                Some(self.c_in.len()),
-                shape.c_in,
+            ("C entries", Some(self.c_in.len()), shape.c_in, &|| {
                 if call.reads_c() {
                     format!(
                         "{batches} batches x {rows} rows x {cols} columns x {} bytes ({})",
@@ -777,22 +779,16 @@ impl Sample {
                     )
                 } else {
                     "none: beta is 0, C is not read".to_string()
-                },
-            ),
-            (
-                "D entries",
-                Some(self.d_out.len()),
-                shape.d_out,
+                }
+            }),
+            ("D entries", Some(self.d_out.len()), shape.d_out, &|| {
                 format!(
                     "{batches} batches x {rows} rows x {cols} columns x {} bytes ({})",
                     call.d.dtype.size(),
                     call.d.dtype.name()
-                ),
-            ),
-            (
-                "bias entries",
-                Some(self.bias.len()),
-                shape.bias,
+                )
+            }),
+            ("bias entries", Some(self.bias.len()), shape.bias, &|| {
                 if call.has(flags::BIAS) {
                     format!(
                         "{rows} rows x {} bytes ({})",
@@ -801,19 +797,19 @@ impl Sample {
                     )
                 } else {
                     "none: the call has no bias".to_string()
-                },
-            ),
+                }
+            }),
             (
                 "row scales",
                 Some(self.scale_rows.len()),
-                row_scales,
-                row_how,
+                vector_bytes(flags::SCALE_A_ROWS, rows),
+                &|| vector_how(flags::SCALE_A_ROWS, rows, "rows"),
             ),
             (
                 "column scales",
                 Some(self.scale_cols.len()),
-                col_scales,
-                col_how,
+                vector_bytes(flags::SCALE_B_COLS, cols),
+                &|| vector_how(flags::SCALE_B_COLS, cols, "columns"),
             ),
         ];
         for (name, got, want, how) in fields {
@@ -822,8 +818,9 @@ impl Sample {
             };
             if got as u64 != want {
                 return Err(format!(
-                    "call {}: {name} have {got} bytes, expected {want} ({how})",
-                    call.index
+                    "call {}: {name} have {got} bytes, expected {want} ({})",
+                    call.index,
+                    how()
                 ));
             }
         }
@@ -1035,6 +1032,18 @@ pub(crate) mod tests {
         bad.d_out.push(0);
         let e = bad.check_shape(&call, &plan).unwrap_err();
         assert!(e.contains("D entries have 5 bytes, expected 4"), "{e}");
+        // the description, formatted only for the error, says where the size comes from
+        assert!(
+            e.contains("(1 batches x 1 rows x 1 columns x 4 bytes (f32))"),
+            "{e}"
+        );
+        let mut bad = s.clone();
+        bad.scale_rows = vec![0; 4];
+        let e = bad.check_shape(&call, &plan).unwrap_err();
+        assert!(
+            e.contains("row scales have 4 bytes, expected 0 (none: the call has no such scales)"),
+            "{e}"
+        );
         let mut bad = s.clone();
         bad.alpha = Some(1.0);
         assert!(bad.check_shape(&call, &plan).unwrap_err().contains("alpha"));
