@@ -274,6 +274,8 @@ fn every_command_has_help_with_an_example() {
         &["check", "--help"],
         &["keygen", "--help"],
         &["plan", "--help"],
+        &["serve", "--help"],
+        &["completions", "--help"],
     ] {
         let o = bin().args(cmd).output().unwrap();
         assert_eq!(o.status.code(), Some(0));
@@ -346,4 +348,49 @@ fn json_to_standard_output_is_json_alone() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&verdict.to_uppercase()), "{err}");
     }
+}
+
+#[test]
+fn completions_complete_the_commands_and_their_options() {
+    // bash: the script loads, and completing `mmaudit-verify ch` and
+    // `mmaudit-verify check --thr` gives the command and the option.
+    let o = bin().args(["completions", "bash"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let dir = scratch("completions");
+    let script = dir.join("mmaudit-verify.bash");
+    std::fs::write(&script, &o.stdout).unwrap();
+    let complete = |words: &str| -> String {
+        let line = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             _mmaudit__verify mmaudit-verify; echo \"${{COMPREPLY[@]}}\"",
+            script.display()
+        );
+        let out = Command::new("bash").args(["-c", &line]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(complete("mmaudit-verify ch")
+        .split_whitespace()
+        .any(|w| w == "check"));
+    let opts = complete("mmaudit-verify check --thr");
+    assert!(opts.split_whitespace().any(|w| w == "--threads"), "{opts}");
+    for shell in ["zsh", "fish"] {
+        let o = bin().args(["completions", shell]).output().unwrap();
+        assert_eq!(o.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("state-dir"));
+    }
+    // An unknown shell is a usage error.
+    assert_eq!(
+        bin()
+            .args(["completions", "nosh"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2)
+    );
 }
