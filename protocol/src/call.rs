@@ -288,7 +288,7 @@ pub mod flags {
     /// The bias vector differs per batch entry (cuBLASLt `BIAS_BATCH_STRIDE`): the
     /// sample's bias holds one vector per sampled batch entry, `[batch][row]`.
     pub const BIAS_PER_BATCH: u16 = 1 << 10;
-    /// The call is one GEMM of a CUDA graph replay: [`GemmCall::replay`] says which
+    /// The call is one GEMM of a CUDA graph replay: [`crate::call::GemmCall::replay`] says which
     /// graph, replay and node. Alone it is audited like an eager call; with
     /// [`CAPTURED`] it is "replayed, not audited" (the library could not gather it).
     /// A CAPTURED call without it was recorded while its graph was being captured: it

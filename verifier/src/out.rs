@@ -41,7 +41,7 @@ pub fn write(to: To, text: &str) {
     }
 }
 
-/// [`write`] to standard output.
+/// [`write()`] to standard output.
 pub fn stdout(text: &str) {
     write(To::Stdout, text);
 }
