@@ -42,11 +42,18 @@ impl Session {
             return self.schedule.decide(call);
         }
         let block = call.index / SELECT_BLOCK;
+        // The session is named by its epoch and its nonce: a forked child's first
+        // session has epoch 1 like its parent's, never the same nonce.
+        let nonce = self.schedule.nonce();
+        let id = (
+            self.epoch,
+            u64::from_le_bytes(nonce[..8].try_into().unwrap_or([0; 8])),
+        );
         let words = SELECTION.with(|c| match c.get() {
-            Some((epoch, b, w)) if epoch == self.epoch && b == block => w,
+            Some((cached, b, w)) if cached == id && b == block => w,
             _ => {
                 let w = self.schedule.selection_block(block);
-                c.set(Some((self.epoch, block, w)));
+                c.set(Some((id, block, w)));
                 w
             }
         });
@@ -56,10 +63,11 @@ impl Session {
     }
 }
 
-type Selection = Option<(u64, u64, [u64; SELECT_BLOCK as usize])>;
+type Selection = Option<((u64, u64), u64, [u64; SELECT_BLOCK as usize])>;
 
 thread_local! {
-    /// The last v2 selection block this thread used: (session epoch, block, words).
+    /// The last v2 selection block this thread used: ((session epoch, nonce prefix),
+    /// block, words).
     static SELECTION: Cell<Selection> = const { Cell::new(None) };
 }
 
@@ -254,6 +262,18 @@ mod tests {
                 t.spawn(|| check(s));
             }
         });
+        // Two ledgers' first sessions (a parent's and a forked child's: both epoch 1)
+        // with different nonces, on one thread, alternately.
+        let (p, c) = (Ledger::default(), Ledger::default());
+        let (sp, sc) = (p.begin(v2(3)), c.begin(v2(4)));
+        assert_eq!((sp.epoch, sc.epoch), (1, 1));
+        for i in 0..64 {
+            for s in [&sp, &sc] {
+                let mut call = call();
+                call.index = i;
+                assert_eq!(s.decide(&call), s.schedule.decide(&call), "index {i}");
+            }
+        }
     }
 
     #[test]

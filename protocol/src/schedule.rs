@@ -95,6 +95,11 @@ impl Schedule {
         self.version
     }
 
+    /// The session nonce the schedule was made with.
+    pub fn nonce(&self) -> [u8; 16] {
+        self.nonce
+    }
+
     /// v2: the selection words of calls `SELECT_BLOCK * block ..` (one keyed hash):
     /// word `j` decides the call of index `SELECT_BLOCK * block + j`
     /// ([`Schedule::draw_with_word`]).
