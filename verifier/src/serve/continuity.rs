@@ -63,32 +63,20 @@ impl Continuity {
 
     /// A segment begins: returns the ranges of calls before `first` that no segment
     /// before it is known to have received. A message for the log says why a state
-    /// file could not be used, if it could not.
+    /// file could not be used, if it could not. The segment is noted in memory; the
+    /// state file is written by [`Continuity::progress`].
     pub fn begin(&mut self, stream: u64, segment: u32, first: u64) -> (Vec<Range>, Option<String>) {
-        let mut msg = None;
-        if !self.streams.contains_key(&stream) {
-            let loaded = match &self.dir {
-                Some(dir) => match load(&path(dir, stream)) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        msg = Some(e);
-                        Segments::new()
-                    }
-                },
-                None => Segments::new(),
-            };
-            self.insert(stream, loaded);
-        }
-        let segments = self.touch(stream);
+        let (segments, msg) = self.segments(stream);
         let holes = holes_before(segments, segment, first);
-        let write = self.record(stream, segment, first, 0);
-        (holes, msg.or(write))
+        self.note(stream, segment, first, 0);
+        (holes, msg)
     }
 
-    /// A segment received ledger records up to `received` (from its first call).
-    /// Writes the state at most every [`WRITE_EVERY`] (`last` is when this segment's
-    /// state was last written; `force` writes now). A message for the log says why
-    /// the state could not be written, if it could not.
+    /// A segment received ledger records up to `received` (from its first call):
+    /// noted in memory at once, written to the state file at most every
+    /// [`WRITE_EVERY`] (`last` is when this segment's state was last written; `force`
+    /// writes now). A message for the log says why the state could not be read or
+    /// written, if it could not.
     pub fn progress(
         &mut self,
         (stream, segment, first): (u64, u32, u64),
@@ -96,50 +84,63 @@ impl Continuity {
         last: &mut Option<Instant>,
         force: bool,
     ) -> Option<String> {
-        if !force && last.is_some_and(|t| t.elapsed() < WRITE_EVERY) {
-            if let Some((segments, _)) = self.streams.get_mut(&stream) {
-                if let Some(s) = segments.get_mut(&segment) {
-                    s.1 = s.1.max(received);
-                }
-            }
-            return None;
+        let (kept, msg) = self.note(stream, segment, first, received);
+        if !kept || (!force && last.is_some_and(|t| t.elapsed() < WRITE_EVERY)) {
+            return msg;
         }
         *last = Some(Instant::now());
-        self.record(stream, segment, first, received)
+        let dir = self.dir.as_ref()?;
+        let segments = &self.streams.get(&stream)?.0;
+        msg.or(store(&path(dir, stream), segments).err())
     }
 
-    fn insert(&mut self, stream: u64, segments: Segments) {
-        if self.streams.len() >= MAX_STREAMS {
-            if let Some(oldest) = self
-                .streams
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(id, _)| *id)
-            {
-                self.streams.remove(&oldest);
+    /// The segments known of `stream` (read from its state file when it is not in
+    /// memory), marked as just used; and why the file could not be read, if it could
+    /// not.
+    fn segments(&mut self, stream: u64) -> (&mut Segments, Option<String>) {
+        let mut msg = None;
+        if !self.streams.contains_key(&stream) {
+            let loaded = match &self.dir {
+                Some(dir) => load(&path(dir, stream)).unwrap_or_else(|e| {
+                    msg = Some(e);
+                    Segments::new()
+                }),
+                None => Segments::new(),
+            };
+            if self.streams.len() >= MAX_STREAMS {
+                if let Some(oldest) = self
+                    .streams
+                    .iter()
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(id, _)| *id)
+                {
+                    self.streams.remove(&oldest);
+                }
             }
+            self.streams.insert(stream, (loaded, 0));
         }
-        self.clock += 1;
-        self.streams.insert(stream, (segments, self.clock));
-    }
-
-    fn touch(&mut self, stream: u64) -> &Segments {
         self.clock += 1;
         let entry = self.streams.entry(stream).or_default();
         entry.1 = self.clock;
-        &entry.0
+        (&mut entry.0, msg)
     }
 
-    /// Notes what a segment received (in memory, and in the state file).
-    fn record(&mut self, stream: u64, segment: u32, first: u64, received: u64) -> Option<String> {
-        let segments = &mut self.streams.entry(stream).or_default().0;
+    /// Notes in memory what a segment received. False when the stream already holds
+    /// [`MAX_SEGMENTS`] other segments (this one is not remembered).
+    fn note(
+        &mut self,
+        stream: u64,
+        segment: u32,
+        first: u64,
+        received: u64,
+    ) -> (bool, Option<String>) {
+        let (segments, msg) = self.segments(stream);
         if !segments.contains_key(&segment) && segments.len() >= MAX_SEGMENTS {
-            return None;
+            return (false, msg);
         }
         let s = segments.entry(segment).or_insert((first, 0));
         *s = (first, s.1.max(received));
-        let dir = self.dir.as_ref()?;
-        store(&path(dir, stream), segments).err()
+        (true, msg)
     }
 }
 
