@@ -36,6 +36,17 @@ pub enum ScheduleVersion {
     V2 = 2,
 }
 
+impl ScheduleVersion {
+    /// The schedule of a stream header's version field, if the field names one.
+    pub fn of_stream_version(version: u16) -> Option<ScheduleVersion> {
+        match version {
+            1 => Some(ScheduleVersion::V1),
+            2 => Some(ScheduleVersion::V2),
+            _ => None,
+        }
+    }
+}
+
 /// What to check in one sampled call: sorted, distinct indices of rows of C (in 0..m),
 /// columns of C (in 0..n) and batch entries (in 0..batch).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -122,12 +133,7 @@ impl Schedule {
     /// call is sampled, which costs no hash; a sampled call's plan seed is a keyed hash
     /// of its whole encoding.
     pub fn draw_with_word(&self, call: &GemmCall, word: u64) -> Option<Draw> {
-        if call.has(flags::NOT_AUDITED)
-            || call.m == 0
-            || call.n == 0
-            || call.batch == 0
-            || !below_rate(word, self.config.call_ppm)
-        {
+        if !auditable(call) || !below_rate(word, self.config.call_ppm) {
             return None;
         }
         let mut hasher = blake3::Hasher::new_keyed(&self.key);
@@ -187,7 +193,7 @@ impl Schedule {
 
     /// The keyed draw of [`Schedule::decide`]: the plan's seed when `call` is sampled.
     fn draw_seed(&self, call: &GemmCall) -> Option<[u8; 32]> {
-        if call.has(flags::NOT_AUDITED) {
+        if !auditable(call) {
             return None;
         }
         let mut hasher = blake3::Hasher::new_keyed(&self.key);
@@ -199,17 +205,19 @@ impl Schedule {
 
         let mut u = [0u8; 8];
         u.copy_from_slice(&out[..8]);
-        if !below_rate(u64::from_le_bytes(u), self.config.call_ppm)
-            || call.m == 0
-            || call.n == 0
-            || call.batch == 0
-        {
+        if !below_rate(u64::from_le_bytes(u), self.config.call_ppm) {
             return None;
         }
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&out[8..40]);
         Some(seed)
     }
+}
+
+/// Whether `call` may be sampled at all, in both versions: it computed something
+/// (m, n and the batch count non-zero) and is not flagged [`flags::NOT_AUDITED`].
+fn auditable(call: &GemmCall) -> bool {
+    !call.has(flags::NOT_AUDITED) && call.m != 0 && call.n != 0 && call.batch != 0
 }
 
 /// Whether the uniform 64-bit word `u` selects a call at `ppm` parts per million:

@@ -25,7 +25,7 @@ use mmaudit_protocol::stream::{Event, StreamError, StreamHeader};
 
 use crate::policy::{Policy, Unaudited};
 use crate::recompute::{self, Entry, Scalars};
-use crate::report::{Failure, FailureKind, StreamReport, WeightReport};
+use crate::report::{ranges_text, Failure, FailureKind, StreamReport, WeightReport};
 use crate::weights::{Identity, Side, SideMatch, Unmatched, WeightPolicy};
 
 /// Most row, column and batch indices one sampled call's plan may hold. A plan is
@@ -159,11 +159,6 @@ impl StreamAudit {
         }
         self.report.unseen_calls += count;
         self.report.unseen_ranges.extend(holes.iter().take(64));
-        let shown: Vec<String> = holes
-            .iter()
-            .take(8)
-            .map(|(f, e)| format!("{f}..{}", e - 1))
-            .collect();
         let more = if holes.len() > 8 {
             format!(" and {} more ranges", holes.len() - 8)
         } else {
@@ -177,7 +172,7 @@ impl StreamAudit {
                 "{count} calls of this stream before this segment (which starts at call {first}) \
                  were seen by no verifier: calls {}{more}; no earlier segment that carried \
                  them was received, so they are not audited",
-                shown.join(", ")
+                ranges_text(&holes[..holes.len().min(8)])
             ),
         });
     }

@@ -59,6 +59,15 @@ impl FailureKind {
     }
 }
 
+/// Call ranges `first..end` (end exclusive) as "a..b, c..d" (inclusive ends).
+pub fn ranges_text(ranges: &[(u64, u64)]) -> String {
+    let shown: Vec<String> = ranges
+        .iter()
+        .map(|(f, e)| format!("{f}..{}", e - 1))
+        .collect();
+    shown.join(", ")
+}
+
 /// One reason for failure, with the call it concerns.
 #[derive(Clone, Debug)]
 pub struct Failure {
@@ -468,16 +477,11 @@ impl StreamReport {
                 );
             }
             if self.unseen_calls > 0 {
-                let ranges: Vec<String> = self
-                    .unseen_ranges
-                    .iter()
-                    .map(|(f, e)| format!("{f}..{}", e - 1))
-                    .collect();
                 let _ = writeln!(
                     s,
                     "  {} earlier calls of the stream were seen by no verifier: {}",
                     self.unseen_calls,
-                    ranges.join(", ")
+                    ranges_text(&self.unseen_ranges)
                 );
             }
         }

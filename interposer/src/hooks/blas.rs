@@ -396,18 +396,19 @@ unsafe fn grouped<I: Copy + Into<i64> + 'static>(
             describes.push(Box::new(move || unsafe { describe(handle, p) }));
         }
     } else {
-        let mut p = plain(
-            g.entry,
-            (sys::OP_N, sys::OP_N),
-            (0, 0, 0),
-            g.types,
-            (g.a.cast(), g.b.cast(), g.c.cast()),
-            (1, 1, 1),
-            g.compute,
-            (g.alpha, g.beta),
+        let mut p = pointer_array(
+            plain(
+                g.entry,
+                (sys::OP_N, sys::OP_N),
+                (0, 0, 0),
+                g.types,
+                (g.a.cast(), g.b.cast(), g.c.cast()),
+                (1, 1, 1),
+                g.compute,
+                (g.alpha, g.beta),
+            ),
+            0,
         );
-        p.batch = 0;
-        p.batch_form = BatchForm::PointerArray;
         p.refused = Some(format!("a grouped call with {} groups", g.group_count));
         // SAFETY: as above (nothing of the arrays is read).
         describes.push(Box::new(move || unsafe { describe(handle, p) }));

@@ -14,7 +14,7 @@ use std::fmt;
 use super::mac::{frame_mac, header_mac, mac_matches};
 use super::{
     Event, StreamError, StreamHeader, CODEC_NONE, CODEC_ZSTD, FRAME_HEAD_LEN, HEADER_FIXED_LEN,
-    MAC_LEN, MAGIC, MAX_HEADER_BODY_LEN, MAX_PAYLOAD_LEN, MAX_RAW_LEN, VERSION,
+    MAC_LEN, MAGIC, MAX_HEADER_BODY_LEN, MAX_PAYLOAD_LEN, MAX_RAW_LEN,
 };
 use crate::codec::{DecodeError, Reader};
 use crate::keys::Key;
@@ -275,7 +275,7 @@ impl StreamReader {
             return Ok(HEADER_FIXED_LEN);
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
-        if !(1..=VERSION).contains(&version) {
+        if ScheduleVersion::of_stream_version(version).is_none() {
             return Err(StreamError::UnsupportedVersion(version));
         }
         if b.len() < HEADER_FIXED_LEN {
@@ -380,11 +380,10 @@ impl StreamReader {
         }
         let mut r = Reader::new(body, self.unit_start + HEADER_FIXED_LEN as u64, "stream");
         let mut header = StreamHeader::decode_body(&mut r)?;
-        header.schedule = if self.buf[8] == 1 {
-            ScheduleVersion::V1
-        } else {
-            ScheduleVersion::V2
-        };
+        // the version was checked when the header's length was read
+        header.schedule =
+            ScheduleVersion::of_stream_version(u16::from_le_bytes([self.buf[8], self.buf[9]]))
+                .unwrap_or(ScheduleVersion::V1);
         self.prev_mac.copy_from_slice(mac);
         self.phase = Phase::Frames;
         self.header = Some(header.clone());

@@ -335,7 +335,7 @@ impl Server {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let tensors = match &opts.weights {
             Some(policy) => {
-                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let threads = crate::check::default_threads();
                 policy.registry.hello_tensors(&opts.key, threads)?
             }
             None => Vec::new(),
