@@ -45,6 +45,7 @@ pub mod config;
 pub mod driver;
 pub mod gpu;
 pub mod graph;
+pub mod handoff;
 pub mod hooks;
 pub mod log;
 pub mod model;

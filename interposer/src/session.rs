@@ -7,14 +7,16 @@
 //! and sampling configuration it must use), and a new one on every new connection; calls made while
 //! there is none are ledgered with the NO_SESSION flag and not sampled.
 //!
-//! Hooks take their index and read the session under the same short lock (the one that
-//! already kept ledger records in index order), so sessions follow each other in index
-//! order: session `E` holds exactly the calls from its [`Session::first_index`] until
-//! the next session begins. The sink relies on that to tell, from an index alone,
-//! whether a queued record belongs to the session of the stream segment it writes.
-//! Nothing here blocks for longer than a channel send, and nothing panics.
+//! Hooks take their index and the session in force from one atomic word (see
+//! [`Ledger`]), so sessions follow each other in index order: session `E` holds exactly
+//! the calls from its [`Session::first_index`] until the next session begins. The sink
+//! relies on that to tell, from an index alone, whether a queued record belongs to the
+//! session of the stream segment it writes. A hook takes the lock only at its thread's
+//! first call after a session began or ended; it is held for a few instructions.
+//! Nothing here panics.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mmaudit_protocol::call::{flags, GemmCall};
@@ -71,22 +73,48 @@ thread_local! {
     static SELECTION: Cell<Selection> = const { Cell::new(None) };
 }
 
+/// Bits of [`Ledger`]'s word that hold the next call index; the bits above hold the
+/// low bits of the session generation.
+const INDEX_BITS: u32 = 42;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+/// The generation bits a word holds (the generation counts sessions begun and ended).
+const GEN_MASK: u64 = u64::MAX >> INDEX_BITS;
+
 struct State {
-    next: u64,
+    /// The generation in force: one more at every session's beginning and end.
+    gen: u64,
     session: Option<Arc<Session>>,
     epochs: u64,
 }
 
 /// The index counter and the current session.
+///
+/// A hook takes its index without a lock: one word holds the next index (42 bits, 4.4
+/// × 10^12 calls) and the low 22 bits of the session generation, and a call's index and
+/// session come from one compare-and-swap on it. Each thread keeps the session of the
+/// generation it saw last; only its first call after a session began or ended takes
+/// the lock, to read the new session. Beginning or ending a session changes the word's
+/// generation under the lock, so a call took its index either before the change (and
+/// belongs to the old session) or after it (the new one).
+///
+/// A thread that made no call while the generation advanced by a multiple of 2^22
+/// (over two million verifier connections) would take the session it saw last for
+/// the one in force; its samples would then not be the ones the verifier expects.
 pub struct Ledger {
+    /// This ledger's process-unique number (the per-thread view names it).
+    id: u64,
+    word: AtomicU64,
     state: Mutex<State>,
 }
 
 impl Default for Ledger {
     fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
         Ledger {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            word: AtomicU64::new(0),
             state: Mutex::new(State {
-                next: 0,
+                gen: 0,
                 session: None,
                 epochs: 0,
             }),
@@ -94,55 +122,168 @@ impl Default for Ledger {
     }
 }
 
+/// A thread's view of one ledger's session: (ledger, generation bits, session).
+type Seen = Option<(u64, u64, Option<Arc<Session>>)>;
+
+thread_local! {
+    static SEEN: RefCell<Seen> = const { RefCell::new(None) };
+}
+
+/// How one lock-free attempt at taking indices ended.
+enum Attempt<R> {
+    Taken(R),
+    /// The word changed under us: try again.
+    Retry,
+    /// This thread's view is not usable (re-entered, or the thread is exiting).
+    Locked,
+}
+
 impl Ledger {
-    /// Gives `call` the next index (and the NO_SESSION flag when there is no session),
-    /// and runs `send` with it under the lock, so that what `send` sends goes out in
-    /// index order. The index is taken only if `send` succeeds. Returns the session the
-    /// call was made in.
-    pub fn assign(
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes `n` consecutive indices and runs `with` on the first and on the session
+    /// they were made in (`None`: no session).
+    fn take<R>(
+        &self,
+        n: u64,
+        with: impl FnOnce(u64, Option<&Arc<Session>>) -> R,
+    ) -> Result<R, String> {
+        let mut with = Some(with);
+        loop {
+            let word = self.word.load(Ordering::Acquire);
+            let gen = word >> INDEX_BITS;
+            let index = word & INDEX_MASK;
+            exhausted(index, n)?;
+            let attempt = SEEN
+                .try_with(|seen| {
+                    let Ok(mut seen) = seen.try_borrow_mut() else {
+                        return Attempt::Locked;
+                    };
+                    if !matches!(&*seen, Some((id, g, _)) if *id == self.id && *g == gen) {
+                        let state = self.lock();
+                        if state.gen & GEN_MASK != gen {
+                            return Attempt::Retry;
+                        }
+                        *seen = Some((self.id, gen, state.session.clone()));
+                    }
+                    if self
+                        .word
+                        .compare_exchange_weak(word, word + n, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_err()
+                    {
+                        return Attempt::Retry;
+                    }
+                    let session = seen.as_ref().and_then(|(_, _, s)| s.as_ref());
+                    match with.take() {
+                        Some(with) => Attempt::Taken(with(index, session)),
+                        None => Attempt::Locked,
+                    }
+                })
+                .unwrap_or(Attempt::Locked);
+            match attempt {
+                Attempt::Taken(r) => return Ok(r),
+                Attempt::Retry => continue,
+                Attempt::Locked => break,
+            }
+        }
+        // Under the lock the generation cannot change.
+        let state = self.lock();
+        let mut word = self.word.load(Ordering::Acquire);
+        loop {
+            let index = word & INDEX_MASK;
+            exhausted(index, n)?;
+            match self.word.compare_exchange_weak(
+                word,
+                word + n,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    let with = with.take().ok_or("the ledger was re-entered")?;
+                    return Ok(with(index, state.session.as_ref()));
+                }
+                Err(w) => word = w,
+            }
+        }
+    }
+
+    /// Gives `call` the next index (and the NO_SESSION flag when there is no session)
+    /// and, when `sample` (a call the model describes exactly), decides whether it is
+    /// sampled: its plan, or `None`. Lock-free in steady state, and allocates nothing
+    /// for an unsampled call.
+    pub fn assign_and_decide(
         &self,
         call: &mut GemmCall,
-        send: impl FnOnce(&GemmCall) -> Result<(), String>,
-    ) -> Result<Option<Arc<Session>>, String> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        call.index = s.next;
-        if s.session.is_none() {
-            call.flags |= flags::NO_SESSION;
-        }
-        send(call)?;
-        s.next += 1;
-        Ok(s.session.clone())
+        sample: bool,
+    ) -> Result<Option<Plan>, String> {
+        self.take(1, |index, session| {
+            call.index = index;
+            match session {
+                None => {
+                    call.flags |= flags::NO_SESSION;
+                    None
+                }
+                Some(s) if sample => s.decide(call),
+                Some(_) => None,
+            }
+        })
+    }
+
+    /// Gives `call` the next index (and the NO_SESSION flag when there is no session).
+    /// Returns the session the call was made in.
+    pub fn assign(&self, call: &mut GemmCall) -> Result<Option<Arc<Session>>, String> {
+        self.take(1, |index, session| {
+            call.index = index;
+            if session.is_none() {
+                call.flags |= flags::NO_SESSION;
+            }
+            session.cloned()
+        })
     }
 
     /// [`Ledger::assign`] for several calls at once: they get consecutive indices, in
-    /// order, and `send` sends them all.
-    pub fn assign_many(
-        &self,
-        calls: &mut Vec<GemmCall>,
-        send: impl FnOnce(&mut Vec<GemmCall>) -> Result<(), String>,
-    ) -> Result<Option<Arc<Session>>, String> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let no_session = s.session.is_none();
-        let n = calls.len() as u64;
-        for (i, call) in calls.iter_mut().enumerate() {
-            call.index = s.next + i as u64;
-            if no_session {
-                call.flags |= flags::NO_SESSION;
+    /// order.
+    pub fn assign_many(&self, calls: &mut [GemmCall]) -> Result<Option<Arc<Session>>, String> {
+        self.take(calls.len() as u64, |first, session| {
+            for (i, call) in calls.iter_mut().enumerate() {
+                call.index = first + i as u64;
+                if session.is_none() {
+                    call.flags |= flags::NO_SESSION;
+                }
+            }
+            session.cloned()
+        })
+    }
+
+    /// Moves the word to the next generation (under the lock); the index at which it
+    /// changed.
+    fn advance(&self, state: &mut State) -> u64 {
+        state.gen += 1;
+        let gen = state.gen & GEN_MASK;
+        let mut word = self.word.load(Ordering::Acquire);
+        loop {
+            let next = (gen << INDEX_BITS) | (word & INDEX_MASK);
+            match self
+                .word
+                .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return word & INDEX_MASK,
+                Err(w) => word = w,
             }
         }
-        send(calls)?;
-        s.next += n;
-        Ok(s.session.clone())
     }
 
     /// Starts a new session with `schedule`: calls from the next index on are made in
     /// it.
     pub fn begin(&self, schedule: Schedule) -> Arc<Session> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.lock();
         s.epochs += 1;
+        let first_index = self.advance(&mut s);
         let session = Arc::new(Session {
             epoch: s.epochs,
-            first_index: s.next,
+            first_index,
             schedule,
         });
         s.session = Some(Arc::clone(&session));
@@ -151,31 +292,39 @@ impl Ledger {
 
     /// Ends the current session: calls from now on have none.
     pub fn end(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).session = None;
+        let mut s = self.lock();
+        self.advance(&mut s);
+        s.session = None;
     }
 
     /// The session in force, if any.
     pub fn current(&self) -> Option<Arc<Session>> {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .session
-            .clone()
+        self.lock().session.clone()
     }
 
     /// The index the next call will get.
     pub fn next_index(&self) -> u64 {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).next
+        self.word.load(Ordering::Acquire) & INDEX_MASK
     }
 }
 
+/// An error when `n` more indices would not fit in a word.
+fn exhausted(index: u64, n: u64) -> Result<(), String> {
+    if index.saturating_add(n) > INDEX_MASK {
+        return Err(format!(
+            "the call index reached {index}, the most this library can number"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use mmaudit_protocol::config::SamplingConfig;
     use mmaudit_protocol::keys::Key;
 
-    fn call() -> GemmCall {
+    pub(crate) fn call() -> GemmCall {
         use mmaudit_protocol::call::*;
         let op = Operand {
             dtype: DType::F32,
@@ -287,24 +436,99 @@ mod tests {
             )
         };
         let mut c = call();
-        assert!(ledger.assign(&mut c, |_| Ok(())).unwrap().is_none());
+        assert!(ledger.assign(&mut c).unwrap().is_none());
         assert_eq!((c.index, c.flags), (0, flags::NO_SESSION));
         let s1 = ledger.begin(schedule());
         assert_eq!((s1.epoch, s1.first_index), (1, 1));
         for i in 1..4 {
             let mut c = call();
-            let got = ledger.assign(&mut c, |_| Ok(())).unwrap().unwrap();
+            let got = ledger.assign(&mut c).unwrap().unwrap();
             assert_eq!((c.index, c.flags, got.epoch), (i, 0, 1));
         }
         ledger.end();
         let mut c = call();
-        assert!(ledger.assign(&mut c, |_| Ok(())).unwrap().is_none());
+        assert!(ledger.assign(&mut c).unwrap().is_none());
         assert_eq!((c.index, c.flags), (4, flags::NO_SESSION));
-        // A failed send takes no index.
-        let mut c = call();
-        assert!(ledger.assign(&mut c, |_| Err("gone".into())).is_err());
         let s2 = ledger.begin(schedule());
         assert_eq!((s2.epoch, s2.first_index), (2, 5));
         assert_eq!(ledger.next_index(), 5);
+    }
+
+    #[test]
+    fn each_call_gets_the_session_whose_range_holds_its_index_under_contention() {
+        // Four threads take indices (singly and in runs of three) while sessions begin
+        // and end: every call's session (or none) must be the one in force for its
+        // index, the indices must be exactly 0..N, and sessions must cover consecutive
+        // ranges.
+        let ledger = Ledger::default();
+        let schedule = |n: u8| {
+            Schedule::new(
+                &Key::from_bytes([1; 32]),
+                [n; 16],
+                SamplingConfig::default(),
+            )
+        };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (taken, changes) = std::thread::scope(|t| {
+            let workers: Vec<_> = (0..4)
+                .map(|w| {
+                    let (ledger, stop) = (&ledger, &stop);
+                    t.spawn(move || {
+                        let mut got = Vec::new();
+                        let mut i = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            i += 1;
+                            if (i + w).is_multiple_of(5) {
+                                let mut calls = vec![call(), call(), call()];
+                                let s = ledger.assign_many(&mut calls).unwrap();
+                                for c in calls {
+                                    got.push((c.index, s.as_ref().map(|s| s.epoch)));
+                                }
+                            } else {
+                                let mut c = call();
+                                let s = ledger.assign(&mut c).unwrap();
+                                assert_eq!(c.has(flags::NO_SESSION), s.is_none());
+                                got.push((c.index, s.map(|s| s.epoch)));
+                            }
+                        }
+                        got
+                    })
+                })
+                .collect();
+            // (first index, epoch or none) of each change, in order.
+            let mut changes = vec![(0u64, None)];
+            for n in 0..200u8 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                if n % 3 == 2 {
+                    ledger.end();
+                    changes.push((ledger.next_index(), None));
+                } else {
+                    let s = ledger.begin(schedule(n));
+                    changes.push((s.first_index, Some(s.epoch)));
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            let taken: Vec<(u64, Option<u64>)> = workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect();
+            (taken, changes)
+        });
+        let mut taken = taken;
+        taken.sort();
+        assert!(taken.len() > 1000, "{} calls", taken.len());
+        assert!(taken
+            .iter()
+            .enumerate()
+            .all(|(i, (index, _))| *index == i as u64));
+        for (index, epoch) in &taken {
+            let in_force = changes
+                .iter()
+                .rev()
+                .find(|(first, _)| first <= index)
+                .map(|(_, e)| *e)
+                .unwrap();
+            assert_eq!(*epoch, in_force, "call {index}");
+        }
     }
 }

@@ -31,10 +31,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::Sender;
 use mmaudit_protocol::call::GemmCall;
 use mmaudit_protocol::record::{Notice, NoticeKind};
+use mmaudit_protocol::schedule::Plan;
 use mmaudit_protocol::stream::StreamHeader;
 
 use crate::config::{self, Config, Setup, SinkSpec};
 use crate::gpu::Contexts;
+use crate::handoff::Handed;
 use crate::log::{self, Level};
 use crate::session::{Ledger, Session};
 use crate::stream::{notice, sink::Sink, Msg, Shared, Worker};
@@ -72,8 +74,7 @@ pub struct Runtime {
     pub config: Config,
     tx: Sender<Msg>,
     /// The call index counter and the verifier session in force (shared with the
-    /// sink, which begins and ends sessions); its lock is held while a ledger record is
-    /// sent, so that ledger records reach the background thread in index order.
+    /// sink, which begins and ends sessions).
     ledger: Arc<Ledger>,
     /// Counters shared with the background thread.
     pub shared: Arc<Shared>,
@@ -90,26 +91,38 @@ impl Runtime {
     /// Assigns the next index to `call` (with NO_SESSION when there is no verifier
     /// session) and sends its ledger record. Returns the session the call is made in,
     /// whose schedule decides whether it is sampled.
-    pub fn ledger(&self, call: &mut GemmCall) -> Result<Option<Arc<Session>>, String> {
-        self.ledger.assign(call, |c| {
-            self.tx
-                .send(Msg::Ledger(c.clone()))
-                .map_err(|_| "the background thread is gone".to_string())
-        })
+    ///
+    /// With `sample` (a call the model describes exactly), also decides whether the
+    /// call is sampled: its plan, or `None`. The record goes into this thread's queue
+    /// (or, when that is full, over the channel); the call must be settled where the
+    /// returned [`Handed`] says, on this thread.
+    pub fn ledger(
+        &self,
+        call: &mut GemmCall,
+        sample: bool,
+    ) -> Result<(Handed, Option<Plan>), String> {
+        let plan = self.ledger.assign_and_decide(call, sample)?;
+        let handed = match self.shared.queues.push(call) {
+            Some(ticket) => Handed::Queue(ticket),
+            None => {
+                self.tx
+                    .send(Msg::Ledger(call.clone()))
+                    .map_err(|_| "the background thread is gone".to_string())?;
+                Handed::Channel
+            }
+        };
+        Ok((handed, plan))
     }
 
     /// [`Runtime::ledger`] for several calls at once (consecutive indices, one message
     /// that shares the calls with the caller).
     pub fn ledger_many(&self, mut calls: Vec<GemmCall>) -> Result<LedgeredMany, String> {
-        let mut shared = None;
-        let session = self.ledger.assign_many(&mut calls, |c| {
-            let all = Arc::new(std::mem::take(c));
-            shared = Some(Arc::clone(&all));
-            self.tx
-                .send(Msg::Ledgers(all))
-                .map_err(|_| "the background thread is gone".to_string())
-        })?;
-        Ok((shared.unwrap_or_default(), session))
+        let session = self.ledger.assign_many(&mut calls)?;
+        let all = Arc::new(calls);
+        self.tx
+            .send(Msg::Ledgers(Arc::clone(&all)))
+            .map_err(|_| "the background thread is gone".to_string())?;
+        Ok((all, session))
     }
 
     /// Sends a message to the background thread (ignored once it is gone).
@@ -119,8 +132,11 @@ impl Runtime {
 
     /// Settles the ledger record of call `index` once the library answered: `rejected`
     /// when it returned an error status (the record then carries the REJECTED flag).
-    pub fn settle(&self, index: u64, rejected: bool) {
-        self.send(Msg::Settle { index, rejected });
+    pub fn settle(&self, handed: Handed, index: u64, rejected: bool) {
+        match handed {
+            Handed::Queue(ticket) => self.shared.queues.settle(ticket, rejected),
+            Handed::Channel => self.send(Msg::Settle { index, rejected }),
+        }
     }
 
     /// A sampled call will send neither sample nor gap (the library rejected it).

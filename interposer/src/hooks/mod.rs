@@ -32,6 +32,7 @@ use mmaudit_protocol::record::GapReason;
 
 use crate::driver::{driver, Handle};
 use crate::gpu::Prepared;
+use crate::handoff::Handed;
 use crate::log::{self, Level};
 use crate::model::gather::SlotLayout;
 use crate::model::{Described, NotDescribed, Site};
@@ -106,6 +107,8 @@ fn device_of(drv: &crate::driver::Driver, ctx: Handle) -> u32 {
 /// A call whose ledger index was taken before the forward.
 struct Ledgered {
     index: u64,
+    /// Where its ledger record waits for the settlement.
+    handed: Handed,
     sampled: Sampled,
 }
 
@@ -257,8 +260,9 @@ fn prepare(
             (call, None)
         }
     };
-    let session = match rt.ledger(&mut call) {
-        Ok(s) => s,
+    // No session (NO_SESSION), or a call outside the model: never sampled.
+    let (handed, plan) = match rt.ledger(&mut call, exact.is_some()) {
+        Ok(h) => h,
         Err(e) => {
             state::disable(&e);
             return None;
@@ -269,19 +273,14 @@ fn prepare(
     // `audited` settles it after the forward.
     owe(Debt {
         index,
-        settle: true,
+        settle: Some(handed),
         sample: false,
     });
-    // No session (NO_SESSION), or a call outside the model: never sampled.
-    let plan = match (&exact, &session) {
-        (Some(_), Some(session)) => session.decide(&call),
-        _ => None,
-    };
     let queued = match plan {
         Some(_) => {
             owe(Debt {
                 index,
-                settle: true,
+                settle: Some(handed),
                 sample: true,
             });
             rt.shared
@@ -301,6 +300,7 @@ fn prepare(
         if let Some(slot) = rt.graphs.capture_before(drv, gpu, stream, &call, gather) {
             return Some(Ledgered {
                 index,
+                handed,
                 sampled: Sampled::Captured(slot, stream),
             });
         }
@@ -308,12 +308,14 @@ fn prepare(
     let (Some(plan), Some((gather, stream, ctx))) = (plan, exact) else {
         return Some(Ledgered {
             index,
+            handed,
             sampled: Sampled::No,
         });
     };
     let gap = |reason: GapReason, detail: String| {
         Some(Ledgered {
             index,
+            handed,
             sampled: Sampled::Gap(reason, detail),
         })
     };
@@ -352,6 +354,7 @@ fn prepare(
     }
     Some(Ledgered {
         index,
+        handed,
         sampled: Sampled::Gather(Box::new(Gather { prepared, stream })),
     })
 }
@@ -360,8 +363,8 @@ fn prepare(
 #[derive(Clone, Copy, Debug)]
 struct Debt {
     index: u64,
-    /// The ledger record waits for its settlement.
-    settle: bool,
+    /// The ledger record waits for its settlement (where).
+    settle: Option<Handed>,
     /// A sampled call: a sample or a gap is due (none if the library rejects it).
     sample: bool,
 }
@@ -387,8 +390,8 @@ fn pay_debt(rt: &Runtime, reason: &str, status: CublasStatus) {
         return;
     };
     let rejected = status != CUBLAS_STATUS_SUCCESS;
-    if debt.settle {
-        rt.settle(debt.index, rejected);
+    if let Some(handed) = debt.settle {
+        rt.settle(handed, debt.index, rejected);
     }
     if debt.sample {
         if rejected {
@@ -421,10 +424,10 @@ fn complete(rt: &Runtime, entry: &'static str, l: Ledgered, status: CublasStatus
     test_panic(rt, l.index, true);
     let rejected = status != CUBLAS_STATUS_SUCCESS;
     let sample_owed = matches!(l.sampled, Sampled::Gap(..) | Sampled::Gather(_));
-    rt.settle(l.index, rejected);
+    rt.settle(l.handed, l.index, rejected);
     owe(Debt {
         index: l.index,
-        settle: false,
+        settle: None,
         sample: sample_owed,
     });
     if rejected {

@@ -1,12 +1,15 @@
 //! The background thread: everything between the hooks and the verifier.
 //!
-//! Hooks send [`Msg`]s over an unbounded crossbeam channel (sending never blocks and
-//! never fails while the thread lives): a ledger record for every call (in index order,
-//! before the call is forwarded), its settlement once the library answered (REJECTED
-//! or not), a gap for a sampled call that could not be gathered, and a [`Pending`]
-//! sample for each gather in flight. The thread writes ledger records in index order as
-//! they settle, holding back the samples and gaps of calls whose ledger record is not
-//! written yet (the verifier reads a sample only after its call's ledger record). It
+//! A hook writes its call's ledger record into its thread's queue
+//! ([`crate::handoff`]) before forwarding the call and its settlement (REJECTED or not)
+//! into the same slot once the library answered; when that queue is full, both go as
+//! [`Msg`]s over an unbounded crossbeam channel (sending never blocks and never fails
+//! while the thread lives), which also carries a gap for a sampled call that could not
+//! be gathered, a [`Pending`] sample for each gather in flight, graph replays' records
+//! and notices. The thread drains the queues and the channel on every tick, puts ledger
+//! records back in index order and writes them as they settle, holding back the
+//! samples and gaps of calls whose ledger record is not written yet (the verifier reads
+//! a sample only after its call's ledger record). It
 //! polls pending gathers without blocking (`cuEventQuery`), turns completed ones into
 //! sample records, and hands every record to the [`sink::Sink`], which batches them
 //! into zstd-compressed, MAC-chained frames and writes them to a file or a TCP
@@ -26,6 +29,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mmaudit_protocol::call::{flags, GemmCall};
 use mmaudit_protocol::record::{Gap, GapReason, Notice, NoticeKind, Record, Sample};
 
+use crate::handoff::{self, Queues};
 use crate::log::{self, Level};
 use crate::model::gather::SampleOperands;
 use sink::Sink;
@@ -114,11 +118,13 @@ pub enum Msg {
     },
 }
 
-/// Counters shared with the hooks.
+/// What the hooks and the thread share.
 #[derive(Debug, Default)]
 pub struct Shared {
     /// Samples handed to the thread and not resolved yet (bounds the queue).
     pub inflight: AtomicUsize,
+    /// Every hooking thread's queue of ledger records.
+    pub queues: Queues,
 }
 
 /// What the thread reports to the lifecycle when the sink can no longer take the
@@ -152,9 +158,11 @@ pub struct Worker {
     rx: Receiver<Msg>,
     sink: Sink,
     pending: VecDeque<Box<dyn Pending>>,
-    /// Ledger records not written yet, in index order (the front waits for its call's
-    /// settlement).
-    unsettled: VecDeque<Unsettled>,
+    /// Ledger records not written yet, by index from `base` (the front waits for its
+    /// call's settlement; `None`: the record has not arrived yet).
+    unsettled: VecDeque<Option<Unsettled>>,
+    /// The index of the first ledger record not written yet.
+    base: u64,
     /// Sample and gap records of calls whose ledger record is not written yet.
     held: Vec<Outgoing>,
     shared: Arc<Shared>,
@@ -171,6 +179,7 @@ impl Worker {
             sink,
             pending: VecDeque::new(),
             unsettled: VecDeque::new(),
+            base: 0,
             held: Vec::new(),
             shared,
             disable,
@@ -199,6 +208,7 @@ impl Worker {
                         return;
                     }
                     Ok(Msg::Flush(ack)) => {
+                        self.take_queued(false);
                         self.poll_pending();
                         self.pump(true);
                         let _ = ack.send(());
@@ -215,6 +225,7 @@ impl Worker {
                     break;
                 }
             }
+            handled += self.take_queued(false);
             self.poll_pending();
             self.pump(false);
             let busy = handled > 0 || !self.pending.is_empty() || self.sink.busy();
@@ -224,14 +235,12 @@ impl Worker {
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Ledger(call) => self.unsettled.push_back(Unsettled {
-                call,
-                settled: None,
-            }),
-            Msg::Ledgers(calls) => self.unsettled.extend(calls.iter().map(|call| Unsettled {
-                call: call.clone(),
-                settled: None,
-            })),
+            Msg::Ledger(call) => self.insert(call, None),
+            Msg::Ledgers(calls) => {
+                for call in calls.iter() {
+                    self.insert(call.clone(), None);
+                }
+            }
             Msg::Settle { index, rejected } => self.settle(index, rejected),
             Msg::SettleRange {
                 first,
@@ -267,16 +276,59 @@ impl Worker {
         }
     }
 
-    /// The index of the first ledger record not written yet, if any waits.
-    fn first_unwritten(&self) -> Option<u64> {
-        self.unsettled.front().map(|u| u.call.index)
+    /// Takes the records the hooks' queues hold (with `all`, at exit, also those of
+    /// calls still in the library) and writes what can go; how many it took.
+    fn take_queued(&mut self, all: bool) -> usize {
+        let queues = Arc::clone(&self.shared);
+        let mut taken = 0;
+        queues.queues.drain(all, |call, state| {
+            taken += 1;
+            let settled = match state {
+                handoff::DONE => Some(false),
+                handoff::REJECTED => Some(true),
+                _ => None,
+            };
+            self.insert(call, settled);
+        });
+        if taken > 0 {
+            self.release(false);
+        }
+        taken
+    }
+
+    /// Puts a ledger record in its place among those not written yet.
+    fn insert(&mut self, call: GemmCall, settled: Option<bool>) {
+        let Some(at) = call
+            .index
+            .checked_sub(self.base)
+            .and_then(|at| usize::try_from(at).ok())
+        else {
+            log::emit(
+                Level::Debug,
+                &format!("ledger record {} arrived twice", call.index),
+            );
+            return;
+        };
+        if at >= self.unsettled.len() {
+            self.unsettled.resize_with(at + 1, || None);
+        }
+        match &mut self.unsettled[at] {
+            Some(u) => {
+                // At exit a record still in the library is taken as made; keep it.
+                if u.settled.is_none() {
+                    u.settled = settled;
+                }
+            }
+            slot => *slot = Some(Unsettled { call, settled }),
+        }
     }
 
     /// A sample or gap record: written now if its call's ledger record was, else held.
     fn push_call_record(&mut self, record: Outgoing) {
-        match self.first_unwritten() {
-            Some(first) if record.index() >= first => self.held.push(record),
-            _ => self.send_out(record),
+        if record.index() >= self.base {
+            self.held.push(record);
+        } else {
+            self.send_out(record);
         }
     }
 
@@ -297,11 +349,8 @@ impl Worker {
     }
 
     fn mark_settled(&mut self, index: u64, rejected: bool) {
-        let Some(first) = self.first_unwritten() else {
-            return;
-        };
-        let Some(u) = index
-            .checked_sub(first)
+        let Some(Some(u)) = index
+            .checked_sub(self.base)
             .and_then(|at| usize::try_from(at).ok())
             .and_then(|at| self.unsettled.get_mut(at))
         else {
@@ -316,12 +365,22 @@ impl Worker {
     /// a call still in the library is recorded as made), then the held records whose
     /// ledger record is written.
     fn release(&mut self, all: bool) {
+        let mut missing = Vec::new();
         while let Some(front) = self.unsettled.front() {
-            if front.settled.is_none() && !all {
+            let ready = match front {
+                Some(u) => u.settled.is_some() || all,
+                None => all,
+            };
+            if !ready {
                 break;
             }
-            let Some(u) = self.unsettled.pop_front() else {
+            let Some(front) = self.unsettled.pop_front() else {
                 break;
+            };
+            self.base += 1;
+            let Some(u) = front else {
+                missing.push(self.base - 1);
+                continue;
             };
             let mut call = u.call;
             if u.settled == Some(true) {
@@ -329,16 +388,25 @@ impl Worker {
             }
             self.push(Record::Ledger(call));
         }
+        if !missing.is_empty() {
+            // At exit only: a thread took these indices and had not handed over their
+            // records (it was between the two, or died there).
+            self.push(Record::Notice(notice(
+                NoticeKind::Warning,
+                format!(
+                    "{} ledger records never arrived (calls {}..={} among them): a thread took their indices and did not hand them over before exit",
+                    missing.len(),
+                    missing.first().copied().unwrap_or(0),
+                    missing.last().copied().unwrap_or(0),
+                ),
+            )));
+        }
         if self.held.is_empty() {
             return;
         }
-        let first = self.first_unwritten();
         let held = std::mem::take(&mut self.held);
         for r in held {
-            match first {
-                Some(f) if r.index() >= f => self.held.push(r),
-                _ => self.send_out(r),
-            }
+            self.push_call_record(r);
         }
     }
 
@@ -389,11 +457,13 @@ impl Worker {
                 other => self.handle(other),
             }
         }
+        self.take_queued(false);
         // Leave a quarter of the budget (at most a second) for delivery.
         let now = Instant::now();
         let budget = deadline.saturating_duration_since(now);
         let wait_until = now + budget - (budget / 4).min(Duration::from_secs(1));
         loop {
+            self.take_queued(false);
             self.poll_pending();
             self.pump(false);
             if self.pending.is_empty() || Instant::now() >= wait_until {
@@ -402,6 +472,7 @@ impl Worker {
             std::thread::sleep(Duration::from_micros(200));
         }
         // A call still inside the library is recorded as made.
+        self.take_queued(true);
         self.release(true);
         let abandoned: Vec<u64> = self
             .pending

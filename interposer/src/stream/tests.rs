@@ -515,7 +515,7 @@ impl Prover {
     /// record; returns its index and whether it was made in a session.
     fn call(&mut self) -> (u64, bool) {
         let mut c = call(0);
-        let session = self.ledger.assign(&mut c, |_| Ok(())).unwrap();
+        let session = self.ledger.assign(&mut c).unwrap();
         let index = c.index;
         assert!(self.sink.push(Record::Ledger(c)).is_none());
         (index, session.is_some())
@@ -637,7 +637,7 @@ fn calls_before_the_hello_are_recorded_without_a_session_and_never_sampled() {
     );
     for _ in 0..10 {
         let mut c = call(0);
-        let session = p.ledger.assign(&mut c, |_| Ok(())).unwrap().unwrap();
+        let session = p.ledger.assign(&mut c).unwrap().unwrap();
         assert_eq!(session.schedule.decide(&c), schedule.decide(&c));
         assert!(session.schedule.decide(&c).is_some() && session.first_index == before);
         let index = c.index;
@@ -862,7 +862,7 @@ fn a_live_session_samples_with_the_hellos_rates_and_its_header_carries_them() {
     assert_ne!(*session.schedule.config(), env.config);
     for _ in 0..20 {
         let mut c = call(0);
-        let s = p.ledger.assign(&mut c, |_| Ok(())).unwrap().unwrap();
+        let s = p.ledger.assign(&mut c).unwrap().unwrap();
         let plan = s.schedule.decide(&c).expect("every call is sampled");
         // min_rows 2 of the hello, not max_rows 1 of the environment.
         assert_eq!((plan.rows.len(), plan.cols.len()), (4, 2));
@@ -1045,7 +1045,7 @@ fn a_file_sink_never_sends_references() {
         .expect("a file sink has a session from the start");
     assert_eq!((session.epoch, session.first_index), (1, 0));
     let mut c = call(0);
-    assert!(ledger.assign(&mut c, |_| Ok(())).unwrap().is_some());
+    assert!(ledger.assign(&mut c).unwrap().is_some());
     assert!(!no_session(&c));
     sink.push(Record::Ledger(c));
     sink.push_sample(Gathered {
