@@ -41,6 +41,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
 )]
 
+pub mod capture;
 pub mod config;
 pub mod driver;
 pub mod gpu;

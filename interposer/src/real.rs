@@ -244,6 +244,11 @@ real_syms! {
     GET_STREAM = "cublasGetStream_v2" in Cublas;
     GET_POINTER_MODE = "cublasGetPointerMode_v2" in Cublas;
     GET_MATH_MODE = "cublasGetMathMode" in Cublas;
+    CREATE = "cublasCreate_v2" in Cublas;
+    DESTROY = "cublasDestroy_v2" in Cublas;
+    SET_STREAM = "cublasSetStream_v2" in Cublas;
+    SET_POINTER_MODE = "cublasSetPointerMode_v2" in Cublas;
+    SET_MATH_MODE = "cublasSetMathMode" in Cublas;
     LT_DESC_GET_ATTRIBUTE = "cublasLtMatmulDescGetAttribute" in CublasLt;
     LT_LAYOUT_GET_ATTRIBUTE = "cublasLtMatrixLayoutGetAttribute" in CublasLt;
     CUDA_STREAM_BEGIN_CAPTURE = "cudaStreamBeginCapture" in Cudart;

@@ -2573,3 +2573,148 @@ fn every_setting_and_ending_leaves_the_program_alone_and_the_stream_honest() {
         assert_eq!(a.check.n("mismatched"), 0, "{ctx}");
     }
 }
+
+/// audit_unseen MODE under the library, every call sampled: the verdict, the ledger's
+/// (stream, CAPTURED) per call, the gaps' (call, detail) and the stream handles A, B.
+type Unseen = (Audited, Vec<(u64, bool)>, Vec<(u64, String)>, [u64; 2]);
+
+fn unseen(mode: &str) -> Unseen {
+    let exe = compile("audit_unseen");
+    let name = format!("unseen-{mode}");
+    let a = audit(&name, &exe, &[mode], EVERY_CALL, None, &[]);
+    assert_eq!(a.run.code, Some(0), "{}", a.context());
+    let (_, records) = records_of(&name);
+    let ledger = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Ledger(c) => Some((c.stream, c.has(flags::CAPTURED))),
+            _ => None,
+        })
+        .collect();
+    let gaps = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Gap(g) => Some((g.indices[0], g.detail.clone())),
+            _ => None,
+        })
+        .collect();
+    let stream = |s: &str| {
+        a.run
+            .field(s)
+            .trim()
+            .parse::<u64>()
+            .expect("a stream handle")
+    };
+    let streams = [stream("stream-a"), stream("stream-b")];
+    (a, ledger, gaps, streams)
+}
+
+#[test]
+fn handle_settings_changed_behind_the_library_are_caught_at_the_next_sampled_call() {
+    // The library reads a handle's stream from its own table (kept by the hooked
+    // cublasCreate_v2 / cublasSetStream_v2 ...), not from cuBLAS. Followed handle: the
+    // ledger names stream A for the first 40 calls and B for the last 40, no gap.
+    // A handle the library never saw created (real cublasCreate_v2 via dlvsym): read
+    // through the getters, the same ledger. A followed handle switched to B through
+    // the real setter: the first call after the switch is sampled, its settings are
+    // compared with cuBLAS's, it becomes a gap, and the handle is read through the
+    // getters from then on.
+    let reference = reference(&compile("audit_unseen"), &["followed"], None);
+    for mode in ["followed", "unfollowed", "behind"] {
+        let (a, ledger, gaps, [sa, sb]) = unseen(mode);
+        let ctx = format!("{mode}\n{}", a.context());
+        let want: Vec<(u64, bool)> = (0..80)
+            .map(|i| {
+                (
+                    if i < 40 || (mode == "behind" && i == 40) {
+                        sa
+                    } else {
+                        sb
+                    },
+                    false,
+                )
+            })
+            .collect();
+        assert_eq!(ledger, want, "{ctx}");
+        if mode == "behind" {
+            assert_eq!(gaps.len(), 1, "{ctx}");
+            assert_eq!(gaps[0].0, 40, "{ctx}");
+            assert!(gaps[0].1.contains("reconfigured"), "{ctx}");
+            assert!(
+                a.run.stderr.contains("reconfigured through a path"),
+                "{ctx}"
+            );
+        } else {
+            assert_clean_pass(&a, &reference, 80);
+        }
+    }
+}
+
+#[test]
+fn a_capture_begun_unseen_is_caught_at_the_first_sampled_call_in_it() {
+    // The library asks the driver whether a stream captures only while a capture it
+    // saw begin is open. A capture begun with the real cudaStreamBeginCapture (via
+    // dlvsym): the first (sampled) call in it asks anyway, finds the capture, becomes
+    // a gap recorded as a direct call, and from then on every call asks: the other
+    // nine calls in the capture are capture records; the ten eager calls after it are
+    // direct calls with no gap.
+    let (a, ledger, gaps, [sa, _]) = unseen("capture");
+    let ctx = a.context();
+    let want: Vec<(u64, bool)> = (0..20).map(|i| (sa, (1..10).contains(&i))).collect();
+    assert_eq!(ledger, want, "{ctx}");
+    assert_eq!(gaps.len(), 1, "{ctx}");
+    assert_eq!(gaps[0].0, 0, "{ctx}");
+    assert!(gaps[0].1.contains("began unseen"), "{ctx}");
+    assert!(a.run.stderr.contains("does not hook"), "{ctx}");
+}
+
+#[test]
+fn an_unsampled_call_asks_cublas_and_the_driver_for_nothing_but_the_current_context() {
+    // The simulated GPU counts the queries (SIMGPU_COUNT). audit_unseen followed: 80
+    // GEMMs on one handle, its stream set twice. Unsampled (call rate 0), the handle's
+    // settings are read from cuBLAS once, when it is created, and no call asks whether
+    // its stream captures; the current context is the one query left per call. Every
+    // call sampled: each sampled call checks the handle's settings and the capture
+    // status against cuBLAS and the driver.
+    let exe = compile("audit_unseen");
+    let counts = |name: &str, rate: &'static str| -> HashMap<String, u64> {
+        let path = scratch_path(&format!("{name}-counts"));
+        let rates = Rates {
+            call: Some(rate),
+            row: None,
+            col: None,
+            batch: None,
+        };
+        let extra = [("SIMGPU_COUNT", path.display().to_string())];
+        let a = audit(name, &exe, &["followed"], rates, None, &extra);
+        assert_eq!(a.run.code, Some(0), "{}", a.context());
+        std::fs::read_to_string(&path)
+            .expect("the simulator's counts")
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_string(), v.parse().expect("a count")))
+            .collect()
+    };
+    let unsampled = counts("queries-unsampled", "0");
+    let ctx = format!("{unsampled:?}");
+    for getter in [
+        "cublasGetStream",
+        "cublasGetPointerMode",
+        "cublasGetMathMode",
+    ] {
+        assert_eq!(unsampled[getter], 1, "{getter}: {ctx}");
+    }
+    assert_eq!(unsampled["cuStreamIsCapturing"], 0, "{ctx}");
+    assert_eq!(unsampled["cuStreamGetCaptureInfo"], 0, "{ctx}");
+    assert!(unsampled["cuCtxGetCurrent"] <= 80 + 8, "{ctx}");
+    let sampled = counts("queries-sampled", "1");
+    let ctx = format!("{sampled:?}");
+    for getter in [
+        "cublasGetStream",
+        "cublasGetPointerMode",
+        "cublasGetMathMode",
+    ] {
+        assert_eq!(sampled[getter], 1 + 80, "{getter}: {ctx}");
+    }
+    assert_eq!(sampled["cuStreamIsCapturing"], 80, "{ctx}");
+}

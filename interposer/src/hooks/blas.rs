@@ -8,12 +8,11 @@ use std::ffi::{c_int, c_void};
 
 use mmaudit_protocol::call::{BatchForm, EntryPoint};
 
-use super::{audited, missing, site_of, Call, Unmodelled};
+use super::{audited, handle, missing, site_of, Call, Unmodelled};
 use crate::model::{
     blas_scale_type, describe_blas, unmodelled_blas, BlasArgs, NotDescribed, ScalarArg,
 };
 use crate::real;
-use crate::result::blas;
 use crate::sys::cublas::{self as sys, compute as cc, data_type as dt, CublasHandle, CublasStatus};
 
 /// The parts of a cuBLAS call that vary between entry points.
@@ -75,11 +74,19 @@ pub(crate) fn getter<T: Copy>(sym: &real::RealSym) -> Result<T, NotDescribed> {
 /// `handle` must be what the application passed; `parts.alpha`/`beta` must be the
 /// application's scalar pointers (host pointers are read only in host pointer mode).
 unsafe fn describe(handle: CublasHandle, p: Parts) -> Result<Call, Box<Unmodelled>> {
-    let mut stream: sys::Stream = std::ptr::null_mut();
-    let mut mode: Option<c_int> = None;
-    let mut math: c_int = 0;
-    // SAFETY: the caller's contract.
-    let state = unsafe { read_handle(handle, &mut stream, &mut mode, &mut math) };
+    // A handle the library follows is read from its table; any other through the
+    // real getters.
+    let followed = handle::lookup(handle);
+    let settings = match followed {
+        Some(s) => Ok(s),
+        // SAFETY: the caller's contract.
+        None => unsafe { handle::read(handle) },
+    };
+    let (stream, mode, mut math) = match &settings {
+        Ok(s) => (s.stream as sys::Stream, Some(s.pointer_mode), s.math_mode),
+        Err(_) => (std::ptr::null_mut(), None, 0),
+    };
+    let state = settings.map(drop);
     let state = match &p.refused {
         Some(why) => state.and(Err(NotDescribed::Unsupported(why.clone()))),
         None => state,
@@ -142,6 +149,7 @@ unsafe fn describe(handle: CublasHandle, p: Parts) -> Result<Call, Box<Unmodelle
             described,
             stream: stream as usize,
             ctx,
+            followed: followed.map(|s| (handle, s)),
         }),
         Err(why) => {
             if let Ok(a) = alpha {
@@ -156,39 +164,6 @@ unsafe fn describe(handle: CublasHandle, p: Parts) -> Result<Call, Box<Unmodelle
             }))
         }
     }
-}
-
-/// Reads the handle's stream, pointer mode and math mode through the real getters;
-/// what could not be read stays as it was (`mode` None).
-///
-/// # Safety
-/// `handle` must be what the application passed.
-unsafe fn read_handle(
-    handle: CublasHandle,
-    stream: &mut sys::Stream,
-    mode: &mut Option<c_int>,
-    math: &mut c_int,
-) -> Result<(), NotDescribed> {
-    let get_stream: sys::GetStreamFn = getter(&real::GET_STREAM)?;
-    let get_mode: sys::GetPointerModeFn = getter(&real::GET_POINTER_MODE)?;
-    let get_math: sys::GetMathModeFn = getter(&real::GET_MATH_MODE)?;
-    let invalid = |e: crate::result::BlasError| NotDescribed::Invalid(e.to_string());
-    let mut s: sys::Stream = std::ptr::null_mut();
-    // SAFETY: the real getter with the application's handle and a valid out pointer.
-    let r = unsafe { get_stream(handle, &mut s) };
-    blas(r, "cublasGetStream_v2").map_err(invalid)?;
-    *stream = s;
-    let mut m: c_int = 0;
-    // SAFETY: as above.
-    let r = unsafe { get_mode(handle, &mut m) };
-    blas(r, "cublasGetPointerMode_v2").map_err(invalid)?;
-    *mode = Some(m);
-    let mut x: c_int = 0;
-    // SAFETY: as above.
-    let r = unsafe { get_math(handle, &mut x) };
-    blas(r, "cublasGetMathMode").map_err(invalid)?;
-    *math = x;
-    Ok(())
 }
 
 /// The real function of `sym` as type `T`, or the status to return.

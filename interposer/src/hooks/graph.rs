@@ -85,6 +85,8 @@ fn guarded<T>(what: &str, work: impl FnOnce(&'static Runtime) -> Option<T>) -> O
 /// A capture is about to begin on this thread's context: the gather resources are
 /// set up now, while nothing captures (the GEMM hooks cannot do it during a capture).
 fn begin_capture(what: &str, stream: Handle) {
+    // Noted before the forward, so that no GEMM in the capture skips the query.
+    let _ = catch_unwind(|| crate::capture::begin(stream));
     let Some(_re) = Reentry::enter() else { return };
     guarded(what, |rt| {
         let drv = driver()?;
@@ -115,7 +117,25 @@ fn written(status: Status, out: *mut *mut c_void) -> Handle {
     unsafe { *out as Handle }
 }
 
+/// After a capture's begin was forwarded: a failed one opened no capture.
+fn began(stream: *mut c_void, status: Status) -> Status {
+    if status != 0 {
+        let _ = catch_unwind(|| crate::capture::end(stream as Handle));
+    }
+    status
+}
+
 fn end_capture(what: &str, stream: Handle, forward: impl FnOnce() -> (Status, Handle)) -> Status {
+    let status = end_capture_inner(what, stream, forward);
+    let _ = catch_unwind(|| crate::capture::end(stream));
+    status
+}
+
+fn end_capture_inner(
+    what: &str,
+    stream: Handle,
+    forward: impl FnOnce() -> (Status, Handle),
+) -> Status {
     let Some(re) = Reentry::enter() else {
         return forward().0;
     };
@@ -159,7 +179,7 @@ fn launch(what: &str, exec: Handle, stream: Handle, forward: impl FnOnce() -> St
     let before = guarded(what, |rt| {
         let drv = driver()?;
         let info = rt.graphs.exec(exec)?;
-        if drv.is_capturing(stream) {
+        if crate::capture::is_capturing(drv, stream) {
             rt.unsupported(
                 what,
                 "an audited graph launched into another stream capture: the outer graph's replays of its GEMMs are not audited",
@@ -208,9 +228,12 @@ type DestroyFn = unsafe extern "C" fn(*mut c_void) -> Status;
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cudaStreamBeginCapture(stream: *mut c_void, mode: c_int) -> Status {
     begin_capture("cudaStreamBeginCapture", stream as Handle);
-    forward_or_unknown!(real::CUDA_STREAM_BEGIN_CAPTURE, BeginCaptureFn, |f| f(
-        stream, mode
-    ))
+    began(
+        stream,
+        forward_or_unknown!(real::CUDA_STREAM_BEGIN_CAPTURE, BeginCaptureFn, |f| f(
+            stream, mode
+        )),
+    )
 }
 
 /// Hook of `cuStreamBeginCapture_v2`.
@@ -220,9 +243,12 @@ pub unsafe extern "C" fn cudaStreamBeginCapture(stream: *mut c_void, mode: c_int
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamBeginCapture_v2(stream: *mut c_void, mode: c_int) -> Status {
     begin_capture("cuStreamBeginCapture_v2", stream as Handle);
-    forward_or_unknown!(real::CU_STREAM_BEGIN_CAPTURE, BeginCaptureFn, |f| f(
-        stream, mode
-    ))
+    began(
+        stream,
+        forward_or_unknown!(real::CU_STREAM_BEGIN_CAPTURE, BeginCaptureFn, |f| f(
+            stream, mode
+        )),
+    )
 }
 
 /// Hook of `cudaStreamEndCapture`.

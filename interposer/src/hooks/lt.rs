@@ -152,6 +152,7 @@ unsafe fn describe(
                 described,
                 stream: stream as usize,
                 ctx,
+                followed: None,
             }),
             Err(why) => Err(Box::new(Unmodelled {
                 call: unmodelled_lt(&LtPartial::from(&args)),

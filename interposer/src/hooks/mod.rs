@@ -23,6 +23,7 @@
 pub mod blas;
 pub mod dlsym;
 pub mod graph;
+pub mod handle;
 pub mod lt;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -45,7 +46,9 @@ pub fn hook_address(name: &[u8]) -> Option<usize> {
     if name == b"cublasLtMatmul" {
         return Some(lt::cublasLtMatmul as *const () as usize);
     }
-    blas::table_address(name).or_else(|| graph::hook_address(name))
+    blas::table_address(name)
+        .or_else(|| handle::hook_address(name))
+        .or_else(|| graph::hook_address(name))
 }
 
 /// What a hook learned about a call it can describe exactly.
@@ -55,6 +58,10 @@ pub(crate) struct Call {
     pub stream: Handle,
     /// The caller's current context, if any.
     pub ctx: Option<Handle>,
+    /// The cuBLAS handle and the settings the description took from the library's
+    /// table of followed handles ([`handle`]), checked against cuBLAS if the call is
+    /// sampled.
+    pub followed: Option<(crate::sys::cublas::CublasHandle, handle::Settings)>,
 }
 
 /// A call the model cannot describe exactly: its best-effort ledger record (the
@@ -84,7 +91,7 @@ pub(crate) fn site_of(stream: Handle) -> (Site, Option<Handle>) {
     let site = Site {
         device,
         stream: stream as u64,
-        captured: drv.is_capturing(stream),
+        captured: crate::capture::is_capturing(drv, stream),
     };
     (site, ctx)
 }
@@ -246,7 +253,8 @@ fn prepare(
             described: Described { call, gather },
             stream,
             ctx,
-        }) => (call, Some((gather, stream, ctx))),
+            followed,
+        }) => (call, Some((gather, stream, ctx, followed))),
         Err(unmodelled) => {
             let Unmodelled { mut call, why } = *unmodelled;
             call.flags |= flags::UNMODELLED;
@@ -293,7 +301,7 @@ fn prepare(
     if let (true, Some(drv)) = (call.is_capture_record(), driver()) {
         // A GEMM captured into a graph, in the model or not: every replay ledgers it.
         let (gather, stream, ctx) = match &exact {
-            Some((g, s, c)) => (Some(g), *s, *c),
+            Some((g, s, c, _)) => (Some(g), *s, *c),
             None => (None, call.stream as Handle, drv.current_context()),
         };
         let gpu = ctx.and_then(|c| rt.contexts.existing(c));
@@ -305,7 +313,7 @@ fn prepare(
             });
         }
     }
-    let (Some(plan), Some((gather, stream, ctx))) = (plan, exact) else {
+    let (Some(plan), Some((gather, stream, ctx, followed))) = (plan, exact) else {
         return Some(Ledgered {
             index,
             handed,
@@ -319,6 +327,15 @@ fn prepare(
             sampled: Sampled::Gap(reason, detail),
         })
     };
+    if let Some((h, seen)) = followed {
+        // SAFETY: the handle the application passed with this call.
+        if !unsafe { handle::verify(h, seen) } {
+            return gap(
+                GapReason::Internal,
+                "the cuBLAS handle was reconfigured through a path the library does not follow; the call's description may be wrong".into(),
+            );
+        }
+    }
     if queued >= rt.config.queue_len {
         return gap(
             GapReason::QueueFull,
@@ -331,6 +348,12 @@ fn prepare(
             "libcuda.so.1 could not be loaded".into(),
         );
     };
+    if crate::capture::check_sampled(drv, stream) {
+        return gap(
+            GapReason::GatherFailed,
+            "the stream captures a graph whose capture began unseen by the library: the call was recorded as a direct call".into(),
+        );
+    }
     let Some(ctx) = ctx else {
         return gap(
             GapReason::GatherFailed,

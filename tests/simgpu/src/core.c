@@ -17,6 +17,7 @@
  * body, which a graph launch later runs as one unit of work.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +132,43 @@ static long env_long(const char *name, long dflt, long lo, long hi) {
     }
     return x;
 }
+
+/* ---- query counting and benchmark knobs ---- */
+
+static const char *const query_names[SG_Q_COUNT] = {
+    "cublasGetStream", "cublasGetPointerMode", "cublasGetMathMode", "cuCtxGetCurrent",
+    "cuCtxGetDevice",  "cuStreamIsCapturing",  "cuStreamGetCaptureInfo", "gemm_submitted",
+};
+static _Atomic unsigned long query_counts[SG_Q_COUNT];
+static const char *count_path;
+static int no_compute;
+
+static void write_counts(void) {
+    FILE *f = fopen(count_path, "w");
+    if (!f) {
+        fprintf(stderr, "simgpu: SIMGPU_COUNT=%s: cannot write the counts\n", count_path);
+        return;
+    }
+    for (int q = 0; q < SG_Q_COUNT; q++)
+        fprintf(f, "%s %lu\n", query_names[q], (unsigned long)query_counts[q]);
+    fclose(f);
+}
+
+__attribute__((constructor)) static void read_knobs(void) {
+    const char *p = getenv("SIMGPU_COUNT");
+    if (p && *p) {
+        count_path = p;
+        atexit(write_counts);
+    }
+    no_compute = env_long("SIMGPU_NO_COMPUTE", 0, 0, 1) == 1;
+}
+
+SG_EXPORT void sg_count(enum sg_query q) {
+    if (count_path && (unsigned)q < SG_Q_COUNT)
+        atomic_fetch_add_explicit(&query_counts[q], 1, memory_order_relaxed);
+}
+
+SG_EXPORT int sg_no_compute(void) { return no_compute; }
 
 /* ---- streams: lifetime and workers ---- */
 

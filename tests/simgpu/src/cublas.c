@@ -80,6 +80,7 @@ cublasStatus_t cublasSetStream_v2(cublasHandle_t handle, cudaStream_t streamId) 
 }
 
 cublasStatus_t cublasGetStream_v2(cublasHandle_t handle, cudaStream_t *streamId) {
+    sg_count(SG_Q_CUBLAS_GET_STREAM);
     if (!valid(handle))
         return CUBLAS_STATUS_NOT_INITIALIZED;
     if (!streamId)
@@ -89,6 +90,7 @@ cublasStatus_t cublasGetStream_v2(cublasHandle_t handle, cudaStream_t *streamId)
 }
 
 cublasStatus_t cublasGetPointerMode_v2(cublasHandle_t handle, cublasPointerMode_t *mode) {
+    sg_count(SG_Q_CUBLAS_GET_POINTER_MODE);
     if (!valid(handle))
         return CUBLAS_STATUS_NOT_INITIALIZED;
     if (!mode)
@@ -107,6 +109,7 @@ cublasStatus_t cublasSetPointerMode_v2(cublasHandle_t handle, cublasPointerMode_
 }
 
 cublasStatus_t cublasGetMathMode(cublasHandle_t handle, cublasMath_t *mode) {
+    sg_count(SG_Q_CUBLAS_GET_MATH_MODE);
     if (!valid(handle))
         return CUBLAS_STATUS_NOT_INITIALIZED;
     if (!mode)

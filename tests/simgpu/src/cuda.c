@@ -158,6 +158,7 @@ CUresult CUDAAPI cuCtxSetCurrent(CUcontext ctx) {
 }
 
 CUresult CUDAAPI cuCtxGetCurrent(CUcontext *pctx) {
+    sg_count(SG_Q_CTX_GET_CURRENT);
     NEED_INIT();
     if (!pctx)
         return CUDA_ERROR_INVALID_VALUE;
@@ -182,6 +183,7 @@ CUresult CUDAAPI cuCtxPopCurrent_v2(CUcontext *pctx) {
 CUresult CUDAAPI cuCtxPopCurrent(CUcontext *pctx) { return cuCtxPopCurrent_v2(pctx); }
 
 CUresult CUDAAPI cuCtxGetDevice(CUdevice *device) {
+    sg_count(SG_Q_CTX_GET_DEVICE);
     NEED_CTX();
     if (!device)
         return CUDA_ERROR_INVALID_VALUE;
@@ -760,6 +762,7 @@ CUresult CUDAAPI cuStreamEndCapture(CUstream hStream, CUgraph *phGraph) {
 }
 
 CUresult CUDAAPI cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus *captureStatus) {
+    sg_count(SG_Q_STREAM_IS_CAPTURING);
     NEED_INIT();
     if (!captureStatus)
         return CUDA_ERROR_INVALID_VALUE;
@@ -774,6 +777,7 @@ CUresult CUDAAPI cuStreamGetCaptureInfo_v3(CUstream hStream, CUstreamCaptureStat
                                            cuuint64_t *id_out, CUgraph *graph_out,
                                            const CUgraphNode **dependencies_out, const CUgraphEdgeData **edgeData_out,
                                            size_t *numDependencies_out) {
+    sg_count(SG_Q_STREAM_CAPTURE_INFO);
     NEED_INIT();
     if (!captureStatus_out)
         return CUDA_ERROR_INVALID_VALUE;

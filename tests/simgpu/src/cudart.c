@@ -358,6 +358,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *pGraph) {
 }
 
 cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureStatus *pCaptureStatus) {
+    sg_count(SG_Q_STREAM_IS_CAPTURING);
     ENTER();
     if (!pCaptureStatus)
         return ret(CUDA_ERROR_INVALID_VALUE);
@@ -372,6 +373,7 @@ cudaError_t cudaStreamGetCaptureInfo(cudaStream_t stream, enum cudaStreamCapture
                                      unsigned long long *id_out, cudaGraph_t *graph_out,
                                      const cudaGraphNode_t **dependencies_out,
                                      const cudaGraphEdgeData **edgeData_out, size_t *numDependencies_out) {
+    sg_count(SG_Q_STREAM_CAPTURE_INFO);
     ENTER();
     if (!captureStatus_out)
         return ret(CUDA_ERROR_INVALID_VALUE);

@@ -429,6 +429,9 @@ done:
 }
 
 SG_EXPORT CUresult sg_gemm_submit(const sg_gemm *g, CUstream stream) {
+    sg_count(SG_Q_GEMM_SUBMITTED);
+    if (sg_no_compute())
+        return CUDA_SUCCESS;
     sg_gemm *copy = malloc(sizeof *copy);
     if (!copy)
         return CUDA_ERROR_OUT_OF_MEMORY;

@@ -23,6 +23,25 @@
 
 #define SG_MAX_DEVICES 8
 
+/* ---- query counting and benchmark knobs (core.c) ---- */
+
+/* The API queries SIMGPU_COUNT counts (see README.md). */
+enum sg_query {
+    SG_Q_CUBLAS_GET_STREAM,
+    SG_Q_CUBLAS_GET_POINTER_MODE,
+    SG_Q_CUBLAS_GET_MATH_MODE,
+    SG_Q_CTX_GET_CURRENT,
+    SG_Q_CTX_GET_DEVICE,
+    SG_Q_STREAM_IS_CAPTURING,
+    SG_Q_STREAM_CAPTURE_INFO,
+    SG_Q_GEMM_SUBMITTED,
+    SG_Q_COUNT
+};
+/* Counts one call of `q` (when SIMGPU_COUNT is set; a relaxed atomic add). */
+SG_EXPORT void sg_count(enum sg_query q);
+/* SIMGPU_NO_COMPUTE=1: GEMMs are accepted and not computed. */
+SG_EXPORT int sg_no_compute(void);
+
 /* ---- devices and contexts (core.c) ---- */
 
 /* Initialises the simulator once (cuInit, or the runtime's first call). */
