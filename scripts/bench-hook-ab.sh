@@ -9,6 +9,11 @@
 #
 #   bash scripts/bench-hook-ab.sh A.so B.so [ROUNDS] [CALLS]
 #
+# With NO_COMPUTE=1 in the environment the simulated GPU accepts the GEMMs without
+# computing them (SIMGPU_NO_COMPUTE), so the process CPU column is the program's and
+# the library's alone and its difference to the run without the library is the
+# library's CPU per call on all its threads.
+#
 # Example (the build of an older commit against this one):
 #   git worktree add /tmp/old <commit> && (cd /tmp/old && CARGO_TARGET_DIR=/tmp/oldt \
 #     cargo build --release -p mmaudit-interposer)
@@ -16,7 +21,7 @@
 #   bash scripts/bench-hook-ab.sh /tmp/oldt/release/libmmaudit.so target/release/libmmaudit.so 7
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 2 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 a=$(realpath "$1"); b=$(realpath "$2"); rounds=${3:-7}; calls=${4:-200000}
 for f in "$a" "$b"; do [ -f "$f" ] || { echo "bench-hook-ab: $f: no such file" >&2; exit 2; }; done
 lib=$(bash scripts/simgpu.sh 2>/dev/null)
@@ -31,6 +36,7 @@ key=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
 run() {
     local preload=$1 rate=$2
     local env=(LD_LIBRARY_PATH="$lib")
+    [ -z "${NO_COMPUTE:-}" ] || env+=(SIMGPU_NO_COMPUTE=1)
     if [ -n "$preload" ]; then
         env+=(LD_PRELOAD="$preload" MMAUDIT_KEY=$key MMAUDIT_CALL_RATE="$rate" MMAUDIT_SINK="file:$work/s-%p.mma")
     fi

@@ -32,7 +32,7 @@ fn library(root: &Path) -> PathBuf {
 /// (`Schedule::decide`: encode and hash every call) and v2 (`Session::decide`: one hash
 /// per eight consecutive calls). What remains of the hook's cost on top of this is the driver
 /// and cuBLAS getters it calls, the ledger hand-off and, for sampled calls, the gather.
-fn pure_cpu_part() -> (f64, [f64; 4]) {
+fn pure_cpu_part() -> (f64, [f64; 4], [(f64, u64); 2]) {
     use mmaudit::model::{describe_blas, BlasArgs, ScalarArg, Site};
     use mmaudit_protocol::call::{BatchForm, EntryPoint};
     use mmaudit_protocol::config::SamplingConfig;
@@ -94,6 +94,50 @@ fn pure_cpu_part() -> (f64, [f64; 4]) {
         }
         t.elapsed().as_nanos() as f64 / n as f64
     };
+    // The hook body without the driver and the forward: describe, take the index and
+    // decide (Ledger::assign_and_decide, lock-free), write the ledger record into this
+    // thread's queue and settle it, while another thread drains the queues as the
+    // background thread does (records it finds are dropped, not encoded).
+    let body = |ledger: &mmaudit::session::Ledger| {
+        let queues = mmaudit::handoff::Queues::default();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                queues.set_consumer();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    queues.drain(false, |c, _| {
+                        std::hint::black_box(c);
+                    });
+                    std::thread::park_timeout(std::time::Duration::from_millis(1));
+                }
+            });
+            let (mut fell_back, mut sampled) = (0u64, 0u64);
+            let t = Instant::now();
+            for _ in 0..n {
+                let mut d = describe_blas(std::hint::black_box(&args)).unwrap();
+                let plan = ledger.assign_and_decide(&mut d.call, true).unwrap();
+                sampled += u64::from(plan.is_some());
+                match queues.push(&d.call) {
+                    Some(ticket) => queues.settle(ticket, false),
+                    None => fell_back += 1,
+                }
+            }
+            let ns = t.elapsed().as_nanos() as f64 / n as f64;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            std::hint::black_box((fell_back, sampled));
+            (ns, fell_back)
+        })
+    };
+    let body_default = {
+        let l = mmaudit::session::Ledger::default();
+        l.begin(schedule(ScheduleVersion::V2, default_rate));
+        body(&l)
+    };
+    let body_none = {
+        let l = mmaudit::session::Ledger::default();
+        l.begin(schedule(ScheduleVersion::V2, 0));
+        body(&l)
+    };
     let with_v1 = timed(&|c| v1.decide(c).is_some());
     let with_v2 = timed(&|c| v2.decide(c).is_some());
     let none_v1 = timed(&|c| v1_none.decide(c).is_some());
@@ -104,7 +148,11 @@ fn pure_cpu_part() -> (f64, [f64; 4]) {
     }
     let describe = t.elapsed().as_nanos() as f64 / n as f64;
     std::hint::black_box(sampled);
-    (describe, [with_v1, with_v2, none_v1, none_v2])
+    (
+        describe,
+        [with_v1, with_v2, none_v1, none_v2],
+        [body_default, body_none],
+    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -211,7 +259,8 @@ fn main() {
         let base_e = *base.get_or_insert(e);
         println!("{:<34} {:>16.0} {:>+18.0} {:>16.0}", name, e, e - base_e, t);
     }
-    let (describe, [with_v1, with_v2, none_v1, none_v2]) = pure_cpu_part();
+    let (describe, [with_v1, with_v2, none_v1, none_v2], [body_default, body_none]) =
+        pure_cpu_part();
     println!();
     println!(
         "CPU part of the hook, in-process (no simulator), ns per call (m=4096, n=16, k=4096):"
@@ -224,6 +273,15 @@ fn main() {
         "describe_blas + schedule v2 decide (Session)",
         with_v2,
         none_v2,
+    );
+    row(
+        "+ ledger index, queue push and settle",
+        body_default.0,
+        body_none.0,
+    );
+    println!(
+        "(queue full, record would have gone over the channel: {} and {} of 200000 calls)",
+        body_default.1, body_none.1
     );
     for entry in std::fs::read_dir(&work).unwrap().flatten() {
         if entry.path().extension().is_some_and(|x| x == "mma") {

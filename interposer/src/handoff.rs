@@ -32,23 +32,40 @@ pub const DONE: u8 = 2;
 /// The library answered with an error status.
 pub const REJECTED: u8 = 3;
 
-/// Slots per thread: at about 190 bytes a record, 96 KiB per thread that makes hooked
-/// calls. The background thread drains every tick (1 to 5 ms), so a thread must make
-/// more than 512 calls in one tick before it falls back to the channel.
-pub const SLOTS: usize = 512;
+/// Slots per thread: at about 200 bytes a record, 200 KiB per thread that makes hooked
+/// calls. The background thread drains every tick (1 to 5 ms) and is woken early when
+/// a ring is a quarter full ([`WAKE_AT`]), so a thread falls back to the channel only
+/// when it makes 768 more calls before the background thread gets to it.
+pub const SLOTS: usize = 1024;
+/// Records in a ring at which its producer wakes the consumer (once per drain).
+pub const WAKE_AT: u64 = SLOTS as u64 / 4;
 
 struct Slot {
     state: AtomicU8,
     call: UnsafeCell<MaybeUninit<GemmCall>>,
 }
 
+/// A value on a cache line of its own.
+#[repr(align(64))]
+struct Line<T>(T);
+
+/// The producer's own view (only the producing thread touches it).
+struct Producer {
+    /// Next slot the producer writes (read by the consumer).
+    tail: AtomicU64,
+    /// `head` as last read: it is read again only when the ring looks a quarter full, so
+    /// that a push does not miss the cache on a line the consumer writes.
+    head_seen: AtomicU64,
+    /// The `head_seen` at which the consumer was last woken.
+    woken_at: AtomicU64,
+}
+
 /// One thread's ring of ledger records.
 pub struct Queue {
     slots: Box<[Slot]>,
     /// Next slot the consumer reads (written by the consumer only).
-    head: AtomicU64,
-    /// Next slot the producer writes (written by the producer only).
-    tail: AtomicU64,
+    head: Line<AtomicU64>,
+    producer: Line<Producer>,
     /// The producing thread has exited: once drained, the queue can go.
     gone: AtomicBool,
 }
@@ -71,8 +88,12 @@ impl Queue {
                     call: UnsafeCell::new(MaybeUninit::uninit()),
                 })
                 .collect(),
-            head: AtomicU64::new(0),
-            tail: AtomicU64::new(0),
+            head: Line(AtomicU64::new(0)),
+            producer: Line(Producer {
+                tail: AtomicU64::new(0),
+                head_seen: AtomicU64::new(0),
+                woken_at: AtomicU64::new(u64::MAX),
+            }),
             gone: AtomicBool::new(false),
         }
     }
@@ -81,11 +102,24 @@ impl Queue {
         &self.slots[(pos % SLOTS as u64) as usize]
     }
 
-    /// Producer: writes `call` as made; its position, or `None` when the ring is full.
-    fn push(&self, call: &GemmCall) -> Option<u64> {
-        let tail = self.tail.load(Ordering::Relaxed);
-        if tail - self.head.load(Ordering::Acquire) >= SLOTS as u64 {
-            return None;
+    /// Producer: writes `call` as made; its position and whether the consumer should
+    /// be woken (the ring is a quarter full and it was not woken since it last drained), or
+    /// `None` when the ring is full.
+    fn push(&self, call: &GemmCall) -> Option<(u64, bool)> {
+        let p = &self.producer.0;
+        let tail = p.tail.load(Ordering::Relaxed);
+        let mut head = p.head_seen.load(Ordering::Relaxed);
+        let mut wake = false;
+        if tail - head >= WAKE_AT {
+            head = self.head.0.load(Ordering::Acquire);
+            p.head_seen.store(head, Ordering::Relaxed);
+            if tail - head >= SLOTS as u64 {
+                return None;
+            }
+            if tail - head >= WAKE_AT && p.woken_at.load(Ordering::Relaxed) != head {
+                p.woken_at.store(head, Ordering::Relaxed);
+                wake = true;
+            }
         }
         let slot = self.slot(tail);
         // SAFETY: the slot is outside head..tail, so only this (the producing) thread
@@ -93,8 +127,8 @@ impl Queue {
         // (GemmCall has no drop glue to run).
         unsafe { (*slot.call.get()).write(call.clone()) };
         slot.state.store(MADE, Ordering::Relaxed);
-        self.tail.store(tail + 1, Ordering::Release);
-        Some(tail)
+        p.tail.store(tail + 1, Ordering::Release);
+        Some((tail, wake))
     }
 
     /// Producer: the library answered the call at `pos`.
@@ -109,8 +143,8 @@ impl Queue {
     /// are handed over as `MADE` too, without freeing their slots (their threads may
     /// still settle them).
     pub fn drain(&self, all: bool, mut take: impl FnMut(GemmCall, u8)) {
-        let mut head = self.head.load(Ordering::Relaxed);
-        let tail = self.tail.load(Ordering::Acquire);
+        let mut head = self.head.0.load(Ordering::Relaxed);
+        let tail = self.producer.0.tail.load(Ordering::Acquire);
         let mut pos = head;
         while pos < tail {
             let slot = self.slot(pos);
@@ -127,13 +161,13 @@ impl Queue {
             }
             pos += 1;
         }
-        self.head.store(head, Ordering::Release);
+        self.head.0.store(head, Ordering::Release);
     }
 
     /// Consumer: the thread is gone and everything it made was drained.
     pub fn finished(&self) -> bool {
         self.gone.load(Ordering::Acquire)
-            && self.head.load(Ordering::Relaxed) == self.tail.load(Ordering::Acquire)
+            && self.head.0.load(Ordering::Relaxed) == self.producer.0.tail.load(Ordering::Acquire)
     }
 }
 
@@ -143,6 +177,9 @@ pub struct Queues {
     all: Mutex<Vec<Arc<Queue>>>,
     /// Distinguishes this set from another (tests make several).
     id: OnceId,
+    /// The consumer's thread, woken when a ring becomes a quarter full (once per
+    /// drain at most; it otherwise sleeps for its tick).
+    consumer: std::sync::OnceLock<std::thread::Thread>,
 }
 
 /// A process-unique number, taken at construction.
@@ -171,6 +208,11 @@ pub enum Handed {
 }
 
 impl Queues {
+    /// Consumer: names the calling thread as the one to wake when a ring fills up.
+    pub fn set_consumer(&self) {
+        let _ = self.consumer.set(std::thread::current());
+    }
+
     /// Consumer: drains every queue (see [`Queue::drain`]) and forgets the queues of
     /// threads that are gone and drained.
     pub fn drain(&self, all: bool, mut take: impl FnMut(GemmCall, u8)) {
@@ -217,7 +259,13 @@ impl Queues {
                         .queue
                 }
             };
-            q.push(call).map(|pos| Ticket {
+            let (pos, wake) = q.push(call)?;
+            if wake {
+                if let Some(t) = self.consumer.get() {
+                    t.unpark();
+                }
+            }
+            Some(Ticket {
                 set: self.id.0,
                 pos,
             })
