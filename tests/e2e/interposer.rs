@@ -2669,13 +2669,13 @@ fn a_capture_begun_unseen_is_caught_at_the_first_sampled_call_in_it() {
 }
 
 #[test]
-fn an_unsampled_call_asks_cublas_and_the_driver_for_nothing_but_the_current_context() {
+fn an_unsampled_call_asks_only_for_the_pointer_mode_and_the_current_context() {
     // The simulated GPU counts the queries (SIMGPU_COUNT). audit_unseen followed: 80
     // GEMMs on one handle, its stream set twice. Unsampled (call rate 0), the handle's
-    // settings are read from cuBLAS once, when it is created, and no call asks whether
-    // its stream captures; the current context is the one query left per call. Every
-    // call sampled: each sampled call checks the handle's settings and the capture
-    // status against cuBLAS and the driver.
+    // stream and math mode are read from cuBLAS once, when it is created, and no call
+    // asks whether its stream captures; the pointer mode and the current context are
+    // the queries left per call. Every call sampled: each sampled call also checks the
+    // handle's settings and the capture status against cuBLAS and the driver.
     let exe = compile("audit_unseen");
     let counts = |name: &str, rate: &'static str| -> HashMap<String, u64> {
         let path = scratch_path(&format!("{name}-counts"));
@@ -2697,24 +2697,20 @@ fn an_unsampled_call_asks_cublas_and_the_driver_for_nothing_but_the_current_cont
     };
     let unsampled = counts("queries-unsampled", "0");
     let ctx = format!("{unsampled:?}");
-    for getter in [
-        "cublasGetStream",
-        "cublasGetPointerMode",
-        "cublasGetMathMode",
-    ] {
+    for getter in ["cublasGetStream", "cublasGetMathMode"] {
         assert_eq!(unsampled[getter], 1, "{getter}: {ctx}");
     }
+    // The pointer mode is asked on every call (reading alpha as host memory in device
+    // pointer mode could crash the program).
+    assert_eq!(unsampled["cublasGetPointerMode"], 1 + 80, "{ctx}");
     assert_eq!(unsampled["cuStreamIsCapturing"], 0, "{ctx}");
     assert_eq!(unsampled["cuStreamGetCaptureInfo"], 0, "{ctx}");
     assert!(unsampled["cuCtxGetCurrent"] <= 80 + 8, "{ctx}");
     let sampled = counts("queries-sampled", "1");
     let ctx = format!("{sampled:?}");
-    for getter in [
-        "cublasGetStream",
-        "cublasGetPointerMode",
-        "cublasGetMathMode",
-    ] {
+    for getter in ["cublasGetStream", "cublasGetMathMode"] {
         assert_eq!(sampled[getter], 1 + 80, "{getter}: {ctx}");
     }
+    assert_eq!(sampled["cublasGetPointerMode"], 1 + 2 * 80, "{ctx}");
     assert_eq!(sampled["cuStreamIsCapturing"], 80, "{ctx}");
 }

@@ -76,7 +76,8 @@ pub(crate) fn getter<T: Copy>(sym: &real::RealSym) -> Result<T, NotDescribed> {
 unsafe fn describe(handle: CublasHandle, p: Parts) -> Result<Call, Box<Unmodelled>> {
     // A handle the library follows is read from its table; any other through the
     // real getters.
-    let followed = handle::lookup(handle);
+    // SAFETY: the caller's contract.
+    let followed = unsafe { handle::lookup_checked(handle) };
     let settings = match followed {
         Some(s) => Ok(s),
         // SAFETY: the caller's contract.

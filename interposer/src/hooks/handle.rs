@@ -2,11 +2,14 @@
 //! asks cuBLAS nothing.
 //!
 //! A GEMM's description needs its handle's stream, pointer mode and math mode. The
-//! library hooks `cublasCreate_v2` (it reads the new handle's settings once, through
+//! pointer mode is always asked of cuBLAS ([`lookup_checked`]: it decides whether the
+//! library reads alpha and beta from host memory, and a wrong answer could crash the
+//! program). For the stream and the math mode the library hooks `cublasCreate_v2` (it reads the new handle's settings once, through
 //! the real getters), `cublasSetStream_v2`, `cublasSetPointerMode_v2`,
 //! `cublasSetMathMode` (each successful call updates the handle's entry) and
 //! `cublasDestroy_v2` (the entry goes before the handle does). A GEMM on a handle with
-//! an entry reads the entry: a few atomic loads, no lock. A handle the library did not
+//! an entry reads the entry (a few atomic loads, no lock) and asks cuBLAS for its
+//! pointer mode only. A handle the library did not
 //! see created (created through a path it does not hook, or while the table was full)
 //! has no entry and is read through the real getters on every call, as before.
 //!
@@ -103,6 +106,27 @@ pub fn lookup(handle: CublasHandle) -> Option<Settings> {
         pointer_mode: m as u32 as c_int,
         math_mode: (m >> 32) as u32 as c_int,
     })
+}
+
+/// [`lookup`], with the pointer mode still asked of cuBLAS: it says whether alpha and
+/// beta are host memory the library may read, and reading a device pointer as host
+/// memory could crash the program, so the table is never trusted for it. A pointer
+/// mode that differs from the entry's (changed through a setter the library does not
+/// follow) drops the entry: the handle is read through the getters from then on.
+///
+/// # Safety
+/// `handle` is a handle the application passed to cuBLAS.
+pub unsafe fn lookup_checked(handle: CublasHandle) -> Option<Settings> {
+    let s = lookup(handle)?;
+    let get_mode: sys::GetPointerModeFn = getter(&real::GET_POINTER_MODE).ok()?;
+    let mut mode: c_int = 0;
+    // SAFETY: the real getter with the application's handle and a valid out pointer.
+    let r = unsafe { get_mode(handle, &mut mode) };
+    if r == CUBLAS_STATUS_SUCCESS && mode == s.pointer_mode {
+        return Some(s);
+    }
+    forget(handle as usize);
+    None
 }
 
 /// Reads a handle's settings through the real getters.
