@@ -322,18 +322,8 @@ pub unsafe extern "C" fn cublasSetPointerMode_v2(
     handle: CublasHandle,
     mode: c_int,
 ) -> CublasStatus {
-    let f: SetModeFn = match real_fn(&real::SET_POINTER_MODE) {
-        Ok(f) => f,
-        Err(s) => return s,
-    };
-    // SAFETY: the application's arguments, passed on unchanged.
-    let status = unsafe { f(handle, mode) };
-    update(handle, status, |e| {
-        let old = e.modes.load(Ordering::Acquire);
-        e.modes
-            .store(modes(mode, (old >> 32) as u32 as c_int), Ordering::Release);
-    });
-    status
+    // SAFETY: the caller's contract.
+    unsafe { set_mode(&real::SET_POINTER_MODE, handle, mode, true) }
 }
 
 /// Hook of `cublasSetMathMode`.
@@ -342,7 +332,22 @@ pub unsafe extern "C" fn cublasSetPointerMode_v2(
 /// The cuBLAS contract.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cublasSetMathMode(handle: CublasHandle, mode: c_int) -> CublasStatus {
-    let f: SetModeFn = match real_fn(&real::SET_MATH_MODE) {
+    // SAFETY: the caller's contract.
+    unsafe { set_mode(&real::SET_MATH_MODE, handle, mode, false) }
+}
+
+/// A mode setter's hook: forwards, then replaces the pointer mode (`pointer`) or the
+/// math mode in the handle's entry.
+///
+/// # Safety
+/// The cuBLAS contract of `sym`.
+unsafe fn set_mode(
+    sym: &real::RealSym,
+    handle: CublasHandle,
+    mode: c_int,
+    pointer: bool,
+) -> CublasStatus {
+    let f: SetModeFn = match real_fn(sym) {
         Ok(f) => f,
         Err(s) => return s,
     };
@@ -350,8 +355,13 @@ pub unsafe extern "C" fn cublasSetMathMode(handle: CublasHandle, mode: c_int) ->
     let status = unsafe { f(handle, mode) };
     update(handle, status, |e| {
         let old = e.modes.load(Ordering::Acquire);
-        e.modes
-            .store(modes(old as u32 as c_int, mode), Ordering::Release);
+        let (p, m) = (old as u32 as c_int, (old >> 32) as u32 as c_int);
+        let new = if pointer {
+            modes(mode, m)
+        } else {
+            modes(p, mode)
+        };
+        e.modes.store(new, Ordering::Release);
     });
     status
 }
