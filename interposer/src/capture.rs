@@ -21,16 +21,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::driver::{Driver, Handle};
+use crate::graph::PER_THREAD_STREAM;
 use crate::log::{self, Level};
-
-/// The per-thread default stream's handle: each thread's own, so its captures are
-/// told apart by thread.
-const PER_THREAD_STREAM: Handle = 2;
 
 static OPEN: Mutex<Option<HashSet<(Handle, u64)>>> = Mutex::new(None);
 static OPEN_COUNT: AtomicUsize = AtomicUsize::new(0);
 static DISTRUSTED: AtomicBool = AtomicBool::new(false);
 
+/// A capture's key: the stream, and for the per-thread default stream (each thread's
+/// own) the thread.
 fn key(stream: Handle) -> (Handle, u64) {
     if stream == PER_THREAD_STREAM {
         // SAFETY: gettid has no preconditions.

@@ -58,7 +58,7 @@ pub const REPLAY_NONE: u32 = u32::MAX;
 const HEADER_BYTES: usize = 16;
 const ENTRY_BYTES: usize = 32;
 /// `CU_STREAM_PER_THREAD`: a different stream on each thread.
-const PER_THREAD_STREAM: Handle = 2;
+pub(crate) const PER_THREAD_STREAM: Handle = 2;
 /// Grid of a replay gather node (each block strides over jobs and elements).
 const GRID: (u32, u32) = (8, 8);
 

@@ -234,13 +234,7 @@ impl Ledger {
     /// Gives `call` the next index (and the NO_SESSION flag when there is no session).
     /// Returns the session the call was made in.
     pub fn assign(&self, call: &mut GemmCall) -> Result<Option<Arc<Session>>, String> {
-        self.take(1, |index, session| {
-            call.index = index;
-            if session.is_none() {
-                call.flags |= flags::NO_SESSION;
-            }
-            session.cloned()
-        })
+        self.assign_many(std::slice::from_mut(call))
     }
 
     /// [`Ledger::assign`] for several calls at once: they get consecutive indices, in

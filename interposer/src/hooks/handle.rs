@@ -1,17 +1,17 @@
 //! cuBLAS handle settings followed through their setters, so that an unsampled GEMM
-//! asks cuBLAS nothing.
+//! asks cuBLAS for its handle's pointer mode only.
 //!
 //! A GEMM's description needs its handle's stream, pointer mode and math mode. The
 //! pointer mode is always asked of cuBLAS ([`lookup_checked`]: it decides whether the
 //! library reads alpha and beta from host memory, and a wrong answer could crash the
-//! program). For the stream and the math mode the library hooks `cublasCreate_v2` (it reads the new handle's settings once, through
-//! the real getters), `cublasSetStream_v2`, `cublasSetPointerMode_v2`,
-//! `cublasSetMathMode` (each successful call updates the handle's entry) and
-//! `cublasDestroy_v2` (the entry goes before the handle does). A GEMM on a handle with
-//! an entry reads the entry (a few atomic loads, no lock) and asks cuBLAS for its
-//! pointer mode only. A handle the library did not
-//! see created (created through a path it does not hook, or while the table was full)
-//! has no entry and is read through the real getters on every call, as before.
+//! program). For the stream and the math mode the library hooks `cublasCreate_v2` (it
+//! reads the new handle's settings once, through the real getters),
+//! `cublasSetStream_v2`, `cublasSetPointerMode_v2`, `cublasSetMathMode` (each
+//! successful call updates the handle's entry) and `cublasDestroy_v2` (the entry goes
+//! before the handle does). A GEMM on a handle with an entry reads the entry (a few
+//! atomic loads, no lock). A handle the library did not see created (created through
+//! a path it does not hook, or while the table was full) has no entry and is read
+//! through the real getters on every call, as before.
 //!
 //! What this trusts: that a handle the library saw created is reconfigured only
 //! through the hooked setters. A program that reaches a real setter another way
