@@ -142,7 +142,7 @@ impl Queue {
     /// rejected call) and frees its slot. With `all` (at exit), records still made
     /// are handed over as `MADE` too, without freeing their slots (their threads may
     /// still settle them).
-    pub fn drain(&self, all: bool, mut take: impl FnMut(GemmCall, u8)) {
+    pub fn drain(&self, all: bool, mut take: impl FnMut(&GemmCall, u8)) {
         let mut head = self.head.0.load(Ordering::Relaxed);
         let tail = self.producer.0.tail.load(Ordering::Acquire);
         let mut pos = head;
@@ -154,8 +154,7 @@ impl Queue {
             }
             // SAFETY: pos is in head..tail: the producer published this record (the
             // Acquire loads above) and will not touch its call until head passes it.
-            let call = unsafe { (*slot.call.get()).assume_init_ref().clone() };
-            take(call, state);
+            take(unsafe { (*slot.call.get()).assume_init_ref() }, state);
             if state != MADE && head == pos {
                 head += 1;
             }
@@ -215,7 +214,7 @@ impl Queues {
 
     /// Consumer: drains every queue (see [`Queue::drain`]) and forgets the queues of
     /// threads that are gone and drained.
-    pub fn drain(&self, all: bool, mut take: impl FnMut(GemmCall, u8)) {
+    pub fn drain(&self, all: bool, mut take: impl FnMut(&GemmCall, u8)) {
         let mut queues = self.all.lock().unwrap_or_else(|e| e.into_inner());
         for q in queues.iter() {
             q.drain(all, &mut take);

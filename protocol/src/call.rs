@@ -572,15 +572,56 @@ impl DType {
 
 use crate::codec::{DecodeError, Reader, Writer};
 
-fn write_scalar(w: &mut Writer, s: Scalar) {
-    match s {
-        Scalar::Host(v) => {
-            w.u8(0);
-            w.f64(v);
-        }
-        Scalar::Device => {
-            w.u8(1);
-            w.f64(0.0);
+/// A call's encoding as it is built: a fixed buffer on the stack, copied into the
+/// output at once (one capacity check instead of one per field).
+struct Fixed {
+    buf: [u8; GEMM_CALL_ENCODED_LEN + REPLAY_ENCODED_LEN],
+    len: usize,
+}
+
+impl Fixed {
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, bytes: [u8; N]) {
+        self.buf[self.len..self.len + N].copy_from_slice(&bytes);
+        self.len += N;
+    }
+
+    #[inline(always)]
+    fn u8(&mut self, v: u8) {
+        self.put([v]);
+    }
+
+    #[inline(always)]
+    fn u16(&mut self, v: u16) {
+        self.put(v.to_le_bytes());
+    }
+
+    #[inline(always)]
+    fn u32(&mut self, v: u32) {
+        self.put(v.to_le_bytes());
+    }
+
+    #[inline(always)]
+    fn u64(&mut self, v: u64) {
+        self.put(v.to_le_bytes());
+    }
+
+    #[inline(always)]
+    fn i64(&mut self, v: i64) {
+        self.put(v.to_le_bytes());
+    }
+
+    #[inline(always)]
+    fn scalar(&mut self, s: Scalar) {
+        match s {
+            Scalar::Host(v) => {
+                self.u8(0);
+                self.put(v.to_le_bytes());
+            }
+            Scalar::Device => {
+                self.u8(1);
+                self.put(0f64.to_le_bytes());
+            }
         }
     }
 }
@@ -599,7 +640,8 @@ fn read_scalar(r: &mut Reader<'_>, what: &'static str) -> Result<Scalar, DecodeE
 }
 
 impl Operand {
-    fn encode(&self, w: &mut Writer) {
+    #[inline(always)]
+    fn encode(&self, w: &mut Fixed) {
         w.u8(self.dtype as u8);
         w.u8(self.order as u8);
         w.u64(self.ld);
@@ -626,6 +668,17 @@ impl GemmCall {
     /// is both the ledger record's body and the input of the sampling schedule's keyed
     /// hash, so a replayed call's graph, replay and node are bound into its sampling.
     pub fn encode(&self, w: &mut Writer) {
+        self.encode_flagged(w, 0);
+    }
+
+    /// [`GemmCall::encode`] with `extra` set in the flags field as written (the call
+    /// itself is not changed): a producer adds REJECTED or NO_SESSION without copying
+    /// the call.
+    pub fn encode_flagged(&self, out: &mut Writer, extra: u16) {
+        let w = &mut Fixed {
+            buf: [0; GEMM_CALL_ENCODED_LEN + REPLAY_ENCODED_LEN],
+            len: 0,
+        };
         w.u64(self.index);
         w.u8(self.entry as u8);
         w.u32(self.device);
@@ -642,17 +695,18 @@ impl GemmCall {
         }
         w.u8(self.compute as u8);
         w.u8(self.scale_type as u8);
-        write_scalar(w, self.alpha);
-        write_scalar(w, self.beta);
+        w.scalar(self.alpha);
+        w.scalar(self.beta);
         w.u8(self.epilogue as u8);
         w.u8(self.bias_type as u8);
-        w.u16(self.flags);
+        w.u16(self.flags | extra);
         if let Some(r) = &self.replay {
             w.u32(r.graph);
             w.u32(r.exec);
             w.u64(r.replay);
             w.u32(r.node);
         }
+        out.raw(&w.buf[..w.len]);
     }
 
     /// The length of [`GemmCall::encode`]'s output.

@@ -54,16 +54,19 @@ impl<'a> Reader<'a> {
     }
 
     /// The offset of the next byte, as reported in errors.
+    #[inline]
     pub fn offset(&self) -> u64 {
         self.base + self.pos as u64
     }
 
     /// Bytes not yet read.
+    #[inline]
     pub fn remaining(&self) -> usize {
         self.bytes.len() - self.pos
     }
 
     /// True when every byte has been read.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.remaining() == 0
     }
@@ -89,6 +92,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `len` bytes.
+    #[inline]
     pub fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         if len > self.remaining() {
             return Err(self.error(
@@ -102,6 +106,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A fixed-size array.
+    #[inline]
     pub fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N, what)?);
@@ -109,12 +114,14 @@ impl<'a> Reader<'a> {
     }
 
     /// One byte.
+    #[inline]
     pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.array::<1>(what)?[0])
     }
 
     /// One byte naming a value of a `#[repr(u8)]` enum; an unknown value is an error at
     /// that byte's offset.
+    #[inline]
     pub fn enum_u8<T: TryFrom<u8, Error = u8>>(
         &mut self,
         what: &'static str,
@@ -125,26 +132,31 @@ impl<'a> Reader<'a> {
     }
 
     /// Little-endian u16.
+    #[inline]
     pub fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
         Ok(u16::from_le_bytes(self.array(what)?))
     }
 
     /// Little-endian u32.
+    #[inline]
     pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.array(what)?))
     }
 
     /// Little-endian u64.
+    #[inline]
     pub fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
 
     /// Little-endian i64.
+    #[inline]
     pub fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
         Ok(i64::from_le_bytes(self.array(what)?))
     }
 
     /// Little-endian IEEE binary64.
+    #[inline]
     pub fn f64(&mut self, what: &'static str) -> Result<f64, DecodeError> {
         Ok(f64::from_le_bytes(self.array(what)?))
     }
@@ -168,6 +180,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Little-endian IEEE binary32, bit pattern preserved.
+    #[inline]
     pub fn f32(&mut self, what: &'static str) -> Result<f32, DecodeError> {
         Ok(f32::from_le_bytes(self.array(what)?))
     }
@@ -231,41 +244,49 @@ impl Writer {
     }
 
     /// One byte.
+    #[inline]
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }
 
     /// Little-endian u16.
+    #[inline]
     pub fn u16(&mut self, v: u16) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 
     /// Little-endian u32.
+    #[inline]
     pub fn u32(&mut self, v: u32) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 
     /// Little-endian u64.
+    #[inline]
     pub fn u64(&mut self, v: u64) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 
     /// Little-endian i64.
+    #[inline]
     pub fn i64(&mut self, v: i64) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 
     /// Little-endian IEEE binary32, bit pattern preserved.
+    #[inline]
     pub fn f32(&mut self, v: f32) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 
     /// Little-endian IEEE binary64.
+    #[inline]
     pub fn f64(&mut self, v: f64) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 
     /// Raw bytes, no length.
+    #[inline]
     pub fn raw(&mut self, v: &[u8]) {
         self.buf.extend_from_slice(v);
     }

@@ -293,6 +293,14 @@ impl Record {
         w.buf[len_at..len_at + 4].copy_from_slice(&field);
     }
 
+    /// Appends the ledger record of `call` with `extra` set in its flags, exactly as
+    /// [`Record::encode`] would append `Record::Ledger` of the call with those flags.
+    pub fn encode_ledger(call: &GemmCall, extra: u16, w: &mut Writer) {
+        w.u8(tag::LEDGER);
+        w.u32(call.encoded_len() as u32);
+        call.encode_flagged(w, extra);
+    }
+
     /// The encoding as a fresh vector.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();

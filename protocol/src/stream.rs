@@ -44,7 +44,7 @@ mod writer;
 
 pub use header::StreamHeader;
 pub use reader::StreamReader;
-pub use writer::{Compression, FrameTooLarge, StreamWriter};
+pub use writer::{Compression, FrameTooLarge, Part, StreamWriter};
 
 /// The first eight bytes of every stream.
 pub const MAGIC: [u8; 8] = *b"MMAUDIT\0";

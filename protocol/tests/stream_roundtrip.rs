@@ -7,7 +7,7 @@ use common::*;
 use mmaudit_protocol::fuzzing;
 use mmaudit_protocol::record::{End, Gap, GapReason, OperandData, Record, Sample};
 use mmaudit_protocol::stream::{
-    Compression, Event, StreamHeader, StreamReader, StreamWriter, CODEC_NONE, CODEC_ZSTD,
+    Compression, Event, Part, StreamHeader, StreamReader, StreamWriter, CODEC_NONE, CODEC_ZSTD,
     FRAME_HEAD_LEN, MAC_LEN, MAX_PAYLOAD_LEN, MAX_RAW_LEN,
 };
 use proptest::prelude::*;
@@ -298,4 +298,84 @@ fn the_documented_test_vector_matches() {
             }
         ]
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// A producer may hand the writer ledger records it encoded itself (with flags
+    /// added as it encodes them): the frames are byte for byte those of the records.
+    #[test]
+    fn frames_of_encoded_parts_equal_frames_of_the_records(
+        calls in prop::collection::vec((arb_call(), any::<u16>()), 0..12),
+        others in prop::collection::vec(arb_body_record(), 0..4),
+        cut in any::<prop::sample::Index>(),
+        compression in arb_compression(),
+    ) {
+        let flags = mmaudit_protocol::call::flags::REJECTED | mmaudit_protocol::call::flags::NO_SESSION;
+        // The records as a producer means them: each call with its added flags.
+        let mut records: Vec<Record> = calls
+            .iter()
+            .map(|(c, extra)| {
+                let mut c = c.clone();
+                c.flags |= extra & flags;
+                Record::Ledger(c)
+            })
+            .collect();
+        // The same, the ledger records encoded in two runs, the other records between.
+        let at = cut.index(calls.len() + 1);
+        let encode = |range: &[(mmaudit_protocol::call::GemmCall, u16)]| {
+            let mut w = mmaudit_protocol::codec::Writer::new();
+            for (c, extra) in range {
+                Record::encode_ledger(c, extra & flags, &mut w);
+            }
+            w.buf
+        };
+        let (first, second) = (encode(&calls[..at]), encode(&calls[at..]));
+        let mut parts = vec![Part::Encoded(&first)];
+        parts.extend(others.iter().map(Part::Record));
+        parts.push(Part::Encoded(&second));
+        let tail = records.split_off(at);
+        records.extend(others.iter().cloned());
+        records.extend(tail);
+        let (mut a, _) = StreamWriter::new(&key(), &header());
+        let (mut b, _) = StreamWriter::new(&key(), &header());
+        a.set_compression(compression);
+        b.set_compression(compression);
+        prop_assert_eq!(a.frame_parts(parts), b.frame(&records));
+        // And the next frame still chains (the writers agree on their state).
+        prop_assert_eq!(a.frame(&[]), b.frame(&[]));
+    }
+}
+
+#[test]
+fn an_encoded_run_longer_than_a_frame_is_cut_at_record_boundaries() {
+    let call = fuzzing::seed_call(0);
+    let per = Record::Ledger(call.clone()).encoded_len();
+    let count = MAX_PAYLOAD_LEN as usize / per + 100;
+    let mut w = mmaudit_protocol::codec::Writer::new();
+    let records: Vec<Record> = (0..count as u64)
+        .map(|i| {
+            let c = fuzzing::seed_call(i);
+            Record::encode_ledger(&c, 0, &mut w);
+            Record::Ledger(c)
+        })
+        .collect();
+    let (mut a, head) = StreamWriter::new(&key(), &header());
+    let (mut b, _) = StreamWriter::new(&key(), &header());
+    let bytes = a.frame_parts([Part::Encoded(&w.buf)]);
+    assert_eq!(bytes, b.frame(&records));
+    let mut r = StreamReader::new(&key());
+    let mut events = r.push(&head).unwrap();
+    events.extend(r.push(&bytes).unwrap());
+    let frames: Vec<&Vec<Record>> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Frame { records, .. } => Some(records),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames.len(), 2, "one full frame and the rest");
+    let back: Vec<Record> = frames.into_iter().flatten().cloned().collect();
+    assert_eq!(back, records);
 }

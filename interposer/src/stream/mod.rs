@@ -286,6 +286,15 @@ impl Worker {
         }
     }
 
+    /// Writes the ledger record of `call` (with REJECTED when the library answered with
+    /// an error).
+    fn push_ledger(&mut self, call: &GemmCall, rejected: bool) {
+        let extra = if rejected { flags::REJECTED } else { 0 };
+        if let Some(reason) = self.sink.push_ledger(call, extra) {
+            (self.disable)(reason);
+        }
+    }
+
     /// Takes the records the hooks' queues hold (with `all`, at exit, also those of
     /// calls still in the library) and writes what can go; how many it took.
     fn take_queued(&mut self, all: bool) -> usize {
@@ -298,7 +307,15 @@ impl Worker {
                 handoff::REJECTED => Some(true),
                 _ => None,
             };
-            self.insert(call, settled);
+            match settled {
+                // The next record to write, settled, nothing before it waiting: written
+                // straight from the queue's slot (the common case).
+                Some(rejected) if call.index == self.base && self.unsettled.is_empty() => {
+                    self.base += 1;
+                    self.push_ledger(call, rejected);
+                }
+                _ => self.insert(call.clone(), settled),
+            }
         });
         if taken > 0 {
             self.release(false);
@@ -392,11 +409,7 @@ impl Worker {
                 missing.push(self.base - 1);
                 continue;
             };
-            let mut call = u.call;
-            if u.settled == Some(true) {
-                call.flags |= flags::REJECTED;
-            }
-            self.push(Record::Ledger(call));
+            self.push_ledger(&u.call, u.settled == Some(true));
         }
         if !missing.is_empty() {
             // At exit only: a thread took these indices and had not handed over their

@@ -42,6 +42,48 @@ pub struct FrameTooLarge {
     pub len: usize,
 }
 
+/// A piece of a frame's payload for [`StreamWriter::frame_parts`].
+#[derive(Clone, Copy, Debug)]
+pub enum Part<'a> {
+    /// A record: the writer encodes it (splitting or replacing it when it is too large
+    /// for a frame, as [`StreamWriter::frame`] does).
+    Record(&'a Record),
+    /// Whole records already encoded as [`Record::encode`] writes them (for example by
+    /// [`Record::encode_ledger`]), concatenated.
+    Encoded(&'a [u8]),
+}
+
+/// The length of the longest run of whole records at the front of `bytes` that is at
+/// most `limit` bytes long, read from the record heads (a head that does not fit, or
+/// says more than is there, ends the run).
+fn whole_records_within(bytes: &[u8], limit: usize) -> usize {
+    if bytes.len() <= limit {
+        return bytes.len();
+    }
+    let mut at = 0usize;
+    while let Some(head) = bytes.get(at..at + RECORD_HEAD_LEN) {
+        let body = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let end = at.saturating_add(RECORD_HEAD_LEN).saturating_add(body);
+        if end > limit || end > bytes.len() {
+            break;
+        }
+        at = end;
+    }
+    at
+}
+
+/// The length of the first record in `bytes` by its head (all of `bytes` when the head
+/// is cut short or claims more than is there; at least 1 byte of a non-empty run).
+fn first_record_len(bytes: &[u8]) -> usize {
+    match bytes.get(..RECORD_HEAD_LEN) {
+        Some(head) => {
+            let body = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            RECORD_HEAD_LEN.saturating_add(body).min(bytes.len())
+        }
+        None => bytes.len(),
+    }
+}
+
 /// Writes one stream: a header, then frames numbered 0, 1, 2, ..., each MAC chained to
 /// the one before.
 pub struct StreamWriter {
@@ -51,6 +93,8 @@ pub struct StreamWriter {
     compression: Compression,
     compressor: Option<(i32, zstd::bulk::Compressor<'static>)>,
     replaced_samples: u64,
+    /// The payload buffer, kept between frames.
+    scratch: Vec<u8>,
 }
 
 impl fmt::Debug for StreamWriter {
@@ -61,6 +105,9 @@ impl fmt::Debug for StreamWriter {
             .finish_non_exhaustive()
     }
 }
+
+/// The largest payload buffer kept between frames.
+const SCRATCH_KEPT: usize = 4 << 20;
 
 /// Gap indices per record when a gap too large for one frame is split.
 const GAP_INDICES_PER_RECORD: usize =
@@ -92,6 +139,7 @@ impl StreamWriter {
             compression: Compression::default(),
             compressor: None,
             replaced_samples: 0,
+            scratch: Vec::new(),
         };
         (writer, out)
     }
@@ -129,23 +177,57 @@ impl StreamWriter {
     /// The writer does not police record order: a frame after the End record, or a
     /// record after it, gives a stream the reader refuses.
     pub fn frame(&mut self, records: &[Record]) -> Vec<u8> {
+        self.frame_parts(records.iter().map(Part::Record))
+    }
+
+    /// [`StreamWriter::frame`] for records of which some are encoded already: the
+    /// parts' records in order, in as few frames as fit. An [`Part::Encoded`] run is cut
+    /// between frames only at record boundaries (read from the record heads).
+    pub fn frame_parts<'p>(&mut self, parts: impl IntoIterator<Item = Part<'p>>) -> Vec<u8> {
         let target = MAX_PAYLOAD_LEN as usize;
         let mut out = Vec::new();
-        let mut payload = Writer::new();
-        let mut frames = 0u64;
-        for record in records {
-            let pieces = self.fit(record, target);
-            for piece in pieces.iter() {
-                if !payload.buf.is_empty() && payload.buf.len() + piece.encoded_len() > target {
-                    out.extend_from_slice(&self.seal_records(&payload.buf));
-                    payload.buf.clear();
-                    frames += 1;
+        let mut payload = Writer {
+            buf: std::mem::take(&mut self.scratch),
+        };
+        payload.buf.clear();
+        for part in parts {
+            match part {
+                Part::Record(record) => {
+                    let pieces = self.fit(record, target);
+                    for piece in pieces.iter() {
+                        if !payload.buf.is_empty()
+                            && payload.buf.len() + piece.encoded_len() > target
+                        {
+                            self.seal_into(&mut out, &mut payload);
+                        }
+                        piece.encode(&mut payload);
+                    }
                 }
-                piece.encode(&mut payload);
+                Part::Encoded(mut run) => {
+                    while !run.is_empty() {
+                        let room = target.saturating_sub(payload.buf.len());
+                        let mut take = whole_records_within(run, room);
+                        if take == 0 {
+                            if !payload.buf.is_empty() {
+                                self.seal_into(&mut out, &mut payload);
+                                continue;
+                            }
+                            // One record longer than a frame: not one this crate
+                            // encodes (see `fit`); it goes alone and the reader refuses it.
+                            take = first_record_len(run);
+                        }
+                        payload.raw(&run[..take]);
+                        run = &run[take..];
+                    }
+                }
             }
         }
-        if !payload.buf.is_empty() || frames == 0 {
-            out.extend_from_slice(&self.seal_records(&payload.buf));
+        if !payload.buf.is_empty() || out.is_empty() {
+            self.seal_into(&mut out, &mut payload);
+        }
+        // Kept for the next frame unless an unusually large one grew it.
+        if payload.buf.capacity() <= SCRATCH_KEPT {
+            self.scratch = payload.buf;
         }
         out
     }
@@ -184,6 +266,12 @@ impl StreamWriter {
         self.prev_mac = mac;
         self.next_seq = self.next_seq.wrapping_add(1);
         out
+    }
+
+    /// Seals `payload` into a frame appended to `out`, and empties it.
+    fn seal_into(&mut self, out: &mut Vec<u8>, payload: &mut Writer) {
+        out.extend_from_slice(&self.seal_records(&payload.buf));
+        payload.buf.clear();
     }
 
     /// Seals records of at most [`MAX_PAYLOAD_LEN`] bytes: compressed only when that
