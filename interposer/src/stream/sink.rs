@@ -66,7 +66,7 @@ use crate::session::Ledger;
 /// (see docs/PERFORMANCE.md).
 const BATCH_BYTES: usize = 1 << 17;
 /// zstd level 1: on ledger records it compresses as well as level 3 (measured: within
-/// 0.2% on a stream of repeated calls) for about half the CPU.
+/// 0.2% on a stream of repeated calls) for less CPU (docs/PERFORMANCE.md).
 const COMPRESSION: Compression = Compression::Zstd { level: 1 };
 /// Longest a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
