@@ -117,7 +117,7 @@ fn pure_cpu_part() -> (f64, [f64; 4], [(f64, u64); 2]) {
                 let mut d = describe_blas(std::hint::black_box(&args)).unwrap();
                 let plan = ledger.assign_and_decide(&mut d.call, true).unwrap();
                 sampled += u64::from(plan.is_some());
-                match queues.push(&d.call) {
+                match queues.push(&d.call, plan.is_some()) {
                     Some(ticket) => queues.settle(ticket, false),
                     None => fell_back += 1,
                 }

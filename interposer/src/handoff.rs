@@ -27,10 +27,17 @@ use mmaudit_protocol::call::GemmCall;
 const EMPTY: u8 = 0;
 /// The call was made (its record is written), the library has not answered yet.
 pub const MADE: u8 = 1;
+/// [`MADE`], and the call is sampled: a record still made at exit gets a gap.
+pub const MADE_SAMPLED: u8 = 4;
 /// The library answered with success.
 pub const DONE: u8 = 2;
 /// The library answered with an error status.
 pub const REJECTED: u8 = 3;
+
+/// The slot's call is made and not answered yet.
+pub fn is_made(state: u8) -> bool {
+    state == MADE || state == MADE_SAMPLED
+}
 
 /// Slots per thread: at about 200 bytes a record, 200 KiB per thread that makes hooked
 /// calls. The background thread drains every tick (1 to 5 ms) and is woken early when
@@ -70,6 +77,9 @@ pub struct Queue {
     gone: AtomicBool,
 }
 
+// A slot's record is overwritten without being dropped (and read by reference).
+const _: () = assert!(!std::mem::needs_drop::<GemmCall>());
+
 // SAFETY: a slot's call is written only by the producer while the slot is outside
 // head..tail (the consumer does not read it), published by the Release store of
 // `tail`, and read by the consumer only after an Acquire load of `tail` and of the
@@ -105,7 +115,7 @@ impl Queue {
     /// Producer: writes `call` as made; its position and whether the consumer should
     /// be woken (the ring is a quarter full and it was not woken since it last drained), or
     /// `None` when the ring is full.
-    fn push(&self, call: &GemmCall) -> Option<(u64, bool)> {
+    fn push(&self, call: &GemmCall, sampled: bool) -> Option<(u64, bool)> {
         let p = &self.producer.0;
         let tail = p.tail.load(Ordering::Relaxed);
         let mut head = p.head_seen.load(Ordering::Relaxed);
@@ -126,7 +136,8 @@ impl Queue {
         // touches its call; a record left there was read by the consumer already
         // (GemmCall has no drop glue to run).
         unsafe { (*slot.call.get()).write(call.clone()) };
-        slot.state.store(MADE, Ordering::Relaxed);
+        slot.state
+            .store(if sampled { MADE_SAMPLED } else { MADE }, Ordering::Relaxed);
         p.tail.store(tail + 1, Ordering::Release);
         Some((tail, wake))
     }
@@ -140,8 +151,8 @@ impl Queue {
 
     /// Consumer: hands every settled record at the front to `take` (with `true` for a
     /// rejected call) and frees its slot. With `all` (at exit), records still made
-    /// are handed over as `MADE` too, without freeing their slots (their threads may
-    /// still settle them).
+    /// are handed over as [`MADE`] or [`MADE_SAMPLED`] too, without freeing their slots
+    /// (their threads may still settle them).
     pub fn drain(&self, all: bool, mut take: impl FnMut(&GemmCall, u8)) {
         let mut head = self.head.0.load(Ordering::Relaxed);
         let tail = self.producer.0.tail.load(Ordering::Acquire);
@@ -149,13 +160,13 @@ impl Queue {
         while pos < tail {
             let slot = self.slot(pos);
             let state = slot.state.load(Ordering::Acquire);
-            if state == MADE && !all {
+            if is_made(state) && !all {
                 break;
             }
             // SAFETY: pos is in head..tail: the producer published this record (the
             // Acquire loads above) and will not touch its call until head passes it.
             take(unsafe { (*slot.call.get()).assume_init_ref() }, state);
-            if state != MADE && head == pos {
+            if !is_made(state) && head == pos {
                 head += 1;
             }
             pos += 1;
@@ -235,7 +246,7 @@ impl Queues {
     /// Producer: writes `call` into the calling thread's queue (registering one at the
     /// thread's first call). `None` when the ring is full or the thread is exiting:
     /// the caller then uses the channel.
-    pub fn push(&self, call: &GemmCall) -> Option<Ticket> {
+    pub fn push(&self, call: &GemmCall, sampled: bool) -> Option<Ticket> {
         MINE.try_with(|mine| {
             // SAFETY: the cell is this thread's; no reference into it outlives this
             // closure and nothing called here re-enters it.
@@ -258,7 +269,7 @@ impl Queues {
                         .queue
                 }
             };
-            let (pos, wake) = q.push(call)?;
+            let (pos, wake) = q.push(call, sampled)?;
             if wake {
                 if let Some(t) = self.consumer.get() {
                     t.unpark();
@@ -329,7 +340,7 @@ mod tests {
     #[test]
     fn records_wait_for_their_settlement_and_leave_in_order() {
         let q = Queues::default();
-        let t: Vec<Ticket> = (0..4).map(|i| q.push(&call(i)).unwrap()).collect();
+        let t: Vec<Ticket> = (0..4).map(|i| q.push(&call(i), false).unwrap()).collect();
         assert_eq!(drained(&q, false), vec![]);
         q.settle(t[1], true);
         q.settle(t[2], false);
@@ -339,9 +350,14 @@ mod tests {
             drained(&q, false),
             vec![(0, DONE), (1, REJECTED), (2, DONE)]
         );
-        // At exit, a call still in the library is handed over as made.
-        q.push(&call(4)).map(|t| q.settle(t, false)).unwrap();
-        assert_eq!(drained(&q, true), vec![(3, MADE), (4, DONE)]);
+        // At exit, a call still in the library is handed over as made (sampled or not).
+        q.push(&call(4), false).map(|t| q.settle(t, false)).unwrap();
+        let sampled = q.push(&call(5), true).unwrap();
+        assert_eq!(
+            drained(&q, true),
+            vec![(3, MADE), (4, DONE), (5, MADE_SAMPLED)]
+        );
+        q.settle(sampled, true);
         q.settle(t[3], false);
     }
 
@@ -349,13 +365,13 @@ mod tests {
     fn a_full_ring_refuses_and_frees_as_it_drains() {
         let q = Queues::default();
         for i in 0..SLOTS as u64 {
-            let t = q.push(&call(i)).unwrap();
+            let t = q.push(&call(i), false).unwrap();
             q.settle(t, false);
         }
-        assert!(q.push(&call(SLOTS as u64)).is_none(), "full");
+        assert!(q.push(&call(SLOTS as u64), false).is_none(), "full");
         assert_eq!(drained(&q, false).len(), SLOTS);
         for i in 0..3 * SLOTS as u64 {
-            let t = q.push(&call(i)).unwrap();
+            let t = q.push(&call(i), false).unwrap();
             q.settle(t, false);
             if i % 100 == 99 {
                 assert_eq!(drained(&q, false).len(), 100);
@@ -373,7 +389,7 @@ mod tests {
                     for i in 0..1000 {
                         let index = t * 1000 + i;
                         loop {
-                            if let Some(ticket) = q.push(&call(index)) {
+                            if let Some(ticket) = q.push(&call(index), false) {
                                 q.settle(ticket, index.is_multiple_of(7));
                                 break;
                             }

@@ -97,13 +97,16 @@ struct State {
 /// generation under the lock, so a call took its index either before the change (and
 /// belongs to the old session) or after it (the new one).
 ///
-/// A thread that made no call while the generation advanced by a multiple of 2^22
-/// (over two million verifier connections) would take the session it saw last for
-/// the one in force; its samples would then not be the ones the verifier expects.
+/// The word holds only the generation's low bits: a thread also compares the full
+/// generation it saw with [`Ledger::full_gen`], so that one that made no call while the
+/// generation advanced by a multiple of 2^22 does not take the session it saw last for
+/// the one in force.
 pub struct Ledger {
     /// This ledger's process-unique number (the per-thread view names it).
     id: u64,
     word: AtomicU64,
+    /// The full generation, written under the lock before the word's bits change.
+    full_gen: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -113,6 +116,7 @@ impl Default for Ledger {
         Ledger {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             word: AtomicU64::new(0),
+            full_gen: AtomicU64::new(0),
             state: Mutex::new(State {
                 gen: 0,
                 session: None,
@@ -122,7 +126,7 @@ impl Default for Ledger {
     }
 }
 
-/// A thread's view of one ledger's session: (ledger, generation bits, session).
+/// A thread's view of one ledger's session: (ledger, full generation, session).
 type Seen = Option<(u64, u64, Option<Arc<Session>>)>;
 
 thread_local! {
@@ -161,12 +165,14 @@ impl Ledger {
                     let Ok(mut seen) = seen.try_borrow_mut() else {
                         return Attempt::Locked;
                     };
-                    if !matches!(&*seen, Some((id, g, _)) if *id == self.id && *g == gen) {
+                    let current =
+                        |g: u64| g & GEN_MASK == gen && g == self.full_gen.load(Ordering::Acquire);
+                    if !matches!(&*seen, Some((id, g, _)) if *id == self.id && current(*g)) {
                         let state = self.lock();
                         if state.gen & GEN_MASK != gen {
                             return Attempt::Retry;
                         }
-                        *seen = Some((self.id, gen, state.session.clone()));
+                        *seen = Some((self.id, state.gen, state.session.clone()));
                     }
                     if self
                         .word
@@ -255,6 +261,7 @@ impl Ledger {
     /// changed.
     fn advance(&self, state: &mut State) -> u64 {
         state.gen += 1;
+        self.full_gen.store(state.gen, Ordering::Release);
         let gen = state.gen & GEN_MASK;
         let mut word = self.word.load(Ordering::Acquire);
         loop {
@@ -284,11 +291,12 @@ impl Ledger {
         session
     }
 
-    /// Ends the current session: calls from now on have none.
-    pub fn end(&self) {
+    /// Ends the current session: calls from the returned index on have none.
+    pub fn end(&self) -> u64 {
         let mut s = self.lock();
-        self.advance(&mut s);
+        let at = self.advance(&mut s);
         s.session = None;
+        at
     }
 
     /// The session in force, if any.
@@ -317,6 +325,39 @@ pub(crate) mod tests {
     use super::*;
     use mmaudit_protocol::config::SamplingConfig;
     use mmaudit_protocol::keys::Key;
+
+    #[test]
+    fn a_thread_idle_while_the_generation_wrapped_does_not_take_its_stale_session() {
+        // The thread sees session 1 at its first call; 2^22 session changes later its
+        // word bits match again, and no session is in force.
+        let ledger = Ledger::default();
+        let s1 = ledger.begin(Schedule::new(
+            &Key::from_bytes([1; 32]),
+            [2; 16],
+            SamplingConfig::default(),
+        ));
+        std::thread::scope(|t| {
+            let (go, wait) = std::sync::mpsc::channel::<()>();
+            let (back, got) = std::sync::mpsc::channel::<Option<u64>>();
+            let l = &ledger;
+            t.spawn(move || {
+                for _ in 0..2 {
+                    let mut c = call();
+                    back.send(l.assign(&mut c).unwrap().map(|s| s.epoch))
+                        .unwrap();
+                    let _ = wait.recv();
+                }
+            });
+            assert_eq!(got.recv().unwrap(), Some(s1.epoch));
+            for _ in 0..(1u64 << 22) {
+                ledger.end();
+            }
+            assert!(ledger.current().is_none());
+            go.send(()).unwrap();
+            assert_eq!(got.recv().unwrap(), None, "the stale session was taken");
+            go.send(()).unwrap();
+        });
+    }
 
     pub(crate) fn call() -> GemmCall {
         use mmaudit_protocol::call::*;
@@ -494,8 +535,7 @@ pub(crate) mod tests {
             for n in 0..200u8 {
                 std::thread::sleep(std::time::Duration::from_micros(200));
                 if n % 3 == 2 {
-                    ledger.end();
-                    changes.push((ledger.next_index(), None));
+                    changes.push((ledger.end(), None));
                 } else {
                     let s = ledger.begin(schedule(n));
                     changes.push((s.first_index, Some(s.epoch)));

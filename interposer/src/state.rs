@@ -102,11 +102,15 @@ impl Runtime {
         sample: bool,
     ) -> Result<(Handed, Option<Plan>), String> {
         let plan = self.ledger.assign_and_decide(call, sample)?;
-        let handed = match self.shared.queues.push(call) {
+        let sampled = plan.is_some();
+        let handed = match self.shared.queues.push(call, sampled) {
             Some(ticket) => Handed::Queue(ticket),
             None => {
                 self.tx
-                    .send(Msg::Ledger(call.clone()))
+                    .send(Msg::Ledger {
+                        call: call.clone(),
+                        sampled,
+                    })
                     .map_err(|_| "the background thread is gone".to_string())?;
                 Handed::Channel
             }
@@ -178,10 +182,15 @@ impl Runtime {
         }
     }
 
-    /// Marks a hook in progress until the guard drops (the exit flush waits for them).
-    pub fn active(&self) -> ActiveGuard<'_> {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        ActiveGuard(&self.active)
+    /// Marks a hook in progress until the guard drops (the exit flush waits for them),
+    /// or `None` when the exit began meanwhile: the hook then only forwards. Either the
+    /// exit sees this hook active (both sides are sequentially consistent: the hook
+    /// counts itself then reads the state, the exit writes the state then reads the
+    /// count), or this hook sees the exit.
+    pub fn active(&self) -> Option<ActiveGuard<'_>> {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let guard = ActiveGuard(&self.active);
+        (STATE.load(Ordering::SeqCst) == RUNNING).then_some(guard)
     }
 
     fn exit_notices(&self) -> Vec<Notice> {
@@ -630,11 +639,11 @@ pub fn finish() {
         return;
     }
     let Some(rt) = RUNTIME.get() else { return };
-    STATE.store(FINISHED, Ordering::Release);
+    STATE.store(FINISHED, Ordering::SeqCst);
     let timeout = rt.config.exit_timeout;
     let start = Instant::now();
     let settle = (timeout / 10).min(Duration::from_millis(100));
-    while rt.active.load(Ordering::Acquire) > 0 && start.elapsed() < settle {
+    while rt.active.load(Ordering::SeqCst) > 0 && start.elapsed() < settle {
         std::thread::sleep(Duration::from_micros(100));
     }
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);

@@ -69,7 +69,17 @@ fn real<T: Copy>(sym: &RealSym) -> Option<T> {
 /// Runs `work` for a running audit (not re-entered), under `catch_unwind`; a panic
 /// disables auditing.
 fn guarded<T>(what: &str, work: impl FnOnce(&'static Runtime) -> Option<T>) -> Option<T> {
-    let rt = state::running()?;
+    guarded_in(state::running()?, what, work)
+}
+
+/// [`guarded`] for the audit `rt` the hook began in, running or not: the second half of
+/// a hook whose first half ledgered calls must settle them even when auditing stopped
+/// or the process began to exit in between (its `active` guard keeps the exit waiting).
+fn guarded_in<T>(
+    rt: &'static Runtime,
+    what: &str,
+    work: impl FnOnce(&'static Runtime) -> Option<T>,
+) -> Option<T> {
     match catch_unwind(AssertUnwindSafe(|| work(rt))) {
         Ok(v) => v,
         Err(p) => {
@@ -175,8 +185,10 @@ fn launch(what: &str, exec: Handle, stream: Handle, forward: impl FnOnce() -> St
     let Some(_re) = Reentry::enter() else {
         return forward();
     };
-    let _active = rt.active();
-    let before = guarded(what, |rt| {
+    let Some(_active) = rt.active() else {
+        return forward();
+    };
+    let before = guarded_in(rt, what, |rt| {
         let drv = driver()?;
         let info = rt.graphs.exec(exec)?;
         if crate::capture::is_capturing(drv, stream) {
@@ -191,7 +203,7 @@ fn launch(what: &str, exec: Handle, stream: Handle, forward: impl FnOnce() -> St
     let status = forward();
     match before {
         Some(Ok(replay)) => {
-            guarded(what, |rt| {
+            guarded_in(rt, what, |rt| {
                 crate::graph::after_launch(rt, driver()?, replay, stream, status == 0);
                 Some(())
             });

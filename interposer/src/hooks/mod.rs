@@ -161,7 +161,9 @@ pub(crate) fn audited(
     let Some(_reentry) = Reentry::enter() else {
         return forward();
     };
-    let _active = rt.active();
+    let Some(_active) = rt.active() else {
+        return forward();
+    };
     let _ = DEBT.try_with(|d| d.take());
     let prepared = catch_unwind(AssertUnwindSafe(|| prepare(rt, entry, describe)));
     let status = forward();
@@ -203,7 +205,9 @@ pub(crate) fn audited_many(
     let Some(_reentry) = Reentry::enter() else {
         return forward();
     };
-    let _active = rt.active();
+    let Some(_active) = rt.active() else {
+        return forward();
+    };
     let mut ready = Vec::with_capacity(describes.len());
     let mut failed = None;
     for describe in describes {
@@ -444,9 +448,16 @@ fn test_panic(rt: &Runtime, index: u64, after: bool) {
 }
 
 fn complete(rt: &Runtime, entry: &'static str, l: Ledgered, status: CublasStatus) {
+    let sample_owed = matches!(l.sampled, Sampled::Gap(..) | Sampled::Gather(_));
+    // This call's debt (in a grouped batch the debt left by `prepare` is the last
+    // call's): a panic from here on settles this call.
+    owe(Debt {
+        index: l.index,
+        settle: Some(l.handed),
+        sample: sample_owed,
+    });
     test_panic(rt, l.index, true);
     let rejected = status != CUBLAS_STATUS_SUCCESS;
-    let sample_owed = matches!(l.sampled, Sampled::Gap(..) | Sampled::Gather(_));
     rt.settle(l.handed, l.index, rejected);
     owe(Debt {
         index: l.index,

@@ -72,7 +72,12 @@ pub enum Resolved {
 pub enum Msg {
     /// The ledger record of one call, sent in index order before the call is
     /// forwarded; it is written once settled.
-    Ledger(GemmCall),
+    Ledger {
+        /// the call
+        call: GemmCall,
+        /// the call is sampled (a record still unsettled at exit then gets a gap)
+        sampled: bool,
+    },
     /// Ledger records of consecutive calls (a graph replay's), in index order.
     Ledgers(std::sync::Arc<Vec<GemmCall>>),
     /// The library answered calls `first .. first + count` alike.
@@ -151,6 +156,8 @@ struct Unsettled {
     call: GemmCall,
     /// `Some(rejected)` once settled.
     settled: Option<bool>,
+    /// The call is sampled: written unsettled at exit, it gets a gap.
+    sampled: bool,
 }
 
 /// The background thread's state.
@@ -171,7 +178,20 @@ pub struct Worker {
     idle_tick: Duration,
     /// Ledger records that came over the channel because their thread's queue was full.
     by_channel: u64,
+    /// Calls whose ledger record was written before they were settled (see
+    /// [`MAX_WAITING`]), and whether each is sampled; at most [`MAX_EARLY`].
+    early: std::collections::BTreeMap<u64, bool>,
 }
+
+/// Ledger records that may wait behind a call still inside the library. Past it, the
+/// front record is written as made (the call went in; a rejection that comes later is
+/// a notice, and a gap when the call was sampled), or, if it never arrived, counted
+/// missing, so that a call stuck in the library (or a thread that died between taking
+/// an index and handing its record over) bounds what the thread holds. A record is
+/// about 240 bytes: at most about 4 MiB, plus the samples of the calls in the window.
+pub const MAX_WAITING: usize = 16_384;
+/// Calls written early whose settlement is still awaited (more are not followed).
+const MAX_EARLY: usize = 4096;
 
 impl Worker {
     /// A worker reading `rx` and writing into `sink`.
@@ -188,6 +208,7 @@ impl Worker {
             tick: Duration::from_millis(1),
             idle_tick: Duration::from_millis(5),
             by_channel: 0,
+            early: std::collections::BTreeMap::new(),
         }
     }
 
@@ -242,13 +263,13 @@ impl Worker {
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Ledger(call) => {
+            Msg::Ledger { call, sampled } => {
                 self.by_channel += 1;
-                self.insert(call, None)
+                self.insert(call, None, sampled)
             }
             Msg::Ledgers(calls) => {
                 for call in calls.iter() {
-                    self.insert(call.clone(), None);
+                    self.insert(call.clone(), None, false);
                 }
             }
             Msg::Settle { index, rejected } => self.settle(index, rejected),
@@ -298,6 +319,23 @@ impl Worker {
     /// Takes the records the hooks' queues hold (with `all`, at exit, also those of
     /// calls still in the library) and writes what can go; how many it took.
     fn take_queued(&mut self, all: bool) -> usize {
+        let mut taken = self.drain_queues(all);
+        if taken > 0 {
+            self.release(false);
+        }
+        if !all && self.unsettled.len() > MAX_WAITING {
+            // Records are about to be written early: those still made (and those
+            // behind them in their queues) are taken first, so that none of them is
+            // counted missing.
+            taken += self.drain_queues(true);
+            self.release_with(false, true);
+        }
+        taken
+    }
+
+    /// Takes what the queues hold (see [`Queues::drain`]) into the reorder buffer, or
+    /// writes it at once when it is the next record; how many records it took.
+    fn drain_queues(&mut self, all: bool) -> usize {
         let queues = Arc::clone(&self.shared);
         let mut taken = 0;
         queues.queues.drain(all, |call, state| {
@@ -314,22 +352,22 @@ impl Worker {
                     self.base += 1;
                     self.push_ledger(call, rejected);
                 }
-                _ => self.insert(call.clone(), settled),
+                _ => self.insert(call.clone(), settled, state == handoff::MADE_SAMPLED),
             }
         });
-        if taken > 0 {
-            self.release(false);
-        }
         taken
     }
 
     /// Puts a ledger record in its place among those not written yet.
-    fn insert(&mut self, call: GemmCall, settled: Option<bool>) {
+    fn insert(&mut self, call: GemmCall, settled: Option<bool>, sampled: bool) {
         let Some(at) = call
             .index
             .checked_sub(self.base)
             .and_then(|at| usize::try_from(at).ok())
         else {
+            if let Some(rejected) = settled {
+                self.settled_late(call.index, rejected);
+            }
             log::emit(
                 Level::Debug,
                 &format!("ledger record {} arrived twice", call.index),
@@ -346,7 +384,13 @@ impl Worker {
                     u.settled = settled;
                 }
             }
-            slot => *slot = Some(Unsettled { call, settled }),
+            slot => {
+                *slot = Some(Unsettled {
+                    call,
+                    settled,
+                    sampled,
+                })
+            }
         }
     }
 
@@ -376,6 +420,10 @@ impl Worker {
     }
 
     fn mark_settled(&mut self, index: u64, rejected: bool) {
+        if index < self.base {
+            self.settled_late(index, rejected);
+            return;
+        }
         let Some(Some(u)) = index
             .checked_sub(self.base)
             .and_then(|at| usize::try_from(at).ok())
@@ -388,15 +436,48 @@ impl Worker {
         }
     }
 
+    /// The settlement of a call whose ledger record was written before it (as made).
+    fn settled_late(&mut self, index: u64, rejected: bool) {
+        let Some(sampled) = self.early.remove(&index) else {
+            return;
+        };
+        if !rejected {
+            return;
+        }
+        self.push(Record::Notice(notice(
+            NoticeKind::Warning,
+            format!(
+                "call {index} was rejected by the library after its ledger record was written without REJECTED ({MAX_WAITING} later calls were waiting behind it)"
+            ),
+        )));
+        if sampled {
+            // A rejected call's gather is dropped: its sample will never come.
+            self.push(Record::Gap(Gap {
+                indices: vec![index],
+                reason: GapReason::Internal,
+                detail: "the call was rejected after its ledger record was written".into(),
+            }));
+        }
+    }
+
     /// Writes the settled ledger records at the front (with `all`, every one: at exit,
-    /// a call still in the library is recorded as made), then the held records whose
-    /// ledger record is written.
+    /// a call still in the library is recorded as made; without, the front is written
+    /// as made when more than [`MAX_WAITING`] records wait behind it), then the held
+    /// records whose ledger record is written.
     fn release(&mut self, all: bool) {
+        self.release_with(all, false);
+    }
+
+    /// [`Worker::release`]; with `early`, also writes the front as made while more than
+    /// [`MAX_WAITING`] records wait (only after every queue was taken with its made
+    /// records, see [`Worker::take_queued`]).
+    fn release_with(&mut self, all: bool, early: bool) {
         let mut missing = Vec::new();
         while let Some(front) = self.unsettled.front() {
+            let forced = early && self.unsettled.len() > MAX_WAITING;
             let ready = match front {
-                Some(u) => u.settled.is_some() || all,
-                None => all,
+                Some(u) => u.settled.is_some() || all || forced,
+                None => all || forced,
             };
             if !ready {
                 break;
@@ -410,14 +491,32 @@ impl Worker {
                 continue;
             };
             self.push_ledger(&u.call, u.settled == Some(true));
+            if u.settled.is_none() && !all {
+                if self.early.len() < MAX_EARLY {
+                    self.early.insert(u.call.index, u.sampled);
+                }
+                log::once(
+                    Level::Warn,
+                    "stuck call",
+                    &format!(
+                        "call {} stayed inside the library while {MAX_WAITING} later calls were made: its ledger record is written as made",
+                        u.call.index
+                    ),
+                );
+            } else if u.settled.is_none() && u.sampled {
+                // At exit, a sampled call still inside the library: its sample will
+                // never come.
+                self.push(inside_at_exit(u.call.index));
+            }
         }
         if !missing.is_empty() {
-            // At exit only: a thread took these indices and had not handed over their
-            // records (it was between the two, or died there).
+            // At exit, or behind MAX_WAITING later records: a thread took these
+            // indices and had not handed over their records (it was between the two, or
+            // died there). One that arrives later is dropped.
             self.push(Record::Notice(notice(
                 NoticeKind::Warning,
                 format!(
-                    "{} ledger records never arrived (calls {}..={} among them): a thread took their indices and did not hand them over before exit",
+                    "{} ledger records never arrived (calls {}..={} among them): a thread took their indices and did not hand them over in time",
                     missing.len(),
                     missing.first().copied().unwrap_or(0),
                     missing.last().copied().unwrap_or(0),
@@ -468,7 +567,9 @@ impl Worker {
         }
     }
 
-    fn shutdown(&mut self, deadline: Instant, notices: Vec<Notice>) {
+    /// At exit: handles every message waiting (a hook that was still inside the library
+    /// when the exit began sends its settlement, sample or gap late).
+    fn take_messages_at_exit(&mut self) {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
                 Msg::Flush(ack) => {
@@ -480,12 +581,17 @@ impl Worker {
                 other => self.handle(other),
             }
         }
+    }
+
+    fn shutdown(&mut self, deadline: Instant, notices: Vec<Notice>) {
+        self.take_messages_at_exit();
         self.take_queued(false);
         // Leave a quarter of the budget (at most a second) for delivery.
         let now = Instant::now();
         let budget = deadline.saturating_duration_since(now);
         let wait_until = now + budget - (budget / 4).min(Duration::from_secs(1));
         loop {
+            self.take_messages_at_exit();
             self.take_queued(false);
             self.poll_pending();
             self.pump(false);
@@ -494,9 +600,18 @@ impl Worker {
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        // A call still inside the library is recorded as made.
+        // A call still inside the library is recorded as made (a sampled one with a gap).
+        self.take_messages_at_exit();
         self.take_queued(true);
         self.release(true);
+        let gathering: std::collections::HashSet<u64> =
+            self.pending.iter().map(|p| p.index()).collect();
+        for (index, sampled) in std::mem::take(&mut self.early) {
+            // Written early and never settled: still inside the library.
+            if sampled && !gathering.contains(&index) {
+                self.push(inside_at_exit(index));
+            }
+        }
         let abandoned: Vec<u64> = self
             .pending
             .drain(..)
@@ -531,6 +646,15 @@ impl Worker {
             ),
         );
     }
+}
+
+/// The gap of a sampled call that was still inside the library at exit.
+fn inside_at_exit(index: u64) -> Record {
+    Record::Gap(Gap {
+        indices: vec![index],
+        reason: GapReason::GatherFailed,
+        detail: "process exit: the call was still inside the library".into(),
+    })
 }
 
 /// CPU time the calling thread has used, in nanoseconds (0 if the clock cannot be read).

@@ -371,7 +371,11 @@ fn worker_resolves_gathers_and_abandons_the_unfinished_at_exit() {
     );
     let thread = std::thread::spawn(move || worker.run());
     for i in 0..6 {
-        tx.send(Msg::Ledger(call(i))).unwrap();
+        tx.send(Msg::Ledger {
+            call: call(i),
+            sampled: false,
+        })
+        .unwrap();
         tx.send(Msg::Settle {
             index: i,
             rejected: false,
@@ -1132,10 +1136,22 @@ fn ledger_records_are_written_in_index_order_as_they_settle() {
     // they must follow their own ledger records, which follow 0 and 1.
     let settle = |index, rejected| Msg::Settle { index, rejected };
     let msgs = vec![
-        Msg::Ledger(call(0)),
-        Msg::Ledger(call(1)),
-        Msg::Ledger(call(2)),
-        Msg::Ledger(call(3)),
+        Msg::Ledger {
+            call: call(0),
+            sampled: false,
+        },
+        Msg::Ledger {
+            call: call(1),
+            sampled: false,
+        },
+        Msg::Ledger {
+            call: call(2),
+            sampled: false,
+        },
+        Msg::Ledger {
+            call: call(3),
+            sampled: false,
+        },
         settle(2, false),
         Msg::Sample(Box::new(FakeGather {
             index: 2,
@@ -1197,8 +1213,14 @@ impl Pending for Discarded {
 #[test]
 fn a_rejected_call_gets_no_sample_and_no_gap_and_its_slot_waits_for_its_event() {
     let msgs = vec![
-        Msg::Ledger(call(0)),
-        Msg::Ledger(call(1)),
+        Msg::Ledger {
+            call: call(0),
+            sampled: false,
+        },
+        Msg::Ledger {
+            call: call(1),
+            sampled: false,
+        },
         Msg::Settle {
             index: 0,
             rejected: true,
@@ -1238,4 +1260,238 @@ fn a_rejected_call_gets_no_sample_and_no_gap_and_its_slot_waits_for_its_event() 
             gap_calls: 0
         }
     );
+}
+
+/// A worker with a file sink on its own thread, for exit tests: its sender, the shared
+/// counters, the thread and the file.
+fn exit_worker(
+    name: &str,
+) -> (
+    crossbeam_channel::Sender<Msg>,
+    Arc<Shared>,
+    std::thread::JoinHandle<()>,
+    PathBuf,
+) {
+    let path = temp(name);
+    let sink = Sink::open(
+        &SinkSpec::File(path.clone()),
+        &key(),
+        header(),
+        1 << 20,
+        Duration::from_millis(2),
+        Arc::new(Ledger::default()),
+        true,
+    )
+    .unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let shared = Arc::new(Shared::default());
+    let worker = Worker::new(rx, sink, Arc::clone(&shared), Box::new(|r| panic!("{r}")));
+    (tx, shared, std::thread::spawn(move || worker.run()), path)
+}
+
+fn shutdown_within(
+    tx: &crossbeam_channel::Sender<Msg>,
+    ms: u64,
+) -> crossbeam_channel::Receiver<()> {
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    tx.send(Msg::Shutdown {
+        deadline: Instant::now() + Duration::from_millis(ms),
+        notices: vec![],
+        done: done_tx,
+    })
+    .unwrap();
+    done_rx
+}
+
+fn rejected(records: &[Record], index: u64) -> bool {
+    records.iter().any(
+        |r| matches!(r, Record::Ledger(c) if c.index == index && c.has(mmaudit_protocol::call::flags::REJECTED)),
+    )
+}
+
+fn gap_of(records: &[Record], index: u64) -> Option<&Gap> {
+    records.iter().find_map(|r| match r {
+        Record::Gap(g) if g.indices == [index] => Some(g),
+        _ => None,
+    })
+}
+
+#[test]
+fn what_a_hook_sends_while_the_exit_waits_is_recorded() {
+    // Call 0's gather keeps the exit waiting; call 1 (over the channel) is still in the
+    // library when the exit begins and returns, rejected, 100 ms into it; call 2's gap
+    // arrives then too.
+    let (tx, shared, thread, path) = exit_worker("exit-late.mma");
+    shared.inflight.store(2, Ordering::SeqCst);
+    tx.send(Msg::Ledger {
+        call: call(0),
+        sampled: true,
+    })
+    .unwrap();
+    tx.send(Msg::Settle {
+        index: 0,
+        rejected: false,
+    })
+    .unwrap();
+    tx.send(Msg::Sample(Box::new(FakeGather {
+        index: 0,
+        polls: None,
+    })))
+    .unwrap();
+    for i in [1, 2] {
+        tx.send(Msg::Ledger {
+            call: call(i),
+            sampled: i == 2,
+        })
+        .unwrap();
+    }
+    tx.send(Msg::Settle {
+        index: 2,
+        rejected: false,
+    })
+    .unwrap();
+    let done = shutdown_within(&tx, 800);
+    std::thread::sleep(Duration::from_millis(100));
+    tx.send(Msg::Settle {
+        index: 1,
+        rejected: true,
+    })
+    .unwrap();
+    tx.send(Msg::Gap {
+        index: 2,
+        reason: GapReason::RingFull,
+        detail: "late".into(),
+    })
+    .unwrap();
+    done.recv_timeout(Duration::from_secs(5)).unwrap();
+    thread.join().unwrap();
+    let (_, records, end) = decode(&std::fs::read(&path).unwrap());
+    end.unwrap();
+    assert_eq!(ledger_indices(&records), vec![0, 1, 2]);
+    assert!(rejected(&records, 1), "late settlement lost: {records:?}");
+    assert_eq!(
+        gap_of(&records, 2).map(|g| g.reason),
+        Some(GapReason::RingFull)
+    );
+    // Call 0's gather never finished: a gap, as before.
+    assert_eq!(
+        gap_of(&records, 0).map(|g| g.reason),
+        Some(GapReason::GatherFailed)
+    );
+    assert_eq!(shared.inflight.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_sampled_call_still_in_the_library_at_exit_gets_a_gap_and_an_unsampled_one_does_not() {
+    let (tx, _shared, thread, path) = exit_worker("exit-inside.mma");
+    for i in 0..4 {
+        tx.send(Msg::Ledger {
+            call: call(i),
+            sampled: i == 1,
+        })
+        .unwrap();
+    }
+    // Calls 0 and 3 returned; 1 (sampled) and 2 (not) never do.
+    for index in [0, 3] {
+        tx.send(Msg::Settle {
+            index,
+            rejected: false,
+        })
+        .unwrap();
+    }
+    let done = shutdown_within(&tx, 300);
+    done.recv_timeout(Duration::from_secs(5)).unwrap();
+    thread.join().unwrap();
+    let (_, records, end) = decode(&std::fs::read(&path).unwrap());
+    end.unwrap();
+    assert_eq!(ledger_indices(&records), vec![0, 1, 2, 3]);
+    let g = gap_of(&records, 1).expect("a gap for the sampled call");
+    assert_eq!(g.reason, GapReason::GatherFailed);
+    assert!(g.detail.contains("inside the library"), "{}", g.detail);
+    for i in [0, 2, 3] {
+        assert!(gap_of(&records, i).is_none(), "no gap for call {i}");
+    }
+}
+
+#[test]
+fn a_call_stuck_in_the_library_bounds_what_waits_behind_it_and_loses_no_record() {
+    // Call 0 (sampled) stays inside the library, its record made in this thread's
+    // queue, with call 1 settled behind it there; calls 2.. come over the channel and
+    // settle. Past MAX_WAITING waiting records, call 0 is written as made and the rest
+    // follow in order; then call 0 returns accepted, rejected, or never.
+    let n = MAX_WAITING as u64 + 100;
+    for late in [Some(false), Some(true), None] {
+        let path = temp(&format!("stuck-{late:?}.mma"));
+        let sink = Sink::open(
+            &SinkSpec::File(path.clone()),
+            &key(),
+            header(),
+            64 << 20,
+            Duration::from_millis(2),
+            Arc::new(Ledger::default()),
+            true,
+        )
+        .unwrap();
+        let (_tx, rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared::default());
+        let mut w = Worker::new(rx, sink, Arc::clone(&shared), Box::new(|r| panic!("{r}")));
+        let stuck = shared.queues.push(&call(0), true).unwrap();
+        let one = shared.queues.push(&call(1), false).unwrap();
+        shared.queues.settle(one, false);
+        for i in 2..n {
+            w.handle(Msg::Ledger {
+                call: call(i),
+                sampled: false,
+            });
+            w.handle(Msg::Settle {
+                index: i,
+                rejected: false,
+            });
+            if i.is_multiple_of(1000) {
+                w.take_queued(false);
+                assert!(w.unsettled.len() <= MAX_WAITING + 1000, "{late:?}");
+            }
+        }
+        w.take_queued(false);
+        assert!(w.unsettled.len() <= MAX_WAITING, "{late:?}");
+        assert!(w.base > 1, "call 0 written early ({late:?})");
+        if let Some(rejected) = late {
+            shared.queues.settle(stuck, rejected);
+            w.take_queued(false);
+        }
+        w.shutdown(Instant::now() + Duration::from_secs(2), vec![]);
+        let (_, records, end) = decode(&std::fs::read(&path).unwrap());
+        end.unwrap();
+        assert_eq!(
+            ledger_indices(&records),
+            (0..n).collect::<Vec<_>>(),
+            "{late:?}"
+        );
+        let notices: Vec<&str> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Notice(x) => Some(x.message.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            !notices.iter().any(|m| m.contains("never arrived")),
+            "{late:?}: {notices:?}"
+        );
+        let rejected_late = notices
+            .iter()
+            .any(|m| m.contains("rejected by the library after"));
+        assert_eq!(rejected_late, late == Some(true), "{late:?}: {notices:?}");
+        // A sampled call that never ran, or never returned, has a gap; one that ran
+        // and returned will have its sample.
+        assert_eq!(
+            gap_of(&records, 0).is_some(),
+            late != Some(false),
+            "{late:?}"
+        );
+        assert!(
+            !rejected(&records, 0),
+            "written before its rejection: {late:?}"
+        );
+    }
 }
