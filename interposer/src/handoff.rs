@@ -39,13 +39,16 @@ pub fn is_made(state: u8) -> bool {
     state == MADE || state == MADE_SAMPLED
 }
 
-/// Slots per thread: at about 200 bytes a record, 200 KiB per thread that makes hooked
+/// Slots per thread: at about 230 bytes a slot, 0.9 MiB per thread that makes hooked
 /// calls. The background thread drains every tick (1 to 5 ms) and is woken early when
-/// a ring is a quarter full ([`WAKE_AT`]), so a thread falls back to the channel only
-/// when it makes 768 more calls before the background thread gets to it.
-pub const SLOTS: usize = 1024;
+/// a ring is half full ([`WAKE_AT`]), so a thread falls back to the channel only when it
+/// makes 2048 more calls before the background thread gets to it. A wake-up is a
+/// system call on the calling thread (several microseconds in a virtual machine), paid
+/// once per 2048 calls of a busy thread: with 1024 slots woken at a quarter full it was
+/// a measured 50 ns per call (docs/PERFORMANCE.md).
+pub const SLOTS: usize = 4096;
 /// Records in a ring at which its producer wakes the consumer (once per drain).
-pub const WAKE_AT: u64 = SLOTS as u64 / 4;
+pub const WAKE_AT: u64 = SLOTS as u64 / 2;
 
 struct Slot {
     state: AtomicU8,
@@ -60,7 +63,7 @@ struct Line<T>(T);
 struct Producer {
     /// Next slot the producer writes (read by the consumer).
     tail: AtomicU64,
-    /// `head` as last read: it is read again only when the ring looks a quarter full, so
+    /// `head` as last read: it is read again only when the ring looks half full, so
     /// that a push does not miss the cache on a line the consumer writes.
     head_seen: AtomicU64,
     /// The `head_seen` at which the consumer was last woken.
@@ -113,7 +116,7 @@ impl Queue {
     }
 
     /// Producer: writes `call` as made; its position and whether the consumer should
-    /// be woken (the ring is a quarter full and it was not woken since it last drained), or
+    /// be woken (the ring is half full and it was not woken since it last drained), or
     /// `None` when the ring is full.
     fn push(&self, call: &GemmCall, sampled: bool) -> Option<(u64, bool)> {
         let p = &self.producer.0;
@@ -187,7 +190,7 @@ pub struct Queues {
     all: Mutex<Vec<Arc<Queue>>>,
     /// Distinguishes this set from another (tests make several).
     id: OnceId,
-    /// The consumer's thread, woken when a ring becomes a quarter full (once per
+    /// The consumer's thread, woken when a ring becomes half full (once per
     /// drain at most; it otherwise sleeps for its tick).
     consumer: std::sync::OnceLock<std::thread::Thread>,
 }

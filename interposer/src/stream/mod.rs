@@ -217,8 +217,8 @@ impl Worker {
     /// The thread never parks on the channel: it drains it and the queues, works, then
     /// sleeps for a tick. A parked receiver would make every hook's send a futex
     /// wake-up (a system call on the application's thread); a sleeping one costs the
-    /// hooks nothing, except the one hook in 256 calls of a busy thread that finds its
-    /// queue a quarter full and wakes it early.
+    /// hooks nothing, except the one hook in 2048 calls of a busy thread that finds its
+    /// queue half full and wakes it early.
     pub fn run(mut self) {
         self.shared.queues.set_consumer();
         loop {
@@ -256,7 +256,7 @@ impl Worker {
             self.poll_pending();
             self.pump(false);
             let busy = handled > 0 || !self.pending.is_empty() || self.sink.busy();
-            // A hook whose queue is a quarter full wakes it early.
+            // A hook whose queue is half full wakes it early.
             std::thread::park_timeout(if busy { self.tick } else { self.idle_tick });
         }
     }

@@ -62,7 +62,7 @@ use crate::session::Ledger;
 
 /// Raw bytes of records framed at once (a frame is at most 16 MiB raw). Small enough
 /// that framing one batch (zstd, MAC, write: about 0.2 ms) takes less time than a
-/// thread needs to fill three quarters of its ledger queue with back-to-back calls
+/// thread needs to fill half its ledger queue with back-to-back calls
 /// (see docs/PERFORMANCE.md).
 const BATCH_BYTES: usize = 1 << 17;
 /// zstd level 1: on ledger records it compresses as well as level 3 (measured: within
