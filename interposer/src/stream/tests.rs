@@ -1262,6 +1262,20 @@ fn a_rejected_call_gets_no_sample_and_no_gap_and_its_slot_waits_for_its_event() 
     );
 }
 
+/// A file sink at `path` with a buffer of `buffer` bytes, flushed every 2 ms.
+fn file_sink(path: &std::path::Path, buffer: usize) -> Sink {
+    Sink::open(
+        &SinkSpec::File(path.to_path_buf()),
+        &key(),
+        header(),
+        buffer,
+        Duration::from_millis(2),
+        Arc::new(Ledger::default()),
+        true,
+    )
+    .unwrap()
+}
+
 /// A worker with a file sink on its own thread, for exit tests: its sender, the shared
 /// counters, the thread and the file.
 fn exit_worker(
@@ -1273,16 +1287,7 @@ fn exit_worker(
     PathBuf,
 ) {
     let path = temp(name);
-    let sink = Sink::open(
-        &SinkSpec::File(path.clone()),
-        &key(),
-        header(),
-        1 << 20,
-        Duration::from_millis(2),
-        Arc::new(Ledger::default()),
-        true,
-    )
-    .unwrap();
+    let sink = file_sink(&path, 1 << 20);
     let (tx, rx) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared::default());
     let worker = Worker::new(rx, sink, Arc::clone(&shared), Box::new(|r| panic!("{r}")));
@@ -1422,16 +1427,7 @@ fn a_call_stuck_in_the_library_bounds_what_waits_behind_it_and_loses_no_record()
     let n = MAX_WAITING as u64 + 100;
     for late in [Some(false), Some(true), None] {
         let path = temp(&format!("stuck-{late:?}.mma"));
-        let sink = Sink::open(
-            &SinkSpec::File(path.clone()),
-            &key(),
-            header(),
-            64 << 20,
-            Duration::from_millis(2),
-            Arc::new(Ledger::default()),
-            true,
-        )
-        .unwrap();
+        let sink = file_sink(&path, 64 << 20);
         let (_tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared::default());
         let mut w = Worker::new(rx, sink, Arc::clone(&shared), Box::new(|r| panic!("{r}")));
