@@ -252,17 +252,20 @@ fn prepare(
     entry: &'static str,
     describe: impl FnOnce() -> Result<Call, Box<Unmodelled>>,
 ) -> Option<Ledgered> {
-    let (mut call, exact) = match describe() {
+    // The description stays where `describe` put it (it is a few hundred bytes): the
+    // call and its gather specification are borrowed from it.
+    let mut described = describe();
+    let (call, exact) = match &mut described {
         Ok(Call {
             described: Described { call, gather },
             stream,
             ctx,
             followed,
-        }) => (call, Some((gather, stream, ctx, followed))),
+        }) => (call, Some((&*gather, *stream, *ctx, *followed))),
         Err(unmodelled) => {
-            let Unmodelled { mut call, why } = *unmodelled;
+            let Unmodelled { call, why } = &mut **unmodelled;
             call.flags |= flags::UNMODELLED;
-            match &why {
+            match why {
                 NotDescribed::Invalid(w) => log::emit(
                     Level::Debug,
                     &format!("{entry}: ledgered as not modelled (invalid arguments): {w}"),
@@ -273,7 +276,7 @@ fn prepare(
         }
     };
     // No session (NO_SESSION), or a call outside the model: never sampled.
-    let (handed, plan) = match rt.ledger(&mut call, exact.is_some()) {
+    let (handed, plan) = match rt.ledger(call, exact.is_some()) {
         Ok(h) => h,
         Err(e) => {
             state::disable(&e);
@@ -305,7 +308,7 @@ fn prepare(
     if let (true, Some(drv)) = (call.is_capture_record(), driver()) {
         // A GEMM captured into a graph, in the model or not: every replay ledgers it.
         let (gather, stream, ctx) = match &exact {
-            Some((g, s, c, _)) => (Some(g), *s, *c),
+            Some((g, s, c, _)) => (Some(*g), *s, *c),
             None => (None, call.stream as Handle, drv.current_context()),
         };
         let gpu = ctx.and_then(|c| rt.contexts.existing(c));
