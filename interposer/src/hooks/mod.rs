@@ -312,7 +312,7 @@ fn prepare(
             None => (None, call.stream as Handle, drv.current_context()),
         };
         let gpu = ctx.and_then(|c| rt.contexts.existing(c));
-        if let Some(slot) = rt.graphs.capture_before(drv, gpu, stream, &call, gather) {
+        if let Some(slot) = rt.graphs.capture_before(drv, gpu, stream, call, gather) {
             return Some(Ledgered {
                 index,
                 handed,
@@ -371,7 +371,7 @@ fn prepare(
         Ok(g) => g,
         Err(e) => return gap(GapReason::GatherFailed, e),
     };
-    let layout = match SlotLayout::new(&call, &gather, &plan) {
+    let layout = match SlotLayout::new(call, gather, &plan) {
         Ok(l) => l,
         Err(e) => return gap(GapReason::Internal, e),
     };
