@@ -10,9 +10,15 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use mmaudit_verify::{check, keyfile, plan, serve};
 
+/// The version line: the build, and the protocol versions it reads.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (reads streams of protocol versions 1 and 2, schedules v1 and v2; speaks hello version 2)"
+);
+
 /// Verifies mmaudit audit streams: were the sampled GEMMs computed as claimed?
 #[derive(Parser)]
-#[command(name = "mmaudit-verify", version, about, long_about = None)]
+#[command(name = "mmaudit-verify", version = VERSION, about, long_about = None)]
 #[command(after_help = "\
 Exit codes: 0 pass, 1 the capture fails the audit, 2 could not run.
 
@@ -57,6 +63,42 @@ Examples:
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff) on standard output.
+    #[command(after_help = "\
+Examples:
+  mmaudit-verify man | man -l -
+  mmaudit-verify man > ~/.local/share/man/man1/mmaudit-verify.1")]
+    Man,
+}
+
+/// The manual page: the command's help, each subcommand's as a section.
+fn man_page() -> anyhow::Result<String> {
+    let cmd = Cli::command();
+    let mut out = Vec::new();
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    // Each subcommand is a section; its own sections become subsections.
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = sub.get_name();
+        out.extend_from_slice(
+            format!(".SH \"MMAUDIT-VERIFY {}\"\n", name.to_uppercase()).as_bytes(),
+        );
+        let page = clap_mangen::Man::new(sub.clone().bin_name(format!("mmaudit-verify {name}")));
+        let mut part = Vec::new();
+        page.render_synopsis_section(&mut part)?;
+        page.render_description_section(&mut part)?;
+        page.render_options_section(&mut part)?;
+        page.render_extra_section(&mut part)?;
+        let part = String::from_utf8_lossy(&part).replace(".SH ", ".SS ");
+        out.extend_from_slice(part.as_bytes());
+    }
+    man.render_extra_section(&mut out)?;
+    man.render_version_section(&mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn main() -> ExitCode {
@@ -79,6 +121,10 @@ fn main() -> ExitCode {
             mmaudit_verify::out::stdout(&text);
             Ok(true)
         }
+        Command::Man => man_page().map(|page| {
+            mmaudit_verify::out::stdout(&page);
+            true
+        }),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -276,6 +276,7 @@ fn every_command_has_help_with_an_example() {
         &["plan", "--help"],
         &["serve", "--help"],
         &["completions", "--help"],
+        &["man", "--help"],
     ] {
         let o = bin().args(cmd).output().unwrap();
         assert_eq!(o.status.code(), Some(0));
@@ -392,5 +393,66 @@ fn completions_complete_the_commands_and_their_options() {
             .status
             .code(),
         Some(2)
+    );
+}
+
+#[test]
+fn the_man_page_has_a_section_per_command_and_the_version_names_the_protocols() {
+    let o = bin().arg("man").output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let page = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.starts_with(".TH"),
+        "{page:.200}"
+    );
+    assert!(page.contains(".TH mmaudit-verify 1"), "{page:.400}");
+    for cmd in ["KEYGEN", "CHECK", "PLAN", "SERVE", "COMPLETIONS", "MAN"] {
+        assert!(
+            page.contains(&format!(".SH \"MMAUDIT-VERIFY {cmd}\"")),
+            "no section for {cmd}"
+        );
+    }
+    assert!(page.contains("key\\-file"), "check's options are listed");
+    // Rendered by man(1) where the machine has it.
+    if let Ok(mut man) = Command::new("man")
+        .args(["-l", "-"])
+        .env("MANWIDTH", "100")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write;
+        man.stdin
+            .take()
+            .unwrap()
+            .write_all(page.as_bytes())
+            .unwrap();
+        let out = man.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("MMAUDIT-VERIFY CHECK"), "{text:.400}");
+    }
+    let v = bin().arg("--version").output().unwrap();
+    assert_eq!(v.status.code(), Some(0));
+    let v = String::from_utf8_lossy(&v.stdout);
+    // The text is written by hand: it must follow the protocol crate's versions.
+    assert_eq!(
+        mmaudit_protocol::stream::VERSION,
+        2,
+        "update VERSION in main.rs"
+    );
+    assert_eq!(
+        mmaudit_protocol::handshake::HELLO_VERSION,
+        2,
+        "update VERSION in main.rs"
+    );
+    assert!(
+        v.contains("protocol versions 1 and 2") && v.contains("hello version 2"),
+        "{v}"
     );
 }
