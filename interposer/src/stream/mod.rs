@@ -181,13 +181,20 @@ pub struct Worker {
     /// Calls whose ledger record was written before they were settled (see
     /// [`MAX_WAITING`]), and whether each is sampled; at most [`MAX_EARLY`].
     early: std::collections::BTreeMap<u64, bool>,
+    /// Since when the record at the front (the index) has been absent while records
+    /// were due to be written early.
+    absent_since: Option<(u64, Instant)>,
 }
+
+/// How long a record absent at the front may keep [`MAX_WAITING`] from applying.
+const MISSING_AFTER: Duration = Duration::from_secs(1);
 
 /// Ledger records that may wait behind a call still inside the library. Past it, the
 /// front record is written as made (the call went in; a rejection that comes later is
-/// a notice, and a gap when the call was sampled), or, if it never arrived, counted
-/// missing, so that a call stuck in the library (or a thread that died between taking
-/// an index and handing its record over) bounds what the thread holds. A record is
+/// a notice, and a gap when the call was sampled), or, if it has not arrived for
+/// [`MISSING_AFTER`], counted missing, so that a call stuck in the library (or a thread
+/// that died between taking an index and handing its record over) bounds what the
+/// thread holds. A record is
 /// about 240 bytes: at most about 4 MiB, plus the samples of the calls in the window.
 pub const MAX_WAITING: usize = 16_384;
 /// Calls written early whose settlement is still awaited (more are not followed).
@@ -209,6 +216,7 @@ impl Worker {
             idle_tick: Duration::from_millis(5),
             by_channel: 0,
             early: std::collections::BTreeMap::new(),
+            absent_since: None,
         }
     }
 
@@ -436,6 +444,21 @@ impl Worker {
         }
     }
 
+    /// True once the record at the front (absent) has been absent for
+    /// [`MISSING_AFTER`]; starts the clock the first time it is asked about it.
+    fn absent_too_long(&mut self) -> bool {
+        let now = Instant::now();
+        match self.absent_since {
+            Some((index, since)) if index == self.base => {
+                now.duration_since(since) >= MISSING_AFTER
+            }
+            _ => {
+                self.absent_since = Some((self.base, now));
+                false
+            }
+        }
+    }
+
     /// The settlement of a call whose ledger record was written before it (as made).
     fn settled_late(&mut self, index: u64, rejected: bool) {
         let Some(sampled) = self.early.remove(&index) else {
@@ -477,7 +500,10 @@ impl Worker {
             let forced = early && self.unsettled.len() > MAX_WAITING;
             let ready = match front {
                 Some(u) => u.settled.is_some() || all || forced,
-                None => all || forced,
+                // A record not here yet may be on its way (over the channel, or its
+                // thread was descheduled between taking the index and handing it
+                // over): it counts as missing only once absent for MISSING_AFTER.
+                None => all || (forced && self.absent_too_long()),
             };
             if !ready {
                 break;

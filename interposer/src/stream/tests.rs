@@ -1491,3 +1491,74 @@ fn a_call_stuck_in_the_library_bounds_what_waits_behind_it_and_loses_no_record()
         );
     }
 }
+
+/// Calls 1..=n settled in the queues of threads that have exited, more than
+/// MAX_WAITING of them, while call 0's record is not there yet.
+fn worker_behind_an_absent_record(
+    name: &str,
+) -> (Worker, crossbeam_channel::Sender<Msg>, PathBuf, u64) {
+    let n = MAX_WAITING as u64 + 10;
+    let path = temp(name);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let shared = Arc::new(Shared::default());
+    let w = Worker::new(
+        rx,
+        file_sink(&path, 64 << 20),
+        Arc::clone(&shared),
+        Box::new(|r| panic!("{r}")),
+    );
+    let per = (crate::handoff::SLOTS - 1) as u64;
+    let mut first = 1u64;
+    while first <= n {
+        let last = (first + per - 1).min(n);
+        let q = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            for i in first..=last {
+                let t = q.queues.push(&call(i), false).unwrap();
+                q.queues.settle(t, false);
+            }
+        })
+        .join()
+        .unwrap();
+        first = last + 1;
+    }
+    (w, tx, path, n)
+}
+
+#[test]
+fn a_record_on_its_way_is_not_counted_missing_and_one_that_never_comes_is() {
+    // On its way: call 0's record comes over the channel after the background thread
+    // took the queues (its thread's queue was full).
+    let (mut w, tx, path, n) = worker_behind_an_absent_record("absent-late.mma");
+    w.take_queued(false);
+    tx.send(Msg::Ledger {
+        call: call(0),
+        sampled: false,
+    })
+    .unwrap();
+    tx.send(Msg::Settle {
+        index: 0,
+        rejected: false,
+    })
+    .unwrap();
+    w.take_queued(false);
+    w.shutdown(Instant::now() + Duration::from_secs(2), vec![]);
+    let (_, records, end) = decode(&std::fs::read(&path).unwrap());
+    end.unwrap();
+    assert_eq!(ledger_indices(&records), (0..=n).collect::<Vec<_>>());
+    // Never: after MISSING_AFTER the records behind it are written, call 0 counted
+    // missing (the verifier sees the hole).
+    let (mut w, _tx, path, n) = worker_behind_an_absent_record("absent-never.mma");
+    w.take_queued(false);
+    assert_eq!(w.base, 0, "waits for it");
+    std::thread::sleep(MISSING_AFTER + Duration::from_millis(50));
+    w.take_queued(false);
+    assert!(w.base > 0 && w.unsettled.len() <= MAX_WAITING);
+    w.shutdown(Instant::now() + Duration::from_secs(2), vec![]);
+    let (_, records, end) = decode(&std::fs::read(&path).unwrap());
+    end.unwrap();
+    assert_eq!(ledger_indices(&records), (1..=n).collect::<Vec<_>>());
+    assert!(records.iter().any(
+        |r| matches!(r, Record::Notice(x) if x.message.contains("never arrived (calls 0..=0"))
+    ));
+}
