@@ -102,7 +102,9 @@ impl Runtime {
         sample: bool,
     ) -> Result<(Handed, Option<Plan>), String> {
         let plan = self.ledger.assign_and_decide(call, sample)?;
-        let sampled = plan.is_some();
+        // A sample or a gap is due (a call recorded during a graph capture gets neither:
+        // its replays are audited).
+        let sampled = plan.is_some() && !call.is_capture_record();
         let handed = match self.shared.queues.push(call, sampled) {
             Some(ticket) => Handed::Queue(ticket),
             None => {
