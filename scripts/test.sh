@@ -27,6 +27,9 @@ bash scripts/fuzz.sh 5000
 step "lints"
 cargo clippy --release --workspace --all-targets -- -D warnings
 
+step "Python package (wheel built, installed in a fresh venv, tested, uninstalled)"
+bash scripts/python-test.sh
+
 step "GPU check scripts (syntax, imports without PyTorch, dry run)"
 bash scripts/gpu-check-selftest.sh
 
