@@ -127,6 +127,14 @@ fn end_of(records: &[Record]) -> End {
     }
 }
 
+/// The ledger message of unsampled call `index` (over the channel).
+fn ledger(index: u64) -> Msg {
+    Msg::Ledger {
+        call: call(index),
+        sampled: false,
+    }
+}
+
 fn ledger_indices(records: &[Record]) -> Vec<u64> {
     records
         .iter()
@@ -371,11 +379,7 @@ fn worker_resolves_gathers_and_abandons_the_unfinished_at_exit() {
     );
     let thread = std::thread::spawn(move || worker.run());
     for i in 0..6 {
-        tx.send(Msg::Ledger {
-            call: call(i),
-            sampled: false,
-        })
-        .unwrap();
+        tx.send(ledger(i)).unwrap();
         tx.send(Msg::Settle {
             index: i,
             rejected: false,
@@ -1136,22 +1140,10 @@ fn ledger_records_are_written_in_index_order_as_they_settle() {
     // they must follow their own ledger records, which follow 0 and 1.
     let settle = |index, rejected| Msg::Settle { index, rejected };
     let msgs = vec![
-        Msg::Ledger {
-            call: call(0),
-            sampled: false,
-        },
-        Msg::Ledger {
-            call: call(1),
-            sampled: false,
-        },
-        Msg::Ledger {
-            call: call(2),
-            sampled: false,
-        },
-        Msg::Ledger {
-            call: call(3),
-            sampled: false,
-        },
+        ledger(0),
+        ledger(1),
+        ledger(2),
+        ledger(3),
         settle(2, false),
         Msg::Sample(Box::new(FakeGather {
             index: 2,
@@ -1213,14 +1205,8 @@ impl Pending for Discarded {
 #[test]
 fn a_rejected_call_gets_no_sample_and_no_gap_and_its_slot_waits_for_its_event() {
     let msgs = vec![
-        Msg::Ledger {
-            call: call(0),
-            sampled: false,
-        },
-        Msg::Ledger {
-            call: call(1),
-            sampled: false,
-        },
+        ledger(0),
+        ledger(1),
         Msg::Settle {
             index: 0,
             rejected: true,
@@ -1435,10 +1421,7 @@ fn a_call_stuck_in_the_library_bounds_what_waits_behind_it_and_loses_no_record()
         let one = shared.queues.push(&call(1), false).unwrap();
         shared.queues.settle(one, false);
         for i in 2..n {
-            w.handle(Msg::Ledger {
-                call: call(i),
-                sampled: false,
-            });
+            w.handle(ledger(i));
             w.handle(Msg::Settle {
                 index: i,
                 rejected: false,
@@ -1531,11 +1514,7 @@ fn a_record_on_its_way_is_not_counted_missing_and_one_that_never_comes_is() {
     // took the queues (its thread's queue was full).
     let (mut w, tx, path, n) = worker_behind_an_absent_record("absent-late.mma");
     w.take_queued(false);
-    tx.send(Msg::Ledger {
-        call: call(0),
-        sampled: false,
-    })
-    .unwrap();
+    tx.send(ledger(0)).unwrap();
     tx.send(Msg::Settle {
         index: 0,
         rejected: false,
