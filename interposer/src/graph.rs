@@ -612,6 +612,7 @@ pub(crate) fn before_launch(
         gaps: Vec::new(),
     };
     let session = session.as_ref().filter(|_| audited);
+    let mut sampled = Vec::new();
     for (call, node) in calls.iter().zip(nodes) {
         let Some(gather) = &exec.graph.calls[node].gather else {
             continue; // outside the model: ledgered, never sampled
@@ -619,11 +620,15 @@ pub(crate) fn before_launch(
         let Some(plan) = session.and_then(|s| s.decide(call)) else {
             continue;
         };
+        sampled.push(call.index);
         rt.shared.inflight.fetch_add(1, Ordering::AcqRel);
         match prepare(&exec, row, row_free, node, call, gather, &plan) {
             Ok(p) => out.prepared.push(p),
             Err((reason, detail)) => out.gaps.push((call.index, reason, detail)),
         }
+    }
+    if !sampled.is_empty() {
+        rt.send(Msg::Sampled(sampled));
     }
     // After a launch with samples on another stream (or on a per-thread default
     // stream, which is another stream on another thread), this replay, sampled or not,

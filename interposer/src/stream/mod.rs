@@ -80,6 +80,9 @@ pub enum Msg {
     },
     /// Ledger records of consecutive calls (a graph replay's), in index order.
     Ledgers(std::sync::Arc<Vec<GemmCall>>),
+    /// Calls of those records the schedule sampled (sent right after them): a sample
+    /// or a gap is due for each, so one still unsettled at exit gets a gap.
+    Sampled(Vec<u64>),
     /// The library answered calls `first .. first + count` alike.
     SettleRange {
         /// the first call index
@@ -280,6 +283,11 @@ impl Worker {
                     self.insert(call.clone(), None, false);
                 }
             }
+            Msg::Sampled(indices) => {
+                for index in indices {
+                    self.mark_sampled(index);
+                }
+            }
             Msg::Settle { index, rejected } => self.settle(index, rejected),
             Msg::SettleRange {
                 first,
@@ -425,6 +433,21 @@ impl Worker {
     fn settle(&mut self, index: u64, rejected: bool) {
         self.mark_settled(index, rejected);
         self.release(false);
+    }
+
+    /// Notes that a sample or a gap is due for call `index` (see [`Msg::Sampled`]).
+    fn mark_sampled(&mut self, index: u64) {
+        if let Some(sampled) = self.early.get_mut(&index) {
+            *sampled = true;
+        }
+        let at = index
+            .checked_sub(self.base)
+            .and_then(|at| usize::try_from(at).ok());
+        if let Some(Some(u)) = at.and_then(|at| self.unsettled.get_mut(at)) {
+            if u.call.index == index {
+                u.sampled = true;
+            }
+        }
     }
 
     fn mark_settled(&mut self, index: u64, rejected: bool) {

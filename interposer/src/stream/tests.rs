@@ -1541,3 +1541,49 @@ fn a_record_on_its_way_is_not_counted_missing_and_one_that_never_comes_is() {
         |r| matches!(r, Record::Notice(x) if x.message.contains("never arrived (calls 0..=0"))
     ));
 }
+
+#[test]
+fn a_graph_replay_still_running_at_exit_gets_gaps_for_its_sampled_calls_only() {
+    // A replay's four records; the schedule sampled calls 1 and 2; its launch never
+    // returns (no SettleRange). A second replay (4..6) returned: no gap.
+    let (tx, _shared, thread, path) = exit_worker("exit-replay.mma");
+    tx.send(Msg::Ledgers(Arc::new((0..4).map(call).collect())))
+        .unwrap();
+    tx.send(Msg::Sampled(vec![1, 2])).unwrap();
+    tx.send(Msg::Ledgers(Arc::new((4..6).map(call).collect())))
+        .unwrap();
+    tx.send(Msg::Sampled(vec![5])).unwrap();
+    tx.send(Msg::SettleRange {
+        first: 4,
+        count: 2,
+        rejected: false,
+    })
+    .unwrap();
+    tx.send(Msg::Gap {
+        index: 5,
+        reason: GapReason::RingFull,
+        detail: "its own".into(),
+    })
+    .unwrap();
+    let done = shutdown_within(&tx, 300);
+    done.recv_timeout(Duration::from_secs(5)).unwrap();
+    thread.join().unwrap();
+    let (_, records, end) = decode(&std::fs::read(&path).unwrap());
+    end.unwrap();
+    assert_eq!(ledger_indices(&records), (0..6).collect::<Vec<_>>());
+    let gaps: Vec<(u64, GapReason)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Gap(g) => Some((g.indices[0], g.reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        gaps,
+        vec![
+            (1, GapReason::GatherFailed),
+            (2, GapReason::GatherFailed),
+            (5, GapReason::RingFull)
+        ]
+    );
+}
