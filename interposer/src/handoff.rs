@@ -29,6 +29,8 @@ const EMPTY: u8 = 0;
 pub const MADE: u8 = 1;
 /// [`MADE`], and the call is sampled: a record still made at exit gets a gap.
 pub const MADE_SAMPLED: u8 = 4;
+/// [`DONE`], and the call is sampled: its sample or gap follows over the channel.
+pub const DONE_SAMPLED: u8 = 5;
 /// The library answered with success.
 pub const DONE: u8 = 2;
 /// The library answered with an error status.
@@ -147,9 +149,15 @@ impl Queue {
 
     /// Producer: the library answered the call at `pos`.
     fn settle(&self, pos: u64, rejected: bool) {
-        self.slot(pos)
-            .state
-            .store(if rejected { REJECTED } else { DONE }, Ordering::Release);
+        let state = &self.slot(pos).state;
+        // The producer's own store: it still reads MADE or MADE_SAMPLED.
+        let sampled = state.load(Ordering::Relaxed) == MADE_SAMPLED;
+        let settled = match (rejected, sampled) {
+            (true, _) => REJECTED,
+            (false, true) => DONE_SAMPLED,
+            (false, false) => DONE,
+        };
+        state.store(settled, Ordering::Release);
     }
 
     /// Consumer: hands every settled record at the front to `take` (with `true` for a
@@ -353,6 +361,7 @@ mod tests {
             drained(&q, false),
             vec![(0, DONE), (1, REJECTED), (2, DONE)]
         );
+
         // At exit, a call still in the library is handed over as made (sampled or not).
         q.push(&call(4), false).map(|t| q.settle(t, false)).unwrap();
         let sampled = q.push(&call(5), true).unwrap();
@@ -362,6 +371,20 @@ mod tests {
         );
         q.settle(sampled, true);
         q.settle(t[3], false);
+    }
+
+    #[test]
+    fn a_sampled_calls_settlement_keeps_the_mark_unless_rejected() {
+        let q = Queues::default();
+        for (sampled, rejected, state) in [
+            (true, false, DONE_SAMPLED),
+            (true, true, REJECTED),
+            (false, false, DONE),
+        ] {
+            let t = q.push(&call(9), sampled).unwrap();
+            q.settle(t, rejected);
+            assert_eq!(drained(&q, false), vec![(9, state)]);
+        }
     }
 
     #[test]

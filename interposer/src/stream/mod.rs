@@ -187,6 +187,13 @@ pub struct Worker {
     /// Since when the record at the front (the index) has been absent while records
     /// were due to be written early.
     absent_since: Option<(u64, Instant)>,
+    /// At exit: sampled calls that returned whose sample or gap had not arrived when
+    /// their records were taken.
+    owed_at_exit: Vec<u64>,
+    /// At exit: calls whose sample or gap arrived during the exit.
+    exit_answered: std::collections::HashSet<u64>,
+    /// The exit has begun.
+    exiting: bool,
 }
 
 /// How long a record absent at the front may keep [`MAX_WAITING`] from applying.
@@ -220,6 +227,9 @@ impl Worker {
             by_channel: 0,
             early: std::collections::BTreeMap::new(),
             absent_since: None,
+            owed_at_exit: Vec::new(),
+            exit_answered: std::collections::HashSet::new(),
+            exiting: false,
         }
     }
 
@@ -273,6 +283,17 @@ impl Worker {
     }
 
     fn handle(&mut self, msg: Msg) {
+        if self.exiting {
+            match &msg {
+                Msg::Sample(p) => {
+                    self.exit_answered.insert(p.index());
+                }
+                Msg::Gap { index, .. } => {
+                    self.exit_answered.insert(*index);
+                }
+                _ => {}
+            }
+        }
         match msg {
             Msg::Ledger { call, sampled } => {
                 self.by_channel += 1;
@@ -357,10 +378,14 @@ impl Worker {
         queues.queues.drain(all, |call, state| {
             taken += 1;
             let settled = match state {
-                handoff::DONE => Some(false),
+                handoff::DONE | handoff::DONE_SAMPLED => Some(false),
                 handoff::REJECTED => Some(true),
                 _ => None,
             };
+            if self.exiting && state == handoff::DONE_SAMPLED && !self.answered(call.index) {
+                // At exit: a sampled call that returned, its sample or gap not here yet.
+                self.owed_at_exit.push(call.index);
+            }
             match settled {
                 // The next record to write, settled, nothing before it waiting: written
                 // straight from the queue's slot (the common case).
@@ -433,6 +458,14 @@ impl Worker {
     fn settle(&mut self, index: u64, rejected: bool) {
         self.mark_settled(index, rejected);
         self.release(false);
+    }
+
+    /// Whether call `index`'s sample or gap is here: being gathered, held for its
+    /// ledger record, or (at exit) arrived during the exit.
+    fn answered(&self, index: u64) -> bool {
+        self.pending.iter().any(|p| p.index() == index)
+            || self.held.iter().any(|r| r.index() == index)
+            || self.exit_answered.contains(&index)
     }
 
     /// Notes that a sample or a gap is due for call `index` (see [`Msg::Sampled`]).
@@ -633,6 +666,7 @@ impl Worker {
     }
 
     fn shutdown(&mut self, deadline: Instant, notices: Vec<Notice>) {
+        self.exiting = true;
         self.take_messages_at_exit();
         self.take_queued(false);
         // Leave a quarter of the budget (at most a second) for delivery.
@@ -653,6 +687,20 @@ impl Worker {
         self.take_messages_at_exit();
         self.take_queued(true);
         self.release(true);
+        // A hook that returned just now sends its sample or gap right after its
+        // settlement: take what came meanwhile (and any record that came with it), and
+        // give the others a gap.
+        self.take_messages_at_exit();
+        self.release(true);
+        for index in std::mem::take(&mut self.owed_at_exit) {
+            if !self.answered(index) {
+                self.push(Record::Gap(Gap {
+                    indices: vec![index],
+                    reason: GapReason::GatherFailed,
+                    detail: "process exit: the call returned as the exit ended, before its sample was handed over".into(),
+                }));
+            }
+        }
         let gathering: std::collections::HashSet<u64> =
             self.pending.iter().map(|p| p.index()).collect();
         for (index, sampled) in std::mem::take(&mut self.early) {

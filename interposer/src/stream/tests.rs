@@ -1587,3 +1587,39 @@ fn a_graph_replay_still_running_at_exit_gets_gaps_for_its_sampled_calls_only() {
         ]
     );
 }
+
+#[test]
+fn a_sampled_call_that_returns_as_the_exit_ends_gets_its_sample_or_a_gap() {
+    // Call 0 (sampled) returned: its queue slot is settled, and its sample is either
+    // handed over (it must be written, with no gap) or not yet (a gap).
+    for handed_over in [true, false] {
+        let path = temp(&format!("exit-window-{handed_over}.mma"));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared::default());
+        let mut w = Worker::new(
+            rx,
+            file_sink(&path, 1 << 20),
+            Arc::clone(&shared),
+            Box::new(|r| panic!("{r}")),
+        );
+        shared.inflight.store(1, Ordering::SeqCst);
+        let t = shared.queues.push(&call(0), true).unwrap();
+        shared.queues.settle(t, false);
+        if handed_over {
+            tx.send(Msg::Sample(Box::new(FakeGather {
+                index: 0,
+                polls: Some(0),
+            })))
+            .unwrap();
+        }
+        w.shutdown(Instant::now() + Duration::from_secs(2), vec![]);
+        let (_, records, end) = decode(&std::fs::read(&path).unwrap());
+        end.unwrap();
+        assert_eq!(ledger_indices(&records), vec![0]);
+        let sample = records
+            .iter()
+            .any(|r| matches!(r, Record::Sample(s) if s.index == 0));
+        assert_eq!(sample, handed_over);
+        assert_eq!(gap_of(&records, 0).is_some(), !handed_over, "{records:?}");
+    }
+}
