@@ -488,6 +488,7 @@ impl Worker {
             self.settled_late(index, rejected);
             return;
         }
+        let owed = self.exiting && !rejected && !self.answered(index);
         let Some(Some(u)) = index
             .checked_sub(self.base)
             .and_then(|at| usize::try_from(at).ok())
@@ -497,6 +498,10 @@ impl Worker {
         };
         if u.call.index == index {
             u.settled = Some(rejected);
+            if owed && u.sampled {
+                // At exit, as for a queue slot settled DONE_SAMPLED (see drain_queues).
+                self.owed_at_exit.push(index);
+            }
         }
     }
 
@@ -687,12 +692,14 @@ impl Worker {
         self.take_messages_at_exit();
         self.take_queued(true);
         self.release(true);
-        // A hook that returned just now sends its sample or gap right after its
-        // settlement: take what came meanwhile (and any record that came with it), and
-        // give the others a gap.
-        self.take_messages_at_exit();
-        self.release(true);
-        for index in std::mem::take(&mut self.owed_at_exit) {
+        // A sampled call that returned during the exit sends its sample or gap right
+        // after its settlement; one that has not come by now gets a gap (what comes
+        // later is not read: one gap, never two).
+        let mut owed = std::mem::take(&mut self.owed_at_exit);
+        // A record taken again (behind an unsettled one in its queue) is owed once.
+        owed.sort_unstable();
+        owed.dedup();
+        for index in owed {
             if !self.answered(index) {
                 self.push(Record::Gap(Gap {
                     indices: vec![index],
@@ -701,11 +708,9 @@ impl Worker {
                 }));
             }
         }
-        let gathering: std::collections::HashSet<u64> =
-            self.pending.iter().map(|p| p.index()).collect();
         for (index, sampled) in std::mem::take(&mut self.early) {
             // Written early and never settled: still inside the library.
-            if sampled && !gathering.contains(&index) {
+            if sampled && !self.answered(index) {
                 self.push(inside_at_exit(index));
             }
         }

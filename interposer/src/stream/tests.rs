@@ -1623,3 +1623,76 @@ fn a_sampled_call_that_returns_as_the_exit_ends_gets_its_sample_or_a_gap() {
         assert_eq!(gap_of(&records, 0).is_some(), !handed_over, "{records:?}");
     }
 }
+
+#[test]
+fn a_sampled_call_settled_over_the_channel_during_the_exit_is_owed_too() {
+    // Channel path (its queue was full): record, settlement, and the sample either
+    // follows or not; a graph replay likewise (SettleRange, then its gathers).
+    for handed_over in [true, false] {
+        let (tx, shared, thread, path) = exit_worker(&format!("exit-channel-{handed_over}.mma"));
+        shared.inflight.store(4, Ordering::SeqCst);
+        tx.send(Msg::Ledger {
+            call: call(0),
+            sampled: true,
+        })
+        .unwrap();
+        tx.send(Msg::Ledgers(Arc::new((1..3).map(call).collect())))
+            .unwrap();
+        tx.send(Msg::Sampled(vec![2])).unwrap();
+        // Call 3's gather never finishes: the exit waits for it.
+        tx.send(Msg::Ledger {
+            call: call(3),
+            sampled: true,
+        })
+        .unwrap();
+        tx.send(Msg::Settle {
+            index: 3,
+            rejected: false,
+        })
+        .unwrap();
+        tx.send(Msg::Sample(Box::new(FakeGather {
+            index: 3,
+            polls: None,
+        })))
+        .unwrap();
+        let done = shutdown_within(&tx, 400);
+        std::thread::sleep(Duration::from_millis(50));
+        tx.send(Msg::Settle {
+            index: 0,
+            rejected: false,
+        })
+        .unwrap();
+        tx.send(Msg::SettleRange {
+            first: 1,
+            count: 2,
+            rejected: false,
+        })
+        .unwrap();
+        if handed_over {
+            for index in [0, 2] {
+                tx.send(Msg::Sample(Box::new(FakeGather {
+                    index,
+                    polls: Some(0),
+                })))
+                .unwrap();
+            }
+        }
+        done.recv_timeout(Duration::from_secs(5)).unwrap();
+        thread.join().unwrap();
+        let (_, records, end) = decode(&std::fs::read(&path).unwrap());
+        end.unwrap();
+        assert_eq!(ledger_indices(&records), vec![0, 1, 2, 3]);
+        for index in [0, 2] {
+            let sample = records
+                .iter()
+                .any(|r| matches!(r, Record::Sample(s) if s.index == index));
+            assert_eq!(sample, handed_over, "call {index}");
+            assert_eq!(
+                gap_of(&records, index).is_some(),
+                !handed_over,
+                "call {index}"
+            );
+        }
+        assert!(gap_of(&records, 1).is_none());
+    }
+}
