@@ -127,6 +127,24 @@ fn end_of(records: &[Record]) -> End {
     }
 }
 
+/// The ledger message of sampled call `index` (over the channel).
+fn sampled_ledger(index: u64) -> Msg {
+    Msg::Ledger {
+        call: call(index),
+        sampled: true,
+    }
+}
+
+/// The settlement message of call `index`.
+fn settled(index: u64, rejected: bool) -> Msg {
+    Msg::Settle { index, rejected }
+}
+
+/// A gather in flight for call `index`, done after `polls` polls (`None`: never).
+fn gathering(index: u64, polls: Option<u32>) -> Msg {
+    Msg::Sample(Box::new(FakeGather { index, polls }))
+}
+
 /// The ledger message of unsampled call `index` (over the channel).
 fn ledger(index: u64) -> Msg {
     Msg::Ledger {
@@ -380,23 +398,11 @@ fn worker_resolves_gathers_and_abandons_the_unfinished_at_exit() {
     let thread = std::thread::spawn(move || worker.run());
     for i in 0..6 {
         tx.send(ledger(i)).unwrap();
-        tx.send(Msg::Settle {
-            index: i,
-            rejected: false,
-        })
-        .unwrap();
+        tx.send(settled(i, false)).unwrap();
     }
     shared.inflight.fetch_add(3, Ordering::SeqCst);
-    tx.send(Msg::Sample(Box::new(FakeGather {
-        index: 1,
-        polls: Some(5),
-    })))
-    .unwrap();
-    tx.send(Msg::Sample(Box::new(FakeGather {
-        index: 3,
-        polls: None,
-    })))
-    .unwrap();
+    tx.send(gathering(1, Some(5))).unwrap();
+    tx.send(gathering(3, None)).unwrap();
     tx.send(Msg::Gap {
         index: 4,
         reason: GapReason::QueueFull,
@@ -1145,10 +1151,7 @@ fn ledger_records_are_written_in_index_order_as_they_settle() {
         ledger(2),
         ledger(3),
         settle(2, false),
-        Msg::Sample(Box::new(FakeGather {
-            index: 2,
-            polls: Some(0),
-        })),
+        gathering(2, Some(0)),
         settle(3, false),
         Msg::Gap {
             index: 3,
@@ -1207,10 +1210,7 @@ fn a_rejected_call_gets_no_sample_and_no_gap_and_its_slot_waits_for_its_event() 
     let msgs = vec![
         ledger(0),
         ledger(1),
-        Msg::Settle {
-            index: 0,
-            rejected: true,
-        },
+        settled(0, true),
         Msg::Sample(Box::new(Discarded { index: 0, polls: 3 })),
         // Still in the library at exit: recorded as made; its never-finishing
         // discarded gather is not a gap either.
@@ -1314,21 +1314,9 @@ fn what_a_hook_sends_while_the_exit_waits_is_recorded() {
     // arrives then too.
     let (tx, shared, thread, path) = exit_worker("exit-late.mma");
     shared.inflight.store(2, Ordering::SeqCst);
-    tx.send(Msg::Ledger {
-        call: call(0),
-        sampled: true,
-    })
-    .unwrap();
-    tx.send(Msg::Settle {
-        index: 0,
-        rejected: false,
-    })
-    .unwrap();
-    tx.send(Msg::Sample(Box::new(FakeGather {
-        index: 0,
-        polls: None,
-    })))
-    .unwrap();
+    tx.send(sampled_ledger(0)).unwrap();
+    tx.send(settled(0, false)).unwrap();
+    tx.send(gathering(0, None)).unwrap();
     for i in [1, 2] {
         tx.send(Msg::Ledger {
             call: call(i),
@@ -1336,18 +1324,10 @@ fn what_a_hook_sends_while_the_exit_waits_is_recorded() {
         })
         .unwrap();
     }
-    tx.send(Msg::Settle {
-        index: 2,
-        rejected: false,
-    })
-    .unwrap();
+    tx.send(settled(2, false)).unwrap();
     let done = shutdown_within(&tx, 800);
     std::thread::sleep(Duration::from_millis(100));
-    tx.send(Msg::Settle {
-        index: 1,
-        rejected: true,
-    })
-    .unwrap();
+    tx.send(settled(1, true)).unwrap();
     tx.send(Msg::Gap {
         index: 2,
         reason: GapReason::RingFull,
@@ -1422,10 +1402,7 @@ fn a_call_stuck_in_the_library_bounds_what_waits_behind_it_and_loses_no_record()
         shared.queues.settle(one, false);
         for i in 2..n {
             w.handle(ledger(i));
-            w.handle(Msg::Settle {
-                index: i,
-                rejected: false,
-            });
+            w.handle(settled(i, false));
             if i.is_multiple_of(1000) {
                 w.take_queued(false);
                 assert!(w.unsettled.len() <= MAX_WAITING + 1000, "{late:?}");
@@ -1515,11 +1492,7 @@ fn a_record_on_its_way_is_not_counted_missing_and_one_that_never_comes_is() {
     let (mut w, tx, path, n) = worker_behind_an_absent_record("absent-late.mma");
     w.take_queued(false);
     tx.send(ledger(0)).unwrap();
-    tx.send(Msg::Settle {
-        index: 0,
-        rejected: false,
-    })
-    .unwrap();
+    tx.send(settled(0, false)).unwrap();
     w.take_queued(false);
     w.shutdown(Instant::now() + Duration::from_secs(2), vec![]);
     let (_, records, end) = decode(&std::fs::read(&path).unwrap());
@@ -1606,11 +1579,7 @@ fn a_sampled_call_that_returns_as_the_exit_ends_gets_its_sample_or_a_gap() {
         let t = shared.queues.push(&call(0), true).unwrap();
         shared.queues.settle(t, false);
         if handed_over {
-            tx.send(Msg::Sample(Box::new(FakeGather {
-                index: 0,
-                polls: Some(0),
-            })))
-            .unwrap();
+            tx.send(gathering(0, Some(0))).unwrap();
         }
         w.shutdown(Instant::now() + Duration::from_secs(2), vec![]);
         let (_, records, end) = decode(&std::fs::read(&path).unwrap());
@@ -1631,37 +1600,17 @@ fn a_sampled_call_settled_over_the_channel_during_the_exit_is_owed_too() {
     for handed_over in [true, false] {
         let (tx, shared, thread, path) = exit_worker(&format!("exit-channel-{handed_over}.mma"));
         shared.inflight.store(4, Ordering::SeqCst);
-        tx.send(Msg::Ledger {
-            call: call(0),
-            sampled: true,
-        })
-        .unwrap();
+        tx.send(sampled_ledger(0)).unwrap();
         tx.send(Msg::Ledgers(Arc::new((1..3).map(call).collect())))
             .unwrap();
         tx.send(Msg::Sampled(vec![2])).unwrap();
         // Call 3's gather never finishes: the exit waits for it.
-        tx.send(Msg::Ledger {
-            call: call(3),
-            sampled: true,
-        })
-        .unwrap();
-        tx.send(Msg::Settle {
-            index: 3,
-            rejected: false,
-        })
-        .unwrap();
-        tx.send(Msg::Sample(Box::new(FakeGather {
-            index: 3,
-            polls: None,
-        })))
-        .unwrap();
+        tx.send(sampled_ledger(3)).unwrap();
+        tx.send(settled(3, false)).unwrap();
+        tx.send(gathering(3, None)).unwrap();
         let done = shutdown_within(&tx, 400);
         std::thread::sleep(Duration::from_millis(50));
-        tx.send(Msg::Settle {
-            index: 0,
-            rejected: false,
-        })
-        .unwrap();
+        tx.send(settled(0, false)).unwrap();
         tx.send(Msg::SettleRange {
             first: 1,
             count: 2,
@@ -1670,11 +1619,7 @@ fn a_sampled_call_settled_over_the_channel_during_the_exit_is_owed_too() {
         .unwrap();
         if handed_over {
             for index in [0, 2] {
-                tx.send(Msg::Sample(Box::new(FakeGather {
-                    index,
-                    polls: Some(0),
-                })))
-                .unwrap();
+                tx.send(gathering(index, Some(0))).unwrap();
             }
         }
         done.recv_timeout(Duration::from_secs(5)).unwrap();
