@@ -310,11 +310,11 @@ pub fn disable(reason: &str) {
 /// Stops auditing at the background thread's request (it already put what it could
 /// into the stream).
 fn stop(reason: String) {
-    if STATE
-        .compare_exchange(RUNNING, DISABLED, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
-    {
-        log::emit(Level::Error, &format!("auditing disabled: {reason}"));
+    match STATE.compare_exchange(RUNNING, DISABLED, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => log::emit(Level::Error, &format!("auditing disabled: {reason}")),
+        // During the exit flush: the stream could not be finished, say why.
+        Err(FINISHED) => log::emit(Level::Error, &format!("at exit: {reason}")),
+        Err(_) => {}
     }
 }
 
