@@ -530,6 +530,20 @@ def step_cupy(ctx, res, dl):
 # --- overhead ------------------------------------------------------------------------
 
 
+def background_line(log_path):
+    """(ns per ledger record, records over the channel) from the library's exit summary
+    (MMAUDIT_LOG=info) in a run's log, or None when it is not there."""
+    try:
+        with open(log_path, errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    m = re.search(r"background thread: [0-9.]+ ms CPU, ([0-9]+) ns per ledger record "
+                  r"\(([0-9]+) records, ([0-9]+) of them", text)
+    return (int(m.group(1)), int(m.group(3))) if m else None
+
+
+
 def step_overhead(ctx, res, dl):
     modes = ["off", "default", "full"]
     rounds = 3
@@ -554,7 +568,10 @@ def step_overhead(ctx, res, dl):
             run = run_child(ctx, "overhead", "%s-%d" % (mode, r), workload(ctx, "wl_llama.py", *args),
                             env=env, timeout=dl.budget(20, reserve=reserve))
             if run["rc"] == 0:
-                runs[mode].append(read_json(out))
+                result = read_json(out)
+                if isinstance(result, dict) and mode != "off":
+                    result["background"] = background_line(run["log"])
+                runs[mode].append(result)
             else:
                 res.check("overhead run %s, round %d" % (mode, r + 1), False, failure_text(run, "bench"))
     res.detail("runs", runs)
@@ -565,10 +582,17 @@ def step_overhead(ctx, res, dl):
     def cell(s, fmt):
         return "-" if not s else (fmt % s[0]) + " [" + (fmt % s[1]) + " - " + (fmt % s[2]) + "]"
 
+    for m in ("default", "full"):
+        for x in runs[m]:
+            bg = x.get("background") if isinstance(x, dict) else None
+            if bg:
+                x["background_ns_per_record"] = bg[0]
     rows = []
     for key, label, fmt, higher_better in (("prefill_tok_s", "prefill tokens/s (batch 1 x 2048)", "%.0f", True),
                                            ("decode_tok_s", "decode tokens/s (batch 16)", "%.0f", True),
-                                           ("tiny_gemm_host_us", "host us per 64x64 GEMM call", "%.2f", False)):
+                                           ("tiny_gemm_host_us", "host us per 64x64 GEMM call", "%.2f", False),
+                                           ("background_ns_per_record",
+                                            "library background thread CPU ns per ledger record", "%.0f", False)):
         base = stat("off", key)
         row = [label] + [cell(stat(m, key), fmt) for m in modes]
         for m in ("default", "full"):
