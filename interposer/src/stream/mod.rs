@@ -468,18 +468,22 @@ impl Worker {
             || self.exit_answered.contains(&index)
     }
 
+    /// The record of call `index` waiting in the reorder buffer, if it is there.
+    fn waiting_mut(&mut self, index: u64) -> Option<&mut Unsettled> {
+        let at = usize::try_from(index.checked_sub(self.base)?).ok()?;
+        self.unsettled
+            .get_mut(at)?
+            .as_mut()
+            .filter(|u| u.call.index == index)
+    }
+
     /// Notes that a sample or a gap is due for call `index` (see [`Msg::Sampled`]).
     fn mark_sampled(&mut self, index: u64) {
         if let Some(sampled) = self.early.get_mut(&index) {
             *sampled = true;
         }
-        let at = index
-            .checked_sub(self.base)
-            .and_then(|at| usize::try_from(at).ok());
-        if let Some(Some(u)) = at.and_then(|at| self.unsettled.get_mut(at)) {
-            if u.call.index == index {
-                u.sampled = true;
-            }
+        if let Some(u) = self.waiting_mut(index) {
+            u.sampled = true;
         }
     }
 
@@ -489,19 +493,13 @@ impl Worker {
             return;
         }
         let owed = self.exiting && !rejected && !self.answered(index);
-        let Some(Some(u)) = index
-            .checked_sub(self.base)
-            .and_then(|at| usize::try_from(at).ok())
-            .and_then(|at| self.unsettled.get_mut(at))
-        else {
+        let Some(u) = self.waiting_mut(index) else {
             return;
         };
-        if u.call.index == index {
-            u.settled = Some(rejected);
-            if owed && u.sampled {
-                // At exit, as for a queue slot settled DONE_SAMPLED (see drain_queues).
-                self.owed_at_exit.push(index);
-            }
+        u.settled = Some(rejected);
+        if owed && u.sampled {
+            // At exit, as for a queue slot settled DONE_SAMPLED (see drain_queues).
+            self.owed_at_exit.push(index);
         }
     }
 
@@ -536,11 +534,11 @@ impl Worker {
         )));
         if sampled {
             // A rejected call's gather is dropped: its sample will never come.
-            self.push(Record::Gap(Gap {
-                indices: vec![index],
-                reason: GapReason::Internal,
-                detail: "the call was rejected after its ledger record was written".into(),
-            }));
+            self.push(sink::gap(
+                index,
+                GapReason::Internal,
+                "the call was rejected after its ledger record was written",
+            ));
         }
     }
 
@@ -672,8 +670,6 @@ impl Worker {
 
     fn shutdown(&mut self, deadline: Instant, notices: Vec<Notice>) {
         self.exiting = true;
-        self.take_messages_at_exit();
-        self.take_queued(false);
         // Leave a quarter of the budget (at most a second) for delivery.
         let now = Instant::now();
         let budget = deadline.saturating_duration_since(now);
@@ -701,11 +697,11 @@ impl Worker {
         owed.dedup();
         for index in owed {
             if !self.answered(index) {
-                self.push(Record::Gap(Gap {
-                    indices: vec![index],
-                    reason: GapReason::GatherFailed,
-                    detail: "process exit: the call returned as the exit ended, before its sample was handed over".into(),
-                }));
+                self.push(sink::gap(
+                    index,
+                    GapReason::GatherFailed,
+                    "process exit: the call returned as the exit ended, before its sample was handed over",
+                ));
             }
         }
         for (index, sampled) in std::mem::take(&mut self.early) {
@@ -722,12 +718,11 @@ impl Worker {
             .collect();
         for index in abandoned {
             self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
-            self.push(Record::Gap(Gap {
-                indices: vec![index],
-                reason: GapReason::GatherFailed,
-                detail: "process exit: the gather had not completed within MMAUDIT_EXIT_TIMEOUT_MS"
-                    .into(),
-            }));
+            self.push(sink::gap(
+                index,
+                GapReason::GatherFailed,
+                "process exit: the gather had not completed within MMAUDIT_EXIT_TIMEOUT_MS",
+            ));
         }
         for n in notices {
             self.push(Record::Notice(n));
@@ -752,11 +747,11 @@ impl Worker {
 
 /// The gap of a sampled call that was still inside the library at exit.
 fn inside_at_exit(index: u64) -> Record {
-    Record::Gap(Gap {
-        indices: vec![index],
-        reason: GapReason::GatherFailed,
-        detail: "process exit: the call was still inside the library".into(),
-    })
+    sink::gap(
+        index,
+        GapReason::GatherFailed,
+        "process exit: the call was still inside the library",
+    )
 }
 
 /// CPU time the calling thread has used, in nanoseconds (0 if the clock cannot be read).

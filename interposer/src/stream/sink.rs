@@ -319,7 +319,14 @@ pub struct Sink {
     references: bool,
 }
 
-fn gap(index: u64, reason: GapReason, detail: &str) -> Record {
+/// A stream's writer (at the library's compression) and its header bytes.
+fn stream_writer(key: &Key, header: &StreamHeader) -> (StreamWriter, Vec<u8>) {
+    let (writer, bytes) = StreamWriter::new(key, header);
+    (writer.with_compression(COMPRESSION), bytes)
+}
+
+/// The gap record of one call.
+pub(super) fn gap(index: u64, reason: GapReason, detail: &str) -> Record {
     Record::Gap(Gap {
         indices: vec![index],
         reason,
@@ -396,8 +403,7 @@ impl Sink {
             SinkSpec::File(path) => {
                 let mut file = open_sink_file(path)
                     .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                let (writer, mut bytes) = StreamWriter::new(key, &header);
-                let writer = writer.with_compression(COMPRESSION);
+                let (writer, mut bytes) = stream_writer(key, &header);
                 // A regular file gets its header at once (a program killed before its
                 // first frame leaves a truncated stream, not an empty file); writing to
                 // one cannot raise SIGPIPE. Anything else gets it from the background
@@ -557,19 +563,16 @@ impl Sink {
         }
         self.totals.calls += 1;
         self.next_ledger = call.index + 1;
-        let run = match self.queue.back_mut() {
-            Some(Queued::Ledgers(run)) if run.bytes.buf.len() < RUN_BYTES => run,
-            _ => {
-                self.queue.push_back(Queued::Ledgers(Run {
-                    bytes: Writer::with_capacity(RUN_BYTES + LEDGER_RECORD_MAX),
-                    first: call.index,
-                    count: 0,
-                }));
-                match self.queue.back_mut() {
-                    Some(Queued::Ledgers(run)) => run,
-                    _ => return None,
-                }
-            }
+        if !matches!(self.queue.back(), Some(Queued::Ledgers(run)) if run.bytes.buf.len() < RUN_BYTES)
+        {
+            self.queue.push_back(Queued::Ledgers(Run {
+                bytes: Writer::with_capacity(RUN_BYTES + LEDGER_RECORD_MAX),
+                first: call.index,
+                count: 0,
+            }));
+        }
+        let Some(Queued::Ledgers(run)) = self.queue.back_mut() else {
+            return None;
         };
         let before = run.bytes.buf.len();
         Record::encode_ledger(call, extra, &mut run.bytes);
@@ -973,10 +976,8 @@ impl Sink {
                 run.bytes = bytes;
                 true
             }
-            Queued::Record(r)
-                if matches!(**r, Record::Sample(_) | Record::Gap(_))
-                    && record_index(r).is_some_and(|i| i < session_first) =>
-            {
+            // record_index names samples and gaps only.
+            Queued::Record(r) if record_index(r).is_some_and(|i| i < session_first) => {
                 removed_bytes += r.encoded_len();
                 false
             }
@@ -1022,8 +1023,7 @@ impl Sink {
             first_index,
             ..self.header.clone()
         };
-        let (writer, bytes) = StreamWriter::new(&self.key, &header);
-        let writer = writer.with_compression(COMPRESSION);
+        let (writer, bytes) = stream_writer(&self.key, &header);
         log::emit(
             Level::Debug,
             &format!(

@@ -135,6 +135,15 @@ fn sampled_ledger(index: u64) -> Msg {
     }
 }
 
+/// A gap message for call `index`.
+fn gap_msg(index: u64, reason: GapReason, detail: &str) -> Msg {
+    Msg::Gap {
+        index,
+        reason,
+        detail: detail.into(),
+    }
+}
+
 /// The settlement message of call `index`.
 fn settled(index: u64, rejected: bool) -> Msg {
     Msg::Settle { index, rejected }
@@ -403,12 +412,7 @@ fn worker_resolves_gathers_and_abandons_the_unfinished_at_exit() {
     shared.inflight.fetch_add(3, Ordering::SeqCst);
     tx.send(gathering(1, Some(5))).unwrap();
     tx.send(gathering(3, None)).unwrap();
-    tx.send(Msg::Gap {
-        index: 4,
-        reason: GapReason::QueueFull,
-        detail: "q".into(),
-    })
-    .unwrap();
+    tx.send(gap_msg(4, GapReason::QueueFull, "q")).unwrap();
     let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
     tx.send(Msg::Flush(ack_tx)).unwrap();
     ack_rx.recv_timeout(Duration::from_secs(5)).unwrap();
@@ -1153,11 +1157,7 @@ fn ledger_records_are_written_in_index_order_as_they_settle() {
         settle(2, false),
         gathering(2, Some(0)),
         settle(3, false),
-        Msg::Gap {
-            index: 3,
-            reason: GapReason::RingFull,
-            detail: "full".into(),
-        },
+        gap_msg(3, GapReason::RingFull, "full"),
         settle(1, true),
         settle(0, false),
     ];
@@ -1328,12 +1328,7 @@ fn what_a_hook_sends_while_the_exit_waits_is_recorded() {
     let done = shutdown_within(&tx, 800);
     std::thread::sleep(Duration::from_millis(100));
     tx.send(settled(1, true)).unwrap();
-    tx.send(Msg::Gap {
-        index: 2,
-        reason: GapReason::RingFull,
-        detail: "late".into(),
-    })
-    .unwrap();
+    tx.send(gap_msg(2, GapReason::RingFull, "late")).unwrap();
     done.recv_timeout(Duration::from_secs(5)).unwrap();
     thread.join().unwrap();
     let (_, records, end) = decode(&std::fs::read(&path).unwrap());
@@ -1532,12 +1527,7 @@ fn a_graph_replay_still_running_at_exit_gets_gaps_for_its_sampled_calls_only() {
         rejected: false,
     })
     .unwrap();
-    tx.send(Msg::Gap {
-        index: 5,
-        reason: GapReason::RingFull,
-        detail: "its own".into(),
-    })
-    .unwrap();
+    tx.send(gap_msg(5, GapReason::RingFull, "its own")).unwrap();
     let done = shutdown_within(&tx, 300);
     done.recv_timeout(Duration::from_secs(5)).unwrap();
     thread.join().unwrap();

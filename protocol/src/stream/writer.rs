@@ -53,6 +53,14 @@ pub enum Part<'a> {
     Encoded(&'a [u8]),
 }
 
+/// Where the record that starts at `at` ends, by its head (`None` when its head is cut
+/// short; the end may lie beyond `bytes`).
+fn record_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let head = bytes.get(at..at.checked_add(RECORD_HEAD_LEN)?)?;
+    let body = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    Some(at.saturating_add(RECORD_HEAD_LEN).saturating_add(body))
+}
+
 /// The length of the longest run of whole records at the front of `bytes` that is at
 /// most `limit` bytes long, read from the record heads (a head that does not fit, or
 /// says more than is there, ends the run).
@@ -61,9 +69,7 @@ fn whole_records_within(bytes: &[u8], limit: usize) -> usize {
         return bytes.len();
     }
     let mut at = 0usize;
-    while let Some(head) = bytes.get(at..at + RECORD_HEAD_LEN) {
-        let body = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let end = at.saturating_add(RECORD_HEAD_LEN).saturating_add(body);
+    while let Some(end) = record_end(bytes, at) {
         if end > limit || end > bytes.len() {
             break;
         }
@@ -75,13 +81,7 @@ fn whole_records_within(bytes: &[u8], limit: usize) -> usize {
 /// The length of the first record in `bytes` by its head (all of `bytes` when the head
 /// is cut short or claims more than is there; at least 1 byte of a non-empty run).
 fn first_record_len(bytes: &[u8]) -> usize {
-    match bytes.get(..RECORD_HEAD_LEN) {
-        Some(head) => {
-            let body = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-            RECORD_HEAD_LEN.saturating_add(body).min(bytes.len())
-        }
-        None => bytes.len(),
-    }
+    record_end(bytes, 0).map_or(bytes.len(), |end| end.min(bytes.len()))
 }
 
 /// Writes one stream: a header, then frames numbered 0, 1, 2, ..., each MAC chained to
