@@ -13,8 +13,33 @@
 # (cases 2 and 3 need the simulated GPU's fault injection and are skipped); otherwise
 # it runs on the simulated GPU (tests/simgpu). DEMO_BACKEND=simgpu forces the latter.
 #
+# With --html DIR, also draws each case's report as an HTML page, DIR/CASE.html
+# (mmaudit-verify report), from the JSON report of its check.
+#
 # Exits non-zero if a verdict is not the one expected.
 set -euo pipefail
+html_dir=
+while (($# > 0)); do
+    case $1 in
+    --html)
+        [[ $# -ge 2 ]] || { echo "demo: --html needs a directory" >&2; exit 2; }
+        html_dir=$2
+        shift 2
+        ;;
+    -h | --help)
+        sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+        exit 0
+        ;;
+    *)
+        echo "demo: unknown argument '$1' (usage: scripts/demo.sh [--html DIR])" >&2
+        exit 2
+        ;;
+    esac
+done
+if [[ -n $html_dir ]]; then
+    mkdir -p "$html_dir"
+    html_dir=$(cd "$html_dir" && pwd)
+fi
 cd "$(dirname "$0")/.."
 root=$PWD
 
@@ -105,12 +130,21 @@ run_case() {
 check_case() {
     local name=$1 expect=$2 capture=$3 rc=0
     echo "\$ mmaudit-verify check $(basename "$capture") --key-file audit.key"
-    "$bin/mmaudit-verify" check "$capture" --key-file "$work/audit.key" --max-failures 4 || rc=$?
+    "$bin/mmaudit-verify" check "$capture" --key-file "$work/audit.key" --max-failures 4 \
+        --json "$work/$name.json" || rc=$?
     local want=0
     [[ $expect == fail ]] && want=1
     if ((rc != want)); then
         echo "demo: UNEXPECTED: case '$name' should have given $(tr a-z A-Z <<<"$expect") (exit $want), the verifier exited $rc" >&2
         failures=$((failures + 1))
+    fi
+    if [[ -n $html_dir ]]; then
+        rc=0
+        "$bin/mmaudit-verify" report "$work/$name.json" --html "$html_dir/$name.html" || rc=$?
+        if ((rc != want)); then
+            echo "demo: UNEXPECTED: the HTML report of case '$name' exited $rc, not $want" >&2
+            failures=$((failures + 1))
+        fi
     fi
 }
 

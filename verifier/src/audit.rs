@@ -25,7 +25,9 @@ use mmaudit_protocol::stream::{Event, StreamError, StreamHeader};
 
 use crate::policy::{Policy, Unaudited};
 use crate::recompute::{self, Entry, Scalars};
-use crate::report::{ranges_text, Failure, FailureKind, StreamReport, WeightReport};
+use crate::report::{
+    ranges_text, ratio_bucket, ErrorHistogram, Failure, FailureKind, StreamReport, WeightReport,
+};
 use crate::weights::{Identity, Side, SideMatch, Unmatched, WeightPolicy};
 
 /// Most row, column and batch indices one sampled call's plan may hold. A plan is
@@ -254,6 +256,9 @@ impl StreamAudit {
         self.next_index = call.index.saturating_add(1);
         self.report.calls += 1;
         self.report.flops = self.report.flops.saturating_add(call.flops());
+        let bin = self.report.timeline.bin(call.index);
+        bin.calls += 1;
+        bin.flops = bin.flops.saturating_add(call.flops());
         if call.is_capture_record() {
             // Recorded while its graph was captured: it computed nothing then, and
             // its work is ledgered at every replay.
@@ -263,6 +268,9 @@ impl StreamAudit {
         let declared = call.declared_flops();
         let working = declared > 0;
         self.report.working_calls += working as u64;
+        let bin = self.report.timeline.bin(call.index);
+        bin.replayed += call.has(flags::REPLAYED) as u64;
+        bin.not_audited += call.has(flags::NOT_AUDITED) as u64;
         if call.has(flags::REPLAYED) {
             self.report.replayed += 1;
             self.report.replayed_flops = self.report.replayed_flops.saturating_add(declared);
@@ -287,6 +295,7 @@ impl StreamAudit {
             return;
         };
         self.report.sampled += 1;
+        self.report.timeline.bin(call.index).sampled += 1;
         self.report.replayed_sampled += call.has(flags::REPLAYED) as u64;
         self.report.sampled_working += working as u64;
         self.report.sampled_flops = self.report.sampled_flops.saturating_add(call.flops());
@@ -330,6 +339,7 @@ impl StreamAudit {
         for index in gap.indices {
             if let Some((call, _)) = self.take_pending(index) {
                 self.report.count_unaudited(Unaudited::Gaps, call.flops());
+                self.report.timeline.bin(index).unchecked += 1;
                 *self
                     .report
                     .gap_reasons
@@ -358,6 +368,7 @@ impl StreamAudit {
                 Ok(sides) => sides,
                 Err(message) => {
                     self.report.mismatched += 1;
+                    self.report.timeline.bin(call.index).failed += 1;
                     self.push_failure(Failure {
                         kind: FailureKind::Malformed,
                         call: Some(describe(&call)),
@@ -401,6 +412,7 @@ impl StreamAudit {
         match outcome {
             Err(message) => {
                 self.report.mismatched += 1;
+                self.report.timeline.bin(call.index).failed += 1;
                 self.push_failure(Failure {
                     kind: FailureKind::Malformed,
                     call: Some(describe(call)),
@@ -409,6 +421,19 @@ impl StreamAudit {
             }
             Ok(outcome) => {
                 self.report.entries_checked += outcome.entries;
+                self.report
+                    .errors
+                    .entry(types(call))
+                    .or_default()
+                    .add(&outcome.errors);
+                let bin = self.report.timeline.bin(call.index);
+                if !outcome.mismatches.is_empty() {
+                    bin.failed += 1;
+                } else if outcome.unverifiable {
+                    bin.unchecked += 1;
+                } else {
+                    bin.verified += 1;
+                }
                 if outcome.unverifiable {
                     self.report
                         .count_unaudited(Unaudited::Unverifiable, call.flops());
@@ -555,6 +580,7 @@ impl StreamAudit {
         let pending = std::mem::take(&mut self.pending);
         for (_, (call, _)) in pending {
             self.report.missing += 1;
+            self.report.timeline.bin(call.index).unchecked += 1;
             self.push_failure(Failure {
                 kind: FailureKind::Missing,
                 call: Some(describe(&call)),
@@ -607,6 +633,17 @@ fn parallel_map<T: Sync, R: Send>(
     })
 }
 
+/// A call's operand, result and compute types, e.g. "bf16xbf16->bf16 compute F32".
+pub fn types(call: &GemmCall) -> String {
+    format!(
+        "{}x{}->{} compute {:?}",
+        call.a.dtype.name(),
+        call.b.dtype.name(),
+        call.d.dtype.name(),
+        call.compute
+    )
+}
+
 /// One line naming a call: index, entry point, shape and types.
 pub fn describe(call: &GemmCall) -> String {
     let replay = match &call.replay {
@@ -617,17 +654,14 @@ pub fn describe(call: &GemmCall) -> String {
         None => String::new(),
     };
     format!(
-        "call {}{replay} {:?} m={} n={} k={} batch={} {}x{}->{} compute {:?}",
+        "call {}{replay} {:?} m={} n={} k={} batch={} {}",
         call.index,
         call.entry,
         call.m,
         call.n,
         call.k,
         call.batch,
-        call.a.dtype.name(),
-        call.b.dtype.name(),
-        call.d.dtype.name(),
-        call.compute
+        types(call)
     )
 }
 
@@ -693,6 +727,7 @@ struct SampleOutcome {
     worst_rel: f64,
     worst_ratio: f64,
     unverifiable: bool,
+    errors: ErrorHistogram,
 }
 
 fn decode(
@@ -781,6 +816,7 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
         worst_rel: 0.0,
         worst_ratio: 0.0,
         unverifiable: false,
+        errors: ErrorHistogram::default(),
     };
     for (bi, &batch) in plan.batches.iter().enumerate() {
         for (ri, &row) in plan.rows.iter().enumerate() {
@@ -821,6 +857,8 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
                     out.worst_ratio = r.ratio;
                 }
                 out.worst_precision = out.worst_precision.max(r.precision_ratio());
+                out.errors.entries[ratio_bucket(r.ratio, r.unverifiable())] += 1;
+                out.errors.imprecise += (r.verdict == recompute::Verdict::Imprecise) as u64;
                 match r.verdict {
                     recompute::Verdict::Fail => out.mismatches.push((
                         FailureKind::Mismatch,

@@ -85,6 +85,14 @@ pub struct CheckArgs {
     /// holds the JSON alone: the text report goes to standard error).
     #[arg(long, value_name = "OUT")]
     pub json: Option<PathBuf>,
+    /// How the captures are audited.
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+/// How captures are audited: the options `check` and `report` share.
+#[derive(Args, Debug, Clone)]
+pub struct AuditArgs {
     /// The audit policy: sampling floor and limits on what was not audited.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -236,13 +244,13 @@ fn audit_file(
     let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
     let size = meta.len();
     let show = std::io::stderr().is_terminal();
-    let policy = args.policy.policy();
-    let threads = args.threads.unwrap_or_else(default_threads);
+    let policy = args.audit.policy.policy();
+    let threads = args.audit.threads.unwrap_or_else(default_threads);
     let result = audit_reader_threads(
         &name,
         file,
         key,
-        (args.max_failures, threads),
+        (args.audit.max_failures, threads),
         &policy,
         weights,
         |done| {
@@ -266,7 +274,11 @@ fn audit_file(
 
 /// Loads `--weights` and prints what was indexed; None without `--weights`.
 fn load_weights(args: &CheckArgs) -> Result<Option<WeightPolicy>> {
-    load_weight_policy(&args.weights, args.require_weights, text_output(args))
+    load_weight_policy(
+        &args.audit.weights,
+        args.audit.require_weights,
+        text_output(args),
+    )
 }
 
 /// Loads weights files (`--weights`, shared by `check` and `serve`) and prints what was
@@ -317,7 +329,24 @@ fn text_output(args: &CheckArgs) -> out::To {
 
 /// Runs `check`; Ok(true) when every stream passes.
 pub fn run_check(args: &CheckArgs) -> Result<bool> {
-    if args.threads == Some(0) {
+    let (pass, summary) = check_files(args)?;
+    if let Some(json_path) = &args.json {
+        let text = serde_json::to_string_pretty(&summary)? + "\n";
+        if json_path.as_os_str() == "-" {
+            out::stdout(&text);
+        } else {
+            std::fs::write(json_path, text)
+                .with_context(|| format!("cannot write {}", json_path.display()))?;
+        }
+    }
+    Ok(pass)
+}
+
+/// Checks the captures of `args`, writes the text report, and returns the verdict and
+/// the JSON report. A file that could not be checked is an error, after the report of
+/// the others.
+fn check_files(args: &CheckArgs) -> Result<(bool, serde_json::Value)> {
+    if args.audit.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
     let key = read_key_file(&args.key_file)?;
@@ -356,21 +385,12 @@ pub fn run_check(args: &CheckArgs) -> Result<bool> {
             ),
         );
     }
-    if let Some(json_path) = &args.json {
-        let mut summary = summary_json(&reports);
-        // Present only when segments are missing, so that the report of a complete
-        // stream is the same as `serve` writes for it.
-        if !holes.is_empty() {
-            summary["coverage_holes"] = serde_json::json!(holes);
-            summary["verdict"] = serde_json::json!("fail");
-        }
-        let text = serde_json::to_string_pretty(&summary)? + "\n";
-        if json_path.as_os_str() == "-" {
-            out::stdout(&text);
-        } else {
-            std::fs::write(json_path, text)
-                .with_context(|| format!("cannot write {}", json_path.display()))?;
-        }
+    let mut summary = summary_json(&reports);
+    // Present only when segments are missing, so that the report of a complete
+    // stream is the same as `serve` writes for it.
+    if !holes.is_empty() {
+        summary["coverage_holes"] = serde_json::json!(holes);
+        summary["verdict"] = serde_json::json!("fail");
     }
     if !errors.is_empty() {
         for e in &errors {
@@ -381,6 +401,125 @@ pub fn run_check(args: &CheckArgs) -> Result<bool> {
             errors.len(),
             args.files.len()
         );
+    }
+    Ok((pass, summary))
+}
+
+/// Options of `mmaudit-verify report`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+INPUT is either one JSON report (written by `check --json` or `serve --json-dir`) or
+capture files, which are first checked exactly as `check` does (the same options, the
+same text report); with captures --key-file is required.
+
+The page holds, per stream: the verdict and its failures (kind, call, shape and
+entry); where every call went (verified, failed, unchecked, not audited by reason,
+graph capture records, not sampled) with the policy's limits; calls and FLOPs along
+the stream (the ledger has no clock: the axis is the call index); per combination of
+types a histogram of |claimed - recomputed| / tolerance over the checked entries; the
+weights used, with --weights. It is one file with inline CSS and SVG: no script, and
+nothing is fetched, so it can be mailed or archived. Every string that came from the
+audited program (host name, notices) is escaped.
+
+Exit codes: 0 every stream passes, 1 a stream fails (the page is written either way),
+2 could not run (unreadable input, not a report, no --key-file for a capture).
+
+Examples:
+  mmaudit-verify report run.mma --key-file audit.key --html run.html
+  mmaudit-verify check captures/*.mma --key-file audit.key --json report.json
+  mmaudit-verify report report.json --html report.html")]
+pub struct ReportArgs {
+    /// One JSON report, or capture files to check.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Write the HTML page to this file ("-" for standard output).
+    #[arg(long, value_name = "OUT.html")]
+    pub html: PathBuf,
+    /// The shared audit key (needed for captures, not for a JSON report).
+    #[arg(long, value_name = "KEY")]
+    pub key_file: Option<PathBuf>,
+    /// How captures are audited (ignored for a JSON report).
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+/// True when the file starts (after white space) with "{": a JSON report rather than
+/// a capture, whose first byte is its magic's.
+fn is_json(path: &Path) -> Result<bool> {
+    let mut head = [0u8; 64];
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let n = file
+        .read(&mut head)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(head[..n]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{'))
+}
+
+/// Runs `report`; Ok(true) when every stream passes.
+pub fn run_report(args: &ReportArgs) -> Result<bool> {
+    let mut json_inputs = Vec::new();
+    for path in &args.inputs {
+        if path.is_dir() {
+            bail!(
+                "{} is a directory, not a report or a capture",
+                path.display()
+            );
+        }
+        if is_json(path)? {
+            json_inputs.push(path);
+        }
+    }
+    let (pass, summary, source) = match json_inputs[..] {
+        [] => {
+            let Some(key_file) = &args.key_file else {
+                bail!("checking captures needs --key-file (or give a JSON report of them)");
+            };
+            let check = CheckArgs {
+                files: args.inputs.clone(),
+                key_file: key_file.clone(),
+                json: None,
+                audit: args.audit.clone(),
+            };
+            // The page is the report: the text goes to standard error when the page
+            // takes standard output.
+            let (pass, summary) = if args.html.as_os_str() == "-" {
+                check_files(&CheckArgs {
+                    json: Some("-".into()),
+                    ..check
+                })?
+            } else {
+                check_files(&check)?
+            };
+            let names: Vec<String> = args.inputs.iter().map(|p| p.display().to_string()).collect();
+            (pass, summary, names.join(", "))
+        }
+        [json] if args.inputs.len() == 1 => {
+            let text = std::fs::read_to_string(json)
+                .with_context(|| format!("cannot read {}", json.display()))?;
+            let summary: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", json.display()))?;
+            let pass = summary.get("verdict").and_then(|v| v.as_str()) == Some("pass");
+            (pass, summary, json.display().to_string())
+        }
+        _ => bail!(
+            "give one JSON report, or capture files, not both nor several reports ({} of the {} inputs are JSON)",
+            json_inputs.len(),
+            args.inputs.len()
+        ),
+    };
+    let page = crate::html::render(&summary, &source)?;
+    if args.html.as_os_str() == "-" {
+        out::stdout(&page);
+    } else {
+        std::fs::write(&args.html, page)
+            .with_context(|| format!("cannot write {}", args.html.display()))?;
+        out::stdout(&format!(
+            "{}: HTML report written to {}\n",
+            if pass { "PASS" } else { "FAIL" },
+            args.html.display()
+        ));
     }
     Ok(pass)
 }

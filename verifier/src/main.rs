@@ -48,6 +48,8 @@ Example:
     },
     /// Verify capture files: authenticate, re-derive the sampling plans, recompute.
     Check(check::CheckArgs),
+    /// Draw a report (captures, or a JSON report) as one self-contained HTML page.
+    Report(check::ReportArgs),
     /// Estimate bandwidth, verifier work and detection probability for a GEMM or a model.
     Plan(plan::PlanArgs),
     /// Verify live streams from provers over TCP; save captures and reports.
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Keygen { out } => keyfile::keygen(out.as_deref()).map(|()| true),
         Command::Check(args) => check::run_check(args),
+        Command::Report(args) => check::run_report(args),
         Command::Plan(args) => plan::run_plan(args).map(|()| true),
         Command::Serve(args) => serve::run_serve(args),
         Command::Completions { shell } => {

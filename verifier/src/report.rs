@@ -127,6 +127,161 @@ impl WeightReport {
     }
 }
 
+/// Bins of a stream's calls in the order they were made. The ledger carries no clock:
+/// the call index is the time axis. At most [`TIMELINE_BINS`] bins of `width` calls
+/// each; when the stream outgrows them, neighbouring bins merge and the width doubles,
+/// so the memory is fixed whatever the stream's length.
+#[derive(Clone, Debug, Default)]
+pub struct Timeline {
+    /// the first call binned (the segment's first ledger record)
+    pub first: Option<u64>,
+    /// calls per bin (a power of two; 0 before the first call)
+    pub width: u64,
+    /// the bins, in call order
+    pub bins: Vec<Bin>,
+}
+
+/// Most bins a [`Timeline`] keeps.
+pub const TIMELINE_BINS: usize = 64;
+
+/// What happened to the calls of one [`Timeline`] bin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bin {
+    /// calls in the ledger
+    pub calls: u64,
+    /// FLOPs they claim
+    pub flops: u128,
+    /// calls run by CUDA graph replays
+    pub replayed: u64,
+    /// calls flagged as not audited (graph replays not gathered, no session, not
+    /// modelled, rejected)
+    pub not_audited: u64,
+    /// calls the schedule selected
+    pub sampled: u64,
+    /// sampled calls whose entries all matched
+    pub verified: u64,
+    /// sampled calls with a wrong entry, an imprecise one, or a malformed sample
+    pub failed: u64,
+    /// sampled calls not judged: dropped (gaps), missing, or unverifiable
+    pub unchecked: u64,
+}
+
+impl Bin {
+    fn add(&mut self, o: &Bin) {
+        self.calls += o.calls;
+        self.flops = self.flops.saturating_add(o.flops);
+        self.replayed += o.replayed;
+        self.not_audited += o.not_audited;
+        self.sampled += o.sampled;
+        self.verified += o.verified;
+        self.failed += o.failed;
+        self.unchecked += o.unchecked;
+    }
+
+    fn to_json(self) -> Value {
+        json!({
+            "calls": self.calls,
+            "flops": self.flops as f64,
+            "replayed": self.replayed,
+            "not_audited": self.not_audited,
+            "sampled": self.sampled,
+            "verified": self.verified,
+            "failed": self.failed,
+            "unchecked": self.unchecked,
+        })
+    }
+}
+
+impl Timeline {
+    /// The bin of call `index`; the first call asked for starts the timeline.
+    pub fn bin(&mut self, index: u64) -> &mut Bin {
+        let first = *self.first.get_or_insert(index);
+        self.width = self.width.max(1);
+        let offset = index.saturating_sub(first);
+        while offset / self.width >= TIMELINE_BINS as u64 {
+            let merged = self
+                .bins
+                .chunks(2)
+                .map(|pair| {
+                    let mut b = pair[0];
+                    if let Some(o) = pair.get(1) {
+                        b.add(o);
+                    }
+                    b
+                })
+                .collect();
+            self.bins = merged;
+            self.width *= 2;
+        }
+        let at = (offset / self.width) as usize;
+        if self.bins.len() <= at {
+            self.bins.resize(at + 1, Bin::default());
+        }
+        &mut self.bins[at]
+    }
+
+    /// The timeline as JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "first_call": self.first,
+            "calls_per_bin": self.width,
+            "bins": self.bins.iter().map(|b| b.to_json()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Names of the buckets of [`ErrorHistogram`]: |claimed - reference| / tolerance,
+/// exactly 0, then by decade; from 1 on the entry is beyond its tolerance; "unbounded"
+/// counts the entries the tolerance model cannot bound (unverifiable).
+pub const RATIO_BUCKETS: [&str; 11] = [
+    "0",
+    "<1e-6",
+    "1e-6..1e-5",
+    "1e-5..1e-4",
+    "1e-4..1e-3",
+    "1e-3..0.01",
+    "0.01..0.1",
+    "0.1..1",
+    "1..10",
+    ">=10",
+    "unbounded",
+];
+
+/// The bucket of [`RATIO_BUCKETS`] an entry's error/tolerance ratio falls in.
+pub fn ratio_bucket(ratio: f64, unverifiable: bool) -> usize {
+    if unverifiable {
+        return 10;
+    }
+    if ratio == 0.0 {
+        return 0;
+    }
+    if ratio.is_nan() {
+        return 9;
+    }
+    const EDGES: [f64; 8] = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0];
+    1 + EDGES.iter().take_while(|&&e| ratio >= e).count()
+}
+
+/// The checked entries of one combination of types: how close each came to its
+/// tolerance.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErrorHistogram {
+    /// entries per bucket of [`RATIO_BUCKETS`]
+    pub entries: [u64; RATIO_BUCKETS.len()],
+    /// entries within the tolerance but beyond the declared-precision bound
+    pub imprecise: u64,
+}
+
+impl ErrorHistogram {
+    /// Adds another histogram's counts.
+    pub fn add(&mut self, o: &ErrorHistogram) {
+        for (a, b) in self.entries.iter_mut().zip(o.entries) {
+            *a += b;
+        }
+        self.imprecise += o.imprecise;
+    }
+}
+
 /// Counters and findings of one stream.
 #[derive(Clone, Debug, Default)]
 pub struct StreamReport {
@@ -226,6 +381,10 @@ pub struct StreamReport {
     pub policy_failures: u64,
     /// weight identity, when the verifier holds weights (`--weights`)
     pub weights: Option<WeightReport>,
+    /// the calls binned in the order they were made
+    pub timeline: Timeline,
+    /// checked entries by error/tolerance, per combination of types ([`crate::audit::types`])
+    pub errors: BTreeMap<String, ErrorHistogram>,
 }
 
 impl StreamReport {
@@ -455,6 +614,8 @@ impl StreamReport {
                 "message": f.message,
             })).collect::<Vec<_>>(),
             "failures_not_shown": self.failures_not_shown,
+            "timeline": self.timeline.to_json(),
+            "error_histograms": self.errors_json(),
         })
     }
 
@@ -652,6 +813,20 @@ impl StreamReport {
 }
 
 impl StreamReport {
+    /// The error/tolerance histograms: bucket names, and per combination of types the
+    /// entries in each bucket.
+    fn errors_json(&self) -> Value {
+        let by_types: serde_json::Map<_, _> = self
+            .errors
+            .iter()
+            .map(|(types, h)| {
+                let counts = json!({"entries": h.entries, "imprecise": h.imprecise});
+                (types.clone(), counts)
+            })
+            .collect();
+        json!({"buckets": RATIO_BUCKETS, "by_types": by_types})
+    }
+
     /// Each category of calls not audited: calls, FLOPs, shares and its limit.
     fn not_audited_json(&self) -> Value {
         let mut out = serde_json::Map::new();
@@ -812,6 +987,62 @@ mod tests {
         // the claim beside them.
         assert!(judged(stream(1000, 10, 100, 1000)).passed());
         assert!(judged(giant(stream(1000, 10, 100, 1000))).passed());
+    }
+
+    #[test]
+    fn the_timeline_keeps_at_most_its_bins_and_every_call() {
+        for calls in [1u64, 63, 64, 65, 1000, 4097, 100_003] {
+            let mut t = Timeline::default();
+            let first = 17;
+            for i in first..first + calls {
+                let b = t.bin(i);
+                b.calls += 1;
+                b.flops += 2;
+                b.sampled += (i % 7 == 0) as u64;
+            }
+            assert!(t.bins.len() <= TIMELINE_BINS, "{calls}: {}", t.bins.len());
+            assert!(t.width.is_power_of_two());
+            assert_eq!(t.bins.iter().map(|b| b.calls).sum::<u64>(), calls);
+            assert_eq!(
+                t.bins.iter().map(|b| b.flops).sum::<u128>(),
+                2 * calls as u128
+            );
+            let sampled = (first..first + calls).filter(|i| i % 7 == 0).count() as u64;
+            assert_eq!(t.bins.iter().map(|b| b.sampled).sum::<u64>(), sampled);
+            // Every bin but the last is full: bins cover consecutive calls.
+            for b in &t.bins[..t.bins.len() - 1] {
+                assert_eq!(b.calls, t.width, "{calls}");
+            }
+            // A later outcome lands in the bin of its own call.
+            let last = first + calls - 1;
+            t.bin(last).failed += 1;
+            assert_eq!(t.bins.last().unwrap().failed, 1);
+            let whole = (calls <= t.width) as u64;
+            assert_eq!(t.bin(first).failed, whole);
+        }
+    }
+
+    #[test]
+    fn error_ratios_fall_in_their_decade() {
+        let cases = [
+            (0.0, false, "0"),
+            (1e-9, false, "<1e-6"),
+            (1e-6, false, "1e-6..1e-5"),
+            (0.5, false, "0.1..1"),
+            (0.999_999, false, "0.1..1"),
+            (1.0, false, "1..10"),
+            (10.0, false, ">=10"),
+            (f64::INFINITY, false, ">=10"),
+            (f64::NAN, false, ">=10"),
+            (0.0, true, "unbounded"),
+        ];
+        for (ratio, unverifiable, bucket) in cases {
+            assert_eq!(
+                RATIO_BUCKETS[ratio_bucket(ratio, unverifiable)],
+                bucket,
+                "{ratio}"
+            );
+        }
     }
 
     #[test]

@@ -272,6 +272,7 @@ fn every_command_has_help_with_an_example() {
     for cmd in [
         &["--help"][..],
         &["check", "--help"],
+        &["report", "--help"],
         &["keygen", "--help"],
         &["plan", "--help"],
         &["serve", "--help"],
@@ -455,4 +456,126 @@ fn the_man_page_has_a_section_per_command_and_the_version_names_the_protocols() 
         v.contains("protocol versions 1 and 2") && v.contains("hello version 2"),
         "{v}"
     );
+}
+
+/// `report ARGS --html PAGE` and the page it wrote.
+fn report(args: &[&Path], page: &Path) -> (Output, String) {
+    let o = bin()
+        .arg("report")
+        .args(args)
+        .arg("--html")
+        .arg(page)
+        .output()
+        .unwrap();
+    let html = std::fs::read_to_string(page).unwrap_or_default();
+    let _ = std::fs::remove_file(page);
+    (o, html)
+}
+
+/// The page without its footer, which names where it was drawn from.
+fn without_footer(page: &str) -> String {
+    page.lines()
+        .filter(|l| !l.contains("id=\"footer\""))
+        .collect()
+}
+
+#[test]
+fn report_draws_the_verdict_of_a_capture_and_of_its_json_alike() {
+    let dir = scratch("report");
+    let key_file = write_key(&dir);
+    let page = dir.join("page.html");
+    let json = dir.join("r.json");
+    for (file, verdict, code) in [
+        (capture(&dir, false), "pass", 0),
+        (capture(&dir, true), "fail", 1),
+    ] {
+        let (o, from_capture) = report(&[&file, Path::new("--key-file"), &key_file], &page);
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        assert!(
+            from_capture.contains(&format!("<h1 id=\"verdict\" class=\"{verdict}\">")),
+            "{from_capture}"
+        );
+        // the text report as `check` prints it, then where the page went
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.starts_with(&verdict.to_uppercase()), "{out}");
+        assert!(out.contains("HTML report written to"), "{out}");
+
+        let o = bin()
+            .arg("check")
+            .arg(&file)
+            .arg("--key-file")
+            .arg(&key_file)
+            .arg("--json")
+            .arg(&json)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(code));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let (o, from_json) = report(&[&json], &page);
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        assert_eq!(without_footer(&from_json), without_footer(&from_capture));
+        // one row per failure of the JSON, the timeline and a histogram per types
+        let failures = v["streams"][0]["failures"].as_array().unwrap().len();
+        assert_eq!(
+            from_json.matches("<tr class=\"failure\">").count(),
+            failures
+        );
+        assert_eq!(failures > 0, verdict == "fail");
+        assert_eq!(
+            from_json.matches("<svg class=\"timeline calls\"").count(),
+            1
+        );
+        assert_eq!(from_json.matches("<svg class=\"histogram\"").count(), 1);
+        let bins = v["streams"][0]["timeline"]["bins"].as_array().unwrap();
+        assert_eq!(bins.len(), 5, "five calls, one per bin");
+        let verified: u64 = bins.iter().map(|b| b["verified"].as_u64().unwrap()).sum();
+        assert_eq!(verified, v["verified"].as_u64().unwrap());
+        let entries =
+            &v["streams"][0]["error_histograms"]["by_types"]["f16xf16->f16 compute F32"]["entries"];
+        let entries: u64 = entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .sum();
+        assert_eq!(entries, v["entries_checked"].as_u64().unwrap());
+
+        // --html -: the page alone on standard output, the text report on stderr
+        let o = bin()
+            .arg("report")
+            .arg(&json)
+            .args(["--html", "-"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(code));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), from_json);
+    }
+}
+
+#[test]
+fn report_refuses_what_it_cannot_draw() {
+    let dir = scratch("report-bad");
+    let key_file = write_key(&dir);
+    let good = capture(&dir, false);
+    let page = dir.join("page.html");
+    let (o, _) = report(&[&good], &page);
+    assert_could_not_run(&o, "needs --key-file");
+    let not_report = dir.join("x.json");
+    std::fs::write(&not_report, "{\"hello\": 1}").unwrap();
+    let (o, _) = report(&[&not_report], &page);
+    assert_could_not_run(&o, "not an mmaudit-verify JSON report");
+    let broken = dir.join("broken.json");
+    std::fs::write(&broken, "{\"verdict\": ").unwrap();
+    let (o, _) = report(&[&broken], &page);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not valid JSON"), "{}", stderr(&o));
+    let (o, _) = report(
+        &[&not_report, &good, Path::new("--key-file"), &key_file],
+        &page,
+    );
+    assert_could_not_run(&o, "not both");
+    let (o, _) = report(&[&dir], &page);
+    assert_could_not_run(&o, "is a directory");
+    let (o, _) = report(&[&dir.join("absent.json")], &page);
+    assert_could_not_run(&o, "cannot open");
 }
