@@ -33,7 +33,7 @@ bash scripts/python-test.sh
 step "GPU check scripts (syntax, imports without PyTorch, dry run)"
 bash scripts/gpu-check-selftest.sh
 
-step "demo"
-bash scripts/demo.sh
+step "demo, with each case's HTML report checked in headless Chromium"
+bash scripts/report-browser-test.sh
 
 printf '\nall tests passed\n'

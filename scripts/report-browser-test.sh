@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The HTML report as an auditor sees it: runs the demo (scripts/demo.sh) with each
+# case's report drawn by `mmaudit-verify report --html`, opens every page in headless
+# Chromium (Debian's package, installed when missing and run as root), and checks the
+# DOM Chromium parsed and the screenshot it took (scripts/check-html-report.py): the
+# banner says the expected verdict in its colour, the charts were drawn, no script. Each
+# page is also checked against the opposite verdict, which must fail.
+#
+# usage: scripts/report-browser-test.sh [--screenshots DIR]
+#   --screenshots DIR  keep the screenshots (DIR/report-CASE.png), e.g. for docs/
+set -euo pipefail
+shots=
+case ${1:-} in
+--screenshots)
+    [[ $# -eq 2 ]] || { echo "usage: $0 [--screenshots DIR]" >&2; exit 2; }
+    mkdir -p "$2"
+    shots=$(cd "$2" && pwd)
+    ;;
+"") ;;
+*)
+    echo "usage: $0 [--screenshots DIR]" >&2
+    exit 2
+    ;;
+esac
+cd "$(dirname "$0")/.."
+
+if ! command -v chromium >/dev/null 2>&1; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing Debian's chromium (headless browser for the report test)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+    else
+        echo "report test: needs chromium (Debian: apt-get install chromium)" >&2
+        exit 1
+    fi
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/mmaudit-html.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+bash scripts/demo.sh --html "$work/pages"
+
+browser() {
+    chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
+        --user-data-dir="$work/profile" "$@" 2>>"$work/chromium.log"
+}
+
+failed=0
+for page in "$work"/pages/*.html; do
+    name=$(basename "$page" .html)
+    expect=fail
+    [[ $name == honest ]] && expect=pass
+    opposite=pass
+    [[ $expect == pass ]] && opposite=fail
+    if ! browser --dump-dom "file://$page" >"$work/$name.dom" ||
+        ! browser --window-size=1200,2400 --screenshot="$work/$name.png" "file://$page" >/dev/null; then
+        echo "report test: chromium could not draw $name.html" >&2
+        tail -20 "$work/chromium.log" >&2
+        failed=$((failed + 1))
+        continue
+    fi
+    if ! python3 scripts/check-html-report.py "$work/$name.dom" "$work/$name.png" "$expect"; then
+        failed=$((failed + 1))
+    fi
+    if python3 scripts/check-html-report.py "$work/$name.dom" "$work/$name.png" "$opposite" 2>/dev/null >&2; then
+        echo "report test: $name.html also passes as $opposite: the check cannot tell" >&2
+        failed=$((failed + 1))
+    fi
+    [[ -n $shots ]] && cp "$work/$name.png" "$shots/report-$name.png"
+done
+if ((failed > 0)); then
+    echo "report test: $failed page check(s) failed" >&2
+    exit 1
+fi
+echo "report test: every page drawn by Chromium shows its verdict, charts and failures"
