@@ -24,7 +24,7 @@ use mmaudit_protocol::schedule::{Plan, Schedule};
 use mmaudit_protocol::stream::{Event, StreamError, StreamHeader};
 
 use crate::policy::{Policy, Unaudited};
-use crate::recompute::{self, Entry, Scalars};
+use crate::recompute::{self, Entry, Lanes, Scalars};
 use crate::report::{
     ranges_text, ratio_bucket, ErrorHistogram, Failure, FailureKind, StreamReport, WeightReport,
 };
@@ -818,6 +818,13 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
         unverifiable: false,
         errors: ErrorHistogram::default(),
     };
+    // Rows and columns laid out once for the lane dot product, each used by every
+    // entry it meets.
+    let lanes = (k > 0 && recompute::lane_path(call)).then(|| {
+        let rows: Vec<Lanes> = a.chunks_exact(k).map(Lanes::new).collect();
+        let cols: Vec<Lanes> = b.chunks_exact(k).map(Lanes::new).collect();
+        (rows, cols)
+    });
     for (bi, &batch) in plan.batches.iter().enumerate() {
         for (ri, &row) in plan.rows.iter().enumerate() {
             let a_row = &a[(bi * nr + ri) * k..][..k];
@@ -841,8 +848,18 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
                 if let Some(&v) = col_scales.get(ci) {
                     scalars.scale_b = v;
                 }
-                let r = recompute::check_entry(call, &scalars, &entry)
-                    .map_err(|err| format!("entry batch {batch} row {row} col {col}: {err}"))?;
+                let r = match &lanes {
+                    Some((rows, cols)) => recompute::check_entry_lanes(
+                        call,
+                        &scalars,
+                        (&rows[bi * nr + ri], &cols[bi * nc + ci]),
+                        entry.c_in,
+                        entry.bias,
+                        entry.claimed,
+                    ),
+                    None => recompute::check_entry(call, &scalars, &entry),
+                }
+                .map_err(|err| format!("entry batch {batch} row {row} col {col}: {err}"))?;
                 out.entries += 1;
                 out.unverifiable |= r.unverifiable();
                 // Relative error means something only where the reference stands out of

@@ -15,16 +15,20 @@
 //!
 //! # The reference and its own error
 //!
-//! The inputs decode exactly to f64. Each product `a_i * b_i` is split error-free with a
-//! fused multiply-add (for inputs of at most 24 significant bits the product is already
-//! exact) and the products are summed with Neumaier's compensated summation, whose error
-//! is at most `2^-53 |dot| + gamma(k, 2^-53)^2 * S` (Ogita, Rump and Oishi, "Accurate sum
-//! and dot product", 2005, for the equivalent cascaded TwoSum). The few f64 operations
-//! after it (scaling, `beta*C`, bias, the epilogue with f64 `tanh` and this module's
-//! [`erfc`], `scale_d`) add a few units of 2^-53 relative to the magnitudes involved.
-//! The tolerance carries an explicit term `E_ref` for all of it, 2^-48 relative plus the
-//! second-order summation term: for every compute type below f64 it is some 2^20 times
-//! smaller than the smallest other term.
+//! The inputs decode exactly to f64. For inputs of at most 24 significant bits (every
+//! type but f64) each product is exact in f64, and the products are summed in
+//! [`LANES`] plain f64 lanes over contiguous segments of k ([`Lanes`]): every sum
+//! computed lies on a chain of at most `k + LANES` additions, so its error is at most
+//! `dot_err = gamma(k + LANES, 2^-53) * S` (Higham, section 4.2), at least 2^25 times
+//! below f32 accumulation's `gamma(k, 2^-24) * S`. For f64 inputs each product is split
+//! error-free with a fused multiply-add and the products are summed in k order with
+//! Neumaier's compensated summation, whose error is at most `2^-53 |dot| + dot_err`,
+//! `dot_err = gamma(k, 2^-53)^2 * S` (Ogita, Rump and Oishi, "Accurate sum and dot
+//! product", 2005, for the equivalent cascaded TwoSum). The few f64 operations after it
+//! (scaling, `beta*C`, bias, the epilogue with f64 `tanh` and this module's [`erfc`],
+//! `scale_d`) add a few units of 2^-53 relative to the magnitudes involved. The
+//! tolerance carries an explicit term `E_ref` for all of it, 2^-48 relative plus
+//! `dot_err` ([`Magnitudes::dot_err`]).
 
 use mmaudit_protocol::call::{flags, ComputeType, DType, Epilogue, GemmCall, Scalar};
 use mmaudit_protocol::num::{self, exp2i, Format, Overflow};
@@ -525,6 +529,10 @@ pub struct Magnitudes {
     pub scale_d: f64,
     /// `|result| = |scale_d * post|`.
     pub result: f64,
+    /// A bound on the reference dot product's own error, `|computed - exact|`
+    /// (module documentation): `gamma(k, 2^-53)^2 S` for f64 inputs, `gamma(k + LANES,
+    /// 2^-53) S` for narrower ones.
+    pub dot_err: f64,
 }
 
 /// `gamma(n, u) = n u / (1 - n u)`, Higham's constant (caller ensures `n u < 1`).
@@ -553,7 +561,7 @@ fn gamma(n: f64, u: f64) -> f64 {
 /// 5 scale_d      E_res = sigma E_post + [sigma != 1] u_ep sigma (|post| + E_post)
 /// 6 output       E_out = u_out (|result| + E_res) + eta_out / 2
 /// 7 reference    E_ref = 2^-48 sigma (L (a' S + c' + t) + |post|)
-///                      + sigma L a' gamma(k, 2^-53)^2 S
+///                      + sigma L a' dot_err
 ///                T = E_res + E_out + E_ref
 /// ```
 ///
@@ -682,11 +690,10 @@ fn bound(model: &ErrorModel, m: &Magnitudes, how: Bound) -> Result<f64, Weakness
         Bound::ContiguousK => 0.0,
     };
     // 7. the reference's own error
-    let g53 = gamma(k, exp2i(-53));
     let e_ref = exp2i(-48)
         * m.scale_d
         * (model.lipschitz * (m.alpha_ab * m.s + m.beta_c + m.bias) + m.post)
-        + m.scale_d * model.lipschitz * m.alpha_ab * g53 * g53 * m.s;
+        + m.scale_d * model.lipschitz * m.alpha_ab * m.dot_err;
     let t = e_res + e_out + e_ref;
     // NaN here means the magnitudes were not finite; never let that pass silently.
     if t.is_nan() {
@@ -733,6 +740,232 @@ pub struct Reference {
     pub magnitudes: Magnitudes,
 }
 
+/// Lanes of the reference dot product for inputs narrower than f64: the k products
+/// are summed as `LANES` contiguous segments of k, each by its own accumulator, so that
+/// one step of the loop works on `LANES` independent sums (the processor's vector
+/// units, several additions in flight). Fixed, whatever the machine: the result does
+/// not depend on where the verifier runs.
+pub const LANES: usize = 8;
+
+/// One operand vector (a row of `op(A)` or a column of `op(B)`), laid out for the
+/// lane dot product: segment `l` of the k order (elements `l*seg .. (l+1)*seg`, `seg =
+/// k / LANES`) is lane `l`, and the `j`-th element of every segment sits together, so
+/// that one step reads `LANES` neighbouring values. The last `k mod LANES` elements
+/// follow the segments, in order. Built once per row or column of a sample and used
+/// for every entry it meets.
+#[derive(Clone, Debug, Default)]
+pub struct Lanes {
+    main: Vec<f64>,
+    tail: Vec<f64>,
+    /// `sum |x_i|`
+    l1: f64,
+    /// `max |x_i|`
+    max_abs: f64,
+}
+
+impl Lanes {
+    /// Lays out `v` (in k order).
+    pub fn new(v: &[f64]) -> Lanes {
+        let mut lanes = Lanes::default();
+        lanes.fill(v);
+        lanes
+    }
+
+    /// Lays out `v` in place of what this held, reusing its memory.
+    pub fn fill(&mut self, v: &[f64]) {
+        let seg = v.len() / LANES;
+        let (segments, tail) = v.split_at(seg * LANES);
+        self.main.clear();
+        self.main.resize(seg * LANES, 0.0);
+        // sum |x| and max |x| per lane too: they bound the tolerance's input terms, and
+        // a lane sum is as accurate as a sequential one (gamma(k, 2^-53) relative)
+        let mut l1 = [0.0f64; LANES];
+        let mut max = [0.0f64; LANES];
+        if seg > 0 {
+            let lanes: [&[f64]; LANES] = std::array::from_fn(|l| &segments[l * seg..][..seg]);
+            for (j, out) in self.main.chunks_exact_mut(LANES).enumerate() {
+                for l in 0..LANES {
+                    let x = lanes[l][j];
+                    out[l] = x;
+                    l1[l] += x.abs();
+                    // a NaN element makes every product with it NaN: judged as such
+                    max[l] = if x.abs() > max[l] { x.abs() } else { max[l] };
+                }
+            }
+        }
+        self.tail.clear();
+        self.tail.extend_from_slice(tail);
+        self.l1 = l1.iter().sum::<f64>() + tail.iter().map(|x| x.abs()).sum::<f64>();
+        self.max_abs = max.iter().chain(tail).fold(0.0, |m: f64, x| m.max(x.abs()));
+    }
+
+    /// k, the number of elements.
+    pub fn len(&self) -> usize {
+        self.main.len() + self.tail.len()
+    }
+
+    /// True for k = 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What the reference's loop over k yields.
+struct DotStats {
+    k: u64,
+    /// the dot product, as computed
+    dot: f64,
+    /// `sum |a_i b_i|`, plain f64
+    s: f64,
+    /// the smallest and largest prefix sum, as computed (both 0 for the empty prefix)
+    lo: f64,
+    hi: f64,
+    a1: f64,
+    b1: f64,
+    a_max: f64,
+    b_max: f64,
+    /// relative to S: a bound on each computed prefix sum's error
+    prefix_err: f64,
+    /// relative to S: a bound on the computed dot product's error
+    dot_err: f64,
+}
+
+impl DotStats {
+    /// Inputs of at most 24 significant bits (every type but f64): each product is exact
+    /// in f64, and the products are summed in [`LANES`] plain f64 lanes. Every sum
+    /// computed (a lane's running sum, a segment's offset plus it, the total) adds its
+    /// terms along a chain of at most `k + LANES` additions, so its error is at most
+    /// `gamma(k + LANES, 2^-53) S` (Higham, Accuracy and Stability of Numerical
+    /// Algorithms, 2nd ed., section 4.2, for any summation order).
+    fn lanes(a: &Lanes, b: &Lanes) -> DotStats {
+        let (dot, s, lo, hi) = lane_dot(a, b);
+        let k = a.len() as u64;
+        let g = gamma((k + LANES as u64) as f64, exp2i(-53));
+        DotStats {
+            k,
+            dot,
+            s,
+            lo,
+            hi,
+            a1: a.l1,
+            b1: b.l1,
+            a_max: a.max_abs,
+            b_max: b.max_abs,
+            prefix_err: g,
+            dot_err: g,
+        }
+    }
+
+    /// f64 inputs: each product split error-free with a fused multiply-add and summed
+    /// by Neumaier's compensated summation (module documentation).
+    fn compensated(a: &[f64], b: &[f64]) -> DotStats {
+        let mut dot = CompensatedSum::default();
+        let mut st = DotStats {
+            k: a.len() as u64,
+            dot: 0.0,
+            s: 0.0,
+            lo: 0.0,
+            hi: 0.0,
+            a1: 0.0,
+            b1: 0.0,
+            a_max: 0.0,
+            b_max: 0.0,
+            prefix_err: 0.0,
+            dot_err: 0.0,
+        };
+        for (&x, &y) in a.iter().zip(b) {
+            let p = x * y;
+            dot.add(p);
+            // plain comparisons (one minsd/maxsd each); a NaN sum makes the entry
+            // non-finite and unjudged by this bound anyway
+            st.lo = if dot.sum < st.lo { dot.sum } else { st.lo };
+            st.hi = if dot.sum > st.hi { dot.sum } else { st.hi };
+            // Error-free product: x*y = p + e exactly.
+            dot.add(x.mul_add(y, -p));
+            st.s += p.abs();
+            st.a1 += x.abs();
+            st.b1 += y.abs();
+            st.a_max = st.a_max.max(x.abs());
+            st.b_max = st.b_max.max(y.abs());
+        }
+        st.dot = dot.value();
+        let g = gamma(st.k as f64, exp2i(-53));
+        // The plain f64 running sums are each within gamma(k, 2^-53) S of the exact
+        // prefix sums (each product's error term joins the next step's: that only widens
+        // the range by at most an ulp of a product).
+        st.prefix_err = g;
+        st.dot_err = g * g;
+        st
+    }
+}
+
+/// The lane dot product of [`DotStats::lanes`]: (dot, sum |a_i b_i|, smallest prefix
+/// sum, largest prefix sum). The same operations in the same order on every machine;
+/// where the processor has AVX2 the compiler may use its wider registers for them.
+fn lane_dot(a: &Lanes, b: &Lanes) -> (f64, f64, f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor has AVX2, checked just above.
+            return unsafe { lane_dot_avx2(a, b) };
+        }
+    }
+    lane_dot_body(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn lane_dot_avx2(a: &Lanes, b: &Lanes) -> (f64, f64, f64, f64) {
+    lane_dot_body(a, b)
+}
+
+#[inline(always)]
+fn lane_dot_body(a: &Lanes, b: &Lanes) -> (f64, f64, f64, f64) {
+    let mut acc = [0.0f64; LANES];
+    let mut lo = [0.0f64; LANES];
+    let mut hi = [0.0f64; LANES];
+    let mut s = [0.0f64; LANES];
+    for (x, y) in a.main.chunks_exact(LANES).zip(b.main.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            let p = x[l] * y[l];
+            acc[l] += p;
+            // a NaN sum makes the entry non-finite and unjudged by the range anyway
+            lo[l] = if acc[l] < lo[l] { acc[l] } else { lo[l] };
+            hi[l] = if acc[l] > hi[l] { acc[l] } else { hi[l] };
+            s[l] += p.abs();
+        }
+    }
+    // Segment l's prefix sums are its offset (the sum of the segments before it) plus
+    // its own running sums.
+    let (mut sum, mut min, mut max, mut abs) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for l in 0..LANES {
+        min = min.min(sum + lo[l]);
+        max = max.max(sum + hi[l]);
+        sum += acc[l];
+        abs += s[l];
+    }
+    for (&x, &y) in a.tail.iter().zip(&b.tail) {
+        let p = x * y;
+        sum += p;
+        min = min.min(sum);
+        max = max.max(sum);
+        abs += p.abs();
+    }
+    (sum, abs, min, max)
+}
+
+/// True when the call's inputs are narrower than f64: [`reference`] then sums in lanes
+/// ([`reference_lanes`] takes the operands laid out once).
+pub fn uses_lanes(call: &GemmCall) -> bool {
+    call.a.dtype != DType::F64 && call.b.dtype != DType::F64
+}
+
+/// True when [`check_entry_lanes`] judges the call's entries: inputs narrower than
+/// f64, arithmetic that is not exact integer arithmetic, a model for the call.
+pub fn lane_path(call: &GemmCall) -> bool {
+    uses_lanes(call) && ErrorModel::for_call(call).is_ok_and(|m| !m.exact)
+}
+
 /// Computes the reference for one entry (inputs already checked against the call).
 pub fn reference(
     call: &GemmCall,
@@ -742,40 +975,48 @@ pub fn reference(
     c_in: f64,
     bias: Option<f64>,
 ) -> Reference {
-    let narrow = call.a.dtype != DType::F64 && call.b.dtype != DType::F64;
-    let mut dot = CompensatedSum::default();
+    let stats = if uses_lanes(call) {
+        DotStats::lanes(&Lanes::new(a), &Lanes::new(b))
+    } else {
+        DotStats::compensated(a, b)
+    };
+    reference_of(call, s, stats, c_in, bias)
+}
+
+/// [`reference`] from operands laid out for the lane dot product (for calls that
+/// [`uses_lanes`]).
+pub fn reference_lanes(
+    call: &GemmCall,
+    s: &Scalars,
+    a: &Lanes,
+    b: &Lanes,
+    c_in: f64,
+    bias: Option<f64>,
+) -> Reference {
+    reference_of(call, s, DotStats::lanes(a, b), c_in, bias)
+}
+
+fn reference_of(
+    call: &GemmCall,
+    s: &Scalars,
+    st: DotStats,
+    c_in: f64,
+    bias: Option<f64>,
+) -> Reference {
     let mut m = Magnitudes {
-        k: a.len() as u64,
+        k: st.k,
+        a1: st.a1,
+        b1: st.b1,
+        a_max: st.a_max,
+        b_max: st.b_max,
         ..Magnitudes::default()
     };
-    let mut s_sum = 0.0f64;
-    // The range of the prefix sums, from the compensated sum's running plain sum.
-    let (mut lo, mut hi) = (0.0f64, 0.0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let p = x * y;
-        dot.add(p);
-        // plain comparisons (one minsd/maxsd each); a NaN sum makes the entry
-        // non-finite and unjudged by this bound anyway
-        lo = if dot.sum < lo { dot.sum } else { lo };
-        hi = if dot.sum > hi { dot.sum } else { hi };
-        if !narrow {
-            // Error-free product: x*y = p + e exactly.
-            dot.add(x.mul_add(y, -p));
-        }
-        s_sum += p.abs();
-        m.a1 += x.abs();
-        m.b1 += y.abs();
-        m.a_max = m.a_max.max(x.abs());
-        m.b_max = m.b_max.max(y.abs());
-    }
     // S is only a bound's input: summing it in plain f64 loses at most gamma(k, 2^-53)
     // relative, which the 2^-48 reference term absorbs; round it up a little anyway.
-    m.s = s_sum * (1.0 + gamma(m.k as f64, exp2i(-53)));
-    // The plain f64 running sums are each within gamma(k, 2^-53) S of the exact prefix
-    // sums (for f64 inputs each product's error term joins the next step's: that only
-    // widens the range by at most an ulp of a product).
-    m.w = (hi - lo) + 2.0 * gamma(m.k as f64, exp2i(-53)) * m.s;
-    let mut d = dot.value();
+    m.s = st.s * (1.0 + gamma(m.k as f64, exp2i(-53)));
+    m.w = (st.hi - st.lo) + 2.0 * st.prefix_err * m.s;
+    m.dot_err = st.dot_err * m.s;
+    let mut d = st.dot;
     if call.compute == ComputeType::I32 {
         // The GPU's i32 accumulator wraps; integer sums are exact in f64 below 2^53 and
         // the wrap is exact (fmod).
@@ -983,24 +1224,65 @@ pub fn check_entry(
         }
     }
     let model = ErrorModel::for_call(call)?;
-    let out = model.output;
     if model.exact {
-        let expected = exact_integer(call, s, e, out)?;
+        let expected = exact_integer(call, s, e, model.output)?;
         let err = (e.claimed - expected).abs();
         return Ok(finish(expected, 0.0, e.claimed, err, err == 0.0));
     }
+    check_scales(call, s)?;
+    let r = reference(call, s, e.a_row, e.b_col, e.c_in, e.bias);
+    Ok(judge(call, &model, &r, e.claimed))
+}
+
+/// [`check_entry`] for operands laid out once per row and column ([`Lanes`]), for
+/// calls that [`uses_lanes`]; calls whose model is exact integer arithmetic are
+/// refused (check them with [`check_entry`]).
+pub fn check_entry_lanes(
+    call: &GemmCall,
+    s: &Scalars,
+    (a, b): (&Lanes, &Lanes),
+    c_in: f64,
+    bias: Option<f64>,
+    claimed: f64,
+) -> Result<EntryCheck, RecomputeError> {
+    for (what, len) in [("op(A) row", a.len()), ("op(B) column", b.len())] {
+        if len as u64 != call.k {
+            return Err(RecomputeError::Length {
+                what,
+                expected: call.k,
+                got: len,
+            });
+        }
+    }
+    let model = ErrorModel::for_call(call)?;
+    if model.exact || !uses_lanes(call) {
+        return Err(RecomputeError::Unsupported(
+            "exact or f64 arithmetic is checked without lanes".into(),
+        ));
+    }
+    check_scales(call, s)?;
+    let r = reference_lanes(call, s, a, b, c_in, bias);
+    Ok(judge(call, &model, &r, claimed))
+}
+
+fn check_scales(call: &GemmCall, s: &Scalars) -> Result<(), RecomputeError> {
     if call.compute == ComputeType::I32 && (s.scale_a != 1.0 || s.scale_b != 1.0) {
         return Err(RecomputeError::Unsupported(
             "A/B scale factors with 32I compute".into(),
         ));
     }
-    let r = reference(call, s, e.a_row, e.b_col, e.c_in, e.bias);
-    let claimed = e.claimed;
+    Ok(())
+}
+
+/// Judges a claim against its reference: tolerance, non-finite values, the
+/// declared-precision bound.
+fn judge(call: &GemmCall, model: &ErrorModel, r: &Reference, claimed: f64) -> EntryCheck {
+    let out = model.output;
     if !r.value.is_finite() {
         let expected = out.round(r.value);
         let same = (expected.is_nan() && claimed.is_nan()) || expected == claimed;
         let err = if same { 0.0 } else { f64::INFINITY };
-        return Ok(finish(expected, 0.0, claimed, err, same));
+        return finish(expected, 0.0, claimed, err, same);
     }
     let target = if out.overflow == Overflow::Saturate {
         // two's complement integers reach one further below zero (i8: -128)
@@ -1013,13 +1295,13 @@ pub fn check_entry(
     } else {
         r.value
     };
-    let t = match tolerance(&model, &r.magnitudes) {
+    let t = match tolerance(model, &r.magnitudes) {
         Ok(t) => t,
         Err(w) => {
             let err = (claimed - target).abs();
             let mut c = finish(target, f64::INFINITY, claimed, err, false);
             c.verdict = Verdict::Unverifiable(w);
-            return Ok(c);
+            return c;
         }
     };
     let err = (claimed - target).abs();
@@ -1038,7 +1320,7 @@ pub fn check_entry(
     };
     let mut c = finish(target, t, claimed, err, pass);
     if pass && claimed.is_finite() {
-        if let Ok(p) = precision_bound(&model, &r.magnitudes) {
+        if let Ok(p) = precision_bound(model, &r.magnitudes) {
             c.precision_bound = p;
             c.precision_gap = rounding_gap(out, claimed, target);
             if c.precision_gap > p {
@@ -1049,7 +1331,7 @@ pub fn check_entry(
     if call.has(flags::FAST_ACCUM) && c.verdict != Verdict::Pass {
         c.verdict = Verdict::Unverifiable(Weakness::FastAccumulation);
     }
-    Ok(c)
+    c
 }
 
 fn finish(reference: f64, tolerance: f64, claimed: f64, abs_error: f64, pass: bool) -> EntryCheck {
