@@ -6,6 +6,7 @@
 //! (`check`'s default), side by side.
 //!
 //! Run: cargo bench -p mmaudit-verify --bench check_throughput
+//! (CHECK_THROUGHPUT_SAVE=DIR also writes each case's capture there, key 01 x 32.)
 
 use std::time::Instant;
 
@@ -23,6 +24,8 @@ struct Case {
 }
 
 fn main() {
+    // as `mmaudit-verify` does
+    mmaudit_verify::tune_allocator();
     let key = Key::from_bytes([1; 32]);
     let config = SamplingConfig {
         call_ppm: 1_000_000,
@@ -78,6 +81,11 @@ fn main() {
             p.gemm(&case.spec);
         }
         let bytes = p.finish(16).bytes();
+        if let Some(dir) = std::env::var_os("CHECK_THROUGHPUT_SAVE") {
+            // the captures, for profiling `mmaudit-verify check` on them
+            let path = std::path::Path::new(&dir).join(case.name.replace(' ', "_") + ".mma");
+            std::fs::write(&path, &bytes).expect("the capture written");
+        }
         let mut entries = 0;
         let mut time = |threads: usize| {
             let mut best = f64::INFINITY;

@@ -104,6 +104,7 @@ fn man_page() -> anyhow::Result<String> {
 }
 
 fn main() -> ExitCode {
+    mmaudit_verify::tune_allocator();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Keygen { out } => keyfile::keygen(out.as_deref()).map(|()| true),
