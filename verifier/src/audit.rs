@@ -24,6 +24,7 @@ use mmaudit_protocol::schedule::{Plan, Schedule};
 use mmaudit_protocol::stream::{Event, StreamError, StreamHeader};
 
 use crate::policy::{Policy, Unaudited};
+use crate::pool::Pool;
 use crate::recompute::{self, Entry, Lanes, Scalars};
 use crate::report::{
     ranges_text, ratio_bucket, ErrorHistogram, Failure, FailureKind, StreamReport, WeightReport,
@@ -58,21 +59,30 @@ pub struct StreamAudit {
     max_failures: usize,
     weights: Option<WeightPolicy>,
     policy: Policy,
-    /// Threads for the arithmetic check of samples; above 1, samples wait in
-    /// `deferred` and are checked a batch at a time on that many threads.
+    /// Threads for the arithmetic check of samples; above 1, samples are gathered in
+    /// `deferred` and checked a batch at a time by `pool` while the stream is read on.
     threads: usize,
     /// Samples whose arithmetic check is deferred to the next batch, in stream order,
     /// and their encoded size.
     deferred: Vec<(GemmCall, Plan, Sample)>,
     deferred_bytes: usize,
+    /// The threads checking batches (started at the first batch).
+    pool: Option<Pool<Batch, Vec<(GemmCall, Result<SampleOutcome, String>)>>>,
+    /// Set while outcomes are applied: a failure found then is in stream order already.
+    applying: bool,
     /// The report being built.
     pub report: StreamReport,
 }
 
-/// Most samples checked in one parallel batch.
-const BATCH_SAMPLES: usize = 512;
-/// Most sample bytes held for one parallel batch.
-const BATCH_BYTES: usize = 64 << 20;
+/// Samples checked by one thread as one job.
+type Batch = Vec<(GemmCall, Plan, Sample)>;
+/// Most samples in one batch.
+const BATCH_SAMPLES: usize = 64;
+/// Most sample bytes in one batch.
+const BATCH_BYTES: usize = 8 << 20;
+/// Most batches being checked while the stream is read on: the samples held are at
+/// most this many batches (128 MiB) plus the one being gathered.
+const MAX_BATCHES: usize = 16;
 
 impl StreamAudit {
     /// A new audit of a stream named `name` (a file path or peer address), keeping at most
@@ -93,13 +103,17 @@ impl StreamAudit {
             threads: 1,
             deferred: Vec::new(),
             deferred_bytes: 0,
+            pool: None,
+            applying: false,
             report: StreamReport::new(name),
         }
     }
 
-    /// Checks the arithmetic of samples on `threads` threads, a batch of samples at a
-    /// time (`check`); the report is the same as with one thread (outcomes are applied
-    /// in stream order, and every other failure first applies the outcomes before it).
+    /// Checks the arithmetic of samples on `threads` threads while the stream is read
+    /// on (`check`): samples go to the threads in batches, at most [`MAX_BATCHES`]
+    /// batches out at once. The report is the same as with one thread (outcomes are
+    /// applied in stream order, and every other failure first applies the outcomes
+    /// before it).
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
         self
@@ -194,8 +208,11 @@ impl StreamAudit {
     }
 
     fn push_failure(&mut self, f: Failure) {
-        // Failures are kept in stream order: the deferred samples come first.
-        self.check_deferred();
+        // Failures are kept in stream order: the deferred samples come first (unless
+        // this failure is one of theirs, found while they are applied in order).
+        if !self.applying {
+            self.check_deferred();
+        }
         if self.report.failures.len() < self.max_failures {
             self.report.failures.push(f);
         } else {
@@ -383,7 +400,11 @@ impl StreamAudit {
             self.deferred_bytes += sample_bytes(&sample);
             self.deferred.push((call, plan, sample));
             if self.deferred.len() >= BATCH_SAMPLES || self.deferred_bytes >= BATCH_BYTES {
-                self.check_deferred();
+                self.submit_batch();
+                // Apply what is done; wait only when too many batches are out.
+                let limit = MAX_BATCHES.min(2 * self.threads);
+                while self.apply_batch(self.pool.as_ref().is_some_and(|p| p.in_flight() >= limit)) {
+                }
             }
             return;
         }
@@ -391,20 +412,47 @@ impl StreamAudit {
         self.apply_outcome(&call, outcome);
     }
 
-    /// Checks the deferred samples on the audit's threads and applies their outcomes in
-    /// stream order.
-    fn check_deferred(&mut self) {
+    /// Hands the gathered samples to the audit's threads as one batch.
+    fn submit_batch(&mut self) {
         if self.deferred.is_empty() {
             return;
         }
         let batch = std::mem::take(&mut self.deferred);
         self.deferred_bytes = 0;
-        let outcomes = parallel_map(&batch, self.threads, |(call, plan, sample)| {
-            verify_sample(call, plan, sample)
-        });
-        for ((call, _, _), outcome) in batch.iter().zip(outcomes) {
-            self.apply_outcome(call, outcome);
+        let threads = self.threads;
+        self.pool
+            .get_or_insert_with(|| {
+                Pool::new(threads, |batch: Batch| {
+                    batch
+                        .into_iter()
+                        .map(|(call, plan, sample)| {
+                            let outcome = verify_sample(&call, &plan, &sample);
+                            (call, outcome)
+                        })
+                        .collect()
+                })
+            })
+            .submit(batch);
+    }
+
+    /// Applies the outcomes of the oldest batch out, waiting for them if `wait`; false
+    /// when there was none (or, without waiting, none ready).
+    fn apply_batch(&mut self, wait: bool) -> bool {
+        let Some(outcomes) = self.pool.as_mut().and_then(|p| p.next(wait)) else {
+            return false;
+        };
+        self.applying = true;
+        for (call, outcome) in outcomes {
+            self.apply_outcome(&call, outcome);
         }
+        self.applying = false;
+        true
+    }
+
+    /// Checks every deferred sample and applies the outcomes in stream order.
+    fn check_deferred(&mut self) {
+        self.submit_batch();
+        while self.apply_batch(true) {}
     }
 
     /// Counts one sample's arithmetic outcome into the report.
@@ -606,31 +654,6 @@ fn sample_bytes(s: &Sample) -> usize {
         + s.bias.len()
         + s.scale_rows.len()
         + s.scale_cols.len()
-}
-
-/// `f` over `items` on up to `threads` scoped threads, each a contiguous share; the
-/// results in the order of `items`.
-fn parallel_map<T: Sync, R: Send>(
-    items: &[T],
-    threads: usize,
-    f: impl Fn(&T) -> R + Sync,
-) -> Vec<R> {
-    let threads = threads.min(items.len()).max(1);
-    if threads == 1 {
-        return items.iter().map(&f).collect();
-    }
-    let share = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let f = &f;
-        let handles: Vec<_> = items
-            .chunks(share)
-            .map(|chunk| scope.spawn(move || chunk.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
 }
 
 /// A call's operand, result and compute types, e.g. "bf16xbf16->bf16 compute F32".

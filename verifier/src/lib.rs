@@ -13,6 +13,7 @@ pub mod keyfile;
 pub mod out;
 pub mod plan;
 pub mod policy;
+pub mod pool;
 pub mod recompute;
 pub mod report;
 pub mod serve;
