@@ -67,7 +67,7 @@ pub struct StreamAudit {
     deferred: Vec<(GemmCall, Plan, Sample)>,
     deferred_bytes: usize,
     /// The threads checking batches (started at the first batch).
-    pool: Option<Pool<Batch, Vec<(GemmCall, Result<SampleOutcome, String>)>>>,
+    pool: Option<Pool<Batch, Outcomes>>,
     /// Set while outcomes are applied: a failure found then is in stream order already.
     applying: bool,
     /// The report being built.
@@ -76,6 +76,8 @@ pub struct StreamAudit {
 
 /// Samples checked by one thread as one job.
 type Batch = Vec<(GemmCall, Plan, Sample)>;
+/// What the check of a batch found, sample by sample.
+type Outcomes = Vec<(GemmCall, Result<SampleOutcome, String>)>;
 /// Most samples in one batch.
 const BATCH_SAMPLES: usize = 64;
 /// Most sample bytes in one batch.
