@@ -412,12 +412,11 @@ pub fn decode_into(dtype: DType, bytes: &[u8], out: &mut Vec<f64>) -> Result<(),
     // One loop per type, so that the type is not dispatched per element (the loops
     // vectorise); the others fall back to the element decoder.
     match dtype {
-        DType::BF16 => out.extend(bytes.chunks_exact(2).map(|c| {
-            // bf16 is the upper half of an f32: exact, NaN stays NaN.
-            f64::from(f32::from_bits(
-                u32::from(u16::from_le_bytes([c[0], c[1]])) << 16,
-            ))
-        })),
+        DType::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| bf16_value(u16::from_le_bytes([c[0], c[1]]))),
+        ),
         DType::F32 => out.extend(
             bytes
                 .chunks_exact(4)
@@ -432,8 +431,15 @@ pub fn decode_into(dtype: DType, bytes: &[u8], out: &mut Vec<f64>) -> Result<(),
     Ok(())
 }
 
-/// The value of every byte of an fp8 type (e4m3 or e5m2), built once.
-fn fp8_table(dtype: DType) -> &'static [f64; 256] {
+/// The value of a bf16 element: the upper half of an f32, so exact; NaN stays NaN.
+#[inline]
+pub fn bf16_value(bits: u16) -> f64 {
+    f64::from(f32::from_bits(u32::from(bits) << 16))
+}
+
+/// The value of every byte of an fp8 type, built once: e4m3 for [`DType::F8E4M3`],
+/// e5m2 for any other type.
+pub fn fp8_table(dtype: DType) -> &'static [f64; 256] {
     static E4M3: std::sync::OnceLock<[f64; 256]> = std::sync::OnceLock::new();
     static E5M2: std::sync::OnceLock<[f64; 256]> = std::sync::OnceLock::new();
     if dtype == DType::F8E4M3 {

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mmaudit_protocol::call::{flags, GemmCall};
+use mmaudit_protocol::call::{flags, DType, GemmCall};
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::num;
 use mmaudit_protocol::record::{Gap, NoticeKind, OperandData, Record, Sample};
@@ -808,6 +808,14 @@ fn vector_scales(name: &str, bytes: &[u8]) -> Result<Vec<f64>, String> {
 }
 
 /// Checks every entry of one sample against its call and plan.
+/// A sample's operands as the recomputation reads them.
+enum Operands {
+    /// rows of op(A) and columns of op(B), laid out for the lane dot product
+    Lanes(Vec<Lanes>, Vec<Lanes>),
+    /// all rows of op(A), then all columns of op(B), decoded in k order
+    Plain(Vec<f64>, Vec<f64>),
+}
+
 fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutcome, String> {
     s.check_shape(call, plan)?;
     let scalars = Scalars {
@@ -822,8 +830,26 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
     else {
         return Err("an operand reference was not resolved".into());
     };
-    let a = decode("op(A) rows", call.a.dtype, a_bytes)?;
-    let b = decode("op(B) columns", call.b.dtype, b_bytes)?;
+    let k = call.k as usize;
+    // Rows and columns laid out once for the lane dot product as they are decoded, each
+    // used by every entry it meets; f64 and exact integer arithmetic take the plain path.
+    let operands = if k > 0 && recompute::lane_path(call) {
+        let lanes = |what: &str, dtype: DType, bytes: &[u8]| -> Result<Vec<Lanes>, String> {
+            bytes
+                .chunks_exact(k * dtype.size())
+                .map(|v| Lanes::from_bytes(dtype, v).map_err(|e| format!("{what}: {e}")))
+                .collect()
+        };
+        Operands::Lanes(
+            lanes("op(A) rows", call.a.dtype, a_bytes)?,
+            lanes("op(B) columns", call.b.dtype, b_bytes)?,
+        )
+    } else {
+        Operands::Plain(
+            decode("op(A) rows", call.a.dtype, a_bytes)?,
+            decode("op(B) columns", call.b.dtype, b_bytes)?,
+        )
+    };
     let c = decode("C entries", call.c.dtype, &s.c_in)?;
     let d = decode("D entries", call.d.dtype, &s.d_out)?;
     let bias = decode("bias", call.bias_type, &s.bias)?;
@@ -832,7 +858,6 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
     let row_scales = vector_scales("row scales", &s.scale_rows)?;
     let col_scales = vector_scales("column scales", &s.scale_cols)?;
 
-    let k = call.k as usize;
     let (nr, nc) = (plan.rows.len(), plan.cols.len());
     let mut out = SampleOutcome {
         entries: 0,
@@ -843,29 +868,15 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
         unverifiable: false,
         errors: ErrorHistogram::default(),
     };
-    // Rows and columns laid out once for the lane dot product, each used by every
-    // entry it meets.
-    let lanes = (k > 0 && recompute::lane_path(call)).then(|| {
-        let rows: Vec<Lanes> = a.chunks_exact(k).map(Lanes::new).collect();
-        let cols: Vec<Lanes> = b.chunks_exact(k).map(Lanes::new).collect();
-        (rows, cols)
-    });
     for (bi, &batch) in plan.batches.iter().enumerate() {
         for (ri, &row) in plan.rows.iter().enumerate() {
-            let a_row = &a[(bi * nr + ri) * k..][..k];
+            let a_at = bi * nr + ri;
             for (ci, &col) in plan.cols.iter().enumerate() {
-                let b_col = &b[(bi * nc + ci) * k..][..k];
-                let e = (bi * nr + ri) * nc + ci;
-                let entry = Entry {
-                    a_row,
-                    b_col,
-                    c_in: c.get(e).copied().unwrap_or(0.0),
-                    // one bias vector per sampled batch entry with BIAS_PER_BATCH
-                    bias: bias
-                        .get(if per_batch_bias { bi * nr + ri } else { ri })
-                        .copied(),
-                    claimed: d[e],
-                };
+                let b_at = bi * nc + ci;
+                let e = a_at * nc + ci;
+                let c_in = c.get(e).copied().unwrap_or(0.0);
+                // one bias vector per sampled batch entry with BIAS_PER_BATCH
+                let bias = bias.get(if per_batch_bias { a_at } else { ri }).copied();
                 let mut scalars = scalars;
                 if let Some(&v) = row_scales.get(ri) {
                     scalars.scale_a = v;
@@ -873,16 +884,25 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
                 if let Some(&v) = col_scales.get(ci) {
                     scalars.scale_b = v;
                 }
-                let r = match &lanes {
-                    Some((rows, cols)) => recompute::check_entry_lanes(
+                let r = match &operands {
+                    Operands::Lanes(rows, cols) => recompute::check_entry_lanes(
                         call,
                         &scalars,
-                        (&rows[bi * nr + ri], &cols[bi * nc + ci]),
-                        entry.c_in,
-                        entry.bias,
-                        entry.claimed,
+                        (&rows[a_at], &cols[b_at]),
+                        c_in,
+                        bias,
+                        d[e],
                     ),
-                    None => recompute::check_entry(call, &scalars, &entry),
+                    Operands::Plain(a, b) => {
+                        let entry = Entry {
+                            a_row: &a[a_at * k..][..k],
+                            b_col: &b[b_at * k..][..k],
+                            c_in,
+                            bias,
+                            claimed: d[e],
+                        };
+                        recompute::check_entry(call, &scalars, &entry)
+                    }
                 }
                 .map_err(|err| format!("entry batch {batch} row {row} col {col}: {err}"))?;
                 out.entries += 1;

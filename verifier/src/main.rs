@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use mmaudit_verify::{check, keyfile, plan, serve};
+use mmaudit_verify::{bench, check, keyfile, plan, serve};
 
 /// The version line: the build, and the protocol versions it reads.
 const VERSION: &str = concat!(
@@ -50,6 +50,8 @@ Example:
     Check(check::CheckArgs),
     /// Draw a report (captures, or a JSON report) as one self-contained HTML page.
     Report(check::ReportArgs),
+    /// Measure what checking costs on this machine (for `plan --verifier-bench`).
+    Bench(bench::BenchArgs),
     /// Estimate bandwidth, verifier work and detection probability for a GEMM or a model.
     Plan(plan::PlanArgs),
     /// Verify live streams from provers over TCP; save captures and reports.
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
         Command::Keygen { out } => keyfile::keygen(out.as_deref()).map(|()| true),
         Command::Check(args) => check::run_check(args),
         Command::Report(args) => check::run_report(args),
+        Command::Bench(args) => bench::run_bench(args).map(|()| true),
         Command::Plan(args) => plan::run_plan(args).map(|()| true),
         Command::Serve(args) => serve::run_serve(args),
         Command::Completions { shell } => {

@@ -222,6 +222,11 @@ pub struct PlanArgs {
     /// Also write everything the report shows as JSON to this file.
     #[arg(long, value_name = "FILE", help_heading = "Both")]
     pub json: Option<PathBuf>,
+    /// What `mmaudit-verify bench --json FILE` measured on the verifier's machine: a
+    /// model's report then gives the verifier cores each phase needs at
+    /// --tokens-per-second.
+    #[arg(long, value_name = "FILE", help_heading = "A model")]
+    pub verifier_bench: Option<PathBuf>,
 }
 
 /// Input element type of the planned GEMMs, as named on the command line.
@@ -785,6 +790,10 @@ pub struct Phase {
     pub gemm_macs_per_token: f64,
     /// share of the GEMM multiply-adds the verifier recomputes
     pub fraction_checked: f64,
+    /// cores of the `--verifier-bench` machine that keep up at the assumed tokens/s:
+    /// `seconds_per_mac * verifier multiply-adds/s + seconds_per_byte * stream bytes/s`,
+    /// every sampled operand byte counted, held weights' too (an upper bound)
+    pub verifier_cores: Option<f64>,
 }
 
 impl Phase {
@@ -808,6 +817,7 @@ impl Phase {
             bytes_per_second: if held { bytes_held } else { bytes } * tokens_per_second,
             gemm_macs_per_token: per(t.gemm_macs),
             fraction_checked: t.verifier_macs / t.gemm_macs,
+            verifier_cores: None,
         }
     }
 }
@@ -922,6 +932,8 @@ pub struct PlanReport {
     pub arithmetic: Vec<ArithmeticRow>,
     /// assumptions behind the numbers
     pub notes: Vec<String>,
+    /// what `--verifier-bench` measured, when given
+    pub verifier_bench: Option<crate::bench::Throughput>,
 }
 
 /// The knobs every mode shares, validated and converted to fractions.
@@ -978,6 +990,31 @@ fn dim(name: &str, v: u64) -> Result<u64> {
 
 /// Computes the whole report from the arguments, reading `--hf-config` if given.
 pub fn plan(a: &PlanArgs) -> Result<PlanReport> {
+    let bench = a
+        .verifier_bench
+        .as_deref()
+        .map(crate::bench::load)
+        .transpose()?;
+    let mut report = plan_without_cores(a)?;
+    if let Some(t) = bench {
+        let Some(model) = &mut report.model else {
+            bail!(
+                "--verifier-bench needs a model (--hf-config): cores are given per phase of a run"
+            );
+        };
+        let tps = report.tokens_per_second;
+        for ph in [&mut model.prefill, &mut model.decode] {
+            ph.verifier_cores = Some(
+                t.seconds_per_mac * ph.verifier_macs_per_second
+                    + t.seconds_per_byte * ph.bytes_per_token * tps,
+            );
+        }
+        report.verifier_bench = Some(t);
+    }
+    Ok(report)
+}
+
+fn plan_without_cores(a: &PlanArgs) -> Result<PlanReport> {
     let single = [
         ("--m", a.m.is_some()),
         ("--n", a.n.is_some()),
@@ -1072,6 +1109,7 @@ fn base_report(a: &PlanArgs, k: &Knobs, mode: &'static str, detection: Detection
             "Bytes are before compression; the sample record overhead (64 B) is approximate."
                 .into(),
         ],
+        verifier_bench: None,
     }
 }
 
@@ -1720,6 +1758,23 @@ fn phase_lines(d: &mut Doc, ph: &Phase, unit: &str, r: &PlanReport) {
         fmt_num(ph.fraction_checked),
         "Share of the prover's GEMM multiply-adds the verifier recomputes.",
     );
+    if let (Some(cores), Some(t)) = (ph.verifier_cores, &r.verifier_bench) {
+        d.line(
+            "verifier cores",
+            format!("{cores:.3}"),
+            format!(
+                "Cores of the bench's machine ({}) to keep up at {tps}: {:.2} ns per multiply-add plus {:.2} ns per sample byte, held weights' rows counted (an upper bound).",
+                t.cpu,
+                t.seconds_per_mac * 1e9,
+                t.seconds_per_byte * 1e9
+            ),
+        );
+        d.line(
+            "GPUs per verifier core",
+            format!("{:.2}", 1.0 / cores),
+            format!("Provers at {tps} that one such core keeps up with."),
+        );
+    }
 }
 
 fn detection_lines(d: &mut Doc, det: &Detection, r: &PlanReport, args: &PlanArgs) {
@@ -2402,6 +2457,73 @@ mod tests {
         let mut line = vec!["--hf-config", path.to_str().unwrap()];
         line.extend_from_slice(extra);
         plan(&args(&line)).unwrap()
+    }
+
+    #[test]
+    fn verifier_cores_follow_the_bench() {
+        let dir = std::env::temp_dir().join(format!("mmaudit-plan-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bench = dir.join("bench.json");
+        let t = crate::bench::Throughput {
+            cpu: "test".into(),
+            seconds_per_mac: 1e-9,
+            seconds_per_byte: 4e-9,
+            cases: Vec::new(),
+        };
+        std::fs::write(&bench, serde_json::to_string(&t).unwrap()).unwrap();
+        let b = bench.to_str().unwrap();
+        let r = llama_report(&["--tokens-per-second", "2000", "--verifier-bench", b]);
+        let m = r.model.as_ref().unwrap();
+        for ph in [&m.prefill, &m.decode] {
+            let want =
+                1e-9 * ph.verifier_macs_per_token * 2000.0 + 4e-9 * ph.bytes_per_token * 2000.0;
+            assert!(close(ph.verifier_cores.unwrap(), want, 1e-12));
+        }
+        // twice the rate, twice the cores
+        let r2 = llama_report(&["--tokens-per-second", "4000", "--verifier-bench", b]);
+        let d2 = r2.model.as_ref().unwrap().decode.verifier_cores.unwrap();
+        assert!(close(d2, 2.0 * m.decode.verifier_cores.unwrap(), 1e-12));
+        assert!(render(&r, &args(&["--m", "1", "--n", "1", "--k", "1"]))
+            .contains("GPUs per verifier core"));
+        assert!(llama_report(&[])
+            .model
+            .unwrap()
+            .decode
+            .verifier_cores
+            .is_none());
+        // one GEMM: no phases to give cores for; a file that is not a bench: refused
+        let e = plan(&args(&[
+            "--m",
+            "4",
+            "--n",
+            "4",
+            "--k",
+            "4",
+            "--verifier-bench",
+            b,
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("needs a model"), "{e}");
+        std::fs::write(&bench, "{\"cpu\": 1}").unwrap();
+        let e = format!(
+            "{:#}",
+            plan(&args(&[
+                "--m",
+                "4",
+                "--n",
+                "4",
+                "--k",
+                "4",
+                "--verifier-bench",
+                b
+            ]))
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("not the JSON of `mmaudit-verify bench --json`"),
+            "{e}"
+        );
     }
 
     #[test]

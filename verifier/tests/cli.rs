@@ -273,6 +273,7 @@ fn every_command_has_help_with_an_example() {
         &["--help"][..],
         &["check", "--help"],
         &["report", "--help"],
+        &["bench", "--help"],
         &["keygen", "--help"],
         &["plan", "--help"],
         &["serve", "--help"],

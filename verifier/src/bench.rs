@@ -1,0 +1,381 @@
+//! `mmaudit-verify bench`: what checking costs on this machine, as two numbers that
+//! `plan --verifier-bench` turns into verifier cores per GPU.
+//!
+//! It writes two honest bf16 captures in memory (every call sampled, the default row
+//! and column rates): a decode-shaped one (m = 4096, n = 16, k = 4096: 40 rows and one
+//! column per call, about 1.6 capture bytes per multiply-add) and a square one (4096 x
+//! 4096 x 4096: 40 x 4 entries per call, about 0.4 bytes per multiply-add), and times
+//! `check`'s whole path on each (authentication, decompression, decoding, plans,
+//! recomputation), on one thread, best of three. Its time per capture is modelled as
+//! `seconds_per_mac * multiply-adds + seconds_per_byte * bytes`; the two captures give
+//! the two coefficients. `plan` charges every sampled operand byte at `seconds_per_byte`,
+//! held weights included (a referenced row is read from the verifier's copy and decoded
+//! like a sent one; only its MAC and decompression are saved), so the cores it reports
+//! are an upper bound for a verifier holding the weights.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use mmaudit_protocol::call::{ComputeType, DType};
+use mmaudit_protocol::config::SamplingConfig;
+use mmaudit_protocol::keys::Key;
+use mmaudit_protocol::num;
+use mmaudit_protocol::record::{End, OperandData, Record, Sample};
+use mmaudit_protocol::schedule::{Schedule, ScheduleVersion};
+use mmaudit_protocol::stream::{StreamHeader, StreamWriter};
+use serde::{Deserialize, Serialize};
+
+use crate::check::audit_reader_threads;
+use crate::policy::Policy;
+use crate::recompute::{self, Scalars};
+
+/// Options of `mmaudit-verify bench`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Prints the time `check` spends per multiply-add and per capture byte on this machine,
+measured on two honest bf16 captures built in memory (a decode-shaped and a square
+GEMM), one thread, best of three runs each; a few seconds. With --json the result
+is saved for `plan`:
+
+  mmaudit-verify bench --json bench.json
+  mmaudit-verify plan --hf-config config.json --batch 16 --tokens-per-second 2500 \\
+      --verifier-holds-weights --verifier-bench bench.json
+
+The model (time = seconds_per_mac x multiply-adds + seconds_per_byte x bytes) and what it
+leaves out are in docs/PERFORMANCE.md.")]
+pub struct BenchArgs {
+    /// Save the measurement as JSON here, for `plan --verifier-bench`.
+    #[arg(long, value_name = "OUT")]
+    pub json: Option<PathBuf>,
+    /// Calls per capture (more: steadier, slower).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub calls: u64,
+}
+
+/// What `bench` measured, as saved with `--json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Throughput {
+    /// the processor, from /proc/cpuinfo ("unknown" elsewhere)
+    pub cpu: String,
+    /// seconds of one core per multiply-add recomputed
+    pub seconds_per_mac: f64,
+    /// seconds of one core per byte of capture
+    pub seconds_per_byte: f64,
+    /// the two captures timed
+    pub cases: Vec<Case>,
+}
+
+/// One capture timed by `bench`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Case {
+    /// its shape
+    pub name: String,
+    /// bytes of the capture
+    pub bytes: u64,
+    /// multiply-adds recomputed
+    pub macs: u64,
+    /// best of three, one thread
+    pub seconds: f64,
+}
+
+/// A tiny deterministic generator (SplitMix64): the captures are the same every run.
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A bf16 value in [-1, 1).
+    fn bf16(&mut self) -> f64 {
+        let x = (self.next() >> 11) as f64 * 2f64.powi(-53) * 2.0 - 1.0;
+        num::round_to(DType::BF16, x)
+    }
+}
+
+/// An honest capture of `calls` bf16 GEMMs of one shape, every call sampled; its
+/// bytes and the multiply-adds its check recomputes.
+pub fn honest_capture(key: &Key, (m, n, k): (u64, u64, u64), calls: u64) -> (Vec<u8>, u64) {
+    let config = SamplingConfig {
+        call_ppm: 1_000_000,
+        ..SamplingConfig::default()
+    };
+    let header = StreamHeader {
+        key_id: key.id(),
+        nonce: *b"mmaudit bench 16",
+        config,
+        stream_id: 1,
+        segment: 0,
+        first_index: 0,
+        pid: std::process::id(),
+        host: "bench".into(),
+        started_unix_ns: 0,
+        devices: vec!["none: built by mmaudit-verify bench".into()],
+        producer: "mmaudit-verify bench".into(),
+        schedule: ScheduleVersion::V2,
+    };
+    let schedule = Schedule::for_header(key, &header);
+    let (mut writer, mut bytes) = StreamWriter::new(key, &header);
+    let mut rng = Mix(7);
+    let mut macs = 0;
+    let mut samples = 0;
+    for index in 0..calls {
+        let mut call = recompute_call(k);
+        (call.index, call.m, call.n) = (index, m, n);
+        call.a.ld = m;
+        call.b.ld = k;
+        (call.c.ld, call.d.ld) = (m, m);
+        let mut records = vec![Record::Ledger(call.clone())];
+        if let Some(draw) = schedule.draw(&call) {
+            let plan = schedule.plan(&call, draw);
+            let rows: Vec<Vec<f64>> = plan
+                .rows
+                .iter()
+                .map(|_| (0..k).map(|_| rng.bf16()).collect())
+                .collect();
+            let cols: Vec<Vec<f64>> = plan
+                .cols
+                .iter()
+                .map(|_| (0..k).map(|_| rng.bf16()).collect())
+                .collect();
+            let encode = |vs: &[Vec<f64>]| {
+                let mut out = Vec::new();
+                vs.iter()
+                    .flatten()
+                    .for_each(|&x| num::encode_one(DType::BF16, x, &mut out));
+                out
+            };
+            let mut d_out = Vec::new();
+            for row in &rows {
+                for col in &cols {
+                    let r = recompute::reference(&call, &Scalars::UNIT, row, col, 0.0, None);
+                    num::encode_one(DType::BF16, r.value, &mut d_out);
+                }
+            }
+            macs += plan.entries() * k;
+            samples += 1;
+            records.push(Record::Sample(Sample {
+                index,
+                alpha: None,
+                beta: None,
+                scale_a: None,
+                scale_b: None,
+                scale_c: None,
+                scale_d: None,
+                a_rows: OperandData::Inline(encode(&rows)),
+                b_cols: OperandData::Inline(encode(&cols)),
+                c_in: Vec::new(),
+                d_out,
+                bias: Vec::new(),
+                scale_rows: Vec::new(),
+                scale_cols: Vec::new(),
+            }));
+        }
+        bytes.extend(writer.frame(&records));
+    }
+    bytes.extend(writer.frame(&[Record::End(End {
+        calls,
+        samples,
+        gap_calls: 0,
+    })]));
+    (bytes, macs)
+}
+
+/// A bf16 GEMM with f32 accumulation and inner dimension k (shape set by the caller).
+fn recompute_call(k: u64) -> mmaudit_protocol::call::GemmCall {
+    crate::cheat::linear_call(DType::BF16, ComputeType::F32, k)
+}
+
+/// Times `check` on the two captures and fits the two coefficients.
+pub fn measure(calls: u64, mut progress: impl FnMut(&Case)) -> Result<Throughput> {
+    let key = Key::from_bytes([0x5a; 32]);
+    let mut cases = Vec::new();
+    for (name, shape, calls) in [
+        ("bf16 4096x16x4096 (decode)", (4096, 16, 4096), calls * 2),
+        ("bf16 4096x4096x4096 (square)", (4096, 4096, 4096), calls),
+    ] {
+        let (bytes, macs) = honest_capture(&key, shape, calls);
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let report = audit_reader_threads(
+                name,
+                &bytes[..],
+                &key,
+                (1, 1),
+                &Policy::lenient(),
+                None,
+                |_| {},
+            )
+            .map_err(|e| anyhow::anyhow!("the bench capture could not be read: {e:?}"))?;
+            best = best.min(t.elapsed().as_secs_f64());
+            if !report.passed() || report.entries_checked * shape.2 != macs {
+                bail!(
+                    "the bench capture did not pass its own check (a verifier fault): {}",
+                    report.to_text()
+                );
+            }
+        }
+        let case = Case {
+            name: name.into(),
+            bytes: bytes.len() as u64,
+            macs,
+            seconds: best,
+        };
+        progress(&case);
+        cases.push(case);
+    }
+    let (a, b) = fit(&cases)?;
+    Ok(Throughput {
+        cpu: cpu_name(),
+        seconds_per_mac: a,
+        seconds_per_byte: b,
+        cases,
+    })
+}
+
+/// Solves `seconds = a macs + b bytes` for the two cases. A coefficient that comes out
+/// negative (the two timings too noisy to tell them apart) is refused.
+fn fit(cases: &[Case]) -> Result<(f64, f64)> {
+    let [p, q] = cases else {
+        bail!("two cases are needed");
+    };
+    let (m1, b1, t1) = (p.macs as f64, p.bytes as f64, p.seconds);
+    let (m2, b2, t2) = (q.macs as f64, q.bytes as f64, q.seconds);
+    let det = m1 * b2 - m2 * b1;
+    let a = (t1 * b2 - t2 * b1) / det;
+    let b = (m1 * t2 - m2 * t1) / det;
+    if !usable(a) || !usable(b) {
+        bail!(
+            "the timings do not separate the cost per multiply-add from the cost per byte \
+             ({a:.3e} s/MAC, {b:.3e} s/byte): the machine was too busy; run again"
+        );
+    }
+    Ok((a, b))
+}
+
+/// A cost that can be used: positive and finite.
+fn usable(seconds: f64) -> bool {
+    seconds > 0.0 && seconds.is_finite()
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|n| n.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Reads what `bench --json` saved.
+pub fn load(path: &std::path::Path) -> Result<Throughput> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --verifier-bench {}", path.display()))?;
+    let t: Throughput = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not the JSON of `mmaudit-verify bench --json`",
+            path.display()
+        )
+    })?;
+    if !usable(t.seconds_per_mac) || !usable(t.seconds_per_byte) {
+        bail!(
+            "{}: seconds_per_mac and seconds_per_byte must be positive numbers",
+            path.display()
+        );
+    }
+    Ok(t)
+}
+
+/// Runs `bench`.
+pub fn run_bench(args: &BenchArgs) -> Result<()> {
+    if args.calls == 0 {
+        bail!("--calls must be at least 1");
+    }
+    crate::out::stdout(&format!(
+        "timing `check` on two honest bf16 captures, one thread, best of three ({} and {} calls)\n",
+        args.calls * 2,
+        args.calls
+    ));
+    let t = measure(args.calls, |c| {
+        crate::out::stdout(&format!(
+            "  {:<30} {:>8.1} MB {:>9.1} MMAC  {:>7.3} s  {:>7.1} MMAC/s  {:>6.1} MB/s\n",
+            c.name,
+            c.bytes as f64 / 1e6,
+            c.macs as f64 / 1e6,
+            c.seconds,
+            c.macs as f64 / c.seconds / 1e6,
+            c.bytes as f64 / c.seconds / 1e6
+        ));
+    })?;
+    crate::out::stdout(&format!(
+        "cpu: {}\none core: {:.3} ns per multiply-add ({:.0} MMAC/s), {:.3} ns per capture byte ({:.0} MB/s)\n",
+        t.cpu,
+        t.seconds_per_mac * 1e9,
+        1e-6 / t.seconds_per_mac,
+        t.seconds_per_byte * 1e9,
+        1e-6 / t.seconds_per_byte
+    ));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&t)? + "\n";
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        crate::out::stdout(&format!(
+            "saved to {} (for plan --verifier-bench)\n",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fit_recovers_known_costs_and_refuses_noise() {
+        let case = |macs: u64, bytes: u64, a: f64, b: f64| Case {
+            name: String::new(),
+            bytes,
+            macs,
+            seconds: a * macs as f64 + b * bytes as f64,
+        };
+        let (a, b) = (2e-9, 3e-9);
+        let (fa, fb) = fit(&[case(1000, 1600, a, b), case(4000, 1600, a, b)]).unwrap();
+        assert!(
+            (fa - a).abs() < 1e-15 && (fb - b).abs() < 1e-15,
+            "{fa} {fb}"
+        );
+        // a faster run of the byte-heavy capture than the MAC model allows
+        let mut noisy = [case(1000, 1600, a, b), case(4000, 1600, a, b)];
+        noisy[1].seconds = noisy[0].seconds * 0.5;
+        assert!(fit(&noisy).is_err());
+    }
+
+    #[test]
+    fn a_small_bench_capture_passes_its_check() {
+        let key = Key::from_bytes([3; 32]);
+        let (bytes, macs) = honest_capture(&key, (64, 16, 256), 5);
+        let r = audit_reader_threads(
+            "t",
+            &bytes[..],
+            &key,
+            (5, 1),
+            &Policy::lenient(),
+            None,
+            |_| {},
+        )
+        .unwrap();
+        assert!(r.passed(), "{}", r.to_text());
+        assert_eq!(r.entries_checked * 256, macs);
+        assert!(macs > 0);
+    }
+}
