@@ -781,10 +781,10 @@ impl Lanes {
     pub fn from_bytes(dtype: DType, bytes: &[u8]) -> Result<Lanes, num::NumError> {
         let mut lanes = Lanes::default();
         match dtype {
-            DType::BF16 if bytes.len() % 2 == 0 => lanes.fill_with(bytes.len() / 2, |i| {
+            DType::BF16 if bytes.len().is_multiple_of(2) => lanes.fill_with(bytes.len() / 2, |i| {
                 num::bf16_value(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]))
             }),
-            DType::F32 if bytes.len() % 4 == 0 => lanes.fill_with(bytes.len() / 4, |i| {
+            DType::F32 if bytes.len().is_multiple_of(4) => lanes.fill_with(bytes.len() / 4, |i| {
                 let b = &bytes[4 * i..4 * i + 4];
                 f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             }),
