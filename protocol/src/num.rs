@@ -439,7 +439,7 @@ pub fn bf16_value(bits: u16) -> f64 {
 
 /// The value of every byte of an fp8 type, built once: e4m3 for [`DType::F8E4M3`],
 /// e5m2 for any other type.
-pub fn fp8_table(dtype: DType) -> &'static [f64; 256] {
+fn fp8_table(dtype: DType) -> &'static [f64; 256] {
     static E4M3: std::sync::OnceLock<[f64; 256]> = std::sync::OnceLock::new();
     static E5M2: std::sync::OnceLock<[f64; 256]> = std::sync::OnceLock::new();
     if dtype == DType::F8E4M3 {

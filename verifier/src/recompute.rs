@@ -773,56 +773,37 @@ impl Lanes {
 
     /// Lays out `v` in place of what this held, reusing its memory.
     pub fn fill(&mut self, v: &[f64]) {
-        self.fill_with(v.len(), |i| v[i]);
-    }
-
-    /// Lays out the elements of a little-endian vector of `dtype`, decoded as they are
-    /// placed (bf16, f32 and fp8; the other types through [`num::decode`]).
-    pub fn from_bytes(dtype: DType, bytes: &[u8]) -> Result<Lanes, num::NumError> {
-        let mut lanes = Lanes::default();
-        match dtype {
-            DType::BF16 if bytes.len().is_multiple_of(2) => lanes.fill_with(bytes.len() / 2, |i| {
-                num::bf16_value(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]))
-            }),
-            DType::F32 if bytes.len().is_multiple_of(4) => lanes.fill_with(bytes.len() / 4, |i| {
-                let b = &bytes[4 * i..4 * i + 4];
-                f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            }),
-            DType::F8E4M3 | DType::F8E5M2 => {
-                let table = num::fp8_table(dtype);
-                lanes.fill_with(bytes.len(), |i| table[usize::from(bytes[i])]);
-            }
-            _ => lanes.fill(&num::decode(dtype, bytes)?),
-        }
-        Ok(lanes)
-    }
-
-    /// Lays out the `k` values `get(0) .. get(k - 1)`.
-    #[inline(always)]
-    fn fill_with(&mut self, k: usize, get: impl Fn(usize) -> f64) {
-        let seg = k / LANES;
+        let seg = v.len() / LANES;
+        let (segments, tail) = v.split_at(seg * LANES);
         self.main.clear();
         self.main.resize(seg * LANES, 0.0);
         // sum |x| and max |x| per lane too: they bound the tolerance's input terms, and
         // a lane sum is as accurate as a sequential one (gamma(k, 2^-53) relative)
         let mut l1 = [0.0f64; LANES];
         let mut max = [0.0f64; LANES];
-        for (j, out) in self.main.chunks_exact_mut(LANES).enumerate() {
-            for l in 0..LANES {
-                let x = get(l * seg + j);
-                out[l] = x;
-                l1[l] += x.abs();
-                // a NaN element makes every product with it NaN: judged as such
-                max[l] = if x.abs() > max[l] { x.abs() } else { max[l] };
+        if seg > 0 {
+            let lanes: [&[f64]; LANES] = std::array::from_fn(|l| &segments[l * seg..][..seg]);
+            for (j, out) in self.main.chunks_exact_mut(LANES).enumerate() {
+                for l in 0..LANES {
+                    let x = lanes[l][j];
+                    out[l] = x;
+                    l1[l] += x.abs();
+                    // a NaN element makes every product with it NaN: judged as such
+                    max[l] = if x.abs() > max[l] { x.abs() } else { max[l] };
+                }
             }
         }
         self.tail.clear();
-        self.tail.extend((seg * LANES..k).map(&get));
-        self.l1 = l1.iter().sum::<f64>() + self.tail.iter().map(|x| x.abs()).sum::<f64>();
-        self.max_abs = max
-            .iter()
-            .chain(&self.tail)
-            .fold(0.0, |m: f64, x| m.max(x.abs()));
+        self.tail.extend_from_slice(tail);
+        self.l1 = l1.iter().sum::<f64>() + tail.iter().map(|x| x.abs()).sum::<f64>();
+        self.max_abs = max.iter().chain(tail).fold(0.0, |m: f64, x| m.max(x.abs()));
+    }
+
+    /// Lays out the elements of a little-endian vector of `dtype`. (Decoding in one
+    /// pass and laying out in a second measured faster than decoding each element
+    /// where it is placed.)
+    pub fn from_bytes(dtype: DType, bytes: &[u8]) -> Result<Lanes, num::NumError> {
+        Ok(Lanes::new(&num::decode(dtype, bytes)?))
     }
 
     /// k, the number of elements.
