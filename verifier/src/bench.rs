@@ -2,11 +2,11 @@
 //! `plan --verifier-bench` turns into verifier cores per GPU.
 //!
 //! It writes two honest bf16 captures in memory (every call sampled, the default row
-//! and column rates): a decode-shaped one (m = 4096, n = 16, k = 4096: 40 rows and one
-//! column per call, about 1.6 capture bytes per multiply-add) and a square one (4096 x
-//! 4096 x 4096: 40 x 4 entries per call, about 0.4 bytes per multiply-add), and times
-//! `check`'s whole path on each (authentication, decompression, decoding, plans,
-//! recomputation), on one thread, best of three. Its time per capture is modelled as
+//! rate): a decode-shaped one (m = 4096, n = 16, k = 4096: 40 rows and one column per
+//! call, about 1.6 capture bytes per multiply-add) and a square one (4096 x 4096 x 4096
+//! with 1% of the columns: 40 x 40 entries per call, about 0.1 bytes per multiply-add),
+//! and times `check`'s whole path on each (authentication, decompression, decoding,
+//! plans, recomputation), on one thread, best of five. Its time per capture is modelled as
 //! `seconds_per_mac * multiply-adds + seconds_per_byte * bytes`; the two captures give
 //! the two coefficients. `plan` charges every sampled operand byte at `seconds_per_byte`,
 //! held weights included (a referenced row is read from the verifier's copy and decoded
@@ -36,7 +36,7 @@ use crate::recompute::{self, Scalars};
 #[command(after_help = "\
 Prints the time `check` spends per multiply-add and per capture byte on this machine,
 measured on two honest bf16 captures built in memory (a decode-shaped and a square
-GEMM), one thread, best of three runs each; a few seconds. With --json the result
+GEMM), one thread, best of five runs each; a few seconds. With --json the result
 is saved for `plan`:
 
   mmaudit-verify bench --json bench.json
@@ -76,7 +76,7 @@ pub struct Case {
     pub bytes: u64,
     /// multiply-adds recomputed
     pub macs: u64,
-    /// best of three, one thread
+    /// best of five, one thread
     pub seconds: f64,
 }
 
@@ -99,11 +99,18 @@ impl Mix {
     }
 }
 
-/// An honest capture of `calls` bf16 GEMMs of one shape, every call sampled; its
-/// bytes and the multiply-adds its check recomputes.
-pub fn honest_capture(key: &Key, (m, n, k): (u64, u64, u64), calls: u64) -> (Vec<u8>, u64) {
+/// An honest capture of `calls` bf16 GEMMs of one shape, every call sampled, `col_ppm`
+/// of the columns checked (the other rates the defaults); its bytes and the
+/// multiply-adds its check recomputes.
+pub fn honest_capture(
+    key: &Key,
+    (m, n, k): (u64, u64, u64),
+    col_ppm: u32,
+    calls: u64,
+) -> (Vec<u8>, u64) {
     let config = SamplingConfig {
         call_ppm: 1_000_000,
+        col_ppm,
         ..SamplingConfig::default()
     };
     let header = StreamHeader {
@@ -196,13 +203,26 @@ fn recompute_call(k: u64) -> mmaudit_protocol::call::GemmCall {
 pub fn measure(calls: u64, mut progress: impl FnMut(&Case)) -> Result<Throughput> {
     let key = Key::from_bytes([0x5a; 32]);
     let mut cases = Vec::new();
-    for (name, shape, calls) in [
-        ("bf16 4096x16x4096 (decode)", (4096, 16, 4096), calls * 2),
-        ("bf16 4096x4096x4096 (square)", (4096, 4096, 4096), calls),
+    // Far apart in bytes per multiply-add (about 1.6 and 0.1), so that the two costs
+    // separate well.
+    for (name, shape, col_ppm, calls) in [
+        (
+            "bf16 4096x16x4096 (decode)",
+            (4096, 16, 4096),
+            1000,
+            calls * 2,
+        ),
+        (
+            "bf16 4096x4096x4096, 40x40",
+            (4096, 4096, 4096),
+            10_000,
+            calls / 4,
+        ),
     ] {
-        let (bytes, macs) = honest_capture(&key, shape, calls);
+        let calls = calls.max(4);
+        let (bytes, macs) = honest_capture(&key, shape, col_ppm, calls);
         let mut best = f64::INFINITY;
-        for _ in 0..3 {
+        for _ in 0..5 {
             let t = Instant::now();
             let report = audit_reader_threads(
                 name,
@@ -302,9 +322,9 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         bail!("--calls must be at least 1");
     }
     crate::out::stdout(&format!(
-        "timing `check` on two honest bf16 captures, one thread, best of three ({} and {} calls)\n",
+        "timing `check` on two honest bf16 captures, one thread, best of five ({} and {} calls)\n",
         args.calls * 2,
-        args.calls
+        (args.calls / 4).max(4)
     ));
     let t = measure(args.calls, |c| {
         crate::out::stdout(&format!(
@@ -363,7 +383,7 @@ mod tests {
     #[test]
     fn a_small_bench_capture_passes_its_check() {
         let key = Key::from_bytes([3; 32]);
-        let (bytes, macs) = honest_capture(&key, (64, 16, 256), 5);
+        let (bytes, macs) = honest_capture(&key, (64, 16, 256), 1000, 5);
         let r = audit_reader_threads(
             "t",
             &bytes[..],
