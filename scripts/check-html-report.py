@@ -5,10 +5,11 @@ usage: check-html-report.py DOM.html SCREENSHOT.png EXPECT
 
 DOM.html is Chromium's --dump-dom of the page, SCREENSHOT.png its --screenshot, and
 EXPECT "pass" or "fail". Checks that the browser parsed one verdict banner saying
-EXPECT, no script, and the sections of every stream; that the screenshot's top rows are
-the banner's colour, that the charts were drawn (the colours of verified or failed calls
-appear below the banner), and that the page is not blank. Standard library only.
-Exits 1 naming what is wrong.
+EXPECT; nothing that runs or fetches (no script, no on* handler, no element that loads
+something, no link leaving the page) and one style sheet; the sections of every stream;
+a timeline of calls with bars of nonzero height (verified calls among them on a PASS
+page); and that the screenshot's top rows are the banner's colour and the page below it
+is not blank. Standard library only. Exits 1 naming what is wrong.
 """
 
 import struct
@@ -33,9 +34,31 @@ class Dom(HTMLParser):
         self.svgs = {}  # class -> count
         self.failure_rows = 0
         self.rects = 0
+        self.styles = 0
+        self.active = []  # what could run or fetch: (tag, attribute)
+        self.in_timeline = False
+        self.timeline_fills = []  # fills of the timeline's bars of nonzero height
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
+        if tag == "style":
+            self.styles += 1
+        if tag in ("iframe", "object", "embed", "img", "link", "base", "form", "meta", "frame", "audio", "video", "source"):
+            if not (tag == "meta" and set(a) <= {"charset", "name", "content"} and a.get("name") in (None, "viewport")):
+                self.active.append((tag, ""))
+        for name, value in attrs:
+            if name.startswith("on"):
+                self.active.append((tag, name))
+            if name in ("src", "href", "xlink:href", "action", "formaction") and not (value or "").startswith("#"):
+                self.active.append((tag, f"{name}={value}"))
+        if tag == "svg" and a.get("class") == "timeline calls":
+            self.in_timeline = True
+        if tag == "rect" and self.in_timeline:
+            try:
+                if float(a.get("height", "0")) > 0:
+                    self.timeline_fills.append(a.get("fill", "").lower())
+            except ValueError:
+                pass
         if a.get("id") == "verdict":
             self.verdicts.append([a.get("class", ""), ""])
             self.in_verdict = True
@@ -54,6 +77,8 @@ class Dom(HTMLParser):
     def handle_endtag(self, tag):
         if tag == "h1":
             self.in_verdict = False
+        if tag == "svg":
+            self.in_timeline = False
 
     def handle_data(self, data):
         if self.in_verdict and self.verdicts:
@@ -122,6 +147,14 @@ def main():
         problems.append(f"the banner says {dom.verdicts[0]}, expected {expect}")
     if dom.scripts:
         problems.append(f"{dom.scripts} script elements")
+    if dom.active:
+        problems.append(f"elements or attributes that run or fetch: {dom.active[:5]}")
+    if dom.styles != 1:
+        problems.append(f"{dom.styles} style elements, not the page's one")
+    if not dom.timeline_fills:
+        problems.append("no bar of nonzero height in the timeline of calls")
+    elif expect == "pass" and "#2da44e" not in dom.timeline_fills:
+        problems.append("a PASS page whose timeline shows no verified call")
     if not dom.streams:
         problems.append("no stream section")
     if expect == "pass" and any(v != "pass" for v in dom.streams):
@@ -144,11 +177,8 @@ def main():
     colours = len(set(below))
     if colours < 20:
         problems.append(f"the page below the banner has {colours} colours: blank or unstyled")
-    chart = VERIFIED if dom.svgs.get("timeline calls") and expect == "pass" else None
-    if expect == "fail" and dom.failure_rows:
-        chart = RED
-    if chart and sum(p == chart for p in below) < 200:
-        problems.append(f"the colour {chart} of the charts is (almost) absent below the banner")
+    if expect == "pass" and sum(p == VERIFIED for p in below) < 200:
+        problems.append("the colour of verified calls is (almost) absent below the banner")
     name = dom_path.rsplit("/", 1)[-1]
     if problems:
         for p in problems:

@@ -3,8 +3,10 @@
 # case's report drawn by `mmaudit-verify report --html`, opens every page in headless
 # Chromium (Debian's package, installed when missing and run as root), and checks the
 # DOM Chromium parsed and the screenshot it took (scripts/check-html-report.py): the
-# banner says the expected verdict in its colour, the charts were drawn, no script. Each
-# page is also checked against the opposite verdict, which must fail.
+# banner says the expected verdict in its colour, the charts were drawn, nothing runs or
+# fetches. Each page is also checked against the opposite verdict, and an honest page
+# spoiled three ways (an element that fetches, an event handler, a timeline without
+# bars) is checked too: those checks must fail.
 #
 # usage: scripts/report-browser-test.sh [--screenshots DIR]
 #   --screenshots DIR  keep the screenshots (DIR/report-CASE.png), e.g. for docs/
@@ -68,6 +70,32 @@ for page in "$work"/pages/*.html; do
     fi
     [[ -n $shots ]] && cp "$work/$name.png" "$shots/report-$name.png"
 done
+# The check itself must fail on pages that are wrong in ways a reader would not see at
+# a glance: a passive element that fetches, an event handler, a timeline with no bars.
+honest=$work/pages/honest.html
+if [[ -f $honest ]]; then
+    sed 's|</main>|<img src="http://example.invalid/x.png" alt=""></main>|' "$honest" >"$work/fetches.html"
+    sed 's|<body>|<body onload="void 0">|' "$honest" >"$work/handler.html"
+    python3 - "$honest" "$work/no-bars.html" <<'PY'
+import re, sys
+page = open(sys.argv[1], encoding="utf-8").read()
+start = page.index('<svg class="timeline calls"')
+end = page.index("</svg>", start)
+bars = re.sub(r'height="[0-9.]+"', 'height="0"', page[start:end])
+open(sys.argv[2], "w", encoding="utf-8").write(page[:start] + bars + page[end:])
+PY
+    for bad in fetches handler no-bars; do
+        browser --dump-dom "file://$work/$bad.html" >"$work/$bad.dom"
+        browser --window-size=1200,2400 --screenshot="$work/$bad.png" "file://$work/$bad.html" >/dev/null
+        if python3 scripts/check-html-report.py "$work/$bad.dom" "$work/$bad.png" pass 2>/dev/null >&2; then
+            echo "report test: the check passes a page with a fault ($bad)" >&2
+            failed=$((failed + 1))
+        fi
+    done
+else
+    echo "report test: the demo drew no honest page" >&2
+    failed=$((failed + 1))
+fi
 if ((failed > 0)); then
     echo "report test: $failed page check(s) failed" >&2
     exit 1

@@ -25,7 +25,7 @@ use mmaudit_protocol::stream::{Event, StreamError, StreamHeader};
 
 use crate::policy::{Policy, Unaudited};
 use crate::pool::Pool;
-use crate::recompute::{self, Entry, Lanes, Scalars};
+use crate::recompute::{self, Entry, ErrorModel, Lanes, Scalars};
 use crate::report::{
     ranges_text, ratio_bucket, ErrorHistogram, Failure, FailureKind, StreamReport, WeightReport,
 };
@@ -70,6 +70,8 @@ pub struct StreamAudit {
     pool: Option<Pool<Batch, Outcomes>>,
     /// Set while outcomes are applied: a failure found then is in stream order already.
     applying: bool,
+    /// Sample bytes of each batch out, oldest first.
+    bytes_out: std::collections::VecDeque<usize>,
     /// The report being built.
     pub report: StreamReport,
 }
@@ -82,9 +84,12 @@ type Outcomes = Vec<(GemmCall, Result<SampleOutcome, String>)>;
 const BATCH_SAMPLES: usize = 64;
 /// Most sample bytes in one batch.
 const BATCH_BYTES: usize = 8 << 20;
-/// Most batches being checked while the stream is read on: the samples held are at
-/// most this many batches (128 MiB) plus the one being gathered.
+/// Most batches being checked while the stream is read on.
 const MAX_BATCHES: usize = 16;
+/// Most sample bytes in the batches being checked: the reading thread waits above it.
+/// (A batch closes after the sample that crosses [`BATCH_BYTES`], and one sample may be
+/// a whole frame, so counting batches alone would not bound this.)
+const MAX_BYTES_OUT: usize = 128 << 20;
 
 impl StreamAudit {
     /// A new audit of a stream named `name` (a file path or peer address), keeping at most
@@ -107,13 +112,14 @@ impl StreamAudit {
             deferred_bytes: 0,
             pool: None,
             applying: false,
+            bytes_out: std::collections::VecDeque::new(),
             report: StreamReport::new(name),
         }
     }
 
     /// Checks the arithmetic of samples on `threads` threads while the stream is read
     /// on (`check`): samples go to the threads in batches, at most [`MAX_BATCHES`]
-    /// batches out at once. The report is the same as with one thread (outcomes are
+    /// batches and [`MAX_BYTES_OUT`] sample bytes out at once. The report is the same as with one thread (outcomes are
     /// applied in stream order, and every other failure first applies the outcomes
     /// before it).
     pub fn with_threads(mut self, threads: usize) -> Self {
@@ -282,6 +288,7 @@ impl StreamAudit {
             // Recorded while its graph was captured: it computed nothing then, and
             // its work is ledgered at every replay.
             self.report.capture_records += 1;
+            self.report.timeline.bin(call.index).captures += 1;
             return;
         }
         let declared = call.declared_flops();
@@ -403,10 +410,12 @@ impl StreamAudit {
             self.deferred.push((call, plan, sample));
             if self.deferred.len() >= BATCH_SAMPLES || self.deferred_bytes >= BATCH_BYTES {
                 self.submit_batch();
-                // Apply what is done; wait only when too many batches are out.
+                // Apply what is done; wait only when too much is out.
                 let limit = MAX_BATCHES.min(2 * self.threads);
-                while self.apply_batch(self.pool.as_ref().is_some_and(|p| p.in_flight() >= limit)) {
-                }
+                while self.apply_batch(
+                    self.pool.as_ref().is_some_and(|p| p.in_flight() >= limit)
+                        || self.bytes_out.iter().sum::<usize>() > MAX_BYTES_OUT,
+                ) {}
             }
             return;
         }
@@ -420,7 +429,8 @@ impl StreamAudit {
             return;
         }
         let batch = std::mem::take(&mut self.deferred);
-        self.deferred_bytes = 0;
+        self.bytes_out
+            .push_back(std::mem::take(&mut self.deferred_bytes));
         let threads = self.threads;
         self.pool
             .get_or_insert_with(|| {
@@ -443,6 +453,7 @@ impl StreamAudit {
         let Some(outcomes) = self.pool.as_mut().and_then(|p| p.next(wait)) else {
             return false;
         };
+        self.bytes_out.pop_front();
         self.applying = true;
         for (call, outcome) in outcomes {
             self.apply_outcome(&call, outcome);
@@ -810,8 +821,9 @@ fn vector_scales(name: &str, bytes: &[u8]) -> Result<Vec<f64>, String> {
 /// Checks every entry of one sample against its call and plan.
 /// A sample's operands as the recomputation reads them.
 enum Operands {
-    /// rows of op(A) and columns of op(B), laid out for the lane dot product
-    Lanes(Vec<Lanes>, Vec<Lanes>),
+    /// the call's error model, rows of op(A) and columns of op(B) laid out for the
+    /// lane dot product
+    Lanes(ErrorModel, Vec<Lanes>, Vec<Lanes>),
     /// all rows of op(A), then all columns of op(B), decoded in k order
     Plain(Vec<f64>, Vec<f64>),
 }
@@ -833,7 +845,8 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
     let k = call.k as usize;
     // Rows and columns laid out once for the lane dot product as they are decoded, each
     // used by every entry it meets; f64 and exact integer arithmetic take the plain path.
-    let operands = if k > 0 && recompute::lane_path(call) {
+    let lane_model = recompute::lane_model(call).filter(|_| k > 0);
+    let operands = if let Some(model) = lane_model {
         let lanes = |what: &str, dtype: DType, bytes: &[u8]| -> Result<Vec<Lanes>, String> {
             bytes
                 .chunks_exact(k * dtype.size())
@@ -841,6 +854,7 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
                 .collect()
         };
         Operands::Lanes(
+            model,
             lanes("op(A) rows", call.a.dtype, a_bytes)?,
             lanes("op(B) columns", call.b.dtype, b_bytes)?,
         )
@@ -885,8 +899,8 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
                     scalars.scale_b = v;
                 }
                 let r = match &operands {
-                    Operands::Lanes(rows, cols) => recompute::check_entry_lanes(
-                        call,
+                    Operands::Lanes(model, rows, cols) => recompute::check_entry_lanes(
+                        (call, model),
                         &scalars,
                         (&rows[a_at], &cols[b_at]),
                         c_in,
@@ -919,7 +933,7 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
                     out.worst_ratio = r.ratio;
                 }
                 out.worst_precision = out.worst_precision.max(r.precision_ratio());
-                out.errors.entries[ratio_bucket(r.ratio, r.unverifiable())] += 1;
+                out.errors.entries[ratio_bucket(r.ratio, r.unverifiable(), r.passed())] += 1;
                 out.errors.imprecise += (r.verdict == recompute::Verdict::Imprecise) as u64;
                 match r.verdict {
                     recompute::Verdict::Fail => out.mismatches.push((

@@ -443,35 +443,68 @@ pub struct ReportArgs {
     pub audit: AuditArgs,
 }
 
-/// True when the file starts (after white space) with "{": a JSON report rather than
-/// a capture, whose first byte is its magic's.
-fn is_json(path: &Path) -> Result<bool> {
-    let mut head = [0u8; 64];
-    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let n = file
-        .read(&mut head)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(head[..n]
-        .iter()
+/// Most bytes of a JSON report read from a pipe.
+const MAX_PIPED_REPORT: u64 = 256 << 20;
+
+/// True when `head` starts, after an optional UTF-8 byte-order mark and white space,
+/// with "{" or "[": JSON rather than a capture, whose first byte is its magic's.
+fn looks_like_json(head: &[u8]) -> bool {
+    let head = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
+    head.iter()
         .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b == b'{'))
+        .is_some_and(|&b| b == b'{' || b == b'[')
+}
+
+/// One input of `report`: a JSON report (read whole), or a capture file (checked
+/// later by path).
+enum ReportInput {
+    Json(Vec<u8>),
+    Capture,
+}
+
+/// Tells a JSON report from a capture. A regular file is peeked at; anything else (a
+/// pipe, /dev/stdin) can be read only once, so it is read whole and must be JSON.
+fn report_input(path: &Path) -> Result<ReportInput> {
+    let name = path.display();
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot open {name}"))?;
+    if meta.is_dir() {
+        bail!("{name} is a directory, not a report or a capture");
+    }
+    let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
+    if !meta.is_file() {
+        let mut bytes = Vec::new();
+        file.take(MAX_PIPED_REPORT + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {name}"))?;
+        if bytes.len() as u64 > MAX_PIPED_REPORT || !looks_like_json(&bytes) {
+            bail!(
+                "{name} is not a regular file: `report` reads a JSON report (at most 256 MiB) \
+                 from a pipe, a capture only from a file (`check` reads captures from pipes)"
+            );
+        }
+        return Ok(ReportInput::Json(bytes));
+    }
+    let mut head = Vec::new();
+    (&file)
+        .take(4096)
+        .read_to_end(&mut head)
+        .with_context(|| format!("cannot read {name}"))?;
+    if !looks_like_json(&head) {
+        return Ok(ReportInput::Capture);
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {name}"))?;
+    Ok(ReportInput::Json(bytes))
 }
 
 /// Runs `report`; Ok(true) when every stream passes.
 pub fn run_report(args: &ReportArgs) -> Result<bool> {
-    let mut json_inputs = Vec::new();
+    let mut json = Vec::new();
     for path in &args.inputs {
-        if path.is_dir() {
-            bail!(
-                "{} is a directory, not a report or a capture",
-                path.display()
-            );
-        }
-        if is_json(path)? {
-            json_inputs.push(path);
+        if let ReportInput::Json(bytes) = report_input(path)? {
+            json.push((path, bytes));
         }
     }
-    let (pass, summary, source) = match json_inputs[..] {
+    let (pass, summary, source) = match &json[..] {
         [] => {
             let Some(key_file) = &args.key_file else {
                 bail!("checking captures needs --key-file (or give a JSON report of them)");
@@ -495,20 +528,20 @@ pub fn run_report(args: &ReportArgs) -> Result<bool> {
             let names: Vec<String> = args.inputs.iter().map(|p| p.display().to_string()).collect();
             (pass, summary, names.join(", "))
         }
-        [json] if args.inputs.len() == 1 => {
-            let text = std::fs::read_to_string(json)
-                .with_context(|| format!("cannot read {}", json.display()))?;
-            let summary: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not valid JSON", json.display()))?;
-            let pass = summary.get("verdict").and_then(|v| v.as_str()) == Some("pass");
-            (pass, summary, json.display().to_string())
+        [(path, bytes)] if args.inputs.len() == 1 => {
+            let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+            let summary: serde_json::Value = serde_json::from_slice(bytes)
+                .with_context(|| format!("{} is not valid JSON", path.display()))?;
+            // The JSON is not authenticated: PASS only where all of it says so.
+            (true, summary, path.display().to_string())
         }
         _ => bail!(
             "give one JSON report, or capture files, not both nor several reports ({} of the {} inputs are JSON)",
-            json_inputs.len(),
+            json.len(),
             args.inputs.len()
         ),
     };
+    let pass = pass && crate::html::passed(&summary);
     let page = crate::html::render(&summary, &source)?;
     if args.html.as_os_str() == "-" {
         out::stdout(&page);

@@ -43,6 +43,23 @@ const NOT_AUDITED: &str = "#57606a";
 const CAPTURE: &str = "#a5b4c4";
 const UNSAMPLED: &str = "#d8dee4";
 
+/// The verdict a report's JSON supports: its own verdict pass, every stream's too, no
+/// calls missing between segments. (The JSON is not authenticated: a page, and the
+/// exit status of `report`, never say PASS where any part of it says otherwise.)
+pub fn passed(report: &Value) -> bool {
+    let streams: Vec<&Value> = match report.get("streams") {
+        Some(Value::Array(streams)) => streams.iter().collect(),
+        _ => vec![report],
+    };
+    text(report, "verdict") == "pass"
+        && !streams.is_empty()
+        && streams.iter().all(|s| text(s, "verdict") == "pass")
+        && report
+            .get("coverage_holes")
+            .and_then(Value::as_array)
+            .is_none_or(|h| h.is_empty())
+}
+
 /// Renders a report: the JSON of `check --json` (several streams) or of one stream.
 /// `source` names where it came from, for the page's footer.
 pub fn render(report: &Value, source: &str) -> Result<String> {
@@ -64,7 +81,10 @@ pub fn render(report: &Value, source: &str) -> Result<String> {
             );
         }
     }
-    let pass = text(report, "verdict") == "pass";
+    if streams.is_empty() {
+        bail!("the report holds no stream: nothing to draw");
+    }
+    let pass = passed(report);
     let failed = streams
         .iter()
         .filter(|s| text(s, "verdict") != "pass")
@@ -110,20 +130,21 @@ pub fn render(report: &Value, source: &str) -> Result<String> {
 fn streams_table(p: &mut String, streams: &[&Value]) {
     *p += "<table id=\"streams\"><tr><th>verdict</th><th>stream</th><th class=\"n\">calls</th>\
            <th class=\"n\">FLOPs</th><th class=\"n\">sampled</th><th class=\"n\">verified</th>\
-           <th class=\"n\">failed</th><th class=\"n\">entries checked</th></tr>\n";
+           <th class=\"n\">failed</th><th class=\"n\">unchecked</th><th class=\"n\">entries checked</th></tr>\n";
     for (i, s) in streams.iter().enumerate() {
         let _ = writeln!(
             p,
             "<tr><td>{}</td><td><a href=\"#stream-{i}\">{}</a></td><td class=\"n\">{}</td>\
              <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             badge(s),
             esc(text(s, "name")),
             count(uint(s, "calls")),
             flops_text(float(s, "flops")),
             count(uint(s, "sampled")),
             count(uint(s, "verified")),
-            count(uint(s, "mismatched") + uint(s, "missing")),
+            count(uint(s, "mismatched")),
+            count(unchecked(s)),
             count(uint(s, "entries_checked")),
         );
     }
@@ -159,9 +180,9 @@ fn stream_section(p: &mut String, i: usize, s: &Value) {
             esc(text(h, "stream_id")),
             uint(h, "segment"),
             uint(h, "first_index"),
-            esc(text(h, "host")),
+            prover(text(h, "host")),
             uint(h, "pid"),
-            esc(text(h, "producer")),
+            prover(text(h, "producer")),
             esc(&h.get("devices").map_or(String::new(), Value::to_string)),
             utc(uint(h, "started_unix_ns")),
             esc(text(h, "key_id")),
@@ -193,10 +214,10 @@ fn stream_section(p: &mut String, i: usize, s: &Value) {
     } else {
         *p += "<p class=\"meta over\">no authenticated header</p>\n";
     }
-    if let Some(Value::Array(failures)) = s.get("failures") {
-        if !failures.is_empty() {
-            failures_table(p, failures, uint(s, "failures_not_shown"));
-        }
+    let failures = s.get("failures").and_then(Value::as_array);
+    let more = uint(s, "failures_not_shown");
+    if failures.is_some_and(|f| !f.is_empty()) || more > 0 {
+        failures_table(p, failures.map_or(&[], |f| &f[..]), more);
     }
     coverage(p, s);
     timeline(p, s);
@@ -207,7 +228,10 @@ fn stream_section(p: &mut String, i: usize, s: &Value) {
 }
 
 fn failures_table(p: &mut String, failures: &[Value], more: u64) {
-    *p += "<h3>Failures</h3><table class=\"failures\"><tr><th>kind</th><th>call</th><th>what</th></tr>\n";
+    *p += "<h3>Failures</h3>\n";
+    if !failures.is_empty() {
+        *p += "<table class=\"failures\"><tr><th>kind</th><th>call</th><th>what</th></tr>\n";
+    }
     for f in failures {
         let _ = writeln!(
             p,
@@ -220,11 +244,13 @@ fn failures_table(p: &mut String, failures: &[Value], more: u64) {
             esc(text(f, "message"))
         );
     }
-    *p += "</table>\n";
+    if !failures.is_empty() {
+        *p += "</table>\n";
+    }
     if more > 0 {
         let _ = writeln!(
             p,
-            "<p class=\"note\">... and {} more failures (raise --max-failures to see them)</p>",
+            "<p class=\"note over\">... and {} more failures (raise --max-failures to see them)</p>",
             count(more)
         );
     }
@@ -253,7 +279,7 @@ fn coverage(p: &mut String, s: &Value) {
         uint(s, "verified"),
         uint(s, "mismatched"),
     );
-    let unchecked = sampled.saturating_sub(verified + failed);
+    let unchecked = unchecked(s);
     let unsampled = calls.saturating_sub(sampled + not_audited + captures);
     let parts = [
         (
@@ -369,6 +395,12 @@ fn coverage(p: &mut String, s: &Value) {
     }
 }
 
+/// Sampled calls judged neither verified nor failed: dropped (gaps), missing,
+/// unverifiable, or never planned (an overloaded stream).
+fn unchecked(s: &Value) -> u64 {
+    uint(s, "sampled").saturating_sub(uint(s, "verified") + uint(s, "mismatched"))
+}
+
 fn bins(s: &Value) -> Option<&Vec<Value>> {
     s.get("timeline")?.get("bins")?.as_array()
 }
@@ -382,7 +414,10 @@ fn timeline(p: &mut String, s: &Value) {
     };
     let t = &s["timeline"];
     let (first, width) = (uint(t, "first_call"), uint(t, "calls_per_bin").max(1));
-    let last = first + (bins.len() as u64) * width - 1;
+    // u128: a prover's ledger may start or jump near 2^64; shown capped at 2^64 - 1
+    let start = |i: u128| u128::from(first) + i * u128::from(width);
+    let cap = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
+    let last = cap(start(bins.len() as u128) - 1);
     let _ = writeln!(
         p,
         "<p class=\"note\">The ledger has no clock: the time axis is the call index, calls {first} to {last} (at most), \
@@ -390,25 +425,29 @@ fn timeline(p: &mut String, s: &Value) {
         if width == 1 { "" } else { "s" }
     );
     let label = |i: usize| {
-        let a = first + i as u64 * width;
-        format!("calls {a}..{}", a + width - 1)
+        let i = i as u128;
+        format!("calls {}..{}", cap(start(i)), cap(start(i + 1) - 1))
     };
     let stacks: Vec<Vec<(f64, &str)>> = bins
         .iter()
         .map(|b| {
             let (calls, sampled) = (uint(b, "calls"), uint(b, "sampled"));
-            let (verified, failed, unchecked, na) = (
+            let (verified, failed, na, captures) = (
                 uint(b, "verified"),
                 uint(b, "failed"),
-                uint(b, "unchecked"),
                 uint(b, "not_audited"),
+                uint(b, "captures"),
             );
-            let rest = calls.saturating_sub(sampled + na);
+            // sampled and judged neither way: dropped, missing, unverifiable, or never
+            // planned (an overloaded stream)
+            let unchecked = sampled.saturating_sub(verified + failed);
+            let rest = calls.saturating_sub(sampled + na + captures);
             vec![
                 (verified as f64, VERIFIED),
                 (failed as f64, FAILED),
-                (unchecked.min(sampled) as f64, UNCHECKED),
+                (unchecked as f64, UNCHECKED),
                 (na as f64, NOT_AUDITED),
+                (captures as f64, CAPTURE),
                 (rest as f64, UNSAMPLED),
             ]
         })
@@ -670,7 +709,7 @@ fn gaps_and_notices(p: &mut String, s: &Value) {
             let _ = write!(
                 p,
                 "<li>{}: {}</li>",
-                esc(reason),
+                prover(reason),
                 count(n.as_u64().unwrap_or(0))
             );
         }
@@ -685,16 +724,23 @@ fn gaps_and_notices(p: &mut String, s: &Value) {
         let _ = writeln!(
             p,
             "<p class=\"over\">The library disabled auditing: {}</p>",
-            esc(reason)
+            prover(reason)
         );
     }
     if !notices.is_empty() {
         *p += "<h3>Notices from the library (the audited side's words, not the verifier's)</h3><ul class=\"notices\">";
         for n in notices {
-            let _ = write!(p, "<li>{}</li>", esc(n));
+            let _ = write!(p, "<li>{}</li>", prover(n));
         }
         *p += "</ul>\n";
     }
+}
+
+/// A string the audited program chose (host name, producer, notices), escaped and
+/// isolated from the text around it (`<bdi>`: a right-to-left override inside cannot
+/// reorder the verifier's words).
+fn prover(text: &str) -> String {
+    format!("<bdi>{}</bdi>", esc(text))
 }
 
 /// `text` with the five characters that matter in HTML text and attributes escaped.
@@ -853,8 +899,8 @@ mod tests {
         // Absent the cheat, the same strings show as they are.
         let page = render(&report("fail", "gpu-node-7", "reconnected"), "t").unwrap();
         assert_eq!(verdict_of(&page), "fail");
-        assert!(page.contains("<b>gpu-node-7</b>"));
-        assert!(page.contains("<li>reconnected</li>"));
+        assert!(page.contains("<b><bdi>gpu-node-7</bdi></b>"));
+        assert!(page.contains("<li><bdi>reconnected</bdi></li>"));
     }
 
     #[test]
@@ -870,6 +916,35 @@ mod tests {
         let page = render(&passing, "t").unwrap();
         assert_eq!(verdict_of(&page), "pass");
         assert!(page.contains("class=\"timeline calls\""));
+    }
+
+    #[test]
+    fn a_page_says_pass_only_where_every_part_of_the_json_does() {
+        let mut forged = report("fail", "h", "n");
+        forged["verdict"] = json!("pass");
+        assert!(!passed(&forged), "a failed stream under a pass verdict");
+        assert_eq!(verdict_of(&render(&forged, "t").unwrap()), "fail");
+        let mut holes = report("fail", "h", "n");
+        holes["verdict"] = json!("pass");
+        holes["streams"][0]["verdict"] = json!("pass");
+        assert!(passed(&holes));
+        holes["coverage_holes"] = json!(["stream 1: calls 0..9 are in none of the captures"]);
+        assert!(!passed(&holes));
+        assert!(render(&json!({"streams": [], "verdict": "pass"}), "t").is_err());
+    }
+
+    #[test]
+    fn a_ledger_near_the_end_of_the_index_space_draws() {
+        // A prover may start a segment, or jump, near 2^64: the labels saturate.
+        let mut r = report("fail", "h", "n");
+        let t = &mut r["streams"][0]["timeline"];
+        t["first_call"] = json!(u64::MAX - 130);
+        t["calls_per_bin"] = json!(1u64 << 58);
+        let page = render(&r, "t").unwrap();
+        assert!(
+            page.contains(&format!("calls {} to {}", u64::MAX - 130, u64::MAX)),
+            "{page}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! authenticates and decodes the stream.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -16,6 +17,8 @@ pub struct Pool<J, R> {
     jobs: Option<mpsc::Sender<(u64, J)>>,
     results: mpsc::Receiver<(u64, Outcome<R>)>,
     workers: Vec<JoinHandle<()>>,
+    /// set when the pool is dropped: the threads take no further job
+    stop: Arc<AtomicBool>,
     /// sequence number of the next job submitted
     submitted: u64,
     /// sequence number of the next result to hand back
@@ -31,15 +34,20 @@ impl<J: Send + 'static, R: Send + 'static> Pool<J, R> {
         let (result_tx, results) = mpsc::channel();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let f = Arc::new(f);
+        let stop = Arc::new(AtomicBool::new(false));
         let workers = (0..threads.max(1))
             .map(|_| {
                 let (job_rx, result_tx, f) = (job_rx.clone(), result_tx.clone(), f.clone());
+                let stop = stop.clone();
                 std::thread::spawn(move || loop {
                     // The lock is held only to take one job off the channel.
                     let job = job_rx.lock().map(|rx| rx.recv());
                     let Ok(Ok((seq, job))) = job else {
                         return;
                     };
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
                     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(job)));
                     if result_tx.send((seq, out)).is_err() {
                         return;
@@ -51,6 +59,7 @@ impl<J: Send + 'static, R: Send + 'static> Pool<J, R> {
             jobs: Some(job_tx),
             results,
             workers,
+            stop,
             submitted: 0,
             returned: 0,
             early: BTreeMap::new(),
@@ -95,7 +104,8 @@ impl<J: Send + 'static, R: Send + 'static> Pool<J, R> {
 
 impl<J, R> Drop for Pool<J, R> {
     fn drop(&mut self) {
-        // Closing the job channel ends each thread after its current job.
+        // Each thread ends after its current job: the jobs still queued are not run.
+        self.stop.store(true, Ordering::Relaxed);
         self.jobs = None;
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -122,6 +132,25 @@ mod tests {
         assert_eq!(got, (0..20).map(|i| i * i).collect::<Vec<_>>());
         assert_eq!(pool.in_flight(), 0);
         assert_eq!(pool.next(false), None);
+    }
+
+    #[test]
+    fn dropping_the_pool_waits_for_the_jobs_running_not_the_queued_ones() {
+        let mut pool = Pool::new(1, |_: u32| {
+            std::thread::sleep(std::time::Duration::from_millis(100))
+        });
+        for i in 0..10 {
+            pool.submit(i);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let t = std::time::Instant::now();
+        drop(pool);
+        // the one job running (100 ms), not the nine queued behind it (900 ms)
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(600),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     #[test]

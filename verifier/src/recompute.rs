@@ -15,14 +15,16 @@
 //!
 //! # The reference and its own error
 //!
-//! The inputs decode exactly to f64. For inputs of at most 24 significant bits (every
-//! type but f64) each product is exact in f64, and the products are summed in
-//! [`LANES`] plain f64 lanes over contiguous segments of k ([`Lanes`]): every sum
-//! computed lies on a chain of at most `k + LANES` additions, so its error is at most
-//! `dot_err = gamma(k + LANES, 2^-53) * S` (Higham, section 4.2), at least 2^25 times
-//! below f32 accumulation's `gamma(k, 2^-24) * S`. For f64 inputs each product is split
-//! error-free with a fused multiply-add and the products are summed in k order with
-//! Neumaier's compensated summation, whose error is at most `2^-53 |dot| + dot_err`,
+//! The inputs decode exactly to f64. For operands whose products are exact in f64 (f32,
+//! f16, bf16, fp8, i8) under any compute type but f64 and 32I ([`uses_lanes`]), the
+//! products are summed in [`LANES`] plain f64 lanes over contiguous segments of k
+//! ([`Lanes`]): every sum computed lies on a chain of at most `k + LANES` additions, so
+//! its error is at most `dot_err = gamma(k + LANES, 2^-53) * S` (Higham, section 4.2),
+//! at least 2^25 times below f32 accumulation's `gamma(k, 2^-24) * S`. Under 32I
+//! compute the sum is exact in i128 and wrapped as the GPU's i32 accumulator wraps.
+//! Otherwise (f64 or i32 operands, f64 compute) each product is split error-free with a
+//! fused multiply-add and the products are summed in k order with Neumaier's
+//! compensated summation, whose error is at most `2^-53 |dot| + dot_err`,
 //! `dot_err = gamma(k, 2^-53)^2 * S` (Ogita, Rump and Oishi, "Accurate sum and dot
 //! product", 2005, for the equivalent cascaded TwoSum). The few f64 operations after it
 //! (scaling, `beta*C`, bias, the epilogue with f64 `tanh` and this module's [`erfc`],
@@ -863,8 +865,43 @@ impl DotStats {
         }
     }
 
-    /// f64 inputs: each product split error-free with a fused multiply-add and summed
-    /// by Neumaier's compensated summation (module documentation).
+    /// 32I compute (integer operands, as [`ErrorModel::for_call`] requires): the products
+    /// and their sums exactly in i128, the dot product wrapped as the GPU's i32
+    /// accumulator wraps (exactly representable in f64: no error).
+    fn integer(a: &[f64], b: &[f64]) -> DotStats {
+        let (mut sum, mut lo, mut hi, mut s) = (0i128, 0i128, 0i128, 0u128);
+        let (mut a1, mut b1, mut a_max, mut b_max) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        for (&x, &y) in a.iter().zip(b) {
+            // integers of at most 32 bits: exact in f64 and in i128
+            let p = (x as i128) * (y as i128);
+            sum += p;
+            lo = lo.min(sum);
+            hi = hi.max(sum);
+            s += p.unsigned_abs();
+            a1 += x.abs();
+            b1 += y.abs();
+            a_max = a_max.max(x.abs());
+            b_max = b_max.max(y.abs());
+        }
+        DotStats {
+            k: a.len() as u64,
+            dot: f64::from(sum as i32),
+            s: s as f64,
+            lo: 0.0,
+            hi: (hi - lo) as f64,
+            a1,
+            b1,
+            a_max,
+            b_max,
+            // only the conversions of S and of the range to f64 round
+            prefix_err: exp2i(-52),
+            dot_err: 0.0,
+        }
+    }
+
+    /// f64 inputs (and i32 operands, and f64 compute): each product split error-free
+    /// with a fused multiply-add and summed by Neumaier's compensated summation (module
+    /// documentation).
     fn compensated(a: &[f64], b: &[f64]) -> DotStats {
         let mut dot = CompensatedSum::default();
         let mut st = DotStats {
@@ -961,16 +998,29 @@ fn lane_dot_body(a: &Lanes, b: &Lanes) -> (f64, f64, f64, f64) {
     (sum, abs, min, max)
 }
 
-/// True when the call's inputs are narrower than f64: [`reference`] then sums in lanes
-/// ([`reference_lanes`] takes the operands laid out once).
+/// True when [`reference`] sums in lanes ([`reference_lanes`] takes the operands laid
+/// out once): every product of the operand types is exact in f64 (f32, f16, bf16, fp8,
+/// i8: at most 24 significant bits each; not i32 nor f64), and the compute type is
+/// neither f64 (whose own accumulation error is as small as the lanes', so the
+/// compensated sum stays the reference) nor 32I (summed exactly in integers).
 pub fn uses_lanes(call: &GemmCall) -> bool {
-    call.a.dtype != DType::F64 && call.b.dtype != DType::F64
+    let exact_products = |d: DType| {
+        matches!(
+            d,
+            DType::F32 | DType::F16 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2 | DType::I8
+        )
+    };
+    exact_products(call.a.dtype)
+        && exact_products(call.b.dtype)
+        && !matches!(call.compute, ComputeType::F64 | ComputeType::I32)
 }
 
-/// True when [`check_entry_lanes`] judges the call's entries: inputs narrower than
-/// f64, arithmetic that is not exact integer arithmetic, a model for the call.
-pub fn lane_path(call: &GemmCall) -> bool {
-    uses_lanes(call) && ErrorModel::for_call(call).is_ok_and(|m| !m.exact)
+/// The call's error model when [`check_entry_lanes`] judges its entries: inputs
+/// narrower than f64, arithmetic that is not exact integer arithmetic, a model for the
+/// call. Built once per sample and used for each of its entries.
+pub fn lane_model(call: &GemmCall) -> Option<ErrorModel> {
+    let model = ErrorModel::for_call(call).ok()?;
+    (uses_lanes(call) && !model.exact).then_some(model)
 }
 
 /// Computes the reference for one entry (inputs already checked against the call).
@@ -984,6 +1034,8 @@ pub fn reference(
 ) -> Reference {
     let stats = if uses_lanes(call) {
         DotStats::lanes(&Lanes::new(a), &Lanes::new(b))
+    } else if call.compute == ComputeType::I32 {
+        DotStats::integer(a, b)
     } else {
         DotStats::compensated(a, b)
     };
@@ -1241,11 +1293,11 @@ pub fn check_entry(
     Ok(judge(call, &model, &r, e.claimed))
 }
 
-/// [`check_entry`] for operands laid out once per row and column ([`Lanes`]), for
-/// calls that [`uses_lanes`]; calls whose model is exact integer arithmetic are
-/// refused (check them with [`check_entry`]).
+/// [`check_entry`] for operands laid out once per row and column ([`Lanes`]), with
+/// the call's model from [`lane_model`] (calls without one are refused: check them
+/// with [`check_entry`]).
 pub fn check_entry_lanes(
-    call: &GemmCall,
+    (call, model): (&GemmCall, &ErrorModel),
     s: &Scalars,
     (a, b): (&Lanes, &Lanes),
     c_in: f64,
@@ -1261,7 +1313,6 @@ pub fn check_entry_lanes(
             });
         }
     }
-    let model = ErrorModel::for_call(call)?;
     if model.exact || !uses_lanes(call) {
         return Err(RecomputeError::Unsupported(
             "exact or f64 arithmetic is checked without lanes".into(),
@@ -1269,7 +1320,7 @@ pub fn check_entry_lanes(
     }
     check_scales(call, s)?;
     let r = reference_lanes(call, s, a, b, c_in, bias);
-    Ok(judge(call, &model, &r, claimed))
+    Ok(judge(call, model, &r, claimed))
 }
 
 fn check_scales(call: &GemmCall, s: &Scalars) -> Result<(), RecomputeError> {

@@ -156,6 +156,8 @@ pub struct Bin {
     /// calls flagged as not audited (graph replays not gathered, no session, not
     /// modelled, rejected)
     pub not_audited: u64,
+    /// calls recorded while a CUDA graph was captured (no work then)
+    pub captures: u64,
     /// calls the schedule selected
     pub sampled: u64,
     /// sampled calls whose entries all matched
@@ -172,6 +174,7 @@ impl Bin {
         self.flops = self.flops.saturating_add(o.flops);
         self.replayed += o.replayed;
         self.not_audited += o.not_audited;
+        self.captures += o.captures;
         self.sampled += o.sampled;
         self.verified += o.verified;
         self.failed += o.failed;
@@ -184,6 +187,7 @@ impl Bin {
             "flops": self.flops as f64,
             "replayed": self.replayed,
             "not_audited": self.not_audited,
+            "captures": self.captures,
             "sampled": self.sampled,
             "verified": self.verified,
             "failed": self.failed,
@@ -247,10 +251,16 @@ pub const RATIO_BUCKETS: [&str; 11] = [
     "unbounded",
 ];
 
-/// The bucket of [`RATIO_BUCKETS`] an entry's error/tolerance ratio falls in.
-pub fn ratio_bucket(ratio: f64, unverifiable: bool) -> usize {
+/// The bucket of [`RATIO_BUCKETS`] an entry's error/tolerance ratio falls in. An entry
+/// that passed is never put beyond its tolerance: an honest result that overflows to
+/// infinity where D's type allows it passes with an infinite ratio, and counts in
+/// "0.1..1".
+pub fn ratio_bucket(ratio: f64, unverifiable: bool, passed: bool) -> usize {
     if unverifiable {
         return 10;
+    }
+    if passed && (ratio >= 1.0 || ratio.is_nan()) {
+        return 7;
     }
     if ratio == 0.0 {
         return 0;
@@ -1038,10 +1048,15 @@ mod tests {
         ];
         for (ratio, unverifiable, bucket) in cases {
             assert_eq!(
-                RATIO_BUCKETS[ratio_bucket(ratio, unverifiable)],
+                RATIO_BUCKETS[ratio_bucket(ratio, unverifiable, false)],
                 bucket,
                 "{ratio}"
             );
+        }
+        // a passing entry is within its tolerance, whatever its ratio (an allowed
+        // overflow to infinity)
+        for ratio in [0.5, 1.0, f64::INFINITY, f64::NAN] {
+            assert!(ratio_bucket(ratio, false, true) <= 7, "{ratio}");
         }
     }
 

@@ -580,3 +580,78 @@ fn report_refuses_what_it_cannot_draw() {
     let (o, _) = report(&[&dir.join("absent.json")], &page);
     assert_could_not_run(&o, "cannot open");
 }
+
+#[test]
+fn report_reads_a_piped_json_report_and_never_trusts_its_top_verdict() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = scratch("report-pipe");
+    let key_file = write_key(&dir);
+    let page = dir.join("page.html");
+    let piped = |json: &[u8]| {
+        let mut child = bin()
+            .args(["report", "/dev/stdin", "--html"])
+            .arg(&page)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(json).unwrap();
+        let o = child.wait_with_output().unwrap();
+        (o, std::fs::read_to_string(&page).unwrap_or_default())
+    };
+    // `check --json - | report /dev/stdin`, with a byte-order mark too
+    for (file, verdict, code) in [
+        (capture(&dir, false), "pass", 0),
+        (capture(&dir, true), "fail", 1),
+    ] {
+        let o = bin()
+            .arg("check")
+            .arg(&file)
+            .arg("--key-file")
+            .arg(&key_file)
+            .args(["--json", "-"])
+            .output()
+            .unwrap();
+        for json in [o.stdout.clone(), [&b"\xef\xbb\xbf"[..], &o.stdout].concat()] {
+            let (o, html) = piped(&json);
+            assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+            assert!(html.contains(&format!("id=\"verdict\" class=\"{verdict}\"")));
+        }
+    }
+    // the cheat: a report edited to say pass over a failed stream
+    let forged = br#"{"verdict": "pass", "streams": [{"verdict": "fail", "calls": 1}]}"#;
+    let (o, html) = piped(forged);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(html.contains("id=\"verdict\" class=\"fail\""));
+    let (o, _) = piped(br#"{"verdict": "pass", "streams": []}"#);
+    assert_could_not_run(&o, "no stream");
+    // a capture from a pipe: a clear refusal, not a misleading parse error
+    let bytes = std::fs::read(capture(&dir, false)).unwrap();
+    let (o, _) = piped(&bytes);
+    assert_could_not_run(&o, "a capture only from a file");
+}
+
+#[test]
+fn report_shows_that_failures_were_left_out() {
+    let dir = scratch("report-max0");
+    let key_file = write_key(&dir);
+    let bad = capture(&dir, true);
+    let page = dir.join("page.html");
+    let o = bin()
+        .arg("report")
+        .arg(&bad)
+        .arg("--key-file")
+        .arg(&key_file)
+        .args(["--max-failures", "0", "--html"])
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("more failures (raise --max-failures"),
+        "{html}"
+    );
+}

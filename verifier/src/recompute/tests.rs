@@ -1525,8 +1525,15 @@ fn lane_and_compensated_references_agree() {
                 ..call.clone()
             };
             let slow = check_entry(&call_k, &Scalars::UNIT, &e).unwrap();
-            let fast =
-                check_entry_lanes(&call_k, &Scalars::UNIT, (&la, &lb), 0.0, None, claimed).unwrap();
+            let fast = check_entry_lanes(
+                (&call_k, &lane_model(&call_k).unwrap()),
+                &Scalars::UNIT,
+                (&la, &lb),
+                0.0,
+                None,
+                claimed,
+            )
+            .unwrap();
             assert_eq!(slow, fast, "{dtype:?} k={k}");
         }
     }
@@ -1803,4 +1810,77 @@ fn fp8_fast_accumulation_makes_claims_beyond_the_f32_model_unverifiable_not_wron
         }
     }
     assert!(honest > 300 && beyond > 300, "{honest} {beyond}");
+}
+
+/// 32I compute with float scalars (not the exact model) and i32 operands: products of
+/// up to 62 bits are not exact in f64, so the reference sums them exactly in integers and
+/// wraps as the GPU's accumulator does. A claim 2e8 off (a tenth of the i32 range) fails;
+/// the honest one passes. (Summed in f64 lanes, the error bound of the unwrapped sum,
+/// about 2^72 * 2^-53, let such a claim pass.)
+#[test]
+fn i32_operands_under_32i_compute_with_float_scalars_are_summed_exactly() {
+    let mut calls = Vec::new();
+    for k in [1u64, 2, 7, 1000] {
+        let mut call = make_call(
+            DType::I32,
+            DType::I32,
+            DType::F32,
+            ComputeType::I32,
+            Epilogue::Default,
+            k,
+        );
+        call.scale_type = DType::F32;
+        let model = ErrorModel::for_call(&call).unwrap();
+        assert!(!model.exact, "float scalars: not the exact model");
+        let a: Vec<f64> = (0..k)
+            .map(|i| (2_147_483_647 - 2 * i as i64) as f64)
+            .collect();
+        let b = a.clone();
+        let exact: i128 = a.iter().map(|&x| (x as i128) * (x as i128)).sum();
+        let honest = round_to(DType::F32, f64::from(exact as i32));
+        let s = Scalars {
+            alpha: 1.0,
+            beta: 0.0,
+            ..Scalars::UNIT
+        };
+        let entry = |claimed| Entry {
+            a_row: &a,
+            b_col: &b,
+            c_in: 0.0,
+            bias: None,
+            claimed,
+        };
+        let r = check_entry(&call, &s, &entry(honest)).unwrap();
+        assert!(r.passed(), "k={k}: honest {honest}: {r:?}");
+        let r = check_entry(&call, &s, &entry(honest + 2e8)).unwrap();
+        assert_eq!(r.verdict, Verdict::Fail, "k={k}: {r:?}");
+        calls.push(call);
+    }
+    assert!(calls
+        .iter()
+        .all(|c| !uses_lanes(c) && lane_model(c).is_none()));
+}
+
+/// f64 compute keeps the compensated reference whatever the inputs: its own
+/// accumulation bound is as small as the lanes' error.
+#[test]
+fn f64_compute_and_f64_or_i32_operands_take_the_compensated_sum() {
+    for (a, compute) in [
+        (DType::BF16, ComputeType::F64),
+        (DType::F32, ComputeType::F64),
+        (DType::F64, ComputeType::F64),
+    ] {
+        let call = make_call(a, a, DType::F64, compute, Epilogue::Default, 64);
+        assert!(!uses_lanes(&call), "{a:?} {compute:?}");
+    }
+    for a in [
+        DType::BF16,
+        DType::F16,
+        DType::F32,
+        DType::F8E4M3,
+        DType::F8E5M2,
+    ] {
+        let call = make_call(a, a, DType::F32, ComputeType::F32, Epilogue::Default, 64);
+        assert!(uses_lanes(&call), "{a:?}");
+    }
 }
