@@ -12,6 +12,8 @@ use std::fmt::Write as _;
 use anyhow::{bail, Result};
 use serde_json::Value;
 
+use crate::report::human_flops;
+
 const STYLE: &str = "
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1f2328;margin:0;background:#fff}
 main{max-width:1100px;margin:0 auto;padding:0 24px 48px}
@@ -140,7 +142,7 @@ fn streams_table(p: &mut String, streams: &[&Value]) {
             badge(s),
             esc(text(s, "name")),
             count(uint(s, "calls")),
-            flops_text(float(s, "flops")),
+            human_flops(float(s, "flops")),
             count(uint(s, "sampled")),
             count(uint(s, "verified")),
             count(uint(s, "mismatched")),
@@ -356,7 +358,7 @@ fn coverage(p: &mut String, s: &Value) {
         "<tr><th>all calls</th><th class=\"n\">{}</th><th class=\"n\">{}</th><th>{} claimed</th></tr></table>",
         count(calls),
         share(1.0),
-        flops_text(float(s, "flops"))
+        human_flops(float(s, "flops"))
     );
     let _ = writeln!(
         p,
@@ -367,7 +369,7 @@ fn coverage(p: &mut String, s: &Value) {
         count(uint(graphs, "replayed_sampled")),
         count(uint(graphs, "replayed_verified")),
         count(uint(graphs, "replayed_not_audited")),
-        flops_text(float(graphs, "replayed_flops")),
+        human_flops(float(graphs, "replayed_flops")),
         count(uint(s, "entries_checked")),
         float(s, "worst_tolerance_ratio"),
         float(s, "worst_precision_ratio"),
@@ -465,7 +467,7 @@ fn timeline(p: &mut String, s: &Value) {
                 uint(b, "failed"),
                 uint(b, "unchecked"),
                 uint(b, "not_audited"),
-                flops_text(float(b, "flops"))
+                human_flops(float(b, "flops"))
             )
         })
         .collect();
@@ -532,7 +534,7 @@ fn bar_chart(
         svg += "</g>";
     }
     let top = if flops {
-        flops_text(max)
+        human_flops(max)
     } else {
         count(max as u64)
     };
@@ -794,20 +796,6 @@ fn share(x: f64) -> String {
 
 fn ppm(v: u64) -> String {
     share(v as f64 / 1e6)
-}
-
-fn flops_text(f: f64) -> String {
-    for (unit, scale) in [
-        ("PFLOP", 1e15),
-        ("TFLOP", 1e12),
-        ("GFLOP", 1e9),
-        ("MFLOP", 1e6),
-    ] {
-        if f >= scale {
-            return format!("{:.3} {unit}", f / scale);
-        }
-    }
-    format!("{f:.0} FLOP")
 }
 
 /// Nanoseconds since the Unix epoch as "YYYY-MM-DD HH:MM:SS UTC".

@@ -2492,34 +2492,14 @@ mod tests {
             .verifier_cores
             .is_none());
         // one GEMM: no phases to give cores for; a file that is not a bench: refused
-        let e = plan(&args(&[
-            "--m",
-            "4",
-            "--n",
-            "4",
-            "--k",
-            "4",
-            "--verifier-bench",
-            b,
-        ]))
-        .unwrap_err()
-        .to_string();
+        let one_gemm = || {
+            let line = ["--m", "4", "--n", "4", "--k", "4", "--verifier-bench", b];
+            format!("{:#}", plan(&args(&line)).unwrap_err())
+        };
+        let e = one_gemm();
         assert!(e.contains("needs a model"), "{e}");
         std::fs::write(&bench, "{\"cpu\": 1}").unwrap();
-        let e = format!(
-            "{:#}",
-            plan(&args(&[
-                "--m",
-                "4",
-                "--n",
-                "4",
-                "--k",
-                "4",
-                "--verifier-bench",
-                b
-            ]))
-            .unwrap_err()
-        );
+        let e = one_gemm();
         assert!(
             e.contains("not the JSON of `mmaudit-verify bench --json`"),
             "{e}"

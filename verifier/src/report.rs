@@ -679,7 +679,7 @@ impl StreamReport {
         let _ = writeln!(
             s,
             "  flops            {:>12}   claimed by the ledger",
-            human_flops(self.flops)
+            human_flops(self.flops as f64)
         );
         let _ = writeln!(
             s,
@@ -870,8 +870,8 @@ fn policy_json(p: &Policy) -> Value {
     })
 }
 
-fn human_flops(f: u128) -> String {
-    let f = f as f64;
+/// FLOPs with their unit: "387.973 MFLOP".
+pub fn human_flops(f: f64) -> String {
     for (unit, scale) in [
         ("PFLOP", 1e15),
         ("TFLOP", 1e12),
