@@ -4,12 +4,14 @@
 //! prints a table (recorded in docs/PERFORMANCE.md) and asserts only that every stream
 //! passed.
 //!
-//! The server runs in-process (one event-loop thread, as the command runs it) with a
+//! The server runs in-process (one event-loop thread and its recompute threads, as the
+//! command runs it) with a
 //! fixed session nonce, so that the provers' streams can be computed before the
 //! measurement; the provers are threads that replay them (each replay a new connection
 //! with the full handshake), so the machine's cores are shared by server and clients.
 //!
 //! Run: cargo bench -p mmaudit-verify --bench serve_throughput [-- SECONDS]
+//! (SERVE_THREADS=N: the server's recompute threads, default every core.)
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -56,6 +58,12 @@ fn run(
     let mut opts = ServeOptions::new("127.0.0.1:0".parse().unwrap(), key.clone());
     opts.fixed_nonce = Some(NONCE);
     opts.capture_dir = capture.map(|p| p.to_path_buf());
+    if let Some(threads) = std::env::var("SERVE_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+    {
+        opts.threads = threads;
+    }
     let server = Server::bind(opts).expect("bind");
     let addr: SocketAddr = server.local_addr();
     let stopper = server.stopper();

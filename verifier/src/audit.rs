@@ -15,6 +15,7 @@
 //! record, so it holds no I/O; both must give the same report for the same bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use mmaudit_protocol::call::{flags, DType, GemmCall};
 use mmaudit_protocol::keys::Key;
@@ -24,7 +25,7 @@ use mmaudit_protocol::schedule::{Plan, Schedule};
 use mmaudit_protocol::stream::{Event, StreamError, StreamHeader};
 
 use crate::policy::{Policy, Unaudited};
-use crate::pool::Pool;
+use crate::pool::{Pool, Workers};
 use crate::recompute::{self, Entry, ErrorModel, Lanes, Scalars};
 use crate::report::{
     ranges_text, ratio_bucket, ErrorHistogram, Failure, FailureKind, StreamReport, WeightReport,
@@ -68,6 +69,8 @@ pub struct StreamAudit {
     deferred_bytes: usize,
     /// The threads checking batches (started at the first batch).
     pool: Option<Pool<Batch, Outcomes>>,
+    /// Threads shared with other audits (`serve`), used instead of threads of its own.
+    workers: Option<Arc<Workers>>,
     /// Set while outcomes are applied: a failure found then is in stream order already.
     applying: bool,
     /// Sample bytes of each batch out, oldest first.
@@ -111,6 +114,7 @@ impl StreamAudit {
             deferred: Vec::new(),
             deferred_bytes: 0,
             pool: None,
+            workers: None,
             applying: false,
             bytes_out: std::collections::VecDeque::new(),
             report: StreamReport::new(name),
@@ -124,6 +128,14 @@ impl StreamAudit {
     /// before it).
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
+        self
+    }
+
+    /// Checks the arithmetic of samples on `workers`, shared with other audits, as
+    /// [`StreamAudit::with_threads`] does on threads of its own.
+    pub fn with_workers(mut self, workers: Arc<Workers>) -> Self {
+        self.threads = workers.threads().max(2);
+        self.workers = Some(workers);
         self
     }
 
@@ -431,10 +443,10 @@ impl StreamAudit {
         let batch = std::mem::take(&mut self.deferred);
         self.bytes_out
             .push_back(std::mem::take(&mut self.deferred_bytes));
-        let threads = self.threads;
+        let (threads, workers) = (self.threads, self.workers.clone());
         self.pool
             .get_or_insert_with(|| {
-                Pool::new(threads, |batch: Batch| {
+                let check = |batch: Batch| -> Outcomes {
                     batch
                         .into_iter()
                         .map(|(call, plan, sample)| {
@@ -442,7 +454,11 @@ impl StreamAudit {
                             (call, outcome)
                         })
                         .collect()
-                })
+                };
+                match workers {
+                    Some(w) => Pool::on(w, check),
+                    None => Pool::new(threads, check),
+                }
             })
             .submit(batch);
     }

@@ -38,6 +38,8 @@ pub struct ConnConfig<'a> {
     pub capture_dir: Option<&'a std::path::Path>,
     /// largest partial frame buffered per connection
     pub conn_buffer: usize,
+    /// threads shared by every connection's audit for recomputing samples
+    pub workers: Option<&'a std::sync::Arc<crate::pool::Workers>>,
 }
 
 /// What a turn of [`Conn::service`] ended with.
@@ -159,6 +161,9 @@ impl Conn {
             .with_policy(cfg.policy.clone());
         if let Some(policy) = cfg.weights {
             audit = audit.with_weights(policy.clone());
+        }
+        if let Some(workers) = cfg.workers {
+            audit = audit.with_workers(workers.clone());
         }
         Conn {
             stream,

@@ -51,6 +51,7 @@ use mmaudit_protocol::keys::Key;
 
 use crate::keyfile::read_key_file;
 use crate::policy::{Policy, PolicyArgs};
+use crate::pool::Workers;
 use crate::report::{summary_json, StreamReport};
 use crate::weights::WeightPolicy;
 use capture::create_new;
@@ -165,6 +166,10 @@ pub struct ServeArgs {
     /// Keep at most this many failure details per stream.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub max_failures: usize,
+    /// Threads that recompute the samples of every connection (default: every core);
+    /// the reports do not depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// How open streams are shown on stderr.
     #[arg(long, value_enum, default_value = "auto")]
     pub view: ViewMode,
@@ -203,6 +208,9 @@ pub struct ServeOptions {
     pub sampling: SamplingConfig,
     /// failure details kept per stream
     pub max_failures: usize,
+    /// threads that recompute samples, shared by every connection (1: each
+    /// connection's samples on the event loop's thread)
+    pub threads: usize,
     /// stderr view
     pub view: ViewMode,
     /// print each final report on stdout
@@ -234,6 +242,7 @@ impl ServeOptions {
             policy: Policy::default(),
             sampling: SamplingConfig::default(),
             max_failures: 20,
+            threads: crate::check::default_threads(),
             view: ViewMode::Off,
             print_reports: false,
             quiet: true,
@@ -305,6 +314,8 @@ pub struct Server {
     accept_retry_at: Option<Instant>,
     /// which calls of each stream were received
     continuity: Continuity,
+    /// the threads recomputing every connection's samples (none with one thread)
+    workers: Option<Arc<Workers>>,
 }
 
 fn log_err(view: &mut View, lines: &mut Vec<String>) {
@@ -317,6 +328,7 @@ impl Server {
     /// Listens, encodes the hello (with `opts.sampling`; every held tensor is
     /// fingerprinted once) and prepares the event loop.
     pub fn bind(opts: ServeOptions) -> Result<Server> {
+        let opts_threads = opts.threads;
         let poll = Poll::new().context("cannot create the event loop")?;
         let mut listener = TcpListener::bind(opts.listen)
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
@@ -376,6 +388,7 @@ impl Server {
             too_many: (None, 0),
             accept_retry_at: None,
             continuity,
+            workers: (opts_threads > 1).then(|| Workers::new(opts_threads)),
         })
     }
 
@@ -581,7 +594,7 @@ impl Server {
                 continue;
             }
             let hello = HelloOut::new(self.hello.clone(), &self.opts.key, nonce);
-            let cfg = conn_config(&self.opts);
+            let cfg = conn_config(&self.opts, self.workers.as_ref());
             let conn = Conn::new(stream, peer, hello, &cfg);
             self.peers.insert(t, Peer::Prover(Box::new(conn)));
             self.mark_ready(t);
@@ -635,7 +648,7 @@ impl Server {
             let Some(t) = self.ready.pop_front() else {
                 break;
             };
-            let cfg = conn_config(&self.opts);
+            let cfg = conn_config(&self.opts, self.workers.as_ref());
             let Some(Peer::Prover(conn)) = self.peers.get_mut(&t) else {
                 continue;
             };
@@ -846,8 +859,9 @@ fn note_continuity(c: &mut Continuity, conn: &mut Conn, force: bool) -> Option<S
     msg.or(m)
 }
 
-fn conn_config(opts: &ServeOptions) -> ConnConfig<'_> {
+fn conn_config<'a>(opts: &'a ServeOptions, workers: Option<&'a Arc<Workers>>) -> ConnConfig<'a> {
     ConnConfig {
+        workers,
         key: &opts.key,
         weights: opts.weights.as_ref(),
         max_failures: opts.max_failures,
@@ -968,6 +982,10 @@ pub fn run_serve(args: &ServeArgs) -> Result<bool> {
     // The hello asks for the policy's floor: what a stream must then meet.
     opts.sampling = opts.policy.sampling;
     opts.max_failures = args.max_failures;
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    opts.threads = args.threads.unwrap_or_else(crate::check::default_threads);
     opts.view = args.view;
     opts.print_reports = true;
     opts.quiet = false;
