@@ -563,11 +563,7 @@ fn histograms(p: &mut String, s: &Value) {
         .and_then(Value::as_array)
         .map(|b| b.iter().map(|v| v.as_str().unwrap_or("?")).collect())
         .unwrap_or_default();
-    let Some(by_types) = hist
-        .get("by_types")
-        .and_then(Value::as_object)
-        .filter(|m| !m.is_empty())
-    else {
+    let Some(by_types) = entries(hist, "by_types") else {
         *p += "<p class=\"note\">no entries were checked</p>\n";
         return;
     };
@@ -670,11 +666,7 @@ fn weights(p: &mut String, s: &Value) {
         count(uint(w, "unmatched_differing")),
         if required { "required: each unmatched call fails" } else { "not required: reported only" }
     );
-    let Some(tensors) = w
-        .get("tensors")
-        .and_then(Value::as_object)
-        .filter(|t| !t.is_empty())
-    else {
+    let Some(tensors) = entries(w, "tensors") else {
         return;
     };
     *p += "<table class=\"weights\"><tr><th>tensor</th><th class=\"n\">sampled calls</th><th>used as</th></tr>\n";
@@ -701,11 +693,7 @@ fn weights(p: &mut String, s: &Value) {
 }
 
 fn gaps_and_notices(p: &mut String, s: &Value) {
-    if let Some(reasons) = s
-        .get("gap_reasons")
-        .and_then(Value::as_object)
-        .filter(|r| !r.is_empty())
-    {
+    if let Some(reasons) = entries(s, "gap_reasons") {
         *p += "<h3>Samples the library dropped (gaps), by reason</h3><ul>";
         for (reason, n) in reasons {
             let _ = write!(
@@ -759,6 +747,13 @@ pub fn esc(text: &str) -> String {
         }
     }
     out
+}
+
+/// The object under `key`, when it has entries.
+fn entries<'a>(v: &'a Value, key: &str) -> Option<&'a serde_json::Map<String, Value>> {
+    v.get(key)
+        .and_then(Value::as_object)
+        .filter(|m| !m.is_empty())
 }
 
 fn text<'a>(v: &'a Value, key: &str) -> &'a str {
