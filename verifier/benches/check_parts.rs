@@ -1,9 +1,10 @@
 //! Where `check`'s time per capture byte goes, part by part, on the decode-shaped
 //! capture of `mmaudit-verify bench` (bf16 4096x16x4096, 40 rows and one column per
 //! call, every call sampled): reading the stream (MACs, decompression, record
-//! decoding), decoding the sampled operands to f64, laying them out in lanes, and the
-//! lane dot products with their reference and tolerance (`check_entry_lanes`), each
-//! timed alone on one thread, best of five, next to the whole `check`. A benchmark, not
+//! decoding; and apart, BLAKE3 over every byte and zstd decompression of the operands),
+//! decoding the sampled operands to f64, laying them out in lanes, and the lane dot
+//! products with their reference and tolerance (`check_entry_lanes`), each timed alone
+//! on one thread, best of five, next to the whole `check`. A benchmark, not
 //! a test: it prints a table (recorded in docs/PERFORMANCE.md).
 //!
 //! Run: cargo bench -p mmaudit-verify --bench check_parts
@@ -118,6 +119,27 @@ fn main() {
         }
         (decode, layout, dots) = (decode.min(d), layout.min(l), dots.min(t));
     }
+    // The reader's two big parts alone: BLAKE3 over every byte (as the MAC chain runs
+    // it, a keyed hash per frame), and zstd decompression of the records (here the
+    // sampled operands, compressed as the library does: level 1, 128 KiB frames).
+    let mac_key = [7u8; 32];
+    let mac = best(|| {
+        for frame in bytes.chunks(128 << 10) {
+            std::hint::black_box(blake3::keyed_hash(&mac_key, frame));
+        }
+    });
+    let raw: Vec<u8> = rows.iter().chain(&cols).flatten().copied().collect();
+    let frames: Vec<(Vec<u8>, usize)> = raw
+        .chunks(128 << 10)
+        .map(|c| (zstd::bulk::compress(c, 1).expect("zstd"), c.len()))
+        .collect();
+    let compressed: usize = frames.iter().map(|f| f.0.len()).sum();
+    let mut d = zstd::bulk::Decompressor::new().expect("zstd");
+    let unzstd = best(|| {
+        for (f, n) in &frames {
+            std::hint::black_box(d.decompress(f, *n).expect("zstd"));
+        }
+    });
     let b = bytes.len() as f64;
     println!(
         "decode-shaped capture: {:.1} MB ({:.1} MB of sampled operands), {:.1} MMAC, {} samples; one thread, best of five",
@@ -130,12 +152,19 @@ fn main() {
     for (name, t) in [
         ("whole check (audit_reader_threads)", whole),
         ("reading the stream (MAC, zstd, records)", read),
+        ("  of which BLAKE3 over every byte", mac),
+        ("  of which zstd decompression (operands)", unzstd),
         ("operands bf16 -> f64", decode),
         ("operands laid out in lanes", layout),
         ("dot products, reference, tolerance", dots),
     ] {
         println!("{name:<44} {t:>9.4} {:>14.3}", t / b * 1e9);
     }
+    println!(
+        "(zstd: {:.1} MB of operands from {:.1} MB, level 1, 128 KiB frames)",
+        raw.len() as f64 / 1e6,
+        compressed as f64 / 1e6
+    );
     let parts = read + decode + layout + dots;
     println!(
         "{:<44} {:>9.4} {:>14.3}",
