@@ -18,7 +18,7 @@ import zlib
 from html.parser import HTMLParser
 
 GREEN = (0x1A, 0x7F, 0x37)  # the PASS banner
-RED = (0xCF, 0x22, 0x2E)  # the FAIL banner, and failed calls in the charts
+RED = (0xCF, 0x22, 0x2E)  # the FAIL banner
 VERIFIED = (0x2D, 0xA4, 0x4E)  # verified calls in the charts
 
 

@@ -433,7 +433,7 @@ pub fn decode_into(dtype: DType, bytes: &[u8], out: &mut Vec<f64>) -> Result<(),
 
 /// The value of a bf16 element: the upper half of an f32, so exact; NaN stays NaN.
 #[inline]
-pub fn bf16_value(bits: u16) -> f64 {
+fn bf16_value(bits: u16) -> f64 {
     f64::from(f32::from_bits(u32::from(bits) << 16))
 }
 

@@ -16,9 +16,7 @@ use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::num;
 use mmaudit_protocol::record::{OperandData, Record};
 use mmaudit_protocol::stream::{Event, StreamReader};
-use mmaudit_verify::bench::honest_capture;
-use mmaudit_verify::check::audit_reader_threads;
-use mmaudit_verify::policy::Policy;
+use mmaudit_verify::bench::{check_capture, honest_capture};
 use mmaudit_verify::recompute::{self, Lanes, Scalars};
 
 fn best(mut f: impl FnMut()) -> f64 {
@@ -65,16 +63,7 @@ fn main() {
     let operand_bytes: usize = rows.iter().chain(&cols).map(Vec::len).sum();
 
     let whole = best(|| {
-        let r = audit_reader_threads(
-            "parts",
-            &bytes[..],
-            &key,
-            (1, 1),
-            &Policy::lenient(),
-            None,
-            |_| {},
-        )
-        .expect("a capture");
+        let r = check_capture(&key, &bytes).expect("a capture");
         assert!(r.passed());
     });
     // as `check` reads: 1 MiB at a time

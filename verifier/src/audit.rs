@@ -123,9 +123,9 @@ impl StreamAudit {
 
     /// Checks the arithmetic of samples on `threads` threads while the stream is read
     /// on (`check`): samples go to the threads in batches, at most [`MAX_BATCHES`]
-    /// batches and [`MAX_BYTES_OUT`] sample bytes out at once. The report is the same as with one thread (outcomes are
-    /// applied in stream order, and every other failure first applies the outcomes
-    /// before it).
+    /// batches and [`MAX_BYTES_OUT`] sample bytes out at once. The report is the same
+    /// as with one thread (outcomes are applied in stream order, and every other
+    /// failure first applies the outcomes before it).
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
         self
@@ -134,6 +134,7 @@ impl StreamAudit {
     /// Checks the arithmetic of samples on `workers`, shared with other audits, as
     /// [`StreamAudit::with_threads`] does on threads of its own.
     pub fn with_workers(mut self, workers: Arc<Workers>) -> Self {
+        // above one, so that samples go to the workers whatever their number
         self.threads = workers.threads().max(2);
         self.workers = Some(workers);
         self
@@ -293,22 +294,22 @@ impl StreamAudit {
         self.next_index = call.index.saturating_add(1);
         self.report.calls += 1;
         self.report.flops = self.report.flops.saturating_add(call.flops());
+        let capture = call.is_capture_record();
         let bin = self.report.timeline.bin(call.index);
         bin.calls += 1;
         bin.flops = bin.flops.saturating_add(call.flops());
-        if call.is_capture_record() {
+        if capture {
             // Recorded while its graph was captured: it computed nothing then, and
             // its work is ledgered at every replay.
+            bin.captures += 1;
             self.report.capture_records += 1;
-            self.report.timeline.bin(call.index).captures += 1;
             return;
         }
+        bin.replayed += call.has(flags::REPLAYED) as u64;
+        bin.not_audited += call.has(flags::NOT_AUDITED) as u64;
         let declared = call.declared_flops();
         let working = declared > 0;
         self.report.working_calls += working as u64;
-        let bin = self.report.timeline.bin(call.index);
-        bin.replayed += call.has(flags::REPLAYED) as u64;
-        bin.not_audited += call.has(flags::NOT_AUDITED) as u64;
         if call.has(flags::REPLAYED) {
             self.report.replayed += 1;
             self.report.replayed_flops = self.report.replayed_flops.saturating_add(declared);
@@ -503,14 +504,6 @@ impl StreamAudit {
                     .entry(types(call))
                     .or_default()
                     .add(&outcome.errors);
-                let bin = self.report.timeline.bin(call.index);
-                if !outcome.mismatches.is_empty() {
-                    bin.failed += 1;
-                } else if outcome.unverifiable {
-                    bin.unchecked += 1;
-                } else {
-                    bin.verified += 1;
-                }
                 if outcome.unverifiable {
                     self.report
                         .count_unaudited(Unaudited::Unverifiable, call.flops());
@@ -524,12 +517,17 @@ impl StreamAudit {
                 if outcome.worst_precision > self.report.worst_precision_ratio {
                     self.report.worst_precision_ratio = outcome.worst_precision;
                 }
+                let bin = self.report.timeline.bin(call.index);
                 if outcome.mismatches.is_empty() {
-                    if !outcome.unverifiable {
+                    if outcome.unverifiable {
+                        bin.unchecked += 1;
+                    } else {
+                        bin.verified += 1;
                         self.report.verified += 1;
                         self.report.replayed_verified += call.has(flags::REPLAYED) as u64;
                     }
                 } else {
+                    bin.failed += 1;
                     self.report.mismatched += 1;
                     self.report.entries_mismatched += outcome.mismatches.len() as u64;
                     let shown = outcome.mismatches.len().min(3);
@@ -834,7 +832,6 @@ fn vector_scales(name: &str, bytes: &[u8]) -> Result<Vec<f64>, String> {
         .collect()
 }
 
-/// Checks every entry of one sample against its call and plan.
 /// A sample's operands as the recomputation reads them.
 enum Operands {
     /// the call's error model, rows of op(A) and columns of op(B) laid out for the
@@ -844,6 +841,7 @@ enum Operands {
     Plain(Vec<f64>, Vec<f64>),
 }
 
+/// Checks every entry of one sample against its call and plan.
 fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutcome, String> {
     s.check_shape(call, plan)?;
     let scalars = Scalars {

@@ -27,9 +27,10 @@ use mmaudit_protocol::schedule::{Schedule, ScheduleVersion};
 use mmaudit_protocol::stream::{StreamHeader, StreamWriter};
 use serde::{Deserialize, Serialize};
 
-use crate::check::audit_reader_threads;
+use crate::check::{audit_reader_threads, NotChecked};
 use crate::policy::Policy;
 use crate::recompute::{self, Scalars};
+use crate::report::StreamReport;
 
 /// Options of `mmaudit-verify bench`.
 #[derive(Args, Debug)]
@@ -199,6 +200,19 @@ fn recompute_call(k: u64) -> mmaudit_protocol::call::GemmCall {
     crate::cheat::linear_call(DType::BF16, ComputeType::F32, k)
 }
 
+/// Checks an in-memory capture as `bench` times it: one thread, the lenient policy.
+pub fn check_capture(key: &Key, bytes: &[u8]) -> Result<StreamReport, NotChecked> {
+    audit_reader_threads(
+        "bench",
+        bytes,
+        key,
+        (1, 1),
+        &Policy::lenient(),
+        None,
+        |_| {},
+    )
+}
+
 /// Times `check` on the two captures and fits the two coefficients.
 pub fn measure(calls: u64, mut progress: impl FnMut(&Case)) -> Result<Throughput> {
     let key = Key::from_bytes([0x5a; 32]);
@@ -224,16 +238,9 @@ pub fn measure(calls: u64, mut progress: impl FnMut(&Case)) -> Result<Throughput
         let mut best = f64::INFINITY;
         for _ in 0..5 {
             let t = Instant::now();
-            let report = audit_reader_threads(
-                name,
-                &bytes[..],
-                &key,
-                (1, 1),
-                &Policy::lenient(),
-                None,
-                |_| {},
-            )
-            .map_err(|e| anyhow::anyhow!("the bench capture could not be read: {e:?}"))?;
+            let report = check_capture(&key, &bytes).map_err(|e| {
+                anyhow::anyhow!("the bench capture {name} could not be read: {e:?}")
+            })?;
             best = best.min(t.elapsed().as_secs_f64());
             if !report.passed() || report.entries_checked * shape.2 != macs {
                 bail!(
@@ -384,16 +391,7 @@ mod tests {
     fn a_small_bench_capture_passes_its_check() {
         let key = Key::from_bytes([3; 32]);
         let (bytes, macs) = honest_capture(&key, (64, 16, 256), 1000, 5);
-        let r = audit_reader_threads(
-            "t",
-            &bytes[..],
-            &key,
-            (5, 1),
-            &Policy::lenient(),
-            None,
-            |_| {},
-        )
-        .unwrap();
+        let r = check_capture(&key, &bytes).unwrap();
         assert!(r.passed(), "{}", r.to_text());
         assert_eq!(r.entries_checked * 256, macs);
         assert!(macs > 0);

@@ -449,10 +449,15 @@ const MAX_PIPED_REPORT: u64 = 256 << 20;
 /// True when `head` starts, after an optional UTF-8 byte-order mark and white space,
 /// with "{" or "[": JSON rather than a capture, whose first byte is its magic's.
 fn looks_like_json(head: &[u8]) -> bool {
-    let head = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
-    head.iter()
+    without_bom(head)
+        .iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|&b| b == b'{' || b == b'[')
+}
+
+/// `text` without its UTF-8 byte-order mark, if it starts with one.
+fn without_bom(text: &[u8]) -> &[u8] {
+    text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text)
 }
 
 /// One input of `report`: a JSON report (read whole), or a capture file (checked
@@ -529,8 +534,7 @@ pub fn run_report(args: &ReportArgs) -> Result<bool> {
             (pass, summary, names.join(", "))
         }
         [(path, bytes)] if args.inputs.len() == 1 => {
-            let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-            let summary: serde_json::Value = serde_json::from_slice(bytes)
+            let summary: serde_json::Value = serde_json::from_slice(without_bom(bytes))
                 .with_context(|| format!("{} is not valid JSON", path.display()))?;
             // The JSON is not authenticated: PASS only where all of it says so.
             (true, summary, path.display().to_string())

@@ -49,12 +49,10 @@ const UNSAMPLED: &str = "#d8dee4";
 /// calls missing between segments. (The JSON is not authenticated: a page, and the
 /// exit status of `report`, never say PASS where any part of it says otherwise.)
 pub fn passed(report: &Value) -> bool {
-    let streams: Vec<&Value> = match report.get("streams") {
-        Some(Value::Array(streams)) => streams.iter().collect(),
-        _ => vec![report],
+    let Ok(streams) = streams(report) else {
+        return false;
     };
     text(report, "verdict") == "pass"
-        && !streams.is_empty()
         && streams.iter().all(|s| text(s, "verdict") == "pass")
         && report
             .get("coverage_holes")
@@ -62,9 +60,9 @@ pub fn passed(report: &Value) -> bool {
             .is_none_or(|h| h.is_empty())
 }
 
-/// Renders a report: the JSON of `check --json` (several streams) or of one stream.
-/// `source` names where it came from, for the page's footer.
-pub fn render(report: &Value, source: &str) -> Result<String> {
+/// The streams of a report: the JSON of `check --json` (several streams) or of one
+/// stream; an error unless there is at least one and each has a verdict.
+fn streams(report: &Value) -> Result<Vec<&Value>> {
     let streams: Vec<&Value> = match report.get("streams") {
         Some(Value::Array(streams)) => streams.iter().collect(),
         Some(_) => bail!("\"streams\" is not a list: not an mmaudit-verify JSON report"),
@@ -86,6 +84,13 @@ pub fn render(report: &Value, source: &str) -> Result<String> {
     if streams.is_empty() {
         bail!("the report holds no stream: nothing to draw");
     }
+    Ok(streams)
+}
+
+/// Renders a report: the JSON of `check --json` (several streams) or of one stream.
+/// `source` names where it came from, for the page's footer.
+pub fn render(report: &Value, source: &str) -> Result<String> {
+    let streams = streams(report)?;
     let pass = passed(report);
     let failed = streams
         .iter()

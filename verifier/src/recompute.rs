@@ -532,8 +532,8 @@ pub struct Magnitudes {
     /// `|result| = |scale_d * post|`.
     pub result: f64,
     /// A bound on the reference dot product's own error, `|computed - exact|`
-    /// (module documentation): `gamma(k, 2^-53)^2 S` for f64 inputs, `gamma(k + LANES,
-    /// 2^-53) S` for narrower ones.
+    /// (module documentation): `gamma(k + LANES, 2^-53) S` summed in lanes, 0 under 32I
+    /// compute, `gamma(k, 2^-53)^2 S` by the compensated sum.
     pub dot_err: f64,
 }
 
@@ -742,7 +742,7 @@ pub struct Reference {
     pub magnitudes: Magnitudes,
 }
 
-/// Lanes of the reference dot product for inputs narrower than f64: the k products
+/// Lanes of the reference dot product (for calls that [`uses_lanes`]): the k products
 /// are summed as `LANES` contiguous segments of k, each by its own accumulator, so that
 /// one step of the loop works on `LANES` independent sums (the processor's vector
 /// units, several additions in flight). Fixed, whatever the machine: the result does
@@ -840,8 +840,8 @@ struct DotStats {
 }
 
 impl DotStats {
-    /// Inputs of at most 24 significant bits (every type but f64): each product is exact
-    /// in f64, and the products are summed in [`LANES`] plain f64 lanes. Every sum
+    /// Calls that [`uses_lanes`]: each product is exact in f64, and the products are
+    /// summed in [`LANES`] plain f64 lanes. Every sum
     /// computed (a lane's running sum, a segment's offset plus it, the total) adds its
     /// terms along a chain of at most `k + LANES` additions, so its error is at most
     /// `gamma(k + LANES, 2^-53) S` (Higham, Accuracy and Stability of Numerical
@@ -1020,7 +1020,13 @@ pub fn uses_lanes(call: &GemmCall) -> bool {
 /// call. Built once per sample and used for each of its entries.
 pub fn lane_model(call: &GemmCall) -> Option<ErrorModel> {
     let model = ErrorModel::for_call(call).ok()?;
-    (uses_lanes(call) && !model.exact).then_some(model)
+    lanes_judge(call, &model).then_some(model)
+}
+
+/// True when the lanes judge a call of this model: its products are exact
+/// ([`uses_lanes`]) and its arithmetic is not the exact integer model.
+fn lanes_judge(call: &GemmCall, model: &ErrorModel) -> bool {
+    uses_lanes(call) && !model.exact
 }
 
 /// Computes the reference for one entry (inputs already checked against the call).
@@ -1270,18 +1276,7 @@ pub fn check_entry(
     s: &Scalars,
     e: &Entry<'_>,
 ) -> Result<EntryCheck, RecomputeError> {
-    for (what, len) in [
-        ("op(A) row", e.a_row.len()),
-        ("op(B) column", e.b_col.len()),
-    ] {
-        if len as u64 != call.k {
-            return Err(RecomputeError::Length {
-                what,
-                expected: call.k,
-                got: len,
-            });
-        }
-    }
+    check_lengths(call, e.a_row.len(), e.b_col.len())?;
     let model = ErrorModel::for_call(call)?;
     if model.exact {
         let expected = exact_integer(call, s, e, model.output)?;
@@ -1304,7 +1299,20 @@ pub fn check_entry_lanes(
     bias: Option<f64>,
     claimed: f64,
 ) -> Result<EntryCheck, RecomputeError> {
-    for (what, len) in [("op(A) row", a.len()), ("op(B) column", b.len())] {
+    check_lengths(call, a.len(), b.len())?;
+    if !lanes_judge(call, model) {
+        return Err(RecomputeError::Unsupported(
+            "exact or f64 arithmetic is checked without lanes".into(),
+        ));
+    }
+    check_scales(call, s)?;
+    let r = reference_lanes(call, s, a, b, c_in, bias);
+    Ok(judge(call, model, &r, claimed))
+}
+
+/// An op(A) row and an op(B) column of k elements each.
+fn check_lengths(call: &GemmCall, a: usize, b: usize) -> Result<(), RecomputeError> {
+    for (what, len) in [("op(A) row", a), ("op(B) column", b)] {
         if len as u64 != call.k {
             return Err(RecomputeError::Length {
                 what,
@@ -1313,14 +1321,7 @@ pub fn check_entry_lanes(
             });
         }
     }
-    if model.exact || !uses_lanes(call) {
-        return Err(RecomputeError::Unsupported(
-            "exact or f64 arithmetic is checked without lanes".into(),
-        ));
-    }
-    check_scales(call, s)?;
-    let r = reference_lanes(call, s, a, b, c_in, bias);
-    Ok(judge(call, model, &r, claimed))
+    Ok(())
 }
 
 fn check_scales(call: &GemmCall, s: &Scalars) -> Result<(), RecomputeError> {

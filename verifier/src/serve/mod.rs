@@ -328,7 +328,7 @@ impl Server {
     /// Listens, encodes the hello (with `opts.sampling`; every held tensor is
     /// fingerprinted once) and prepares the event loop.
     pub fn bind(opts: ServeOptions) -> Result<Server> {
-        let opts_threads = opts.threads;
+        let workers = (opts.threads > 1).then(|| Workers::new(opts.threads));
         let poll = Poll::new().context("cannot create the event loop")?;
         let mut listener = TcpListener::bind(opts.listen)
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
@@ -388,7 +388,7 @@ impl Server {
             too_many: (None, 0),
             accept_retry_at: None,
             continuity,
-            workers: (opts_threads > 1).then(|| Workers::new(opts_threads)),
+            workers,
         })
     }
 
