@@ -9,6 +9,8 @@
 //! - [`record`]: the records of a stream (ledger, sample, gap, notice, end).
 //! - [`stream`]: the stream header, MAC-chained frames, the writer and the incremental
 //!   reader of untrusted bytes.
+//! - [`commit`]: commit-before-challenge: the hashes that bind a prover to a call's
+//!   operands and result, and the verifier's secret challenge (docs/COMMIT.md).
 //! - [`handshake`]: the verifier's hello that opens a live session (session nonce, table
 //!   of verifier-held operands), and the prover's lookup in that table.
 //!
@@ -18,6 +20,7 @@
 
 pub mod call;
 pub mod codec;
+pub mod commit;
 pub mod config;
 pub mod handshake;
 pub mod keys;

@@ -170,25 +170,13 @@ impl Schedule {
 
     /// The plan of a sampled `call` from its [`Draw`].
     pub fn plan(&self, call: &GemmCall, draw: Draw) -> Plan {
-        let mut rng = ChaCha20Rng::from_seed(draw.0);
-        let [rows, cols, batches] = self.plan_counts(call);
-        Plan {
-            rows: choose(&mut rng, call.m, rows),
-            cols: choose(&mut rng, call.n, cols),
-            batches: choose(&mut rng, call.batch, batches),
-        }
+        plan_from_seed(&self.config, call, draw.0)
     }
 
     /// How many rows, columns and batch entries a sampled `call`'s plan holds: cheap,
     /// so that a verifier can refuse an unreasonable plan before building it.
     pub fn plan_counts(&self, call: &GemmCall) -> [u64; 3] {
-        let c = &self.config;
-        [
-            SamplingConfig::count(call.m, c.row_ppm, c.min_rows, c.max_rows).min(call.m),
-            SamplingConfig::count(call.n, c.col_ppm, c.min_cols, c.max_cols).min(call.n),
-            SamplingConfig::count(call.batch, c.batch_ppm, c.min_batches, c.max_batches)
-                .min(call.batch),
-        ]
+        plan_counts(&self.config, call)
     }
 
     /// The keyed draw of [`Schedule::decide`]: the plan's seed when `call` is sampled.
@@ -214,15 +202,38 @@ impl Schedule {
     }
 }
 
+/// How many rows, columns and batch entries a plan of `call` holds under `config`.
+pub fn plan_counts(config: &SamplingConfig, call: &GemmCall) -> [u64; 3] {
+    let c = config;
+    [
+        SamplingConfig::count(call.m, c.row_ppm, c.min_rows, c.max_rows).min(call.m),
+        SamplingConfig::count(call.n, c.col_ppm, c.min_cols, c.max_cols).min(call.n),
+        SamplingConfig::count(call.batch, c.batch_ppm, c.min_batches, c.max_batches)
+            .min(call.batch),
+    ]
+}
+
+/// The plan of `call` drawn with ChaCha20 seeded by `seed` ("The plan" in
+/// docs/PROTOCOL.md): what every schedule version and the commit mode's challenge share.
+pub fn plan_from_seed(config: &SamplingConfig, call: &GemmCall, seed: [u8; 32]) -> Plan {
+    let mut rng = ChaCha20Rng::from_seed(seed);
+    let [rows, cols, batches] = plan_counts(config, call);
+    Plan {
+        rows: choose(&mut rng, call.m, rows),
+        cols: choose(&mut rng, call.n, cols),
+        batches: choose(&mut rng, call.batch, batches),
+    }
+}
+
 /// Whether `call` may be sampled at all, in both versions: it computed something
 /// (m, n and the batch count non-zero) and is not flagged [`flags::NOT_AUDITED`].
-fn auditable(call: &GemmCall) -> bool {
+pub(crate) fn auditable(call: &GemmCall) -> bool {
     !call.has(flags::NOT_AUDITED) && call.m != 0 && call.n != 0 && call.batch != 0
 }
 
 /// Whether the uniform 64-bit word `u` selects a call at `ppm` parts per million:
 /// floor(u * 10^6 / 2^64) is uniform on 0..10^6 up to a bias below 2^-44.
-fn below_rate(u: u64, ppm: u32) -> bool {
+pub(crate) fn below_rate(u: u64, ppm: u32) -> bool {
     (((u as u128 * PPM as u128) >> 64) as u32) < ppm
 }
 

@@ -1,0 +1,249 @@
+//! Commit-before-challenge (docs/COMMIT.md): the hashes that bind a prover to a GEMM
+//! call's operands and result before it can know which of them will be checked, and the
+//! verifier's challenge, which depends on a secret the prover never holds.
+//!
+//! - A *vector* is one row of op(A), one column of op(B), or one row of C or D: its
+//!   elements' raw little-endian bytes in order, exactly as a sample record carries them.
+//! - [`leaf_hash`]: BLAKE3 in keyed mode with the public [`leaf_key`] over a vector's
+//!   bytes; [`node_hash`]: keyed with [`node_key`] over the two children. Two public keys
+//!   instead of a prefix byte keep a vector's bytes aligned as they lie in GPU memory.
+//! - [`tree_root`]: the Merkle tree of RFC 6962 (section 2.1) with those two hashes: the
+//!   left subtree holds the largest power of two of leaves below the count, which is the
+//!   same as pairing neighbours level by level and carrying an odd last node up unchanged
+//!   (what a GPU computes). [`audit_path`] and [`verify_path`] are RFC 6962's audit path
+//!   and RFC 9162's verification, with these hashes.
+//! - [`call_commitment`]: one hash over the call's ledger encoding and the roots of its
+//!   four operands ([`Side`]) and of its small data (device scalars, bias, vector
+//!   scales).
+//! - [`Challenger`]: whether a committed call is checked, and which rows, columns and
+//!   batch entries, from the verifier's challenge key, the session nonce, the call's
+//!   encoding and its commitment.
+
+use crate::call::GemmCall;
+use crate::config::SamplingConfig;
+use crate::schedule::{self, Plan};
+
+/// A 32-byte hash.
+pub type Hash = [u8; 32];
+
+/// The string whose BLAKE3 hash is [`leaf_key`].
+pub const LEAF_KEY_TEXT: &[u8] = b"mmaudit-commit-leaf-v1";
+/// The string whose BLAKE3 hash is [`node_key`].
+pub const NODE_KEY_TEXT: &[u8] = b"mmaudit-commit-node-v1";
+/// Domain of [`call_commitment`].
+pub const CALL_DOMAIN: &[u8] = b"mmaudit-commit-call-v1";
+/// Domain of [`Challenger::challenge`].
+pub const CHALLENGE_DOMAIN: &[u8] = b"mmaudit-challenge-v1";
+
+/// The public key of leaf hashes: BLAKE3 of `"mmaudit-commit-leaf-v1"`.
+pub fn leaf_key() -> Hash {
+    *blake3::hash(LEAF_KEY_TEXT).as_bytes()
+}
+
+/// The public key of inner-node hashes: BLAKE3 of `"mmaudit-commit-node-v1"`.
+pub fn node_key() -> Hash {
+    *blake3::hash(NODE_KEY_TEXT).as_bytes()
+}
+
+/// The hash of one vector's bytes.
+pub fn leaf_hash(vector: &[u8]) -> Hash {
+    *blake3::keyed_hash(&leaf_key(), vector).as_bytes()
+}
+
+/// The hash of an inner node from its two children.
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut both = [0u8; 64];
+    both[..32].copy_from_slice(left);
+    both[32..].copy_from_slice(right);
+    *blake3::keyed_hash(&node_key(), &both).as_bytes()
+}
+
+/// The root of the tree over `leaves` (leaf hashes, in order). The root of no leaves is
+/// the leaf hash of the empty vector (an operand that is not there, such as C when beta
+/// is zero).
+pub fn tree_root(leaves: &[Hash]) -> Hash {
+    if leaves.is_empty() {
+        return leaf_hash(&[]);
+    }
+    let mut level: Vec<Hash> = leaves.to_vec();
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|pair| match pair {
+                [l, r] => node_hash(l, r),
+                [odd] => *odd,
+                _ => unreachable!("chunks(2) yields one or two"),
+            })
+            .collect();
+    }
+    level[0]
+}
+
+/// The largest power of two strictly below `n` (`n >= 2`).
+fn split(n: usize) -> usize {
+    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+}
+
+/// RFC 6962's audit path of leaf `index` among `leaves`: the sibling hashes from the
+/// leaf up to the root. `None` when `index` is out of range.
+pub fn audit_path(leaves: &[Hash], index: usize) -> Option<Vec<Hash>> {
+    if index >= leaves.len() {
+        return None;
+    }
+    let mut path = Vec::new();
+    let (mut lo, mut hi, mut at) = (0, leaves.len(), index);
+    // Walk down from the root, remembering each sibling subtree's root.
+    let mut siblings = Vec::new();
+    while hi - lo > 1 {
+        let k = split(hi - lo);
+        if at < k {
+            siblings.push(tree_root(&leaves[lo + k..hi]));
+            hi = lo + k;
+        } else {
+            siblings.push(tree_root(&leaves[lo..lo + k]));
+            lo += k;
+            at -= k;
+        }
+    }
+    path.extend(siblings.into_iter().rev());
+    Some(path)
+}
+
+/// RFC 9162 (section 2.1.3.2): whether `path` proves `leaf` at `index` of a tree of
+/// `count` leaves whose root is `root`. False for any index, count or path length that
+/// does not fit.
+pub fn verify_path(root: &Hash, leaf: &Hash, index: u64, count: u64, path: &[Hash]) -> bool {
+    if index >= count {
+        return false;
+    }
+    let (mut fn_, mut sn) = (index, count - 1);
+    let mut r = *leaf;
+    for p in path {
+        if sn == 0 {
+            return false;
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            r = node_hash(p, &r);
+            if fn_ & 1 == 0 {
+                while fn_ & 1 == 0 && fn_ != 0 {
+                    fn_ >>= 1;
+                    sn >>= 1;
+                }
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    sn == 0 && r == *root
+}
+
+/// How one operand of a call is bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// By the root of the tree over its vectors, in order `[batch][vector]`.
+    Inline(Hash),
+    /// As stored rows of tensor `tensor` of the verifier's hello, matrix `matrices[b]`
+    /// for batch member `b` (empty for a 2-D tensor): the verifier's own copy is the
+    /// operand.
+    Reference {
+        /// the hello's tensor id
+        tensor: u32,
+        /// the matrix of a stacked tensor per batch member
+        matrices: Vec<u32>,
+    },
+}
+
+impl Side {
+    fn absorb(&self, h: &mut blake3::Hasher) {
+        match self {
+            Side::Inline(root) => {
+                h.update(&[0]);
+                h.update(root);
+            }
+            Side::Reference { tensor, matrices } => {
+                h.update(&[1]);
+                h.update(&tensor.to_le_bytes());
+                h.update(&(matrices.len() as u32).to_le_bytes());
+                for m in matrices {
+                    h.update(&m.to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// Everything one call is bound to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallBinding {
+    /// op(A): its rows
+    pub a: Side,
+    /// op(B): its columns
+    pub b: Side,
+    /// C before the call, by rows; [`tree_root`] of nothing when beta is zero
+    pub c: Hash,
+    /// D after the call, by rows
+    pub d: Hash,
+    /// BLAKE3 (unkeyed) of the call's small data, as an opening carries it
+    pub small: Hash,
+}
+
+/// The call's commitment: BLAKE3 of `"mmaudit-commit-call-v1"` ‖ the call's ledger
+/// encoding ‖ A's side ‖ B's side ‖ C's root ‖ D's root ‖ the small data's hash, where a
+/// side is `00` ‖ root, or `01` ‖ tensor (`u32`) ‖ count (`u32`) ‖ count × matrix (`u32`).
+pub fn call_commitment(call: &GemmCall, binding: &CallBinding) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(CALL_DOMAIN);
+    h.update(&call.to_bytes());
+    binding.a.absorb(&mut h);
+    binding.b.absorb(&mut h);
+    h.update(&binding.c);
+    h.update(&binding.d);
+    h.update(&binding.small);
+    *h.finalize().as_bytes()
+}
+
+/// The verifier's side of the challenge: a key the prover never sees, the session's
+/// nonce and sampling configuration.
+#[derive(Clone)]
+pub struct Challenger {
+    key: Hash,
+    nonce: [u8; 16],
+    config: SamplingConfig,
+}
+
+impl Challenger {
+    /// The challenger of one session.
+    pub fn new(key: Hash, nonce: [u8; 16], config: SamplingConfig) -> Challenger {
+        Challenger { key, nonce, config }
+    }
+
+    /// Whether `call`, committed to `commitment`, is checked, and its plan: keyed BLAKE3
+    /// (the challenge key) over `"mmaudit-challenge-v1"` ‖ nonce ‖ the call's encoding ‖
+    /// the commitment, 40 bytes of output; the first 8 decide as the schedule's call
+    /// rate does, the other 32 seed the plan exactly as a v1 schedule's seed does.
+    pub fn challenge(&self, call: &GemmCall, commitment: &Hash) -> Option<Plan> {
+        if !schedule::auditable(call) {
+            return None;
+        }
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        h.update(CHALLENGE_DOMAIN);
+        h.update(&self.nonce);
+        h.update(&call.to_bytes());
+        h.update(commitment);
+        let mut out = [0u8; 40];
+        h.finalize_xof().fill(&mut out);
+        let mut u = [0u8; 8];
+        u.copy_from_slice(&out[..8]);
+        if !schedule::below_rate(u64::from_le_bytes(u), self.config.call_ppm) {
+            return None;
+        }
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&out[8..]);
+        Some(schedule::plan_from_seed(&self.config, call, seed))
+    }
+}
+
+#[cfg(test)]
+mod tests;
