@@ -104,6 +104,8 @@ use serde_json::Value;
 use mmaudit_protocol::call::{DType, GEMM_CALL_ENCODED_LEN, MAX_DIM};
 use mmaudit_protocol::config::{parse_rate, SamplingConfig, PPM};
 
+pub mod commit;
+
 /// Bytes of the record header in front of every ledger entry.
 pub const LEDGER_HEADER_BYTES: u64 = 5;
 /// Bytes of one ledger record: every call, sampled or not, costs this much.
@@ -227,6 +229,14 @@ pub struct PlanArgs {
     /// --tokens-per-second.
     #[arg(long, value_name = "FILE", help_heading = "A model")]
     pub verifier_bench: Option<PathBuf>,
+    /// Also cost the commit-before-challenge mode (docs/COMMIT.md): GPU bytes hashed and
+    /// kept per call, launches added, commitment and opening bytes, retention memory.
+    #[arg(long, help_heading = "Both")]
+    pub commit: bool,
+    /// With --commit: seconds from a call to its challenge at the prover, in
+    /// milliseconds, for the retention ring's size [default: 50, stated as assumed].
+    #[arg(long, value_name = "MS", requires = "commit", help_heading = "Both")]
+    pub challenge_latency_ms: Option<f64>,
 }
 
 /// Input element type of the planned GEMMs, as named on the command line.
@@ -934,6 +944,8 @@ pub struct PlanReport {
     pub notes: Vec<String>,
     /// what `--verifier-bench` measured, when given
     pub verifier_bench: Option<crate::bench::Throughput>,
+    /// the commit mode's costs, with `--commit`
+    pub commit: Option<commit::CommitPlan>,
 }
 
 /// The knobs every mode shares, validated and converted to fractions.
@@ -947,6 +959,8 @@ struct Knobs {
     tokens_per_second: f64,
     tokens_per_second_assumed: bool,
     held: bool,
+    /// `--commit`: the challenge latency in seconds and whether it is the default
+    commit: Option<(f64, bool)>,
 }
 
 fn fraction(ppm: u32) -> f64 {
@@ -968,6 +982,14 @@ impl Knobs {
             Some(t) => bail!("--tokens-per-second must be a positive number, not {t}"),
             None => (DEFAULT_TOKENS_PER_SECOND, true),
         };
+        let commit = match (a.commit, a.challenge_latency_ms) {
+            (false, _) => None,
+            (true, Some(ms)) if ms.is_finite() && ms >= 0.0 => Some((ms / 1e3, false)),
+            (true, Some(ms)) => bail!(
+                "--challenge-latency-ms must be a number of milliseconds, 0 or more, not {ms}"
+            ),
+            (true, None) => Some((commit::DEFAULT_CHALLENGE_LATENCY_MS / 1e3, true)),
+        };
         Ok(Knobs {
             cfg,
             call_rate: fraction(a.call_rate),
@@ -977,6 +999,7 @@ impl Knobs {
             tokens_per_second,
             tokens_per_second_assumed: assumed,
             held: a.verifier_holds_weights,
+            commit,
         })
     }
 }
@@ -1110,6 +1133,7 @@ fn base_report(a: &PlanArgs, k: &Knobs, mode: &'static str, detection: Detection
                 .into(),
         ],
         verifier_bench: None,
+        commit: None,
     }
 }
 
@@ -1132,6 +1156,21 @@ fn gemm_report(a: &PlanArgs, k: &Knobs, g: &Gemm) -> PlanReport {
     report.arithmetic = arithmetic_detection(a.dtype, p, &[&cost]);
     if report.arithmetic.is_empty() {
         report.notes.push(arithmetic_gap_note(a.dtype));
+    }
+    if let Some((latency, assumed)) = k.commit {
+        let c = commit::commit_cost(&cost, k.held);
+        let mut t = commit::CommitTotals::default();
+        t.add(&c, 1, p);
+        let calls_per_second = k.tokens_per_second / g.n as f64;
+        report.commit = Some(commit::CommitPlan {
+            challenge_latency_s: latency,
+            challenge_latency_assumed: assumed,
+            commitment_record_bytes: commit::COMMITMENT_RECORD_BYTES,
+            gemm: Some(c),
+            per_call: Some(commit::CommitPhase::new(&t, 1.0, calls_per_second, latency)),
+            prefill: None,
+            decode: None,
+        });
     }
     report.gemm = Some(GemmPlan {
         expected_bytes_per_call: headline,
@@ -1191,8 +1230,10 @@ fn model_report(
             .map(cost),
     );
     let mut prefill = Totals::default();
+    let mut commit_prefill = commit::CommitTotals::default();
     for (c, times) in &prefill_gemms {
         prefill.add(c, *times, p);
+        commit_prefill.add(&commit::commit_cost(c, k.held), *times, p);
     }
 
     // Decode: the linear layers do not depend on the context, attention does; sum the
@@ -1202,8 +1243,10 @@ fn model_report(
         .map(cost)
         .collect();
     let mut decode = Totals::default();
+    let mut commit_decode = commit::CommitTotals::default();
     for (c, times) in &decode_linear {
         decode.add(c, times * generated, p);
+        commit_decode.add(&commit::commit_cost(c, k.held), times * generated, p);
     }
     for j in 1..=generated {
         for (c, times) in attention_gemms(&shape, a.dtype, 1, batch, prompt + j)
@@ -1211,6 +1254,7 @@ fn model_report(
             .map(cost)
         {
             decode.add(&c, times, p);
+            commit_decode.add(&commit::commit_cost(&c, k.held), times, p);
         }
     }
     let mid = prompt + generated.div_ceil(2);
@@ -1270,6 +1314,20 @@ fn model_report(
             "The linear layers are {}; attention GEMMs are modelled in bf16.",
             a.dtype.name()
         ));
+    }
+    if let Some((latency, assumed)) = k.commit {
+        let phase = |t: &commit::CommitTotals, tokens: u64| {
+            commit::CommitPhase::new(t, tokens as f64, k.tokens_per_second, latency)
+        };
+        report.commit = Some(commit::CommitPlan {
+            challenge_latency_s: latency,
+            challenge_latency_assumed: assumed,
+            commitment_record_bytes: commit::COMMITMENT_RECORD_BYTES,
+            gemm: None,
+            per_call: None,
+            prefill: Some(phase(&commit_prefill, prompt * batch)),
+            decode: Some(phase(&commit_decode, generated * batch)),
+        });
     }
     report.model = Some(ModelPlan {
         config_path: path.display().to_string(),
@@ -2080,6 +2138,18 @@ pub fn render(r: &PlanReport, args: &PlanArgs) -> String {
             "Expected multiply-adds the verifier spends on the run.",
         );
     }
+    if let Some(c) = &r.commit {
+        let rate = format!(
+            "{} tokens/s{}",
+            fmt_num(r.tokens_per_second),
+            if r.tokens_per_second_assumed {
+                " (assumed)"
+            } else {
+                ""
+            }
+        );
+        commit::render(&mut d, c, &rate);
+    }
     detection_lines(&mut d, &r.detection, r, args);
     arithmetic_lines(&mut d, &r.arithmetic);
     d.heading("Assumptions");
@@ -2125,6 +2195,70 @@ mod tests {
     }
 
     const LLAMA: &str = include_str!("../../docs/examples/llama3-8b-config.json");
+
+    #[test]
+    fn commit_costs_appear_only_when_asked_and_the_latency_is_checked() {
+        let plain = plan(&args(&["--m", "4096", "--n", "16", "--k", "4096"])).unwrap();
+        assert!(plain.commit.is_none());
+        let r = plan(&args(&[
+            "--m", "4096", "--n", "16", "--k", "4096", "--commit",
+        ]))
+        .unwrap();
+        let c = r.commit.as_ref().unwrap();
+        assert!(c.challenge_latency_assumed && c.per_call.is_some() && c.prefill.is_none());
+        assert_eq!(
+            c.challenge_latency_s,
+            commit::DEFAULT_CHALLENGE_LATENCY_MS / 1e3
+        );
+        assert!(render(
+            &r,
+            &args(&["--m", "4096", "--n", "16", "--k", "4096", "--commit"])
+        )
+        .contains("retention ring"));
+        let set = args(&[
+            "--m",
+            "4096",
+            "--n",
+            "16",
+            "--k",
+            "4096",
+            "--commit",
+            "--challenge-latency-ms",
+            "20",
+        ]);
+        let c = plan(&set).unwrap().commit.unwrap();
+        assert!(!c.challenge_latency_assumed && (c.challenge_latency_s - 0.02).abs() < 1e-12);
+        let bad = args(&[
+            "--m",
+            "1",
+            "--n",
+            "1",
+            "--k",
+            "1",
+            "--commit",
+            "--challenge-latency-ms=-1",
+        ]);
+        let err = plan(&bad).unwrap_err().to_string();
+        assert!(err.contains("--challenge-latency-ms"), "{err}");
+        assert!(Cli::try_parse_from(["plan", "--challenge-latency-ms", "5"]).is_err());
+    }
+
+    #[test]
+    fn a_model_in_commit_mode_counts_the_kv_cache_in_attention() {
+        let r = llama_report(&["--batch", "16", "--verifier-holds-weights", "--commit"]);
+        let c = r.commit.unwrap();
+        let (pre, dec) = (c.prefill.unwrap(), c.decode.unwrap());
+        // Linear layers alone, per token, weights held: op(B) (k) and D (m) of each of
+        // the 7 projections, 32 layers, plus lm_head, in bf16.
+        let per_layer =
+            (4 * 4096 + 4096 + 4096 + 14336 + (4096 + 1024 + 1024 + 4096 + 14336 * 2 + 4096))
+                as f64;
+        let linear = 2.0 * (32.0 * per_layer + 4096.0 + 128_256.0);
+        assert!((dec.retained_bytes - dec.attention_retained_bytes - linear).abs() < 1.0);
+        assert!((pre.retained_bytes - pre.attention_retained_bytes - linear).abs() < 1.0);
+        // Eager attention re-reads the KV cache at every step: it dominates decode.
+        assert!(dec.attention_retained_bytes > 100.0 * linear);
+    }
 
     #[test]
     fn ledger_record_is_157_bytes() {
