@@ -2,8 +2,9 @@
 //! call's operands and result before it can know which of them will be checked, and the
 //! verifier's challenge, which depends on a secret the prover never holds.
 //!
-//! - A *vector* is one row of op(A), one column of op(B), or one row of C or D: its
-//!   elements' raw little-endian bytes in order, exactly as a sample record carries them.
+//! - A *vector* is one row of op(A), one column of op(B), or one column of C or D (m
+//!   entries, contiguous in cuBLAS's column-major storage): its elements' raw
+//!   little-endian bytes in order, exactly as a sample record carries them.
 //! - [`leaf_hash`]: BLAKE3 in keyed mode with the public [`leaf_key`] over a vector's
 //!   bytes; [`node_hash`]: keyed with [`node_key`] over the two children. Two public keys
 //!   instead of a prefix byte keep a vector's bytes aligned as they lie in GPU memory.
@@ -181,9 +182,9 @@ pub struct CallBinding {
     pub a: Side,
     /// op(B): its columns
     pub b: Side,
-    /// C before the call, by rows; [`tree_root`] of nothing when beta is zero
+    /// C before the call, by columns; [`tree_root`] of nothing when beta is zero
     pub c: Hash,
-    /// D after the call, by rows
+    /// D after the call, by columns
     pub d: Hash,
     /// BLAKE3 (unkeyed) of the call's small data, as an opening carries it
     pub small: Hash,

@@ -174,6 +174,11 @@ pub struct PlanArgs {
     /// Sequences processed together [default: 1].
     #[arg(long, value_name = "N", help_heading = "A model")]
     pub batch: Option<u64>,
+    /// Attention runs in fused kernels (FlashAttention, FlashInfer, SDPA), as in vLLM,
+    /// SGLang and TensorRT-LLM: they bypass cuBLAS, so the two attention GEMMs of each
+    /// layer are left out of every figure.
+    #[arg(long, help_heading = "A model")]
+    pub fused_attention: bool,
 
     /// Input element type; the output follows (i8 -> i32, e4m3/e5m2 -> bf16, otherwise the
     /// same). For a model it applies to the linear layers; attention stays in bf16 when
@@ -1050,6 +1055,7 @@ fn plan_without_cores(a: &PlanArgs) -> Result<PlanReport> {
         ("--prompt-tokens", a.prompt_tokens.is_some()),
         ("--tokens", a.tokens.is_some()),
         ("--batch", a.batch.is_some()),
+        ("--fused-attention", a.fused_attention),
     ];
     let knobs = Knobs::new(a)?;
     match &a.hf_config {
@@ -1219,16 +1225,19 @@ fn model_report(
         .context("--prompt-tokens times --batch is too large")?;
     let p = k.call_rate;
     let cost = |(g, times): (Gemm, u64)| (gemm_cost(&g, &k.cfg, k.fake_rows_ppm), times);
+    let attention = |t, context| {
+        if a.fused_attention {
+            Vec::new()
+        } else {
+            attention_gemms(&shape, a.dtype, t, batch, context)
+        }
+    };
 
     let mut prefill_gemms: Vec<(GemmCost, u64)> = linear_gemms(&shape, a.dtype, prefill_n)
         .into_iter()
         .map(cost)
         .collect();
-    prefill_gemms.extend(
-        attention_gemms(&shape, a.dtype, prompt, batch, prompt)
-            .into_iter()
-            .map(cost),
-    );
+    prefill_gemms.extend(attention(prompt, prompt).into_iter().map(cost));
     let mut prefill = Totals::default();
     let mut commit_prefill = commit::CommitTotals::default();
     for (c, times) in &prefill_gemms {
@@ -1249,25 +1258,20 @@ fn model_report(
         commit_decode.add(&commit::commit_cost(c, k.held), times * generated, p);
     }
     for j in 1..=generated {
-        for (c, times) in attention_gemms(&shape, a.dtype, 1, batch, prompt + j)
-            .into_iter()
-            .map(cost)
-        {
+        for (c, times) in attention(1, prompt + j).into_iter().map(cost) {
             decode.add(&c, times, p);
             commit_decode.add(&commit::commit_cost(&c, k.held), times, p);
         }
     }
     let mid = prompt + generated.div_ceil(2);
     let mut decode_gemms = decode_linear.clone();
-    decode_gemms.extend(
-        attention_gemms(&shape, a.dtype, 1, batch, mid)
-            .into_iter()
-            .map(cost),
-    );
+    decode_gemms.extend(attention(1, mid).into_iter().map(cost));
     // Show the GEMMs in their order in a layer: attention between v_proj and o_proj.
     let order = |gs: &mut Vec<(GemmCost, u64)>| {
-        let att: Vec<_> = gs.drain(8..).collect();
-        gs.splice(3..3, att);
+        if gs.len() > 8 {
+            let att: Vec<_> = gs.drain(8..).collect();
+            gs.splice(3..3, att);
+        }
     };
     order(&mut prefill_gemms);
     order(&mut decode_gemms);
@@ -1295,10 +1299,17 @@ fn model_report(
     if report.arithmetic.is_empty() {
         report.notes.push(arithmetic_gap_note(a.dtype));
     }
-    report.notes.extend([
+    report.notes.push(if a.fused_attention {
+        "--fused-attention: the two attention GEMMs of each layer run in fused kernels that bypass \
+         cuBLAS; they are neither made nor audited and are left out of every figure."
+            .to_string()
+    } else {
         "Fused attention kernels (FlashAttention, SDPA) do not go through cuBLAS: with them the two \
-         attention GEMMs are neither made nor audited, and the figures for attn_scores and attn_out drop out."
-            .to_string(),
+         attention GEMMs are neither made nor audited, and the figures for attn_scores and attn_out \
+         drop out (--fused-attention)."
+            .to_string()
+    });
+    report.notes.extend([
         "The run is one prefill pass plus one decode pass per generated token; lm_head is counted \
          over all prompt positions in prefill (generate() may compute it for the last one only)."
             .to_string(),
@@ -2241,6 +2252,37 @@ mod tests {
         let err = plan(&bad).unwrap_err().to_string();
         assert!(err.contains("--challenge-latency-ms"), "{err}");
         assert!(Cli::try_parse_from(["plan", "--challenge-latency-ms", "5"]).is_err());
+    }
+
+    #[test]
+    fn fused_attention_leaves_the_attention_gemms_out() {
+        let eager = llama_report(&["--batch", "2"]);
+        let fused = llama_report(&["--batch", "2", "--fused-attention"]);
+        let (e, f) = (eager.model.unwrap(), fused.model.unwrap());
+        assert_eq!(e.prefill_gemms.len(), 10);
+        assert_eq!(f.prefill_gemms.len(), 8);
+        assert!(f
+            .prefill_gemms
+            .iter()
+            .all(|g| !g.cost.name.starts_with("attn_")));
+        assert_eq!(f.decode_gemms.len(), 8);
+        // 32 layers x 2 attention GEMMs fewer per pass.
+        assert_eq!(e.prefill.calls - f.prefill.calls, 64.0);
+        assert_eq!(e.decode.calls - f.decode.calls, 64.0 * 128.0);
+        assert!(fused
+            .notes
+            .iter()
+            .any(|n| n.starts_with("--fused-attention")));
+        let one = plan(&args(&[
+            "--m",
+            "1",
+            "--n",
+            "1",
+            "--k",
+            "1",
+            "--fused-attention",
+        ]));
+        assert!(one.unwrap_err().to_string().contains("--fused-attention"));
     }
 
     #[test]

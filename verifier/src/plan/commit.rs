@@ -53,9 +53,10 @@ pub struct CommitCost {
     /// kernels added to the application's stream: the copy after the call, and one
     /// before it when beta != 0 (the hashes run on the library's own stream)
     pub launches_in_stream: u64,
-    /// bytes of the opening of one challenged call: the plan's vectors of each inline
-    /// operand and D (whole rows of D) with one audit path each, the referenced rows'
-    /// evidence, the sides and the small data
+    /// bytes of the opening of one challenged call: the plan's rows of an inline op(A),
+    /// its columns of op(B), of D and of C when beta != 0 (whole columns, m entries),
+    /// each with one audit path; a referenced op(A)'s evidence; the sides and the small
+    /// data
     pub opening_bytes: f64,
     /// bytes of one challenge sent to the prover
     pub challenge_bytes: f64,
@@ -93,7 +94,9 @@ pub fn commit_cost(c: &GemmCost, held: bool) -> CommitCost {
         rows_of(k * in_size, c.batch * c.m)
     };
     let opening_b = e * s * (k * in_size + path(c.batch * c.n));
-    let opening_cd = rows_of(n * out_size, c.batch * c.m) * if reads_c { 2.0 } else { 1.0 };
+    // C and D are committed by columns (contiguous in column-major storage): the plan's
+    // columns travel whole, m entries each.
+    let opening_cd = e * s * (m * out_size + path(c.batch * c.n)) * if reads_c { 2.0 } else { 1.0 };
     CommitCost {
         attention: c.name.starts_with("attn_"),
         a_referenced,
@@ -289,7 +292,7 @@ pub(super) fn render(d: &mut Doc, c: &CommitPlan, rate: &str) {
         d.line(
             "opening",
             fmt_bytes(g.opening_bytes),
-            "Bytes to open one challenged call: its plan's rows of op(A), columns of op(B), whole rows of D (and C), each with an audit path.",
+            "Bytes to open one challenged call: its plan's rows of op(A), columns of op(B), whole columns of D (and C), each with an audit path.",
         );
     }
     for (title, ph, unit) in [
@@ -356,10 +359,9 @@ mod tests {
             (4096.0 * 4096.0 + 4096.0 * 16.0) * 2.0 + d
         );
         assert_eq!(c.launches_in_stream, 1);
-        // evidence of 40 rows + one matrix index; one column of k with a 4-level path;
-        // 40 rows of D of 16 elements, each with a 12-level path.
-        let opening =
-            149.0 + (40.0 * 2.0 + 4.0) + (8192.0 + 4.0 * 32.0) + 40.0 * (32.0 + 12.0 * 32.0);
+        // evidence of 40 rows + one matrix index; one column of op(B) (k) and one of D
+        // (m), each with a 4-level path.
+        let opening = 149.0 + (40.0 * 2.0 + 4.0) + 2.0 * (8192.0 + 4.0 * 32.0);
         assert_eq!(c.opening_bytes, opening);
         assert_eq!(c.challenge_bytes, 20.0 + 8.0 * 42.0);
         // Sent instead of held: A is kept and opened like the others.
@@ -390,7 +392,7 @@ mod tests {
         let opening = 149.0
             + (64.0 * 2.0 + path(800.0))
             + (64.0 * 2.0 + path(240.0))
-            + 2.0 * (30.0 * 2.0 + path(800.0))
+            + 2.0 * (100.0 * 2.0 + path(240.0))
             + 200.0;
         assert_eq!(c.opening_bytes, opening);
     }
