@@ -80,6 +80,37 @@ pub fn tree_root(leaves: &[Hash]) -> Hash {
     level[0]
 }
 
+/// The levels of the tree over `leaves` leaves: the length of its longest audit path,
+/// `ceil(log2(leaves))` (0 for one leaf or none).
+pub fn depth(leaves: u64) -> u64 {
+    if leaves <= 1 {
+        0
+    } else {
+        64 - (leaves - 1).leading_zeros() as u64
+    }
+}
+
+/// The length of the audit path of leaf `index` among `leaves`: [`depth`] for a full
+/// tree, less for leaves of a right subtree that is not (0 when `index` is out of
+/// range).
+pub fn path_len(index: u64, leaves: u64) -> u64 {
+    let (mut at, mut n, mut len) = (index, leaves, 0);
+    if index >= leaves {
+        return 0;
+    }
+    while n > 1 {
+        let k = 1u64 << (63 - (n - 1).leading_zeros());
+        if at < k {
+            n = k;
+        } else {
+            at -= k;
+            n -= k;
+        }
+        len += 1;
+    }
+    len
+}
+
 /// The largest power of two strictly below `n` (`n >= 2`).
 fn split(n: usize) -> usize {
     1 << (usize::BITS - 1 - (n - 1).leading_zeros())
@@ -225,6 +256,14 @@ impl Challenger {
     /// the commitment, 40 bytes of output; the first 8 decide as the schedule's call
     /// rate does, the other 32 seed the plan exactly as a v1 schedule's seed does.
     pub fn challenge(&self, call: &GemmCall, commitment: &Hash) -> Option<Plan> {
+        self.seed(call, commitment)
+            .map(|seed| schedule::plan_from_seed(&self.config, call, seed))
+    }
+
+    /// [`Challenger::challenge`] in two steps: the seed of a challenged call's plan,
+    /// which [`schedule::plan_from_seed`] turns into the plan (a verifier checks the
+    /// plan's size, [`schedule::plan_counts`], before building it).
+    pub fn seed(&self, call: &GemmCall, commitment: &Hash) -> Option<[u8; 32]> {
         if !schedule::auditable(call) {
             return None;
         }
@@ -242,7 +281,12 @@ impl Challenger {
         }
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&out[8..]);
-        Some(schedule::plan_from_seed(&self.config, call, seed))
+        Some(seed)
+    }
+
+    /// The session's sampling configuration (the challenge's rates).
+    pub fn config(&self) -> &SamplingConfig {
+        &self.config
     }
 }
 

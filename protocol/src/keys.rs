@@ -19,6 +19,10 @@ pub const KEY_ID_CONTEXT: &str = "mmaudit v1 key id";
 /// See [`SCHEDULE_CONTEXT`]: the key of the operand fingerprints of the verifier's hello
 /// ([`crate::handshake`]).
 pub const FINGERPRINT_CONTEXT: &str = "mmaudit v1 operand fingerprint";
+/// See [`SCHEDULE_CONTEXT`]: the commit mode's challenge key
+/// ([`crate::commit::Challenger`]), derived from a key that only the verifier holds
+/// (never the audit key the prover has).
+pub const CHALLENGE_CONTEXT: &str = "mmaudit v1 challenge";
 
 /// A 32-byte audit key.
 #[derive(Clone, PartialEq, Eq)]
@@ -81,6 +85,12 @@ impl Key {
     /// The subkey of the frame MAC chain (also MACs the verifier's hello).
     pub fn mac_key(&self) -> [u8; 32] {
         blake3::derive_key(MAC_CONTEXT, &self.0)
+    }
+
+    /// The challenge subkey of commit mode, when this is the verifier's own challenge
+    /// key file (docs/COMMIT.md).
+    pub fn challenge_key(&self) -> [u8; 32] {
+        blake3::derive_key(CHALLENGE_CONTEXT, &self.0)
     }
 
     /// The subkey of operand fingerprints ([`crate::handshake::fingerprint`]).

@@ -15,6 +15,9 @@ use crate::call::{flags, wire_enum, DType, GemmCall, Scalar};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::schedule::Plan;
 
+mod opening;
+pub use opening::{Commitment, OpenedSide, OpenedVectors, Opening, SmallData};
+
 /// Record type tags (the first byte of every record).
 pub mod tag {
     /// [`super::Record::Ledger`]
@@ -27,6 +30,10 @@ pub mod tag {
     pub const NOTICE: u8 = 4;
     /// [`super::Record::End`]
     pub const END: u8 = 5;
+    /// [`super::Record::Commitment`] (commit mode)
+    pub const COMMITMENT: u8 = 6;
+    /// [`super::Record::Opening`] (commit mode)
+    pub const OPENING: u8 = 7;
 }
 
 /// Bits of the sample record's presence byte: which device-side scalars follow.
@@ -66,6 +73,10 @@ pub enum Record {
     Notice(Notice),
     /// The last record of a stream, with the prover's totals.
     End(End),
+    /// Commit mode: a call's commitment, before any challenge for it exists.
+    Commitment(Commitment),
+    /// Commit mode: the opening of a challenged call.
+    Opening(Box<Opening>),
 }
 
 /// The data gathered for one sampled call, as chosen by its [`Plan`].
@@ -192,6 +203,11 @@ pub enum GapReason {
     GatherFailed = 4,
     /// An internal error in the prover.
     Internal = 5,
+    /// Commit mode: a challenged call whose data the prover no longer held.
+    NotRetained = 6,
+    /// Commit mode: a call the prover could not commit (counted against coverage, not
+    /// as a dropped sample).
+    NotCommitted = 7,
 }
 
 /// A message from the prover about itself.
@@ -232,6 +248,8 @@ wire_enum!(GapReason {
     SinkBackpressure,
     GatherFailed,
     Internal,
+    NotRetained,
+    NotCommitted,
 });
 
 impl GapReason {
@@ -243,6 +261,8 @@ impl GapReason {
             GapReason::SinkBackpressure => "sink backpressure",
             GapReason::GatherFailed => "gather failed",
             GapReason::Internal => "internal error",
+            GapReason::NotRetained => "not retained",
+            GapReason::NotCommitted => "not committed",
         }
     }
 }
@@ -262,6 +282,8 @@ impl Record {
             Record::Gap(_) => tag::GAP,
             Record::Notice(_) => tag::NOTICE,
             Record::End(_) => tag::END,
+            Record::Commitment(_) => tag::COMMITMENT,
+            Record::Opening(_) => tag::OPENING,
         }
     }
 
@@ -287,6 +309,8 @@ impl Record {
                 w.u64(e.samples);
                 w.u64(e.gap_calls);
             }
+            Record::Commitment(c) => c.encode_body(w),
+            Record::Opening(o) => o.encode_body(w),
         }
         let body_len = w.buf.len() - len_at - 4;
         let field = u32::try_from(body_len).unwrap_or(u32::MAX).to_le_bytes();
@@ -340,6 +364,8 @@ impl Record {
             Record::Gap(g) => 1 + 4 + 8 * g.indices.len() + 2 + wire_str_len(&g.detail),
             Record::Notice(n) => 1 + 2 + wire_str_len(&n.message),
             Record::End(_) => 24,
+            Record::Commitment(_) => 40,
+            Record::Opening(_) => return self.to_bytes().len(),
         };
         RECORD_HEAD_LEN + body
     }
@@ -356,6 +382,8 @@ impl Record {
             tag::GAP => ("gap record", "gap"),
             tag::NOTICE => ("notice record", "notice"),
             tag::END => ("end record", "end"),
+            tag::COMMITMENT => ("commitment record", "commitment"),
+            tag::OPENING => ("opening record", "opening"),
             t => return Err(r.error_at(at, "record tag", format!("unknown record type {t}"))),
         };
         let len_at = r.offset();
@@ -379,6 +407,8 @@ impl Record {
                 kind: body.enum_u8("notice record: kind")?,
                 message: body.string("notice record: message")?,
             }),
+            tag::COMMITMENT => Record::Commitment(Commitment::decode_body(&mut body)?),
+            tag::OPENING => Record::Opening(Box::new(Opening::decode_body(&mut body)?)),
             _ => Record::End(End {
                 calls: body.u64("end record: calls")?,
                 samples: body.u64("end record: samples")?,

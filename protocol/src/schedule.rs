@@ -34,6 +34,10 @@ pub enum ScheduleVersion {
     V1 = 1,
     /// Selection by index, eight calls per keyed hash; plans from the whole encoding.
     V2 = 2,
+    /// Commit mode (docs/COMMIT.md): no schedule the prover can compute; every call is
+    /// committed and the verifier challenges with a key of its own
+    /// ([`crate::commit::Challenger`]).
+    Commit = 3,
 }
 
 impl ScheduleVersion {
@@ -42,6 +46,7 @@ impl ScheduleVersion {
         match version {
             1 => Some(ScheduleVersion::V1),
             2 => Some(ScheduleVersion::V2),
+            3 => Some(ScheduleVersion::Commit),
             _ => None,
         }
     }
@@ -161,6 +166,8 @@ impl Schedule {
     pub fn draw(&self, call: &GemmCall) -> Option<Draw> {
         match self.version {
             ScheduleVersion::V1 => self.draw_seed(call).map(Draw),
+            // The prover cannot know what is checked: nothing is "sampled" in advance.
+            ScheduleVersion::Commit => None,
             ScheduleVersion::V2 => {
                 let words = self.selection_block(call.index / SELECT_BLOCK);
                 self.draw_with_word(call, words[(call.index % SELECT_BLOCK) as usize])
@@ -227,7 +234,7 @@ pub fn plan_from_seed(config: &SamplingConfig, call: &GemmCall, seed: [u8; 32]) 
 
 /// Whether `call` may be sampled at all, in both versions: it computed something
 /// (m, n and the batch count non-zero) and is not flagged [`flags::NOT_AUDITED`].
-pub(crate) fn auditable(call: &GemmCall) -> bool {
+pub fn auditable(call: &GemmCall) -> bool {
     !call.has(flags::NOT_AUDITED) && call.m != 0 && call.n != 0 && call.batch != 0
 }
 

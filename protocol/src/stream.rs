@@ -49,8 +49,9 @@ pub use writer::{Compression, FrameTooLarge, Part, StreamWriter};
 /// The first eight bytes of every stream.
 pub const MAGIC: [u8; 8] = *b"MMAUDIT\0";
 /// The newest protocol version this crate writes and reads. Versions 1 and 2 differ
-/// only in the sampling schedule the stream follows ([`StreamHeader::schedule`]).
-pub const VERSION: u16 = 2;
+/// only in the sampling schedule the stream follows ([`StreamHeader::schedule`]);
+/// version 3 is commit mode (docs/COMMIT.md).
+pub const VERSION: u16 = 3;
 
 /// Bytes of the header before its body: magic, version, body length.
 pub const HEADER_FIXED_LEN: usize = 8 + 2 + 4;

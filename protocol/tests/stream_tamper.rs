@@ -389,21 +389,23 @@ fn not_a_capture_and_other_versions() {
         StreamReader::new(&key()).finish(),
         Err(StreamError::NotACapture { .. })
     ));
-    let mut v3 = seed_stream();
-    v3[8] = 3;
+    let mut v4 = seed_stream();
+    v4[8] = 4;
     assert_eq!(
-        StreamReader::new(&key()).push(&v3).unwrap_err(),
-        StreamError::UnsupportedVersion(3)
+        StreamReader::new(&key()).push(&v4).unwrap_err(),
+        StreamError::UnsupportedVersion(4)
     );
-    // The version names the schedule and is under the header MAC: a v1 stream cannot
-    // be relabelled v2 (nor the reverse) without the key.
-    let mut relabelled = seed_stream();
-    assert_eq!(relabelled[8], 1);
-    relabelled[8] = 2;
-    assert!(matches!(
-        StreamReader::new(&key()).push(&relabelled).unwrap_err(),
-        StreamError::BadMac { .. }
-    ));
+    // The version names the schedule (3: commit mode) and is under the header MAC: a
+    // stream cannot be relabelled to another without the key.
+    for other in [2, 3] {
+        let mut relabelled = seed_stream();
+        assert_eq!(relabelled[8], 1);
+        relabelled[8] = other;
+        assert!(matches!(
+            StreamReader::new(&key()).push(&relabelled).unwrap_err(),
+            StreamError::BadMac { .. }
+        ));
+    }
 }
 
 #[test]

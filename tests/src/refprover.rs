@@ -190,7 +190,8 @@ impl GemmSpec {
         spec
     }
 
-    fn to_call(&self, index: u64) -> GemmCall {
+    /// The call's ledger description at `index`.
+    pub fn to_call(&self, index: u64) -> GemmCall {
         let operand = |dtype, ld| Operand {
             dtype,
             order: Order::Col,
@@ -328,7 +329,8 @@ pub struct RefProver {
     pub entries: u64,
 }
 
-fn random_value(rng: &mut ChaCha8Rng, dtype: DType) -> f64 {
+/// A random value exactly representable in `dtype`.
+pub fn random_value(rng: &mut ChaCha8Rng, dtype: DType) -> f64 {
     match dtype {
         DType::I8 => rng.gen_range(-128i32..=127) as f64,
         DType::I32 => rng.gen_range(-1000i32..=1000) as f64,
@@ -393,9 +395,10 @@ fn libm_erf(x: f64) -> f64 {
     x.signum() * (1.0 - erfc)
 }
 
-/// One honest entry: what a GPU following the declared types would store.
+/// One entry of D as an honest GPU computes it: inputs rounded as the compute type
+/// does, accumulation in its precision, the epilogue, D's rounding.
 #[allow(clippy::too_many_arguments)]
-fn honest_entry(
+pub fn honest_entry(
     call: &GemmCall,
     alpha: f64,
     beta: f64,
@@ -676,52 +679,67 @@ impl RefProver {
 
     /// As [`RefProver::finish`], optionally without the end record.
     pub fn finish_with(&self, per_frame: usize, end: bool) -> Capture {
-        let header = StreamHeader {
+        let header = self.header(self.label.unwrap_or(self.version));
+        let end = end.then(|| End {
+            calls: self.next_index - self.segment.1,
+            samples: self
+                .records
+                .iter()
+                .filter(|r| matches!(r, Record::Sample(_)))
+                .count() as u64,
+            gap_calls: gap_calls(&self.records),
+        });
+        frame_capture(&self.key, &header, &self.records, per_frame, end)
+    }
+
+    /// The stream header this prover writes, naming `schedule`.
+    pub fn header(&self, schedule: ScheduleVersion) -> StreamHeader {
+        StreamHeader {
             key_id: self.key.id(),
             nonce: self.nonce,
             config: self.config,
             stream_id: self.stream_id,
             segment: self.segment.0,
             first_index: self.segment.1,
-            schedule: self.label.unwrap_or(self.version),
+            schedule,
             pid: std::process::id(),
             host: "refprover".into(),
             started_unix_ns: 0,
             devices: vec!["reference prover (CPU)".into()],
             producer: "mmaudit reference prover".into(),
-        };
-        let (mut writer, header_bytes) = StreamWriter::new(&self.key, &header);
-        let mut frames: Vec<Vec<u8>> = self
-            .records
-            .chunks(per_frame.max(1))
-            .map(|chunk| writer.frame(chunk))
-            .collect();
-        if end {
-            let samples = self
-                .records
-                .iter()
-                .filter(|r| matches!(r, Record::Sample(_)))
-                .count() as u64;
-            let gap_calls = self
-                .records
-                .iter()
-                .map(|r| {
-                    if let Record::Gap(g) = r {
-                        g.indices.len() as u64
-                    } else {
-                        0
-                    }
-                })
-                .sum();
-            frames.push(writer.frame(&[Record::End(End {
-                calls: self.next_index - self.segment.1,
-                samples,
-                gap_calls,
-            })]));
         }
-        Capture {
-            header: header_bytes,
-            frames,
-        }
+    }
+}
+
+/// Call indices named by the gap records among `records`.
+pub fn gap_calls(records: &[Record]) -> u64 {
+    records
+        .iter()
+        .map(|r| match r {
+            Record::Gap(g) => g.indices.len() as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Frames `records` (`per_frame` a frame) under `header`, then the end record if given.
+pub fn frame_capture(
+    key: &Key,
+    header: &StreamHeader,
+    records: &[Record],
+    per_frame: usize,
+    end: Option<End>,
+) -> Capture {
+    let (mut writer, header_bytes) = StreamWriter::new(key, header);
+    let mut frames: Vec<Vec<u8>> = records
+        .chunks(per_frame.max(1))
+        .map(|chunk| writer.frame(chunk))
+        .collect();
+    if let Some(end) = end {
+        frames.push(writer.frame(&[Record::End(end)]));
+    }
+    Capture {
+        header: header_bytes,
+        frames,
     }
 }

@@ -18,10 +18,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use mmaudit_protocol::call::{flags, DType, GemmCall};
+use mmaudit_protocol::commit::{Challenger, Hash};
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::num;
-use mmaudit_protocol::record::{Gap, NoticeKind, OperandData, Record, Sample};
-use mmaudit_protocol::schedule::{Plan, Schedule};
+use mmaudit_protocol::record::{
+    Commitment, Gap, GapReason, NoticeKind, Opening, OperandData, Record, Sample,
+};
+use mmaudit_protocol::schedule::{self, Plan, Schedule, ScheduleVersion};
 use mmaudit_protocol::stream::{Event, StreamError, StreamHeader};
 
 use crate::policy::{Policy, Unaudited};
@@ -47,6 +50,14 @@ pub const MAX_PENDING_CALLS: usize = 1 << 18;
 pub struct StreamAudit {
     key: Key,
     schedule: Option<Schedule>,
+    /// The verifier's challenge key (commit mode, docs/COMMIT.md), when it has one.
+    challenge_key: Option<Hash>,
+    /// A commit-mode stream's challenger, from the header and the challenge key.
+    challenger: Option<Challenger>,
+    /// Commit mode: auditable calls whose commitment has not arrived yet.
+    uncommitted: BTreeMap<u64, GemmCall>,
+    /// Commit mode: the commitment of each challenged call awaiting its opening.
+    commitments: BTreeMap<u64, Hash>,
     /// Sampled calls whose sample or gap record has not arrived yet.
     pending: BTreeMap<u64, (GemmCall, Plan)>,
     /// Row, column and batch indices held by `pending`'s plans.
@@ -101,6 +112,10 @@ impl StreamAudit {
         StreamAudit {
             key: key.clone(),
             schedule: None,
+            challenge_key: None,
+            challenger: None,
+            uncommitted: BTreeMap::new(),
+            commitments: BTreeMap::new(),
             pending: BTreeMap::new(),
             pending_indices: 0,
             overloaded: false,
@@ -137,6 +152,14 @@ impl StreamAudit {
         // above one, so that samples go to the workers whatever their number
         self.threads = workers.threads().max(2);
         self.workers = Some(workers);
+        self
+    }
+
+    /// Audits commit-mode streams (docs/COMMIT.md) with this challenge key: the
+    /// verifier's own, which the prover never holds. Without it a commit-mode stream
+    /// fails (its challenges cannot be re-derived).
+    pub fn with_challenge_key(mut self, key: Hash) -> Self {
+        self.challenge_key = Some(key);
         self
     }
 
@@ -178,7 +201,18 @@ impl StreamAudit {
     fn on_header(&mut self, h: StreamHeader) {
         self.next_index = h.first_index;
         self.schedule = Some(Schedule::for_header(&self.key, &h));
+        let commit = h.schedule == ScheduleVersion::Commit;
+        if commit {
+            self.challenger = self
+                .challenge_key
+                .map(|key| Challenger::new(key, h.nonce, h.config));
+        }
         self.report.header = Some(h);
+        if commit && self.challenger.is_none() {
+            self.integrity(
+                "a commit-mode stream (version 3): its challenges cannot be re-derived without the verifier's challenge key (--challenge-key)".into(),
+            );
+        }
     }
 
     /// Records an integrity failure found outside the stream's bytes (a live session's
@@ -251,7 +285,13 @@ impl StreamAudit {
         }
         match record {
             Record::Ledger(call) => self.on_ledger(call),
+            Record::Sample(s) if self.challenger.is_some() => self.integrity(format!(
+                "sample record for call {} in a commit-mode stream, where data travels only as openings",
+                s.index
+            )),
             Record::Sample(s) => self.on_sample(s),
+            Record::Commitment(c) => self.on_commitment(c),
+            Record::Opening(o) => self.on_opening(*o),
             Record::Gap(g) => self.on_gap(g),
             Record::Notice(n) => match n.kind {
                 NoticeKind::AuditDisabled => {
@@ -273,7 +313,11 @@ impl StreamAudit {
             Record::End(e) => {
                 self.ended = true;
                 self.report.ended = true;
-                let seen = (self.report.calls, self.samples_received, self.report.gaps);
+                let seen = (
+                    self.report.calls,
+                    self.samples_received,
+                    self.report.gaps + self.report.uncommitted,
+                );
                 if (e.calls, e.samples, e.gap_calls) != seen {
                     self.integrity(format!(
                         "end record claims {} calls, {} samples, {} gaps; the stream held {}, {}, {}",
@@ -308,8 +352,7 @@ impl StreamAudit {
         bin.replayed += call.has(flags::REPLAYED) as u64;
         bin.not_audited += call.has(flags::NOT_AUDITED) as u64;
         let declared = call.declared_flops();
-        let working = declared > 0;
-        self.report.working_calls += working as u64;
+        self.report.working_calls += (declared > 0) as u64;
         if call.has(flags::REPLAYED) {
             self.report.replayed += 1;
             self.report.replayed_flops = self.report.replayed_flops.saturating_add(declared);
@@ -327,28 +370,61 @@ impl StreamAudit {
         if call.has(flags::NOT_AUDITED) {
             return;
         }
-        let Some(schedule) = &self.schedule else {
+        if self.challenger.is_some() {
+            if !schedule::auditable(&call) || self.overloaded {
+                return;
+            }
+            if self.uncommitted.len() >= MAX_PENDING_CALLS {
+                self.overloaded = true;
+                self.integrity(format!(
+                    "{} calls await their commitment at call {}: more than a prover keeps in flight (at most {MAX_PENDING_CALLS}); the stream is not audited further",
+                    self.uncommitted.len(),
+                    call.index
+                ));
+                return;
+            }
+            self.uncommitted.insert(call.index, call);
+            return;
+        }
+        let Some(schedule) = self.schedule.clone() else {
             return;
         };
         let Some(draw) = schedule.draw(&call) else {
             return;
         };
+        let counts = schedule.plan_counts(&call);
+        if let Some(plan) = self.expect_sample(&call, counts, |c| schedule.plan(c, draw)) {
+            self.pending_indices += counts.iter().sum::<u64>();
+            self.pending.insert(call.index, (call, plan));
+        }
+    }
+
+    /// Counts a call the schedule (or, in commit mode, the challenge) selected and
+    /// builds its plan with `plan` unless the plan or the calls awaiting their data
+    /// would exceed their bounds (the stream then fails and is audited no further).
+    fn expect_sample(
+        &mut self,
+        call: &GemmCall,
+        counts: [u64; 3],
+        plan: impl FnOnce(&GemmCall) -> Plan,
+    ) -> Option<Plan> {
+        let working = call.declared_flops() > 0;
         self.report.sampled += 1;
         self.report.timeline.bin(call.index).sampled += 1;
         self.report.replayed_sampled += call.has(flags::REPLAYED) as u64;
         self.report.sampled_working += working as u64;
         self.report.sampled_flops = self.report.sampled_flops.saturating_add(call.flops());
         if self.overloaded {
-            return;
+            return None;
         }
-        let indices: u64 = schedule.plan_counts(&call).iter().sum();
+        let indices: u64 = counts.iter().sum();
         if indices > MAX_PLAN_INDICES {
             self.overloaded = true;
             self.integrity(format!(
                 "unreasonable dimensions: {} would sample {indices} rows, columns and batch entries (at most {MAX_PLAN_INDICES}); the stream is not audited further",
-                describe(&call)
+                describe(call)
             ));
-            return;
+            return None;
         }
         if self.pending.len() >= MAX_PENDING_CALLS
             || self.pending_indices + indices > MAX_PENDING_INDICES
@@ -360,11 +436,66 @@ impl StreamAudit {
                 self.pending_indices,
                 call.index
             ));
-            return;
+            return None;
         }
-        let plan = schedule.plan(&call, draw);
-        self.pending_indices += indices;
-        self.pending.insert(call.index, (call, plan));
+        Some(plan(call))
+    }
+
+    /// Commit mode: the challenge of a committed call, re-derived from the verifier's
+    /// challenge key and the commitment.
+    fn on_commitment(&mut self, c: Commitment) {
+        let Some(call) = self.uncommitted.remove(&c.index) else {
+            if !self.overloaded {
+                self.integrity(format!(
+                    "commitment record for call {}, which is not an auditable call awaiting its commitment",
+                    c.index
+                ));
+            }
+            return;
+        };
+        let Some(challenger) = self.challenger.clone() else {
+            return;
+        };
+        let Some(seed) = challenger.seed(&call, &c.commitment) else {
+            return;
+        };
+        let counts = schedule::plan_counts(challenger.config(), &call);
+        let config = *challenger.config();
+        if let Some(plan) = self.expect_sample(&call, counts, |call| {
+            schedule::plan_from_seed(&config, call, seed)
+        }) {
+            self.pending_indices += counts.iter().sum::<u64>();
+            self.commitments.insert(call.index, c.commitment);
+            self.pending.insert(call.index, (call, plan));
+        }
+    }
+
+    /// Commit mode: a challenged call's opening, checked against its commitment and
+    /// then as a sample.
+    fn on_opening(&mut self, o: Opening) {
+        self.samples_received += 1;
+        let (Some((call, plan)), Some(commitment)) = (
+            self.take_pending(o.index),
+            self.commitments.remove(&o.index),
+        ) else {
+            self.integrity(format!(
+                "opening record for call {}, which was not challenged or was already resolved",
+                o.index
+            ));
+            return;
+        };
+        match o.verify(&call, &plan, &commitment) {
+            Ok(sample) => self.check_sample(call, plan, sample),
+            Err(message) => {
+                self.report.mismatched += 1;
+                self.report.timeline.bin(call.index).failed += 1;
+                self.push_failure(Failure {
+                    kind: FailureKind::NotAsCommitted,
+                    call: Some(describe(&call)),
+                    message,
+                });
+            }
+        }
     }
 
     /// Takes a sampled call awaiting its data off the pending set.
@@ -376,7 +507,21 @@ impl StreamAudit {
 
     fn on_gap(&mut self, gap: Gap) {
         for index in gap.indices {
+            if gap.reason == GapReason::NotCommitted {
+                match self.uncommitted.remove(&index) {
+                    Some(call) => {
+                        self.report
+                            .count_unaudited(Unaudited::Uncommitted, call.flops());
+                        self.report.timeline.bin(index).not_audited += 1;
+                    }
+                    None => self.integrity(format!(
+                        "gap record says call {index} was not committed, but it is not an auditable call awaiting its commitment"
+                    )),
+                }
+                continue;
+            }
             if let Some((call, _)) = self.take_pending(index) {
+                self.commitments.remove(&index);
                 self.report.count_unaudited(Unaudited::Gaps, call.flops());
                 self.report.timeline.bin(index).unchecked += 1;
                 *self
@@ -401,6 +546,12 @@ impl StreamAudit {
             ));
             return;
         };
+        self.check_sample(call, plan, sample);
+    }
+
+    /// Checks a sample that fits a pending call (or an opening made into one): weight
+    /// references and identity, then the arithmetic, now or in the next batch.
+    fn check_sample(&mut self, call: GemmCall, plan: Plan, sample: Sample) {
         let mut sample = sample;
         if sample.check_shape(&call, &plan).is_ok() {
             let referenced = match self.resolve_references(&call, &plan, &mut sample) {
@@ -651,6 +802,21 @@ impl StreamAudit {
             self.integrity("the stream has no header".into());
         } else if !self.ended && self.report.integrity_errors == 0 {
             self.integrity("the stream ends without its end record (truncated)".into());
+        }
+        let uncommitted = std::mem::take(&mut self.uncommitted);
+        if !uncommitted.is_empty() && self.ended {
+            let mut ranges: Vec<(u64, u64)> = Vec::new();
+            for &i in uncommitted.keys() {
+                match ranges.last_mut() {
+                    Some((_, end)) if *end == i => *end = i + 1,
+                    _ => ranges.push((i, i + 1)),
+                }
+            }
+            let ranges = ranges_text(&ranges);
+            self.integrity(format!(
+                "{} auditable calls have neither a commitment nor a \"not committed\" gap: {ranges}",
+                uncommitted.len()
+            ));
         }
         let pending = std::mem::take(&mut self.pending);
         for (_, (call, _)) in pending {

@@ -112,6 +112,11 @@ pub struct AuditArgs {
     /// depend on it.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// The verifier's challenge key (a key file as `keygen` writes, never the audit
+    /// key): needed to check commit-mode captures (docs/COMMIT.md), whose challenges
+    /// are re-derived from it.
+    #[arg(long, value_name = "FILE")]
+    pub challenge_key: Option<PathBuf>,
 }
 
 /// Why a file could not be checked at all (as opposed to failing the audit).
@@ -169,20 +174,31 @@ pub fn default_threads() -> usize {
 /// not depend on it).
 pub fn audit_reader_threads(
     name: &str,
-    mut input: impl Read,
+    input: impl Read,
     key: &Key,
     (max_failures, threads): (usize, usize),
     policy: &Policy,
     weights: Option<&WeightPolicy>,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<StreamReport, NotChecked> {
-    let mut reader = StreamReader::new(key);
     let mut audit = StreamAudit::new(name, key, max_failures)
         .with_policy(policy.clone())
         .with_threads(threads);
     if let Some(policy) = weights {
         audit = audit.with_weights(policy.clone());
     }
+    audit_reader_into(audit, input, key, progress)
+}
+
+/// Feeds the capture read from `input` to `audit` (configured by the caller: policy,
+/// threads, weights, challenge key) and returns its report.
+pub fn audit_reader_into(
+    mut audit: StreamAudit,
+    mut input: impl Read,
+    key: &Key,
+    mut progress: impl FnMut(u64),
+) -> Result<StreamReport, NotChecked> {
+    let mut reader = StreamReader::new(key);
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     let mut last = Instant::now();
@@ -235,6 +251,7 @@ fn audit_file(
     key: &Key,
     args: &CheckArgs,
     weights: Option<&WeightPolicy>,
+    challenge_key: Option<[u8; 32]>,
 ) -> Result<StreamReport> {
     let name = path.display().to_string();
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read {name}"))?;
@@ -246,22 +263,23 @@ fn audit_file(
     let show = std::io::stderr().is_terminal();
     let policy = args.audit.policy.policy();
     let threads = args.audit.threads.unwrap_or_else(default_threads);
-    let result = audit_reader_threads(
-        &name,
-        file,
-        key,
-        (args.audit.max_failures, threads),
-        &policy,
-        weights,
-        |done| {
-            if show {
-                eprint!(
-                    "\r  checking {name}: {:.0}% ",
-                    100.0 * done as f64 / size.max(1) as f64
-                );
-            }
-        },
-    );
+    let mut audit = StreamAudit::new(&name, key, args.audit.max_failures)
+        .with_policy(policy)
+        .with_threads(threads);
+    if let Some(w) = weights {
+        audit = audit.with_weights(w.clone());
+    }
+    if let Some(c) = challenge_key {
+        audit = audit.with_challenge_key(c);
+    }
+    let result = audit_reader_into(audit, file, key, |done| {
+        if show {
+            eprint!(
+                "\r  checking {name}: {:.0}% ",
+                100.0 * done as f64 / size.max(1) as f64
+            );
+        }
+    });
     if show {
         eprint!("\r\x1b[K");
     }
@@ -270,6 +288,22 @@ fn audit_file(
         Err(NotChecked::Io(e)) => bail!("{name}: {e}"),
         Err(NotChecked::NotACapture(e)) => bail!("{name}: {e}"),
     }
+}
+
+/// Reads `--challenge-key`: the challenge subkey of a key file that must not be the
+/// audit key (a prover holding the challenge key could predict every challenge).
+pub fn read_challenge_key(path: Option<&Path>, audit: &Key) -> Result<Option<[u8; 32]>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let key = read_key_file(path)?;
+    if key.id() == audit.id() {
+        bail!(
+            "--challenge-key {} is the audit key: the prover holds that key, so it could predict every challenge; make a key only the verifier holds with `mmaudit-verify keygen`",
+            path.display()
+        );
+    }
+    Ok(Some(key.challenge_key()))
 }
 
 /// Loads `--weights` and prints what was indexed; None without `--weights`.
@@ -350,11 +384,12 @@ fn check_files(args: &CheckArgs) -> Result<(bool, serde_json::Value)> {
         bail!("--threads must be at least 1");
     }
     let key = read_key_file(&args.key_file)?;
+    let challenge_key = read_challenge_key(args.audit.challenge_key.as_deref(), &key)?;
     let weights = load_weights(args)?;
     let mut reports = Vec::new();
     let mut errors = Vec::new();
     for path in &args.files {
-        match audit_file(path, &key, args, weights.as_ref()) {
+        match audit_file(path, &key, args, weights.as_ref(), challenge_key) {
             Ok(r) => reports.push(r),
             Err(e) => errors.push(e),
         }

@@ -42,6 +42,9 @@ impl Tally {
     }
 }
 
+/// How many categories [`Unaudited`] has.
+pub const CATEGORIES: usize = 7;
+
 /// The categories the policy limits, in report order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unaudited {
@@ -58,17 +61,20 @@ pub enum Unaudited {
     Unverifiable,
     /// sampled calls the prover dropped (share of sampled calls)
     Gaps,
+    /// commit mode: calls the prover declined to commit (a gap "not committed")
+    Uncommitted,
 }
 
 impl Unaudited {
     /// Every category.
-    pub const ALL: [Unaudited; 6] = [
+    pub const ALL: [Unaudited; CATEGORIES] = [
         Unaudited::Captured,
         Unaudited::NoSession,
         Unaudited::Unmodelled,
         Unaudited::Rejected,
         Unaudited::Unverifiable,
         Unaudited::Gaps,
+        Unaudited::Uncommitted,
     ];
 
     /// The name used in reports, JSON keys and flags (`--max-<name>`).
@@ -80,6 +86,7 @@ impl Unaudited {
             Unaudited::Rejected => "rejected",
             Unaudited::Unverifiable => "unverifiable",
             Unaudited::Gaps => "gaps",
+            Unaudited::Uncommitted => "uncommitted",
         }
     }
 
@@ -92,6 +99,7 @@ impl Unaudited {
             Unaudited::Unmodelled => "--max-unmodelled",
             Unaudited::Rejected => "--max-rejected",
             Unaudited::Unverifiable => "--max-unverifiable",
+            Unaudited::Uncommitted => "--max-uncommitted",
         }
     }
 
@@ -111,6 +119,7 @@ impl Unaudited {
             }
             Unaudited::Unverifiable => "the tolerance model cannot bound",
             Unaudited::Gaps => "dropped by the prover",
+            Unaudited::Uncommitted => "not committed by the prover (commit mode)",
         }
     }
 }
@@ -123,7 +132,7 @@ pub struct Policy {
     pub sampling: SamplingConfig,
     /// Largest share of calls and of FLOPs per category, in the order of
     /// [`Unaudited::ALL`].
-    pub limits: [f64; 6],
+    pub limits: [f64; CATEGORIES],
 }
 
 /// The default limit of every category: 1%.
@@ -133,7 +142,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             sampling: SamplingConfig::default(),
-            limits: [DEFAULT_LIMIT; 6],
+            limits: [DEFAULT_LIMIT; CATEGORIES],
         }
     }
 }
@@ -156,7 +165,7 @@ impl Policy {
                 max_cols: 1,
                 max_batches: 1,
             },
-            limits: [1.0; 6],
+            limits: [1.0; CATEGORIES],
         }
     }
 
@@ -265,6 +274,10 @@ pub struct PolicyArgs {
     /// dropped by the prover (gap records).
     #[arg(long, value_name = "SHARE", default_value = "1%", value_parser = parse_share)]
     pub max_gap_rate: f64,
+    /// Commit mode: fail a stream when more than this share of its calls or FLOPs were
+    /// not committed by the prover (gap records "not committed").
+    #[arg(long, value_name = "SHARE", default_value = "1%", value_parser = parse_share)]
+    pub max_uncommitted: f64,
 }
 
 impl PolicyArgs {
@@ -287,6 +300,7 @@ impl PolicyArgs {
             (Unaudited::Rejected, self.max_rejected),
             (Unaudited::Unverifiable, self.max_unverifiable),
             (Unaudited::Gaps, self.max_gap_rate),
+            (Unaudited::Uncommitted, self.max_uncommitted),
         ] {
             p.set_limit(what, limit);
         }

@@ -39,6 +39,9 @@ pub enum FailureKind {
     /// Calls of the stream before this segment that no verifier received (`serve`:
     /// an earlier segment ended before they were read, or was never seen).
     Unseen,
+    /// Commit mode: an opening that does not hash to its call's commitment (data
+    /// altered after committing, or vectors other than the challenged ones).
+    NotAsCommitted,
 }
 
 impl FailureKind {
@@ -55,6 +58,7 @@ impl FailureKind {
             FailureKind::Coverage => "coverage",
             FailureKind::Precision => "precision lower than declared",
             FailureKind::Unseen => "calls seen by no verifier",
+            FailureKind::NotAsCommitted => "opening does not match the commitment",
         }
     }
 }
@@ -336,6 +340,8 @@ pub struct StreamReport {
     pub no_session: u64,
     /// calls the library rejected (flag REJECTED): nothing computed, no FLOPs claimed
     pub rejected: u64,
+    /// commit mode: calls the prover declined to commit (gap "not committed")
+    pub uncommitted: u64,
     /// calls of the stream before this segment that no verifier received (`serve`
     /// only: see `serve::continuity`)
     pub unseen_calls: u64,
@@ -381,10 +387,10 @@ pub struct StreamReport {
     pub sampled_working: u64,
     /// calls that declare work per category of calls not audited, indexed by
     /// [`Unaudited`]
-    pub unaudited_working: [u64; 6],
+    pub unaudited_working: [u64; crate::policy::CATEGORIES],
     /// FLOPs per category of calls not audited, indexed by [`Unaudited`] (rejected: as
     /// declared, although the prover claims they were not computed)
-    pub unaudited_flops: [u128; 6],
+    pub unaudited_flops: [u128; crate::policy::CATEGORIES],
     /// the policy the stream was judged by, once judged ([`StreamReport::apply_policy`])
     pub policy: Option<Policy>,
     /// policy failures found by [`StreamReport::apply_policy`]
@@ -421,6 +427,7 @@ impl StreamReport {
             Unaudited::Rejected => &mut self.rejected,
             Unaudited::Unverifiable => &mut self.unverifiable,
             Unaudited::Gaps => &mut self.gaps,
+            Unaudited::Uncommitted => &mut self.uncommitted,
         } += 1;
         let w = what as usize;
         self.unaudited_flops[w] = self.unaudited_flops[w].saturating_add(flops);
@@ -600,6 +607,7 @@ impl StreamReport {
             },
             "no_session_not_audited": self.no_session,
             "rejected": self.rejected,
+            "uncommitted": self.uncommitted,
             "unseen_calls": self.unseen_calls,
             "unseen_ranges": self.unseen_ranges,
             "unmodelled_not_audited": self.unmodelled,
@@ -750,6 +758,13 @@ impl StreamReport {
                 s,
                 "  rejected         {:>12}   calls the library returned an error for: nothing computed, no FLOPs claimed",
                 self.rejected
+            );
+        }
+        if self.uncommitted > 0 {
+            let _ = writeln!(
+                s,
+                "  uncommitted      {:>12}   calls the prover did not commit (commit mode): NOT audited",
+                self.uncommitted
             );
         }
         if self.unverifiable > 0 {
@@ -904,6 +919,7 @@ pub fn summary_json(reports: &[StreamReport]) -> Value {
         "replayed_verified": sum(|r| r.replayed_verified),
         "no_session_not_audited": sum(|r| r.no_session),
         "rejected": sum(|r| r.rejected),
+        "uncommitted": sum(|r| r.uncommitted),
         "unmodelled_not_audited": sum(|r| r.unmodelled),
         "unverifiable": sum(|r| r.unverifiable),
         "flops": reports.iter().map(|r| r.flops as f64).sum::<f64>(),

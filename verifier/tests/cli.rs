@@ -445,7 +445,7 @@ fn the_man_page_has_a_section_per_command_and_the_version_names_the_protocols() 
     // The text is written by hand: it must follow the protocol crate's versions.
     assert_eq!(
         mmaudit_protocol::stream::VERSION,
-        2,
+        3,
         "update VERSION in main.rs"
     );
     assert_eq!(
@@ -454,7 +454,9 @@ fn the_man_page_has_a_section_per_command_and_the_version_names_the_protocols() 
         "update VERSION in main.rs"
     );
     assert!(
-        v.contains("protocol versions 1 and 2") && v.contains("hello version 2"),
+        v.contains("protocol versions 1 to 3")
+            && v.contains("commit mode")
+            && v.contains("hello version 2"),
         "{v}"
     );
 }

@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 
+pub use mmaudit_protocol::commit::depth;
+
 use super::{fmt_bytes, fmt_num, Doc, GemmCost, LEDGER_RECORD_BYTES};
 
 /// Bytes of a commitment record: record head (5), call index (8), commitment (32).
@@ -21,16 +23,6 @@ pub const CHALLENGE_OVERHEAD_BYTES: u64 = 20;
 pub const HASH_BYTES: u64 = 32;
 /// Default challenge latency (call to challenge at the prover), an assumption.
 pub const DEFAULT_CHALLENGE_LATENCY_MS: f64 = 50.0;
-
-/// The levels of an RFC 6962 tree over `leaves` leaves: the length of the longest audit
-/// path, `ceil(log2(leaves))`.
-pub fn depth(leaves: u64) -> u64 {
-    if leaves <= 1 {
-        0
-    } else {
-        64 - (leaves - 1).leading_zeros() as u64
-    }
-}
 
 /// What committing one call of a GEMM costs.
 #[derive(Debug, Clone, PartialEq, Serialize)]

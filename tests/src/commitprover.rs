@@ -1,0 +1,341 @@
+//! The reference prover of commit mode (docs/COMMIT.md), honest or cheating.
+//!
+//! For every GEMM it draws every operand in full, computes every entry of D as an
+//! honest GPU would (or fakes some, as its [`Cheat`] says), writes the ledger record
+//! and the call's commitment, and keeps everything it committed. Only then can the
+//! caller, playing the verifier with the challenge key this prover never sees, tell it
+//! which calls are challenged ([`CommitProver::open`]); it answers with an opening, or,
+//! when cheating and the challenge would show it, with a "not retained" gap.
+//!
+//! The cheaters hold everything the library holds: the audit key, the hello, the stream
+//! so far and every challenge of an earlier call. What they lack is the challenge key.
+
+use std::collections::BTreeMap;
+
+use mmaudit_protocol::call::{flags, GemmCall, Scalar};
+use mmaudit_protocol::commit::{self, CallBinding, Hash, Side};
+use mmaudit_protocol::config::SamplingConfig;
+use mmaudit_protocol::keys::Key;
+use mmaudit_protocol::num;
+use mmaudit_protocol::record::{
+    Commitment, End, Gap, GapReason, OpenedSide, OpenedVectors, Opening, Record, SmallData,
+};
+use mmaudit_protocol::schedule::{Plan, ScheduleVersion};
+use mmaudit_protocol::stream::StreamHeader;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::refprover::{
+    frame_capture, gap_calls, honest_entry, random_value, Capture, GemmSpec, DEVICE_ALPHA,
+    DEVICE_BETA,
+};
+
+/// What a cheating prover does. Rates are in parts per million.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cheat {
+    /// Computes everything and opens what is challenged.
+    None,
+    /// Fakes `floor(m x ppm / 10^6)` rows of D in every call (the same rows each time,
+    /// which the uniform challenge makes no worse than any other choice). With
+    /// `refuse`, answers a challenge whose rows include a faked one with a "not
+    /// retained" gap instead of an opening.
+    FakeRows {
+        /// share of rows faked
+        ppm: u32,
+        /// refuse to open what would show the fake
+        refuse: bool,
+    },
+    /// Skips `ppm` of the calls (D left all zeros). With `refuse`, answers a challenge
+    /// of a skipped call with a gap.
+    SkipCalls {
+        /// share of calls skipped
+        ppm: u32,
+        /// refuse to open a skipped call
+        refuse: bool,
+    },
+    /// Commits to the honest D, then opens D with one entry changed.
+    AlterAfterCommit,
+}
+
+/// Everything committed for one call, kept until it is opened.
+struct Kept {
+    call: GemmCall,
+    /// vectors of op(A) (rows), op(B) (columns), C and D (columns), each encoded,
+    /// `[batch][vector]`
+    a: Vec<Vec<u8>>,
+    b: Vec<Vec<u8>>,
+    c: Vec<Vec<u8>>,
+    d: Vec<Vec<u8>>,
+    small: SmallData,
+    /// rows of D faked in this call (empty when none)
+    faked_rows: Vec<u64>,
+    /// the call was skipped
+    skipped: bool,
+}
+
+/// The commit-mode reference prover.
+pub struct CommitProver {
+    key: Key,
+    nonce: [u8; 16],
+    config: SamplingConfig,
+    rng: ChaCha8Rng,
+    next_index: u64,
+    cheat: Cheat,
+    kept: BTreeMap<u64, Kept>,
+    /// Records so far, in stream order.
+    pub records: Vec<Record>,
+    /// Challenges answered with an opening.
+    pub opened: u64,
+    /// Challenges refused with a gap.
+    pub refused: u64,
+}
+
+fn leaves(vectors: &[Vec<u8>]) -> Vec<Hash> {
+    vectors.iter().map(|v| commit::leaf_hash(v)).collect()
+}
+
+impl CommitProver {
+    /// A prover of a session with this nonce and sampling configuration (the hello's);
+    /// `seed` fixes its operands.
+    pub fn new(
+        key: &Key,
+        nonce: [u8; 16],
+        config: SamplingConfig,
+        seed: u64,
+        cheat: Cheat,
+    ) -> Self {
+        CommitProver {
+            key: key.clone(),
+            nonce,
+            config,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            next_index: 0,
+            cheat,
+            kept: BTreeMap::new(),
+            records: Vec::new(),
+            opened: 0,
+            refused: 0,
+        }
+    }
+
+    /// Issues one GEMM: its ledger record, and its commitment when it is auditable.
+    /// Returns the call and its commitment (None for a call that is not audited).
+    pub fn gemm(&mut self, spec: &GemmSpec) -> (GemmCall, Option<Hash>) {
+        assert!(
+            spec.a_weight.is_none() && spec.b_weight.is_none(),
+            "the commit prover draws its own operands"
+        );
+        let call = spec.to_call(self.next_index);
+        self.next_index += 1;
+        self.records.push(Record::Ledger(call.clone()));
+        if call.has(flags::NOT_AUDITED) || call.m == 0 || call.n == 0 || call.batch == 0 {
+            return (call, None);
+        }
+        let (m, n, k, batch) = (
+            call.m as usize,
+            call.n as usize,
+            call.k as usize,
+            call.batch as usize,
+        );
+        let rng = &mut self.rng;
+        let mut draw = |count: usize, dtype| -> Vec<f64> {
+            (0..count).map(|_| random_value(rng, dtype)).collect()
+        };
+        let a = draw(batch * m * k, spec.input); // [b][row][k]
+        let b = draw(batch * n * k, spec.input); // [b][col][k]
+        let c = if call.reads_c() {
+            draw(batch * n * m, spec.output) // [b][col][row]
+        } else {
+            Vec::new()
+        };
+        let bias_vectors = if call.has(flags::BIAS_PER_BATCH) {
+            batch
+        } else {
+            1
+        };
+        let bias = if spec.bias {
+            draw(bias_vectors * m, call.bias_type)
+        } else {
+            Vec::new()
+        };
+        let scale = |rng: &mut ChaCha8Rng, on: bool| on.then(|| rng.gen_range(0.25f32..2.0));
+        let small = SmallData {
+            alpha: matches!(call.alpha, Scalar::Device).then_some(DEVICE_ALPHA),
+            beta: matches!(call.beta, Scalar::Device).then_some(DEVICE_BETA),
+            scale_a: scale(&mut self.rng, call.has(flags::SCALE_A)),
+            scale_b: scale(&mut self.rng, call.has(flags::SCALE_B)),
+            scale_c: scale(&mut self.rng, call.has(flags::SCALE_C)),
+            scale_d: scale(&mut self.rng, call.has(flags::SCALE_D)),
+            bias: encode(call.bias_type, &bias),
+            scale_rows: Vec::new(),
+            scale_cols: Vec::new(),
+        };
+        let scales = [small.scale_a, small.scale_b, small.scale_c, small.scale_d]
+            .map(|s| s.map_or(1.0, f64::from));
+        let alpha = spec.alpha.unwrap_or(DEVICE_ALPHA);
+        let beta = spec.beta.unwrap_or(DEVICE_BETA);
+
+        let (faked_rows, skipped) = match self.cheat {
+            Cheat::FakeRows { ppm, .. } => {
+                let count = (m as u128 * ppm as u128 / 1_000_000) as u64;
+                ((0..count).collect::<Vec<u64>>(), false)
+            }
+            Cheat::SkipCalls { ppm, .. } => (Vec::new(), self.rng.gen_range(0..1_000_000) < ppm),
+            _ => (Vec::new(), false),
+        };
+        let mut d = vec![0.0; batch * n * m]; // [b][col][row]
+        if !skipped {
+            for bi in 0..batch {
+                for col in 0..n {
+                    for row in 0..m {
+                        let v = honest_entry(
+                            &call,
+                            alpha,
+                            beta,
+                            scales,
+                            &a[(bi * m + row) * k..][..k],
+                            &b[(bi * n + col) * k..][..k],
+                            c.get((bi * n + col) * m + row).copied().unwrap_or(0.0),
+                            bias.get((bi % bias_vectors) * m + row)
+                                .copied()
+                                .unwrap_or(0.0),
+                        );
+                        d[(bi * n + col) * m + row] = if faked_rows.contains(&(row as u64)) {
+                            num::round_to(call.d.dtype, 2.0 * v + 1.0)
+                        } else {
+                            v
+                        };
+                    }
+                }
+            }
+        }
+        let split = |values: &[f64], len: usize, dtype| -> Vec<Vec<u8>> {
+            values
+                .chunks(len.max(1))
+                .map(|v| encode(dtype, v))
+                .collect()
+        };
+        let kept = Kept {
+            a: split(&a, k, call.a.dtype),
+            b: split(&b, k, call.b.dtype),
+            c: if c.is_empty() {
+                Vec::new()
+            } else {
+                split(&c, m, call.c.dtype)
+            },
+            d: split(&d, m, call.d.dtype),
+            small,
+            faked_rows,
+            skipped,
+            call: call.clone(),
+        };
+        let binding = CallBinding {
+            a: Side::Inline(commit::tree_root(&leaves(&kept.a))),
+            b: Side::Inline(commit::tree_root(&leaves(&kept.b))),
+            c: commit::tree_root(&leaves(&kept.c)),
+            d: commit::tree_root(&leaves(&kept.d)),
+            small: kept.small.hash(),
+        };
+        let commitment = commit::call_commitment(&call, &binding);
+        self.records.push(Record::Commitment(Commitment {
+            index: call.index,
+            commitment,
+        }));
+        self.kept.insert(call.index, kept);
+        (call, Some(commitment))
+    }
+
+    /// Answers the challenge of call `index` with `plan`: an opening, or, for a cheater
+    /// whose fake the plan would show and who refuses, a "not retained" gap.
+    pub fn open(&mut self, index: u64, plan: &Plan) {
+        let kept = self
+            .kept
+            .remove(&index)
+            .expect("a challenge names a committed call");
+        let shows_fake = kept.skipped || plan.rows.iter().any(|r| kept.faked_rows.contains(r));
+        let refuse = match self.cheat {
+            Cheat::FakeRows { refuse, .. } | Cheat::SkipCalls { refuse, .. } => refuse,
+            _ => false,
+        };
+        if shows_fake && refuse {
+            self.refused += 1;
+            self.records.push(Record::Gap(Gap {
+                indices: vec![index],
+                reason: GapReason::NotRetained,
+                detail: "reference prover: refused what would show its fake".into(),
+            }));
+            return;
+        }
+        let call = &kept.call;
+        let open = |vectors: &[Vec<u8>], per: u64, picks: &[u64]| -> OpenedVectors {
+            let ls = leaves(vectors);
+            let mut out = OpenedVectors {
+                root: commit::tree_root(&ls),
+                vectors: Vec::new(),
+                paths: Vec::new(),
+            };
+            for &bi in &plan.batches {
+                for &x in picks {
+                    let leaf = (bi * per + x) as usize;
+                    out.vectors.extend_from_slice(&vectors[leaf]);
+                    for h in commit::audit_path(&ls, leaf).expect("leaf in range") {
+                        out.paths.extend_from_slice(&h);
+                    }
+                }
+            }
+            out
+        };
+        let mut d = open(&kept.d, call.n, &plan.cols);
+        if self.cheat == Cheat::AlterAfterCommit {
+            d.vectors[0] ^= 0x40;
+        }
+        self.records.push(Record::Opening(Box::new(Opening {
+            index,
+            a: OpenedSide::Inline(open(&kept.a, call.m, &plan.rows)),
+            b: OpenedSide::Inline(open(&kept.b, call.n, &plan.cols)),
+            c: if kept.c.is_empty() {
+                OpenedVectors {
+                    root: commit::tree_root(&[]),
+                    vectors: Vec::new(),
+                    paths: Vec::new(),
+                }
+            } else {
+                open(&kept.c, call.n, &plan.cols)
+            },
+            d,
+            small: kept.small.clone(),
+        })));
+        self.opened += 1;
+    }
+
+    /// Frames the records (`per_frame` a frame) under a commit-mode header and appends
+    /// the end record.
+    pub fn finish(&self, per_frame: usize) -> Capture {
+        let header = StreamHeader {
+            key_id: self.key.id(),
+            nonce: self.nonce,
+            config: self.config,
+            stream_id: 0xc0,
+            segment: 0,
+            first_index: 0,
+            schedule: ScheduleVersion::Commit,
+            pid: std::process::id(),
+            host: "refprover".into(),
+            started_unix_ns: 0,
+            devices: vec!["reference prover (CPU)".into()],
+            producer: "mmaudit reference prover (commit mode)".into(),
+        };
+        let end = End {
+            calls: self.next_index,
+            samples: self.opened,
+            gap_calls: gap_calls(&self.records),
+        };
+        frame_capture(&self.key, &header, &self.records, per_frame, Some(end))
+    }
+}
+
+fn encode(dtype: mmaudit_protocol::call::DType, values: &[f64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    num::encode_into(dtype, values, &mut out);
+    out
+}

@@ -1,0 +1,331 @@
+//! Commit mode (docs/COMMIT.md), end to end without a GPU: the commit prover commits to
+//! every call, the test plays the verifier's challenger with a key the prover never
+//! sees, and `check`'s audit re-derives every challenge from the capture.
+//!
+//! Honest provers pass with every challenged call opened. Cheaters that hold
+//! everything but the challenge key fail as often as the security argument predicts,
+//! measured over many seeds: faking rows, skipping calls, with or without refusing to
+//! open what would show it. Data altered after committing fails at its first challenge.
+
+use mmaudit_protocol::call::{ComputeType, DType, Epilogue};
+use mmaudit_protocol::commit::{Challenger, Hash};
+use mmaudit_protocol::config::SamplingConfig;
+use mmaudit_protocol::keys::Key;
+use mmaudit_protocol::record::{Gap, GapReason, Record};
+use mmaudit_tests::commitprover::{Cheat, CommitProver};
+use mmaudit_tests::refprover::GemmSpec;
+use mmaudit_verify::audit::StreamAudit;
+use mmaudit_verify::check::{audit_reader_into, NotChecked};
+use mmaudit_verify::policy::{Policy, Unaudited};
+use mmaudit_verify::report::{FailureKind, StreamReport};
+
+fn key() -> Key {
+    Key::from_bytes([0x31; 32])
+}
+
+/// The verifier's challenge key (never given to the prover).
+fn challenge_key() -> Hash {
+    Key::from_bytes([0x77; 32]).challenge_key()
+}
+
+fn nonce(seed: u64) -> [u8; 16] {
+    let mut n = [0u8; 16];
+    n[..8].copy_from_slice(&seed.to_le_bytes());
+    n[8] = 0xc0;
+    n
+}
+
+/// 10% of calls, 10% of rows: at m = 100, ten checked rows per challenged call.
+fn config() -> SamplingConfig {
+    SamplingConfig {
+        call_ppm: 100_000,
+        row_ppm: 100_000,
+        ..SamplingConfig::default()
+    }
+}
+
+/// Runs `specs` through a prover with `cheat`, challenging each commitment as the
+/// verifier would; returns the prover and the capture's bytes.
+fn session(
+    seed: u64,
+    cheat: Cheat,
+    config: SamplingConfig,
+    specs: &[GemmSpec],
+) -> (CommitProver, Vec<u8>) {
+    let challenger = Challenger::new(challenge_key(), nonce(seed), config);
+    let mut p = CommitProver::new(&key(), nonce(seed), config, seed, cheat);
+    for spec in specs {
+        let (call, commitment) = p.gemm(spec);
+        if let Some(plan) = commitment.and_then(|c| challenger.challenge(&call, &c)) {
+            p.open(call.index, &plan);
+        }
+    }
+    let bytes = p.finish(7).bytes();
+    (p, bytes)
+}
+
+fn audit_with(bytes: &[u8], challenge: Option<Hash>, policy: Policy) -> StreamReport {
+    let mut audit = StreamAudit::new("commit", &key(), 100).with_policy(policy);
+    if let Some(c) = challenge {
+        audit = audit.with_challenge_key(c);
+    }
+    match audit_reader_into(audit, bytes, &key(), |_| {}) {
+        Ok(r) => r,
+        Err(NotChecked::Io(e)) => panic!("io: {e}"),
+        Err(NotChecked::NotACapture(e)) => panic!("not a capture: {e}"),
+    }
+}
+
+fn audit(bytes: &[u8]) -> StreamReport {
+    audit_with(bytes, Some(challenge_key()), Policy::default())
+}
+
+fn kinds(r: &StreamReport) -> Vec<FailureKind> {
+    r.failures.iter().map(|f| f.kind).collect()
+}
+
+fn plain(m: u64) -> GemmSpec {
+    GemmSpec::new(m, 4, 32, DType::BF16, DType::BF16, ComputeType::F32)
+}
+
+/// A mixed workload: plain bf16, f16 with beta = 1 in place, device alpha and beta,
+/// a bias and GELU epilogue, a strided batch with a bias per batch entry, f32, fp8
+/// scales.
+fn mixed() -> Vec<GemmSpec> {
+    let mut out = Vec::new();
+    for i in 0..60 {
+        let mut s = match i % 6 {
+            0 => plain(100),
+            1 => {
+                let mut s = GemmSpec::new(48, 6, 64, DType::F16, DType::F16, ComputeType::F32);
+                s.beta = Some(1.0);
+                s
+            }
+            2 => {
+                let mut s = plain(40);
+                s.alpha = None;
+                s.beta = None;
+                s
+            }
+            3 => {
+                let mut s = plain(64);
+                s.bias = true;
+                s.epilogue = Epilogue::GeluTanh;
+                s
+            }
+            4 => {
+                let mut s = plain(32);
+                s.batch = 3;
+                s.bias = true;
+                s.bias_per_batch = true;
+                s
+            }
+            _ => {
+                let mut s = GemmSpec::new(24, 5, 48, DType::F8E4M3, DType::BF16, ComputeType::F32);
+                s.scales = true;
+                s
+            }
+        };
+        if i == 7 {
+            s = GemmSpec::new(16, 3, 16, DType::F32, DType::F32, ComputeType::F32);
+        }
+        out.push(s);
+    }
+    out
+}
+
+#[test]
+fn honest_provers_pass_with_every_challenged_call_opened() {
+    let rates = SamplingConfig {
+        call_ppm: 500_000,
+        ..config()
+    };
+    let mut opened = 0;
+    for seed in 0..12 {
+        let (p, bytes) = session(seed, Cheat::None, rates, &mixed());
+        let r = audit(&bytes);
+        assert!(r.passed(), "seed {seed}: {}", r.to_text());
+        assert_eq!(p.refused, 0);
+        assert_eq!(r.sampled, p.opened, "seed {seed}: challenged = opened");
+        assert_eq!(r.verified, p.opened, "seed {seed}");
+        assert!(r.entries_checked > 0);
+        opened += p.opened;
+    }
+    // about half of 12 x 60 calls
+    assert!((300..420).contains(&opened), "{opened}");
+}
+
+/// `1 - C(m - b, r) / C(m, r)`: the chance that `r` rows drawn from `m` include one of
+/// `b`.
+fn hit(m: u64, b: u64, r: u64) -> f64 {
+    1.0 - (0..r)
+        .map(|i| (m - b - i) as f64 / (m - i) as f64)
+        .product::<f64>()
+}
+
+/// Over `seeds` runs of `calls` plain calls with `cheat`, how many fail; asserts the
+/// share is within 4 standard deviations of `predicted`.
+fn failing_share(cheat: Cheat, calls: usize, predicted: f64) {
+    let seeds = 40u64;
+    let specs = vec![plain(100); calls];
+    let mut failed = 0;
+    for seed in 0..seeds {
+        let (p, bytes) = session(1000 + seed, cheat, config(), &specs);
+        let r = audit(&bytes);
+        let caught = p.opened + p.refused > 0 && !r.passed();
+        failed += !r.passed() as u64;
+        // A run fails only for what the cheat did: a mismatch, or refused openings
+        // over the gap policy.
+        if !r.passed() {
+            assert!(caught, "{cheat:?} seed {seed}: {}", r.to_text());
+            for k in kinds(&r) {
+                assert!(
+                    matches!(
+                        k,
+                        FailureKind::Mismatch | FailureKind::Precision | FailureKind::GapRate
+                    ),
+                    "{cheat:?}: {k:?}\n{}",
+                    r.to_text()
+                );
+            }
+        }
+    }
+    let expect = predicted * seeds as f64;
+    let sd = (seeds as f64 * predicted * (1.0 - predicted)).sqrt();
+    assert!(
+        (failed as f64 - expect).abs() <= 4.0 * sd + 1.0,
+        "{cheat:?}: {failed} of {seeds} runs failed, predicted {expect:.1} (sd {sd:.1})"
+    );
+}
+
+#[test]
+fn a_cheater_faking_rows_fails_as_predicted_whether_or_not_it_refuses_to_open() {
+    // 10 of 100 rows faked; a challenged call checks 10 rows; 20 calls at 10%.
+    let q = hit(100, 10, 10);
+    let predicted = 1.0 - (1.0 - 0.1 * q).powi(20);
+    assert!((0.6..0.9).contains(&predicted), "{predicted}");
+    for refuse in [false, true] {
+        failing_share(
+            Cheat::FakeRows {
+                ppm: 100_000,
+                refuse,
+            },
+            20,
+            predicted,
+        );
+    }
+}
+
+#[test]
+fn a_cheater_skipping_calls_fails_as_predicted_whether_or_not_it_refuses_to_open() {
+    // 10% of the calls skipped; 100 calls at 10%: caught when a skipped call is
+    // challenged.
+    let predicted = 1.0 - (1.0 - 0.1 * 0.1f64).powi(100);
+    for refuse in [false, true] {
+        failing_share(
+            Cheat::SkipCalls {
+                ppm: 100_000,
+                refuse,
+            },
+            100,
+            predicted,
+        );
+    }
+}
+
+#[test]
+fn data_altered_after_committing_fails_and_its_honest_twin_passes() {
+    let rates = SamplingConfig {
+        call_ppm: 500_000,
+        ..config()
+    };
+    let specs = vec![plain(100); 20];
+    for seed in 0..5 {
+        let (p, bytes) = session(seed, Cheat::AlterAfterCommit, rates, &specs);
+        assert!(p.opened > 0);
+        let r = audit(&bytes);
+        assert!(!r.passed());
+        assert_eq!(r.mismatched, p.opened, "{}", r.to_text());
+        assert!(kinds(&r).iter().all(|k| *k == FailureKind::NotAsCommitted));
+        assert!(r.failures[0]
+            .message
+            .contains("opening does not match the commitment"));
+        let (_, honest) = session(seed, Cheat::None, rates, &specs);
+        assert!(audit(&honest).passed());
+    }
+}
+
+#[test]
+fn without_the_right_challenge_key_a_commit_capture_fails() {
+    let (_, bytes) = session(3, Cheat::None, config(), &vec![plain(100); 40]);
+    assert!(audit(&bytes).passed());
+    let none = audit_with(&bytes, None, Policy::default());
+    assert!(!none.passed());
+    assert!(none.failures[0].message.contains("--challenge-key"));
+    // Another verifier's key challenges other calls: openings arrive for calls it did
+    // not challenge, and its own challenges go unanswered.
+    let other = audit_with(
+        &bytes,
+        Some(Key::from_bytes([0x78; 32]).challenge_key()),
+        Policy::default(),
+    );
+    assert!(!other.passed());
+    assert!(kinds(&other)
+        .iter()
+        .any(|k| matches!(k, FailureKind::Integrity | FailureKind::Missing)));
+}
+
+#[test]
+fn calls_left_uncommitted_count_against_the_policy_and_missing_commitments_fail() {
+    let specs = vec![plain(100); 50];
+    let (mut p, _) = session(9, Cheat::None, config(), &[]);
+    let challenger = Challenger::new(challenge_key(), nonce(9), config());
+    for (i, spec) in specs.iter().enumerate() {
+        let (call, commitment) = p.gemm(spec);
+        if i < 5 {
+            // Withdrawn before any challenge: the commitment record replaced by a gap.
+            let Some(Record::Commitment(_)) = p.records.pop() else {
+                panic!("a commitment follows the ledger record");
+            };
+            p.records.push(Record::Gap(Gap {
+                indices: vec![call.index],
+                reason: GapReason::NotCommitted,
+                detail: "withdrawn".into(),
+            }));
+            continue;
+        }
+        if let Some(plan) = commitment.and_then(|c| challenger.challenge(&call, &c)) {
+            p.open(call.index, &plan);
+        }
+    }
+    let bytes = p.finish(5).bytes();
+    let r = audit(&bytes);
+    assert_eq!(r.uncommitted, 5);
+    assert!(!r.passed());
+    assert!(
+        kinds(&r).contains(&FailureKind::Coverage),
+        "{}",
+        r.to_text()
+    );
+    let mut lifted = Policy::default();
+    lifted.set_limit(Unaudited::Uncommitted, 0.2);
+    let r = audit_with(&bytes, Some(challenge_key()), lifted);
+    assert!(r.passed(), "{}", r.to_text());
+
+    // A call whose commitment never comes, with no gap either: the stream fails.
+    let (mut p, _) = session(10, Cheat::None, config(), &[]);
+    for spec in &specs[..10] {
+        p.gemm(spec);
+    }
+    p.records
+        .retain(|r| !matches!(r, Record::Commitment(c) if c.index == 4));
+    let r = audit(&p.finish(3).bytes());
+    assert!(!r.passed());
+    assert!(
+        r.failures
+            .iter()
+            .any(|f| f.message.contains("neither a commitment")),
+        "{}",
+        r.to_text()
+    );
+}
