@@ -3,12 +3,14 @@
 //! `scripts/simgpu.sh` builds, run with `LD_LIBRARY_PATH`, and check themselves
 //! against f64 references (printing PASS/FAIL per case). These tests assert on
 //! their exit status and output, and on how `SIMGPU_FAULT`, `SIMGPU_SPLITK`
-//! and `SIMGPU_LATENCY_US` change what they see.
+//! and `SIMGPU_LATENCY_US` change what they see. The commitment program also
+//! runs against the kernels' CUDA source compiled for the host
+//! (`tests/programs/host_cuda.cpp`) instead of the simulator.
 
 use std::collections::BTreeSet;
 
 use mmaudit_protocol::commit::{leaf_hash, tree_root, Hash};
-use mmaudit_tests::simgpu::{compile, libraries, repo_root, run, Run};
+use mmaudit_tests::simgpu::{compile, compile_host_cuda, libraries, repo_root, run, Run};
 
 fn assert_all_pass(r: &Run, min_cases: usize) {
     assert_eq!(r.code, Some(0), "{}", r.transcript());
@@ -545,13 +547,11 @@ fn run_commit_program() -> Run {
     )
 }
 
-#[test]
-fn commit_kernels_ptx_run_through_their_twins_and_match_the_protocol() {
-    // The committed PTX's mmaudit_commit_leaves and mmaudit_commit_tree, on
-    // vectors the program describes in matrix terms; every hash printed is
-    // recomputed here with mmaudit_protocol::commit.
-    let r = run_commit_program();
-    assert_all_pass(&r, 300);
+/// Asserts that every hash `simgpu_commit` printed is the reference's, and that it
+/// printed what its cases promise: the lengths, the tree's leaves and roots, the
+/// pinned vectors, the malformed jobs.
+fn assert_commit_run_matches_the_protocol(r: &Run) {
+    assert_all_pass(r, 300);
     let c = check_commit_output(&r.stdout);
     assert!(
         c.mismatches.is_empty(),
@@ -562,7 +562,7 @@ fn commit_kernels_ptx_run_through_their_twins_and_match_the_protocol() {
     assert!(c.leaves >= 180, "only {} LEAF lines", c.leaves);
     // Lengths around BLAKE3's 64-byte blocks and 1024-byte chunks, for every
     // element size, up to trees of more than 256 and 512 chunks.
-    for bytes in [
+    const BYTES: [usize; 26] = [
         0,
         1,
         2,
@@ -589,7 +589,8 @@ fn commit_kernels_ptx_run_through_their_twins_and_match_the_protocol() {
         10_000,
         300 * 1024 - 1,
         513 * 1024 + 8,
-    ] {
+    ];
+    for bytes in BYTES {
         assert!(
             c.vector_bytes.contains(&bytes),
             "no vector of {bytes} bytes: {:?}",
@@ -620,12 +621,38 @@ fn commit_kernels_ptx_run_through_their_twins_and_match_the_protocol() {
         "{}",
         r.transcript()
     );
+}
+
+#[test]
+fn commit_kernels_ptx_run_through_their_twins_and_match_the_protocol() {
+    // The committed PTX's mmaudit_commit_leaves and mmaudit_commit_tree, on
+    // vectors the program describes in matrix terms; every hash printed is
+    // recomputed here with mmaudit_protocol::commit.
+    let r = run_commit_program();
+    assert_commit_run_matches_the_protocol(&r);
     assert!(
         r.stdout
             .contains("synchronising reports the illegal address"),
         "{}",
         r.transcript()
     );
+}
+
+#[test]
+fn commit_kernel_source_run_on_the_cpu_matches_the_protocol() {
+    // Not the twins: cuda/gather.cu itself, compiled for the host behind the
+    // driver calls of the same program (tests/programs/host_cuda.cpp: blocks one
+    // after another, threads as coroutines switched at __syncthreads). Its
+    // parallel chunk hashing, shared-memory reductions and subtree stacks, for
+    // every launch geometry the program uses, give the reference's hashes.
+    let ptx = repo_root().join("cuda/gather.ptx");
+    let r = run(
+        &compile_host_cuda("simgpu_commit"),
+        &[ptx.to_str().expect("UTF-8 path"), "--no-fault"],
+        &[],
+    );
+    assert_commit_run_matches_the_protocol(&r);
+    assert!(!r.stdout.contains("illegal address"), "{}", r.transcript());
 }
 
 #[test]
