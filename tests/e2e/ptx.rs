@@ -5,8 +5,10 @@
 //! of the PTX records the sha256 of the `cuda/gather.cu` it was built from, so
 //! an edit of the source without a rebuild fails here. They also pin what the
 //! interposer and the CUDA drivers depend on: PTX ISA 8.0 and `sm_70` (loadable
-//! by every CUDA 12.0+ driver), one entry `mmaudit_gather(u64, u32)` matching
-//! the launch ABI and the simulator's twin, plain ASCII text.
+//! by every CUDA 12.0+ driver), the four entries (`mmaudit_gather`,
+//! `mmaudit_gather_replay`, `mmaudit_commit_leaves`, `mmaudit_commit_tree`) with
+//! the parameters of their launch ABIs and the simulator's twins, the commitment
+//! keys as the protocol defines them, plain ASCII text.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -95,33 +97,62 @@ fn params_of<'a>(text: &'a str, entry: &str) -> Vec<&'a str> {
 }
 
 #[test]
-fn the_two_entries_match_the_launch_abi() {
+fn the_entries_match_the_launch_abis() {
     let text = ptx();
     let entries: Vec<&str> = text.lines().filter(|l| l.contains(".entry ")).collect();
     assert_eq!(
         entries,
         [
             ".visible .entry mmaudit_gather(",
-            ".visible .entry mmaudit_gather_replay("
+            ".visible .entry mmaudit_gather_replay(",
+            ".visible .entry mmaudit_commit_leaves(",
+            ".visible .entry mmaudit_commit_tree(",
         ],
         "entries in the PTX"
     );
     // Parameters as the interposer passes them and the simulator's twins read them
-    // (tests/simgpu/src/kernels.c: sizes {8, 4} and {8, 4, 4}).
+    // (tests/simgpu/src/kernels.c: sizes {8, 4}, {8, 4, 4}, {8, 4} and {8, 8, 8}).
+    let expected: [(&str, &[&str]); 4] = [
+        ("mmaudit_gather", &["u64", "u32"]),
+        ("mmaudit_gather_replay", &["u64", "u32", "u32"]),
+        ("mmaudit_commit_leaves", &["u64", "u32"]),
+        ("mmaudit_commit_tree", &["u64", "u64", "u64"]),
+    ];
+    for (entry, types) in expected {
+        let want: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!(".param .{t} {entry}_param_{i}"))
+            .collect();
+        assert_eq!(params_of(&text, entry), want, "parameters of {entry}");
+    }
+}
+
+/// The bytes of the `.const` array `name` in the PTX (`= {b0, b1, ...};`).
+fn const_bytes(text: &str, name: &str) -> Vec<u8> {
+    let head = format!(".const .align 4 .b8 {name}[32] = {{");
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&head))
+        .unwrap_or_else(|| panic!("no 32-byte .const {name} in the PTX"));
+    line.trim_end_matches("};")
+        .split(',')
+        .map(|b| b.trim().parse().expect("a byte"))
+        .collect()
+}
+
+#[test]
+fn commit_keys_are_the_protocols() {
+    // The kernels hash with these two constants; they must be BLAKE3 of the
+    // protocol's key texts (mmaudit_protocol::commit::{leaf_key, node_key}).
+    let text = ptx();
     assert_eq!(
-        params_of(&text, "mmaudit_gather"),
-        [
-            ".param .u64 mmaudit_gather_param_0",
-            ".param .u32 mmaudit_gather_param_1"
-        ]
+        const_bytes(&text, "mmaudit_commit_leaf_key"),
+        mmaudit_protocol::commit::leaf_key()
     );
     assert_eq!(
-        params_of(&text, "mmaudit_gather_replay"),
-        [
-            ".param .u64 mmaudit_gather_replay_param_0",
-            ".param .u32 mmaudit_gather_replay_param_1",
-            ".param .u32 mmaudit_gather_replay_param_2"
-        ]
+        const_bytes(&text, "mmaudit_commit_node_key"),
+        mmaudit_protocol::commit::node_key()
     );
 }
 

@@ -3,9 +3,14 @@
 //! `scripts/simgpu.sh` builds, run with `LD_LIBRARY_PATH`, and check themselves
 //! against f64 references (printing PASS/FAIL per case). These tests assert on
 //! their exit status and output, and on how `SIMGPU_FAULT`, `SIMGPU_SPLITK`
-//! and `SIMGPU_LATENCY_US` change what they see.
+//! and `SIMGPU_LATENCY_US` change what they see. The commitment program also
+//! runs against the kernels' CUDA source compiled for the host
+//! (`tests/programs/host_cuda.cpp`) instead of the simulator.
 
-use mmaudit_tests::simgpu::{compile, libraries, repo_root, run, Run};
+use std::collections::BTreeSet;
+
+use mmaudit_protocol::commit::{leaf_hash, tree_root, Hash};
+use mmaudit_tests::simgpu::{compile, compile_host_cuda, libraries, repo_root, run, Run};
 
 fn assert_all_pass(r: &Run, min_cases: usize) {
     assert_eq!(r.code, Some(0), "{}", r.transcript());
@@ -438,6 +443,264 @@ fn gather_program_loads_the_ptx_it_is_given() {
     std::fs::write(&path, renamed).expect("write the renamed PTX");
     let r = run(
         &compile("simgpu_gather"),
+        &[path.to_str().expect("UTF-8 path")],
+        &[],
+    );
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(r.code, Some(2), "{}", r.transcript());
+    assert!(
+        r.stdout.contains("cuModuleGetFunction"),
+        "{}",
+        r.transcript()
+    );
+}
+
+// ---- the commitment kernels ----
+
+/// Leaves of the tree that `simgpu_commit` reduces: vector `i` is `i + 1` bytes,
+/// each `i as u8` (the pinned vectors of protocol/src/commit/tests.rs).
+const COMMIT_TREE_LEAVES: usize = 4097;
+
+/// `tree_root` of the first 0..8 of those leaves, pinned in protocol/src/commit/tests.rs
+/// (computed there with the PyPI `blake3` package and RFC 6962's recursive MTH).
+const PINNED_ROOTS: [&str; 8] = [
+    "f55abadb5f650f83e3856e52225a0e08f58f47d047a7961907b51f5062b0403d",
+    "61187df22a46a9fc442b3f5a960468f407564dc49305c72c0c74acd984cfe955",
+    "b6d81138eb1efceb0978d070566ccb0eb125fa395cc349a50726dfcff74a0603",
+    "b39e60271232566cdf1b8896b0c5848032503995bda6d61bd2eb001b017c42d5",
+    "dffef69f9d3903e2bc125a4520a3bdf8a4040c3c12ffdd23ac23dc0ca126855d",
+    "fcc827a51e31ef6af51bab0eb4e6a5ddf133c0ba7ea8d4f3e28024acd826e343",
+    "d04f5ef49329dab818a5b17c4bcaa40262321394020210c1368fbdcd67f92c68",
+    "26e6d087c3949b1abb8b7915aa52463176894988f17442667541a4f7062089fa",
+];
+/// The pinned leaf hash of the 2048 + 5 bytes `j * 7` (protocol/src/commit/tests.rs).
+const PINNED_LEAF_2053: &str = "bd754789b5630dad0a3f73856d5017b6a04078b41b6197de43dd8c7e44cc56f2";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    assert!(text.len().is_multiple_of(2), "odd hex length");
+    (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex digit"))
+        .collect()
+}
+
+/// What `simgpu_commit` printed, each hash recomputed with `mmaudit_protocol::commit`.
+#[derive(Default)]
+struct CommitCheck {
+    /// `LEAF` lines, and the distinct vector lengths in bytes they cover
+    leaves: usize,
+    vector_bytes: BTreeSet<usize>,
+    /// `TREELEAF` lines and the leaf counts of the `ROOT` lines
+    tree_leaves: usize,
+    root_counts: BTreeSet<usize>,
+    /// every line whose hash is not the reference's
+    mismatches: Vec<String>,
+}
+
+fn check_commit_output(stdout: &str) -> CommitCheck {
+    let tree: Vec<Hash> = (0..COMMIT_TREE_LEAVES)
+        .map(|i| leaf_hash(&vec![i as u8; i + 1]))
+        .collect();
+    let mut c = CommitCheck::default();
+    for line in stdout.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let (got, want) = match f[0] {
+            // LEAF <case> <b> <v> <bytes or -> <hash>
+            "LEAF" => {
+                assert_eq!(f.len(), 6, "malformed line {line:.200}");
+                let bytes = if f[4] == "-" { vec![] } else { unhex(f[4]) };
+                c.leaves += 1;
+                c.vector_bytes.insert(bytes.len());
+                (f[5], hex(&leaf_hash(&bytes)))
+            }
+            // TREELEAF <i> <hash>
+            "TREELEAF" => {
+                let i: usize = f[1].parse().expect("leaf index");
+                c.tree_leaves += 1;
+                (f[2], hex(&tree[i]))
+            }
+            // ROOT <count> <root>
+            "ROOT" => {
+                let count: usize = f[1].parse().expect("leaf count");
+                c.root_counts.insert(count);
+                (f[2], hex(&tree_root(&tree[..count])))
+            }
+            _ => continue,
+        };
+        if got != want {
+            c.mismatches
+                .push(format!("{:.120}: kernel {got}, reference {want}", line));
+        }
+    }
+    c
+}
+
+fn run_commit_program() -> Run {
+    let ptx = repo_root().join("cuda/gather.ptx");
+    run(
+        &compile("simgpu_commit"),
+        &[ptx.to_str().expect("UTF-8 path")],
+        &[("SIMGPU_LATENCY_US", "200")],
+    )
+}
+
+/// Asserts that every hash `simgpu_commit` printed is the reference's, and that it
+/// printed what its cases promise: the lengths, the tree's leaves and roots, the
+/// pinned vectors, the malformed jobs.
+fn assert_commit_run_matches_the_protocol(r: &Run) {
+    assert_all_pass(r, 300);
+    let c = check_commit_output(&r.stdout);
+    assert!(
+        c.mismatches.is_empty(),
+        "{} hashes differ from the reference:\n{}",
+        c.mismatches.len(),
+        c.mismatches.join("\n")
+    );
+    assert!(c.leaves >= 180, "only {} LEAF lines", c.leaves);
+    // Lengths around BLAKE3's 64-byte blocks and 1024-byte chunks, for every
+    // element size, up to trees of more than 256 and 512 chunks.
+    const BYTES: [usize; 26] = [
+        0,
+        1,
+        2,
+        4,
+        8,
+        63,
+        64,
+        65,
+        126,
+        128,
+        130,
+        252,
+        256,
+        260,
+        504,
+        512,
+        520,
+        1024,
+        1025,
+        1026,
+        1028,
+        1032,
+        2053,
+        10_000,
+        300 * 1024 - 1,
+        513 * 1024 + 8,
+    ];
+    for bytes in BYTES {
+        assert!(
+            c.vector_bytes.contains(&bytes),
+            "no vector of {bytes} bytes: {:?}",
+            c.vector_bytes
+        );
+    }
+    assert_eq!(c.tree_leaves, COMMIT_TREE_LEAVES);
+    for count in (0..=40).chain([1000, 4096, COMMIT_TREE_LEAVES]) {
+        assert!(c.root_counts.contains(&count), "no root of {count} leaves");
+    }
+    // The protocol's pinned vectors, exactly.
+    for (count, root) in PINNED_ROOTS.iter().enumerate() {
+        assert!(
+            r.stdout.contains(&format!("\nROOT {count} {root}\n")),
+            "pinned root of {count} leaves missing\n{}",
+            r.transcript()
+        );
+    }
+    let pinned: Vec<u8> = (0..2048 + 5).map(|j| (j * 7) as u8).collect();
+    assert!(
+        r.stdout
+            .contains(&format!(" {} {PINNED_LEAF_2053}\n", hex(&pinned))),
+        "pinned leaf hash of the 2053-byte vector missing"
+    );
+    assert!(
+        r.stdout
+            .contains("malformed job skipped, output untouched: nb*nv*32 overflowing 64 bits"),
+        "{}",
+        r.transcript()
+    );
+}
+
+#[test]
+fn commit_kernels_ptx_run_through_their_twins_and_match_the_protocol() {
+    // The committed PTX's mmaudit_commit_leaves and mmaudit_commit_tree, on
+    // vectors the program describes in matrix terms; every hash printed is
+    // recomputed here with mmaudit_protocol::commit.
+    let r = run_commit_program();
+    assert_commit_run_matches_the_protocol(&r);
+    assert!(
+        r.stdout
+            .contains("synchronising reports the illegal address"),
+        "{}",
+        r.transcript()
+    );
+}
+
+#[test]
+fn commit_kernel_source_run_on_the_cpu_matches_the_protocol() {
+    // Not the twins: cuda/gather.cu itself, compiled for the host behind the
+    // driver calls of the same program (tests/programs/host_cuda.cpp: blocks one
+    // after another, threads as coroutines switched at __syncthreads). Its
+    // parallel chunk hashing, shared-memory reductions and subtree stacks, for
+    // every launch geometry the program uses, give the reference's hashes.
+    let ptx = repo_root().join("cuda/gather.ptx");
+    let r = run(
+        &compile_host_cuda("simgpu_commit"),
+        &[ptx.to_str().expect("UTF-8 path"), "--no-fault"],
+        &[],
+    );
+    assert_commit_run_matches_the_protocol(&r);
+    assert!(!r.stdout.contains("illegal address"), "{}", r.transcript());
+}
+
+#[test]
+fn commit_check_notices_a_wrong_hash_a_wrong_byte_and_a_wrong_root() {
+    // The comparison above on the same run, altered: a changed hash, a changed
+    // vector byte and a changed root are each reported.
+    let r = run_commit_program();
+    let flip = |line: &str, at: usize| -> String {
+        let mut b = line.as_bytes().to_vec();
+        b[at] = if b[at] == b'0' { b'1' } else { b'0' };
+        String::from_utf8(b).expect("ASCII")
+    };
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let leaf = lines
+        .iter()
+        .position(|l| l.starts_with("LEAF ") && !l.contains(" - "))
+        .expect("a LEAF line");
+    let root = lines
+        .iter()
+        .position(|l| l.starts_with("ROOT 40 "))
+        .expect("the root of 40 leaves");
+    let bytes_at = lines[leaf].match_indices(' ').nth(3).expect("fields").0 + 1;
+    for (i, at) in [
+        (leaf, lines[leaf].len() - 1),
+        (leaf, bytes_at),
+        (root, lines[root].len() - 5),
+    ] {
+        let mut altered: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        altered[i] = flip(lines[i], at);
+        let c = check_commit_output(&altered.join("\n"));
+        assert_eq!(c.mismatches.len(), 1, "altered line {i} at {at}");
+    }
+    assert!(check_commit_output(&r.stdout).mismatches.is_empty());
+}
+
+#[test]
+fn commit_program_loads_the_ptx_it_is_given() {
+    // Without the commit entries in the PTX the program must not run, so the
+    // tests above really ran the committed module's kernels.
+    let text =
+        std::fs::read_to_string(repo_root().join("cuda/gather.ptx")).expect("read cuda/gather.ptx");
+    let renamed = text.replace("mmaudit_commit_tree", "mmaudit_renamed_tree");
+    let dir = repo_root().join("target/simgpu");
+    std::fs::create_dir_all(&dir).expect("create target/simgpu");
+    let path = dir.join(format!("commit-renamed.{}.ptx", std::process::id()));
+    std::fs::write(&path, renamed).expect("write the renamed PTX");
+    let r = run(
+        &compile("simgpu_commit"),
         &[path.to_str().expect("UTF-8 path")],
         &[],
     );

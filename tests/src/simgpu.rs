@@ -115,6 +115,76 @@ pub fn compile(name: &str) -> PathBuf {
     exe
 }
 
+/// Compiles `tests/programs/<name>.c` (with the system `cc`, against the
+/// simulator's headers) with `tests/programs/host_cuda.cpp` (with `c++`, or
+/// `$CXX`): the program then runs the kernels of `cuda/gather.cu` themselves,
+/// compiled for the host, behind the CUDA driver calls it makes, instead of the
+/// simulator (see host_cuda.cpp for what it implements). Once per process;
+/// returns the executable's path.
+pub fn compile_host_cuda(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(exe) = built.get(name) {
+        return exe.clone();
+    }
+    let root = repo_root();
+    let programs = root.join("tests/programs");
+    let include = root.join("tests/simgpu/include");
+    let out_dir = root.join("target/simgpu/host-cuda");
+    std::fs::create_dir_all(&out_dir).expect("create target/simgpu/host-cuda");
+    let tmp = |what: &str| out_dir.join(format!("{name}.{what}.{}.tmp", std::process::id()));
+    let (object, driver, exe_tmp) = (tmp("o"), tmp("driver.o"), tmp("exe"));
+    let build = |cmd: &mut Command| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let warnings = ["-O1", "-Wall", "-Wextra", "-Werror"];
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    build(
+        Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+            .args(["-std=c11", "-D_GNU_SOURCE"])
+            .args(warnings)
+            .arg("-I")
+            .arg(&include)
+            .arg("-I")
+            .arg(&programs)
+            .arg("-c")
+            .arg(programs.join(format!("{name}.c")))
+            .arg("-o")
+            .arg(&object),
+    );
+    build(
+        Command::new(&cxx)
+            .args(["-std=c++17", "-Wno-unknown-pragmas"])
+            .args(warnings)
+            .arg("-I")
+            .arg(&include)
+            .arg("-c")
+            .arg(programs.join("host_cuda.cpp"))
+            .arg("-o")
+            .arg(&driver),
+    );
+    build(
+        Command::new(&cxx)
+            .arg(&object)
+            .arg(&driver)
+            .arg("-lm")
+            .arg("-o")
+            .arg(&exe_tmp),
+    );
+    let exe = out_dir.join(name);
+    std::fs::rename(&exe_tmp, &exe).expect("move the compiled program into place");
+    let _ = std::fs::remove_file(&object);
+    let _ = std::fs::remove_file(&driver);
+    built.insert(name.to_string(), exe.clone());
+    exe
+}
+
 /// What a program run printed and how it ended.
 #[derive(Debug)]
 pub struct Run {

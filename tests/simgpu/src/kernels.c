@@ -217,10 +217,319 @@ static CUresult twin_mmaudit_gather_replay(const sg_launch *l, void *const *para
     return phase ? gather_jobs(jobs, pre, post) : gather_jobs(jobs, 0, pre);
 }
 
+/* ---- the commitment kernels (commit-before-challenge) ----
+ *
+ * mmaudit_commit_leaves and mmaudit_commit_tree (cuda/gather.cu, specified in
+ * cuda/README.md; keep the three in step) hash vectors of GEMM operands with
+ * BLAKE3 in keyed mode and reduce the hashes to an RFC 6962 Merkle root
+ * (protocol/src/commit.rs is the reference). The twins compute the same
+ * hashes with the plain sequential BLAKE3 below, written from the BLAKE3
+ * specification, and the root with RFC 6962's recursive definition: other
+ * algorithms than the kernels' parallel ones, for the same results. */
+
+static const uint32_t b3_iv[8] = {0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
+                                  0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u};
+
+enum { B3_CHUNK_START = 1, B3_CHUNK_END = 2, B3_PARENT = 4, B3_ROOT = 8, B3_KEYED_HASH = 16 };
+
+static uint32_t b3_rotr(uint32_t x, int n) {
+    return x >> n | x << (32 - n);
+}
+
+/* BLAKE3's G on state words a, b, c, d with message words x, y. */
+static void b3_g(uint32_t v[16], int a, int b, int c, int d, uint32_t x, uint32_t y) {
+    v[a] += v[b] + x;
+    v[d] = b3_rotr(v[d] ^ v[a], 16);
+    v[c] += v[d];
+    v[b] = b3_rotr(v[b] ^ v[c], 12);
+    v[a] += v[b] + y;
+    v[d] = b3_rotr(v[d] ^ v[a], 8);
+    v[c] += v[d];
+    v[b] = b3_rotr(v[b] ^ v[c], 7);
+}
+
+/* out = the first 8 words of BLAKE3's compression of `block` (16 words) into
+ * the chaining value `cv`: all this file needs (chaining values and 32-byte
+ * roots). */
+static void b3_compress(const uint32_t cv[8], const uint32_t block[16], uint64_t counter, uint32_t len,
+                        uint32_t flags, uint32_t out[8]) {
+    /* Message word i of round r + 1 is word order[i] of round r. */
+    static const unsigned char order[16] = {2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8};
+    uint32_t v[16], m[16], t[16];
+    memcpy(v, cv, 32);
+    memcpy(v + 8, b3_iv, 16);
+    v[12] = (uint32_t)counter;
+    v[13] = (uint32_t)(counter >> 32);
+    v[14] = len;
+    v[15] = flags;
+    memcpy(m, block, 64);
+    for (int round = 0; round < 7; round++) {
+        for (int col = 0; col < 4; col++)
+            b3_g(v, col, col + 4, col + 8, col + 12, m[2 * col], m[2 * col + 1]);
+        for (int diag = 0; diag < 4; diag++)
+            b3_g(v, diag, 4 + (diag + 1) % 4, 8 + (diag + 2) % 4, 12 + (diag + 3) % 4, m[8 + 2 * diag],
+                 m[9 + 2 * diag]);
+        for (int i = 0; i < 16; i++)
+            t[i] = m[order[i]];
+        memcpy(m, t, 64);
+    }
+    for (int i = 0; i < 8; i++)
+        out[i] = v[i] ^ v[i + 8];
+}
+
+/* The 16 little-endian words of up to 64 bytes, zero-padded. */
+static void b3_block_words(const unsigned char *bytes, size_t n, uint32_t m[16]) {
+    unsigned char padded[64] = {0};
+    memcpy(padded, bytes, n);
+    for (int i = 0; i < 16; i++)
+        m[i] = (uint32_t)padded[4 * i] | (uint32_t)padded[4 * i + 1] << 8 | (uint32_t)padded[4 * i + 2] << 16 |
+               (uint32_t)padded[4 * i + 3] << 24;
+}
+
+/* An incremental BLAKE3 hasher: the current chunk's state and a stack of the
+ * chaining values of complete subtrees to its left. A buffered block, and a
+ * full chunk, are compressed only once more input shows they are not the
+ * last: the last one takes the CHUNK_END and ROOT flags. */
+typedef struct b3_hasher {
+    uint32_t key[8]; /* key words; the IV for the unkeyed hash */
+    uint32_t mode;   /* B3_KEYED_HASH or 0 */
+    uint32_t cv[8];  /* chaining value of the current chunk so far */
+    unsigned char block[64];
+    size_t block_len;  /* bytes in block */
+    unsigned blocks;   /* blocks of the current chunk already compressed */
+    uint64_t chunk;    /* the current chunk's index */
+    uint32_t stack[54][8];
+    unsigned depth;
+} b3_hasher;
+
+static void b3_init(b3_hasher *h, const uint32_t key[8], uint32_t mode) {
+    memset(h, 0, sizeof *h);
+    memcpy(h->key, key, 32);
+    memcpy(h->cv, key, 32);
+    h->mode = mode;
+}
+
+static void b3_update(b3_hasher *h, const unsigned char *p, size_t n) {
+    while (n) {
+        if (h->block_len == 64) { /* more input follows the buffered block */
+            uint32_t m[16];
+            b3_block_words(h->block, 64, m);
+            if (h->blocks == 15) {
+                /* It ends a full chunk: push the chunk's chaining value,
+                 * merging each subtree that completes (one per trailing zero
+                 * bit of the chunk count), and start the next chunk. */
+                uint32_t cv[8];
+                b3_compress(h->cv, m, h->chunk, 64, h->mode | B3_CHUNK_END, cv);
+                uint64_t total = ++h->chunk;
+                while (!(total & 1)) {
+                    uint32_t both[16];
+                    memcpy(both, h->stack[--h->depth], 32);
+                    memcpy(both + 8, cv, 32);
+                    b3_compress(h->key, both, 0, 64, h->mode | B3_PARENT, cv);
+                    total >>= 1;
+                }
+                memcpy(h->stack[h->depth++], cv, 32);
+                memcpy(h->cv, h->key, 32);
+                h->blocks = 0;
+            } else {
+                b3_compress(h->cv, m, h->chunk, 64, h->mode | (h->blocks ? 0 : B3_CHUNK_START), h->cv);
+                h->blocks++;
+            }
+            h->block_len = 0;
+        }
+        size_t take = 64 - h->block_len < n ? 64 - h->block_len : n;
+        memcpy(h->block + h->block_len, p, take);
+        h->block_len += take;
+        p += take;
+        n -= take;
+    }
+}
+
+/* The 32-byte hash: the last chunk's node, then a parent node with each
+ * stacked subtree from the top down; the last node compressed takes ROOT. */
+static void b3_finalize(const b3_hasher *h, unsigned char out[32]) {
+    uint32_t node_cv[8], m[16], words[8];
+    uint64_t counter = h->chunk;
+    uint32_t len = (uint32_t)h->block_len;
+    uint32_t flags = h->mode | B3_CHUNK_END | (h->blocks ? 0 : B3_CHUNK_START);
+    memcpy(node_cv, h->cv, 32);
+    b3_block_words(h->block, h->block_len, m);
+    for (unsigned i = h->depth; i-- > 0;) {
+        uint32_t right[8];
+        b3_compress(node_cv, m, counter, len, flags, right);
+        memcpy(m, h->stack[i], 32);
+        memcpy(m + 8, right, 32);
+        memcpy(node_cv, h->key, 32);
+        counter = 0;
+        len = 64;
+        flags = h->mode | B3_PARENT;
+    }
+    b3_compress(node_cv, m, counter, len, flags | B3_ROOT, words);
+    for (int i = 0; i < 32; i++)
+        out[i] = (unsigned char)(words[i / 4] >> (8 * (i % 4)));
+}
+
+/* The key words of a commitment key: BLAKE3 (unkeyed) of its text. */
+static void commit_key(const char *text, uint32_t key[8]) {
+    b3_hasher h;
+    unsigned char k[32];
+    uint32_t words[16];
+    b3_init(&h, b3_iv, 0);
+    b3_update(&h, (const unsigned char *)text, strlen(text));
+    b3_finalize(&h, k);
+    b3_block_words(k, 32, words);
+    memcpy(key, words, 32);
+}
+
+/* mmaudit_commit_leaves(const mmaudit_commit_job *jobs, u32 njobs): out[b*nv + v]
+ * = BLAKE3 keyed with the leaf key over vector (b, v) of each job y <
+ * min(grid.y, njobs); the result does not depend on grid.x or the block
+ * shape. Reads the 64-byte job, each pointer-array entry and source element
+ * through sg_dev_span (an empty vector reads nothing), after checking the
+ * output range; malformed jobs are skipped before any of their addresses is
+ * touched, as in the kernel. */
+#define COMMIT_JOB_BYTES 64
+#define COMMIT_POINTER_ARRAY 1u
+
+typedef struct commit_job {
+    uint64_t src, out;
+    int64_t batch_stride, vec_stride, elem_stride;
+    uint32_t nb, nv, len, elem_size, flags, reserved;
+} commit_job;
+
+static CUresult commit_one(const commit_job *j, const uint32_t leaf_key[8]) {
+    uint64_t size = j->elem_size;
+    if (!j->nb || !j->nv)
+        return CUDA_SUCCESS;
+    if (size != 1 && size != 2 && size != 4 && size != 8)
+        return CUDA_SUCCESS;
+    if ((j->flags & ~COMMIT_POINTER_ARRAY) || j->reserved)
+        return CUDA_SUCCESS;
+    int pointer_array = (j->flags & COMMIT_POINTER_ARRAY) != 0;
+    if (pointer_array && (j->src & 7))
+        return CUDA_SUCCESS;
+    uint64_t vectors = (uint64_t)j->nb * j->nv;
+    if (vectors > UINT64_MAX >> 5)
+        return CUDA_SUCCESS;
+    unsigned char *out = sg_dev_span(j->out, vectors * 32);
+    if (!out)
+        return CUDA_ERROR_ILLEGAL_ADDRESS;
+    for (uint64_t b = 0; b < j->nb; b++)
+        for (uint64_t v = 0; v < j->nv; v++) {
+            b3_hasher h;
+            b3_init(&h, leaf_key, B3_KEYED_HASH);
+            if (j->len) {
+                uint64_t base;
+                if (pointer_array) {
+                    const void *slot = sg_dev_span(j->src + 8 * b, 8);
+                    if (!slot)
+                        return CUDA_ERROR_ILLEGAL_ADDRESS;
+                    memcpy(&base, slot, 8);
+                } else {
+                    base = j->src + b * (uint64_t)j->batch_stride;
+                }
+                /* Unsigned arithmetic: addresses wrap modulo 2^64 as on the GPU. */
+                uint64_t addr = base + v * (uint64_t)j->vec_stride;
+                for (uint64_t e = 0; e < j->len; e++) {
+                    const unsigned char *elem = sg_dev_span(addr + e * (uint64_t)j->elem_stride, size);
+                    if (!elem)
+                        return CUDA_ERROR_ILLEGAL_ADDRESS;
+                    b3_update(&h, elem, size);
+                }
+            }
+            b3_finalize(&h, out + 32 * (b * j->nv + v));
+        }
+    return CUDA_SUCCESS;
+}
+
+static CUresult twin_mmaudit_commit_leaves(const sg_launch *l, void *const *params) {
+    uint64_t jobs = *(const uint64_t *)params[0];
+    uint32_t njobs = *(const uint32_t *)params[1];
+    uint32_t leaf_key[8];
+    commit_key("mmaudit-commit-leaf-v1", leaf_key);
+    for (uint64_t y = 0; y < l->grid[1] && y < njobs; y++) {
+        const unsigned char *p = sg_dev_span(jobs + y * COMMIT_JOB_BYTES, COMMIT_JOB_BYTES);
+        if (!p)
+            return CUDA_ERROR_ILLEGAL_ADDRESS;
+        /* The ABI's field offsets, read one by one. */
+        commit_job j;
+        memcpy(&j.src, p + 0, 8);
+        memcpy(&j.out, p + 8, 8);
+        memcpy(&j.batch_stride, p + 16, 8);
+        memcpy(&j.vec_stride, p + 24, 8);
+        memcpy(&j.elem_stride, p + 32, 8);
+        memcpy(&j.nb, p + 40, 4);
+        memcpy(&j.nv, p + 44, 4);
+        memcpy(&j.len, p + 48, 4);
+        memcpy(&j.elem_size, p + 52, 4);
+        memcpy(&j.flags, p + 56, 4);
+        memcpy(&j.reserved, p + 60, 4);
+        CUresult r = commit_one(&j, leaf_key);
+        if (r != CUDA_SUCCESS)
+            return r;
+    }
+    return CUDA_SUCCESS;
+}
+
+/* RFC 6962's MTH over n >= 1 leaf hashes: the left subtree takes the largest
+ * power of two below n. */
+static void commit_mth(const unsigned char *leaves, uint64_t n, const uint32_t node_key[8], unsigned char out[32]) {
+    if (n == 1) {
+        memcpy(out, leaves, 32);
+        return;
+    }
+    uint64_t k = 1;
+    while (2 * k < n)
+        k *= 2;
+    unsigned char both[64];
+    commit_mth(leaves, k, node_key, both);
+    commit_mth(leaves + 32 * k, n - k, node_key, both + 32);
+    b3_hasher h;
+    b3_init(&h, node_key, B3_KEYED_HASH);
+    b3_update(&h, both, 64);
+    b3_finalize(&h, out);
+}
+
+/* mmaudit_commit_tree(const u8 *leaves, u64 count, u8 *out): the root of the
+ * count leaf hashes at `leaves` (the leaf hash of the empty vector for none)
+ * into the 32 bytes at `out`, whatever the grid and block. Nothing happens
+ * when out is 0, leaves is 0 with count > 0, or count > 2^59, as in the
+ * kernel. */
+static CUresult twin_mmaudit_commit_tree(const sg_launch *l, void *const *params) {
+    (void)l;
+    uint64_t leaves = *(const uint64_t *)params[0];
+    uint64_t count = *(const uint64_t *)params[1];
+    uint64_t out_addr = *(const uint64_t *)params[2];
+    if (!out_addr || (count && !leaves) || count > UINT64_MAX >> 5)
+        return CUDA_SUCCESS;
+    unsigned char root[32];
+    if (count == 0) {
+        uint32_t leaf_key[8];
+        b3_hasher h;
+        commit_key("mmaudit-commit-leaf-v1", leaf_key);
+        b3_init(&h, leaf_key, B3_KEYED_HASH);
+        b3_finalize(&h, root);
+    } else {
+        const unsigned char *in = sg_dev_span(leaves, count * 32);
+        if (!in)
+            return CUDA_ERROR_ILLEGAL_ADDRESS;
+        uint32_t node_key[8];
+        commit_key("mmaudit-commit-node-v1", node_key);
+        commit_mth(in, count, node_key, root);
+    }
+    unsigned char *out = sg_dev_span(out_addr, 32);
+    if (!out)
+        return CUDA_ERROR_ILLEGAL_ADDRESS;
+    memcpy(out, root, 32);
+    return CUDA_SUCCESS;
+}
+
 static const sg_kernel_twin twins[] = {
     {"simgpu_test_fill_u32", twin_test_fill_u32, 3, {8, 4, 8}},
     {"mmaudit_gather", twin_mmaudit_gather, 2, {8, 4}},
     {"mmaudit_gather_replay", twin_mmaudit_gather_replay, 3, {8, 4, 4}},
+    {"mmaudit_commit_leaves", twin_mmaudit_commit_leaves, 2, {8, 4}},
+    {"mmaudit_commit_tree", twin_mmaudit_commit_tree, 3, {8, 8, 8}},
 };
 
 SG_EXPORT const sg_kernel_twin *sg_kernel_find(const char *name) {
