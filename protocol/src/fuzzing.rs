@@ -364,6 +364,7 @@ pub fn seed_hello() -> ServerHello {
                 fingerprints: vec![5, 6, 7, 8],
             },
         ],
+        mode: crate::handshake::HelloMode::Sampling,
     }
 }
 

@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! hello    = MAGIC "MMAUDHLO" version:u16 body_len:u32 body mac:[32]
-//! body     = key_id:u64 nonce:[16] sampling tensor_count:u32 tensor*
+//! body     = key_id:u64 nonce:[16] sampling mode:u8 tensor_count:u32 tensor*
 //! sampling = call_ppm row_ppm col_ppm batch_ppm min_rows min_cols min_batches
 //!            max_rows max_cols max_batches (each u32, as in the stream header)
 //! tensor   = id:u32 dtype:u8 matrices:u32 rows:u64 cols:u64 fingerprint:u32 * (matrices*rows)
@@ -28,7 +28,7 @@
 //! ```
 //! use mmaudit_protocol::call::DType;
 //! use mmaudit_protocol::config::SamplingConfig;
-//! use mmaudit_protocol::handshake::{HelloReader, HelloTensor, ServerHello};
+//! use mmaudit_protocol::handshake::{HelloMode, HelloReader, HelloTensor, ServerHello};
 //! use mmaudit_protocol::keys::Key;
 //! let key = Key::from_bytes([7; 32]);
 //! let hello = ServerHello {
@@ -47,6 +47,7 @@
 //!         cols: 8,
 //!         fingerprints: vec![11, 22],
 //!     }],
+//!     mode: HelloMode::Sampling,
 //! };
 //! let bytes = hello.encode(&key).unwrap();
 //! let mut reader = HelloReader::new(&key);
@@ -73,8 +74,8 @@ use crate::stream::MAC_LEN;
 /// The first eight bytes of every hello.
 pub const HELLO_MAGIC: [u8; 8] = *b"MMAUDHLO";
 /// The hello version this crate writes and reads (the only one it reads). Version 2
-/// added the sampling configuration; version 1 had none.
-pub const HELLO_VERSION: u16 = 2;
+/// added the sampling configuration (version 1 had none); version 3 the session's mode.
+pub const HELLO_VERSION: u16 = 3;
 /// Bytes of the hello before its body: magic, version, body length.
 pub const HELLO_FIXED_LEN: usize = 8 + 2 + 4;
 /// Largest hello body accepted, 512 MiB (about 134 million row fingerprints).
@@ -83,7 +84,7 @@ pub const MAX_HELLO_BODY_LEN: u32 = 512 << 20;
 pub const HELLO_MAC_DOMAIN: &[u8] = b"mmaudit-hello-v1";
 /// Bytes of the body before the tensor entries: key id, nonce, sampling configuration,
 /// tensor count.
-pub const HELLO_BODY_FIXED_LEN: usize = 8 + 16 + SAMPLING_CONFIG_LEN + 4;
+pub const HELLO_BODY_FIXED_LEN: usize = 8 + 16 + SAMPLING_CONFIG_LEN + 1 + 4;
 /// Bytes of a tensor entry before its fingerprints: id, dtype, matrices, rows, cols.
 pub const HELLO_TENSOR_FIXED_LEN: usize = 4 + 1 + 4 + 8 + 8;
 /// Offset of the nonce in the hello bytes.
@@ -131,7 +132,22 @@ pub struct ServerHello {
     pub sampling: SamplingConfig,
     /// The operand tensors the verifier holds, ids ascending.
     pub tensors: Vec<HelloTensor>,
+    /// How the session is audited: the prover follows it, whatever its own settings.
+    pub mode: HelloMode,
 }
+
+/// How a live session is audited (the hello's mode byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum HelloMode {
+    /// The keyed schedule decides what is sampled (stream versions 1 and 2).
+    Sampling = 0,
+    /// Commit-before-challenge (docs/COMMIT.md, stream version 3): every call
+    /// committed, the verifier's challenges sent back on the connection.
+    Commit = 1,
+}
+
+crate::call::wire_enum!(HelloMode { Sampling, Commit });
 
 /// A hello whose table does not fit the body cap, or is inconsistent.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -190,9 +206,12 @@ pub enum HandshakeError {
 
 /// What an unsupported hello version says about the peer.
 fn version_hint(version: u16) -> &'static str {
-    if version < HELLO_VERSION {
+    if version == 1 {
         ": the verifier is older than this prover, and its hello does not state the \
          session's sampling rates; upgrade mmaudit-verify"
+    } else if version < HELLO_VERSION {
+        ": the verifier is older than this prover, and its hello does not state the \
+         session's mode; upgrade mmaudit-verify"
     } else {
         ": the verifier is newer than this prover; upgrade it"
     }
@@ -267,6 +286,7 @@ impl ServerHello {
         w.u64(key.id());
         w.raw(&self.nonce);
         self.sampling.encode(&mut w);
+        w.u8(self.mode as u8);
         w.u32(self.tensors.len() as u32);
         for t in &self.tensors {
             w.u32(t.id);
@@ -298,6 +318,7 @@ impl ServerHello {
         let key_id = r.u64("hello: key id")?;
         let nonce = r.array("hello: nonce")?;
         let sampling = SamplingConfig::decode(r, "hello: sampling config")?;
+        let mode = r.enum_u8("hello: mode")?;
         let count_at = r.offset();
         let count = r.u32("hello: tensor count")? as usize;
         match count.checked_mul(HELLO_TENSOR_FIXED_LEN) {
@@ -376,6 +397,7 @@ impl ServerHello {
             nonce,
             sampling,
             tensors,
+            mode,
         })
     }
 }
@@ -785,6 +807,7 @@ mod tests {
             nonce: [9; 16],
             sampling: policy(),
             tensors: vec![t],
+            mode: HelloMode::Sampling,
         };
         let bytes = hello.encode(&key).unwrap();
         let want = ServerHello {
@@ -814,6 +837,7 @@ mod tests {
             nonce: [9; 16],
             sampling: policy(),
             tensors: vec![],
+            mode: HelloMode::Sampling,
         };
         let bytes = hello.encode(&key).unwrap();
         assert_eq!(
@@ -862,6 +886,7 @@ mod tests {
                 nonce: [0; 16],
                 sampling: c,
                 tensors: vec![],
+                mode: HelloMode::Sampling,
             };
             let e = hello.encode(&key).unwrap_err();
             assert!(e.0.contains("sampling configuration"), "{e}");
@@ -893,9 +918,20 @@ mod tests {
         body.u64(key.id());
         body.raw(&[0; 16]);
         policy().encode(&mut body);
+        body.u8(HelloMode::Commit as u8);
         body.u32(0);
         let ok = ServerHello::decode(&key, &sealed(&key, HELLO_VERSION, &body.buf)).unwrap();
         assert_eq!(ok.sampling, policy());
+        assert_eq!(ok.mode, HelloMode::Commit);
+        // An unknown mode is refused.
+        let at = HELLO_NONCE_OFFSET + 16 + SAMPLING_CONFIG_LEN;
+        let mut b = sealed(&key, HELLO_VERSION, &body.buf);
+        b[at] = 2;
+        let mac = hello_mac(&key.mac_key(), &b[..b.len() - MAC_LEN]);
+        let n = b.len();
+        b[n - MAC_LEN..].copy_from_slice(&mac);
+        let e = ServerHello::decode(&key, &b).unwrap_err();
+        assert!(e.to_string().contains("hello: mode"), "{e}");
     }
 
     #[test]
@@ -911,7 +947,7 @@ mod tests {
         assert_eq!(e, HandshakeError::UnsupportedVersion(1));
         let text = e.to_string();
         assert!(
-            text.starts_with("unsupported mmaudit hello version 1 (this build reads version 2"),
+            text.starts_with("unsupported mmaudit hello version 1 (this build reads version 3"),
             "{text}"
         );
         assert!(text.contains("upgrade mmaudit-verify"), "{text}");
@@ -921,8 +957,10 @@ mod tests {
             r.push(&v1[..10]),
             Err(HandshakeError::UnsupportedVersion(1))
         );
-        let newer = HandshakeError::UnsupportedVersion(3).to_string();
+        let newer = HandshakeError::UnsupportedVersion(4).to_string();
         assert!(newer.contains("newer than this prover"), "{newer}");
+        let v2 = HandshakeError::UnsupportedVersion(2).to_string();
+        assert!(v2.contains("does not state the session's mode"), "{v2}");
     }
 
     #[test]
@@ -933,6 +971,7 @@ mod tests {
             nonce: [0; 16],
             sampling: SamplingConfig::default(),
             tensors: vec![],
+            mode: HelloMode::Sampling,
         };
         let mut bytes = hello.encode(&key).unwrap();
         restamp_nonce(&mut bytes, &key, [7; 16]);
@@ -947,6 +986,7 @@ mod tests {
             nonce: [0; 16],
             sampling: SamplingConfig::default(),
             tensors: vec![],
+            mode: HelloMode::Sampling,
         };
         let bytes = hello.encode(&key).unwrap();
         let err = |b: &[u8]| ServerHello::decode(&key, b).unwrap_err();
@@ -958,7 +998,7 @@ mod tests {
             err(&bytes[..20]),
             HandshakeError::Truncated { .. }
         ));
-        for v in [0u8, 1, 3] {
+        for v in [0u8, 1, 2, 4] {
             let mut b = bytes.clone();
             b[8] = v;
             assert_eq!(err(&b), HandshakeError::UnsupportedVersion(v as u16));
@@ -989,6 +1029,7 @@ mod tests {
         body.u64(key.id());
         body.raw(&[0; 16]);
         SamplingConfig::default().encode(&mut body);
+        body.u8(0);
         body.u32(1);
         body.u32(0);
         body.u8(DType::F32 as u8);
@@ -1002,6 +1043,7 @@ mod tests {
         body.u64(key.id());
         body.raw(&[0; 16]);
         SamplingConfig::default().encode(&mut body);
+        body.u8(0);
         body.u32(u32::MAX);
         let e = ServerHello::decode(&key, &sealed(&key, HELLO_VERSION, &body.buf)).unwrap_err();
         assert!(e.to_string().contains("hello: tensor count"), "{e}");
@@ -1018,6 +1060,7 @@ mod tests {
                 nonce: [0; 16],
                 sampling: SamplingConfig::default(),
                 tensors: vec![t],
+                mode: HelloMode::Sampling,
             },
         );
         let row = |e: usize, r: usize| &data[(e * 4 + r) * 6..][..6];

@@ -61,8 +61,9 @@ fn arb_hello() -> impl Strategy<Value = ServerHello> {
         any::<[u8; 16]>(),
         arb_sampling(),
         prop::collection::vec(arb_tensor(), 0..5),
+        any::<bool>(),
     )
-        .prop_map(|(nonce, sampling, ts)| {
+        .prop_map(|(nonce, sampling, ts, commit)| {
             let mut id = 0;
             let tensors = ts
                 .into_iter()
@@ -85,6 +86,11 @@ fn arb_hello() -> impl Strategy<Value = ServerHello> {
                 nonce,
                 sampling,
                 tensors,
+                mode: if commit {
+                    mmaudit_protocol::handshake::HelloMode::Commit
+                } else {
+                    mmaudit_protocol::handshake::HelloMode::Sampling
+                },
             }
         })
 }
@@ -181,10 +187,10 @@ fn a_version_1_hello_is_refused_saying_so() {
     restamp_nonce(&mut v1, &key, [0x11; 16]);
     let e = ServerHello::decode(&key, &v1).unwrap_err();
     assert_eq!(e, HandshakeError::UnsupportedVersion(1));
-    assert_eq!(HELLO_VERSION, 2);
+    assert_eq!(HELLO_VERSION, 3);
     assert!(
         e.to_string()
-            .starts_with("unsupported mmaudit hello version 1 (this build reads version 2"),
+            .starts_with("unsupported mmaudit hello version 1 (this build reads version 3"),
         "{e}"
     );
     // In any chunking, as soon as the version has arrived.
@@ -302,6 +308,7 @@ fn vector_hello() -> (mmaudit_protocol::keys::Key, ServerHello) {
                 .map(|r| mmaudit_protocol::handshake::fingerprint(&fk, r))
                 .collect(),
         }],
+        mode: mmaudit_protocol::handshake::HelloMode::Sampling,
     };
     (key, hello)
 }

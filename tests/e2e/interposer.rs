@@ -1621,6 +1621,7 @@ impl Listener {
                             // The verifier sets the rates: every call.
                             sampling: EVERY_CALL.config(),
                             tensors: vec![],
+                            mode: mmaudit_protocol::handshake::HelloMode::Sampling,
                         };
                         let _ = conn.set_nonblocking(false);
                         let _ = conn.write_all(&hello.encode(&key).expect("a hello"));

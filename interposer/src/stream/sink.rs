@@ -47,7 +47,7 @@ use mio::{Events, Interest, Poll, Token};
 use mmaudit_protocol::call::{flags, GemmCall, GEMM_CALL_ENCODED_LEN, REPLAY_ENCODED_LEN};
 use mmaudit_protocol::codec::{Reader, Writer};
 use mmaudit_protocol::config::SamplingConfig;
-use mmaudit_protocol::handshake::{HelloReader, OperandTable, ServerHello};
+use mmaudit_protocol::handshake::{HelloMode, HelloReader, OperandTable, ServerHello};
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::{
     End, Gap, GapReason, Notice, NoticeKind, OperandData, Record, RECORD_HEAD_LEN,
@@ -1005,6 +1005,22 @@ impl Sink {
                     t.refused, t.refused_why
                 ),
             });
+        }
+        if hello.mode == HelloMode::Commit {
+            // Said in the stream, which stays a sampled (version 2) stream: a verifier
+            // in commit mode fails it, so nothing passes that the verifier did not ask for.
+            notices.push(Notice {
+                kind: NoticeKind::Warning,
+                message: "the verifier asked for commit mode (docs/COMMIT.md), which this library does not implement yet; the session is sampled by the keyed schedule".into(),
+            });
+            log::once(
+                Level::Warn,
+                "commit mode",
+                &format!(
+                    "{} asked for commit mode, which this library does not implement yet; sampling instead (the verifier will fail the stream)",
+                    self.name
+                ),
+            );
         }
         t.lost = 0;
         t.refused = 0;

@@ -494,6 +494,7 @@ fn send_hello_with(
         nonce,
         sampling,
         tensors,
+        mode: mmaudit_protocol::handshake::HelloMode::Sampling,
     };
     s.write_all(&hello.encode(key).unwrap()).unwrap();
 }

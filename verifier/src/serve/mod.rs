@@ -360,6 +360,7 @@ impl Server {
             nonce: [0; 16],
             sampling: opts.sampling,
             tensors,
+            mode: mmaudit_protocol::handshake::HelloMode::Sampling,
         }
         .encode(&opts.key)?;
         let urandom = File::open("/dev/urandom").context("cannot open /dev/urandom")?;
