@@ -290,5 +290,7 @@ impl Challenger {
     }
 }
 
+pub mod frames;
+
 #[cfg(test)]
 mod tests;

@@ -26,8 +26,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::refprover::{
-    frame_capture, gap_calls, honest_entry, random_value, Capture, GemmSpec, DEVICE_ALPHA,
-    DEVICE_BETA,
+    frame_capture, honest_entry, random_value, Capture, GemmSpec, DEVICE_ALPHA, DEVICE_BETA,
 };
 
 /// What a cheating prover does. Rates are in parts per million.
@@ -88,6 +87,11 @@ pub struct CommitProver {
     pub opened: u64,
     /// Challenges refused with a gap.
     pub refused: u64,
+    /// Call indices named by gap records written so far.
+    pub gaps: u64,
+    last_committed: Option<u64>,
+    committed_before: Option<u64>,
+    stream_id: u64,
 }
 
 fn leaves(vectors: &[Vec<u8>]) -> Vec<Hash> {
@@ -115,7 +119,17 @@ impl CommitProver {
             records: Vec::new(),
             opened: 0,
             refused: 0,
+            gaps: 0,
+            last_committed: None,
+            committed_before: None,
+            stream_id: 0xc0,
         }
+    }
+
+    /// The same prover with another stream id in its header (default 0xc0).
+    pub fn with_stream_id(mut self, id: u64) -> Self {
+        self.stream_id = id;
+        self
     }
 
     /// Issues one GEMM: its ledger record, and its commitment when it is auditable.
@@ -242,6 +256,8 @@ impl CommitProver {
             commitment,
         }));
         self.kept.insert(call.index, kept);
+        self.committed_before = self.last_committed;
+        self.last_committed = Some(call.index);
         (call, Some(commitment))
     }
 
@@ -259,6 +275,7 @@ impl CommitProver {
         };
         if shows_fake && refuse {
             self.refused += 1;
+            self.gaps += 1;
             self.records.push(Record::Gap(Gap {
                 indices: vec![index],
                 reason: GapReason::NotRetained,
@@ -308,14 +325,55 @@ impl CommitProver {
         self.opened += 1;
     }
 
+    /// The last call committed so far.
+    pub fn last_committed(&self) -> Option<u64> {
+        self.last_committed
+    }
+
+    /// Withdraws the call just committed before any challenge for it exists: its
+    /// commitment record becomes a "not committed" gap.
+    pub fn withdraw_last(&mut self) {
+        let Some(Record::Commitment(c)) = self.records.pop() else {
+            panic!("withdraw_last: the last record is not a commitment");
+        };
+        self.kept.remove(&c.index);
+        self.last_committed = self.committed_before;
+        self.gaps += 1;
+        self.records.push(Record::Gap(Gap {
+            indices: vec![c.index],
+            reason: GapReason::NotCommitted,
+            detail: "reference prover: withdrawn before its challenge".into(),
+        }));
+    }
+
+    /// The end record of the stream so far.
+    pub fn end(&self) -> End {
+        End {
+            calls: self.next_index,
+            samples: self.opened,
+            gap_calls: self.gaps,
+        }
+    }
+
     /// Frames the records (`per_frame` a frame) under a commit-mode header and appends
     /// the end record.
     pub fn finish(&self, per_frame: usize) -> Capture {
-        let header = StreamHeader {
+        frame_capture(
+            &self.key,
+            &self.header(),
+            &self.records,
+            per_frame,
+            Some(self.end()),
+        )
+    }
+
+    /// The stream header: commit mode, the session's nonce and configuration.
+    pub fn header(&self) -> StreamHeader {
+        StreamHeader {
             key_id: self.key.id(),
             nonce: self.nonce,
             config: self.config,
-            stream_id: 0xc0,
+            stream_id: self.stream_id,
             segment: 0,
             first_index: 0,
             schedule: ScheduleVersion::Commit,
@@ -324,13 +382,7 @@ impl CommitProver {
             started_unix_ns: 0,
             devices: vec!["reference prover (CPU)".into()],
             producer: "mmaudit reference prover (commit mode)".into(),
-        };
-        let end = End {
-            calls: self.next_index,
-            samples: self.opened,
-            gap_calls: gap_calls(&self.records),
-        };
-        frame_capture(&self.key, &header, &self.records, per_frame, Some(end))
+        }
     }
 }
 

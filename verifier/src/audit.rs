@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use mmaudit_protocol::call::{flags, DType, GemmCall};
+use mmaudit_protocol::commit::frames::Challenge;
 use mmaudit_protocol::commit::{Challenger, Hash};
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::num;
@@ -58,6 +59,11 @@ pub struct StreamAudit {
     uncommitted: BTreeMap<u64, GemmCall>,
     /// Commit mode: the commitment of each challenged call awaiting its opening.
     commitments: BTreeMap<u64, Hash>,
+    /// Commit mode, live (`serve`): challenges to send, and the last committed call
+    /// judged and the last one said to the prover.
+    outbox: Option<Vec<Challenge>>,
+    through: Option<u64>,
+    sent_through: Option<u64>,
     /// Sampled calls whose sample or gap record has not arrived yet.
     pending: BTreeMap<u64, (GemmCall, Plan)>,
     /// Row, column and batch indices held by `pending`'s plans.
@@ -116,6 +122,9 @@ impl StreamAudit {
             challenger: None,
             uncommitted: BTreeMap::new(),
             commitments: BTreeMap::new(),
+            outbox: None,
+            through: None,
+            sent_through: None,
             pending: BTreeMap::new(),
             pending_indices: 0,
             overloaded: false,
@@ -161,6 +170,24 @@ impl StreamAudit {
     pub fn with_challenge_key(mut self, key: Hash) -> Self {
         self.challenge_key = Some(key);
         self
+    }
+
+    /// Keeps the challenges it derives for a live prover ([`StreamAudit::take_challenges`]).
+    pub fn sending_challenges(mut self) -> Self {
+        self.outbox = Some(Vec::new());
+        self
+    }
+
+    /// The challenges derived since the last call, and the last committed call judged:
+    /// what the next challenge frame says. None when there is nothing new to say.
+    pub fn take_challenges(&mut self) -> Option<(u64, Vec<Challenge>)> {
+        let through = self.through?;
+        let outbox = self.outbox.as_mut()?;
+        if outbox.is_empty() && self.sent_through == Some(through) {
+            return None;
+        }
+        self.sent_through = Some(through);
+        Some((through, std::mem::take(outbox)))
     }
 
     /// Judges the stream by `policy` when it ends instead of [`Policy::default`].
@@ -456,6 +483,7 @@ impl StreamAudit {
         let Some(challenger) = self.challenger.clone() else {
             return;
         };
+        self.through = Some(c.index);
         let Some(seed) = challenger.seed(&call, &c.commitment) else {
             return;
         };
@@ -466,6 +494,12 @@ impl StreamAudit {
         }) {
             self.pending_indices += counts.iter().sum::<u64>();
             self.commitments.insert(call.index, c.commitment);
+            if let Some(outbox) = &mut self.outbox {
+                outbox.push(Challenge {
+                    index: call.index,
+                    plan: plan.clone(),
+                });
+            }
             self.pending.insert(call.index, (call, plan));
         }
     }

@@ -13,7 +13,7 @@ use mmaudit_verify::{bench, check, keyfile, plan, serve};
 /// The version line: the build, and the protocol versions it reads.
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
-    " (reads streams of protocol versions 1 to 3: schedules v1 and v2, and commit mode with --challenge-key; speaks hello version 2)"
+    " (reads streams of protocol versions 1 to 3: schedules v1 and v2, and commit mode with --challenge-key; speaks hello version 3)"
 );
 
 /// Verifies mmaudit audit streams: were the sampled GEMMs computed as claimed?

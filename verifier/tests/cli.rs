@@ -450,13 +450,13 @@ fn the_man_page_has_a_section_per_command_and_the_version_names_the_protocols() 
     );
     assert_eq!(
         mmaudit_protocol::handshake::HELLO_VERSION,
-        2,
+        3,
         "update VERSION in main.rs"
     );
     assert!(
         v.contains("protocol versions 1 to 3")
             && v.contains("commit mode")
-            && v.contains("hello version 2"),
+            && v.contains("hello version 3"),
         "{v}"
     );
 }

@@ -11,7 +11,7 @@ use mmaudit_protocol::call::{ComputeType, DType, Epilogue};
 use mmaudit_protocol::commit::{Challenger, Hash};
 use mmaudit_protocol::config::SamplingConfig;
 use mmaudit_protocol::keys::Key;
-use mmaudit_protocol::record::{Gap, GapReason, Record};
+use mmaudit_protocol::record::Record;
 use mmaudit_tests::commitprover::{Cheat, CommitProver};
 use mmaudit_tests::refprover::GemmSpec;
 use mmaudit_verify::audit::StreamAudit;
@@ -284,14 +284,7 @@ fn calls_left_uncommitted_count_against_the_policy_and_missing_commitments_fail(
         let (call, commitment) = p.gemm(spec);
         if i < 5 {
             // Withdrawn before any challenge: the commitment record replaced by a gap.
-            let Some(Record::Commitment(_)) = p.records.pop() else {
-                panic!("a commitment follows the ledger record");
-            };
-            p.records.push(Record::Gap(Gap {
-                indices: vec![call.index],
-                reason: GapReason::NotCommitted,
-                detail: "withdrawn".into(),
-            }));
+            p.withdraw_last();
             continue;
         }
         if let Some(plan) = commitment.and_then(|c| challenger.challenge(&call, &c)) {

@@ -9,7 +9,9 @@
 //! when honest and fail when the GPU used other weights or the evidence is wrong;
 //! SIGTERM closes an open stream as truncated, writes its report and exits; the metrics
 //! endpoint; the connection limit and the idle timeout; the hello states the policy's
-//! rates, a prover sampling with them passes and one that lowers them fails.
+//! rates, a prover sampling with them passes and one that lowers them fails; commit
+//! mode live: honest provers pass, cheaters fail, captures re-check with the challenge
+//! key and fail without it, a sampled stream fails a commit-mode hello.
 //!
 //! The provers here are the reference prover; `libmmaudit.so` itself as the prover (its
 //! TCP sink against `serve`, on the simulated GPU) is tested in tests/e2e/interposer.rs.
@@ -1210,4 +1212,146 @@ fn honest_provers_are_served_while_key_holders_attack() {
         "peak RSS {} MiB\n{ctx}",
         peak >> 20
     );
+}
+
+#[test]
+fn commit_mode_live_honest_provers_pass_cheaters_fail_and_captures_recheck() {
+    use mmaudit_protocol::handshake::HelloMode;
+    use mmaudit_tests::commitprover::{Cheat, CommitProver};
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = scratch("commit");
+    write_key(&dir);
+    let challenge = dir.join("challenge.key");
+    std::fs::write(&challenge, Key::from_bytes([0xc4; 32]).to_hex()).unwrap();
+    std::fs::set_permissions(&challenge, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ck = challenge.to_str().unwrap();
+    let server = Server::spawn(
+        dir.clone(),
+        &["--commit", "--challenge-key", ck, "--min-row-rate", "10%"],
+        None,
+    );
+    let specs: Vec<GemmSpec> = (0..24)
+        .map(|i| {
+            let mut s = GemmSpec::new(64, 4, 48, DType::BF16, DType::BF16, ComputeType::F32);
+            if i % 3 == 1 {
+                s.beta = Some(1.0);
+            }
+            s
+        })
+        .collect();
+    let provers = [
+        (1u64, Cheat::None),
+        (2, Cheat::None),
+        (3, Cheat::AlterAfterCommit),
+        (
+            4,
+            Cheat::FakeRows {
+                ppm: 500_000,
+                refuse: true,
+            },
+        ),
+        (
+            5,
+            Cheat::SkipCalls {
+                ppm: 500_000,
+                refuse: false,
+            },
+        ),
+    ];
+    let threads: Vec<_> = provers
+        .iter()
+        .map(|&(seed, cheat)| {
+            let (addr, specs) = (server.addr, specs.clone());
+            std::thread::spawn(move || {
+                let (stream, hello, mac) =
+                    session::connect_with_mac(addr, &key(), TIMEOUT).unwrap();
+                assert_eq!(hello.mode, HelloMode::Commit);
+                let mut p = CommitProver::new(&key(), hello.nonce, hello.sampling, seed, cheat)
+                    .with_stream_id(seed);
+                session::commit_session(stream, &key(), mac, &mut p, &specs, 5).unwrap();
+                (p.opened, p.refused)
+            })
+        })
+        .collect();
+    let answered: Vec<(u64, u64)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    // A prover that ignores the hello's mode and samples: its stream fails.
+    let (mut socket, hello) = session::connect(server.addr, &key(), TIMEOUT).unwrap();
+    let mut sampled = RefProver::new(&key(), config(0.5), 6)
+        .with_hello(&hello)
+        .with_stream_id(6);
+    workload(&mut sampled, 1);
+    let _ = socket.write_all(&sampled.finish(6).bytes());
+    let _ = session::close_and_wait(socket);
+
+    let reports = server.reports(provers.len() + 1);
+    for (i, &(seed, cheat)) in provers.iter().enumerate() {
+        let r = by_stream(&reports, seed);
+        let want = if cheat == Cheat::None { "pass" } else { "fail" };
+        assert_eq!(r["verdict"], want, "{cheat:?}: {r}");
+        let (opened, refused) = answered[i];
+        assert!(opened + refused > 0, "{cheat:?}: nothing was challenged");
+        assert_eq!(
+            r["streams"][0]["sampled"].as_u64(),
+            Some(opened + refused),
+            "{cheat:?}: every challenge answered"
+        );
+    }
+    let failures = by_stream(&reports, 3)["streams"][0]["failures"].to_string();
+    assert!(
+        failures.contains("opening does not match the commitment"),
+        "{failures}"
+    );
+    let failures = by_stream(&reports, 6)["streams"][0]["failures"].to_string();
+    assert!(failures.contains("asked for commit mode"), "{failures}");
+
+    // Offline: each capture checked with the challenge key gives the live report,
+    // byte for byte, and fails without it.
+    let mut rechecked = 0;
+    for capture in captures(&dir) {
+        let base = capture.file_stem().unwrap().to_string_lossy().into_owned();
+        let live = &reports
+            .iter()
+            .find(|(name, _)| name.trim_end_matches(".json") == base)
+            .unwrap_or_else(|| panic!("no report named after {base}"))
+            .1;
+        if stream_id(live) == 6 {
+            continue;
+        }
+        let json = dir.join(format!("{base}.check.json"));
+        let check = |with: bool| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_mmaudit-verify"));
+            cmd.arg("check")
+                .arg(&capture)
+                .arg("--key-file")
+                .arg(dir.join("audit.key"))
+                .args(CALL_RATE)
+                .args(["--min-row-rate", "10%", "--json"])
+                .arg(&json);
+            if with {
+                cmd.args(["--challenge-key", ck]);
+            }
+            cmd.output().unwrap().status.code()
+        };
+        let pass = live["verdict"] == "pass";
+        assert_eq!(check(true), Some(if pass { 0 } else { 1 }), "{base}");
+        let offline: Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(&offline, live, "{base}: live and offline reports differ");
+        assert_eq!(check(false), Some(1), "{base} without the challenge key");
+        rechecked += 1;
+    }
+    assert_eq!(rechecked, provers.len());
+    // The audit key is refused as a challenge key.
+    let out = Command::new(env!("CARGO_BIN_EXE_mmaudit-verify"))
+        .args(["check", "--key-file"])
+        .arg(dir.join("audit.key"))
+        .arg("--challenge-key")
+        .arg(dir.join("audit.key"))
+        .arg(&captures(&dir)[0])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the audit key"));
+    let _ = server.stop();
 }

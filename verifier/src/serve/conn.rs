@@ -14,9 +14,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
+use mmaudit_protocol::commit::frames::ChallengeWriter;
 use mmaudit_protocol::handshake::{self, HELLO_NONCE_OFFSET};
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::Record;
+use mmaudit_protocol::schedule::ScheduleVersion;
 use mmaudit_protocol::stream::{Event, StreamError, StreamHeader, StreamReader, MAC_LEN};
 
 use super::capture::{base_name, Capture};
@@ -40,6 +42,19 @@ pub struct ConnConfig<'a> {
     pub conn_buffer: usize,
     /// threads shared by every connection's audit for recomputing samples
     pub workers: Option<&'a std::sync::Arc<crate::pool::Workers>>,
+    /// commit mode: the verifier's challenge key
+    pub challenge_key: Option<[u8; 32]>,
+}
+
+/// Most challenge bytes queued for a prover that does not read them: past it the
+/// stream fails.
+pub const MAX_CHALLENGE_BACKLOG: usize = 16 << 20;
+
+/// Commit mode: the challenge frames of one connection, written from a buffer.
+struct ChallengesOut {
+    writer: ChallengeWriter,
+    buf: Vec<u8>,
+    off: usize,
 }
 
 /// What a turn of [`Conn::service`] ended with.
@@ -150,6 +165,10 @@ pub struct Conn {
     pub continuity_begun: bool,
     /// when this segment's received count was last written to the state
     pub continuity_written: Option<Instant>,
+    /// commit mode: challenge frames to the prover
+    challenges: Option<ChallengesOut>,
+    /// the stream is not of the mode the hello asked for
+    mode_mismatch: bool,
 }
 
 impl Conn {
@@ -165,6 +184,14 @@ impl Conn {
         if let Some(workers) = cfg.workers {
             audit = audit.with_workers(workers.clone());
         }
+        if let Some(k) = cfg.challenge_key {
+            audit = audit.with_challenge_key(k).sending_challenges();
+        }
+        let challenges = cfg.challenge_key.map(|_| ChallengesOut {
+            writer: ChallengeWriter::new(cfg.key, hello.mac),
+            buf: Vec::new(),
+            off: 0,
+        });
         Conn {
             stream,
             peer,
@@ -189,7 +216,44 @@ impl Conn {
             received: 0,
             continuity_begun: false,
             continuity_written: None,
+            challenges,
+            mode_mismatch: false,
         }
+    }
+
+    /// Commit mode: frames what the audit challenged since the last turn and writes
+    /// what it can. An error when the prover leaves too much unread.
+    fn flush_challenges(&mut self) -> Result<(), String> {
+        let Some(out) = &mut self.challenges else {
+            return Ok(());
+        };
+        if let Some((through, list)) = self.audit.take_challenges() {
+            if out.off == out.buf.len() {
+                out.buf.clear();
+                out.off = 0;
+            }
+            let frame = out.writer.frame(through, &list);
+            out.buf.extend_from_slice(&frame);
+        }
+        while out.off < out.buf.len() {
+            match self.stream.write(&out.buf[out.off..]) {
+                Ok(0) => break,
+                Ok(n) => out.off += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // What the prover sent is still read; its openings will be missing.
+                Err(_) => {
+                    out.off = out.buf.len();
+                    break;
+                }
+            }
+        }
+        if out.buf.len() - out.off > MAX_CHALLENGE_BACKLOG {
+            return Err(format!(
+                "the prover leaves more than {MAX_CHALLENGE_BACKLOG} bytes of challenges unread"
+            ));
+        }
+        Ok(())
     }
 
     /// Bytes received but not yet authenticated (a partial header or frame).
@@ -240,8 +304,16 @@ impl Conn {
             while let Some(record) = self.backlog.pop_front() {
                 self.audit.on_record(record);
                 if !self.backlog.is_empty() && Instant::now() >= deadline {
+                    if let Err(e) = self.flush_challenges() {
+                        self.audit.fail_integrity(e.clone());
+                        return Step::Finished(e);
+                    }
                     return Step::More;
                 }
+            }
+            if let Err(e) = self.flush_challenges() {
+                self.audit.fail_integrity(e.clone());
+                return Step::Finished(e);
             }
             if let Some(e) = self.pending_error.take() {
                 self.audit.on_stream_error(&e);
@@ -250,6 +322,9 @@ impl Conn {
             }
             if self.nonce_mismatch {
                 return Step::Finished("the stream's nonce is not this session's".into());
+            }
+            if self.mode_mismatch {
+                return Step::Finished("the stream is not of the mode the hello asked for".into());
             }
             if self.reader.is_ended() {
                 return Step::Finished("end of stream".into());
@@ -335,8 +410,20 @@ impl Conn {
         }
         self.base = Some(base);
         let mismatch = h.nonce != self.nonce;
+        let commit = self.challenges.is_some();
         self.header = Some(h.clone());
         self.audit.on_event(Event::Header(h.clone()));
+        if commit != (h.schedule == ScheduleVersion::Commit) {
+            self.mode_mismatch = true;
+            self.audit.fail_integrity(if commit {
+                format!(
+                    "this verifier's hello asked for commit mode; the stream follows schedule {:?} (a library without commit mode, or one that ignored the hello)",
+                    h.schedule
+                )
+            } else {
+                "a commit-mode stream on a connection whose hello asked for sampling".into()
+            });
+        }
         if mismatch {
             self.nonce_mismatch = true;
             self.audit.fail_integrity(format!(
@@ -374,7 +461,7 @@ impl Conn {
             self.audit.on_stream_error(&e);
             self.failed = true;
         }
-        if !self.failed && !self.nonce_mismatch {
+        if !self.failed && !self.nonce_mismatch && !self.mode_mismatch {
             if let Err(e) = self.reader.finish() {
                 self.audit.on_stream_error(&e);
             }

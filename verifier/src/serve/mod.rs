@@ -173,6 +173,16 @@ pub struct ServeArgs {
     /// How open streams are shown on stderr.
     #[arg(long, value_enum, default_value = "auto")]
     pub view: ViewMode,
+    /// Commit mode (docs/COMMIT.md): the hello asks every prover to commit to each call
+    /// before it is challenged, and challenges go back on the connection, drawn with
+    /// the key of --challenge-key. A stream that is not a commit-mode stream fails.
+    #[arg(long, requires = "challenge_key")]
+    pub commit: bool,
+    /// With --commit: a key file only the verifier holds (never the audit key), whose
+    /// challenge subkey draws the challenges; `check --challenge-key` with the same
+    /// file re-checks the captures.
+    #[arg(long, value_name = "FILE", requires = "commit")]
+    pub challenge_key: Option<PathBuf>,
 }
 
 /// What [`Server::bind`] needs.
@@ -217,6 +227,8 @@ pub struct ServeOptions {
     pub print_reports: bool,
     /// no log lines on stderr (library use)
     pub quiet: bool,
+    /// Commit mode: the verifier's challenge key (docs/COMMIT.md); None: sampling mode.
+    pub challenge_key: Option<[u8; 32]>,
     /// Every connection gets this nonce instead of a random one. For benchmarks that
     /// replay prepared streams only: it lets streams be computed before the session.
     #[doc(hidden)]
@@ -246,6 +258,7 @@ impl ServeOptions {
             view: ViewMode::Off,
             print_reports: false,
             quiet: true,
+            challenge_key: None,
             fixed_nonce: None,
         }
     }
@@ -360,7 +373,11 @@ impl Server {
             nonce: [0; 16],
             sampling: opts.sampling,
             tensors,
-            mode: mmaudit_protocol::handshake::HelloMode::Sampling,
+            mode: if opts.challenge_key.is_some() {
+                mmaudit_protocol::handshake::HelloMode::Commit
+            } else {
+                mmaudit_protocol::handshake::HelloMode::Sampling
+            },
         }
         .encode(&opts.key)?;
         let urandom = File::open("/dev/urandom").context("cannot open /dev/urandom")?;
@@ -869,6 +886,7 @@ fn conn_config<'a>(opts: &'a ServeOptions, workers: Option<&'a Arc<Workers>>) ->
         policy: &opts.policy,
         capture_dir: opts.capture_dir.as_deref(),
         conn_buffer: opts.conn_buffer,
+        challenge_key: opts.challenge_key,
     }
 }
 
@@ -969,7 +987,9 @@ pub fn run_serve(args: &ServeArgs) -> Result<bool> {
         args.require_weights,
         crate::out::To::Stdout,
     )?;
+    let challenge_key = crate::check::read_challenge_key(args.challenge_key.as_deref(), &key)?;
     let mut opts = ServeOptions::new(listen, key);
+    opts.challenge_key = challenge_key;
     opts.weights = weights;
     opts.capture_dir = args.capture_dir.clone();
     opts.json_dir = args.json_dir.clone();
