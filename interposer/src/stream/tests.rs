@@ -13,7 +13,7 @@ use mmaudit_protocol::call::{
     BatchForm, ComputeType, DType, EntryPoint, Epilogue, GemmCall, Op, Operand, Order, Scalar,
 };
 use mmaudit_protocol::config::SamplingConfig;
-use mmaudit_protocol::handshake::{fingerprint, HelloTensor, ServerHello};
+use mmaudit_protocol::handshake::{fingerprint, HelloMode, HelloTensor, ServerHello};
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::{End, GapReason, NoticeKind, OperandData, Record, Sample};
 use mmaudit_protocol::schedule::Schedule;
@@ -489,12 +489,24 @@ fn send_hello_with(
     sampling: SamplingConfig,
     tensors: Vec<HelloTensor>,
 ) {
+    send_hello_mode(s, key, nonce, sampling, tensors, HelloMode::Sampling);
+}
+
+/// [`send_hello_with`] in `mode`.
+fn send_hello_mode(
+    s: &mut StdTcp,
+    key: &Key,
+    nonce: [u8; 16],
+    sampling: SamplingConfig,
+    tensors: Vec<HelloTensor>,
+    mode: HelloMode,
+) {
     let hello = ServerHello {
         key_id: key.id(),
         nonce,
         sampling,
         tensors,
-        mode: mmaudit_protocol::handshake::HelloMode::Sampling,
+        mode,
     };
     s.write_all(&hello.encode(key).unwrap()).unwrap();
 }
@@ -920,6 +932,42 @@ fn a_live_session_samples_with_the_hellos_rates_and_its_header_carries_them() {
         (h1.stream_id, h1.pid, &h1.host, &h1.producer),
         (env.stream_id, env.pid, &env.host, &env.producer)
     );
+}
+
+#[test]
+fn a_hello_asking_for_commit_mode_gets_a_sampled_stream_that_says_so() {
+    // The library does not implement commit mode yet: it samples, writes a version-2
+    // stream (which a commit-mode verifier fails) and says why in a notice; a sampling
+    // hello gets no such notice.
+    for mode in [HelloMode::Commit, HelloMode::Sampling] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            send_hello_mode(
+                &mut s,
+                &key(),
+                [0x61; 16],
+                SamplingConfig::default(),
+                vec![],
+                mode,
+            );
+            read_conn(s, None)
+        });
+        let mut p = Prover::tcp(port, false);
+        p.until_session();
+        p.call();
+        p.sink
+            .finish(Instant::now() + Duration::from_secs(10))
+            .unwrap();
+        let (h, records, done) = decode(&server.join().unwrap());
+        done.unwrap();
+        assert_eq!(h.schedule, mmaudit_protocol::schedule::ScheduleVersion::V2);
+        let said = records.iter().any(|r| {
+            matches!(r, Record::Notice(n) if n.kind == NoticeKind::Warning && n.message.contains("commit mode"))
+        });
+        assert_eq!(said, mode == HelloMode::Commit, "{mode:?}");
+    }
 }
 
 #[test]
