@@ -504,40 +504,99 @@ impl OperandData {
     }
 }
 
-impl Sample {
-    fn presence(&self) -> u8 {
-        let mut p = 0;
-        for (bit, set) in [
-            (present::ALPHA, self.alpha.is_some()),
-            (present::BETA, self.beta.is_some()),
-            (present::SCALE_A, self.scale_a.is_some()),
-            (present::SCALE_B, self.scale_b.is_some()),
-            (present::SCALE_C, self.scale_c.is_some()),
-            (present::SCALE_D, self.scale_d.is_some()),
-            (
-                present::VECTOR_SCALES,
-                !self.scale_rows.is_empty() || !self.scale_cols.is_empty(),
-            ),
-        ] {
-            if set {
-                p |= bit;
+/// The device-side scalars and scale factors a sample record carries, and a
+/// commit-mode opening's small data ([`SmallData`]): the same presence bits and the same
+/// encoding in both.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub(crate) struct Scalars {
+    pub alpha: Option<f64>,
+    pub beta: Option<f64>,
+    /// scale_a, scale_b, scale_c, scale_d
+    pub scales: [Option<f32>; 4],
+}
+
+impl Scalars {
+    /// The presence byte, with [`present::VECTOR_SCALES`] when `vector_scales`.
+    pub fn presence(&self, vector_scales: bool) -> u8 {
+        let bits = [
+            present::ALPHA,
+            present::BETA,
+            present::SCALE_A,
+            present::SCALE_B,
+            present::SCALE_C,
+            present::SCALE_D,
+        ];
+        let set = [self.alpha.is_some(), self.beta.is_some()]
+            .into_iter()
+            .chain(self.scales.iter().map(Option::is_some));
+        let p = bits
+            .iter()
+            .zip(set)
+            .filter(|(_, on)| *on)
+            .fold(0, |p, (bit, _)| p | bit);
+        if vector_scales {
+            p | present::VECTOR_SCALES
+        } else {
+            p
+        }
+    }
+
+    /// The present values, in order (after the presence byte).
+    pub fn encode(&self, w: &mut Writer) {
+        for v in [self.alpha, self.beta].into_iter().flatten() {
+            w.f64(v);
+        }
+        for v in self.scales.into_iter().flatten() {
+            w.f32(v);
+        }
+    }
+
+    /// Reads a presence byte (unknown bits are an error) and the values it announces.
+    pub fn decode(r: &mut Reader<'_>, what: &'static str) -> Result<(u8, Scalars), DecodeError> {
+        let at = r.offset();
+        let p = r.u8(what)?;
+        if p & !present::ALL != 0 {
+            return Err(r.error_at(at, what, format!("unknown bits {:#04x}", p & !present::ALL)));
+        }
+        let mut s = Scalars::default();
+        for (bit, v) in [(present::ALPHA, &mut s.alpha), (present::BETA, &mut s.beta)] {
+            if p & bit != 0 {
+                *v = Some(r.f64(what)?);
             }
         }
-        p
+        let bits = [
+            present::SCALE_A,
+            present::SCALE_B,
+            present::SCALE_C,
+            present::SCALE_D,
+        ];
+        for (bit, v) in bits.into_iter().zip(&mut s.scales) {
+            if p & bit != 0 {
+                *v = Some(r.f32(what)?);
+            }
+        }
+        Ok((p, s))
+    }
+}
+
+impl Sample {
+    fn scalars(&self) -> Scalars {
+        Scalars {
+            alpha: self.alpha,
+            beta: self.beta,
+            scales: [self.scale_a, self.scale_b, self.scale_c, self.scale_d],
+        }
+    }
+
+    fn presence(&self) -> u8 {
+        self.scalars()
+            .presence(!self.scale_rows.is_empty() || !self.scale_cols.is_empty())
     }
 
     fn encode_body(&self, w: &mut Writer) {
         w.u64(self.index);
         w.u8(self.presence());
-        for v in [self.alpha, self.beta].into_iter().flatten() {
-            w.f64(v);
-        }
-        for v in [self.scale_a, self.scale_b, self.scale_c, self.scale_d]
-            .into_iter()
-            .flatten()
-        {
-            w.f32(v);
-        }
+        self.scalars().encode(w);
         self.a_rows.encode(w);
         self.b_cols.encode(w);
         w.bytes(&self.c_in);
@@ -551,39 +610,16 @@ impl Sample {
 
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let index = r.u64("sample record: call index")?;
-        let at = r.offset();
-        let p = r.u8("sample record: presence bits")?;
-        if p & !present::ALL != 0 {
-            return Err(r.error_at(
-                at,
-                "sample record: presence bits",
-                format!("unknown bits {:#04x}", p & !present::ALL),
-            ));
-        }
-        let f64_if = |r: &mut Reader<'_>, bit, what| -> Result<Option<f64>, DecodeError> {
-            if p & bit != 0 {
-                r.f64(what).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let alpha = f64_if(r, present::ALPHA, "sample record: alpha")?;
-        let beta = f64_if(r, present::BETA, "sample record: beta")?;
-        let f32_if = |r: &mut Reader<'_>, bit, what| -> Result<Option<f32>, DecodeError> {
-            if p & bit != 0 {
-                r.f32(what).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
+        let (p, sc) = Scalars::decode(r, "sample record: presence bits and scalars")?;
+        let [scale_a, scale_b, scale_c, scale_d] = sc.scales;
         Ok(Sample {
             index,
-            alpha,
-            beta,
-            scale_a: f32_if(r, present::SCALE_A, "sample record: scale_a")?,
-            scale_b: f32_if(r, present::SCALE_B, "sample record: scale_b")?,
-            scale_c: f32_if(r, present::SCALE_C, "sample record: scale_c")?,
-            scale_d: f32_if(r, present::SCALE_D, "sample record: scale_d")?,
+            alpha: sc.alpha,
+            beta: sc.beta,
+            scale_a,
+            scale_b,
+            scale_c,
+            scale_d,
             a_rows: OperandData::decode(r, "sample record: op(A) rows")?,
             b_cols: OperandData::decode(r, "sample record: op(B) columns")?,
             c_in: read_blob(r, "sample record: C entries before the call")?,

@@ -6,7 +6,7 @@
 //! fit the call and the plan, and whether they hash to the commitment, is
 //! [`Opening::verify`]'s question.
 
-use super::{present, read_blob, OperandData, Sample};
+use super::{present, read_blob, OperandData, Sample, Scalars};
 use crate::call::{flags, GemmCall};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::commit::{self, CallBinding, Hash, Side};
@@ -97,40 +97,20 @@ const SIDE_INLINE: u8 = 0;
 const SIDE_REFERENCE: u8 = 1;
 
 impl SmallData {
-    fn presence(&self) -> u8 {
-        let mut p = 0;
-        for (bit, set) in [
-            (present::ALPHA, self.alpha.is_some()),
-            (present::BETA, self.beta.is_some()),
-            (present::SCALE_A, self.scale_a.is_some()),
-            (present::SCALE_B, self.scale_b.is_some()),
-            (present::SCALE_C, self.scale_c.is_some()),
-            (present::SCALE_D, self.scale_d.is_some()),
-            (
-                present::VECTOR_SCALES,
-                !self.scale_rows.is_empty() || !self.scale_cols.is_empty(),
-            ),
-        ] {
-            if set {
-                p |= bit;
-            }
+    fn scalars(&self) -> Scalars {
+        Scalars {
+            alpha: self.alpha,
+            beta: self.beta,
+            scales: [self.scale_a, self.scale_b, self.scale_c, self.scale_d],
         }
-        p
     }
 
     /// The encoding, as an opening carries it and as the commitment hashes it.
     pub fn encode(&self, w: &mut Writer) {
-        let p = self.presence();
+        let scalars = self.scalars();
+        let p = scalars.presence(!self.scale_rows.is_empty() || !self.scale_cols.is_empty());
         w.u8(p);
-        for v in [self.alpha, self.beta].into_iter().flatten() {
-            w.f64(v);
-        }
-        for v in [self.scale_a, self.scale_b, self.scale_c, self.scale_d]
-            .into_iter()
-            .flatten()
-        {
-            w.f32(v);
-        }
+        scalars.encode(w);
         w.bytes(&self.bias);
         if p & present::VECTOR_SCALES != 0 {
             w.bytes(&self.scale_rows);
@@ -147,40 +127,17 @@ impl SmallData {
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let what = "opening record: small data";
-        let at = r.offset();
-        let p = r.u8(what)?;
-        if p & !present::ALL != 0 {
-            return Err(r.error_at(at, what, format!("unknown bits {:#04x}", p & !present::ALL)));
-        }
-        let f64_if = |r: &mut Reader<'_>, bit| -> Result<Option<f64>, DecodeError> {
-            if p & bit != 0 {
-                r.f64(what).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let alpha = f64_if(r, present::ALPHA)?;
-        let beta = f64_if(r, present::BETA)?;
-        let f32_if = |r: &mut Reader<'_>, bit| -> Result<Option<f32>, DecodeError> {
-            if p & bit != 0 {
-                r.f32(what).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let scale_a = f32_if(r, present::SCALE_A)?;
-        let scale_b = f32_if(r, present::SCALE_B)?;
-        let scale_c = f32_if(r, present::SCALE_C)?;
-        let scale_d = f32_if(r, present::SCALE_D)?;
+        let (p, sc) = Scalars::decode(r, what)?;
         let bias = read_blob(r, what)?;
         let (scale_rows, scale_cols) = if p & present::VECTOR_SCALES != 0 {
             (read_blob(r, what)?, read_blob(r, what)?)
         } else {
             (Vec::new(), Vec::new())
         };
+        let [scale_a, scale_b, scale_c, scale_d] = sc.scales;
         Ok(SmallData {
-            alpha,
-            beta,
+            alpha: sc.alpha,
+            beta: sc.beta,
             scale_a,
             scale_b,
             scale_c,
