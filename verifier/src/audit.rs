@@ -235,6 +235,12 @@ impl StreamAudit {
                 .map(|key| Challenger::new(key, h.nonce, h.config));
         }
         self.report.header = Some(h);
+        if !commit && self.challenge_key.is_some() {
+            self.integrity(format!(
+                "a sampling-mode stream (version {:?}) checked with a challenge key: its prover, who holds the audit key, knew every sampled call in advance; a commit-mode audit accepts only commit-mode streams (version 3)",
+                self.report.header.as_ref().map(|h| h.schedule)
+            ));
+        }
         if commit && self.challenger.is_none() {
             self.integrity(
                 "a commit-mode stream (version 3): its challenges cannot be re-derived without the verifier's challenge key (--challenge-key)".into(),

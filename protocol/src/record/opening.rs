@@ -188,6 +188,17 @@ impl OpenedVectors {
         leaves: u64,
         leaf: impl Fn(usize) -> u64,
     ) -> Result<(), String> {
+        // Every leaf of a tree of two or more leaves has a path of at least one hash, and
+        // a tree of one leaf or none has at most one leaf: so the work below is bounded by
+        // the bytes received, whatever the plan's size.
+        if (leaves <= 1 && count > 1)
+            || (leaves > 1 && count as u128 > (self.paths.len() / 32) as u128)
+        {
+            return Err(format!(
+                "opening of {name}: {} bytes of paths cannot prove {count} vectors",
+                self.paths.len()
+            ));
+        }
         let hashes: u64 = (0..count).map(|i| commit::path_len(leaf(i), leaves)).sum();
         let want = width as u128 * count as u128;
         if self.vectors.len() as u128 != want || self.paths.len() as u128 != hashes as u128 * 32 {
@@ -355,8 +366,14 @@ impl Opening {
         let (e, r, s) = (plan.batches.len(), plan.rows.len(), plan.cols.len());
         let rows_leaf = |i: usize| plan.batches[i / r] * call.m + plan.rows[i % r];
         let cols_leaf = |i: usize| plan.batches[i / s] * call.n + plan.cols[i % s];
-        let batch_m = call.batch.saturating_mul(call.m);
-        let batch_n = call.batch.saturating_mul(call.n);
+        let (Some(batch_m), Some(batch_n)) =
+            (call.batch.checked_mul(call.m), call.batch.checked_mul(call.n))
+        else {
+            return Err(format!(
+                "opening of a call of batch {} x m {} or x n {}: more leaves than 2^64",
+                call.batch, call.m, call.n
+            ));
+        };
         let side =
             |o: &OpenedSide, name: &str, width, count, leaves, leaf: &dyn Fn(usize) -> u64| match o
             {
