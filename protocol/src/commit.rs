@@ -35,6 +35,33 @@ pub const NODE_KEY_TEXT: &[u8] = b"mmaudit-commit-node-v1";
 pub const CALL_DOMAIN: &[u8] = b"mmaudit-commit-call-v1";
 /// Domain of [`Challenger::challenge`].
 pub const CHALLENGE_DOMAIN: &[u8] = b"mmaudit-challenge-v1";
+/// Domain of the tag of a verifier-issued nonce ([`issue_nonce`]).
+pub const NONCE_DOMAIN: &[u8] = b"mmaudit-commit-nonce-v1";
+
+/// A session nonce only a holder of the challenge key can make: 8 random bytes, then
+/// the first 8 bytes of keyed BLAKE3 (the challenge key) over `"mmaudit-commit-nonce-v1"`
+/// ‖ those 8 bytes. A commit-mode audit accepts only such nonces ([`nonce_issued`]), so
+/// a prover cannot pick nonces of its own and grind its commitments against repeated
+/// checks of captures it made itself.
+pub fn issue_nonce(challenge_key: &Hash, random: [u8; 8]) -> [u8; 16] {
+    let mut nonce = [0u8; 16];
+    nonce[..8].copy_from_slice(&random);
+    nonce[8..].copy_from_slice(&nonce_tag(challenge_key, &random));
+    nonce
+}
+
+/// Whether `nonce` was made by [`issue_nonce`] with this challenge key.
+pub fn nonce_issued(challenge_key: &Hash, nonce: &[u8; 16]) -> bool {
+    let random: [u8; 8] = nonce[..8].try_into().expect("8 bytes");
+    nonce_tag(challenge_key, &random)[..] == nonce[8..]
+}
+
+fn nonce_tag(challenge_key: &Hash, random: &[u8; 8]) -> [u8; 8] {
+    let mut h = blake3::Hasher::new_keyed(challenge_key);
+    h.update(NONCE_DOMAIN);
+    h.update(random);
+    h.finalize().as_bytes()[..8].try_into().expect("8 bytes")
+}
 
 /// The public key of leaf hashes: BLAKE3 of `"mmaudit-commit-leaf-v1"`.
 pub fn leaf_key() -> Hash {

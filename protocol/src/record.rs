@@ -610,7 +610,7 @@ impl Sample {
 
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let index = r.u64("sample record: call index")?;
-        let (p, sc) = Scalars::decode(r, "sample record: presence bits and scalars")?;
+        let (p, sc) = Scalars::decode(r, "sample record: presence bits")?;
         let [scale_a, scale_b, scale_c, scale_d] = sc.scales;
         Ok(Sample {
             index,
@@ -995,6 +995,67 @@ pub(crate) mod tests {
 
     fn decode_err(bytes: &[u8]) -> DecodeError {
         Record::decode(&mut Reader::new(bytes, 0, "frame 0 payload")).unwrap_err()
+    }
+
+    #[test]
+    fn small_data_has_one_encoding_per_value() {
+        use crate::commit::Hash;
+        let o = Opening {
+            index: 3,
+            a: OpenedSide::Reference {
+                tensor: 1,
+                matrices: vec![],
+                evidence: vec![1, 2],
+            },
+            b: OpenedSide::Inline(OpenedVectors {
+                root: [4; 32],
+                vectors: vec![5; 6],
+                paths: vec![7; 64],
+            }),
+            c: OpenedVectors {
+                root: [8; 32],
+                vectors: vec![],
+                paths: vec![],
+            },
+            d: OpenedVectors {
+                root: [9; 32],
+                vectors: vec![1; 4],
+                paths: vec![],
+            },
+            small: SmallData {
+                alpha: Some(1.5),
+                scale_d: Some(0.5),
+                bias: vec![1, 2],
+                ..SmallData::default()
+            },
+        };
+        let bytes = Record::Opening(Box::new(o.clone())).to_bytes();
+        let mut r = Reader::new(&bytes, 0, "test");
+        assert_eq!(
+            Record::decode(&mut r).unwrap(),
+            Record::Opening(Box::new(o.clone()))
+        );
+        assert_eq!(
+            Record::Opening(Box::new(o.clone())).encoded_len(),
+            bytes.len()
+        );
+        // The presence byte of the small data with the vector-scales bit set and two
+        // empty blobs after the bias: the same values, another encoding; refused.
+        let mut w = Writer::new();
+        let mut small = Writer::new();
+        o.small.encode(&mut small);
+        let mut alt = small.buf.clone();
+        alt[0] |= present::VECTOR_SCALES;
+        alt.extend_from_slice(&[0; 8]);
+        let body_head = bytes.len() - small.buf.len();
+        w.raw(&bytes[..body_head]);
+        w.raw(&alt);
+        let len = (w.buf.len() - RECORD_HEAD_LEN) as u32;
+        w.buf[1..5].copy_from_slice(&len.to_le_bytes());
+        let mut r = Reader::new(&w.buf, 0, "test");
+        let e = Record::decode(&mut r).unwrap_err();
+        assert!(e.problem.contains("vector scales announced"), "{e}");
+        let _: Hash = o.small.hash();
     }
 
     #[test]

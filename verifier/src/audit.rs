@@ -241,6 +241,23 @@ impl StreamAudit {
                 self.report.header.as_ref().map(|h| h.schedule)
             ));
         }
+        if self.challenge_key == Some(self.key.challenge_key()) {
+            self.challenger = None;
+            self.integrity(
+                "the challenge key is the audit key's: the prover holds that key and could predict every challenge".into(),
+            );
+            return;
+        }
+        if let (true, Some(key)) = (commit, &self.challenge_key) {
+            let nonce = self.report.header.as_ref().map(|h| h.nonce);
+            if nonce.is_some_and(|n| !mmaudit_protocol::commit::nonce_issued(key, &n)) {
+                self.challenger = None;
+                self.integrity(
+                    "the stream's nonce was not issued by a verifier holding this challenge key: a commit-mode capture must come from a session of `serve --commit` (a prover choosing its own nonce could grind its commitments against repeated checks)".into(),
+                );
+                return;
+            }
+        }
         if commit && self.challenger.is_none() {
             self.integrity(
                 "a commit-mode stream (version 3): its challenges cannot be re-derived without the verifier's challenge key (--challenge-key)".into(),

@@ -28,11 +28,9 @@ fn challenge_key() -> Hash {
     Key::from_bytes([0x77; 32]).challenge_key()
 }
 
+/// A nonce the verifier issued (`serve --commit` makes them with its challenge key).
 fn nonce(seed: u64) -> [u8; 16] {
-    let mut n = [0u8; 16];
-    n[..8].copy_from_slice(&seed.to_le_bytes());
-    n[8] = 0xc0;
-    n
+    mmaudit_protocol::commit::issue_nonce(&challenge_key(), seed.to_le_bytes())
 }
 
 /// 10% of calls, 10% of rows: at m = 100, ten checked rows per challenged call.
@@ -270,9 +268,33 @@ fn without_the_right_challenge_key_a_commit_capture_fails() {
         Policy::default(),
     );
     assert!(!other.passed());
-    assert!(kinds(&other)
-        .iter()
-        .any(|k| matches!(k, FailureKind::Integrity | FailureKind::Missing)));
+    assert!(
+        other.failures[0].message.contains("nonce was not issued"),
+        "{}",
+        other.to_text()
+    );
+    // A prover choosing its own nonce (to grind its commitments against repeated
+    // checks) fails, however honest its stream.
+    let challenger = Challenger::new(challenge_key(), [0xab; 16], config());
+    let mut p = CommitProver::new(&key(), [0xab; 16], config(), 3, Cheat::None);
+    for spec in &vec![plain(100); 40] {
+        let (call, c) = p.gemm(spec);
+        if let Some(plan) = c.and_then(|c| challenger.challenge(&call, &c)) {
+            p.open(call.index, &plan);
+        }
+    }
+    let r = audit(&p.finish(7).bytes());
+    assert!(!r.passed());
+    assert!(r.failures[0].message.contains("nonce was not issued"));
+    // The audit key's own challenge subkey is refused by the audit itself, not only
+    // by the command line.
+    let r = audit_with(&bytes, Some(key().challenge_key()), Policy::default());
+    assert!(!r.passed());
+    assert!(
+        r.failures[0].message.contains("the audit key's"),
+        "{}",
+        r.to_text()
+    );
 }
 
 #[test]

@@ -28,12 +28,19 @@ fn challenge_key() -> Hash {
     Key::from_bytes([0x77; 32]).challenge_key()
 }
 
-const NONCE: [u8; 16] = [0xab; 16];
+/// A nonce the verifier issued (a session of `serve --commit`).
+fn nonce() -> [u8; 16] {
+    commit::issue_nonce(&challenge_key(), *b"session1")
+}
 
 fn header(config: SamplingConfig, schedule: ScheduleVersion) -> StreamHeader {
+    header_with(config, schedule, nonce())
+}
+
+fn header_with(config: SamplingConfig, schedule: ScheduleVersion, nonce: [u8; 16]) -> StreamHeader {
     StreamHeader {
         key_id: key().id(),
-        nonce: NONCE,
+        nonce,
         config,
         stream_id: 1,
         segment: 0,
@@ -84,7 +91,7 @@ fn tiny_opening(call: &GemmCall) -> (Opening, Hash) {
 /// Calls of `spec` with a commitment each until one is challenged, which gets a tiny
 /// opening; returns the capture's bytes.
 fn stream_with_tiny_opening(spec: &GemmSpec, config: SamplingConfig) -> Vec<u8> {
-    let challenger = Challenger::new(challenge_key(), NONCE, config);
+    let challenger = Challenger::new(challenge_key(), nonce(), config);
     let mut records = Vec::new();
     let mut index = 0;
     loop {
@@ -152,8 +159,10 @@ fn an_opening_of_a_call_whose_leaf_index_overflows_does_not_panic() {
         batch_ppm: 0,
         ..SamplingConfig::default()
     };
-    let mut policy = Policy::default();
-    policy.sampling = config;
+    let policy = Policy {
+        sampling: config,
+        ..Policy::default()
+    };
     let mut spec = GemmSpec::new(1 << 40, 1, 1, DType::BF16, DType::BF16, ComputeType::F32);
     spec.batch = 1 << 40;
     let bytes = stream_with_tiny_opening(&spec, config);
@@ -192,13 +201,14 @@ fn a_verifier_with_a_challenge_key_refuses_a_sampling_mode_capture() {
     );
 }
 
-/// FINDING (design): offline `check --challenge-key` grades any capture, whatever its
-/// nonce, as often as it is given one, and its report names the challenged calls
-/// ("missing" failures). That is a challenge oracle: a prover that never computes
-/// anything submits its commitments, reads which calls were challenged, changes only
-/// those commitments and submits again, until no fake is challenged. Here 100 calls
-/// whose results were never computed pass after a few rounds, each round run as `check`
-/// runs (default 20 failures shown).
+/// Offline `check --challenge-key` grades any capture it is given, and its report names
+/// the challenged calls ("missing" failures): a challenge oracle for a prover that may
+/// submit captures of its own making. A prover that never computes anything would
+/// submit its commitments, read which calls were challenged, change only those
+/// commitments and submit again. With a nonce of its own choosing the stream fails at
+/// once (only nonces issued with the challenge key are accepted); with a nonce a
+/// verifier issued, the session was graded live, and re-checking anything but the
+/// verifier's own saved capture of it is outside the protocol (docs/COMMIT.md).
 #[test]
 fn check_reports_are_not_a_challenge_oracle() {
     let config = SamplingConfig::default();
@@ -231,7 +241,7 @@ fn check_reports_are_not_a_challenge_oracle() {
         };
         frame_capture(
             &key(),
-            &header(config, ScheduleVersion::Commit),
+            &header_with(config, ScheduleVersion::Commit, [0xab; 16]),
             &records,
             16,
             Some(end),
@@ -265,6 +275,12 @@ fn check_reports_are_not_a_challenge_oracle() {
         !report.passed(),
         "100 calls never computed pass after {rounds} rounds of check:\n{}",
         report.to_text()
+    );
+    assert_eq!(rounds, 20, "the attacker learns nothing to grind with");
+    assert!(report.failures[0].message.contains("nonce was not issued"));
+    assert_eq!(
+        report.sampled, 0,
+        "no challenge is drawn for a nonce the verifier did not issue"
     );
 }
 

@@ -28,7 +28,7 @@ fn config() -> SamplingConfig {
 }
 
 fn honest(seed: u64, specs: &[GemmSpec]) -> CommitProver {
-    let nonce = [seed as u8; 16];
+    let nonce = mmaudit_protocol::commit::issue_nonce(&challenge_key(), [seed as u8; 8]);
     let challenger = Challenger::new(challenge_key(), nonce, config());
     let mut p = CommitProver::new(&key(), nonce, config(), seed, Cheat::None);
     for spec in specs {
@@ -186,7 +186,7 @@ fn mutations_fail() {
     let p = honest(1, &specs());
     let mut h =
         mmaudit_tests::refprover::RefProver::new(&key(), config(), 1).header(ScheduleVersion::V2);
-    h.nonce = [1; 16];
+    h.nonce = mmaudit_protocol::commit::issue_nonce(&challenge_key(), [1; 8]);
     let bytes = frame_capture(&key(), &h, &p.records, 5, None).bytes();
     let r = audit(&bytes);
     assert!(!r.passed());
@@ -211,7 +211,7 @@ fn mutations_fail() {
     recs.push(o);
     let mut h = mmaudit_tests::refprover::RefProver::new(&key(), config(), 1)
         .header(ScheduleVersion::Commit);
-    h.nonce = [1; 16];
+    h.nonce = mmaudit_protocol::commit::issue_nonce(&challenge_key(), [1; 8]);
     let r = audit(&frame_capture(&key(), &h, &recs, 5, None).bytes());
     assert!(!r.passed());
     eprintln!(

@@ -245,3 +245,17 @@ fn challenges_follow_the_call_rate_and_depend_on_the_commitment_and_the_key() {
     flagged.flags |= crate::call::flags::NO_SESSION;
     assert!(all_ch.challenge(&flagged, &commit(0)).is_none());
 }
+
+#[test]
+fn only_the_challenge_key_issues_nonces() {
+    let (k, other) = ([5u8; 32], [6u8; 32]);
+    let n = issue_nonce(&k, *b"12345678");
+    assert!(nonce_issued(&k, &n));
+    assert!(!nonce_issued(&other, &n));
+    for i in 0..16 {
+        let mut bad = n;
+        bad[i] ^= 1;
+        assert!(!nonce_issued(&k, &bad), "byte {i}");
+    }
+    assert!(!nonce_issued(&k, &[0xab; 16]));
+}

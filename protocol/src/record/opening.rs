@@ -129,11 +129,16 @@ impl SmallData {
         let what = "opening record: small data";
         let (p, sc) = Scalars::decode(r, what)?;
         let bias = read_blob(r, what)?;
+        let at = r.offset();
         let (scale_rows, scale_cols) = if p & present::VECTOR_SCALES != 0 {
             (read_blob(r, what)?, read_blob(r, what)?)
         } else {
             (Vec::new(), Vec::new())
         };
+        // One encoding per value: the commitment hashes the canonical one.
+        if p & present::VECTOR_SCALES != 0 && scale_rows.is_empty() && scale_cols.is_empty() {
+            return Err(r.error_at(at, what, "vector scales announced, none sent"));
+        }
         let [scale_a, scale_b, scale_c, scale_d] = sc.scales;
         Ok(SmallData {
             alpha: sc.alpha,
@@ -366,9 +371,10 @@ impl Opening {
         let (e, r, s) = (plan.batches.len(), plan.rows.len(), plan.cols.len());
         let rows_leaf = |i: usize| plan.batches[i / r] * call.m + plan.rows[i % r];
         let cols_leaf = |i: usize| plan.batches[i / s] * call.n + plan.cols[i % s];
-        let (Some(batch_m), Some(batch_n)) =
-            (call.batch.checked_mul(call.m), call.batch.checked_mul(call.n))
-        else {
+        let (Some(batch_m), Some(batch_n)) = (
+            call.batch.checked_mul(call.m),
+            call.batch.checked_mul(call.n),
+        ) else {
             return Err(format!(
                 "opening of a call of batch {} x m {} or x n {}: more leaves than 2^64",
                 call.batch, call.m, call.n

@@ -597,7 +597,14 @@ impl Server {
                             .log(&format!("cannot read /dev/urandom: {e}; refusing {peer}"));
                         continue;
                     }
-                    n
+                    // Commit mode: a nonce only this verifier's challenge key makes.
+                    match &self.opts.challenge_key {
+                        Some(k) => mmaudit_protocol::commit::issue_nonce(
+                            k,
+                            n[..8].try_into().expect("8 bytes"),
+                        ),
+                        None => n,
+                    }
                 }
             };
             let _ = stream.set_nodelay(true);
@@ -700,7 +707,13 @@ impl Server {
                                 self.opts.handshake_timeout.as_secs_f64()
                             ),
                         ));
-                    } else if now.duration_since(c.last_rx) > self.opts.idle_timeout {
+                    } else if !c.queued
+                        && c.backlog() == 0
+                        && now.duration_since(c.last_rx) > self.opts.idle_timeout
+                    {
+                        // (A connection whose bytes or records this server has not
+                        // finished with is not idle: a verifier that falls behind must
+                        // not truncate its provers.)
                         expired.push((
                             t,
                             c.header.is_none(),
