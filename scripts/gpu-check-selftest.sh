@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks scripts/gpu-check.sh and scripts/gpu/ without a GPU, PyTorch or any Python
 # package: bash syntax, Python syntax, every module importable with the GPU packages
-# blocked (scripts/gpu/selftest.py, which also tests the report and log parsing), and
-# the dry run.
+# blocked (scripts/gpu/selftest.py, which also tests the report and log parsing and,
+# where cc exists, runs the commit step end to end with the simulated GPU standing in
+# for the driver), and the dry run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

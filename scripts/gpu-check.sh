@@ -5,9 +5,9 @@
 #   bash scripts/gpu-check.sh [OUTDIR] --dry-run [--only STEP,...]
 #
 # Runs from the repository root on a machine with an NVIDIA GPU, PyTorch and python3
-# (JAX, CuPy, safetensors, ncu and compute-sanitizer are used when present, and their
-# steps are recorded as skipped otherwise). It needs target/release/libmmaudit.so and
-# target/release/mmaudit-verify (another directory with MMAUDIT_BIN_DIR): built
+# (JAX, CuPy, safetensors, cc, ncu and compute-sanitizer are used when present, and
+# their steps are recorded as skipped otherwise). It needs target/release/libmmaudit.so
+# and target/release/mmaudit-verify (another directory with MMAUDIT_BIN_DIR): built
 # elsewhere and copied along, or built here with cargo when cargo exists and they are
 # missing. Each step (scripts/gpu/plan.py) runs as its own process group under
 # `timeout`; a step that fails is recorded and the next one runs. Writes
@@ -39,7 +39,7 @@ while (($#)); do
         ;;
     --only=*) only=${1#--only=} ;;
     -h | --help)
-        sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     -*)

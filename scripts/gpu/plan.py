@@ -12,11 +12,22 @@ Step = namedtuple("Step", "name limit title checks")
 STEPS = [
     Step(
         "env",
-        35,
+        30,
         "machine and versions",
         "GPU, driver, CUDA driver and runtime, cuBLAS/cuBLASLt, PyTorch, JAX, CuPy, "
         "safetensors, ncu and compute-sanitizer versions; libmmaudit.so loads into "
         "PyTorch and, without a key, forwards every call; mmaudit-verify runs",
+    ),
+    Step(
+        "commit",
+        25,
+        "commitment kernels against the simulator",
+        "tests/programs/simgpu_commit.c and scripts/gpu/commit_bench.c built with cc twice from "
+        "the same source and headers, against the simulated GPU (scripts/simgpu.sh) and against "
+        "the driver's libcuda.so.1, each run on the committed cuda/gather.ptx: both pass every "
+        "case, and every leaf hash and root the real mmaudit_commit_leaves and "
+        "mmaudit_commit_tree wrote is bit for bit the simulator's CPU twins' (which CI checks "
+        "against the Rust reference); hashing throughput of a 256 MiB bf16 job (CUDA events)",
     ),
     Step(
         "ops",
@@ -50,7 +61,7 @@ STEPS = [
     ),
     Step(
         "faults",
-        35,
+        30,
         "fault detection",
         "one weight tensor swapped in place halfway through decode (expected: FAIL, "
         "unknown weights, via --weights --require-weights); one row of the hidden state "
@@ -60,7 +71,7 @@ STEPS = [
     ),
     Step(
         "jax",
-        40,
+        35,
         "JAX jnp.dot bf16, jitted",
         "XLA's default GEMM path and a cuBLAS-only path (Triton GEMM, command buffers "
         "and autotuning off): ledger calls against executions and the cuBLASLt API "
@@ -69,14 +80,14 @@ STEPS = [
     ),
     Step(
         "cupy",
-        25,
+        20,
         "CuPy cupy.matmul",
         "fp32, fp16 and batched matmul: ledger calls against the cuBLAS API log, the "
         "verifier's verdict at call rate 1.0, outputs with and without the library",
     ),
     Step(
         "overhead",
-        90,
+        85,
         "overhead, side by side",
         "3 rounds alternating without the library, default rates and call rate 1.0: "
         "prefill tokens/s (batch 1 x 2048), decode tokens/s (batch 16, host sync per "

@@ -4,13 +4,20 @@ library (run by scripts/gpu-check-selftest.sh).
 Every module of scripts/gpu imports with torch, jax, cupy, numpy and safetensors
 blocked (they must be imported inside functions); the safetensors writer's files read
 back; the cuBLAS/cuBLASLt log parsers count sample lines; statuses and the markdown
-report come out of sample results.
+report come out of sample results; the `commit` step's comparison fails on altered
+outputs. Where `cc` exists, the `commit` step also runs end to end without a GPU: its
+"real" runs pointed at the simulator (MMAUDIT_GPU_CHECK_LIBCUDA_DIR), then at a
+stand-in libcuda.so.1 that finds no device, then at one that hangs.
 """
 
 import importlib
+import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BLOCKED = ("torch", "jax", "jaxlib", "cupy", "numpy", "safetensors")
@@ -107,9 +114,231 @@ def main():
     assert orchestrate.version_text(130100, 10000) == "13.1.0" and orchestrate.version_text(13000, 1000) == "13.0"
     checks.append("plan, statuses and markdown report")
 
+    checks += commit_comparison()
+    checks += commit_end_to_end(orchestrate)
+
     for c in checks:
         print("  ok  " + c)
     print("gpu-check selftest: %d checks passed" % len(checks))
+
+
+# --- the commit step -----------------------------------------------------------------
+
+
+def alter(text, prefix, index=0, what="flip"):
+    """text with the index-th line starting with `prefix` altered: its last character
+    flipped, or (what="drop") the line removed."""
+    lines, seen = text.split("\n"), -1
+    for i, line in enumerate(lines):
+        if line.startswith(prefix):
+            seen += 1
+            if seen == index:
+                if what == "drop":
+                    del lines[i]
+                else:
+                    lines[i] = line[:-1] + ("0" if line[-1] != "0" else "1")
+                return "\n".join(lines)
+    raise AssertionError("no line %d starting %r" % (index, prefix))
+
+
+def check_named(checks, start):
+    hits = [c for c in checks if c[0].startswith(start)]
+    assert len(hits) == 1, (start, checks)
+    return hits[0]
+
+
+def commit_comparison():
+    """commit_check on made-up outputs of simgpu_commit and commit_bench."""
+    import commit_check as cc
+
+    h = lambda i: "%064x" % i  # noqa: E731
+    pinned = "".join("%02x" % (j * 7 & 255) for j in range(2053))
+    sim_text = "\n".join(
+        ["$ simgpu_commit-sim cuda/gather.ptx --no-fault", "LEAF 0 0 0 - " + h(1), "LEAF 0 0 1 0102 " + h(2),
+         "PASS case 0: the guard after its output is untouched", "CASE 0 two vectors",
+         "LEAF 1 0 0 %s %s" % (pinned, cc.PINNED_LEAF_2053), "CASE 1 2048 + 5 bytes j*7"]
+        + ["TREELEAF %d %s" % (i, h(100 + i)) for i in range(cc.TREE_LEAVES)]
+        + ["ROOT %d %s" % (n, r) for n, r in enumerate(cc.PINNED_ROOTS)]
+        + ["PASS tree of 7 leaves: nothing written past the root", "SUMMARY simgpu_commit: 2 cases, 0 failed"])
+    sim = cc.parse_program(sim_text)
+    assert cc.program_ran(sim, 0)[0], cc.program_ran(sim, 0)
+    assert cc.pinned_check(sim)[0], cc.pinned_check(sim)
+    same, counts = cc.compare_programs(sim, cc.parse_program(sim_text))
+    assert all(c[1] for c in same) and counts == {"LEAF": 3, "TREELEAF": cc.TREE_LEAVES, "ROOT": 8, "CASE": 2}, same
+    identical = "every hash line identical"
+    for prefix, index, what, says in (("LEAF 0 0 1", 0, "flip", "LEAF: 1 of 3 differ"),
+                                      ("TREELEAF", 4000, "flip", "TREELEAF: 1 of 4097 differ"),
+                                      ("ROOT", 7, "drop", "ROOT: 8 lines on the simulator, 7 on the GPU"),
+                                      ("CASE", 1, "flip", "CASE: 1 of 2 differ")):
+        got = cc.compare_programs(sim, cc.parse_program(alter(sim_text, prefix, index, what)))[0]
+        name, ok, detail = check_named(got, identical)
+        assert ok is False and says in detail, (prefix, detail)
+    detail = check_named(cc.compare_programs(sim, cc.parse_program(alter(sim_text, "LEAF 0 0 1")))[0], identical)[2]
+    assert "LEAF case 0 b 0 v 1 (2 bytes): simulator %s, GPU %s" % (h(2), h(2)[:-1] + "0") in detail, detail
+    # a case that failed, a setup failure, a run cut short
+    failed = cc.parse_program(sim_text.replace("PASS tree", "FAIL tree").replace("0 failed", "1 failed"))
+    assert cc.program_ran(failed, 1)[0] is False and "first: FAIL tree" in cc.program_ran(failed, 1)[1]
+    assert check_named(cc.compare_programs(sim, failed)[0], "the same")[1] is True
+    setup = cc.parse_program("FAIL setup cuInit(0) returned 100 (line 870)\nSUMMARY setup failed\n")
+    ok, detail = cc.program_ran(setup, 2)
+    assert ok is False and "cuInit(0) returned 100" in detail, detail
+    cut = cc.parse_program(sim_text.split("ROOT 3")[0])
+    assert cc.program_ran(cut, -9)[0] is False
+    assert check_named(cc.compare_programs(sim, cut)[0], identical)[1] is False
+    assert check_named(cc.compare_programs(sim, cut)[0], "the same")[1] is False
+    assert cc.pinned_check(cc.parse_program(alter(sim_text, "ROOT", 3)))[0] is False
+    # commit_bench
+    bench_text = ("DEVICE NVIDIA H200\nDRIVER 13000\nROOT contiguous 33554432 4096 4096 %s\n"
+                  "ROOT strided 33554432 4096 4096 %s\nROOT contiguous 268435456 32768 4096 %s\n"
+                  "TIME contiguous leaves 268435456 5 1.2500 1.2000 1.4000 214.7\n"
+                  "TIME contiguous tree 32768 5 0.3000 0.2900 0.3100\nROOT strided 268435456 32768 4096 %s\n"
+                  "TIME strided leaves 268435456 5 9.0000 8.9000 9.5000 29.8\n"
+                  "TIME strided tree 32768 5 0.3000 0.2900 0.3100\n" % (h(5), h(6), h(7), h(8)))
+    real_b = cc.parse_bench(bench_text)
+    sim_b = cc.parse_bench("\n".join(l for l in bench_text.splitlines() if " 33554432 " in l))
+    assert real_b["device"] == "NVIDIA H200" and real_b["leaves"]["strided"]["gb_s"] == 29.8, real_b
+    assert real_b["tree"]["contiguous"]["leaves"] == 32768 and not real_b["fail"], real_b
+    assert sorted(sim_b["roots"]) == ["contiguous 32 MiB", "strided 32 MiB"] and len(real_b["roots"]) == 4, sim_b
+    ok, detail = cc.compare_bench(sim_b, real_b)
+    assert ok and detail.startswith("contiguous 32 MiB, 4096 vectors of 4096 bf16; strided"), detail
+    ok, detail = cc.compare_bench(sim_b, cc.parse_bench(alter(bench_text, "ROOT strided")))
+    assert ok is False and "strided 32 MiB: simulator " + h(6) in detail, detail
+    ok, detail = cc.compare_bench(sim_b, cc.parse_bench(alter(bench_text, "ROOT contiguous", what="drop")))
+    assert ok is False and "no GPU root for contiguous 32 MiB" in detail, detail
+    assert cc.compare_bench(cc.parse_bench(""), real_b)[0] is False
+    # where the driver is; ldd; ptxas
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in ("a", "b", "stubs", "sim"):
+            os.makedirs(os.path.join(tmp, d))
+            open(os.path.join(tmp, d, "libcuda.so.1"), "w").close()
+        j = lambda d: os.path.join(tmp, d)  # noqa: E731
+        ldconfig = ("\tlibcuda.so.1 (libc6,x86-64) => %s/libcuda.so.1\n\tlibcuda.so.1 (libc6) => /nowhere/libcuda.so.1\n"
+                    "\tlibcudart.so.13 (libc6,x86-64) => %s/libcudart.so.13\n" % (j("b"), j("a")))
+        got = cc.libcuda_dirs(":".join([j("sim"), j("stubs"), "", j("a")]), ldconfig, exclude=[j("sim")])
+        assert got[:2] == [j("a"), j("b")] and j("sim") not in got and j("stubs") not in got, got
+    paths = cc.ldd_paths("\tlinux-vdso.so.1 (0x1)\n\tlibcuda.so.1 => /usr/lib/x86_64-linux-gnu/libcuda.so.1 (0x2)\n"
+                         "\tlibm.so.6 => not found\n")
+    assert paths == {"libcuda.so.1": "/usr/lib/x86_64-linux-gnu/libcuda.so.1", "libm.so.6": None}, paths
+    regs = cc.registers("ptxas info    : Compiling entry function 'mmaudit_commit_tree' for 'sm_90'\n"
+                        "ptxas info    : Function properties for mmaudit_commit_tree\n"
+                        "ptxas info    : Used 64 registers, used 1 barriers, 9216 bytes smem\n")
+    assert regs == {"mmaudit_commit_tree": 64}, regs
+    return ["commit step: comparison of outputs, altered hashes, lines and roots fail it"]
+
+
+# Every driver entry point simgpu_commit.c and commit_bench.c call, as the simulator's
+# cuda.h names them; a stand-in libcuda.so.1 defines each to fail (or hang) at cuInit.
+FAKE_DRIVER = r"""
+#include <stdlib.h>
+#include <unistd.h>
+int cuInit(unsigned flags) {
+    (void)flags;
+    if (getenv("FAKE_LIBCUDA_HANG"))
+        for (;;)
+            pause();
+    return 100; /* CUDA_ERROR_NO_DEVICE */
+}
+int cuGetErrorName(int e, const char **s) { (void)e; *s = "CUDA_ERROR_NO_DEVICE"; return 0; }
+#define NONE(f) int f(void) { return 100; }
+NONE(cuCtxSetCurrent) NONE(cuCtxSynchronize) NONE(cuDevicePrimaryCtxRetain) NONE(cuLaunchKernel)
+NONE(cuMemAlloc_v2) NONE(cuMemHostAlloc) NONE(cuMemHostGetDevicePointer_v2) NONE(cuMemcpyDtoD_v2)
+NONE(cuMemcpyDtoH_v2) NONE(cuMemcpyHtoD_v2) NONE(cuModuleGetFunction) NONE(cuModuleLoadData)
+NONE(cuStreamCreate) NONE(cuStreamSynchronize) NONE(cuDeviceGet) NONE(cuDeviceGetName)
+NONE(cuDriverGetVersion) NONE(cuEventCreate) NONE(cuEventDestroy_v2) NONE(cuEventElapsedTime_v2)
+NONE(cuEventRecord) NONE(cuMemsetD8_v2)
+"""
+
+
+def commit_end_to_end(orchestrate):
+    """The commit step run by steps.py as orchestrate.py runs it, without a GPU."""
+    cc_path = shutil.which(os.environ.get("CC") or "cc")
+    if not cc_path or not shutil.which("flock"):
+        print("  --  commit step end to end: skipped (no cc or flock)")
+        return []
+    import commit_check
+
+    repo = os.path.dirname(os.path.dirname(HERE))
+    with tempfile.TemporaryDirectory() as out:
+        work, logs = os.path.join(out, "work"), os.path.join(out, "logs")
+        for d in (work, logs, os.path.join(out, "steps")):
+            os.makedirs(d)
+        ctx = os.path.join(work, "ctx.json")
+        with open(ctx, "w") as f:
+            json.dump({"out": out, "work": work, "logs": logs, "lib": "/nonexistent/libmmaudit.so",
+                       "verifier": "/nonexistent/mmaudit-verify", "key": "/nonexistent/audit.key",
+                       "python": sys.executable}, f)
+        sim_lib = os.path.join(work, "simgpu", "lib")
+        subprocess.run(["bash", os.path.join(repo, "scripts", "simgpu.sh")], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, env=dict(os.environ, SIMGPU_BUILD_DIR=os.path.join(work, "simgpu")))
+        fake = os.path.join(out, "fake")
+        os.makedirs(fake)
+        with open(os.path.join(fake, "fake.c"), "w") as f:
+            f.write(FAKE_DRIVER)
+        subprocess.run([cc_path, "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", os.path.join(fake, "libcuda.so.1"),
+                        os.path.join(fake, "fake.c")], check=True)
+
+        def step(driver_dir, seconds, extra=None):
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("MMAUDIT_", "SIMGPU_"))}
+            env.update({"MMAUDIT_GPU_CHECK_LIBCUDA_DIR": driver_dir, "MMAUDIT_GPU_CHECK_COMMIT_MIB": "8",
+                        "PYTHONDONTWRITEBYTECODE": "1"}, **(extra or {}))
+            t0 = time.time()
+            run = subprocess.run(["timeout", "-k", "5", str(seconds), sys.executable, os.path.join(HERE, "steps.py"),
+                                  "commit", "--ctx", ctx, "--deadline", "%.1f" % (t0 + seconds - 3)],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            with open(os.path.join(out, "steps", "commit.json")) as f:
+                r = json.load(f)
+            r["_elapsed"], r["_rc"], r["_out"] = time.time() - t0, run.returncode, run.stdout
+            return r
+
+        def named(r, start):
+            hits = [c for c in r["checks"] if c["name"].startswith(start)]
+            assert len(hits) == 1, (start, r["_out"])
+            return hits[0]
+
+        # 1. The "real" runs on the simulator: everything agrees, but it is no GPU's pass.
+        r = step(sim_lib, 25)
+        assert r["_rc"] == 0 and orchestrate.status_of(0, r) == "undetermined", r["_out"]
+        undetermined = [c["name"] for c in r["checks"] if c["ok"] is not True]
+        assert undetermined == ["the real build loads the driver's libcuda.so.1"], r["_out"]
+        for start in ("simulator: simgpu_commit", "real GPU: simgpu_commit", "simulator: the protocol's pinned",
+                      "real GPU = simulator: the same", "real GPU = simulator: every hash line",
+                      "real GPU = simulator: roots of commit_bench"):
+            assert named(r, start)["ok"] is True, (start, r["_out"])
+        assert "4097 TREELEAF" in named(r, "real GPU = simulator: every hash line")["detail"], r["_out"]
+        assert [t["title"][:30] for t in r["tables"]] == ["mmaudit_commit_leaves on one l", "What ran"], r["tables"]
+        entry = {"name": "commit", "title": "t", "checks_planned": "c", "limit_s": 25, "seconds": r["_elapsed"],
+                 "rc": 0, "status": "undetermined", "summary": r["summary"], "checks": r["checks"],
+                 "notes": r["notes"], "tables": r["tables"], "details": r["details"], "error": None}
+        md = orchestrate.markdown({"date": "d", "command": "c", "seconds": 1, "verdict": "v", "machine": {}}, [entry])
+        assert "| contiguous | 1024 x 4096 | 8 |" in md and "real GPU = simulator: every hash line" in md, md
+        # ... and the same comparison on those two outputs, one hash altered, fails.
+        texts = {}
+        for side in ("sim", "real"):
+            with open(os.path.join(logs, "commit", "simgpu_commit-%s.log" % side)) as f:
+                texts[side] = f.read()
+        sim, real = commit_check.parse_program(texts["sim"]), commit_check.parse_program(texts["real"])
+        assert all(ok for _, ok, _ in commit_check.compare_programs(sim, real)[0])
+        for prefix, index in (("TREELEAF", 2049), ("LEAF", 150), ("ROOT", 45)):
+            altered = commit_check.parse_program(alter(texts["real"], prefix, index))
+            name, ok, detail = check_named(commit_check.compare_programs(sim, altered)[0], "every hash line")
+            assert ok is False and "%s: 1 of" % prefix in detail, detail
+        print("  ok  commit step, real runs on the simulator: %.1f s, %s" % (r["_elapsed"], r["summary"]))
+
+        # 2. A libcuda.so.1 that finds no device: the step fails, quickly.
+        r = step(fake, 25)
+        c = named(r, "real GPU: simgpu_commit")
+        assert orchestrate.status_of(r["_rc"], r) == "fail" and c["ok"] is False and "cuInit" in c["detail"], r["_out"]
+        assert r["_elapsed"] < 20, r["_elapsed"]
+        assert "simgpu_commit on the real driver: exit 2: FAIL setup cuInit" in r["summary"], r["summary"]
+        print("  ok  commit step, no device: fails in %.1f s: %s" % (r["_elapsed"], c["detail"]))
+
+        # 3. A libcuda.so.1 whose cuInit never returns: killed at the step's deadline.
+        r = step(fake, 12, {"FAKE_LIBCUDA_HANG": "1"})
+        c = named(r, "real GPU: simgpu_commit")
+        assert orchestrate.status_of(r["_rc"], r) == "fail" and "killed at its time limit" in c["detail"], r["_out"]
+        assert r["_elapsed"] < 12, r["_elapsed"]
+        print("  ok  commit step, hanging driver: fails in %.1f s: %s" % (r["_elapsed"], c["detail"][:100]))
+    return ["commit step end to end without a GPU (simulator as the driver, no device, a hanging driver)"]
 
 
 if __name__ == "__main__":

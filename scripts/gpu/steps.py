@@ -14,10 +14,12 @@ import os
 import re
 import shutil
 import sys
+import threading
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import commit_check  # noqa: E402
 from common import (  # noqa: E402
     REPO, Ctx, Deadline, Result, audited_env, cublas_log_counts, failure_text, gemm_trace,
     install_termination, lt_log_counts, median_spread, plain_env, python_has, read_json, rel,
@@ -181,6 +183,329 @@ def step_env(ctx, res, dl):
     res.detail("machine", m)
     res.summary("%s, driver %s (CUDA %s), cuBLAS %s, PyTorch %s" % (
         m.get("gpu"), m.get("driver"), m.get("driver_cuda"), m.get("cublas"), m.get("torch")))
+
+
+# --- commit --------------------------------------------------------------------------
+
+# Knobs of this step, read here and never passed on (plain_env drops MMAUDIT_*):
+#   MMAUDIT_GPU_CHECK_LIBCUDA_DIR  the directory of the libcuda.so.1 that the "real" build
+#       links and runs against, instead of the system's driver. Pointed at the simulator's
+#       library directory it runs the whole step without a GPU (scripts/gpu/selftest.py);
+#       the step then records its result as undetermined, never as a GPU's pass.
+#   MMAUDIT_GPU_CHECK_COMMIT_MIB   the size of commit_bench's large job (default 256).
+
+GPU_DIR = os.path.dirname(os.path.abspath(__file__))
+SIM_INCLUDE = os.path.join(REPO, "tests", "simgpu", "include")
+PROGRAMS = os.path.join(REPO, "tests", "programs")
+# No -Werror: a newer compiler's new warning must not stop the one run on a GPU machine.
+COMMIT_CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra"]
+# program: (source, optimisation); simgpu_commit as tests/src/simgpu.rs compiles it
+COMMIT_PROGRAMS = {"simgpu_commit": (os.path.join(PROGRAMS, "simgpu_commit.c"), "-O1"),
+                   "commit_bench": (os.path.join(GPU_DIR, "commit_bench.c"), "-O2")}
+SIDES = {"sim": "the simulated GPU", "real": "the real driver"}
+SIM_ONLY_LIBS = ("libsimgpu", "libcudart", "libcublas")
+
+
+def commit_env(lib_dir=None):
+    """plain_env without SIMGPU_* knobs, with lib_dir first on LD_LIBRARY_PATH."""
+    env = {k: v for k, v in plain_env().items() if not k.startswith("SIMGPU_")}
+    if lib_dir:
+        env["LD_LIBRARY_PATH"] = ":".join([lib_dir] + [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p])
+    return env
+
+
+def find_ldconfig():
+    return shutil.which("ldconfig") or next((p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig")
+                                             if os.path.exists(p)), None)
+
+
+def real_link_args(ctx, res, dl, override, sim_lib):
+    """Linker arguments for the driver's libcuda.so.1 and the directories they name,
+    or None (recorded as a failed check) when there is none."""
+    if override:
+        return ["-L", override, "-l:libcuda.so.1"], [override]
+    ldconfig = find_ldconfig()
+    cache = run_capture(ctx, "commit", "ldconfig", [ldconfig, "-p"], env=plain_env(),
+                        timeout=dl.budget(10, reserve=15))["out"] if ldconfig else ""
+    dirs = commit_check.libcuda_dirs(os.environ.get("LD_LIBRARY_PATH"), cache, exclude=[sim_lib])
+    if dirs:
+        return sum((["-L", d] for d in dirs), []) + ["-l:libcuda.so.1"], dirs
+    nvcc = find_tool("nvcc")
+    stubs = [os.path.join(os.path.dirname(os.path.dirname(nvcc)), "lib64", "stubs")] if nvcc else []
+    for d in stubs + ["/usr/local/cuda/lib64/stubs"]:
+        if os.path.exists(os.path.join(d, "libcuda.so")):
+            res.note("no libcuda.so.1 to link against; linked against the toolkit's stub %s/libcuda.so "
+                     "(the program loads the driver's libcuda.so.1 when it runs)" % d)
+            return ["-L", d, "-lcuda"], []
+    res.check("the driver's libcuda.so.1 found", False, "not in LD_LIBRARY_PATH, `ldconfig -p`, %s, nor a "
+              "toolkit stub" % ", ".join(commit_check.COMMON_DRIVER_DIRS))
+    return None, []
+
+
+def loaded_libraries(ctx, res, dl, exe, env, side, sim_lib, override):
+    """Checks with ldd which libcuda.so.1 a build loads; returns ldd's map or None."""
+    ldd = shutil.which("ldd")
+    if not ldd:
+        if side == "real" and override:
+            res.check("the real build loads the driver's libcuda.so.1", None,
+                      "MMAUDIT_GPU_CHECK_LIBCUDA_DIR=%s: not the system's driver" % override)
+        else:
+            res.note("ldd not found: which libcuda.so.1 the %s build loads is not shown" % side)
+        return None
+    run = run_capture(ctx, "commit", "ldd-" + os.path.basename(exe), [ldd, exe], env=env, timeout=dl.budget(10))
+    paths = commit_check.ldd_paths(run["out"])
+    cuda = paths.get("libcuda.so.1")
+    in_sim = lambda p: bool(p) and os.path.realpath(p).startswith(os.path.realpath(sim_lib) + os.sep)  # noqa: E731
+    extra = sorted(n for n in paths if n.startswith(SIM_ONLY_LIBS))
+    text = "libcuda.so.1 => %s; loads %s" % (cuda or "not found", ", ".join(sorted(paths)) or "nothing")
+    if side == "sim":
+        res.check("the simulator build loads the simulator's libcuda.so.1", in_sim(cuda), text)
+    elif override:
+        res.check("the real build loads the driver's libcuda.so.1", None,
+                  text + " (MMAUDIT_GPU_CHECK_LIBCUDA_DIR=%s: not the system's driver)" % override)
+    else:
+        res.check("the real build loads the driver's libcuda.so.1 and nothing of the simulator",
+                  bool(cuda) and not in_sim(cuda) and not extra and not any(in_sim(p) for p in paths.values()),
+                  text + ("; simulator libraries: " + ", ".join(extra) if extra else ""))
+    return paths
+
+
+def header_crosscheck(ctx, res, dl, cc, work):
+    """Both programs are built against the simulator's headers; where the CUDA toolkit's
+    cuda.h is on the machine, both are also compiled against it, and the driver symbols
+    each object calls (nm -u) must be the same: the simulator's cuda.h binds every call
+    to the entry point NVIDIA's header binds it to (cuMemAlloc -> cuMemAlloc_v2, ...)."""
+    nvcc = find_tool("nvcc")
+    candidates = ([os.path.join(os.path.dirname(os.path.dirname(nvcc)), "include")] if nvcc else []) + \
+        [os.path.join(os.environ[v], "include") for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)] + \
+        ["/usr/local/cuda/include"]
+    toolkit = next((d for d in candidates if os.path.exists(os.path.join(d, "cuda.h"))), None)
+    nm = shutil.which("nm")
+    if not toolkit or not nm:
+        res.note("no %s: the simulator's cuda.h was not compared with the CUDA toolkit's"
+                 % ("CUDA toolkit cuda.h" if not toolkit else "nm"))
+        return
+    same, differ = [], []
+    for prog, (src, opt) in COMMIT_PROGRAMS.items():
+        symbols = {}
+        for which, include, flags in (("sim", SIM_INCLUDE, COMMIT_CFLAGS), ("toolkit", toolkit, COMMIT_CFLAGS[:2] + ["-w"])):
+            obj = os.path.join(work, "%s-%s-headers.o" % (prog, which))
+            run = run_child(ctx, "commit", "cc-%s-%s-headers" % (prog, which),
+                            [cc] + flags + [opt, "-I", include, "-I", PROGRAMS, "-c", src, "-o", obj],
+                            env=plain_env(), timeout=dl.budget(10, reserve=1))
+            if not ran(res, run, "%s compiled against the %s cuda.h" % (prog, which)):
+                return
+            listing = run_capture(ctx, "commit", "nm-%s-%s" % (prog, which), [nm, "-u", obj], env=plain_env(),
+                                  timeout=dl.budget(5))
+            symbols[which] = sorted({l.split()[-1] for l in listing["out"].splitlines()
+                                     if l.split() and l.split()[-1].startswith("cu")})
+        if symbols["sim"] == symbols["toolkit"]:
+            same.append("%s: %d" % (prog, len(symbols["sim"])))
+        else:
+            differ.append("%s: only with the toolkit's: %s; only with the simulator's: %s" % (
+                prog, ", ".join(sorted(set(symbols["toolkit"]) - set(symbols["sim"]))) or "-",
+                ", ".join(sorted(set(symbols["sim"]) - set(symbols["toolkit"]))) or "-"))
+    res.check("the simulator's cuda.h binds the same driver entry points as %s/cuda.h" % toolkit, not differ,
+              "; ".join(differ) if differ else "driver symbols called, identical: " + ", ".join(same))
+
+
+def kernel_registers(ctx, res, dl, work):
+    """Registers per kernel when ptxas compiles the PTX for this GPU (a note: a block
+    of 1024 threads needs at most 64 registers a thread)."""
+    ptxas = find_tool("ptxas")
+    smi = run_capture(ctx, "commit", "compute-cap", ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+                      env=plain_env(), timeout=dl.budget(5)) if ptxas and shutil.which("nvidia-smi") else None
+    cap = (smi["out"].strip().splitlines() or [""])[0].strip() if smi and smi["rc"] == 0 else ""
+    if not ptxas or not re.match(r"^\d+\.\d+$", cap):
+        return
+    arch = "sm_" + cap.replace(".", "")
+    run = run_capture(ctx, "commit", "ptxas", [ptxas, "-arch=" + arch, "-v", os.path.join(REPO, "cuda", "gather.ptx"),
+                                               "-o", os.path.join(work, "gather.cubin")],
+                      env=plain_env(), timeout=dl.budget(10))
+    regs = commit_check.registers(run["out"])
+    if regs:
+        res.note("ptxas -arch=%s: registers per thread: %s (a block of 1024 threads, as simgpu_commit launches "
+                 "mmaudit_commit_tree once, needs at most 64)" % (arch, ", ".join("%s %d" % kv for kv in sorted(regs.items()))))
+        res.detail("registers", {"arch": arch, "per_kernel": regs})
+
+
+def in_thread(fn):
+    """Starts fn() in a thread; returns a function that waits for it and returns its
+    result (None if it raised)."""
+    box = {}
+
+    def body():
+        try:
+            box["r"] = fn()
+        except Exception:
+            box["error"] = traceback.format_exc()
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+
+    def wait():
+        t.join()
+        if "error" in box:
+            say(box["error"])
+        return box.get("r")
+
+    return wait
+
+
+def step_commit(ctx, res, dl):
+    cc = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
+    if not cc:
+        res.skip("no C compiler (cc)")
+        return
+    override = os.environ.get("MMAUDIT_GPU_CHECK_LIBCUDA_DIR") or None
+    if override:
+        override = os.path.abspath(override)
+        res.note("MMAUDIT_GPU_CHECK_LIBCUDA_DIR=%s: the 'real' runs use the libcuda.so.1 there, not the system's "
+                 "driver; the step's result is not a GPU's" % override)
+    mib = int(os.environ.get("MMAUDIT_GPU_CHECK_COMMIT_MIB") or 256)
+    check_mib = min(64, mib)  # the jobs compared with the simulator (its twins hash about 85 MB/s)
+    work = os.path.join(ctx.work, "commit")
+    os.makedirs(work, exist_ok=True)
+    ptx = os.path.join(REPO, "cuda", "gather.ptx")
+    res.detail("ptx", {"path": "cuda/gather.ptx", "sha256": sha256_file(ptx)})
+    runs = []
+
+    def log(what, run):
+        runs.append([what, "%.1f" % run["seconds"], "killed at its limit" if run["timed_out"] else run["rc"]])
+        res.detail("runs", runs)
+
+    # The simulated GPU, built into OUTDIR/work/simgpu (not into the tree).
+    build_dir = os.path.join(ctx.work, "simgpu")
+    build = run_capture(ctx, "commit", "simgpu-build", ["bash", os.path.join(REPO, "scripts", "simgpu.sh")],
+                        env=plain_env({"SIMGPU_BUILD_DIR": build_dir, "SIMGPU_CFLAGS": "-Wno-error"}),
+                        timeout=dl.budget(30, reserve=15))
+    log("build the simulated GPU (scripts/simgpu.sh)", build)
+    sim_lib = os.path.join(build_dir, "lib")
+    if not ran(res, build, "simulated GPU built (scripts/simgpu.sh)"):
+        return
+    real_link, driver_dirs = real_link_args(ctx, res, dl, override, sim_lib)
+    if real_link is None:
+        return
+    res.detail("driver_dirs", driver_dirs)
+
+    # Each program twice, from the same source and the simulator's headers; only the
+    # libcuda.so.1 linked differs (the real build links nothing else of the simulator).
+    links = {"sim": ["-L", sim_lib, "-Wl,--disable-new-dtags,-rpath," + sim_lib, "-l:libcuda.so.1"],
+             "real": real_link}
+    exes = {}
+    for prog, (src, opt) in COMMIT_PROGRAMS.items():
+        for side in ("sim", "real"):
+            exe = os.path.join(work, "%s-%s" % (prog, side))
+            run = run_child(ctx, "commit", "cc-%s-%s" % (prog, side),
+                            [cc] + COMMIT_CFLAGS + [opt, "-I", SIM_INCLUDE, "-I", PROGRAMS, src, "-o", exe]
+                            + links[side] + ["-lm"], env=plain_env(), timeout=dl.budget(15, reserve=10))
+            log("compile %s against %s" % (prog, SIDES[side]), run)
+            if ran(res, run, "%s built against %s" % (prog, SIDES[side])):
+                exes[prog, side] = exe
+    envs = {"sim": commit_env(sim_lib), "real": commit_env(override)}
+    if ("simgpu_commit", "sim") in exes:
+        loaded_libraries(ctx, res, dl, exes["simgpu_commit", "sim"], envs["sim"], "sim", sim_lib, override)
+    if ("simgpu_commit", "real") in exes:
+        paths = loaded_libraries(ctx, res, dl, exes["simgpu_commit", "real"], envs["real"], "real", sim_lib, override)
+        res.detail("real_libraries", paths)
+    if ("simgpu_commit", "sim") not in exes or ("simgpu_commit", "real") not in exes:
+        return
+
+    # The simulator on the CPU while the GPU runs: simgpu_commit, then the large job's roots.
+    def on_cpu():
+        p = run_capture(ctx, "commit", "simgpu_commit-sim", [exes["simgpu_commit", "sim"], ptx, "--no-fault"],
+                        env=envs["sim"], timeout=dl.budget(15, reserve=3))
+        b = None
+        if ("commit_bench", "sim") in exes:
+            b = run_capture(ctx, "commit", "commit_bench-sim",
+                            [exes["commit_bench", "sim"], ptx, "--mib", str(check_mib), "--check-only"],
+                            env=envs["sim"], timeout=dl.budget(20, reserve=1))
+        return p, b
+
+    wait_cpu = in_thread(on_cpu)
+    real = run_capture(ctx, "commit", "simgpu_commit-real", [exes["simgpu_commit", "real"], ptx, "--no-fault"],
+                       env=envs["real"], timeout=dl.budget(15, reserve=4))
+    real_bench = None
+    if ("commit_bench", "real") in exes:
+        if dl.left() > 6:
+            real_bench = run_capture(ctx, "commit", "commit_bench-real",
+                                     [exes["commit_bench", "real"], ptx, "--mib", str(mib), "--check-mib",
+                                      str(check_mib), "--reps", "5"],
+                                     env=envs["real"], timeout=dl.budget(12, reserve=2))
+        else:
+            res.note("time limit near: commit_bench not run on the real driver")
+    sim, sim_bench = wait_cpu() or (None, None)
+    log("simgpu_commit on the real driver", real)
+    if sim:
+        log("simgpu_commit on the simulated GPU", sim)
+    if real_bench:
+        log("commit_bench (%d MiB checked, %d MiB timed 5 times per layout) on the real driver" % (check_mib, mib),
+            real_bench)
+    if sim_bench:
+        log("commit_bench (%d MiB, --check-only) on the simulated GPU" % check_mib, sim_bench)
+
+    # simgpu_commit: both pass every case; the same cases; every hash line identical.
+    if sim is None:
+        res.check("simulator: simgpu_commit passes every case", False, "the run did not happen (see the step's log)")
+        return
+    sim_p, real_p = commit_check.parse_program(sim["out"]), commit_check.parse_program(real["out"])
+    for label, run, p in (("simulator", sim, sim_p), ("real GPU", real, real_p)):
+        ok, detail = commit_check.program_ran(p, run["rc"])
+        if run["timed_out"]:
+            ok, detail = False, failure_text(run, "simgpu_commit") + "; " + detail
+        res.check("%s: simgpu_commit %s --no-fault passes every case" % (label, "cuda/gather.ptx"), ok, detail)
+        if label == "real GPU":
+            real_ok, real_detail = ok, detail
+    ok, detail = commit_check.pinned_check(sim_p)
+    res.check("simulator: the protocol's pinned hashes (the reference is sound here)", ok, detail)
+    checks, counts = commit_check.compare_programs(sim_p, real_p)
+    for name, ok, detail in checks:
+        res.check("real GPU = simulator: " + name, ok, detail)
+    identical = all(ok for _, ok, _ in checks)
+    res.detail("simgpu_commit", {"counts": counts, "pass": {"sim": len(sim_p["pass"]), "real": len(real_p["pass"])},
+                                 "fail": {"sim": sim_p["fail"][:5], "real": real_p["fail"][:5]}})
+
+    # commit_bench: the large job's roots agree; its timings.
+    rows, bench = [], None
+    if real_bench and sim_bench:
+        sb, bench = commit_check.parse_bench(sim_bench["out"]), commit_check.parse_bench(real_bench["out"])
+        if ran(res, sim_bench, "simulator: commit_bench --check-only") & \
+                ran(res, real_bench, "real GPU: commit_bench"):
+            ok, detail = commit_check.compare_bench(sb, bench)
+            res.check("real GPU = simulator: roots of commit_bench's jobs (leaf hashes of large jobs)", ok, detail)
+        for layout, t in sorted(bench["leaves"].items()):
+            tree = bench["tree"].get(layout, {})
+            nv, length, _ = bench["roots"].get(commit_check.bench_key(layout, t["bytes"]), ("?", "?", ""))
+            rows.append([layout, "%s x %s" % (nv, length), "%.0f" % (t["bytes"] / 2**20),
+                         "%.3f" % t["ms_median"], "%.3f - %.3f" % (t["ms_min"], t["ms_max"]), "%.1f" % t["gb_s"],
+                         "%.3f" % tree["ms_median"] if tree else "-"])
+        res.table("mmaudit_commit_leaves on one large job of bf16 vectors (%s), median of 5 launches timed with "
+                  "CUDA events; then mmaudit_commit_tree over its leaf hashes"
+                  % ("the real driver" if not override else "libcuda.so.1 of " + override),
+                  ["layout", "vectors x elements", "MiB", "leaves ms", "min - max ms", "GB/s", "tree ms"], rows)
+        res.detail("commit_bench", {"real": bench, "sim_roots": sb["roots"]})
+        if bench.get("device"):
+            res.note("commit_bench ran on %s, driver API version %s" % (bench["device"], bench["driver"]))
+    elif ("commit_bench", "real") in exes:
+        res.note("commit_bench: not compared (%s)" % ("no simulator run" if not sim_bench else "no real run"))
+
+    # Diagnostics, when time is left: the headers against the toolkit's, registers.
+    if dl.left() > 6:
+        header_crosscheck(ctx, res, dl, cc, work)
+    else:
+        res.note("time limit near: the simulator's cuda.h was not compared with the toolkit's")
+    if dl.left() > 4 and not override:
+        kernel_registers(ctx, res, dl, work)
+    res.table("What ran", ["what", "seconds", "exit"], runs)
+    speed = ", ".join("%s %s GB/s" % (r[0], r[5]) for r in rows)
+    if not real_ok:
+        text = "simgpu_commit on the real driver: " + real_detail
+    else:
+        text = "%s: %s lines%s" % (
+            "real GPU = simulator" if identical else "real GPU DIFFERS from the simulator",
+            ", ".join("%d %s" % (counts[k], k) for k in commit_check.HASH_KINDS[:3]),
+            "; %d MiB bf16 leaves: %s" % (mib, speed) if speed else "")
+    res.summary(("(libcuda.so.1 of %s) " % override if override else "") + text)
 
 
 # --- ops -----------------------------------------------------------------------------
@@ -702,8 +1027,8 @@ def step_ncu(ctx, res, dl):
 
 
 STEPS = {
-    "env": step_env, "ops": step_ops, "llama": step_llama, "graphs": step_graphs, "faults": step_faults,
-    "jax": step_jax, "cupy": step_cupy, "overhead": step_overhead, "sanitizer": step_sanitizer, "ncu": step_ncu,
+    "env": step_env, "commit": step_commit, "ops": step_ops, "llama": step_llama, "graphs": step_graphs,
+    "faults": step_faults, "jax": step_jax, "cupy": step_cupy, "overhead": step_overhead, "sanitizer": step_sanitizer, "ncu": step_ncu,
 }
 
 
