@@ -19,6 +19,8 @@ const USAGE: &str = "\
 usage: mmaudit-refprover --key-file KEY (--out FILE | --connect HOST:PORT) [--fault NAME]
                          [--layers N] [--call-rate R] [--seed S] [--stream-id N]
                          [--frame-delay-ms MS]
+       mmaudit-refprover --key-file KEY --connect HOST:PORT --commit [--cheat NAME]
+                         [--layers N] [--seed S] [--stream-id N]
 
 Writes a capture of a Llama-shaped workload (QKV, attention bmm, output, gate/up/down
 with bias and in-place beta=1 calls, bf16 inputs, f32 accumulation) computed on the CPU.
@@ -30,8 +32,108 @@ applies to --out only) and sends the stream one frame at a time, pausing
 Faults: none (default), perturb (one checked result entry off by 5%), drop-sample
 (a sample record removed), truncate (the end record left out).
 
+With --commit it plays a commit-mode session (docs/COMMIT.md) against
+`mmaudit-verify serve --commit`: every call's operands and result committed, each
+challenge answered with an opening. Cheats (the prover holds everything but the
+verifier's challenge key): none (default), fake-rows (half the output rows of every
+call wrong), fake-rows-refuse (the same, refusing to open challenged fakes),
+skip-calls (half the calls not computed), skip-calls-refuse, alter (openings changed
+after committing).
+
 examples: mmaudit-refprover --key-file audit.key --out honest.mma
           mmaudit-refprover --key-file audit.key --connect 127.0.0.1:7150 --frame-delay-ms 50";
+
+/// The Llama-shaped workload: per layer fused QKV, attention scores and context per
+/// head, the output projection (residual added in place), gate (bias, GELU), up, down
+/// (residual added in place); bf16 inputs, f32 accumulation; `tokens` columns.
+fn workload(layers: u64, tokens: u64) -> Vec<GemmSpec> {
+    let (hidden, inter, heads, head_dim) = (256u64, 688u64, 8u64, 32u64);
+    let bf16 = |m, n, k| GemmSpec::new(m, n, k, DType::BF16, DType::BF16, ComputeType::F32);
+    let mut out = Vec::new();
+    for _ in 0..layers {
+        out.push(bf16(3 * hidden, tokens, hidden));
+        let mut scores = bf16(tokens, tokens, head_dim);
+        scores.batch = heads;
+        out.push(scores);
+        let mut context = bf16(head_dim, tokens, tokens);
+        context.batch = heads;
+        out.push(context);
+        let mut o = bf16(hidden, tokens, hidden);
+        o.beta = Some(1.0);
+        out.push(o);
+        let mut gate = bf16(inter, tokens, hidden);
+        gate.bias = true;
+        gate.epilogue = Epilogue::GeluTanh;
+        out.push(gate);
+        out.push(bf16(inter, tokens, hidden));
+        let mut down = bf16(hidden, tokens, inter);
+        down.beta = Some(1.0);
+        out.push(down);
+    }
+    out
+}
+
+/// `--commit`: a live commit-mode session with `cheat`.
+fn commit_session(
+    key: &Key,
+    addr: &str,
+    cheat: &str,
+    layers: u64,
+    seed: u64,
+    stream_id: Option<u64>,
+) -> Result<(), String> {
+    use mmaudit_protocol::handshake::HelloMode;
+    use mmaudit_tests::commitprover::{Cheat, CommitProver};
+    let half = 500_000;
+    let cheat = match cheat {
+        "none" => Cheat::None,
+        "fake-rows" => Cheat::FakeRows {
+            ppm: half,
+            refuse: false,
+        },
+        "fake-rows-refuse" => Cheat::FakeRows {
+            ppm: half,
+            refuse: true,
+        },
+        "skip-calls" => Cheat::SkipCalls {
+            ppm: half,
+            refuse: false,
+        },
+        "skip-calls-refuse" => Cheat::SkipCalls {
+            ppm: half,
+            refuse: true,
+        },
+        "alter" => Cheat::AlterAfterCommit,
+        other => return Err(format!("unknown cheat '{other}'")),
+    };
+    let sock = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("--connect {addr}: {e}"))?
+        .next()
+        .ok_or(format!("--connect {addr}: no address"))?;
+    let (stream, hello, mac) =
+        mmaudit_tests::session::connect_with_mac(sock, key, Duration::from_secs(30))
+            .map_err(|e| format!("{addr}: {e}"))?;
+    if hello.mode != HelloMode::Commit {
+        return Err(format!(
+            "{addr} did not ask for commit mode (start it with `serve --commit --challenge-key FILE`)"
+        ));
+    }
+    let mut prover = CommitProver::new(key, hello.nonce, hello.sampling, seed, cheat)
+        .with_stream_id(stream_id.unwrap_or(0xc0));
+    // Fewer tokens than the sampling mode: every operand is drawn and every entry of
+    // D computed on the CPU.
+    let specs = workload(layers, 16);
+    mmaudit_tests::session::commit_session(stream, key, mac, &mut prover, &specs, 7)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    eprintln!(
+        "mmaudit-refprover: commit-mode session with {addr}: {} calls, {} challenges opened, {} refused (cheat: {cheat:?})",
+        specs.len(),
+        prover.opened,
+        prover.refused
+    );
+    Ok(())
+}
 
 fn main() -> ExitCode {
     match run() {
@@ -50,6 +152,8 @@ fn run() -> Result<(), String> {
     let mut stream_id = None;
     let mut frame_delay = 0u64;
     let mut fault = "none".to_string();
+    let mut commit = false;
+    let mut cheat = "none".to_string();
     let mut layers = 4u64;
     let mut seed = 1u64;
     let mut config = SamplingConfig::default();
@@ -69,6 +173,8 @@ fn run() -> Result<(), String> {
                     .map_err(|e| format!("--frame-delay-ms: {e}"))?
             }
             "--fault" => fault = value()?,
+            "--commit" => commit = true,
+            "--cheat" => cheat = value()?,
             "--layers" => layers = value()?.parse().map_err(|e| format!("--layers: {e}"))?,
             "--seed" => seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--call-rate" => config.call_ppm = parse_rate(&value()?)?,
@@ -86,6 +192,16 @@ fn run() -> Result<(), String> {
     let text =
         std::fs::read_to_string(&key_file).map_err(|e| format!("{}: {e}", key_file.display()))?;
     let key = Key::from_hex(&text).map_err(|e| format!("{}: {e}", key_file.display()))?;
+    if commit {
+        let addr = connect.ok_or("--commit needs --connect (commit mode is live only)")?;
+        if fault != "none" {
+            return Err("--fault applies to the sampling mode; with --commit use --cheat".into());
+        }
+        return commit_session(&key, &addr, &cheat, layers, seed, stream_id);
+    }
+    if cheat != "none" {
+        return Err("--cheat needs --commit".into());
+    }
 
     let mut prover = RefProver::new(&key, config, seed);
     let mut session = None;
@@ -107,27 +223,8 @@ fn run() -> Result<(), String> {
     if let Some(id) = stream_id {
         prover = prover.with_stream_id(id);
     }
-    let (hidden, inter, heads, head_dim, tokens) = (256u64, 688u64, 8u64, 32u64, 64u64);
-    let bf16 = |m, n, k| GemmSpec::new(m, n, k, DType::BF16, DType::BF16, ComputeType::F32);
-    for _ in 0..layers {
-        prover.gemm(&bf16(3 * hidden, tokens, hidden)); // fused QKV
-        let mut scores = bf16(tokens, tokens, head_dim); // Q K^T per head
-        scores.batch = heads;
-        prover.gemm(&scores);
-        let mut context = bf16(head_dim, tokens, tokens); // P V per head
-        context.batch = heads;
-        prover.gemm(&context);
-        let mut o = bf16(hidden, tokens, hidden); // output projection, residual added in place
-        o.beta = Some(1.0);
-        prover.gemm(&o);
-        let mut gate = bf16(inter, tokens, hidden);
-        gate.bias = true;
-        gate.epilogue = Epilogue::GeluTanh;
-        prover.gemm(&gate);
-        prover.gemm(&bf16(inter, tokens, hidden)); // up
-        let mut down = bf16(hidden, tokens, inter);
-        down.beta = Some(1.0);
-        prover.gemm(&down);
+    for spec in workload(layers, 64) {
+        prover.gemm(&spec);
     }
     let mut end = true;
     match fault.as_str() {
