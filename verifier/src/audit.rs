@@ -46,6 +46,10 @@ pub const MAX_PLAN_INDICES: u64 = 1 << 20;
 pub const MAX_PENDING_INDICES: u64 = 1 << 22;
 /// Most sampled calls awaiting their data that one stream may keep.
 pub const MAX_PENDING_CALLS: usize = 1 << 18;
+/// Commit mode: most calls awaiting their commitment that one stream may keep (a
+/// library commits each call once its hash kernel has run; 65 536 calls are minutes of
+/// decode). About 14 MiB of call descriptions.
+pub const MAX_UNCOMMITTED_CALLS: usize = 1 << 16;
 
 /// The audit state of one stream.
 pub struct StreamAudit {
@@ -424,10 +428,10 @@ impl StreamAudit {
             if !schedule::auditable(&call) || self.overloaded {
                 return;
             }
-            if self.uncommitted.len() >= MAX_PENDING_CALLS {
+            if self.uncommitted.len() >= MAX_UNCOMMITTED_CALLS {
                 self.overloaded = true;
                 self.integrity(format!(
-                    "{} calls await their commitment at call {}: more than a prover keeps in flight (at most {MAX_PENDING_CALLS}); the stream is not audited further",
+                    "{} calls await their commitment at call {}: more than a prover keeps in flight (at most {MAX_UNCOMMITTED_CALLS}); the stream is not audited further",
                     self.uncommitted.len(),
                     call.index
                 ));
