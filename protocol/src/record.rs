@@ -429,6 +429,47 @@ fn wire_str_len(s: &str) -> usize {
     end
 }
 
+/// The fields of a reference to a held tensor after its kind byte: tensor, matrix count,
+/// matrices, evidence (a sample's operand data and a commit-mode opening's side alike).
+fn write_reference(w: &mut Writer, tensor: u32, matrices: &[u32], evidence: &[u8]) {
+    w.u32(tensor);
+    w.u32(u32::try_from(matrices.len()).unwrap_or(u32::MAX));
+    for &m in matrices {
+        w.u32(m);
+    }
+    w.bytes(evidence);
+}
+
+/// Reads what [`write_reference`] writes; the matrix count is checked against the bytes
+/// left before anything is allocated.
+fn read_reference(
+    r: &mut Reader<'_>,
+    what: &'static str,
+) -> Result<(u32, Vec<u32>, Vec<u8>), DecodeError> {
+    let tensor = r.u32(what)?;
+    let count_at = r.offset();
+    let count = r.u32(what)? as usize;
+    match count.checked_mul(4) {
+        Some(bytes) if bytes <= r.remaining() => {}
+        _ => {
+            return Err(r.error_at(
+                count_at,
+                what,
+                format!(
+                    "a reference with {count} matrix indices needs {} bytes, only {} are left",
+                    count as u128 * 4,
+                    r.remaining()
+                ),
+            ))
+        }
+    }
+    let mut matrices = Vec::with_capacity(count);
+    for _ in 0..count {
+        matrices.push(r.u32(what)?);
+    }
+    Ok((tensor, matrices, read_blob(r, what)?))
+}
+
 /// A u32-length-prefixed byte string, its length checked against the bytes left.
 fn read_blob(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<u8>, DecodeError> {
     let at = r.offset();
@@ -456,12 +497,7 @@ impl OperandData {
                 evidence,
             } => {
                 w.u8(OPERAND_REFERENCE);
-                w.u32(*tensor);
-                w.u32(u32::try_from(matrices.len()).unwrap_or(u32::MAX));
-                for &m in matrices {
-                    w.u32(m);
-                }
-                w.bytes(evidence);
+                write_reference(w, *tensor, matrices, evidence);
             }
         }
     }
@@ -471,32 +507,11 @@ impl OperandData {
         match r.u8(what)? {
             OPERAND_INLINE => Ok(OperandData::Inline(read_blob(r, what)?)),
             OPERAND_REFERENCE => {
-                let tensor = r.u32(what)?;
-                let count_at = r.offset();
-                let count = r.u32(what)? as usize;
-                // Capped by the bytes actually left before anything is allocated.
-                match count.checked_mul(4) {
-                    Some(bytes) if bytes <= r.remaining() => {}
-                    _ => {
-                        return Err(r.error_at(
-                            count_at,
-                            what,
-                            format!(
-                                "a reference with {count} matrix indices needs {} bytes, only {} are left",
-                                count as u128 * 4,
-                                r.remaining()
-                            ),
-                        ))
-                    }
-                }
-                let mut matrices = Vec::with_capacity(count);
-                for _ in 0..count {
-                    matrices.push(r.u32(what)?);
-                }
+                let (tensor, matrices, evidence) = read_reference(r, what)?;
                 Ok(OperandData::Reference {
                     tensor,
                     matrices,
-                    evidence: read_blob(r, what)?,
+                    evidence,
                 })
             }
             t => Err(r.error_at(at, what, format!("unknown operand data kind {t}"))),

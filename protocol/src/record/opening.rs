@@ -6,7 +6,7 @@
 //! fit the call and the plan, and whether they hash to the commitment, is
 //! [`Opening::verify`]'s question.
 
-use super::{present, read_blob, OperandData, Sample, Scalars};
+use super::{present, read_blob, read_reference, write_reference, OperandData, Sample, Scalars};
 use crate::call::{flags, GemmCall};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::commit::{self, CallBinding, Hash, Side};
@@ -248,12 +248,7 @@ impl OpenedSide {
                 evidence,
             } => {
                 w.u8(SIDE_REFERENCE);
-                w.u32(*tensor);
-                w.u32(u32::try_from(matrices.len()).unwrap_or(u32::MAX));
-                for &m in matrices {
-                    w.u32(m);
-                }
-                w.bytes(evidence);
+                write_reference(w, *tensor, matrices, evidence);
             }
         }
     }
@@ -263,31 +258,11 @@ impl OpenedSide {
         match r.u8(what)? {
             SIDE_INLINE => Ok(OpenedSide::Inline(OpenedVectors::decode(r, what)?)),
             SIDE_REFERENCE => {
-                let tensor = r.u32(what)?;
-                let count_at = r.offset();
-                let count = r.u32(what)? as usize;
-                match count.checked_mul(4) {
-                    Some(bytes) if bytes <= r.remaining() => {}
-                    _ => {
-                        return Err(r.error_at(
-                            count_at,
-                            what,
-                            format!(
-                                "a reference with {count} matrix indices needs {} bytes, only {} are left",
-                                count as u128 * 4,
-                                r.remaining()
-                            ),
-                        ))
-                    }
-                }
-                let mut matrices = Vec::with_capacity(count);
-                for _ in 0..count {
-                    matrices.push(r.u32(what)?);
-                }
+                let (tensor, matrices, evidence) = read_reference(r, what)?;
                 Ok(OpenedSide::Reference {
                     tensor,
                     matrices,
-                    evidence: read_blob(r, what)?,
+                    evidence,
                 })
             }
             t => Err(r.error_at(at, what, format!("unknown side kind {t}"))),
