@@ -574,6 +574,7 @@ impl StreamReport {
                 "pid": h.pid,
                 "host": h.host,
                 "producer": h.producer,
+                "mode": mode_name(h),
                 "devices": h.devices,
                 "started_unix_ns": h.started_unix_ns,
                 "call_rate_ppm": h.config.call_ppm,
@@ -667,7 +668,12 @@ impl StreamReport {
         if let (Some(h), Some(p)) = (&self.header, &self.policy) {
             let _ = writeln!(
                 s,
-                "  sampled at {} of calls, {} of rows, {} of columns, {} of batches (policy: at least {}, {}, {}, {}); not audited at most {:.2}% per category",
+                "  {} at {} of calls, {} of rows, {} of columns, {} of batches (policy: at least {}, {}, {}, {}); not audited at most {:.2}% per category",
+                if h.schedule == mmaudit_protocol::schedule::ScheduleVersion::Commit {
+                    "commit mode: challenged"
+                } else {
+                    "sampled"
+                },
                 ppm_text(h.config.call_ppm),
                 ppm_text(h.config.row_ppm),
                 ppm_text(h.config.col_ppm),
@@ -871,6 +877,14 @@ impl StreamReport {
             );
         }
         Value::Object(out)
+    }
+}
+
+/// JSON "mode": how the stream was audited.
+fn mode_name(h: &StreamHeader) -> &'static str {
+    match h.schedule {
+        mmaudit_protocol::schedule::ScheduleVersion::Commit => "commit",
+        _ => "sampling",
     }
 }
 
