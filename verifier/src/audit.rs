@@ -68,6 +68,9 @@ pub struct StreamAudit {
     outbox: Option<Vec<Challenge>>,
     through: Option<u64>,
     sent_through: Option<u64>,
+    /// Commit mode, offline with `--graded`: the nonce a verifier session recorded for
+    /// these bytes (inner None: no record).
+    graded: Option<Option<[u8; 16]>>,
     /// Sampled calls whose sample or gap record has not arrived yet.
     pending: BTreeMap<u64, (GemmCall, Plan)>,
     /// Row, column and batch indices held by `pending`'s plans.
@@ -129,6 +132,7 @@ impl StreamAudit {
             outbox: None,
             through: None,
             sent_through: None,
+            graded: None,
             pending: BTreeMap::new(),
             pending_indices: 0,
             overloaded: false,
@@ -173,6 +177,15 @@ impl StreamAudit {
     /// fails (its challenges cannot be re-derived).
     pub fn with_challenge_key(mut self, key: Hash) -> Self {
         self.challenge_key = Some(key);
+        self
+    }
+
+    /// Accepts a commit-mode stream only as a session a verifier graded live: `graded` is
+    /// the nonce recorded for this capture's bytes (`serve --state-dir`), None when no
+    /// session recorded them. Re-grading anything else would give a prover who submits
+    /// captures of its own a challenge oracle (docs/COMMIT.md).
+    pub fn requiring_graded(mut self, graded: Option<[u8; 16]>) -> Self {
+        self.graded = Some(graded);
         self
     }
 
@@ -251,6 +264,16 @@ impl StreamAudit {
                 "the challenge key is the audit key's: the prover holds that key and could predict every challenge".into(),
             );
             return;
+        }
+        if let (true, Some(graded)) = (commit, self.graded) {
+            let nonce = self.report.header.as_ref().map(|h| h.nonce);
+            if graded.is_none() || graded != nonce {
+                self.challenger = None;
+                self.integrity(
+                    "this capture is not a stream a verifier session graded live (no record of its bytes under --graded): re-grading captures a prover submits would give it a challenge oracle".into(),
+                );
+                return;
+            }
         }
         if let (true, Some(key)) = (commit, &self.challenge_key) {
             let nonce = self.report.header.as_ref().map(|h| h.nonce);

@@ -117,6 +117,11 @@ pub struct AuditArgs {
     /// are re-derived from it.
     #[arg(long, value_name = "FILE")]
     pub challenge_key: Option<PathBuf>,
+    /// With --challenge-key: the `--state-dir` of the `serve --commit` that graded the
+    /// sessions; a capture whose bytes it did not record as a session graded live fails
+    /// (so that no capture a prover makes can be graded, only the verifier's own).
+    #[arg(long, value_name = "DIR", requires = "challenge_key")]
+    pub graded: Option<PathBuf>,
 }
 
 /// Why a file could not be checked at all (as opposed to failing the audit).
@@ -271,6 +276,15 @@ fn audit_file(
     }
     if let Some(c) = challenge_key {
         audit = audit.with_challenge_key(c);
+    }
+    if let Some(dir) = &args.audit.graded {
+        let mut hasher = blake3::Hasher::new();
+        hasher
+            .update_reader(File::open(path).with_context(|| format!("cannot open {name}"))?)
+            .with_context(|| format!("cannot read {name}"))?;
+        let nonce = crate::serve::graded_nonce(dir, hasher.finalize().as_bytes())
+            .with_context(|| format!("cannot read --graded {}", dir.display()))?;
+        audit = audit.requiring_graded(nonce);
     }
     let result = audit_reader_into(audit, file, key, |done| {
         if show {

@@ -147,7 +147,9 @@ fn honest_provers_pass_with_every_challenged_call_opened() {
         assert_eq!(r.sampled, p.opened, "seed {seed}: challenged = opened");
         assert_eq!(r.verified, p.opened, "seed {seed}");
         assert!(r.entries_checked > 0);
-        assert!(r.to_text().contains("commit mode: challenged at 50% of calls"));
+        assert!(r
+            .to_text()
+            .contains("commit mode: challenged at 50% of calls"));
         assert_eq!(r.to_json()["header"]["mode"], "commit");
         opened += p.opened;
     }

@@ -1226,9 +1226,19 @@ fn commit_mode_live_honest_provers_pass_cheaters_fail_and_captures_recheck() {
     std::fs::write(&challenge, Key::from_bytes([0xc4; 32]).to_hex()).unwrap();
     std::fs::set_permissions(&challenge, std::fs::Permissions::from_mode(0o600)).unwrap();
     let ck = challenge.to_str().unwrap();
+    let state = dir.join("state");
+    let state_arg = state.to_str().unwrap().to_string();
     let server = Server::spawn(
         dir.clone(),
-        &["--commit", "--challenge-key", ck, "--min-row-rate", "10%"],
+        &[
+            "--commit",
+            "--challenge-key",
+            ck,
+            "--min-row-rate",
+            "10%",
+            "--state-dir",
+            &state_arg,
+        ],
         None,
     );
     let specs: Vec<GemmSpec> = (0..24)
@@ -1275,6 +1285,16 @@ fn commit_mode_live_honest_provers_pass_cheaters_fail_and_captures_recheck() {
         })
         .collect();
     let answered: Vec<(u64, u64)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    // A prover that takes a nonce from the verifier, closes the session and makes a
+    // capture of its own with it (to have it graded offline, again and again).
+    let (socket, hello) = session::connect(server.addr, &key(), TIMEOUT).unwrap();
+    drop(socket);
+    let mut own = CommitProver::new(&key(), hello.nonce, hello.sampling, 9, Cheat::None);
+    for spec in &specs {
+        own.gemm(spec);
+    }
+    let own_capture = dir.join("own.mma");
+    std::fs::write(&own_capture, own.finish(5).bytes()).unwrap();
     // A prover that ignores the hello's mode and samples: its stream fails.
     let (mut socket, hello) = session::connect(server.addr, &key(), TIMEOUT).unwrap();
     let mut sampled = RefProver::new(&key(), config(0.5), 6)
@@ -1329,7 +1349,7 @@ fn commit_mode_live_honest_provers_pass_cheaters_fail_and_captures_recheck() {
                 .args(["--min-row-rate", "10%", "--json"])
                 .arg(&json);
             if with {
-                cmd.args(["--challenge-key", ck]);
+                cmd.args(["--challenge-key", ck, "--graded", &state_arg]);
             }
             cmd.output().unwrap().status.code()
         };
@@ -1342,6 +1362,26 @@ fn commit_mode_live_honest_provers_pass_cheaters_fail_and_captures_recheck() {
         rechecked += 1;
     }
     assert_eq!(rechecked, provers.len());
+    // The prover's own capture, with a nonce this verifier issued, is not a session it
+    // graded: refused before any challenge is drawn.
+    let out = Command::new(env!("CARGO_BIN_EXE_mmaudit-verify"))
+        .arg("check")
+        .arg(&own_capture)
+        .arg("--key-file")
+        .arg(dir.join("audit.key"))
+        .args(["--challenge-key", ck, "--graded", &state_arg])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("not a stream a verifier session graded live"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("missing sample"),
+        "no challenge drawn: {text}"
+    );
     // The audit key is refused as a challenge key.
     let out = Command::new(env!("CARGO_BIN_EXE_mmaudit-verify"))
         .args(["check", "--key-file"])

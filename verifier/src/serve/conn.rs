@@ -169,6 +169,9 @@ pub struct Conn {
     challenges: Option<ChallengesOut>,
     /// the stream is not of the mode the hello asked for
     mode_mismatch: bool,
+    /// commit mode: BLAKE3 of every byte received (the capture's hash), recorded as
+    /// graded when the stream ends (`serve::record_graded`)
+    pub transcript: Option<blake3::Hasher>,
 }
 
 impl Conn {
@@ -216,6 +219,7 @@ impl Conn {
             received: 0,
             continuity_begun: false,
             continuity_written: None,
+            transcript: cfg.challenge_key.map(|_| blake3::Hasher::new()),
             challenges,
             mode_mismatch: false,
         }
@@ -351,6 +355,9 @@ impl Conn {
             };
             self.last_rx = Instant::now();
             self.bytes_rx += n as u64;
+            if let Some(t) = &mut self.transcript {
+                t.update(&buf[..n]);
+            }
             if let Some(msg) = self.capture.write(&buf[..n]) {
                 self.log.push(msg);
             }

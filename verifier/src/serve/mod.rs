@@ -770,6 +770,14 @@ impl Server {
         }
         let (peer, bytes, base) = (conn.peer, conn.bytes_rx, conn.base.clone());
         let elapsed = conn.accepted.elapsed();
+        if let (Some(dir), Some(t), Some(h)) =
+            (&self.opts.state_dir, &conn.transcript, &conn.header)
+        {
+            if let Err(e) = record_graded(dir, t.finalize().as_bytes(), &h.nonce) {
+                self.view
+                    .log(&format!("{peer}: cannot record the graded session: {e}"));
+            }
+        }
         let report = conn.finish();
         let passed = report.passed();
         self.summary.streams += 1;
@@ -867,6 +875,47 @@ impl Server {
         }
         self.view.clear();
     }
+}
+
+/// The directory, under `--state-dir`, that names every commit-mode stream graded live.
+pub const GRADED_DIR: &str = "graded";
+
+/// Records a commit-mode stream graded live: file `graded/<BLAKE3 of its bytes>` holding
+/// its nonce, so that `check --challenge-key --graded DIR` accepts exactly the captures
+/// of sessions this verifier graded (docs/COMMIT.md).
+fn record_graded(
+    state: &std::path::Path,
+    transcript: &[u8; 32],
+    nonce: &[u8; 16],
+) -> std::io::Result<()> {
+    let dir = state.join(GRADED_DIR);
+    std::fs::create_dir_all(&dir)?;
+    let name: String = transcript.iter().map(|b| format!("{b:02x}")).collect();
+    let text: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(dir.join(name), text + "\n")
+}
+
+/// The nonce of the graded session whose bytes hash to `transcript`, if `state` records
+/// one.
+pub fn graded_nonce(
+    state: &std::path::Path,
+    transcript: &[u8; 32],
+) -> std::io::Result<Option<[u8; 16]>> {
+    let name: String = transcript.iter().map(|b| format!("{b:02x}")).collect();
+    let text = match std::fs::read_to_string(state.join(GRADED_DIR).join(name)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let t = text.trim();
+    let mut nonce = [0u8; 16];
+    if t.len() != 32 {
+        return Ok(None);
+    }
+    for (i, b) in nonce.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(std::io::Error::other)?;
+    }
+    Ok(Some(nonce))
 }
 
 /// Notes a connection's stream in the continuity state: at its start, the calls
