@@ -212,7 +212,12 @@ fn stream_section(p: &mut String, i: usize, s: &Value) {
         };
         let _ = writeln!(
             p,
-            "<p class=\"meta\">sampled at {} of calls, {} of rows, {} of columns, {} of batch entries</p>",
+            "<p class=\"meta\">{} at {} of calls, {} of rows, {} of columns, {} of batch entries</p>",
+            if text(h, "mode") == "commit" {
+                "commit mode (docs/COMMIT.md): challenged"
+            } else {
+                "sampled"
+            },
             rate("call_rate_ppm", "min_call_rate_ppm"),
             rate("row_rate_ppm", "min_row_rate_ppm"),
             rate("col_rate_ppm", "min_col_rate_ppm"),

@@ -151,6 +151,14 @@ fn honest_provers_pass_with_every_challenged_call_opened() {
             .to_text()
             .contains("commit mode: challenged at 50% of calls"));
         assert_eq!(r.to_json()["header"]["mode"], "commit");
+        if seed == 0 {
+            let page = mmaudit_verify::html::render(
+                &mmaudit_verify::report::summary_json(std::slice::from_ref(&r)),
+                "test",
+            )
+            .unwrap();
+            assert!(page.contains("commit mode (docs/COMMIT.md): challenged at "));
+        }
         opened += p.opened;
     }
     // about half of 12 x 60 calls
