@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
 done
 
 cargo build --release -q -p mmaudit-fuzz
-targets=(stream records authenticated_payload hello hello_body audit)
+targets=(stream records authenticated_payload hello hello_body audit challenges challenge_body commit_audit)
 started=$(date +%s)
 total=0
 for t in "${targets[@]}"; do

@@ -20,6 +20,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("hello", targets::hello),
     ("hello_body", targets::hello_body),
     ("audit", targets::audit),
+    ("challenges", targets::challenges),
+    ("challenge_body", targets::challenge_body),
+    ("commit_audit", targets::commit_audit),
 ];
 
 /// The committed corpus directory of a target.
@@ -85,6 +88,43 @@ mod tests {
         assert!(huge.contains("unreasonable dimensions"), "{huge}");
         let pending = audit("regression-pending-300");
         assert!(pending.contains("FAIL"), "{pending}");
+    }
+
+    /// The commit-mode seeds start where they say: the honest stream passes with every
+    /// call challenged and its opening verified (and so does the one with placeholder
+    /// commitments, once filled in), the failing one fails for each of its reasons, and
+    /// the huge call hits the plan bound.
+    #[test]
+    fn the_commit_seeds_reach_deep_states() {
+        let audit = |file: &str| {
+            let data = std::fs::read(corpus_dir("commit_audit").join(file)).unwrap();
+            targets::commit_audit_report(&data)
+        };
+        let honest = audit("seed-honest");
+        assert!(honest.passed(), "{}", honest.to_text());
+        assert_eq!(
+            (honest.calls, honest.sampled, honest.verified),
+            (3, 3, 3),
+            "{}",
+            honest.to_text()
+        );
+        let filled = targets::fill_commitments(
+            &std::fs::read(corpus_dir("commit_audit").join("seed-honest-placeholders")).unwrap(),
+        );
+        let placeholders = targets::commit_audit_report(&filled);
+        assert!(placeholders.passed(), "{}", placeholders.to_text());
+        assert_eq!(
+            filled,
+            std::fs::read(corpus_dir("commit_audit").join("seed-honest")).unwrap()
+        );
+        let failing = audit("seed-failing");
+        let text = failing.to_text();
+        assert!(!failing.passed(), "{text}");
+        assert_eq!(failing.integrity_errors, 0, "{text}");
+        assert_eq!(failing.mismatched, 1, "{text}");
+        assert!(text.contains("not under its root"), "{text}");
+        let huge = audit("seed-huge-m").to_text();
+        assert!(huge.contains("unreasonable dimensions"), "{huge}");
     }
 
     /// The driver catches a failing target and says so.

@@ -12,12 +12,20 @@
 //! - [`hello`]: the verifier's hello reader gives the same outcome in any chunking, and
 //!   [`hello_body`]: arbitrary bytes as the body of a correctly MACed hello decode to a
 //!   hello that re-encodes to the same bytes, or to a `Decode` error.
+//! - [`challenges`]: the prover's reader of commit-mode challenge frames gives the same
+//!   outcome in any chunking, and every frame it returns re-encodes to the bytes it came
+//!   from; [`challenge_body`]: arbitrary bytes as the body of a correctly MACed challenge
+//!   frame decode to a frame that re-encodes to the same bytes, or to a `Decode` error.
 
 use crate::call::{
     flags, BatchForm, ComputeType, DType, EntryPoint, Epilogue, GemmCall, Op, Operand, Order,
     ReplayOf, Scalar,
 };
 use crate::codec::{Reader, Writer};
+use crate::commit::frames::{
+    Challenge, ChallengeError, ChallengeFrame, ChallengeReader, ChallengeWriter,
+    CHALLENGE_MAC_DOMAIN, MAX_CHALLENGE_FRAME,
+};
 use crate::config::SamplingConfig;
 use crate::handshake::{
     restamp_nonce, HandshakeError, HelloReader, HelloTensor, ServerHello, HELLO_FIXED_LEN,
@@ -25,9 +33,10 @@ use crate::handshake::{
 };
 use crate::keys::Key;
 use crate::record::{End, Gap, GapReason, Notice, NoticeKind, OperandData, Record, Sample};
+use crate::schedule::Plan;
 use crate::stream::{
     Compression, Event, StreamError, StreamHeader, StreamReader, StreamWriter, CODEC_NONE,
-    CODEC_ZSTD,
+    CODEC_ZSTD, MAC_LEN,
 };
 
 /// The key of every fuzzing stream.
@@ -449,5 +458,170 @@ pub fn hello_body(data: &[u8]) {
         }
         Err(HandshakeError::Decode(_) | HandshakeError::KeyMismatch { .. }) => {}
         Err(e) => panic!("an authenticated hello body gave {e}"),
+    }
+}
+
+/// The MAC of the hello that the challenge frames of the fuzzing harnesses follow (the
+/// previous MAC of frame 0).
+pub const CHALLENGE_HELLO_MAC: [u8; MAC_LEN] = *b"fuzzing hello MAC, 32 bytes long";
+
+/// Challenge frames for seeding a fuzzer, written with [`key`] after
+/// [`CHALLENGE_HELLO_MAC`]: an empty frame, a frame with two challenges (one of several
+/// batch entries), an empty frame that only moves `through` on, and a frame with one
+/// challenge of an empty plan.
+pub fn seed_challenge_frames() -> Vec<Vec<u8>> {
+    let plan = |rows: &[u64], cols: &[u64], batches: &[u64]| Plan {
+        rows: rows.to_vec(),
+        cols: cols.to_vec(),
+        batches: batches.to_vec(),
+    };
+    let mut w = ChallengeWriter::new(&key(), CHALLENGE_HELLO_MAC);
+    vec![
+        w.frame(3, &[]),
+        w.frame(
+            9,
+            &[
+                Challenge {
+                    index: 5,
+                    plan: plan(&[0, 2, 7], &[1], &[0]),
+                },
+                Challenge {
+                    index: 9,
+                    plan: plan(&[3], &[0, 4], &[1, 2, 5]),
+                },
+            ],
+        ),
+        w.frame(12, &[]),
+        w.frame(
+            1 << 40,
+            &[Challenge {
+                index: 1 << 40,
+                plan: plan(&[], &[], &[]),
+            }],
+        ),
+    ]
+}
+
+/// What feeding challenge frames produced: the frames returned, and the verdict (the
+/// first error, or the bytes held of an incomplete frame at the end).
+#[derive(Debug)]
+pub struct ChallengeOutcome {
+    /// Frames in order.
+    pub frames: Vec<ChallengeFrame>,
+    /// `Ok(buffered)` iff no byte was refused.
+    pub result: Result<usize, ChallengeError>,
+}
+
+/// Feeds `bytes` to a fresh [`ChallengeReader`] ([`key`], [`CHALLENGE_HELLO_MAC`]) in
+/// chunks as [`feed`] does, stopping at the first error.
+pub fn feed_challenges(bytes: &[u8], chunking: &[u8]) -> ChallengeOutcome {
+    let mut reader = ChallengeReader::new(&key(), CHALLENGE_HELLO_MAC);
+    let mut frames = Vec::new();
+    let mut rest = bytes;
+    let mut sizes = chunking.iter().cycle();
+    while !rest.is_empty() {
+        let n = match sizes.next() {
+            Some(&c) if c != 0 => (c as usize).min(rest.len()),
+            _ => rest.len(),
+        };
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        match reader.push(chunk) {
+            Ok(mut f) => frames.append(&mut f),
+            Err(e) => {
+                return ChallengeOutcome {
+                    frames,
+                    result: Err(e),
+                }
+            }
+        }
+    }
+    ChallengeOutcome {
+        frames,
+        result: Ok(reader.buffered()),
+    }
+}
+
+/// Harness: `data[0]` says how many of the following bytes are a chunking (as for
+/// [`stream`]); the rest is the challenge bytes a prover receives. Decodes them whole,
+/// in that chunking and byte by byte, and panics if the verdicts differ or if the frames
+/// returned differ beyond what the reader's contract allows: a push that fails returns
+/// none of the frames it completed, so each reading returns a prefix of the byte-by-byte
+/// one's frames (which are every frame before the error), and all of them when nothing
+/// failed. Each of those frames must re-encode ([`ChallengeWriter`], same key, hello MAC
+/// and sequence) to exactly the bytes it was read from. Returns the whole-input outcome.
+pub fn challenges(data: &[u8]) -> ChallengeOutcome {
+    let Some((&n, rest)) = data.split_first() else {
+        return feed_challenges(&[], &[]);
+    };
+    let (chunking, bytes) = rest.split_at((n as usize).min(rest.len()));
+    let whole = feed_challenges(bytes, &[]);
+    let chunked = feed_challenges(bytes, chunking);
+    let bytewise = feed_challenges(bytes, &[1]);
+    for o in [&whole, &chunked] {
+        assert_eq!(o.result, bytewise.result);
+        assert!(bytewise.frames.starts_with(&o.frames), "{o:?} {bytewise:?}");
+        if o.result.is_ok() {
+            assert_eq!(o.frames, bytewise.frames);
+        }
+    }
+    let mut w = ChallengeWriter::new(&key(), CHALLENGE_HELLO_MAC);
+    let mut at = 0;
+    for (i, f) in bytewise.frames.iter().enumerate() {
+        assert_eq!(f.seq, i as u64, "{f:?}");
+        let again = w.frame(f.through, &f.challenges);
+        assert_eq!(
+            bytes.get(at..at + again.len()),
+            Some(&again[..]),
+            "frame {i} does not re-encode to its bytes: {f:?}"
+        );
+        at += again.len();
+    }
+    if let Ok(buffered) = bytewise.result {
+        assert_eq!(at + buffered, bytes.len());
+    }
+    whole
+}
+
+/// Harness: `data` becomes the body (`seq` to the last challenge) of challenge frame 0,
+/// with its length and a correct MAC (the only way a fuzzer gets past the MAC); when
+/// `data[0]` is even its first 8 bytes are made sequence 0. Decoding must give a
+/// `Decode` error, a length or sequence error that the bytes explain, or one frame that
+/// re-encodes to the same bytes.
+pub fn challenge_body(data: &[u8]) {
+    let mut body = data.to_vec();
+    if body.len() >= 8 && data[0].is_multiple_of(2) {
+        body[..8].copy_from_slice(&0u64.to_le_bytes());
+    }
+    let mut w = Writer::new();
+    w.u32(body.len() as u32);
+    w.raw(&body);
+    let mac = {
+        let mut h = blake3::Hasher::new_keyed(&key().mac_key());
+        h.update(CHALLENGE_MAC_DOMAIN);
+        h.update(&CHALLENGE_HELLO_MAC);
+        h.update(&w.buf);
+        *h.finalize().as_bytes()
+    };
+    w.raw(&mac);
+    let bytes = w.buf;
+    let len = body.len() as u32;
+    match ChallengeReader::new(&key(), CHALLENGE_HELLO_MAC).push(&bytes) {
+        Ok(frames) => {
+            assert_eq!(frames.len(), 1, "{frames:?}");
+            let again = ChallengeWriter::new(&key(), CHALLENGE_HELLO_MAC)
+                .frame(frames[0].through, &frames[0].challenges);
+            assert_eq!(again, bytes, "{frames:?}");
+        }
+        Err(ChallengeError::Length { seq: 0, len: l }) => {
+            assert_eq!(l, len);
+            assert!(!(20..=MAX_CHALLENGE_FRAME).contains(&len));
+        }
+        Err(ChallengeError::Sequence { got, want: 0 }) => {
+            assert_eq!(body.get(..8), Some(&got.to_le_bytes()[..]));
+            assert_ne!(got, 0);
+        }
+        Err(ChallengeError::Decode(_)) => {}
+        Err(e) => panic!("an authenticated challenge frame gave {e}"),
     }
 }

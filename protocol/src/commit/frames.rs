@@ -353,6 +353,43 @@ mod tests {
         assert!(r.push(&frames[1]).is_err(), "a failed reader stays failed");
     }
 
+    /// The fuzzing harnesses' properties hold on the seed frames, on every prefix and on
+    /// every single-bit change of them (as bytes received, and as a frame body behind a
+    /// valid MAC), in one piece and in pieces of 5 bytes.
+    #[test]
+    fn fuzzing_harnesses_hold_on_every_prefix_and_bit_flip() {
+        use crate::fuzzing;
+        let frames = fuzzing::seed_challenge_frames();
+        let all = frames.concat();
+        let whole = fuzzing::challenges(&[&[0u8][..], &all].concat());
+        assert_eq!(whole.frames.len(), frames.len());
+        assert_eq!(whole.result, Ok(0));
+        let both = |bytes: &[u8]| {
+            fuzzing::challenges(&[&[0u8][..], bytes].concat());
+            fuzzing::challenges(&[&[1u8, 5][..], bytes].concat());
+        };
+        for end in 0..all.len() {
+            both(&all[..end]);
+        }
+        for i in 0..all.len() * 8 {
+            let mut bad = all.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            both(&bad);
+        }
+        for f in &frames {
+            let body = &f[4..f.len() - MAC_LEN];
+            fuzzing::challenge_body(body);
+            for end in 0..body.len() {
+                fuzzing::challenge_body(&body[..end]);
+            }
+            for i in 0..body.len() * 8 {
+                let mut bad = body.to_vec();
+                bad[i / 8] ^= 1 << (i % 8);
+                fuzzing::challenge_body(&bad);
+            }
+        }
+    }
+
     #[test]
     fn lengths_and_counts_are_capped_before_allocating() {
         let key = Key::from_bytes([3; 32]);
