@@ -331,7 +331,7 @@ impl Committed {
     }
 
     fn commitment(&self) -> Hash {
-        let root = |v: &[Vec<u8>]| commit::tree_root(&leaves(v));
+        let root = |v: &[Vec<u8>]| commit::vectors_root(v);
         let binding = CallBinding {
             a: Side::Inline(root(&self.a)),
             b: Side::Inline(root(&self.b)),
@@ -344,23 +344,8 @@ impl Committed {
 
     /// The opening of the call challenged with `plan`.
     fn open(&self, plan: &Plan) -> Opening {
-        let open = |vectors: &[Vec<u8>], per: u64, picks: &[u64]| -> OpenedVectors {
-            let ls = leaves(vectors);
-            let mut out = OpenedVectors {
-                root: commit::tree_root(&ls),
-                vectors: Vec::new(),
-                paths: Vec::new(),
-            };
-            for &bi in &plan.batches {
-                for &x in picks {
-                    let leaf = (bi * per + x) as usize;
-                    out.vectors.extend_from_slice(&vectors[leaf]);
-                    for h in commit::audit_path(&ls, leaf).unwrap_or_default() {
-                        out.paths.extend_from_slice(&h);
-                    }
-                }
-            }
-            out
+        let open = |vectors: &[Vec<u8>], per: u64, picks: &[u64]| {
+            OpenedVectors::open(vectors, per, &plan.batches, picks)
         };
         let call = &self.call;
         Opening {
@@ -376,10 +361,6 @@ impl Committed {
             small: self.small.clone(),
         }
     }
-}
-
-fn leaves(vectors: &[Vec<u8>]) -> Vec<Hash> {
-    vectors.iter().map(|v| commit::leaf_hash(v)).collect()
 }
 
 /// The calls of the commit-mode seeds: the fuzzing seed call (f16, a strided batch of 2,

@@ -117,6 +117,12 @@ pub fn depth(leaves: u64) -> u64 {
     }
 }
 
+/// The root of the tree over the leaf hashes of `vectors` (an operand's root).
+pub fn vectors_root<V: AsRef<[u8]>>(vectors: &[V]) -> Hash {
+    let leaves: Vec<Hash> = vectors.iter().map(|v| leaf_hash(v.as_ref())).collect();
+    tree_root(&leaves)
+}
+
 /// The length of the audit path of leaf `index` among `leaves`: [`depth`] for a full
 /// tree, less for leaves of a right subtree that is not (0 when `index` is out of
 /// range).

@@ -94,10 +94,6 @@ pub struct CommitProver {
     stream_id: u64,
 }
 
-fn leaves(vectors: &[Vec<u8>]) -> Vec<Hash> {
-    vectors.iter().map(|v| commit::leaf_hash(v)).collect()
-}
-
 impl CommitProver {
     /// A prover of a session with this nonce and sampling configuration (the hello's);
     /// `seed` fixes its operands.
@@ -244,10 +240,10 @@ impl CommitProver {
             call: call.clone(),
         };
         let binding = CallBinding {
-            a: Side::Inline(commit::tree_root(&leaves(&kept.a))),
-            b: Side::Inline(commit::tree_root(&leaves(&kept.b))),
-            c: commit::tree_root(&leaves(&kept.c)),
-            d: commit::tree_root(&leaves(&kept.d)),
+            a: Side::Inline(commit::vectors_root(&kept.a)),
+            b: Side::Inline(commit::vectors_root(&kept.b)),
+            c: commit::vectors_root(&kept.c),
+            d: commit::vectors_root(&kept.d),
             small: kept.small.hash(),
         };
         let commitment = commit::call_commitment(&call, &binding);
@@ -284,23 +280,8 @@ impl CommitProver {
             return;
         }
         let call = &kept.call;
-        let open = |vectors: &[Vec<u8>], per: u64, picks: &[u64]| -> OpenedVectors {
-            let ls = leaves(vectors);
-            let mut out = OpenedVectors {
-                root: commit::tree_root(&ls),
-                vectors: Vec::new(),
-                paths: Vec::new(),
-            };
-            for &bi in &plan.batches {
-                for &x in picks {
-                    let leaf = (bi * per + x) as usize;
-                    out.vectors.extend_from_slice(&vectors[leaf]);
-                    for h in commit::audit_path(&ls, leaf).expect("leaf in range") {
-                        out.paths.extend_from_slice(&h);
-                    }
-                }
-            }
-            out
+        let open = |vectors: &[Vec<u8>], per: u64, picks: &[u64]| {
+            OpenedVectors::open(vectors, per, &plan.batches, picks)
         };
         let mut d = open(&kept.d, call.n, &plan.cols);
         if self.cheat == Cheat::AlterAfterCommit {

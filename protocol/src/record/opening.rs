@@ -155,6 +155,31 @@ impl SmallData {
 }
 
 impl OpenedVectors {
+    /// The prover's side: the opening of `vectors` (all of an operand's, in order
+    /// `[batch member][vector]`, `per` vectors a member) at the plan's batch entries
+    /// `batches` and indices `picks`, each with its audit path.
+    pub fn open<V: AsRef<[u8]>>(vectors: &[V], per: u64, batches: &[u64], picks: &[u64]) -> Self {
+        let leaves: Vec<Hash> = vectors
+            .iter()
+            .map(|v| commit::leaf_hash(v.as_ref()))
+            .collect();
+        let mut out = OpenedVectors {
+            root: commit::tree_root(&leaves),
+            vectors: Vec::new(),
+            paths: Vec::new(),
+        };
+        for &b in batches {
+            for &x in picks {
+                let leaf = (b * per + x) as usize;
+                out.vectors.extend_from_slice(vectors[leaf].as_ref());
+                for h in commit::audit_path(&leaves, leaf).unwrap_or_default() {
+                    out.paths.extend_from_slice(&h);
+                }
+            }
+        }
+        out
+    }
+
     fn encode(&self, w: &mut Writer) {
         w.raw(&self.root);
         w.bytes(&self.vectors);
