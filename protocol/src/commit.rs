@@ -63,14 +63,17 @@ fn nonce_tag(challenge_key: &Hash, random: &[u8; 8]) -> [u8; 8] {
     h.finalize().as_bytes()[..8].try_into().expect("8 bytes")
 }
 
-/// The public key of leaf hashes: BLAKE3 of `"mmaudit-commit-leaf-v1"`.
+/// The public key of leaf hashes: BLAKE3 of `"mmaudit-commit-leaf-v1"` (computed once).
 pub fn leaf_key() -> Hash {
-    *blake3::hash(LEAF_KEY_TEXT).as_bytes()
+    static KEY: std::sync::OnceLock<Hash> = std::sync::OnceLock::new();
+    *KEY.get_or_init(|| *blake3::hash(LEAF_KEY_TEXT).as_bytes())
 }
 
-/// The public key of inner-node hashes: BLAKE3 of `"mmaudit-commit-node-v1"`.
+/// The public key of inner-node hashes: BLAKE3 of `"mmaudit-commit-node-v1"` (computed
+/// once).
 pub fn node_key() -> Hash {
-    *blake3::hash(NODE_KEY_TEXT).as_bytes()
+    static KEY: std::sync::OnceLock<Hash> = std::sync::OnceLock::new();
+    *KEY.get_or_init(|| *blake3::hash(NODE_KEY_TEXT).as_bytes())
 }
 
 /// The hash of one vector's bytes.
