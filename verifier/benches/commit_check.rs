@@ -49,7 +49,9 @@ fn main() {
     let mut plans = Vec::new();
     for _ in 0..CALLS {
         let (call, c) = commit.gemm(&spec);
-        let plan = challenger.challenge(&call, &c.expect("auditable")).expect("every call");
+        let plan = challenger
+            .challenge(&call, &c.expect("auditable"))
+            .expect("every call");
         commit.open(call.index, &plan);
         plans.push((call, plan, c.expect("auditable")));
     }
@@ -93,7 +95,11 @@ fn main() {
     println!("|---|---|---|---|---|");
     for (mode, bytes, t) in [
         ("sampling (sample records)", sampled_bytes.len(), t_sampled),
-        ("commit (commitment + opening)", commit_bytes.len(), t_commit),
+        (
+            "commit (commitment + opening)",
+            commit_bytes.len(),
+            t_commit,
+        ),
     ] {
         println!(
             "| {mode} | {bytes} | {:.0} | {:.2} | {:.1} |",
