@@ -9,25 +9,15 @@
 //!
 //! Run: cargo bench -p mmaudit-verify --bench check_parts
 
-use std::time::Instant;
-
 use mmaudit_protocol::call::DType;
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::num;
 use mmaudit_protocol::record::{OperandData, Record};
 use mmaudit_protocol::stream::{Event, StreamReader};
-use mmaudit_verify::bench::{check_capture, honest_capture};
-use mmaudit_verify::recompute::{self, Lanes, Scalars};
+use std::time::Instant;
 
-fn best(mut f: impl FnMut()) -> f64 {
-    (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
+use mmaudit_verify::bench::{best_of_five, check_capture, honest_capture};
+use mmaudit_verify::recompute::{self, Lanes, Scalars};
 
 fn main() {
     mmaudit_verify::tune_allocator();
@@ -62,12 +52,12 @@ fn main() {
     let cols: Vec<Vec<u8>> = samples.iter().map(|s| operand(&s.b_cols)).collect();
     let operand_bytes: usize = rows.iter().chain(&cols).map(Vec::len).sum();
 
-    let whole = best(|| {
+    let whole = best_of_five(|| {
         let r = check_capture(&key, &bytes).expect("a capture");
         assert!(r.passed());
     });
     // as `check` reads: 1 MiB at a time
-    let read = best(|| {
+    let read = best_of_five(|| {
         let mut reader = StreamReader::new(&key);
         for chunk in bytes.chunks(1 << 20) {
             std::hint::black_box(reader.push(chunk).expect("a capture"));
@@ -112,7 +102,7 @@ fn main() {
     // it, a keyed hash per frame), and zstd decompression of the records (here the
     // sampled operands, compressed as the library does: level 1, 128 KiB frames).
     let mac_key = [7u8; 32];
-    let mac = best(|| {
+    let mac = best_of_five(|| {
         for frame in bytes.chunks(128 << 10) {
             std::hint::black_box(blake3::keyed_hash(&mac_key, frame));
         }
@@ -124,7 +114,7 @@ fn main() {
         .collect();
     let compressed: usize = frames.iter().map(|f| f.0.len()).sum();
     let mut d = zstd::bulk::Decompressor::new().expect("zstd");
-    let unzstd = best(|| {
+    let unzstd = best_of_five(|| {
         for (f, n) in &frames {
             std::hint::black_box(d.decompress(f, *n).expect("zstd"));
         }

@@ -8,8 +8,6 @@
 //!
 //! Run: cargo bench -p mmaudit-verify --bench commit_check
 
-use std::time::Instant;
-
 use mmaudit_protocol::call::{ComputeType, DType};
 use mmaudit_protocol::commit::{issue_nonce, Challenger};
 use mmaudit_protocol::config::SamplingConfig;
@@ -18,20 +16,11 @@ use mmaudit_protocol::record::Record;
 use mmaudit_tests::commitprover::{Cheat, CommitProver};
 use mmaudit_tests::refprover::{GemmSpec, RefProver};
 use mmaudit_verify::audit::StreamAudit;
+use mmaudit_verify::bench::best_of_five;
 use mmaudit_verify::check::audit_reader_into;
 use mmaudit_verify::policy::Policy;
 
 const CALLS: usize = 50;
-
-fn best(mut f: impl FnMut()) -> f64 {
-    (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
 
 fn main() {
     mmaudit_verify::tune_allocator();
@@ -82,9 +71,9 @@ fn main() {
         assert!(r.passed(), "{}", r.to_text());
         assert_eq!(r.verified, CALLS as u64);
     };
-    let t_commit = best(|| check(&commit_bytes, true));
-    let t_sampled = best(|| check(&sampled_bytes, false));
-    let t_open = best(|| {
+    let t_commit = best_of_five(|| check(&commit_bytes, true));
+    let t_sampled = best_of_five(|| check(&sampled_bytes, false));
+    let t_open = best_of_five(|| {
         for ((call, plan, c), o) in plans.iter().zip(&openings) {
             o.verify(call, plan, c).expect("honest opening");
         }

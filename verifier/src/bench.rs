@@ -200,6 +200,18 @@ fn recompute_call(k: u64) -> mmaudit_protocol::call::GemmCall {
     crate::cheat::linear_call(DType::BF16, ComputeType::F32, k)
 }
 
+/// The shortest of five runs of `f`, in seconds (the benchmarks' timing: the VM's noise
+/// only ever adds time).
+pub fn best_of_five(mut f: impl FnMut()) -> f64 {
+    (0..5)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// Checks an in-memory capture as `bench` times it: one thread, the lenient policy.
 pub fn check_capture(key: &Key, bytes: &[u8]) -> Result<StreamReport, NotChecked> {
     audit_reader_threads(
