@@ -54,6 +54,13 @@ pub enum Cheat {
     },
     /// Commits to the honest D, then opens D with one entry changed.
     AlterAfterCommit,
+    /// Binds op(A) by reference to the verifier's tensor but computes D with weights
+    /// one part in `ppm` off in every element (another fine-tune, a requantised
+    /// copy).
+    OtherWeights {
+        /// relative change of every weight, parts per million
+        ppm: u32,
+    },
 }
 
 /// Everything committed for one call, kept until it is opened.
@@ -70,6 +77,8 @@ struct Kept {
     faked_rows: Vec<u64>,
     /// the call was skipped
     skipped: bool,
+    /// op(A) is bound by reference
+    referenced: bool,
 }
 
 /// The commit-mode reference prover.
@@ -92,6 +101,8 @@ pub struct CommitProver {
     last_committed: Option<u64>,
     committed_before: Option<u64>,
     stream_id: u64,
+    /// op(A) taken from a weight is bound as a reference to this tensor of the hello
+    reference: Option<u32>,
 }
 
 impl CommitProver {
@@ -119,7 +130,16 @@ impl CommitProver {
             last_committed: None,
             committed_before: None,
             stream_id: 0xc0,
+            reference: None,
         }
+    }
+
+    /// From now on op(A) taken from a weight ([`GemmSpec::a_weight`], a 2-D tensor) is
+    /// bound as a reference to tensor `tensor` of the verifier's hello, as the library
+    /// does for held weights: not hashed, not kept, opened with evidence only.
+    pub fn with_reference(mut self, tensor: u32) -> Self {
+        self.reference = Some(tensor);
+        self
     }
 
     /// The same prover with another stream id in its header (default 0xc0).
@@ -132,8 +152,8 @@ impl CommitProver {
     /// Returns the call and its commitment (None for a call that is not audited).
     pub fn gemm(&mut self, spec: &GemmSpec) -> (GemmCall, Option<Hash>) {
         assert!(
-            spec.a_weight.is_none() && spec.b_weight.is_none(),
-            "the commit prover draws its own operands"
+            spec.b_weight.is_none(),
+            "the commit prover takes only op(A) from a weight"
         );
         let call = spec.to_call(self.next_index);
         self.next_index += 1;
@@ -151,7 +171,20 @@ impl CommitProver {
         let mut draw = |count: usize, dtype| -> Vec<f64> {
             (0..count).map(|_| random_value(rng, dtype)).collect()
         };
-        let a = draw(batch * m * k, spec.input); // [b][row][k]
+        let a = match &spec.a_weight {
+            // [b][row][k], from the weight's rows
+            Some(w) => {
+                assert_eq!(w.dims(), (m, k), "the weight does not fit the call");
+                let mut v = Vec::with_capacity(batch * m * k);
+                for b in 0..batch {
+                    for row in 0..m {
+                        w.push_vector(b, row, &mut v);
+                    }
+                }
+                v
+            }
+            None => draw(batch * m * k, spec.input), // [b][row][k]
+        };
         let b = draw(batch * n * k, spec.input); // [b][col][k]
         let c = if call.reads_c() {
             draw(batch * n * m, spec.output) // [b][col][row]
@@ -193,6 +226,15 @@ impl CommitProver {
             Cheat::SkipCalls { ppm, .. } => (Vec::new(), self.rng.gen_range(0..1_000_000) < ppm),
             _ => (Vec::new(), false),
         };
+        // The weights the GPU multiplies by: the committed ones, or for the cheat other
+        // weights (rounded to the input type).
+        let used: Vec<f64> = match self.cheat {
+            Cheat::OtherWeights { ppm } => a
+                .iter()
+                .map(|&x| num::round_to(spec.input, x * (1.0 + ppm as f64 * 1e-6)))
+                .collect(),
+            _ => a.clone(),
+        };
         let mut d = vec![0.0; batch * n * m]; // [b][col][row]
         if !skipped {
             for bi in 0..batch {
@@ -203,7 +245,7 @@ impl CommitProver {
                             alpha,
                             beta,
                             scales,
-                            &a[(bi * m + row) * k..][..k],
+                            &used[(bi * m + row) * k..][..k],
                             &b[(bi * n + col) * k..][..k],
                             c.get((bi * n + col) * m + row).copied().unwrap_or(0.0),
                             bias.get((bi % bias_vectors) * m + row)
@@ -237,10 +279,17 @@ impl CommitProver {
             small,
             faked_rows,
             skipped,
+            referenced: self.reference.is_some() && spec.a_weight.is_some(),
             call: call.clone(),
         };
         let binding = CallBinding {
-            a: Side::Inline(commit::vectors_root(&kept.a)),
+            a: match (self.reference, &spec.a_weight) {
+                (Some(tensor), Some(_)) => Side::Reference {
+                    tensor,
+                    matrices: Vec::new(),
+                },
+                _ => Side::Inline(commit::vectors_root(&kept.a)),
+            },
             b: Side::Inline(commit::vectors_root(&kept.b)),
             c: commit::vectors_root(&kept.c),
             d: commit::vectors_root(&kept.d),
@@ -289,7 +338,22 @@ impl CommitProver {
         }
         self.records.push(Record::Opening(Box::new(Opening {
             index,
-            a: OpenedSide::Inline(open(&kept.a, call.m, &plan.rows)),
+            a: match (self.reference, kept.referenced) {
+                (Some(tensor), true) => OpenedSide::Reference {
+                    tensor,
+                    matrices: Vec::new(),
+                    evidence: plan
+                        .batches
+                        .iter()
+                        .flat_map(|&b| plan.rows.iter().map(move |&r| (b, r)))
+                        .flat_map(|(b, r)| {
+                            let row = &kept.a[(b * call.m + r) as usize];
+                            row[..call.a.dtype.size()].to_vec()
+                        })
+                        .collect(),
+                },
+                _ => OpenedSide::Inline(open(&kept.a, call.m, &plan.rows)),
+            },
             b: OpenedSide::Inline(open(&kept.b, call.n, &plan.cols)),
             c: if kept.c.is_empty() {
                 OpenedVectors {

@@ -88,7 +88,7 @@ impl WeightOperand {
     }
 
     /// (outer dimension, k) of the operand this weight makes.
-    fn dims(&self) -> (usize, usize) {
+    pub fn dims(&self) -> (usize, usize) {
         match self.along {
             Along::Rows => (self.rows, self.cols),
             Along::Cols => (self.cols, self.rows),
@@ -96,7 +96,7 @@ impl WeightOperand {
     }
 
     /// Appends vector `x` of the matrix batch entry `b` uses.
-    fn push_vector(&self, b: usize, x: usize, out: &mut Vec<f64>) {
+    pub fn push_vector(&self, b: usize, x: usize, out: &mut Vec<f64>) {
         let s = self.slice.unwrap_or(if self.slices == 1 { 0 } else { b });
         let m = &self.values[s * self.rows * self.cols..][..self.rows * self.cols];
         match self.along {

@@ -356,3 +356,92 @@ fn calls_left_uncommitted_count_against_the_policy_and_missing_commitments_fail(
         r.to_text()
     );
 }
+
+#[test]
+fn held_weights_bound_by_reference_pass_and_other_weights_fail() {
+    use mmaudit_protocol::num;
+    use mmaudit_tests::refprover::{Along, WeightOperand};
+    use std::sync::Arc;
+
+    // A bf16 weight of 64 x 48, the one tensor of a file the verifier holds (id 0).
+    let dir = std::env::temp_dir().join(format!("mmaudit-commit-weights-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let values: Vec<f64> = (0..64 * 48)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            num::round_to(
+                DType::BF16,
+                (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0,
+            )
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    num::encode_into(DType::BF16, &values, &mut bytes);
+    let path = dir.join("model.safetensors");
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, vec![64, 48], &bytes)
+        .unwrap();
+    safetensors::serialize_to_file(vec![("w.weight".to_string(), view)], None, &path).unwrap();
+    let weights =
+        mmaudit_verify::check::load_weight_policy(&[path], true, mmaudit_verify::out::To::Stderr)
+            .unwrap()
+            .unwrap();
+    let spec = GemmSpec::with_a_weight(
+        WeightOperand::new(Arc::from(values), &[64, 48], Along::Rows),
+        4,
+        DType::BF16,
+    );
+    let rates = SamplingConfig {
+        call_ppm: 500_000,
+        ..config()
+    };
+    for (cheat, pass) in [
+        (Cheat::None, true),
+        (Cheat::OtherWeights { ppm: 50_000 }, false),
+    ] {
+        let challenger = Challenger::new(challenge_key(), nonce(21), rates);
+        let mut p = CommitProver::new(&key(), nonce(21), rates, 21, cheat).with_reference(0);
+        for _ in 0..20 {
+            let (call, c) = p.gemm(&spec);
+            if let Some(plan) = c.and_then(|c| challenger.challenge(&call, &c)) {
+                p.open(call.index, &plan);
+            }
+        }
+        assert!(p.opened > 0);
+        let capture = p.finish(5).bytes();
+        // op(A) never travelled: the openings carry one evidence element per row.
+        assert!(
+            capture.len() < 20 * 64 * 48 * 2 / 4,
+            "{} bytes",
+            capture.len()
+        );
+        let held = StreamAudit::new("weights", &key(), 100)
+            .with_policy(Policy::default())
+            .with_challenge_key(challenge_key())
+            .with_weights(weights.clone());
+        let r = audit_reader_into(held, &capture[..], &key(), |_| {}).unwrap();
+        assert_eq!(r.passed(), pass, "{cheat:?}: {}", r.to_text());
+        let w = r.weights.as_ref().unwrap();
+        if pass {
+            assert_eq!((w.referenced, w.matched), (p.opened, p.opened));
+            assert_eq!(w.tensors.get("w.weight"), Some(&p.opened));
+        } else {
+            assert!(kinds(&r)
+                .iter()
+                .all(|k| matches!(k, FailureKind::Mismatch | FailureKind::Precision)));
+            assert!(r.mismatched > 0);
+        }
+        // Checked without the weights, the references cannot be resolved: it fails.
+        if pass {
+            let r = audit(&capture);
+            assert!(!r.passed());
+            assert!(
+                r.failures[0].message.contains("--weights"),
+                "{}",
+                r.to_text()
+            );
+        }
+    }
+}
