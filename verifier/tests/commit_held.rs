@@ -59,10 +59,16 @@ fn specs() -> Vec<GemmSpec> {
     out
 }
 
-fn expect_fail(name: &str, p: &CommitProver) {
+/// The capture of `p` fails, its first failure saying `want`.
+fn expect_fail(name: &str, p: &CommitProver, want: &str) {
     let r = audit(&p.finish(5).bytes());
     assert!(!r.passed(), "{name} passed:\n{}", r.to_text());
-    eprintln!("{name}: {:?} {}", r.failures[0].kind, r.failures[0].message);
+    assert!(
+        r.failures[0].message.contains(want),
+        "{name}: {:?} {}",
+        r.failures[0].kind,
+        r.failures[0].message
+    );
 }
 
 fn first_opening(p: &mut CommitProver) -> usize {
@@ -88,7 +94,7 @@ fn mutations_fail() {
         let (x, y) = a.vectors.split_at_mut(w);
         x.swap_with_slice(&mut y[..w]);
     }
-    expect_fail("swapped vectors", &p);
+    expect_fail("swapped vectors", &p, "is not under its root");
 
     // one hash moved from one path to the next (same total)
     let mut p = honest(1, &specs());
@@ -99,14 +105,18 @@ fn mutations_fail() {
         };
         a.paths.rotate_left(32);
     }
-    expect_fail("rotated paths", &p);
+    expect_fail("rotated paths", &p, "is not under its root");
 
     // duplicated opening
     let mut p = honest(1, &specs());
     let i = first_opening(&mut p);
     let o = p.records[i].clone();
     p.records.insert(i + 1, o);
-    expect_fail("duplicate opening", &p);
+    expect_fail(
+        "duplicate opening",
+        &p,
+        "which was not challenged or was already resolved",
+    );
 
     // opening before its commitment
     let mut p = honest(1, &specs());
@@ -114,18 +124,30 @@ fn mutations_fail() {
     let o = p.records.remove(i);
     let c = p.records.iter().position(|r| matches!(r, Record::Commitment(c) if Some(c.index) == match &o { Record::Opening(o) => Some(o.index), _ => None })).unwrap();
     p.records.insert(c, o);
-    expect_fail("opening before commitment", &p);
+    expect_fail(
+        "opening before commitment",
+        &p,
+        "which was not challenged or was already resolved",
+    );
 
     // commitment before its ledger record
     let mut p = honest(1, &specs());
     p.records.swap(0, 1);
-    expect_fail("commitment before ledger", &p);
+    expect_fail(
+        "commitment before ledger",
+        &p,
+        "not an auditable call awaiting its commitment",
+    );
 
     // a second commitment
     let mut p = honest(1, &specs());
     let c = p.records[1].clone();
     p.records.insert(2, c);
-    expect_fail("two commitments", &p);
+    expect_fail(
+        "two commitments",
+        &p,
+        "not an auditable call awaiting its commitment",
+    );
 
     // "not committed" for a committed call
     let mut p = honest(1, &specs());
@@ -134,7 +156,11 @@ fn mutations_fail() {
         reason: GapReason::NotCommitted,
         detail: String::new(),
     }));
-    expect_fail("not committed after commitment", &p);
+    expect_fail(
+        "not committed after commitment",
+        &p,
+        "was not committed, but it is not an auditable call",
+    );
 
     // "not retained" for an unchallenged call
     let mut p = honest(1, &specs());
@@ -152,7 +178,11 @@ fn mutations_fail() {
         reason: GapReason::NotRetained,
         detail: String::new(),
     }));
-    expect_fail("not retained unchallenged", &p);
+    expect_fail(
+        "not retained unchallenged",
+        &p,
+        "which is not a sampled call awaiting its data",
+    );
 
     // a sample record in a commit-mode stream
     let mut p = honest(1, &specs());
@@ -172,7 +202,11 @@ fn mutations_fail() {
         scale_rows: vec![],
         scale_cols: vec![],
     }));
-    expect_fail("sample in commit stream", &p);
+    expect_fail(
+        "sample in commit stream",
+        &p,
+        "in a commit-mode stream, where data travels only as openings",
+    );
 
     // C opened although beta is 0
     let mut p = honest(1, &specs());
@@ -180,7 +214,7 @@ fn mutations_fail() {
     if let Record::Opening(o) = &mut p.records[i] {
         o.c.vectors = vec![0; 80];
     }
-    expect_fail("C opened with beta 0", &p);
+    expect_fail("C opened with beta 0", &p, "beta is zero, yet C is opened");
 
     // the same records under a v2 header
     let p = honest(1, &specs());
@@ -190,9 +224,10 @@ fn mutations_fail() {
     let bytes = frame_capture(&key(), &h, &p.records, 5, None).bytes();
     let r = audit(&bytes);
     assert!(!r.passed());
-    eprintln!(
-        "v2 header: {:?} {}",
-        r.failures[0].kind, r.failures[0].message
+    assert!(
+        r.failures[0].message.contains("a sampling-mode stream"),
+        "{}",
+        r.failures[0].message
     );
 
     // an opening moved after the end record
@@ -214,8 +249,11 @@ fn mutations_fail() {
     h.nonce = mmaudit_protocol::commit::issue_nonce(&challenge_key(), [1; 8]);
     let r = audit(&frame_capture(&key(), &h, &recs, 5, None).bytes());
     assert!(!r.passed());
-    eprintln!(
-        "opening after end: {:?} {}",
-        r.failures[0].kind, r.failures[0].message
+    assert!(
+        r.failures[0]
+            .message
+            .contains("record after the End record"),
+        "{}",
+        r.failures[0].message
     );
 }
