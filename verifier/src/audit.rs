@@ -245,51 +245,42 @@ impl StreamAudit {
     fn on_header(&mut self, h: StreamHeader) {
         self.next_index = h.first_index;
         self.schedule = Some(Schedule::for_header(&self.key, &h));
-        let commit = h.schedule == ScheduleVersion::Commit;
-        if commit {
-            self.challenger = self
-                .challenge_key
-                .map(|key| Challenger::new(key, h.nonce, h.config));
-        }
+        let challenger = self.challenger_for(&h);
         self.report.header = Some(h);
-        if !commit && self.challenge_key.is_some() {
-            self.integrity(format!(
+        match challenger {
+            Ok(c) => self.challenger = c,
+            Err(message) => self.integrity(message),
+        }
+    }
+
+    /// The challenger of a stream with header `h`: None for a sampling-mode stream
+    /// checked without a challenge key; an error naming why the stream cannot be
+    /// audited with the keys and records this audit has.
+    fn challenger_for(&self, h: &StreamHeader) -> Result<Option<Challenger>, String> {
+        let commit = h.schedule == ScheduleVersion::Commit;
+        let Some(key) = self.challenge_key else {
+            return if commit {
+                Err("a commit-mode stream (version 3): its challenges cannot be re-derived without the verifier's challenge key (--challenge-key)".into())
+            } else {
+                Ok(None)
+            };
+        };
+        if key == self.key.challenge_key() {
+            return Err("the challenge key is the audit key's: the prover holds that key and could predict every challenge".into());
+        }
+        if !commit {
+            return Err(format!(
                 "a sampling-mode stream (version {:?}) checked with a challenge key: its prover, who holds the audit key, knew every sampled call in advance; a commit-mode audit accepts only commit-mode streams (version 3)",
-                self.report.header.as_ref().map(|h| h.schedule)
+                Some(h.schedule)
             ));
         }
-        if self.challenge_key == Some(self.key.challenge_key()) {
-            self.challenger = None;
-            self.integrity(
-                "the challenge key is the audit key's: the prover holds that key and could predict every challenge".into(),
-            );
-            return;
+        if self.graded.is_some_and(|graded| graded != Some(h.nonce)) {
+            return Err("this capture is not a stream a verifier session graded live (no record of its bytes under --graded): re-grading captures a prover submits would give it a challenge oracle".into());
         }
-        if let (true, Some(graded)) = (commit, self.graded) {
-            let nonce = self.report.header.as_ref().map(|h| h.nonce);
-            if graded.is_none() || graded != nonce {
-                self.challenger = None;
-                self.integrity(
-                    "this capture is not a stream a verifier session graded live (no record of its bytes under --graded): re-grading captures a prover submits would give it a challenge oracle".into(),
-                );
-                return;
-            }
+        if !mmaudit_protocol::commit::nonce_issued(&key, &h.nonce) {
+            return Err("the stream's nonce was not issued by a verifier holding this challenge key: a commit-mode capture must come from a session of `serve --commit` (a prover choosing its own nonce could grind its commitments against repeated checks)".into());
         }
-        if let (true, Some(key)) = (commit, &self.challenge_key) {
-            let nonce = self.report.header.as_ref().map(|h| h.nonce);
-            if nonce.is_some_and(|n| !mmaudit_protocol::commit::nonce_issued(key, &n)) {
-                self.challenger = None;
-                self.integrity(
-                    "the stream's nonce was not issued by a verifier holding this challenge key: a commit-mode capture must come from a session of `serve --commit` (a prover choosing its own nonce could grind its commitments against repeated checks)".into(),
-                );
-                return;
-            }
-        }
-        if commit && self.challenger.is_none() {
-            self.integrity(
-                "a commit-mode stream (version 3): its challenges cannot be re-derived without the verifier's challenge key (--challenge-key)".into(),
-            );
-        }
+        Ok(Some(Challenger::new(key, h.nonce, h.config)))
     }
 
     /// Records an integrity failure found outside the stream's bytes (a live session's
