@@ -295,12 +295,24 @@ fn by_stream(reports: &[(String, Value)], id: u64) -> &Value {
         .1
 }
 
-/// `check --json` on a capture, as the offline auditor runs it.
-fn check_offline(dir: &Path, capture: &Path, extra: &[&Path]) -> (i32, Value) {
+/// `check --json` on a capture, as the offline auditor runs it, with `--weights` when
+/// `weights` are given.
+fn check_offline(dir: &Path, capture: &Path, weights: &[&Path]) -> (i32, Value) {
+    let mut extra: Vec<&std::ffi::OsStr> = Vec::new();
+    if !weights.is_empty() {
+        extra.push("--weights".as_ref());
+        extra.extend(weights.iter().map(|w| w.as_os_str()));
+    }
+    check_offline_with(dir, capture, &extra)
+}
+
+/// [`check_offline`] with other flags.
+fn check_offline_with(dir: &Path, capture: &Path, extra: &[&std::ffi::OsStr]) -> (i32, Value) {
     let json = dir.join(format!(
         "{}.check.json",
         capture.file_name().unwrap().to_string_lossy()
     ));
+    let _ = std::fs::remove_file(&json);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mmaudit-verify"));
     cmd.arg("check")
         .arg(capture)
@@ -308,10 +320,8 @@ fn check_offline(dir: &Path, capture: &Path, extra: &[&Path]) -> (i32, Value) {
         .arg(dir.join("audit.key"))
         .arg("--json")
         .arg(&json)
-        .args(CALL_RATE);
-    if !extra.is_empty() {
-        cmd.arg("--weights").args(extra);
-    }
+        .args(CALL_RATE)
+        .args(extra);
     let out = cmd.output().unwrap();
     let v = serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_default())
         .unwrap_or(Value::Null);
@@ -328,15 +338,21 @@ fn captures(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The server's report of the stream saved as `capture`, and the capture's base name.
+fn live_report<'a>(reports: &'a [(String, Value)], capture: &Path) -> (&'a Value, String) {
+    let base = capture.file_stem().unwrap().to_string_lossy().into_owned();
+    let live = &reports
+        .iter()
+        .find(|(name, _)| name.trim_end_matches(".json") == base)
+        .unwrap_or_else(|| panic!("no report named after {base}"))
+        .1;
+    (live, base)
+}
+
 /// Each stream's JSON report from the server equals `check --json` on its capture.
 fn assert_offline_identical(server_dir: &Path, reports: &[(String, Value)], weights: &[&Path]) {
     for capture in captures(server_dir) {
-        let base = capture.file_stem().unwrap().to_string_lossy().into_owned();
-        let live = &reports
-            .iter()
-            .find(|(name, _)| name.trim_end_matches(".json") == base)
-            .unwrap_or_else(|| panic!("no report named after {base}"))
-            .1;
+        let (live, base) = live_report(reports, &capture);
         let (code, offline) = check_offline(server_dir, &capture, weights);
         assert_eq!(&offline, live, "{base}: live and offline reports differ");
         let pass = live["verdict"] == "pass";
@@ -1329,36 +1345,18 @@ fn commit_mode_live_honest_provers_pass_cheaters_fail_and_captures_recheck() {
     // byte for byte, and fails without it.
     let mut rechecked = 0;
     for capture in captures(&dir) {
-        let base = capture.file_stem().unwrap().to_string_lossy().into_owned();
-        let live = &reports
-            .iter()
-            .find(|(name, _)| name.trim_end_matches(".json") == base)
-            .unwrap_or_else(|| panic!("no report named after {base}"))
-            .1;
+        let (live, base) = live_report(&reports, &capture);
         if stream_id(live) == 6 {
             continue;
         }
-        let json = dir.join(format!("{base}.check.json"));
-        let check = |with: bool| {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_mmaudit-verify"));
-            cmd.arg("check")
-                .arg(&capture)
-                .arg("--key-file")
-                .arg(dir.join("audit.key"))
-                .args(CALL_RATE)
-                .args(["--min-row-rate", "10%", "--json"])
-                .arg(&json);
-            if with {
-                cmd.args(["--challenge-key", ck, "--graded", &state_arg]);
-            }
-            cmd.output().unwrap().status.code()
-        };
+        let rates = ["--min-row-rate", "10%"].map(std::ffi::OsStr::new);
+        let keys = ["--challenge-key", ck, "--graded", &state_arg].map(std::ffi::OsStr::new);
+        let (code, offline) = check_offline_with(&dir, &capture, &[&rates[..], &keys[..]].concat());
         let pass = live["verdict"] == "pass";
-        assert_eq!(check(true), Some(if pass { 0 } else { 1 }), "{base}");
-        let offline: Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(code, if pass { 0 } else { 1 }, "{base}");
         assert_eq!(&offline, live, "{base}: live and offline reports differ");
-        assert_eq!(check(false), Some(1), "{base} without the challenge key");
+        let (code, _) = check_offline_with(&dir, &capture, &rates);
+        assert_eq!(code, 1, "{base} without the challenge key");
         rechecked += 1;
     }
     assert_eq!(rechecked, provers.len());
