@@ -7,26 +7,20 @@
 //! measured over many seeds: faking rows, skipping calls, with or without refusing to
 //! open what would show it. Data altered after committing fails at its first challenge.
 
+mod commit_support;
+
+use commit_support::{audit, audit_with, challenge_key, key, kinds, play};
 use mmaudit_protocol::call::{ComputeType, DType, Epilogue};
-use mmaudit_protocol::commit::{Challenger, Hash};
+use mmaudit_protocol::commit::Challenger;
 use mmaudit_protocol::config::SamplingConfig;
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::Record;
 use mmaudit_tests::commitprover::{Cheat, CommitProver};
 use mmaudit_tests::refprover::GemmSpec;
 use mmaudit_verify::audit::StreamAudit;
-use mmaudit_verify::check::{audit_reader_into, NotChecked};
+use mmaudit_verify::check::audit_reader_into;
 use mmaudit_verify::policy::{Policy, Unaudited};
-use mmaudit_verify::report::{FailureKind, StreamReport};
-
-fn key() -> Key {
-    Key::from_bytes([0x31; 32])
-}
-
-/// The verifier's challenge key (never given to the prover).
-fn challenge_key() -> Hash {
-    Key::from_bytes([0x77; 32]).challenge_key()
-}
+use mmaudit_verify::report::FailureKind;
 
 /// A nonce the verifier issued (`serve --commit` makes them with its challenge key).
 fn nonce(seed: u64) -> [u8; 16] {
@@ -52,34 +46,9 @@ fn session(
 ) -> (CommitProver, Vec<u8>) {
     let challenger = Challenger::new(challenge_key(), nonce(seed), config);
     let mut p = CommitProver::new(&key(), nonce(seed), config, seed, cheat);
-    for spec in specs {
-        let (call, commitment) = p.gemm(spec);
-        if let Some(plan) = commitment.and_then(|c| challenger.challenge(&call, &c)) {
-            p.open(call.index, &plan);
-        }
-    }
+    play(&mut p, &challenger, specs);
     let bytes = p.finish(7).bytes();
     (p, bytes)
-}
-
-fn audit_with(bytes: &[u8], challenge: Option<Hash>, policy: Policy) -> StreamReport {
-    let mut audit = StreamAudit::new("commit", &key(), 100).with_policy(policy);
-    if let Some(c) = challenge {
-        audit = audit.with_challenge_key(c);
-    }
-    match audit_reader_into(audit, bytes, &key(), |_| {}) {
-        Ok(r) => r,
-        Err(NotChecked::Io(e)) => panic!("io: {e}"),
-        Err(NotChecked::NotACapture(e)) => panic!("not a capture: {e}"),
-    }
-}
-
-fn audit(bytes: &[u8]) -> StreamReport {
-    audit_with(bytes, Some(challenge_key()), Policy::default())
-}
-
-fn kinds(r: &StreamReport) -> Vec<FailureKind> {
-    r.failures.iter().map(|f| f.kind).collect()
 }
 
 fn plain(m: u64) -> GemmSpec {
@@ -289,12 +258,7 @@ fn without_the_right_challenge_key_a_commit_capture_fails() {
     // checks) fails, however honest its stream.
     let challenger = Challenger::new(challenge_key(), [0xab; 16], config());
     let mut p = CommitProver::new(&key(), [0xab; 16], config(), 3, Cheat::None);
-    for spec in &vec![plain(100); 40] {
-        let (call, c) = p.gemm(spec);
-        if let Some(plan) = c.and_then(|c| challenger.challenge(&call, &c)) {
-            p.open(call.index, &plan);
-        }
-    }
+    play(&mut p, &challenger, &vec![plain(100); 40]);
     let r = audit(&p.finish(7).bytes());
     assert!(!r.passed());
     assert!(r.failures[0].message.contains("nonce was not issued"));
@@ -403,12 +367,7 @@ fn held_weights_bound_by_reference_pass_and_other_weights_fail() {
     ] {
         let challenger = Challenger::new(challenge_key(), nonce(21), rates);
         let mut p = CommitProver::new(&key(), nonce(21), rates, 21, cheat).with_reference(0);
-        for _ in 0..20 {
-            let (call, c) = p.gemm(&spec);
-            if let Some(plan) = c.and_then(|c| challenger.challenge(&call, &c)) {
-                p.open(call.index, &plan);
-            }
-        }
+        play(&mut p, &challenger, &vec![spec.clone(); 20]);
         assert!(p.opened > 0);
         let capture = p.finish(5).bytes();
         // op(A) never travelled: the openings carry one evidence element per row.

@@ -2,13 +2,15 @@
 //! challenge key. Each test states what a sound verifier must do; a failing test is a
 //! finding.
 
+mod commit_support;
+
+use commit_support::{audit_with, challenge_key, key};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use mmaudit_protocol::call::{ComputeType, DType, GemmCall};
 use mmaudit_protocol::commit::{self, Challenger, Hash};
 use mmaudit_protocol::config::SamplingConfig;
-use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::{
     Commitment, End, OpenedSide, OpenedVectors, Opening, Record, SmallData,
 };
@@ -16,17 +18,8 @@ use mmaudit_protocol::schedule::ScheduleVersion;
 use mmaudit_protocol::stream::StreamHeader;
 use mmaudit_tests::refprover::{frame_capture, GemmSpec, RefProver};
 use mmaudit_verify::audit::StreamAudit;
-use mmaudit_verify::check::{audit_reader_into, NotChecked};
+use mmaudit_verify::check::audit_reader_into;
 use mmaudit_verify::policy::Policy;
-use mmaudit_verify::report::StreamReport;
-
-fn key() -> Key {
-    Key::from_bytes([0x31; 32])
-}
-
-fn challenge_key() -> Hash {
-    Key::from_bytes([0x77; 32]).challenge_key()
-}
 
 /// A nonce the verifier issued (a session of `serve --commit`).
 fn nonce() -> [u8; 16] {
@@ -51,18 +44,6 @@ fn header_with(config: SamplingConfig, schedule: ScheduleVersion, nonce: [u8; 16
         started_unix_ns: 0,
         devices: vec![],
         producer: "attacker".into(),
-    }
-}
-
-fn audit_with(bytes: &[u8], challenge: Option<Hash>, policy: Policy) -> StreamReport {
-    let mut audit = StreamAudit::new("attack", &key(), 100).with_policy(policy);
-    if let Some(c) = challenge {
-        audit = audit.with_challenge_key(c);
-    }
-    match audit_reader_into(audit, bytes, &key(), |_| {}) {
-        Ok(r) => r,
-        Err(NotChecked::Io(e)) => panic!("io: {e}"),
-        Err(NotChecked::NotACapture(e)) => panic!("not a capture: {e}"),
     }
 }
 

@@ -1,24 +1,16 @@
 //! Review of commit mode: attacks that the verifier withstands (each must fail).
 
+mod commit_support;
+
+use commit_support::{audit, challenge_key, key, play};
 use mmaudit_protocol::call::{ComputeType, DType};
-use mmaudit_protocol::commit::{Challenger, Hash};
+use mmaudit_protocol::commit::Challenger;
 use mmaudit_protocol::config::SamplingConfig;
-use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::{Gap, GapReason, OpenedSide, OperandData, Record, Sample};
 use mmaudit_protocol::schedule::ScheduleVersion;
 use mmaudit_tests::commitprover::{Cheat, CommitProver};
 use mmaudit_tests::refprover::{frame_capture, GemmSpec};
-use mmaudit_verify::audit::StreamAudit;
-use mmaudit_verify::check::audit_reader_into;
-use mmaudit_verify::policy::Policy;
-use mmaudit_verify::report::StreamReport;
 
-fn key() -> Key {
-    Key::from_bytes([0x31; 32])
-}
-fn challenge_key() -> Hash {
-    Key::from_bytes([0x77; 32]).challenge_key()
-}
 fn config() -> SamplingConfig {
     SamplingConfig {
         call_ppm: 500_000,
@@ -31,20 +23,8 @@ fn honest(seed: u64, specs: &[GemmSpec]) -> CommitProver {
     let nonce = mmaudit_protocol::commit::issue_nonce(&challenge_key(), [seed as u8; 8]);
     let challenger = Challenger::new(challenge_key(), nonce, config());
     let mut p = CommitProver::new(&key(), nonce, config(), seed, Cheat::None);
-    for spec in specs {
-        let (call, c) = p.gemm(spec);
-        if let Some(plan) = c.and_then(|c| challenger.challenge(&call, &c)) {
-            p.open(call.index, &plan);
-        }
-    }
+    play(&mut p, &challenger, specs);
     p
-}
-
-fn audit(bytes: &[u8]) -> StreamReport {
-    let a = StreamAudit::new("held", &key(), 100)
-        .with_policy(Policy::default())
-        .with_challenge_key(challenge_key());
-    audit_reader_into(a, bytes, &key(), |_| {}).ok().unwrap()
 }
 
 fn specs() -> Vec<GemmSpec> {
