@@ -45,19 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct mmaudit_commit_job {
-    unsigned long long src;
-    unsigned long long out;
-    long long batch_stride;
-    long long vec_stride;
-    long long elem_stride;
-    unsigned int nb, nv, len;
-    unsigned int elem_size;
-    unsigned int flags;
-    unsigned int reserved;
-} mmaudit_commit_job;
-
-_Static_assert(sizeof(mmaudit_commit_job) == 64, "job size");
+#include "commit_job.h" /* tests/programs: the step builds with -I there */
 
 #define MUST(call)                                                                                   \
     do {                                                                                             \

@@ -30,32 +30,8 @@
 #include <cuda.h>
 #include <stddef.h>
 
+#include "commit_job.h"
 #include "simgpu_check.h"
-
-/* The job ABI (cuda/gather.cu, cuda/README.md). */
-typedef struct mmaudit_commit_job {
-    unsigned long long src;
-    unsigned long long out;
-    long long batch_stride;
-    long long vec_stride;
-    long long elem_stride;
-    unsigned int nb, nv, len;
-    unsigned int elem_size;
-    unsigned int flags;
-    unsigned int reserved;
-} mmaudit_commit_job;
-
-_Static_assert(sizeof(mmaudit_commit_job) == 64, "job size");
-_Static_assert(offsetof(mmaudit_commit_job, out) == 8, "out");
-_Static_assert(offsetof(mmaudit_commit_job, batch_stride) == 16, "batch_stride");
-_Static_assert(offsetof(mmaudit_commit_job, vec_stride) == 24, "vec_stride");
-_Static_assert(offsetof(mmaudit_commit_job, elem_stride) == 32, "elem_stride");
-_Static_assert(offsetof(mmaudit_commit_job, nb) == 40, "nb");
-_Static_assert(offsetof(mmaudit_commit_job, nv) == 44, "nv");
-_Static_assert(offsetof(mmaudit_commit_job, len) == 48, "len");
-_Static_assert(offsetof(mmaudit_commit_job, elem_size) == 52, "elem_size");
-_Static_assert(offsetof(mmaudit_commit_job, flags) == 56, "flags");
-_Static_assert(offsetof(mmaudit_commit_job, reserved) == 60, "reserved");
 
 #define POINTER_ARRAY 1u
 #define GUARD 16
