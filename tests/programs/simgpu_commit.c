@@ -32,57 +32,13 @@
 
 #include "commit_job.h"
 #include "simgpu_check.h"
+#define KERNEL_HOST_ARENA (1 << 24)
+#include "kernel_host.h"
 
-#define POINTER_ARRAY 1u
-#define GUARD 16
-#define SENTINEL 0xa5
-/* An address no allocation covers: a kernel reading it faults. */
-#define UNMAPPED 0x1000ull
 /* The tree's input: this many leaves. */
 #define TREE_LEAVES 4097
 
 static CUfunction leaves_fn, tree_fn;
-static CUstream stream;
-
-/* ---- memory ---- */
-
-/* One mapped pinned arena for jobs and outputs. */
-static unsigned char *arena;
-static CUdeviceptr arena_dev;
-static size_t arena_used, arena_size = 1 << 24;
-
-static void *pinned(size_t bytes) {
-    size_t at = (arena_used + 63) & ~(size_t)63;
-    if (at + bytes > arena_size) {
-        printf("FAIL setup pinned arena exhausted\nSUMMARY setup failed\n");
-        exit(2);
-    }
-    arena_used = at + bytes;
-    return arena + at;
-}
-
-static CUdeviceptr dev_of(const void *p) {
-    return arena_dev + (CUdeviceptr)((const unsigned char *)p - arena);
-}
-
-static CUdeviceptr upload(const void *host, size_t bytes) {
-    CUdeviceptr d;
-    MUST(cuMemAlloc(&d, bytes));
-    MUST(cuMemcpyHtoD(d, host, bytes));
-    return d;
-}
-
-static unsigned char *random_bytes(size_t n, uint64_t seed) {
-    unsigned char *p = malloc(n);
-    uint64_t z = seed * 0x9e3779b97f4a7c15ull + 1;
-    for (size_t i = 0; i < n; i++) {
-        z ^= z << 13;
-        z ^= z >> 7;
-        z ^= z << 17;
-        p[i] = (unsigned char)(z >> 24);
-    }
-    return p;
-}
 
 static void print_hex(const unsigned char *p, size_t n) {
     if (n == 0)
@@ -203,13 +159,6 @@ static ccase *add_case(const char *name, const matrix *const *mats, unsigned nb,
 static void clear_outputs(void) {
     for (int i = 0; i < ncases; i++)
         memset(cases[i].out, SENTINEL, cases[i].bytes + GUARD);
-}
-
-static int guard_intact(const unsigned char *p) {
-    for (int k = 0; k < GUARD; k++)
-        if (p[k] != SENTINEL)
-            return 0;
-    return 1;
 }
 
 static CUresult launch_leaves(const mmaudit_commit_job *jobs_pinned, unsigned njobs, unsigned grid_x, unsigned grid_y,
@@ -548,43 +497,15 @@ static void tree(void) {
     free(leaf_hashes);
 }
 
-static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        printf("FAIL setup cannot open %s\nSUMMARY setup failed\n", path);
-        exit(2);
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc((size_t)n + 1);
-    if (fread(text, 1, (size_t)n, f) != (size_t)n) {
-        printf("FAIL setup cannot read %s\nSUMMARY setup failed\n", path);
-        exit(2);
-    }
-    text[n] = 0;
-    fclose(f);
-    return text;
-}
-
 int main(int argc, char **argv) {
     if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--no-fault"))) {
         printf("usage: simgpu_commit PATH/TO/gather.ptx [--no-fault]\n");
         return 2;
     }
     int fault_case = argc == 2;
-    char *ptx = read_file(argv[1]);
-    CUcontext ctx;
-    CUmodule mod;
-    MUST(cuInit(0));
-    MUST(cuDevicePrimaryCtxRetain(&ctx, 0));
-    MUST(cuCtxSetCurrent(ctx));
-    MUST(cuModuleLoadData(&mod, ptx));
+    CUmodule mod = load_module(argv[1]);
     MUST(cuModuleGetFunction(&leaves_fn, mod, "mmaudit_commit_leaves"));
     MUST(cuModuleGetFunction(&tree_fn, mod, "mmaudit_commit_tree"));
-    MUST(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
-    MUST(cuMemHostAlloc((void **)&arena, arena_size, CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_PORTABLE));
-    MUST(cuMemHostGetDevicePointer(&arena_dev, arena, 0));
 
     build_cases();
     mmaudit_commit_job *jobs = pinned((size_t)ncases * sizeof *jobs);

@@ -21,6 +21,8 @@
 #include <stddef.h>
 
 #include "simgpu_check.h"
+#define KERNEL_HOST_ARENA (1 << 22)
+#include "kernel_host.h"
 
 /* The job ABI (cuda/gather.cu, cuda/README.md). */
 typedef struct mmaudit_gather_job {
@@ -53,44 +55,9 @@ _Static_assert(offsetof(mmaudit_gather_job, elem_size) == 76, "elem_size");
 _Static_assert(offsetof(mmaudit_gather_job, flags) == 80, "flags");
 _Static_assert(offsetof(mmaudit_gather_job, reserved) == 84, "reserved");
 
-#define POINTER_ARRAY 1u
-#define GUARD 16
-#define SENTINEL 0xa5
-/* An address no allocation covers: a kernel reading it faults. */
-#define UNMAPPED 0x1000ull
-
 static CUfunction gather;
-static CUstream stream;
 
 /* ---- memory ---- */
-
-/* One mapped pinned arena for jobs, outputs and some index lists. */
-static unsigned char *arena;
-static CUdeviceptr arena_dev;
-static size_t arena_used, arena_size = 1 << 22;
-
-static void *pinned(size_t bytes) {
-    size_t at = (arena_used + 63) & ~(size_t)63;
-    if (at + bytes > arena_size) {
-        printf("FAIL setup pinned arena exhausted\nSUMMARY setup failed\n");
-        exit(2);
-    }
-    arena_used = at + bytes;
-    return arena + at;
-}
-
-/* The device alias of an arena pointer. */
-static CUdeviceptr dev_of(const void *p) {
-    return arena_dev + (CUdeviceptr)((const unsigned char *)p - arena);
-}
-
-/* Device memory holding a copy of host bytes. */
-static CUdeviceptr upload(const void *host, size_t bytes) {
-    CUdeviceptr d;
-    MUST(cuMemAlloc(&d, bytes));
-    MUST(cuMemcpyHtoD(d, host, bytes));
-    return d;
-}
 
 static CUdeviceptr upload_u64(const uint64_t *list, size_t n) {
     return upload(list, n * 8);
@@ -101,19 +68,6 @@ static CUdeviceptr pinned_u64(const uint64_t *list, size_t n) {
     uint64_t *p = pinned(n * 8);
     memcpy(p, list, n * 8);
     return dev_of(p);
-}
-
-/* Reproducible random bytes. */
-static unsigned char *random_bytes(size_t n, uint64_t seed) {
-    unsigned char *p = malloc(n);
-    uint64_t z = seed * 0x9e3779b97f4a7c15ull + 1;
-    for (size_t i = 0; i < n; i++) {
-        z ^= z << 13;
-        z ^= z >> 7;
-        z ^= z << 17;
-        p[i] = (unsigned char)(z >> 24);
-    }
-    return p;
 }
 
 /* ---- cases ---- */
@@ -153,13 +107,6 @@ static void expect_at(gcase *c, size_t e, const void *p) {
 static void clear_outputs(void) {
     for (int i = 0; i < ncases; i++)
         memset(cases[i].out, SENTINEL, cases[i].bytes + GUARD);
-}
-
-static int guard_intact(const unsigned char *p) {
-    for (int k = 0; k < GUARD; k++)
-        if (p[k] != SENTINEL)
-            return 0;
-    return 1;
 }
 
 static void check_case(const gcase *c, const char *how) {
@@ -422,41 +369,13 @@ static void malformed_jobs(void) {
     }
 }
 
-static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        printf("FAIL setup cannot open %s\nSUMMARY setup failed\n", path);
-        exit(2);
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc((size_t)n + 1);
-    if (fread(text, 1, (size_t)n, f) != (size_t)n) {
-        printf("FAIL setup cannot read %s\nSUMMARY setup failed\n", path);
-        exit(2);
-    }
-    text[n] = 0; /* cuModuleLoadData takes NUL-terminated PTX text */
-    fclose(f);
-    return text;
-}
-
 int main(int argc, char **argv) {
     if (argc != 2) {
         printf("usage: simgpu_gather PATH/TO/gather.ptx\n");
         return 2;
     }
-    char *ptx = read_file(argv[1]);
-    CUcontext ctx;
-    CUmodule mod;
-    MUST(cuInit(0));
-    MUST(cuDevicePrimaryCtxRetain(&ctx, 0));
-    MUST(cuCtxSetCurrent(ctx));
-    MUST(cuModuleLoadData(&mod, ptx));
+    CUmodule mod = load_module(argv[1]);
     MUST(cuModuleGetFunction(&gather, mod, "mmaudit_gather"));
-    MUST(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
-    MUST(cuMemHostAlloc((void **)&arena, arena_size, CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_PORTABLE));
-    MUST(cuMemHostGetDevicePointer(&arena_dev, arena, 0));
 
     build_cases();
     mmaudit_gather_job *jobs = pinned((size_t)ncases * sizeof *jobs);
