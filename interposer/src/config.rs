@@ -57,6 +57,9 @@ pub struct Config {
     pub ring_bytes: usize,
     /// Bytes of records held in memory while the sink cannot take them.
     pub buffer_bytes: usize,
+    /// Commit mode (a verifier's hello asks for it): bytes of committed calls kept for
+    /// their openings (`MMAUDIT_RETAIN_MB`).
+    pub retain_bytes: usize,
     /// Most samples in flight (gathered, not yet completed) at once.
     pub queue_len: usize,
     /// `MMAUDIT_GRAPH_DEPTH`: replays of one executable graph that may be queued with
@@ -108,6 +111,8 @@ pub const DEFAULT_SINK: &str = "file:mmaudit-%p.mma";
 pub const DEFAULT_RING_MB: u64 = 64;
 /// Default `MMAUDIT_BUFFER_MB`.
 pub const DEFAULT_BUFFER_MB: u64 = 256;
+/// Default `MMAUDIT_RETAIN_MB`.
+pub const DEFAULT_RETAIN_MB: u64 = 1024;
 /// Default `MMAUDIT_GRAPH_DEPTH`.
 pub const DEFAULT_GRAPH_DEPTH: u64 = 16;
 /// Default `MMAUDIT_QUEUE_LEN`.
@@ -229,6 +234,7 @@ fn parse(
         log,
         ring_bytes: (number("MMAUDIT_RING_MB", DEFAULT_RING_MB, 1, 16384)? * mib) as usize,
         buffer_bytes: (number("MMAUDIT_BUFFER_MB", DEFAULT_BUFFER_MB, 1, 1 << 20)? * mib) as usize,
+        retain_bytes: (number("MMAUDIT_RETAIN_MB", DEFAULT_RETAIN_MB, 1, 1 << 20)? * mib) as usize,
         queue_len: number("MMAUDIT_QUEUE_LEN", DEFAULT_QUEUE_LEN, 1, 1 << 20)? as usize,
         graph_depth: number("MMAUDIT_GRAPH_DEPTH", DEFAULT_GRAPH_DEPTH, 1, 4096)? as u32,
         exit_timeout: Duration::from_millis(number(
@@ -399,6 +405,7 @@ mod tests {
         assert_eq!(c.log, Level::Warn);
         assert_eq!(c.ring_bytes, 64 << 20);
         assert_eq!(c.buffer_bytes, 256 << 20);
+        assert_eq!(c.retain_bytes, 1024 << 20);
         assert_eq!((c.queue_len, c.graph_depth), (4096, 16));
         assert_eq!(c.exit_timeout, Duration::from_millis(5000));
         assert_eq!(c.flush_interval, Duration::from_millis(100));
@@ -422,6 +429,7 @@ mod tests {
             ("MMAUDIT_LOG", "debug"),
             ("MMAUDIT_RING_MB", "8"),
             ("MMAUDIT_BUFFER_MB", "16"),
+            ("MMAUDIT_RETAIN_MB", "32"),
             ("MMAUDIT_QUEUE_LEN", "10"),
             ("MMAUDIT_GRAPH_DEPTH", "64"),
             ("MMAUDIT_EXIT_TIMEOUT_MS", "0"),
@@ -449,6 +457,7 @@ mod tests {
             (c.ring_bytes, c.buffer_bytes, c.queue_len, c.graph_depth),
             (8 << 20, 16 << 20, 10, 64)
         );
+        assert_eq!(c.retain_bytes, 32 << 20);
         assert_eq!(c.exit_timeout, Duration::ZERO);
         assert_eq!(c.flush_interval, Duration::from_millis(5));
         assert_eq!(
@@ -489,6 +498,7 @@ mod tests {
             "MMAUDIT_CALL_RATE",
             "MMAUDIT_LOG",
             "MMAUDIT_BUFFER_MB",
+            "MMAUDIT_RETAIN_MB",
         ] {
             let m = invalid(&[k, (name, " ")]);
             assert!(

@@ -455,6 +455,7 @@ impl Pending for InFlight {
                             Ok(sample) => Resolved::Sample(Box::new(Gathered {
                                 sample,
                                 operands: Some(self.layout.operands()),
+                                call: Some(self.layout.call.clone()),
                             })),
                             Err(e) => Resolved::Gap(GapReason::Internal, e),
                         }

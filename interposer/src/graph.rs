@@ -543,6 +543,7 @@ impl Pending for ReplayGather {
                         Ok(sample) => Resolved::Sample(Box::new(Gathered {
                             sample,
                             operands: Some(self.prepared.layout.operands()),
+                            call: Some(self.prepared.layout.call.clone()),
                         })),
                         Err(e) => Resolved::Gap(GapReason::Internal, e),
                     }

@@ -39,9 +39,15 @@ impl Session {
     /// of its block come from one keyed hash, kept per thread, so that a thread making
     /// consecutive calls hashes once per eight calls and an unsampled call encodes
     /// nothing.
+    ///
+    /// In commit mode (docs/COMMIT.md) the library cannot know what will be checked: every
+    /// auditable call is gathered whole (every row, column and batch entry), committed
+    /// to and kept until the verifier's challenge says what to open.
     pub fn decide(&self, call: &GemmCall) -> Option<Plan> {
-        if self.schedule.version() != ScheduleVersion::V2 {
-            return self.schedule.decide(call);
+        match self.schedule.version() {
+            ScheduleVersion::V2 => {}
+            ScheduleVersion::Commit => return whole(call),
+            ScheduleVersion::V1 => return self.schedule.decide(call),
         }
         let block = call.index / SELECT_BLOCK;
         // The session is named by its epoch and its nonce: a forked child's first
@@ -63,6 +69,28 @@ impl Session {
         let draw = self.schedule.draw_with_word(call, word)?;
         Some(self.schedule.plan(call, draw))
     }
+}
+
+/// Most rows, columns and batch entries (together) of a call gathered whole in commit
+/// mode: beyond it the index lists alone would take more than 32 MiB.
+pub const MAX_WHOLE_INDICES: u64 = 1 << 22;
+
+/// The plan that covers all of `call` (commit mode), when it is auditable. A call with
+/// more than [`MAX_WHOLE_INDICES`] vectors gets an empty plan, which the gather refuses
+/// (the call is then "not committed").
+fn whole(call: &GemmCall) -> Option<Plan> {
+    if !mmaudit_protocol::schedule::auditable(call) {
+        return None;
+    }
+    let vectors = call.m.saturating_add(call.n).saturating_add(call.batch);
+    if vectors > MAX_WHOLE_INDICES {
+        return Some(Plan::default());
+    }
+    Some(Plan {
+        rows: (0..call.m).collect(),
+        cols: (0..call.n).collect(),
+        batches: (0..call.batch).collect(),
+    })
 }
 
 type Selection = Option<((u64, u64), u64, [u64; SELECT_BLOCK as usize])>;

@@ -468,7 +468,7 @@ fn init_inner() -> bool {
         Arc::clone(&ledger),
         config.references,
     ) {
-        Ok(s) => s,
+        Ok(s) => s.with_retention(config.retain_bytes),
         Err(e) => {
             log::emit(Level::Warn, &format!("MMAUDIT_SINK: {e}: auditing is off"));
             return false;

@@ -93,21 +93,77 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 /// the leaf hash of the empty vector (an operand that is not there, such as C when beta
 /// is zero).
 pub fn tree_root(leaves: &[Hash]) -> Hash {
-    if leaves.is_empty() {
-        return leaf_hash(&[]);
+    Tree::new(leaves.to_vec()).root()
+}
+
+/// The whole tree over some leaf hashes, level by level: built once (N - 1 node
+/// hashes), it gives the root and any leaf's audit path without hashing again, where
+/// [`audit_path`] rebuilds the subtrees it needs.
+///
+/// Level `i + 1` pairs neighbours of level `i` and carries an odd last node up
+/// unchanged, which is RFC 6962's tree (docs/COMMIT.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tree {
+    /// The leaves first, the root last (one level of one hash); none for no leaves.
+    levels: Vec<Vec<Hash>>,
+}
+
+impl Tree {
+    /// The tree over `leaves`.
+    pub fn new(leaves: Vec<Hash>) -> Tree {
+        let mut levels = Vec::new();
+        if !leaves.is_empty() {
+            levels.push(leaves);
+        }
+        while let Some(top) = levels.last().filter(|l| l.len() > 1) {
+            let next = top
+                .chunks(2)
+                .map(|pair| match pair {
+                    [l, r] => node_hash(l, r),
+                    [odd] => *odd,
+                    _ => unreachable!("chunks(2) yields one or two"),
+                })
+                .collect();
+            levels.push(next);
+        }
+        Tree { levels }
     }
-    let mut level: Vec<Hash> = leaves.to_vec();
-    while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [l, r] => node_hash(l, r),
-                [odd] => *odd,
-                _ => unreachable!("chunks(2) yields one or two"),
-            })
-            .collect();
+
+    /// The root; for no leaves the leaf hash of the empty vector.
+    pub fn root(&self) -> Hash {
+        match self.levels.last() {
+            Some(top) => top[0],
+            None => leaf_hash(&[]),
+        }
     }
-    level[0]
+
+    /// How many leaves.
+    pub fn leaves(&self) -> usize {
+        self.levels.first().map_or(0, Vec::len)
+    }
+
+    /// Hashes held, all levels together: at most 2N + depth(N) for N leaves.
+    pub fn hashes(&self) -> usize {
+        self.levels.iter().map(Vec::len).sum()
+    }
+
+    /// The audit path of leaf `index`, from the leaf up (the same as
+    /// [`audit_path`]); `None` when `index` is out of range.
+    pub fn path(&self, index: usize) -> Option<Vec<Hash>> {
+        if index >= self.leaves() {
+            return None;
+        }
+        let mut at = index;
+        let mut path = Vec::new();
+        for level in &self.levels[..self.levels.len() - 1] {
+            // A node without a right neighbour is carried up: no hash on the path.
+            if let Some(sibling) = level.get(at ^ 1) {
+                path.push(*sibling);
+            }
+            at /= 2;
+        }
+        Some(path)
+    }
 }
 
 /// The levels of the tree over `leaves` leaves: the length of its longest audit path,

@@ -440,6 +440,9 @@ pub struct HelloReader {
     received: u64,
     done: bool,
     failed: Option<HandshakeError>,
+    /// The accepted hello's MAC (what a commit-mode session's challenge frames chain
+    /// from).
+    mac: Option<[u8; MAC_LEN]>,
 }
 
 impl fmt::Debug for HelloReader {
@@ -463,6 +466,7 @@ impl HelloReader {
             received: 0,
             done: false,
             failed: None,
+            mac: None,
         }
     }
 
@@ -509,6 +513,9 @@ impl HelloReader {
             Err(e) => return self.fail(e),
         };
         self.done = true;
+        let mut mac = [0u8; MAC_LEN];
+        mac.copy_from_slice(&self.buf[self.buf.len() - MAC_LEN..]);
+        self.mac = Some(mac);
         self.buf = Vec::new();
         if !input.is_empty() {
             return self.fail(HandshakeError::AfterHello {
@@ -550,6 +557,12 @@ impl HelloReader {
     /// True once the hello was read.
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// The MAC of the hello read (its last [`MAC_LEN`] bytes), once it was accepted:
+    /// a commit-mode session's challenge frames chain from it.
+    pub fn mac(&self) -> Option<[u8; MAC_LEN]> {
+        self.mac.filter(|_| self.failed.is_none())
     }
 
     fn fail(&mut self, e: HandshakeError) -> Result<Option<ServerHello>, HandshakeError> {

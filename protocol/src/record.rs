@@ -16,7 +16,7 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::schedule::Plan;
 
 mod opening;
-pub use opening::{Commitment, OpenedSide, OpenedVectors, Opening, SmallData};
+pub use opening::{Commitment, CommittedVectors, OpenedSide, OpenedVectors, Opening, SmallData};
 
 /// Record type tags (the first byte of every record).
 pub mod tag {

@@ -1775,6 +1775,16 @@ fn tcp_verifier_that_disconnects_mid_run_leaves_the_program_alone_and_shows_it()
 /// stream into `dir`. Its hello asks for every call to be sampled: what these tests'
 /// provers (EVERY_CALL) used to ask of themselves.
 fn serve(dir: &Path, weights: Option<&Path>) -> Serve<mmaudit_verify::serve::ServeSummary> {
+    serve_with(dir, weights, None)
+}
+
+/// [`serve`], in commit mode when `challenge` is the verifier's challenge key: its hello
+/// asks for commit mode, and `sampling` (the challenge's rates) replaces EVERY_CALL.
+fn serve_with(
+    dir: &Path,
+    weights: Option<&Path>,
+    challenge: Option<([u8; 32], mmaudit_protocol::config::SamplingConfig)>,
+) -> Serve<mmaudit_verify::serve::ServeSummary> {
     use mmaudit_verify::serve::{ServeOptions, Server};
     use mmaudit_verify::weights::{WeightPolicy, WeightRegistry};
     let key = Key::from_hex(KEY).expect("the test key");
@@ -1792,6 +1802,10 @@ fn serve(dir: &Path, weights: Option<&Path>) -> Serve<mmaudit_verify::serve::Ser
         registry: Arc::new(WeightRegistry::load(&[w]).expect("load the weights")),
         required: false,
     });
+    if let Some((key, sampling)) = challenge {
+        opts.challenge_key = Some(key);
+        opts.sampling = sampling;
+    }
     let server = Server::bind(opts).expect("bind the verifier");
     let (addr, stopper) = (server.local_addr(), server.stopper());
     let thread = std::thread::spawn(move || server.run().expect("the verifier runs"));
@@ -2714,4 +2728,114 @@ fn an_unsampled_call_asks_only_for_the_pointer_mode_and_the_current_context() {
     }
     assert_eq!(sampled["cublasGetPointerMode"], 1 + 2 * 80, "{ctx}");
     assert_eq!(sampled["cuStreamIsCapturing"], 80, "{ctx}");
+}
+
+// ---------------------------------------------------------------------------
+// Commit mode (docs/COMMIT.md): the library under a commit-mode hello
+
+/// The commit-mode verifier's challenge key file (never the prover's): written into
+/// `dir`, and the key itself.
+fn challenge_key(dir: &Path) -> (PathBuf, [u8; 32]) {
+    use std::os::unix::fs::PermissionsExt;
+    let key = Key::from_bytes([0xc4; 32]);
+    let path = dir.join("challenge.key");
+    std::fs::write(&path, key.to_hex()).expect("write the challenge key");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod the challenge key");
+    (path, key.challenge_key())
+}
+
+/// Runs the Llama workload (`args`) under the library against `serve --commit`
+/// challenging `call_ppm` of the committed calls, with `env` added. Returns the run,
+/// the live report, and the offline check of the saved capture with the challenge key.
+fn commit_run(
+    name: &str,
+    args: &[&str],
+    call_ppm: u32,
+    env: &[(&'static str, String)],
+    fault: Option<&str>,
+) -> (Output, Value, Check) {
+    let exe = compile("llama_workload");
+    let dir = scratch(name);
+    let (key_path, key) = challenge_key(&dir);
+    let sampling = mmaudit_protocol::config::SamplingConfig {
+        call_ppm,
+        ..Default::default()
+    };
+    let serve = serve_with(&dir, None, Some((key, sampling)));
+    let sink = format!("tcp://{}", serve.addr);
+    let mut all = audit_env(&sink, EVERY_CALL, fault);
+    all.extend(env.iter().cloned());
+    let out = run(&exe, args, &all);
+    let (mut reports, summary) = serve.finish(1);
+    let ctx = format!("{}\n{reports:#?}\n{summary:?}", out.transcript());
+    assert_eq!(out.code, Some(0), "{ctx}");
+    assert_eq!(summary.streams, 1, "{ctx}");
+    let captures = captures_in(&dir.join("captures"));
+    assert_eq!(captures.len(), 1, "{ctx}");
+    let k = key_path.display().to_string();
+    let mut extra = vec!["--challenge-key", k.as_str()];
+    extra.extend_from_slice(NO_SESSION_ALLOWED);
+    let check = check_args(&captures, &dir, &extra);
+    (out, reports.remove(0), check)
+}
+
+#[test]
+fn commit_mode_audits_the_workload_under_ld_preload_and_catches_a_wrong_gpu() {
+    let args = ["--layers", "2", "--trace"];
+    let reference = reference(&compile("llama_workload"), &args, None);
+    // Absent: an honest GPU. Every committed call is challenged half the time; every
+    // challenge is opened and verified, and the capture re-checks offline.
+    let (out, r, check) = commit_run("commit-honest", &args, 500_000, &[], None);
+    let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
+    assert_eq!(out.hash(), reference.hash(), "outputs unchanged\n{ctx}");
+    assert_eq!(r["verdict"], "pass", "{ctx}");
+    assert_eq!(r["streams"][0]["header"]["mode"], "commit", "{ctx}");
+    assert_eq!(r["calls"].as_u64(), Some(out.calls()), "{ctx}");
+    for key in ["gaps", "missing", "mismatched", "integrity_errors"] {
+        assert_eq!(r[key].as_u64(), Some(0), "{key}\n{ctx}");
+    }
+    let (challenged, verified) = (
+        r["sampled"].as_u64().unwrap_or(0),
+        r["verified"].as_u64().unwrap_or(0),
+    );
+    assert!(challenged > 3, "{ctx}");
+    assert_eq!(
+        verified, challenged,
+        "every challenge opened and verified\n{ctx}"
+    );
+    assert_eq!(check.code, Some(0), "{ctx}");
+    assert_eq!(check.n("sampled"), challenged, "{ctx}");
+    assert_eq!(check.json["verdict"], "pass", "{ctx}");
+
+    // Present: a GPU that computes nothing (D left as zeros). It commits to what it
+    // computed; the challenged calls fail on the arithmetic.
+    let (out, r, check) = commit_run("commit-zero", &args, 500_000, &[], Some("zero"));
+    let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
+    assert_eq!(r["verdict"], "fail", "{ctx}");
+    assert!(r["mismatched"].as_u64().unwrap_or(0) > 0, "{ctx}");
+    assert_eq!(r["missing"].as_u64(), Some(0), "{ctx}");
+    assert_eq!(check.code, Some(1), "{ctx}");
+}
+
+#[test]
+fn commit_mode_calls_not_retained_are_gaps_that_fail_the_policy() {
+    // An MLP width of 2048 makes the gate, up and down calls each keep more than 1 MiB:
+    // with MMAUDIT_RETAIN_MB=1 they are committed but not kept, and every challenge
+    // of one is answered "not retained". Absent: the default retention.
+    let args = ["--layers", "2", "--intermediate", "2048"];
+    let (out, r, _) = commit_run("commit-retained", &args, 1_000_000, &[], None);
+    let ctx = format!("{}\n{r:#}", out.transcript());
+    assert_eq!(r["verdict"], "pass", "{ctx}");
+    assert_eq!(r["gaps"].as_u64(), Some(0), "{ctx}");
+
+    let small = [("MMAUDIT_RETAIN_MB", "1".to_string())];
+    let (out, r, check) = commit_run("commit-not-retained", &args, 1_000_000, &small, None);
+    let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
+    assert_eq!(r["verdict"], "fail", "{ctx}");
+    assert_eq!(r["mismatched"].as_u64(), Some(0), "{ctx}");
+    // Three MLP calls per layer.
+    assert!(r["gaps"].as_u64().unwrap_or(0) >= 6, "{ctx}");
+    assert!(format!("{r}").contains("NotRetained"), "{ctx}");
+    assert_eq!(check.code, Some(1), "{ctx}");
 }

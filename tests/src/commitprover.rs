@@ -18,7 +18,7 @@ use mmaudit_protocol::config::SamplingConfig;
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::num;
 use mmaudit_protocol::record::{
-    Commitment, End, Gap, GapReason, OpenedSide, OpenedVectors, Opening, Record, SmallData,
+    Commitment, CommittedVectors, End, Gap, GapReason, OpenedSide, Opening, Record, SmallData,
 };
 use mmaudit_protocol::schedule::{Plan, ScheduleVersion};
 use mmaudit_protocol::stream::StreamHeader;
@@ -66,12 +66,11 @@ pub enum Cheat {
 /// Everything committed for one call, kept until it is opened.
 struct Kept {
     call: GemmCall,
-    /// vectors of op(A) (rows), op(B) (columns), C and D (columns), each encoded,
-    /// `[batch][vector]`
-    a: Vec<Vec<u8>>,
-    b: Vec<Vec<u8>>,
-    c: Vec<Vec<u8>>,
-    d: Vec<Vec<u8>>,
+    /// vectors of op(A) (rows), op(B) (columns), C and D (columns), `[batch][vector]`
+    a: CommittedVectors,
+    b: CommittedVectors,
+    c: CommittedVectors,
+    d: CommittedVectors,
     small: SmallData,
     /// rows of D faked in this call (empty when none)
     faked_rows: Vec<u64>,
@@ -261,21 +260,18 @@ impl CommitProver {
                 }
             }
         }
-        let split = |values: &[f64], len: usize, dtype| -> Vec<Vec<u8>> {
-            values
-                .chunks(len.max(1))
-                .map(|v| encode(dtype, v))
-                .collect()
+        let commit = |values: &[f64], count: usize, dtype| {
+            CommittedVectors::new(encode(dtype, values), count).expect("vectors of one width")
         };
         let kept = Kept {
-            a: split(&a, k, call.a.dtype),
-            b: split(&b, k, call.b.dtype),
+            a: commit(&a, batch * m, call.a.dtype),
+            b: commit(&b, batch * n, call.b.dtype),
             c: if c.is_empty() {
-                Vec::new()
+                CommittedVectors::none()
             } else {
-                split(&c, m, call.c.dtype)
+                commit(&c, batch * n, call.c.dtype)
             },
-            d: split(&d, m, call.d.dtype),
+            d: commit(&d, batch * n, call.d.dtype),
             small,
             faked_rows,
             skipped,
@@ -288,11 +284,11 @@ impl CommitProver {
                     tensor,
                     matrices: Vec::new(),
                 },
-                _ => Side::Inline(commit::vectors_root(&kept.a)),
+                _ => Side::Inline(kept.a.root()),
             },
-            b: Side::Inline(commit::vectors_root(&kept.b)),
-            c: commit::vectors_root(&kept.c),
-            d: commit::vectors_root(&kept.d),
+            b: Side::Inline(kept.b.root()),
+            c: kept.c.root(),
+            d: kept.d.root(),
             small: kept.small.hash(),
         };
         let commitment = commit::call_commitment(&call, &binding);
@@ -329,8 +325,8 @@ impl CommitProver {
             return;
         }
         let call = &kept.call;
-        let open = |vectors: &[Vec<u8>], per: u64, picks: &[u64]| {
-            OpenedVectors::open(vectors, per, &plan.batches, picks)
+        let open = |vectors: &CommittedVectors, per: u64, picks: &[u64]| {
+            vectors.open(per, &plan.batches, picks)
         };
         let mut d = open(&kept.d, call.n, &plan.cols);
         if self.cheat == Cheat::AlterAfterCommit {
@@ -347,7 +343,7 @@ impl CommitProver {
                         .iter()
                         .flat_map(|&b| plan.rows.iter().map(move |&r| (b, r)))
                         .flat_map(|(b, r)| {
-                            let row = &kept.a[(b * call.m + r) as usize];
+                            let row = kept.a.vector((b * call.m + r) as usize);
                             row[..call.a.dtype.size()].to_vec()
                         })
                         .collect(),
@@ -355,15 +351,7 @@ impl CommitProver {
                 _ => OpenedSide::Inline(open(&kept.a, call.m, &plan.rows)),
             },
             b: OpenedSide::Inline(open(&kept.b, call.n, &plan.cols)),
-            c: if kept.c.is_empty() {
-                OpenedVectors {
-                    root: commit::tree_root(&[]),
-                    vectors: Vec::new(),
-                    paths: Vec::new(),
-                }
-            } else {
-                open(&kept.c, call.n, &plan.cols)
-            },
+            c: open(&kept.c, call.n, &plan.cols),
             d,
             small: kept.small.clone(),
         })));

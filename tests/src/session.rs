@@ -42,14 +42,13 @@ pub fn read_hello(stream: &mut impl Read, key: &Key) -> io::Result<ServerHello> 
     read_hello_with_mac(stream, key).map(|(h, _)| h)
 }
 
-/// [`read_hello`], also returning the hello's MAC: its last 32 bytes.
+/// [`read_hello`], also returning the hello's MAC (its last 32 bytes).
 pub fn read_hello_with_mac(
     stream: &mut impl Read,
     key: &Key,
 ) -> io::Result<(ServerHello, [u8; 32])> {
     let mut reader = HelloReader::new(key);
     let mut buf = vec![0u8; 64 << 10];
-    let mut tail = Vec::new();
     loop {
         let n = stream.read(&mut buf)?;
         if n == 0 {
@@ -59,13 +58,10 @@ pub fn read_hello_with_mac(
                 .map_or("closed".to_string(), |e| e.to_string());
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, e));
         }
-        tail.extend_from_slice(&buf[..n]);
-        let keep = tail.len().saturating_sub(32);
-        tail.drain(..keep);
         match reader.push(&buf[..n]) {
             Ok(Some(hello)) => {
-                let mac = tail.as_slice().try_into().map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidData, "hello shorter than its MAC")
+                let mac = reader.mac().ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, "the hello has no MAC")
                 })?;
                 return Ok((hello, mac));
             }

@@ -198,6 +198,8 @@ pub struct SlotLayout {
     pub fields: Fields,
     /// The call index the sample belongs to.
     pub index: u64,
+    /// The call (commit mode binds the commitment to its ledger encoding).
+    pub call: GemmCall,
     /// Type of alpha and beta.
     pub scale_type: DType,
     templates: Vec<Template>,
@@ -231,6 +233,14 @@ fn op_strides(p: &Placement, op: Op) -> (i64, i64) {
 impl SlotLayout {
     /// Plans the gather of `call` (with `spec`) sampled by `plan`.
     pub fn new(call: &GemmCall, spec: &GatherSpec, plan: &Plan) -> Result<SlotLayout, String> {
+        if plan.rows.is_empty() || plan.cols.is_empty() || plan.batches.is_empty() {
+            return Err(format!(
+                "nothing to gather: the plan has {} rows, {} columns and {} batch entries (a call too large to gather whole in commit mode has none)",
+                plan.rows.len(),
+                plan.cols.len(),
+                plan.batches.len()
+            ));
+        }
         let nb = count(plan.batches.len() as u64, "sampled batch entries")?;
         let nr = count(plan.rows.len() as u64, "sampled rows")?;
         let nc = count(plan.cols.len() as u64, "sampled columns")?;
@@ -474,6 +484,7 @@ impl SlotLayout {
             post_jobs: (njobs as u32) - pre_jobs,
             fields,
             index: call.index,
+            call: call.clone(),
             scale_type: call.scale_type,
             templates,
             rows: plan.rows.clone(),

@@ -18,6 +18,7 @@
 //! What it must never do: drop a record silently, or block a hook. What the sink cannot
 //! take becomes a gap record or, for ledger records, an audit-disabled notice.
 
+pub mod commit;
 pub mod sink;
 
 use std::collections::VecDeque;
@@ -54,6 +55,9 @@ pub struct Gathered {
     pub sample: Sample,
     /// The operands' types, k and the plan's indices (`None`: never referenced).
     pub operands: Option<SampleOperands>,
+    /// The call (`None` only in tests): a commit-mode session commits to the sample,
+    /// which is then the whole call, bound to its ledger encoding.
+    pub call: Option<GemmCall>,
 }
 
 /// How a gather in flight ended.

@@ -52,9 +52,10 @@ use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::{
     End, Gap, GapReason, Notice, NoticeKind, OperandData, Record, RECORD_HEAD_LEN,
 };
-use mmaudit_protocol::schedule::Schedule;
+use mmaudit_protocol::schedule::{Schedule, ScheduleVersion};
 use mmaudit_protocol::stream::{Compression, Part, StreamHeader, StreamWriter};
 
+use super::commit::{CommitSession, CommitTotals};
 use super::Gathered;
 use crate::config::SinkSpec;
 use crate::log::{self, Level};
@@ -90,7 +91,7 @@ impl Counts {
             match q {
                 Queued::Ledgers(run) => self.calls += run.count,
                 Queued::Record(r) => match &**r {
-                    Record::Sample(_) => self.samples += 1,
+                    Record::Sample(_) | Record::Opening(_) => self.samples += 1,
                     Record::Gap(g) => self.gap_calls += g.indices.len() as u64,
                     _ => {}
                 },
@@ -212,6 +213,11 @@ struct TcpOut {
     connections: u64,
     /// The End record was written completely: the stream is over.
     done: bool,
+    /// The session is in commit mode (docs/COMMIT.md): its commitments, kept calls and
+    /// the verifier's challenges.
+    commit: Option<Box<CommitSession>>,
+    /// Commit-mode counters of the sessions that ended.
+    commit_totals: CommitTotals,
 }
 
 enum Out {
@@ -236,6 +242,10 @@ pub struct Totals {
     pub bytes: u64,
     /// Operands (op(A) rows or op(B) columns of a sample) sent as references.
     pub references: u64,
+    /// Commit mode: commitments queued.
+    pub commitments: u64,
+    /// Commit mode: openings queued.
+    pub openings: u64,
 }
 
 /// What waits in the sink's queue.
@@ -317,6 +327,11 @@ pub struct Sink {
     name: String,
     ledger: Arc<Ledger>,
     references: bool,
+    /// Commit mode: bytes of committed calls kept for their openings.
+    retain_bytes: usize,
+    /// Why auditing must stop, found while pumping (records the sink made itself, the
+    /// answers to challenges, overflowed the buffer): [`Sink::pump`] returns it.
+    stop: Option<String>,
 }
 
 /// A stream's writer (at the library's compression) and its header bytes.
@@ -438,6 +453,8 @@ impl Sink {
                 refused_why: String::new(),
                 connections: 0,
                 done: false,
+                commit: None,
+                commit_totals: CommitTotals::default(),
             }),
         };
         Ok(Sink {
@@ -457,7 +474,16 @@ impl Sink {
             name: spec.to_string(),
             ledger,
             references,
+            retain_bytes: (crate::config::DEFAULT_RETAIN_MB << 20) as usize,
+            stop: None,
         })
+    }
+
+    /// The same sink keeping at most `bytes` of committed calls in a commit-mode
+    /// session (`MMAUDIT_RETAIN_MB`).
+    pub fn with_retention(mut self, bytes: usize) -> Self {
+        self.retain_bytes = bytes;
+        self
     }
 
     /// The batching interval.
@@ -472,7 +498,9 @@ impl Sink {
         }
         match &self.out {
             Out::Tcp(t) => match &t.conn {
-                Conn::Up(u) => u.off < u.out.len(),
+                Conn::Up(u) => {
+                    u.off < u.out.len() || t.commit.as_ref().is_some_and(|c| c.awaiting())
+                }
                 Conn::Connecting { .. } | Conn::Hello(_) => true,
                 Conn::Idle { .. } => false,
             },
@@ -492,7 +520,33 @@ impl Sink {
         let Gathered {
             mut sample,
             operands,
+            call,
         } = gathered;
+        if let Out::Tcp(TcpOut {
+            commit: Some(session),
+            table,
+            session_first: Some(first),
+            ..
+        }) = &mut self.out
+        {
+            if sample.index >= *first {
+                // Commit mode: the sample is the whole call; its commitment goes out, the
+                // data stays until the verifier's challenge.
+                let index = sample.index;
+                let record = match call {
+                    Some(call) if call.index == index => session
+                        .commit(call, sample, table.as_ref())
+                        .unwrap_or_else(|e| gap(index, GapReason::NotCommitted, &e)),
+                    _ => gap(
+                        index,
+                        GapReason::NotCommitted,
+                        "the gathered data came without its call",
+                    ),
+                };
+                self.totals.commitments += matches!(record, Record::Commitment(_)) as u64;
+                return self.push(record);
+            }
+        }
         if let (Out::Tcp(t), Some(ops)) = (&self.out, &operands) {
             if let (Some(table), Some(first)) = (&t.table, t.session_first) {
                 if sample.index >= first {
@@ -528,6 +582,21 @@ impl Sink {
             Out::Tcp(t) => t.admit(record)?,
             _ => record,
         };
+        let record = match (record, &self.out) {
+            // In commit mode a sampled call is a call to commit to: one without data
+            // is "not committed" (counted by the verifier's --max-uncommitted), whatever
+            // kept its data from coming.
+            (Record::Gap(mut g), Out::Tcp(t))
+                if t.commit.is_some()
+                    && g.reason != GapReason::NotRetained
+                    && t.session_first
+                        .is_some_and(|f| g.indices.iter().all(|&i| i >= f)) =>
+            {
+                g.reason = GapReason::NotCommitted;
+                Record::Gap(g)
+            }
+            (r, _) => r,
+        };
         let record = match record {
             Record::Sample(s) if self.backpressure => {
                 self.totals.backpressure += 1;
@@ -537,10 +606,19 @@ impl Sink {
                     "the sink could not keep up: MMAUDIT_BUFFER_MB is full",
                 )
             }
+            Record::Opening(o) if self.backpressure => {
+                self.totals.backpressure += 1;
+                gap(
+                    o.index,
+                    GapReason::SinkBackpressure,
+                    "the sink could not keep up: MMAUDIT_BUFFER_MB is full",
+                )
+            }
             r => r,
         };
         match &record {
             Record::Sample(_) => self.totals.samples += 1,
+            Record::Opening(_) => self.totals.openings += 1,
             Record::Gap(g) => self.totals.gaps += g.indices.len() as u64,
             _ => {}
         }
@@ -603,18 +681,26 @@ impl Sink {
             );
             for q in self.queue.iter_mut() {
                 let Queued::Record(r) = q else { continue };
-                if let Record::Sample(s) = &mut **r {
-                    let g = gap(
-                        s.index,
-                        GapReason::SinkBackpressure,
-                        "the sink could not keep up: MMAUDIT_BUFFER_MB is full",
-                    );
-                    self.queued_bytes = self.queued_bytes + g.encoded_len() - r.encoded_len();
-                    self.totals.samples -= 1;
-                    self.totals.gaps += 1;
-                    self.totals.backpressure += 1;
-                    **r = g;
-                }
+                let index = match &**r {
+                    Record::Sample(s) => {
+                        self.totals.samples -= 1;
+                        s.index
+                    }
+                    Record::Opening(o) => {
+                        self.totals.openings -= 1;
+                        o.index
+                    }
+                    _ => continue,
+                };
+                let g = gap(
+                    index,
+                    GapReason::SinkBackpressure,
+                    "the sink could not keep up: MMAUDIT_BUFFER_MB is full",
+                );
+                self.queued_bytes = self.queued_bytes + g.encoded_len() - r.encoded_len();
+                self.totals.gaps += 1;
+                self.totals.backpressure += 1;
+                **r = g;
             }
         }
         if self.queued_bytes > self.buffer_bytes && !self.ledger_overflow {
@@ -683,7 +769,10 @@ impl Sink {
         if matches!(self.out, Out::Tcp(_)) {
             self.pump_tcp(now, force);
         }
-        Ok(())
+        match self.stop.take() {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
     }
 
     fn write_file(&mut self, batch: &[Queued]) -> Result<(), String> {
@@ -831,19 +920,54 @@ impl Sink {
                 }
             }
         }
-        // A peer that closed its side is noticed by a read, even with nothing to write.
-        if let Out::Tcp(t) = &mut self.out {
-            if let Conn::Up(u) = &mut t.conn {
-                let mut buf = [0u8; 512];
-                match (&u.stream).read(&mut buf) {
-                    Ok(0) => self.break_connection(now, "the verifier closed the connection"),
-                    // A verifier sends nothing after its hello.
-                    Ok(_) => self.break_connection(now, "the verifier sent bytes after its hello"),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => self.break_connection(now, &e.to_string()),
+        self.read_verifier(now);
+    }
+
+    /// Reads what the verifier sent after its hello: in commit mode its challenge
+    /// frames, whose answers (openings, "not retained" gaps) are queued; otherwise
+    /// nothing may come. A closed peer is noticed here, even with nothing to write.
+    fn read_verifier(&mut self, now: Instant) {
+        let Out::Tcp(t) = &mut self.out else { return };
+        let Conn::Up(u) = &mut t.conn else { return };
+        let mut buf = [0u8; 16 << 10];
+        let mut answers = Vec::new();
+        let mut broken = None;
+        // At most 1 MiB a pump: a verifier that floods cannot hold the thread.
+        for _ in 0..64 {
+            match (&u.stream).read(&mut buf) {
+                Ok(0) => {
+                    broken = Some("the verifier closed the connection".to_string());
+                    break;
+                }
+                Ok(n) => match &mut t.commit {
+                    Some(session) => match session.on_bytes(&buf[..n]) {
+                        Ok(mut records) => answers.append(&mut records),
+                        Err(e) => {
+                            broken = Some(e);
+                            break;
+                        }
+                    },
+                    None => {
+                        // A verifier in sampling mode sends nothing after its hello.
+                        broken = Some("the verifier sent bytes after its hello".to_string());
+                        break;
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    broken = Some(e.to_string());
+                    break;
                 }
             }
+        }
+        for record in answers {
+            if let Some(why) = self.push(record) {
+                self.stop.get_or_insert(why);
+            }
+        }
+        if let Some(why) = broken {
+            self.break_connection(now, &why);
         }
     }
 
@@ -881,6 +1005,13 @@ impl Sink {
                 Err(e) => break Err(e.to_string()),
             }
         };
+        // The hello's MAC: a commit-mode session's challenge frames chain from it.
+        let outcome = outcome.and_then(|hello| {
+            h.reader
+                .mac()
+                .map(|mac| (hello, mac))
+                .ok_or_else(|| "the hello reader kept no MAC".to_string())
+        });
         let backoff = h.backoff;
         let old = std::mem::replace(
             &mut t.conn,
@@ -892,7 +1023,7 @@ impl Sink {
         let Conn::Hello(h) = old else { return };
         let mut stream = h.stream;
         match outcome {
-            Ok(hello) => self.start_segment(stream, hello),
+            Ok((hello, mac)) => self.start_segment(stream, hello, mac),
             Err(why) => {
                 if let Some(poll) = &t.poll {
                     let _ = poll.registry().deregister(&mut stream);
@@ -920,7 +1051,7 @@ impl Sink {
     /// segment with its nonce and its sampling configuration (the verifier's rates,
     /// not the environment's: the session's schedule and the segment's header both use
     /// the hello's).
-    fn start_segment(&mut self, stream: TcpStream, hello: ServerHello) {
+    fn start_segment(&mut self, stream: TcpStream, hello: ServerHello, hello_mac: [u8; 32]) {
         let sampling = hello.sampling;
         if sampling != self.header.config {
             log::once(
@@ -934,11 +1065,18 @@ impl Sink {
                 ),
             );
         }
+        // The library follows the hello's mode; no setting of its own chooses it.
+        let commit = hello.mode == HelloMode::Commit;
+        let schedule = if commit {
+            ScheduleVersion::Commit
+        } else {
+            self.header.schedule
+        };
         let session = self.ledger.begin(Schedule::with_version(
             &self.key,
             hello.nonce,
             sampling,
-            self.header.schedule,
+            schedule,
         ));
         let session_first = session.first_index;
         let first_index = self
@@ -1006,19 +1144,16 @@ impl Sink {
                 ),
             });
         }
-        if hello.mode == HelloMode::Commit {
-            // Said in the stream, which stays a sampled (version 2) stream: a verifier
-            // in commit mode fails it, so nothing passes that the verifier did not ask for.
-            notices.push(Notice {
-                kind: NoticeKind::Warning,
-                message: "the verifier asked for commit mode (docs/COMMIT.md), which this library does not implement yet; the session is sampled by the keyed schedule".into(),
-            });
+        t.commit =
+            commit.then(|| Box::new(CommitSession::new(&self.key, hello_mac, self.retain_bytes)));
+        if commit {
             log::once(
-                Level::Warn,
+                Level::Info,
                 "commit mode",
                 &format!(
-                    "{} asked for commit mode, which this library does not implement yet; sampling instead (the verifier will fail the stream)",
-                    self.name
+                    "{} asked for commit mode: every auditable call is gathered whole and committed to, and kept (up to MMAUDIT_RETAIN_MB = {} MiB) until the verifier's challenge",
+                    self.name,
+                    self.retain_bytes >> 20
                 ),
             );
         }
@@ -1037,6 +1172,7 @@ impl Sink {
             config: sampling,
             segment,
             first_index,
+            schedule,
             ..self.header.clone()
         };
         let (writer, bytes) = stream_writer(&self.key, &header);
@@ -1065,6 +1201,9 @@ impl Sink {
         self.ledger.end();
         t.session_first = None;
         t.table = None;
+        if let Some(c) = t.commit.take() {
+            t.commit_totals.add(&c.totals);
+        }
         let old = std::mem::replace(
             &mut t.conn,
             Conn::Idle {
@@ -1105,8 +1244,13 @@ impl Sink {
     /// line, or what could not be delivered.
     pub fn finish(&mut self, deadline: Instant) -> Result<String, String> {
         let summary = |t: Totals, name: &str| {
+            let commit = if t.commitments > 0 {
+                format!(", {} commitments, {} openings", t.commitments, t.openings)
+            } else {
+                String::new()
+            };
             format!(
-                "stream to {name} finished: {} calls, {} samples, {} gap calls ({} for backpressure), {} operands sent as references, {} bytes",
+                "stream to {name} finished: {} calls, {} samples, {} gap calls ({} for backpressure), {} operands sent as references{commit}, {} bytes",
                 t.calls, t.samples, t.gaps, t.backpressure, t.references, t.bytes
             )
         };
@@ -1140,8 +1284,11 @@ impl Sink {
             if t.done {
                 return Ok(summary(self.totals, &self.name));
             }
+            // In commit mode the stream ends only once the verifier has judged every
+            // commitment (and its challenges are answered).
+            let awaiting = t.commit.as_ref().is_some_and(|c| c.awaiting());
             if let Conn::Up(u) = &mut t.conn {
-                if queue_empty && u.off >= u.out.len() {
+                if queue_empty && u.off >= u.out.len() && !awaiting {
                     if u.ended {
                         let _ = u.stream.shutdown(std::net::Shutdown::Write);
                         t.done = true;
@@ -1157,8 +1304,13 @@ impl Sink {
                 }
             }
             if now >= deadline {
+                let challenges = if awaiting {
+                    " (the verifier had not sent the challenges of every commitment)"
+                } else {
+                    ""
+                };
                 return Err(format!(
-                    "exit: {} records ({} bytes) and the end record could not be delivered to {} within MMAUDIT_EXIT_TIMEOUT_MS; the verifier will see the stream truncated",
+                    "exit: {} records ({} bytes) and the end record could not be delivered to {} within MMAUDIT_EXIT_TIMEOUT_MS{challenges}; the verifier will see the stream truncated",
                     self.queue.len(),
                     self.queued_bytes,
                     self.name

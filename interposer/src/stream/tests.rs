@@ -371,6 +371,7 @@ impl Pending for FakeGather {
             Some(0) => Some(Resolved::Sample(Box::new(Gathered {
                 sample: sample(self.index, 16),
                 operands: None,
+                call: None,
             }))),
             Some(n) => {
                 *n -= 1;
@@ -934,40 +935,194 @@ fn a_live_session_samples_with_the_hellos_rates_and_its_header_carries_them() {
     );
 }
 
-#[test]
-fn a_hello_asking_for_commit_mode_gets_a_sampled_stream_that_says_so() {
-    // The library does not implement commit mode yet: it samples, writes a version-2
-    // stream (which a commit-mode verifier fails) and says why in a notice; a sampling
-    // hello gets no such notice.
-    for mode in [HelloMode::Commit, HelloMode::Sampling] {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            send_hello_mode(
-                &mut s,
-                &key(),
-                [0x61; 16],
-                SamplingConfig::default(),
-                vec![],
-                mode,
-            );
-            read_conn(s, None)
-        });
-        let mut p = Prover::tcp(port, false);
-        p.until_session();
-        p.call();
-        p.sink
-            .finish(Instant::now() + Duration::from_secs(10))
-            .unwrap();
-        let (h, records, done) = decode(&server.join().unwrap());
-        done.unwrap();
-        assert_eq!(h.schedule, mmaudit_protocol::schedule::ScheduleVersion::V2);
-        let said = records.iter().any(|r| {
-            matches!(r, Record::Notice(n) if n.kind == NoticeKind::Warning && n.message.contains("commit mode"))
-        });
-        assert_eq!(said, mode == HelloMode::Commit, "{mode:?}");
+/// The whole of `call(index)` (8 x 8 x 8, f32) as a commit-mode gather makes it, every
+/// element distinct: op(A) rows, op(B) columns, D `[row][col]`.
+fn whole_sample(index: u64) -> Sample {
+    let f32s = |base: f32| -> Vec<u8> {
+        (0..64)
+            .flat_map(|i| (base + i as f32).to_le_bytes())
+            .collect()
+    };
+    Sample {
+        a_rows: OperandData::Inline(f32s(100.0)),
+        b_cols: OperandData::Inline(f32s(200.0)),
+        d_out: f32s(300.0),
+        ..sample(index, 0)
     }
+}
+
+#[test]
+fn a_commit_mode_hello_gets_commitments_and_openings_that_verify() {
+    use mmaudit_protocol::commit::frames::{Challenge, ChallengeWriter};
+    use mmaudit_protocol::schedule::{Plan, ScheduleVersion};
+    // The verifier's side is played here: it reads the commitments, then challenges
+    // call 0 with a plan and call 1 with a plan that does not fit the call, releasing
+    // both; the sink must answer with an opening that verifies against the commitment
+    // and a "not retained" gap, and end the stream only after that frame.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let plan = Plan {
+        rows: vec![1, 6],
+        cols: vec![0, 7],
+        batches: vec![0],
+    };
+    let bad = Plan {
+        rows: vec![8],
+        ..plan.clone()
+    };
+    let challenges = vec![
+        Challenge {
+            index: 0,
+            plan: plan.clone(),
+        },
+        Challenge {
+            index: 1,
+            plan: bad,
+        },
+    ];
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let hello = ServerHello {
+            key_id: key().id(),
+            nonce: [0x61; 16],
+            sampling: SamplingConfig::default(),
+            tensors: vec![],
+            mode: HelloMode::Commit,
+        }
+        .encode(&key())
+        .unwrap();
+        s.write_all(&hello).unwrap();
+        let mac: [u8; 32] = hello[hello.len() - 32..].try_into().unwrap();
+        let mut reader = StreamReader::new(&key());
+        let (mut header, mut records, mut sent) = (None, Vec::new(), false);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            for e in reader.push(&buf[..n]).unwrap() {
+                match e {
+                    Event::Header(h) => header = Some(h),
+                    Event::Frame { records: r, .. } => records.extend(r),
+                }
+            }
+            let committed = records
+                .iter()
+                .filter(|r| matches!(r, Record::Commitment(_)))
+                .count();
+            if committed == 2 && !sent {
+                let frame = ChallengeWriter::new(&key(), mac).frame(1, &challenges);
+                s.write_all(&frame).unwrap();
+                sent = true;
+            }
+        }
+        reader.finish().unwrap();
+        (header.unwrap(), records, sent)
+    });
+    let mut p = Prover::tcp(port, false);
+    p.until_session();
+    for _ in 0..2 {
+        let (index, in_session) = p.call();
+        assert!(in_session);
+        let mut c = call(index);
+        c.index = index;
+        assert!(p
+            .sink
+            .push_sample(Gathered {
+                sample: whole_sample(index),
+                operands: None,
+                call: Some(c),
+            })
+            .is_none());
+    }
+    p.sink
+        .finish(Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    let (h, records, sent) = server.join().unwrap();
+    assert!(sent, "the commitments arrived before the end");
+    assert_eq!(h.schedule, ScheduleVersion::Commit);
+    let commitment = records
+        .iter()
+        .find_map(|r| match r {
+            Record::Commitment(c) if c.index == 0 => Some(c.commitment),
+            _ => None,
+        })
+        .unwrap();
+    let opening = records
+        .iter()
+        .find_map(|r| match r {
+            Record::Opening(o) => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    let opened = opening.verify(&call(0), &plan, &commitment).unwrap();
+    // D's entries [row][col] of the plan, from the whole D `[row][col]` gathered.
+    let d: Vec<u8> = [(1, 0), (1, 7), (6, 0), (6, 7)]
+        .iter()
+        .flat_map(|(r, c)| (300.0f32 + (r * 8 + c) as f32).to_le_bytes())
+        .collect();
+    assert_eq!(opened.d_out, d);
+    // Call 1's challenge did not fit: a gap, never an opening; then the end.
+    assert!(records.iter().any(|r| matches!(r,
+        Record::Gap(g) if g.indices == [1] && g.reason == GapReason::NotRetained)));
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| matches!(r, Record::Opening(_)))
+            .count(),
+        1
+    );
+    let end = end_of(&records);
+    assert_eq!((end.calls, end.samples, end.gap_calls), (2, 1, 1));
+    // The same opening altered is refused by the commitment.
+    let mut altered = opening.clone();
+    if let mmaudit_protocol::record::OpenedSide::Inline(v) = &mut altered.b {
+        v.vectors[0] ^= 1;
+    }
+    assert!(altered.verify(&call(0), &plan, &commitment).is_err());
+}
+
+#[test]
+fn a_commit_mode_stream_does_not_end_before_the_verifier_judged_its_commitments() {
+    // A verifier that never sends its challenges: the exit waits (to its deadline)
+    // and says why, and no End record is written, so the verifier sees the stream
+    // truncated, never complete without the openings it would have asked for.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        send_hello_mode(
+            &mut s,
+            &key(),
+            [0x62; 16],
+            SamplingConfig::default(),
+            vec![],
+            HelloMode::Commit,
+        );
+        read_conn(s, None)
+    });
+    let mut p = Prover::tcp(port, false);
+    p.until_session();
+    let (index, _) = p.call();
+    let mut c = call(index);
+    c.index = index;
+    p.sink.push_sample(Gathered {
+        sample: whole_sample(index),
+        operands: None,
+        call: Some(c),
+    });
+    let e = p
+        .sink
+        .finish(Instant::now() + Duration::from_millis(300))
+        .unwrap_err();
+    assert!(e.contains("challenges"), "{e}");
+    drop(p);
+    let (_, records, done) = decode(&server.join().unwrap());
+    assert!(done.is_err(), "truncated");
+    assert!(records.iter().any(|r| matches!(r, Record::Commitment(_))));
+    assert!(!records.iter().any(|r| matches!(r, Record::End(_))));
 }
 
 #[test]
@@ -1075,6 +1230,7 @@ fn referenced_run(references: bool) -> Sample {
             cols: vec![3],
             batches: 1,
         }),
+        call: None,
     });
     p.sink
         .finish(Instant::now() + Duration::from_secs(10))
@@ -1125,6 +1281,7 @@ fn a_file_sink_never_sends_references() {
             cols: vec![0],
             batches: 1,
         }),
+        call: None,
     });
     sink.finish(Instant::now() + Duration::from_secs(1))
         .unwrap();

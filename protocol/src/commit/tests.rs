@@ -259,3 +259,25 @@ fn only_the_challenge_key_issues_nonces() {
     }
     assert!(!nonce_issued(&k, &[0xab; 16]));
 }
+
+#[test]
+fn the_whole_tree_gives_rfc_6962_roots_and_paths() {
+    // Tree (levels built once, what the library keeps) against audit_path (RFC 6962's
+    // recursive PATH) and the pinned roots.
+    assert_eq!(Tree::new(Vec::new()).root(), leaf_hash(&[]));
+    assert_eq!(Tree::new(Vec::new()).path(0), None);
+    for count in 1..=70usize {
+        let ls = leaves(count);
+        let tree = Tree::new(ls.clone());
+        assert_eq!(tree.root(), tree_root(&ls), "{count}");
+        assert_eq!(tree.leaves(), count);
+        assert!(
+            tree.hashes() as u64 <= 2 * count as u64 + depth(count as u64),
+            "{count}"
+        );
+        for i in 0..count {
+            assert_eq!(tree.path(i), audit_path(&ls, i), "{count} {i}");
+        }
+        assert_eq!(tree.path(count), None);
+    }
+}

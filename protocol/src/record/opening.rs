@@ -9,7 +9,7 @@
 use super::{present, read_blob, read_reference, write_reference, OperandData, Sample, Scalars};
 use crate::call::{flags, GemmCall};
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::commit::{self, CallBinding, Hash, Side};
+use crate::commit::{self, CallBinding, Hash, Side, Tree};
 use crate::schedule::Plan;
 
 /// A call's commitment (record tag 6).
@@ -154,32 +154,84 @@ impl SmallData {
     }
 }
 
-impl OpenedVectors {
-    /// The prover's side: the opening of `vectors` (all of an operand's, in order
-    /// `[batch member][vector]`, `per` vectors a member) at the plan's batch entries
-    /// `batches` and indices `picks`, each with its audit path.
-    pub fn open<V: AsRef<[u8]>>(vectors: &[V], per: u64, batches: &[u64], picks: &[u64]) -> Self {
-        let leaves: Vec<Hash> = vectors
-            .iter()
-            .map(|v| commit::leaf_hash(v.as_ref()))
+/// The prover's side of one operand: its vectors as committed (`[batch member][vector]`,
+/// all of the same width, back to back) and the tree over their leaf hashes, kept until
+/// the challenge says which to open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedVectors {
+    bytes: Vec<u8>,
+    width: usize,
+    tree: Tree,
+}
+
+impl CommittedVectors {
+    /// Commits to `count` vectors of equal width, back to back in `bytes` (hashing each
+    /// and building the tree). An error when the bytes do not split into `count`.
+    pub fn new(bytes: Vec<u8>, count: usize) -> Result<Self, String> {
+        let width = match (count, bytes.len()) {
+            (0, 0) => 0,
+            (0, len) => return Err(format!("{len} bytes for no vectors")),
+            (count, len) if len % count == 0 => len / count,
+            (count, len) => return Err(format!("{len} bytes do not split into {count} vectors")),
+        };
+        let leaves = (0..count)
+            .map(|i| commit::leaf_hash(&bytes[i * width..][..width]))
             .collect();
+        Ok(CommittedVectors {
+            bytes,
+            width,
+            tree: Tree::new(leaves),
+        })
+    }
+
+    /// No vectors (C when beta is zero).
+    pub fn none() -> Self {
+        CommittedVectors {
+            bytes: Vec::new(),
+            width: 0,
+            tree: Tree::new(Vec::new()),
+        }
+    }
+
+    /// The root the commitment holds.
+    pub fn root(&self) -> Hash {
+        self.tree.root()
+    }
+
+    /// Vector `i` (empty when out of range).
+    pub fn vector(&self, i: usize) -> &[u8] {
+        self.bytes
+            .get(i * self.width..(i + 1) * self.width)
+            .unwrap_or(&[])
+    }
+
+    /// Bytes held: the vectors and the tree.
+    pub fn held_bytes(&self) -> usize {
+        self.bytes.len() + 32 * self.tree.hashes()
+    }
+
+    /// The opening at the plan's batch entries `batches` and indices `picks` (`per`
+    /// vectors a batch member), each vector with its audit path.
+    pub fn open(&self, per: u64, batches: &[u64], picks: &[u64]) -> OpenedVectors {
         let mut out = OpenedVectors {
-            root: commit::tree_root(&leaves),
+            root: self.root(),
             vectors: Vec::new(),
             paths: Vec::new(),
         };
         for &b in batches {
             for &x in picks {
                 let leaf = (b * per + x) as usize;
-                out.vectors.extend_from_slice(vectors[leaf].as_ref());
-                for h in commit::audit_path(&leaves, leaf).unwrap_or_default() {
+                out.vectors.extend_from_slice(self.vector(leaf));
+                for h in self.tree.path(leaf).unwrap_or_default() {
                     out.paths.extend_from_slice(&h);
                 }
             }
         }
         out
     }
+}
 
+impl OpenedVectors {
     fn encode(&self, w: &mut Writer) {
         w.raw(&self.root);
         w.bytes(&self.vectors);

@@ -160,8 +160,8 @@ impl StreamWriter {
         self.next_seq
     }
 
-    /// How many sample records were too large for any frame and were replaced by gap
-    /// records (reason [`GapReason::Internal`]). A producer that counts totals for its
+    /// How many sample (or opening) records were too large for any frame and were
+    /// replaced by gap records (reason [`GapReason::Internal`]). A producer that counts totals for its
     /// End record counts these as gap calls, not samples.
     pub fn replaced_samples(&self) -> u64 {
         self.replaced_samples
@@ -307,13 +307,18 @@ impl StreamWriter {
             return Cow::Borrowed(std::slice::from_ref(record));
         }
         match record {
-            Record::Sample(s) => {
+            Record::Sample(_) | Record::Opening(_) => {
+                let (index, what) = match record {
+                    Record::Opening(o) => (o.index, "opening"),
+                    Record::Sample(s) => (s.index, "sample"),
+                    _ => unreachable!("matched above"),
+                };
                 self.replaced_samples += 1;
                 Cow::Owned(vec![Record::Gap(Gap {
-                    indices: vec![s.index],
+                    indices: vec![index],
                     reason: GapReason::Internal,
                     detail: format!(
-                        "sample record of {len} bytes exceeds the frame limit of {target} bytes"
+                        "{what} record of {len} bytes exceeds the frame limit of {target} bytes"
                     ),
                 })])
             }
