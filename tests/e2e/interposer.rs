@@ -2745,24 +2745,38 @@ fn challenge_key(dir: &Path) -> (PathBuf, [u8; 32]) {
     (path, key.challenge_key())
 }
 
-/// Runs the Llama workload (`args`) under the library against `serve --commit`
-/// challenging `call_ppm` of the committed calls, with `env` added. Returns the run,
-/// the live report, and the offline check of the saved capture with the challenge key.
+/// Runs `program` (`args`) under the library against `serve --commit` challenging
+/// `call_ppm` of the committed calls, with `env` added. Returns the run, the live
+/// report, and the offline check of the saved capture with the challenge key.
 fn commit_run(
     name: &str,
+    program: &str,
     args: &[&str],
     call_ppm: u32,
     env: &[(&'static str, String)],
     fault: Option<&str>,
 ) -> (Output, Value, Check) {
-    let exe = compile("llama_workload");
+    commit_run_weights(name, program, args, call_ppm, env, fault, None)
+}
+
+/// [`commit_run`] with a verifier holding the weights file `weights`.
+fn commit_run_weights(
+    name: &str,
+    program: &str,
+    args: &[&str],
+    call_ppm: u32,
+    env: &[(&'static str, String)],
+    fault: Option<&str>,
+    weights: Option<&Path>,
+) -> (Output, Value, Check) {
+    let exe = compile(program);
     let dir = scratch(name);
     let (key_path, key) = challenge_key(&dir);
     let sampling = mmaudit_protocol::config::SamplingConfig {
         call_ppm,
         ..Default::default()
     };
-    let serve = serve_with(&dir, None, Some((key, sampling)));
+    let serve = serve_with(&dir, weights, Some((key, sampling)));
     let sink = format!("tcp://{}", serve.addr);
     let mut all = audit_env(&sink, EVERY_CALL, fault);
     all.extend(env.iter().cloned());
@@ -2774,7 +2788,11 @@ fn commit_run(
     let captures = captures_in(&dir.join("captures"));
     assert_eq!(captures.len(), 1, "{ctx}");
     let k = key_path.display().to_string();
+    let w = weights.map(|w| w.display().to_string()).unwrap_or_default();
     let mut extra = vec!["--challenge-key", k.as_str()];
+    if weights.is_some() {
+        extra.extend_from_slice(&["--weights", w.as_str()]);
+    }
     extra.extend_from_slice(NO_SESSION_ALLOWED);
     let check = check_args(&captures, &dir, &extra);
     (out, reports.remove(0), check)
@@ -2786,7 +2804,7 @@ fn commit_mode_audits_the_workload_under_ld_preload_and_catches_a_wrong_gpu() {
     let reference = reference(&compile("llama_workload"), &args, None);
     // Absent: an honest GPU. Every committed call is challenged half the time; every
     // challenge is opened and verified, and the capture re-checks offline.
-    let (out, r, check) = commit_run("commit-honest", &args, 500_000, &[], None);
+    let (out, r, check) = commit_run("commit-honest", "llama_workload", &args, 500_000, &[], None);
     let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
     assert_eq!(out.hash(), reference.hash(), "outputs unchanged\n{ctx}");
     assert_eq!(r["verdict"], "pass", "{ctx}");
@@ -2810,7 +2828,14 @@ fn commit_mode_audits_the_workload_under_ld_preload_and_catches_a_wrong_gpu() {
 
     // Present: a GPU that computes nothing (D left as zeros). It commits to what it
     // computed; the challenged calls fail on the arithmetic.
-    let (out, r, check) = commit_run("commit-zero", &args, 500_000, &[], Some("zero"));
+    let (out, r, check) = commit_run(
+        "commit-zero",
+        "llama_workload",
+        &args,
+        500_000,
+        &[],
+        Some("zero"),
+    );
     let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
     assert_eq!(r["verdict"], "fail", "{ctx}");
     assert!(r["mismatched"].as_u64().unwrap_or(0) > 0, "{ctx}");
@@ -2824,13 +2849,27 @@ fn commit_mode_calls_not_retained_are_gaps_that_fail_the_policy() {
     // with MMAUDIT_RETAIN_MB=1 they are committed but not kept, and every challenge
     // of one is answered "not retained". Absent: the default retention.
     let args = ["--layers", "2", "--intermediate", "2048"];
-    let (out, r, _) = commit_run("commit-retained", &args, 1_000_000, &[], None);
+    let (out, r, _) = commit_run(
+        "commit-retained",
+        "llama_workload",
+        &args,
+        1_000_000,
+        &[],
+        None,
+    );
     let ctx = format!("{}\n{r:#}", out.transcript());
     assert_eq!(r["verdict"], "pass", "{ctx}");
     assert_eq!(r["gaps"].as_u64(), Some(0), "{ctx}");
 
     let small = [("MMAUDIT_RETAIN_MB", "1".to_string())];
-    let (out, r, check) = commit_run("commit-not-retained", &args, 1_000_000, &small, None);
+    let (out, r, check) = commit_run(
+        "commit-not-retained",
+        "llama_workload",
+        &args,
+        1_000_000,
+        &small,
+        None,
+    );
     let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
     assert_eq!(r["verdict"], "fail", "{ctx}");
     assert_eq!(r["mismatched"].as_u64(), Some(0), "{ctx}");
@@ -2838,4 +2877,82 @@ fn commit_mode_calls_not_retained_are_gaps_that_fail_the_policy() {
     assert!(r["gaps"].as_u64().unwrap_or(0) >= 6, "{ctx}");
     assert!(format!("{r}").contains("NotRetained"), "{ctx}");
     assert_eq!(check.code, Some(1), "{ctx}");
+}
+
+#[test]
+fn commit_mode_commits_every_gemm_of_every_graph_replay() {
+    // Decode as CUDA graph replays: every replayed GEMM is gathered whole inside its
+    // replay, committed to and opened when challenged. Captured calls are declared, not
+    // audited, as in sampling mode.
+    let args = ["--replays", "24"];
+    let exe = compile("graph_decode");
+    let reference = reference(&exe, &args, None);
+    let (captured, replayed) = graph_counts(&reference);
+    let (out, r, check) = commit_run("commit-graph", "graph_decode", &args, 500_000, &[], None);
+    let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
+    assert_eq!(out.hash(), reference.hash(), "{ctx}");
+    assert_eq!(r["verdict"], "pass", "{ctx}");
+    for key in ["gaps", "missing", "mismatched", "integrity_errors"] {
+        assert_eq!(r[key].as_u64(), Some(0), "{key}\n{ctx}");
+    }
+    assert_eq!(
+        r["streams"][0]["graphs"]["capture_records"].as_u64(),
+        Some(captured),
+        "{ctx}"
+    );
+    let graphs = &r["streams"][0]["graphs"];
+    assert_eq!(graphs["replayed"].as_u64(), Some(replayed), "{ctx}");
+    let challenged = graphs["replayed_sampled"].as_u64().unwrap_or(0);
+    assert!(challenged > replayed / 4, "{ctx}");
+    assert_eq!(
+        graphs["replayed_verified"].as_u64(),
+        Some(challenged),
+        "{ctx}"
+    );
+    assert_eq!(check.code, Some(0), "{ctx}");
+}
+
+#[test]
+fn commit_mode_binds_held_weights_by_reference() {
+    // The verifier holds the workload's weights: the library binds each weight operand
+    // by reference (not hashed, not kept, opened with one element a row) and the
+    // verifier recomputes with its own copy. Present: the GPU computes with other
+    // weights (SIMGPU_FAULT=weights:0.05, each weight 5% off as the GEMM reads it); the reference claim holds the verifier's copy,
+    // so the challenged calls fail.
+    let exe = compile("llama_workload");
+    let dir = scratch("commit-weights-file");
+    let weights = dir.join("model.safetensors");
+    let w = weights.display().to_string();
+    let written = run(&exe, &["--layers", "2", "--write-weights", &w], &[]);
+    assert_eq!(written.code, Some(0), "{}", written.transcript());
+    let args = ["--layers", "2", "--trace"];
+    let (out, r, check) = commit_run_weights(
+        "commit-weights",
+        "llama_workload",
+        &args,
+        1_000_000,
+        &[],
+        None,
+        Some(&weights),
+    );
+    let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
+    assert_eq!(r["verdict"], "pass", "{ctx}");
+    let referenced = r["streams"][0]["weights"]["referenced"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(referenced >= 5, "{referenced} references\n{ctx}");
+    assert_eq!(check.code, Some(0), "{ctx}");
+
+    let (out, r, _) = commit_run_weights(
+        "commit-other-weights",
+        "llama_workload",
+        &args,
+        1_000_000,
+        &[],
+        Some("weights:0.05"),
+        Some(&weights),
+    );
+    let ctx = format!("{}\n{r:#}", out.transcript());
+    assert_eq!(r["verdict"], "fail", "{ctx}");
+    assert!(r["mismatched"].as_u64().unwrap_or(0) >= 5, "{ctx}");
 }

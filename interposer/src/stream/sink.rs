@@ -1282,7 +1282,7 @@ impl Sink {
                 return Err(format!("the stream to {} was broken", self.name));
             };
             if t.done {
-                return Ok(summary(self.totals, &self.name));
+                return Ok(summary(self.totals, &self.name) + &commit_summary(t));
             }
             // In commit mode the stream ends only once the verifier has judged every
             // commitment (and its challenges are answered).
@@ -1292,7 +1292,7 @@ impl Sink {
                     if u.ended {
                         let _ = u.stream.shutdown(std::net::Shutdown::Write);
                         t.done = true;
-                        return Ok(summary(self.totals, &self.name));
+                        return Ok(summary(self.totals, &self.name) + &commit_summary(t));
                     }
                     // Everything queued is written: the End record follows.
                     let end = u.counts.end(&u.writer);
@@ -1319,6 +1319,22 @@ impl Sink {
             std::thread::sleep(Duration::from_micros(500));
         }
     }
+}
+
+/// The commit-mode counters of a TCP sink's sessions, for the exit line (empty when
+/// no session was in commit mode).
+fn commit_summary(t: &TcpOut) -> String {
+    let mut c = t.commit_totals;
+    if let Some(s) = &t.commit {
+        c.add(&s.totals);
+    }
+    if c.committed == 0 {
+        return String::new();
+    }
+    format!(
+        "; commit mode: {} calls committed, {} challenges opened, {} answered \"not retained\", {} kept calls dropped for MMAUDIT_RETAIN_MB",
+        c.committed, c.opened, c.not_retained, c.dropped
+    )
 }
 
 /// A sampling configuration for a log line: its rates in ppm, and any bounds other than
