@@ -451,12 +451,8 @@ impl Pending for InFlight {
                         // SAFETY: the event fired, so the device finished writing the
                         // slot; this InFlight owns it until release() below.
                         let bytes = unsafe { self.slot.host_bytes() };
-                        match self.layout.assemble(bytes) {
-                            Ok(sample) => Resolved::Sample(Box::new(Gathered {
-                                sample,
-                                operands: Some(self.layout.operands()),
-                                call: Some(self.layout.call.clone()),
-                            })),
+                        match Gathered::from_slot(&self.layout, bytes) {
+                            Ok(g) => Resolved::Sample(Box::new(g)),
                             Err(e) => Resolved::Gap(GapReason::Internal, e),
                         }
                     }

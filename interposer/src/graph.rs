@@ -539,12 +539,8 @@ impl Pending for ReplayGather {
                         ),
                     )
                 } else {
-                    match self.prepared.layout.assemble(bytes) {
-                        Ok(sample) => Resolved::Sample(Box::new(Gathered {
-                            sample,
-                            operands: Some(self.prepared.layout.operands()),
-                            call: Some(self.prepared.layout.call.clone()),
-                        })),
+                    match Gathered::from_slot(&self.prepared.layout, bytes) {
+                        Ok(g) => Resolved::Sample(Box::new(g)),
                         Err(e) => Resolved::Gap(GapReason::Internal, e),
                     }
                 }
@@ -677,7 +673,9 @@ fn prepare(
             format!("{} replays of this executable graph with samples are still queued (MMAUDIT_GRAPH_DEPTH)", exec.depth),
         ));
     }
-    let layout = SlotLayout::new(call, gather, plan).map_err(|e| (GapReason::Internal, e))?;
+    let held = crate::held::lookup(call, gather, plan);
+    let layout =
+        SlotLayout::with_held(call, gather, plan, held).map_err(|e| (GapReason::Internal, e))?;
     let marker = (layout.len + 7) & !7;
     let Some(gpu) = &exec.graph.gpu else {
         return Err((GapReason::GatherFailed, "no gather resources".into()));

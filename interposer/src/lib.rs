@@ -47,6 +47,7 @@ pub mod driver;
 pub mod gpu;
 pub mod graph;
 pub mod handoff;
+pub mod held;
 pub mod hooks;
 pub mod log;
 pub mod model;

@@ -2912,6 +2912,16 @@ fn commit_mode_commits_every_gemm_of_every_graph_replay() {
     assert_eq!(check.code, Some(0), "{ctx}");
 }
 
+/// Calls whose op(A) the library bound by its address, from its exit line.
+fn by_address(out: &Output) -> u64 {
+    let t = out.transcript();
+    t.split("calls committed (")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no commit-mode exit line\n{t}"))
+}
+
 #[test]
 fn commit_mode_binds_held_weights_by_reference() {
     // The verifier holds the workload's weights: the library binds each weight operand
@@ -2926,12 +2936,13 @@ fn commit_mode_binds_held_weights_by_reference() {
     let written = run(&exe, &["--layers", "2", "--write-weights", &w], &[]);
     assert_eq!(written.code, Some(0), "{}", written.transcript());
     let args = ["--layers", "2", "--trace"];
+    let info = [("MMAUDIT_LOG", "info".to_string())];
     let (out, r, check) = commit_run_weights(
         "commit-weights",
         "llama_workload",
         &args,
         1_000_000,
-        &[],
+        &info,
         None,
         Some(&weights),
     );
@@ -2942,6 +2953,24 @@ fn commit_mode_binds_held_weights_by_reference() {
         .unwrap_or(0);
     assert!(referenced >= 5, "{referenced} references\n{ctx}");
     assert_eq!(check.code, Some(0), "{ctx}");
+    // A weight found once is found again by its address: its evidence and one spot row
+    // are gathered instead of the whole weight. One prefill uses each of its 11 weights
+    // (5 per layer and lm_head) once; each of the 3 decode steps uses them again (less
+    // those first used by calls made before the verifier's hello arrived).
+    assert_eq!(by_address(&out), 0, "{ctx}");
+    let decode = ["--layers", "2", "--generate", "3"];
+    let (out, r, _) = commit_run_weights(
+        "commit-weights-decode",
+        "llama_workload",
+        &decode,
+        1_000_000,
+        &info,
+        None,
+        Some(&weights),
+    );
+    let ctx = format!("{}\n{r:#}", out.transcript());
+    assert_eq!(r["verdict"], "pass", "{ctx}");
+    assert!(by_address(&out) >= 2 * 11, "{ctx}");
 
     let (out, r, _) = commit_run_weights(
         "commit-other-weights",

@@ -371,7 +371,8 @@ fn prepare(
         Ok(g) => g,
         Err(e) => return gap(GapReason::GatherFailed, e),
     };
-    let layout = match SlotLayout::new(call, gather, &plan) {
+    let held = crate::held::lookup(call, gather, &plan);
+    let layout = match SlotLayout::with_held(call, gather, &plan, held) {
         Ok(l) => l,
         Err(e) => return gap(GapReason::Internal, e),
     };

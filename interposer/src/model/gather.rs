@@ -141,11 +141,84 @@ struct Template {
     elem: u32,
 }
 
+/// Where op(A) of a call lies, as far as telling the same stored weights apart goes:
+/// the key of [`crate::held`]'s map from addresses to tensors the verifier holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HeldKey {
+    /// the device
+    pub device: u32,
+    /// op(A)'s placement: base address and strides (never a pointer array)
+    pub base: u64,
+    /// bytes between batch members
+    pub batch_stride: i64,
+    /// bytes between rows of op(A)
+    pub row_stride: i64,
+    /// bytes between elements of a row of op(A)
+    pub elem_stride: i64,
+    /// rows (m), row length (k), batch members
+    pub m: u64,
+    /// row length
+    pub k: u64,
+    /// batch members
+    pub batch: u64,
+    /// element type
+    pub dtype: DType,
+}
+
+impl HeldKey {
+    /// The key of `call`'s op(A), when it can have one: not a pointer array (whose
+    /// pointers may change from call to call), k and m non-zero.
+    pub fn of(call: &GemmCall, spec: &GatherSpec) -> Option<HeldKey> {
+        let a = &spec.a;
+        if a.pointer_array || call.k == 0 || call.m == 0 {
+            return None;
+        }
+        let (row_stride, elem_stride) = op_strides(a, call.op_a);
+        Some(HeldKey {
+            device: call.device,
+            base: a.base,
+            batch_stride: a.batch_stride,
+            row_stride,
+            elem_stride,
+            m: call.m,
+            k: call.k,
+            batch: call.batch,
+            dtype: call.a.dtype,
+        })
+    }
+}
+
+/// A tensor of the verifier's hello that op(A) was found to be: its id and the matrix
+/// of each batch member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldRef {
+    /// the hello's tensor id
+    pub tensor: u32,
+    /// the matrix of each batch member
+    pub matrices: Vec<u32>,
+}
+
+/// A whole-call gather (commit mode) whose op(A) is at an address where the verifier's
+/// tensor was found before: op(A) is gathered as the first element of each row (the
+/// evidence an opening carries) and one whole row, `spot_row` of batch member 0, to check
+/// that the tensor is still there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldA {
+    /// where op(A) is
+    pub key: HeldKey,
+    /// the tensor found there before
+    pub reference: HeldRef,
+    /// the row gathered whole
+    pub spot_row: u64,
+}
+
 /// Where each gathered field lies in the slot (byte ranges).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Fields {
-    /// op(A) rows, `[batch][row][k]`
+    /// op(A) rows, `[batch][row][k]` (with [`HeldA`]: the first element of each row)
     pub a_rows: Range<usize>,
+    /// with [`HeldA`]: its spot row, whole (k elements); else empty
+    pub a_spot: Range<usize>,
     /// op(B) columns, `[batch][col][k]`
     pub b_cols: Range<usize>,
     /// C entries before the call, `[batch][row][col]`
@@ -200,6 +273,10 @@ pub struct SlotLayout {
     pub index: u64,
     /// The call (commit mode binds the commitment to its ledger encoding).
     pub call: GemmCall,
+    /// Commit mode: op(A) gathered as a held tensor's evidence and spot row.
+    pub held: Option<HeldA>,
+    /// Where op(A) is ([`HeldKey::of`]), for remembering a tensor found there.
+    pub a_key: Option<HeldKey>,
     /// Type of alpha and beta.
     pub scale_type: DType,
     templates: Vec<Template>,
@@ -233,6 +310,27 @@ fn op_strides(p: &Placement, op: Op) -> (i64, i64) {
 impl SlotLayout {
     /// Plans the gather of `call` (with `spec`) sampled by `plan`.
     pub fn new(call: &GemmCall, spec: &GatherSpec, plan: &Plan) -> Result<SlotLayout, String> {
+        Self::with_held(call, spec, plan, None)
+    }
+
+    /// [`SlotLayout::new`] for a whole-call plan (commit mode) whose op(A) is `held`: op(A)
+    /// is gathered as the first element of each row and one whole row.
+    pub fn with_held(
+        call: &GemmCall,
+        spec: &GatherSpec,
+        plan: &Plan,
+        held: Option<HeldA>,
+    ) -> Result<SlotLayout, String> {
+        if let Some(h) = &held {
+            let whole = plan.rows.len() as u64 == call.m
+                && plan.batches.len() as u64 == call.batch
+                && h.spot_row < call.m;
+            if !whole || HeldKey::of(call, spec) != Some(h.key) {
+                return Err(
+                    "a held op(A) is gathered only for a whole call at its own address".into(),
+                );
+            }
+        }
         if plan.rows.is_empty() || plan.cols.is_empty() || plan.batches.is_empty() {
             return Err(format!(
                 "nothing to gather: the plan has {} rows, {} columns and {} batch entries (a call too large to gather whole in commit mode has none)",
@@ -283,7 +381,9 @@ impl SlotLayout {
         if k > 0 {
             let a = &spec.a;
             let (si, sk) = op_strides(a, call.op_a);
-            fields.a_rows = field(nb as u64 * nr as u64 * k as u64, a.elem)?;
+            // A held op(A): one element a row, and the spot row whole.
+            let per_row = if held.is_some() { 1 } else { k };
+            fields.a_rows = field(nb as u64 * nr as u64 * per_row as u64, a.elem)?;
             post.push(Template {
                 src: a.base,
                 pointer_array: a.pointer_array,
@@ -296,9 +396,29 @@ impl SlotLayout {
                 stride_j: sk,
                 nb,
                 ni: nr,
-                nj: k,
+                nj: per_row,
                 elem: a.elem,
             });
+            if let Some(h) = &held {
+                fields.a_spot = field(k as u64, a.elem)?;
+                post.push(Template {
+                    src: a
+                        .base
+                        .wrapping_add((h.spot_row as i64).wrapping_mul(si) as u64),
+                    pointer_array: false,
+                    out: fields.a_spot.start,
+                    batch: Axis::Identity,
+                    i: Axis::Identity,
+                    j: Axis::Identity,
+                    batch_stride: 0,
+                    stride_i: 0,
+                    stride_j: sk,
+                    nb: 1,
+                    ni: 1,
+                    nj: k,
+                    elem: a.elem,
+                });
+            }
             let b = &spec.b;
             let (sk, sj) = op_strides(b, call.op_b);
             fields.b_cols = field(nb as u64 * nc as u64 * k as u64, b.elem)?;
@@ -454,6 +574,7 @@ impl SlotLayout {
         let shift = |r: &mut Range<usize>| *r = r.start + outputs_at..r.end + outputs_at;
         for r in [
             &mut fields.a_rows,
+            &mut fields.a_spot,
             &mut fields.b_cols,
             &mut fields.c_in,
             &mut fields.d_out,
@@ -485,6 +606,8 @@ impl SlotLayout {
             fields,
             index: call.index,
             call: call.clone(),
+            a_key: HeldKey::of(call, spec),
+            held,
             scale_type: call.scale_type,
             templates,
             rows: plan.rows.clone(),
@@ -587,6 +710,12 @@ impl SlotLayout {
             scale_rows: take(&self.fields.scale_rows),
             scale_cols: take(&self.fields.scale_cols),
         })
+    }
+
+    /// With [`HeldA`]: the spot row's bytes, once the gather completed.
+    pub fn spot(&self, slot: &[u8]) -> Option<Vec<u8>> {
+        self.held.as_ref()?;
+        slot.get(self.fields.a_spot.clone()).map(<[u8]>::to_vec)
     }
 
     /// The operands' types, k and the plan's indices, for references.

@@ -35,6 +35,8 @@ use mmaudit_protocol::record::{
 use mmaudit_protocol::schedule::Plan;
 use mmaudit_protocol::stream::MAC_LEN;
 
+use crate::model::gather::{HeldA, HeldKey, HeldRef};
+
 /// One operand side (op(A) or op(B)) as kept.
 enum KeptSide {
     /// Committed by its root: the vectors and their tree.
@@ -138,6 +140,9 @@ pub struct CommitTotals {
     pub not_retained: u64,
     /// Kept calls dropped to stay within the retention bound.
     pub dropped: u64,
+    /// Calls whose op(A) was bound by reference from its address (evidence and a spot
+    /// row gathered, not the whole operand).
+    pub by_address: u64,
 }
 
 impl CommitTotals {
@@ -147,6 +152,7 @@ impl CommitTotals {
         self.opened += other.opened;
         self.not_retained += other.not_retained;
         self.dropped += other.dropped;
+        self.by_address += other.by_address;
     }
 }
 
@@ -223,13 +229,18 @@ impl CommitSession {
 
     /// Commits to `sample`, the whole of `call` as gathered: returns the commitment
     /// record, and keeps the call for its opening. Operands that are rows of a tensor of
-    /// `table` are bound by reference. An error says why the call cannot be committed
-    /// (its data does not have the call's shape).
+    /// `table` are bound by reference, and op(A)'s address (`a_key`) is then remembered
+    /// ([`crate::held`]). With `held`, op(A) was gathered as that tensor's evidence and a
+    /// spot row, which must still match it. An error says why the call cannot be
+    /// committed (its data does not have the call's shape, or the spot row no longer
+    /// matches).
     pub fn commit(
         &mut self,
         call: GemmCall,
         sample: Sample,
         table: Option<&OperandTable>,
+        a_key: Option<HeldKey>,
+        held: Option<(HeldA, Vec<u8>)>,
     ) -> Result<Record, String> {
         let Sample {
             alpha,
@@ -270,7 +281,28 @@ impl CommitSession {
             }
             CommittedVectors::new(bytes, (batch * count) as usize).map(KeptSide::Inline)
         };
-        let a = side(a_rows, call.a.dtype, m, "op(A)")?;
+        let held_a = held.is_some();
+        let a = match held {
+            Some((h, spot)) => held_side(&call, table, h, &spot, a_rows)?,
+            None => side(a_rows, call.a.dtype, m, "op(A)")?,
+        };
+        if let (
+            false,
+            Some(key),
+            KeptSide::Reference {
+                tensor, matrices, ..
+            },
+        ) = (held_a, a_key, &a)
+        {
+            crate::held::remember(
+                key,
+                HeldRef {
+                    tensor: *tensor,
+                    matrices: matrices.clone(),
+                },
+            );
+        }
+        self.totals.by_address += held_a as u64;
         let b = side(b_cols, call.b.dtype, n, "op(B)")?;
         let entries = |data: Vec<u8>, dtype, what: &str| -> Result<CommittedVectors, String> {
             let elem = dtype_size(dtype);
@@ -401,6 +433,48 @@ impl CommitSession {
         self.dropped = later;
         self.through = Some(self.through.map_or(frame.through, |t| t.max(frame.through)));
     }
+}
+
+/// op(A) gathered as held tensor `h`'s evidence (`first`: one element a row) and one
+/// spot row: bound by reference if the spot row is still that tensor's row; otherwise
+/// the address is forgotten and the call cannot be committed.
+fn held_side(
+    call: &GemmCall,
+    table: Option<&OperandTable>,
+    h: HeldA,
+    spot: &[u8],
+    first: OperandData,
+) -> Result<KeptSide, String> {
+    let r = &h.reference;
+    let still = table
+        .and_then(|t| t.reference(call.a.dtype, call.k, &[h.spot_row], 1, spot))
+        .is_some_and(|found| {
+            matches!(found, OperandData::Reference { tensor, matrices, .. }
+                if tensor == r.tensor && matrices.first() == r.matrices.first())
+        });
+    if !still {
+        crate::held::forget(&h.key);
+        return Err(format!(
+            "op(A) at {:#x} is no longer tensor {} of the verifier's hello (row {} does not match); the address is forgotten",
+            h.key.base, r.tensor, h.spot_row
+        ));
+    }
+    let OperandData::Inline(first) = first else {
+        return Err("op(A): evidence gathered as a reference".into());
+    };
+    let elem = dtype_size(call.a.dtype);
+    fits(
+        "op(A) evidence",
+        &first,
+        call.batch.saturating_mul(call.m),
+        elem,
+    )?;
+    Ok(KeptSide::Reference {
+        tensor: r.tensor,
+        matrices: r.matrices.clone(),
+        first,
+        elem: elem as usize,
+    })
 }
 
 fn dtype_size(d: mmaudit_protocol::call::DType) -> u64 {

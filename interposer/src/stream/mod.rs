@@ -58,6 +58,27 @@ pub struct Gathered {
     /// The call (`None` only in tests): a commit-mode session commits to the sample,
     /// which is then the whole call, bound to its ledger encoding.
     pub call: Option<GemmCall>,
+    /// Where op(A) is (commit mode remembers a held tensor found there).
+    pub a_key: Option<crate::model::gather::HeldKey>,
+    /// Commit mode: op(A) was gathered as a held tensor's evidence (in the sample's
+    /// op(A) rows, one element each) and this spot row, whose bytes follow.
+    pub held: Option<(crate::model::gather::HeldA, Vec<u8>)>,
+}
+
+impl Gathered {
+    /// What a completed gather of `layout` left in its slot's `bytes`.
+    pub fn from_slot(
+        layout: &crate::model::gather::SlotLayout,
+        bytes: &[u8],
+    ) -> Result<Gathered, String> {
+        Ok(Gathered {
+            sample: layout.assemble(bytes)?,
+            operands: Some(layout.operands()),
+            call: Some(layout.call.clone()),
+            a_key: layout.a_key,
+            held: layout.held.clone().zip(layout.spot(bytes)),
+        })
+    }
 }
 
 /// How a gather in flight ended.

@@ -521,6 +521,8 @@ impl Sink {
             mut sample,
             operands,
             call,
+            a_key,
+            held,
         } = gathered;
         if let Out::Tcp(TcpOut {
             commit: Some(session),
@@ -535,7 +537,7 @@ impl Sink {
                 let index = sample.index;
                 let record = match call {
                     Some(call) if call.index == index => session
-                        .commit(call, sample, table.as_ref())
+                        .commit(call, sample, table.as_ref(), a_key, held)
                         .unwrap_or_else(|e| gap(index, GapReason::NotCommitted, &e)),
                     _ => gap(
                         index,
@@ -546,6 +548,15 @@ impl Sink {
                 self.totals.commitments += matches!(record, Record::Commitment(_)) as u64;
                 return self.push(record);
             }
+        }
+        if held.is_some() {
+            // Gathered for a commit-mode session that ended before it arrived: op(A) is
+            // not whole, so it is no sample.
+            return self.push(gap(
+                sample.index,
+                GapReason::Internal,
+                "gathered for a commit-mode session (op(A) as evidence only), which has ended",
+            ));
         }
         if let (Out::Tcp(t), Some(ops)) = (&self.out, &operands) {
             if let (Some(table), Some(first)) = (&t.table, t.session_first) {
@@ -1144,6 +1155,8 @@ impl Sink {
                 ),
             });
         }
+        // A new hello may offer other tensors: addresses found before are forgotten.
+        crate::held::clear();
         t.commit =
             commit.then(|| Box::new(CommitSession::new(&self.key, hello_mac, self.retain_bytes)));
         if commit {
@@ -1332,8 +1345,8 @@ fn commit_summary(t: &TcpOut) -> String {
         return String::new();
     }
     format!(
-        "; commit mode: {} calls committed, {} challenges opened, {} answered \"not retained\", {} kept calls dropped for MMAUDIT_RETAIN_MB",
-        c.committed, c.opened, c.not_retained, c.dropped
+        "; commit mode: {} calls committed ({} with op(A) bound by its address), {} challenges opened, {} answered \"not retained\", {} kept calls dropped for MMAUDIT_RETAIN_MB",
+        c.committed, c.by_address, c.opened, c.not_retained, c.dropped
     )
 }
 

@@ -372,6 +372,8 @@ impl Pending for FakeGather {
                 sample: sample(self.index, 16),
                 operands: None,
                 call: None,
+                a_key: None,
+                held: None,
             }))),
             Some(n) => {
                 *n -= 1;
@@ -1034,6 +1036,8 @@ fn a_commit_mode_hello_gets_commitments_and_openings_that_verify() {
                 sample: whole_sample(index),
                 operands: None,
                 call: Some(c),
+                a_key: None,
+                held: None,
             })
             .is_none());
     }
@@ -1112,6 +1116,8 @@ fn a_commit_mode_stream_does_not_end_before_the_verifier_judged_its_commitments(
         sample: whole_sample(index),
         operands: None,
         call: Some(c),
+        a_key: None,
+        held: None,
     });
     let e = p
         .sink
@@ -1231,6 +1237,8 @@ fn referenced_run(references: bool) -> Sample {
             batches: 1,
         }),
         call: None,
+        a_key: None,
+        held: None,
     });
     p.sink
         .finish(Instant::now() + Duration::from_secs(10))
@@ -1282,6 +1290,8 @@ fn a_file_sink_never_sends_references() {
             batches: 1,
         }),
         call: None,
+        a_key: None,
+        held: None,
     });
     sink.finish(Instant::now() + Duration::from_secs(1))
         .unwrap();
@@ -1836,4 +1846,116 @@ fn a_sampled_call_settled_over_the_channel_during_the_exit_is_owed_too() {
         }
         assert!(gap_of(&records, 1).is_none());
     }
+}
+
+#[test]
+fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
+    use crate::model::gather::{HeldA, HeldKey, HeldRef};
+    use crate::stream::commit::CommitSession;
+    use mmaudit_protocol::handshake::OperandTable;
+    use mmaudit_protocol::schedule::Plan;
+    // op(A) is the verifier's tensor 7 (8 rows of 16 bf16). Gathered whole, the call is
+    // bound to it by reference and its address remembered; gathered again as evidence
+    // and one spot row, it must commit to exactly the same; a spot row that no longer
+    // matches is refused and the address forgotten.
+    let (m, k) = (8u64, 16u64);
+    let (data, tensor) = held_tensor(7, m, k);
+    let table = OperandTable::new(
+        &key(),
+        ServerHello {
+            key_id: key().id(),
+            nonce: [0x63; 16],
+            sampling: SamplingConfig::default(),
+            tensors: vec![tensor],
+            mode: HelloMode::Commit,
+        },
+    );
+    let mut c = call(0);
+    (c.m, c.n, c.k) = (m, 1, k);
+    c.a.dtype = DType::BF16;
+    c.b.dtype = DType::BF16;
+    let whole = Sample {
+        a_rows: OperandData::Inline(data.clone()),
+        b_cols: OperandData::Inline(vec![0x3f; 2 * k as usize]),
+        d_out: vec![0x40; 4 * m as usize],
+        ..sample(0, 0)
+    };
+    let key_at = HeldKey {
+        device: 0,
+        base: 0x7e57_0000_0000,
+        batch_stride: 0,
+        row_stride: 2,
+        elem_stride: 16,
+        m,
+        k,
+        batch: 1,
+        dtype: DType::BF16,
+    };
+    let mut s = CommitSession::new(&key(), [0; 32], 1 << 20);
+    let commitment = |r: Record| match r {
+        Record::Commitment(c) => c.commitment,
+        other => panic!("{other:?}"),
+    };
+    let first = commitment(
+        s.commit(c.clone(), whole.clone(), Some(&table), Some(key_at), None)
+            .unwrap(),
+    );
+    let reference = HeldRef {
+        tensor: 7,
+        matrices: vec![0],
+    };
+    assert_eq!(crate::held::known(&key_at), Some(reference.clone()));
+    let row = |r: u64| data[(r * 2 * k) as usize..((r + 1) * 2 * k) as usize].to_vec();
+    let evidence: Vec<u8> = (0..m).flat_map(|r| row(r)[..2].to_vec()).collect();
+    let by_address = |spot_row: u64, spot: Vec<u8>| {
+        let held = HeldA {
+            key: key_at,
+            reference: reference.clone(),
+            spot_row,
+        };
+        let sample = Sample {
+            a_rows: OperandData::Inline(evidence.clone()),
+            ..whole.clone()
+        };
+        (sample, Some((held, spot)))
+    };
+    let (sample, held) = by_address(3, row(3));
+    let again = commitment(
+        s.commit(c.clone(), sample, Some(&table), Some(key_at), held)
+            .unwrap(),
+    );
+    assert_eq!(
+        again, first,
+        "the same binding, whichever way op(A) was gathered"
+    );
+    assert_eq!(s.totals.by_address, 1);
+    // Its opening verifies, with the plan rows' first elements as evidence.
+    let plan = Plan {
+        rows: vec![2, 5],
+        cols: vec![0],
+        batches: vec![0],
+    };
+    let frame = mmaudit_protocol::commit::frames::ChallengeWriter::new(&key(), [0; 32]).frame(
+        0,
+        &[mmaudit_protocol::commit::frames::Challenge {
+            index: 0,
+            plan: plan.clone(),
+        }],
+    );
+    let answers = s.on_bytes(&frame).unwrap();
+    let Some(Record::Opening(o)) = answers.first() else {
+        panic!("{answers:?}")
+    };
+    let opened = o.verify(&c, &plan, &first).unwrap();
+    let OperandData::Reference { evidence: e, .. } = &opened.a_rows else {
+        panic!("{:?}", opened.a_rows)
+    };
+    assert_eq!(*e, [row(2)[..2].to_vec(), row(5)[..2].to_vec()].concat());
+    // The weights at the address changed: refused, forgotten.
+    let (sample, held) = by_address(3, row(4));
+    let e = s
+        .commit(c.clone(), sample, Some(&table), Some(key_at), held)
+        .unwrap_err();
+    assert!(e.contains("no longer"), "{e}");
+    assert_eq!(crate::held::known(&key_at), None);
 }
