@@ -23,7 +23,7 @@ use mmaudit_protocol::fuzzing;
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::num;
 use mmaudit_protocol::record::{
-    Commitment, End, Gap, GapReason, Notice, NoticeKind, OpenedSide, OpenedVectors, Opening,
+    Commitment, CommittedVectors, End, Gap, GapReason, Notice, NoticeKind, OpenedSide, Opening,
     Record, SmallData,
 };
 use mmaudit_protocol::schedule::{Plan, ScheduleVersion};
@@ -221,10 +221,10 @@ pub fn fill_commitments(data: &[u8]) -> Vec<u8> {
 /// columns, C and D columns, `[batch][vector]`, encoded) and its small data.
 struct Committed {
     call: GemmCall,
-    a: Vec<Vec<u8>>,
-    b: Vec<Vec<u8>>,
-    c: Vec<Vec<u8>>,
-    d: Vec<Vec<u8>>,
+    a: CommittedVectors,
+    b: CommittedVectors,
+    c: CommittedVectors,
+    d: CommittedVectors,
     small: SmallData,
 }
 
@@ -303,15 +303,12 @@ impl Committed {
                 }
             }
         }
-        let encode = |dtype, vectors: &[Vec<f64>]| -> Vec<Vec<u8>> {
-            vectors
-                .iter()
-                .map(|v| {
-                    let mut out = Vec::new();
-                    num::encode_into(dtype, v, &mut out);
-                    out
-                })
-                .collect()
+        let encode = |dtype, vectors: &[Vec<f64>]| -> CommittedVectors {
+            let mut out = Vec::new();
+            for v in vectors {
+                num::encode_into(dtype, v, &mut out);
+            }
+            CommittedVectors::new(out, vectors.len()).expect("vectors of one width")
         };
         let mut bias_bytes = Vec::new();
         num::encode_into(call.bias_type, &bias, &mut bias_bytes);
@@ -331,12 +328,11 @@ impl Committed {
     }
 
     fn commitment(&self) -> Hash {
-        let root = |v: &[Vec<u8>]| commit::vectors_root(v);
         let binding = CallBinding {
-            a: Side::Inline(root(&self.a)),
-            b: Side::Inline(root(&self.b)),
-            c: root(&self.c),
-            d: root(&self.d),
+            a: Side::Inline(self.a.root()),
+            b: Side::Inline(self.b.root()),
+            c: self.c.root(),
+            d: self.d.root(),
             small: self.small.hash(),
         };
         commit::call_commitment(&self.call, &binding)
@@ -344,19 +340,15 @@ impl Committed {
 
     /// The opening of the call challenged with `plan`.
     fn open(&self, plan: &Plan) -> Opening {
-        let open = |vectors: &[Vec<u8>], per: u64, picks: &[u64]| {
-            OpenedVectors::open(vectors, per, &plan.batches, picks)
+        let open = |vectors: &CommittedVectors, per: u64, picks: &[u64]| {
+            vectors.open(per, &plan.batches, picks)
         };
         let call = &self.call;
         Opening {
             index: call.index,
             a: OpenedSide::Inline(open(&self.a, call.m, &plan.rows)),
             b: OpenedSide::Inline(open(&self.b, call.n, &plan.cols)),
-            c: open(
-                &self.c,
-                call.n,
-                if self.c.is_empty() { &[] } else { &plan.cols },
-            ),
+            c: open(&self.c, call.n, &plan.cols),
             d: open(&self.d, call.n, &plan.cols),
             small: self.small.clone(),
         }
