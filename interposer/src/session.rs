@@ -72,8 +72,9 @@ impl Session {
 }
 
 /// Most rows, columns and batch entries (together) of a call gathered whole in commit
-/// mode: beyond it the index lists alone would take more than 32 MiB.
-pub const MAX_WHOLE_INDICES: u64 = 1 << 22;
+/// mode: the index lists take at most 8 MiB, the trees over its vectors at most about
+/// 64 MiB on the background thread whatever the vectors' length.
+pub const MAX_WHOLE_INDICES: u64 = 1 << 20;
 
 /// The plan that covers all of `call` (commit mode), when it is auditable. A call with
 /// more than [`MAX_WHOLE_INDICES`] vectors gets an empty plan, which the gather refuses

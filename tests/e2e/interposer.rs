@@ -2826,13 +2826,15 @@ fn commit_mode_audits_the_workload_under_ld_preload_and_catches_a_wrong_gpu() {
     assert_eq!(check.n("sampled"), challenged, "{ctx}");
     assert_eq!(check.json["verdict"], "pass", "{ctx}");
 
-    // Present: a GPU that computes nothing (D left as zeros). It commits to what it
-    // computed; the challenged calls fail on the arithmetic.
+    // Present: a GPU that computes nothing (D written as zeros). It commits to what it
+    // computed; the challenged calls fail on the arithmetic. Every call is challenged:
+    // zeros propagate, so only the calls whose inputs are not all zero (about six of
+    // the 19) are wrong, and half of them would all go unchallenged 1.6% of the time.
     let (out, r, check) = commit_run(
         "commit-zero",
         "llama_workload",
         &args,
-        500_000,
+        1_000_000,
         &[],
         Some("zero"),
     );

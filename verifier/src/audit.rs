@@ -63,10 +63,10 @@ pub struct StreamAudit {
     uncommitted: BTreeMap<u64, GemmCall>,
     /// Commit mode: the commitment of each challenged call awaiting its opening.
     commitments: BTreeMap<u64, Hash>,
-    /// Commit mode, live (`serve`): challenges to send, and the last committed call
-    /// judged and the last one said to the prover.
+    /// Commit mode, live (`serve`): challenges to send, whether any commitment was
+    /// judged, and the last `through` said to the prover.
     outbox: Option<Vec<Challenge>>,
-    through: Option<u64>,
+    judged_any: bool,
     sent_through: Option<u64>,
     /// Commit mode, offline with `--graded`: the nonce a verifier session recorded for
     /// these bytes (inner None: no record).
@@ -130,7 +130,7 @@ impl StreamAudit {
             uncommitted: BTreeMap::new(),
             commitments: BTreeMap::new(),
             outbox: None,
-            through: None,
+            judged_any: false,
             sent_through: None,
             graded: None,
             pending: BTreeMap::new(),
@@ -195,16 +195,31 @@ impl StreamAudit {
         self
     }
 
-    /// The challenges derived since the last call, and the last committed call judged:
-    /// what the next challenge frame says. None when there is nothing new to say.
+    /// What the next challenge frame says: `through`, the end of the judged prefix
+    /// (every auditable call up to it has had its commitment judged, or its "not
+    /// committed" gap), and the challenges of calls up to it not sent before, in index
+    /// order. Commitments that arrive out of index order are judged at once, but their
+    /// challenges wait until the prefix reaches them: a frame never names a call above
+    /// its `through`, and `through` never goes back. None when there is nothing new to
+    /// say.
     pub fn take_challenges(&mut self) -> Option<(u64, Vec<Challenge>)> {
-        let through = self.through?;
         let outbox = self.outbox.as_mut()?;
-        if outbox.is_empty() && self.sent_through == Some(through) {
+        let prefix = match self.uncommitted.first_key_value() {
+            Some((&first, _)) => first.checked_sub(1),
+            None if self.judged_any => Some(self.next_index.saturating_sub(1)),
+            None => None,
+        };
+        let through = match (prefix, self.sent_through) {
+            (Some(p), Some(s)) => p.max(s),
+            (p, s) => p.or(s)?,
+        };
+        outbox.sort_by_key(|c| c.index);
+        let ready = outbox.partition_point(|c| c.index <= through);
+        if ready == 0 && self.sent_through == Some(through) {
             return None;
         }
         self.sent_through = Some(through);
-        Some((through, std::mem::take(outbox)))
+        Some((through, outbox.drain(..ready).collect()))
     }
 
     /// Judges the stream by `policy` when it ends instead of [`Policy::default`].
@@ -524,7 +539,7 @@ impl StreamAudit {
         let Some(challenger) = self.challenger.clone() else {
             return;
         };
-        self.through = Some(c.index);
+        self.judged_any = true;
         let Some(seed) = challenger.seed(&call, &c.commitment) else {
             return;
         };

@@ -331,13 +331,14 @@ impl SlotLayout {
                 );
             }
         }
-        if plan.rows.is_empty() || plan.cols.is_empty() || plan.batches.is_empty() {
-            return Err(format!(
-                "nothing to gather: the plan has {} rows, {} columns and {} batch entries (a call too large to gather whole in commit mode has none)",
-                plan.rows.len(),
-                plan.cols.len(),
-                plan.batches.len()
-            ));
+        // A plan with no row, column or batch entry at all is what commit mode gives a
+        // call too large to gather whole; a sampling plan always has one of each but for
+        // a configuration whose minimums are zero, where it would check nothing.
+        if plan.rows.is_empty() && plan.cols.is_empty() && plan.batches.is_empty() {
+            return Err(
+                "nothing to gather: the plan is empty (a call too large to gather whole in commit mode has an empty plan)"
+                    .into(),
+            );
         }
         let nb = count(plan.batches.len() as u64, "sampled batch entries")?;
         let nr = count(plan.rows.len() as u64, "sampled rows")?;

@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 
 use mmaudit_protocol::call::GemmCall;
-use mmaudit_protocol::commit::frames::{ChallengeFrame, ChallengeReader};
+use mmaudit_protocol::commit::frames::{Challenge, ChallengeFrame, ChallengeReader};
 use mmaudit_protocol::commit::{self, CallBinding, Side};
 use mmaudit_protocol::handshake::OperandTable;
 use mmaudit_protocol::keys::Key;
@@ -112,6 +112,42 @@ struct Kept {
 }
 
 impl Kept {
+    /// Bytes of the opening of `plan` (which fits the call), before building it.
+    fn opening_len(&self, plan: &Plan) -> u128 {
+        let call = &self.call;
+        let paths = |per: u64, picks: &[u64]| -> u128 {
+            let leaves = call.batch.saturating_mul(per);
+            plan.batches
+                .iter()
+                .flat_map(|&b| picks.iter().map(move |&x| b * per + x))
+                .map(|leaf| 32 * commit::path_len(leaf, leaves) as u128)
+                .sum()
+        };
+        let count = |picks: &[u64]| (plan.batches.len() * picks.len()) as u128;
+        let side = |s: &KeptSide, per: u64, picks: &[u64], size: u64| match s {
+            KeptSide::Inline(_) => {
+                count(picks) * (call.k as u128 * size as u128) + paths(per, picks)
+            }
+            KeptSide::Reference { elem, .. } => count(picks) * *elem as u128,
+        };
+        let size = |d: mmaudit_protocol::call::DType| d.size() as u64;
+        let columns = |present: bool, out: u64| {
+            if present {
+                count(&plan.cols) * (call.m as u128 * out as u128) + paths(call.n, &plan.cols)
+            } else {
+                0
+            }
+        };
+        let small =
+            self.small.bias.len() + self.small.scale_rows.len() + self.small.scale_cols.len();
+        side(&self.a, call.m, &plan.rows, size(call.a.dtype))
+            + side(&self.b, call.n, &plan.cols, size(call.b.dtype))
+            + columns(call.reads_c(), size(call.c.dtype))
+            + columns(true, size(call.d.dtype))
+            + small as u128
+            + 1024
+    }
+
     fn opening(&self, plan: &Plan) -> Opening {
         let call = &self.call;
         let bs = &plan.batches;
@@ -128,6 +164,18 @@ impl Kept {
 
 /// Dropped calls remembered by index (for the reason of their gap), at most.
 const MAX_DROPPED_NAMED: usize = 1 << 20;
+/// Calls whose commitment is expected in order, at most (the verifier keeps 2^16 calls
+/// awaiting their commitment).
+const MAX_DUE: usize = 1 << 16;
+/// Records held back behind an expected call that has not come, at most.
+const MAX_HELD_BACK: usize = 1 << 14;
+/// The largest opening built: what fits in a frame, less room for the record head.
+const MAX_OPENING: u32 = mmaudit_protocol::stream::MAX_PAYLOAD_LEN - 4096;
+/// Heap allocations of a kept call (vectors, trees' levels, small data), about.
+const KEPT_ALLOCATIONS: usize = 16;
+/// What an allocation costs besides its bytes, about (allocator header and rounding,
+/// the map's node share).
+const ALLOCATION_OVERHEAD: usize = 32;
 
 /// Counters of one session, for the exit summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -162,10 +210,12 @@ pub struct CommitSession {
     kept: BTreeMap<u64, Kept>,
     kept_bytes: usize,
     budget: usize,
-    /// The `through` of the verifier's last challenge frame.
-    through: Option<u64>,
-    /// The last call committed.
-    last: Option<u64>,
+    /// Calls committed and not yet judged (no frame's `through` reached them).
+    unjudged: std::collections::BTreeSet<u64>,
+    /// Auditable calls whose commitment or gap has not gone out yet.
+    due: std::collections::BTreeSet<u64>,
+    /// Commitments and gaps made for calls above the first of `due`, waiting for it.
+    held_back: BTreeMap<u64, Record>,
     /// Calls dropped for the retention bound, not yet released by a frame.
     dropped: std::collections::BTreeSet<u64>,
     /// Counters.
@@ -208,8 +258,9 @@ impl CommitSession {
             kept: BTreeMap::new(),
             kept_bytes: 0,
             budget,
-            through: None,
-            last: None,
+            unjudged: std::collections::BTreeSet::new(),
+            due: std::collections::BTreeSet::new(),
+            held_back: BTreeMap::new(),
             dropped: std::collections::BTreeSet::new(),
             totals: CommitTotals::default(),
         }
@@ -218,8 +269,7 @@ impl CommitSession {
     /// True while a committed call waits for the verifier's judgement (a challenge
     /// frame whose `through` reaches it): the stream must not end before.
     pub fn awaiting(&self) -> bool {
-        self.last
-            .is_some_and(|l| self.through.is_none_or(|t| t < l))
+        !self.unjudged.is_empty()
     }
 
     /// Bytes kept.
@@ -336,7 +386,10 @@ impl CommitSession {
         };
         let commitment = commit::call_commitment(&call, &binding);
         let index = call.index;
-        let bytes = a.held_bytes()
+        // The entry itself and its allocations count too.
+        let bytes = std::mem::size_of::<Kept>()
+            + KEPT_ALLOCATIONS * ALLOCATION_OVERHEAD
+            + a.held_bytes()
             + b.held_bytes()
             + c.held_bytes()
             + d.held_bytes()
@@ -344,11 +397,11 @@ impl CommitSession {
             + small.scale_rows.len()
             + small.scale_cols.len();
         self.totals.committed += 1;
-        self.last = Some(self.last.map_or(index, |l| l.max(index)));
+        self.unjudged.insert(index);
         if bytes > self.budget {
             self.drop_call(index);
         } else {
-            self.kept.insert(
+            let old = self.kept.insert(
                 index,
                 Kept {
                     call,
@@ -361,6 +414,7 @@ impl CommitSession {
                 },
             );
             self.kept_bytes += bytes;
+            self.kept_bytes -= old.map_or(0, |o| o.bytes);
             while self.kept_bytes > self.budget {
                 let Some((&oldest, _)) = self.kept.first_key_value() else {
                     break;
@@ -383,55 +437,120 @@ impl CommitSession {
         }
     }
 
-    /// Reads bytes from the verifier: for every complete challenge frame, the records
-    /// that answer it (openings, and "not retained" gaps). An error (a bad frame: wrong
-    /// MAC, sequence or length) ends the connection.
-    pub fn on_bytes(&mut self, bytes: &[u8]) -> Result<Vec<Record>, String> {
-        let frames = self
-            .reader
+    /// Reads bytes from the verifier: the challenge frames they complete. An error (a
+    /// bad frame: wrong MAC, sequence or length) ends the connection.
+    pub fn frames(&mut self, bytes: &[u8]) -> Result<Vec<ChallengeFrame>, String> {
+        self.reader
             .push(bytes)
-            .map_err(|e| format!("challenge frame: {e}"))?;
+            .map_err(|e| format!("challenge frame: {e}"))
+    }
+
+    /// [`CommitSession::frames`], each answered at once ([`CommitSession::answer`],
+    /// with room) and its `through` released: the records in order.
+    pub fn on_bytes(&mut self, bytes: &[u8]) -> Result<Vec<Record>, String> {
         let mut out = Vec::new();
-        for frame in frames {
-            self.answer(frame, &mut out);
+        for frame in self.frames(bytes)? {
+            for c in frame.challenges {
+                out.push(self.answer(c, true));
+            }
+            self.release(frame.through);
         }
         Ok(out)
     }
 
-    fn answer(&mut self, frame: ChallengeFrame, out: &mut Vec<Record>) {
-        for c in frame.challenges {
-            let kept = self.kept.remove(&c.index);
-            if let Some(k) = &kept {
-                self.kept_bytes -= k.bytes;
-            }
-            let why = match &kept {
-                Some(k) if plan_fits(&k.call, &c.plan) => {
-                    self.totals.opened += 1;
-                    out.push(Record::Opening(Box::new(k.opening(&c.plan))));
-                    continue;
-                }
-                Some(_) => "the challenge's plan does not fit the call".to_string(),
-                None if self.dropped.remove(&c.index) => format!(
-                    "dropped to keep the retained calls within MMAUDIT_RETAIN_MB ({} MiB)",
-                    self.budget >> 20
-                ),
-                None => "the library kept no data for this call".to_string(),
-            };
-            self.totals.not_retained += 1;
-            out.push(Record::Gap(Gap {
-                indices: vec![c.index],
-                reason: GapReason::NotRetained,
-                detail: why,
-            }));
+    /// The answer to one challenge: its opening, or a "not retained" gap when the call
+    /// is not kept, the plan does not fit it, or the opening would not fit in a frame;
+    /// without `room` (the sink's buffer is full) a "sink backpressure" gap, made
+    /// without building the opening.
+    pub fn answer(&mut self, c: Challenge, room: bool) -> Record {
+        let kept = self.kept.remove(&c.index);
+        if let Some(k) = &kept {
+            self.kept_bytes -= k.bytes;
         }
-        // Everything up to `through` that was not challenged is released.
-        let later = self.kept.split_off(&frame.through.saturating_add(1));
+        let gap = |reason, detail: String| {
+            Record::Gap(Gap {
+                indices: vec![c.index],
+                reason,
+                detail,
+            })
+        };
+        let why = match &kept {
+            Some(_) if !room => {
+                self.totals.not_retained += 1;
+                return gap(
+                    GapReason::SinkBackpressure,
+                    "the sink could not keep up: MMAUDIT_BUFFER_MB is full".into(),
+                );
+            }
+            Some(k) if plan_fits(&k.call, &c.plan) => {
+                let len = k.opening_len(&c.plan);
+                if len <= MAX_OPENING as u128 {
+                    self.totals.opened += 1;
+                    return Record::Opening(Box::new(k.opening(&c.plan)));
+                }
+                format!("the opening would take {len} bytes, more than a frame holds")
+            }
+            Some(_) => "the challenge's plan does not fit the call".to_string(),
+            None if self.dropped.remove(&c.index) => format!(
+                "dropped to keep the retained calls within MMAUDIT_RETAIN_MB ({} MiB)",
+                self.budget >> 20
+            ),
+            None => "the library kept no data for this call".to_string(),
+        };
+        self.totals.not_retained += 1;
+        gap(GapReason::NotRetained, why)
+    }
+
+    /// A frame's `through`: the verifier has judged every call up to it; what it did
+    /// not challenge is released.
+    pub fn release(&mut self, through: u64) {
+        let after = through.saturating_add(1);
+        let later = self.kept.split_off(&after);
         for k in std::mem::replace(&mut self.kept, later).into_values() {
             self.kept_bytes -= k.bytes;
         }
-        let later = self.dropped.split_off(&frame.through.saturating_add(1));
-        self.dropped = later;
-        self.through = Some(self.through.map_or(frame.through, |t| t.max(frame.through)));
+        self.dropped = self.dropped.split_off(&after);
+        self.unjudged = self.unjudged.split_off(&after);
+    }
+
+    /// An auditable call of the session whose ledger record went out: its commitment
+    /// (or "not committed" gap) goes out in index order ([`CommitSession::order`]).
+    pub fn expect(&mut self, index: u64) {
+        if self.due.len() < MAX_DUE {
+            self.due.insert(index);
+        }
+    }
+
+    /// A commitment or "not committed" gap of call `index`: the records that can go out
+    /// now, in index order (this one, once every expected call below it has gone).
+    /// Past [`MAX_HELD_BACK`] records held back behind a call that does not come, they
+    /// all go, in index order (the verifier judges commitments in any order).
+    pub fn order(&mut self, index: u64, record: Record) -> Vec<Record> {
+        if !self.due.contains(&index) {
+            return vec![record];
+        }
+        self.held_back.insert(index, record);
+        let mut out = Vec::new();
+        while let Some(&first) = self.due.first() {
+            let Some(r) = self.held_back.remove(&first) else {
+                break;
+            };
+            self.due.pop_first();
+            out.push(r);
+        }
+        if self.held_back.len() > MAX_HELD_BACK {
+            out.extend(self.flush());
+        }
+        out
+    }
+
+    /// Every record held back, in index order (the stream ends, or too many wait).
+    pub fn flush(&mut self) -> Vec<Record> {
+        let held = std::mem::take(&mut self.held_back);
+        for i in held.keys() {
+            self.due.remove(i);
+        }
+        held.into_values().collect()
     }
 }
 
@@ -504,5 +623,467 @@ mod tests {
         assert_eq!(c, vec![0, 3, 1, 4, 2, 5, 6, 9, 7, 10, 8, 11]);
         let e2: Vec<u8> = (0..8).collect(); // 2 x 2 of 2-byte entries
         assert_eq!(columns(&e2, 1, 2, 2, 2), vec![0, 1, 4, 5, 2, 3, 6, 7]);
+    }
+
+    // ---- commit mode: reconnects
+
+    use mmaudit_protocol::call::{
+        flags, BatchForm, ComputeType, DType, EntryPoint, Epilogue, Op, Operand, Order, Scalar,
+    };
+    use mmaudit_protocol::commit::frames::{Challenge, ChallengeWriter};
+
+    fn test_key() -> Key {
+        Key::from_bytes([7; 32])
+    }
+
+    /// A small xorshift: deterministic "random" plans without a dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        /// A non-empty ascending subset of 0..n.
+        fn subset(&mut self, n: u64) -> Vec<u64> {
+            let mut v: Vec<u64> = (0..n).filter(|_| self.next().is_multiple_of(3)).collect();
+            if v.is_empty() {
+                v.push(self.next() % n);
+            }
+            v
+        }
+    }
+
+    /// A strided batched call: m x n x k, `batch` members, A/B of `ab`, C/D of `cd`.
+    fn batched_call(
+        index: u64,
+        (m, n, k, batch): (u64, u64, u64, u64),
+        ab: DType,
+        cd: DType,
+    ) -> GemmCall {
+        let op = |dtype, ld| Operand {
+            dtype,
+            order: Order::Col,
+            ld,
+            batch_stride: 1 << 20,
+        };
+        GemmCall {
+            index,
+            entry: EntryPoint::LtMatmul,
+            device: 0,
+            stream: 0,
+            op_a: Op::N,
+            op_b: Op::N,
+            m,
+            n,
+            k,
+            batch,
+            batch_form: if batch > 1 {
+                BatchForm::Strided
+            } else {
+                BatchForm::Single
+            },
+            a: op(ab, m.max(1)),
+            b: op(ab, k.max(1)),
+            c: op(cd, m.max(1)),
+            d: op(cd, m.max(1)),
+            compute: ComputeType::F32,
+            scale_type: DType::F32,
+            alpha: Scalar::Device,
+            beta: Scalar::Host(1.0),
+            epilogue: Epilogue::Default,
+            bias_type: DType::F32,
+            flags: 0,
+            replay: None,
+        }
+    }
+
+    /// The whole of `call` as a commit-mode gather makes it (every byte distinct-ish).
+    fn whole(call: &GemmCall) -> Sample {
+        let mut counter = 0u8;
+        let mut bytes = |len: u64| -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    counter = counter.wrapping_add(37);
+                    counter
+                })
+                .collect()
+        };
+        let (m, n, k, batch) = (call.m, call.n, call.k, call.batch);
+        let s = |d: DType| d.size() as u64;
+        Sample {
+            index: call.index,
+            alpha: matches!(call.alpha, Scalar::Device).then_some(1.5),
+            beta: matches!(call.beta, Scalar::Device).then_some(0.5),
+            scale_a: call.has(flags::SCALE_A).then_some(2.0),
+            scale_b: call.has(flags::SCALE_B).then_some(4.0),
+            scale_c: None,
+            scale_d: None,
+            a_rows: OperandData::Inline(bytes(batch * m * k * s(call.a.dtype))),
+            b_cols: OperandData::Inline(bytes(batch * n * k * s(call.b.dtype))),
+            c_in: if call.reads_c() {
+                bytes(batch * m * n * s(call.c.dtype))
+            } else {
+                Vec::new()
+            },
+            d_out: bytes(batch * m * n * s(call.d.dtype)),
+            bias: if call.has(flags::BIAS_PER_BATCH) {
+                bytes(batch * m * s(call.bias_type))
+            } else if call.has(flags::BIAS) {
+                bytes(m * s(call.bias_type))
+            } else {
+                Vec::new()
+            },
+            scale_rows: if call.has(flags::SCALE_A_ROWS) {
+                bytes(4 * m)
+            } else {
+                Vec::new()
+            },
+            scale_cols: if call.has(flags::SCALE_B_COLS) {
+                bytes(4 * n)
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// What a sampled gather of `plan` would have carried, picked from the whole.
+    fn picked(call: &GemmCall, w: &Sample, plan: &Plan) -> Sample {
+        let (m, n, k) = (call.m as usize, call.n as usize, call.k as usize);
+        let inline = |d: &OperandData| match d {
+            OperandData::Inline(b) => b.clone(),
+            OperandData::Reference { .. } => unreachable!(),
+        };
+        let vecs = |all: &[u8], per: usize, width: usize, picks: &[u64]| -> Vec<u8> {
+            let mut out = Vec::new();
+            for &b in &plan.batches {
+                for &x in picks {
+                    let at = (b as usize * per + x as usize) * width;
+                    out.extend_from_slice(&all[at..at + width]);
+                }
+            }
+            out
+        };
+        let entries = |all: &[u8], es: usize| -> Vec<u8> {
+            let mut out = Vec::new();
+            for &b in &plan.batches {
+                for &r in &plan.rows {
+                    for &c in &plan.cols {
+                        let at = ((b as usize * m + r as usize) * n + c as usize) * es;
+                        out.extend_from_slice(&all[at..at + es]);
+                    }
+                }
+            }
+            out
+        };
+        let bs = call.bias_type.size();
+        let bias = if call.has(flags::BIAS_PER_BATCH) {
+            vecs(&w.bias, m, bs, &plan.rows)
+        } else if call.has(flags::BIAS) {
+            plan.rows
+                .iter()
+                .flat_map(|&r| w.bias[r as usize * bs..][..bs].to_vec())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let pick4 = |all: &[u8], picks: &[u64]| -> Vec<u8> {
+            if all.is_empty() {
+                return Vec::new();
+            }
+            picks
+                .iter()
+                .flat_map(|&i| all[i as usize * 4..][..4].to_vec())
+                .collect()
+        };
+        Sample {
+            a_rows: OperandData::Inline(vecs(
+                &inline(&w.a_rows),
+                m,
+                k * call.a.dtype.size(),
+                &plan.rows,
+            )),
+            b_cols: OperandData::Inline(vecs(
+                &inline(&w.b_cols),
+                n,
+                k * call.b.dtype.size(),
+                &plan.cols,
+            )),
+            c_in: if call.reads_c() {
+                entries(&w.c_in, call.c.dtype.size())
+            } else {
+                Vec::new()
+            },
+            d_out: entries(&w.d_out, call.d.dtype.size()),
+            bias,
+            scale_rows: pick4(&w.scale_rows, &plan.rows),
+            scale_cols: pick4(&w.scale_cols, &plan.cols),
+            ..w.clone()
+        }
+    }
+
+    /// Commits `call` (whole), challenges it with random plans (one session per plan),
+    /// and checks that each opening verifies and gives exactly the plan's entries.
+    fn opens_and_verifies(call: GemmCall, seeds: u64) {
+        let w = whole(&call);
+        for seed in 1..=seeds {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let plan = Plan {
+                rows: rng.subset(call.m),
+                cols: rng.subset(call.n),
+                batches: rng.subset(call.batch),
+            };
+            let mac = [seed as u8; MAC_LEN];
+            let mut s = CommitSession::new(&test_key(), mac, 1 << 30);
+            let Ok(Record::Commitment(c)) = s.commit(call.clone(), w.clone(), None, None, None)
+            else {
+                panic!("no commitment");
+            };
+            let predicted = s.kept[&call.index].opening_len(&plan);
+            let frame = ChallengeWriter::new(&test_key(), mac).frame(
+                call.index,
+                &[Challenge {
+                    index: call.index,
+                    plan: plan.clone(),
+                }],
+            );
+            let out = s.on_bytes(&frame).unwrap();
+            let [Record::Opening(o)] = &out[..] else {
+                panic!("{out:?}");
+            };
+            // The size the bound is judged by, before building: never below the real
+            // one, and close to it.
+            let actual = out[0].encoded_len() as u128;
+            assert!(
+                (actual..=actual + 1024).contains(&predicted),
+                "seed {seed}: predicted {predicted}, made {actual}"
+            );
+            let got = o
+                .verify(&call, &plan, &c.commitment)
+                .unwrap_or_else(|e| panic!("seed {seed} {plan:?}: {e}"));
+            got.check_shape(&call, &plan)
+                .unwrap_or_else(|e| panic!("seed {seed} {plan:?}: {e}"));
+            assert_eq!(got, picked(&call, &w, &plan), "seed {seed} {plan:?}");
+            assert_eq!(s.kept_bytes(), 0);
+            assert!(!s.awaiting());
+        }
+    }
+
+    #[test]
+    fn a_batched_call_reading_c_with_a_bias_per_batch_opens_and_verifies() {
+        // batch 3, strided, beta = 1 in place, device alpha, a bias per batch entry;
+        // element sizes differ between A/B (bf16), C/D (f16) and the bias (f32).
+        let mut call = batched_call(41, (5, 3, 4, 3), DType::BF16, DType::F16);
+        call.flags = flags::IN_PLACE | flags::BIAS | flags::BIAS_PER_BATCH;
+        opens_and_verifies(call, 40);
+    }
+
+    #[test]
+    fn fp8_rowwise_scales_batched_open_and_verify() {
+        let mut call = batched_call(7, (6, 5, 3, 2), DType::F8E4M3, DType::BF16);
+        call.flags = flags::SCALE_A_ROWS | flags::SCALE_B_COLS | flags::BIAS;
+        call.beta = Scalar::Device;
+        opens_and_verifies(call, 40);
+    }
+
+    #[test]
+    fn k_zero_and_beta_zero_open_and_verify() {
+        let mut call = batched_call(3, (4, 3, 0, 2), DType::F32, DType::F32);
+        call.beta = Scalar::Host(0.0);
+        opens_and_verifies(call.clone(), 10);
+        call.k = 5;
+        call.batch = 1;
+        opens_and_verifies(call, 10);
+    }
+
+    #[test]
+    fn retention_drops_oldest_answers_not_retained_and_releases() {
+        let call = |i| batched_call(i, (4, 4, 4, 1), DType::F32, DType::F32);
+        // Find one call's kept size, then keep room for two.
+        let mut probe = CommitSession::new(&test_key(), [0; MAC_LEN], usize::MAX);
+        probe
+            .commit(call(0), whole(&call(0)), None, None, None)
+            .unwrap();
+        let one = probe.kept_bytes();
+        let mac = [1; MAC_LEN];
+        let mut s = CommitSession::new(&test_key(), mac, 2 * one);
+        for i in 0..3 {
+            s.commit(call(i), whole(&call(i)), None, None, None)
+                .unwrap();
+            assert!(s.kept_bytes() <= 2 * one);
+        }
+        assert_eq!((s.totals.dropped, s.kept_bytes()), (1, 2 * one));
+        let plan = Plan {
+            rows: vec![0],
+            cols: vec![1],
+            batches: vec![0],
+        };
+        let ch = |index| Challenge {
+            index,
+            plan: plan.clone(),
+        };
+        let mut w = ChallengeWriter::new(&test_key(), mac);
+        // Call 0 was dropped: "not retained", with the reason; call 1 opens; call 2 is
+        // released by `through` = 2; a second challenge of call 0 (a hostile verifier)
+        // gets a gap too, and nothing underflows.
+        let out = s.on_bytes(&w.frame(2, &[ch(0), ch(1)])).unwrap();
+        assert!(
+            matches!(&out[0], Record::Gap(g) if g.reason == GapReason::NotRetained && g.detail.contains("dropped"))
+        );
+        assert!(matches!(&out[1], Record::Opening(_)));
+        assert_eq!(s.kept_bytes(), 0);
+        assert!(!s.awaiting());
+        let out = s.on_bytes(&w.frame(2, &[ch(0), ch(2)])).unwrap();
+        assert!(out
+            .iter()
+            .all(|r| matches!(r, Record::Gap(g) if g.reason == GapReason::NotRetained)));
+        assert_eq!(s.kept_bytes(), 0);
+        // A call larger than the whole budget is committed, not kept.
+        let mut tiny = CommitSession::new(&test_key(), mac, 1);
+        assert!(matches!(
+            tiny.commit(call(0), whole(&call(0)), None, None, None),
+            Ok(Record::Commitment(_))
+        ));
+        assert_eq!((tiny.kept_bytes(), tiny.totals.dropped), (0, 1));
+    }
+
+    #[test]
+    fn a_small_frame_cannot_make_the_library_build_an_undeliverable_opening() {
+        // A skinny batched call (k = 1): 64 x 1024 rows of op(A), 4 bytes each. Kept:
+        // about 4.5 MiB (data and trees). A frame of about 9 KiB that names every row and
+        // batch entry would make an opening of about 34 MiB (a 16-level path per 4-byte
+        // row), more than a frame holds: the library answers with a gap, from the
+        // opening's size computed before building anything.
+        let call = batched_call(5, (1024, 1, 1, 64), DType::F32, DType::F32);
+        let mut call = call;
+        call.beta = Scalar::Host(0.0);
+        let mac = [4; MAC_LEN];
+        let mut s = CommitSession::new(&test_key(), mac, 1 << 30);
+        s.commit(call.clone(), whole(&call), None, None, None)
+            .unwrap();
+        let kept = s.kept_bytes();
+        let plan = Plan {
+            rows: (0..1024).collect(),
+            cols: vec![0],
+            batches: (0..64).collect(),
+        };
+        let frame =
+            ChallengeWriter::new(&test_key(), mac).frame(5, &[Challenge { index: 5, plan }]);
+        let out = s.on_bytes(&frame).unwrap();
+        assert!(
+            matches!(&out[..], [Record::Gap(g)] if g.reason == GapReason::NotRetained && g.detail.contains("more than a frame holds")),
+            "{out:?}"
+        );
+        let len = out[0].encoded_len();
+        assert!(
+            len <= mmaudit_protocol::stream::MAX_PAYLOAD_LEN as usize,
+            "a {} byte frame made a {len} byte opening ({:.1}x the {kept} bytes kept), over the {} byte frame limit",
+            frame.len(),
+            len as f64 / kept as f64,
+            mmaudit_protocol::stream::MAX_PAYLOAD_LEN
+        );
+    }
+
+    #[test]
+    fn kept_bytes_count_what_a_kept_call_really_holds() {
+        // MMAUDIT_RETAIN_MB bounds `kept_bytes`; a 1 x 1 x 1 call is counted by its
+        // vectors and hashes only, not by the Kept entry itself (the GemmCall, the
+        // BTreeMap node, the Vec headers and their allocations).
+        let call = batched_call(0, (1, 1, 1, 1), DType::F32, DType::F32);
+        let mut s = CommitSession::new(&test_key(), [0; MAC_LEN], 1 << 30);
+        s.commit(call.clone(), whole(&call), None, None, None)
+            .unwrap();
+        let counted = s.kept_bytes();
+        let fixed = std::mem::size_of::<Kept>() + std::mem::size_of::<u64>();
+        assert!(
+            fixed <= counted,
+            "a kept 1x1x1 call is counted as {counted} bytes; its entry alone is {fixed} bytes before any allocation"
+        );
+    }
+
+    #[test]
+    fn a_commitment_made_after_a_frame_that_passed_its_index_is_still_awaited() {
+        // The session waits for the judgement of every call it committed, not only of
+        // the highest: a call committed (made) after a frame whose `through` passed its
+        // index is still awaited, so that the stream does not end before its challenge.
+        let call = |i| batched_call(i, (4, 4, 4, 1), DType::F32, DType::F32);
+        let mac = [2; MAC_LEN];
+        let mut w = ChallengeWriter::new(&test_key(), mac);
+        let mut s = CommitSession::new(&test_key(), mac, 1 << 30);
+        s.commit(call(1), whole(&call(1)), None, None, None)
+            .unwrap();
+        s.on_bytes(&w.frame(1, &[])).unwrap();
+        assert!(!s.awaiting());
+        s.commit(call(0), whole(&call(0)), None, None, None)
+            .unwrap();
+        assert!(
+            s.awaiting(),
+            "call 0 was committed after the last frame: its judgement is still to come"
+        );
+    }
+
+    #[test]
+    fn commitments_go_out_in_index_order_whatever_order_they_are_made_in() {
+        // Gathers complete in any order; the verifier wants commitments in index order.
+        let call = |i| batched_call(i, (4, 4, 4, 1), DType::F32, DType::F32);
+        let mut s = CommitSession::new(&test_key(), [6; MAC_LEN], 1 << 30);
+        for i in 0..4 {
+            s.expect(i);
+        }
+        let made = |s: &mut CommitSession, i: u64| {
+            let r = s
+                .commit(call(i), whole(&call(i)), None, None, None)
+                .unwrap();
+            s.order(i, r)
+                .iter()
+                .map(|r| match r {
+                    Record::Commitment(c) => c.index,
+                    Record::Gap(g) => 100 + g.indices[0],
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<u64>>()
+        };
+        assert_eq!(made(&mut s, 2), Vec::<u64>::new(), "waits for 0 and 1");
+        assert_eq!(made(&mut s, 1), Vec::<u64>::new(), "waits for 0");
+        assert_eq!(made(&mut s, 0), vec![0, 1, 2]);
+        // A "not committed" gap takes its place in the order like a commitment.
+        let gap = Record::Gap(Gap {
+            indices: vec![3],
+            reason: GapReason::NotCommitted,
+            detail: "test".into(),
+        });
+        assert_eq!(s.order(3, gap).len(), 1);
+        // A call never expected (not auditable, another session) goes at once.
+        assert_eq!(made(&mut s, 9), vec![9]);
+        // Behind a call that never comes, at most MAX_HELD_BACK wait; then all go, in
+        // index order.
+        s.expect(10);
+        for i in 11..11 + MAX_HELD_BACK as u64 {
+            s.expect(i);
+            let r = Record::Commitment(Commitment {
+                index: i,
+                commitment: [0; 32],
+            });
+            assert!(s.order(i, r).is_empty(), "{i}");
+        }
+        let i = 11 + MAX_HELD_BACK as u64;
+        s.expect(i);
+        let out = s.order(
+            i,
+            Record::Commitment(Commitment {
+                index: i,
+                commitment: [0; 32],
+            }),
+        );
+        let indices: Vec<u64> = out
+            .iter()
+            .map(|r| match r {
+                Record::Commitment(c) => c.index,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(indices, (11..=i).collect::<Vec<u64>>());
+        assert!(s.flush().is_empty());
     }
 }

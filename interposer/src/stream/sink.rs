@@ -353,6 +353,8 @@ fn record_index(r: &Record) -> Option<u64> {
     match r {
         Record::Sample(s) => Some(s.index),
         Record::Gap(g) => g.indices.first().copied(),
+        Record::Commitment(c) => Some(c.index),
+        Record::Opening(o) => Some(o.index),
         _ => None,
     }
 }
@@ -546,7 +548,7 @@ impl Sink {
                     ),
                 };
                 self.totals.commitments += matches!(record, Record::Commitment(_)) as u64;
-                return self.push(record);
+                return self.push_in_order(record);
             }
         }
         if held.is_some() {
@@ -604,10 +606,38 @@ impl Sink {
                         .is_some_and(|f| g.indices.iter().all(|&i| i >= f)) =>
             {
                 g.reason = GapReason::NotCommitted;
-                Record::Gap(g)
+                return self.push_in_order(Record::Gap(g));
             }
             (r, _) => r,
         };
+        self.enqueue(record)
+    }
+
+    /// Commit mode: a commitment or "not committed" gap goes out in index order after
+    /// those of the calls before it ([`CommitSession::order`]).
+    fn push_in_order(&mut self, record: Record) -> Option<String> {
+        let ready = match (&mut self.out, record_index(&record)) {
+            (
+                Out::Tcp(TcpOut {
+                    commit: Some(session),
+                    ..
+                }),
+                Some(index),
+            ) => session.order(index, record),
+            _ => vec![record],
+        };
+        let mut stop = None;
+        for r in ready {
+            if let Some(why) = self.enqueue(r) {
+                stop.get_or_insert(why);
+            }
+        }
+        stop
+    }
+
+    /// Queues a record as it is (a sample or an opening becomes a backpressure gap while
+    /// the buffer is full).
+    fn enqueue(&mut self, record: Record) -> Option<String> {
         let record = match record {
             Record::Sample(s) if self.backpressure => {
                 self.totals.backpressure += 1;
@@ -652,6 +682,20 @@ impl Sink {
         }
         self.totals.calls += 1;
         self.next_ledger = call.index + 1;
+        if let Out::Tcp(TcpOut {
+            commit: Some(session),
+            session_first: Some(first),
+            ..
+        }) = &mut self.out
+        {
+            let flagged = GemmCall {
+                flags: call.flags | extra,
+                ..call.clone()
+            };
+            if call.index >= *first && mmaudit_protocol::schedule::auditable(&flagged) {
+                session.expect(call.index);
+            }
+        }
         if !matches!(self.queue.back(), Some(Queued::Ledgers(run)) if run.bytes.buf.len() < RUN_BYTES)
         {
             self.queue.push_back(Queued::Ledgers(Run {
@@ -938,43 +982,55 @@ impl Sink {
     /// frames, whose answers (openings, "not retained" gaps) are queued; otherwise
     /// nothing may come. A closed peer is noticed here, even with nothing to write.
     fn read_verifier(&mut self, now: Instant) {
-        let Out::Tcp(t) = &mut self.out else { return };
-        let Conn::Up(u) = &mut t.conn else { return };
         let mut buf = [0u8; 16 << 10];
-        let mut answers = Vec::new();
         let mut broken = None;
         // At most 1 MiB a pump: a verifier that floods cannot hold the thread.
         for _ in 0..64 {
-            match (&u.stream).read(&mut buf) {
+            let Out::Tcp(t) = &mut self.out else { return };
+            let Conn::Up(u) = &mut t.conn else { return };
+            let n = match (&u.stream).read(&mut buf) {
                 Ok(0) => {
                     broken = Some("the verifier closed the connection".to_string());
                     break;
                 }
-                Ok(n) => match &mut t.commit {
-                    Some(session) => match session.on_bytes(&buf[..n]) {
-                        Ok(mut records) => answers.append(&mut records),
-                        Err(e) => {
-                            broken = Some(e);
-                            break;
-                        }
-                    },
-                    None => {
-                        // A verifier in sampling mode sends nothing after its hello.
-                        broken = Some("the verifier sent bytes after its hello".to_string());
-                        break;
-                    }
-                },
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     broken = Some(e.to_string());
                     break;
                 }
+            };
+            // The session is taken out while its answers are queued one by one, so that
+            // the buffer's bound applies to each (an answer made while it is full is a
+            // gap, and its opening is never built).
+            let Some(mut session) = t.commit.take() else {
+                // A verifier in sampling mode sends nothing after its hello.
+                broken = Some("the verifier sent bytes after its hello".to_string());
+                break;
+            };
+            let frames = session.frames(&buf[..n]);
+            let mut failed = None;
+            match frames {
+                Ok(frames) => {
+                    for frame in frames {
+                        for c in frame.challenges {
+                            let answer = session.answer(c, !self.backpressure);
+                            if let Some(why) = self.enqueue(answer) {
+                                self.stop.get_or_insert(why);
+                            }
+                        }
+                        session.release(frame.through);
+                    }
+                }
+                Err(e) => failed = Some(e),
             }
-        }
-        for record in answers {
-            if let Some(why) = self.push(record) {
-                self.stop.get_or_insert(why);
+            if let Out::Tcp(t) = &mut self.out {
+                t.commit = Some(session);
+            }
+            if let Some(e) = failed {
+                broken = Some(e);
+                break;
             }
         }
         if let Some(why) = broken {
@@ -1298,7 +1354,18 @@ impl Sink {
                 return Ok(summary(self.totals, &self.name) + &commit_summary(t));
             }
             // In commit mode the stream ends only once the verifier has judged every
-            // commitment (and its challenges are answered).
+            // commitment (and its challenges are answered); nothing more will come, so
+            // what waits for an earlier call goes now.
+            let held = t.commit.as_mut().map(|c| c.flush()).unwrap_or_default();
+            if !held.is_empty() {
+                for r in held {
+                    self.enqueue(r);
+                }
+                continue;
+            }
+            let Out::Tcp(t) = &mut self.out else {
+                return Err(format!("the stream to {} was broken", self.name));
+            };
             let awaiting = t.commit.as_ref().is_some_and(|c| c.awaiting());
             if let Conn::Up(u) = &mut t.conn {
                 if queue_empty && u.off >= u.out.len() && !awaiting {

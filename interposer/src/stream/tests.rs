@@ -1959,3 +1959,101 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
     assert!(e.contains("no longer"), "{e}");
     assert_eq!(crate::held::known(&key_at), None);
 }
+
+// ---- commit mode: reconnects
+
+#[test]
+fn a_reconnect_in_commit_mode_never_carries_old_commitments_into_the_new_segment() {
+    // Segment 0 (commit mode): call 0's ledger record and commitment are queued, then
+    // the verifier hangs up before they are framed. Segment 1 (a new session from a
+    // later call): call 0 is before it (its ledger record is written with NO_SESSION),
+    // so its commitment must not be written there. start_segment drops queued samples
+    // and gaps of earlier calls (record_index names only those), not commitments or
+    // openings: the new verifier would see "commitment record for call 0, which is not
+    // an auditable call awaiting its commitment" (audit.rs on_commitment), an integrity
+    // error that fails an honest run.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        send_hello_mode(
+            &mut s,
+            &key(),
+            [0x71; 16],
+            SamplingConfig::default(),
+            vec![],
+            HelloMode::Commit,
+        );
+        // The header arrives with the session; hang up once the commitment is queued.
+        let _ = read_conn(s.try_clone().unwrap(), Some(1));
+        go_rx.recv().unwrap();
+        drop(s);
+        closed_tx.send(()).unwrap();
+        let (mut s, _) = listener.accept().unwrap();
+        send_hello_mode(
+            &mut s,
+            &key(),
+            [0x72; 16],
+            SamplingConfig::default(),
+            vec![],
+            HelloMode::Sampling,
+        );
+        read_conn(s, None)
+    });
+    let mut p = Prover::tcp(port, false);
+    p.until_session();
+    let before = Instant::now();
+    let (index, in_session) = p.call();
+    assert!(in_session);
+    let mut c = call(index);
+    c.index = index;
+    assert!(p
+        .sink
+        .push_sample(Gathered {
+            sample: whole_sample(index),
+            operands: None,
+            call: Some(c),
+            a_key: None,
+            held: None,
+        })
+        .is_none());
+    assert_eq!(p.sink.totals().commitments, 1, "{:?}", p.sink.totals());
+    go_tx.send(()).unwrap();
+    closed_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    // Pump with a time before the records were queued: nothing is framed, the closed
+    // connection is noticed by the read.
+    let start = Instant::now();
+    while p.ledger.current().is_some() {
+        p.sink.pump(before, false).unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "close not noticed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // A call between the sessions, then the new session.
+    p.call();
+    p.until_session();
+    p.call();
+    p.sink
+        .finish(Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    let (h, records, done) = decode(&server.join().unwrap());
+    done.unwrap();
+    assert_eq!(h.segment, 1);
+    for r in &records {
+        if let Record::Commitment(c) = r {
+            let ledgered = records
+                .iter()
+                .any(|l| matches!(l, Record::Ledger(l) if l.index == c.index && !no_session(l)));
+            assert!(
+                ledgered,
+                "segment 1 (first index {}) carries a commitment of call {} from segment 0's session",
+                h.first_index,
+                c.index,
+            );
+        }
+    }
+}
