@@ -1,24 +1,29 @@
-//! Commit mode: where the verifier's tensors were found in device memory.
+//! Commit mode: which operands are tensors the verifier holds, found without copying
+//! them.
 //!
-//! When the background thread commits to a whole call and finds its op(A) to be stored
-//! rows of a tensor the verifier's hello offers (by the keyed fingerprints of every
-//! row), it remembers op(A)'s address, layout and shape ([`HeldKey`]) with the tensor.
-//! A later call with op(A) at the same place then gathers only what an opening of a
-//! reference needs (the first element of each row) and one whole row, whose fingerprint
-//! the background thread checks before it binds the call to the tensor again; a row
-//! that no longer matches forgets the address and the call is "not committed". Weights
-//! are not copied to the host at every call.
+//! A hello that offers tensors (`serve --weights`) names their shapes. A whole-call
+//! gather (commit mode) whose op(A) has the type, row length and at most the rows of
+//! one of them *probes* it: op(A) is gathered as the first element of each row (the
+//! evidence an opening of a reference carries) and one whole row per batch member (the
+//! spot row), not whole. The background thread looks the spot rows' keyed fingerprints up
+//! in the hello's table: found, the call is bound to the tensor by reference and op(A)'s
+//! address, layout and shape ([`HeldKey`]) are remembered with it, so that later calls
+//! there are checked the same way against that tensor; not found, the call cannot be
+//! committed (its op(A) was not gathered whole) and the address is remembered as not
+//! held, so that later calls there gather op(A) whole. Weights are never copied to the
+//! host whole, however large.
 //!
 //! This decides only what the honest library claims: a false claim cannot help a
 //! prover, because the verifier recomputes a referenced operand from its own copy.
 //!
-//! The map is forgotten whenever a session begins, and holds at most [`MAX_HELD`]
-//! addresses (beyond it, it starts over).
+//! Everything here is forgotten whenever a session begins, and at most [`MAX_HELD`]
+//! addresses are remembered (beyond it, it starts over).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use mmaudit_protocol::call::GemmCall;
+use mmaudit_protocol::call::{DType, GemmCall};
+use mmaudit_protocol::handshake::HelloTensor;
 use mmaudit_protocol::schedule::Plan;
 
 use crate::model::gather::{HeldA, HeldKey, HeldRef};
@@ -27,22 +32,60 @@ use crate::model::GatherSpec;
 /// Addresses remembered at most.
 pub const MAX_HELD: usize = 1 << 16;
 
-static HELD: Mutex<Option<HashMap<HeldKey, HeldRef>>> = Mutex::new(None);
-
-fn with<T>(f: impl FnOnce(&mut HashMap<HeldKey, HeldRef>) -> T) -> T {
-    let mut guard = HELD.lock().unwrap_or_else(|e| e.into_inner());
-    f(guard.get_or_insert_with(HashMap::new))
+/// What is known of an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Known {
+    /// op(A) there is this tensor.
+    Tensor(HeldRef),
+    /// op(A) there was probed and is none of the hello's tensors.
+    NotHeld,
 }
 
-/// For a whole-call gather (commit mode) of `call` with `plan`: the tensor found before
-/// where its op(A) is, if any (op(A) is then gathered as evidence and a spot row).
-/// `None` too for a plan that is not the whole call.
+#[derive(Default)]
+struct State {
+    /// (type, row length) -> most rows of an offered tensor of that shape
+    shapes: HashMap<(DType, u64), u64>,
+    known: HashMap<HeldKey, Known>,
+}
+
+static HELD: Mutex<Option<State>> = Mutex::new(None);
+
+fn with<T>(f: impl FnOnce(&mut State) -> T) -> T {
+    let mut guard = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    f(guard.get_or_insert_with(State::default))
+}
+
+/// A session begins: everything known is forgotten, and these are the tensors its
+/// hello offers (none when references are off).
+pub fn begin(tensors: &[HelloTensor]) {
+    with(|s| {
+        s.known.clear();
+        s.shapes.clear();
+        for t in tensors {
+            let rows = s.shapes.entry((t.dtype, t.cols)).or_insert(0);
+            *rows = (*rows).max(t.rows);
+        }
+    });
+}
+
+/// For a whole-call gather (commit mode) of `call` with `plan`: how op(A) is gathered
+/// when it is (or may be) a held tensor: the tensor found there before, or a probe.
+/// `None`: op(A) is gathered whole (not the whole call, no such shape offered, or the
+/// address known not to hold one).
 pub fn lookup(call: &GemmCall, spec: &GatherSpec, plan: &Plan) -> Option<HeldA> {
     let whole = plan.rows.len() as u64 == call.m
         && plan.cols.len() as u64 == call.n
         && plan.batches.len() as u64 == call.batch;
     let key = HeldKey::of(call, spec).filter(|_| whole)?;
-    let reference = with(|m| m.get(&key).cloned())?;
+    let reference = with(|s| match s.known.get(&key) {
+        Some(Known::Tensor(r)) => Some(Some(r.clone())),
+        Some(Known::NotHeld) => None,
+        None => s
+            .shapes
+            .get(&(key.dtype, key.k))
+            .is_some_and(|&rows| key.m <= rows)
+            .then_some(None),
+    })?;
     Some(HeldA {
         key,
         reference,
@@ -51,27 +94,22 @@ pub fn lookup(call: &GemmCall, spec: &GatherSpec, plan: &Plan) -> Option<HeldA> 
     })
 }
 
-/// Remembers that op(A) at `key` is `reference`.
-pub fn remember(key: HeldKey, reference: HeldRef) {
-    with(|m| {
-        if m.len() >= MAX_HELD && !m.contains_key(&key) {
-            m.clear();
+/// Remembers what op(A) at `key` is.
+pub fn remember(key: HeldKey, known: Known) {
+    with(|s| {
+        if s.known.len() >= MAX_HELD && !s.known.contains_key(&key) {
+            s.known.clear();
         }
-        m.insert(key, reference);
+        s.known.insert(key, known);
     });
 }
 
-/// The tensor remembered at `key`.
-pub fn known(key: &HeldKey) -> Option<HeldRef> {
-    with(|m| m.get(key).cloned())
+/// What is known of `key`.
+pub fn known(key: &HeldKey) -> Option<Known> {
+    with(|s| s.known.get(key).cloned())
 }
 
-/// Forgets `key` (its spot row no longer matched).
+/// Forgets `key` (its spot row no longer matched its tensor).
 pub fn forget(key: &HeldKey) {
-    with(|m| m.remove(key));
-}
-
-/// Forgets every address (a session begins: its hello may offer other tensors).
-pub fn clear() {
-    with(|m| m.clear());
+    with(|s| s.known.remove(key));
 }

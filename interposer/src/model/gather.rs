@@ -198,16 +198,16 @@ pub struct HeldRef {
     pub matrices: Vec<u32>,
 }
 
-/// A whole-call gather (commit mode) whose op(A) is at an address where the verifier's
-/// tensor was found before: op(A) is gathered as the first element of each row (the
-/// evidence an opening carries) and one whole row, `spot_row` of batch member 0, to check
-/// that the tensor is still there.
+/// A whole-call gather (commit mode) whose op(A) is, or may be, a tensor the verifier
+/// holds ([`crate::held`]): op(A) is gathered as the first element of each row (the
+/// evidence an opening carries) and row `spot_row` of every batch member whole, to find
+/// the tensor or check that it is still there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldA {
     /// where op(A) is
     pub key: HeldKey,
-    /// the tensor found there before
-    pub reference: HeldRef,
+    /// the tensor found there before; `None`: a probe
+    pub reference: Option<HeldRef>,
     /// the row gathered whole
     pub spot_row: u64,
 }
@@ -217,7 +217,8 @@ pub struct HeldA {
 pub struct Fields {
     /// op(A) rows, `[batch][row][k]` (with [`HeldA`]: the first element of each row)
     pub a_rows: Range<usize>,
-    /// with [`HeldA`]: its spot row, whole (k elements); else empty
+    /// with [`HeldA`]: its spot row of every batch member, whole, `[batch][k]`; else
+    /// empty
     pub a_spot: Range<usize>,
     /// op(B) columns, `[batch][col][k]`
     pub b_cols: Range<usize>,
@@ -401,7 +402,8 @@ impl SlotLayout {
                 elem: a.elem,
             });
             if let Some(h) = &held {
-                fields.a_spot = field(k as u64, a.elem)?;
+                let members = count(call.batch, "batch members")?;
+                fields.a_spot = field(members as u64 * k as u64, a.elem)?;
                 post.push(Template {
                     src: a
                         .base
@@ -411,10 +413,10 @@ impl SlotLayout {
                     batch: Axis::Identity,
                     i: Axis::Identity,
                     j: Axis::Identity,
-                    batch_stride: 0,
+                    batch_stride: a.batch_stride,
                     stride_i: 0,
                     stride_j: sk,
-                    nb: 1,
+                    nb: members,
                     ni: 1,
                     nj: k,
                     elem: a.elem,
@@ -713,7 +715,7 @@ impl SlotLayout {
         })
     }
 
-    /// With [`HeldA`]: the spot row's bytes, once the gather completed.
+    /// With [`HeldA`]: the spot rows' bytes (`[batch][k]`), once the gather completed.
     pub fn spot(&self, slot: &[u8]) -> Option<Vec<u8>> {
         self.held.as_ref()?;
         slot.get(self.fields.a_spot.clone()).map(<[u8]>::to_vec)

@@ -1088,3 +1088,71 @@ fn lt_calls_outside_the_model_keep_their_entry_and_sizes() {
     let mut r = mmaudit_protocol::codec::Reader::new(&bytes, 0, "t");
     assert_eq!(GemmCall::decode(&mut r).unwrap(), c);
 }
+
+#[test]
+fn a_held_op_a_is_gathered_as_evidence_and_one_spot_row_per_batch_member() {
+    use super::gather::{HeldA, HeldKey};
+    // Commit mode's gather of an op(A) that is (or may be) a held tensor: the first
+    // element of every row, and row `spot_row` of every batch member whole; the rest of
+    // the call as a whole gather. Strided batches, both orders, transposed or not.
+    for order in [crate::sys::cublas::LT_ORDER_COL, LT_ORDER_ROW] {
+        for ta in [0, 1] {
+            let mut mem = Mem::new();
+            let (m, n, k, batch) = (6u64, 3u64, 5u64, 4u64);
+            let mut x = lt(ta, 0, order, m, n, k);
+            let layouts = [
+                &mut x.a_layout,
+                &mut x.b_layout,
+                &mut x.c_layout,
+                &mut x.d_layout,
+            ];
+            let mut bases = [0u64; 4];
+            for (i, l) in layouts.into_iter().enumerate() {
+                let per = extent(l.rows, l.cols, l.ld, 1, 0);
+                l.batch = batch as i32;
+                l.stride = (per / 4) as i64;
+                bases[i] = mem.alloc(per * batch as usize);
+            }
+            (x.a, x.b, x.c, x.d) = (bases[0], bases[1], bases[2], bases[3]);
+            let d = describe_lt(&x).unwrap();
+            fill(&mut mem, &d);
+            let whole = plan(
+                &(0..m).collect::<Vec<_>>(),
+                &(0..n).collect::<Vec<_>>(),
+                &(0..batch).collect::<Vec<_>>(),
+            );
+            let key = HeldKey::of(&d.call, &d.gather).unwrap();
+            let held = HeldA {
+                key,
+                reference: None,
+                spot_row: 2,
+            };
+            let layout = SlotLayout::with_held(&d.call, &d.gather, &whole, Some(held)).unwrap();
+            let slot = mem.alloc(layout.len);
+            let mut host = vec![0u8; layout.len];
+            layout.write(slot, &mut host).unwrap();
+            mem.span(slot, layout.len).copy_from_slice(&host);
+            mem.run(&layout.jobs(slot));
+            let bytes = mem.span(slot, layout.len).to_vec();
+            let s = layout.assemble(&bytes).unwrap();
+            let OperandData::Inline(first) = &s.a_rows else {
+                panic!("inline evidence");
+            };
+            let want: Vec<f32> = (0..batch)
+                .flat_map(|b| (0..m).map(move |r| tag(1, b, r, 0)))
+                .collect();
+            assert_eq!(floats(first), want, "first elements, order {order} ta {ta}");
+            let spot: Vec<f32> = (0..batch)
+                .flat_map(|b| (0..k).map(move |kk| tag(1, b, 2, kk)))
+                .collect();
+            assert_eq!(floats(&layout.spot(&bytes).unwrap()), spot, "spot rows");
+            let OperandData::Inline(cols) = &s.b_cols else {
+                panic!("inline op(B)");
+            };
+            assert_eq!(cols.len() as u64, batch * n * k * 4, "op(B) whole");
+            // Not a whole plan, or another op(A): refused.
+            let part = plan(&[0], &[0], &[0]);
+            assert!(SlotLayout::with_held(&d.call, &d.gather, &part, layout.held.clone()).is_err());
+        }
+    }
+}

@@ -35,6 +35,7 @@ use mmaudit_protocol::record::{
 use mmaudit_protocol::schedule::Plan;
 use mmaudit_protocol::stream::MAC_LEN;
 
+use crate::held::Known;
 use crate::model::gather::{HeldA, HeldKey, HeldRef};
 
 /// One operand side (op(A) or op(B)) as kept.
@@ -188,8 +189,8 @@ pub struct CommitTotals {
     pub not_retained: u64,
     /// Kept calls dropped to stay within the retention bound.
     pub dropped: u64,
-    /// Calls whose op(A) was bound by reference from its address (evidence and a spot
-    /// row gathered, not the whole operand).
+    /// Calls whose op(A) was found to be a held tensor by its spot rows (evidence and a
+    /// spot row per batch member gathered, not the whole operand).
     pub by_address: u64,
 }
 
@@ -346,10 +347,10 @@ impl CommitSession {
         {
             crate::held::remember(
                 key,
-                HeldRef {
+                Known::Tensor(HeldRef {
                     tensor: *tensor,
                     matrices: matrices.clone(),
-                },
+                }),
             );
         }
         self.totals.by_address += held_a as u64;
@@ -554,9 +555,12 @@ impl CommitSession {
     }
 }
 
-/// op(A) gathered as held tensor `h`'s evidence (`first`: one element a row) and one
-/// spot row: bound by reference if the spot row is still that tensor's row; otherwise
-/// the address is forgotten and the call cannot be committed.
+/// op(A) gathered as evidence (`first`: one element a row) and spot rows (`spot`, one
+/// per batch member) of a tensor the hello offers (`h`: a probe, or the tensor found at
+/// its address before): bound by reference to the tensor the spot rows are rows of,
+/// which is remembered at the address. Rows that are no offered tensor's (or no longer
+/// the one found before) mark the address as not held and the call cannot be committed:
+/// op(A) was not gathered whole.
 fn held_side(
     call: &GemmCall,
     table: Option<&OperandTable>,
@@ -564,20 +568,40 @@ fn held_side(
     spot: &[u8],
     first: OperandData,
 ) -> Result<KeptSide, String> {
-    let r = &h.reference;
-    let still = table
-        .and_then(|t| t.reference(call.a.dtype, call.k, &[h.spot_row], 1, spot))
-        .is_some_and(|found| {
-            matches!(found, OperandData::Reference { tensor, matrices, .. }
-                if tensor == r.tensor && matrices.first() == r.matrices.first())
-        });
-    if !still {
-        crate::held::forget(&h.key);
-        return Err(format!(
-            "op(A) at {:#x} is no longer tensor {} of the verifier's hello (row {} does not match); the address is forgotten",
-            h.key.base, r.tensor, h.spot_row
-        ));
-    }
+    let found = table.and_then(|t| {
+        t.reference(
+            call.a.dtype,
+            call.k,
+            &[h.spot_row],
+            call.batch as usize,
+            spot,
+        )
+    });
+    let reference = match (found, &h.reference) {
+        (
+            Some(OperandData::Reference {
+                tensor, matrices, ..
+            }),
+            None,
+        ) => HeldRef { tensor, matrices },
+        (
+            Some(OperandData::Reference {
+                tensor, matrices, ..
+            }),
+            Some(r),
+        ) if tensor == r.tensor && matrices == r.matrices => r.clone(),
+        (_, before) => {
+            crate::held::remember(h.key, Known::NotHeld);
+            let what = match before {
+                Some(r) => format!("no longer tensor {} of the verifier's hello", r.tensor),
+                None => "not a tensor of the verifier's hello".to_string(),
+            };
+            return Err(format!(
+                "op(A) at {:#x} is {what} (row {} does not match): gathered as a held tensor's evidence, it cannot be committed; later calls there gather it whole",
+                h.key.base, h.spot_row
+            ));
+        }
+    };
     let OperandData::Inline(first) = first else {
         return Err("op(A): evidence gathered as a reference".into());
     };
@@ -588,9 +612,10 @@ fn held_side(
         call.batch.saturating_mul(call.m),
         elem,
     )?;
+    crate::held::remember(h.key, Known::Tensor(reference.clone()));
     Ok(KeptSide::Reference {
-        tensor: r.tensor,
-        matrices: r.matrices.clone(),
+        tensor: reference.tensor,
+        matrices: reference.matrices,
         first,
         elem: elem as usize,
     })

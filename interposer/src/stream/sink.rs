@@ -1212,7 +1212,10 @@ impl Sink {
             });
         }
         // A new hello may offer other tensors: addresses found before are forgotten.
-        crate::held::clear();
+        crate::held::begin(match (&t.table, commit) {
+            (Some(_), true) => &hello.tensors,
+            _ => &[],
+        });
         t.commit =
             commit.then(|| Box::new(CommitSession::new(&self.key, hello_mac, self.retain_bytes)));
         if commit {
@@ -1412,7 +1415,7 @@ fn commit_summary(t: &TcpOut) -> String {
         return String::new();
     }
     format!(
-        "; commit mode: {} calls committed ({} with op(A) bound by its address), {} challenges opened, {} answered \"not retained\", {} kept calls dropped for MMAUDIT_RETAIN_MB",
+        "; commit mode: {} calls committed ({} with op(A) found to be a held tensor by its spot rows, not copied), {} challenges opened, {} answered \"not retained\", {} kept calls dropped for MMAUDIT_RETAIN_MB",
         c.committed, c.by_address, c.opened, c.not_retained, c.dropped
     )
 }

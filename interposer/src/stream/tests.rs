@@ -1904,13 +1904,16 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
         tensor: 7,
         matrices: vec![0],
     };
-    assert_eq!(crate::held::known(&key_at), Some(reference.clone()));
+    assert_eq!(
+        crate::held::known(&key_at),
+        Some(crate::held::Known::Tensor(reference.clone()))
+    );
     let row = |r: u64| data[(r * 2 * k) as usize..((r + 1) * 2 * k) as usize].to_vec();
     let evidence: Vec<u8> = (0..m).flat_map(|r| row(r)[..2].to_vec()).collect();
     let by_address = |spot_row: u64, spot: Vec<u8>| {
         let held = HeldA {
             key: key_at,
-            reference: reference.clone(),
+            reference: Some(reference.clone()),
             spot_row,
         };
         let sample = Sample {
@@ -1957,7 +1960,44 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
         .commit(c.clone(), sample, Some(&table), Some(key_at), held)
         .unwrap_err();
     assert!(e.contains("no longer"), "{e}");
-    assert_eq!(crate::held::known(&key_at), None);
+    assert_eq!(
+        crate::held::known(&key_at),
+        Some(crate::held::Known::NotHeld)
+    );
+    // A probe (the shape is offered, nothing known at the address): found by its spot
+    // row, it commits as the whole gather did; a spot row of no offered tensor marks
+    // the address as not held and the call is not committed.
+    let probe = |at: u64, spot: Vec<u8>| {
+        let key = HeldKey { base: at, ..key_at };
+        let held = HeldA {
+            key,
+            reference: None,
+            spot_row: 6,
+        };
+        let sample = Sample {
+            a_rows: OperandData::Inline(evidence.clone()),
+            ..whole.clone()
+        };
+        (key, sample, Some((held, spot)))
+    };
+    let (key, sample, held) = probe(0x7e58_0000_0000, row(6));
+    let probed = commitment(
+        s.commit(c.clone(), sample, Some(&table), Some(key), held)
+            .unwrap(),
+    );
+    assert_eq!(probed, first);
+    assert_eq!(
+        crate::held::known(&key),
+        Some(crate::held::Known::Tensor(reference.clone()))
+    );
+    let mut other = row(6);
+    other[0] ^= 0x40;
+    let (key, sample, held) = probe(0x7e59_0000_0000, other);
+    let e = s
+        .commit(c.clone(), sample, Some(&table), Some(key), held)
+        .unwrap_err();
+    assert!(e.contains("not a tensor"), "{e}");
+    assert_eq!(crate::held::known(&key), Some(crate::held::Known::NotHeld));
 }
 
 // ---- commit mode: reconnects
