@@ -9,6 +9,10 @@
 #   2. a GPU that gets one entry per GEMM 5% wrong        -> FAIL, naming the calls
 #   3. a GPU that runs with slightly wrong weights        -> FAIL
 #   4. the honest capture cut short, and with one byte changed -> FAIL
+#   5. commit mode against a live verifier (`serve --commit`): the workload commits to
+#      every GEMM before the verifier, from a key the audited machine never holds,
+#      says what to open                                 -> PASS (live and offline)
+#      and, on the simulated GPU, the faulty GPU of case 2 -> FAIL
 # On a machine with an NVIDIA GPU and the CUDA libraries the workload runs on the GPU
 # (cases 2 and 3 need the simulated GPU's fault injection and are skipped); otherwise
 # it runs on the simulated GPU (tests/simgpu). DEMO_BACKEND=simgpu forces the latter.
@@ -48,7 +52,8 @@ heading() { printf '\n== %s\n' "$*"; }
 cargo build --release --workspace --quiet
 bin=$root/target/release
 work=$(mktemp -d "${TMPDIR:-/tmp}/mmaudit-demo.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+serve_pid=
+trap '[[ -z $serve_pid ]] || kill "$serve_pid" 2>/dev/null; rm -rf "$work"' EXIT
 
 # --- Which GPU: a real one when nvidia-smi works and the CUDA libraries load. --------
 find_lib() {
@@ -126,12 +131,14 @@ run_case() {
     check_case "$name" "$expect" "$capture"
 }
 
-# check_case NAME EXPECT CAPTURE : mmaudit-verify check, compared with the expectation.
+# check_case NAME EXPECT CAPTURE [ARGS...] : mmaudit-verify check, compared with the
+# expectation.
 check_case() {
     local name=$1 expect=$2 capture=$3 rc=0
-    echo "\$ mmaudit-verify check $(basename "$capture") --key-file audit.key"
+    shift 3
+    echo "\$ mmaudit-verify check $(basename "$capture") --key-file audit.key $*" | sed "s|$work/||g"
     "$bin/mmaudit-verify" check "$capture" --key-file "$work/audit.key" --max-failures 4 \
-        --json "$work/$name.json" || rc=$?
+        --json "$work/$name.json" "$@" || rc=$?
     local want=0
     [[ $expect == fail ]] && want=1
     if ((rc != want)); then
@@ -173,6 +180,73 @@ byte=$(od -An -tu1 -j "$offset" -N1 "$work/tampered.mma" | tr -d ' ')
 printf "$(printf '\\%03o' $(((byte + 1) % 256)))" |
     dd of="$work/tampered.mma" bs=1 seek="$offset" conv=notrunc status=none
 check_case tampered fail "$work/tampered.mma"
+
+# commit_case NAME EXPECT FAULT RATES... : the workload against `serve --commit` (RATES:
+# its --min-*-rate flags, the challenge's rates); the live verdict, then the saved
+# capture checked offline with the challenge key.
+commit_case() {
+    local name=$1 expect=$2 fault=$3
+    shift 3
+    local dir=$work/$name
+    mkdir -p "$dir/captures" "$dir/reports" "$dir/state"
+    echo "\$ mmaudit-verify serve --listen 127.0.0.1:0 --key-file audit.key --commit --challenge-key challenge.key $* --max-no-session 100% --capture-dir captures --json-dir reports --state-dir state &"
+    "$bin/mmaudit-verify" serve --listen 127.0.0.1:0 --key-file "$work/audit.key" --commit \
+        --challenge-key "$work/challenge.key" "$@" --max-no-session 100% \
+        --capture-dir "$dir/captures" --json-dir "$dir/reports" --state-dir "$dir/state" \
+        >"$dir/serve.out" 2>"$dir/serve.log" &
+    serve_pid=$!
+    local port="" i
+    for i in $(seq 200); do
+        port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$dir/serve.log" | head -1)
+        [[ -n $port ]] && break
+        sleep 0.05
+    done
+    [[ -n $port ]] || { cat "$dir/serve.log" >&2; echo "demo: serve did not start" >&2; exit 1; }
+    echo "\$ LD_PRELOAD=libmmaudit.so MMAUDIT_KEY_FILE=audit.key MMAUDIT_SINK=tcp://127.0.0.1:$port ${fault:+SIMGPU_FAULT=$fault }llama_workload ${workload[*]}"
+    if ! env LD_LIBRARY_PATH="$lib_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+        LD_PRELOAD="$bin/libmmaudit.so" MMAUDIT_KEY_FILE="$work/audit.key" MMAUDIT_LOG=info \
+        MMAUDIT_SINK="tcp://127.0.0.1:$port" ${fault:+SIMGPU_FAULT="$fault"} \
+        "$exe" "${workload[@]}" >"$dir/run.out" 2>&1; then
+        sed 's/^/    /' "$dir/run.out"
+        echo "demo: the workload failed in case '$name'" >&2
+        exit 1
+    fi
+    grep -v '^call ' "$dir/run.out" | sed 's/^/    /'
+    local report=""
+    for i in $(seq 300); do
+        report=$(find "$dir/reports" -name '*.json' | head -1)
+        [[ -n $report ]] && break
+        sleep 0.1
+    done
+    kill "$serve_pid" 2>/dev/null || true
+    wait "$serve_pid" 2>/dev/null || true
+    serve_pid=
+    [[ -n $report ]] || { cat "$dir/serve.log" >&2; echo "demo: serve wrote no report" >&2; exit 1; }
+    local live
+    live=$(sed -n 's/^  "verdict": "\(.*\)",*$/\1/p' "$report" | head -1)
+    echo "    live verdict (serve): $(tr a-z A-Z <<<"$live")"
+    if [[ $live != "$expect" ]]; then
+        echo "demo: UNEXPECTED: case '$name' should have given $(tr a-z A-Z <<<"$expect") live, serve said $live" >&2
+        failures=$((failures + 1))
+    fi
+    local capture
+    capture=$(find "$dir/captures" -name '*.mma' | head -1)
+    check_case "$name" "$expect" "$capture" --challenge-key "$work/challenge.key" \
+        --graded "$dir/state" --max-no-session 100%
+}
+
+heading "5. Commit mode: the audited machine cannot know what will be checked"
+echo "In cases 1-3 the audited machine holds the key that decides what is checked. Here the"
+echo "verifier holds a second key of its own: the library commits to every GEMM (a Merkle root"
+echo "over its rows and columns, computed right after the call) before the verifier draws, from"
+echo "that key and the commitment, which calls and entries to open (docs/COMMIT.md). Calls made"
+echo "before the verifier's hello arrived are recorded, not audited (--max-no-session 100%)."
+"$bin/mmaudit-verify" keygen --out "$work/challenge.key"
+commit_case commit pass "" --min-call-rate 0.5
+if [[ $backend == simgpu ]]; then
+    heading "5b. Commit mode, the faulty GPU of case 2, every committed call challenged"
+    commit_case commit-perturb fail perturb:0.05 --min-call-rate 1 --min-row-rate 1 --min-col-rate 1 --min-batch-rate 1
+fi
 
 echo
 if ((failures > 0)); then
