@@ -695,11 +695,21 @@ impl StreamReport {
             "  flops            {:>12}   claimed by the ledger",
             human_flops(self.flops as f64)
         );
-        let _ = writeln!(
-            s,
-            "  sampled          {:>12}   calls the schedule selected",
-            self.sampled
-        );
+        // In commit mode the verifier's challenge selects, and openings answer.
+        let commit = self
+            .header
+            .as_ref()
+            .is_some_and(|h| h.schedule == mmaudit_protocol::schedule::ScheduleVersion::Commit);
+        let (selected, data, dropped) = if commit {
+            (
+                "committed calls the verifier challenged",
+                "opening",
+                "challenges",
+            )
+        } else {
+            ("calls the schedule selected", "sample", "samples")
+        };
+        let _ = writeln!(s, "  sampled          {:>12}   {selected}", self.sampled);
         let _ = writeln!(
             s,
             "  verified         {:>12}   sampled calls whose entries all matched",
@@ -712,12 +722,12 @@ impl StreamReport {
         );
         let _ = writeln!(
             s,
-            "  missing          {:>12}   sampled calls with no sample and no gap",
+            "  missing          {:>12}   sampled calls with no {data} and no gap",
             self.missing
         );
         let _ = writeln!(
             s,
-            "  gaps             {:>12}   samples the prover dropped ({:.2}%)",
+            "  gaps             {:>12}   {dropped} the prover dropped ({:.2}%)",
             self.gaps,
             100.0 * self.gap_rate(),
         );
