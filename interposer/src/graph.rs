@@ -665,7 +665,7 @@ fn prepare(
     node: usize,
     call: &GemmCall,
     gather: &GatherSpec,
-    plan: &mmaudit_protocol::schedule::Plan,
+    pick: &crate::model::gather::Pick,
 ) -> Result<Prepared, (GapReason, String)> {
     if !row_free {
         return Err((
@@ -673,9 +673,9 @@ fn prepare(
             format!("{} replays of this executable graph with samples are still queued (MMAUDIT_GRAPH_DEPTH)", exec.depth),
         ));
     }
-    let held = crate::held::lookup(call, gather, plan);
+    let held = crate::held::lookup(call, gather, pick);
     let layout =
-        SlotLayout::with_held(call, gather, plan, held).map_err(|e| (GapReason::Internal, e))?;
+        SlotLayout::with_held(call, gather, pick, held).map_err(|e| (GapReason::Internal, e))?;
     let marker = (layout.len + 7) & !7;
     let Some(gpu) = &exec.graph.gpu else {
         return Err((GapReason::GatherFailed, "no gather resources".into()));

@@ -22,12 +22,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::model::gather::{HeldA, HeldKey, HeldRef, Pick};
+use crate::model::GatherSpec;
 use mmaudit_protocol::call::{DType, GemmCall};
 use mmaudit_protocol::handshake::HelloTensor;
-use mmaudit_protocol::schedule::Plan;
-
-use crate::model::gather::{HeldA, HeldKey, HeldRef};
-use crate::model::GatherSpec;
 
 /// Addresses remembered at most.
 pub const MAX_HELD: usize = 1 << 16;
@@ -68,15 +66,12 @@ pub fn begin(tensors: &[HelloTensor]) {
     });
 }
 
-/// For a whole-call gather (commit mode) of `call` with `plan`: how op(A) is gathered
+/// For a whole-call gather (commit mode) of `call`: how op(A) is gathered
 /// when it is (or may be) a held tensor: the tensor found there before, or a probe.
 /// `None`: op(A) is gathered whole (not the whole call, no such shape offered, or the
 /// address known not to hold one).
-pub fn lookup(call: &GemmCall, spec: &GatherSpec, plan: &Plan) -> Option<HeldA> {
-    let whole = plan.rows.len() as u64 == call.m
-        && plan.cols.len() as u64 == call.n
-        && plan.batches.len() as u64 == call.batch;
-    let key = HeldKey::of(call, spec).filter(|_| whole)?;
+pub fn lookup(call: &GemmCall, spec: &GatherSpec, pick: &Pick) -> Option<HeldA> {
+    let key = HeldKey::of(call, spec).filter(|_| *pick == Pick::Whole)?;
     let reference = with(|s| match s.known.get(&key) {
         Some(Known::Tensor(r)) => Some(Some(r.clone())),
         Some(Known::NotHeld) => None,

@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mmaudit_protocol::call::{flags, GemmCall};
-use mmaudit_protocol::schedule::{Plan, Schedule, ScheduleVersion, SELECT_BLOCK};
+use mmaudit_protocol::schedule::{Schedule, ScheduleVersion, SELECT_BLOCK};
+
+use crate::model::gather::Pick;
 
 /// One verifier session: the schedule of its nonce and sampling configuration (a TCP
 /// sink's: the hello's; a file sink's: the environment's), from its first call on.
@@ -43,11 +45,13 @@ impl Session {
     /// In commit mode (docs/COMMIT.md) the library cannot know what will be checked: every
     /// auditable call is gathered whole (every row, column and batch entry), committed
     /// to and kept until the verifier's challenge says what to open.
-    pub fn decide(&self, call: &GemmCall) -> Option<Plan> {
+    pub fn decide(&self, call: &GemmCall) -> Option<Pick> {
         match self.schedule.version() {
             ScheduleVersion::V2 => {}
-            ScheduleVersion::Commit => return whole(call),
-            ScheduleVersion::V1 => return self.schedule.decide(call),
+            ScheduleVersion::Commit => {
+                return mmaudit_protocol::schedule::auditable(call).then_some(Pick::Whole)
+            }
+            ScheduleVersion::V1 => return self.schedule.decide(call).map(Pick::Plan),
         }
         let block = call.index / SELECT_BLOCK;
         // The session is named by its epoch and its nonce: a forked child's first
@@ -67,31 +71,8 @@ impl Session {
         });
         let word = words[(call.index % SELECT_BLOCK) as usize];
         let draw = self.schedule.draw_with_word(call, word)?;
-        Some(self.schedule.plan(call, draw))
+        Some(Pick::Plan(self.schedule.plan(call, draw)))
     }
-}
-
-/// Most rows, columns and batch entries (together) of a call gathered whole in commit
-/// mode: the index lists take at most 8 MiB, the trees over its vectors at most about
-/// 64 MiB on the background thread whatever the vectors' length.
-pub const MAX_WHOLE_INDICES: u64 = 1 << 20;
-
-/// The plan that covers all of `call` (commit mode), when it is auditable. A call with
-/// more than [`MAX_WHOLE_INDICES`] vectors gets an empty plan, which the gather refuses
-/// (the call is then "not committed").
-fn whole(call: &GemmCall) -> Option<Plan> {
-    if !mmaudit_protocol::schedule::auditable(call) {
-        return None;
-    }
-    let vectors = call.m.saturating_add(call.n).saturating_add(call.batch);
-    if vectors > MAX_WHOLE_INDICES {
-        return Some(Plan::default());
-    }
-    Some(Plan {
-        rows: (0..call.m).collect(),
-        cols: (0..call.n).collect(),
-        batches: (0..call.batch).collect(),
-    })
 }
 
 type Selection = Option<((u64, u64), u64, [u64; SELECT_BLOCK as usize])>;
@@ -252,7 +233,7 @@ impl Ledger {
         &self,
         call: &mut GemmCall,
         sample: bool,
-    ) -> Result<Option<Plan>, String> {
+    ) -> Result<Option<Pick>, String> {
         self.take(1, |index, session| {
             call.index = index;
             match session {
@@ -448,7 +429,11 @@ pub(crate) mod tests {
             for &i in &order {
                 let mut c = call();
                 c.index = i;
-                assert_eq!(s.decide(&c), s.schedule.decide(&c), "index {i}");
+                assert_eq!(
+                    s.decide(&c),
+                    s.schedule.decide(&c).map(Pick::Plan),
+                    "index {i}"
+                );
             }
         };
         for s in &sessions {
@@ -484,7 +469,11 @@ pub(crate) mod tests {
             for s in [&sp, &sc] {
                 let mut call = call();
                 call.index = i;
-                assert_eq!(s.decide(&call), s.schedule.decide(&call), "index {i}");
+                assert_eq!(
+                    s.decide(&call),
+                    s.schedule.decide(&call).map(Pick::Plan),
+                    "index {i}"
+                );
             }
         }
     }

@@ -28,10 +28,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::model::gather::Pick;
 use crossbeam_channel::Sender;
 use mmaudit_protocol::call::GemmCall;
 use mmaudit_protocol::record::{Notice, NoticeKind};
-use mmaudit_protocol::schedule::Plan;
 use mmaudit_protocol::stream::StreamHeader;
 
 use crate::config::{self, Config, Setup, SinkSpec};
@@ -100,7 +100,7 @@ impl Runtime {
         &self,
         call: &mut GemmCall,
         sample: bool,
-    ) -> Result<(Handed, Option<Plan>), String> {
+    ) -> Result<(Handed, Option<Pick>), String> {
         let plan = self.ledger.assign_and_decide(call, sample)?;
         // A sample or a gap is due (a call recorded during a graph capture gets neither:
         // its replays are audited).

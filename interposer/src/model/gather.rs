@@ -259,6 +259,20 @@ pub struct SampleOperands {
     pub batches: usize,
 }
 
+/// Most rows, columns and batch members (together) of a call gathered whole (commit
+/// mode): the trees over its vectors take at most about 64 MiB on the background thread,
+/// whatever the vectors' length.
+pub const MAX_WHOLE_VECTORS: u64 = 1 << 20;
+
+/// What a sampled call's gather covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// The schedule's plan (sampling mode).
+    Plan(Plan),
+    /// Every row, column and batch member (commit mode): no index lists, identity axes.
+    Whole,
+}
+
 /// The slot of one sampled call: its size, its jobs and where each field lands.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SlotLayout {
@@ -285,6 +299,8 @@ pub struct SlotLayout {
     cols: Vec<u64>,
     batches: Vec<u64>,
     lists_at: [usize; 3],
+    /// The whole call: every axis is the identity (no lists).
+    whole: bool,
     /// The largest element count of one job (for the launch grid).
     pub max_elements: u64,
     k: u64,
@@ -311,39 +327,47 @@ fn op_strides(p: &Placement, op: Op) -> (i64, i64) {
 impl SlotLayout {
     /// Plans the gather of `call` (with `spec`) sampled by `plan`.
     pub fn new(call: &GemmCall, spec: &GatherSpec, plan: &Plan) -> Result<SlotLayout, String> {
-        Self::with_held(call, spec, plan, None)
+        Self::with_held(call, spec, &Pick::Plan(plan.clone()), None)
     }
 
-    /// [`SlotLayout::new`] for a whole-call plan (commit mode) whose op(A) is `held`: op(A)
-    /// is gathered as the first element of each row and one whole row.
+    /// Plans the gather of `call` (with `spec`) for `pick`; a whole call (commit mode)
+    /// whose op(A) is `held` gathers op(A) as the first element of each row and one
+    /// whole row per batch member.
     pub fn with_held(
         call: &GemmCall,
         spec: &GatherSpec,
-        plan: &Plan,
+        pick: &Pick,
         held: Option<HeldA>,
     ) -> Result<SlotLayout, String> {
+        let whole = matches!(pick, Pick::Whole);
         if let Some(h) = &held {
-            let whole = plan.rows.len() as u64 == call.m
-                && plan.batches.len() as u64 == call.batch
-                && h.spot_row < call.m;
-            if !whole || HeldKey::of(call, spec) != Some(h.key) {
+            if !whole || h.spot_row >= call.m || HeldKey::of(call, spec) != Some(h.key) {
                 return Err(
                     "a held op(A) is gathered only for a whole call at its own address".into(),
                 );
             }
         }
-        // A plan with no row, column or batch entry at all is what commit mode gives a
-        // call too large to gather whole; a sampling plan always has one of each but for
-        // a configuration whose minimums are zero, where it would check nothing.
-        if plan.rows.is_empty() && plan.cols.is_empty() && plan.batches.is_empty() {
-            return Err(
-                "nothing to gather: the plan is empty (a call too large to gather whole in commit mode has an empty plan)"
-                    .into(),
-            );
+        let empty = Plan::default();
+        let plan = match pick {
+            Pick::Plan(p) => p,
+            Pick::Whole => &empty,
+        };
+        let (rows, cols, batches) = match pick {
+            Pick::Plan(p) => (
+                p.rows.len() as u64,
+                p.cols.len() as u64,
+                p.batches.len() as u64,
+            ),
+            Pick::Whole => (call.m, call.n, call.batch),
+        };
+        if whole && rows.saturating_add(cols).saturating_add(batches) > MAX_WHOLE_VECTORS {
+            return Err(format!(
+                "the call is too large to gather whole: {rows} rows, {cols} columns and {batches} batch members (at most {MAX_WHOLE_VECTORS} together)"
+            ));
         }
-        let nb = count(plan.batches.len() as u64, "sampled batch entries")?;
-        let nr = count(plan.rows.len() as u64, "sampled rows")?;
-        let nc = count(plan.cols.len() as u64, "sampled columns")?;
+        let nb = count(batches, "sampled batch entries")?;
+        let nr = count(rows, "sampled rows")?;
+        let nc = count(cols, "sampled columns")?;
         let k = count(call.k, "k")?;
         let mut out_len = 0usize;
         let mut field = |elements: u64, elem: u32| -> Result<Range<usize>, String> {
@@ -616,6 +640,7 @@ impl SlotLayout {
             rows: plan.rows.clone(),
             cols: plan.cols.clone(),
             batches: plan.batches.clone(),
+            whole,
             lists_at: [rows_at, cols_at, batches_at],
             max_elements,
             k: call.k,
@@ -628,6 +653,7 @@ impl SlotLayout {
     pub fn jobs(&self, base: u64) -> Vec<Job> {
         let list = |axis: Axis| match axis {
             Axis::Identity => 0,
+            _ if self.whole => 0,
             Axis::Rows => base + self.lists_at[0] as u64,
             Axis::Cols => base + self.lists_at[1] as u64,
             Axis::Batches => base + self.lists_at[2] as u64,
@@ -723,13 +749,19 @@ impl SlotLayout {
 
     /// The operands' types, k and the plan's indices, for references.
     pub fn operands(&self) -> SampleOperands {
+        let (rows, cols, batches) = if self.whole {
+            let c = &self.call;
+            ((0..c.m).collect(), (0..c.n).collect(), c.batch as usize)
+        } else {
+            (self.rows.clone(), self.cols.clone(), self.batches.len())
+        };
         SampleOperands {
             k: self.k,
             a: self.a_dtype,
             b: self.b_dtype,
-            rows: self.rows.clone(),
-            cols: self.cols.clone(),
-            batches: self.batches.len(),
+            rows,
+            cols,
+            batches,
         }
     }
 

@@ -1091,7 +1091,7 @@ fn lt_calls_outside_the_model_keep_their_entry_and_sizes() {
 
 #[test]
 fn a_held_op_a_is_gathered_as_evidence_and_one_spot_row_per_batch_member() {
-    use super::gather::{HeldA, HeldKey};
+    use super::gather::{HeldA, HeldKey, Pick};
     // Commit mode's gather of an op(A) that is (or may be) a held tensor: the first
     // element of every row, and row `spot_row` of every batch member whole; the rest of
     // the call as a whole gather. Strided batches, both orders, transposed or not.
@@ -1127,7 +1127,24 @@ fn a_held_op_a_is_gathered_as_evidence_and_one_spot_row_per_batch_member() {
                 reference: None,
                 spot_row: 2,
             };
-            let layout = SlotLayout::with_held(&d.call, &d.gather, &whole, Some(held)).unwrap();
+            let layout =
+                SlotLayout::with_held(&d.call, &d.gather, &Pick::Whole, Some(held)).unwrap();
+            // Without a held op(A), the whole call gathers what the plan of every row,
+            // column and batch member gathers, with identity axes instead of its lists.
+            let gathered = |mem: &mut Mem, l: &SlotLayout| {
+                let slot = mem.alloc(l.len);
+                let mut host = vec![0u8; l.len];
+                l.write(slot, &mut host).unwrap();
+                mem.span(slot, l.len).copy_from_slice(&host);
+                mem.run(&l.jobs(slot));
+                let bytes = mem.span(slot, l.len).to_vec();
+                l.assemble(&bytes).unwrap()
+            };
+            let listed = SlotLayout::new(&d.call, &d.gather, &whole).unwrap();
+            let identity = SlotLayout::with_held(&d.call, &d.gather, &Pick::Whole, None).unwrap();
+            assert_eq!(identity.len + 8 * (m + n + batch) as usize, listed.len);
+            assert_eq!(gathered(&mut mem, &identity), gathered(&mut mem, &listed));
+            assert_eq!(identity.operands(), listed.operands());
             let slot = mem.alloc(layout.len);
             let mut host = vec![0u8; layout.len];
             layout.write(slot, &mut host).unwrap();
@@ -1152,6 +1169,7 @@ fn a_held_op_a_is_gathered_as_evidence_and_one_spot_row_per_batch_member() {
             assert_eq!(cols.len() as u64, batch * n * k * 4, "op(B) whole");
             // Not a whole plan, or another op(A): refused.
             let part = plan(&[0], &[0], &[0]);
+            let part = Pick::Plan(part);
             assert!(SlotLayout::with_held(&d.call, &d.gather, &part, layout.held.clone()).is_err());
         }
     }
