@@ -1174,3 +1174,17 @@ fn a_held_op_a_is_gathered_as_evidence_and_one_spot_row_per_batch_member() {
         }
     }
 }
+
+#[test]
+fn a_call_too_large_to_gather_whole_is_refused_before_anything_is_built() {
+    use super::gather::{Pick, MAX_WHOLE_VECTORS};
+    let mut x = lt(0, 0, 0, 6, 4, 3);
+    (x.a, x.b, x.c, x.d) = (0x1000, 0x2000, 0x3000, 0x4000);
+    let mut d = describe_lt(&x).unwrap();
+    assert!(SlotLayout::with_held(&d.call, &d.gather, &Pick::Whole, None).is_ok());
+    d.call.m = MAX_WHOLE_VECTORS;
+    let e = SlotLayout::with_held(&d.call, &d.gather, &Pick::Whole, None).unwrap_err();
+    assert!(e.contains("too large to gather whole"), "{e}");
+    // The same call sampled by a plan is not refused for its size.
+    assert!(SlotLayout::new(&d.call, &d.gather, &plan(&[1], &[1], &[0])).is_ok());
+}
