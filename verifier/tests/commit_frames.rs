@@ -2,9 +2,7 @@
 //! whatever the order commitments arrive in: `through` is the end of the judged prefix
 //! and a frame names only calls up to it, in index order.
 
-use mmaudit_protocol::call::{
-    BatchForm, ComputeType, DType, EntryPoint, Epilogue, GemmCall, Op, Operand, Order, Scalar,
-};
+use mmaudit_protocol::call::{ComputeType, DType, GemmCall};
 use mmaudit_protocol::commit::frames::{ChallengeReader, ChallengeWriter};
 use mmaudit_protocol::commit::issue_nonce;
 use mmaudit_protocol::config::SamplingConfig;
@@ -12,40 +10,12 @@ use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::{Commitment, Record};
 use mmaudit_protocol::schedule::ScheduleVersion;
 use mmaudit_protocol::stream::{Event, StreamHeader};
+use mmaudit_tests::refprover::GemmSpec;
 use mmaudit_verify::audit::StreamAudit;
 
+/// An f32 8 x 8 x 8 call.
 fn call(index: u64) -> GemmCall {
-    let op = |ld| Operand {
-        dtype: DType::F32,
-        order: Order::Col,
-        ld,
-        batch_stride: 0,
-    };
-    GemmCall {
-        index,
-        entry: EntryPoint::GemmEx,
-        device: 0,
-        stream: 0,
-        op_a: Op::N,
-        op_b: Op::N,
-        m: 8,
-        n: 8,
-        k: 8,
-        batch: 1,
-        batch_form: BatchForm::Single,
-        a: op(8),
-        b: op(8),
-        c: op(8),
-        d: op(8),
-        compute: ComputeType::F32,
-        scale_type: DType::F32,
-        alpha: Scalar::Host(1.0),
-        beta: Scalar::Host(0.0),
-        epilogue: Epilogue::Default,
-        bias_type: DType::F32,
-        flags: 0,
-        replay: None,
-    }
+    GemmSpec::new(8, 8, 8, DType::F32, DType::F32, ComputeType::F32).to_call(index)
 }
 
 #[test]

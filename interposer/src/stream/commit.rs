@@ -480,7 +480,7 @@ impl CommitSession {
                 self.totals.not_retained += 1;
                 return gap(
                     GapReason::SinkBackpressure,
-                    "the sink could not keep up: MMAUDIT_BUFFER_MB is full".into(),
+                    super::sink::BACKPRESSURE.into(),
                 );
             }
             Some(k) if plan_fits(&k.call, &c.plan) => {

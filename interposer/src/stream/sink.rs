@@ -77,6 +77,9 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// Why a sample or an opening became a gap while the buffer was full.
+pub(super) const BACKPRESSURE: &str = "the sink could not keep up: MMAUDIT_BUFFER_MB is full";
+
 /// Records of one segment, for its End record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Counts {
@@ -639,21 +642,10 @@ impl Sink {
     /// the buffer is full).
     fn enqueue(&mut self, record: Record) -> Option<String> {
         let record = match record {
-            Record::Sample(s) if self.backpressure => {
+            r @ (Record::Sample(_) | Record::Opening(_)) if self.backpressure => {
                 self.totals.backpressure += 1;
-                gap(
-                    s.index,
-                    GapReason::SinkBackpressure,
-                    "the sink could not keep up: MMAUDIT_BUFFER_MB is full",
-                )
-            }
-            Record::Opening(o) if self.backpressure => {
-                self.totals.backpressure += 1;
-                gap(
-                    o.index,
-                    GapReason::SinkBackpressure,
-                    "the sink could not keep up: MMAUDIT_BUFFER_MB is full",
-                )
+                let index = record_index(&r).unwrap_or(0);
+                gap(index, GapReason::SinkBackpressure, BACKPRESSURE)
             }
             r => r,
         };
@@ -747,11 +739,7 @@ impl Sink {
                     }
                     _ => continue,
                 };
-                let g = gap(
-                    index,
-                    GapReason::SinkBackpressure,
-                    "the sink could not keep up: MMAUDIT_BUFFER_MB is full",
-                );
+                let g = gap(index, GapReason::SinkBackpressure, BACKPRESSURE);
                 self.queued_bytes = self.queued_bytes + g.encoded_len() - r.encoded_len();
                 self.totals.gaps += 1;
                 self.totals.backpressure += 1;
