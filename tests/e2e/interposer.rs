@@ -2988,3 +2988,33 @@ fn commit_mode_binds_held_weights_by_reference() {
     assert_eq!(r["verdict"], "fail", "{ctx}");
     assert!(r["mismatched"].as_u64().unwrap_or(0) >= 5, "{ctx}");
 }
+
+#[test]
+fn commit_mode_passes_every_entry_point_many_threads_and_a_slow_gpu() {
+    // The call surface in commit mode, every committed call challenged: every cuBLAS
+    // and cuBLASLt entry point of audit_matrix (device scalars, epilogues, fp8 scales,
+    // batches of every form), the threads, handles and streams of audit_threads, and
+    // audit_matrix again on a GPU whose work completes late (gathers finish out of
+    // order; commitments still go out in index order).
+    for (name, program, env) in [
+        ("commit-matrix", "audit_matrix", vec![]),
+        ("commit-threads", "audit_threads", vec![]),
+        (
+            "commit-matrix-slow",
+            "audit_matrix",
+            vec![("SIMGPU_LATENCY_US", "200".to_string())],
+        ),
+    ] {
+        let reference = reference(&compile(program), &[], None);
+        let (out, r, check) = commit_run(name, program, &[], 1_000_000, &env, None);
+        let ctx = format!("{name}\n{}\n{r:#}\n{}", out.transcript(), check.text);
+        assert_eq!(out.hash(), reference.hash(), "{ctx}");
+        assert_eq!(r["verdict"], "pass", "{ctx}");
+        for key in ["gaps", "missing", "mismatched", "integrity_errors"] {
+            assert_eq!(r[key].as_u64(), Some(0), "{key}\n{ctx}");
+        }
+        assert_eq!(r["verified"], r["sampled"], "{ctx}");
+        assert!(r["sampled"].as_u64().unwrap_or(0) > 10, "{ctx}");
+        assert_eq!(check.code, Some(0), "{ctx}");
+    }
+}
