@@ -161,6 +161,9 @@ pub struct CommitPhase {
     /// the retention ring at the stated latency and rate: retained bytes per second x
     /// latency
     pub retention_bytes: f64,
+    /// what the library does today instead (docs/COMMIT.md, "The library"): the hashed
+    /// bytes copied to host memory and hashed on its CPU, per second at the stated rate
+    pub host_bytes_per_second: f64,
 }
 
 impl CommitPhase {
@@ -181,6 +184,7 @@ impl CommitPhase {
             opening_bytes: per(t.opening),
             challenge_bytes: per(t.challenge),
             retention_bytes: per(t.retained) * units_per_second * latency_s,
+            host_bytes_per_second: per(t.hashed) * units_per_second,
         }
     }
 }
@@ -253,6 +257,11 @@ fn phase_lines(d: &mut Doc, ph: &CommitPhase, unit: &str, rate: &str, latency: &
         "retention ring",
         fmt_bytes(ph.retention_bytes),
         format!("GPU memory to keep every call until its challenge: retained bytes at {rate} for {latency}."),
+    );
+    d.line(
+        "today: to host, per s",
+        fmt_bytes(ph.host_bytes_per_second),
+        format!("The library as it is today keeps calls in host memory, not on the GPU: it copies the hashed bytes over PCIe and hashes them on its CPU, this much per second at {rate} (docs/COMMIT.md, \"The library\")."),
     );
 }
 
@@ -405,5 +414,6 @@ mod tests {
         let fixed = (LEDGER_RECORD_BYTES + COMMITMENT_RECORD_BYTES) as f64;
         assert!((ph.stream_bytes - (10.0 * fixed + c.opening_bytes) / 160.0).abs() < 1e-9);
         assert!((ph.retention_bytes - c.retained_bytes / 16.0 * 2500.0 * 0.05).abs() < 1e-6);
+        assert!((ph.host_bytes_per_second - c.hashed_bytes / 16.0 * 2500.0).abs() < 1e-6);
     }
 }
