@@ -673,13 +673,12 @@ fn prepare(
             format!("{} replays of this executable graph with samples are still queued (MMAUDIT_GRAPH_DEPTH)", exec.depth),
         ));
     }
-    let held = crate::held::lookup(call, gather, pick);
-    let layout =
-        SlotLayout::with_held(call, gather, pick, held).map_err(|e| (GapReason::Internal, e))?;
-    let marker = (layout.len + 7) & !7;
     let Some(gpu) = &exec.graph.gpu else {
         return Err((GapReason::GatherFailed, "no gather resources".into()));
     };
+    let layout = crate::held::layout(call, gather, pick, || gpu.ring_capacity())
+        .map_err(|e| (GapReason::Internal, e))?;
+    let marker = (layout.len + 7) & !7;
     let Some(slot) = gpu.alloc(marker + 8) else {
         return Err((
             GapReason::RingFull,

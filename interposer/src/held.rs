@@ -1,17 +1,19 @@
 //! Commit mode: which operands are tensors the verifier holds, found without copying
 //! them.
 //!
-//! A hello that offers tensors (`serve --weights`) names their shapes. A whole-call
-//! gather (commit mode) whose op(A) has the type, row length and at most the rows of
-//! one of them *probes* it: op(A) is gathered as the first element of each row (the
-//! evidence an opening of a reference carries) and one whole row per batch member (the
-//! spot row), not whole. The background thread looks the spot rows' keyed fingerprints up
-//! in the hello's table: found, the call is bound to the tensor by reference and op(A)'s
-//! address, layout and shape ([`HeldKey`]) are remembered with it, so that later calls
-//! there are checked the same way against that tensor; not found, the call cannot be
+//! A hello that offers tensors (`serve --weights`) names their shapes. The first
+//! whole-call gather (commit mode) at an address whose op(A) has the type, row length
+//! and at most the rows of one of them copies the call whole when it fits in the pinned
+//! ring: the background thread looks every row up in the hello's table and remembers
+//! what op(A) there is ([`Known`]). When it does not fit (a weight larger than the
+//! ring), op(A) is *probed*: gathered as the first element of each row (the evidence an
+//! opening of a reference carries) and one whole row per batch member (the spot row).
+//! The spot rows' keyed fingerprints find the tensor; not found, that call cannot be
 //! committed (its op(A) was not gathered whole) and the address is remembered as not
-//! held, so that later calls there gather op(A) whole. Weights are never copied to the
-//! host whole, however large.
+//! held. Once a tensor is known at an address (op(A)'s address, layout and shape,
+//! [`HeldKey`]), later calls there gather evidence and a spot row, checked against it:
+//! a held weight crosses to the host whole at most once, and never when it is larger
+//! than the ring.
 //!
 //! This decides only what the honest library claims: a false claim cannot help a
 //! prover, because the verifier recomputes a referenced operand from its own copy.
@@ -22,7 +24,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::model::gather::{HeldA, HeldKey, HeldRef, Pick};
+use crate::model::gather::{HeldA, HeldKey, HeldRef, Pick, SlotLayout};
 use crate::model::GatherSpec;
 use mmaudit_protocol::call::{DType, GemmCall};
 use mmaudit_protocol::handshake::HelloTensor;
@@ -87,6 +89,28 @@ pub fn lookup(call: &GemmCall, spec: &GatherSpec, pick: &Pick) -> Option<HeldA> 
         // Any row will do (the check is the honest library's own); this one moves.
         spot_row: call.index % call.m,
     })
+}
+
+/// The gather layout of `call` for `pick`, `ring()` bytes of pinned ring at hand: op(A)
+/// as evidence and spot rows where a held tensor was found before; where one may be
+/// (its shape is offered, nothing known at the address), the whole call when it fits
+/// in the ring (the background thread then looks every row up and remembers what it
+/// found), a probe only when it does not (a weight larger than the ring). So an
+/// activation that happens to have a weight's shape is gathered whole, not refused.
+pub fn layout(
+    call: &GemmCall,
+    spec: &GatherSpec,
+    pick: &Pick,
+    ring: impl FnOnce() -> usize,
+) -> Result<SlotLayout, String> {
+    match lookup(call, spec, pick) {
+        Some(h) if h.reference.is_some() => SlotLayout::with_held(call, spec, pick, Some(h)),
+        Some(probe) => match SlotLayout::with_held(call, spec, pick, None) {
+            Ok(whole) if whole.len <= ring() => Ok(whole),
+            _ => SlotLayout::with_held(call, spec, pick, Some(probe)),
+        },
+        None => SlotLayout::with_held(call, spec, pick, None),
+    }
 }
 
 /// Remembers what op(A) at `key` is.

@@ -35,7 +35,6 @@ use crate::driver::{driver, Handle};
 use crate::gpu::Prepared;
 use crate::handoff::Handed;
 use crate::log::{self, Level};
-use crate::model::gather::SlotLayout;
 use crate::model::{Described, NotDescribed, Site};
 use crate::state::{self, Reentry, Runtime};
 use crate::stream::Msg;
@@ -371,8 +370,7 @@ fn prepare(
         Ok(g) => g,
         Err(e) => return gap(GapReason::GatherFailed, e),
     };
-    let held = crate::held::lookup(call, gather, &plan);
-    let layout = match SlotLayout::with_held(call, gather, &plan, held) {
+    let layout = match crate::held::layout(call, gather, &plan, || gpu.ring_capacity()) {
         Ok(l) => l,
         Err(e) => return gap(GapReason::Internal, e),
     };
