@@ -3,7 +3,8 @@
 # package: bash syntax, Python syntax, every module importable with the GPU packages
 # blocked (scripts/gpu/selftest.py, which also tests the report and log parsing and,
 # where cc exists, runs the commit step end to end with the simulated GPU standing in
-# for the driver), and the dry run.
+# for the driver, and the commit-mode step with it standing in for the GPU where
+# libmmaudit.so and mmaudit-verify are built), and the dry run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -107,18 +107,11 @@ class Deadline:
 def run_child(ctx, step, name, argv, env=None, timeout=60.0, cwd=None):
     """Runs argv with output to logs/STEP/NAME.log; returns a dict with rc, seconds,
     timed_out, log (path) and tail (last lines of output)."""
-    log_dir = os.path.join(ctx.logs, step)
-    os.makedirs(log_dir, exist_ok=True)
-    log_path = os.path.join(log_dir, name + ".log")
+    log_path = _log_path(ctx, step, name)
     t0 = time.time()
     timed_out = False
     with open(log_path, "w") as log:
-        log.write("$ %s\n" % " ".join(_quote(a) for a in argv))
-        for k in sorted(env or {}):
-            if k.startswith(("MMAUDIT_", "LD_PRELOAD", "CUBLAS", "TORCH_", "XLA_")):
-                log.write("  %s=%s\n" % (k, env[k]))
-        log.flush()
-        body = log.tell()
+        body = _log_head(log, argv, env)
         try:
             p = subprocess.Popen(
                 argv,
@@ -150,6 +143,107 @@ def run_child(ctx, step, name, argv, env=None, timeout=60.0, cwd=None):
             log.write("\n[killed after %.0f s: time limit of this process]\n" % seconds)
     return {"rc": rc, "seconds": round(seconds, 2), "timed_out": timed_out,
             "log": log_path, "body": body, "tail": tail(log_path)}
+
+
+def _log_path(ctx, step, name):
+    log_dir = os.path.join(ctx.logs, step)
+    os.makedirs(log_dir, exist_ok=True)
+    return os.path.join(log_dir, name + ".log")
+
+
+def _log_head(log, argv, env):
+    """Writes the command line and its MMAUDIT_* (and similar) settings at the top of a
+    log; returns the offset where the command's own output begins."""
+    log.write("$ %s\n" % " ".join(_quote(a) for a in argv))
+    for k in sorted(env or {}):
+        if k.startswith(("MMAUDIT_", "LD_PRELOAD", "CUBLAS", "TORCH_", "XLA_")):
+            log.write("  %s=%s\n" % (k, env[k]))
+    log.flush()
+    return log.tell()
+
+
+def start_child(ctx, step, name, argv, env=None):
+    """Starts argv in the background, in its own process group, with output to
+    logs/STEP/NAME.log; returns a dict with p (the Popen), log, body and t0, or with p
+    None when it could not start. stop_child ends it; until then the step's termination
+    handler kills its group too."""
+    log_path = _log_path(ctx, step, name)
+    with open(log_path, "w") as log:
+        body = _log_head(log, argv, env)
+        try:
+            p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=env, cwd=REPO, start_new_session=True)
+        except OSError as e:
+            log.write("cannot start: %s\n" % e)
+            return {"p": None, "log": log_path, "body": body, "t0": time.time(), "error": str(e)}
+    _live.append(p)
+    return {"p": p, "log": log_path, "body": body, "t0": time.time()}
+
+
+def child_output(child):
+    """What a child started by start_child has printed so far."""
+    try:
+        with open(child["log"], "rb") as f:
+            f.seek(child["body"])
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def wait_output(child, parse, timeout):
+    """Polls a started child's output until parse(text) returns something other than
+    None (returned), the child exits or `timeout` seconds pass (None)."""
+    end = time.time() + timeout
+    while True:
+        running = child["p"] is not None and child["p"].poll() is None
+        found = parse(child_output(child))
+        if found is not None or not running or time.time() >= end:
+            return found
+        time.sleep(0.05)
+
+
+def wait_until(predicate, timeout, interval=0.1):
+    """predicate()'s value once it is true, or its last value after `timeout` s."""
+    end = time.time() + timeout
+    while True:
+        value = predicate()
+        if value or time.time() >= end:
+            return value
+        time.sleep(interval)
+
+
+def stop_child(child, grace=3.0):
+    """Ends a child started by start_child: SIGTERM to its process group, SIGKILL to the
+    group after `grace` seconds (and to what is left of the group either way). Returns
+    a dict like run_child's; timed_out means it had to be killed."""
+    p, killed = child["p"], False
+    if p is None:
+        return {"rc": 127, "seconds": 0.0, "timed_out": False, "log": child["log"], "body": child["body"],
+                "tail": "cannot start: %s" % child.get("error")}
+    try:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except OSError:
+                pass
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                killed = True
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # the leader gone, what it left in its group
+        except OSError:
+            pass
+        rc = p.wait()
+    finally:
+        if p in _live:
+            _live.remove(p)
+    seconds = time.time() - child["t0"]
+    if killed:
+        with open(child["log"], "a") as log:
+            log.write("\n[killed: still running %.0f s after SIGTERM]\n" % grace)
+    return {"rc": rc, "seconds": round(seconds, 2), "timed_out": killed, "log": child["log"],
+            "body": child["body"], "tail": tail(child["log"])}
 
 
 def run_capture(ctx, step, name, argv, env=None, timeout=30.0):
@@ -213,10 +307,20 @@ def audited_env(ctx, capture, rates=None, extra=None):
     MMAUDIT_LOG=info (start and exit lines on stderr), and the given MMAUDIT_ settings
     without their prefix (CALL_RATE, ...)."""
     _remove(capture)
+    return _preload_env(ctx, "file:" + capture, rates, extra)
+
+
+def live_env(ctx, address, extra=None):
+    """audited_env with a TCP sink to a listening `mmaudit-verify serve` at `address`
+    (HOST:PORT): its hello sets the session's rates and mode, not MMAUDIT_*_RATE."""
+    return _preload_env(ctx, "tcp://" + address, None, extra)
+
+
+def _preload_env(ctx, sink, rates, extra):
     env = plain_env()
     env["LD_PRELOAD"] = ":".join([ctx.lib] + [p for p in env.get("LD_PRELOAD", "").split(":") if p])
     env["MMAUDIT_KEY_FILE"] = ctx.key
-    env["MMAUDIT_SINK"] = "file:" + capture
+    env["MMAUDIT_SINK"] = sink
     env["MMAUDIT_LOG"] = "info"
     for k, v in (rates or {}).items():
         env["MMAUDIT_" + k] = str(v)
@@ -272,7 +376,7 @@ def summarize(js):
     st = streams[0]
     out = {"verdict": js.get("verdict", "?"), "streams": len(js.get("streams") or [])}
     for k in ("calls", "sampled", "verified", "mismatched", "missing", "gaps", "integrity_errors",
-              "unverifiable", "rejected", "unmodelled_not_audited", "no_session_not_audited",
+              "unverifiable", "rejected", "uncommitted", "unmodelled_not_audited", "no_session_not_audited",
               "captured_not_audited", "entries_checked", "worst_tolerance_ratio",
               "worst_precision_ratio", "worst_rel_error", "ended", "disabled"):
         if k in st:
@@ -290,6 +394,7 @@ def summarize(js):
         out["not_audited"] = na
     h = st.get("header") or {}
     if h:
+        out["mode"] = h.get("mode")
         out["rates_ppm"] = [h.get("call_rate_ppm"), h.get("row_rate_ppm"), h.get("col_rate_ppm"),
                             h.get("batch_rate_ppm")]
         out["devices"] = h.get("devices")
@@ -309,6 +414,36 @@ def summarize(js):
     if st.get("notices"):
         out["notices"] = [str(n)[:300] for n in st["notices"][:5]]
     return out
+
+
+_LISTENING = re.compile(r"mmaudit-verify serve: listening on (\S+)[^\n]*\n")  # the whole line
+_COMMIT_EXIT = re.compile(r"commit mode: (\d+) calls committed \((\d+) with op\(A\)[^)]*\), (\d+) challenges "
+                          r"opened, (\d+) answered \"not retained\", (\d+) kept calls dropped")
+_STREAM_EXIT = re.compile(r"stream to .*? finished: (\d+) calls, (\d+) samples, (\d+) gap calls")
+
+
+def serve_address(text):
+    """HOST:PORT from `mmaudit-verify serve`'s 'listening on HOST:PORT (key id ...)'
+    line on stderr (the port it bound with --listen ...:0), or None before it."""
+    m = _LISTENING.search(text)
+    return m.group(1) if m else None
+
+
+def commit_exit_line(text):
+    """The library's commit-mode counters from its exit line (MMAUDIT_LOG=info) in a
+    run's output: committed, by_address (op(A) found to be a held tensor by its spot
+    rows), opened, not_retained, dropped, and calls from the same line's 'stream to ...
+    finished: N calls'; None when no commit-mode exit line is there (the library
+    prints the commit part only when it committed a call)."""
+    found = None
+    for line in text.splitlines():
+        m = _COMMIT_EXIT.search(line)
+        if m:
+            found = dict(zip(("committed", "by_address", "opened", "not_retained", "dropped"),
+                             (int(x) for x in m.groups())))
+            s = _STREAM_EXIT.search(line)
+            found["calls"] = int(s.group(1)) if s else None
+    return found
 
 
 def verdict_line(v):

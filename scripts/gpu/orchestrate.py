@@ -30,13 +30,13 @@ BAD = ("fail", "timeout", "error")
 def print_plan(steps, dry_run):
     total = plan.total_limit(steps)
     print("GPU check: %d steps; each runs as its own process group under `timeout`." % len(steps))
-    print("%-10s %7s  %s" % ("step", "limit", "what it checks"))
+    print("%-11s %7s  %s" % ("step", "limit", "what it checks"))
     for s in steps:
-        print("%-10s %5d s  %s" % (s.name, s.limit, s.title))
+        print("%-11s %5d s  %s" % (s.name, s.limit, s.title))
         if dry_run:
             for line in textwrap.wrap(s.checks, 76, break_on_hyphens=False):
-                print("%20s%s" % ("", line))
-    print("%-10s %5d s  (%d min %02d s; the machine's start and the build are not included)"
+                print("%21s%s" % ("", line))
+    print("%-11s %5d s  (%d min %02d s; the machine's start and the build are not included)"
           % ("total", total, total // 60, total % 60))
 
 
@@ -161,11 +161,11 @@ def markdown(meta, entries):
 
 
 def summary_text(entries):
-    lines = ["%-10s %-12s %-9s  %s" % ("step", "status", "time", "result")]
+    lines = ["%-11s %-12s %-9s  %s" % ("step", "status", "time", "result")]
     for e in entries:
         status = e["status"] if len(e["status"]) <= 12 else "skipped"
         result = e["summary"] or (e["status"] if status != e["status"] else "")
-        lines.append("%-10s %-12s %-9s  %s" % (e["name"], status.upper() if status in BAD else status,
+        lines.append("%-11s %-12s %-9s  %s" % (e["name"], status.upper() if status in BAD else status,
                                                "%.0f/%d s" % (e["seconds"], e["limit_s"]), result[:160]))
     return "\n".join(lines)
 

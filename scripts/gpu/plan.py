@@ -61,7 +61,7 @@ STEPS = [
     ),
     Step(
         "faults",
-        30,
+        25,
         "fault detection",
         "one weight tensor swapped in place halfway through decode (expected: FAIL, "
         "unknown weights, via --weights --require-weights); one row of the hidden state "
@@ -70,8 +70,20 @@ STEPS = [
         "work outside cuBLAS is not audited)",
     ),
     Step(
-        "jax",
+        "commit-mode",
         35,
+        "commit mode under a live verifier",
+        "mmaudit-verify serve --commit --challenge-key (a key of its own) --weights, the model's "
+        "eager prefill 256 + decode 16 at batch 1 under the library with a TCP sink to it, then "
+        "without the library: the audited run exits 0; logits bit-identical; the live report "
+        "is a commit-mode stream, PASS, with calls challenged, every one opened and verified, "
+        "no gap, missing or mismatched; the ledger has the model's F.linear calls; the saved "
+        "capture passes check --challenge-key --weights with the same challenges; the wall "
+        "times and the library's exit line (committed, bound by address, opened) recorded",
+    ),
+    Step(
+        "jax",
+        30,
         "JAX jnp.dot bf16, jitted",
         "XLA's default GEMM path and a cuBLAS-only path (Triton GEMM, command buffers "
         "and autotuning off): ledger calls against executions and the cuBLASLt API "
@@ -87,7 +99,7 @@ STEPS = [
     ),
     Step(
         "overhead",
-        85,
+        80,
         "overhead, side by side",
         "3 rounds alternating without the library, default rates and call rate 1.0: "
         "prefill tokens/s (batch 1 x 2048), decode tokens/s (batch 16, host sync per "
@@ -96,14 +108,14 @@ STEPS = [
     ),
     Step(
         "sanitizer",
-        60,
+        50,
         "compute-sanitizer memcheck",
         "a short audited PyTorch run (fp32 and bf16 ops, call rate 1.0) under "
         "compute-sanitizer --tool memcheck: no errors, and its capture passes",
     ),
     Step(
         "ncu",
-        35,
+        25,
         "gather kernel time, ncu",
         "Nsight Compute (--clock-control none) times the first 40 gather kernels of a "
         "short audited prefill at call rate 1.0",

@@ -7,7 +7,11 @@ back; the cuBLAS/cuBLASLt log parsers count sample lines; statuses and the markd
 report come out of sample results; the `commit` step's comparison fails on altered
 outputs. Where `cc` exists, the `commit` step also runs end to end without a GPU: its
 "real" runs pointed at the simulator (MMAUDIT_GPU_CHECK_LIBCUDA_DIR), then at a
-stand-in libcuda.so.1 that finds no device, then at one that hangs.
+stand-in libcuda.so.1 that finds no device, then at one that hangs. The `commit-mode`
+step's parsing of serve's port line and the library's exit line, and its background
+children, are tested on samples; where libmmaudit.so and mmaudit-verify are built
+(target/release, $CARGO_TARGET_DIR/release or MMAUDIT_BIN_DIR), the step runs end to
+end with tests/programs/llama_workload on the simulated GPU standing in for wl_llama.py.
 """
 
 import importlib
@@ -116,6 +120,9 @@ def main():
 
     checks += commit_comparison()
     checks += commit_end_to_end(orchestrate)
+    checks += commit_mode_lines()
+    checks += background_children()
+    checks += commit_mode_end_to_end(orchestrate)
 
     for c in checks:
         print("  ok  " + c)
@@ -339,6 +346,237 @@ def commit_end_to_end(orchestrate):
         assert r["_elapsed"] < 12, r["_elapsed"]
         print("  ok  commit step, hanging driver: fails in %.1f s: %s" % (r["_elapsed"], c["detail"][:100]))
     return ["commit step end to end without a GPU (simulator as the driver, no device, a hanging driver)"]
+
+
+# --- the commit-mode step ------------------------------------------------------------
+
+# The exit line of libmmaudit.so (MMAUDIT_LOG=info) after a commit-mode session, as
+# interposer/src/stream/sink.rs writes it.
+COMMIT_EXIT = ('mmaudit: stream to tcp://127.0.0.1:40213 finished: 493 calls, 0 samples, 3 gap calls '
+               '(0 for backpressure), 0 operands sent as references, 480 commitments, 52 openings, '
+               '1234567 bytes; commit mode: 480 calls committed (436 with op(A) found to be a held tensor by its '
+               'spot rows, not copied), 52 challenges opened, 0 answered "not retained", 0 kept calls dropped '
+               'for MMAUDIT_RETAIN_MB')
+
+
+def commit_mode_lines():
+    """The port line of `serve` and the library's commit-mode exit line."""
+    import common
+
+    line = "mmaudit-verify serve: listening on 127.0.0.1:40213 (key id 0123456789abcdef)\n"
+    assert common.serve_address("mmaudit-verify serve: hello table: 42 tensors\n" + line) == "127.0.0.1:40213"
+    assert common.serve_address(line.replace("127.0.0.1", "[::1]")) == "[::1]:40213"
+    # written in pieces: an address is taken only from the whole line
+    assert common.serve_address("mmaudit-verify serve: listening on 127.0.0.1:402") is None
+    assert common.serve_address("") is None
+    got = common.commit_exit_line("mmaudit: started\n" + COMMIT_EXIT + "\n")
+    assert got == {"committed": 480, "by_address": 436, "opened": 52, "not_retained": 0, "dropped": 0,
+                   "calls": 493}, got
+    # the wording of the parenthesis may change; the counts stay where they are
+    other = COMMIT_EXIT.replace("found to be a held tensor by its spot rows, not copied", "bound by its address")
+    assert common.commit_exit_line(other)["by_address"] == 436
+    assert common.commit_exit_line(COMMIT_EXIT.split("; commit mode")[0]) is None  # a sampling-mode session
+    return ["commit-mode step: serve's port line and the library's exit line parsed"]
+
+
+# A child that prints its port line in two writes, starts a grandchild in its process
+# group and, unless told to ignore it, exits 0 on SIGTERM.
+CHILD = r"""
+import os, signal, subprocess, sys, time
+g = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+with open(sys.argv[1], "w") as f:
+    f.write(str(g.pid))
+if sys.argv[2] == "ignore":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+else:
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+sys.stderr.write("mmaudit-verify serve: listening on 127.0.0.1:")
+sys.stderr.flush()
+time.sleep(0.3)
+sys.stderr.write("5 (key id 1)\n")
+sys.stderr.flush()
+time.sleep(60)
+"""
+
+
+def background_children():
+    """start_child, wait_output and stop_child: a child and what it started in its
+    process group are gone after stop_child, stopped by SIGTERM or killed."""
+    import common
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = common.Ctx({"out": tmp, "work": tmp, "logs": os.path.join(tmp, "logs"), "lib": "", "verifier": "",
+                          "key": "", "python": sys.executable})
+        for mode, rc, killed in (("stop", 0, False), ("ignore", -9, True)):
+            pidfile = os.path.join(tmp, mode + ".pid")
+            child = common.start_child(ctx, "t", mode, [sys.executable, "-c", CHILD, pidfile, mode])
+            assert common.wait_output(child, common.serve_address, 10) == "127.0.0.1:5", common.child_output(child)
+            t0 = time.time()
+            stopped = common.stop_child(child, grace=1.0)
+            assert stopped["rc"] == rc and stopped["timed_out"] is killed, stopped
+            assert time.time() - t0 < (5 if killed else 2), time.time() - t0
+            with open(pidfile) as f:
+                grandchild = int(f.read())
+            gone = common.wait_until(lambda: not _alive(grandchild), 3)
+            assert gone, "the grandchild %d survived stop_child" % grandchild
+            assert child["p"] not in common._live
+        # a child that exits before printing: wait_output returns at once
+        child = common.start_child(ctx, "t", "exits", [sys.executable, "-c", "print('no port')"])
+        t0 = time.time()
+        assert common.wait_output(child, common.serve_address, 10) is None and time.time() - t0 < 5
+        assert common.stop_child(child)["rc"] == 0
+        child = common.start_child(ctx, "t", "absent", ["/nonexistent/mmaudit-verify"])
+        assert child["p"] is None and common.stop_child(child)["rc"] == 127
+    return ["start_child / wait_output / stop_child: SIGTERM, then SIGKILL, the whole process group"]
+
+
+def _alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# Stands in for the GPU machine's python in the commit-mode step: `wl_llama.py
+# make-model` and `wl_llama.py eager` run tests/programs/llama_workload on the simulated
+# GPU instead (under the library when the step preloads it), and write what wl_llama.py
+# writes. The prompt is at most 128 tokens: at 256, llama_workload's hidden size, the
+# op(A) of its attention GEMMs (V, rows of one element per token) has the type and row
+# length of held weights, and the library makes the first call at each such address
+# "not committed" (docs/COMMIT.md, "The library"), which fails --max-uncommitted 1%.
+# wl_llama.py's attention is not a cuBLAS GEMM.
+FAKE_PYTHON = r"""#!%(python)s
+import json, os, subprocess, sys, time
+exe, lib = %(exe)r, %(lib)r
+args = sys.argv[2:]
+opt = lambda name: args[args.index(name) + 1]
+env = dict(os.environ, LD_LIBRARY_PATH=lib)
+if args[0] == "make-model":
+    out = subprocess.run([exe, "--write-weights", opt("--weights")], env=env, stdout=subprocess.PIPE, text=True)
+    print("wrote %%s: llama_workload's weights" %% opt("--weights"))
+    sys.exit(out.returncode)
+assert args[0] == "eager", args
+if "libmmaudit" in os.environ.get("LD_PRELOAD", "") and os.environ.get("FAKE_AUDITED_EXIT"):
+    print("crashed")
+    sys.exit(int(os.environ["FAKE_AUDITED_EXIT"]))
+t0 = time.time()
+run = subprocess.run([exe, "--tokens", str(min(128, int(opt("--prefill")))), "--generate", opt("--decode")], env=env,
+                     stdout=subprocess.PIPE, text=True)
+seconds = time.time() - t0
+sys.stdout.write("".join(l + "\n" for l in run.stdout.splitlines() if not l.startswith("call ")))
+field = lambda key: [l.split()[1] for l in run.stdout.splitlines() if l.startswith(key + " ")]
+if run.returncode == 0:
+    with open(opt("--result"), "w") as f:
+        json.dump({"gemm_calls": int(field("calls")[0]), "prefill_s": seconds / 2, "decode_s": seconds / 2,
+                   "logits_sha256": field("output-hash")[0], "first_tokens": field("next-token")[:4]}, f)
+sys.exit(run.returncode)
+"""
+
+
+def binaries():
+    """The directory of libmmaudit.so and mmaudit-verify, built (None when not)."""
+    repo = os.path.dirname(os.path.dirname(HERE))
+    for d in (os.environ.get("MMAUDIT_BIN_DIR"),
+              os.path.join(os.environ["CARGO_TARGET_DIR"], "release") if os.environ.get("CARGO_TARGET_DIR") else None,
+              os.path.join(repo, "target", "release")):
+        if d and os.path.isfile(os.path.join(d, "libmmaudit.so")) and \
+                os.access(os.path.join(d, "mmaudit-verify"), os.X_OK):
+            return d
+    return None
+
+
+def commit_mode_end_to_end(orchestrate):
+    """The commit-mode step run by steps.py as orchestrate.py runs it, with the built
+    library and verifier, the simulated GPU standing in for the GPU and
+    tests/programs/llama_workload for wl_llama.py."""
+    cc_path = shutil.which(os.environ.get("CC") or "cc")
+    bins = binaries()
+    if not cc_path or not shutil.which("flock") or not bins:
+        print("  --  commit-mode step end to end: skipped (%s)" % (
+            "no libmmaudit.so and mmaudit-verify in target/release (cargo build --release -p mmaudit-interposer "
+            "-p mmaudit-verify)" if not bins else "no cc or flock"))
+        return []
+    repo = os.path.dirname(os.path.dirname(HERE))
+    with tempfile.TemporaryDirectory() as out:
+        work, logs = os.path.join(out, "work"), os.path.join(out, "logs")
+        for d in (work, logs, os.path.join(out, "steps")):
+            os.makedirs(d)
+        verifier = os.path.join(bins, "mmaudit-verify")
+        key = os.path.join(work, "audit.key")
+        subprocess.run([verifier, "keygen", "--out", key], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        sim = subprocess.run(["bash", os.path.join(repo, "scripts", "simgpu.sh")], check=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True,
+                             env=dict(os.environ, SIMGPU_BUILD_DIR=os.path.join(work, "simgpu")))
+        sim_lib = sim.stdout.strip().splitlines()[-1]
+        programs, exe = os.path.join(repo, "tests", "programs"), os.path.join(out, "llama_workload")
+        subprocess.run([cc_path, "-std=c11", "-D_GNU_SOURCE", "-O1", "-I", os.path.join(repo, "tests", "simgpu",
+                                                                                        "include"),
+                        "-I", programs, os.path.join(programs, "llama_workload.c"), "-L", sim_lib, "-lcuda",
+                        "-lcudart", "-lcublas", "-lcublasLt", "-lm", "-lpthread", "-o", exe], check=True)
+        fake = os.path.join(out, "python")
+        with open(fake, "w") as f:
+            f.write(FAKE_PYTHON % {"python": sys.executable, "exe": exe, "lib": sim_lib})
+        os.chmod(fake, 0o755)
+        ctx = os.path.join(work, "ctx.json")
+        with open(ctx, "w") as f:
+            json.dump({"out": out, "work": work, "logs": logs, "lib": os.path.join(bins, "libmmaudit.so"),
+                       "verifier": verifier, "key": key, "python": fake}, f)
+
+        def step(extra=None):
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("MMAUDIT_", "SIMGPU_", "FAKE_"))}
+            env.update(PYTHONDONTWRITEBYTECODE="1", **(extra or {}))
+            env.pop("LD_PRELOAD", None)
+            t0 = time.time()
+            run = subprocess.run(["timeout", "-k", "5", str(seconds), sys.executable, os.path.join(HERE, "steps.py"),
+                                  "commit-mode", "--ctx", ctx, "--deadline", "%.1f" % (t0 + seconds - 3)],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            with open(os.path.join(out, "steps", "commit-mode.json")) as f:
+                r = json.load(f)
+            return r, orchestrate.status_of(run.returncode, r), run.stdout, time.time() - t0
+
+        seconds = 35
+        # The audited run crashes: the step fails, says why, and stops serve.
+        r, status, text, _ = step({"FAKE_AUDITED_EXIT": "3"})
+        failed = [c["name"] for c in r["checks"] if c["ok"] is False]
+        assert status == "fail" and failed == [
+            "run under the library in commit mode (TCP sink to serve --commit) exits 0",
+            "live report written (serve --json-dir)"], text
+        assert "exited 3: crashed" in r["checks"][1]["detail"], r["checks"]
+        assert r["summary"] == "no live report; no commit-mode exit line from the library", r["summary"]
+        assert not _alive_listener(r["details"]["commit_mode"]["serve"]["address"]), r["details"]
+        # An honest run: every check passes.
+        r, status, text, elapsed = step()
+        assert status == "pass", "%s\n%s" % (status, text)
+        d = r["details"]["commit_mode"]
+        live, offline, lib = d["live"], d["offline"], d["exit_line"]
+        assert live["mode"] == "commit" and live["sampled"] > 0 and offline["sampled"] == live["sampled"], d
+        assert lib and lib["committed"] > 0 and lib["opened"] == live["sampled"], (lib, text)
+        assert lib["by_address"] > 0, (lib, text)  # the verifier held llama_workload's weights
+        assert [t["title"][:18] for t in r["tables"]] == ["Eager prefill 256 ", "The verifier's rep",
+                                                          "The library's exit"], r["tables"]
+        # serve was stopped: nothing of it is left listening
+        assert not _alive_listener(d["serve"]["address"]), d["serve"]
+        entry = {"name": "commit-mode", "title": "t", "checks_planned": "c", "limit_s": seconds, "seconds": elapsed,
+                 "rc": 0, "status": status, "summary": r["summary"], "checks": r["checks"], "notes": r["notes"],
+                 "tables": r["tables"], "details": r["details"], "error": None}
+        md = orchestrate.markdown({"date": "d", "command": "c", "seconds": 1, "verdict": "v", "machine": {}}, [entry])
+        assert "| live (serve --commit) |" in md and "| commit-mode | pass |" in md, md
+        print("  ok  commit-mode step on the simulated GPU: %.1f s, %s" % (elapsed, r["summary"]))
+    return ["commit-mode step end to end on the simulated GPU (llama_workload for wl_llama.py)"]
+
+
+def _alive_listener(address):
+    import socket
+
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

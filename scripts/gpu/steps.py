@@ -21,9 +21,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import commit_check  # noqa: E402
 from common import (  # noqa: E402
-    REPO, Ctx, Deadline, Result, audited_env, cublas_log_counts, failure_text, gemm_trace,
-    install_termination, lt_log_counts, median_spread, plain_env, python_has, read_json, rel,
-    run_capture, run_child, say, sha256_file, verdict_line, verify, workload,
+    REPO, Ctx, Deadline, Result, audited_env, child_output, commit_exit_line, cublas_log_counts,
+    failure_text, gemm_trace, install_termination, live_env, lt_log_counts, median_spread, plain_env,
+    python_has, read_json, rel, run_capture, run_child, say, serve_address, sha256_file, start_child,
+    stop_child, summarize, verdict_line, verify, wait_output, wait_until, workload,
 )
 
 FULL_RATES = {"CALL_RATE": 1, "ROW_RATE": 0.05, "COL_RATE": 0.02, "BATCH_RATE": 1}
@@ -756,6 +757,153 @@ def step_faults(ctx, res, dl):
         for w in ("weights swapped", "hidden-state row")))
 
 
+# --- commit-mode ---------------------------------------------------------------------
+
+COMMIT_RUN = ["--batch", 1, "--prefill", 256, "--decode", 16]
+# serve's policy: the default rates (the hello's call rate is the share of committed
+# calls challenged); calls made before the hello reached the library have no session.
+SERVE_POLICY = ["--max-no-session", "100%"]
+
+
+def step_commit_mode(ctx, res, dl):
+    """The library in commit mode (docs/COMMIT.md) under a live `serve --commit`: every
+    auditable GEMM gathered whole and committed, the challenged ones opened."""
+    weights = ensure_model(ctx, res, dl)
+    if not weights:
+        return
+    work = os.path.join(ctx.work, "commit-mode")
+    shutil.rmtree(work, ignore_errors=True)  # no capture or report of an earlier run here
+    os.makedirs(work)
+    caps, reports = os.path.join(work, "captures"), os.path.join(work, "reports")
+    challenge = os.path.join(work, "challenge.key")  # the verifier's alone, not the audit key
+    kg = run_child(ctx, "commit-mode", "keygen-challenge", [ctx.verifier, "keygen", "--out", challenge],
+                   env=plain_env(), timeout=dl.budget(5))
+    if not ran(res, kg, "challenge key made (mmaudit-verify keygen)"):
+        return
+    base = ["eager", "--weights", weights] + COMMIT_RUN
+    plain_out, out = os.path.join(work, "plain.json"), os.path.join(work, "audited.json")
+    serve = start_child(ctx, "commit-mode", "serve",
+                        [ctx.verifier, "serve", "--listen", "127.0.0.1:0", "--key-file", ctx.key, "--commit",
+                         "--challenge-key", challenge, "--weights", weights, "--capture-dir", caps,
+                         "--json-dir", reports, "--view", "off"] + SERVE_POLICY, env=plain_env())
+    # The audited run first: it is what the step is for, and serve is stopped before the
+    # run without the library, which then has the machine to itself.
+    addr, run = None, None
+    try:
+        addr = wait_output(serve, serve_address, dl.budget(10, reserve=25))
+        if addr:
+            run = run_child(ctx, "commit-mode", "audited", workload(ctx, "wl_llama.py", *base, "--result", out),
+                            env=live_env(ctx, addr), timeout=dl.budget(15, reserve=10))
+            # serve writes the report when the stream ends, just after the prover's exit (on
+            # SIGTERM, that of a stream still open, as truncated)
+            wait_until(lambda: glob.glob(os.path.join(reports, "*.json")),
+                       dl.budget(4 if run["rc"] == 0 else 1, reserve=9))
+    finally:
+        exited = serve["p"] is None or serve["p"].poll() is not None  # before it was stopped
+        stopped = stop_child(serve)
+    if not addr:
+        res.check("serve --commit listening", False, failure_text(stopped, "mmaudit-verify serve --commit")
+                  if exited else "no 'listening on' line within its time (see %s)" % rel(serve["log"]))
+        return
+    res.check("serve --commit ran until the step stopped it (SIGTERM)", not exited and stopped["rc"] in (0, 1)
+              and not stopped["timed_out"], "listening on %s; %s" % (
+                  addr, "exited %s before it was stopped (see %s)" % (stopped["rc"], rel(serve["log"])) if exited
+                  else "killed: still running 3 s after SIGTERM" if stopped["timed_out"]
+                  else "exit %s after SIGTERM" % stopped["rc"]))
+    plain = run_child(ctx, "commit-mode", "plain", workload(ctx, "wl_llama.py", *base, "--result", plain_out),
+                      env=plain_env(), timeout=dl.budget(12, reserve=4))
+
+    # The runs: under the library, and without it.
+    audited_ok = ran(res, run, "run under the library in commit mode (TCP sink to serve --commit) exits 0")
+    a = read_json(out) if audited_ok else None
+    p = read_json(plain_out) if ran(res, plain, "the same run without the library") else None
+    if a and p:
+        same = a["logits_sha256"] == p["logits_sha256"] and a["first_tokens"] == p["first_tokens"]
+        res.check("logits of every decode step bit-identical with and without the library", same,
+                  "sha256 %s%s" % (a["logits_sha256"][:16], "" if same else " vs %s without" % p["logits_sha256"][:16]))
+    lib = commit_exit_line(child_output(run))
+    found = {"workload": a, "without_library": p, "exit_line": lib,
+             "serve": {"address": addr, "rc": stopped["rc"], "log": rel(serve["log"])}}
+    res.detail("commit_mode", found)
+
+    # The live report (serve --json-dir), then the saved capture checked offline.
+    files = sorted(glob.glob(os.path.join(reports, "*.json")))
+    js = read_json(files[0]) if files else None
+    if js is None:
+        res.check("live report written (serve --json-dir)", False, "no report in %s; see %s" % (
+            rel(reports), rel(serve["log"])))
+        res.summary("no live report; " + ("library: %d calls committed, %d challenges opened" % (
+            lib["committed"], lib["opened"]) if lib else "no commit-mode exit line from the library"))
+        return
+    if len(files) > 1:
+        res.note("%d live reports (streams or segments): %s; the first is judged" % (
+            len(files), ", ".join(os.path.basename(f) for f in files)))
+    v = summarize(js)
+    res.check("the stream is a commit-mode stream (the verifier's hello chose the mode)", v.get("mode") == "commit",
+              "stream header mode: %s" % v.get("mode"))
+    verdict_check(res, "live verdict (serve --commit --weights)", v)
+    bad = [k for k in ("gaps", "missing", "mismatched", "integrity_errors") if v.get(k)]
+    res.check("challenged calls: at least one, every one opened and verified, nothing missing",
+              (v.get("sampled") or 0) > 0 and v.get("verified") == v.get("sampled") and not bad,
+              "%s challenged, %s verified of %s calls%s" % (
+                  v.get("sampled"), v.get("verified"), v.get("calls"),
+                  "; " + ", ".join("%s %s" % (v[k], k.replace("_", " ")) for k in bad) if bad else
+                  "; no gaps, missing, mismatched or integrity errors"))
+    if a:
+        res.check("ledger calls = F.linear calls", v.get("calls") == a["gemm_calls"],
+                  "ledger %s, model %s" % (v.get("calls"), a["gemm_calls"]))
+    captures = sorted(glob.glob(os.path.join(caps, "*.mma")))
+    if captures:
+        o = verify(ctx, "commit-mode", "offline", captures, timeout=dl.budget(10), weights=weights,
+                   extra=["--challenge-key", challenge] + SERVE_POLICY)
+        res.check("the saved capture checked offline (check --challenge-key --weights): PASS, the same challenges",
+                  o.get("verdict") == "pass" and o.get("sampled") == v.get("sampled")
+                  and o.get("verified") == v.get("verified"),
+                  "%s; live: %s challenged, %s verified" % (verdict_line(o), v.get("sampled"), v.get("verified")))
+    else:
+        o = {}
+        res.check("the stream saved (serve --capture-dir)", False, "no capture in " + rel(caps))
+
+    # Recorded, not judged: the wall times, the library's own counts.
+    rows = []
+    for label, w in (("without the library", p), ("commit mode (serve --commit)", a)):
+        if w:
+            rows.append([label, "%.3f" % w["prefill_s"], "%.3f" % w["decode_s"], w["gemm_calls"],
+                         w["logits_sha256"][:16]])
+    if a and p:
+        rows.append(["commit mode / without", "x%.2f" % (a["prefill_s"] / max(p["prefill_s"], 1e-9)),
+                     "x%.2f" % (a["decode_s"] / max(p["decode_s"], 1e-9)), "", ""])
+    res.table("Eager prefill 256 + decode 16 at batch 1 (wall time in the workload; during the run under the "
+              "library the verifier recomputes on the same machine)",
+              ["run", "prefill s", "decode s", "GEMM calls", "logits sha256"], rows)
+    res.table("The verifier's reports", ["", "calls", "challenged", "verified", "gaps", "no session",
+                                         "uncommitted", "verdict"],
+              [[label, x.get("calls"), x.get("sampled"), x.get("verified"), x.get("gaps"),
+                x.get("no_session_not_audited"), x.get("uncommitted"), str(x.get("verdict", "-")).upper()]
+               for label, x in (("live (serve --commit)", v), ("offline (check --challenge-key)", o)) if x])
+    if lib:
+        res.table("The library's exit line (MMAUDIT_LOG=info)",
+                  ["calls", "committed", "of them op(A) a held tensor bound by its address (not copied)",
+                   "challenges opened", "answered 'not retained'", "kept calls dropped (MMAUDIT_RETAIN_MB)"],
+                  [[lib["calls"], lib["committed"], lib["by_address"], lib["opened"], lib["not_retained"],
+                    lib["dropped"]]])
+    else:
+        res.note("no commit-mode exit line in the audited run's output (see %s)" % rel(run["log"]))
+    wt = v.get("weights") or {}
+    if wt:
+        res.note("held weights: %s operands sent as references; %s of %s judged challenged calls matched a held "
+                 "tensor" % (wt.get("referenced"), wt.get("matched"), wt.get("judged")))
+    found.update(live=v, offline=o)
+    found["serve"].update(reports=[rel(f) for f in files], captures=[rel(c) for c in captures])
+    res.detail("commit_mode", found)
+    timing = "prefill %.2f -> %.2f s, decode %.2f -> %.2f s" % (
+        p["prefill_s"], a["prefill_s"], p["decode_s"], a["decode_s"]) if a and p else "no timing"
+    res.summary("live %s, offline %s: %s calls, %s challenged, %s verified; library: %s committed (%s by address), "
+                "%s opened; %s" % (str(v.get("verdict")).upper(), str(o.get("verdict", "-")).upper(), v.get("calls"),
+                                   v.get("sampled"), v.get("verified"), lib["committed"] if lib else "-",
+                                   lib["by_address"] if lib else "-", lib["opened"] if lib else "-", timing))
+
+
 # --- jax -----------------------------------------------------------------------------
 
 JAX_CUBLAS_FLAGS = "--xla_gpu_enable_triton_gemm=false --xla_gpu_enable_command_buffer= --xla_gpu_autotune_level=0"
@@ -971,7 +1119,7 @@ def step_sanitizer(ctx, res, dl):
     argv = [tool, "--tool", "memcheck", "--target-processes", "all", "--error-exitcode", "86",
             "--print-limit", "20"] + workload(ctx, "wl_ops.py", "--short", "--no-profiler", "--result", out)
     run = run_child(ctx, "sanitizer", "memcheck", argv, env=audited_env(ctx, cap, FULL_RATES),
-                    timeout=dl.budget(50, reserve=6))
+                    timeout=dl.budget(41, reserve=6))
     with open(run["log"], errors="replace") as f:
         text = f.read()
     summary = re.findall(r"ERROR SUMMARY:\s*(\d+) error", text)
@@ -1001,7 +1149,7 @@ def step_ncu(ctx, res, dl):
             "regex:mmaudit_gather", "--launch-count", "40", "--metrics", "gpu__time_duration.sum",
             "--csv"] + workload(ctx, "wl_llama.py", "gathers")
     run = run_child(ctx, "ncu", "ncu", argv, env=audited_env(ctx, cap, {"CALL_RATE": 1}),
-                    timeout=dl.budget(32, reserve=2))
+                    timeout=dl.budget(22, reserve=2))
     if not ran(res, run, "ncu run"):
         return
     times = []
@@ -1028,7 +1176,8 @@ def step_ncu(ctx, res, dl):
 
 STEPS = {
     "env": step_env, "commit": step_commit, "ops": step_ops, "llama": step_llama, "graphs": step_graphs,
-    "faults": step_faults, "jax": step_jax, "cupy": step_cupy, "overhead": step_overhead, "sanitizer": step_sanitizer, "ncu": step_ncu,
+    "faults": step_faults, "commit-mode": step_commit_mode, "jax": step_jax, "cupy": step_cupy,
+    "overhead": step_overhead, "sanitizer": step_sanitizer, "ncu": step_ncu,
 }
 
 
