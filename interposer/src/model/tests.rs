@@ -699,11 +699,8 @@ fn lt_epilogues_bias_and_scales() {
     assert_eq!(describe_lt(&one).unwrap().call.flags, flags::BIAS);
 }
 
-#[test]
-fn a_bias_per_batch_entry_is_gathered_batch_by_batch() {
-    let mut mem = Mem::new();
-    let (m, n, k, batch) = (6u64, 4u64, 3u64, 3u64);
-    let mut x = lt(0, 0, 0, m, n, k);
+/// Makes every operand of `x` a strided batch of `batch` matrices in fresh memory.
+fn strided(mem: &mut Mem, x: &mut LtArgs, batch: u64) {
     let layouts = [
         &mut x.a_layout,
         &mut x.b_layout,
@@ -718,6 +715,14 @@ fn a_bias_per_batch_entry_is_gathered_batch_by_batch() {
         bases[i] = mem.alloc(per * batch as usize);
     }
     (x.a, x.b, x.c, x.d) = (bases[0], bases[1], bases[2], bases[3]);
+}
+
+#[test]
+fn a_bias_per_batch_entry_is_gathered_batch_by_batch() {
+    let mut mem = Mem::new();
+    let (m, n, k, batch) = (6u64, 4u64, 3u64, 3u64);
+    let mut x = lt(0, 0, 0, m, n, k);
+    strided(&mut mem, &mut x, batch);
     // bias[b][r] = 100 b + r, vectors 8 elements apart
     let bias = mem.alloc(4 * 8 * batch as usize);
     for b in 0..batch {
@@ -1100,20 +1105,7 @@ fn a_held_op_a_is_gathered_as_evidence_and_one_spot_row_per_batch_member() {
             let mut mem = Mem::new();
             let (m, n, k, batch) = (6u64, 3u64, 5u64, 4u64);
             let mut x = lt(ta, 0, order, m, n, k);
-            let layouts = [
-                &mut x.a_layout,
-                &mut x.b_layout,
-                &mut x.c_layout,
-                &mut x.d_layout,
-            ];
-            let mut bases = [0u64; 4];
-            for (i, l) in layouts.into_iter().enumerate() {
-                let per = extent(l.rows, l.cols, l.ld, 1, 0);
-                l.batch = batch as i32;
-                l.stride = (per / 4) as i64;
-                bases[i] = mem.alloc(per * batch as usize);
-            }
-            (x.a, x.b, x.c, x.d) = (bases[0], bases[1], bases[2], bases[3]);
+            strided(&mut mem, &mut x, batch);
             let d = describe_lt(&x).unwrap();
             fill(&mut mem, &d);
             let whole = plan(
