@@ -2879,6 +2879,33 @@ fn commit_mode_calls_not_retained_are_gaps_that_fail_the_policy() {
     assert!(r["gaps"].as_u64().unwrap_or(0) >= 6, "{ctx}");
     assert!(format!("{r}").contains("NotRetained"), "{ctx}");
     assert_eq!(check.code, Some(1), "{ctx}");
+
+    // A pinned ring too small for those calls (a setting of the audited machine): they
+    // cannot be gathered, so they are not committed, and the default --max-uncommitted
+    // fails the run. The report says why in the prover's words.
+    let ring = [("MMAUDIT_RING_MB", "1".to_string())];
+    let (out, r, check) = commit_run(
+        "commit-small-ring",
+        "llama_workload",
+        &args,
+        1_000_000,
+        &ring,
+        None,
+    );
+    let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
+    assert_eq!(r["verdict"], "fail", "{ctx}");
+    assert_eq!(r["mismatched"].as_u64(), Some(0), "{ctx}");
+    assert!(r["uncommitted"].as_u64().unwrap_or(0) >= 6, "{ctx}");
+    let why = r["streams"][0]["uncommitted_first_reason"]
+        .as_str()
+        .unwrap_or("");
+    assert!(why.contains("MMAUDIT_RING_MB"), "{why}\n{ctx}");
+    // Their FLOPs are a share of the run's, never more than all of it.
+    let share = r["streams"][0]["not_audited"]["uncommitted"]["share_of_flops"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    assert!(share > 0.01 && share <= 1.0, "{share}\n{ctx}");
+    assert_eq!(check.code, Some(1), "{ctx}");
 }
 
 #[test]

@@ -600,6 +600,10 @@ impl StreamAudit {
             if gap.reason == GapReason::NotCommitted {
                 match self.uncommitted.remove(&index) {
                     Some(call) => {
+                        if self.report.uncommitted_reason.is_none() {
+                            let why: String = gap.detail.chars().take(300).collect();
+                            self.report.uncommitted_reason = Some(why);
+                        }
                         self.report
                             .count_unaudited(Unaudited::Uncommitted, call.flops());
                         self.report.timeline.bin(index).not_audited += 1;

@@ -342,6 +342,9 @@ pub struct StreamReport {
     pub rejected: u64,
     /// commit mode: calls the prover declined to commit (gap "not committed")
     pub uncommitted: u64,
+    /// commit mode: the prover's text for the first of them (at most 300 characters):
+    /// why, in its words (a pinned ring too small for a call, say)
+    pub uncommitted_reason: Option<String>,
     /// calls of the stream before this segment that no verifier received (`serve`
     /// only: see `serve::continuity`)
     pub unseen_calls: u64,
@@ -457,7 +460,9 @@ impl StreamReport {
     /// FLOPs / call rate`, when that is smaller than what the ledger claims. A prover
     /// can claim any FLOPs in calls the schedule did not pick (one enormous unsampled
     /// call would otherwise dilute every FLOPs share); the estimate counts only FLOPs
-    /// that had the call rate's chance of being checked.
+    /// that had the call rate's chance of being checked. In commit mode the calls not
+    /// committed count as flagged ones: they had no chance of being challenged, and the
+    /// challenged calls estimate the committed ones' FLOPs.
     fn base(&self, what: Unaudited) -> Tally {
         if what.of_sampled() {
             return self.sampled_tally();
@@ -467,6 +472,7 @@ impl StreamReport {
             Unaudited::NoSession,
             Unaudited::Unmodelled,
             Unaudited::Rejected,
+            Unaudited::Uncommitted,
         ]
         .iter()
         .fold(0u128, |sum, &w| {
@@ -609,6 +615,7 @@ impl StreamReport {
             "no_session_not_audited": self.no_session,
             "rejected": self.rejected,
             "uncommitted": self.uncommitted,
+            "uncommitted_first_reason": self.uncommitted_reason,
             "unseen_calls": self.unseen_calls,
             "unseen_ranges": self.unseen_ranges,
             "unmodelled_not_audited": self.unmodelled,
@@ -782,6 +789,12 @@ impl StreamReport {
                 "  uncommitted      {:>12}   calls the prover did not commit (commit mode): NOT audited",
                 self.uncommitted
             );
+            if let Some(why) = &self.uncommitted_reason {
+                let _ = writeln!(
+                    s,
+                    "                                 the first, in the prover's words: {why}"
+                );
+            }
         }
         if self.unverifiable > 0 {
             let _ = writeln!(
