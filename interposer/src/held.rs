@@ -5,15 +5,17 @@
 //! whole-call gather (commit mode) at an address whose op(A) has the type, row length
 //! and at most the rows of one of them copies the call whole when it fits in the pinned
 //! ring: the background thread looks every row up in the hello's table and remembers
-//! what op(A) there is ([`Known`]). When it does not fit (a weight larger than the
+//! what op(A) there is. When it does not fit (a weight larger than the
 //! ring), op(A) is *probed*: gathered as the first element of each row (the evidence an
 //! opening of a reference carries) and one whole row per batch member (the spot row).
 //! The spot rows' keyed fingerprints find the tensor; not found, that call cannot be
-//! committed (its op(A) was not gathered whole) and the address is remembered as not
-//! held. Once a tensor is known at an address (op(A)'s address, layout and shape,
-//! [`HeldKey`]), later calls there gather evidence and a spot row, checked against it:
-//! a held weight crosses to the host whole at most once, and never when it is larger
-//! than the ring.
+//! committed (its op(A) was not gathered whole). Once a tensor is known at an address
+//! (op(A)'s address, layout and shape, [`HeldKey`]), later calls there gather evidence
+//! and a spot row, checked against that tensor first (two tensors may share a row);
+//! spot rows of another offered tensor (a buffer reused for the next layer's weight)
+//! rebind the address to it, and spot rows of none make the address forgotten. A held
+//! weight crosses to the host whole at most once per address, and never when it is
+//! larger than the ring.
 //!
 //! This decides only what the honest library claims: a false claim cannot help a
 //! prover, because the verifier recomputes a referenced operand from its own copy.
@@ -32,20 +34,12 @@ use mmaudit_protocol::handshake::HelloTensor;
 /// Addresses remembered at most.
 pub const MAX_HELD: usize = 1 << 16;
 
-/// What is known of an address.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Known {
-    /// op(A) there is this tensor.
-    Tensor(HeldRef),
-    /// op(A) there was probed and is none of the hello's tensors.
-    NotHeld,
-}
-
 #[derive(Default)]
 struct State {
     /// (type, row length) -> most rows of an offered tensor of that shape
     shapes: HashMap<(DType, u64), u64>,
-    known: HashMap<HeldKey, Known>,
+    /// op(A) at an address is this tensor
+    known: HashMap<HeldKey, HeldRef>,
 }
 
 static HELD: Mutex<Option<State>> = Mutex::new(None);
@@ -70,13 +64,11 @@ pub fn begin(tensors: &[HelloTensor]) {
 
 /// For a whole-call gather (commit mode) of `call`: how op(A) is gathered
 /// when it is (or may be) a held tensor: the tensor found there before, or a probe.
-/// `None`: op(A) is gathered whole (not the whole call, no such shape offered, or the
-/// address known not to hold one).
+/// `None`: op(A) is gathered whole (not the whole call, or no such shape offered).
 pub fn lookup(call: &GemmCall, spec: &GatherSpec, pick: &Pick) -> Option<HeldA> {
     let key = HeldKey::of(call, spec).filter(|_| *pick == Pick::Whole)?;
     let reference = with(|s| match s.known.get(&key) {
-        Some(Known::Tensor(r)) => Some(Some(r.clone())),
-        Some(Known::NotHeld) => None,
+        Some(r) => Some(Some(r.clone())),
         None => s
             .shapes
             .get(&(key.dtype, key.k))
@@ -113,8 +105,8 @@ pub fn layout(
     }
 }
 
-/// Remembers what op(A) at `key` is.
-pub fn remember(key: HeldKey, known: Known) {
+/// Remembers that op(A) at `key` is `known`.
+pub fn remember(key: HeldKey, known: HeldRef) {
     with(|s| {
         if s.known.len() >= MAX_HELD && !s.known.contains_key(&key) {
             s.known.clear();
@@ -123,12 +115,12 @@ pub fn remember(key: HeldKey, known: Known) {
     });
 }
 
-/// What is known of `key`.
-pub fn known(key: &HeldKey) -> Option<Known> {
+/// The tensor known at `key`.
+pub fn known(key: &HeldKey) -> Option<HeldRef> {
     with(|s| s.known.get(key).cloned())
 }
 
-/// Forgets `key` (its spot row no longer matched its tensor).
+/// Forgets `key` (its spot rows are rows of no offered tensor).
 pub fn forget(key: &HeldKey) {
     with(|s| s.known.remove(key));
 }

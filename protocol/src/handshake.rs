@@ -679,6 +679,42 @@ impl OperandTable {
         self.tensors.is_empty()
     }
 
+    /// Whether `data` (one vector of `k` elements of `dtype` per batch member, back to
+    /// back) is row `row` of matrix `matrices[b]` of held tensor `tensor` for every batch
+    /// member `b`, by the keyed fingerprints: a check of one tensor, where
+    /// [`OperandTable::reference`] searches them all (two tensors may share a row).
+    pub fn holds(
+        &self,
+        tensor: u32,
+        matrices: &[u32],
+        dtype: DType,
+        k: u64,
+        row: u64,
+        data: &[u8],
+    ) -> bool {
+        let Some(vec_bytes) = usize::try_from(k)
+            .ok()
+            .and_then(|k| k.checked_mul(dtype.size()))
+        else {
+            return false;
+        };
+        let Some(t) = self.tensors.iter().find(|t| t.id == tensor) else {
+            return false;
+        };
+        if t.dtype != dtype
+            || t.cols != k
+            || vec_bytes == 0
+            || matrices.is_empty()
+            || matrices.len().checked_mul(vec_bytes) != Some(data.len())
+        {
+            return false;
+        }
+        matrices.iter().enumerate().all(|(b, &e)| {
+            let v = &data[b * vec_bytes..][..vec_bytes];
+            t.fingerprint(e, row) == Some(fingerprint(&self.fingerprint_key, v))
+        })
+    }
+
     /// A reference for sampled vectors, if they are stored rows of one held tensor.
     ///
     /// `indices` are the plan's rows (op(A)) or columns (op(B)); `data` holds the
@@ -694,18 +730,68 @@ impl OperandTable {
         batches: usize,
         data: &[u8],
     ) -> Option<OperandData> {
+        let (tensor, matrices) = self.find(dtype, k, indices, batches, data, 1).pop()?;
         let es = dtype.size();
-        let vec_bytes = usize::try_from(k).ok()?.checked_mul(es)?;
-        let per_batch = indices.len().checked_mul(vec_bytes)?;
+        let vec_bytes = k as usize * es;
+        let per_batch = indices.len() * vec_bytes;
+        let mut evidence = Vec::with_capacity(batches * indices.len() * es);
+        for bi in 0..batches {
+            for xi in 0..indices.len() {
+                evidence.extend_from_slice(&data[bi * per_batch + xi * vec_bytes..][..es]);
+            }
+        }
+        Some(OperandData::Reference {
+            tensor,
+            matrices,
+            evidence,
+        })
+    }
+
+    /// How many held tensors have these vectors as their rows, as
+    /// [`OperandTable::reference`] looks for them (counting stops at 2): more than one,
+    /// and the rows alone cannot tell which tensor it is (two tensors may share rows).
+    pub fn count_references(
+        &self,
+        dtype: DType,
+        k: u64,
+        indices: &[u64],
+        batches: usize,
+        data: &[u8],
+    ) -> usize {
+        self.find(dtype, k, indices, batches, data, 2).len()
+    }
+
+    /// Up to `limit` held tensors (id, matrix of each batch entry) of which the vectors
+    /// are rows, in table order.
+    fn find(
+        &self,
+        dtype: DType,
+        k: u64,
+        indices: &[u64],
+        batches: usize,
+        data: &[u8],
+        limit: usize,
+    ) -> Vec<(u32, Vec<u32>)> {
+        let mut out = Vec::new();
+        let es = dtype.size();
+        let Some(vec_bytes) = usize::try_from(k).ok().and_then(|k| k.checked_mul(es)) else {
+            return out;
+        };
+        let Some(per_batch) = indices.len().checked_mul(vec_bytes) else {
+            return out;
+        };
         if indices.is_empty()
             || batches == 0
             || vec_bytes == 0
-            || per_batch.checked_mul(batches)? != data.len()
+            || per_batch.checked_mul(batches) != Some(data.len())
         {
-            return None;
+            return out;
         }
-        let candidates = self.by_shape.get(&(dtype, k))?;
-        let max_index = *indices.iter().max()?;
+        let (Some(candidates), Some(&max_index)) =
+            (self.by_shape.get(&(dtype, k)), indices.iter().max())
+        else {
+            return out;
+        };
         let fp = |bi: usize, xi: usize| {
             fingerprint(
                 &self.fingerprint_key,
@@ -734,19 +820,12 @@ impl OperandTable {
                     None => continue 'tensor,
                 }
             }
-            let mut evidence = Vec::with_capacity(batches * indices.len() * es);
-            for bi in 0..batches {
-                for xi in 0..indices.len() {
-                    evidence.extend_from_slice(&data[bi * per_batch + xi * vec_bytes..][..es]);
-                }
+            out.push((t.id, matrices));
+            if out.len() >= limit {
+                break;
             }
-            return Some(OperandData::Reference {
-                tensor: t.id,
-                matrices,
-                evidence,
-            });
         }
-        None
+        out
     }
 }
 

@@ -35,7 +35,6 @@ use mmaudit_protocol::record::{
 use mmaudit_protocol::schedule::Plan;
 use mmaudit_protocol::stream::MAC_LEN;
 
-use crate::held::Known;
 use crate::model::gather::{HeldA, HeldKey, HeldRef};
 
 /// One operand side (op(A) or op(B)) as kept.
@@ -347,10 +346,10 @@ impl CommitSession {
         {
             crate::held::remember(
                 key,
-                Known::Tensor(HeldRef {
+                HeldRef {
                     tensor: *tensor,
                     matrices: matrices.clone(),
-                }),
+                },
             );
         }
         self.totals.by_address += held_a as u64;
@@ -558,9 +557,10 @@ impl CommitSession {
 /// op(A) gathered as evidence (`first`: one element a row) and spot rows (`spot`, one
 /// per batch member) of a tensor the hello offers (`h`: a probe, or the tensor found at
 /// its address before): bound by reference to the tensor the spot rows are rows of,
-/// which is remembered at the address. Rows that are no offered tensor's (or no longer
-/// the one found before) mark the address as not held and the call cannot be committed:
-/// op(A) was not gathered whole.
+/// the one found before if they still are (two tensors may share a row), else any
+/// offered one (a buffer reused for another weight), which is remembered at the
+/// address. Spot rows of no offered tensor make the address forgotten and the call
+/// cannot be committed: op(A) was not gathered whole.
 fn held_side(
     call: &GemmCall,
     table: Option<&OperandTable>,
@@ -568,51 +568,54 @@ fn held_side(
     spot: &[u8],
     first: OperandData,
 ) -> Result<KeptSide, String> {
-    let found = table.and_then(|t| {
-        t.reference(
-            call.a.dtype,
-            call.k,
-            &[h.spot_row],
-            call.batch as usize,
-            spot,
-        )
+    let (dtype, k) = (call.a.dtype, call.k);
+    let still = h.reference.filter(|r| {
+        table.is_some_and(|t| t.holds(r.tensor, &r.matrices, dtype, k, h.spot_row, spot))
     });
-    let reference = match (found, &h.reference) {
-        (
-            Some(OperandData::Reference {
-                tensor, matrices, ..
-            }),
-            None,
-        ) => HeldRef { tensor, matrices },
-        (
-            Some(OperandData::Reference {
-                tensor, matrices, ..
-            }),
-            Some(r),
-        ) if tensor == r.tensor && matrices == r.matrices => r.clone(),
-        (_, before) => {
-            crate::held::remember(h.key, Known::NotHeld);
-            let what = match before {
-                Some(r) => format!("no longer tensor {} of the verifier's hello", r.tensor),
-                None => "not a tensor of the verifier's hello".to_string(),
-            };
+    let batches = call.batch as usize;
+    let rows = [h.spot_row];
+    let reference = match (still, table) {
+        (Some(r), _) => r,
+        // Rows two tensors share cannot tell which one is there: the next call at the
+        // address looks at another row.
+        (None, Some(t)) if t.count_references(dtype, k, &rows, batches, spot) > 1 => {
+            crate::held::forget(&h.key);
             return Err(format!(
-                "op(A) at {:#x} is {what} (row {} does not match): gathered as a held tensor's evidence, it cannot be committed; later calls there gather it whole",
+                "op(A) at {:#x}: row {} is a row of more than one tensor of the verifier's hello, which cannot tell which; it cannot be committed",
                 h.key.base, h.spot_row
             ));
+        }
+        (None, Some(t)) => match t.reference(dtype, k, &rows, batches, spot) {
+            Some(OperandData::Reference {
+                tensor, matrices, ..
+            }) => HeldRef { tensor, matrices },
+            _ => {
+                crate::held::forget(&h.key);
+                return Err(format!(
+                    "op(A) at {:#x} is not a tensor of the verifier's hello (row {} matches none): gathered as a held tensor's evidence, it cannot be committed",
+                    h.key.base, h.spot_row
+                ));
+            }
+        },
+        (None, None) => {
+            crate::held::forget(&h.key);
+            return Err(
+                "op(A) gathered as a held tensor's evidence, but the hello offers no tensors"
+                    .into(),
+            );
         }
     };
     let OperandData::Inline(first) = first else {
         return Err("op(A): evidence gathered as a reference".into());
     };
-    let elem = dtype_size(call.a.dtype);
+    let elem = dtype_size(dtype);
     fits(
         "op(A) evidence",
         &first,
         call.batch.saturating_mul(call.m),
         elem,
     )?;
-    crate::held::remember(h.key, Known::Tensor(reference.clone()));
+    crate::held::remember(h.key, reference.clone());
     Ok(KeptSide::Reference {
         tensor: reference.tensor,
         matrices: reference.matrices,

@@ -1127,6 +1127,13 @@ impl Sink {
         } else {
             self.header.schedule
         };
+        // A new hello may offer other tensors: addresses found before are forgotten,
+        // before any call of the new session can look them up.
+        crate::held::begin(if commit && self.references {
+            &hello.tensors
+        } else {
+            &[]
+        });
         let session = self.ledger.begin(Schedule::with_version(
             &self.key,
             hello.nonce,
@@ -1199,11 +1206,6 @@ impl Sink {
                 ),
             });
         }
-        // A new hello may offer other tensors: addresses found before are forgotten.
-        crate::held::begin(match (&t.table, commit) {
-            (Some(_), true) => &hello.tensors,
-            _ => &[],
-        });
         t.commit =
             commit.then(|| Box::new(CommitSession::new(&self.key, hello_mac, self.retain_bytes)));
         if commit {

@@ -1904,10 +1904,7 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
         tensor: 7,
         matrices: vec![0],
     };
-    assert_eq!(
-        crate::held::known(&key_at),
-        Some(crate::held::Known::Tensor(reference.clone()))
-    );
+    assert_eq!(crate::held::known(&key_at), Some(reference.clone()));
     let row = |r: u64| data[(r * 2 * k) as usize..((r + 1) * 2 * k) as usize].to_vec();
     let evidence: Vec<u8> = (0..m).flat_map(|r| row(r)[..2].to_vec()).collect();
     let by_address = |spot_row: u64, spot: Vec<u8>| {
@@ -1954,19 +1951,16 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
         panic!("{:?}", opened.a_rows)
     };
     assert_eq!(*e, [row(2)[..2].to_vec(), row(5)[..2].to_vec()].concat());
-    // The weights at the address changed: refused, forgotten.
+    // The weights at the address changed to none the verifier holds: refused, forgotten.
     let (sample, held) = by_address(3, row(4));
     let e = s
         .commit(c.clone(), sample, Some(&table), Some(key_at), held)
         .unwrap_err();
-    assert!(e.contains("no longer"), "{e}");
-    assert_eq!(
-        crate::held::known(&key_at),
-        Some(crate::held::Known::NotHeld)
-    );
+    assert!(e.contains("matches none"), "{e}");
+    assert_eq!(crate::held::known(&key_at), None);
     // A probe (the shape is offered, nothing known at the address): found by its spot
-    // row, it commits as the whole gather did; a spot row of no offered tensor marks
-    // the address as not held and the call is not committed.
+    // row, it commits as the whole gather did; a spot row of no offered tensor is not
+    // committed and nothing is remembered.
     let probe = |at: u64, spot: Vec<u8>| {
         let key = HeldKey { base: at, ..key_at };
         let held = HeldA {
@@ -1986,10 +1980,7 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
             .unwrap(),
     );
     assert_eq!(probed, first);
-    assert_eq!(
-        crate::held::known(&key),
-        Some(crate::held::Known::Tensor(reference.clone()))
-    );
+    assert_eq!(crate::held::known(&key), Some(reference.clone()));
     let mut other = row(6);
     other[0] ^= 0x40;
     let (key, sample, held) = probe(0x7e59_0000_0000, other);
@@ -1997,7 +1988,7 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
         .commit(c.clone(), sample, Some(&table), Some(key), held)
         .unwrap_err();
     assert!(e.contains("not a tensor"), "{e}");
-    assert_eq!(crate::held::known(&key), Some(crate::held::Known::NotHeld));
+    assert_eq!(crate::held::known(&key), None);
 }
 
 // ---- commit mode: reconnects
@@ -2096,4 +2087,153 @@ fn a_reconnect_in_commit_mode_never_carries_old_commitments_into_the_new_segment
             );
         }
     }
+}
+
+/// Tensor `id` like [`held_tensor`], every row's first element xor-ed with `flip` (a
+/// different weight of the same shape) except the rows in `keep` (rows both share).
+fn held_tensor_variant(
+    id: u32,
+    rows: u64,
+    cols: u64,
+    flip: u8,
+    keep: &[u64],
+) -> (Vec<u8>, HelloTensor) {
+    let (mut data, mut t) = held_tensor(id, rows, cols);
+    let fk = key().fingerprint_key();
+    let w = (2 * cols) as usize;
+    for r in 0..rows {
+        if !keep.contains(&r) {
+            data[r as usize * w] ^= flip;
+        }
+        t.fingerprints[r as usize] = fingerprint(&fk, &data[r as usize * w..][..w]);
+    }
+    (data, t)
+}
+
+/// A hello table of `tensors`, an 8 x 1 x 16 bf16 call and op(A)'s key at `base`.
+fn held_setup(
+    tensors: Vec<HelloTensor>,
+    base: u64,
+) -> (
+    mmaudit_protocol::handshake::OperandTable,
+    GemmCall,
+    crate::model::gather::HeldKey,
+) {
+    let (m, k) = (8u64, 16u64);
+    let table = mmaudit_protocol::handshake::OperandTable::new(
+        &key(),
+        ServerHello {
+            key_id: key().id(),
+            nonce: [0x63; 16],
+            sampling: SamplingConfig::default(),
+            tensors,
+            mode: HelloMode::Commit,
+        },
+    );
+    let mut c = call(0);
+    (c.m, c.n, c.k) = (m, 1, k);
+    c.a.dtype = DType::BF16;
+    c.b.dtype = DType::BF16;
+    let key_at = crate::model::gather::HeldKey {
+        device: 0,
+        base,
+        batch_stride: 0,
+        row_stride: 2,
+        elem_stride: 16,
+        m,
+        k,
+        batch: 1,
+        dtype: DType::BF16,
+    };
+    (table, c, key_at)
+}
+
+/// op(A) = `data` (8 rows of 16 bf16) gathered as evidence and spot row `spot_row`.
+fn held_gather(
+    data: &[u8],
+    spot_row: u64,
+    key_at: crate::model::gather::HeldKey,
+    reference: Option<crate::model::gather::HeldRef>,
+) -> (Sample, Option<(crate::model::gather::HeldA, Vec<u8>)>) {
+    let (m, k) = (8u64, 16u64);
+    let row = |r: u64| data[(r * 2 * k) as usize..((r + 1) * 2 * k) as usize].to_vec();
+    let evidence: Vec<u8> = (0..m).flat_map(|r| row(r)[..2].to_vec()).collect();
+    let sample = Sample {
+        a_rows: OperandData::Inline(evidence),
+        b_cols: OperandData::Inline(vec![0x3f; 2 * k as usize]),
+        d_out: vec![0x40; 4 * m as usize],
+        ..sample(0, 0)
+    };
+    let held = crate::model::gather::HeldA {
+        key: key_at,
+        reference,
+        spot_row,
+    };
+    (sample, Some((held, row(spot_row))))
+}
+
+#[test]
+fn a_reused_buffer_holding_another_offered_weight_is_rebound_not_refused() {
+    use crate::model::gather::HeldRef;
+    use crate::stream::commit::CommitSession;
+    // A scratch buffer (an FSDP all-gather, offloading, a cast under autocast: the
+    // caching allocator hands the same block to each same-shaped weight) holds tensor 7,
+    // then tensor 8, both offered: the second call is bound to tensor 8.
+    let (d7, t7) = held_tensor(7, 8, 16);
+    let (d8, t8) = held_tensor_variant(8, 8, 16, 0x01, &[]);
+    let (table, c, key_at) = held_setup(vec![t7, t8], 0x7e60_0000_0000);
+    let mut s = CommitSession::new(&key(), [0; 32], 1 << 20);
+    let (sample, held) = held_gather(&d7, 2, key_at, None);
+    s.commit(c.clone(), sample, Some(&table), Some(key_at), held)
+        .unwrap();
+    let r7 = HeldRef {
+        tensor: 7,
+        matrices: vec![0],
+    };
+    assert_eq!(crate::held::known(&key_at), Some(r7.clone()));
+    let mut c1 = c.clone();
+    c1.index = 1;
+    let (mut sample, held) = held_gather(&d8, 3, key_at, Some(r7));
+    sample.index = 1;
+    s.commit(c1, sample, Some(&table), Some(key_at), held)
+        .expect("an honest call");
+    let r8 = HeldRef {
+        tensor: 8,
+        matrices: vec![0],
+    };
+    assert_eq!(crate::held::known(&key_at), Some(r8));
+}
+
+#[test]
+fn a_spot_row_two_tensors_share_neither_unbinds_nor_misbinds() {
+    use crate::model::gather::HeldRef;
+    use crate::stream::commit::CommitSession;
+    // Tensors 7 and 8 share row 3 (zero padding rows of two tensors of one shape, say).
+    let (_d7, t7) = held_tensor(7, 8, 16);
+    let (d8, t8) = held_tensor_variant(8, 8, 16, 0x01, &[3]);
+    // Known at the address: a spot row on the shared row still checks against it.
+    let (table, c, key_at) = held_setup(vec![t7.clone(), t8.clone()], 0x7e61_0000_0000);
+    let mut s = CommitSession::new(&key(), [0; 32], 1 << 20);
+    let r8 = HeldRef {
+        tensor: 8,
+        matrices: vec![0],
+    };
+    crate::held::remember(key_at, r8.clone());
+    let (sample, held) = held_gather(&d8, 3, key_at, Some(r8.clone()));
+    s.commit(c.clone(), sample, Some(&table), Some(key_at), held)
+        .expect("an honest call");
+    assert_eq!(crate::held::known(&key_at), Some(r8.clone()));
+    // A probe on the shared row cannot tell: not committed, nothing remembered; one on
+    // another row binds tensor 8.
+    let (table, c, key_at) = held_setup(vec![t7, t8], 0x7e62_0000_0000);
+    let (sample, held) = held_gather(&d8, 3, key_at, None);
+    let e = s
+        .commit(c.clone(), sample, Some(&table), Some(key_at), held)
+        .unwrap_err();
+    assert!(e.contains("more than one tensor"), "{e}");
+    assert_eq!(crate::held::known(&key_at), None);
+    let (sample, held) = held_gather(&d8, 4, key_at, None);
+    s.commit(c, sample, Some(&table), Some(key_at), held)
+        .expect("an honest call");
+    assert_eq!(crate::held::known(&key_at), Some(r8));
 }
