@@ -417,7 +417,7 @@ pub(crate) fn bind_thread(drv: &Driver, ctx: Handle) {
 
 impl Pending for InFlight {
     fn index(&self) -> u64 {
-        self.layout.index
+        self.layout.call.index
     }
 
     fn discards(&self) -> bool {

@@ -65,7 +65,7 @@ pub fn begin(tensors: &[HelloTensor]) {
 /// For a whole-call gather (commit mode) of `call`: how op(A) is gathered
 /// when it is (or may be) a held tensor: the tensor found there before, or a probe.
 /// `None`: op(A) is gathered whole (not the whole call, or no such shape offered).
-pub fn lookup(call: &GemmCall, spec: &GatherSpec, pick: &Pick) -> Option<HeldA> {
+fn lookup(call: &GemmCall, spec: &GatherSpec, pick: &Pick) -> Option<HeldA> {
     let key = HeldKey::of(call, spec).filter(|_| *pick == Pick::Whole)?;
     let reference = with(|s| match s.known.get(&key) {
         Some(r) => Some(Some(r.clone())),
@@ -116,6 +116,7 @@ pub fn remember(key: HeldKey, known: HeldRef) {
 }
 
 /// The tensor known at `key`.
+#[cfg(test)]
 pub fn known(key: &HeldKey) -> Option<HeldRef> {
     with(|s| s.known.get(key).cloned())
 }

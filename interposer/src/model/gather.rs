@@ -284,9 +284,8 @@ pub struct SlotLayout {
     pub post_jobs: u32,
     /// Where the gathered fields are.
     pub fields: Fields,
-    /// The call index the sample belongs to.
-    pub index: u64,
-    /// The call (commit mode binds the commitment to its ledger encoding).
+    /// The call the sample belongs to (commit mode binds the commitment to its ledger
+    /// encoding).
     pub call: GemmCall,
     /// Commit mode: op(A) gathered as a held tensor's evidence and spot row.
     pub held: Option<HeldA>,
@@ -631,7 +630,6 @@ impl SlotLayout {
             pre_jobs,
             post_jobs: (njobs as u32) - pre_jobs,
             fields,
-            index: call.index,
             call: call.clone(),
             a_key: HeldKey::of(call, spec),
             held,
@@ -724,7 +722,7 @@ impl SlotLayout {
             })
         };
         Ok(Sample {
-            index: self.index,
+            index: self.call.index,
             alpha: scalar(&self.fields.alpha)?,
             beta: scalar(&self.fields.beta)?,
             scale_a: scale(0),

@@ -7,8 +7,8 @@
 //! record the sink sends at once) and keeps what an opening needs: the vectors of each
 //! operand with their tree, or, for an operand that is a tensor the verifier holds, the
 //! reference and the first element of each vector. The verifier's challenge frames,
-//! read from the same connection ([`CommitSession::on_bytes`]), name the calls to open
-//! and the plan of each; every other call up to the frame's `through` is released.
+//! read from the same connection ([`CommitSession::answer_bytes`]), name the calls to
+//! open and the plan of each; every other call up to the frame's `through` is released.
 //!
 //! Memory is bounded: kept calls take at most `MMAUDIT_RETAIN_MB`; past it the oldest
 //! are dropped, and a challenge of a dropped call is answered with a "not retained" gap
@@ -18,10 +18,9 @@
 //! What this first version does not do yet (docs/COMMIT.md, "What is left"): the
 //! whole call travels to pinned host memory and is hashed on the CPU by the background
 //! thread, where the design keeps it in device memory and hashes it on the GPU
-//! (`mmaudit_commit_leaves`); and an operand is recognised as a held tensor by the
-//! fingerprints of all its rows, not by its address.
+//! (`mmaudit_commit_leaves`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mmaudit_protocol::call::GemmCall;
 use mmaudit_protocol::commit::frames::{Challenge, ChallengeFrame, ChallengeReader};
@@ -130,7 +129,7 @@ impl Kept {
             }
             KeptSide::Reference { elem, .. } => count(picks) * *elem as u128,
         };
-        let size = |d: mmaudit_protocol::call::DType| d.size() as u64;
+        let size = dtype_size;
         let columns = |present: bool, out: u64| {
             if present {
                 count(&plan.cols) * (call.m as u128 * out as u128) + paths(call.n, &plan.cols)
@@ -211,13 +210,13 @@ pub struct CommitSession {
     kept_bytes: usize,
     budget: usize,
     /// Calls committed and not yet judged (no frame's `through` reached them).
-    unjudged: std::collections::BTreeSet<u64>,
+    unjudged: BTreeSet<u64>,
     /// Auditable calls whose commitment or gap has not gone out yet.
-    due: std::collections::BTreeSet<u64>,
+    due: BTreeSet<u64>,
     /// Commitments and gaps made for calls above the first of `due`, waiting for it.
     held_back: BTreeMap<u64, Record>,
     /// Calls dropped for the retention bound, not yet released by a frame.
-    dropped: std::collections::BTreeSet<u64>,
+    dropped: BTreeSet<u64>,
     /// Counters.
     pub totals: CommitTotals,
 }
@@ -258,10 +257,10 @@ impl CommitSession {
             kept: BTreeMap::new(),
             kept_bytes: 0,
             budget,
-            unjudged: std::collections::BTreeSet::new(),
-            due: std::collections::BTreeSet::new(),
+            unjudged: BTreeSet::new(),
+            due: BTreeSet::new(),
             held_back: BTreeMap::new(),
-            dropped: std::collections::BTreeSet::new(),
+            dropped: BTreeSet::new(),
             totals: CommitTotals::default(),
         }
     }
@@ -336,13 +335,14 @@ impl CommitSession {
             Some((h, spot)) => held_side(&call, table, h, &spot, a_rows)?,
             None => side(a_rows, call.a.dtype, m, "op(A)")?,
         };
+        // The tensor op(A) is found to be, whole or from spot rows, is remembered where
+        // op(A) lies.
         if let (
-            false,
             Some(key),
             KeptSide::Reference {
                 tensor, matrices, ..
             },
-        ) = (held_a, a_key, &a)
+        ) = (a_key, &a)
         {
             crate::held::remember(
                 key,
@@ -437,24 +437,42 @@ impl CommitSession {
         }
     }
 
-    /// Reads bytes from the verifier: the challenge frames they complete. An error (a
-    /// bad frame: wrong MAC, sequence or length) ends the connection.
-    pub fn frames(&mut self, bytes: &[u8]) -> Result<Vec<ChallengeFrame>, String> {
+    /// The challenge frames `bytes` complete.
+    fn frames(&mut self, bytes: &[u8]) -> Result<Vec<ChallengeFrame>, String> {
         self.reader
             .push(bytes)
             .map_err(|e| format!("challenge frame: {e}"))
     }
 
-    /// [`CommitSession::frames`], each answered at once ([`CommitSession::answer`],
-    /// with room) and its `through` released: the records in order.
-    pub fn on_bytes(&mut self, bytes: &[u8]) -> Result<Vec<Record>, String> {
-        let mut out = Vec::new();
+    /// Reads bytes from the verifier and answers the challenge frames they complete,
+    /// one challenge at a time ([`CommitSession::answer`]), releasing each frame's
+    /// `through`: `queue` takes each answer and says whether there is room for the next
+    /// (`room`: for the first). An error (a bad frame: wrong MAC, sequence or length)
+    /// ends the connection.
+    pub fn answer_bytes(
+        &mut self,
+        bytes: &[u8],
+        room: bool,
+        mut queue: impl FnMut(Record) -> bool,
+    ) -> Result<(), String> {
+        let mut room = room;
         for frame in self.frames(bytes)? {
             for c in frame.challenges {
-                out.push(self.answer(c, true));
+                room = queue(self.answer(c, room));
             }
             self.release(frame.through);
         }
+        Ok(())
+    }
+
+    /// [`CommitSession::answer_bytes`] with room for every answer: the records in order.
+    #[cfg(test)]
+    pub fn on_bytes(&mut self, bytes: &[u8]) -> Result<Vec<Record>, String> {
+        let mut out = Vec::new();
+        self.answer_bytes(bytes, true, |r| {
+            out.push(r);
+            true
+        })?;
         Ok(out)
     }
 
@@ -558,9 +576,9 @@ impl CommitSession {
 /// per batch member) of a tensor the hello offers (`h`: a probe, or the tensor found at
 /// its address before): bound by reference to the tensor the spot rows are rows of,
 /// the one found before if they still are (two tensors may share a row), else any
-/// offered one (a buffer reused for another weight), which is remembered at the
-/// address. Spot rows of no offered tensor make the address forgotten and the call
-/// cannot be committed: op(A) was not gathered whole.
+/// offered one (a buffer reused for another weight). Spot rows of no offered tensor
+/// make the address forgotten and the call cannot be committed: op(A) was not gathered
+/// whole.
 fn held_side(
     call: &GemmCall,
     table: Option<&OperandTable>,
@@ -615,7 +633,6 @@ fn held_side(
         call.batch.saturating_mul(call.m),
         elem,
     )?;
-    crate::held::remember(h.key, reference.clone());
     Ok(KeptSide::Reference {
         tensor: reference.tensor,
         matrices: reference.matrices,

@@ -680,11 +680,9 @@ impl Sink {
             ..
         }) = &mut self.out
         {
-            let flagged = GemmCall {
-                flags: call.flags | extra,
-                ..call.clone()
-            };
-            if call.index >= *first && mmaudit_protocol::schedule::auditable(&flagged) {
+            // Auditable as the record is written (with the flags added here).
+            let audited = extra & flags::NOT_AUDITED == 0;
+            if call.index >= *first && audited && mmaudit_protocol::schedule::auditable(call) {
                 session.expect(call.index);
             }
         }
@@ -997,26 +995,16 @@ impl Sink {
                 broken = Some("the verifier sent bytes after its hello".to_string());
                 break;
             };
-            let frames = session.frames(&buf[..n]);
-            let mut failed = None;
-            match frames {
-                Ok(frames) => {
-                    for frame in frames {
-                        for c in frame.challenges {
-                            let answer = session.answer(c, !self.backpressure);
-                            if let Some(why) = self.enqueue(answer) {
-                                self.stop.get_or_insert(why);
-                            }
-                        }
-                        session.release(frame.through);
-                    }
+            let answered = session.answer_bytes(&buf[..n], !self.backpressure, |answer| {
+                if let Some(why) = self.enqueue(answer) {
+                    self.stop.get_or_insert(why);
                 }
-                Err(e) => failed = Some(e),
-            }
+                !self.backpressure
+            });
             if let Out::Tcp(t) = &mut self.out {
                 t.commit = Some(session);
             }
-            if let Some(e) = failed {
+            if let Err(e) = answered {
                 broken = Some(e);
                 break;
             }
