@@ -1771,6 +1771,13 @@ fn tcp_verifier_that_disconnects_mid_run_leaves_the_program_alone_and_shows_it()
 // ---------------------------------------------------------------------------
 // The live verifier: `mmaudit-verify serve`
 
+/// A live report with no gap, missing call, mismatch or integrity error.
+fn assert_nothing_wrong(r: &Value, ctx: &str) {
+    for key in ["gaps", "missing", "mismatched", "integrity_errors"] {
+        assert_eq!(r[key].as_u64(), Some(0), "{key}\n{ctx}");
+    }
+}
+
 /// `mmaudit-verify serve`, in this process, writing captures and one JSON report per
 /// stream into `dir`. Its hello asks for every call to be sampled: what these tests'
 /// provers (EVERY_CALL) used to ask of themselves.
@@ -1829,9 +1836,7 @@ fn live_verifier_audits_the_workload_over_a_session() {
     let r = &reports[0];
     assert_eq!(r["verdict"], "pass", "{ctx}");
     assert_eq!(r["calls"].as_u64(), Some(out.calls()), "{ctx}");
-    for key in ["gaps", "missing", "mismatched", "integrity_errors"] {
-        assert_eq!(r[key].as_u64(), Some(0), "{key}\n{ctx}");
-    }
+    assert_nothing_wrong(r, &ctx);
     // Every call made in the session is sampled (call rate 1); the few made before
     // the verifier's hello arrived are declared, not sampled.
     let (sampled, no_session) = (
@@ -2810,9 +2815,7 @@ fn commit_mode_audits_the_workload_under_ld_preload_and_catches_a_wrong_gpu() {
     assert_eq!(r["verdict"], "pass", "{ctx}");
     assert_eq!(r["streams"][0]["header"]["mode"], "commit", "{ctx}");
     assert_eq!(r["calls"].as_u64(), Some(out.calls()), "{ctx}");
-    for key in ["gaps", "missing", "mismatched", "integrity_errors"] {
-        assert_eq!(r[key].as_u64(), Some(0), "{key}\n{ctx}");
-    }
+    assert_nothing_wrong(&r, &ctx);
     let (challenged, verified) = (
         r["sampled"].as_u64().unwrap_or(0),
         r["verified"].as_u64().unwrap_or(0),
@@ -2921,9 +2924,7 @@ fn commit_mode_commits_every_gemm_of_every_graph_replay() {
     let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
     assert_eq!(out.hash(), reference.hash(), "{ctx}");
     assert_eq!(r["verdict"], "pass", "{ctx}");
-    for key in ["gaps", "missing", "mismatched", "integrity_errors"] {
-        assert_eq!(r[key].as_u64(), Some(0), "{key}\n{ctx}");
-    }
+    assert_nothing_wrong(&r, &ctx);
     assert_eq!(
         r["streams"][0]["graphs"]["capture_records"].as_u64(),
         Some(captured),
@@ -3089,9 +3090,7 @@ fn commit_mode_passes_every_entry_point_many_threads_and_a_slow_gpu() {
         let ctx = format!("{name}\n{}\n{r:#}\n{}", out.transcript(), check.text);
         assert_eq!(out.hash(), reference.hash(), "{ctx}");
         assert_eq!(r["verdict"], "pass", "{ctx}");
-        for key in ["gaps", "missing", "mismatched", "integrity_errors"] {
-            assert_eq!(r[key].as_u64(), Some(0), "{key}\n{ctx}");
-        }
+        assert_nothing_wrong(&r, &ctx);
         assert_eq!(r["verified"], r["sampled"], "{ctx}");
         assert!(r["sampled"].as_u64().unwrap_or(0) > 10, "{ctx}");
         assert_eq!(check.code, Some(0), "{ctx}");
