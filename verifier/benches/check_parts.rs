@@ -53,7 +53,7 @@ fn main() {
     let operand_bytes: usize = rows.iter().chain(&cols).map(Vec::len).sum();
 
     let whole = best_of_five(|| {
-        let r = check_capture(&key, &bytes).expect("a capture");
+        let r = check_capture(&key, &bytes, None).expect("a capture");
         assert!(r.passed());
     });
     // as `check` reads: 1 MiB at a time

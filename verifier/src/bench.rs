@@ -1,24 +1,25 @@
-//! `mmaudit-verify bench`: what checking costs on this machine, as two numbers that
+//! `mmaudit-verify bench`: what checking costs on this machine, as the numbers that
 //! `plan --verifier-bench` turns into verifier cores per GPU.
 //!
-//! It writes two honest bf16 captures in memory (every call sampled, the default row
-//! rate): a decode-shaped one (m = 4096, n = 16, k = 4096: 40 rows and one column per
-//! call, about 1.6 capture bytes per multiply-add) and a square one (4096 x 4096 x 4096
-//! with 1% of the columns: 40 x 40 entries per call, about 0.1 bytes per multiply-add),
-//! and times `check`'s whole path on each (authentication, decompression, decoding,
-//! plans, recomputation), on one thread, best of five. Its time per capture is modelled as
-//! `seconds_per_mac * multiply-adds + seconds_per_byte * bytes`; the two captures give
-//! the two coefficients. `plan` charges every sampled operand byte at `seconds_per_byte`,
-//! held weights included (a referenced row is read from the verifier's copy and decoded
-//! like a sent one; only its MAC and decompression are saved), so the cores it reports
-//! are an upper bound for a verifier holding the weights.
+//! It writes honest bf16 captures in memory (every call sampled, the default row rate):
+//! a decode-shaped one (m = 4096, n = 16, k = 4096: 40 rows and one column per call,
+//! about 1.6 capture bytes per multiply-add), a square one (4096 x 4096 x 4096 with 1%
+//! of the columns: 40 x 40 entries per call, about 0.1 bytes per multiply-add), and the
+//! decode shape again with op(A) a weight the verifier holds (a safetensors file written
+//! to the temporary directory and removed after; its samples reference the weight's rows
+//! instead of sending them), and times `check`'s whole path on each (authentication,
+//! decompression, decoding, plans, reading held rows, recomputation), on one thread,
+//! best of five. The first two give the time per capture as `seconds_per_mac *
+//! multiply-adds + seconds_per_byte * bytes`; the third, once those are charged, the
+//! time per byte of held rows (`seconds_per_held_byte`). `plan` charges a verifier that
+//! holds the weights that much per referenced row byte.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use mmaudit_protocol::call::{ComputeType, DType};
+use mmaudit_protocol::call::{ComputeType, DType, Op};
 use mmaudit_protocol::config::SamplingConfig;
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::num;
@@ -31,14 +32,16 @@ use crate::check::{audit_reader_threads, NotChecked};
 use crate::policy::Policy;
 use crate::recompute::{self, Scalars};
 use crate::report::StreamReport;
+use crate::weights::{WeightPolicy, WeightRegistry};
 
 /// Options of `mmaudit-verify bench`.
 #[derive(Args, Debug)]
 #[command(after_help = "\
-Prints the time `check` spends per multiply-add and per capture byte on this machine,
-measured on two honest bf16 captures built in memory (a decode-shaped and a square
-GEMM), one thread, best of five runs each; a few seconds. With --json the result
-is saved for `plan`:
+Prints the time `check` spends per multiply-add, per capture byte and per byte of a
+held weight's rows on this machine, measured on three honest bf16 captures built in
+memory (a decode-shaped and a square GEMM, and the decode shape with its weight held:
+a 32 MiB safetensors file in the temporary directory, removed after), one thread, best
+of five runs each; a few seconds. With --json the result is saved for `plan`:
 
   mmaudit-verify bench --json bench.json
   mmaudit-verify plan --hf-config config.json --batch 16 --tokens-per-second 2500 \\
@@ -64,7 +67,12 @@ pub struct Throughput {
     pub seconds_per_mac: f64,
     /// seconds of one core per byte of capture
     pub seconds_per_byte: f64,
-    /// the two captures timed
+    /// seconds of one core per byte of a held weight's rows that a sample references
+    /// (read from the verifier's copy), beyond `seconds_per_byte` of the capture's own
+    /// bytes; absent in measurements saved before it was measured
+    #[serde(default)]
+    pub seconds_per_held_byte: Option<f64>,
+    /// the captures timed
     pub cases: Vec<Case>,
 }
 
@@ -77,6 +85,9 @@ pub struct Case {
     pub bytes: u64,
     /// multiply-adds recomputed
     pub macs: u64,
+    /// bytes of held weights' rows its samples reference
+    #[serde(default)]
+    pub held_bytes: u64,
     /// best of five, one thread
     pub seconds: f64,
 }
@@ -105,10 +116,74 @@ impl Mix {
 /// multiply-adds its check recomputes.
 pub fn honest_capture(
     key: &Key,
-    (m, n, k): (u64, u64, u64),
+    shape: (u64, u64, u64),
     col_ppm: u32,
     calls: u64,
 ) -> (Vec<u8>, u64) {
+    let (bytes, macs, _) = capture(key, shape, col_ppm, calls, None);
+    (bytes, macs)
+}
+
+/// A verifier-held weight for [`held_capture`]: `m` rows of `k` bf16 elements, the
+/// tensor `HELD_NAME` of a safetensors file.
+pub struct HeldWeight {
+    /// the tensor's bytes, row after row
+    pub data: Vec<u8>,
+    /// its id in the verifier's table
+    pub tensor: u32,
+}
+
+/// The name of the tensor [`held_capture`] references.
+pub const HELD_NAME: &str = "bench.weight";
+
+/// The weight of `held_capture`'s shape `(m, _, k)`: deterministic bf16 values.
+pub fn held_weight(m: u64, k: u64) -> Vec<u8> {
+    let mut rng = Mix(11);
+    let mut out = Vec::with_capacity((m * k * 2) as usize);
+    for _ in 0..m * k {
+        num::encode_one(DType::BF16, rng.bf16(), &mut out);
+    }
+    out
+}
+
+/// Writes `data` (`rows` x `cols` bf16) as the one tensor [`HELD_NAME`] of a
+/// safetensors file at `path`.
+pub fn write_held(path: &std::path::Path, rows: u64, cols: u64, data: &[u8]) -> Result<()> {
+    let mut header = format!(
+        "{{\"{HELD_NAME}\":{{\"dtype\":\"BF16\",\"shape\":[{rows},{cols}],\"data_offsets\":[0,{}]}}}}",
+        data.len()
+    );
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut bytes = Vec::with_capacity(8 + header.len() + data.len());
+    bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// [`honest_capture`] where op(A) is the verifier-held weight `held` (W stored row by
+/// row, as `nn.Linear` keeps it; op(A) = W): each sample references W's rows (the
+/// tensor, the matrix, each row's first element as evidence) instead of sending them.
+/// Returns also the bytes of held rows the check reads from the verifier's copy.
+pub fn held_capture(
+    key: &Key,
+    shape: (u64, u64, u64),
+    col_ppm: u32,
+    calls: u64,
+    held: &HeldWeight,
+) -> (Vec<u8>, u64, u64) {
+    capture(key, shape, col_ppm, calls, Some(held))
+}
+
+fn capture(
+    key: &Key,
+    (m, n, k): (u64, u64, u64),
+    col_ppm: u32,
+    calls: u64,
+    held: Option<&HeldWeight>,
+) -> (Vec<u8>, u64, u64) {
     let config = SamplingConfig {
         call_ppm: 1_000_000,
         col_ppm,
@@ -132,21 +207,38 @@ pub fn honest_capture(
     let (mut writer, mut bytes) = StreamWriter::new(key, &header);
     let mut rng = Mix(7);
     let mut macs = 0;
+    let mut held_bytes = 0;
     let mut samples = 0;
     for index in 0..calls {
         let mut call = recompute_call(k);
         (call.index, call.m, call.n) = (index, m, n);
         call.a.ld = m;
+        if held.is_some() {
+            // W (m x k, row-major) is, to cuBLAS, a column-major k x m matrix: op(A) = W
+            // is its transpose
+            (call.op_a, call.a.ld) = (Op::T, k);
+        }
         call.b.ld = k;
         (call.c.ld, call.d.ld) = (m, m);
         let mut records = vec![Record::Ledger(call.clone())];
         if let Some(draw) = schedule.draw(&call) {
             let plan = schedule.plan(&call, draw);
-            let rows: Vec<Vec<f64>> = plan
-                .rows
-                .iter()
-                .map(|_| (0..k).map(|_| rng.bf16()).collect())
-                .collect();
+            let row_bytes = 2 * k as usize;
+            let rows: Vec<Vec<f64>> = match held {
+                Some(w) => plan
+                    .rows
+                    .iter()
+                    .map(|&r| {
+                        num::decode(DType::BF16, &w.data[r as usize * row_bytes..][..row_bytes])
+                            .expect("bf16 decodes")
+                    })
+                    .collect(),
+                None => plan
+                    .rows
+                    .iter()
+                    .map(|_| (0..k).map(|_| rng.bf16()).collect())
+                    .collect(),
+            };
             let cols: Vec<Vec<f64>> = plan
                 .cols
                 .iter()
@@ -167,6 +259,9 @@ pub fn honest_capture(
                 }
             }
             macs += plan.entries() * k;
+            if held.is_some() {
+                held_bytes += (rows.len() * row_bytes) as u64;
+            }
             samples += 1;
             records.push(Record::Sample(Sample {
                 index,
@@ -176,7 +271,18 @@ pub fn honest_capture(
                 scale_b: None,
                 scale_c: None,
                 scale_d: None,
-                a_rows: OperandData::Inline(encode(&rows)),
+                a_rows: match held {
+                    Some(w) => OperandData::Reference {
+                        tensor: w.tensor,
+                        matrices: vec![0],
+                        evidence: plan
+                            .rows
+                            .iter()
+                            .flat_map(|&r| w.data[r as usize * row_bytes..][..2].to_vec())
+                            .collect(),
+                    },
+                    None => OperandData::Inline(encode(&rows)),
+                },
                 b_cols: OperandData::Inline(encode(&cols)),
                 c_in: Vec::new(),
                 d_out,
@@ -192,7 +298,7 @@ pub fn honest_capture(
         samples,
         gap_calls: 0,
     })]));
-    (bytes, macs)
+    (bytes, macs, held_bytes)
 }
 
 /// A bf16 GEMM with f32 accumulation and inner dimension k (shape set by the caller).
@@ -212,32 +318,72 @@ pub fn best_of_five(mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-/// Checks an in-memory capture as `bench` times it: one thread, the lenient policy.
-pub fn check_capture(key: &Key, bytes: &[u8]) -> Result<StreamReport, NotChecked> {
+/// Checks an in-memory capture as `bench` times it: one thread, the lenient policy,
+/// and the held weights a referencing capture needs.
+pub fn check_capture(
+    key: &Key,
+    bytes: &[u8],
+    weights: Option<&WeightPolicy>,
+) -> Result<StreamReport, NotChecked> {
     audit_reader_threads(
         "bench",
         bytes,
         key,
         (1, 1),
         &Policy::lenient(),
-        None,
+        weights,
         |_| {},
     )
 }
 
-/// Times `check` on the two captures and fits the two coefficients.
+/// Times `check` on one capture (best of five), which must pass with every entry
+/// checked.
+fn time_case(
+    name: &str,
+    key: &Key,
+    (bytes, macs, k): (&[u8], u64, u64),
+    weights: Option<&WeightPolicy>,
+) -> Result<Case> {
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let report = check_capture(key, bytes, weights)
+            .map_err(|e| anyhow::anyhow!("the bench capture {name} could not be read: {e:?}"))?;
+        best = best.min(t.elapsed().as_secs_f64());
+        if !report.passed() || report.entries_checked * k != macs {
+            bail!(
+                "the bench capture did not pass its own check (a verifier fault): {}",
+                report.to_text()
+            );
+        }
+    }
+    Ok(Case {
+        name: name.into(),
+        bytes: bytes.len() as u64,
+        macs,
+        held_bytes: 0,
+        seconds: best,
+    })
+}
+
+/// A file removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Times `check` on the captures and fits the coefficients.
 pub fn measure(calls: u64, mut progress: impl FnMut(&Case)) -> Result<Throughput> {
     let key = Key::from_bytes([0x5a; 32]);
     let mut cases = Vec::new();
+    const DECODE: (u64, u64, u64) = (4096, 16, 4096);
     // Far apart in bytes per multiply-add (about 1.6 and 0.1), so that the two costs
     // separate well.
     for (name, shape, col_ppm, calls) in [
-        (
-            "bf16 4096x16x4096 (decode)",
-            (4096, 16, 4096),
-            1000,
-            calls * 2,
-        ),
+        ("bf16 4096x16x4096 (decode)", DECODE, 1000, calls * 2),
         (
             "bf16 4096x4096x4096, 40x40",
             (4096, 4096, 4096),
@@ -245,36 +391,52 @@ pub fn measure(calls: u64, mut progress: impl FnMut(&Case)) -> Result<Throughput
             calls / 4,
         ),
     ] {
-        let calls = calls.max(4);
-        let (bytes, macs) = honest_capture(&key, shape, col_ppm, calls);
-        let mut best = f64::INFINITY;
-        for _ in 0..5 {
-            let t = Instant::now();
-            let report = check_capture(&key, &bytes).map_err(|e| {
-                anyhow::anyhow!("the bench capture {name} could not be read: {e:?}")
-            })?;
-            best = best.min(t.elapsed().as_secs_f64());
-            if !report.passed() || report.entries_checked * shape.2 != macs {
-                bail!(
-                    "the bench capture did not pass its own check (a verifier fault): {}",
-                    report.to_text()
-                );
-            }
-        }
-        let case = Case {
-            name: name.into(),
-            bytes: bytes.len() as u64,
-            macs,
-            seconds: best,
-        };
+        let (bytes, macs) = honest_capture(&key, shape, col_ppm, calls.max(4));
+        let case = time_case(name, &key, (&bytes, macs, shape.2), None)?;
         progress(&case);
         cases.push(case);
     }
     let (a, b) = fit(&cases)?;
+    // The decode shape again, op(A) a weight the verifier holds: what a held row's byte
+    // costs once the multiply-adds and the capture's own bytes are charged as above.
+    let (m, _, k) = DECODE;
+    let file = Scratch(
+        std::env::temp_dir().join(format!("mmaudit-bench-{}.safetensors", std::process::id())),
+    );
+    let data = held_weight(m, k);
+    write_held(&file.0, m, k, &data)?;
+    let registry = WeightRegistry::load(&[&file.0])?;
+    let tensor = registry
+        .id_of(HELD_NAME)
+        .context("the bench weight is not in its own file's table")?;
+    let weights = WeightPolicy {
+        registry: std::sync::Arc::new(registry),
+        required: false,
+    };
+    let held = HeldWeight { data, tensor };
+    let (bytes, macs, held_bytes) = held_capture(&key, DECODE, 1000, (calls * 2).max(4), &held);
+    let mut case = time_case(
+        "bf16 4096x16x4096 (decode), weights held",
+        &key,
+        (&bytes, macs, k),
+        Some(&weights),
+    )?;
+    case.held_bytes = held_bytes;
+    progress(&case);
+    let h = (case.seconds - a * macs as f64 - b * case.bytes as f64) / held_bytes as f64;
+    if !usable(h) {
+        bail!(
+            "the held-weights timing ({:.3} s) is below what its multiply-adds and capture bytes \
+             cost by the fit: the machine was too busy; run again",
+            case.seconds
+        );
+    }
+    cases.push(case);
     Ok(Throughput {
         cpu: cpu_name(),
         seconds_per_mac: a,
         seconds_per_byte: b,
+        seconds_per_held_byte: Some(h),
         cases,
     })
 }
@@ -282,7 +444,7 @@ pub fn measure(calls: u64, mut progress: impl FnMut(&Case)) -> Result<Throughput
 /// Solves `seconds = a macs + b bytes` for the two cases. A coefficient that comes out
 /// negative (the two timings too noisy to tell them apart) is refused.
 fn fit(cases: &[Case]) -> Result<(f64, f64)> {
-    let [p, q] = cases else {
+    let [p, q, ..] = cases else {
         bail!("two cases are needed");
     };
     let (m1, b1, t1) = (p.macs as f64, p.bytes as f64, p.seconds);
@@ -326,9 +488,12 @@ pub fn load(path: &std::path::Path) -> Result<Throughput> {
             path.display()
         )
     })?;
-    if !usable(t.seconds_per_mac) || !usable(t.seconds_per_byte) {
+    if !usable(t.seconds_per_mac)
+        || !usable(t.seconds_per_byte)
+        || t.seconds_per_held_byte.is_some_and(|h| !usable(h))
+    {
         bail!(
-            "{}: seconds_per_mac and seconds_per_byte must be positive numbers",
+            "{}: seconds_per_mac, seconds_per_byte and seconds_per_held_byte must be positive numbers",
             path.display()
         );
     }
@@ -341,13 +506,14 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         bail!("--calls must be at least 1");
     }
     crate::out::stdout(&format!(
-        "timing `check` on two honest bf16 captures, one thread, best of five ({} and {} calls)\n",
+        "timing `check` on three honest bf16 captures, one thread, best of five ({}, {} and {} calls)\n",
         args.calls * 2,
-        (args.calls / 4).max(4)
+        (args.calls / 4).max(4),
+        args.calls * 2,
     ));
     let t = measure(args.calls, |c| {
         crate::out::stdout(&format!(
-            "  {:<30} {:>8.1} MB {:>9.1} MMAC  {:>7.3} s  {:>7.1} MMAC/s  {:>6.1} MB/s\n",
+            "  {:<42} {:>8.1} MB {:>9.1} MMAC  {:>7.3} s  {:>7.1} MMAC/s  {:>6.1} MB/s\n",
             c.name,
             c.bytes as f64 / 1e6,
             c.macs as f64 / 1e6,
@@ -364,6 +530,13 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         t.seconds_per_byte * 1e9,
         1e-6 / t.seconds_per_byte
     ));
+    if let Some(h) = t.seconds_per_held_byte {
+        crate::out::stdout(&format!(
+            "held weights: {:.3} ns per byte of referenced rows ({:.0} MB/s)\n",
+            h * 1e9,
+            1e-6 / h
+        ));
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&t)? + "\n";
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -385,6 +558,7 @@ mod tests {
             name: String::new(),
             bytes,
             macs,
+            held_bytes: 0,
             seconds: a * macs as f64 + b * bytes as f64,
         };
         let (a, b) = (2e-9, 3e-9);
@@ -403,9 +577,47 @@ mod tests {
     fn a_small_bench_capture_passes_its_check() {
         let key = Key::from_bytes([3; 32]);
         let (bytes, macs) = honest_capture(&key, (64, 16, 256), 1000, 5);
-        let r = check_capture(&key, &bytes).unwrap();
+        let r = check_capture(&key, &bytes, None).unwrap();
         assert!(r.passed(), "{}", r.to_text());
         assert_eq!(r.entries_checked * 256, macs);
         assert!(macs > 0);
+    }
+
+    #[test]
+    fn a_held_weight_capture_passes_with_the_weight_and_fails_with_another() {
+        let key = Key::from_bytes([4; 32]);
+        let (m, k) = (64, 256);
+        let dir = std::env::temp_dir().join(format!("mmaudit-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let load = |name: &str, data: &[u8]| {
+            let path = dir.join(name);
+            write_held(&path, m, k, data).unwrap();
+            let registry = WeightRegistry::load(&[&path]).unwrap();
+            let tensor = registry.id_of(HELD_NAME).unwrap();
+            let policy = WeightPolicy {
+                registry: std::sync::Arc::new(registry),
+                required: false,
+            };
+            (policy, tensor)
+        };
+        let data = held_weight(m, k);
+        let (policy, tensor) = load("w.safetensors", &data);
+        let held = HeldWeight { data, tensor };
+        let (bytes, macs, held_bytes) = held_capture(&key, (m, 16, k), 1000, 6, &held);
+        let r = check_capture(&key, &bytes, Some(&policy)).unwrap();
+        assert!(r.passed(), "{}", r.to_text());
+        assert_eq!(r.entries_checked * k, macs);
+        assert!(macs > 0 && held_bytes > 0);
+        // without the weight the references cannot be resolved
+        assert!(!check_capture(&key, &bytes, None).unwrap().passed());
+        // another weight of the same shape and first column: every sampled row differs
+        let mut other = held.data.clone();
+        for row in other.chunks_exact_mut(2 * k as usize) {
+            row[2..].iter_mut().for_each(|b| *b ^= 0x01);
+        }
+        let (policy, _) = load("other.safetensors", &other);
+        let r = check_capture(&key, &bytes, Some(&policy)).unwrap();
+        assert!(!r.passed() && r.mismatched > 0, "{}", r.to_text());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

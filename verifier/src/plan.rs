@@ -807,7 +807,9 @@ pub struct Phase {
     pub fraction_checked: f64,
     /// cores of the `--verifier-bench` machine that keep up at the assumed tokens/s:
     /// `seconds_per_mac * verifier multiply-adds/s + seconds_per_byte * stream bytes/s`,
-    /// every sampled operand byte counted, held weights' too (an upper bound)
+    /// and with `--verifier-holds-weights` the referenced rows at the bench's
+    /// `seconds_per_held_byte` instead of as stream bytes (without that figure: every
+    /// sampled operand byte as a stream byte, an upper bound)
     pub verifier_cores: Option<f64>,
 }
 
@@ -1030,16 +1032,29 @@ pub fn plan(a: &PlanArgs) -> Result<PlanReport> {
                 "--verifier-bench needs a model (--hf-config): cores are given per phase of a run"
             );
         };
-        let tps = report.tokens_per_second;
+        let (tps, held) = (report.tokens_per_second, report.verifier_holds_weights);
         for ph in [&mut model.prefill, &mut model.decode] {
-            ph.verifier_cores = Some(
-                t.seconds_per_mac * ph.verifier_macs_per_second
-                    + t.seconds_per_byte * ph.bytes_per_token * tps,
-            );
+            ph.verifier_cores = Some(verifier_cores(&t, ph, tps, held));
         }
         report.verifier_bench = Some(t);
     }
     Ok(report)
+}
+
+/// Cores of the bench's machine that keep up with `ph` at `tps` tokens/s. A verifier
+/// that holds the weights reads the referenced rows from its copy at the bench's
+/// `seconds_per_held_byte` and the rest of the stream at `seconds_per_byte`; without
+/// that figure (a measurement saved before it existed) every sampled operand byte is
+/// charged as a capture byte, an upper bound.
+fn verifier_cores(t: &crate::bench::Throughput, ph: &Phase, tps: f64, held: bool) -> f64 {
+    let macs = t.seconds_per_mac * ph.verifier_macs_per_second;
+    match (held, t.seconds_per_held_byte) {
+        (true, Some(h)) => {
+            let rows = ph.sample_bytes_per_token - ph.sample_bytes_per_token_weights_held;
+            macs + t.seconds_per_byte * ph.bytes_per_token_weights_held * tps + h * rows * tps
+        }
+        _ => macs + t.seconds_per_byte * ph.bytes_per_token * tps,
+    }
 }
 
 fn plan_without_cores(a: &PlanArgs) -> Result<PlanReport> {
@@ -1832,10 +1847,15 @@ fn phase_lines(d: &mut Doc, ph: &Phase, unit: &str, r: &PlanReport) {
             "verifier cores",
             format!("{cores:.3}"),
             format!(
-                "Cores of the bench's machine ({}) to keep up at {tps}: {:.2} ns per multiply-add plus {:.2} ns per sample byte, held weights' rows counted (an upper bound).",
+                "Cores of the bench's machine ({}) to keep up at {tps}: {:.2} ns per multiply-add plus {:.2} ns per stream byte, {}.",
                 t.cpu,
                 t.seconds_per_mac * 1e9,
-                t.seconds_per_byte * 1e9
+                t.seconds_per_byte * 1e9,
+                match (r.verifier_holds_weights, t.seconds_per_held_byte) {
+                    (true, Some(h)) => format!("plus {:.2} ns per byte of held rows read from its copy", h * 1e9),
+                    (true, None) => "held weights' rows charged as stream bytes (an upper bound: the bench file predates held-weight timing)".into(),
+                    (false, _) => "every sampled row sent".into(),
+                }
             ),
         );
         d.line(
@@ -2644,6 +2664,7 @@ mod tests {
             cpu: "test".into(),
             seconds_per_mac: 1e-9,
             seconds_per_byte: 4e-9,
+            seconds_per_held_byte: Some(0.5e-9),
             cases: Vec::new(),
         };
         std::fs::write(&bench, serde_json::to_string(&t).unwrap()).unwrap();
@@ -2655,6 +2676,25 @@ mod tests {
                 1e-9 * ph.verifier_macs_per_token * 2000.0 + 4e-9 * ph.bytes_per_token * 2000.0;
             assert!(close(ph.verifier_cores.unwrap(), want, 1e-12));
         }
+        // holding the weights: their rows at the held rate, the rest of the stream as
+        // before; fewer cores than sending them
+        let rh = llama_report(&[
+            "--tokens-per-second",
+            "2000",
+            "--verifier-bench",
+            b,
+            "--verifier-holds-weights",
+        ]);
+        let mh = rh.model.as_ref().unwrap();
+        for ph in [&mh.prefill, &mh.decode] {
+            let rows = ph.sample_bytes_per_token - ph.sample_bytes_per_token_weights_held;
+            let want = 1e-9 * ph.verifier_macs_per_token * 2000.0
+                + 4e-9 * ph.bytes_per_token_weights_held * 2000.0
+                + 0.5e-9 * rows * 2000.0;
+            assert!(close(ph.verifier_cores.unwrap(), want, 1e-12));
+            assert!(rows > 0.0);
+        }
+        assert!(mh.decode.verifier_cores < m.decode.verifier_cores);
         // twice the rate, twice the cores
         let r2 = llama_report(&["--tokens-per-second", "4000", "--verifier-bench", b]);
         let d2 = r2.model.as_ref().unwrap().decode.verifier_cores.unwrap();

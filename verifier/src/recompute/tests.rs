@@ -1884,3 +1884,107 @@ fn f64_compute_and_f64_or_i32_operands_take_the_compensated_sum() {
         assert!(uses_lanes(&call), "{a:?}");
     }
 }
+
+/// The AVX2 code of the lane layout and the lane dot product gives, to the bit, what
+/// their portable definitions give: every k up to 70 and a few large ones, values over
+/// the whole range with signed zeros, infinities and NaNs mixed in.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn avx2_lanes_are_the_portable_lanes_to_the_bit() {
+    if !std::arch::is_x86_feature_detected!("avx2") {
+        eprintln!("no AVX2 here: nothing to compare");
+        return;
+    }
+    let mut rng = Rng::new(0x1a9e5);
+    let special = [
+        0.0,
+        -0.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        -f64::NAN,
+    ];
+    // a NaN's sign and payload are not part of any result (Rust leaves them open, and a
+    // NaN entry is judged as non-finite): every NaN compares as one
+    let one = |x: f64| {
+        if x.is_nan() {
+            f64::NAN.to_bits()
+        } else {
+            x.to_bits()
+        }
+    };
+    let bits = |v: &[f64]| v.iter().map(|&x| one(x)).collect::<Vec<_>>();
+    let stats = |(a, b, c, d): (f64, f64, f64, f64)| [a, b, c, d].map(one);
+    for k in (0..70).chain([4095, 4096, 4104, 65543]) {
+        for trial in 0..4 {
+            let vec = |rng: &mut Rng| -> Vec<f64> {
+                (0..k)
+                    .map(|_| {
+                        let r = rng.next();
+                        if trial > 1 && r % 53 == 7 {
+                            special[(r >> 8) as usize % special.len()]
+                        } else {
+                            // sign, a wide exponent and a 53-bit mantissa
+                            let m = (r >> 11) as f64 * exp2i(-53);
+                            let e = ((r >> 3) % 120) as i32 - 60;
+                            if r & 1 == 1 {
+                                -m * exp2i(e)
+                            } else {
+                                m * exp2i(e)
+                            }
+                        }
+                    })
+                    .collect()
+            };
+            let (a, b) = (vec(&mut rng), vec(&mut rng));
+            let seg = k / LANES;
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            // SAFETY: AVX2 checked above.
+            let f = unsafe { lay_out_avx2(&a[..seg * LANES], seg, &mut fast) };
+            let s = lay_out_body(&a[..seg * LANES], seg, &mut slow);
+            assert_eq!(bits(&fast), bits(&slow), "k={k}");
+            assert_eq!(
+                (f.0.map(one), f.1.map(one)),
+                (s.0.map(one), s.1.map(one)),
+                "k={k}"
+            );
+            let (la, lb) = (Lanes::new(&a), Lanes::new(&b));
+            // SAFETY: AVX2 checked above.
+            let fast = unsafe { lane_dot_avx2(&la, &lb) };
+            assert_eq!(
+                stats(fast),
+                stats(lane_dot_body(&la, &lb)),
+                "k={k} trial {trial}"
+            );
+        }
+    }
+}
+
+/// bf16 decoded where it is laid out (AVX2) gives the lanes of decoding first: every
+/// bit pattern (NaNs, infinities, subnormals, signed zeros) at k from 0 to 70 and a few
+/// large ones; an odd byte count is refused the same way.
+#[test]
+fn bf16_lanes_from_bytes_are_the_decoded_lanes() {
+    let mut rng = Rng::new(0xbf16);
+    let one = |x: f64| {
+        if x.is_nan() {
+            f64::NAN.to_bits()
+        } else {
+            x.to_bits()
+        }
+    };
+    let bits = |v: &[f64]| v.iter().map(|&x| one(x)).collect::<Vec<_>>();
+    for k in (0..70).chain([4095, 4096, 4104, 65543]) {
+        let bytes: Vec<u8> = (0..2 * k).map(|_| rng.next() as u8).collect();
+        let fast = Lanes::from_bytes(DType::BF16, &bytes).unwrap();
+        let slow = Lanes::new(&mmaudit_protocol::num::decode(DType::BF16, &bytes).unwrap());
+        assert_eq!(bits(&fast.main), bits(&slow.main), "k={k}");
+        assert_eq!(bits(&fast.tail), bits(&slow.tail), "k={k}");
+        assert_eq!(
+            (one(fast.l1), one(fast.max_abs)),
+            (one(slow.l1), one(slow.max_abs)),
+            "k={k}"
+        );
+    }
+    assert!(Lanes::from_bytes(DType::BF16, &[0; 17]).is_err());
+}
