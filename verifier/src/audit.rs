@@ -34,7 +34,9 @@ use crate::recompute::{self, Entry, ErrorModel, Lanes, Scalars};
 use crate::report::{
     ranges_text, ratio_bucket, ErrorHistogram, Failure, FailureKind, StreamReport, WeightReport,
 };
-use crate::weights::{Identity, Side, SideMatch, Unmatched, WeightPolicy};
+use crate::weights::{
+    HeldRows, Identity, Side, SideMatch, Unmatched, WeightPolicy, WeightRegistry,
+};
 
 /// Most row, column and batch indices one sampled call's plan may hold. A plan is
 /// built (and kept until its sample arrives) only for calls below it; an honest GEMM's
@@ -89,7 +91,7 @@ pub struct StreamAudit {
     threads: usize,
     /// Samples whose arithmetic check is deferred to the next batch, in stream order,
     /// and their encoded size.
-    deferred: Vec<(GemmCall, Plan, Sample)>,
+    deferred: Batch,
     deferred_bytes: usize,
     /// The threads checking batches (started at the first batch).
     pool: Option<Pool<Batch, Outcomes>>,
@@ -104,7 +106,11 @@ pub struct StreamAudit {
 }
 
 /// Samples checked by one thread as one job.
-type Batch = Vec<(GemmCall, Plan, Sample)>;
+type Batch = Vec<(GemmCall, Plan, Sample, Held)>;
+
+/// Where a sample's referenced operands lie in the held weights: op(A) rows, op(B)
+/// columns (`None`: sent inline).
+type Held = [Option<HeldRows>; 2];
 /// What the check of a batch found, sample by sample.
 type Outcomes = Vec<(GemmCall, Result<SampleOutcome, String>)>;
 /// Most samples in one batch.
@@ -646,10 +652,13 @@ impl StreamAudit {
     /// Checks a sample that fits a pending call (or an opening made into one): weight
     /// references and identity, then the arithmetic, now or in the next batch.
     fn check_sample(&mut self, call: GemmCall, plan: Plan, sample: Sample) {
-        let mut sample = sample;
+        let mut held = Held::default();
         if sample.check_shape(&call, &plan).is_ok() {
-            let referenced = match self.resolve_references(&call, &plan, &mut sample) {
-                Ok(sides) => sides,
+            let referenced = match self.resolve_references(&call, &plan, &sample) {
+                Ok((sides, rows)) => {
+                    held = rows;
+                    sides
+                }
                 Err(message) => {
                     self.report.mismatched += 1;
                     self.report.timeline.bin(call.index).failed += 1;
@@ -665,7 +674,7 @@ impl StreamAudit {
         }
         if self.threads > 1 {
             self.deferred_bytes += sample_bytes(&sample);
-            self.deferred.push((call, plan, sample));
+            self.deferred.push((call, plan, sample, held));
             if self.deferred.len() >= BATCH_SAMPLES || self.deferred_bytes >= BATCH_BYTES {
                 self.submit_batch();
                 // Apply what is done; wait only when too much is out.
@@ -677,7 +686,7 @@ impl StreamAudit {
             }
             return;
         }
-        let outcome = verify_sample(&call, &plan, &sample);
+        let outcome = verify_sample(&call, &plan, &sample, &held);
         self.apply_outcome(&call, outcome);
     }
 
@@ -695,8 +704,8 @@ impl StreamAudit {
                 let check = |batch: Batch| -> Outcomes {
                     batch
                         .into_iter()
-                        .map(|(call, plan, sample)| {
-                            let outcome = verify_sample(&call, &plan, &sample);
+                        .map(|(call, plan, sample, held)| {
+                            let outcome = verify_sample(&call, &plan, &sample, &held);
                             (call, outcome)
                         })
                         .collect()
@@ -788,19 +797,22 @@ impl StreamAudit {
         }
     }
 
-    /// Replaces each operand sent as a reference by the held rows it names, after
-    /// checking the reference against them (docs/PROTOCOL.md, "Sample record"). Returns
-    /// the referenced sides; an error names the tensor and what does not fit.
+    /// Finds the held rows each operand sent as a reference names, after checking the
+    /// reference against them (docs/PROTOCOL.md, "Sample record"). Returns the
+    /// referenced sides and where their rows lie; an error names the tensor and what
+    /// does not fit.
     fn resolve_references(
         &self,
         call: &GemmCall,
         plan: &Plan,
-        sample: &mut Sample,
-    ) -> Result<Vec<SideMatch>, String> {
+        sample: &Sample,
+    ) -> Result<(Vec<SideMatch>, Held), String> {
         let mut sides = Vec::new();
-        for (side, data, dtype, indices) in [
-            (Side::A, &mut sample.a_rows, call.a.dtype, &plan.rows),
-            (Side::B, &mut sample.b_cols, call.b.dtype, &plan.cols),
+        let mut held = Held::default();
+        let [held_a, held_b] = &mut held;
+        for (side, data, dtype, indices, rows) in [
+            (Side::A, &sample.a_rows, call.a.dtype, &plan.rows, held_a),
+            (Side::B, &sample.b_cols, call.b.dtype, &plan.cols, held_b),
         ] {
             let OperandData::Reference {
                 tensor,
@@ -815,13 +827,20 @@ impl StreamAudit {
                     "the capture references verifier-held weights (tensor id {tensor}); pass --weights with the files the live verifier held"
                 ));
             };
-            let (bytes, at) = policy
-                .registry
-                .resolve(side, *tensor, dtype, call.k, indices, matrices, evidence)?;
-            *data = OperandData::Inline(bytes);
+            let (found, at) = WeightRegistry::resolve(
+                &policy.registry,
+                side,
+                *tensor,
+                dtype,
+                call.k,
+                indices,
+                matrices,
+                evidence,
+            )?;
+            *rows = Some(found);
             sides.push(at);
         }
-        Ok(sides)
+        Ok((sides, held))
     }
 
     /// Weight identity of one sampled call whose data fit its plan. `referenced`: the
@@ -1093,16 +1112,49 @@ fn vector_scales(name: &str, bytes: &[u8]) -> Result<Vec<f64>, String> {
 }
 
 /// A sample's operands as the recomputation reads them.
-enum Operands {
-    /// the call's error model, rows of op(A) and columns of op(B) laid out for the
-    /// lane dot product
-    Lanes(ErrorModel, Vec<Lanes>, Vec<Lanes>),
+enum Operands<'a> {
+    /// the call's error model, the rows of op(A) as sent or held (each laid out for the
+    /// lane dot product when its entries come up, so that it is still in the cache for
+    /// them), and the columns of op(B) laid out
+    Lanes(ErrorModel, Vec<&'a [u8]>, Vec<Lanes>),
     /// all rows of op(A), then all columns of op(B), decoded in k order
     Plain(Vec<f64>, Vec<f64>),
 }
 
+/// One operand's sampled vectors as the recomputation reads them: sent with the sample,
+/// or rows of a held tensor read where they lie.
+enum Vectors<'a> {
+    Sent(&'a [u8]),
+    Held(&'a HeldRows),
+}
+
+impl<'a> Vectors<'a> {
+    /// The vectors, each `len` bytes.
+    fn each(&self, len: usize) -> Vec<&'a [u8]> {
+        match *self {
+            Vectors::Sent(bytes) => bytes.chunks_exact(len).collect(),
+            Vectors::Held(rows) => rows.rows().collect(),
+        }
+    }
+
+    fn of(data: &'a OperandData, held: &'a Option<HeldRows>) -> Result<Vectors<'a>, String> {
+        match (held, data) {
+            (Some(rows), _) => Ok(Vectors::Held(rows)),
+            (None, OperandData::Inline(bytes)) => Ok(Vectors::Sent(bytes)),
+            (None, OperandData::Reference { .. }) => {
+                Err("an operand reference was not resolved".into())
+            }
+        }
+    }
+}
+
 /// Checks every entry of one sample against its call and plan.
-fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutcome, String> {
+fn verify_sample(
+    call: &GemmCall,
+    plan: &Plan,
+    s: &Sample,
+    held: &Held,
+) -> Result<SampleOutcome, String> {
     s.check_shape(call, plan)?;
     let scalars = Scalars {
         alpha: resolve("alpha", call.alpha, s.alpha)?,
@@ -1112,30 +1164,27 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
         scale_c: scale("scale_c", call.has(flags::SCALE_C), s.scale_c)?,
         scale_d: scale("scale_d", call.has(flags::SCALE_D), s.scale_d)?,
     };
-    let (OperandData::Inline(a_bytes), OperandData::Inline(b_bytes)) = (&s.a_rows, &s.b_cols)
-    else {
-        return Err("an operand reference was not resolved".into());
-    };
+    let a_vectors = Vectors::of(&s.a_rows, &held[0])?;
+    let b_vectors = Vectors::of(&s.b_cols, &held[1])?;
     let k = call.k as usize;
     // Rows and columns laid out once for the lane dot product as they are decoded, each
     // used by every entry it meets; f64 and exact integer arithmetic take the plain path.
     let lane_model = recompute::lane_model(call).filter(|_| k > 0);
     let operands = if let Some(model) = lane_model {
-        let lanes = |what: &str, dtype: DType, bytes: &[u8]| -> Result<Vec<Lanes>, String> {
-            bytes
-                .chunks_exact(k * dtype.size())
-                .map(|v| Lanes::from_bytes(dtype, v).map_err(|e| format!("{what}: {e}")))
-                .collect()
-        };
-        Operands::Lanes(
-            model,
-            lanes("op(A) rows", call.a.dtype, a_bytes)?,
-            lanes("op(B) columns", call.b.dtype, b_bytes)?,
-        )
+        let cols = b_vectors
+            .each(k * call.b.dtype.size())
+            .into_iter()
+            .map(|v| Lanes::from_bytes(call.b.dtype, v).map_err(|e| format!("op(B) columns: {e}")))
+            .collect::<Result<_, _>>()?;
+        Operands::Lanes(model, a_vectors.each(k * call.a.dtype.size()), cols)
     } else {
+        let plain = |what: &str, dtype: DType, v: &Vectors| match v {
+            Vectors::Sent(bytes) => decode(what, dtype, bytes),
+            Vectors::Held(rows) => decode(what, dtype, &rows.to_bytes()),
+        };
         Operands::Plain(
-            decode("op(A) rows", call.a.dtype, a_bytes)?,
-            decode("op(B) columns", call.b.dtype, b_bytes)?,
+            plain("op(A) rows", call.a.dtype, &a_vectors)?,
+            plain("op(B) columns", call.b.dtype, &b_vectors)?,
         )
     };
     let c = decode("C entries", call.c.dtype, &s.c_in)?;
@@ -1147,6 +1196,7 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
     let col_scales = vector_scales("column scales", &s.scale_cols)?;
 
     let (nr, nc) = (plan.rows.len(), plan.cols.len());
+    let mut a_lanes = Lanes::default();
     let mut out = SampleOutcome {
         entries: 0,
         mismatches: Vec::new(),
@@ -1159,6 +1209,11 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
     for (bi, &batch) in plan.batches.iter().enumerate() {
         for (ri, &row) in plan.rows.iter().enumerate() {
             let a_at = bi * nr + ri;
+            if let Operands::Lanes(_, rows, _) = &operands {
+                a_lanes
+                    .fill_bytes(call.a.dtype, rows[a_at])
+                    .map_err(|e| format!("op(A) rows: {e}"))?;
+            }
             for (ci, &col) in plan.cols.iter().enumerate() {
                 let b_at = bi * nc + ci;
                 let e = a_at * nc + ci;
@@ -1173,10 +1228,10 @@ fn verify_sample(call: &GemmCall, plan: &Plan, s: &Sample) -> Result<SampleOutco
                     scalars.scale_b = v;
                 }
                 let r = match &operands {
-                    Operands::Lanes(model, rows, cols) => recompute::check_entry_lanes(
+                    Operands::Lanes(model, _, cols) => recompute::check_entry_lanes(
                         (call, model),
                         &scalars,
-                        (&rows[a_at], &cols[b_at]),
+                        (&a_lanes, &cols[b_at]),
                         c_in,
                         bias,
                         d[e],

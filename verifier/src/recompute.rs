@@ -793,11 +793,18 @@ impl Lanes {
         self.max_abs = max.iter().chain(tail).fold(0.0, |m: f64, x| m.max(x.abs()));
     }
 
-    /// Lays out the elements of a little-endian vector of `dtype`. bf16 on a processor
-    /// with AVX2 is decoded where it is laid out (eight elements per step, measured
-    /// faster); anything else is decoded in one pass and laid out in a second (measured
-    /// faster than decoding each element where it is placed with scalar code).
+    /// Lays out the elements of a little-endian vector of `dtype`.
     pub fn from_bytes(dtype: DType, bytes: &[u8]) -> Result<Lanes, num::NumError> {
+        let mut lanes = Lanes::default();
+        lanes.fill_bytes(dtype, bytes)?;
+        Ok(lanes)
+    }
+
+    /// [`Lanes::from_bytes`] in place of what this held, reusing its memory. bf16 on a
+    /// processor with AVX2 is decoded where it is laid out (eight elements per step,
+    /// measured faster); anything else is decoded in one pass and laid out in a second
+    /// (measured faster than decoding each element where it is placed with scalar code).
+    pub fn fill_bytes(&mut self, dtype: DType, bytes: &[u8]) -> Result<(), num::NumError> {
         #[cfg(target_arch = "x86_64")]
         {
             if dtype == DType::BF16
@@ -806,14 +813,15 @@ impl Lanes {
             {
                 let seg = bytes.len() / 2 / LANES;
                 let (segments, tail) = bytes.split_at(2 * seg * LANES);
-                let mut lanes = Lanes::default();
+                self.main.clear();
                 // SAFETY: the processor has AVX2, checked just above.
-                let stats = unsafe { lay_out_bf16_avx2(segments, seg, &mut lanes.main) };
-                lanes.finish(stats, &num::decode(dtype, tail)?);
-                return Ok(lanes);
+                let stats = unsafe { lay_out_bf16_avx2(segments, seg, &mut self.main) };
+                self.finish(stats, &num::decode(dtype, tail)?);
+                return Ok(());
             }
         }
-        Ok(Lanes::new(&num::decode(dtype, bytes)?))
+        self.fill(&num::decode(dtype, bytes)?);
+        Ok(())
     }
 
     /// k, the number of elements.

@@ -26,6 +26,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use memmap2::Mmap;
@@ -598,6 +599,48 @@ impl WeightRegistry {
 /// A stored row of a held tensor, as a reference names it.
 struct RowRef<'r> {
     bytes: &'r [u8],
+    /// where it starts in its file
+    at: usize,
+}
+
+/// The rows of a held tensor that a sample's operand references, where they lie in the
+/// verifier's copy (resolved and checked by [`WeightRegistry::resolve`]; nothing is
+/// copied). Shares the registry, so it can go to another thread with its sample.
+#[derive(Clone)]
+pub struct HeldRows {
+    registry: Arc<WeightRegistry>,
+    file: usize,
+    /// each row's offset in the file, in the sample's order (`[batch][index]`)
+    offsets: Vec<usize>,
+    /// bytes per row (k elements)
+    len: usize,
+}
+
+impl HeldRows {
+    /// The rows, in the sample's order.
+    pub fn rows(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let map = &self.registry.files[self.file].map;
+        // in bounds: `resolve` took each row from the map at these offsets
+        self.offsets.iter().map(move |&at| &map[at..at + self.len])
+    }
+
+    /// The rows one after the other, as the sample would have carried them inline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.offsets.len() * self.len);
+        self.rows().for_each(|r| out.extend_from_slice(r));
+        out
+    }
+}
+
+impl std::fmt::Debug for HeldRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "HeldRows({} rows of {} bytes)",
+            self.offsets.len(),
+            self.len
+        )
+    }
 }
 
 impl WeightRegistry {
@@ -673,15 +716,15 @@ impl WeightRegistry {
 
     /// Resolves an operand sent as a reference (docs/PROTOCOL.md, "Sample record"):
     /// checks the tensor, matrices, rows and evidence against the held copy and returns
-    /// the sampled vectors as inline data (`[batch][index][k]`) and how the operand sits
-    /// in the tensor. The error names the tensor and what does not fit.
+    /// where the sampled vectors lie in it (`[batch][index]`, each of k elements) and how
+    /// the operand sits in the tensor. The error names the tensor and what does not fit.
     ///
     /// `indices` are the plan's rows (op(A)) or columns (op(B)); `matrices` and
     /// `evidence` have the lengths [`mmaudit_protocol::record::Sample::check_shape`]
     /// checked.
     #[allow(clippy::too_many_arguments)]
     pub fn resolve(
-        &self,
+        registry: &Arc<WeightRegistry>,
         side: Side,
         tensor: u32,
         dtype: DType,
@@ -689,19 +732,20 @@ impl WeightRegistry {
         indices: &[u64],
         matrices: &[u32],
         evidence: &[u8],
-    ) -> Result<(Vec<u8>, SideMatch), String> {
+    ) -> Result<(HeldRows, SideMatch), String> {
         let op = match side {
             Side::A => "op(A)",
             Side::B => "op(B)",
         };
+        let this = registry.as_ref();
         let Some(t) = usize::try_from(tensor)
             .ok()
-            .and_then(|i| self.by_id.get(i))
-            .map(|&i| &self.tensors[i])
+            .and_then(|i| this.by_id.get(i))
+            .map(|&i| &this.tensors[i])
         else {
             return Err(format!(
                 "{op} references tensor id {tensor}, which the verifier's table does not have ({} tensors)",
-                self.by_id.len()
+                this.by_id.len()
             ));
         };
         let name = &t.name;
@@ -714,7 +758,7 @@ impl WeightRegistry {
             ));
         }
         let es = dtype.size();
-        let mut out = Vec::with_capacity(matrices.len() * indices.len() * es * k as usize);
+        let mut offsets = Vec::with_capacity(matrices.len() * indices.len());
         for (bi, &e) in matrices.iter().enumerate() {
             if e as u64 >= t.slices {
                 return Err(format!(
@@ -724,7 +768,7 @@ impl WeightRegistry {
                 ));
             }
             for (xi, &x) in indices.iter().enumerate() {
-                let row = self.row(t, e as u64, x).ok_or_else(|| {
+                let row = this.row(t, e as u64, x).ok_or_else(|| {
                     format!(
                         "{op} references row {x} of tensor {name} (id {tensor}), which has {} rows",
                         t.rows
@@ -739,7 +783,7 @@ impl WeightRegistry {
                         hex(&row.bytes[..es])
                     ));
                 }
-                out.extend_from_slice(row.bytes);
+                offsets.push(row.at);
             }
         }
         let slice = if t.slices == 1 {
@@ -750,7 +794,12 @@ impl WeightRegistry {
             Slice::PerBatch
         };
         Ok((
-            out,
+            HeldRows {
+                registry: Arc::clone(registry),
+                file: t.file,
+                offsets,
+                len: es * k as usize,
+            },
             SideMatch {
                 side,
                 tensor: name.clone(),
@@ -774,7 +823,7 @@ impl WeightRegistry {
         let len = usize::try_from(t.cols.checked_mul(es)?).ok()?;
         let at = t.offset.checked_add(usize::try_from(at).ok()?)?;
         let bytes = self.files[t.file].map.get(at..)?.get(..len)?;
-        Some(RowRef { bytes })
+        Some(RowRef { bytes, at })
     }
 }
 
