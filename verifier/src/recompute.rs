@@ -786,7 +786,7 @@ impl Lanes {
 
     /// After the segments are laid out: the last `k mod LANES` elements, and the sum and
     /// largest of |x| from the lanes' and the tail's.
-    fn finish(&mut self, (l1, max): ([f64; LANES], [f64; LANES]), tail: &[f64]) {
+    fn finish(&mut self, (l1, max): AbsLanes, tail: &[f64]) {
         self.tail.clear();
         self.tail.extend_from_slice(tail);
         self.l1 = l1.iter().sum::<f64>() + tail.iter().map(|x| x.abs()).sum::<f64>();
@@ -838,7 +838,7 @@ impl Lanes {
 /// Appends `segments` (`LANES` segments of `seg` elements) to `out` in lane order (the
 /// `j`-th element of every segment together) and returns each lane's sum of |x| and
 /// largest |x|.
-fn lay_out(segments: &[f64], seg: usize, out: &mut Vec<f64>) -> ([f64; LANES], [f64; LANES]) {
+fn lay_out(segments: &[f64], seg: usize, out: &mut Vec<f64>) -> AbsLanes {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -850,7 +850,7 @@ fn lay_out(segments: &[f64], seg: usize, out: &mut Vec<f64>) -> ([f64; LANES], [
 }
 
 /// [`lay_out`]'s definition (and its code where AVX2 is missing).
-fn lay_out_body(segments: &[f64], seg: usize, out: &mut Vec<f64>) -> ([f64; LANES], [f64; LANES]) {
+fn lay_out_body(segments: &[f64], seg: usize, out: &mut Vec<f64>) -> AbsLanes {
     let mut l1 = [0.0f64; LANES];
     let mut max = [0.0f64; LANES];
     if seg == 0 {
@@ -874,119 +874,64 @@ fn lay_out_body(segments: &[f64], seg: usize, out: &mut Vec<f64>) -> ([f64; LANE
 /// [`lay_out_body`] in AVX2 registers, the same operations (to the bit: tested).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn lay_out_avx2(
-    segments: &[f64],
-    seg: usize,
-    out: &mut Vec<f64>,
-) -> ([f64; LANES], [f64; LANES]) {
+unsafe fn lay_out_avx2(segments: &[f64], seg: usize, out: &mut Vec<f64>) -> AbsLanes {
     use std::arch::x86_64::*;
     assert!(segments.len() >= seg * LANES);
     let src = segments.as_ptr();
+    out.reserve(seg * LANES);
+    let dst = out.spare_capacity_mut().as_mut_ptr().cast::<f64>();
     // SAFETY: AVX2 (this function's requirement); element j of segment l is at l * seg
-    // + j < seg * LANES <= segments.len(); `dst` has room for seg * LANES elements.
+    // + j < seg * LANES <= segments.len(); `dst` has room for seg * LANES elements
+    // (reserved), all written before the length is set.
     unsafe {
-        let (dst, mut acc) = avx2::Acc::start(out, seg);
+        let mut acc = avx2::Acc::new();
         for j in 0..seg {
             let at = |l: usize| *src.add(l * seg + j);
             // _mm256_set_pd takes the highest element first
-            acc.put(
-                dst.add(j * LANES),
+            let x = (
                 _mm256_set_pd(at(3), at(2), at(1), at(0)),
                 _mm256_set_pd(at(7), at(6), at(5), at(4)),
             );
+            avx2::store(dst.add(j * LANES), x);
+            acc.count(x);
         }
-        acc.finish(out, seg)
+        out.set_len(out.len() + seg * LANES);
+        acc.lanes()
     }
 }
 
 /// [`lay_out_avx2`] of the values of bf16 elements (little-endian bytes), decoded as
-/// [`num::decode`] does (the bits are the upper half of an f32, widened exactly). Eight
-/// steps at a time: eight elements of each segment loaded together and transposed in
-/// registers.
+/// [`num::decode`] does (the bits are the upper half of an f32, widened exactly).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn lay_out_bf16_avx2(
-    bytes: &[u8],
-    seg: usize,
-    out: &mut Vec<f64>,
-) -> ([f64; LANES], [f64; LANES]) {
-    use std::arch::x86_64::*;
+unsafe fn lay_out_bf16_avx2(bytes: &[u8], seg: usize, out: &mut Vec<f64>) -> AbsLanes {
     assert!(bytes.len() >= 2 * seg * LANES);
-    let src = bytes.as_ptr().cast::<u16>();
-    // One step's eight bf16 (lane order) as f64, lanes 0-3 and 4-7.
-    let widen = |halves: __m128i| {
-        let f32s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
-        (
-            _mm256_cvtps_pd(_mm256_castps256_ps128(f32s)),
-            _mm256_cvtps_pd(_mm256_extractf128_ps(f32s, 1)),
-        )
-    };
-    // SAFETY: AVX2 (this function's requirement); element j of segment l is at l * seg
-    // + j < seg * LANES, within the bytes (read unaligned; x86 is little-endian, as the
-    // stream); `dst` has room for seg * LANES elements.
+    out.reserve(seg * LANES);
+    let dst = out.spare_capacity_mut().as_mut_ptr().cast::<f64>();
+    // SAFETY: AVX2 (this function's requirement); `dst` has room for seg * LANES
+    // elements (reserved), all written before the length is set.
     unsafe {
-        let (dst, mut acc) = avx2::Acc::start(out, seg);
-        let mut j = 0;
-        while j + 8 <= seg {
-            // r[l]: elements j..j+8 of segment l; transposed, c[i]: step j+i
-            let r: [__m128i; LANES] =
-                std::array::from_fn(|l| _mm_loadu_si128(src.add(l * seg + j).cast()));
-            let t: [__m128i; LANES] = std::array::from_fn(|i| {
-                let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
-                if i % 2 == 0 {
-                    _mm_unpacklo_epi16(a, b)
-                } else {
-                    _mm_unpackhi_epi16(a, b)
-                }
-            });
-            // u[0..4]: lanes 0-3 of steps (0,1), (2,3), (4,5), (6,7); u[4..8]: lanes 4-7
-            let u: [__m128i; LANES] = std::array::from_fn(|i| {
-                let h = i / 4 * 4;
-                let (a, b) = (t[h + (i % 4) / 2], t[h + 2 + (i % 4) / 2]);
-                if i % 2 == 0 {
-                    _mm_unpacklo_epi32(a, b)
-                } else {
-                    _mm_unpackhi_epi32(a, b)
-                }
-            });
-            for i in 0..8 {
-                let (a, b) = (u[i / 2], u[4 + i / 2]);
-                let c = if i % 2 == 0 {
-                    _mm_unpacklo_epi64(a, b)
-                } else {
-                    _mm_unpackhi_epi64(a, b)
-                };
-                let (xa, xb) = widen(c);
-                acc.put(dst.add((j + i) * LANES), xa, xb);
-            }
-            j += 8;
-        }
-        while j < seg {
-            let at = |l: usize| src.add(l * seg + j).read_unaligned() as i16;
-            let (xa, xb) = widen(_mm_set_epi16(
-                at(7),
-                at(6),
-                at(5),
-                at(4),
-                at(3),
-                at(2),
-                at(1),
-                at(0),
-            ));
-            acc.put(dst.add(j * LANES), xa, xb);
-            j += 1;
-        }
-        acc.finish(out, seg)
+        let mut acc = avx2::Acc::new();
+        avx2::bf16_steps(bytes, seg, |j, x| {
+            avx2::store(dst.add(j * LANES), x);
+            acc.count(x);
+        });
+        out.set_len(out.len() + seg * LANES);
+        acc.lanes()
     }
 }
 
-/// The AVX2 lane code's shared parts.
+/// The AVX2 lane code's shared parts. One step is [`LANES`] values, lanes 0-3 and 4-7
+/// each in one register.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::LANES;
+    use super::{AbsLanes, LANES};
     use std::arch::x86_64::*;
 
-    /// Each lane's sum of |x| and largest |x| over the steps laid out so far, as
+    /// One step: lanes 0-3, lanes 4-7.
+    pub type Step = (__m256d, __m256d);
+
+    /// Each lane's sum of |x| and largest |x| over the steps counted, as
     /// [`super::lay_out_body`] computes them.
     pub struct Acc {
         sign: __m256d,
@@ -995,38 +940,27 @@ mod avx2 {
     }
 
     impl Acc {
-        /// Room for `seg` steps at the end of `out`: where they go, and empty sums.
-        ///
         /// # Safety
-        /// AVX2 is present.
+        /// AVX2 is present (so for every method).
         #[inline(always)]
-        pub unsafe fn start(out: &mut Vec<f64>, seg: usize) -> (*mut f64, Acc) {
-            out.reserve(seg * LANES);
-            // SAFETY: AVX2 (the caller's contract); the pointer is the end of `out`, with
-            // room for seg * LANES elements.
+        pub unsafe fn new() -> Acc {
+            // SAFETY: AVX2 (the caller's contract).
             unsafe {
                 let zero = _mm256_setzero_pd();
-                (
-                    out.as_mut_ptr().add(out.len()),
-                    Acc {
-                        sign: _mm256_set1_pd(-0.0),
-                        l1: [zero; 2],
-                        max: [zero; 2],
-                    },
-                )
+                Acc {
+                    sign: _mm256_set1_pd(-0.0),
+                    l1: [zero; 2],
+                    max: [zero; 2],
+                }
             }
         }
 
-        /// Writes one step (lanes 0-3 and 4-7) at `dst` and counts it.
-        ///
         /// # Safety
-        /// AVX2 is present and `dst` has room for [`LANES`] elements.
+        /// AVX2 is present.
         #[inline(always)]
-        pub unsafe fn put(&mut self, dst: *mut f64, xa: __m256d, xb: __m256d) {
-            // SAFETY: the caller's contract.
+        pub unsafe fn count(&mut self, (xa, xb): Step) {
+            // SAFETY: AVX2 (the caller's contract).
             unsafe {
-                _mm256_storeu_pd(dst, xa);
-                _mm256_storeu_pd(dst.add(4), xb);
                 for (h, x) in [xa, xb].into_iter().enumerate() {
                     let ax = _mm256_andnot_pd(self.sign, x);
                     self.l1[h] = _mm256_add_pd(self.l1[h], ax);
@@ -1036,38 +970,181 @@ mod avx2 {
             }
         }
 
-        /// After `seg` steps were put: `out` holds them; the sums and maxima per lane.
+        /// The sums and maxima per lane.
         ///
         /// # Safety
-        /// AVX2 is present and all `seg` steps after `out`'s end were put.
+        /// AVX2 is present.
         #[inline(always)]
-        pub unsafe fn finish(self, out: &mut Vec<f64>, seg: usize) -> ([f64; LANES], [f64; LANES]) {
-            // SAFETY: the caller's contract: the elements are written.
+        pub unsafe fn lanes(&self) -> AbsLanes {
+            // SAFETY: AVX2 (the caller's contract).
+            unsafe { (lanes(self.l1), lanes(self.max)) }
+        }
+    }
+
+    /// The lane dot product's running sums, as [`super::lane_dot_body`] computes them.
+    pub struct Dot {
+        sign: __m256d,
+        acc: [__m256d; 2],
+        lo: [__m256d; 2],
+        hi: [__m256d; 2],
+        s: [__m256d; 2],
+    }
+
+    impl Dot {
+        /// # Safety
+        /// AVX2 is present (so for every method).
+        #[inline(always)]
+        pub unsafe fn new() -> Dot {
+            // SAFETY: AVX2 (the caller's contract).
             unsafe {
-                out.set_len(out.len() + seg * LANES);
-                (
-                    lanes(self.l1[0], self.l1[1]),
-                    lanes(self.max[0], self.max[1]),
-                )
+                let zero = _mm256_setzero_pd();
+                Dot {
+                    sign: _mm256_set1_pd(-0.0),
+                    acc: [zero; 2],
+                    lo: [zero; 2],
+                    hi: [zero; 2],
+                    s: [zero; 2],
+                }
+            }
+        }
+
+        /// One step: `x` times the [`LANES`] values at `y`.
+        ///
+        /// # Safety
+        /// AVX2 is present and `y` points at [`LANES`] readable values.
+        #[inline(always)]
+        pub unsafe fn step(&mut self, (xa, xb): Step, y: *const f64) {
+            // SAFETY: the caller's contract.
+            unsafe {
+                let p = [
+                    _mm256_mul_pd(xa, _mm256_loadu_pd(y)),
+                    _mm256_mul_pd(xb, _mm256_loadu_pd(y.add(4))),
+                ];
+                for (h, p) in p.into_iter().enumerate() {
+                    self.acc[h] = _mm256_add_pd(self.acc[h], p);
+                    // vminpd(x, y) is `if x < y { x } else { y }`, vmaxpd the same with >
+                    self.lo[h] = _mm256_min_pd(self.acc[h], self.lo[h]);
+                    self.hi[h] = _mm256_max_pd(self.acc[h], self.hi[h]);
+                    self.s[h] = _mm256_add_pd(self.s[h], _mm256_andnot_pd(self.sign, p));
+                }
+            }
+        }
+
+        /// Per lane: the running sum, the smallest and largest prefix sums, the sum of
+        /// |products|.
+        ///
+        /// # Safety
+        /// AVX2 is present.
+        #[inline(always)]
+        pub unsafe fn lanes(&self) -> [[f64; LANES]; 4] {
+            // SAFETY: AVX2 (the caller's contract).
+            unsafe {
+                [
+                    lanes(self.acc),
+                    lanes(self.lo),
+                    lanes(self.hi),
+                    lanes(self.s),
+                ]
             }
         }
     }
 
-    /// Lanes 0-3 and 4-7 as one array.
+    /// The steps of `seg * LANES` bf16 elements (little-endian bytes, segment `l` at
+    /// elements `l * seg ..`) decoded as [`mmaudit_protocol::num::decode`] does (the
+    /// bits are the upper half of an f32, widened exactly), handed to `f` with their
+    /// step number in order. Eight steps at a time: eight elements of each segment
+    /// loaded together and transposed in registers.
     ///
     /// # Safety
-    /// AVX2 is present.
+    /// AVX2 is present and `bytes` holds at least `2 * seg * LANES` bytes.
     #[inline(always)]
-    pub unsafe fn lanes(a: __m256d, b: __m256d) -> [f64; LANES] {
+    pub unsafe fn bf16_steps(bytes: &[u8], seg: usize, mut f: impl FnMut(usize, Step)) {
+        let src = bytes.as_ptr().cast::<u16>();
+        // SAFETY: AVX2 (the caller's contract); element j of segment l is at l * seg + j
+        // < seg * LANES, within the bytes (read unaligned; x86 is little-endian, as the
+        // stream).
+        unsafe {
+            let mut j = 0;
+            while j + 8 <= seg {
+                // r[l]: elements j..j+8 of segment l; transposed, c: step j+i
+                let r: [__m128i; LANES] =
+                    std::array::from_fn(|l| _mm_loadu_si128(src.add(l * seg + j).cast()));
+                let t: [__m128i; LANES] = std::array::from_fn(|i| {
+                    let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                    if i % 2 == 0 {
+                        _mm_unpacklo_epi16(a, b)
+                    } else {
+                        _mm_unpackhi_epi16(a, b)
+                    }
+                });
+                // u[0..4]: lanes 0-3 of steps (0,1), (2,3), (4,5), (6,7); u[4..8]: lanes 4-7
+                let u: [__m128i; LANES] = std::array::from_fn(|i| {
+                    let h = i / 4 * 4;
+                    let (a, b) = (t[h + (i % 4) / 2], t[h + 2 + (i % 4) / 2]);
+                    if i % 2 == 0 {
+                        _mm_unpacklo_epi32(a, b)
+                    } else {
+                        _mm_unpackhi_epi32(a, b)
+                    }
+                });
+                for i in 0..8 {
+                    let (a, b) = (u[i / 2], u[4 + i / 2]);
+                    let c = if i % 2 == 0 {
+                        _mm_unpacklo_epi64(a, b)
+                    } else {
+                        _mm_unpackhi_epi64(a, b)
+                    };
+                    f(j + i, widen(c));
+                }
+                j += 8;
+            }
+            while j < seg {
+                let at = |l: usize| src.add(l * seg + j).read_unaligned() as i16;
+                let step = _mm_set_epi16(at(7), at(6), at(5), at(4), at(3), at(2), at(1), at(0));
+                f(j, widen(step));
+                j += 1;
+            }
+        }
+    }
+
+    /// Eight bf16 (in lane order) as f64.
+    #[inline(always)]
+    unsafe fn widen(halves: __m128i) -> Step {
+        // SAFETY: AVX2 (the caller's contract).
+        unsafe {
+            let f32s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+            (
+                _mm256_cvtps_pd(_mm256_castps256_ps128(f32s)),
+                _mm256_cvtps_pd(_mm256_extractf128_ps(f32s, 1)),
+            )
+        }
+    }
+
+    /// Writes one step at `dst`.
+    ///
+    /// # Safety
+    /// AVX2 is present and `dst` has room for [`LANES`] values.
+    #[inline(always)]
+    pub unsafe fn store(dst: *mut f64, (xa, xb): Step) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            _mm256_storeu_pd(dst, xa);
+            _mm256_storeu_pd(dst.add(4), xb);
+        }
+    }
+
+    /// Lanes 0-3 and 4-7 as one array.
+    #[inline(always)]
+    unsafe fn lanes([a, b]: [__m256d; 2]) -> [f64; LANES] {
         let mut o = [0.0f64; LANES];
         // SAFETY: AVX2 (the caller's contract); o has room for eight f64.
-        unsafe {
-            _mm256_storeu_pd(o.as_mut_ptr(), a);
-            _mm256_storeu_pd(o.as_mut_ptr().add(4), b);
-        }
+        unsafe { store(o.as_mut_ptr(), (a, b)) };
         o
     }
 }
+
+/// Per lane: the sum of |x| and the largest |x| of the elements laid out.
+type AbsLanes = ([f64; LANES], [f64; LANES]);
 
 /// What the reference's loop over k yields.
 struct DotStats {
@@ -1097,8 +1174,13 @@ impl DotStats {
     /// `gamma(k + LANES, 2^-53) S` (Higham, Accuracy and Stability of Numerical
     /// Algorithms, 2nd ed., section 4.2, for any summation order).
     fn lanes(a: &Lanes, b: &Lanes) -> DotStats {
-        let (dot, s, lo, hi) = lane_dot(a, b);
-        let k = a.len() as u64;
+        DotStats::of_lanes(lane_dot(a, b), a.len() as u64, a, b)
+    }
+
+    /// [`DotStats::lanes`] from the lane dot product's result, k, and the operands'
+    /// sums and maxima of |x| (`a`'s laid-out elements may be absent: see
+    /// [`lanes_bf16_row`]).
+    fn of_lanes((dot, s, lo, hi): (f64, f64, f64, f64), k: u64, a: &Lanes, b: &Lanes) -> DotStats {
         let g = gamma((k + LANES as u64) as f64, exp2i(-53));
         DotStats {
             k,
@@ -1217,39 +1299,81 @@ unsafe fn lane_dot_avx2(a: &Lanes, b: &Lanes) -> (f64, f64, f64, f64) {
     use std::arch::x86_64::*;
     let n = a.main.len().min(b.main.len()) / LANES * LANES;
     let (x, y) = (a.main.as_ptr(), b.main.as_ptr());
-    let sign = _mm256_set1_pd(-0.0);
-    let zero = _mm256_setzero_pd();
-    let (mut acc0, mut acc1) = (zero, zero);
-    let (mut lo0, mut lo1) = (zero, zero);
-    let (mut hi0, mut hi1) = (zero, zero);
-    let (mut s0, mut s1) = (zero, zero);
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i + 8 <= n, within both vectors.
-        let (p0, p1) = unsafe {
-            (
-                _mm256_mul_pd(_mm256_loadu_pd(x.add(i)), _mm256_loadu_pd(y.add(i))),
-                _mm256_mul_pd(_mm256_loadu_pd(x.add(i + 4)), _mm256_loadu_pd(y.add(i + 4))),
-            )
-        };
-        acc0 = _mm256_add_pd(acc0, p0);
-        acc1 = _mm256_add_pd(acc1, p1);
-        // vminpd(x, y) is `if x < y { x } else { y }`, vmaxpd(x, y) `if x > y { x } else { y }`
-        lo0 = _mm256_min_pd(acc0, lo0);
-        lo1 = _mm256_min_pd(acc1, lo1);
-        hi0 = _mm256_max_pd(acc0, hi0);
-        hi1 = _mm256_max_pd(acc1, hi1);
-        s0 = _mm256_add_pd(s0, _mm256_andnot_pd(sign, p0));
-        s1 = _mm256_add_pd(s1, _mm256_andnot_pd(sign, p1));
-        i += LANES;
+    // SAFETY: AVX2 (this function's requirement); i + 8 <= n, within both vectors.
+    unsafe {
+        let mut dot = avx2::Dot::new();
+        let mut i = 0;
+        while i < n {
+            dot.step(
+                (_mm256_loadu_pd(x.add(i)), _mm256_loadu_pd(x.add(i + 4))),
+                y.add(i),
+            );
+            i += LANES;
+        }
+        lane_dot_tail(a, b, dot.lanes())
     }
-    // SAFETY: AVX2 (this function's own requirement).
-    let out = |v0: __m256d, v1: __m256d| unsafe { avx2::lanes(v0, v1) };
-    lane_dot_tail(
-        a,
-        b,
-        [out(acc0, acc1), out(lo0, lo1), out(hi0, hi1), out(s0, s1)],
-    )
+}
+
+/// [`DotStats::lanes`] of an op(A) row of bf16 elements (little-endian bytes) and a
+/// laid-out column: the row is decoded and laid out as [`Lanes::from_bytes`] does and
+/// multiplied at once, never stored, for a row that meets one column. The same result
+/// to the bit as laying it out first (tested).
+fn lanes_bf16_row(row: &[u8], b: &Lanes) -> Result<DotStats, num::NumError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let seg = row.len() / 2 / LANES;
+        if row.chunks_exact(2).remainder().is_empty()
+            && b.main.len() == seg * LANES
+            && std::arch::is_x86_feature_detected!("avx2")
+        {
+            let (segments, tail) = row.split_at(2 * seg * LANES);
+            let mut a = Lanes::default();
+            // SAFETY: the processor has AVX2, checked just above.
+            let (lanes, stats) = unsafe { lane_dot_bf16_avx2(segments, seg, b) };
+            a.finish(stats, &num::decode(DType::BF16, tail)?);
+            let k = (seg * LANES + a.tail.len()) as u64;
+            return Ok(DotStats::of_lanes(lane_dot_tail(&a, b, lanes), k, &a, b));
+        }
+    }
+    Ok(DotStats::lanes(&Lanes::from_bytes(DType::BF16, row)?, b))
+}
+
+/// The AVX2 part of [`lanes_bf16_row`]: the lane sums of the `seg * LANES` laid-out
+/// elements (see [`lane_dot_tail`]), and the row's lane sums and maxima of |x|.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn lane_dot_bf16_avx2(bytes: &[u8], seg: usize, b: &Lanes) -> ([[f64; LANES]; 4], AbsLanes) {
+    assert!(bytes.len() >= 2 * seg * LANES && b.main.len() >= seg * LANES);
+    let y = b.main.as_ptr();
+    // SAFETY: AVX2 (this function's requirement); the steps are within the bytes and
+    // the column (asserted above).
+    unsafe {
+        use std::arch::x86_64::_mm256_loadu_pd;
+        // Eight steps are laid out into a block that stays in the first-level cache,
+        // then multiplied (doing both in one pass runs out of registers).
+        const BLOCK: usize = 8;
+        let mut block = [0.0f64; BLOCK * LANES];
+        let mut acc = avx2::Acc::new();
+        let mut dot = avx2::Dot::new();
+        let multiply = |dot: &mut avx2::Dot, first: usize, steps: usize, block: &[f64]| {
+            for i in 0..steps {
+                let x = block.as_ptr().add(i * LANES);
+                dot.step(
+                    (_mm256_loadu_pd(x), _mm256_loadu_pd(x.add(4))),
+                    y.add((first + i) * LANES),
+                );
+            }
+        };
+        avx2::bf16_steps(bytes, seg, |j, x| {
+            avx2::store(block.as_mut_ptr().add(j % BLOCK * LANES), x);
+            acc.count(x);
+            if j % BLOCK == BLOCK - 1 {
+                multiply(&mut dot, j + 1 - BLOCK, BLOCK, &block);
+            }
+        });
+        multiply(&mut dot, seg / BLOCK * BLOCK, seg % BLOCK, &block);
+        (dot.lanes(), acc.lanes())
+    }
 }
 
 /// The lane dot product's definition (and its code where AVX2 is missing).
@@ -1591,14 +1715,15 @@ pub fn check_entry(
 /// [`check_entry`] for operands laid out once per row and column ([`Lanes`]), with
 /// the call's model from [`lane_model`] (calls without one are refused: check them
 /// with [`check_entry`]).
-pub fn check_entry_lanes(
+pub fn check_entry_lanes<'a>(
     (call, model): (&GemmCall, &ErrorModel),
     s: &Scalars,
-    (a, b): (&Lanes, &Lanes),
+    (a, b): (impl Into<Row<'a>>, &Lanes),
     c_in: f64,
     bias: Option<f64>,
     claimed: f64,
 ) -> Result<EntryCheck, RecomputeError> {
+    let a = a.into();
     check_lengths(call, a.len(), b.len())?;
     if !lanes_judge(call, model) {
         return Err(RecomputeError::Unsupported(
@@ -1606,8 +1731,52 @@ pub fn check_entry_lanes(
         ));
     }
     check_scales(call, s)?;
-    let r = reference_lanes(call, s, a, b, c_in, bias);
+    let stats = match a {
+        Row::Laid(a) => DotStats::lanes(a, b),
+        Row::Bf16(bytes) => lanes_bf16_row(bytes, b)
+            .map_err(|e| RecomputeError::Unsupported(format!("op(A) row: {e}")))?,
+    };
+    let r = reference_of(call, s, stats, c_in, bias);
     Ok(judge(call, model, &r, claimed))
+}
+
+/// Asks the processor to bring `bytes` into its cache (a hint: nothing is read, and
+/// nothing happens where there is no such instruction).
+pub fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch never faults and changes no state but the cache's; SSE is
+        // part of x86-64.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch(line.as_ptr().cast(), std::arch::x86_64::_MM_HINT_T0)
+        };
+    }
+}
+
+/// An op(A) row for [`check_entry_lanes`].
+#[derive(Clone, Copy, Debug)]
+pub enum Row<'a> {
+    /// laid out
+    Laid(&'a Lanes),
+    /// bf16 elements (little-endian bytes), laid out as they are multiplied and never
+    /// stored: for a row that meets one column (the same result to the bit)
+    Bf16(&'a [u8]),
+}
+
+impl Row<'_> {
+    /// k, the number of elements.
+    fn len(&self) -> usize {
+        match self {
+            Row::Laid(l) => l.len(),
+            Row::Bf16(bytes) => bytes.len() / 2,
+        }
+    }
+}
+
+impl<'a> From<&'a Lanes> for Row<'a> {
+    fn from(l: &'a Lanes) -> Row<'a> {
+        Row::Laid(l)
+    }
 }
 
 /// An op(A) row and an op(B) column of k elements each.
