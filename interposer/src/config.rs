@@ -55,6 +55,10 @@ pub struct Config {
     pub log: Level,
     /// Bytes of mapped pinned memory per CUDA context for in-flight samples.
     pub ring_bytes: usize,
+    /// The same when the context's ring is made in a commit-mode session, which gathers
+    /// every call whole: `ring_bytes` when `MMAUDIT_RING_MB` is set, else
+    /// [`DEFAULT_COMMIT_RING_MB`].
+    pub commit_ring_bytes: usize,
     /// Bytes of records held in memory while the sink cannot take them.
     pub buffer_bytes: usize,
     /// Commit mode (a verifier's hello asks for it): bytes of committed calls kept for
@@ -109,6 +113,9 @@ pub enum Setup {
 pub const DEFAULT_SINK: &str = "file:mmaudit-%p.mma";
 /// Default `MMAUDIT_RING_MB`.
 pub const DEFAULT_RING_MB: u64 = 64;
+/// Default `MMAUDIT_RING_MB` for a ring made in a commit-mode session (every call is
+/// gathered whole: a 2048-token prefill through a 14336-wide bf16 MLP is about 72 MiB).
+pub const DEFAULT_COMMIT_RING_MB: u64 = 256;
 /// Default `MMAUDIT_BUFFER_MB`.
 pub const DEFAULT_BUFFER_MB: u64 = 256;
 /// Default `MMAUDIT_RETAIN_MB`.
@@ -227,12 +234,19 @@ fn parse(
         }
     };
     let mib = 1024 * 1024;
+    let ring_mb = number("MMAUDIT_RING_MB", DEFAULT_RING_MB, 1, 16384)?;
+    let ring_set = var("MMAUDIT_RING_MB").is_some();
     Ok(Some(Config {
         key,
         sink,
         sampling,
         log,
-        ring_bytes: (number("MMAUDIT_RING_MB", DEFAULT_RING_MB, 1, 16384)? * mib) as usize,
+        ring_bytes: (ring_mb * mib) as usize,
+        commit_ring_bytes: (if ring_set {
+            ring_mb
+        } else {
+            DEFAULT_COMMIT_RING_MB
+        } * mib) as usize,
         buffer_bytes: (number("MMAUDIT_BUFFER_MB", DEFAULT_BUFFER_MB, 1, 1 << 20)? * mib) as usize,
         retain_bytes: (number("MMAUDIT_RETAIN_MB", DEFAULT_RETAIN_MB, 1, 1 << 20)? * mib) as usize,
         queue_len: number("MMAUDIT_QUEUE_LEN", DEFAULT_QUEUE_LEN, 1, 1 << 20)? as usize,
@@ -403,7 +417,7 @@ mod tests {
         assert_eq!(c.sink, SinkSpec::File("mmaudit-4242.mma".into()));
         assert_eq!(c.sampling, SamplingConfig::default());
         assert_eq!(c.log, Level::Warn);
-        assert_eq!(c.ring_bytes, 64 << 20);
+        assert_eq!((c.ring_bytes, c.commit_ring_bytes), (64 << 20, 256 << 20));
         assert_eq!(c.buffer_bytes, 256 << 20);
         assert_eq!(c.retain_bytes, 1024 << 20);
         assert_eq!((c.queue_len, c.graph_depth), (4096, 16));
@@ -458,6 +472,8 @@ mod tests {
             (8 << 20, 16 << 20, 10, 64)
         );
         assert_eq!(c.retain_bytes, 32 << 20);
+        // a ring size that is set holds in commit mode too
+        assert_eq!(c.commit_ring_bytes, 8 << 20);
         assert_eq!(c.exit_timeout, Duration::ZERO);
         assert_eq!(c.flush_interval, Duration::from_millis(5));
         assert_eq!(

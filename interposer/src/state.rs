@@ -32,6 +32,7 @@ use crate::model::gather::Pick;
 use crossbeam_channel::Sender;
 use mmaudit_protocol::call::GemmCall;
 use mmaudit_protocol::record::{Notice, NoticeKind};
+use mmaudit_protocol::schedule::ScheduleVersion;
 use mmaudit_protocol::stream::StreamHeader;
 
 use crate::config::{self, Config, Setup, SinkSpec};
@@ -129,6 +130,21 @@ impl Runtime {
             .send(Msg::Ledgers(Arc::clone(&all)))
             .map_err(|_| "the background thread is gone".to_string())?;
         Ok((all, session))
+    }
+
+    /// The pinned ring a CUDA context gets when its gather resources are made now: the
+    /// larger commit-mode default while a commit-mode session is in force (a ring is
+    /// made once per context and kept: one made in a sampling session keeps its size).
+    pub fn ring_bytes(&self) -> usize {
+        let commit = self
+            .ledger
+            .current()
+            .is_some_and(|s| s.schedule.version() == ScheduleVersion::Commit);
+        if commit {
+            self.config.commit_ring_bytes
+        } else {
+            self.config.ring_bytes
+        }
     }
 
     /// Sends a message to the background thread (ignored once it is gone).

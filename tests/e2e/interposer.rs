@@ -2912,6 +2912,53 @@ fn commit_mode_calls_not_retained_are_gaps_that_fail_the_policy() {
 }
 
 #[test]
+fn commit_mode_rings_default_to_room_for_calls_larger_than_64_mib() {
+    // A 147456-wide MLP over 16 tokens of hidden 256: each MLP weight is 72 MiB of bf16,
+    // gathered whole at its first use, more than the sampling-mode ring (64 MiB).
+    let args = [
+        "--layers",
+        "1",
+        "--tokens",
+        "16",
+        "--intermediate",
+        "147456",
+    ];
+    // Absent: no MMAUDIT_RING_MB, so a ring made in a commit-mode session gets the
+    // commit-mode default (256 MiB) and every call is committed.
+    let (out, r, check) = commit_run(
+        "commit-big-ring",
+        "llama_workload",
+        &args,
+        200_000,
+        &[],
+        None,
+    );
+    let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
+    assert_eq!(r["verdict"], "pass", "{ctx}");
+    assert_eq!(r["uncommitted"].as_u64(), Some(0), "{ctx}");
+    assert_nothing_wrong(&r, &ctx);
+    assert_eq!(check.code, Some(0), "{ctx}");
+    // Present: the sampling default set explicitly is honoured, and the MLP calls are
+    // not committed.
+    let ring = [("MMAUDIT_RING_MB", "64".to_string())];
+    let (out, r, _) = commit_run(
+        "commit-64-ring",
+        "llama_workload",
+        &args,
+        200_000,
+        &ring,
+        None,
+    );
+    let ctx = format!("{}\n{r:#}", out.transcript());
+    assert_eq!(r["verdict"], "fail", "{ctx}");
+    assert!(r["uncommitted"].as_u64().unwrap_or(0) >= 3, "{ctx}");
+    let why = r["streams"][0]["uncommitted_first_reason"]
+        .as_str()
+        .unwrap_or("");
+    assert!(why.contains("64 MiB pinned ring"), "{why}\n{ctx}");
+}
+
+#[test]
 fn commit_mode_commits_every_gemm_of_every_graph_replay() {
     // Decode as CUDA graph replays: every replayed GEMM is gathered whole inside its
     // replay, committed to and opened when challenged. Captured calls are declared, not

@@ -102,7 +102,7 @@ fn begin_capture(what: &str, stream: Handle) {
         let drv = driver()?;
         let setup = |ctx| {
             let device = drv.current_device().ok()?;
-            rt.contexts.get(drv, ctx, device, rt.config.ring_bytes).ok()
+            rt.contexts.get(drv, ctx, device, rt.ring_bytes()).ok()
         };
         match drv.current_context() {
             Some(ctx) => setup(ctx).map(drop),

@@ -35,6 +35,7 @@ use crate::driver::{driver, Handle};
 use crate::gpu::Prepared;
 use crate::handoff::Handed;
 use crate::log::{self, Level};
+use crate::model::gather::Pick;
 use crate::model::{Described, NotDescribed, Site};
 use crate::state::{self, Reentry, Runtime};
 use crate::stream::Msg;
@@ -366,7 +367,11 @@ fn prepare(
             "no current CUDA context on the calling thread".into(),
         );
     };
-    let gpu = match rt.contexts.get(drv, ctx, call.device, rt.config.ring_bytes) {
+    let ring = match plan {
+        Pick::Whole => rt.config.commit_ring_bytes,
+        Pick::Plan(_) => rt.config.ring_bytes,
+    };
+    let gpu = match rt.contexts.get(drv, ctx, call.device, ring) {
         Ok(g) => g,
         Err(e) => return gap(GapReason::GatherFailed, e),
     };
