@@ -1885,6 +1885,26 @@ fn f64_compute_and_f64_or_i32_operands_take_the_compensated_sum() {
     }
 }
 
+/// A value's bits, every NaN as one: a NaN's sign and payload are not part of any
+/// result (Rust leaves them open, and a NaN entry is judged as non-finite).
+fn bits_of(x: f64) -> u64 {
+    if x.is_nan() {
+        f64::NAN.to_bits()
+    } else {
+        x.to_bits()
+    }
+}
+
+fn all_bits(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|&x| bits_of(x)).collect()
+}
+
+/// The k the lane code is compared at: 0 to 70 (every remainder mod LANES, segments of
+/// fewer and more than eight steps) and a few large ones.
+fn lane_ks() -> impl Iterator<Item = usize> {
+    (0..70).chain([4095, 4096, 4104, 65543])
+}
+
 /// The AVX2 code of the lane layout and the lane dot product gives, to the bit, what
 /// their portable definitions give: every k up to 70 and a few large ones, values over
 /// the whole range with signed zeros, infinities and NaNs mixed in.
@@ -1904,18 +1924,8 @@ fn avx2_lanes_are_the_portable_lanes_to_the_bit() {
         f64::NAN,
         -f64::NAN,
     ];
-    // a NaN's sign and payload are not part of any result (Rust leaves them open, and a
-    // NaN entry is judged as non-finite): every NaN compares as one
-    let one = |x: f64| {
-        if x.is_nan() {
-            f64::NAN.to_bits()
-        } else {
-            x.to_bits()
-        }
-    };
-    let bits = |v: &[f64]| v.iter().map(|&x| one(x)).collect::<Vec<_>>();
-    let stats = |(a, b, c, d): (f64, f64, f64, f64)| [a, b, c, d].map(one);
-    for k in (0..70).chain([4095, 4096, 4104, 65543]) {
+    let stats = |(a, b, c, d): (f64, f64, f64, f64)| [a, b, c, d].map(bits_of);
+    for k in lane_ks() {
         for trial in 0..4 {
             let vec = |rng: &mut Rng| -> Vec<f64> {
                 (0..k)
@@ -1942,10 +1952,10 @@ fn avx2_lanes_are_the_portable_lanes_to_the_bit() {
             // SAFETY: AVX2 checked above.
             let f = unsafe { lay_out_avx2(&a[..seg * LANES], seg, &mut fast) };
             let s = lay_out_body(&a[..seg * LANES], seg, &mut slow);
-            assert_eq!(bits(&fast), bits(&slow), "k={k}");
+            assert_eq!(all_bits(&fast), all_bits(&slow), "k={k}");
             assert_eq!(
-                (f.0.map(one), f.1.map(one)),
-                (s.0.map(one), s.1.map(one)),
+                (f.0.map(bits_of), f.1.map(bits_of)),
+                (s.0.map(bits_of), s.1.map(bits_of)),
                 "k={k}"
             );
             let (la, lb) = (Lanes::new(&a), Lanes::new(&b));
@@ -1966,23 +1976,15 @@ fn avx2_lanes_are_the_portable_lanes_to_the_bit() {
 #[test]
 fn bf16_lanes_from_bytes_are_the_decoded_lanes() {
     let mut rng = Rng::new(0xbf16);
-    let one = |x: f64| {
-        if x.is_nan() {
-            f64::NAN.to_bits()
-        } else {
-            x.to_bits()
-        }
-    };
-    let bits = |v: &[f64]| v.iter().map(|&x| one(x)).collect::<Vec<_>>();
-    for k in (0..70).chain([4095, 4096, 4104, 65543]) {
+    for k in lane_ks() {
         let bytes: Vec<u8> = (0..2 * k).map(|_| rng.next() as u8).collect();
         let fast = Lanes::from_bytes(DType::BF16, &bytes).unwrap();
         let slow = Lanes::new(&mmaudit_protocol::num::decode(DType::BF16, &bytes).unwrap());
-        assert_eq!(bits(&fast.main), bits(&slow.main), "k={k}");
-        assert_eq!(bits(&fast.tail), bits(&slow.tail), "k={k}");
+        assert_eq!(all_bits(&fast.main), all_bits(&slow.main), "k={k}");
+        assert_eq!(all_bits(&fast.tail), all_bits(&slow.tail), "k={k}");
         assert_eq!(
-            (one(fast.l1), one(fast.max_abs)),
-            (one(slow.l1), one(slow.max_abs)),
+            (bits_of(fast.l1), bits_of(fast.max_abs)),
+            (bits_of(slow.l1), bits_of(slow.max_abs)),
             "k={k}"
         );
     }
@@ -1995,13 +1997,6 @@ fn bf16_lanes_from_bytes_are_the_decoded_lanes() {
 #[test]
 fn a_bf16_row_multiplied_as_it_is_laid_out_is_the_laid_out_row() {
     let mut rng = Rng::new(0x000b_160e);
-    let one = |x: f64| {
-        if x.is_nan() {
-            f64::NAN.to_bits()
-        } else {
-            x.to_bits()
-        }
-    };
     let stats = |d: &DotStats| {
         [
             d.dot,
@@ -2015,7 +2010,7 @@ fn a_bf16_row_multiplied_as_it_is_laid_out_is_the_laid_out_row() {
             d.prefix_err,
             d.dot_err,
         ]
-        .map(one)
+        .map(bits_of)
     };
     let call = make_call(
         DType::BF16,
@@ -2026,7 +2021,7 @@ fn a_bf16_row_multiplied_as_it_is_laid_out_is_the_laid_out_row() {
         0,
     );
     let model = lane_model(&call).unwrap();
-    for k in (0..70).chain([4095, 4096, 4104, 65543]) {
+    for k in lane_ks() {
         for trial in 0..3 {
             // the first trials finite and moderate, so that the entries are judged
             let element = |rng: &mut Rng| -> u16 {
