@@ -1724,6 +1724,13 @@ pub fn check_entry_lanes<'a>(
     claimed: f64,
 ) -> Result<EntryCheck, RecomputeError> {
     let a = a.into();
+    if matches!(a, Row::Bf16(_)) && call.a.dtype != DType::BF16 {
+        // its bytes would be read as bf16 values: the reference of other operands
+        return Err(RecomputeError::Unsupported(format!(
+            "an op(A) row of bf16 bytes for a call whose op(A) is {}",
+            call.a.dtype.name()
+        )));
+    }
     check_lengths(call, a.len(), b.len())?;
     if !lanes_judge(call, model) {
         return Err(RecomputeError::Unsupported(
@@ -1743,6 +1750,8 @@ pub fn check_entry_lanes<'a>(
 /// Asks the processor to bring `bytes` into its cache (a hint: nothing is read, and
 /// nothing happens where there is no such instruction).
 pub fn prefetch(bytes: &[u8]) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
     #[cfg(target_arch = "x86_64")]
     for line in bytes.chunks(64) {
         // SAFETY: a prefetch never faults and changes no state but the cache's; SSE is
@@ -1759,7 +1768,8 @@ pub enum Row<'a> {
     /// laid out
     Laid(&'a Lanes),
     /// bf16 elements (little-endian bytes), laid out as they are multiplied and never
-    /// stored: for a row that meets one column (the same result to the bit)
+    /// stored: for a row that meets one column (the same result to the bit), of a call
+    /// whose op(A) is bf16 (refused for any other)
     Bf16(&'a [u8]),
 }
 

@@ -2064,3 +2064,139 @@ fn a_bf16_row_multiplied_as_it_is_laid_out_is_the_laid_out_row() {
         }
     }
 }
+
+/// `Row::Bf16` holds bf16 bytes: offered for a call whose op(A) is another type of the
+/// same width (f16), it is refused, not read as bf16 (which judges the entry against a
+/// reference of other values: here an honest f16 claim fails).
+#[test]
+fn a_bf16_row_is_refused_for_a_call_whose_a_is_not_bf16() {
+    let k = 24;
+    let call = make_call(
+        DType::F16,
+        DType::F16,
+        DType::F32,
+        ComputeType::F32,
+        Epilogue::Default,
+        k as u64,
+    );
+    let model = lane_model(&call).unwrap();
+    let mut rng = Rng::new(0xf16);
+    let values =
+        |rng: &mut Rng| -> Vec<f64> { (0..k).map(|_| round_to(DType::F16, rng.sym())).collect() };
+    let (a, b) = (values(&mut rng), values(&mut rng));
+    let mut row = Vec::new();
+    num::encode_into(DType::F16, &a, &mut row);
+    let col = Lanes::new(&b);
+    let claimed = round_to(DType::F32, a.iter().zip(&b).map(|(x, y)| x * y).sum());
+    let laid = check_entry_lanes(
+        (&call, &model),
+        &Scalars::UNIT,
+        (&Lanes::new(&a), &col),
+        0.0,
+        None,
+        claimed,
+    )
+    .unwrap();
+    assert!(laid.passed(), "{laid:?}");
+    let r = check_entry_lanes(
+        (&call, &model),
+        &Scalars::UNIT,
+        (Row::Bf16(&row), &col),
+        0.0,
+        None,
+        claimed,
+    );
+    assert!(
+        matches!(&r, Err(RecomputeError::Unsupported(m)) if m.contains("bf16")),
+        "{r:?}"
+    );
+}
+
+/// Every lane path against the portable definitions (decode, `lay_out_body`,
+/// `lane_dot_body`): operands of every lane type, A and B of different types, random
+/// bit patterns (NaNs, infinities, subnormals, signed zeros) and moderate values, k
+/// from 0 to 199 (every `seg mod 8`) and a few large ones; a bf16 op(A) row also
+/// multiplied as it is laid out. A NaN's payload is no part of a result.
+#[test]
+fn every_lane_path_is_the_portable_definition_for_every_operand_type() {
+    let old_lanes = |dtype: DType, bytes: &[u8]| {
+        let v = num::decode(dtype, bytes).unwrap();
+        let seg = v.len() / LANES;
+        let (segments, tail) = v.split_at(seg * LANES);
+        let mut l = Lanes::default();
+        let stats = lay_out_body(segments, seg, &mut l.main);
+        l.finish(stats, tail);
+        l
+    };
+    let one = |x: f64| if x.is_nan() { 1 } else { x.to_bits() };
+    let laid = |l: &Lanes| {
+        let v = l.main.iter().chain(&l.tail).map(|&x| one(x));
+        (
+            v.collect::<Vec<_>>(),
+            l.main.len(),
+            one(l.l1),
+            one(l.max_abs),
+        )
+    };
+    let stats = |d: &DotStats| {
+        [
+            d.dot,
+            d.s,
+            d.lo,
+            d.hi,
+            d.a1,
+            d.b1,
+            d.a_max,
+            d.b_max,
+            d.prefix_err,
+            d.dot_err,
+        ]
+        .map(one)
+    };
+    let mut rng = Rng::new(0x7e16);
+    let dtypes = [
+        DType::BF16,
+        DType::F16,
+        DType::F32,
+        DType::F8E4M3,
+        DType::F8E5M2,
+        DType::I8,
+    ];
+    let bytes = |rng: &mut Rng, dtype: DType, k: usize, random: bool| -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..k {
+            if random {
+                out.extend((0..dtype.size()).map(|_| rng.next() as u8));
+            } else {
+                num::encode_one(dtype, rng.sym() * rng.log_uniform(-6.0, 6.0), &mut out);
+            }
+        }
+        out
+    };
+    for k in (0..200).chain([511, 512, 513, 4095, 4096, 4105]) {
+        for &da in &dtypes {
+            for &db in &dtypes {
+                for random in [false, true] {
+                    let (ra, rb) = (
+                        bytes(&mut rng, da, k, random),
+                        bytes(&mut rng, db, k, random),
+                    );
+                    let (na, nb) = (
+                        Lanes::from_bytes(da, &ra).unwrap(),
+                        Lanes::from_bytes(db, &rb).unwrap(),
+                    );
+                    let (oa, ob) = (old_lanes(da, &ra), old_lanes(db, &rb));
+                    assert_eq!(laid(&na), laid(&oa), "{da:?} k={k}");
+                    let old = DotStats::of_lanes(lane_dot_body(&oa, &ob), k as u64, &oa, &ob);
+                    let what = format!("{da:?} x {db:?} k={k} random {random}");
+                    assert_eq!(stats(&DotStats::lanes(&na, &nb)), stats(&old), "{what}");
+                    if da == DType::BF16 {
+                        let fused = lanes_bf16_row(&ra, &nb).unwrap();
+                        assert_eq!(stats(&fused), stats(&old), "fused {what}");
+                        assert_eq!(fused.k, old.k);
+                    }
+                }
+            }
+        }
+    }
+}
