@@ -226,7 +226,8 @@ pub struct PlanArgs {
     /// measured rate [default: 1000, stated as assumed in the report].
     #[arg(long, value_name = "TOK/S", help_heading = "Both")]
     pub tokens_per_second: Option<f64>,
-    /// Also write everything the report shows as JSON to this file.
+    /// Also write everything the report shows as JSON to this file ("-" for standard
+    /// output, which then carries the JSON alone: the text goes to standard error).
     #[arg(long, value_name = "FILE", help_heading = "Both")]
     pub json: Option<PathBuf>,
     /// What `mmaudit-verify bench --json FILE` measured on the verifier's machine: a
@@ -2193,12 +2194,23 @@ pub fn render(r: &PlanReport, args: &PlanArgs) -> String {
 /// Runs `mmaudit-verify plan`: prints the report, and writes it as JSON with `--json`.
 pub fn run_plan(args: &PlanArgs) -> Result<()> {
     let report = plan(args)?;
-    crate::out::stdout(&render(&report, args));
+    let to_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let text = if to_stdout {
+        crate::out::To::Stderr
+    } else {
+        crate::out::To::Stdout
+    };
+    crate::out::write(text, &render(&report, args));
     if let Some(path) = &args.json {
-        let json =
-            serde_json::to_string_pretty(&report).context("cannot encode the report as JSON")?;
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("cannot write --json {}", path.display()))?;
+        let json = serde_json::to_string_pretty(&report)
+            .context("cannot encode the report as JSON")?
+            + "\n";
+        if to_stdout {
+            crate::out::stdout(&json);
+        } else {
+            std::fs::write(path, json)
+                .with_context(|| format!("cannot write --json {}", path.display()))?;
+        }
     }
     Ok(())
 }

@@ -351,6 +351,20 @@ fn json_to_standard_output_is_json_alone() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&verdict.to_uppercase()), "{err}");
     }
+    // `plan --json -` too (it used to write a file named "-")
+    let out = bin()
+        .current_dir(&dir)
+        .args([
+            "plan", "--m", "4096", "--n", "16", "--k", "4096", "--json", "-",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(v.is_object(), "{v}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mmaudit plan"));
+    assert!(!dir.join("-").exists());
 }
 
 #[test]

@@ -1970,8 +1970,8 @@ fn avx2_lanes_are_the_portable_lanes_to_the_bit() {
     }
 }
 
-/// bf16 decoded where it is laid out (AVX2) gives the lanes of decoding first: every
-/// bit pattern (NaNs, infinities, subnormals, signed zeros) at k from 0 to 70 and a few
+/// bf16 decoded where it is laid out (AVX2) gives the lanes of decoding first: random
+/// bit patterns (NaNs, infinities, subnormals, signed zeros) at k from 0 to 70 and a few
 /// large ones; an odd byte count is refused the same way.
 #[test]
 fn bf16_lanes_from_bytes_are_the_decoded_lanes() {
@@ -1992,7 +1992,7 @@ fn bf16_lanes_from_bytes_are_the_decoded_lanes() {
 }
 
 /// A bf16 row laid out as it is multiplied (`Row::Bf16`) gives the statistics and the
-/// verdict of laying it out first: every row bit pattern (NaNs, infinities, subnormals,
+/// verdict of laying it out first: random row bit patterns (NaNs, infinities, subnormals,
 /// signed zeros) against bf16 columns, at k from 0 to 70 and a few large ones.
 #[test]
 fn a_bf16_row_multiplied_as_it_is_laid_out_is_the_laid_out_row() {
