@@ -673,7 +673,10 @@ impl StreamAudit {
             self.judge_weights(&call, &plan, &sample, referenced);
         }
         if self.threads > 1 {
-            self.deferred_bytes += sample_bytes(&sample);
+            // held rows are not in memory, but they are work: counted, batches stay
+            // about as large in work as with the rows sent
+            self.deferred_bytes +=
+                sample_bytes(&sample) + held.iter().flatten().map(HeldRows::bytes).sum::<usize>();
             self.deferred.push((call, plan, sample, held));
             if self.deferred.len() >= BATCH_SAMPLES || self.deferred_bytes >= BATCH_BYTES {
                 self.submit_batch();

@@ -624,6 +624,11 @@ impl HeldRows {
         self.offsets.iter().map(move |&at| &map[at..at + self.len])
     }
 
+    /// Bytes of the rows, all together.
+    pub fn bytes(&self) -> usize {
+        self.offsets.len() * self.len
+    }
+
     /// The rows one after the other, as the sample would have carried them inline.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.offsets.len() * self.len);
