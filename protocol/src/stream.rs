@@ -43,7 +43,7 @@ mod reader;
 mod writer;
 
 pub use header::StreamHeader;
-pub use reader::StreamReader;
+pub use reader::{Authenticated, PayloadDecoder, StreamReader, Unit};
 pub use writer::{Compression, FrameTooLarge, Part, StreamWriter};
 
 /// The first eight bytes of every stream.

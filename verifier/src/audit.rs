@@ -169,6 +169,11 @@ impl StreamAudit {
         self
     }
 
+    /// The threads the audit checks samples on (1: on the caller's).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
     /// Checks the arithmetic of samples on `workers`, shared with other audits, as
     /// [`StreamAudit::with_threads`] does on threads of its own.
     pub fn with_workers(mut self, workers: Arc<Workers>) -> Self {

@@ -6,6 +6,8 @@
 //! Weights files (`--weights`) are loaded once, before any capture, and shared by the
 //! audits of all streams; a weights file that cannot be loaded means exit 2.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -15,12 +17,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mmaudit_protocol::keys::Key;
-use mmaudit_protocol::stream::{StreamError, StreamReader};
+use mmaudit_protocol::stream::{
+    Authenticated, Event, PayloadDecoder, StreamError, StreamReader, Unit,
+};
 
 use crate::audit::StreamAudit;
 use crate::keyfile::read_key_file;
 use crate::out;
 use crate::policy::{Policy, PolicyArgs};
+use crate::pool::Pool;
 use crate::report::{summary_json, StreamReport};
 use crate::weights::{WeightPolicy, WeightRegistry};
 
@@ -196,8 +201,23 @@ pub fn audit_reader_threads(
 }
 
 /// Feeds the capture read from `input` to `audit` (configured by the caller: policy,
-/// threads, weights, challenge key) and returns its report.
+/// threads, weights, challenge key) and returns its report. With more than one thread,
+/// frames are decompressed and decoded on threads of their own while this one reads,
+/// authenticates and audits them in order ([`Pipeline`]); the report is the same.
 pub fn audit_reader_into(
+    audit: StreamAudit,
+    input: impl Read,
+    key: &Key,
+    progress: impl FnMut(u64),
+) -> Result<StreamReport, NotChecked> {
+    if audit.threads() > 1 {
+        return audit_pipelined(audit, input, key, progress);
+    }
+    audit_in_turn(audit, input, key, progress)
+}
+
+/// [`audit_reader_into`] on one thread: each frame decoded as it is authenticated.
+fn audit_in_turn(
     mut audit: StreamAudit,
     mut input: impl Read,
     key: &Key,
@@ -249,6 +269,184 @@ pub fn audit_reader_into(
         Err(e) => audit.on_stream_error(&e),
     }
     Ok(audit.finish())
+}
+
+/// Frames decoded ahead of the audit at most, and their declared decompressed bytes
+/// (at least one frame, whatever its size).
+const DECODE_AHEAD: usize = 16;
+const DECODE_AHEAD_BYTES: usize = 256 << 20;
+
+/// [`audit_reader_into`] with frames decoded on other threads.
+fn audit_pipelined(
+    audit: StreamAudit,
+    mut input: impl Read,
+    key: &Key,
+    mut progress: impl FnMut(u64),
+) -> Result<StreamReport, NotChecked> {
+    let mut reader = StreamReader::authenticating(key);
+    let mut p = Pipeline {
+        decode: Pool::new(audit.threads(), |frame: Authenticated| {
+            thread_local! {
+                static DECODER: RefCell<PayloadDecoder> =
+                    const { RefCell::new(PayloadDecoder::new()) };
+            }
+            let decoded = DECODER.with(|d| frame.decode(&mut d.borrow_mut()));
+            (frame.end(), decoded)
+        }),
+        audit,
+        ahead: VecDeque::new(),
+        ended_at: None,
+        done: false,
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    let mut last = Instant::now();
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(NotChecked::Io(e)),
+        };
+        total += n as u64;
+        match reader.push_units(&buf[..n]) {
+            Ok(units) => {
+                units.into_iter().for_each(|u| p.unit(u));
+                // the audit has its error: reading on could only fail otherwise
+                if p.done {
+                    return Ok(p.audit.finish());
+                }
+            }
+            Err(e) => {
+                if matches!(
+                    e,
+                    StreamError::NotACapture { .. } | StreamError::UnsupportedVersion(_)
+                ) {
+                    return Err(NotChecked::NotACapture(e));
+                }
+                for u in reader.take_units_before_error() {
+                    p.unit(u);
+                }
+                p.fail(&e);
+                return Ok(p.audit.finish());
+            }
+        }
+        if last.elapsed() > Duration::from_secs(1) {
+            progress(total);
+            last = Instant::now();
+        }
+    }
+    if total == 0 {
+        return Err(NotChecked::Io(std::io::Error::other(
+            "the file is empty: not an mmaudit capture",
+        )));
+    }
+    p.drain();
+    match p.ended_at {
+        // every byte up to the end of the End record's frame, and nothing after it
+        Some(at) if reader.bytes_received() == at => {}
+        Some(at) => p.stop(&StreamError::AfterEnd { offset: at }),
+        None => match reader.finish() {
+            Err(e @ StreamError::NotACapture { .. }) => return Err(NotChecked::NotACapture(e)),
+            Err(e) => p.stop(&e),
+            // an authenticating reader never sees the End record itself
+            Ok(()) => {}
+        },
+    }
+    Ok(p.audit.finish())
+}
+
+/// A decoded frame: where it ends in the stream, and its event and whether it holds the
+/// End record, or the error that stops the stream there.
+type Decoded = (u64, Result<(Event, bool), StreamError>);
+
+/// The frames of one capture on their way from the authenticating reader through the
+/// decoding threads to the audit, which sees them in stream order and stops where the
+/// reader of [`audit_in_turn`] would have: at the first frame that does not decode, at
+/// anything after the End record ([`StreamError::AfterEnd`] at the end of its frame),
+/// or at the reader's own error.
+struct Pipeline {
+    audit: StreamAudit,
+    decode: Pool<Authenticated, Decoded>,
+    /// declared decompressed bytes of each frame being decoded, in order
+    ahead: VecDeque<usize>,
+    /// where the frame holding the End record ends, once the audit has it
+    ended_at: Option<u64>,
+    /// the audit has its stream error: nothing more goes to it
+    done: bool,
+}
+
+impl Pipeline {
+    /// A header goes to the audit (after every frame before it); a frame to the
+    /// decoding threads, waiting for the oldest while too many are ahead.
+    fn unit(&mut self, unit: Unit) {
+        match unit {
+            Unit::Event(event) => {
+                self.drain();
+                if !self.done {
+                    self.audit.on_event(event);
+                }
+            }
+            Unit::Frame(frame) => {
+                self.ahead.push_back(frame.raw_len());
+                self.decode.submit(frame);
+                while self.ahead.len() > DECODE_AHEAD
+                    || (self.ahead.len() > 1
+                        && self.ahead.iter().sum::<usize>() > DECODE_AHEAD_BYTES)
+                {
+                    self.apply_next(true);
+                }
+                while self.apply_next(false) {}
+            }
+        }
+    }
+
+    /// Applies the oldest decoded frame; false when none is (ready, without `wait`).
+    fn apply_next(&mut self, wait: bool) -> bool {
+        let Some((end, decoded)) = self.decode.next(wait) else {
+            return false;
+        };
+        self.ahead.pop_front();
+        if self.done {
+            return true;
+        }
+        if let Some(at) = self.ended_at {
+            self.stop(&StreamError::AfterEnd { offset: at });
+            return true;
+        }
+        match decoded {
+            Ok((event, ended)) => {
+                self.audit.on_event(event);
+                if ended {
+                    self.ended_at = Some(end);
+                }
+            }
+            Err(e) => self.stop(&e),
+        }
+        true
+    }
+
+    /// Applies every frame still being decoded.
+    fn drain(&mut self) {
+        while self.apply_next(true) {}
+    }
+
+    /// The reader stopped with `e` after the frames it handed out: the audit gets those
+    /// frames, then `e`, or [`StreamError::AfterEnd`] when an End record came before.
+    fn fail(&mut self, e: &StreamError) {
+        self.drain();
+        match self.ended_at {
+            Some(at) => self.stop(&StreamError::AfterEnd { offset: at }),
+            None => self.stop(e),
+        }
+    }
+
+    fn stop(&mut self, e: &StreamError) {
+        if !self.done {
+            self.audit.on_stream_error(e);
+            self.done = true;
+        }
+    }
 }
 
 fn audit_file(

@@ -5,8 +5,9 @@ use mmaudit_protocol::call::{ComputeType, DType, Epilogue};
 use mmaudit_protocol::config::SamplingConfig;
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::num;
-use mmaudit_protocol::record::{OperandData, Record, Sample};
-use mmaudit_tests::refprover::{GemmSpec, RefProver};
+use mmaudit_protocol::record::{End, OperandData, Record, Sample};
+use mmaudit_protocol::schedule::ScheduleVersion;
+use mmaudit_tests::refprover::{frame_capture, GemmSpec, RefProver};
 use mmaudit_verify::check::{audit_reader, NotChecked};
 use mmaudit_verify::policy::{Policy, Unaudited};
 use mmaudit_verify::recompute::{check_entry, Entry, Scalars};
@@ -667,10 +668,58 @@ fn the_report_does_not_depend_on_the_number_of_threads() {
         b.truncate(b.len() * 2 / 3);
         b
     };
+    // With more than one thread frames are decoded on other threads, ahead of the audit:
+    // each way a stream can stop must still stop the report where one thread stops it.
+    let end = Record::End(End {
+        calls: 1,
+        samples: 0,
+        gap_calls: 0,
+    });
+    let with_end_at = |at: usize| {
+        let mut records = honest.records.clone();
+        records.insert(at, end.clone());
+        frame_capture(
+            &key(),
+            &honest.header(ScheduleVersion::V2),
+            &records,
+            8,
+            None,
+        )
+        .bytes()
+    };
+    let after_end = |tail: &[u8]| {
+        let mut b = honest.finish(8).bytes();
+        b.extend_from_slice(tail);
+        b
+    };
+    let last_frame_twice = {
+        let c = honest.finish(8);
+        let mut b = c.bytes();
+        b.extend_from_slice(c.frames.last().unwrap());
+        b
+    };
+    let bad_mac = {
+        let c = honest.finish(8);
+        let mut frames = c.frames.clone();
+        let middle = frames.len() / 2;
+        let f = &mut frames[middle];
+        let at = f.len() / 2;
+        f[at] ^= 1;
+        let mut b = c.header.clone();
+        frames.iter().for_each(|f| b.extend_from_slice(f));
+        b
+    };
     for (name, bytes) in [
         ("honest", honest.finish(8).bytes()),
         ("wrong", wrong.finish(8).bytes()),
         ("cut", cut),
+        // valid frames after the one that holds the End record
+        ("end then frames", with_end_at(7)),
+        // a record after the End record in its frame
+        ("record after end", with_end_at(3)),
+        ("bytes after end", after_end(b"trailing")),
+        ("frame after end", last_frame_twice),
+        ("bad mac", bad_mac),
     ] {
         let report = |threads| {
             audit_reader_threads(
@@ -694,7 +743,10 @@ fn the_report_does_not_depend_on_the_number_of_threads() {
         match name {
             "honest" => assert_eq!(v["verdict"], "pass", "{one}"),
             "wrong" => assert!(v["failures_not_shown"].as_u64() > Some(0), "{one}"),
-            _ => assert!(v["integrity_errors"].as_u64() > Some(0), "{one}"),
+            _ => {
+                assert_eq!(v["verdict"], "fail", "{name}: {one}");
+                assert!(v["integrity_errors"].as_u64() > Some(0), "{name}: {one}");
+            }
         }
     }
 }

@@ -55,8 +55,84 @@ pub struct StreamReader {
     next_seq: u64,
     header: Option<StreamHeader>,
     failed: Option<StreamError>,
-    salvaged: Vec<Event>,
+    salvaged: Vec<Unit>,
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
+    /// Frames are authenticated only, and handed out to be decoded elsewhere
+    /// ([`StreamReader::authenticating`]).
+    defer: bool,
+}
+
+/// What a reader completes: an event, or (a reader made with
+/// [`StreamReader::authenticating`]) a frame authenticated but not yet decoded.
+#[derive(Debug)]
+pub enum Unit {
+    /// A decoded header or frame.
+    Event(Event),
+    /// An authenticated frame, to decode with [`Authenticated::decode`].
+    Frame(Authenticated),
+}
+
+/// What [`Authenticated::decode`] keeps between frames (a zstd context, made on first
+/// use); one per thread.
+#[derive(Default)]
+pub struct PayloadDecoder(Option<zstd::bulk::Decompressor<'static>>);
+
+impl PayloadDecoder {
+    /// No context yet.
+    pub const fn new() -> Self {
+        PayloadDecoder(None)
+    }
+}
+
+/// A frame whose MAC and place in the chain were checked, its payload not yet looked
+/// at.
+#[derive(Debug)]
+pub struct Authenticated {
+    seq: u64,
+    codec: u8,
+    raw_len: usize,
+    payload: Vec<u8>,
+    /// stream offset of the payload
+    payload_at: u64,
+    /// stream offset of the byte after the frame
+    end: u64,
+}
+
+impl Authenticated {
+    /// The frame's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Bytes of the payload once decompressed, as the frame declares (at most
+    /// [`MAX_RAW_LEN`]).
+    pub fn raw_len(&self) -> usize {
+        self.raw_len
+    }
+
+    /// The stream offset just after the frame.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Decompresses and decodes the payload, as [`StreamReader::push`] does: the
+    /// frame's event, and whether it holds the End record (nothing may follow it), or
+    /// the error the reader would have stopped with.
+    pub fn decode(&self, with: &mut PayloadDecoder) -> Result<(Event, bool), StreamError> {
+        let (records, ended) = decode_payload(
+            (self.seq, self.codec, self.raw_len),
+            &self.payload,
+            self.payload_at,
+            &mut with.0,
+        )?;
+        Ok((
+            Event::Frame {
+                seq: self.seq,
+                records,
+            },
+            ended,
+        ))
+    }
 }
 
 impl fmt::Debug for StreamReader {
@@ -108,6 +184,20 @@ impl StreamReader {
             failed: None,
             salvaged: Vec::new(),
             decompressor: None,
+            defer: false,
+        }
+    }
+
+    /// A reader that authenticates frames (MAC, chain, sequence, lengths, codec) and
+    /// hands each out as [`Unit::Frame`] without decompressing or decoding it, so that
+    /// frames can be decoded on other threads ([`Authenticated::decode`]). It cannot see
+    /// the End record: the caller stops at it, and treats anything after it as
+    /// [`StreamError::AfterEnd`] at the frame's end; [`StreamReader::finish`] then
+    /// answers as if no End record had come.
+    pub fn authenticating(key: &Key) -> Self {
+        StreamReader {
+            defer: true,
+            ..StreamReader::new(key)
         }
     }
 
@@ -117,7 +207,14 @@ impl StreamReader {
     /// reader stops for good: this and every later call return the same error. Events
     /// completed earlier in the failing call are not returned; they are kept for
     /// [`StreamReader::take_events_before_error`].
-    pub fn push(&mut self, mut input: &[u8]) -> Result<Vec<Event>, StreamError> {
+    pub fn push(&mut self, input: &[u8]) -> Result<Vec<Event>, StreamError> {
+        let units = self.push_units(input)?;
+        Ok(units.into_iter().filter_map(Unit::into_event).collect())
+    }
+
+    /// [`StreamReader::push`] for a reader made with [`StreamReader::authenticating`]
+    /// (the same for any other reader, each event as [`Unit::Event`]).
+    pub fn push_units(&mut self, mut input: &[u8]) -> Result<Vec<Unit>, StreamError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -238,10 +335,18 @@ impl StreamReader {
     /// The events completed in the call to [`StreamReader::push`] that failed, before
     /// the failure (each is authenticated and well formed). Empty after the first call.
     pub fn take_events_before_error(&mut self) -> Vec<Event> {
+        self.take_units_before_error()
+            .into_iter()
+            .filter_map(Unit::into_event)
+            .collect()
+    }
+
+    /// [`StreamReader::take_events_before_error`] as units.
+    pub fn take_units_before_error(&mut self) -> Vec<Unit> {
         std::mem::take(&mut self.salvaged)
     }
 
-    fn fail(&mut self, e: StreamError, events: Vec<Event>) -> Result<Vec<Event>, StreamError> {
+    fn fail(&mut self, e: StreamError, events: Vec<Unit>) -> Result<Vec<Unit>, StreamError> {
         self.failed = Some(e.clone());
         self.salvaged = events;
         self.buf = Vec::new();
@@ -352,10 +457,10 @@ impl StreamReader {
     }
 
     /// Authenticates and decodes the complete header or frame in `buf[..need]`.
-    fn complete(&mut self, need: usize) -> Result<Event, StreamError> {
+    fn complete(&mut self, need: usize) -> Result<Unit, StreamError> {
         match self.phase {
-            Phase::Header => self.complete_header(need),
-            _ => self.complete_frame(),
+            Phase::Header => self.complete_header(need).map(Unit::Event),
+            _ => self.complete_frame(need),
         }
     }
 
@@ -390,7 +495,7 @@ impl StreamReader {
         Ok(Event::Header(header))
     }
 
-    fn complete_frame(&mut self) -> Result<Event, StreamError> {
+    fn complete_frame(&mut self, need: usize) -> Result<Unit, StreamError> {
         let Some(head) = self.frame_head()? else {
             return Err(stream_error(
                 self.unit_start,
@@ -412,69 +517,105 @@ impl StreamReader {
         // Authenticated: only now is anything inside the frame looked at.
         let payload = &self.buf[FRAME_HEAD_LEN..mac_at];
         let payload_at = self.unit_start + FRAME_HEAD_LEN as u64;
-        let raw: Cow<'_, [u8]> = if head.codec == CODEC_NONE {
-            Cow::Borrowed(payload)
+        let unit = if self.defer {
+            Unit::Frame(Authenticated {
+                seq: head.seq,
+                codec: head.codec,
+                raw_len: head.raw_len,
+                payload: payload.to_vec(),
+                payload_at,
+                end: self.unit_start + need as u64,
+            })
         } else {
-            if self.decompressor.is_none() {
-                let d = zstd::bulk::Decompressor::new().map_err(|e| {
-                    stream_error(payload_at, "frame payload", format!("zstd setup: {e}"))
-                })?;
-                self.decompressor = Some(d);
-            }
-            let Some(d) = self.decompressor.as_mut() else {
-                return Err(stream_error(payload_at, "frame payload", "no zstd context"));
-            };
-            // The capacity bounds the output: zstd refuses to write more than raw_len.
-            let out = d.decompress(payload, head.raw_len).map_err(|e| {
-                stream_error(
-                    payload_at,
-                    "frame payload",
-                    format!(
-                        "zstd cannot decompress it into the declared {} bytes: {e}",
-                        head.raw_len
-                    ),
-                )
-            })?;
-            if out.len() != head.raw_len {
-                return Err(stream_error(
-                    payload_at,
-                    "frame payload",
-                    format!(
-                        "decompresses to {} bytes, the frame declares {}",
-                        out.len(),
-                        head.raw_len
-                    ),
-                ));
-            }
-            Cow::Owned(out)
-        };
-        let unit = format!("frame {} payload", head.seq);
-        let mut r = Reader::new(&raw, 0, &unit);
-        let mut records = Vec::new();
-        let mut ended = false;
-        while !r.is_empty() {
+            let (records, ended) = decode_payload(
+                (head.seq, head.codec, head.raw_len),
+                payload,
+                payload_at,
+                &mut self.decompressor,
+            )?;
             if ended {
-                return Err(r
-                    .error(
-                        "record after the End record",
-                        "the End record must be the last record of the stream",
-                    )
-                    .into());
+                self.phase = Phase::Ended;
             }
-            let record = Record::decode(&mut r)?;
-            ended = matches!(record, Record::End(_));
-            records.push(record);
-        }
-        self.prev_mac.copy_from_slice(mac);
+            Unit::Event(Event::Frame {
+                seq: head.seq,
+                records,
+            })
+        };
+        self.prev_mac
+            .copy_from_slice(&self.buf[mac_at..mac_at + MAC_LEN]);
         self.next_seq = self.next_seq.checked_add(1).ok_or_else(|| {
             stream_error(self.unit_start + 4, "frame sequence number", "exhausted")
         })?;
-        if ended {
-            self.phase = Phase::Ended;
-        }
-        Ok(Event::Frame {
-            seq: head.seq,
-            records,
-        })
+        Ok(unit)
     }
+}
+
+impl Unit {
+    fn into_event(self) -> Option<Event> {
+        match self {
+            Unit::Event(e) => Some(e),
+            Unit::Frame(_) => None,
+        }
+    }
+}
+
+/// Decompresses (with `decompressor`, made on first use) and decodes the authenticated
+/// payload of frame `seq` at stream offset `payload_at`: its records, and whether the
+/// last is the End record.
+fn decode_payload(
+    (seq, codec, raw_len): (u64, u8, usize),
+    payload: &[u8],
+    payload_at: u64,
+    decompressor: &mut Option<zstd::bulk::Decompressor<'static>>,
+) -> Result<(Vec<Record>, bool), StreamError> {
+    let raw: Cow<'_, [u8]> = if codec == CODEC_NONE {
+        Cow::Borrowed(payload)
+    } else {
+        if decompressor.is_none() {
+            let d = zstd::bulk::Decompressor::new().map_err(|e| {
+                stream_error(payload_at, "frame payload", format!("zstd setup: {e}"))
+            })?;
+            *decompressor = Some(d);
+        }
+        let Some(d) = decompressor.as_mut() else {
+            return Err(stream_error(payload_at, "frame payload", "no zstd context"));
+        };
+        // The capacity bounds the output: zstd refuses to write more than raw_len.
+        let out = d.decompress(payload, raw_len).map_err(|e| {
+            stream_error(
+                payload_at,
+                "frame payload",
+                format!("zstd cannot decompress it into the declared {raw_len} bytes: {e}"),
+            )
+        })?;
+        if out.len() != raw_len {
+            return Err(stream_error(
+                payload_at,
+                "frame payload",
+                format!(
+                    "decompresses to {} bytes, the frame declares {raw_len}",
+                    out.len()
+                ),
+            ));
+        }
+        Cow::Owned(out)
+    };
+    let unit = format!("frame {seq} payload");
+    let mut r = Reader::new(&raw, 0, &unit);
+    let mut records = Vec::new();
+    let mut ended = false;
+    while !r.is_empty() {
+        if ended {
+            return Err(r
+                .error(
+                    "record after the End record",
+                    "the End record must be the last record of the stream",
+                )
+                .into());
+        }
+        let record = Record::decode(&mut r)?;
+        ended = matches!(record, Record::End(_));
+        records.push(record);
+    }
+    Ok((records, ended))
 }
