@@ -29,7 +29,9 @@ use mmaudit_protocol::record::{
 use mmaudit_protocol::schedule::{Plan, ScheduleVersion};
 use mmaudit_protocol::stream::{StreamHeader, StreamWriter, CODEC_NONE};
 use mmaudit_verify::audit::StreamAudit;
-use mmaudit_verify::check::{audit_reader_into, audit_reader_with, default_threads};
+use mmaudit_verify::check::{
+    audit_reader_into, audit_reader_threads, audit_reader_with, default_threads,
+};
 use mmaudit_verify::policy::Policy;
 use mmaudit_verify::report::StreamReport;
 
@@ -102,6 +104,23 @@ pub fn audit(data: &[u8]) {
     )
     .expect("a stream with a valid header is always audited");
     assert_consistent(&report);
+    // With two threads frames are decoded ahead of the audit on other threads: the
+    // report must be the same.
+    let parallel = audit_reader_threads(
+        "fuzz",
+        &bytes[..],
+        &fuzzing::key(),
+        (20, 2),
+        &Policy::default(),
+        None,
+        |_| {},
+    )
+    .expect("a stream with a valid header is always audited");
+    assert_eq!(
+        parallel.to_json().to_string(),
+        report.to_json().to_string(),
+        "one thread and two disagree"
+    );
 }
 
 /// Panics if the report's counts contradict each other.
