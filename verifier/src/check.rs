@@ -219,11 +219,47 @@ pub fn audit_reader_into(
 /// [`audit_reader_into`] on one thread: each frame decoded as it is authenticated.
 fn audit_in_turn(
     mut audit: StreamAudit,
-    mut input: impl Read,
+    input: impl Read,
     key: &Key,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<StreamReport, NotChecked> {
     let mut reader = StreamReader::new(key);
+    let stopped = read_chunks(input, progress, |chunk| match reader.push(chunk) {
+        Ok(events) => {
+            events.into_iter().for_each(|e| audit.on_event(e));
+            Ok(true)
+        }
+        Err(e) => {
+            not_a_capture(&e)?;
+            // Frames authenticated before the failure count, whatever the chunking: a
+            // live server reading the same bytes in other pieces sees them too.
+            for event in reader.take_events_before_error() {
+                audit.on_event(event);
+            }
+            audit.on_stream_error(&e);
+            Ok(false)
+        }
+    })?;
+    if !stopped {
+        match reader.finish() {
+            Ok(()) => {}
+            Err(e) => {
+                not_a_capture(&e)?;
+                audit.on_stream_error(&e);
+            }
+        }
+    }
+    Ok(audit.finish())
+}
+
+/// Reads `input` in chunks of 1 MiB and hands each to `feed` until the input ends or
+/// `feed` says to stop (false), calling `progress` with the bytes read about once a
+/// second. Whether `feed` stopped it; an empty input is an error.
+fn read_chunks(
+    mut input: impl Read,
+    mut progress: impl FnMut(u64),
+    mut feed: impl FnMut(&[u8]) -> Result<bool, NotChecked>,
+) -> Result<bool, NotChecked> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     let mut last = Instant::now();
@@ -235,23 +271,8 @@ fn audit_in_turn(
             Err(e) => return Err(NotChecked::Io(e)),
         };
         total += n as u64;
-        match reader.push(&buf[..n]) {
-            Ok(events) => events.into_iter().for_each(|e| audit.on_event(e)),
-            Err(e) => {
-                if matches!(
-                    e,
-                    StreamError::NotACapture { .. } | StreamError::UnsupportedVersion(_)
-                ) {
-                    return Err(NotChecked::NotACapture(e));
-                }
-                // Frames authenticated before the failure count, whatever the chunking:
-                // a live server reading the same bytes in other pieces sees them too.
-                for event in reader.take_events_before_error() {
-                    audit.on_event(event);
-                }
-                audit.on_stream_error(&e);
-                return Ok(audit.finish());
-            }
+        if !feed(&buf[..n])? {
+            return Ok(true);
         }
         if last.elapsed() > Duration::from_secs(1) {
             progress(total);
@@ -263,12 +284,18 @@ fn audit_in_turn(
             "the file is empty: not an mmaudit capture",
         )));
     }
-    match reader.finish() {
-        Ok(()) => {}
-        Err(e @ StreamError::NotACapture { .. }) => return Err(NotChecked::NotACapture(e)),
-        Err(e) => audit.on_stream_error(&e),
+    Ok(false)
+}
+
+/// A reader's error that means the input is no capture at all (for this key), rather
+/// than a capture that fails.
+fn not_a_capture(e: &StreamError) -> Result<(), NotChecked> {
+    match e {
+        StreamError::NotACapture { .. } | StreamError::UnsupportedVersion(_) => {
+            Err(NotChecked::NotACapture(e.clone()))
+        }
+        _ => Ok(()),
     }
-    Ok(audit.finish())
 }
 
 /// Frames decoded ahead of the audit at most, and their declared decompressed bytes
@@ -279,9 +306,9 @@ const DECODE_AHEAD_BYTES: usize = 256 << 20;
 /// [`audit_reader_into`] with frames decoded on other threads.
 fn audit_pipelined(
     audit: StreamAudit,
-    mut input: impl Read,
+    input: impl Read,
     key: &Key,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<StreamReport, NotChecked> {
     let mut reader = StreamReader::authenticating(key);
     let mut p = Pipeline {
@@ -298,60 +325,33 @@ fn audit_pipelined(
         ended_at: None,
         done: false,
     };
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    let mut last = Instant::now();
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(NotChecked::Io(e)),
-        };
-        total += n as u64;
-        match reader.push_units(&buf[..n]) {
-            Ok(units) => {
-                units.into_iter().for_each(|u| p.unit(u));
-                // the audit has its error: reading on could only fail otherwise
-                if p.done {
-                    return Ok(p.audit.finish());
-                }
-            }
+    let stopped = read_chunks(input, progress, |chunk| {
+        match reader.push_units(chunk) {
+            Ok(units) => units.into_iter().for_each(|u| p.unit(u)),
             Err(e) => {
-                if matches!(
-                    e,
-                    StreamError::NotACapture { .. } | StreamError::UnsupportedVersion(_)
-                ) {
-                    return Err(NotChecked::NotACapture(e));
-                }
+                not_a_capture(&e)?;
                 for u in reader.take_units_before_error() {
                     p.unit(u);
                 }
                 p.fail(&e);
-                return Ok(p.audit.finish());
             }
         }
-        if last.elapsed() > Duration::from_secs(1) {
-            progress(total);
-            last = Instant::now();
-        }
-    }
-    if total == 0 {
-        return Err(NotChecked::Io(std::io::Error::other(
-            "the file is empty: not an mmaudit capture",
-        )));
-    }
+        // once the audit has its error, reading on could only fail otherwise
+        Ok(!p.done)
+    })?;
     p.drain();
     match p.ended_at {
+        _ if stopped => {}
         // every byte up to the end of the End record's frame, and nothing after it
         Some(at) if reader.bytes_received() == at => {}
         Some(at) => p.stop(&StreamError::AfterEnd { offset: at }),
-        None => match reader.finish() {
-            Err(e @ StreamError::NotACapture { .. }) => return Err(NotChecked::NotACapture(e)),
-            Err(e) => p.stop(&e),
-            // an authenticating reader never sees the End record itself
-            Ok(()) => {}
-        },
+        // (an authenticating reader never sees the End record itself: never Ok)
+        None => {
+            if let Err(e) = reader.finish() {
+                not_a_capture(&e)?;
+                p.stop(&e);
+            }
+        }
     }
     Ok(p.audit.finish())
 }
