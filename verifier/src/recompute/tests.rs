@@ -1899,6 +1899,23 @@ fn all_bits(v: &[f64]) -> Vec<u64> {
     v.iter().map(|&x| bits_of(x)).collect()
 }
 
+/// Every figure of a dot product's statistics, as [`bits_of`].
+fn dot_bits(d: &DotStats) -> [u64; 10] {
+    [
+        d.dot,
+        d.s,
+        d.lo,
+        d.hi,
+        d.a1,
+        d.b1,
+        d.a_max,
+        d.b_max,
+        d.prefix_err,
+        d.dot_err,
+    ]
+    .map(bits_of)
+}
+
 /// The k the lane code is compared at: 0 to 70 (every remainder mod LANES, segments of
 /// fewer and more than eight steps) and a few large ones.
 fn lane_ks() -> impl Iterator<Item = usize> {
@@ -1997,21 +2014,6 @@ fn bf16_lanes_from_bytes_are_the_decoded_lanes() {
 #[test]
 fn a_bf16_row_multiplied_as_it_is_laid_out_is_the_laid_out_row() {
     let mut rng = Rng::new(0x000b_160e);
-    let stats = |d: &DotStats| {
-        [
-            d.dot,
-            d.s,
-            d.lo,
-            d.hi,
-            d.a1,
-            d.b1,
-            d.a_max,
-            d.b_max,
-            d.prefix_err,
-            d.dot_err,
-        ]
-        .map(bits_of)
-    };
     let call = make_call(
         DType::BF16,
         DType::BF16,
@@ -2042,7 +2044,7 @@ fn a_bf16_row_multiplied_as_it_is_laid_out_is_the_laid_out_row() {
             let laid = Lanes::from_bytes(DType::BF16, &row).unwrap();
             let fused = lanes_bf16_row(&row, &b).unwrap();
             let slow = DotStats::lanes(&laid, &b);
-            assert_eq!(stats(&fused), stats(&slow), "k={k} trial {trial}");
+            assert_eq!(dot_bits(&fused), dot_bits(&slow), "k={k} trial {trial}");
             assert_eq!(fused.k, slow.k);
             let call_k = GemmCall {
                 k: k as u64,
@@ -2128,30 +2130,14 @@ fn every_lane_path_is_the_portable_definition_for_every_operand_type() {
         l.finish(stats, tail);
         l
     };
-    let one = |x: f64| if x.is_nan() { 1 } else { x.to_bits() };
     let laid = |l: &Lanes| {
-        let v = l.main.iter().chain(&l.tail).map(|&x| one(x));
+        let v = l.main.iter().chain(&l.tail).map(|&x| bits_of(x));
         (
             v.collect::<Vec<_>>(),
             l.main.len(),
-            one(l.l1),
-            one(l.max_abs),
+            bits_of(l.l1),
+            bits_of(l.max_abs),
         )
-    };
-    let stats = |d: &DotStats| {
-        [
-            d.dot,
-            d.s,
-            d.lo,
-            d.hi,
-            d.a1,
-            d.b1,
-            d.a_max,
-            d.b_max,
-            d.prefix_err,
-            d.dot_err,
-        ]
-        .map(one)
     };
     let mut rng = Rng::new(0x7e16);
     let dtypes = [
@@ -2189,10 +2175,14 @@ fn every_lane_path_is_the_portable_definition_for_every_operand_type() {
                     assert_eq!(laid(&na), laid(&oa), "{da:?} k={k}");
                     let old = DotStats::of_lanes(lane_dot_body(&oa, &ob), k as u64, &oa, &ob);
                     let what = format!("{da:?} x {db:?} k={k} random {random}");
-                    assert_eq!(stats(&DotStats::lanes(&na, &nb)), stats(&old), "{what}");
+                    assert_eq!(
+                        dot_bits(&DotStats::lanes(&na, &nb)),
+                        dot_bits(&old),
+                        "{what}"
+                    );
                     if da == DType::BF16 {
                         let fused = lanes_bf16_row(&ra, &nb).unwrap();
-                        assert_eq!(stats(&fused), stats(&old), "fused {what}");
+                        assert_eq!(dot_bits(&fused), dot_bits(&old), "fused {what}");
                         assert_eq!(fused.k, old.k);
                     }
                 }
