@@ -312,14 +312,7 @@ fn audit_pipelined(
 ) -> Result<StreamReport, NotChecked> {
     let mut reader = StreamReader::authenticating(key);
     let mut p = Pipeline {
-        decode: Pool::new(audit.threads(), |frame: Authenticated| {
-            thread_local! {
-                static DECODER: RefCell<PayloadDecoder> =
-                    const { RefCell::new(PayloadDecoder::new()) };
-            }
-            let decoded = DECODER.with(|d| frame.decode(&mut d.borrow_mut()));
-            (frame.end(), decoded)
-        }),
+        decode: Pool::new(audit.threads(), decode_frame),
         audit,
         ahead: VecDeque::new(),
         ended_at: None,
@@ -358,7 +351,16 @@ fn audit_pipelined(
 
 /// A decoded frame: where it ends in the stream, and its event and whether it holds the
 /// End record, or the error that stops the stream there.
-type Decoded = (u64, Result<(Event, bool), StreamError>);
+pub type Decoded = (u64, Result<(Event, bool), StreamError>);
+
+/// Decodes an authenticated frame (on a pool's thread, with that thread's zstd context).
+pub fn decode_frame(frame: Authenticated) -> Decoded {
+    thread_local! {
+        static DECODER: RefCell<PayloadDecoder> = const { RefCell::new(PayloadDecoder::new()) };
+    }
+    let decoded = DECODER.with(|d| frame.decode(&mut d.borrow_mut()));
+    (frame.end(), decoded)
+}
 
 /// The frames of one capture on their way from the authenticating reader through the
 /// decoding threads to the audit, which sees them in stream order and stops where the

@@ -84,6 +84,8 @@ pub struct Pool<J, R> {
     returned: u64,
     /// results that arrived before those of earlier jobs
     early: BTreeMap<u64, Outcome<R>>,
+    /// called on the worker after each result is ready ([`Pool::notifying`])
+    notify: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl<J: Send + 'static, R: Send + 'static> Pool<J, R> {
@@ -104,15 +106,24 @@ impl<J: Send + 'static, R: Send + 'static> Pool<J, R> {
             submitted: 0,
             returned: 0,
             early: BTreeMap::new(),
+            notify: None,
         }
+    }
+
+    /// Calls `f` on the worker thread after each job's result is ready (an event loop
+    /// that must not wait for results wakes itself with it).
+    pub fn notifying(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.notify = Some(Arc::new(f));
+        self
     }
 
     /// Hands a job to the threads.
     pub fn submit(&mut self, job: J) {
-        let (f, tx, dropped) = (
+        let (f, tx, dropped, notify) = (
             self.f.clone(),
             self.results_tx.clone(),
             self.dropped.clone(),
+            self.notify.clone(),
         );
         let seq = self.submitted;
         self.workers.run(Box::new(move || {
@@ -121,6 +132,9 @@ impl<J: Send + 'static, R: Send + 'static> Pool<J, R> {
             }
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(job)));
             let _ = tx.send((seq, out));
+            if let Some(n) = notify {
+                n();
+            }
         }));
         self.submitted += 1;
     }

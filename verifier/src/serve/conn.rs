@@ -19,11 +19,15 @@ use mmaudit_protocol::handshake::{self, HELLO_NONCE_OFFSET};
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::Record;
 use mmaudit_protocol::schedule::ScheduleVersion;
-use mmaudit_protocol::stream::{Event, StreamError, StreamHeader, StreamReader, MAC_LEN};
+use mmaudit_protocol::stream::{
+    Authenticated, Event, StreamError, StreamHeader, StreamReader, Unit, MAC_LEN,
+};
 
 use super::capture::{base_name, Capture};
 use crate::audit::StreamAudit;
+use crate::check::{decode_frame, Decoded};
 use crate::policy::Policy;
+use crate::pool::Pool;
 use crate::weights::WeightPolicy;
 
 /// Settings every connection shares.
@@ -44,6 +48,21 @@ pub struct ConnConfig<'a> {
     pub workers: Option<&'a std::sync::Arc<crate::pool::Workers>>,
     /// commit mode: the verifier's challenge key
     pub challenge_key: Option<[u8; 32]>,
+}
+
+/// Frames of one connection decoded on the shared threads at once, at most; the
+/// connection reads no more bytes until one is back.
+const DECODE_AHEAD: usize = 2;
+
+/// Frames of a connection decoded on the shared threads ([`ConnConfig::workers`]) while
+/// the event loop only reads and authenticates them.
+struct Decoding {
+    pool: Pool<Authenticated, Decoded>,
+    /// where the frame holding the End record ends, once it is decoded
+    ended_at: Option<u64>,
+    /// the first frame that did not decode (or came after the End record): nothing
+    /// after it counts
+    error: Option<StreamError>,
 }
 
 /// Most challenge bytes queued for a prover that does not read them: past it the
@@ -141,6 +160,8 @@ pub struct Conn {
     pub queued: bool,
     out: HelloOut,
     reader: StreamReader,
+    /// with shared threads: the frames being decoded on them
+    decoding: Option<Decoding>,
     /// the audit (of the stream once its header is read)
     pub audit: StreamAudit,
     backlog: VecDeque<Record>,
@@ -165,6 +186,8 @@ pub struct Conn {
     pub continuity_begun: bool,
     /// when this segment's received count was last written to the state
     pub continuity_written: Option<Instant>,
+    /// the received count last written to the state
+    pub continuity_count: u64,
     /// commit mode: challenge frames to the prover
     challenges: Option<ChallengesOut>,
     /// the stream is not of the mode the hello asked for
@@ -175,8 +198,16 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A connection that will send `hello`.
-    pub fn new(stream: TcpStream, peer: SocketAddr, hello: HelloOut, cfg: &ConnConfig<'_>) -> Self {
+    /// A connection that will send `hello`. With shared threads ([`ConnConfig::workers`])
+    /// and `notify` (called on a thread when a frame is decoded, to wake the event loop
+    /// for this connection) its frames are decoded on those threads.
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        hello: HelloOut,
+        cfg: &ConnConfig<'_>,
+        notify: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> Self {
         let nonce = hello.nonce;
         let now = Instant::now();
         let mut audit = StreamAudit::new(&format!("tcp://{peer}"), cfg.key, cfg.max_failures)
@@ -190,6 +221,15 @@ impl Conn {
         if let Some(k) = cfg.challenge_key {
             audit = audit.with_challenge_key(k).sending_challenges();
         }
+        let decoding = cfg.workers.zip(notify).map(|(workers, notify)| Decoding {
+            pool: Pool::on(workers.clone(), decode_frame).notifying(notify),
+            ended_at: None,
+            error: None,
+        });
+        let reader = match decoding {
+            Some(_) => StreamReader::authenticating(cfg.key),
+            None => StreamReader::new(cfg.key),
+        };
         let challenges = cfg.challenge_key.map(|_| ChallengesOut {
             writer: ChallengeWriter::new(cfg.key, hello.mac),
             buf: Vec::new(),
@@ -205,7 +245,8 @@ impl Conn {
             header: None,
             queued: false,
             out: hello,
-            reader: StreamReader::new(cfg.key),
+            reader,
+            decoding,
             audit,
             backlog: VecDeque::new(),
             pending_error: None,
@@ -219,6 +260,7 @@ impl Conn {
             received: 0,
             continuity_begun: false,
             continuity_written: None,
+            continuity_count: 0,
             transcript: cfg.challenge_key.map(|_| blake3::Hasher::new()),
             challenges,
             mode_mismatch: false,
@@ -265,9 +307,9 @@ impl Conn {
         self.reader.bytes_received() - self.reader.bytes_consumed()
     }
 
-    /// Records decoded and waiting for the audit.
+    /// Records decoded and waiting for the audit, and frames being decoded.
     pub fn backlog(&self) -> usize {
-        self.backlog.len()
+        self.backlog.len() + self.decoding.as_ref().map_or(0, |d| d.pool.in_flight())
     }
 
     /// True while the hello is not completely written.
@@ -305,6 +347,7 @@ impl Conn {
             }
         }
         loop {
+            self.take_decoded(false);
             while let Some(record) = self.backlog.pop_front() {
                 self.audit.on_record(record);
                 if !self.backlog.is_empty() && Instant::now() >= deadline {
@@ -319,10 +362,13 @@ impl Conn {
                 self.audit.fail_integrity(e.clone());
                 return Step::Finished(e);
             }
-            if let Some(e) = self.pending_error.take() {
-                self.audit.on_stream_error(&e);
-                self.failed = true;
-                return Step::Finished(format!("stream refused: {e}"));
+            let decoding = self.decoding.as_ref().map_or(0, |d| d.pool.in_flight());
+            if decoding == 0 {
+                if let Some(e) = self.stream_error() {
+                    self.audit.on_stream_error(&e);
+                    self.failed = true;
+                    return Step::Finished(format!("stream refused: {e}"));
+                }
             }
             if self.nonce_mismatch {
                 return Step::Finished("the stream's nonce is not this session's".into());
@@ -330,8 +376,15 @@ impl Conn {
             if self.mode_mismatch {
                 return Step::Finished("the stream is not of the mode the hello asked for".into());
             }
-            if self.reader.is_ended() {
+            if decoding == 0 && self.ended() {
                 return Step::Finished("end of stream".into());
+            }
+            // Frames still being decoded before the end or an error, or too many of
+            // them: their threads wake this connection when one is back.
+            if decoding > 0
+                && (self.eof || self.pending_error.is_some() || decoding >= DECODE_AHEAD)
+            {
+                return Step::Wait;
             }
             if self.eof {
                 return self.at_eof();
@@ -367,21 +420,21 @@ impl Conn {
         }
     }
 
-    /// Feeds received bytes to the reader; queues their records.
+    /// Feeds received bytes to the reader; queues their records (or, with shared
+    /// threads, hands their frames to be decoded).
     fn decode(&mut self, bytes: &[u8], cfg: &ConnConfig<'_>) -> Option<Step> {
-        let (events, error) = match self.reader.push(bytes) {
-            Ok(events) => (events, None),
-            Err(e) => (self.reader.take_events_before_error(), Some(e)),
+        let (units, error) = match self.reader.push_units(bytes) {
+            Ok(units) => (units, None),
+            Err(e) => (self.reader.take_units_before_error(), Some(e)),
         };
-        for event in events {
-            match event {
-                Event::Header(h) => self.on_header(h, cfg),
-                Event::Frame { records, .. } => {
-                    self.received += records
-                        .iter()
-                        .filter(|r| matches!(r, Record::Ledger(_)))
-                        .count() as u64;
-                    self.backlog.extend(records);
+        for unit in units {
+            match unit {
+                Unit::Event(Event::Header(h)) => self.on_header(h, cfg),
+                Unit::Event(Event::Frame { records, .. }) => self.queue(records),
+                Unit::Frame(frame) => {
+                    if let Some(d) = &mut self.decoding {
+                        d.pool.submit(frame);
+                    }
                 }
             }
         }
@@ -402,6 +455,70 @@ impl Conn {
             ));
         }
         None
+    }
+
+    /// Queues a frame's records for the audit.
+    fn queue(&mut self, records: Vec<Record>) {
+        self.received += records
+            .iter()
+            .filter(|r| matches!(r, Record::Ledger(_)))
+            .count() as u64;
+        self.backlog.extend(records);
+    }
+
+    /// Queues the records of the frames decoded since the last call (with `wait`, of
+    /// every frame being decoded), in stream order, up to the first that did not decode
+    /// or came after the End record.
+    fn take_decoded(&mut self, wait: bool) {
+        while let Some((end, decoded)) = self.decoding.as_mut().and_then(|d| d.pool.next(wait)) {
+            let Some(d) = &mut self.decoding else { return };
+            if d.error.is_some() {
+                continue;
+            }
+            if let Some(at) = d.ended_at {
+                d.error = Some(StreamError::AfterEnd { offset: at });
+                continue;
+            }
+            match decoded {
+                Ok((Event::Frame { records, .. }, ended)) => {
+                    if ended {
+                        d.ended_at = Some(end);
+                    }
+                    self.queue(records);
+                }
+                // a decoded frame is never a header
+                Ok((Event::Header(_), _)) => {}
+                Err(e) => d.error = Some(e),
+            }
+        }
+    }
+
+    /// Once no frame is being decoded: the error that stops the stream, if any. A frame
+    /// that did not decode comes before the reader's own error; after the End record
+    /// anything more is [`StreamError::AfterEnd`], as the reader of `check` says.
+    fn stream_error(&mut self) -> Option<StreamError> {
+        let Some(d) = &mut self.decoding else {
+            return self.pending_error.take();
+        };
+        if let Some(e) = d.error.take() {
+            self.pending_error = None;
+            return Some(e);
+        }
+        match d.ended_at {
+            Some(at) if self.pending_error.is_some() || self.reader.bytes_received() > at => {
+                self.pending_error = None;
+                Some(StreamError::AfterEnd { offset: at })
+            }
+            _ => self.pending_error.take(),
+        }
+    }
+
+    /// The frame holding the End record is read (decoded, with shared threads).
+    fn ended(&self) -> bool {
+        match &self.decoding {
+            Some(d) => d.ended_at.is_some(),
+            None => self.reader.is_ended(),
+        }
     }
 
     fn on_header(&mut self, h: StreamHeader, cfg: &ConnConfig<'_>) {
@@ -460,15 +577,17 @@ impl Conn {
     /// Ends the audit: a stream that is not complete is truncated (unless it already
     /// failed); the report is returned as `check` would give it for the capture.
     pub fn finish(mut self) -> crate::report::StreamReport {
-        // Records already received are in the capture: audit them as `check` would.
+        // Records already received are in the capture: audit them as `check` would
+        // (the frames still being decoded too).
+        self.take_decoded(true);
         while let Some(record) = self.backlog.pop_front() {
             self.audit.on_record(record);
         }
-        if let Some(e) = self.pending_error.take() {
+        if let Some(e) = self.stream_error() {
             self.audit.on_stream_error(&e);
             self.failed = true;
         }
-        if !self.failed && !self.nonce_mismatch && !self.mode_mismatch {
+        if !self.failed && !self.nonce_mismatch && !self.mode_mismatch && !self.ended() {
             if let Err(e) = self.reader.finish() {
                 self.audit.on_stream_error(&e);
             }

@@ -38,7 +38,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -327,8 +327,12 @@ pub struct Server {
     accept_retry_at: Option<Instant>,
     /// which calls of each stream were received
     continuity: Continuity,
-    /// the threads recomputing every connection's samples (none with one thread)
+    /// the threads recomputing every connection's samples and decoding its frames
+    /// (none with one thread)
     workers: Option<Arc<Workers>>,
+    /// connections one of whose frames those threads decoded since the event loop last
+    /// looked (the threads wake it)
+    decoded: Arc<Mutex<Vec<Token>>>,
 }
 
 fn log_err(view: &mut View, lines: &mut Vec<String>) {
@@ -407,6 +411,7 @@ impl Server {
             accept_retry_at: None,
             continuity,
             workers,
+            decoded: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -495,7 +500,12 @@ impl Server {
                         self.view.log("signal received: shutting down");
                         self.stop.store(true, Ordering::SeqCst);
                     }
-                    WAKER => {}
+                    WAKER => {
+                        let woken = std::mem::take(
+                            &mut *self.decoded.lock().unwrap_or_else(|e| e.into_inner()),
+                        );
+                        woken.into_iter().for_each(|t| self.mark_ready(t));
+                    }
                     t => self.mark_ready(t),
                 }
             }
@@ -620,7 +630,12 @@ impl Server {
             }
             let hello = HelloOut::new(self.hello.clone(), &self.opts.key, nonce);
             let cfg = conn_config(&self.opts, self.workers.as_ref());
-            let conn = Conn::new(stream, peer, hello, &cfg);
+            let (decoded, waker) = (self.decoded.clone(), self.waker.clone());
+            let notify = move || {
+                decoded.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+                let _ = waker.wake();
+            };
+            let conn = Conn::new(stream, peer, hello, &cfg, Some(Box::new(notify)));
             self.peers.insert(t, Peer::Prover(Box::new(conn)));
             self.mark_ready(t);
         }
@@ -692,6 +707,18 @@ impl Server {
     }
 
     fn check_timeouts(&mut self, now: Instant) {
+        // Received counts a turn could not write (at most every 50 ms) are written now:
+        // records can arrive after the turn that read their bytes (frames decoded on
+        // the shared threads), and a prover may send nothing more.
+        for p in self.peers.values_mut() {
+            if let Peer::Prover(c) = p {
+                if c.received != c.continuity_count {
+                    if let Some(msg) = note_continuity(&mut self.continuity, c, false) {
+                        self.view.log(&msg);
+                    }
+                }
+            }
+        }
         let mut expired = Vec::new();
         for (&t, p) in &self.peers {
             match p {
@@ -935,7 +962,11 @@ fn note_continuity(c: &mut Continuity, conn: &mut Conn, force: bool) -> Option<S
         conn.audit.unseen(&holes);
         msg = m;
     }
+    let before = conn.continuity_written;
     let m = c.progress(at, conn.received, &mut conn.continuity_written, force);
+    if conn.continuity_written != before {
+        conn.continuity_count = conn.received;
+    }
     msg.or(m)
 }
 
