@@ -113,8 +113,8 @@ pub struct AuditArgs {
     /// Fail every sampled call neither of whose operands is a tensor of --weights.
     #[arg(long, requires = "weights")]
     pub require_weights: bool,
-    /// Threads that recompute samples (default: every core; `check` also decodes
-    /// frames on as many when above 1); the report does not depend on it.
+    /// Threads that recompute samples and decode frames (default: every core); the
+    /// report does not depend on it.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// The verifier's challenge key (a key file as `keygen` writes, never the audit

@@ -394,6 +394,66 @@ fn eight_concurrent_provers_pass_and_their_captures_recheck_identically() {
     assert_offline_identical(&dir, &reports, &[]);
 }
 
+#[test]
+fn streams_that_stop_early_fail_live_as_they_fail_offline() {
+    // The server decodes frames on its shared threads while its event loop reads on:
+    // each way a stream stops must stop the live report where `check` stops it.
+    let server = Server::start("stops", &[]);
+    let addr = server.addr;
+    let send = |seed: u64, bytes: &dyn Fn(&RefProver, &Capture) -> Vec<u8>| {
+        let (mut socket, hello) = session::connect(addr, &key(), TIMEOUT).unwrap();
+        let mut p = RefProver::new(&key(), SamplingConfig::default(), seed)
+            .with_hello(&hello)
+            .with_stream_id(seed);
+        workload(&mut p, 4);
+        let capture = p.finish(6);
+        socket.write_all(&bytes(&p, &capture)).unwrap();
+        session::close_and_wait(socket).unwrap();
+    };
+    let end = Record::End(mmaudit_protocol::record::End {
+        calls: 1,
+        samples: 0,
+        gap_calls: 0,
+    });
+    let with_end_at = |p: &RefProver, at: usize| {
+        let mut records = p.records.clone();
+        records.insert(at, end.clone());
+        let header = p.header(mmaudit_protocol::schedule::ScheduleVersion::V2);
+        mmaudit_tests::refprover::frame_capture(&key(), &header, &records, 6, None).bytes()
+    };
+    // valid frames after the one holding the End record
+    send(0x51, &|p, _| with_end_at(p, 5));
+    // a record after the End record in its frame
+    send(0x52, &|p, _| with_end_at(p, 2));
+    // bytes after the End record's frame
+    send(0x53, &|_, c| [c.bytes(), b"trailing".to_vec()].concat());
+    // a bad MAC in the middle
+    send(0x54, &|_, c| {
+        let mut frames = c.frames.clone();
+        let middle = frames.len() / 2;
+        let at = frames[middle].len() / 2;
+        frames[middle][at] ^= 1;
+        [c.header.clone(), frames.concat()].concat()
+    });
+    // absent: an honest stream
+    send(0x55, &|_, c| c.bytes());
+    let reports = server.reports(5);
+    for (name, r) in &reports {
+        let honest = stream_id(r) == 0x55;
+        assert_eq!(
+            r["verdict"],
+            if honest { "pass" } else { "fail" },
+            "{name}: {r:#}"
+        );
+        if !honest {
+            assert!(r["integrity_errors"].as_u64() > Some(0), "{name}: {r:#}");
+        }
+    }
+    let dir = server.dir.clone();
+    server.stop();
+    assert_offline_identical(&dir, &reports, &[]);
+}
+
 /// Not a test by itself: the body of a prover process that the next test kills. Runs
 /// only with MMAUDIT_TEST_PROVER_ADDR set.
 #[test]

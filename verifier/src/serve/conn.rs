@@ -52,7 +52,7 @@ pub struct ConnConfig<'a> {
 
 /// Frames of one connection decoded on the shared threads at once, at most; the
 /// connection reads no more bytes until one is back.
-const DECODE_AHEAD: usize = 2;
+const DECODE_AHEAD: usize = 1;
 
 /// Frames of a connection decoded on the shared threads ([`ConnConfig::workers`]) while
 /// the event loop only reads and authenticates them.
@@ -583,7 +583,8 @@ impl Conn {
         while let Some(record) = self.backlog.pop_front() {
             self.audit.on_record(record);
         }
-        if let Some(e) = self.stream_error() {
+        // (a stream that failed in a turn has had its error)
+        if let Some(e) = self.stream_error().filter(|_| !self.failed) {
             self.audit.on_stream_error(&e);
             self.failed = true;
         }
