@@ -1453,3 +1453,181 @@ fn commit_mode_live_honest_provers_pass_cheaters_fail_and_captures_recheck() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is the audit key"));
     let _ = server.stop();
 }
+
+/// Frames of a stream written with the writer's own chain: `records` per frame, or
+/// raw payload bytes that do not decode.
+enum Piece {
+    Records(Vec<Record>),
+    Garbage(Vec<u8>),
+}
+
+fn stream_of(hello: &ServerHello, id: u64, pieces: &[Piece]) -> Vec<Vec<u8>> {
+    use mmaudit_protocol::stream::{StreamHeader, StreamWriter};
+    let header = StreamHeader {
+        key_id: key().id(),
+        nonce: hello.nonce,
+        config: hello.sampling,
+        stream_id: id,
+        segment: 0,
+        first_index: 0,
+        pid: 1,
+        host: "review".into(),
+        started_unix_ns: 0,
+        devices: vec![],
+        producer: "review".into(),
+        schedule: mmaudit_protocol::schedule::ScheduleVersion::V2,
+    };
+    let (mut w, head) = StreamWriter::new(&key(), &header);
+    let mut out = vec![head];
+    for p in pieces {
+        out.push(match p {
+            Piece::Records(r) => w.frame(r),
+            Piece::Garbage(raw) => w.frame_raw(raw).unwrap(),
+        });
+    }
+    out
+}
+
+#[test]
+fn streams_that_stop_mid_decode_fail_live_as_they_fail_offline() {
+    // Frames decoded on the shared threads while more bytes (an error, a partial
+    // frame, the end of input) arrive in later reads.
+    let server = Server::start("middecode", &["--threads", "4", "--conn-buffer-mb", "1"]);
+    let addr = server.addr;
+    let ledger = |from: u64, n: u64| -> Piece {
+        Piece::Records(
+            (from..from + n)
+                .map(|i| Record::Ledger(mmaudit_protocol::fuzzing::seed_call(i)))
+                .collect(),
+        )
+    };
+    let end = |calls: u64| {
+        Piece::Records(vec![Record::End(mmaudit_protocol::record::End {
+            calls,
+            samples: 0,
+            gap_calls: 0,
+        })])
+    };
+    let garbage = || Piece::Garbage(vec![0xee; 4000]);
+    // pieces, how to cut them (bytes per write; 0: a write per frame), the pause
+    type Cut = fn(Vec<Vec<u8>>) -> Vec<Vec<u8>>;
+    let whole: Cut = |f| vec![f.concat()];
+    let frames: Cut = |f| f;
+    let flip_last_mac: Cut = |mut f| {
+        let l = f.last_mut().unwrap();
+        let n = l.len();
+        l[n - 1] ^= 1;
+        f
+    };
+    let half_last: Cut = |mut f| {
+        let l = f.last_mut().unwrap();
+        l.truncate(l.len() / 2);
+        f
+    };
+    let random_big = || {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        Piece::Garbage(
+            (0..(2 << 20))
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect(),
+        )
+    };
+    let cases: Vec<(u64, Vec<Piece>, Vec<Cut>)> = vec![
+        // a decode error, then a MAC error
+        (
+            0x61,
+            vec![ledger(0, 50), ledger(50, 50), garbage(), ledger(100, 5)],
+            vec![flip_last_mac, whole],
+        ),
+        (
+            0x62,
+            vec![ledger(0, 50), ledger(50, 50), garbage(), ledger(100, 5)],
+            vec![flip_last_mac, frames],
+        ),
+        // End, then a partial frame
+        (
+            0x63,
+            vec![ledger(0, 50), end(50), ledger(50, 5)],
+            vec![half_last, whole],
+        ),
+        (
+            0x64,
+            vec![ledger(0, 50), end(50), ledger(50, 5)],
+            vec![half_last, frames],
+        ),
+        // a truncated frame at end of input
+        (
+            0x65,
+            vec![ledger(0, 50), ledger(50, 50), ledger(100, 50)],
+            vec![half_last, frames],
+        ),
+        (
+            0x66,
+            vec![ledger(0, 50), ledger(50, 50), ledger(100, 50)],
+            vec![half_last, whole],
+        ),
+        // a decode error, then frames and End
+        (
+            0x67,
+            vec![ledger(0, 50), garbage(), ledger(50, 5), end(55)],
+            vec![frames],
+        ),
+        // a frame larger than the connection buffer after frames being decoded
+        (
+            0x68,
+            vec![ledger(0, 50), ledger(50, 50), random_big()],
+            vec![whole],
+        ),
+        (
+            0x69,
+            vec![ledger(0, 50), end(50), random_big()],
+            vec![whole],
+        ),
+        // many small frames and a partial one in one write
+        (
+            0x6a,
+            (0..200).map(|i| ledger(i, 1)).collect(),
+            vec![half_last, whole],
+        ),
+    ];
+    let n = cases.len();
+    let threads: Vec<_> = cases
+        .into_iter()
+        .map(|(id, pieces, cuts)| {
+            std::thread::spawn(move || {
+                let (mut socket, hello) = session::connect(addr, &key(), TIMEOUT).unwrap();
+                let mut out = stream_of(&hello, id, &pieces);
+                for c in cuts {
+                    out = c(out);
+                }
+                for p in out {
+                    if socket.write_all(&p).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = session::close_and_wait(socket);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let reports = server.reports(n);
+    for (name, r) in &reports {
+        assert_eq!(r["verdict"], "fail", "{name}: {r:#}");
+    }
+    let dir = server.dir.clone();
+    server.stop();
+    for capture in captures(&dir) {
+        let (live, base) = live_report(&reports, &capture);
+        let (_, offline) =
+            check_offline_with(&dir, &capture, &["--threads".as_ref(), "4".as_ref()]);
+        assert_eq!(&offline, live, "{base}: live and offline reports differ");
+    }
+}
