@@ -50,19 +50,39 @@ pub struct ConnConfig<'a> {
     pub challenge_key: Option<[u8; 32]>,
 }
 
-/// Frames of one connection decoded on the shared threads at once, at most; the
-/// connection reads no more bytes until one is back.
+/// Frames of one connection decoded on the shared threads at once, at most; the others
+/// the reader completed wait (at most one read's worth), and the connection reads no
+/// more bytes until they are back.
 const DECODE_AHEAD: usize = 1;
 
 /// Frames of a connection decoded on the shared threads ([`ConnConfig::workers`]) while
 /// the event loop only reads and authenticates them.
 struct Decoding {
     pool: Pool<Authenticated, Decoded>,
+    /// authenticated frames waiting for their turn on the pool
+    waiting: VecDeque<Authenticated>,
     /// where the frame holding the End record ends, once it is decoded
     ended_at: Option<u64>,
     /// the first frame that did not decode (or came after the End record): nothing
     /// after it counts
     error: Option<StreamError>,
+}
+
+impl Decoding {
+    /// Hands waiting frames to the pool up to [`DECODE_AHEAD`].
+    fn submit(&mut self) {
+        while self.pool.in_flight() < DECODE_AHEAD {
+            let Some(frame) = self.waiting.pop_front() else {
+                return;
+            };
+            self.pool.submit(frame);
+        }
+    }
+
+    /// Frames waiting or being decoded.
+    fn pending(&self) -> usize {
+        self.waiting.len() + self.pool.in_flight()
+    }
 }
 
 /// Most challenge bytes queued for a prover that does not read them: past it the
@@ -223,6 +243,7 @@ impl Conn {
         }
         let decoding = cfg.workers.zip(notify).map(|(workers, notify)| Decoding {
             pool: Pool::on(workers.clone(), decode_frame).notifying(notify),
+            waiting: VecDeque::new(),
             ended_at: None,
             error: None,
         });
@@ -309,7 +330,13 @@ impl Conn {
 
     /// Records decoded and waiting for the audit, and frames being decoded.
     pub fn backlog(&self) -> usize {
-        self.backlog.len() + self.decoding.as_ref().map_or(0, |d| d.pool.in_flight())
+        self.backlog.len() + self.decoding.as_ref().map_or(0, Decoding::pending)
+    }
+
+    /// Waits for every frame still being decoded and queues its records (before the
+    /// connection is closed).
+    pub fn settle(&mut self) {
+        self.take_decoded(true);
     }
 
     /// True while the hello is not completely written.
@@ -362,7 +389,7 @@ impl Conn {
                 self.audit.fail_integrity(e.clone());
                 return Step::Finished(e);
             }
-            let decoding = self.decoding.as_ref().map_or(0, |d| d.pool.in_flight());
+            let decoding = self.decoding.as_ref().map_or(0, Decoding::pending);
             if decoding == 0 {
                 if let Some(e) = self.stream_error() {
                     self.audit.on_stream_error(&e);
@@ -433,7 +460,8 @@ impl Conn {
                 Unit::Event(Event::Frame { records, .. }) => self.queue(records),
                 Unit::Frame(frame) => {
                     if let Some(d) = &mut self.decoding {
-                        d.pool.submit(frame);
+                        d.waiting.push_back(frame);
+                        d.submit();
                     }
                 }
             }
@@ -472,6 +500,7 @@ impl Conn {
     fn take_decoded(&mut self, wait: bool) {
         while let Some((end, decoded)) = self.decoding.as_mut().and_then(|d| d.pool.next(wait)) {
             let Some(d) = &mut self.decoding else { return };
+            d.submit();
             if d.error.is_some() {
                 continue;
             }

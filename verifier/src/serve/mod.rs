@@ -792,6 +792,8 @@ impl Server {
         if let Some(msg) = conn.capture.close() {
             self.view.log(&msg);
         }
+        // frames still being decoded count as received
+        conn.settle();
         if let Some(msg) = note_continuity(&mut self.continuity, &mut conn, true) {
             self.view.log(&msg);
         }
