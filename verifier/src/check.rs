@@ -305,48 +305,79 @@ const DECODE_AHEAD_BYTES: usize = 256 << 20;
 
 /// [`audit_reader_into`] with frames decoded on other threads.
 fn audit_pipelined(
-    audit: StreamAudit,
+    mut audit: StreamAudit,
     input: impl Read,
     key: &Key,
     progress: impl FnMut(u64),
 ) -> Result<StreamReport, NotChecked> {
     let mut reader = StreamReader::authenticating(key);
-    let mut p = Pipeline {
-        decode: Pool::new(audit.threads(), decode_frame),
-        audit,
-        ahead: VecDeque::new(),
-        ended_at: None,
-        done: false,
+    let mut frames = OrderedFrames::new(
+        Pool::new(audit.threads(), decode_frame),
+        (DECODE_AHEAD, DECODE_AHEAD_BYTES),
+    );
+    let mut done = false;
+    // Hands the audit the frames that are back, waiting while too many are ahead (with
+    // `all`, every frame): false once the stream's error went to it.
+    let apply = |audit: &mut StreamAudit, frames: &mut OrderedFrames, all: bool| loop {
+        let wait = all || frames.full();
+        match frames.next(wait) {
+            None => return true,
+            Some(Ok(event)) => audit.on_event(event),
+            Some(Err(e)) => {
+                audit.on_stream_error(&e);
+                return false;
+            }
+        }
     };
     let stopped = read_chunks(input, progress, |chunk| {
-        match reader.push_units(chunk) {
-            Ok(units) => units.into_iter().for_each(|u| p.unit(u)),
+        let (units, error) = match reader.push_units(chunk) {
+            Ok(units) => (units, None),
             Err(e) => {
                 not_a_capture(&e)?;
-                for u in reader.take_units_before_error() {
-                    p.unit(u);
+                (reader.take_units_before_error(), Some(e))
+            }
+        };
+        for unit in units {
+            match unit {
+                // the header: before any frame
+                Unit::Event(event) => audit.on_event(event),
+                Unit::Frame(frame) => {
+                    frames.push(frame);
+                    done = done || !apply(&mut audit, &mut frames, false);
                 }
-                p.fail(&e);
+            }
+        }
+        if let Some(e) = error {
+            done = done || !apply(&mut audit, &mut frames, true);
+            if !done {
+                if let Some(e) = frames.after(Some(e), reader.bytes_received()) {
+                    audit.on_stream_error(&e);
+                }
+                done = true;
             }
         }
         // once the audit has its error, reading on could only fail otherwise
-        Ok(!p.done)
+        Ok(!done)
     })?;
-    p.drain();
-    match p.ended_at {
-        _ if stopped => {}
-        // every byte up to the end of the End record's frame, and nothing after it
-        Some(at) if reader.bytes_received() == at => {}
-        Some(at) => p.stop(&StreamError::AfterEnd { offset: at }),
-        // (an authenticating reader never sees the End record itself: never Ok)
-        None => {
-            if let Err(e) = reader.finish() {
+    if !stopped && apply(&mut audit, &mut frames, true) {
+        let end = match frames.ended_at() {
+            Some(_) => Ok(()),
+            // (an authenticating reader never sees the End record itself: never Ok)
+            None => reader.finish(),
+        };
+        match end {
+            Err(e) => {
                 not_a_capture(&e)?;
-                p.stop(&e);
+                audit.on_stream_error(&e);
+            }
+            Ok(()) => {
+                if let Some(e) = frames.after(None, reader.bytes_received()) {
+                    audit.on_stream_error(&e);
+                }
             }
         }
     }
-    Ok(p.audit.finish())
+    Ok(audit.finish())
 }
 
 /// A decoded frame: where it ends in the stream, and its event and whether it holds the
@@ -362,91 +393,112 @@ pub fn decode_frame(frame: Authenticated) -> Decoded {
     (frame.end(), decoded)
 }
 
-/// The frames of one capture on their way from the authenticating reader through the
-/// decoding threads to the audit, which sees them in stream order and stops where the
-/// reader of [`audit_in_turn`] would have: at the first frame that does not decode, at
-/// anything after the End record ([`StreamError::AfterEnd`] at the end of its frame),
-/// or at the reader's own error.
-struct Pipeline {
-    audit: StreamAudit,
-    decode: Pool<Authenticated, Decoded>,
-    /// declared decompressed bytes of each frame being decoded, in order
+/// Authenticated frames decoded on a pool and handed back in stream order, as the
+/// reader of [`audit_in_turn`] decodes them: up to the first frame that does not decode,
+/// and after the frame holding the End record nothing but [`StreamError::AfterEnd`] at
+/// its end. `check` and each connection of `serve` use one.
+pub struct OrderedFrames {
+    pool: Pool<Authenticated, Decoded>,
+    /// frames waiting for room on the pool
+    waiting: VecDeque<Authenticated>,
+    /// declared decompressed bytes of each frame on the pool, in order
     ahead: VecDeque<usize>,
-    /// where the frame holding the End record ends, once the audit has it
+    /// frames and declared decompressed bytes on the pool at most (one frame always)
+    limit: (usize, usize),
+    /// where the frame holding the End record ends, once handed back
     ended_at: Option<u64>,
-    /// the audit has its stream error: nothing more goes to it
-    done: bool,
+    /// the stream's error was handed back: nothing more is
+    stopped: bool,
 }
 
-impl Pipeline {
-    /// A header goes to the audit (after every frame before it); a frame to the
-    /// decoding threads, waiting for the oldest while too many are ahead.
-    fn unit(&mut self, unit: Unit) {
-        match unit {
-            Unit::Event(event) => {
-                self.drain();
-                if !self.done {
-                    self.audit.on_event(event);
-                }
+impl OrderedFrames {
+    /// Frames decoded on `pool`, at most `limit` (frames, declared decompressed bytes)
+    /// at a time.
+    pub fn new(pool: Pool<Authenticated, Decoded>, limit: (usize, usize)) -> Self {
+        OrderedFrames {
+            pool,
+            waiting: VecDeque::new(),
+            ahead: VecDeque::new(),
+            limit,
+            ended_at: None,
+            stopped: false,
+        }
+    }
+
+    /// The next frame the reader authenticated.
+    pub fn push(&mut self, frame: Authenticated) {
+        self.waiting.push_back(frame);
+        self.submit();
+    }
+
+    fn submit(&mut self) {
+        while let Some(frame) = self.waiting.front() {
+            let bytes = self.ahead.iter().sum::<usize>() + frame.raw_len();
+            if !self.ahead.is_empty() && (self.ahead.len() >= self.limit.0 || bytes > self.limit.1)
+            {
+                return;
             }
-            Unit::Frame(frame) => {
+            if let Some(frame) = self.waiting.pop_front() {
                 self.ahead.push_back(frame.raw_len());
-                self.decode.submit(frame);
-                while self.ahead.len() > DECODE_AHEAD
-                    || (self.ahead.len() > 1
-                        && self.ahead.iter().sum::<usize>() > DECODE_AHEAD_BYTES)
-                {
-                    self.apply_next(true);
-                }
-                while self.apply_next(false) {}
+                self.pool.submit(frame);
             }
         }
     }
 
-    /// Applies the oldest decoded frame; false when none is (ready, without `wait`).
-    fn apply_next(&mut self, wait: bool) -> bool {
-        let Some((end, decoded)) = self.decode.next(wait) else {
-            return false;
-        };
-        self.ahead.pop_front();
-        if self.done {
-            return true;
-        }
-        if let Some(at) = self.ended_at {
-            self.stop(&StreamError::AfterEnd { offset: at });
-            return true;
-        }
-        match decoded {
-            Ok((event, ended)) => {
-                self.audit.on_event(event);
-                if ended {
-                    self.ended_at = Some(end);
-                }
+    /// The next frame in stream order (with `wait`, waiting for it): its event, or the
+    /// error that stops the stream there (once); `None` when none is ready or pending.
+    pub fn next(&mut self, wait: bool) -> Option<Result<Event, StreamError>> {
+        loop {
+            let (end, decoded) = self.pool.next(wait)?;
+            self.ahead.pop_front();
+            self.submit();
+            if self.stopped {
+                continue;
             }
-            Err(e) => self.stop(&e),
+            if let Some(at) = self.ended_at {
+                self.stopped = true;
+                return Some(Err(StreamError::AfterEnd { offset: at }));
+            }
+            return Some(match decoded {
+                Ok((event, ended)) => {
+                    if ended {
+                        self.ended_at = Some(end);
+                    }
+                    Ok(event)
+                }
+                Err(e) => {
+                    self.stopped = true;
+                    Err(e)
+                }
+            });
         }
-        true
     }
 
-    /// Applies every frame still being decoded.
-    fn drain(&mut self) {
-        while self.apply_next(true) {}
+    /// Frames waiting or being decoded.
+    pub fn pending(&self) -> usize {
+        self.waiting.len() + self.ahead.len()
     }
 
-    /// The reader stopped with `e` after the frames it handed out: the audit gets those
-    /// frames, then `e`, or [`StreamError::AfterEnd`] when an End record came before.
-    fn fail(&mut self, e: &StreamError) {
-        self.drain();
+    /// Frames are waiting for room: the caller should wait for the oldest.
+    pub fn full(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Where the frame holding the End record ends, once handed back.
+    pub fn ended_at(&self) -> Option<u64> {
+        self.ended_at
+    }
+
+    /// Once every frame is back and none stopped the stream: the error it ends with,
+    /// given the reader's own (`None`: the input ended) and the bytes it received. After
+    /// an End record any byte more, or any reader error, is [`StreamError::AfterEnd`].
+    pub fn after(&self, reader: Option<StreamError>, received: u64) -> Option<StreamError> {
         match self.ended_at {
-            Some(at) => self.stop(&StreamError::AfterEnd { offset: at }),
-            None => self.stop(e),
-        }
-    }
-
-    fn stop(&mut self, e: &StreamError) {
-        if !self.done {
-            self.audit.on_stream_error(e);
-            self.done = true;
+            Some(at) if reader.is_some() || received > at => {
+                Some(StreamError::AfterEnd { offset: at })
+            }
+            Some(_) => None,
+            None => reader,
         }
     }
 }

@@ -19,13 +19,11 @@ use mmaudit_protocol::handshake::{self, HELLO_NONCE_OFFSET};
 use mmaudit_protocol::keys::Key;
 use mmaudit_protocol::record::Record;
 use mmaudit_protocol::schedule::ScheduleVersion;
-use mmaudit_protocol::stream::{
-    Authenticated, Event, StreamError, StreamHeader, StreamReader, Unit, MAC_LEN,
-};
+use mmaudit_protocol::stream::{Event, StreamError, StreamHeader, StreamReader, Unit, MAC_LEN};
 
 use super::capture::{base_name, Capture};
 use crate::audit::StreamAudit;
-use crate::check::{decode_frame, Decoded};
+use crate::check::{decode_frame, OrderedFrames};
 use crate::policy::Policy;
 use crate::pool::Pool;
 use crate::weights::WeightPolicy;
@@ -54,36 +52,6 @@ pub struct ConnConfig<'a> {
 /// the reader completed wait (at most one read's worth), and the connection reads no
 /// more bytes until they are back.
 const DECODE_AHEAD: usize = 1;
-
-/// Frames of a connection decoded on the shared threads ([`ConnConfig::workers`]) while
-/// the event loop only reads and authenticates them.
-struct Decoding {
-    pool: Pool<Authenticated, Decoded>,
-    /// authenticated frames waiting for their turn on the pool
-    waiting: VecDeque<Authenticated>,
-    /// where the frame holding the End record ends, once it is decoded
-    ended_at: Option<u64>,
-    /// the first frame that did not decode (or came after the End record): nothing
-    /// after it counts
-    error: Option<StreamError>,
-}
-
-impl Decoding {
-    /// Hands waiting frames to the pool up to [`DECODE_AHEAD`].
-    fn submit(&mut self) {
-        while self.pool.in_flight() < DECODE_AHEAD {
-            let Some(frame) = self.waiting.pop_front() else {
-                return;
-            };
-            self.pool.submit(frame);
-        }
-    }
-
-    /// Frames waiting or being decoded.
-    fn pending(&self) -> usize {
-        self.waiting.len() + self.pool.in_flight()
-    }
-}
 
 /// Most challenge bytes queued for a prover that does not read them: past it the
 /// stream fails.
@@ -181,7 +149,9 @@ pub struct Conn {
     out: HelloOut,
     reader: StreamReader,
     /// with shared threads: the frames being decoded on them
-    decoding: Option<Decoding>,
+    decoding: Option<OrderedFrames>,
+    /// the error they stopped the stream with (before any of the reader's own)
+    decode_error: Option<StreamError>,
     /// the audit (of the stream once its header is read)
     pub audit: StreamAudit,
     backlog: VecDeque<Record>,
@@ -241,11 +211,9 @@ impl Conn {
         if let Some(k) = cfg.challenge_key {
             audit = audit.with_challenge_key(k).sending_challenges();
         }
-        let decoding = cfg.workers.zip(notify).map(|(workers, notify)| Decoding {
-            pool: Pool::on(workers.clone(), decode_frame).notifying(notify),
-            waiting: VecDeque::new(),
-            ended_at: None,
-            error: None,
+        let decoding = cfg.workers.zip(notify).map(|(workers, notify)| {
+            let pool = Pool::on(workers.clone(), decode_frame).notifying(notify);
+            OrderedFrames::new(pool, (DECODE_AHEAD, usize::MAX))
         });
         let reader = match decoding {
             Some(_) => StreamReader::authenticating(cfg.key),
@@ -268,6 +236,7 @@ impl Conn {
             out: hello,
             reader,
             decoding,
+            decode_error: None,
             audit,
             backlog: VecDeque::new(),
             pending_error: None,
@@ -330,7 +299,7 @@ impl Conn {
 
     /// Records decoded and waiting for the audit, and frames being decoded.
     pub fn backlog(&self) -> usize {
-        self.backlog.len() + self.decoding.as_ref().map_or(0, Decoding::pending)
+        self.backlog.len() + self.decoding.as_ref().map_or(0, OrderedFrames::pending)
     }
 
     /// Waits for every frame still being decoded and queues its records (before the
@@ -389,7 +358,7 @@ impl Conn {
                 self.audit.fail_integrity(e.clone());
                 return Step::Finished(e);
             }
-            let decoding = self.decoding.as_ref().map_or(0, Decoding::pending);
+            let decoding = self.decoding.as_ref().map_or(0, OrderedFrames::pending);
             if decoding == 0 {
                 if let Some(e) = self.stream_error() {
                     self.audit.on_stream_error(&e);
@@ -460,8 +429,7 @@ impl Conn {
                 Unit::Event(Event::Frame { records, .. }) => self.queue(records),
                 Unit::Frame(frame) => {
                     if let Some(d) = &mut self.decoding {
-                        d.waiting.push_back(frame);
-                        d.submit();
+                        d.push(frame);
                     }
                 }
             }
@@ -495,29 +463,15 @@ impl Conn {
     }
 
     /// Queues the records of the frames decoded since the last call (with `wait`, of
-    /// every frame being decoded), in stream order, up to the first that did not decode
-    /// or came after the End record.
+    /// every frame being decoded), in stream order, up to the error that stops the
+    /// stream.
     fn take_decoded(&mut self, wait: bool) {
-        while let Some((end, decoded)) = self.decoding.as_mut().and_then(|d| d.pool.next(wait)) {
-            let Some(d) = &mut self.decoding else { return };
-            d.submit();
-            if d.error.is_some() {
-                continue;
-            }
-            if let Some(at) = d.ended_at {
-                d.error = Some(StreamError::AfterEnd { offset: at });
-                continue;
-            }
-            match decoded {
-                Ok((Event::Frame { records, .. }, ended)) => {
-                    if ended {
-                        d.ended_at = Some(end);
-                    }
-                    self.queue(records);
-                }
+        while let Some(next) = self.decoding.as_mut().and_then(|d| d.next(wait)) {
+            match next {
+                Ok(Event::Frame { records, .. }) => self.queue(records),
                 // a decoded frame is never a header
-                Ok((Event::Header(_), _)) => {}
-                Err(e) => d.error = Some(e),
+                Ok(Event::Header(_)) => {}
+                Err(e) => self.decode_error = Some(e),
             }
         }
     }
@@ -526,26 +480,18 @@ impl Conn {
     /// that did not decode comes before the reader's own error; after the End record
     /// anything more is [`StreamError::AfterEnd`], as the reader of `check` says.
     fn stream_error(&mut self) -> Option<StreamError> {
-        let Some(d) = &mut self.decoding else {
-            return self.pending_error.take();
-        };
-        if let Some(e) = d.error.take() {
-            self.pending_error = None;
-            return Some(e);
-        }
-        match d.ended_at {
-            Some(at) if self.pending_error.is_some() || self.reader.bytes_received() > at => {
-                self.pending_error = None;
-                Some(StreamError::AfterEnd { offset: at })
-            }
-            _ => self.pending_error.take(),
+        let reader = self.pending_error.take();
+        match &self.decoding {
+            None => reader,
+            Some(_) if self.decode_error.is_some() => self.decode_error.take(),
+            Some(d) => d.after(reader, self.reader.bytes_received()),
         }
     }
 
     /// The frame holding the End record is read (decoded, with shared threads).
     fn ended(&self) -> bool {
         match &self.decoding {
-            Some(d) => d.ended_at.is_some(),
+            Some(d) => d.ended_at().is_some(),
             None => self.reader.is_ended(),
         }
     }
