@@ -1462,21 +1462,12 @@ enum Piece {
 }
 
 fn stream_of(hello: &ServerHello, id: u64, pieces: &[Piece]) -> Vec<Vec<u8>> {
-    use mmaudit_protocol::stream::{StreamHeader, StreamWriter};
-    let header = StreamHeader {
-        key_id: key().id(),
-        nonce: hello.nonce,
-        config: hello.sampling,
-        stream_id: id,
-        segment: 0,
-        first_index: 0,
-        pid: 1,
-        host: "review".into(),
-        started_unix_ns: 0,
-        devices: vec![],
-        producer: "review".into(),
-        schedule: mmaudit_protocol::schedule::ScheduleVersion::V2,
-    };
+    use mmaudit_protocol::stream::StreamWriter;
+    // the header the reference prover writes for this hello and stream
+    let header = RefProver::new(&key(), hello.sampling, 0)
+        .with_hello(hello)
+        .with_stream_id(id)
+        .header(mmaudit_protocol::schedule::ScheduleVersion::V2);
     let (mut w, head) = StreamWriter::new(&key(), &header);
     let mut out = vec![head];
     for p in pieces {
