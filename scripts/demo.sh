@@ -49,8 +49,15 @@ root=$PWD
 
 heading() { printf '\n== %s\n' "$*"; }
 
-cargo build --release --workspace --quiet
 bin=$root/target/release
+if command -v cargo >/dev/null 2>&1; then
+    cargo build --release --workspace --quiet
+elif [[ -f $bin/libmmaudit.so && -x $bin/mmaudit-verify ]]; then
+    echo "No cargo here: using the binaries in target/release (libmmaudit.so, mmaudit-verify)."
+else
+    echo "demo: needs cargo to build, or target/release/libmmaudit.so and mmaudit-verify built elsewhere" >&2
+    exit 2
+fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/mmaudit-demo.XXXXXX")
 serve_pid=
 trap '[[ -z $serve_pid ]] || kill "$serve_pid" 2>/dev/null; rm -rf "$work"' EXIT

@@ -251,6 +251,7 @@ real_syms! {
     SET_MATH_MODE = "cublasSetMathMode" in Cublas;
     LT_DESC_GET_ATTRIBUTE = "cublasLtMatmulDescGetAttribute" in CublasLt;
     LT_LAYOUT_GET_ATTRIBUTE = "cublasLtMatrixLayoutGetAttribute" in CublasLt;
+    LT_ALGO_CONFIG_GET_ATTRIBUTE = "cublasLtMatmulAlgoConfigGetAttribute" in CublasLt;
     CUDA_STREAM_BEGIN_CAPTURE = "cudaStreamBeginCapture" in Cudart;
     CUDA_STREAM_END_CAPTURE = "cudaStreamEndCapture" in Cudart;
     CUDA_GRAPH_INSTANTIATE = "cudaGraphInstantiate" in Cudart;
@@ -280,7 +281,11 @@ real_syms! {
 pub unsafe fn remember_companions(handle: *mut c_void, lib: Lib) {
     let helpers: &[&RealSym] = match lib {
         Lib::Cublas => &[&GET_STREAM, &GET_POINTER_MODE, &GET_MATH_MODE],
-        Lib::CublasLt => &[&LT_DESC_GET_ATTRIBUTE, &LT_LAYOUT_GET_ATTRIBUTE],
+        Lib::CublasLt => &[
+            &LT_DESC_GET_ATTRIBUTE,
+            &LT_LAYOUT_GET_ATTRIBUTE,
+            &LT_ALGO_CONFIG_GET_ATTRIBUTE,
+        ],
         Lib::Cudart | Lib::Cuda => &[],
     };
     for h in helpers {

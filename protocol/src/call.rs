@@ -306,6 +306,15 @@ pub mod flags {
     /// B's scale is one f32 per column of op(B) (`OUTER_VEC_32F`; without
     /// [`SCALE_B`]): the sample carries the sampled columns' scales.
     pub const SCALE_B_COLS: u16 = 1 << 14;
+    /// cuBLAS may add this call's split-k partial sums in D's type (a "reduced
+    /// precision reduction"): D is a 16-bit or 8-bit float type narrower than the
+    /// accumulator, and the handle's math mode lacks
+    /// `CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION` (cuBLAS), or the algorithm
+    /// splits k with the `INPLACE` or `OUTPUT_TYPE` reduction scheme or was chosen by
+    /// cuBLASLt itself (cuBLASLt). The verifier widens both of its bounds by what such
+    /// a reduction can add (docs/PROTOCOL.md) and reports these calls; a policy can
+    /// refuse them.
+    pub const REDUCED_PRECISION_REDUCTION: u16 = 1 << 15;
     /// Flags whose calls are recorded but never sampled.
     pub const NOT_AUDITED: u16 = CAPTURED | NO_SESSION | REJECTED | UNMODELLED;
     /// Every flag defined in this protocol version.
@@ -323,7 +332,8 @@ pub mod flags {
         | REPLAYED
         | FAST_ACCUM
         | SCALE_A_ROWS
-        | SCALE_B_COLS;
+        | SCALE_B_COLS
+        | REDUCED_PRECISION_REDUCTION;
 }
 
 /// Where a replayed call comes from (present exactly when [`flags::REPLAYED`] is set).
@@ -755,9 +765,8 @@ impl GemmCall {
             flags: r.u16("flags")?,
             replay: None,
         };
-        if call.flags & !flags::ALL != 0 {
-            return Err(r.error_at(at, "call flags", format!("unknown bits {:#x}", call.flags)));
-        }
+        // Every one of the 16 bits is defined: none is unknown.
+        const { assert!(flags::ALL == u16::MAX) };
         if call.has(flags::REPLAYED) {
             call.replay = Some(ReplayOf {
                 graph: r.u32("replay graph")?,
@@ -888,9 +897,17 @@ pub(crate) mod tests {
         bytes[8] = 99; // entry point
         let e = GemmCall::decode(&mut Reader::new(&bytes, 0, "t")).unwrap_err();
         assert_eq!(e.what, "entry point");
+        // Every flag bit is defined (the last, 0x8000, is REDUCED_PRECISION_REDUCTION);
+        // BIAS_PER_BATCH without BIAS is still an error.
         let mut bytes = c.to_bytes();
         let n = bytes.len();
-        bytes[n - 1] = 0x80; // unknown flag
-        assert!(GemmCall::decode(&mut Reader::new(&bytes, 0, "t")).is_err());
+        bytes[n - 1] = 0x80;
+        let d = GemmCall::decode(&mut Reader::new(&bytes, 0, "t")).unwrap();
+        assert_eq!(d.flags, c.flags | flags::REDUCED_PRECISION_REDUCTION);
+        let mut bytes = c.to_bytes();
+        bytes[n - 2] = 0;
+        bytes[n - 1] = (flags::BIAS_PER_BATCH >> 8) as u8;
+        let e = GemmCall::decode(&mut Reader::new(&bytes, 0, "t")).unwrap_err();
+        assert_eq!(e.what, "call flags");
     }
 }

@@ -383,6 +383,8 @@ def summarize(js):
             out[k] = st[k]
     if st.get("gap_reasons"):
         out["gap_reasons"] = st["gap_reasons"]
+    if st.get("reduced_precision_reductions"):
+        out["reduced_precision_calls"] = st["reduced_precision_reductions"].get("calls")
     if st.get("graphs"):
         out["graphs"] = st["graphs"]
     na = {}

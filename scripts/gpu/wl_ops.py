@@ -112,6 +112,9 @@ def sha256(torch, t):
 def run(args):
     import torch
 
+    if args.no_reduced_precision_reduction:
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
     records = []
     groups = [("fp32", torch.float32, "highest"), ("tf32", torch.float32, "high"),
               ("fp16", torch.float16, "highest"), ("bf16", torch.bfloat16, "highest")]
@@ -188,6 +191,8 @@ def main():
     ap.add_argument("--result", required=True)
     ap.add_argument("--short", action="store_true", help="fp32 and bf16 mm, addmm, bmm, Linear only")
     ap.add_argument("--no-profiler", action="store_true")
+    ap.add_argument("--no-reduced-precision-reduction", action="store_true",
+                    help="disallow cuBLAS's bf16 and fp16 reduced-precision split-k reductions")
     run(ap.parse_args())
 
 

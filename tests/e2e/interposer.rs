@@ -3143,3 +3143,85 @@ fn commit_mode_passes_every_entry_point_many_threads_and_a_slow_gpu() {
         assert_eq!(check.code, Some(0), "{ctx}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Reduced-precision reductions
+
+/// The library flags REDUCED_PRECISION_REDUCTION on exactly the calls that let cuBLAS
+/// add split-k parts in the output type (audit_reductions.c lists them): from the
+/// handle's math mode for cuBLAS, from the algorithm's split count and reduction
+/// scheme for cuBLASLt, for 16-bit outputs only. Honest (the simulated GPU reduces in
+/// full precision), they pass under both policies.
+#[test]
+fn reduced_precision_reductions_are_flagged_on_exactly_the_calls_that_allow_them() {
+    let exe = compile("audit_reductions");
+    let reference = reference(&exe, &[], None);
+    let a = audit("reductions", &exe, &[], FULL, None, &[]);
+    assert_honest_pass(&a, &reference);
+    let allowed: Vec<u64> = reference
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("allowed"))
+        .expect("an 'allowed' line")
+        .split_whitespace()
+        .map(|i| i.parse().unwrap())
+        .collect();
+    assert_eq!(allowed, [0, 2, 4, 6, 7]);
+    let flagged: Vec<u64> = ledger_of("reductions")
+        .iter()
+        .filter(|c| c.has(flags::REDUCED_PRECISION_REDUCTION))
+        .map(|c| c.index)
+        .collect();
+    assert_eq!(flagged, allowed, "{}", a.context());
+    let rpr = &a.check.json["reduced_precision_reductions"];
+    assert_eq!(rpr.as_u64(), Some(5), "{}", a.context());
+    assert!(
+        a.check.text.contains("reduced precision")
+            && a.check.text.contains("judged like every other call"),
+        "{}",
+        a.check.text
+    );
+    let widened = check_args(
+        &a.captures,
+        &a.dir,
+        &["--allow-reduced-precision-reductions"],
+    );
+    assert_eq!(widened.code, Some(0), "{}", widened.text);
+    assert!(
+        widened.text.contains("judged with widened bounds"),
+        "{}",
+        widened.text
+    );
+}
+
+/// Per-channel fp8 arithmetic in place of bf16 on calls that allow reduced-precision
+/// reductions: the flag is the audited program's choice, so by default it widens
+/// nothing and the cheat fails; each failure on such a call says what an honest GPU
+/// may have done instead. Only the auditor's --allow-reduced-precision-reductions
+/// widens the bounds.
+#[test]
+fn cheaper_arithmetic_on_calls_that_allow_reduced_precision_fails_by_default() {
+    let exe = compile("audit_reductions");
+    let a = audit(
+        "reductions-fp8",
+        &exe,
+        &[],
+        FULL,
+        Some("precision:fp8-rowscaled"),
+        &[],
+    );
+    let ctx = a.context();
+    assert_eq!(a.check.code, Some(1), "{ctx}");
+    assert!(a.check.n("mismatched") >= 8, "{ctx}");
+    let hinted = a
+        .check
+        .failures()
+        .iter()
+        .filter(|f| {
+            f["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("--allow-reduced-precision-reductions"))
+        })
+        .count();
+    assert!(hinted > 0, "{ctx}");
+}

@@ -432,6 +432,7 @@ impl StreamAudit {
         self.next_index = call.index.saturating_add(1);
         self.report.calls += 1;
         self.report.flops = self.report.flops.saturating_add(call.flops());
+        self.report.reduced_precision += call.has(flags::REDUCED_PRECISION_REDUCTION) as u64;
         let capture = call.is_capture_record();
         let bin = self.report.timeline.bin(call.index);
         bin.calls += 1;
@@ -694,7 +695,8 @@ impl StreamAudit {
             }
             return;
         }
-        let outcome = verify_sample(&call, &plan, &sample, &held);
+        let widen = self.policy.reduced_precision_reductions;
+        let outcome = verify_sample(&call, &plan, &sample, &held, widen);
         self.apply_outcome(&call, outcome);
     }
 
@@ -707,13 +709,14 @@ impl StreamAudit {
         self.bytes_out
             .push_back(std::mem::take(&mut self.deferred_bytes));
         let (threads, workers) = (self.threads, self.workers.clone());
+        let widen = self.policy.reduced_precision_reductions;
         self.pool
             .get_or_insert_with(|| {
-                let check = |batch: Batch| -> Outcomes {
+                let check = move |batch: Batch| -> Outcomes {
                     batch
                         .into_iter()
                         .map(|(call, plan, sample, held)| {
-                            let outcome = verify_sample(&call, &plan, &sample, &held);
+                            let outcome = verify_sample(&call, &plan, &sample, &held, widen);
                             (call, outcome)
                         })
                         .collect()
@@ -1156,14 +1159,36 @@ impl<'a> Vectors<'a> {
     }
 }
 
-/// Checks every entry of one sample against its call and plan.
+/// Why an honest GPU may have failed a call that allowed reduced-precision reductions
+/// judged strictly, appended to its failures.
+const REDUCED_PRECISION_HINT: &str = "; the call let cuBLAS add split-k parts in the output type, which an honest GPU may do: disallow it in the program (PyTorch: torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False, and the fp16 one) or accept it with --allow-reduced-precision-reductions";
+
+/// Checks every entry of one sample against its call and plan; `widen`: the policy
+/// accepts reduced-precision reductions (flag REDUCED_PRECISION_REDUCTION widens the
+/// bounds only then).
 fn verify_sample(
     call: &GemmCall,
     plan: &Plan,
     s: &Sample,
     held: &Held,
+    widen: bool,
 ) -> Result<SampleOutcome, String> {
     s.check_shape(call, plan)?;
+    let hint = if call.has(flags::REDUCED_PRECISION_REDUCTION) && !widen {
+        REDUCED_PRECISION_HINT
+    } else {
+        ""
+    };
+    let strict;
+    let call = if !hint.is_empty() {
+        strict = GemmCall {
+            flags: call.flags & !flags::REDUCED_PRECISION_REDUCTION,
+            ..call.clone()
+        };
+        &strict
+    } else {
+        call
+    };
     let scalars = Scalars {
         alpha: resolve("alpha", call.alpha, s.alpha)?,
         beta: resolve("beta", call.beta, s.beta)?,
@@ -1290,14 +1315,14 @@ fn verify_sample(
                     recompute::Verdict::Fail => out.mismatches.push((
                         FailureKind::Mismatch,
                         format!(
-                            "entry batch {batch} row {row} col {col}: claimed {:e}, recomputed {:e}, tolerance {:e}",
+                            "entry batch {batch} row {row} col {col}: claimed {:e}, recomputed {:e}, tolerance {:e}{hint}",
                             r.claimed, r.reference, r.tolerance
                         ),
                     )),
                     recompute::Verdict::Imprecise => out.mismatches.push((
                         FailureKind::Precision,
                         format!(
-                            "entry batch {batch} row {row} col {col}: claimed {:e}, recomputed {:e}: {:e} beyond what rounds to the claim, above the declared-precision bound {:e} (tolerance {:e})",
+                            "entry batch {batch} row {row} col {col}: claimed {:e}, recomputed {:e}: {:e} beyond what rounds to the claim, above the declared-precision bound {:e} (tolerance {:e}){hint}",
                             r.claimed, r.reference, r.precision_gap, r.precision_bound, r.tolerance
                         ),
                     )),

@@ -200,16 +200,19 @@ impl Caught {
 }
 
 /// Judges `entries` entries of a linear layer with inner dimension `k`, declared as
-/// `input` operands and output with `compute`, computed by `cheat`, from a fixed seed.
+/// `input` operands and output with `compute` and the given call `flags`, computed by
+/// `cheat`, from a fixed seed.
 pub fn caught(
     cheat: Arithmetic,
     input: DType,
     compute: ComputeType,
+    flags: u16,
     k: usize,
     entries: u64,
     seed: u64,
 ) -> Caught {
-    let call = linear_call(input, compute, k as u64);
+    let mut call = linear_call(input, compute, k as u64);
+    call.flags = flags;
     let mut rng = Sampler::new(seed);
     let mut out = Caught::default();
     for _ in 0..entries {

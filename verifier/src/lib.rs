@@ -4,6 +4,8 @@
 //! `serve` (the live verifier), and the weight registry that tells which held tensors a
 //! workload used (`weights`).
 #![warn(missing_docs)]
+// serde_json's json! macro recurses once per key: a stream report has many.
+#![recursion_limit = "256"]
 
 pub mod audit;
 pub mod bench;

@@ -1438,6 +1438,7 @@ pub fn arithmetic_detection(dtype: PlanDType, p: f64, costs: &[&GemmCost]) -> Ve
                 cheat,
                 dtype.input(),
                 ComputeType::F32,
+                0,
                 k as usize,
                 ARITHMETIC_ENTRIES,
                 k,

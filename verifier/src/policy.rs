@@ -133,6 +133,11 @@ pub struct Policy {
     /// Largest share of calls and of FLOPs per category, in the order of
     /// [`Unaudited::ALL`].
     pub limits: [f64; CATEGORIES],
+    /// Judge calls flagged REDUCED_PRECISION_REDUCTION with bounds widened by what
+    /// adding split-k parts in D's type can round. Off by default: the flag is the
+    /// audited program's choice, and the widened bounds let cheaper arithmetic pass
+    /// (docs/THREAT-MODEL.md); without it such calls are judged like any other.
+    pub reduced_precision_reductions: bool,
 }
 
 /// The default limit of every category: 1%.
@@ -143,6 +148,7 @@ impl Default for Policy {
         Policy {
             sampling: SamplingConfig::default(),
             limits: [DEFAULT_LIMIT; CATEGORIES],
+            reduced_precision_reductions: false,
         }
     }
 }
@@ -166,6 +172,7 @@ impl Policy {
                 max_batches: 1,
             },
             limits: [1.0; CATEGORIES],
+            reduced_precision_reductions: false,
         }
     }
 
@@ -278,6 +285,16 @@ pub struct PolicyArgs {
     /// not committed by the prover (gap records "not committed").
     #[arg(long, value_name = "SHARE", default_value = "1%", value_parser = parse_share)]
     pub max_uncommitted: f64,
+    /// Accept cuBLAS's reduced-precision reductions: judge calls that let cuBLAS add
+    /// split-k parts in the output type (PyTorch's default for bf16 and f16 GEMMs) with
+    /// bounds widened by what that can round. The widened bounds let cheaper
+    /// arithmetic (fp8 or int8 in place of bf16) pass those calls. Without this flag
+    /// they are judged like every other call, and an honest GPU that did reduce in
+    /// bf16 or f16 can fail "precision lower than declared": have the audited program
+    /// disallow it (torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
+    /// = False, and the fp16 one).
+    #[arg(long)]
+    pub allow_reduced_precision_reductions: bool,
 }
 
 impl PolicyArgs {
@@ -291,6 +308,7 @@ impl PolicyArgs {
                 batch_ppm: self.min_batch_rate,
                 ..SamplingConfig::default()
             },
+            reduced_precision_reductions: self.allow_reduced_precision_reductions,
             ..Policy::default()
         };
         for (what, limit) in [

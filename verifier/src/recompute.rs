@@ -302,6 +302,13 @@ pub struct ErrorModel {
     pub gelu: bool,
     /// The output (D) format.
     pub output: &'static Format,
+    /// Unit roundoff of the coarser of C's and D's types: with `beta C` added, cuBLAS
+    /// may round `alpha AB` to it first ([`bound`], step 3).
+    pub c_add_unit: f64,
+    /// cuBLAS may add split-k parts in D's type (flag REDUCED_PRECISION_REDUCTION):
+    /// both bounds add what such a reduction of [`MAX_K_PARTS`] parts can round
+    /// ([`reduction_term`]).
+    pub reduced_precision_reduction: bool,
 }
 
 /// Largest `|d/dx GELU(x)|` over the reals, for both the erf and the tanh forms
@@ -460,6 +467,10 @@ impl ErrorModel {
             lipschitz,
             gelu,
             output: num::format(call.d.dtype),
+            c_add_unit: num::format(call.d.dtype)
+                .unit_roundoff()
+                .max(num::format(call.c.dtype).unit_roundoff()),
+            reduced_precision_reduction: call.has(flags::REDUCED_PRECISION_REDUCTION),
         })
     }
 
@@ -559,6 +570,8 @@ fn gamma(n: f64, u: f64) -> f64 {
 ///                (integer accumulation: E_acc = u_ep |dot|, the conversion to float)
 /// 3 arithmetic   E_pre = a' (E_in + E_acc)
 ///                      + gamma(5, u_ep) (a' (|dot| + E_in + E_acc) + c' + t)
+///                      + [c' != 0] u_c (a' (|dot| + E_in + E_acc) + t)
+///                (u_c: unit roundoff of the coarser of C's and D's types)
 /// 4 epilogue     E_post = L E_pre + [GELU] (2^-11 + 8 u_ep) (|pre| + E_pre)
 /// 5 scale_d      E_res = sigma E_post + [sigma != 1] u_ep sigma (|post| + E_post)
 /// 6 output       E_out = u_out (|result| + E_res) + eta_out / 2
@@ -579,6 +592,9 @@ fn gamma(n: f64, u: f64) -> f64 {
 ///    at least 4 products for tensor cores; `eta_acc` covers underflow per step.
 /// 3. At most five roundings in `u_ep` on any path: forming `alpha scale_a scale_b`
 ///    (2), the product with the accumulator (1), adding `beta C` (1), adding the bias (1).
+///    With `beta C` added, one more rounding of `alpha AB` (and the bias) in `u_c`:
+///    cuBLAS 13.1 on an H200 rounds the product to the output type before adding C
+///    whenever beta is 1 (measured, docs/GPU-RESULTS.md).
 /// 4. The epilogue is `L`-Lipschitz (ReLU 1, GELU 1.13); the GPU's GELU evaluates `g`
 ///    to within [`GELU_G_ERROR`] and does up to 8 more roundings on values `<= |x|`.
 /// 5. One rounding for the multiplication by `scale_d`, exact when it is 1.
@@ -593,6 +609,28 @@ pub fn tolerance(model: &ErrorModel, m: &Magnitudes) -> Result<f64, Weakness> {
 /// pieces) whose partial results are then added in any order: [`precision_bound`]'s
 /// assumption.
 pub const MAX_K_PARTS: f64 = 64.0;
+
+/// What adding split-k parts in D's type can round, on top of both bounds (flag
+/// REDUCED_PRECISION_REDUCTION; cuBLAS's "reduced precision reductions", cuBLASLt's
+/// `INPLACE` and `OUTPUT_TYPE` reduction schemes). With `s` = [`MAX_K_PARTS`] parts,
+/// each a sum over one contiguous range of k (at most `W' = W + e` in magnitude, `e`
+/// the input and accumulation error already bounded), added in k order:
+///
+/// - `OUTPUT_TYPE` stores each part scaled by alpha in D's type: at most
+///   `u_out |alpha| sum |part|`, and `sum |part| <= min(S + e, s W')`;
+/// - `INPLACE` keeps the running sum in D (alpha times a prefix of the parts, plus
+///   `beta C` and the bias) and rounds it after each of the first `s - 1` additions
+///   (the last rounding is D's own): at most `(s - 1) u_out (|alpha| W' + |beta C| +
+///   |bias|)`.
+///
+/// The term is the sum of both: `u_out (|alpha| (min(S + e, s W') + (s - 1) W') + (s - 1)
+/// (|beta C| + |bias|))`, with `u_out` D's unit roundoff. For bf16 output it is about
+/// half of `W`: such calls are judged far more loosely (docs/THREAT-MODEL.md).
+fn reduction_term(u_out: f64, m: &Magnitudes, e: f64) -> f64 {
+    let s = MAX_K_PARTS;
+    let w = m.w + e;
+    u_out * (m.alpha_ab * ((m.s + e).min(s * w) + (s - 1.0) * w) + (s - 1.0) * (m.beta_c + m.bias))
+}
 
 /// The declared-precision bound: the largest deviation, before D's rounding, of an
 /// honest GPU's result from the reference, under the assumption of how GPUs order the
@@ -673,8 +711,18 @@ fn bound(model: &ErrorModel, m: &Magnitudes, how: Bound) -> Result<f64, Weakness
     };
     // 3. scaling, beta*C and bias in the epilogue's arithmetic
     let u_ep = model.epilogue_unit;
-    let e_pre = m.alpha_ab * (e_in + e_acc)
+    let mut e_pre = m.alpha_ab * (e_in + e_acc)
         + gamma(5.0, u_ep) * (m.alpha_ab * (m.dot + e_in + e_acc) + m.beta_c + m.bias);
+    if model.reduced_precision_reduction {
+        e_pre += reduction_term(model.output.unit_roundoff(), m, e_in + e_acc);
+    }
+    // With beta C added, cuBLAS may round alpha AB (and the bias) to the output type
+    // first: measured on an H200 with cuBLAS 13.1, bf16 and f16 GEMMs with beta = 1
+    // matched rd(rd(alpha AB) + C) in 98.9-99.99% of entries and a single rounding in
+    // 70-73% at three of four shapes (scripts/gpu/probe_beta.py, docs/PROTOCOL.md).
+    if m.beta_c != 0.0 {
+        e_pre += model.c_add_unit * (m.alpha_ab * (m.dot + e_in + e_acc) + m.bias);
+    }
     // 4. the epilogue function
     let mut e_post = model.lipschitz * e_pre;
     if model.gelu {

@@ -342,6 +342,10 @@ pub struct StreamReport {
     pub rejected: u64,
     /// commit mode: calls the prover declined to commit (gap "not committed")
     pub uncommitted: u64,
+    /// calls that let cuBLAS add split-k parts in the output type (flag
+    /// REDUCED_PRECISION_REDUCTION); judged with widened bounds only under the policy's
+    /// `reduced_precision_reductions`
+    pub reduced_precision: u64,
     /// commit mode: the prover's text for the first of them (at most 300 characters):
     /// why, in its words (a pinned ring too small for a call, say)
     pub uncommitted_reason: Option<String>,
@@ -589,6 +593,10 @@ impl StreamReport {
                 "batch_rate_ppm": h.config.batch_ppm,
             })
         });
+        let reduced_precision = json!({
+            "calls": self.reduced_precision,
+            "widened": self.policy.as_ref().is_some_and(|p| p.reduced_precision_reductions),
+        });
         json!({
             "name": self.name,
             "verdict": if self.passed() { "pass" } else { "fail" },
@@ -616,6 +624,7 @@ impl StreamReport {
             "rejected": self.rejected,
             "uncommitted": self.uncommitted,
             "uncommitted_first_reason": self.uncommitted_reason,
+            "reduced_precision_reductions": reduced_precision,
             "unseen_calls": self.unseen_calls,
             "unseen_ranges": self.unseen_ranges,
             "unmodelled_not_audited": self.unmodelled,
@@ -781,6 +790,22 @@ impl StreamReport {
                 s,
                 "  rejected         {:>12}   calls the library returned an error for: nothing computed, no FLOPs claimed",
                 self.rejected
+            );
+        }
+        if self.reduced_precision > 0 {
+            let how = if self
+                .policy
+                .as_ref()
+                .is_some_and(|p| p.reduced_precision_reductions)
+            {
+                "judged with widened bounds (--allow-reduced-precision-reductions)"
+            } else {
+                "judged like every other call"
+            };
+            let _ = writeln!(
+                s,
+                "  reduced precision{:>12}   calls let cuBLAS add split-k parts in the output type: {how}",
+                self.reduced_precision
             );
         }
         if self.uncommitted > 0 {
@@ -957,6 +982,7 @@ pub fn summary_json(reports: &[StreamReport]) -> Value {
         "no_session_not_audited": sum(|r| r.no_session),
         "rejected": sum(|r| r.rejected),
         "uncommitted": sum(|r| r.uncommitted),
+        "reduced_precision_reductions": sum(|r| r.reduced_precision),
         "unmodelled_not_audited": sum(|r| r.unmodelled),
         "unverifiable": sum(|r| r.unverifiable),
         "flops": reports.iter().map(|r| r.flops as f64).sum::<f64>(),

@@ -17,6 +17,7 @@ use crate::sys::cublas::{
     self as sys, desc_attr as da, layout_attr as la, CublasStatus, LtHandle, LtLayout as RawLayout,
     LtMatmulDesc,
 };
+use mmaudit_protocol::call::DType;
 
 /// Reads one attribute of `N` bytes.
 ///
@@ -125,6 +126,37 @@ unsafe fn read_layout(
     })
 }
 
+/// Whether the algorithm may add k parts in D's type (`INPLACE` or `OUTPUT_TYPE`
+/// reduction of more than one part). Without an algorithm cuBLASLt chooses one itself,
+/// and a configuration that cannot be read is assumed to allow it: both widen the
+/// verifier's bounds, neither narrows them.
+///
+/// # Safety
+/// `algo` is null or the application's `const cublasLtMatmulAlgo_t *`.
+unsafe fn reduces_in_output_type(algo: *const c_void) -> bool {
+    use sys::{algo_config as ac, reduction};
+    if algo.is_null() {
+        return true;
+    }
+    let Ok(get) = getter::<sys::AlgoConfigGetAttrFn>(&real::LT_ALGO_CONFIG_GET_ATTRIBUTE) else {
+        return true;
+    };
+    let read = |id: c_int| {
+        let mut buf = [0u8; 4];
+        let mut written = 0usize;
+        // SAFETY: the real getter, the application's algo and a 4-byte buffer.
+        let s = unsafe { get(algo, id, buf.as_mut_ptr().cast(), 4, &mut written) };
+        (crate::result::blas(s, "cublasLtMatmulAlgoConfigGetAttribute").is_ok() && written == 4)
+            .then(|| u32::from_le_bytes(buf))
+    };
+    match (read(ac::SPLITK_NUM), read(ac::REDUCTION_SCHEME)) {
+        (Some(parts), Some(scheme)) => {
+            parts > 1 && scheme & (reduction::INPLACE | reduction::OUTPUT_TYPE) != 0
+        }
+        _ => true,
+    }
+}
+
 /// Describes one `cublasLtMatmul` call: exactly, or as a call outside the model with
 /// what could be read of it.
 ///
@@ -136,6 +168,7 @@ unsafe fn describe(
     beta: *const c_void,
     ptrs: [*const c_void; 4],
     layouts: [RawLayout; 4],
+    algo: *const c_void,
     stream: sys::Stream,
 ) -> Result<Call, Box<Unmodelled>> {
     let (site, ctx) = site_of(stream as usize);
@@ -146,7 +179,7 @@ unsafe fn describe(
         ..LtPartial::default()
     };
     // SAFETY: the caller's contract.
-    match unsafe { read_call(desc, alpha, beta, ptrs, layouts, site, &mut partial) } {
+    match unsafe { read_call(desc, alpha, beta, ptrs, layouts, algo, site, &mut partial) } {
         Ok(args) => match describe_lt(&args) {
             Ok(described) => Ok(Call {
                 described,
@@ -177,6 +210,7 @@ unsafe fn read_call(
     beta: *const c_void,
     ptrs: [*const c_void; 4],
     layouts: [RawLayout; 4],
+    algo: *const c_void,
     site: Site,
     partial: &mut LtPartial,
 ) -> Result<LtArgs, NotDescribed> {
@@ -234,6 +268,13 @@ unsafe fn read_call(
         alpha: alpha?,
         beta: beta?,
         site,
+        // Only a 16- or 8-bit float D can round more than the accumulator (the algo
+        // is read for those alone).
+        // SAFETY: the application's algo argument.
+        reduced_precision_reduction: matches!(
+            dtype_of(ls[3].dtype),
+            Some(DType::F16 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2)
+        ) && unsafe { reduces_in_output_type(algo) },
     })
 }
 
@@ -274,6 +315,7 @@ pub unsafe extern "C" fn cublasLtMatmul(
                 beta,
                 [a, b, c, d.cast_const()],
                 [a_desc, b_desc, c_desc, d_desc],
+                algo,
                 stream,
             )
         },

@@ -297,6 +297,17 @@ pub struct LtArgs {
     pub beta: ScalarArg,
     /// where it was made
     pub site: Site,
+    /// The algorithm may add k parts in D's type: it splits k with the `INPLACE` or
+    /// `OUTPUT_TYPE` reduction scheme, no algorithm was passed (cuBLASLt chooses), or
+    /// its configuration could not be read.
+    pub reduced_precision_reduction: bool,
+}
+
+/// Whether split-k parts added in D's type would round more than the accumulator:
+/// D is a 16- or 8-bit float type and the accumulation is not itself f16.
+fn narrow_output(d: DType, compute: ComputeType) -> bool {
+    matches!(d, DType::F16 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2)
+        && compute != ComputeType::F16
 }
 
 /// The protocol dtype of a `cudaDataType`, if it has one.
@@ -467,6 +478,9 @@ pub fn describe_blas(x: &BlasArgs) -> Result<Described, NotDescribed> {
     let mut f = flags::IN_PLACE;
     if x.site.captured {
         f |= flags::CAPTURED;
+    }
+    if x.math_mode & math::DISALLOW_REDUCED_PRECISION_REDUCTION == 0 && narrow_output(tc, compute) {
+        f |= flags::REDUCED_PRECISION_REDUCTION;
     }
     let c = operand(tc, x.ldc, x.stride_c);
     let call = GemmCall {
@@ -729,6 +743,9 @@ pub fn describe_lt(x: &LtArgs) -> Result<Described, NotDescribed> {
     }
     if x.site.captured {
         f |= flags::CAPTURED;
+    }
+    if x.reduced_precision_reduction && narrow_output(td, compute) {
+        f |= flags::REDUCED_PRECISION_REDUCTION;
     }
     // cuBLASLt applies fast accumulation to fp8 inputs only.
     if d.fast_accum != 0 && (fp8(ta) || fp8(tb)) {

@@ -488,6 +488,7 @@ fn lt(transa: i32, transb: i32, order: i32, m: u64, n: u64, k: u64) -> LtArgs {
         alpha: host_f32(2.0),
         beta: host_f32(1.0),
         site: Site::default(),
+        reduced_precision_reduction: false,
     }
 }
 
@@ -1179,4 +1180,45 @@ fn a_call_too_large_to_gather_whole_is_refused_before_anything_is_built() {
     assert!(e.contains("too large to gather whole"), "{e}");
     // The same call sampled by a plan is not refused for its size.
     assert!(SlotLayout::new(&d.call, &d.gather, &plan(&[1], &[1], &[0])).is_ok());
+}
+
+// ---------------------------------------------------------------- reduced-precision reductions
+
+#[test]
+fn reduced_precision_reductions_are_flagged_where_the_call_allows_them() {
+    let rpr = |d: &Described| d.call.has(flags::REDUCED_PRECISION_REDUCTION);
+    // cuBLAS: a bf16 (or f16) output with f32 accumulation, math mode without
+    // CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION (PyTorch's default).
+    let mut x = sgemm(0, 0, 4, 4, 4);
+    x.entry = EntryPoint::GemmEx;
+    for t in [dt::R_16BF, dt::R_16F] {
+        (x.a_type, x.b_type, x.c_type) = (t, t, t);
+        x.math_mode = 0;
+        assert!(rpr(&describe_blas(&x).unwrap()), "type {t}");
+        x.math_mode = math::DISALLOW_REDUCED_PRECISION_REDUCTION;
+        assert!(!rpr(&describe_blas(&x).unwrap()), "type {t}, disallowed");
+    }
+    // f32 output, or f16 accumulation: nothing rounds more than the accumulator.
+    x.math_mode = 0;
+    (x.a_type, x.b_type, x.c_type) = (dt::R_16BF, dt::R_16BF, dt::R_32F);
+    assert!(!rpr(&describe_blas(&x).unwrap()));
+    (x.a_type, x.b_type, x.c_type) = (dt::R_16F, dt::R_16F, dt::R_16F);
+    x.compute = cc::C16F;
+    assert!(!rpr(&describe_blas(&x).unwrap()));
+    // cuBLASLt: what the hook read from the algorithm, for narrow outputs only.
+    let mut l = lt(0, 0, 0, 4, 4, 4);
+    for y in [
+        &mut l.a_layout,
+        &mut l.b_layout,
+        &mut l.c_layout,
+        &mut l.d_layout,
+    ] {
+        y.dtype = dt::R_16BF;
+    }
+    assert!(!rpr(&describe_lt(&l).unwrap()));
+    l.reduced_precision_reduction = true;
+    assert!(rpr(&describe_lt(&l).unwrap()));
+    l.d_layout.dtype = dt::R_32F;
+    l.c_layout.dtype = dt::R_32F;
+    assert!(!rpr(&describe_lt(&l).unwrap()));
 }

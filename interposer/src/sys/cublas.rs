@@ -98,6 +98,25 @@ pub mod math {
     pub const PEDANTIC: c_int = 2;
     /// `CUBLAS_TF32_TENSOR_OP_MATH`
     pub const TF32_TENSOR_OP: c_int = 3;
+    /// `CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION` (a flag bit)
+    pub const DISALLOW_REDUCED_PRECISION_REDUCTION: c_int = 16;
+}
+
+/// `cublasLtMatmulAlgoConfigAttributes_t` values read by the Lt hook (both uint32).
+pub mod algo_config {
+    use std::ffi::c_int;
+    /// `CUBLASLT_ALGO_CONFIG_SPLITK_NUM`: the number of k parts
+    pub const SPLITK_NUM: c_int = 2;
+    /// `CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME`: how the parts are added
+    pub const REDUCTION_SCHEME: c_int = 3;
+}
+
+/// `cublasLtReductionScheme_t` bits.
+pub mod reduction {
+    /// `CUBLASLT_REDUCTION_SCHEME_INPLACE`: the parts are added in D, in D's type
+    pub const INPLACE: u32 = 1;
+    /// `CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE`: the parts are kept in D's type
+    pub const OUTPUT_TYPE: u32 = 4;
 }
 
 /// `cublasLtMatmulDescAttributes_t` values read by the Lt hook.
@@ -243,6 +262,9 @@ pub type GetMathModeFn = unsafe extern "C" fn(CublasHandle, *mut c_int) -> Cubla
 /// `cublasLtMatmulDescGetAttribute`
 pub type DescGetAttrFn =
     unsafe extern "C" fn(LtMatmulDesc, c_int, *mut c_void, usize, *mut usize) -> CublasStatus;
+/// `cublasLtMatmulAlgoConfigGetAttribute` (the algo is `const cublasLtMatmulAlgo_t *`)
+pub type AlgoConfigGetAttrFn =
+    unsafe extern "C" fn(*const c_void, c_int, *mut c_void, usize, *mut usize) -> CublasStatus;
 /// `cublasLtMatrixLayoutGetAttribute`
 pub type LayoutGetAttrFn =
     unsafe extern "C" fn(LtLayout, c_int, *mut c_void, usize, *mut usize) -> CublasStatus;

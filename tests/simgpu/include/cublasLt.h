@@ -203,6 +203,30 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmulPreferenceGetAttribute(cublasLtMatmulP
                                                                  cublasLtMatmulPreferenceAttributes_t attr,
                                                                  void *buf, size_t sizeInBytes, size_t *sizeWritten);
 
+/* Algorithm configuration attributes (the simulator keeps the split count and the
+ * reduction scheme in the algo; every algorithm computes the same). */
+typedef enum {
+    CUBLASLT_ALGO_CONFIG_ID = 0,
+    CUBLASLT_ALGO_CONFIG_TILE_ID = 1,
+    CUBLASLT_ALGO_CONFIG_SPLITK_NUM = 2,        /* uint32_t */
+    CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME = 3,  /* uint32_t */
+} cublasLtMatmulAlgoConfigAttributes_t;
+
+typedef enum {
+    CUBLASLT_REDUCTION_SCHEME_NONE = 0,
+    CUBLASLT_REDUCTION_SCHEME_INPLACE = 1,
+    CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE = 2,
+    CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE = 4,
+    CUBLASLT_REDUCTION_SCHEME_MASK = 7,
+} cublasLtReductionScheme_t;
+
+cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoConfigSetAttribute(cublasLtMatmulAlgo_t *algo,
+                                                                 cublasLtMatmulAlgoConfigAttributes_t attr,
+                                                                 const void *buf, size_t sizeInBytes);
+cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoConfigGetAttribute(const cublasLtMatmulAlgo_t *algo,
+                                                                 cublasLtMatmulAlgoConfigAttributes_t attr,
+                                                                 void *buf, size_t sizeInBytes, size_t *sizeWritten);
+
 cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoGetHeuristic(
     cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t operationDesc, cublasLtMatrixLayout_t Adesc,
     cublasLtMatrixLayout_t Bdesc, cublasLtMatrixLayout_t Cdesc, cublasLtMatrixLayout_t Ddesc,

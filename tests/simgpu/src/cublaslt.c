@@ -515,6 +515,55 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t lightHandle, cubl
     return CUBLAS_STATUS_SUCCESS;
 }
 
+/* An algo's configuration: data[0] marks the simulator's algos, data[1] holds the
+ * split count (0 read as 1), data[2] the reduction scheme. */
+static cublasStatus_t algo_config_attr(cublasLtMatmulAlgoConfigAttributes_t attr, int *slot) {
+    switch (attr) {
+    case CUBLASLT_ALGO_CONFIG_SPLITK_NUM:
+        *slot = 1;
+        return CUBLAS_STATUS_SUCCESS;
+    case CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME:
+        *slot = 2;
+        return CUBLAS_STATUS_SUCCESS;
+    default:
+        return CUBLAS_STATUS_INVALID_VALUE;
+    }
+}
+
+cublasStatus_t cublasLtMatmulAlgoConfigSetAttribute(cublasLtMatmulAlgo_t *algo,
+                                                    cublasLtMatmulAlgoConfigAttributes_t attr, const void *buf,
+                                                    size_t sizeInBytes) {
+    int slot;
+    if (!algo || algo->data[0] != SG_ALGO_MARK || !buf || sizeInBytes != sizeof(uint32_t) ||
+        algo_config_attr(attr, &slot) != CUBLAS_STATUS_SUCCESS)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    uint32_t v;
+    memcpy(&v, buf, sizeof v);
+    if (attr == CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME && (v & ~(uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    algo->data[slot] = v;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulAlgoConfigGetAttribute(const cublasLtMatmulAlgo_t *algo,
+                                                    cublasLtMatmulAlgoConfigAttributes_t attr, void *buf,
+                                                    size_t sizeInBytes, size_t *sizeWritten) {
+    int slot;
+    if (!algo || algo->data[0] != SG_ALGO_MARK || algo_config_attr(attr, &slot) != CUBLAS_STATUS_SUCCESS)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    if (sizeWritten)
+        *sizeWritten = sizeof(uint32_t);
+    if (sizeInBytes == 0 && sizeWritten)
+        return CUBLAS_STATUS_SUCCESS;
+    if (!buf || sizeInBytes != sizeof(uint32_t))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    uint32_t v = (uint32_t)algo->data[slot];
+    if (slot == 1 && v == 0)
+        v = 1;
+    memcpy(buf, &v, sizeof v);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
 static int same_layout(const layout *x, const layout *y) {
     return x->type == y->type && x->order == y->order && x->ld == y->ld && x->stride == y->stride;
 }
