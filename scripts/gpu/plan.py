@@ -54,7 +54,7 @@ STEPS = [
     ),
     Step(
         "graphs",
-        45,
+        35,
         "the same decode under torch.cuda.graph",
         "capture and replay work under the library; logits of every replayed step are "
         "bit-identical to eager decode and to the same run without the library; the "
@@ -86,7 +86,7 @@ STEPS = [
     ),
     Step(
         "jax",
-        30,
+        25,
         "JAX jnp.dot bf16, jitted",
         "XLA's default GEMM path and a cuBLAS-only path (Triton GEMM, command buffers "
         "and autotuning off): ledger calls against executions and the cuBLASLt API "
@@ -95,17 +95,17 @@ STEPS = [
     ),
     Step(
         "cupy",
-        20,
+        15,
         "CuPy cupy.matmul",
         "fp32, fp16 and batched matmul: ledger calls against the cuBLAS API log, the "
         "verifier's verdict at call rate 1.0, outputs with and without the library",
     ),
     Step(
         "overhead",
-        80,
+        100,
         "overhead, side by side",
-        "3 rounds alternating without the library, default rates and call rate 1.0: "
-        "prefill tokens/s (batch 1 x 2048), decode tokens/s (batch 16, host sync per "
+        "3 rounds alternating without the library, call rate 0 (every call hooked, none "
+        "sampled), default rates and call rate 1.0: prefill tokens/s (batch 1 x 2048), decode tokens/s (batch 16, host sync per "
         "step), host time per tiny GEMM call (hook CPU cost), GPU time of the gather "
         "kernels (torch.profiler); median and spread; the audited runs verified",
     ),
@@ -118,7 +118,7 @@ STEPS = [
     ),
     Step(
         "ncu",
-        25,
+        20,
         "gather kernel time, ncu",
         "Nsight Compute (--clock-control none) times the first 40 gather kernels of a "
         "short audited prefill at call rate 1.0",

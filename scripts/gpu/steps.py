@@ -1056,7 +1056,9 @@ def background_line(log_path):
 
 
 def step_overhead(ctx, res, dl):
-    modes = ["off", "default", "full"]
+    # rate0: every call hooked and ledgered, none sampled (the hook's own cost)
+    modes = ["off", "rate0", "default", "full"]
+    audited_modes = ("rate0", "default", "full")
     rounds = 3
     runs = {m: [] for m in modes}
     last_capture = {}
@@ -1070,11 +1072,12 @@ def step_overhead(ctx, res, dl):
             out = os.path.join(ctx.work, "overhead-%s-%d.json" % (mode, r))
             cap = os.path.join(ctx.work, "overhead-%s-%d.mma" % (mode, r))
             args = ["bench", "--prefill", 2048, "--decode", 64, "--result", out]
-            args += ["--profile"] if mode != "off" and r == rounds - 1 else []
+            args += ["--profile"] if mode in ("default", "full") and r == rounds - 1 else []
             if mode == "off":
                 env = plain_env()
             else:
-                env = audited_env(ctx, cap, {"CALL_RATE": 1} if mode == "full" else None)
+                env = audited_env(ctx, cap, {"CALL_RATE": {"full": 1, "rate0": 0}[mode]}
+                                  if mode != "default" else None)
                 last_capture[mode] = cap
             run = run_child(ctx, "overhead", "%s-%d" % (mode, r), workload(ctx, "wl_llama.py", *args),
                             env=env, timeout=dl.budget(20, reserve=reserve))
@@ -1093,7 +1096,7 @@ def step_overhead(ctx, res, dl):
     def cell(s, fmt):
         return "-" if not s else (fmt % s[0]) + " [" + (fmt % s[1]) + " - " + (fmt % s[2]) + "]"
 
-    for m in ("default", "full"):
+    for m in audited_modes:
         for x in runs[m]:
             bg = x.get("background") if isinstance(x, dict) else None
             if bg:
@@ -1106,7 +1109,7 @@ def step_overhead(ctx, res, dl):
                                             "library background thread CPU ns per ledger record", "%.0f", False)):
         base = stat("off", key)
         row = [label] + [cell(stat(m, key), fmt) for m in modes]
-        for m in ("default", "full"):
+        for m in audited_modes:
             s = stat(m, key)
             if base and s and base[0]:
                 change = (s[0] - base[0]) / base[0] * 100
@@ -1115,8 +1118,8 @@ def step_overhead(ctx, res, dl):
                 row.append("-")
         rows.append(row)
     res.table("Median [min - max] of %d alternating rounds" % rounds,
-              ["metric", "without library", "default rates", "call rate 1.0", "default vs without",
-               "rate 1.0 vs without"], rows)
+              ["metric", "without library", "call rate 0", "default rates", "call rate 1.0",
+               "rate 0 vs without", "default vs without", "rate 1.0 vs without"], rows)
     grows = []
     for m in ("default", "full"):
         g = next((x.get("gather") for x in runs[m] if x.get("gather")), None)
@@ -1142,7 +1145,7 @@ def step_overhead(ctx, res, dl):
             verdict_check(res, "%s: the measured run was audited (verifier)" % m, v)
     res.check("all %d runs completed" % (rounds * len(modes)), all(len(runs[m]) == rounds for m in modes),
               ", ".join("%s %d" % (m, len(runs[m])) for m in modes))
-    res.summary("; ".join("%s: %s / %s" % (r[0].split(" (")[0], r[4], r[5]) for r in rows))
+    res.summary("; ".join("%s: %s / %s / %s" % (r[0].split(" (")[0], r[5], r[6], r[7]) for r in rows))
 
 
 # --- sanitizer -----------------------------------------------------------------------
