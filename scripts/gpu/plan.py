@@ -64,7 +64,7 @@ STEPS = [
     ),
     Step(
         "faults",
-        25,
+        20,
         "fault detection",
         "one weight tensor swapped in place halfway through decode (expected: FAIL, "
         "unknown weights, via --weights --require-weights); one row of the hidden state "
@@ -86,7 +86,7 @@ STEPS = [
     ),
     Step(
         "jax",
-        25,
+        20,
         "JAX jnp.dot bf16, jitted",
         "XLA's default GEMM path and a cuBLAS-only path (Triton GEMM, command buffers "
         "and autotuning off): ledger calls against executions and the cuBLASLt API "
@@ -101,8 +101,18 @@ STEPS = [
         "verifier's verdict at call rate 1.0, outputs with and without the library",
     ),
     Step(
+        "hook",
+        30,
+        "hook cost on real cuBLAS, without PyTorch",
+        "interposer/benches/hook_cost.c built against the machine's libcudart and "
+        "libcublas: 20000 cublasGemmEx calls (f32, 16 x 16 x 16, the stream synchronised "
+        "every 256 calls outside the timed enqueue) without the library, at call rate 0 "
+        "and at the default rates, 5 alternating rounds: the enqueue time per call and the "
+        "library's background thread CPU per ledger record; the last audited capture verified",
+    ),
+    Step(
         "overhead",
-        100,
+        90,
         "overhead, side by side",
         "3 rounds alternating without the library, call rate 0 (every call hooked, none "
         "sampled), default rates and call rate 1.0: prefill tokens/s (batch 1 x 2048), decode tokens/s (batch 16, host sync per "
@@ -111,7 +121,7 @@ STEPS = [
     ),
     Step(
         "sanitizer",
-        35,
+        30,
         "compute-sanitizer memcheck",
         "a short audited PyTorch run (fp32 and bf16 ops, call rate 1.0) under "
         "compute-sanitizer --tool memcheck: no errors, and its capture passes",

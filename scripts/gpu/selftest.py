@@ -123,6 +123,7 @@ def main():
     checks += commit_mode_lines()
     checks += background_children()
     checks += commit_mode_end_to_end(orchestrate)
+    checks += hook_end_to_end(orchestrate)
 
     for c in checks:
         print("  ok  " + c)
@@ -575,6 +576,49 @@ def _alive_listener(address):
         return True
     except OSError:
         return False
+
+
+
+def hook_end_to_end(orchestrate):
+    """The hook step run by steps.py with the built library and verifier, against the
+    simulated GPU's libcudart, libcublas and libcuda (MMAUDIT_GPU_CHECK_CUDA_LIB_DIR)."""
+    bins = binaries()
+    if not shutil.which(os.environ.get("CC") or "cc") or not bins:
+        print("  --  hook step end to end: skipped (no cc, or no libmmaudit.so and mmaudit-verify built)")
+        return []
+    repo = os.path.dirname(os.path.dirname(HERE))
+    with tempfile.TemporaryDirectory() as out:
+        work, logs = os.path.join(out, "work"), os.path.join(out, "logs")
+        for d in (work, logs, os.path.join(out, "steps")):
+            os.makedirs(d)
+        verifier = os.path.join(bins, "mmaudit-verify")
+        key = os.path.join(work, "audit.key")
+        subprocess.run([verifier, "keygen", "--out", key], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        sim = subprocess.run(["bash", os.path.join(repo, "scripts", "simgpu.sh")], check=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True,
+                             env=dict(os.environ, SIMGPU_BUILD_DIR=os.path.join(work, "simgpu")))
+        sim_lib = sim.stdout.strip().splitlines()[-1]
+        ctx = os.path.join(work, "ctx.json")
+        with open(ctx, "w") as f:
+            json.dump({"out": out, "work": work, "logs": logs, "lib": os.path.join(bins, "libmmaudit.so"),
+                       "verifier": verifier, "key": key, "python": sys.executable}, f)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MMAUDIT_", "SIMGPU_"))}
+        env.pop("LD_PRELOAD", None)
+        env.update(PYTHONDONTWRITEBYTECODE="1", MMAUDIT_GPU_CHECK_CUDA_LIB_DIR=sim_lib)
+        seconds, t0 = 60, time.time()
+        run = subprocess.run(["timeout", "-k", "5", str(seconds), sys.executable, os.path.join(HERE, "steps.py"),
+                              "hook", "--ctx", ctx, "--deadline", "%.1f" % (t0 + seconds - 3)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with open(os.path.join(out, "steps", "hook.json")) as f:
+            r = json.load(f)
+        status = orchestrate.status_of(run.returncode, r)
+        assert status == "pass", "%s\n%s" % (status, run.stdout)
+        rows = r["tables"][0]["rows"]
+        assert [row[0] for row in rows] == ["without the library", "call rate 0", "default rates"], rows
+        assert all(row[1] != "-" for row in rows) and rows[1][2].startswith(("+", "-")), rows
+        print("  ok  hook step on the simulated GPU: %.1f s, %s" % (time.time() - t0, r["summary"]))
+    return ["hook step end to end on the simulated GPU (hook_cost.c against its libraries)"]
 
 
 if __name__ == "__main__":

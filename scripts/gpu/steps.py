@@ -13,6 +13,7 @@ import glob
 import os
 import re
 import shutil
+import statistics
 import sys
 import threading
 import traceback
@@ -1038,6 +1039,100 @@ def step_cupy(ctx, res, dl):
     res.summary("CuPy %s: %s" % (c.get("cupy"), verdict_line(v)))
 
 
+# --- hook ----------------------------------------------------------------------------
+
+# Knob of this step, read here and never passed on: MMAUDIT_GPU_CHECK_CUDA_LIB_DIR, a
+# directory holding libcudart.so, libcublas.so and libcuda.so to link instead of the
+# toolkit's (the simulated GPU's build/lib, to run the step without a GPU; the
+# simulator's libcudart does not load libcuda by itself, as CUDA's does).
+
+
+def cuda_libs():
+    """Paths of libcudart and libcublas (major 13, else 12) as the programs would load
+    them, or None."""
+    override = os.environ.get("MMAUDIT_GPU_CHECK_CUDA_LIB_DIR")
+    if override:
+        paths = [os.path.join(override, n) for n in ("libcudart.so", "libcublas.so", "libcuda.so")]
+        return paths if all(os.path.exists(p) for p in paths) else None
+    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+    dirs += ["/usr/local/cuda/lib64", "/usr/lib/x86_64-linux-gnu", "/usr/lib64"]
+    for major in (13, 12):
+        found = []
+        for name in ("libcudart.so.%d" % major, "libcublas.so.%d" % major):
+            found += [os.path.join(d, name) for d in dirs if os.path.exists(os.path.join(d, name))][:1]
+        if len(found) == 2:
+            return found
+    return None
+
+
+def step_hook(ctx, res, dl):
+    """The hook's host cost on real cuBLAS, without PyTorch: interposer/benches/hook_cost.c
+    (cublasGemmEx, f32, 16 x 16 x 16, the stream synchronised every 256 calls outside
+    the timed enqueue) without the library, at call rate 0 and at the default rates."""
+    cc = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
+    libs = cuda_libs()
+    if not cc or not libs:
+        res.skip("no C compiler" if not cc else "libcudart and libcublas (12 or 13) not found")
+        return
+    exe = os.path.join(ctx.work, "hook_cost")
+    build = run_child(ctx, "hook", "cc", [cc, "-std=c11", "-D_GNU_SOURCE", "-O2", "-I", SIM_INCLUDE,
+                                          os.path.join(REPO, "interposer", "benches", "hook_cost.c")] + libs
+                      + ["-Wl,--disable-new-dtags,-rpath," + ":".join(sorted({os.path.dirname(p) for p in libs})),
+                         "-o", exe],
+                      env=plain_env(), timeout=dl.budget(15, reserve=10))
+    if not ran(res, build, "hook_cost.c built against " + ", ".join(libs)):
+        return
+    calls, rounds = 20000, 5
+    configs = (("without the library", None), ("call rate 0", 0), ("default rates", None))
+    enq = {name: [] for name, _ in configs}
+    bg = {name: [] for name, _ in configs}
+    last_capture = None
+    for r in range(rounds):
+        for i in range(len(configs)):
+            name, rate = configs[(i + r) % len(configs)]
+            if dl.left() < 8:
+                res.note("time limit near: round %d, %s and the runs after it were not started" % (r + 1, name))
+                break
+            if name == "without the library":
+                env = plain_env()
+            else:
+                last_capture = os.path.join(ctx.work, "hook-%d.mma" % r)
+                env = audited_env(ctx, last_capture, {"CALL_RATE": rate} if rate is not None else None)
+            run = run_child(ctx, "hook", "%s-%d" % (name.replace(" ", "-"), r), [exe, str(calls), "16", "16", "3", "256"],
+                            env=env, timeout=dl.budget(15, reserve=5))
+            if run["rc"] != 0:
+                res.check("%s, round %d" % (name, r + 1), False, failure_text(run, "hook_cost"))
+                continue
+            with open(run["log"], errors="replace") as f:
+                per = [float(x) for x in re.findall(r"^enqueue_ns ([0-9.]+)", f.read(), re.M)]
+            if per:
+                enq[name].append(statistics.median(per))
+            b = background_line(run["log"])
+            if b:
+                bg[name].append(b[0])
+    res.detail("enqueue_ns", enq)
+    res.detail("background_ns_per_record", bg)
+    base = median_spread(enq["without the library"])
+    rows = []
+    for name, _ in configs:
+        s = median_spread(enq[name])
+        b = median_spread(bg[name])
+        rows.append([name, "-" if not s else "%.0f [%.0f - %.0f]" % s,
+                     "-" if not (s and base) or name == configs[0][0] else "%+.0f" % (s[0] - base[0]),
+                     "-" if not b else "%.0f [%.0f - %.0f]" % b])
+    res.table("cublasGemmEx f32 16 x 16 x 16, %d calls per run (3 timed repeats, median), median [min - max] of "
+              "%d alternating rounds" % (calls, rounds),
+              ["configuration", "enqueue ns per call", "added ns per call", "background thread ns per ledger record"],
+              rows)
+    res.check("every run completed", all(len(enq[n]) == rounds for n, _ in configs),
+              ", ".join("%s %d" % (n, len(enq[n])) for n, _ in configs))
+    if last_capture and os.path.exists(last_capture) and dl.left() > 4:
+        v = verify(ctx, "hook", "default", last_capture, timeout=dl.budget(10))
+        verdict_check(res, "default rates: the last run's capture passes the verifier", v)
+    res.summary("unsampled call %s ns, default rates %s ns more than without the library (enqueue, median)" % (
+        rows[1][2], rows[2][2]))
+
+
 # --- overhead ------------------------------------------------------------------------
 
 
@@ -1218,7 +1313,7 @@ def step_ncu(ctx, res, dl):
 STEPS = {
     "env": step_env, "commit": step_commit, "ops": step_ops, "llama": step_llama, "graphs": step_graphs,
     "faults": step_faults, "commit-mode": step_commit_mode, "jax": step_jax, "cupy": step_cupy,
-    "overhead": step_overhead, "sanitizer": step_sanitizer, "ncu": step_ncu,
+    "hook": step_hook, "overhead": step_overhead, "sanitizer": step_sanitizer, "ncu": step_ncu,
 }
 
 
