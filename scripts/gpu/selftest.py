@@ -486,6 +486,23 @@ def binaries():
     return None
 
 
+def step_sandbox(out, bins):
+    """The folders, audit key and simulated GPU a step run by steps.py needs, under
+    `out`: (work, logs, verifier, key, the simulator's lib folder)."""
+    repo = os.path.dirname(os.path.dirname(HERE))
+    work, logs = os.path.join(out, "work"), os.path.join(out, "logs")
+    for d in (work, logs, os.path.join(out, "steps")):
+        os.makedirs(d)
+    verifier = os.path.join(bins, "mmaudit-verify")
+    key = os.path.join(work, "audit.key")
+    subprocess.run([verifier, "keygen", "--out", key], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    sim = subprocess.run(["bash", os.path.join(repo, "scripts", "simgpu.sh")], check=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True,
+                         env=dict(os.environ, SIMGPU_BUILD_DIR=os.path.join(work, "simgpu")))
+    return work, logs, verifier, key, sim.stdout.strip().splitlines()[-1]
+
+
 def commit_mode_end_to_end(orchestrate):
     """The commit-mode step run by steps.py as orchestrate.py runs it, with the built
     library and verifier, the simulated GPU standing in for the GPU and
@@ -499,17 +516,7 @@ def commit_mode_end_to_end(orchestrate):
         return []
     repo = os.path.dirname(os.path.dirname(HERE))
     with tempfile.TemporaryDirectory() as out:
-        work, logs = os.path.join(out, "work"), os.path.join(out, "logs")
-        for d in (work, logs, os.path.join(out, "steps")):
-            os.makedirs(d)
-        verifier = os.path.join(bins, "mmaudit-verify")
-        key = os.path.join(work, "audit.key")
-        subprocess.run([verifier, "keygen", "--out", key], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-        sim = subprocess.run(["bash", os.path.join(repo, "scripts", "simgpu.sh")], check=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True,
-                             env=dict(os.environ, SIMGPU_BUILD_DIR=os.path.join(work, "simgpu")))
-        sim_lib = sim.stdout.strip().splitlines()[-1]
+        work, logs, verifier, key, sim_lib = step_sandbox(out, bins)
         programs, exe = os.path.join(repo, "tests", "programs"), os.path.join(out, "llama_workload")
         subprocess.run([cc_path, "-std=c11", "-D_GNU_SOURCE", "-O1", "-I", os.path.join(repo, "tests", "simgpu",
                                                                                         "include"),
@@ -586,19 +593,8 @@ def hook_end_to_end(orchestrate):
     if not shutil.which(os.environ.get("CC") or "cc") or not bins:
         print("  --  hook step end to end: skipped (no cc, or no libmmaudit.so and mmaudit-verify built)")
         return []
-    repo = os.path.dirname(os.path.dirname(HERE))
     with tempfile.TemporaryDirectory() as out:
-        work, logs = os.path.join(out, "work"), os.path.join(out, "logs")
-        for d in (work, logs, os.path.join(out, "steps")):
-            os.makedirs(d)
-        verifier = os.path.join(bins, "mmaudit-verify")
-        key = os.path.join(work, "audit.key")
-        subprocess.run([verifier, "keygen", "--out", key], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-        sim = subprocess.run(["bash", os.path.join(repo, "scripts", "simgpu.sh")], check=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True,
-                             env=dict(os.environ, SIMGPU_BUILD_DIR=os.path.join(work, "simgpu")))
-        sim_lib = sim.stdout.strip().splitlines()[-1]
+        work, logs, verifier, key, sim_lib = step_sandbox(out, bins)
         ctx = os.path.join(work, "ctx.json")
         with open(ctx, "w") as f:
             json.dump({"out": out, "work": work, "logs": logs, "lib": os.path.join(bins, "libmmaudit.so"),
