@@ -221,7 +221,11 @@ static double epilogue(const sg_gemm *g, const scalars *s, double acc, double c,
         return v;
     }
     float v = (float)(s->alpha * s->sa * s->sb) * (float)acc;
-    if (s->beta != 0)
+    if (s->beta == 1 && s->sc == 1 && (g->d.type == CUDA_R_16BF || g->d.type == CUDA_R_16F))
+        /* As cuBLAS 13.1 does on an H200 (docs/PROTOCOL.md, "The product rounded before
+         * C is added"): alpha AB rounded to D's type, then C added. */
+        v = (float)sg_round(g->d.type, v) + (float)c;
+    else if (s->beta != 0)
         v = fmaf((float)(s->beta * s->sc), (float)c, v);
     v += (float)bias;
     if (g->activation == SG_EPI_RELU)
