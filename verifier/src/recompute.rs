@@ -305,6 +305,8 @@ pub struct ErrorModel {
     /// Unit roundoff of the coarser of C's and D's types: with `beta C` added, cuBLAS
     /// may round `alpha AB` to it first ([`bound`], step 3).
     pub c_add_unit: f64,
+    /// The absolute error of that rounding near zero: half D's smallest subnormal.
+    pub c_add_underflow: f64,
     /// cuBLAS may add split-k parts in D's type (flag REDUCED_PRECISION_REDUCTION):
     /// both bounds add what such a reduction of [`MAX_K_PARTS`] parts can round
     /// ([`reduction_term`]).
@@ -467,9 +469,8 @@ impl ErrorModel {
             lipschitz,
             gelu,
             output: num::format(call.d.dtype),
-            c_add_unit: num::format(call.d.dtype)
-                .unit_roundoff()
-                .max(num::format(call.c.dtype).unit_roundoff()),
+            c_add_unit: num::format(call.d.dtype).unit_roundoff(),
+            c_add_underflow: num::format(call.d.dtype).min_subnormal() / 2.0,
             reduced_precision_reduction: call.has(flags::REDUCED_PRECISION_REDUCTION),
         })
     }
@@ -532,6 +533,9 @@ pub struct Magnitudes {
     pub alpha_ab: f64,
     /// `|beta * scale_c * c_in|` (0 when beta is 0).
     pub beta_c: f64,
+    /// beta is not 0: the call adds C (even where this entry of C is 0), and the GPU
+    /// may round `alpha AB` first.
+    pub c_added: bool,
     /// `|bias|` (0 without bias).
     pub bias: f64,
     /// `|pre|`, the reference before the epilogue.
@@ -720,8 +724,14 @@ fn bound(model: &ErrorModel, m: &Magnitudes, how: Bound) -> Result<f64, Weakness
     // first: measured on an H200 with cuBLAS 13.1, bf16 and f16 GEMMs with beta = 1
     // matched rd(rd(alpha AB) + C) in 98.9-99.99% of entries and a single rounding in
     // 70-73% at three of four shapes (scripts/gpu/probe_beta.py, docs/PROTOCOL.md).
-    if m.beta_c != 0.0 {
-        e_pre += model.c_add_unit * (m.alpha_ab * (m.dot + e_in + e_acc) + m.bias);
+    if m.c_added {
+        // in D's scaled domain: half a subnormal of D is this much before scale_d
+        let eta = if m.scale_d > 0.0 {
+            model.c_add_underflow / m.scale_d
+        } else {
+            0.0
+        };
+        e_pre += model.c_add_unit * (m.alpha_ab * (m.dot + e_in + e_acc) + m.bias) + eta;
     }
     // 4. the epilogue function
     let mut e_post = model.lipschitz * e_pre;
@@ -1572,6 +1582,7 @@ fn reference_of(
     m.dot = d.abs();
     m.alpha_ab = alpha_ab.abs();
     m.beta_c = beta_c.abs();
+    m.c_added = s.beta != 0.0;
     m.bias = bias_v.abs();
     m.pre = pre.abs();
     m.post = post.abs();
