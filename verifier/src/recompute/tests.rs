@@ -2625,3 +2625,43 @@ fn review_tiny_c_slack_for_cheats() {
         }
     }
 }
+
+/// Review: INPLACE parts added into D in another order than k (the order split-k CTAs
+/// finish in): honest entries under REDUCED_PRECISION_REDUCTION, counted, not asserted.
+#[test]
+fn review_inplace_parts_out_of_k_order() {
+    let mut data = Sampler::new(31);
+    let mut rng = Rng::new(5);
+    let (mut judged, mut failed) = (0, 0);
+    let mut example = String::new();
+    for out in [DType::BF16, DType::F16] {
+        for k in [256usize, 512, 2048, 4096] {
+            let mut call = linear_call(out, ComputeType::F32, k as u64);
+            call.flags = flags::REDUCED_PRECISION_REDUCTION;
+            for parts in [4usize, 8, 16, 64] {
+                for _ in 0..100 {
+                    let (a, b) = linear_operands(&mut data, out, k);
+                    let a: Vec<f64> = a.iter().map(|x| round_to(out, x * 8.0)).collect();
+                    let part = |p: usize| {
+                        let (lo, hi) = (p * k / parts, (p + 1) * k / parts);
+                        (lo..hi).fold(0.0f32, |acc, i| (a[i] as f32).mul_add(b[i] as f32, acc))
+                    };
+                    let mut order: Vec<usize> = (0..parts).collect();
+                    rng.shuffle(&mut order);
+                    let claimed = order
+                        .iter()
+                        .fold(0.0, |acc, &p| round_to(out, f64::from(acc as f32 + part(p))));
+                    let c = check_entry(&call, &Scalars::UNIT, &entry(&a, &b, claimed)).unwrap();
+                    judged += 1;
+                    if c.verdict != Verdict::Pass {
+                        failed += 1;
+                        if example.is_empty() {
+                            example = format!("{out:?} k={k} parts={parts}: {c:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("INPLACE out of k order: {failed} of {judged} honest entries fail under the flag; {example}");
+}
