@@ -320,12 +320,12 @@ fn simulate_with(case: &Case, gpu: Gpu, rng: &mut Rng, c_first: Option<CFirst>) 
     let mut bias = bias;
     match c_first {
         Some(CFirst::Product(t)) if s.beta != 0.0 => v = round_to(t, v),
-        Some(CFirst::ProductScaled(t)) if s.beta != 0.0 => {
-            // an intermediate beyond fp8's range saturated would be beyond any bound
-            // that assumes no overflow: not emulated (see the review report)
-            if (v * s.scale_d).abs() <= num::format(t).max_finite {
-                v = r(round_to(t, r(v * s.scale_d)) / s.scale_d)
-            }
+        // an intermediate beyond fp8's range saturated would be beyond any bound that
+        // assumes no overflow: not emulated (see the review report)
+        Some(CFirst::ProductScaled(t))
+            if s.beta != 0.0 && (v * s.scale_d).abs() <= num::format(t).max_finite =>
+        {
+            v = r(round_to(t, r(v * s.scale_d)) / s.scale_d)
         }
         Some(CFirst::ProductAndBias(t)) if s.beta != 0.0 => {
             if let Some(bias) = bias.take() {
