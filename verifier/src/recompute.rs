@@ -302,8 +302,8 @@ pub struct ErrorModel {
     pub gelu: bool,
     /// The output (D) format.
     pub output: &'static Format,
-    /// Unit roundoff of the coarser of C's and D's types: with `beta C` added, cuBLAS
-    /// may round `alpha AB` to it first ([`bound`], step 3).
+    /// D's unit roundoff: with `beta C` added, cuBLAS may round `alpha AB` to D's type
+    /// first ([`bound`], step 3). C's declared type never widens it.
     pub c_add_unit: f64,
     /// The absolute error of that rounding near zero: half D's smallest subnormal.
     pub c_add_underflow: f64,
@@ -471,7 +471,14 @@ impl ErrorModel {
             output: num::format(call.d.dtype),
             c_add_unit: num::format(call.d.dtype).unit_roundoff(),
             c_add_underflow: num::format(call.d.dtype).min_subnormal() / 2.0,
-            reduced_precision_reduction: call.has(flags::REDUCED_PRECISION_REDUCTION),
+            // Only where adding parts in D's type rounds more than the accumulator: the
+            // flag on any other call widens nothing.
+            reduced_precision_reduction: call.has(flags::REDUCED_PRECISION_REDUCTION)
+                && matches!(
+                    call.d.dtype,
+                    DType::F16 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2
+                )
+                && call.compute != ComputeType::F16,
         })
     }
 
@@ -574,8 +581,8 @@ fn gamma(n: f64, u: f64) -> f64 {
 ///                (integer accumulation: E_acc = u_ep |dot|, the conversion to float)
 /// 3 arithmetic   E_pre = a' (E_in + E_acc)
 ///                      + gamma(5, u_ep) (a' (|dot| + E_in + E_acc) + c' + t)
-///                      + [c' != 0] u_c (a' (|dot| + E_in + E_acc) + t)
-///                (u_c: unit roundoff of the coarser of C's and D's types)
+///                      + [beta != 0] (u_out (a' (|dot| + E_in + E_acc) + t)
+///                                     + eta_out / (2 sigma))
 /// 4 epilogue     E_post = L E_pre + [GELU] (2^-11 + 8 u_ep) (|pre| + E_pre)
 /// 5 scale_d      E_res = sigma E_post + [sigma != 1] u_ep sigma (|post| + E_post)
 /// 6 output       E_out = u_out (|result| + E_res) + eta_out / 2

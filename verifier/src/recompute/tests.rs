@@ -2424,8 +2424,8 @@ fn the_product_rounded_before_c_is_added_passes_and_cheats_are_still_caught() {
 }
 
 // ---------------------------------------------------------------------------------
-// Review: the product rounded before C is added, over epilogues, scales, types and
-// near-zero results.
+// The product rounded before C is added, over epilogues, scales, types and near-zero
+// results.
 // ---------------------------------------------------------------------------------
 
 /// How C's entry is chosen for [`rounded_before_c_sweep`].
@@ -2475,7 +2475,11 @@ fn rounded_before_c_sweep(n: usize) -> Vec<(String, usize, usize, usize, String)
         let mut variants = if fp8_out {
             vec![None, Some(CFirst::ProductScaled(dt))]
         } else {
-            vec![None, Some(CFirst::Product(dt)), Some(CFirst::ProductAndBias(dt))]
+            vec![
+                None,
+                Some(CFirst::Product(dt)),
+                Some(CFirst::ProductAndBias(dt)),
+            ]
         };
         if ct != dt {
             variants.push(Some(CFirst::Product(ct)));
@@ -2505,7 +2509,11 @@ fn rounded_before_c_sweep(n: usize) -> Vec<(String, usize, usize, usize, String)
                             let ulp = exp2i(-(num::format(ct).precision as i32));
                             let c = -ab / beta_c * (1.0 + ulp * rng.sym() * 4.0);
                             let c = round_to(ct, c);
-                            if c.is_finite() { c } else { 0.0 }
+                            if c.is_finite() {
+                                c
+                            } else {
+                                0.0
+                            }
                         }
                         CMode::Tiny => num::format(ct).min_subnormal(),
                     };
@@ -2548,35 +2556,70 @@ fn rounded_before_c_sweep(n: usize) -> Vec<(String, usize, usize, usize, String)
     out
 }
 
-/// Honest rd(rd(alpha AB) + beta C) entries must pass in every configuration the
-/// bounds claim to cover. (Review: fails at b6e914c for C = 0 entries with a bias or
-/// an epilogue and for f16 results near the subnormal range.)
+/// Honest rd(rd(alpha AB) + beta C) entries pass in every configuration the bounds
+/// cover (fp8 outputs without saturation of the rounded product). Failed before the
+/// term applied to every entry of a call with beta != 0 (C = 0 entries with a bias or
+/// an epilogue) and covered half of D's smallest subnormal (f16 results near zero).
 #[test]
-fn review_rounded_before_c_passes_everywhere() {
+fn the_product_rounded_before_c_is_added_passes_everywhere_it_is_covered() {
     let cells = rounded_before_c_sweep(3000);
     let bad: Vec<_> = cells.iter().filter(|c| c.2 + c.3 > 0).collect();
     for c in &bad {
-        eprintln!("FAILING CELL {}: {} + {} of {}\n    {}", c.0, c.2, c.3, c.1, c.4);
+        eprintln!(
+            "FAILING CELL {}: {} + {} of {}\n    {}",
+            c.0, c.2, c.3, c.1, c.4
+        );
     }
     assert!(bad.is_empty(), "{} cells with honest failures", bad.len());
 }
 
-/// Review: what a prover gains by making every call add a C that changes nothing:
-/// per-entry detection of the crate's cheats with beta = 0, with beta = 1 and C the
-/// smallest bf16 subnormal, with beta = 2^-100 (f32) and C = 1, and with C declared as
-/// e5m2 (D bf16) holding its smallest subnormal. Printed; asserts only that the tiny C
-/// changes no honest result.
+/// What a prover gains by making every call add a C that changes nothing: per-entry
+/// detection of the crate's cheats with beta = 0, with beta = 1 and C the smallest
+/// bf16 subnormal, with beta = 2^-100 (f32) and C = 1, and with C declared as e5m2 (D
+/// bf16) holding its smallest subnormal (docs/THREAT-MODEL.md quotes the table). Asserts
+/// that honest results pass and that a coarse declared C type gains the cheat nothing
+/// over a tiny C of D's type.
 #[test]
-fn review_tiny_c_slack_for_cheats() {
+fn a_tiny_c_costs_detection_little_and_c_type_widens_nothing() {
     // (label, D's type, C's type, beta, C's entry)
     let variants: [(&str, DType, DType, f64, f64); 7] = [
         ("D bf16 beta 0", DType::BF16, DType::BF16, 0.0, 0.0),
-        ("C bf16 = min subnormal", DType::BF16, DType::BF16, 1.0, num::BF16.min_subnormal()),
-        ("beta 2^-100, C = 1", DType::BF16, DType::BF16, exp2i(-100), 1.0),
-        ("C e5m2 = min subnormal", DType::BF16, DType::F8E5M2, 1.0, num::E5M2.min_subnormal()),
+        (
+            "C bf16 = min subnormal",
+            DType::BF16,
+            DType::BF16,
+            1.0,
+            num::BF16.min_subnormal(),
+        ),
+        (
+            "beta 2^-100, C = 1",
+            DType::BF16,
+            DType::BF16,
+            exp2i(-100),
+            1.0,
+        ),
+        (
+            "C e5m2 = min subnormal",
+            DType::BF16,
+            DType::F8E5M2,
+            1.0,
+            num::E5M2.min_subnormal(),
+        ),
         ("D f32 beta 0", DType::F32, DType::F32, 0.0, 0.0),
-        ("D f32, C f32 = 2^-140", DType::F32, DType::F32, 1.0, exp2i(-140)),
-        ("D f32, C bf16 = 2^-133", DType::F32, DType::BF16, 1.0, num::BF16.min_subnormal()),
+        (
+            "D f32, C f32 = 2^-140",
+            DType::F32,
+            DType::F32,
+            1.0,
+            exp2i(-140),
+        ),
+        (
+            "D f32, C bf16 = 2^-133",
+            DType::F32,
+            DType::BF16,
+            1.0,
+            num::BF16.min_subnormal(),
+        ),
     ];
     let cheats = [
         Arithmetic::Fp8RowScaled,
@@ -2590,9 +2633,15 @@ fn review_tiny_c_slack_for_cheats() {
         Arithmetic::Zero,
     ];
     let entries = 400u64;
-    for k in [1024usize, 4096, 14336] {
+    for k in [4096usize] {
         for cheat in cheats {
-            let mut line = format!("k={k:>5} {:<22}", cheat.describe().replace(", per-row/column scales", " rowscaled"));
+            let mut rates = Vec::new();
+            let mut line = format!(
+                "k={k:>5} {:<22}",
+                cheat
+                    .describe()
+                    .replace(", per-row/column scales", " rowscaled")
+            );
             for (name, d_type, c_type, beta, c_in) in variants {
                 let mut call = linear_call(DType::BF16, ComputeType::F32, k as u64);
                 call.c.dtype = c_type;
@@ -2607,29 +2656,48 @@ fn review_tiny_c_slack_for_cheats() {
                     let (a, b) = linear_operands(&mut rng, DType::BF16, k);
                     let claimed = cheat.claim(&a, &b, d_type, &mut rng);
                     let claimed = round_to(d_type, claimed + beta * c_in);
-                    let e = Entry { a_row: &a, b_col: &b, c_in, bias: None, claimed };
+                    let e = Entry {
+                        a_row: &a,
+                        b_col: &b,
+                        c_in,
+                        bias: None,
+                        claimed,
+                    };
                     if check_entry(&call, &s, &e).unwrap().verdict != Verdict::Pass {
                         caught_n += 1;
                     }
-                    let honest = a.iter().zip(&b).fold(0.0f32, |acc, (x, y)| (*x as f32).mul_add(*y as f32, acc));
+                    let honest = a
+                        .iter()
+                        .zip(&b)
+                        .fold(0.0f32, |acc, (x, y)| (*x as f32).mul_add(*y as f32, acc));
                     let honest = round_to(d_type, f64::from(honest) + beta * c_in);
-                    let e = Entry { claimed: honest, ..e };
+                    let e = Entry {
+                        claimed: honest,
+                        ..e
+                    };
                     if check_entry(&call, &s, &e).unwrap().verdict != Verdict::Pass {
                         honest_bad += 1;
                     }
                 }
                 assert_eq!(honest_bad, 0, "{name}");
-                line += &format!(" | {name} {:>5.1}%", 100.0 * caught_n as f64 / entries as f64);
+                rates.push(caught_n);
+                line += &format!(
+                    " | {name} {:>5.1}%",
+                    100.0 * caught_n as f64 / entries as f64
+                );
             }
             eprintln!("{line}");
+            // C declared e5m2 with D bf16 is caught as often as C a tiny bf16 value.
+            assert!(rates[3] + entries / 20 >= rates[1], "{line}");
         }
     }
 }
 
-/// Review: INPLACE parts added into D in another order than k (the order split-k CTAs
-/// finish in): honest entries under REDUCED_PRECISION_REDUCTION, counted, not asserted.
+/// INPLACE parts added into D in another order than k (the order split-k CTAs finish
+/// in): honest entries under REDUCED_PRECISION_REDUCTION stay within the widened
+/// bounds, although the term assumes k order.
 #[test]
-fn review_inplace_parts_out_of_k_order() {
+fn inplace_parts_out_of_k_order_stay_within_the_widened_bounds() {
     let mut data = Sampler::new(31);
     let mut rng = Rng::new(5);
     let (mut judged, mut failed) = (0, 0);
@@ -2648,9 +2716,9 @@ fn review_inplace_parts_out_of_k_order() {
                     };
                     let mut order: Vec<usize> = (0..parts).collect();
                     rng.shuffle(&mut order);
-                    let claimed = order
-                        .iter()
-                        .fold(0.0, |acc, &p| round_to(out, f64::from(acc as f32 + part(p))));
+                    let claimed = order.iter().fold(0.0, |acc, &p| {
+                        round_to(out, f64::from(acc as f32 + part(p)))
+                    });
                     let c = check_entry(&call, &Scalars::UNIT, &entry(&a, &b, claimed)).unwrap();
                     judged += 1;
                     if c.verdict != Verdict::Pass {
@@ -2664,4 +2732,5 @@ fn review_inplace_parts_out_of_k_order() {
         }
     }
     eprintln!("INPLACE out of k order: {failed} of {judged} honest entries fail under the flag; {example}");
+    assert_eq!(failed, 0, "{example}");
 }
