@@ -578,6 +578,22 @@ impl DType {
             DType::F64 => "f64",
         }
     }
+
+    /// A 16- or 8-bit float type (f16, bf16, e4m3, e5m2).
+    pub fn is_narrow_float(self) -> bool {
+        matches!(
+            self,
+            DType::F16 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2
+        )
+    }
+}
+
+/// Whether adding split-k parts in D's type rounds more than the accumulator: D is a
+/// 16- or 8-bit float type and the accumulation is not itself 16F. The calls that may
+/// carry [`flags::REDUCED_PRECISION_REDUCTION`], and the only ones whose bounds it
+/// widens.
+pub fn reduction_rounds_in_output_type(d: DType, compute: ComputeType) -> bool {
+    d.is_narrow_float() && compute != ComputeType::F16
 }
 
 use crate::codec::{DecodeError, Reader, Writer};

@@ -32,7 +32,9 @@
 //! tolerance carries an explicit term `E_ref` for all of it, 2^-48 relative plus
 //! `dot_err` ([`Magnitudes::dot_err`]).
 
-use mmaudit_protocol::call::{flags, ComputeType, DType, Epilogue, GemmCall, Scalar};
+use mmaudit_protocol::call::{
+    flags, reduction_rounds_in_output_type, ComputeType, DType, Epilogue, GemmCall, Scalar,
+};
 use mmaudit_protocol::num::{self, exp2i, Format, Overflow};
 use std::fmt;
 
@@ -302,11 +304,6 @@ pub struct ErrorModel {
     pub gelu: bool,
     /// The output (D) format.
     pub output: &'static Format,
-    /// D's unit roundoff: with `beta C` added, cuBLAS may round `alpha AB` to D's type
-    /// first ([`bound`], step 3). C's declared type never widens it.
-    pub c_add_unit: f64,
-    /// The absolute error of that rounding near zero: half D's smallest subnormal.
-    pub c_add_underflow: f64,
     /// cuBLAS may add split-k parts in D's type (flag REDUCED_PRECISION_REDUCTION):
     /// both bounds add what such a reduction of [`MAX_K_PARTS`] parts can round
     /// ([`reduction_term`]).
@@ -469,16 +466,10 @@ impl ErrorModel {
             lipschitz,
             gelu,
             output: num::format(call.d.dtype),
-            c_add_unit: num::format(call.d.dtype).unit_roundoff(),
-            c_add_underflow: num::format(call.d.dtype).min_subnormal() / 2.0,
             // Only where adding parts in D's type rounds more than the accumulator: the
             // flag on any other call widens nothing.
             reduced_precision_reduction: call.has(flags::REDUCED_PRECISION_REDUCTION)
-                && matches!(
-                    call.d.dtype,
-                    DType::F16 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2
-                )
-                && call.compute != ComputeType::F16,
+                && reduction_rounds_in_output_type(call.d.dtype, call.compute),
         })
     }
 
@@ -731,14 +722,16 @@ fn bound(model: &ErrorModel, m: &Magnitudes, how: Bound) -> Result<f64, Weakness
     // first: measured on an H200 with cuBLAS 13.1, bf16 and f16 GEMMs with beta = 1
     // matched rd(rd(alpha AB) + C) in 98.9-99.99% of entries and a single rounding in
     // 70-73% at three of four shapes (scripts/gpu/probe_beta.py, docs/PROTOCOL.md).
+    // The rounding is in D's type: C's declared type never widens it.
     if m.c_added {
+        let out = model.output;
         // in D's scaled domain: half a subnormal of D is this much before scale_d
         let eta = if m.scale_d > 0.0 {
-            model.c_add_underflow / m.scale_d
+            out.min_subnormal() / 2.0 / m.scale_d
         } else {
             0.0
         };
-        e_pre += model.c_add_unit * (m.alpha_ab * (m.dot + e_in + e_acc) + m.bias) + eta;
+        e_pre += out.unit_roundoff() * (m.alpha_ab * (m.dot + e_in + e_acc) + m.bias) + eta;
     }
     // 4. the epilogue function
     let mut e_post = model.lipschitz * e_pre;

@@ -271,10 +271,8 @@ unsafe fn read_call(
         // Only a 16- or 8-bit float D can round more than the accumulator (the algo
         // is read for those alone).
         // SAFETY: the application's algo argument.
-        reduced_precision_reduction: matches!(
-            dtype_of(ls[3].dtype),
-            Some(DType::F16 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2)
-        ) && unsafe { reduces_in_output_type(algo) },
+        reduced_precision_reduction: dtype_of(ls[3].dtype).is_some_and(DType::is_narrow_float)
+            && unsafe { reduces_in_output_type(algo) },
     })
 }
 

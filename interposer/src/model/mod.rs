@@ -20,8 +20,8 @@ pub mod gather;
 mod tests;
 
 use mmaudit_protocol::call::{
-    flags, BatchForm, ComputeType, DType, EntryPoint, Epilogue, GemmCall, Op, Operand, Order,
-    Scalar, MAX_DIM,
+    flags, reduction_rounds_in_output_type, BatchForm, ComputeType, DType, EntryPoint, Epilogue,
+    GemmCall, Op, Operand, Order, Scalar, MAX_DIM,
 };
 use mmaudit_protocol::num;
 
@@ -303,13 +303,6 @@ pub struct LtArgs {
     pub reduced_precision_reduction: bool,
 }
 
-/// Whether split-k parts added in D's type would round more than the accumulator:
-/// D is a 16- or 8-bit float type and the accumulation is not itself f16.
-fn narrow_output(d: DType, compute: ComputeType) -> bool {
-    matches!(d, DType::F16 | DType::BF16 | DType::F8E4M3 | DType::F8E5M2)
-        && compute != ComputeType::F16
-}
-
 /// The protocol dtype of a `cudaDataType`, if it has one.
 pub fn dtype_of(t: i32) -> Option<DType> {
     Some(match t {
@@ -479,7 +472,9 @@ pub fn describe_blas(x: &BlasArgs) -> Result<Described, NotDescribed> {
     if x.site.captured {
         f |= flags::CAPTURED;
     }
-    if x.math_mode & math::DISALLOW_REDUCED_PRECISION_REDUCTION == 0 && narrow_output(tc, compute) {
+    if x.math_mode & math::DISALLOW_REDUCED_PRECISION_REDUCTION == 0
+        && reduction_rounds_in_output_type(tc, compute)
+    {
         f |= flags::REDUCED_PRECISION_REDUCTION;
     }
     let c = operand(tc, x.ldc, x.stride_c);
@@ -744,7 +739,7 @@ pub fn describe_lt(x: &LtArgs) -> Result<Described, NotDescribed> {
     if x.site.captured {
         f |= flags::CAPTURED;
     }
-    if x.reduced_precision_reduction && narrow_output(td, compute) {
+    if x.reduced_precision_reduction && reduction_rounds_in_output_type(td, compute) {
         f |= flags::REDUCED_PRECISION_REDUCTION;
     }
     // cuBLASLt applies fast accumulation to fp8 inputs only.
