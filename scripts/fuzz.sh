@@ -22,7 +22,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-cargo build --release -q -p mmaudit-fuzz
+# The same build as scripts/test.sh's: built for this package alone, the targets and every
+# crate below them would be built a second time with other features.
+cargo build --release -q --workspace --all-targets
 targets=(stream records authenticated_payload hello hello_body audit challenges challenge_body commit_audit)
 started=$(date +%s)
 total=0
