@@ -42,9 +42,20 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/mmaudit-html.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 bash scripts/demo.sh --html "$work/pages"
 
+# browser OUT ARGS...: runs headless chromium with ARGS, its standard output to OUT. A
+# browser that dies of a signal (it has segfaulted on CI machines) says nothing about the
+# page: it is run again, up to three times.
 browser() {
-    chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
-        --user-data-dir="$work/profile" "$@" 2>>"$work/chromium.log"
+    local out=$1 rc=0 try
+    shift
+    for try in 1 2 3; do
+        chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
+            --user-data-dir="$work/profile" "$@" >"$out" 2>>"$work/chromium.log" && return 0
+        rc=$?
+        ((rc > 128)) || return "$rc"
+        echo "report test: chromium died (exit status $rc, try $try of 3)" >&2
+    done
+    return "$rc"
 }
 
 failed=0
@@ -54,8 +65,8 @@ for page in "$work"/pages/*.html; do
     [[ $name == honest || $name == commit ]] && expect=pass
     opposite=pass
     [[ $expect == pass ]] && opposite=fail
-    if ! browser --dump-dom "file://$page" >"$work/$name.dom" ||
-        ! browser --window-size=1200,2400 --screenshot="$work/$name.png" "file://$page" >/dev/null; then
+    if ! browser "$work/$name.dom" --dump-dom "file://$page" ||
+        ! browser /dev/null --window-size=1200,2400 --screenshot="$work/$name.png" "file://$page"; then
         echo "report test: chromium could not draw $name.html" >&2
         tail -20 "$work/chromium.log" >&2
         failed=$((failed + 1))
@@ -85,8 +96,8 @@ bars = re.sub(r'height="[0-9.]+"', 'height="0"', page[start:end])
 open(sys.argv[2], "w", encoding="utf-8").write(page[:start] + bars + page[end:])
 PY
     for bad in fetches handler no-bars; do
-        browser --dump-dom "file://$work/$bad.html" >"$work/$bad.dom"
-        browser --window-size=1200,2400 --screenshot="$work/$bad.png" "file://$work/$bad.html" >/dev/null
+        browser "$work/$bad.dom" --dump-dom "file://$work/$bad.html"
+        browser /dev/null --window-size=1200,2400 --screenshot="$work/$bad.png" "file://$work/$bad.html"
         if python3 scripts/check-html-report.py "$work/$bad.dom" "$work/$bad.png" pass 2>/dev/null >&2; then
             echo "report test: the check passes a page with a fault ($bad)" >&2
             failed=$((failed + 1))
