@@ -18,6 +18,9 @@ cargo build --release --workspace --all-targets
 step "simulated GPU"
 bash scripts/simgpu.sh
 
+step "NATS server for the fleet tests (Debian's nats-server)"
+bash scripts/nats-server.sh
+
 step "tests"
 cargo test --release --workspace
 

@@ -103,7 +103,12 @@ pub struct StreamAudit {
     bytes_out: std::collections::VecDeque<usize>,
     /// The report being built.
     pub report: StreamReport,
+    /// Judges the header's nonce when it arrives ([`StreamAudit::checking_nonce`]).
+    nonce_check: Option<NonceCheck>,
 }
+
+/// Says whether a stream's nonce was issued for it (`Err`: why not).
+pub type NonceCheck = Box<dyn FnMut(&[u8; 16]) -> Result<(), String> + Send>;
 
 /// Samples checked by one thread as one job.
 type Batch = Vec<(GemmCall, Plan, Sample, Held)>;
@@ -156,7 +161,16 @@ impl StreamAudit {
             applying: false,
             bytes_out: std::collections::VecDeque::new(),
             report: StreamReport::new(name),
+            nonce_check: None,
         }
+    }
+
+    /// Fails the stream unless `check` accepts its header's nonce: a live verifier's
+    /// record of the nonces it issued (the fleet's workers share theirs through the
+    /// broker; `serve` compares with its connection's own).
+    pub fn checking_nonce(mut self, check: NonceCheck) -> Self {
+        self.nonce_check = Some(check);
+        self
     }
 
     /// Checks the arithmetic of samples on `threads` threads while the stream is read
@@ -272,7 +286,11 @@ impl StreamAudit {
         self.next_index = h.first_index;
         self.schedule = Some(Schedule::for_header(&self.key, &h));
         let challenger = self.challenger_for(&h);
+        let nonce = self.nonce_check.as_mut().map(|check| check(&h.nonce));
         self.report.header = Some(h);
+        if let Some(Err(message)) = nonce {
+            self.integrity(message);
+        }
         match challenger {
             Ok(c) => self.challenger = c,
             Err(message) => self.integrity(message),

@@ -511,6 +511,9 @@ fn audit_file(
     challenge_key: Option<[u8; 32]>,
 ) -> Result<StreamReport> {
     let name = path.display().to_string();
+    if name.starts_with("nats://") {
+        return audit_stored(&name, key, args, weights, challenge_key);
+    }
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read {name}"))?;
     if meta.is_dir() {
         bail!("{name} is a directory, not a capture file");
@@ -518,17 +521,7 @@ fn audit_file(
     let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
     let size = meta.len();
     let show = std::io::stderr().is_terminal();
-    let policy = args.audit.policy.policy();
-    let threads = args.audit.threads.unwrap_or_else(default_threads);
-    let mut audit = StreamAudit::new(&name, key, args.audit.max_failures)
-        .with_policy(policy)
-        .with_threads(threads);
-    if let Some(w) = weights {
-        audit = audit.with_weights(w.clone());
-    }
-    if let Some(c) = challenge_key {
-        audit = audit.with_challenge_key(c);
-    }
+    let mut audit = configured_audit(&name, key, args, weights, challenge_key);
     if let Some(dir) = &args.audit.graded {
         let mut hasher = blake3::Hasher::new();
         hasher
@@ -549,6 +542,56 @@ fn audit_file(
     if show {
         eprint!("\r\x1b[K");
     }
+    match result {
+        Ok(report) => Ok(report),
+        Err(NotChecked::Io(e)) => bail!("{name}: {e}"),
+        Err(NotChecked::NotACapture(e)) => bail!("{name}: {e}"),
+    }
+}
+
+/// The audit of one capture as `args` configure it.
+fn configured_audit(
+    name: &str,
+    key: &Key,
+    args: &CheckArgs,
+    weights: Option<&WeightPolicy>,
+    challenge_key: Option<[u8; 32]>,
+) -> StreamAudit {
+    let threads = args.audit.threads.unwrap_or_else(default_threads);
+    let mut audit = StreamAudit::new(name, key, args.audit.max_failures)
+        .with_policy(args.audit.policy.policy())
+        .with_threads(threads);
+    if let Some(w) = weights {
+        audit = audit.with_weights(w.clone());
+    }
+    if let Some(c) = challenge_key {
+        audit = audit.with_challenge_key(c);
+    }
+    audit
+}
+
+/// Audits a segment stored on a fleet's NATS server (`nats://HOST:PORT/SEGMENT`), read
+/// as stored now: the report `check` gives for the file `export` writes of it.
+fn audit_stored(
+    name: &str,
+    key: &Key,
+    args: &CheckArgs,
+    weights: Option<&WeightPolicy>,
+    challenge_key: Option<[u8; 32]>,
+) -> Result<StreamReport> {
+    if args.audit.graded.is_some() {
+        bail!(
+            "{name}: --graded applies to capture files of `serve --commit`, not to stored segments"
+        );
+    }
+    let (url, segment) = crate::fleet::parse_segment_url(name)?;
+    let audit = configured_audit(name, key, args, weights, challenge_key);
+    let (reader, reading) = crate::fleet::store::open_stored(&url, &segment);
+    let result = audit_reader_into(audit, reader, key, |_| {});
+    reading
+        .join()
+        .map_err(|_| anyhow::anyhow!("{name}: the reading thread failed"))?
+        .with_context(|| name.to_string())?;
     match result {
         Ok(report) => Ok(report),
         Err(NotChecked::Io(e)) => bail!("{name}: {e}"),

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod bench;
 pub mod cheat;
 pub mod check;
+pub mod fleet;
 pub mod html;
 pub mod keyfile;
 pub mod out;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use mmaudit_verify::{bench, check, keyfile, plan, serve};
+use mmaudit_verify::{bench, check, fleet, keyfile, plan, serve};
 
 /// The version line: the build, and the protocol versions it reads.
 const VERSION: &str = concat!(
@@ -56,6 +56,12 @@ Example:
     Plan(plan::PlanArgs),
     /// Verify live streams from provers over TCP; save captures and reports.
     Serve(serve::ServeArgs),
+    /// Fleet: accept libmmaudit.so connections and publish their streams to NATS JetStream.
+    Relay(fleet::relay::RelayArgs),
+    /// Fleet: answer hellos and verify the segments relays published to NATS JetStream.
+    Worker(fleet::worker::WorkerArgs),
+    /// Fleet: write a segment stored in NATS JetStream to a capture file, or list them.
+    Export(fleet::export::ExportArgs),
     /// Print a shell completion script for mmaudit-verify on standard output.
     #[command(after_help = "\
 Examples:
@@ -115,6 +121,9 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run_bench(args).map(|()| true),
         Command::Plan(args) => plan::run_plan(args).map(|()| true),
         Command::Serve(args) => serve::run_serve(args),
+        Command::Relay(args) => fleet::relay::run_relay(args),
+        Command::Worker(args) => fleet::worker::run_worker(args),
+        Command::Export(args) => fleet::export::run_export(args),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "mmaudit-verify", &mut script);

@@ -277,6 +277,9 @@ fn every_command_has_help_with_an_example() {
         &["keygen", "--help"],
         &["plan", "--help"],
         &["serve", "--help"],
+        &["relay", "--help"],
+        &["worker", "--help"],
+        &["export", "--help"],
         &["completions", "--help"],
         &["man", "--help"],
     ] {
@@ -422,7 +425,17 @@ fn the_man_page_has_a_section_per_command_and_the_version_names_the_protocols() 
         "{page:.200}"
     );
     assert!(page.contains(".TH mmaudit-verify 1"), "{page:.400}");
-    for cmd in ["KEYGEN", "CHECK", "PLAN", "SERVE", "COMPLETIONS", "MAN"] {
+    for cmd in [
+        "KEYGEN",
+        "CHECK",
+        "PLAN",
+        "SERVE",
+        "RELAY",
+        "WORKER",
+        "EXPORT",
+        "COMPLETIONS",
+        "MAN",
+    ] {
         assert!(
             page.contains(&format!(".SH \"MMAUDIT-VERIFY {cmd}\"")),
             "no section for {cmd}"

@@ -1,0 +1,225 @@
+//! The fleet: audit streams carried by NATS JetStream (docs/FLEET.md).
+//!
+//! - `relay` runs beside the audited programs: it accepts the library's TCP sink
+//!   protocol on a local port, obtains each connection's hello from the workers by
+//!   request-reply, and publishes the bytes of the stream that comes back, in order and
+//!   de-duplicated (a message id per chunk), into the segment stream, the durable capture
+//!   store. Each connection is one segment, named by a random id.
+//! - `worker` (any number, on any machines) answers hellos (recording each nonce it
+//!   issues in a key-value bucket) and verifies segments: a work-queue stream holds one
+//!   item per segment, taken by exactly one worker at a time through a durable pull
+//!   consumer; a worker that dies stops acknowledging, and the item is delivered again,
+//!   to another worker, which verifies the segment from its first byte.
+//! - `check nats://HOST:PORT/SEGMENT` and `export` read a stored segment back.
+//!
+//! Relay and broker are outside the trust boundary for integrity: the stream's MAC chain
+//! is checked by the worker exactly as `check` checks a file.
+
+pub mod export;
+pub mod relay;
+pub mod store;
+pub mod worker;
+
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use bytes::Bytes;
+
+/// The stream of segments: every chunk a relay received, subject [`segment_subject`].
+pub const SEGMENTS: &str = "MMAUDIT_SEGMENTS";
+/// The work queue: one message per segment, its id.
+pub const WORK: &str = "MMAUDIT_WORK";
+/// The subject of work items.
+pub const WORK_SUBJECT: &str = "mmaudit.work";
+/// Reports, one per verified segment, subject `mmaudit.report.<segment>`.
+pub const REPORTS: &str = "MMAUDIT_REPORTS";
+/// Nonces issued by workers, subject `mmaudit.nonce.<nonce in hex>`: "issued", then
+/// "used <segment>" (written only over "issued", by compare-and-set).
+pub const NONCES: &str = "MMAUDIT_NONCES";
+/// Relays ask for a hello here; workers answer in one queue group.
+pub const HELLO_SUBJECT: &str = "mmaudit.hello";
+/// The queue group of workers answering hellos.
+pub const WORKER_QUEUE: &str = "mmaudit-workers";
+/// The durable consumer of the work queue that every worker pulls from.
+pub const WORK_CONSUMER: &str = "mmaudit-workers";
+/// Header of the message a relay publishes when a segment's connection closed.
+pub const END_HEADER: &str = "Mmaudit-End";
+/// Largest chunk a relay publishes (below the server's default 1 MiB max_payload).
+pub const MAX_CHUNK: usize = 512 << 10;
+/// How long JetStream remembers message ids to drop duplicates.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+
+/// The subject of one segment's chunks.
+pub fn segment_subject(segment: &str) -> String {
+    format!("mmaudit.seg.{segment}")
+}
+
+/// The subject a segment's report is published on.
+pub fn report_subject(segment: &str) -> String {
+    format!("mmaudit.report.{segment}")
+}
+
+/// A segment id: 32 lowercase hex digits (a relay draws 16 random bytes).
+pub fn valid_segment(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// `n` random bytes from the kernel.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("cannot read /dev/urandom")?;
+    Ok(b)
+}
+
+/// Lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A runtime for the NATS client (the audit itself runs on threads of its own).
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the NATS client's runtime")
+}
+
+/// Connects to the NATS server at `url` (`nats://HOST:PORT`), naming this client.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .request_timeout(Some(Duration::from_secs(10)))
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot connect to the NATS server at {url}"))
+}
+
+/// Creates the streams and the bucket the fleet uses, or checks that they exist (every
+/// relay and worker does this at start; the first one creates them). File storage: what
+/// the server acknowledged survives its restart.
+pub async fn ensure_streams(js: &jetstream::Context) -> Result<()> {
+    use stream::RetentionPolicy::{Limits, WorkQueue};
+    let streams = [
+        (SEGMENTS, "mmaudit.seg.*", Limits, -1),
+        (WORK, WORK_SUBJECT, WorkQueue, -1),
+        (REPORTS, "mmaudit.report.*", Limits, -1),
+        (NONCES, "mmaudit.nonce.*", Limits, 1),
+    ];
+    for (name, subject, retention, per_subject) in streams {
+        js.get_or_create_stream(stream::Config {
+            name: name.to_string(),
+            subjects: vec![subject.to_string()],
+            retention,
+            max_messages_per_subject: per_subject,
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow!("cannot create or open the JetStream stream {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn nonce_subject(nonce: &[u8; 16]) -> String {
+    format!("mmaudit.nonce.{}", hex(nonce))
+}
+
+/// Records `nonce` as issued; an error if it was recorded before or cannot be stored.
+pub async fn record_nonce(js: &jetstream::Context, nonce: &[u8; 16]) -> Result<()> {
+    let message = PublishMessage::build()
+        .payload(Bytes::from_static(b"issued"))
+        .expected_last_subject_sequence(0);
+    js.send_publish(nonce_subject(nonce), message)
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// What the record of `nonce` says and its sequence; None when there is none.
+pub async fn nonce_record(
+    js: &jetstream::Context,
+    nonce: &[u8; 16],
+) -> Result<Option<(Bytes, u64)>> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let stream = js
+        .get_stream(NONCES)
+        .await
+        .map_err(|e| anyhow!("cannot open the JetStream stream {NONCES}: {e}"))?;
+    match stream
+        .get_last_raw_message_by_subject(&nonce_subject(nonce))
+        .await
+    {
+        Ok(m) => Ok(Some((m.payload, m.sequence))),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(anyhow!("cannot read the record of nonces ({NONCES}): {e}")),
+    }
+}
+
+/// Replaces the record of `nonce` with `value` if it is still the one at `sequence`.
+pub async fn update_nonce(
+    js: &jetstream::Context,
+    nonce: &[u8; 16],
+    value: String,
+    sequence: u64,
+) -> Result<()> {
+    let message = PublishMessage::build()
+        .payload(value.into())
+        .expected_last_subject_sequence(sequence);
+    js.send_publish(nonce_subject(nonce), message)
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// `nats://HOST:PORT/SEGMENT` split into the server's URL and the segment id.
+pub fn parse_segment_url(text: &str) -> Result<(String, String)> {
+    let Some(rest) = text.strip_prefix("nats://") else {
+        bail!("{text}: not a nats:// address");
+    };
+    let Some((server, segment)) = rest.split_once('/') else {
+        bail!("{text}: no segment: the form is nats://HOST:PORT/SEGMENT");
+    };
+    if server.is_empty() {
+        bail!("{text}: no server: the form is nats://HOST:PORT/SEGMENT");
+    }
+    if !valid_segment(segment) {
+        bail!("{text}: '{segment}' is not a segment id (32 hex digits, as a worker's report names it)");
+    }
+    Ok((format!("nats://{server}"), segment.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_addresses_are_checked() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let (url, seg) = parse_segment_url(&format!("nats://127.0.0.1:4222/{id}")).unwrap();
+        assert_eq!((url.as_str(), seg.as_str()), ("nats://127.0.0.1:4222", id));
+        for bad in [
+            "http://x/0123456789abcdef0123456789abcdef",
+            "nats://127.0.0.1:4222",
+            "nats:///0123456789abcdef0123456789abcdef",
+            "nats://h:1/0123456789ABCDEF0123456789abcdef",
+            "nats://h:1/0123",
+            "nats://h:1/mmaudit.seg.*",
+        ] {
+            assert!(parse_segment_url(bad).is_err(), "{bad}");
+        }
+    }
+}

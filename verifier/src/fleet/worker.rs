@@ -1,0 +1,488 @@
+//! `mmaudit-verify worker`: answers hellos and verifies segments from the work queue.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use async_nats::jetstream::{self, consumer, message::PublishMessage, AckKind};
+use clap::Args;
+use futures_util::StreamExt;
+use mmaudit_protocol::handshake::{restamp_nonce, HelloMode, ServerHello};
+use mmaudit_protocol::keys::Key;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::store::{read_segment, ChunkReader, Follow};
+use super::{
+    connect, ensure_streams, hex, nonce_record, random_bytes, record_nonce, report_subject,
+    runtime, update_nonce, valid_segment, HELLO_SUBJECT, NONCES, WORK, WORKER_QUEUE, WORK_CONSUMER,
+};
+use crate::audit::{NonceCheck, StreamAudit};
+use crate::check::{audit_reader_into, default_threads, load_weight_policy, NotChecked};
+use crate::keyfile::read_key_file;
+use crate::policy::{Policy, PolicyArgs};
+use crate::pool::Workers;
+use crate::report::{summary_json, StreamReport};
+use crate::weights::WeightPolicy;
+
+/// Options of `mmaudit-verify worker`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+A worker of the fleet (docs/FLEET.md). It connects to the NATS server (JetStream
+enabled: nats-server -js), creates the fleet's streams and bucket if they are missing,
+and then:
+- answers relays' requests for a hello (subject mmaudit.hello, queue group
+  mmaudit-workers): a fresh nonce, recorded in the key-value bucket MMAUDIT_NONCES,
+  and the policy's sampling rates (and with --weights, the table of held tensors);
+- takes segments from the work queue MMAUDIT_WORK (durable consumer mmaudit-workers,
+  shared by every worker: each segment is verified by one worker at a time) and
+  verifies each as `check` verifies a file, while the relay is still writing it. The
+  stream's nonce must be one a worker issued and no other segment used.
+  A worker that stops acknowledging for --ack-wait (it died, or its machine did) has
+  its segment delivered to another worker, which verifies it again from its first
+  byte: the verdict is the one an uninterrupted run gives.
+
+Each report is published on mmaudit.report.<segment> (kept in the stream
+MMAUDIT_REPORTS), printed on stdout, and with --json-dir written there as
+<segment>.json, with the keys of `check --json`. `mmaudit-verify export` writes a
+segment to a capture file; `check nats://HOST:PORT/<segment>` re-checks it.
+
+SIGINT or SIGTERM: stop taking segments, hand back the ones in progress (another worker
+takes them over), exit. Exit codes: 0 every segment this worker finished passed,
+1 one failed, 2 could not run.
+
+Examples:
+  nats-server -js -sd /var/lib/nats -a 127.0.0.1 -p 4222
+  mmaudit-verify worker --nats nats://127.0.0.1:4222 --key-file audit.key --json-dir reports
+  mmaudit-verify worker --nats nats://10.0.0.5:4222 --key-file audit.key --weights model-*.safetensors")]
+pub struct WorkerArgs {
+    /// The NATS server, e.g. nats://127.0.0.1:4222.
+    #[arg(long, value_name = "URL")]
+    pub nats: String,
+    /// The shared audit key: a file holding 64 hex characters.
+    #[arg(long, value_name = "KEY")]
+    pub key_file: PathBuf,
+    /// Safetensors files of the weights the workload should use; offered in the hello
+    /// and matched as by `check --weights`.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub weights: Vec<PathBuf>,
+    /// Fail every sampled call neither of whose operands is a tensor of --weights.
+    #[arg(long, requires = "weights")]
+    pub require_weights: bool,
+    /// Write each segment's JSON report into this directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub json_dir: Option<PathBuf>,
+    /// The audit policy: the sampling rates the hello asks for (and the floor a stream
+    /// must meet), and the limits on what was not audited.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Keep at most this many failure details per segment.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub max_failures: usize,
+    /// Threads that recompute samples, shared by every segment (default: every core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Segments this worker verifies at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_segments: usize,
+    /// A segment to which nothing arrives for this many seconds is finished (truncated
+    /// unless complete).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub idle_timeout: f64,
+    /// Seconds without a sign of progress after which a segment is given to another
+    /// worker. It is a setting of the shared consumer: the worker that creates it sets it.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub ack_wait: f64,
+}
+
+/// What every segment's verification shares.
+struct Shared {
+    url: String,
+    key: Key,
+    policy: Policy,
+    weights: Option<WeightPolicy>,
+    workers: Option<Arc<Workers>>,
+    max_failures: usize,
+    json_dir: Option<PathBuf>,
+    idle: Duration,
+    ack_wait: Duration,
+    passed: AtomicU64,
+    failed: AtomicU64,
+}
+
+fn seconds(v: f64, name: &str) -> Result<Duration> {
+    if v.is_finite() && v > 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        bail!("{name} must be a positive number of seconds")
+    }
+}
+
+/// Runs `worker` until SIGINT or SIGTERM; Ok(true) when every segment it finished passed.
+pub fn run_worker(args: &WorkerArgs) -> Result<bool> {
+    let key = read_key_file(&args.key_file)?;
+    if args.max_segments == 0 {
+        bail!("--max-segments must be at least 1");
+    }
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    let idle = seconds(args.idle_timeout, "--idle-timeout")?;
+    let ack_wait = seconds(args.ack_wait, "--ack-wait")?;
+    if let Some(dir) = &args.json_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    }
+    let weights = load_weight_policy(&args.weights, args.require_weights, crate::out::To::Stdout)?;
+    let policy = args.policy.policy();
+    let tensors = match &weights {
+        Some(w) => w.registry.hello_tensors(&key, default_threads())?,
+        None => Vec::new(),
+    };
+    let hello: Arc<[u8]> = ServerHello {
+        key_id: key.id(),
+        nonce: [0; 16],
+        sampling: policy.sampling,
+        tensors,
+        mode: HelloMode::Sampling,
+    }
+    .encode(&key)?
+    .into();
+    let threads = args.threads.unwrap_or_else(default_threads);
+    let shared = Arc::new(Shared {
+        url: args.nats.clone(),
+        key,
+        policy,
+        weights,
+        workers: (threads > 1).then(|| Workers::new(threads)),
+        max_failures: args.max_failures,
+        json_dir: args.json_dir.clone(),
+        idle,
+        ack_wait,
+        passed: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    });
+    runtime()?.block_on(work(shared.clone(), hello, args.max_segments))?;
+    let (passed, failed) = (
+        shared.passed.load(Ordering::Relaxed),
+        shared.failed.load(Ordering::Relaxed),
+    );
+    crate::out::stdout(&format!(
+        "{}  {} segments, {passed} passed, {failed} failed\n",
+        if failed == 0 { "PASS" } else { "FAIL" },
+        passed + failed
+    ));
+    Ok(failed == 0)
+}
+
+async fn work(shared: Arc<Shared>, hello: Arc<[u8]>, max_segments: usize) -> Result<()> {
+    let client = connect(&shared.url, "mmaudit-verify worker").await?;
+    let js = jetstream::new(client.clone());
+    ensure_streams(&js).await?;
+    let hellos = client
+        .queue_subscribe(HELLO_SUBJECT, WORKER_QUEUE.into())
+        .await
+        .map_err(|e| anyhow!("cannot subscribe to {HELLO_SUBJECT}: {e}"))?;
+    let answering = tokio::spawn(answer_hellos(
+        client.clone(),
+        hellos,
+        js.clone(),
+        shared.key.clone(),
+        hello,
+    ));
+    let consumer: consumer::PullConsumer = js
+        .get_stream(WORK)
+        .await
+        .map_err(|e| anyhow!("cannot open the JetStream stream {WORK}: {e}"))?
+        .get_or_create_consumer(
+            WORK_CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(WORK_CONSUMER.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: shared.ack_wait,
+                max_deliver: -1,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow!("cannot open the work queue's consumer {WORK_CONSUMER}: {e}"))?;
+    eprintln!(
+        "mmaudit-verify worker: connected to {} (key id {:016x}); taking segments",
+        shared.url,
+        shared.key.id()
+    );
+    let slots = Arc::new(Semaphore::new(max_segments));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        let slot = tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            slot = slots.clone().acquire_owned() => slot.map_err(|e| anyhow!("{e}"))?,
+        };
+        let fetched = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await;
+        let mut batch = match fetched {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("mmaudit-verify worker: cannot fetch work ({e}); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        match batch.next().await {
+            Some(Ok(item)) => {
+                let (shared, js) = (shared.clone(), js.clone());
+                let stop = stop_rx.clone();
+                running.spawn(async move {
+                    verify(shared, js, item, stop).await;
+                    drop(slot);
+                });
+            }
+            Some(Err(e)) => {
+                eprintln!("mmaudit-verify worker: cannot fetch work ({e}); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            None => {}
+        }
+        while running.try_join_next().is_some() {}
+    }
+    eprintln!("mmaudit-verify worker: stopping; segments in progress go back to the queue");
+    let _ = stop_tx.send(true);
+    while running.join_next().await.is_some() {}
+    answering.abort();
+    let _ = client.flush().await;
+    Ok(())
+}
+
+/// Answers each hello request with a fresh nonce, recorded before it is sent.
+async fn answer_hellos(
+    client: async_nats::Client,
+    mut requests: async_nats::Subscriber,
+    js: jetstream::Context,
+    key: Key,
+    template: Arc<[u8]>,
+) {
+    while let Some(request) = requests.next().await {
+        let Some(reply) = request.reply else {
+            continue;
+        };
+        let nonce = match random_bytes::<16>() {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("mmaudit-verify worker: no hello: {e:#}");
+                continue;
+            }
+        };
+        // Recorded first: a stream can only carry a nonce the record already holds.
+        if let Err(e) = record_nonce(&js, &nonce).await {
+            eprintln!(
+                "mmaudit-verify worker: no hello: cannot record its nonce in {NONCES}: {e:#}"
+            );
+            continue;
+        }
+        let mut hello = template.to_vec();
+        restamp_nonce(&mut hello, &key, nonce);
+        if let Err(e) = client.publish(reply, hello.into()).await {
+            eprintln!("mmaudit-verify worker: cannot send a hello: {e}");
+        }
+    }
+}
+
+/// Marks `nonce` used by `segment`: Ok when a worker issued it and no other segment
+/// used it (the same segment again is a worker taking over).
+async fn claim_nonce(
+    js: &jetstream::Context,
+    nonce: &[u8; 16],
+    segment: &str,
+) -> Result<(), String> {
+    let name = hex(nonce);
+    let mine = format!("used {segment}");
+    for _ in 0..16 {
+        let record = nonce_record(js, nonce)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let Some((value, sequence)) = record else {
+            return Err(format!(
+                "schedule nonce not issued by this fleet's workers: {name} is not in the record of issued nonces ({NONCES})"
+            ));
+        };
+        match &value[..] {
+            b"issued" => {
+                if update_nonce(js, nonce, mine.clone(), sequence).await.is_ok() {
+                    return Ok(());
+                }
+                // another segment claimed it meanwhile: read again
+            }
+            v if v == mine.as_bytes() => return Ok(()),
+            v => {
+                return Err(format!(
+                    "schedule nonce {name} was already used by another segment ({}): a stream sent twice",
+                    String::from_utf8_lossy(v)
+                ))
+            }
+        }
+    }
+    Err(format!(
+        "cannot claim nonce {name}: its record keeps changing"
+    ))
+}
+
+/// Verifies one work item's segment and acknowledges it; hands it back (nak) when the
+/// worker stops or cannot read the segment.
+async fn verify(
+    shared: Arc<Shared>,
+    js: jetstream::Context,
+    item: jetstream::Message,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let segment = String::from_utf8_lossy(&item.payload).into_owned();
+    if !valid_segment(&segment) {
+        eprintln!(
+            "mmaudit-verify worker: dropping a work item that names no segment ({} bytes)",
+            item.payload.len()
+        );
+        let _ = item.ack_with(AckKind::Term).await;
+        return;
+    }
+    let delivered = item.info().map_or(1, |i| i.delivered);
+    eprintln!("mmaudit-verify worker: segment {segment}: verifying (delivery {delivered})");
+    let item = Arc::new(item);
+    let progress = tokio::spawn({
+        let (item, every) = (item.clone(), shared.ack_wait / 3);
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let _ = item.ack_with(AckKind::Progress).await;
+            }
+        }
+    });
+    let (tx, rx) = mpsc::channel(64);
+    let audit = {
+        let s = &shared;
+        let mut audit = StreamAudit::new(&format!("{}/{segment}", s.url), &s.key, s.max_failures)
+            .with_policy(s.policy.clone());
+        if let Some(w) = &s.weights {
+            audit = audit.with_weights(w.clone());
+        }
+        if let Some(w) = &s.workers {
+            audit = audit.with_workers(w.clone());
+        }
+        let (handle, seg, js) = (
+            tokio::runtime::Handle::current(),
+            segment.clone(),
+            js.clone(),
+        );
+        let check: NonceCheck =
+            Box::new(move |nonce| handle.block_on(claim_nonce(&js, nonce, &seg)));
+        audit.checking_nonce(check)
+    };
+    let key = shared.key.clone();
+    let auditing =
+        std::thread::spawn(move || audit_reader_into(audit, ChunkReader::new(rx), &key, |_| {}));
+    let read = tokio::select! {
+        r = read_segment(&js, &segment, Follow::Live(shared.idle), tx) => Some(r),
+        _ = stop.changed() => None,
+    };
+    let report = tokio::task::spawn_blocking(move || auditing.join()).await;
+    progress.abort();
+    let (ended, bytes) = match read {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            eprintln!("mmaudit-verify worker: segment {segment}: {e:#}; handing it back");
+            let _ = item
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return;
+        }
+        None => {
+            let _ = item.ack_with(AckKind::Nak(None)).await;
+            return;
+        }
+    };
+    let report = match report {
+        Ok(Ok(Ok(r))) => r,
+        Ok(Ok(Err(NotChecked::NotACapture(e)))) => {
+            eprintln!(
+                "mmaudit-verify worker: segment {segment} rejected: not a stream for this key: {e}"
+            );
+            let _ = item.double_ack().await;
+            return;
+        }
+        Ok(Ok(Err(NotChecked::Io(e)))) => {
+            eprintln!("mmaudit-verify worker: segment {segment} rejected: {e}");
+            let _ = item.double_ack().await;
+            return;
+        }
+        Ok(Err(_)) | Err(_) => {
+            eprintln!("mmaudit-verify worker: segment {segment}: the audit thread failed; handing it back");
+            let _ = item.ack_with(AckKind::Nak(None)).await;
+            return;
+        }
+    };
+    if let Err(e) = publish_report(&shared, &js, &segment, &report).await {
+        eprintln!("mmaudit-verify worker: segment {segment}: {e:#}; handing it back");
+        let _ = item
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await;
+        return;
+    }
+    let passed = report.passed();
+    let counter = if passed {
+        &shared.passed
+    } else {
+        &shared.failed
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "{}", report.to_text());
+        let _ = writeln!(
+            out,
+            "  segment {segment}: {} ({:.1} MB, delivery {delivered})",
+            ended.describe(),
+            bytes as f64 / 1e6
+        );
+        let _ = out.flush();
+    }
+    if let Err(e) = item.double_ack().await {
+        eprintln!("mmaudit-verify worker: segment {segment}: the work item's acknowledgement failed ({e}); another worker may verify it again");
+    }
+}
+
+/// Publishes a segment's report (de-duplicated by segment id) and writes it to the JSON
+/// directory.
+async fn publish_report(
+    shared: &Shared,
+    js: &jetstream::Context,
+    segment: &str,
+    report: &StreamReport,
+) -> Result<()> {
+    let text = serde_json::to_string_pretty(&summary_json(std::slice::from_ref(report)))? + "\n";
+    if let Some(dir) = &shared.json_dir {
+        let tmp = dir.join(format!(".{segment}.json.tmp"));
+        let path = dir.join(format!("{segment}.json"));
+        std::fs::write(&tmp, &text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    js.send_publish(
+        report_subject(segment),
+        PublishMessage::build()
+            .payload(text.into())
+            .message_id(segment),
+    )
+    .await
+    .map_err(|e| anyhow!("cannot publish the report: {e}"))?
+    .await
+    .map_err(|e| anyhow!("the report was not stored: {e}"))?;
+    Ok(())
+}
