@@ -601,3 +601,162 @@ fn replayed_segments_and_garbage_fail_or_are_rejected_and_honest_ones_pass() {
     let after = fleet.check(&format!("{}/{honest}", fleet.url));
     assert_eq!(verdict(&after), "pass");
 }
+
+/// A reference prover's segment through the relay at `relay`: stream `id`, segment
+/// `segment` from call `first`, `layers` layers of GEMMs; with `cut`, only the header
+/// and first frame are sent and the socket is returned open.
+fn prove(
+    relay: &str,
+    id: u64,
+    (segment, first): (u32, u64),
+    layers: u64,
+    cut: bool,
+) -> Option<(TcpStream, u64)> {
+    use mmaudit_protocol::call::{ComputeType, DType};
+    use mmaudit_tests::refprover::{GemmSpec, RefProver};
+    let key = Key::from_hex(KEY).expect("the test key");
+    let addr = relay.parse().expect("the relay's address");
+    let (mut socket, hello) =
+        mmaudit_tests::session::connect(addr, &key, Duration::from_secs(30)).expect("a hello");
+    let mut p = RefProver::new(&key, hello.sampling, id)
+        .with_hello(&hello)
+        .with_stream_id(id)
+        .with_segment(segment, first);
+    for _ in 0..layers {
+        for (m, n, k) in [
+            (768, 16, 256),
+            (256, 16, 256),
+            (688, 16, 256),
+            (256, 16, 688),
+        ] {
+            p.gemm(&GemmSpec::new(
+                m,
+                n,
+                k,
+                DType::BF16,
+                DType::BF16,
+                ComputeType::F32,
+            ));
+        }
+    }
+    let c = p.finish(4);
+    if cut {
+        socket
+            .write_all(&[c.header.clone(), c.frames[0].clone()].concat())
+            .expect("send the first frame");
+        let mut reader = mmaudit_protocol::stream::StreamReader::new(&key);
+        let sent: u64 = reader
+            .push(&[c.header.clone(), c.frames[0].clone()].concat())
+            .expect("the prover's own frame")
+            .into_iter()
+            .map(|e| match e {
+                mmaudit_protocol::stream::Event::Frame { records, .. } => records
+                    .iter()
+                    .filter(|r| matches!(r, mmaudit_protocol::record::Record::Ledger(_)))
+                    .count()
+                    as u64,
+                _ => 0,
+            })
+            .sum();
+        return Some((socket, sent));
+    }
+    socket.write_all(&c.header).expect("send the header");
+    for f in &c.frames {
+        socket.write_all(f).expect("send a frame");
+    }
+    mmaudit_tests::session::close_and_wait(socket).expect("close");
+    None
+}
+
+fn report_of<'a>(reports: &'a [(String, Value)], id: u64, segment: u32) -> &'a Value {
+    reports
+        .iter()
+        .map(|(_, r)| r)
+        .find(|r| {
+            let h = &r["streams"][0]["header"];
+            h["stream_id"] == format!("{id:016x}") && h["segment"] == segment
+        })
+        .unwrap_or_else(|| panic!("no report of segment {segment} of {id:x}: {reports:#?}"))
+}
+
+#[test]
+fn segments_after_a_relay_restart_report_the_calls_no_worker_received() {
+    let fleet = Fleet::new("fleet-relay-restart");
+    let worker = fleet.worker("worker", &["--idle-timeout", "3"]);
+    let (mut relay, addr) = fleet.relay();
+    // Stream 0x71: segment 0 complete (20 calls). Stream 0x70: segment 0 sends its header
+    // and first frame, then its relay dies.
+    prove(&addr, 0x71, (0, 0), 5, false);
+    let (socket, sent) = prove(&addr, 0x70, (0, 0), 5, true).expect("a cut segment");
+    wait_for(
+        "the first frame to be stored",
+        Duration::from_secs(30),
+        || relay.log().matches("segment ").count() >= 3,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    relay.kill();
+    drop(socket);
+    // Segment 0 of 0x70 has no end marker: truncated after the idle timeout.
+    let reports = fleet.wait_reports(2, &[&worker, &relay]);
+    let cut = report_of(&reports, 0x70, 0);
+    assert_eq!(verdict(cut), "fail", "{cut:#}");
+    assert!(cut.to_string().contains("truncated"), "{cut:#}");
+    assert_eq!(verdict(report_of(&reports, 0x71, 0)), "pass");
+    // A new relay; each prover's next segment starts at call 20.
+    let (relay, addr) = fleet.relay();
+    prove(&addr, 0x71, (1, 20), 2, false);
+    prove(&addr, 0x70, (1, 20), 2, false);
+    // Stream 0x72 was never seen before its segment 1.
+    prove(&addr, 0x72, (1, 7), 2, false);
+    let reports = fleet.wait_reports(5, &[&worker, &relay]);
+    // Absent: every call before 0x71's segment 1 was received.
+    let r = report_of(&reports, 0x71, 1);
+    assert_eq!(verdict(r), "pass", "{r:#}");
+    assert_eq!(r["streams"][0]["unseen_calls"], 0, "{r:#}");
+    // Present: the calls of 0x70 after its first frame, and all of 0x72's before 7.
+    let r = report_of(&reports, 0x70, 1);
+    assert_eq!(verdict(r), "fail", "{r:#}");
+    assert_eq!(r["streams"][0]["unseen_calls"], 20 - sent, "{r:#}");
+    let r = report_of(&reports, 0x72, 1);
+    assert_eq!(verdict(r), "fail", "{r:#}");
+    assert_eq!(r["streams"][0]["unseen_calls"], 7, "{r:#}");
+}
+
+#[test]
+fn what_the_server_stored_survives_its_restart_and_the_fleet_reconnects() {
+    let mut fleet = Fleet::new("fleet-server-restart");
+    let worker = fleet.worker("worker", &[]);
+    let (relay, sink) = fleet.relay();
+    let out = program(&sink);
+    assert_eq!(out.code, Some(0), "{}", out.transcript());
+    let reports = fleet.wait_reports(1, &[&worker, &relay]);
+    let (before, report) = reports[0].clone();
+    assert_eq!(verdict(&report), "pass", "{report:#}");
+    // The server stops and starts again on the same store.
+    if let Some(mut s) = fleet.server.take() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &s.child.id().to_string()])
+            .status();
+        let _ = s.child.wait();
+    }
+    fleet.start_server();
+    // Acknowledged before: still there, with the same verdict.
+    let stored = fleet.check(&format!("{}/{before}", fleet.url));
+    assert!(same_verdict(&report, &stored), "{stored:#}");
+    // Relay and worker reconnected by themselves: a new program passes.
+    for _ in 0..5 {
+        let out = program(&sink);
+        assert_eq!(out.code, Some(0), "{}", out.transcript());
+        let started = Instant::now();
+        while fleet.reports().len() < 2 && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if fleet.reports().len() >= 2 {
+            break;
+        }
+    }
+    let reports = fleet.wait_reports(2, &[&worker, &relay]);
+    for (seg, r) in &reports {
+        assert_eq!(verdict(r), "pass", "{seg}: {r:#}");
+    }
+}

@@ -103,12 +103,25 @@ pub struct StreamAudit {
     bytes_out: std::collections::VecDeque<usize>,
     /// The report being built.
     pub report: StreamReport,
-    /// Judges the header's nonce when it arrives ([`StreamAudit::checking_nonce`]).
-    nonce_check: Option<NonceCheck>,
+    /// Judges the header when it arrives ([`StreamAudit::judging_header`]).
+    header_hook: Option<HeaderHook>,
+    /// Counts ledger records as they are audited ([`StreamAudit::counting_received`]).
+    received: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
-/// Says whether a stream's nonce was issued for it (`Err`: why not).
-pub type NonceCheck = Box<dyn FnMut(&[u8; 16]) -> Result<(), String> + Send>;
+/// What a live verifier knows of a stream from outside its bytes, judged when its header
+/// arrives: whether its nonce was issued for it, and which calls before its segment no
+/// verifier received.
+#[derive(Debug, Default)]
+pub struct HeaderFindings {
+    /// an integrity failure (a nonce not issued, or used by another stream)
+    pub integrity: Option<String>,
+    /// calls `first..end` before this segment that no verifier received
+    pub unseen: Vec<(u64, u64)>,
+}
+
+/// Judges a stream's header (see [`HeaderFindings`]).
+pub type HeaderHook = Box<dyn FnMut(&StreamHeader) -> HeaderFindings + Send>;
 
 /// Samples checked by one thread as one job.
 type Batch = Vec<(GemmCall, Plan, Sample, Held)>;
@@ -161,15 +174,24 @@ impl StreamAudit {
             applying: false,
             bytes_out: std::collections::VecDeque::new(),
             report: StreamReport::new(name),
-            nonce_check: None,
+            header_hook: None,
+            received: None,
         }
     }
 
-    /// Fails the stream unless `check` accepts its header's nonce: a live verifier's
-    /// record of the nonces it issued (the fleet's workers share theirs through the
-    /// broker; `serve` compares with its connection's own).
-    pub fn checking_nonce(mut self, check: NonceCheck) -> Self {
-        self.nonce_check = Some(check);
+    /// Asks `hook` about the header when it arrives, and applies what it found: the
+    /// fleet's workers check the nonce against the record of issued nonces and the
+    /// stream's earlier segments against the record of calls received, both kept on
+    /// the broker (`serve` keeps its own and judges its connections itself).
+    pub fn judging_header(mut self, hook: HeaderHook) -> Self {
+        self.header_hook = Some(hook);
+        self
+    }
+
+    /// Adds one to `counter` for every ledger record audited (the calls this segment
+    /// delivered, for the fleet's record of calls received).
+    pub fn counting_received(mut self, counter: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.received = Some(counter);
         self
     }
 
@@ -286,10 +308,13 @@ impl StreamAudit {
         self.next_index = h.first_index;
         self.schedule = Some(Schedule::for_header(&self.key, &h));
         let challenger = self.challenger_for(&h);
-        let nonce = self.nonce_check.as_mut().map(|check| check(&h.nonce));
+        let findings = self.header_hook.as_mut().map(|hook| hook(&h));
         self.report.header = Some(h);
-        if let Some(Err(message)) = nonce {
-            self.integrity(message);
+        if let Some(f) = findings {
+            if let Some(message) = f.integrity {
+                self.integrity(message);
+            }
+            self.unseen(&f.unseen);
         }
         match challenger {
             Ok(c) => self.challenger = c,
@@ -396,7 +421,12 @@ impl StreamAudit {
             return;
         }
         match record {
-            Record::Ledger(call) => self.on_ledger(call),
+            Record::Ledger(call) => {
+                if let Some(c) = &self.received {
+                    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                self.on_ledger(call)
+            }
             Record::Sample(s) if self.challenger.is_some() => self.integrity(format!(
                 "sample record for call {} in a commit-mode stream, where data travels only as openings",
                 s.index

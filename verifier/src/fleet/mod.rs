@@ -38,6 +38,11 @@ pub const REPORTS: &str = "MMAUDIT_REPORTS";
 /// Nonces issued by workers, subject `mmaudit.nonce.<nonce in hex>`: "issued", then
 /// "used <segment>" (written only over "issued", by compare-and-set).
 pub const NONCES: &str = "MMAUDIT_NONCES";
+/// Calls each segment delivered, subject `mmaudit.seen.<stream id>.<segment number>`:
+/// "first received", as `serve --state-dir` keeps them (serve::continuity).
+pub const SEEN: &str = "MMAUDIT_SEEN";
+/// Most segments of one stream read from [`SEEN`].
+const MAX_SEEN_SEGMENTS: usize = 256;
 /// Relays ask for a hello here; workers answer in one queue group.
 pub const HELLO_SUBJECT: &str = "mmaudit.hello";
 /// The queue group of workers answering hellos.
@@ -113,6 +118,7 @@ pub async fn ensure_streams(js: &jetstream::Context) -> Result<()> {
         (WORK, WORK_SUBJECT, WorkQueue, -1),
         (REPORTS, "mmaudit.report.*", Limits, -1),
         (NONCES, "mmaudit.nonce.*", Limits, 1),
+        (SEEN, "mmaudit.seen.*.*", Limits, 1),
     ];
     for (name, subject, retention, per_subject) in streams {
         js.get_or_create_stream(stream::Config {
@@ -183,6 +189,72 @@ pub async fn update_nonce(
         .await
         .map_err(|e| anyhow!("{e}"))?;
     Ok(())
+}
+
+fn seen_subject(stream: u64, segment: u32) -> String {
+    format!("mmaudit.seen.{stream:016x}.{segment}")
+}
+
+/// Records that segment `segment` of stream `stream`, starting at call `first`,
+/// delivered `received` ledger records.
+pub async fn record_seen(
+    js: &jetstream::Context,
+    (stream, segment, first): (u64, u32, u64),
+    received: u64,
+) -> Result<()> {
+    js.publish(
+        seen_subject(stream, segment),
+        format!("{first} {received}").into(),
+    )
+    .await
+    .map_err(|e| anyhow!("{e}"))?
+    .await
+    .map_err(|e| anyhow!("cannot record the calls received ({SEEN}): {e}"))?;
+    Ok(())
+}
+
+/// What the segments of `stream` delivered: segment -> (first call, ledger records),
+/// for at most the 256 lowest-numbered segments.
+pub async fn seen_segments(
+    js: &jetstream::Context,
+    stream: u64,
+) -> Result<std::collections::BTreeMap<u32, (u64, u64)>> {
+    use futures_util::StreamExt;
+    let st = js
+        .get_stream(SEEN)
+        .await
+        .map_err(|e| anyhow!("cannot open the JetStream stream {SEEN}: {e}"))?;
+    let prefix = format!("mmaudit.seen.{stream:016x}.");
+    let mut listed = st
+        .info_with_subjects(format!("{prefix}*"))
+        .await
+        .map_err(|e| anyhow!("cannot read the record of calls received ({SEEN}): {e}"))?;
+    let mut numbers = Vec::new();
+    while let Some(s) = listed.next().await {
+        let (subject, _) = s.map_err(|e| anyhow!("cannot read {SEEN}: {e}"))?;
+        if let Some(n) = subject
+            .strip_prefix(&prefix)
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    let mut out = std::collections::BTreeMap::new();
+    for n in numbers.into_iter().take(MAX_SEEN_SEGMENTS) {
+        let m = st
+            .get_last_raw_message_by_subject(&seen_subject(stream, n))
+            .await
+            .map_err(|e| anyhow!("cannot read {SEEN}: {e}"))?;
+        let text = String::from_utf8_lossy(&m.payload);
+        let mut parts = text.split(' ').map(|p| p.parse::<u64>());
+        if let (Some(Ok(first)), Some(Ok(received)), None) =
+            (parts.next(), parts.next(), parts.next())
+        {
+            out.insert(n, (first, received));
+        }
+    }
+    Ok(out)
 }
 
 /// `nats://HOST:PORT/SEGMENT` split into the server's URL and the segment id.

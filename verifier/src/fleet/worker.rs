@@ -16,10 +16,11 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::store::{read_segment, ChunkReader, Follow};
 use super::{
-    connect, ensure_streams, hex, nonce_record, random_bytes, record_nonce, report_subject,
-    runtime, update_nonce, valid_segment, HELLO_SUBJECT, NONCES, WORK, WORKER_QUEUE, WORK_CONSUMER,
+    connect, ensure_streams, hex, nonce_record, random_bytes, record_nonce, record_seen,
+    report_subject, runtime, seen_segments, update_nonce, valid_segment, HELLO_SUBJECT, NONCES,
+    WORK, WORKER_QUEUE, WORK_CONSUMER,
 };
-use crate::audit::{NonceCheck, StreamAudit};
+use crate::audit::{HeaderFindings, HeaderHook, StreamAudit};
 use crate::check::{audit_reader_into, default_threads, load_weight_policy, NotChecked};
 use crate::keyfile::read_key_file;
 use crate::policy::{Policy, PolicyArgs};
@@ -336,6 +337,73 @@ async fn claim_nonce(
     ))
 }
 
+/// A segment's place in its stream (stream id, segment number, first call) and the
+/// count of calls received already on record for it.
+type Begun = Arc<std::sync::Mutex<Option<((u64, u32, u64), u64)>>>;
+
+/// How often a segment's count of calls received is recorded while it is read.
+const RECORD_EVERY: Duration = Duration::from_millis(100);
+
+/// The header hook of a segment's audit: the nonce must be one a worker issued and no
+/// other segment used; calls before this segment must have been received by a worker
+/// (the record of calls received, as `serve` keeps it). A segment whose nonce fails
+/// records nothing (it must not cover another segment's hole).
+async fn judge_header(
+    js: &jetstream::Context,
+    h: &mmaudit_protocol::stream::StreamHeader,
+    segment: &str,
+    begun: &Begun,
+) -> HeaderFindings {
+    if let Err(message) = claim_nonce(js, &h.nonce, segment).await {
+        return HeaderFindings {
+            integrity: Some(message),
+            unseen: Vec::new(),
+        };
+    }
+    let at = (h.stream_id, h.segment, h.first_index);
+    let segments = match seen_segments(js, h.stream_id).await {
+        Ok(s) => s,
+        Err(e) => {
+            return HeaderFindings {
+                integrity: Some(format!(
+                    "{e:#}: the calls before this segment cannot be accounted for"
+                )),
+                unseen: Vec::new(),
+            }
+        }
+    };
+    let holes = crate::serve::continuity::holes_before(&segments, h.segment, h.first_index);
+    // Taken over: the earlier delivery's count stands until this one passes it.
+    let floor = segments.get(&h.segment).map_or(0, |&(_, n)| n);
+    if !segments.contains_key(&h.segment) {
+        if let Err(e) = record_seen(js, at, 0).await {
+            eprintln!("mmaudit-verify worker: segment {segment}: {e:#}");
+        }
+    }
+    *begun.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, floor));
+    HeaderFindings {
+        integrity: None,
+        unseen: holes,
+    }
+}
+
+/// Records the segment's count of calls received while it is read, when it grew past
+/// what is on record.
+async fn record_received(js: jetstream::Context, begun: Begun, received: Arc<AtomicU64>) {
+    let mut recorded = 0;
+    loop {
+        tokio::time::sleep(RECORD_EVERY).await;
+        let at = *begun.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((at, floor)) = at else {
+            continue;
+        };
+        let n = received.load(Ordering::Relaxed);
+        if n > floor.max(recorded) && record_seen(&js, at, n).await.is_ok() {
+            recorded = n;
+        }
+    }
+}
+
 /// Verifies one work item's segment and acknowledges it; hands it back (nak) when the
 /// worker stops or cannot read the segment.
 async fn verify(
@@ -366,6 +434,10 @@ async fn verify(
         }
     });
     let (tx, rx) = mpsc::channel(64);
+    // Where the segment lies in its stream (once its header is judged), the least count
+    // of calls received to record, and the count so far.
+    let begun: Begun = Arc::new(std::sync::Mutex::new(None));
+    let received = Arc::new(AtomicU64::new(0));
     let audit = {
         let s = &shared;
         let mut audit = StreamAudit::new(&format!("{}/{segment}", s.url), &s.key, s.max_failures)
@@ -381,19 +453,33 @@ async fn verify(
             segment.clone(),
             js.clone(),
         );
-        let check: NonceCheck =
-            Box::new(move |nonce| handle.block_on(claim_nonce(&js, nonce, &seg)));
-        audit.checking_nonce(check)
+        let begun = begun.clone();
+        let hook: HeaderHook =
+            Box::new(move |h| handle.block_on(judge_header(&js, h, &seg, &begun)));
+        audit
+            .judging_header(hook)
+            .counting_received(received.clone())
     };
     let key = shared.key.clone();
     let auditing =
         std::thread::spawn(move || audit_reader_into(audit, ChunkReader::new(rx), &key, |_| {}));
+    let recording = tokio::spawn(record_received(js.clone(), begun.clone(), received.clone()));
     let read = tokio::select! {
         r = read_segment(&js, &segment, Follow::Live(shared.idle), tx) => Some(r),
         _ = stop.changed() => None,
     };
     let report = tokio::task::spawn_blocking(move || auditing.join()).await;
     progress.abort();
+    recording.abort();
+    let at = *begun.lock().unwrap_or_else(|e| e.into_inner());
+    if let (Some((at, floor)), true) = (at, read.is_some()) {
+        let n = received.load(Ordering::Relaxed);
+        if n > floor {
+            if let Err(e) = record_seen(&js, at, n).await {
+                eprintln!("mmaudit-verify worker: segment {segment}: {e:#}");
+            }
+        }
+    }
     let (ended, bytes) = match read {
         Some(Ok(r)) => r,
         Some(Err(e)) => {
