@@ -668,7 +668,7 @@ fn prove(
     None
 }
 
-fn report_of<'a>(reports: &'a [(String, Value)], id: u64, segment: u32) -> &'a Value {
+fn report_of(reports: &[(String, Value)], id: u64, segment: u32) -> &Value {
     reports
         .iter()
         .map(|(_, r)| r)
