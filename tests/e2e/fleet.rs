@@ -344,8 +344,11 @@ fn program(sink: &str) -> Output {
 #[test]
 fn eight_programs_three_workers_pass_and_every_report_is_checks() {
     let fleet = Fleet::new("fleet-eight");
+    let ports: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
     let workers: Vec<Proc> = (0..3)
-        .map(|i| fleet.worker(&format!("worker{i}"), &[]))
+        .map(|i| fleet.worker(&format!("worker{i}"), &["--metrics", &ports[i]]))
         .collect();
     let (relay, sink) = fleet.relay();
     let runs: Vec<_> = (0..8)
@@ -380,6 +383,27 @@ fn eight_programs_three_workers_pass_and_every_report_is_checks() {
     // what matters is that each segment has exactly one report.
     let segments: std::collections::BTreeSet<_> = reports.iter().map(|(s, _)| s.clone()).collect();
     assert_eq!(segments.len(), 8);
+    // The workers' counters add up to the same: 8 passed, at least 8 hellos, none open.
+    let sum = |name: &str| -> u64 { ports.iter().map(|p| metric(p, name)).sum() };
+    assert_eq!(sum("segments_passed_total"), 8);
+    assert_eq!(sum("segments_failed_total"), 0);
+    assert_eq!(sum("segments_in_progress"), 0);
+    assert!(sum("hellos_issued_total") >= 8);
+}
+
+/// One counter of a worker's `--metrics` page.
+fn metric(addr: &str, name: &str) -> u64 {
+    let mut s = TcpStream::connect(addr).expect("connect to the metrics port");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    let line = format!("mmaudit_worker_{name} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .unwrap_or_else(|| panic!("no {name} in {page}"))
+        .trim()
+        .parse()
+        .expect("a count")
 }
 
 /// Forwards a program's connection to the relay; its stream after the first `hold`
@@ -444,7 +468,8 @@ fn a_worker_killed_mid_segment_is_taken_over_with_the_same_verdict() {
         || first.log().contains("verifying"),
     );
     first.kill();
-    let second = fleet.worker("second", &["--ack-wait", "2"]);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let second = fleet.worker("second", &["--ack-wait", "2", "--metrics", &metrics]);
     release.send(()).expect("release the stream");
     let reports = fleet.wait_reports(1, &[&second, &relay]);
     let (segment, report) = &reports[0];

@@ -92,6 +92,9 @@ pub struct WorkerArgs {
     /// unless complete).
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
     pub idle_timeout: f64,
+    /// Serve Prometheus text counters on HTTP at this address (GET /metrics).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// Seconds without a sign of progress after which a segment is given to another
     /// worker. It is a setting of the shared consumer: the worker that creates it sets it.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
@@ -111,6 +114,114 @@ struct Shared {
     ack_wait: Duration,
     passed: AtomicU64,
     failed: AtomicU64,
+    counters: Counters,
+}
+
+/// What `--metrics` shows (besides the passed and failed counts).
+#[derive(Default)]
+struct Counters {
+    rejected: AtomicU64,
+    handed_back: AtomicU64,
+    taken_over: AtomicU64,
+    in_progress: AtomicU64,
+    bytes: AtomicU64,
+    hellos: AtomicU64,
+}
+
+impl Shared {
+    /// The counters in Prometheus text format.
+    fn metrics_text(&self) -> String {
+        let c = &self.counters;
+        let rows = [
+            (
+                "segments_passed_total",
+                "counter",
+                "segments verified that passed",
+                &self.passed,
+            ),
+            (
+                "segments_failed_total",
+                "counter",
+                "segments verified that failed",
+                &self.failed,
+            ),
+            (
+                "segments_rejected_total",
+                "counter",
+                "segments that were not a stream for this key",
+                &c.rejected,
+            ),
+            (
+                "segments_handed_back_total",
+                "counter",
+                "segments given back to the queue unfinished",
+                &c.handed_back,
+            ),
+            (
+                "segments_taken_over_total",
+                "counter",
+                "segments verified on a second or later delivery",
+                &c.taken_over,
+            ),
+            (
+                "segments_in_progress",
+                "gauge",
+                "segments being verified now",
+                &c.in_progress,
+            ),
+            (
+                "segment_bytes_total",
+                "counter",
+                "bytes of segments read",
+                &c.bytes,
+            ),
+            (
+                "hellos_issued_total",
+                "counter",
+                "hellos sent with a recorded nonce",
+                &c.hellos,
+            ),
+        ];
+        let mut text = String::new();
+        for (name, kind, help, v) in rows {
+            text.push_str(&format!(
+                "# HELP mmaudit_worker_{name} {help}\n# TYPE mmaudit_worker_{name} {kind}\nmmaudit_worker_{name} {}\n",
+                v.load(Ordering::Relaxed)
+            ));
+        }
+        text
+    }
+}
+
+/// Answers GET /metrics on `listener` with the worker's counters.
+async fn serve_metrics(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n = match tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await
+            {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let (status, body) = if buf[..n].starts_with(b"GET /metrics") {
+                ("200 OK", shared.metrics_text())
+            } else {
+                ("404 Not Found", "GET /metrics\n".to_string())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(body.as_bytes()).await;
+        });
+    }
 }
 
 fn seconds(v: f64, name: &str) -> Result<Duration> {
@@ -164,8 +275,21 @@ pub fn run_worker(args: &WorkerArgs) -> Result<bool> {
         ack_wait,
         passed: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        counters: Counters::default(),
     });
-    runtime()?.block_on(work(shared.clone(), hello, args.max_segments))?;
+    runtime()?.block_on(async {
+        if let Some(addr) = &args.metrics {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            eprintln!(
+                "mmaudit-verify worker: metrics on http://{}/metrics",
+                listener.local_addr()?
+            );
+            tokio::spawn(serve_metrics(listener, shared.clone()));
+        }
+        work(shared.clone(), hello, args.max_segments).await
+    })?;
     let (passed, failed) = (
         shared.passed.load(Ordering::Relaxed),
         shared.failed.load(Ordering::Relaxed),
@@ -190,7 +314,7 @@ async fn work(shared: Arc<Shared>, hello: Arc<[u8]>, max_segments: usize) -> Res
         client.clone(),
         hellos,
         js.clone(),
-        shared.key.clone(),
+        shared.clone(),
         hello,
     ));
     let consumer: consumer::PullConsumer = js
@@ -269,9 +393,10 @@ async fn answer_hellos(
     client: async_nats::Client,
     mut requests: async_nats::Subscriber,
     js: jetstream::Context,
-    key: Key,
+    shared: Arc<Shared>,
     template: Arc<[u8]>,
 ) {
+    let key = &shared.key;
     while let Some(request) = requests.next().await {
         let Some(reply) = request.reply else {
             continue;
@@ -291,9 +416,12 @@ async fn answer_hellos(
             continue;
         }
         let mut hello = template.to_vec();
-        restamp_nonce(&mut hello, &key, nonce);
-        if let Err(e) = client.publish(reply, hello.into()).await {
-            eprintln!("mmaudit-verify worker: cannot send a hello: {e}");
+        restamp_nonce(&mut hello, key, nonce);
+        match client.publish(reply, hello.into()).await {
+            Ok(()) => {
+                shared.counters.hellos.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => eprintln!("mmaudit-verify worker: cannot send a hello: {e}"),
         }
     }
 }
@@ -404,6 +532,22 @@ async fn record_received(js: jetstream::Context, begun: Begun, received: Arc<Ato
     }
 }
 
+/// Gives a work item back to the queue (another worker, or this one, takes it again
+/// after `delay`).
+async fn hand_back(item: &jetstream::Message, c: &Counters, delay: Option<Duration>) {
+    c.handed_back.fetch_add(1, Ordering::Relaxed);
+    let _ = item.ack_with(AckKind::Nak(delay)).await;
+}
+
+/// Counts a segment out of the in-progress gauge when dropped.
+struct InProgress<'a>(&'a AtomicU64);
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Verifies one work item's segment and acknowledges it; hands it back (nak) when the
 /// worker stops or cannot read the segment.
 async fn verify(
@@ -423,6 +567,12 @@ async fn verify(
     }
     let delivered = item.info().map_or(1, |i| i.delivered);
     eprintln!("mmaudit-verify worker: segment {segment}: verifying (delivery {delivered})");
+    let c = &shared.clone().counters;
+    c.in_progress.fetch_add(1, Ordering::Relaxed);
+    let _done = InProgress(&c.in_progress);
+    if delivered > 1 {
+        c.taken_over.fetch_add(1, Ordering::Relaxed);
+    }
     let item = Arc::new(item);
     let progress = tokio::spawn({
         let (item, every) = (item.clone(), shared.ack_wait / 3);
@@ -481,18 +631,15 @@ async fn verify(
         }
     }
     let (ended, bytes) = match read {
-        Some(Ok(r)) => r,
+        Some(Ok(r)) => {
+            c.bytes.fetch_add(r.1, Ordering::Relaxed);
+            r
+        }
         Some(Err(e)) => {
             eprintln!("mmaudit-verify worker: segment {segment}: {e:#}; handing it back");
-            let _ = item
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
-            return;
+            return hand_back(&item, c, Some(Duration::from_secs(1))).await;
         }
-        None => {
-            let _ = item.ack_with(AckKind::Nak(None)).await;
-            return;
-        }
+        None => return hand_back(&item, c, None).await,
     };
     let report = match report {
         Ok(Ok(Ok(r))) => r,
@@ -500,26 +647,24 @@ async fn verify(
             eprintln!(
                 "mmaudit-verify worker: segment {segment} rejected: not a stream for this key: {e}"
             );
+            c.rejected.fetch_add(1, Ordering::Relaxed);
             let _ = item.double_ack().await;
             return;
         }
         Ok(Ok(Err(NotChecked::Io(e)))) => {
             eprintln!("mmaudit-verify worker: segment {segment} rejected: {e}");
+            c.rejected.fetch_add(1, Ordering::Relaxed);
             let _ = item.double_ack().await;
             return;
         }
         Ok(Err(_)) | Err(_) => {
             eprintln!("mmaudit-verify worker: segment {segment}: the audit thread failed; handing it back");
-            let _ = item.ack_with(AckKind::Nak(None)).await;
-            return;
+            return hand_back(&item, c, None).await;
         }
     };
     if let Err(e) = publish_report(&shared, &js, &segment, &report).await {
         eprintln!("mmaudit-verify worker: segment {segment}: {e:#}; handing it back");
-        let _ = item
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-            .await;
-        return;
+        return hand_back(&item, c, Some(Duration::from_secs(1))).await;
     }
     let passed = report.passed();
     let counter = if passed {
