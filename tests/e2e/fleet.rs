@@ -637,6 +637,18 @@ fn prove(
     layers: u64,
     cut: bool,
 ) -> Option<(TcpStream, u64)> {
+    prove_after(relay, id, (segment, first), layers, cut, Duration::ZERO)
+}
+
+/// [`prove`], sending `wait` after the hello arrived.
+fn prove_after(
+    relay: &str,
+    id: u64,
+    (segment, first): (u32, u64),
+    layers: u64,
+    cut: bool,
+    wait: Duration,
+) -> Option<(TcpStream, u64)> {
     use mmaudit_protocol::call::{ComputeType, DType};
     use mmaudit_tests::refprover::{GemmSpec, RefProver};
     let key = Key::from_hex(KEY).expect("the test key");
@@ -665,6 +677,7 @@ fn prove(
         }
     }
     let c = p.finish(4);
+    std::thread::sleep(wait);
     if cut {
         socket
             .write_all(&[c.header.clone(), c.frames[0].clone()].concat())
@@ -784,4 +797,21 @@ fn what_the_server_stored_survives_its_restart_and_the_fleet_reconnects() {
     for (seg, r) in &reports {
         assert_eq!(verdict(r), "pass", "{seg}: {r:#}");
     }
+}
+
+#[test]
+fn a_nonce_held_past_the_handshake_timeout_fails_and_a_prompt_stream_passes() {
+    let fleet = Fleet::new("fleet-stale");
+    let worker = fleet.worker("worker", &["--handshake-timeout", "1"]);
+    let (relay, addr) = fleet.relay();
+    // Absent: the stream follows its hello at once.
+    prove(&addr, 0x81, (0, 0), 2, false);
+    // Present: the prover holds the hello for 2.5 s (computing, say) before sending.
+    prove_after(&addr, 0x82, (0, 0), 2, false, Duration::from_millis(2500));
+    let reports = fleet.wait_reports(2, &[&worker, &relay]);
+    let prompt = report_of(&reports, 0x81, 0);
+    assert_eq!(verdict(prompt), "pass", "{prompt:#}");
+    let stale = report_of(&reports, 0x82, 0);
+    assert_eq!(verdict(stale), "fail", "{stale:#}");
+    assert!(stale.to_string().contains("after its nonce"), "{stale:#}");
 }

@@ -153,11 +153,15 @@ pub async fn record_nonce(js: &jetstream::Context, nonce: &[u8; 16]) -> Result<(
     Ok(())
 }
 
-/// What the record of `nonce` says and its sequence; None when there is none.
+/// A record of a nonce: what it says, its sequence, and when the server stored it
+/// (nanoseconds since the Unix epoch).
+pub type NonceRecord = (Bytes, u64, i128);
+
+/// What the record of `nonce` says; None when there is none.
 pub async fn nonce_record(
     js: &jetstream::Context,
     nonce: &[u8; 16],
-) -> Result<Option<(Bytes, u64)>> {
+) -> Result<Option<NonceRecord>> {
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
     let stream = js
         .get_stream(NONCES)
@@ -167,7 +171,7 @@ pub async fn nonce_record(
         .get_last_raw_message_by_subject(&nonce_subject(nonce))
         .await
     {
-        Ok(m) => Ok(Some((m.payload, m.sequence))),
+        Ok(m) => Ok(Some((m.payload, m.sequence, m.time.unix_timestamp_nanos()))),
         Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(anyhow!("cannot read the record of nonces ({NONCES}): {e}")),
     }

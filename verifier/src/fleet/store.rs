@@ -47,14 +47,20 @@ impl Ended {
     }
 }
 
+/// When the server stored a segment's first chunk (nanoseconds since the Unix epoch),
+/// once it is read.
+pub type FirstStored = std::sync::Arc<std::sync::Mutex<Option<i128>>>;
+
 /// Sends the chunks of `segment` in stream order to `tx`; how it ended and the bytes
 /// sent. An error when the server cannot be read (or, with [`Follow::Stored`], holds no
-/// chunk of the segment).
+/// chunk of the segment). With `first`, notes when the first chunk was stored before it
+/// is sent.
 pub async fn read_segment(
     js: &jetstream::Context,
     segment: &str,
     follow: Follow,
     tx: mpsc::Sender<Bytes>,
+    first: Option<&FirstStored>,
 ) -> Result<(Ended, u64)> {
     let subject = segment_subject(segment);
     let stream = js
@@ -101,7 +107,12 @@ pub async fn read_segment(
                 ))
             }
         };
-        let sequence = message.info().map_err(|e| anyhow!("{e}"))?.stream_sequence;
+        let info = message.info().map_err(|e| anyhow!("{e}"))?;
+        let sequence = info.stream_sequence;
+        if let Some(first) = first {
+            let mut at = first.lock().unwrap_or_else(|e| e.into_inner());
+            at.get_or_insert(info.published.unix_timestamp_nanos());
+        }
         if message
             .headers
             .as_ref()
@@ -164,7 +175,7 @@ pub fn open_stored(
         super::runtime()?.block_on(async {
             let client = super::connect(&url, "mmaudit-verify").await?;
             let js = jetstream::new(client);
-            read_segment(&js, &segment, Follow::Stored, tx).await
+            read_segment(&js, &segment, Follow::Stored, tx, None).await
         })
     });
     (ChunkReader::new(rx), reading)

@@ -14,7 +14,7 @@ use mmaudit_protocol::handshake::{restamp_nonce, HelloMode, ServerHello};
 use mmaudit_protocol::keys::Key;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::store::{read_segment, ChunkReader, Follow};
+use super::store::{read_segment, ChunkReader, FirstStored, Follow};
 use super::{
     connect, ensure_streams, hex, nonce_record, random_bytes, record_nonce, record_seen,
     report_subject, runtime, seen_segments, update_nonce, valid_segment, HELLO_SUBJECT, NONCES,
@@ -88,6 +88,12 @@ pub struct WorkerArgs {
     /// Segments this worker verifies at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_segments: usize,
+    /// Fail a segment whose first bytes were stored more than this many seconds after
+    /// its nonce was issued: a live session's stream starts at its hello (as `serve
+    /// --handshake-timeout`), and a nonce held longer would let a prover compute its
+    /// stream before sending it.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub handshake_timeout: f64,
     /// A segment to which nothing arrives for this many seconds is finished (truncated
     /// unless complete).
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
@@ -111,6 +117,7 @@ struct Shared {
     max_failures: usize,
     json_dir: Option<PathBuf>,
     idle: Duration,
+    handshake: Duration,
     ack_wait: Duration,
     passed: AtomicU64,
     failed: AtomicU64,
@@ -243,6 +250,7 @@ pub fn run_worker(args: &WorkerArgs) -> Result<bool> {
     }
     let idle = seconds(args.idle_timeout, "--idle-timeout")?;
     let ack_wait = seconds(args.ack_wait, "--ack-wait")?;
+    let handshake = seconds(args.handshake_timeout, "--handshake-timeout")?;
     if let Some(dir) = &args.json_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
@@ -272,6 +280,7 @@ pub fn run_worker(args: &WorkerArgs) -> Result<bool> {
         max_failures: args.max_failures,
         json_dir: args.json_dir.clone(),
         idle,
+        handshake,
         ack_wait,
         passed: AtomicU64::new(0),
         failed: AtomicU64::new(0),
@@ -432,6 +441,7 @@ async fn claim_nonce(
     js: &jetstream::Context,
     nonce: &[u8; 16],
     segment: &str,
+    (first_stored, handshake): (Option<i128>, Duration),
 ) -> Result<(), String> {
     let name = hex(nonce);
     let mine = format!("used {segment}");
@@ -439,13 +449,26 @@ async fn claim_nonce(
         let record = nonce_record(js, nonce)
             .await
             .map_err(|e| format!("{e:#}"))?;
-        let Some((value, sequence)) = record else {
+        let Some((value, sequence, issued)) = record else {
             return Err(format!(
                 "schedule nonce not issued by this fleet's workers: {name} is not in the record of issued nonces ({NONCES})"
             ));
         };
         match &value[..] {
             b"issued" => {
+                // Judged before the claim, so that a worker taking the segment over
+                // finds the same: unclaimed and stale, or claimed because it was fresh.
+                let late = first_stored.map(|f| f.saturating_sub(issued));
+                if late.is_none_or(|ns| ns > handshake.as_nanos() as i128) {
+                    return Err(match late {
+                        Some(ns) => format!(
+                            "the segment's first bytes were stored {:.1} s after its nonce {name} was issued (at most {:.1} s, --handshake-timeout): a stream is sent when its hello arrives, and a nonce held longer would let its prover compute the stream first",
+                            ns as f64 / 1e9,
+                            handshake.as_secs_f64()
+                        ),
+                        None => "the time the segment's first bytes were stored is unknown".into(),
+                    });
+                }
                 if update_nonce(js, nonce, mine.clone(), sequence).await.is_ok() {
                     return Ok(());
                 }
@@ -481,8 +504,10 @@ async fn judge_header(
     h: &mmaudit_protocol::stream::StreamHeader,
     segment: &str,
     begun: &Begun,
+    fresh: (&FirstStored, Duration),
 ) -> HeaderFindings {
-    if let Err(message) = claim_nonce(js, &h.nonce, segment).await {
+    let first_stored = *fresh.0.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(message) = claim_nonce(js, &h.nonce, segment, (first_stored, fresh.1)).await {
         return HeaderFindings {
             integrity: Some(message),
             unseen: Vec::new(),
@@ -588,6 +613,7 @@ async fn verify(
     // of calls received to record, and the count so far.
     let begun: Begun = Arc::new(std::sync::Mutex::new(None));
     let received = Arc::new(AtomicU64::new(0));
+    let first: FirstStored = Arc::new(std::sync::Mutex::new(None));
     let audit = {
         let s = &shared;
         let mut audit = StreamAudit::new(&format!("{}/{segment}", s.url), &s.key, s.max_failures)
@@ -603,9 +629,10 @@ async fn verify(
             segment.clone(),
             js.clone(),
         );
-        let begun = begun.clone();
-        let hook: HeaderHook =
-            Box::new(move |h| handle.block_on(judge_header(&js, h, &seg, &begun)));
+        let (begun, first, handshake) = (begun.clone(), first.clone(), s.handshake);
+        let hook: HeaderHook = Box::new(move |h| {
+            handle.block_on(judge_header(&js, h, &seg, &begun, (&first, handshake)))
+        });
         audit
             .judging_header(hook)
             .counting_received(received.clone())
@@ -615,7 +642,7 @@ async fn verify(
         std::thread::spawn(move || audit_reader_into(audit, ChunkReader::new(rx), &key, |_| {}));
     let recording = tokio::spawn(record_received(js.clone(), begun.clone(), received.clone()));
     let read = tokio::select! {
-        r = read_segment(&js, &segment, Follow::Live(shared.idle), tx) => Some(r),
+        r = read_segment(&js, &segment, Follow::Live(shared.idle), tx, Some(&first)) => Some(r),
         _ = stop.changed() => None,
     };
     let report = tokio::task::spawn_blocking(move || auditing.join()).await;
