@@ -97,7 +97,7 @@ pub fn run_relay(args: &RelayArgs) -> Result<bool> {
             });
         }
         eprintln!("mmaudit-verify relay: stopping");
-        let _ = client.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
         Ok(true)
     })
 }

@@ -107,6 +107,9 @@ pub struct WorkerArgs {
     pub ack_wait: f64,
 }
 
+/// Longest a stopping worker waits for its segments to be handed back.
+const SHUTDOWN: Duration = Duration::from_secs(5);
+
 /// What every segment's verification shares.
 struct Shared {
     url: String,
@@ -391,9 +394,16 @@ async fn work(shared: Arc<Shared>, hello: Arc<[u8]>, max_segments: usize) -> Res
     }
     eprintln!("mmaudit-verify worker: stopping; segments in progress go back to the queue");
     let _ = stop_tx.send(true);
-    while running.join_next().await.is_some() {}
+    // Bounded: with the server gone too, hand-backs and the flush cannot complete (the
+    // items come back to the queue after the ack wait anyway).
+    let handed_back = async { while running.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN, handed_back).await.is_err() {
+        eprintln!(
+            "mmaudit-verify worker: segments still being handed back after {SHUTDOWN:?}; exiting"
+        );
+    }
     answering.abort();
-    let _ = client.flush().await;
+    let _ = tokio::time::timeout(SHUTDOWN, client.flush()).await;
     Ok(())
 }
 
