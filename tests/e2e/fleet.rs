@@ -637,17 +637,24 @@ fn prove(
     layers: u64,
     cut: bool,
 ) -> Option<(TcpStream, u64)> {
-    prove_after(relay, id, (segment, first), layers, cut, Duration::ZERO)
+    prove_after(
+        relay,
+        id,
+        (segment, first),
+        layers,
+        cut,
+        (0, Duration::ZERO),
+    )
 }
 
-/// [`prove`], sending `wait` after the hello arrived.
+/// [`prove`], sending `early` bytes at once and the rest `wait` after the hello arrived.
 fn prove_after(
     relay: &str,
     id: u64,
     (segment, first): (u32, u64),
     layers: u64,
     cut: bool,
-    wait: Duration,
+    (early, wait): (usize, Duration),
 ) -> Option<(TcpStream, u64)> {
     use mmaudit_protocol::call::{ComputeType, DType};
     use mmaudit_tests::refprover::{GemmSpec, RefProver};
@@ -676,7 +683,13 @@ fn prove_after(
             ));
         }
     }
-    let c = p.finish(4);
+    let mut c = p.finish(4);
+    let early = early.min(c.header.len());
+    socket
+        .write_all(&c.header[..early])
+        .expect("send early bytes");
+    socket.flush().expect("send early bytes");
+    c.header.drain(..early);
     std::thread::sleep(wait);
     if cut {
         socket
@@ -806,12 +819,21 @@ fn a_nonce_held_past_the_handshake_timeout_fails_and_a_prompt_stream_passes() {
     let (relay, addr) = fleet.relay();
     // Absent: the stream follows its hello at once.
     prove(&addr, 0x81, (0, 0), 2, false);
-    // Present: the prover holds the hello for 2.5 s (computing, say) before sending.
-    prove_after(&addr, 0x82, (0, 0), 2, false, Duration::from_millis(2500));
-    let reports = fleet.wait_reports(2, &[&worker, &relay]);
+    // Present: the prover holds the hello for 2.5 s (computing, say) before sending;
+    // or sends one byte at once and the rest of its header 2.5 s later.
+    let late = Duration::from_millis(2500);
+    prove_after(&addr, 0x82, (0, 0), 2, false, (0, late));
+    prove_after(&addr, 0x83, (0, 0), 2, false, (1, late));
+    let reports = fleet.wait_reports(3, &[&worker, &relay]);
     let prompt = report_of(&reports, 0x81, 0);
     assert_eq!(verdict(prompt), "pass", "{prompt:#}");
     let stale = report_of(&reports, 0x82, 0);
     assert_eq!(verdict(stale), "fail", "{stale:#}");
     assert!(stale.to_string().contains("after its nonce"), "{stale:#}");
+    let trickled = report_of(&reports, 0x83, 0);
+    assert_eq!(verdict(trickled), "fail", "{trickled:#}");
+    assert!(
+        trickled.to_string().contains("after its nonce"),
+        "{trickled:#}"
+    );
 }

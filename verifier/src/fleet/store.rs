@@ -47,20 +47,18 @@ impl Ended {
     }
 }
 
-/// When the server stored a segment's first chunk (nanoseconds since the Unix epoch),
-/// once it is read.
-pub type FirstStored = std::sync::Arc<std::sync::Mutex<Option<i128>>>;
+/// A chunk of a segment and when the server stored it (nanoseconds since the Unix
+/// epoch).
+pub type Chunk = (Bytes, i64);
 
 /// Sends the chunks of `segment` in stream order to `tx`; how it ended and the bytes
 /// sent. An error when the server cannot be read (or, with [`Follow::Stored`], holds no
-/// chunk of the segment). With `first`, notes when the first chunk was stored before it
-/// is sent.
+/// chunk of the segment).
 pub async fn read_segment(
     js: &jetstream::Context,
     segment: &str,
     follow: Follow,
-    tx: mpsc::Sender<Bytes>,
-    first: Option<&FirstStored>,
+    tx: mpsc::Sender<Chunk>,
 ) -> Result<(Ended, u64)> {
     let subject = segment_subject(segment);
     let stream = js
@@ -109,10 +107,7 @@ pub async fn read_segment(
         };
         let info = message.info().map_err(|e| anyhow!("{e}"))?;
         let sequence = info.stream_sequence;
-        if let Some(first) = first {
-            let mut at = first.lock().unwrap_or_else(|e| e.into_inner());
-            at.get_or_insert(info.published.unix_timestamp_nanos());
-        }
+        let stored = i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX);
         if message
             .headers
             .as_ref()
@@ -121,7 +116,7 @@ pub async fn read_segment(
             return Ok((Ended::Closed, bytes));
         }
         bytes += message.payload.len() as u64;
-        if tx.send(message.payload.clone()).await.is_err() {
+        if tx.send((message.payload.clone(), stored)).await.is_err() {
             return Ok((Ended::ReaderGone, bytes));
         }
         if last.is_some_and(|l| sequence >= l) {
@@ -131,19 +126,28 @@ pub async fn read_segment(
 }
 
 /// The chunks sent by [`read_segment`] as one byte stream, read on a thread that is not
-/// the runtime's.
+/// the runtime's. Each read returns bytes of one chunk only, and [`ChunkReader::stored`]
+/// says when the server stored the chunk the last read came from.
 pub struct ChunkReader {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Chunk>,
     chunk: Bytes,
+    stored: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl ChunkReader {
     /// Reads what arrives on `rx` until its sender is dropped.
-    pub fn new(rx: mpsc::Receiver<Bytes>) -> Self {
+    pub fn new(rx: mpsc::Receiver<Chunk>) -> Self {
         ChunkReader {
             rx,
             chunk: Bytes::new(),
+            stored: Default::default(),
         }
+    }
+
+    /// When the server stored the chunk of the last read (nanoseconds since the Unix
+    /// epoch; 0 before the first read), for a thread that judges what was read.
+    pub fn stored(&self) -> std::sync::Arc<std::sync::atomic::AtomicI64> {
+        self.stored.clone()
     }
 }
 
@@ -151,7 +155,11 @@ impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.chunk.is_empty() {
             match self.rx.blocking_recv() {
-                Some(c) => self.chunk = c,
+                Some((c, stored)) => {
+                    self.chunk = c;
+                    self.stored
+                        .store(stored, std::sync::atomic::Ordering::Relaxed);
+                }
                 None => return Ok(0),
             }
         }
@@ -175,7 +183,7 @@ pub fn open_stored(
         super::runtime()?.block_on(async {
             let client = super::connect(&url, "mmaudit-verify").await?;
             let js = jetstream::new(client);
-            read_segment(&js, &segment, Follow::Stored, tx, None).await
+            read_segment(&js, &segment, Follow::Stored, tx).await
         })
     });
     (ChunkReader::new(rx), reading)

@@ -14,7 +14,7 @@ use mmaudit_protocol::handshake::{restamp_nonce, HelloMode, ServerHello};
 use mmaudit_protocol::keys::Key;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::store::{read_segment, ChunkReader, FirstStored, Follow};
+use super::store::{read_segment, ChunkReader, Follow};
 use super::{
     connect, ensure_streams, hex, nonce_record, random_bytes, record_nonce, record_seen,
     report_subject, runtime, seen_segments, update_nonce, valid_segment, HELLO_SUBJECT, NONCES,
@@ -88,10 +88,9 @@ pub struct WorkerArgs {
     /// Segments this worker verifies at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_segments: usize,
-    /// Fail a segment whose first bytes were stored more than this many seconds after
-    /// its nonce was issued: a live session's stream starts at its hello (as `serve
-    /// --handshake-timeout`), and a nonce held longer would let a prover compute its
-    /// stream before sending it.
+    /// Fail a segment whose stream header was complete (stored by the server) more than
+    /// this many seconds after its nonce was issued: as `serve --handshake-timeout`, a
+    /// live session's header follows its hello.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub handshake_timeout: f64,
     /// A segment to which nothing arrives for this many seconds is finished (truncated
@@ -451,7 +450,7 @@ async fn claim_nonce(
     js: &jetstream::Context,
     nonce: &[u8; 16],
     segment: &str,
-    (first_stored, handshake): (Option<i128>, Duration),
+    (header_stored, handshake): (i128, Duration),
 ) -> Result<(), String> {
     let name = hex(nonce);
     let mine = format!("used {segment}");
@@ -468,16 +467,13 @@ async fn claim_nonce(
             b"issued" => {
                 // Judged before the claim, so that a worker taking the segment over
                 // finds the same: unclaimed and stale, or claimed because it was fresh.
-                let late = first_stored.map(|f| f.saturating_sub(issued));
-                if late.is_none_or(|ns| ns > handshake.as_nanos() as i128) {
-                    return Err(match late {
-                        Some(ns) => format!(
-                            "the segment's first bytes were stored {:.1} s after its nonce {name} was issued (at most {:.1} s, --handshake-timeout): a stream is sent when its hello arrives, and a nonce held longer would let its prover compute the stream first",
-                            ns as f64 / 1e9,
-                            handshake.as_secs_f64()
-                        ),
-                        None => "the time the segment's first bytes were stored is unknown".into(),
-                    });
+                let late = header_stored.saturating_sub(issued);
+                if late > handshake.as_nanos() as i128 {
+                    return Err(format!(
+                        "the segment's stream header was stored {:.1} s after its nonce {name} was issued (at most {:.1} s, --handshake-timeout): a stream's header follows its hello, and a nonce held longer would let its prover compute the stream first",
+                        late as f64 / 1e9,
+                        handshake.as_secs_f64()
+                    ));
                 }
                 if update_nonce(js, nonce, mine.clone(), sequence).await.is_ok() {
                     return Ok(());
@@ -514,10 +510,9 @@ async fn judge_header(
     h: &mmaudit_protocol::stream::StreamHeader,
     segment: &str,
     begun: &Begun,
-    fresh: (&FirstStored, Duration),
+    fresh: (i128, Duration),
 ) -> HeaderFindings {
-    let first_stored = *fresh.0.lock().unwrap_or_else(|e| e.into_inner());
-    if let Err(message) = claim_nonce(js, &h.nonce, segment, (first_stored, fresh.1)).await {
+    if let Err(message) = claim_nonce(js, &h.nonce, segment, fresh).await {
         return HeaderFindings {
             integrity: Some(message),
             unseen: Vec::new(),
@@ -623,7 +618,8 @@ async fn verify(
     // of calls received to record, and the count so far.
     let begun: Begun = Arc::new(std::sync::Mutex::new(None));
     let received = Arc::new(AtomicU64::new(0));
-    let first: FirstStored = Arc::new(std::sync::Mutex::new(None));
+    let reader = ChunkReader::new(rx);
+    let stored = reader.stored();
     let audit = {
         let s = &shared;
         let mut audit = StreamAudit::new(&format!("{}/{segment}", s.url), &s.key, s.max_failures)
@@ -639,20 +635,22 @@ async fn verify(
             segment.clone(),
             js.clone(),
         );
-        let (begun, first, handshake) = (begun.clone(), first.clone(), s.handshake);
+        let (begun, handshake) = (begun.clone(), s.handshake);
+        // The header is judged on the audit's thread when the read that completed it
+        // was fed: the reader's chunk is the one that holds the header's end.
         let hook: HeaderHook = Box::new(move |h| {
-            handle.block_on(judge_header(&js, h, &seg, &begun, (&first, handshake)))
+            let at = i128::from(stored.load(Ordering::Relaxed));
+            handle.block_on(judge_header(&js, h, &seg, &begun, (at, handshake)))
         });
         audit
             .judging_header(hook)
             .counting_received(received.clone())
     };
     let key = shared.key.clone();
-    let auditing =
-        std::thread::spawn(move || audit_reader_into(audit, ChunkReader::new(rx), &key, |_| {}));
+    let auditing = std::thread::spawn(move || audit_reader_into(audit, reader, &key, |_| {}));
     let recording = tokio::spawn(record_received(js.clone(), begun.clone(), received.clone()));
     let read = tokio::select! {
-        r = read_segment(&js, &segment, Follow::Live(shared.idle), tx, Some(&first)) => Some(r),
+        r = read_segment(&js, &segment, Follow::Live(shared.idle), tx) => Some(r),
         _ = stop.changed() => None,
     };
     let report = tokio::task::spawn_blocking(move || auditing.join()).await;
