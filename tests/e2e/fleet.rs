@@ -114,7 +114,13 @@ struct Fleet {
 
 impl Fleet {
     fn new(name: &str) -> Fleet {
+        Fleet::with_config(name, "")
+    }
+
+    /// A fleet whose server also reads `config` (nats-server configuration lines).
+    fn with_config(name: &str, config: &str) -> Fleet {
         let dir = scratch(name);
+        std::fs::write(dir.join("nats.conf"), config).expect("write the server's configuration");
         let key_file = dir.join("audit.key");
         std::fs::write(&key_file, format!("{KEY}\n")).expect("write the key");
         let port = free_port();
@@ -131,6 +137,8 @@ impl Fleet {
 
     fn start_server(&mut self) {
         let args = [
+            "-c",
+            &self.dir.join("nats.conf").display().to_string(),
             "-js",
             "-sd",
             &self.dir.join("store").display().to_string(),
@@ -835,5 +843,23 @@ fn a_nonce_held_past_the_handshake_timeout_fails_and_a_prompt_stream_passes() {
     assert!(
         trickled.to_string().contains("after its nonce"),
         "{trickled:#}"
+    );
+}
+
+#[test]
+fn chunks_fit_a_server_with_a_small_max_payload() {
+    let fleet = Fleet::with_config("fleet-payload", "max_payload: 16384\n");
+    let worker = fleet.worker("worker", &[]);
+    let (relay, addr) = fleet.relay();
+    prove(&addr, 0x91, (0, 0), 64, false);
+    let reports = fleet.wait_reports(1, &[&worker, &relay]);
+    let r = report_of(&reports, 0x91, 0);
+    assert_eq!(verdict(r), "pass", "{r:#}");
+    let bytes = std::fs::metadata(fleet.export(&reports[0].0))
+        .expect("the export")
+        .len();
+    assert!(
+        bytes > 3 * 16384,
+        "a stream of {bytes} bytes crosses several chunks"
     );
 }

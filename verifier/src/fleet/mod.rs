@@ -36,7 +36,9 @@ pub const WORK_SUBJECT: &str = "mmaudit.work";
 /// Reports, one per verified segment, subject `mmaudit.report.<segment>`.
 pub const REPORTS: &str = "MMAUDIT_REPORTS";
 /// Nonces issued by workers, subject `mmaudit.nonce.<nonce in hex>`: "issued", then
-/// "used <segment>" (written only over "issued", by compare-and-set).
+/// "used <segment>" (written only over "issued", by compare-and-set). A plain stream
+/// with one message per subject rather than a key-value bucket: the client's bucket
+/// creation does not work against nats-server 2.9.10 (its reply does not parse).
 pub const NONCES: &str = "MMAUDIT_NONCES";
 /// Calls each segment delivered, subject `mmaudit.seen.<stream id>.<segment number>`:
 /// "first received", as `serve --state-dir` keeps them (serve::continuity).
@@ -51,7 +53,8 @@ pub const WORKER_QUEUE: &str = "mmaudit-workers";
 pub const WORK_CONSUMER: &str = "mmaudit-workers";
 /// Header of the message a relay publishes when a segment's connection closed.
 pub const END_HEADER: &str = "Mmaudit-End";
-/// Largest chunk a relay publishes (below the server's default 1 MiB max_payload).
+/// Largest chunk a relay publishes (smaller when the server's max_payload, 1 MiB by
+/// default, is below it plus 1 KiB).
 pub const MAX_CHUNK: usize = 512 << 10;
 /// How long JetStream remembers message ids to drop duplicates.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);

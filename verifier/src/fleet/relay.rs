@@ -123,7 +123,15 @@ async fn relay(
         .context("cannot send the hello")?;
     let segment = hex(&random_bytes::<16>()?);
     let subject = segment_subject(&segment);
-    let mut buf = vec![0u8; MAX_CHUNK];
+    // Below the server's max_payload, leaving room for the headers.
+    let chunk = MAX_CHUNK.min(
+        client
+            .server_info()
+            .max_payload
+            .saturating_sub(1024)
+            .max(4096),
+    );
+    let mut buf = vec![0u8; chunk];
     let (mut chunks, mut bytes) = (0u64, 0u64);
     loop {
         let n = match socket.read(&mut buf).await {
