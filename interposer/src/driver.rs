@@ -419,9 +419,10 @@ impl Driver {
         cu(r, "cuGraphExecKernelNodeSetParams")
     }
 
-    /// Launches the gather kernel `function` with `grid` x 256 threads on `stream`,
-    /// with parameters (jobs address, njobs).
-    pub fn launch_gather(
+    /// Launches a job kernel `function` (`mmaudit_gather` or `mmaudit_commit_leaves`,
+    /// both taking a job table) with `grid` x 256 threads on `stream`, with parameters
+    /// (jobs address, njobs).
+    pub fn launch_jobs(
         &self,
         function: Handle,
         grid: (u32, u32),

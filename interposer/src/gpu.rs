@@ -16,7 +16,7 @@ use mmaudit_protocol::record::GapReason;
 
 use crate::driver::{Driver, EventState, Handle};
 use crate::log::{self, Level};
-use crate::model::gather::{SlotLayout, JOB_BYTES};
+use crate::model::gather::{LeafJobs, SlotLayout, COMMIT_JOB_BYTES, JOB_BYTES};
 use crate::ring::Ring;
 use crate::stream::{Gathered, Pending, Resolved};
 
@@ -27,6 +27,8 @@ static PTX: &str = concat!(include_str!("../../cuda/gather.ptx"), "\0");
 const ENTRY: &CStr = c"mmaudit_gather";
 /// The entry point of graph replays' gather nodes.
 const REPLAY_ENTRY: &CStr = c"mmaudit_gather_replay";
+/// The entry point that hashes a whole call's vectors (commit mode).
+const LEAVES_ENTRY: &CStr = c"mmaudit_commit_leaves";
 /// Most blocks per job along x (each grid-strides over its elements).
 const MAX_BLOCKS_X: u64 = 1024;
 
@@ -40,6 +42,8 @@ pub struct GpuContext {
     /// Its device ordinal.
     pub device: u32,
     function: Handle,
+    /// The leaf-hash kernel (`mmaudit_commit_leaves`).
+    leaves_function: Handle,
     /// The replay gather kernel (`mmaudit_gather_replay`).
     pub replay_function: Handle,
     host: usize,
@@ -94,8 +98,8 @@ impl GpuContext {
         let ptx = CStr::from_bytes_with_nul(PTX.as_bytes())
             .map_err(|_| "the embedded PTX holds a NUL byte".to_string())?;
         drv.relaxed(|| {
-            let [function, replay_function] = drv
-                .load_functions(ptx, [ENTRY, REPLAY_ENTRY])
+            let [function, replay_function, leaves_function] = drv
+                .load_functions(ptx, [ENTRY, REPLAY_ENTRY, LEAVES_ENTRY])
                 .map_err(|e| format!("loading the gather kernel: {e}"))?;
             let (host, dev) = drv.host_alloc_mapped(ring_bytes).map_err(|e| {
                 format!(
@@ -107,6 +111,7 @@ impl GpuContext {
                 ctx,
                 device,
                 function,
+                leaves_function,
                 replay_function,
                 host: host as usize,
                 dev,
@@ -209,7 +214,30 @@ impl GpuContext {
         }
         let x = layout.max_elements.div_ceil(256).clamp(1, MAX_BLOCKS_X) as u32;
         let jobs = slot.device_address() + (first as usize * JOB_BYTES) as u64;
-        drv.launch_gather(self.function, (x, count), stream, jobs, count)
+        drv.launch_jobs(self.function, (x, count), stream, jobs, count)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Launches the leaf-hash jobs of the slot's [`LeafJobs`] for `phase` (0 before the
+    /// GEMM, 1 after) on `stream`; nothing when there are none.
+    fn launch_leaves(
+        &self,
+        drv: &Driver,
+        slot: &Slot,
+        leaves: &LeafJobs,
+        phase: usize,
+        stream: Handle,
+    ) -> Result<(), String> {
+        let (first, count) = match phase {
+            0 => (0, leaves.pre),
+            _ => (leaves.pre, leaves.post),
+        };
+        if count == 0 {
+            return Ok(());
+        }
+        let jobs = slot.device_address() + (leaves.at + first as usize * COMMIT_JOB_BYTES) as u64;
+        let x = leaves.blocks_x[phase.min(1)];
+        drv.launch_jobs(self.leaves_function, (x, count), stream, jobs, count)
             .map_err(|e| e.to_string())
     }
 }
@@ -266,6 +294,8 @@ pub struct Prepared {
     slot: Slot,
     layout: SlotLayout,
     pre_launched: bool,
+    /// Every leaf-hash job of the layout launched so far (none failed).
+    hashed: bool,
 }
 
 impl Prepared {
@@ -287,14 +317,35 @@ impl Prepared {
             gpu.free(slot.offset);
             return Err((GapReason::Internal, e));
         }
+        let hashed = layout.leaves.is_some();
         Ok(Prepared {
             slot,
             layout,
             pre_launched: false,
+            hashed,
         })
     }
 
-    /// Launches the jobs that must run before the GEMM (C entries), on `stream`.
+    /// Launches the leaf-hash jobs of `phase` (0 before the GEMM, 1 after), if the
+    /// layout has them; one that fails to launch leaves the hashing to the host.
+    fn launch_leaves(&mut self, drv: &Driver, phase: usize, stream: Handle) {
+        if let (Some(leaves), true) = (&self.layout.leaves, self.hashed) {
+            let gpu = &self.slot.gpu;
+            if let Err(e) = gpu.launch_leaves(drv, &self.slot, leaves, phase, stream) {
+                self.hashed = false;
+                log::emit(
+                    Level::Debug,
+                    &format!(
+                        "call {}: leaf hashes left to the host: {e}",
+                        self.layout.call.index
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Launches the jobs that must run before the GEMM (C entries, and in commit mode
+    /// the hashes of C's columns), on `stream`.
     pub fn launch_pre(&mut self, drv: &Driver, stream: Handle) -> Result<(), (GapReason, String)> {
         let n = self.layout.pre_jobs;
         if n == 0 {
@@ -307,6 +358,7 @@ impl Prepared {
         {
             Ok(()) => {
                 self.pre_launched = true;
+                self.launch_leaves(drv, 0, stream);
                 Ok(())
             }
             Err(e) => {
@@ -319,7 +371,7 @@ impl Prepared {
     /// After the forwarded GEMM (which the library accepted): launches the remaining
     /// jobs and records an event. Returns what the background thread waits on, or the
     /// gap to record at once.
-    pub fn finish(self, drv: &Driver, stream: Handle) -> Result<InFlight, (GapReason, String)> {
+    pub fn finish(mut self, drv: &Driver, stream: Handle) -> Result<InFlight, (GapReason, String)> {
         let gpu = Arc::clone(&self.slot.gpu);
         let (first, n) = (self.layout.pre_jobs, self.layout.post_jobs);
         let failed = gpu
@@ -330,6 +382,9 @@ impl Prepared {
             gpu.free(self.slot.offset);
             return Err((GapReason::GatherFailed, why.clone()));
         }
+        if failed.is_none() {
+            self.launch_leaves(drv, 1, stream);
+        }
         let event = self.record_event(drv, stream)?;
         Ok(InFlight {
             slot: self.slot,
@@ -337,6 +392,7 @@ impl Prepared {
             event,
             failed,
             discard: false,
+            hashed: self.hashed,
         })
     }
 
@@ -358,6 +414,7 @@ impl Prepared {
                 event,
                 failed: None,
                 discard: true,
+                hashed: false,
             }),
             Err((_, why)) => {
                 log::emit(
@@ -394,6 +451,8 @@ pub struct InFlight {
     failed: Option<String>,
     /// The call was rejected: release the slot once the event fired, record nothing.
     discard: bool,
+    /// The slot holds the leaf hashes of the whole call's vectors, hashed on the GPU.
+    hashed: bool,
 }
 
 impl InFlight {
@@ -451,7 +510,7 @@ impl Pending for InFlight {
                         // SAFETY: the event fired, so the device finished writing the
                         // slot; this InFlight owns it until release() below.
                         let bytes = unsafe { self.slot.host_bytes() };
-                        match Gathered::from_slot(&self.layout, bytes) {
+                        match Gathered::from_slot(&self.layout, bytes, self.hashed) {
                             Ok(g) => Resolved::Sample(Box::new(g)),
                             Err(e) => Resolved::Gap(GapReason::Internal, e),
                         }

@@ -539,7 +539,7 @@ impl Pending for ReplayGather {
                         ),
                     )
                 } else {
-                    match Gathered::from_slot(&self.prepared.layout, bytes) {
+                    match Gathered::from_slot(&self.prepared.layout, bytes, false) {
                         Ok(g) => Resolved::Sample(Box::new(g)),
                         Err(e) => Resolved::Gap(GapReason::Internal, e),
                     }

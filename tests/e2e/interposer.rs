@@ -2809,7 +2809,15 @@ fn commit_mode_audits_the_workload_under_ld_preload_and_catches_a_wrong_gpu() {
     let reference = reference(&compile("llama_workload"), &args, None);
     // Absent: an honest GPU. Every committed call is challenged half the time; every
     // challenge is opened and verified, and the capture re-checks offline.
-    let (out, r, check) = commit_run("commit-honest", "llama_workload", &args, 500_000, &[], None);
+    let info = [("MMAUDIT_LOG", "info".to_string())];
+    let (out, r, check) = commit_run(
+        "commit-honest",
+        "llama_workload",
+        &args,
+        500_000,
+        &info,
+        None,
+    );
     let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
     assert_eq!(out.hash(), reference.hash(), "outputs unchanged\n{ctx}");
     assert_eq!(r["verdict"], "pass", "{ctx}");
@@ -2828,6 +2836,11 @@ fn commit_mode_audits_the_workload_under_ld_preload_and_catches_a_wrong_gpu() {
     assert_eq!(check.code, Some(0), "{ctx}");
     assert_eq!(check.n("sampled"), challenged, "{ctx}");
     assert_eq!(check.json["verdict"], "pass", "{ctx}");
+    // Every call's vectors were hashed on the GPU, and each call's check of one vector
+    // per operand against the host's hash agreed.
+    let [committed, _, on_gpu, disagreed] = commit_counts(&out);
+    assert!(committed > 0, "{ctx}");
+    assert_eq!((on_gpu, disagreed), (committed, 0), "{ctx}");
 
     // Present: a GPU that computes nothing (D written as zeros). It commits to what it
     // computed; the challenged calls fail on the arithmetic. Every call is challenged:
@@ -2860,6 +2873,38 @@ fn commit_mode_audits_the_workload_under_ld_preload_and_catches_a_wrong_gpu() {
     assert!(r["mismatched"].as_u64().unwrap_or(0) > 0, "{ctx}");
     assert_eq!(r["missing"].as_u64(), Some(0), "{ctx}");
     assert_eq!(check.code, Some(1), "{ctx}");
+}
+
+#[test]
+fn commit_mode_a_gpu_that_hashes_wrong_is_noticed_and_hashed_on_the_host() {
+    // Present: every leaf hash the GPU writes is wrong. The library's check of one
+    // vector per operand and call notices it and hashes on the host: the run passes,
+    // every challenge opened and verified. (Absent: the honest run of
+    // commit_mode_audits_the_workload_under_ld_preload_..., every call hashed on the
+    // GPU, none disagreeing.)
+    let args = ["--layers", "2"];
+    let env = [
+        ("SIMGPU_BAD_LEAVES", "1".to_string()),
+        ("MMAUDIT_LOG", "info".to_string()),
+    ];
+    let (out, r, check) = commit_run(
+        "commit-bad-leaves",
+        "llama_workload",
+        &args,
+        1_000_000,
+        &env,
+        None,
+    );
+    let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
+    assert_eq!(r["verdict"], "pass", "{ctx}");
+    assert_nothing_wrong(&r, &ctx);
+    assert_eq!(r["verified"], r["sampled"], "{ctx}");
+    assert_eq!(check.code, Some(0), "{ctx}");
+    let [committed, _, on_gpu, disagreed] = commit_counts(&out);
+    assert!(committed > 0, "{ctx}");
+    assert_eq!(on_gpu, 0, "{ctx}");
+    // op(A), op(B) and D of every call (C too where beta is not zero)
+    assert!(disagreed >= 3 * committed, "{ctx}");
 }
 
 #[test]
@@ -3005,12 +3050,33 @@ fn commit_mode_commits_every_gemm_of_every_graph_replay() {
 
 /// Calls whose op(A) the library bound by its address, from its exit line.
 fn by_address(out: &Output) -> u64 {
+    commit_counts(out)[1]
+}
+
+/// The library's commit-mode exit line: calls committed, those whose op(A) was bound by
+/// its address, those hashed on the GPU, and operands whose GPU hashes disagreed.
+fn commit_counts(out: &Output) -> [u64; 4] {
     let t = out.transcript();
-    t.split("calls committed (")
-        .nth(1)
-        .and_then(|t| t.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no commit-mode exit line\n{t}"))
+    let counts = (|| {
+        let line = t.split("; commit mode: ").nth(1)?;
+        let t = line.lines().next()?;
+        let n = |before: &str| -> Option<u64> {
+            t.split(before)
+                .next()?
+                .split_whitespace()
+                .last()?
+                .trim_start_matches(['(', ';'])
+                .parse()
+                .ok()
+        };
+        Some([
+            n(" calls committed")?,
+            n(" with op(A) found")?,
+            n(" hashed on the GPU")?,
+            n(" operands whose GPU hashes disagreed")?,
+        ])
+    })();
+    counts.unwrap_or_else(|| panic!("no commit-mode exit line\n{t}"))
 }
 
 #[test]
@@ -3137,6 +3203,8 @@ fn commit_mode_passes_every_entry_point_many_threads_and_a_slow_gpu() {
     // batches of every form), the threads, handles and streams of audit_threads, and
     // audit_matrix again on a GPU whose work completes late (gathers finish out of
     // order; commitments still go out in index order).
+    // The vectors of every form of operand (strides, transposes, pointer arrays, strided
+    // batches, fp8) are hashed on the GPU, and agree with the host's hashes.
     for (name, program, env) in [
         ("commit-matrix", "audit_matrix", vec![]),
         ("commit-threads", "audit_threads", vec![]),
@@ -3147,6 +3215,8 @@ fn commit_mode_passes_every_entry_point_many_threads_and_a_slow_gpu() {
         ),
     ] {
         let reference = reference(&compile(program), &[], None);
+        let mut env = env;
+        env.push(("MMAUDIT_LOG", "info".to_string()));
         let (out, r, check) = commit_run(name, program, &[], 1_000_000, &env, None);
         let ctx = format!("{name}\n{}\n{r:#}\n{}", out.transcript(), check.text);
         assert_eq!(out.hash(), reference.hash(), "{ctx}");
@@ -3155,6 +3225,8 @@ fn commit_mode_passes_every_entry_point_many_threads_and_a_slow_gpu() {
         assert_eq!(r["verified"], r["sampled"], "{ctx}");
         assert!(r["sampled"].as_u64().unwrap_or(0) > 10, "{ctx}");
         assert_eq!(check.code, Some(0), "{ctx}");
+        let [committed, _, on_gpu, disagreed] = commit_counts(&out);
+        assert_eq!((on_gpu, disagreed), (committed, 0), "{ctx}");
     }
 }
 

@@ -376,6 +376,8 @@ fn prepare(
         Err(e) => return gap(GapReason::GatherFailed, e),
     };
     let layout = match crate::held::layout(call, gather, &plan, || gpu.ring_capacity()) {
+        // Commit mode: the call's vectors hashed on the GPU where they lie.
+        Ok(l) if matches!(plan, Pick::Whole) => l.hashing_leaves(gather, gpu.ring_capacity()),
         Ok(l) => l,
         Err(e) => return gap(GapReason::Internal, e),
     };

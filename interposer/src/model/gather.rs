@@ -259,6 +259,105 @@ pub struct SampleOperands {
     pub batches: usize,
 }
 
+/// Bytes of one job of `mmaudit_commit_leaves` (cuda/README.md gives the ABI).
+pub const COMMIT_JOB_BYTES: usize = 64;
+
+/// One job of `mmaudit_commit_leaves`: vector `(b, v)` is the `len` elements at
+/// `base(b) + v*vec_stride + e*elem_stride`, and its leaf hash goes to
+/// `out + 32*(b*nv + v)` (`out` a slot offset until written).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitJob {
+    /// base address, or address of the u64 pointer array
+    pub src: u64,
+    /// where the `nb*nv` leaf hashes go
+    pub out: u64,
+    /// bytes between batch members (ignored for a pointer array)
+    pub batch_stride: i64,
+    /// bytes between consecutive vectors
+    pub vec_stride: i64,
+    /// bytes between consecutive elements of a vector
+    pub elem_stride: i64,
+    /// batch members
+    pub nb: u32,
+    /// vectors per member
+    pub nv: u32,
+    /// elements per vector
+    pub len: u32,
+    /// 1, 2, 4 or 8
+    pub elem_size: u32,
+    /// `src` is an array of per-batch device pointers
+    pub pointer_array: bool,
+}
+
+impl CommitJob {
+    /// The 64-byte ABI encoding.
+    pub fn encode(&self) -> [u8; COMMIT_JOB_BYTES] {
+        let mut b = [0u8; COMMIT_JOB_BYTES];
+        let words = [
+            self.src,
+            self.out,
+            self.batch_stride as u64,
+            self.vec_stride as u64,
+            self.elem_stride as u64,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        let small = [
+            self.nb,
+            self.nv,
+            self.len,
+            self.elem_size,
+            self.pointer_array as u32,
+            0,
+        ];
+        for (i, v) in small.iter().enumerate() {
+            b[40 + i * 4..44 + i * 4].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    /// Blocks of 256 threads along x that give every group of lanes one vector (the
+    /// kernel's launch contract: a group of `min(2^ceil(log2 chunks), 256)` lanes hashes
+    /// a vector of `chunks` BLAKE3 chunks).
+    fn blocks(&self) -> u64 {
+        let bytes = self.len as u64 * self.elem_size as u64;
+        let group = bytes.div_ceil(1024).max(1).next_power_of_two().min(256);
+        (self.nb as u64 * self.nv as u64).div_ceil(256 / group)
+    }
+}
+
+/// Commit mode: the jobs that hash every vector of a whole call on the GPU, right where
+/// the call's operands lie, into leaf hashes in the call's slot: C's columns before the
+/// GEMM (it may be written in place), op(A)'s rows, op(B)'s columns and D's columns
+/// after it. The host then builds the trees over them instead of hashing the data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafJobs {
+    /// Offset of the jobs in the slot: the pre-GEMM ones first.
+    pub at: usize,
+    /// Jobs run before the GEMM (C) and after it (op(A), op(B), D).
+    pub pre: u32,
+    /// Jobs run after the GEMM.
+    pub post: u32,
+    /// Blocks along x for the pre and post launches.
+    pub blocks_x: [u32; 2],
+    /// Where the leaf hashes of op(A), op(B), C and D lie in the slot.
+    pub ranges: [Option<Range<usize>>; 4],
+    jobs: Vec<CommitJob>,
+}
+
+/// Leaf hashes the GPU computed for a whole call: op(A) rows, op(B) columns, C and D
+/// columns (`[batch][vector]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Leaves {
+    /// op(A), op(B), C, D; `None` where the GPU hashed none.
+    pub sides: [Option<Vec<[u8; 32]>>; 4],
+}
+
+/// Most blocks along x of a launch of `mmaudit_commit_leaves` (each loops over more
+/// vectors when there are more).
+const MAX_COMMIT_BLOCKS_X: u64 = 4096;
+
 /// Most rows, columns and batch members (together) of a call gathered whole (commit
 /// mode): the trees over its vectors take at most about 64 MiB on the background thread,
 /// whatever the vectors' length.
@@ -300,6 +399,9 @@ pub struct SlotLayout {
     lists_at: [usize; 3],
     /// The whole call: every axis is the identity (no lists).
     whole: bool,
+    /// Commit mode: the jobs that hash the whole call's vectors on the GPU
+    /// ([`SlotLayout::hashing_leaves`]).
+    pub leaves: Option<LeafJobs>,
     /// The largest element count of one job (for the launch grid).
     pub max_elements: u64,
     k: u64,
@@ -639,12 +741,120 @@ impl SlotLayout {
             cols: plan.cols.clone(),
             batches: plan.batches.clone(),
             whole,
+            leaves: None,
             lists_at: [rows_at, cols_at, batches_at],
             max_elements,
             k: call.k,
             a_dtype: call.a.dtype,
             b_dtype: call.b.dtype,
         })
+    }
+
+    /// Adds the jobs that hash the whole call's vectors on the GPU ([`LeafJobs`]), when
+    /// the slot then still fits in `capacity` bytes. Only for a whole call gathered
+    /// whole (not a held op(A)) with k > 0; otherwise, or when it would not fit, the
+    /// layout is unchanged and the host hashes the vectors it gathered.
+    pub fn hashing_leaves(mut self, spec: &GatherSpec, capacity: usize) -> SlotLayout {
+        let call = &self.call;
+        if !self.whole || self.held.is_some() || call.k == 0 || self.leaves.is_some() {
+            return self;
+        }
+        let (Ok(nb), Ok(m), Ok(n), Ok(k)) = (
+            u32::try_from(call.batch),
+            u32::try_from(call.m),
+            u32::try_from(call.n),
+            u32::try_from(call.k),
+        ) else {
+            return self;
+        };
+        let job = |p: &Placement, vec_stride: i64, elem_stride: i64, nv: u32, len: u32| CommitJob {
+            src: p.base,
+            out: 0,
+            batch_stride: p.batch_stride,
+            vec_stride,
+            elem_stride,
+            nb,
+            nv,
+            len,
+            elem_size: p.elem,
+            pointer_array: p.pointer_array,
+        };
+        let (a_row, a_elem) = op_strides(&spec.a, call.op_a);
+        let (b_elem, b_col) = op_strides(&spec.b, call.op_b);
+        // [side, job]: 0 op(A) rows, 1 op(B) columns, 2 C columns, 3 D columns.
+        let mut pre = Vec::new();
+        if call.reads_c() {
+            pre.push((2, job(&spec.c, spec.c.col_stride, spec.c.row_stride, n, m)));
+        }
+        let post = [
+            (0, job(&spec.a, a_row, a_elem, m, k)),
+            (1, job(&spec.b, b_col, b_elem, n, k)),
+            (3, job(&spec.d, spec.d.col_stride, spec.d.row_stride, n, m)),
+        ];
+        let at = align8(self.len);
+        let (npre, npost) = (pre.len() as u32, post.len() as u32);
+        let mut end = at + (pre.len() + post.len()) * COMMIT_JOB_BYTES;
+        let mut ranges: [Option<Range<usize>>; 4] = Default::default();
+        let mut jobs = Vec::new();
+        for (side, mut j) in pre.into_iter().chain(post) {
+            let hashes = j.nb as usize * j.nv as usize * 32;
+            j.out = end as u64;
+            ranges[side] = Some(end..end + hashes);
+            end += hashes;
+            jobs.push(j);
+        }
+        if end > capacity {
+            return self;
+        }
+        let blocks = |js: &[CommitJob]| {
+            js.iter()
+                .map(CommitJob::blocks)
+                .max()
+                .unwrap_or(1)
+                .clamp(1, MAX_COMMIT_BLOCKS_X) as u32
+        };
+        let (p, q) = jobs.split_at(npre as usize);
+        self.leaves = Some(LeafJobs {
+            at,
+            pre: npre,
+            post: npost,
+            blocks_x: [blocks(p), blocks(q)],
+            ranges,
+            jobs,
+        });
+        self.len = end;
+        self
+    }
+
+    /// The commit jobs with absolute addresses for a slot at device address `base`.
+    pub fn commit_jobs(&self, base: u64) -> Vec<CommitJob> {
+        let Some(l) = &self.leaves else {
+            return Vec::new();
+        };
+        l.jobs
+            .iter()
+            .map(|j| CommitJob {
+                out: base + j.out,
+                ..*j
+            })
+            .collect()
+    }
+
+    /// The leaf hashes the GPU wrote into the slot's `bytes`, once its commit jobs
+    /// completed.
+    pub fn leaf_hashes(&self, slot: &[u8]) -> Leaves {
+        let mut out = Leaves::default();
+        let Some(l) = &self.leaves else {
+            return out;
+        };
+        for (side, range) in out.sides.iter_mut().zip(&l.ranges) {
+            *side = range.as_ref().and_then(|r| slot.get(r.clone())).map(|b| {
+                b.chunks_exact(32)
+                    .map(|h| h.try_into().unwrap_or([0; 32]))
+                    .collect()
+            });
+        }
+        out
     }
 
     /// The jobs with absolute addresses for a slot whose device address is `base`.
@@ -688,6 +898,12 @@ impl SlotLayout {
         }
         for (i, job) in self.jobs(base).iter().enumerate() {
             buf[i * JOB_BYTES..(i + 1) * JOB_BYTES].copy_from_slice(&job.encode());
+        }
+        if let Some(l) = &self.leaves {
+            for (i, job) in self.commit_jobs(base).iter().enumerate() {
+                let at = l.at + i * COMMIT_JOB_BYTES;
+                buf[at..at + COMMIT_JOB_BYTES].copy_from_slice(&job.encode());
+            }
         }
         for (list, at) in [&self.rows, &self.cols, &self.batches]
             .into_iter()

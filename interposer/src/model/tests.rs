@@ -3,7 +3,7 @@
 //! memory (matrices stored column-major, row-major, transposed, strided, by pointer
 //! array), so that a wrong stride or a swapped axis fails here, not on a GPU.
 
-use super::gather::{Job, SlotLayout, JOB_BYTES};
+use super::gather::{CommitJob, Job, SlotLayout, JOB_BYTES};
 use super::*;
 use crate::sys::cublas::LT_ORDER_ROW;
 use mmaudit_protocol::record::OperandData;
@@ -80,6 +80,108 @@ impl Mem {
             }
         }
     }
+}
+
+impl Mem {
+    /// `mmaudit_commit_leaves`'s semantics (cuda/README.md), vector by vector.
+    fn run_commit(&mut self, jobs: &[CommitJob]) {
+        for j in jobs {
+            let e = j.elem_size as usize;
+            for b in 0..j.nb as u64 {
+                let base = if j.pointer_array {
+                    self.u64_at(j.src + 8 * b)
+                } else {
+                    j.src.wrapping_add(b.wrapping_mul(j.batch_stride as u64))
+                };
+                for v in 0..j.nv as u64 {
+                    let mut vector = Vec::new();
+                    for x in 0..j.len as u64 {
+                        let addr = base
+                            .wrapping_add(v.wrapping_mul(j.vec_stride as u64))
+                            .wrapping_add(x.wrapping_mul(j.elem_stride as u64));
+                        vector.extend_from_slice(self.span(addr, e));
+                    }
+                    let at = j.out + 32 * (b * j.nv as u64 + v);
+                    self.span(at, 32)
+                        .copy_from_slice(&mmaudit_protocol::commit::leaf_hash(&vector));
+                }
+            }
+        }
+    }
+}
+
+/// Gathers `d` whole with its leaf-hash jobs on the emulated device, as commit mode
+/// does, and checks that the leaf hashes of op(A)'s rows, op(B)'s columns and C's and
+/// D's columns are the hashes of those vectors as gathered.
+fn check_whole_leaves(mem: &mut Mem, d: &Described) {
+    use super::gather::{Pick, COMMIT_JOB_BYTES};
+    use mmaudit_protocol::commit::leaf_hash;
+    let call = &d.call;
+    let whole = SlotLayout::with_held(call, &d.gather, &Pick::Whole, None).unwrap();
+    let plain_len = whole.len;
+    assert_eq!(
+        whole.clone().hashing_leaves(&d.gather, plain_len),
+        whole,
+        "no room"
+    );
+    let layout = whole.hashing_leaves(&d.gather, usize::MAX);
+    let leaves = layout.leaves.clone().expect("leaf jobs");
+    assert!(leaves.at >= plain_len && layout.len > leaves.at);
+    assert_eq!(leaves.pre, call.reads_c() as u32);
+    let slot = mem.alloc(layout.len);
+    let mut host = vec![0u8; layout.len];
+    layout.write(slot, &mut host).unwrap();
+    mem.span(slot, layout.len).copy_from_slice(&host);
+    let written: Vec<[u8; COMMIT_JOB_BYTES]> = (0..(leaves.pre + leaves.post) as usize)
+        .map(|i| {
+            let at = slot + (leaves.at + i * COMMIT_JOB_BYTES) as u64;
+            mem.span(at, COMMIT_JOB_BYTES).try_into().unwrap()
+        })
+        .collect();
+    let jobs = layout.commit_jobs(slot);
+    assert_eq!(
+        written,
+        jobs.iter().map(CommitJob::encode).collect::<Vec<_>>()
+    );
+    mem.run(&layout.jobs(slot));
+    mem.run_commit(&jobs);
+    let bytes = mem.span(slot, layout.len).to_vec();
+    let s = layout.assemble(&bytes).unwrap();
+    let got = layout.leaf_hashes(&bytes).sides;
+    let hashes = |data: &[u8], count: u64| -> Vec<[u8; 32]> {
+        let width = data.len() / count as usize;
+        data.chunks_exact(width).map(leaf_hash).collect()
+    };
+    // [batch][row][col] entries as columns, [batch][col][row]
+    let columns = |entries: &[u8]| -> Vec<u8> {
+        let (m, n) = (call.m as usize, call.n as usize);
+        let mut out = vec![0u8; entries.len()];
+        for b in 0..call.batch as usize {
+            for r in 0..m {
+                for c in 0..n {
+                    let from = ((b * m + r) * n + c) * 4;
+                    let to = ((b * n + c) * m + r) * 4;
+                    out[to..to + 4].copy_from_slice(&entries[from..from + 4]);
+                }
+            }
+        }
+        out
+    };
+    let (OperandData::Inline(a), OperandData::Inline(b)) = (&s.a_rows, &s.b_cols) else {
+        panic!("the gather sends operands inline");
+    };
+    let vectors = call.batch;
+    assert_eq!(got[0], Some(hashes(a, vectors * call.m)), "op(A) rows");
+    assert_eq!(got[1], Some(hashes(b, vectors * call.n)), "op(B) columns");
+    let c = call
+        .reads_c()
+        .then(|| hashes(&columns(&s.c_in), vectors * call.n));
+    assert_eq!(got[2], c, "C columns");
+    assert_eq!(
+        got[3],
+        Some(hashes(&columns(&s.d_out), vectors * call.n)),
+        "D columns"
+    );
 }
 
 /// A distinct, exactly representable value for (matrix, batch, row, col) of op(X).
@@ -894,6 +996,7 @@ fn cublas_gathers_match_the_logical_matrices() {
                 plan(&[2, 5], &[0, 1, 4], &[0])
             };
             check_gather(&mut mem, &d, &p);
+            check_whole_leaves(&mut mem, &d);
         }
     }
 }
@@ -929,6 +1032,7 @@ fn lt_gathers_match_the_logical_matrices() {
                     plan(&[0, 2, 3], &[7], &[0])
                 };
                 check_gather(&mut mem, &d, &p);
+                check_whole_leaves(&mut mem, &d);
             }
         }
     }

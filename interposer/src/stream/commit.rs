@@ -15,10 +15,13 @@
 //! (counted by the verifier's gap policy). A challenge the library cannot answer for
 //! any other reason (a plan that does not fit the call) gets the same gap.
 //!
-//! What this first version does not do yet (docs/COMMIT.md, "What is left"): the
-//! whole call travels to pinned host memory and is hashed on the CPU by the background
-//! thread, where the design keeps it in device memory and hashes it on the GPU
-//! (`mmaudit_commit_leaves`).
+//! The vectors of a direct call are hashed on the GPU where they lie
+//! (`mmaudit_commit_leaves`, [`crate::model::gather::SlotLayout::hashing_leaves`]); the
+//! background thread builds the trees over those leaf hashes, checking one vector per
+//! operand against its own hash ([`Hashing::commit`]). What this version does not do yet
+//! (docs/COMMIT.md, "What is left"): the whole call still travels to pinned host memory
+//! and is kept there, where the design keeps it in device memory; graph replays are
+//! hashed on the host.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,7 +37,7 @@ use mmaudit_protocol::record::{
 use mmaudit_protocol::schedule::Plan;
 use mmaudit_protocol::stream::MAC_LEN;
 
-use crate::model::gather::{HeldA, HeldKey, HeldRef};
+use crate::model::gather::{HeldA, HeldKey, HeldRef, Leaves};
 
 /// One operand side (op(A) or op(B)) as kept.
 enum KeptSide {
@@ -190,6 +193,11 @@ pub struct CommitTotals {
     /// Calls whose op(A) was found to be a held tensor by its spot rows (evidence and a
     /// spot row per batch member gathered, not the whole operand).
     pub by_address: u64,
+    /// Calls committed from leaf hashes the GPU computed (at least one operand).
+    pub gpu_hashed: u64,
+    /// Operands whose GPU leaf hashes disagreed with the host's hash of a vector: they
+    /// were hashed on the host instead.
+    pub leaf_mismatches: u64,
 }
 
 impl CommitTotals {
@@ -200,6 +208,8 @@ impl CommitTotals {
         self.not_retained += other.not_retained;
         self.dropped += other.dropped;
         self.by_address += other.by_address;
+        self.gpu_hashed += other.gpu_hashed;
+        self.leaf_mismatches += other.leaf_mismatches;
     }
 }
 
@@ -236,6 +246,44 @@ fn columns(entries: &[u8], batch: usize, rows: usize, cols: usize, elem: usize) 
         }
     }
     out
+}
+
+/// How the vectors of one call's operands were hashed, for the session's counters.
+#[derive(Default)]
+struct Hashing {
+    /// operands committed from the GPU's leaf hashes
+    gpu: u64,
+    /// operands whose GPU leaf hashes disagreed with the host's
+    mismatches: u64,
+}
+
+impl Hashing {
+    /// Commits to `count` vectors back to back in `bytes`: from `leaves`, the GPU's
+    /// hashes of them, when the host's hash of one vector (which one follows from
+    /// `salt`) agrees; otherwise by hashing every vector here. The one vector checked
+    /// catches a kernel or a launch that went wrong (and, with every call checked at
+    /// another vector, a GPU that hashes some vectors wrong is found over a run); it is
+    /// no defence and needs none: a leaf that is not its vector's hash makes that
+    /// vector's opening fail at the verifier.
+    fn commit(
+        &mut self,
+        bytes: Vec<u8>,
+        count: usize,
+        leaves: Option<Vec<commit::Hash>>,
+        salt: u64,
+    ) -> Result<CommittedVectors, String> {
+        if let Some(leaves) = leaves.filter(|l| l.len() == count && count > 0) {
+            let width = bytes.len() / count;
+            let i = (salt % count as u64) as usize;
+            let vector = bytes.get(i * width..(i + 1) * width).unwrap_or(&[]);
+            if commit::leaf_hash(vector) == leaves[i] {
+                self.gpu += 1;
+                return CommittedVectors::from_leaves(bytes, count, leaves);
+            }
+            self.mismatches += 1;
+        }
+        CommittedVectors::new(bytes, count)
+    }
 }
 
 /// Checks that `v` holds `count` vectors of `width` bytes.
@@ -280,8 +328,9 @@ impl CommitSession {
     /// record, and keeps the call for its opening. Operands that are rows of a tensor of
     /// `table` are bound by reference, and op(A)'s address (`a_key`) is then remembered
     /// ([`crate::held`]). With `held`, op(A) was gathered as that tensor's evidence and a
-    /// spot row, which must still match it. An error says why the call cannot be
-    /// committed (its data does not have the call's shape, or the spot row no longer
+    /// spot row, which must still match it. `leaves` are the leaf hashes the GPU
+    /// computed, where it did ([`Hashing::commit`]). An error says why the call cannot
+    /// be committed (its data does not have the call's shape, or the spot row no longer
     /// matches).
     pub fn commit(
         &mut self,
@@ -290,7 +339,12 @@ impl CommitSession {
         table: Option<&OperandTable>,
         a_key: Option<HeldKey>,
         held: Option<(HeldA, Vec<u8>)>,
+        leaves: Leaves,
     ) -> Result<Record, String> {
+        let [a_leaves, b_leaves, c_leaves, d_leaves] = leaves.sides;
+        let mut hashing = Hashing::default();
+        // Another vector of each operand checked against the GPU's hash at every call.
+        let salt = call.index.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16;
         let Sample {
             alpha,
             beta,
@@ -308,7 +362,7 @@ impl CommitSession {
             ..
         } = sample;
         let (m, n, k, batch) = (call.m, call.n, call.k, call.batch);
-        let side = |data: OperandData, dtype, count: u64, what: &str| {
+        let mut side = |data: OperandData, dtype, count: u64, what: &str, leaves| {
             let OperandData::Inline(bytes) = data else {
                 return Err(format!("{what}: gathered as a reference, not whole"));
             };
@@ -328,12 +382,14 @@ impl CommitSession {
                     elem: dtype_size(dtype) as usize,
                 });
             }
-            CommittedVectors::new(bytes, (batch * count) as usize).map(KeptSide::Inline)
+            hashing
+                .commit(bytes, (batch * count) as usize, leaves, salt)
+                .map(KeptSide::Inline)
         };
         let held_a = held.is_some();
         let a = match held {
             Some((h, spot)) => held_side(&call, table, h, &spot, a_rows)?,
-            None => side(a_rows, call.a.dtype, m, "op(A)")?,
+            None => side(a_rows, call.a.dtype, m, "op(A)", a_leaves)?,
         };
         // The tensor op(A) is found to be, whole or from spot rows, is remembered where
         // op(A) lies.
@@ -353,19 +409,21 @@ impl CommitSession {
             );
         }
         self.totals.by_address += held_a as u64;
-        let b = side(b_cols, call.b.dtype, n, "op(B)")?;
-        let entries = |data: Vec<u8>, dtype, what: &str| -> Result<CommittedVectors, String> {
+        let b = side(b_cols, call.b.dtype, n, "op(B)", b_leaves)?;
+        let mut entries = |data: Vec<u8>, dtype, what: &str, leaves| {
             let elem = dtype_size(dtype);
             fits(what, &data, batch.saturating_mul(n), m.saturating_mul(elem))?;
             let cols = columns(&data, batch as usize, m as usize, n as usize, elem as usize);
-            CommittedVectors::new(cols, (batch * n) as usize)
+            hashing.commit(cols, (batch * n) as usize, leaves, salt)
         };
         let c = if call.reads_c() {
-            entries(c_in, call.c.dtype, "C")?
+            entries(c_in, call.c.dtype, "C", c_leaves)?
         } else {
             CommittedVectors::none()
         };
-        let d = entries(d_out, call.d.dtype, "D")?;
+        let d = entries(d_out, call.d.dtype, "D", d_leaves)?;
+        self.totals.gpu_hashed += (hashing.gpu > 0) as u64;
+        self.totals.leaf_mismatches += hashing.mismatches;
         let small = SmallData {
             alpha,
             beta,
@@ -881,8 +939,14 @@ mod tests {
             };
             let mac = [seed as u8; MAC_LEN];
             let mut s = CommitSession::new(&test_key(), mac, 1 << 30);
-            let Ok(Record::Commitment(c)) = s.commit(call.clone(), w.clone(), None, None, None)
-            else {
+            let Ok(Record::Commitment(c)) = s.commit(
+                call.clone(),
+                w.clone(),
+                None,
+                None,
+                None,
+                Default::default(),
+            ) else {
                 panic!("no commitment");
             };
             let predicted = s.kept[&call.index].opening_len(&plan);
@@ -948,14 +1012,28 @@ mod tests {
         // Find one call's kept size, then keep room for two.
         let mut probe = CommitSession::new(&test_key(), [0; MAC_LEN], usize::MAX);
         probe
-            .commit(call(0), whole(&call(0)), None, None, None)
+            .commit(
+                call(0),
+                whole(&call(0)),
+                None,
+                None,
+                None,
+                Default::default(),
+            )
             .unwrap();
         let one = probe.kept_bytes();
         let mac = [1; MAC_LEN];
         let mut s = CommitSession::new(&test_key(), mac, 2 * one);
         for i in 0..3 {
-            s.commit(call(i), whole(&call(i)), None, None, None)
-                .unwrap();
+            s.commit(
+                call(i),
+                whole(&call(i)),
+                None,
+                None,
+                None,
+                Default::default(),
+            )
+            .unwrap();
             assert!(s.kept_bytes() <= 2 * one);
         }
         assert_eq!((s.totals.dropped, s.kept_bytes()), (1, 2 * one));
@@ -987,7 +1065,14 @@ mod tests {
         // A call larger than the whole budget is committed, not kept.
         let mut tiny = CommitSession::new(&test_key(), mac, 1);
         assert!(matches!(
-            tiny.commit(call(0), whole(&call(0)), None, None, None),
+            tiny.commit(
+                call(0),
+                whole(&call(0)),
+                None,
+                None,
+                None,
+                Default::default()
+            ),
             Ok(Record::Commitment(_))
         ));
         assert_eq!((tiny.kept_bytes(), tiny.totals.dropped), (0, 1));
@@ -1005,8 +1090,15 @@ mod tests {
         call.beta = Scalar::Host(0.0);
         let mac = [4; MAC_LEN];
         let mut s = CommitSession::new(&test_key(), mac, 1 << 30);
-        s.commit(call.clone(), whole(&call), None, None, None)
-            .unwrap();
+        s.commit(
+            call.clone(),
+            whole(&call),
+            None,
+            None,
+            None,
+            Default::default(),
+        )
+        .unwrap();
         let kept = s.kept_bytes();
         let plan = Plan {
             rows: (0..1024).collect(),
@@ -1037,8 +1129,15 @@ mod tests {
         // BTreeMap node, the Vec headers and their allocations).
         let call = batched_call(0, (1, 1, 1, 1), DType::F32, DType::F32);
         let mut s = CommitSession::new(&test_key(), [0; MAC_LEN], 1 << 30);
-        s.commit(call.clone(), whole(&call), None, None, None)
-            .unwrap();
+        s.commit(
+            call.clone(),
+            whole(&call),
+            None,
+            None,
+            None,
+            Default::default(),
+        )
+        .unwrap();
         let counted = s.kept_bytes();
         let fixed = std::mem::size_of::<Kept>() + std::mem::size_of::<u64>();
         assert!(
@@ -1056,12 +1155,26 @@ mod tests {
         let mac = [2; MAC_LEN];
         let mut w = ChallengeWriter::new(&test_key(), mac);
         let mut s = CommitSession::new(&test_key(), mac, 1 << 30);
-        s.commit(call(1), whole(&call(1)), None, None, None)
-            .unwrap();
+        s.commit(
+            call(1),
+            whole(&call(1)),
+            None,
+            None,
+            None,
+            Default::default(),
+        )
+        .unwrap();
         s.on_bytes(&w.frame(1, &[])).unwrap();
         assert!(!s.awaiting());
-        s.commit(call(0), whole(&call(0)), None, None, None)
-            .unwrap();
+        s.commit(
+            call(0),
+            whole(&call(0)),
+            None,
+            None,
+            None,
+            Default::default(),
+        )
+        .unwrap();
         assert!(
             s.awaiting(),
             "call 0 was committed after the last frame: its judgement is still to come"
@@ -1078,7 +1191,14 @@ mod tests {
         }
         let made = |s: &mut CommitSession, i: u64| {
             let r = s
-                .commit(call(i), whole(&call(i)), None, None, None)
+                .commit(
+                    call(i),
+                    whole(&call(i)),
+                    None,
+                    None,
+                    None,
+                    Default::default(),
+                )
                 .unwrap();
             s.order(i, r)
                 .iter()

@@ -63,13 +63,17 @@ pub struct Gathered {
     /// Commit mode: op(A) was gathered as a held tensor's evidence (in the sample's
     /// op(A) rows, one element each) and this spot row, whose bytes follow.
     pub held: Option<(crate::model::gather::HeldA, Vec<u8>)>,
+    /// Commit mode: the leaf hashes of the whole call's vectors, computed on the GPU.
+    pub leaves: crate::model::gather::Leaves,
 }
 
 impl Gathered {
-    /// What a completed gather of `layout` left in its slot's `bytes`.
+    /// What a completed gather of `layout` left in its slot's `bytes`; with `hashed`,
+    /// the leaf-hash jobs of its layout ran too.
     pub fn from_slot(
         layout: &crate::model::gather::SlotLayout,
         bytes: &[u8],
+        hashed: bool,
     ) -> Result<Gathered, String> {
         Ok(Gathered {
             sample: layout.assemble(bytes)?,
@@ -77,6 +81,11 @@ impl Gathered {
             call: Some(layout.call.clone()),
             a_key: layout.a_key,
             held: layout.held.clone().zip(layout.spot(bytes)),
+            leaves: if hashed {
+                layout.leaf_hashes(bytes)
+            } else {
+                Default::default()
+            },
         })
     }
 }

@@ -528,6 +528,7 @@ impl Sink {
             call,
             a_key,
             held,
+            leaves,
         } = gathered;
         if let Out::Tcp(TcpOut {
             commit: Some(session),
@@ -542,7 +543,7 @@ impl Sink {
                 let index = sample.index;
                 let record = match call {
                     Some(call) if call.index == index => session
-                        .commit(call, sample, table.as_ref(), a_key, held)
+                        .commit(call, sample, table.as_ref(), a_key, held, leaves)
                         .unwrap_or_else(|e| gap(index, GapReason::NotCommitted, &e)),
                     _ => gap(
                         index,
@@ -1393,8 +1394,8 @@ fn commit_summary(t: &TcpOut) -> String {
         return String::new();
     }
     format!(
-        "; commit mode: {} calls committed ({} with op(A) found to be a held tensor by its spot rows, not copied), {} challenges opened, {} answered \"not retained\", {} kept calls dropped for MMAUDIT_RETAIN_MB",
-        c.committed, c.by_address, c.opened, c.not_retained, c.dropped
+        "; commit mode: {} calls committed ({} with op(A) found to be a held tensor by its spot rows, not copied; {} hashed on the GPU, {} operands whose GPU hashes disagreed with the host's and were hashed again on the host), {} challenges opened, {} answered \"not retained\", {} kept calls dropped for MMAUDIT_RETAIN_MB",
+        c.committed, c.by_address, c.gpu_hashed, c.leaf_mismatches, c.opened, c.not_retained, c.dropped
     )
 }
 

@@ -369,6 +369,7 @@ impl Pending for FakeGather {
         match &mut self.polls {
             None => None,
             Some(0) => Some(Resolved::Sample(Box::new(Gathered {
+                leaves: Default::default(),
                 sample: sample(self.index, 16),
                 operands: None,
                 call: None,
@@ -1033,6 +1034,7 @@ fn a_commit_mode_hello_gets_commitments_and_openings_that_verify() {
         assert!(p
             .sink
             .push_sample(Gathered {
+                leaves: Default::default(),
                 sample: whole_sample(index),
                 operands: None,
                 call: Some(c),
@@ -1113,6 +1115,7 @@ fn a_commit_mode_stream_does_not_end_before_the_verifier_judged_its_commitments(
     let mut c = call(index);
     c.index = index;
     p.sink.push_sample(Gathered {
+        leaves: Default::default(),
         sample: whole_sample(index),
         operands: None,
         call: Some(c),
@@ -1227,6 +1230,7 @@ fn referenced_run(references: bool) -> Sample {
     s.a_rows = OperandData::Inline(a);
     s.b_cols = OperandData::Inline(b.clone());
     p.sink.push_sample(Gathered {
+        leaves: Default::default(),
         sample: s,
         operands: Some(SampleOperands {
             k,
@@ -1280,6 +1284,7 @@ fn a_file_sink_never_sends_references() {
     assert!(!no_session(&c));
     sink.push(Record::Ledger(c));
     sink.push_sample(Gathered {
+        leaves: Default::default(),
         sample: sample(0, 32),
         operands: Some(SampleOperands {
             k: 16,
@@ -1897,8 +1902,15 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
         other => panic!("{other:?}"),
     };
     let first = commitment(
-        s.commit(c.clone(), whole.clone(), Some(&table), Some(key_at), None)
-            .unwrap(),
+        s.commit(
+            c.clone(),
+            whole.clone(),
+            Some(&table),
+            Some(key_at),
+            None,
+            Default::default(),
+        )
+        .unwrap(),
     );
     let reference = HeldRef {
         tensor: 7,
@@ -1921,8 +1933,15 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
     };
     let (sample, held) = by_address(3, row(3));
     let again = commitment(
-        s.commit(c.clone(), sample, Some(&table), Some(key_at), held)
-            .unwrap(),
+        s.commit(
+            c.clone(),
+            sample,
+            Some(&table),
+            Some(key_at),
+            held,
+            Default::default(),
+        )
+        .unwrap(),
     );
     assert_eq!(
         again, first,
@@ -1954,7 +1973,14 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
     // The weights at the address changed to none the verifier holds: refused, forgotten.
     let (sample, held) = by_address(3, row(4));
     let e = s
-        .commit(c.clone(), sample, Some(&table), Some(key_at), held)
+        .commit(
+            c.clone(),
+            sample,
+            Some(&table),
+            Some(key_at),
+            held,
+            Default::default(),
+        )
         .unwrap_err();
     assert!(e.contains("matches none"), "{e}");
     assert_eq!(crate::held::known(&key_at), None);
@@ -1976,8 +2002,15 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
     };
     let (key, sample, held) = probe(0x7e58_0000_0000, row(6));
     let probed = commitment(
-        s.commit(c.clone(), sample, Some(&table), Some(key), held)
-            .unwrap(),
+        s.commit(
+            c.clone(),
+            sample,
+            Some(&table),
+            Some(key),
+            held,
+            Default::default(),
+        )
+        .unwrap(),
     );
     assert_eq!(probed, first);
     assert_eq!(crate::held::known(&key), Some(reference.clone()));
@@ -1985,7 +2018,14 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
     other[0] ^= 0x40;
     let (key, sample, held) = probe(0x7e59_0000_0000, other);
     let e = s
-        .commit(c.clone(), sample, Some(&table), Some(key), held)
+        .commit(
+            c.clone(),
+            sample,
+            Some(&table),
+            Some(key),
+            held,
+            Default::default(),
+        )
         .unwrap_err();
     assert!(e.contains("not a tensor"), "{e}");
     assert_eq!(crate::held::known(&key), None);
@@ -2043,6 +2083,7 @@ fn a_reconnect_in_commit_mode_never_carries_old_commitments_into_the_new_segment
     assert!(p
         .sink
         .push_sample(Gathered {
+            leaves: Default::default(),
             sample: whole_sample(index),
             operands: None,
             call: Some(c),
@@ -2184,8 +2225,15 @@ fn a_reused_buffer_holding_another_offered_weight_is_rebound_not_refused() {
     let (table, c, key_at) = held_setup(vec![t7, t8], 0x7e60_0000_0000);
     let mut s = CommitSession::new(&key(), [0; 32], 1 << 20);
     let (sample, held) = held_gather(&d7, 2, key_at, None);
-    s.commit(c.clone(), sample, Some(&table), Some(key_at), held)
-        .unwrap();
+    s.commit(
+        c.clone(),
+        sample,
+        Some(&table),
+        Some(key_at),
+        held,
+        Default::default(),
+    )
+    .unwrap();
     let r7 = HeldRef {
         tensor: 7,
         matrices: vec![0],
@@ -2195,8 +2243,15 @@ fn a_reused_buffer_holding_another_offered_weight_is_rebound_not_refused() {
     c1.index = 1;
     let (mut sample, held) = held_gather(&d8, 3, key_at, Some(r7));
     sample.index = 1;
-    s.commit(c1, sample, Some(&table), Some(key_at), held)
-        .expect("an honest call");
+    s.commit(
+        c1,
+        sample,
+        Some(&table),
+        Some(key_at),
+        held,
+        Default::default(),
+    )
+    .expect("an honest call");
     let r8 = HeldRef {
         tensor: 8,
         matrices: vec![0],
@@ -2220,20 +2275,41 @@ fn a_spot_row_two_tensors_share_neither_unbinds_nor_misbinds() {
     };
     crate::held::remember(key_at, r8.clone());
     let (sample, held) = held_gather(&d8, 3, key_at, Some(r8.clone()));
-    s.commit(c.clone(), sample, Some(&table), Some(key_at), held)
-        .expect("an honest call");
+    s.commit(
+        c.clone(),
+        sample,
+        Some(&table),
+        Some(key_at),
+        held,
+        Default::default(),
+    )
+    .expect("an honest call");
     assert_eq!(crate::held::known(&key_at), Some(r8.clone()));
     // A probe on the shared row cannot tell: not committed, nothing remembered; one on
     // another row binds tensor 8.
     let (table, c, key_at) = held_setup(vec![t7, t8], 0x7e62_0000_0000);
     let (sample, held) = held_gather(&d8, 3, key_at, None);
     let e = s
-        .commit(c.clone(), sample, Some(&table), Some(key_at), held)
+        .commit(
+            c.clone(),
+            sample,
+            Some(&table),
+            Some(key_at),
+            held,
+            Default::default(),
+        )
         .unwrap_err();
     assert!(e.contains("more than one tensor"), "{e}");
     assert_eq!(crate::held::known(&key_at), None);
     let (sample, held) = held_gather(&d8, 4, key_at, None);
-    s.commit(c, sample, Some(&table), Some(key_at), held)
-        .expect("an honest call");
+    s.commit(
+        c,
+        sample,
+        Some(&table),
+        Some(key_at),
+        held,
+        Default::default(),
+    )
+    .expect("an honest call");
     assert_eq!(crate::held::known(&key_at), Some(r8));
 }

@@ -168,12 +168,7 @@ impl CommittedVectors {
     /// Commits to `count` vectors of equal width, back to back in `bytes` (hashing each
     /// and building the tree). An error when the bytes do not split into `count`.
     pub fn new(bytes: Vec<u8>, count: usize) -> Result<Self, String> {
-        let width = match (count, bytes.len()) {
-            (0, 0) => 0,
-            (0, len) => return Err(format!("{len} bytes for no vectors")),
-            (count, len) if len % count == 0 => len / count,
-            (count, len) => return Err(format!("{len} bytes do not split into {count} vectors")),
-        };
+        let width = Self::width(&bytes, count)?;
         let leaves = (0..count)
             .map(|i| commit::leaf_hash(&bytes[i * width..][..width]))
             .collect();
@@ -182,6 +177,33 @@ impl CommittedVectors {
             width,
             tree: Tree::new(leaves),
         })
+    }
+
+    /// Commits to `count` vectors of equal width, back to back in `bytes`, whose leaf
+    /// hashes were computed elsewhere (on the GPU): only the tree is built here. An
+    /// error when the bytes do not split into `count` or `leaves` are not `count`
+    /// hashes. Nothing checks that `leaves` are the vectors' hashes: a wrong one makes
+    /// the openings of its vector fail at the verifier.
+    pub fn from_leaves(bytes: Vec<u8>, count: usize, leaves: Vec<Hash>) -> Result<Self, String> {
+        let width = Self::width(&bytes, count)?;
+        if leaves.len() != count {
+            return Err(format!("{} leaf hashes for {count} vectors", leaves.len()));
+        }
+        Ok(CommittedVectors {
+            bytes,
+            width,
+            tree: Tree::new(leaves),
+        })
+    }
+
+    /// The width of each of `count` vectors back to back in `bytes`.
+    fn width(bytes: &[u8], count: usize) -> Result<usize, String> {
+        match (count, bytes.len()) {
+            (0, 0) => Ok(0),
+            (0, len) => Err(format!("{len} bytes for no vectors")),
+            (count, len) if len % count == 0 => Ok(len / count),
+            (count, len) => Err(format!("{len} bytes do not split into {count} vectors")),
+        }
     }
 
     /// No vectors (C when beta is zero).

@@ -21,6 +21,7 @@
  *      parameter is aligned to its own size, at most 8).
  * A twin must never call CUDA itself; it runs inside the simulated device.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "simgpu.h"
@@ -447,6 +448,11 @@ static CUresult twin_mmaudit_commit_leaves(const sg_launch *l, void *const *para
     uint32_t njobs = *(const uint32_t *)params[1];
     uint32_t leaf_key[8];
     commit_key("mmaudit-commit-leaf-v1", leaf_key);
+    /* SIMGPU_BAD_LEAVES=1: a GPU (or kernel) that hashes wrong; every leaf hash
+     * is written with another key, so none is its vector's. */
+    const char *bad = getenv("SIMGPU_BAD_LEAVES");
+    if (bad && !strcmp(bad, "1"))
+        leaf_key[0] ^= 1;
     for (uint64_t y = 0; y < l->grid[1] && y < njobs; y++) {
         const unsigned char *p = sg_dev_span(jobs + y * COMMIT_JOB_BYTES, COMMIT_JOB_BYTES);
         if (!p)
