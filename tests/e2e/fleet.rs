@@ -183,10 +183,28 @@ impl Fleet {
     }
 
     /// A relay and the address programs connect to.
+    /// The fleet's streams, created by a worker that is then stopped (relays wait for
+    /// them and never create them).
+    fn create_streams(&self) {
+        let mut w = self.worker("setup", &[]);
+        wait_for("the setup worker", Duration::from_secs(20), || {
+            w.log().contains("taking segments")
+        });
+        w.kill();
+    }
+
     fn relay(&self) -> (Proc, String) {
+        self.relay_with(&self.url, &[])
+    }
+
+    /// A relay connecting to `url` (a login of its own), with `extra` arguments.
+    fn relay_with(&self, url: &str, extra: &[&str]) -> (Proc, String) {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let args = ["relay", "--nats", &self.url, "--listen", &listen].map(String::from);
+        let mut args = ["relay", "--nats", url, "--listen", &listen]
+            .map(String::from)
+            .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
         let r = spawn(&self.dir, "relay", &tools().verify, &args);
         wait_for("the relay to listen", Duration::from_secs(20), || {
             r.log().contains("listening on")
@@ -545,6 +563,7 @@ fn forge_hellos(port: u16, nonce: [u8; 16]) -> TcpStream {
 #[test]
 fn a_forged_hello_fails_and_a_workers_hello_passes() {
     let fleet = Fleet::new("fleet-forged");
+    fleet.create_streams();
     let (relay, sink) = fleet.relay();
     // Only the forger answers: the library accepts its hello (the forger holds the key).
     let forger = forge_hellos(fleet.port, [7; 16]);
@@ -827,23 +846,30 @@ fn a_nonce_held_past_the_handshake_timeout_fails_and_a_prompt_stream_passes() {
     let (relay, addr) = fleet.relay();
     // Absent: the stream follows its hello at once.
     prove(&addr, 0x81, (0, 0), 2, false);
-    // Present: the prover holds the hello for 2.5 s (computing, say) before sending;
-    // or sends one byte at once and the rest of its header 2.5 s later.
+    // Present: the prover holds the hello for 2.5 s (computing, say) before sending:
+    // its header is judged stale. Or it sends one byte at once and the rest of its
+    // header 2.5 s later: the worker, which took the segment at its first byte, rejects
+    // it for want of a header within the timeout, as `serve` closes such a connection.
     let late = Duration::from_millis(2500);
     prove_after(&addr, 0x82, (0, 0), 2, false, (0, late));
     prove_after(&addr, 0x83, (0, 0), 2, false, (1, late));
-    let reports = fleet.wait_reports(3, &[&worker, &relay]);
+    let reports = fleet.wait_reports(2, &[&worker, &relay]);
     let prompt = report_of(&reports, 0x81, 0);
     assert_eq!(verdict(prompt), "pass", "{prompt:#}");
     let stale = report_of(&reports, 0x82, 0);
     assert_eq!(verdict(stale), "fail", "{stale:#}");
     assert!(stale.to_string().contains("after its nonce"), "{stale:#}");
-    let trickled = report_of(&reports, 0x83, 0);
-    assert_eq!(verdict(trickled), "fail", "{trickled:#}");
-    assert!(
-        trickled.to_string().contains("after its nonce"),
-        "{trickled:#}"
+    wait_for(
+        "the trickled header's rejection",
+        Duration::from_secs(30),
+        || {
+            worker
+                .log()
+                .contains("rejected: no complete stream header within 1.0 s")
+        },
     );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(fleet.reports().len(), 2, "{}", worker.log());
 }
 
 #[test]
@@ -862,4 +888,418 @@ fn chunks_fit_a_server_with_a_small_max_payload() {
         bytes > 3 * 16384,
         "a stream of {bytes} bytes crosses several chunks"
     );
+    // The report on record fits too (cut to its counts when it would not).
+    let list = std::process::Command::new(&tools().verify)
+        .args(["export", "--nats", &fleet.url, "--list"])
+        .output()
+        .expect("run export --list");
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains(&format!("{}  ", reports[0].0)) && text.contains("PASS"),
+        "{text}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// What a party that can publish on the broker (a relay's user, or anyone when the server
+// has no authorization) tries against the fleet's records and workers.
+// ---------------------------------------------------------------------------------
+
+/// The authorization docs/FLEET.md gives ("Permissions"), with the test's passwords.
+const DOC_AUTH: &str = r#"
+authorization {
+  users = [
+    { user: worker, password: wpass }
+    { user: relay-host1, password: rpass, permissions: {
+        publish: ["mmaudit.seg.*", "mmaudit.work", "mmaudit.hello",
+                  "$JS.API.STREAM.INFO.MMAUDIT_SEGMENTS", "$JS.API.STREAM.INFO.MMAUDIT_WORK"]
+        subscribe: ["_INBOX_host1.>"] } }
+  ]
+}
+"#;
+
+/// A raw NATS client (the core protocol), optionally logged in as a user.
+struct RawNats {
+    s: TcpStream,
+    r: BufReader<TcpStream>,
+    inbox: String,
+}
+
+impl RawNats {
+    fn connect(port: u16, user: Option<(&str, &str)>) -> RawNats {
+        RawNats::connect_inbox(port, user, "_INBOX")
+    }
+
+    /// A client whose replies come under `inbox` (`_INBOX` or a relay's own prefix).
+    fn connect_inbox(port: u16, user: Option<(&str, &str)>, inbox: &str) -> RawNats {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to nats");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).expect("INFO");
+        let auth = match user {
+            Some((u, p)) => format!(",\"user\":\"{u}\",\"pass\":\"{p}\""),
+            None => String::new(),
+        };
+        let inbox = format!("{inbox}.raw{}", free_port());
+        let mut n = RawNats { s, r, inbox };
+        write!(
+            n.s,
+            "CONNECT {{\"verbose\":false,\"headers\":true{auth}}}\r\nSUB {} 1\r\n",
+            n.inbox
+        )
+        .unwrap();
+        n.ping();
+        n
+    }
+
+    /// True when the server refuses a subscription to `subject`.
+    fn subscribe_refused(&mut self, subject: &str) -> bool {
+        write!(self.s, "SUB {subject} 2\r\nPING\r\n").unwrap();
+        let mut line = String::new();
+        let mut refused = false;
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).expect("PONG");
+            refused |= line.starts_with("-ERR");
+            if line.starts_with("PONG") {
+                return refused;
+            }
+        }
+    }
+
+    /// Waits for the server's PONG; panics on an error line.
+    fn ping(&mut self) {
+        self.s.write_all(b"PING\r\n").unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).expect("PONG");
+            assert!(!line.starts_with("-ERR"), "nats: {line}");
+            if line.starts_with("PONG") {
+                return;
+            }
+        }
+    }
+
+    /// Publishes `payload` on `subject` with an optional reply subject; Err(the error
+    /// line) when the server refuses it.
+    fn publish(
+        &mut self,
+        subject: &str,
+        reply: Option<&str>,
+        payload: &[u8],
+    ) -> Result<(), String> {
+        let reply = reply.map(|r| format!(" {r}")).unwrap_or_default();
+        write!(self.s, "PUB {subject}{reply} {}\r\n", payload.len()).unwrap();
+        self.s.write_all(payload).unwrap();
+        self.s.write_all(b"\r\nPING\r\n").unwrap();
+        let mut line = String::new();
+        let mut err = None;
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).expect("PONG");
+            if line.starts_with("-ERR") {
+                err = Some(line.clone());
+            }
+            if line.starts_with("PONG") {
+                return err.map_or(Ok(()), Err);
+            }
+        }
+    }
+}
+
+/// A key holder's capture: stream `id`, segment `segment` from call `first`, `layers`
+/// layers, for `hello`.
+fn key_holder_capture(
+    hello: &ServerHello,
+    id: u64,
+    (segment, first): (u32, u64),
+    layers: u64,
+) -> mmaudit_tests::refprover::Capture {
+    use mmaudit_protocol::call::{ComputeType, DType};
+    use mmaudit_tests::refprover::{GemmSpec, RefProver};
+    let key = Key::from_hex(KEY).expect("the test key");
+    let mut p = RefProver::new(&key, hello.sampling, id)
+        .with_hello(hello)
+        .with_stream_id(id)
+        .with_segment(segment, first);
+    for _ in 0..layers {
+        for (m, n, k) in [
+            (768, 16, 256),
+            (256, 16, 256),
+            (688, 16, 256),
+            (256, 16, 688),
+        ] {
+            p.gemm(&GemmSpec::new(
+                m,
+                n,
+                k,
+                DType::BF16,
+                DType::BF16,
+                ComputeType::F32,
+            ));
+        }
+    }
+    p.finish(4)
+}
+
+/// A hello a key holder makes with a nonce of its choosing.
+fn own_hello(nonce: [u8; 16]) -> ServerHello {
+    let key = Key::from_hex(KEY).expect("the test key");
+    ServerHello {
+        key_id: key.id(),
+        nonce,
+        sampling: EVERY_CALL.config(),
+        tensors: Vec::new(),
+        mode: HelloMode::Sampling,
+    }
+}
+
+/// Connects to the relay (taking the worker's hello) and sends a stream made for
+/// `hello` instead: what a key holder behind the relay can do.
+fn send_for_hello(relay: &str, hello: &ServerHello, id: u64, layers: u64) {
+    let key = Key::from_hex(KEY).expect("the test key");
+    let (mut socket, _workers) =
+        mmaudit_tests::session::connect(relay.parse().unwrap(), &key, Duration::from_secs(30))
+            .expect("a hello");
+    let c = key_holder_capture(hello, id, (0, 0), layers);
+    socket.write_all(&c.header).unwrap();
+    for f in &c.frames {
+        socket.write_all(f).unwrap();
+    }
+    mmaudit_tests::session::close_and_wait(socket).expect("close");
+}
+
+/// With the permissions docs/FLEET.md gives, workers and a relay log in (their
+/// passwords in the address, never in a report or a log) and an honest stream passes;
+/// the relay's user cannot write the records that judge a stream (a nonce's, a
+/// segment's calls received, a report) directly nor through the JetStream API (a stream
+/// of its own that republishes into them), so a stream for a nonce no worker issued
+/// still fails.
+#[test]
+fn the_documented_permissions_run_the_fleet_and_keep_relays_off_the_records() {
+    let mut fleet = Fleet::with_config("auth", DOC_AUTH);
+    // Absent: anonymous clients are refused.
+    let refused = std::process::Command::new(&tools().verify)
+        .args(["export", "--nats", &fleet.url, "--list"])
+        .output()
+        .expect("run export");
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{text}");
+    assert!(text.contains("cannot connect"), "{text}");
+    let relay_url = format!("nats://relay-host1:rpass@127.0.0.1:{}", fleet.port);
+    fleet.url = format!("nats://worker:wpass@127.0.0.1:{}", fleet.port);
+    let worker = fleet.worker("worker", &[]);
+    let (relay, addr) = fleet.relay_with(&relay_url, &["--inbox-prefix", "_INBOX_host1"]);
+    prove(&addr, 0xa0, (0, 0), 2, false);
+    let reports = fleet.wait_reports(1, &[&worker, &relay]);
+    let r = report_of(&reports, 0xa0, 0);
+    assert_eq!(verdict(r), "pass", "{r:#}");
+    for text in [r.to_string(), worker.log(), relay.log()] {
+        assert!(!text.contains("wpass") && !text.contains("rpass"), "{text}");
+    }
+    // Present: the relay's user writing records.
+    let mut evil =
+        RawNats::connect_inbox(fleet.port, Some(("relay-host1", "rpass")), "_INBOX_host1");
+    let forged = [8u8; 16];
+    let nonce = format!("mmaudit.nonce.{}", "08".repeat(16));
+    for subject in [
+        nonce.as_str(),
+        "mmaudit.seen.00000000000000a0.1",
+        "mmaudit.report.0123456789abcdef0123456789abcdef",
+    ] {
+        assert!(evil.publish(subject, None, b"issued").is_err(), "{subject}");
+    }
+    let config = format!(
+        r#"{{"name":"FORGE","subjects":["mmaudit.hello"],"storage":"memory","republish":{{"src":"mmaudit.hello","dest":"{nonce}"}}}}"#
+    );
+    let inbox = evil.inbox.clone();
+    for api in [
+        "$JS.API.STREAM.CREATE.FORGE",
+        "$JS.API.STREAM.DELETE.MMAUDIT_NONCES",
+        "$JS.API.STREAM.PURGE.MMAUDIT_SEEN",
+    ] {
+        assert!(
+            evil.publish(api, Some(&inbox), config.as_bytes()).is_err(),
+            "{api}"
+        );
+    }
+    // Nor read the hellos and acknowledgements of other relays.
+    assert!(evil.subscribe_refused("_INBOX.>"));
+    send_for_hello(&addr, &own_hello(forged), 0xa2, 2);
+    let reports = fleet.wait_reports(2, &[&worker, &relay]);
+    let r = report_of(&reports, 0xa2, 0);
+    assert_eq!(verdict(r), "fail", "{r:#}");
+    assert!(r.to_string().contains("not issued"), "{r:#}");
+}
+
+/// A hello request's reply subject is the requester's choice: a worker answers only on
+/// an inbox, never onto a record of calls received or of a nonce. (Absent such a
+/// request, and present: the honest stream's next segment passes either way.)
+#[test]
+fn a_hello_request_cannot_make_a_worker_overwrite_a_record() {
+    let fleet = Fleet::new("fleet-deputy");
+    let worker = fleet.worker("worker", &["--idle-timeout", "3"]);
+    let (relay, addr) = fleet.relay();
+    prove(&addr, 0x71, (0, 0), 5, false);
+    let reports = fleet.wait_reports(1, &[&worker, &relay]);
+    assert_eq!(verdict(report_of(&reports, 0x71, 0)), "pass");
+    // A publisher on mmaudit.hello only (what a relay may do): reply subject = a record.
+    let mut evil = RawNats::connect(fleet.port, None);
+    evil.publish(
+        "mmaudit.hello",
+        Some("mmaudit.seen.0000000000000071.0"),
+        b"",
+    )
+    .expect("publish");
+    std::thread::sleep(Duration::from_millis(500));
+    prove(&addr, 0x71, (1, 20), 2, false);
+    let reports = fleet.wait_reports(2, &[&worker, &relay]);
+    let r = report_of(&reports, 0x71, 1);
+    assert_eq!(verdict(r), "pass", "{r:#}");
+    assert_eq!(r["streams"][0]["unseen_calls"], 0, "{r:#}");
+}
+
+/// A segment is judged once: finished as truncated (nothing for --idle-timeout), it keeps
+/// that verdict when the rest of its stream is stored later, long after its hello, and
+/// its work item is published again (otherwise re-reading it from its first byte would
+/// find its nonce already claimed by itself and its freshness no longer judged).
+#[test]
+fn a_truncated_segment_keeps_its_verdict_when_its_work_item_comes_again() {
+    let fleet = Fleet::new("fleet-requeue");
+    let worker = fleet.worker(
+        "worker",
+        &["--idle-timeout", "2", "--handshake-timeout", "1"],
+    );
+    let (relay, addr) = fleet.relay();
+    let key = Key::from_hex(KEY).expect("the test key");
+    let (mut socket, hello) =
+        mmaudit_tests::session::connect(addr.parse().unwrap(), &key, Duration::from_secs(30))
+            .expect("a hello");
+    let c = key_holder_capture(&hello, 0xc1, (0, 0), 3);
+    socket.write_all(&c.header).unwrap();
+    socket.flush().unwrap();
+    let reports = fleet.wait_reports(1, &[&worker, &relay]);
+    let (segment, first) = reports[0].clone();
+    assert_eq!(verdict(&first), "fail", "{first:#}");
+    assert!(first.to_string().contains("truncated"), "{first:#}");
+    // Long after its hello (> --handshake-timeout), the rest of the stream.
+    std::thread::sleep(Duration::from_secs(2));
+    for f in &c.frames {
+        socket.write_all(f).unwrap();
+    }
+    mmaudit_tests::session::close_and_wait(socket).expect("close");
+    wait_for("the end marker", Duration::from_secs(30), || {
+        relay.log().contains("closed (")
+    });
+    fleet.publish_raw("mmaudit.work", segment.as_bytes());
+    wait_for("the second verification", Duration::from_secs(60), || {
+        worker
+            .log()
+            .matches(&format!("segment {segment}: "))
+            .count()
+            >= 2
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let again = fleet
+        .reports()
+        .into_iter()
+        .find(|(s, _)| *s == segment)
+        .unwrap()
+        .1;
+    let stored = fleet.check(&format!("{}/{segment}", fleet.url));
+    assert_eq!(
+        verdict(&again),
+        "fail",
+        "the report of {segment} turned to {}\n{}\ncheck nats:// says {}",
+        verdict(&again),
+        worker.log(),
+        verdict(&stored)
+    );
+}
+
+/// A publisher without the key cannot hold a worker's segment slot by storing a stream
+/// header byte by byte: the worker rejects a segment whose header is not complete within
+/// --handshake-timeout of taking it (as `serve` closes such a connection), and an honest
+/// segment queued behind it is verified.
+#[test]
+fn a_trickled_header_does_not_hold_a_worker_past_the_handshake_timeout() {
+    let fleet = Fleet::new("fleet-trickle");
+    let worker = fleet.worker(
+        "worker",
+        &[
+            "--max-segments",
+            "1",
+            "--idle-timeout",
+            "3",
+            "--handshake-timeout",
+            "1",
+        ],
+    );
+    let (relay, addr) = fleet.relay();
+    let header = key_holder_capture(&own_hello([9; 16]), 0xd0, (0, 0), 1).header;
+    let held = "6".repeat(32);
+    fleet.publish_raw("mmaudit.work", held.as_bytes());
+    wait_for(
+        "the worker to take the held segment",
+        Duration::from_secs(20),
+        || worker.log().contains(&format!("segment {held}: verifying")),
+    );
+    let (stop, stopped) = mpsc::channel::<()>();
+    let (port, subject) = (fleet.port, format!("mmaudit.seg.{held}"));
+    let trickle = std::thread::spawn(move || {
+        for b in header.iter().take(40) {
+            if stopped.try_recv().is_ok() {
+                return;
+            }
+            let mut n = RawNats::connect(port, None);
+            let _ = n.publish(&subject, None, &[*b]);
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let start = Instant::now();
+    prove(&addr, 0xd1, (0, 0), 2, false);
+    let mut honest = None;
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Some((_, r)) = fleet.reports().into_iter().next() {
+            honest = Some(r);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = stop.send(());
+    let _ = trickle.join();
+    assert!(
+        honest.is_some(),
+        "no report of an honest segment within 20 s: a header trickled byte by byte holds the worker\n{}\n{}",
+        worker.log(),
+        relay.log()
+    );
+}
+
+/// Segment 1 of an honest stream judged while its segment 0 is still being read (both
+/// queued behind busy slots, then taken at once) waits for segment 0's final count of
+/// calls received instead of naming its calls "seen by no verifier".
+#[test]
+fn segment_one_passes_when_segment_zero_is_verified_at_the_same_time() {
+    let fleet = Fleet::new("fleet-seen-race");
+    let worker = fleet.worker("worker", &["--max-segments", "2", "--idle-timeout", "4"]);
+    let (relay, addr) = fleet.relay();
+    // Two work items of segments nobody writes keep both slots for the idle timeout.
+    for d in ["3", "4"] {
+        fleet.publish_raw("mmaudit.work", d.repeat(32).as_bytes());
+    }
+    wait_for("both slots to be busy", Duration::from_secs(20), || {
+        worker.log().matches(": verifying").count() >= 2
+    });
+    // An honest stream whose connection broke cleanly after segment 0: segment 1 starts
+    // at the first call segment 0 did not send.
+    prove(&addr, 0xe1, (0, 0), 60, false);
+    prove(&addr, 0xe1, (1, 240), 2, false);
+    let reports = fleet.wait_reports(2, &[&worker, &relay]);
+    assert_eq!(verdict(report_of(&reports, 0xe1, 0)), "pass");
+    let r = report_of(&reports, 0xe1, 1);
+    assert_eq!(r["streams"][0]["unseen_calls"], 0, "{r:#}");
+    assert_eq!(verdict(r), "pass", "{r:#}");
 }

@@ -33,7 +33,10 @@ use crate::weights::{WeightPolicy, WeightRegistry};
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Each FILE is one audit stream (a capture written by libmmaudit.so's file sink, or
-saved by `mmaudit-verify serve`). For every call in the ledger the verifier re-derives
+saved by `mmaudit-verify serve`), or nats://[LOGIN@]HOST:PORT/SEGMENT, a segment stored
+by a fleet (docs/FLEET.md), judged as its exported file is; the fleet's judgements of
+the session (nonce issued, unused, fresh; earlier calls received) are in the worker's
+report. For every call in the ledger the verifier re-derives
 whether it had to be sampled and which entries; it recomputes each sampled entry in
 f64 and compares it within the tolerance documented in docs/PROTOCOL.md.
 
@@ -585,6 +588,8 @@ fn audit_stored(
         );
     }
     let (url, segment) = crate::fleet::parse_segment_url(name)?;
+    // Reports and errors name the address without its credentials.
+    let name = &crate::fleet::redact(name);
     let audit = configured_audit(name, key, args, weights, challenge_key);
     let (reader, reading) = crate::fleet::store::open_stored(&url, &segment);
     let result = audit_reader_into(audit, reader, key, |_| {});

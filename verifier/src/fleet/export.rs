@@ -17,8 +17,8 @@ use super::{connect, runtime, valid_segment, SEGMENTS};
 #[command(after_help = "\
 Writes one stored segment (docs/FLEET.md), byte for byte as the program sent it, to a
 capture file: `check FILE` then gives the verdict `check nats://HOST:PORT/SEGMENT`
-gives. The file must not exist. With --list, prints the stored segments instead: id
-and number of chunks.
+gives. The file must not exist. With --list, prints the stored segments instead: id,
+number of messages, and the verdict of the report on record (a segment is judged once).
 
 Exit codes: 0 written (a segment without the relay's end marker is written as far as
 it goes, and said so), 2 could not run (no such segment, no server, the file exists).
@@ -117,10 +117,23 @@ fn list(url: &str) -> Result<bool> {
         rows.sort();
         let mut text = String::new();
         for (id, count) in &rows {
-            text.push_str(&format!("{id}  {count} messages\n"));
+            // The verdict of the report on record, if any (a report that is no JSON
+            // with a verdict says so).
+            let verdict = match super::report_on_record(&js, id).await? {
+                None => "not judged yet".to_string(),
+                Some(r) => serde_json::from_slice::<serde_json::Value>(&r)
+                    .ok()
+                    .and_then(|v| v["verdict"].as_str().map(str::to_uppercase))
+                    .unwrap_or_else(|| "a report without a verdict".into()),
+            };
+            text.push_str(&format!("{id}  {count} messages  {verdict}\n"));
         }
         crate::out::stdout(&text);
-        eprintln!("mmaudit-verify export: {} segments on {url}", rows.len());
+        eprintln!(
+            "mmaudit-verify export: {} segments on {}",
+            rows.len(),
+            super::redact(url)
+        );
         Ok(true)
     })
 }

@@ -6,7 +6,7 @@
 //!   de-duplicated (a message id per chunk), into the segment stream, the durable capture
 //!   store. Each connection is one segment, named by a random id.
 //! - `worker` (any number, on any machines) answers hellos (recording each nonce it
-//!   issues in a key-value bucket) and verifies segments: a work-queue stream holds one
+//!   issues in the stream MMAUDIT_NONCES) and verifies segments: a work-queue stream holds one
 //!   item per segment, taken by exactly one worker at a time through a durable pull
 //!   consumer; a worker that dies stops acknowledging, and the item is delivered again,
 //!   to another worker, which verifies the segment from its first byte.
@@ -100,19 +100,95 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the NATS client's runtime")
 }
 
-/// Connects to the NATS server at `url` (`nats://HOST:PORT`), naming this client.
-pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .request_timeout(Some(Duration::from_secs(10)))
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
-        .with_context(|| format!("cannot connect to the NATS server at {url}"))
+/// How a client logs in to the NATS server, from the address's user information.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Login {
+    /// `nats://USER:PASSWORD@HOST:PORT`
+    User(String, String),
+    /// `nats://TOKEN@HOST:PORT`
+    Token(String),
 }
 
-/// Creates the streams and the bucket the fleet uses, or checks that they exist (every
-/// relay and worker does this at start; the first one creates them). File storage: what
+/// `url` (`nats://[USER:PASSWORD@ | TOKEN@]HOST:PORT`) split into the address without
+/// its credentials and the login they give.
+fn split_login(url: &str) -> Result<(String, Option<Login>)> {
+    let Some(rest) = url.strip_prefix("nats://") else {
+        bail!("{}: not a nats:// address", redact(url));
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return Ok((url.to_string(), None));
+    };
+    let login = match userinfo.split_once(':') {
+        Some((user, password)) if !user.is_empty() => Login::User(user.into(), password.into()),
+        None if !userinfo.is_empty() => Login::Token(userinfo.into()),
+        _ => bail!("{}: the user name is empty", redact(url)),
+    };
+    Ok((format!("nats://{host}{path}"), Some(login)))
+}
+
+/// `url` with its credentials (if any) replaced by `***`, for logs and report names.
+pub fn redact(url: &str) -> String {
+    match url.strip_prefix("nats://") {
+        Some(rest) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("nats://***@{host}{path}"),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Connects to the NATS server at `url` (`nats://[USER:PASSWORD@ | TOKEN@]HOST:PORT`),
+/// naming this client; with `inbox`, replies come to subjects under that prefix (a
+/// relay's own, which its permissions allow it to read).
+pub async fn connect_with(
+    url: &str,
+    name: &str,
+    inbox: Option<&str>,
+) -> Result<async_nats::Client> {
+    let (address, login) = split_login(url)?;
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .request_timeout(Some(Duration::from_secs(10)))
+        .connection_timeout(Duration::from_secs(5));
+    match login {
+        Some(Login::User(user, password)) => options = options.user_and_password(user, password),
+        Some(Login::Token(token)) => options = options.token(token),
+        None => {}
+    }
+    if let Some(prefix) = inbox {
+        options = options.custom_inbox_prefix(prefix);
+    }
+    options
+        .connect(address)
+        .await
+        .with_context(|| format!("cannot connect to the NATS server at {}", redact(url)))
+}
+
+/// [`connect_with`] with the default inbox prefix.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client> {
+    connect_with(url, name, None).await
+}
+
+/// Replies of the fleet's requests go to subjects under this prefix (`_INBOX`, or a
+/// relay's own `_INBOX_<name>`): a worker answers a hello only there, never on a
+/// subject of the fleet's records.
+pub const INBOX_PREFIX: &str = "_INBOX";
+
+/// True for a subject a worker may publish a hello on: one under [`INBOX_PREFIX`]
+/// (`_INBOX.` or `_INBOX_<name>.`).
+pub fn reply_allowed(subject: &str) -> bool {
+    subject
+        .strip_prefix(INBOX_PREFIX)
+        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('_'))
+        && !subject.contains(['*', '>', ' '])
+}
+
+/// Creates the streams the fleet uses, or checks that they exist (every worker does
+/// this at start; the first one creates them; relays only wait for them). File storage: what
 /// the server acknowledged survives its restart.
 pub async fn ensure_streams(js: &jetstream::Context) -> Result<()> {
     use stream::RetentionPolicy::{Limits, WorkQueue};
@@ -131,12 +207,36 @@ pub async fn ensure_streams(js: &jetstream::Context) -> Result<()> {
             max_messages_per_subject: per_subject,
             storage: stream::StorageType::File,
             duplicate_window: DUPLICATE_WINDOW,
+            // Records are never deleted or purged through the API (the work queue's
+            // items go when they are acknowledged).
+            deny_delete: retention == Limits,
+            deny_purge: retention == Limits,
             ..Default::default()
         })
         .await
         .map_err(|e| anyhow!("cannot create or open the JetStream stream {name}: {e}"))?;
     }
     Ok(())
+}
+
+/// The report on record for `segment` (the first one published: a segment is judged
+/// once), if any.
+pub async fn report_on_record(js: &jetstream::Context, segment: &str) -> Result<Option<Bytes>> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let stream = js
+        .get_stream(REPORTS)
+        .await
+        .map_err(|e| anyhow!("cannot open the JetStream stream {REPORTS}: {e}"))?;
+    match stream
+        .get_last_raw_message_by_subject(&report_subject(segment))
+        .await
+    {
+        Ok(m) => Ok(Some(m.payload)),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(anyhow!(
+            "cannot read the record of reports ({REPORTS}): {e}"
+        )),
+    }
 }
 
 fn nonce_subject(nonce: &[u8; 16]) -> String {
@@ -203,15 +303,18 @@ fn seen_subject(stream: u64, segment: u32) -> String {
 }
 
 /// Records that segment `segment` of stream `stream`, starting at call `first`,
-/// delivered `received` ledger records.
+/// delivered `received` ledger records; with `ended`, all it will deliver (its
+/// verification read it to its end).
 pub async fn record_seen(
     js: &jetstream::Context,
     (stream, segment, first): (u64, u32, u64),
     received: u64,
+    ended: bool,
 ) -> Result<()> {
+    let end = if ended { " end" } else { "" };
     js.publish(
         seen_subject(stream, segment),
-        format!("{first} {received}").into(),
+        format!("{first} {received}{end}").into(),
     )
     .await
     .map_err(|e| anyhow!("{e}"))?
@@ -220,12 +323,12 @@ pub async fn record_seen(
     Ok(())
 }
 
-/// What the segments of `stream` delivered: segment -> (first call, ledger records),
-/// for at most the 256 lowest-numbered segments.
+/// What the segments of `stream` delivered: segment -> (first call, ledger records,
+/// read to its end), for at most the 256 lowest-numbered segments.
 pub async fn seen_segments(
     js: &jetstream::Context,
     stream: u64,
-) -> Result<std::collections::BTreeMap<u32, (u64, u64)>> {
+) -> Result<std::collections::BTreeMap<u32, (u64, u64, bool)>> {
     use futures_util::StreamExt;
     let st = js
         .get_stream(SEEN)
@@ -254,29 +357,36 @@ pub async fn seen_segments(
             .await
             .map_err(|e| anyhow!("cannot read {SEEN}: {e}"))?;
         let text = String::from_utf8_lossy(&m.payload);
-        let mut parts = text.split(' ').map(|p| p.parse::<u64>());
-        if let (Some(Ok(first)), Some(Ok(received)), None) =
-            (parts.next(), parts.next(), parts.next())
-        {
-            out.insert(n, (first, received));
+        let mut parts = text.split(' ');
+        let mut number = || parts.next().and_then(|p| p.parse::<u64>().ok());
+        let (first, received) = (number(), number());
+        let ended = match parts.next() {
+            None => Some(false),
+            Some("end") if parts.next().is_none() => Some(true),
+            Some(_) => None,
+        };
+        if let (Some(first), Some(received), Some(ended)) = (first, received, ended) {
+            out.insert(n, (first, received, ended));
         }
     }
     Ok(out)
 }
 
-/// `nats://HOST:PORT/SEGMENT` split into the server's URL and the segment id.
+/// `nats://[LOGIN@]HOST:PORT/SEGMENT` split into the server's URL (with its login) and
+/// the segment id. Errors show the address without its credentials.
 pub fn parse_segment_url(text: &str) -> Result<(String, String)> {
+    let shown = redact(text);
     let Some(rest) = text.strip_prefix("nats://") else {
-        bail!("{text}: not a nats:// address");
+        bail!("{shown}: not a nats:// address");
     };
-    let Some((server, segment)) = rest.split_once('/') else {
-        bail!("{text}: no segment: the form is nats://HOST:PORT/SEGMENT");
+    let Some((server, segment)) = rest.rsplit_once('/') else {
+        bail!("{shown}: no segment: the form is nats://HOST:PORT/SEGMENT");
     };
-    if server.is_empty() {
-        bail!("{text}: no server: the form is nats://HOST:PORT/SEGMENT");
+    if server.is_empty() || server.ends_with('@') || server.contains('/') {
+        bail!("{shown}: no server: the form is nats://HOST:PORT/SEGMENT");
     }
     if !valid_segment(segment) {
-        bail!("{text}: '{segment}' is not a segment id (32 hex digits, as a worker's report names it)");
+        bail!("{shown}: '{segment}' is not a segment id (32 hex digits, as a worker's report names it)");
     }
     Ok((format!("nats://{server}"), segment.to_string()))
 }
@@ -284,6 +394,44 @@ pub fn parse_segment_url(text: &str) -> Result<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logins_come_from_the_address_and_never_reach_a_log() {
+        let (url, login) = split_login("nats://worker:p:w@10.0.0.5:4222").unwrap();
+        assert_eq!(url, "nats://10.0.0.5:4222");
+        assert_eq!(login, Some(Login::User("worker".into(), "p:w".into())));
+        let (url, login) = split_login("nats://s3cret@h:1/0123").unwrap();
+        assert_eq!(url, "nats://h:1/0123");
+        assert_eq!(login, Some(Login::Token("s3cret".into())));
+        assert_eq!(
+            split_login("nats://h:1").unwrap(),
+            ("nats://h:1".into(), None)
+        );
+        assert!(split_login("nats://:pw@h:1").is_err());
+        assert!(split_login("tls://h:1").is_err());
+        assert_eq!(redact("nats://worker:pw@h:1/seg"), "nats://***@h:1/seg");
+        assert_eq!(redact("nats://h:1"), "nats://h:1");
+        let e = split_login("nats://@h:1").unwrap_err().to_string();
+        assert!(!e.contains("pw"), "{e}");
+    }
+
+    #[test]
+    fn hellos_are_answered_on_inboxes_only() {
+        for ok in ["_INBOX.abc.1", "_INBOX_relay7.xyz"] {
+            assert!(reply_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "mmaudit.seen.0000000000000071.0",
+            "mmaudit.nonce.00",
+            "$JS.API.STREAM.DELETE.MMAUDIT_NONCES",
+            "_INBOXX.a",
+            "_INBOX",
+            "x._INBOX.a",
+            "_INBOX.>",
+        ] {
+            assert!(!reply_allowed(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn segment_addresses_are_checked() {
@@ -297,8 +445,15 @@ mod tests {
             "nats://h:1/0123456789ABCDEF0123456789abcdef",
             "nats://h:1/0123",
             "nats://h:1/mmaudit.seg.*",
+            "nats://h:1/a/0123456789abcdef0123456789abcdef",
         ] {
             assert!(parse_segment_url(bad).is_err(), "{bad}");
         }
+        let (url, _) = parse_segment_url(&format!("nats://u:pw@h:1/{id}")).unwrap();
+        assert_eq!(url, "nats://u:pw@h:1");
+        let e = parse_segment_url("nats://u:pw@h:1/zz")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("pw"), "{e}");
     }
 }

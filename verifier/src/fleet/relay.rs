@@ -12,8 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{
-    connect, ensure_streams, hex, random_bytes, runtime, segment_subject, END_HEADER,
-    HELLO_SUBJECT, MAX_CHUNK, WORK_SUBJECT,
+    connect_with, hex, random_bytes, reply_allowed, runtime, segment_subject, END_HEADER,
+    HELLO_SUBJECT, INBOX_PREFIX, MAX_CHUNK, SEGMENTS, WORK, WORK_SUBJECT,
 };
 
 /// How long a chunk is retried while the server does not acknowledge it; after that the
@@ -37,6 +37,11 @@ noticing (each stream is authenticated end to end). When the server does not
 acknowledge a chunk for 30 s, the relay closes that connection; the library then
 reconnects and sends the next segment of its stream.
 
+The relay never creates the fleet's streams: it waits until a worker has. The address
+may carry a login (nats://USER:PASSWORD@HOST:PORT); give each host's relay an account
+that may only publish chunks, work items and hello requests, with replies under its
+own --inbox-prefix (docs/FLEET.md, \"Permissions\").
+
 Exit on SIGINT or SIGTERM (open connections are closed, their segments end without an
 end marker and are reported truncated). Exit code 2: could not run.
 
@@ -54,6 +59,11 @@ pub struct RelayArgs {
     /// Seconds to wait for a worker's hello before closing a connection.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub hello_timeout: f64,
+    /// Subjects the server's replies (hellos, acknowledgements) come to: `_INBOX`, or
+    /// `_INBOX_<name>` for a relay whose permissions allow it to read only its own
+    /// replies (docs/FLEET.md, "Permissions").
+    #[arg(long, value_name = "PREFIX", default_value = INBOX_PREFIX)]
+    pub inbox_prefix: String,
 }
 
 /// Runs `relay` until SIGINT or SIGTERM.
@@ -62,17 +72,21 @@ pub fn run_relay(args: &RelayArgs) -> Result<bool> {
         bail!("--hello-timeout must be a positive number of seconds");
     }
     let hello_timeout = Duration::from_secs_f64(args.hello_timeout);
+    let inbox = &args.inbox_prefix;
+    if !(inbox == INBOX_PREFIX || reply_allowed(&format!("{inbox}.x"))) || inbox.contains('.') {
+        bail!("--inbox-prefix must be {INBOX_PREFIX} or {INBOX_PREFIX}_<name> (letters, digits, - and _): workers answer hellos only there");
+    }
     runtime()?.block_on(async {
-        let client = connect(&args.nats, "mmaudit-verify relay").await?;
+        let client = connect_with(&args.nats, "mmaudit-verify relay", Some(inbox)).await?;
         let js = jetstream::new(client.clone());
-        ensure_streams(&js).await?;
+        wait_for_streams(&js).await?;
         let listener = TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         eprintln!(
             "mmaudit-verify relay: listening on {}, publishing to {}",
             listener.local_addr()?,
-            args.nats
+            super::redact(&args.nats)
         );
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot watch SIGTERM")?;
@@ -100,6 +114,35 @@ pub fn run_relay(args: &RelayArgs) -> Result<bool> {
         let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
         Ok(true)
     })
+}
+
+/// Waits until the streams a relay publishes into exist. A relay never creates them
+/// (workers do, or the operator): its permissions need not include the JetStream API
+/// beyond reading their state.
+async fn wait_for_streams(js: &jetstream::Context) -> Result<()> {
+    let mut said = false;
+    loop {
+        let mut missing = Vec::new();
+        for name in [SEGMENTS, WORK] {
+            if let Err(e) = js.get_stream(name).await {
+                missing.push(format!("{name} ({e})"));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if !said {
+            eprintln!(
+                "mmaudit-verify relay: waiting for the fleet's streams, which a worker creates: {}",
+                missing.join(", ")
+            );
+            said = true;
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => bail!("stopped before the fleet's streams existed"),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 /// One connection: the hello in, the stream out.

@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::store::{read_segment, ChunkReader, Follow};
 use super::{
-    connect, ensure_streams, hex, nonce_record, random_bytes, record_nonce, record_seen,
-    report_subject, runtime, seen_segments, update_nonce, valid_segment, HELLO_SUBJECT, NONCES,
-    WORK, WORKER_QUEUE, WORK_CONSUMER,
+    connect, ensure_streams, hex, nonce_record, random_bytes, record_nonce, record_seen, redact,
+    reply_allowed, report_on_record, report_subject, runtime, seen_segments, update_nonce,
+    valid_segment, HELLO_SUBJECT, INBOX_PREFIX, NONCES, WORK, WORKER_QUEUE, WORK_CONSUMER,
 };
 use crate::audit::{HeaderFindings, HeaderHook, StreamAudit};
 use crate::check::{audit_reader_into, default_threads, load_weight_policy, NotChecked};
@@ -32,10 +32,11 @@ use crate::weights::WeightPolicy;
 #[derive(Args, Debug)]
 #[command(after_help = "\
 A worker of the fleet (docs/FLEET.md). It connects to the NATS server (JetStream
-enabled: nats-server -js), creates the fleet's streams and bucket if they are missing,
+enabled: nats-server -js), creates the fleet's streams if they are missing,
 and then:
 - answers relays' requests for a hello (subject mmaudit.hello, queue group
-  mmaudit-workers): a fresh nonce, recorded in the key-value bucket MMAUDIT_NONCES,
+  mmaudit-workers), only to reply subjects under _INBOX: a fresh nonce, recorded in
+  the stream MMAUDIT_NONCES,
   and the policy's sampling rates (and with --weights, the table of held tensors);
 - takes segments from the work queue MMAUDIT_WORK (durable consumer mmaudit-workers,
   shared by every worker: each segment is verified by one worker at a time) and
@@ -43,7 +44,9 @@ and then:
   stream's nonce must be one a worker issued and no other segment used.
   A worker that stops acknowledging for --ack-wait (it died, or its machine did) has
   its segment delivered to another worker, which verifies it again from its first
-  byte: the verdict is the one an uninterrupted run gives.
+  byte: the verdict is the one an uninterrupted run gives. A segment is judged once:
+  the first report on record stands. A segment whose stream header is not complete
+  within --handshake-timeout of taking it is rejected.
 
 Each report is published on mmaudit.report.<segment> (kept in the stream
 MMAUDIT_REPORTS), printed on stdout, and with --json-dir written there as
@@ -53,6 +56,9 @@ segment to a capture file; `check nats://HOST:PORT/<segment>` re-checks it.
 SIGINT or SIGTERM: stop taking segments, hand back the ones in progress (another worker
 takes them over), exit. Exit codes: 0 every segment this worker finished passed,
 1 one failed, 2 could not run.
+
+The address may carry a login: nats://USER:PASSWORD@HOST:PORT or nats://TOKEN@HOST:PORT
+(docs/FLEET.md, \"Permissions\"); logs and reports show it as nats://***@HOST:PORT.
 
 Examples:
   nats-server -js -sd /var/lib/nats -a 127.0.0.1 -p 4222
@@ -124,6 +130,8 @@ struct Shared {
     passed: AtomicU64,
     failed: AtomicU64,
     counters: Counters,
+    /// The server's largest message (set once connected).
+    max_payload: std::sync::OnceLock<usize>,
 }
 
 /// What `--metrics` shows (besides the passed and failed counts).
@@ -287,6 +295,7 @@ pub fn run_worker(args: &WorkerArgs) -> Result<bool> {
         passed: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         counters: Counters::default(),
+        max_payload: std::sync::OnceLock::new(),
     });
     runtime()?.block_on(async {
         if let Some(addr) = &args.metrics {
@@ -315,6 +324,7 @@ pub fn run_worker(args: &WorkerArgs) -> Result<bool> {
 
 async fn work(shared: Arc<Shared>, hello: Arc<[u8]>, max_segments: usize) -> Result<()> {
     let client = connect(&shared.url, "mmaudit-verify worker").await?;
+    let _ = shared.max_payload.set(client.server_info().max_payload);
     let js = jetstream::new(client.clone());
     ensure_streams(&js).await?;
     let hellos = client
@@ -346,7 +356,7 @@ async fn work(shared: Arc<Shared>, hello: Arc<[u8]>, max_segments: usize) -> Res
         .map_err(|e| anyhow!("cannot open the work queue's consumer {WORK_CONSUMER}: {e}"))?;
     eprintln!(
         "mmaudit-verify worker: connected to {} (key id {:016x}); taking segments",
-        shared.url,
+        redact(&shared.url),
         shared.key.id()
     );
     let slots = Arc::new(Semaphore::new(max_segments));
@@ -419,6 +429,14 @@ async fn answer_hellos(
         let Some(reply) = request.reply else {
             continue;
         };
+        // Published with this worker's rights: only on a requester's inbox, never on a
+        // subject of the fleet's records (a nonce's, a segment's calls received).
+        if !reply_allowed(&reply) {
+            eprintln!(
+                "mmaudit-verify worker: no hello for a request whose reply subject is not an inbox ({INBOX_PREFIX}.* or {INBOX_PREFIX}_<name>.*)"
+            );
+            continue;
+        }
         let nonce = match random_bytes::<16>() {
             Ok(n) => n,
             Err(e) => {
@@ -511,6 +529,7 @@ async fn judge_header(
     segment: &str,
     begun: &Begun,
     fresh: (i128, Duration),
+    wait: Duration,
 ) -> HeaderFindings {
     if let Err(message) = claim_nonce(js, &h.nonce, segment, fresh).await {
         return HeaderFindings {
@@ -519,31 +538,58 @@ async fn judge_header(
         };
     }
     let at = (h.stream_id, h.segment, h.first_index);
-    let segments = match seen_segments(js, h.stream_id).await {
-        Ok(s) => s,
-        Err(e) => {
-            return HeaderFindings {
-                integrity: Some(format!(
-                    "{e:#}: the calls before this segment cannot be accounted for"
-                )),
-                unseen: Vec::new(),
-            }
-        }
+    let unaccounted = |e: anyhow::Error| HeaderFindings {
+        integrity: Some(format!(
+            "{e:#}: the calls before this segment cannot be accounted for"
+        )),
+        unseen: Vec::new(),
     };
-    let holes = crate::serve::continuity::holes_before(&segments, h.segment, h.first_index);
+    let mut segments = match seen_segments(js, h.stream_id).await {
+        Ok(s) => s,
+        Err(e) => return unaccounted(e),
+    };
     // Taken over: the earlier delivery's count stands until this one passes it.
-    let floor = segments.get(&h.segment).map_or(0, |&(_, n)| n);
+    let floor = segments.get(&h.segment).map_or(0, |&(_, n, _)| n);
     if !segments.contains_key(&h.segment) {
-        if let Err(e) = record_seen(js, at, 0).await {
+        if let Err(e) = record_seen(js, at, 0, false).await {
             eprintln!("mmaudit-verify worker: segment {segment}: {e:#}");
         }
     }
     *begun.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, floor));
+    // Earlier segments still being read (by this worker or another) deliver more: their
+    // final counts are waited for, within `wait`, so that an honest stream whose
+    // segments are verified at once is not found to have holes. The segment just before
+    // this one, when not on record yet, gets a moment to appear.
+    let start = std::time::Instant::now();
+    loop {
+        let reading = segments
+            .range(..h.segment)
+            .any(|(_, &(_, _, ended))| !ended);
+        let previous_unknown = h.segment > 0
+            && !segments.contains_key(&(h.segment - 1))
+            && start.elapsed() < PREVIOUS_GRACE;
+        if !(reading || previous_unknown) || start.elapsed() >= wait {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        segments = match seen_segments(js, h.stream_id).await {
+            Ok(s) => s,
+            Err(e) => return unaccounted(e),
+        };
+    }
+    let counts = segments
+        .iter()
+        .map(|(&n, &(first, received, _))| (n, (first, received)))
+        .collect();
+    let holes = crate::serve::continuity::holes_before(&counts, h.segment, h.first_index);
     HeaderFindings {
         integrity: None,
         unseen: holes,
     }
 }
+
+/// How long a segment's header waits for the record of the segment before it to appear.
+const PREVIOUS_GRACE: Duration = Duration::from_secs(3);
 
 /// Records the segment's count of calls received while it is read, when it grew past
 /// what is on record.
@@ -556,9 +602,18 @@ async fn record_received(js: jetstream::Context, begun: Begun, received: Arc<Ato
             continue;
         };
         let n = received.load(Ordering::Relaxed);
-        if n > floor.max(recorded) && record_seen(&js, at, n).await.is_ok() {
+        if n > floor.max(recorded) && record_seen(&js, at, n, false).await.is_ok() {
             recorded = n;
         }
+    }
+}
+
+/// Returns `handshake` after it is called unless `header_read` is set by then (then
+/// never).
+async fn header_deadline(header_read: &std::sync::atomic::AtomicBool, handshake: Duration) {
+    tokio::time::sleep(handshake).await;
+    if header_read.load(Ordering::Relaxed) {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -596,6 +651,21 @@ async fn verify(
         return;
     }
     let delivered = item.info().map_or(1, |i| i.delivered);
+    // A segment is judged once: a work item that comes again (published twice, or
+    // redelivered after its report went out) does not verify it again, so bytes stored
+    // after its verdict cannot change it.
+    match report_on_record(&js, &segment).await {
+        Ok(Some(_)) => {
+            eprintln!("mmaudit-verify worker: segment {segment}: judged already (its report is on record); not verified again");
+            let _ = item.double_ack().await;
+            return;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("mmaudit-verify worker: segment {segment}: {e:#}; handing it back");
+            return hand_back(&item, &shared.counters, Some(Duration::from_secs(1))).await;
+        }
+    }
     eprintln!("mmaudit-verify worker: segment {segment}: verifying (delivery {delivered})");
     let c = &shared.clone().counters;
     c.in_progress.fetch_add(1, Ordering::Relaxed);
@@ -620,10 +690,13 @@ async fn verify(
     let received = Arc::new(AtomicU64::new(0));
     let reader = ChunkReader::new(rx);
     let stored = reader.stored();
+    // Set once the segment's stream header is complete.
+    let header_read = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let audit = {
         let s = &shared;
-        let mut audit = StreamAudit::new(&format!("{}/{segment}", s.url), &s.key, s.max_failures)
-            .with_policy(s.policy.clone());
+        let name = format!("{}/{segment}", redact(&s.url));
+        let mut audit =
+            StreamAudit::new(&name, &s.key, s.max_failures).with_policy(s.policy.clone());
         if let Some(w) = &s.weights {
             audit = audit.with_weights(w.clone());
         }
@@ -636,11 +709,16 @@ async fn verify(
             js.clone(),
         );
         let (begun, handshake) = (begun.clone(), s.handshake);
+        // An earlier segment being read ends within the idle timeout after its last
+        // byte, or is taken over after the ack wait.
+        let wait = s.idle + s.ack_wait + Duration::from_secs(5);
+        let header_read = header_read.clone();
         // The header is judged on the audit's thread when the read that completed it
         // was fed: the reader's chunk is the one that holds the header's end.
         let hook: HeaderHook = Box::new(move |h| {
+            header_read.store(true, Ordering::Relaxed);
             let at = i128::from(stored.load(Ordering::Relaxed));
-            handle.block_on(judge_header(&js, h, &seg, &begun, (at, handshake)))
+            handle.block_on(judge_header(&js, h, &seg, &begun, (at, handshake), wait))
         });
         audit
             .judging_header(hook)
@@ -651,16 +729,31 @@ async fn verify(
     let recording = tokio::spawn(record_received(js.clone(), begun.clone(), received.clone()));
     let read = tokio::select! {
         r = read_segment(&js, &segment, Follow::Live(shared.idle), tx) => Some(r),
+        _ = header_deadline(&header_read, shared.handshake) => {
+            // As `serve` closes a connection without a header within its handshake
+            // timeout: nobody holds a worker's slot by storing a header byte by byte.
+            let _ = tokio::task::spawn_blocking(move || auditing.join()).await;
+            progress.abort();
+            recording.abort();
+            eprintln!(
+                "mmaudit-verify worker: segment {segment} rejected: no complete stream header within {:.1} s (--handshake-timeout) of taking it",
+                shared.handshake.as_secs_f64()
+            );
+            c.rejected.fetch_add(1, Ordering::Relaxed);
+            let _ = item.double_ack().await;
+            return;
+        }
         _ = stop.changed() => None,
     };
     let report = tokio::task::spawn_blocking(move || auditing.join()).await;
     progress.abort();
     recording.abort();
     let at = *begun.lock().unwrap_or_else(|e| e.into_inner());
-    if let (Some((at, floor)), true) = (at, read.is_some()) {
-        let n = received.load(Ordering::Relaxed);
-        if n > floor {
-            if let Err(e) = record_seen(&js, at, n).await {
+    if let (Some((at, floor)), Some(r)) = (at, &read) {
+        // Read to its end: the count is final (later segments' headers wait for it).
+        let (n, ended) = (received.load(Ordering::Relaxed), r.is_ok());
+        if n > floor || ended {
+            if let Err(e) = record_seen(&js, at, n.max(floor), ended).await {
                 eprintln!("mmaudit-verify worker: segment {segment}: {e:#}");
             }
         }
@@ -697,9 +790,17 @@ async fn verify(
             return hand_back(&item, c, None).await;
         }
     };
-    if let Err(e) = publish_report(&shared, &js, &segment, &report).await {
-        eprintln!("mmaudit-verify worker: segment {segment}: {e:#}; handing it back");
-        return hand_back(&item, c, Some(Duration::from_secs(1))).await;
+    match publish_report(&shared, &js, &segment, &report).await {
+        Ok(true) => {}
+        Ok(false) => {
+            eprintln!("mmaudit-verify worker: segment {segment}: another worker's report went on record first; it stands");
+            let _ = item.double_ack().await;
+            return;
+        }
+        Err(e) => {
+            eprintln!("mmaudit-verify worker: segment {segment}: {e:#}; handing it back");
+            return hand_back(&item, c, Some(Duration::from_secs(1))).await;
+        }
     }
     let passed = report.passed();
     let counter = if passed {
@@ -724,31 +825,65 @@ async fn verify(
     }
 }
 
-/// Publishes a segment's report (de-duplicated by segment id) and writes it to the JSON
-/// directory.
+/// The compact JSON of `report`; when longer than `limit` bytes, without the lists and
+/// objects inside each stream's report (failure details, tensors, graphs: the verdict
+/// and every count stay), marked so (`"cut": ...`).
+fn fitted(report: serde_json::Value, limit: usize) -> Result<String> {
+    let text = serde_json::to_string(&report)?;
+    if text.len() <= limit {
+        return Ok(text);
+    }
+    let mut cut = report;
+    if let Some(streams) = cut.get_mut("streams").and_then(|s| s.as_array_mut()) {
+        for s in streams {
+            if let Some(fields) = s.as_object_mut() {
+                fields.retain(|_, v| !(v.is_array() || v.is_object()));
+            }
+        }
+    }
+    cut["cut"] = "the full report is longer than the server's max_payload: its details are in the worker's --json-dir".into();
+    Ok(serde_json::to_string(&cut)?)
+}
+
+/// Puts a segment's report on record, only if none is (compare-and-set: the first
+/// verdict stands), then writes it to the JSON directory. Ok(false): another report was
+/// on record already.
 async fn publish_report(
     shared: &Shared,
     js: &jetstream::Context,
     segment: &str,
     report: &StreamReport,
-) -> Result<()> {
-    let text = serde_json::to_string_pretty(&summary_json(std::slice::from_ref(report)))? + "\n";
+) -> Result<bool> {
+    let json = summary_json(std::slice::from_ref(report));
+    let text = serde_json::to_string_pretty(&json)? + "\n";
+    let limit = shared.max_payload.get().copied().unwrap_or(usize::MAX);
+    let stored = js
+        .send_publish(
+            report_subject(segment),
+            PublishMessage::build()
+                .payload(fitted(json, limit.saturating_sub(1024))?.into())
+                .expected_last_subject_sequence(0),
+        )
+        .await
+        .map_err(|e| anyhow!("cannot publish the report: {e}"))?
+        .await;
+    if let Err(e) = stored {
+        // Refused because a report is on record, or not stored at all.
+        return match report_on_record(js, segment).await? {
+            Some(_) => Ok(false),
+            None => Err(anyhow!("the report was not stored: {e}")),
+        };
+    }
     if let Some(dir) = &shared.json_dir {
         let tmp = dir.join(format!(".{segment}.json.tmp"));
         let path = dir.join(format!("{segment}.json"));
-        std::fs::write(&tmp, &text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        if let Err(e) = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, &path)) {
+            eprintln!(
+                "mmaudit-verify worker: segment {segment}: cannot write {} ({e}); the report is on record ({})",
+                path.display(),
+                report_subject(segment)
+            );
+        }
     }
-    js.send_publish(
-        report_subject(segment),
-        PublishMessage::build()
-            .payload(text.into())
-            .message_id(segment),
-    )
-    .await
-    .map_err(|e| anyhow!("cannot publish the report: {e}"))?
-    .await
-    .map_err(|e| anyhow!("the report was not stored: {e}"))?;
-    Ok(())
+    Ok(true)
 }
