@@ -356,8 +356,9 @@ def commit_end_to_end(orchestrate):
 COMMIT_EXIT = ('mmaudit: stream to tcp://127.0.0.1:40213 finished: 493 calls, 0 samples, 3 gap calls '
                '(0 for backpressure), 0 operands sent as references, 480 commitments, 52 openings, '
                '1234567 bytes; commit mode: 480 calls committed (436 with op(A) found to be a held tensor by its '
-               'spot rows, not copied), 52 challenges opened, 0 answered "not retained", 0 kept calls dropped '
-               'for MMAUDIT_RETAIN_MB')
+               'spot rows, not copied; 470 hashed on the GPU, 2 operands whose GPU hashes disagreed with the '
+               'host\'s and were hashed again on the host), 52 challenges opened, 0 answered "not retained", '
+               '0 kept calls dropped for MMAUDIT_RETAIN_MB')
 
 
 def commit_mode_lines():
@@ -372,7 +373,11 @@ def commit_mode_lines():
     assert common.serve_address("") is None
     got = common.commit_exit_line("mmaudit: started\n" + COMMIT_EXIT + "\n")
     assert got == {"committed": 480, "by_address": 436, "opened": 52, "not_retained": 0, "dropped": 0,
-                   "calls": 493}, got
+                   "calls": 493, "gpu_hashed": 470, "leaf_mismatches": 2}, got
+    # a library from before the leaf hashes were computed on the GPU
+    old = COMMIT_EXIT.replace("; 470 hashed on the GPU, 2 operands whose GPU hashes disagreed with the host's and "
+                              "were hashed again on the host", "")
+    assert common.commit_exit_line(old)["leaf_mismatches"] is None
     # the wording of the parenthesis may change; the counts stay where they are
     other = COMMIT_EXIT.replace("found to be a held tensor by its spot rows, not copied", "bound by its address")
     assert common.commit_exit_line(other)["by_address"] == 436
@@ -561,6 +566,9 @@ def commit_mode_end_to_end(orchestrate):
         assert live["mode"] == "commit" and live["sampled"] > 0 and offline["sampled"] == live["sampled"], d
         assert lib and lib["committed"] > 0 and lib["opened"] == live["sampled"], (lib, text)
         assert lib["by_address"] > 0, (lib, text)  # the verifier held llama_workload's weights
+        # the calls gathered whole were hashed on the (simulated) GPU, none disagreeing
+        assert lib["gpu_hashed"] > 0 and lib["leaf_mismatches"] == 0, (lib, text)
+        assert any("leaf hashes agree" in c["name"] and c["ok"] for c in r["checks"]), r["checks"]
         assert [t["title"][:18] for t in r["tables"]] == ["Eager prefill 256 ", "The verifier's rep",
                                                           "The library's exit"], r["tables"]
         # serve was stopped: nothing of it is left listening

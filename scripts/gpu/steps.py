@@ -920,12 +920,19 @@ def step_commit_mode(ctx, res, dl):
               [[label, x.get("calls"), x.get("sampled"), x.get("verified"), x.get("gaps"),
                 x.get("no_session_not_audited"), x.get("uncommitted"), str(x.get("verdict", "-")).upper()]
                for label, x in (("live (serve --commit)", v), ("offline (check --challenge-key)", o)) if x])
+    if lib and lib.get("leaf_mismatches") is not None:
+        # The library hashes each call's vectors on the GPU (mmaudit_commit_leaves) and
+        # checks one vector per operand against its own hash: on a real GPU none differs.
+        res.check("the GPU's leaf hashes agree with the library's check of one vector per operand",
+                  lib["leaf_mismatches"] == 0 and lib["gpu_hashed"] > 0,
+                  "%d calls hashed on the GPU, %d operands disagreed" % (lib["gpu_hashed"], lib["leaf_mismatches"]))
     if lib:
         res.table("The library's exit line (MMAUDIT_LOG=info)",
                   ["calls", "committed", "of them op(A) a held tensor bound by its address (not copied)",
+                   "hashed on the GPU", "operands whose GPU hashes disagreed",
                    "challenges opened", "answered 'not retained'", "kept calls dropped (MMAUDIT_RETAIN_MB)"],
-                  [[lib["calls"], lib["committed"], lib["by_address"], lib["opened"], lib["not_retained"],
-                    lib["dropped"]]])
+                  [[lib["calls"], lib["committed"], lib["by_address"], lib.get("gpu_hashed"),
+                    lib.get("leaf_mismatches"), lib["opened"], lib["not_retained"], lib["dropped"]]])
     else:
         res.note("no commit-mode exit line in the audited run's output (see %s)" % rel(run["log"]))
     wt = v.get("weights") or {}
