@@ -683,34 +683,11 @@ fn prove_after(
     cut: bool,
     (early, wait): (usize, Duration),
 ) -> Option<(TcpStream, u64)> {
-    use mmaudit_protocol::call::{ComputeType, DType};
-    use mmaudit_tests::refprover::{GemmSpec, RefProver};
     let key = Key::from_hex(KEY).expect("the test key");
     let addr = relay.parse().expect("the relay's address");
     let (mut socket, hello) =
         mmaudit_tests::session::connect(addr, &key, Duration::from_secs(30)).expect("a hello");
-    let mut p = RefProver::new(&key, hello.sampling, id)
-        .with_hello(&hello)
-        .with_stream_id(id)
-        .with_segment(segment, first);
-    for _ in 0..layers {
-        for (m, n, k) in [
-            (768, 16, 256),
-            (256, 16, 256),
-            (688, 16, 256),
-            (256, 16, 688),
-        ] {
-            p.gemm(&GemmSpec::new(
-                m,
-                n,
-                k,
-                DType::BF16,
-                DType::BF16,
-                ComputeType::F32,
-            ));
-        }
-    }
-    let mut c = p.finish(4);
+    let mut c = key_holder_capture(&hello, id, (segment, first), layers);
     let early = early.min(c.header.len());
     socket
         .write_all(&c.header[..early])
@@ -1009,8 +986,8 @@ impl RawNats {
     }
 }
 
-/// A key holder's capture: stream `id`, segment `segment` from call `first`, `layers`
-/// layers, for `hello`.
+/// A reference prover's capture for `hello` (a worker's, or one a key holder made):
+/// stream `id`, segment `segment` from call `first`, `layers` layers of four GEMMs.
 fn key_holder_capture(
     hello: &ServerHello,
     id: u64,

@@ -851,6 +851,12 @@ mod tests {
         }
     }
 
+    /// Commits to `call` gathered whole, its vectors hashed on the host.
+    fn commit_whole(s: &mut CommitSession, call: GemmCall) -> Result<Record, String> {
+        let w = whole(&call);
+        s.commit(call, w, None, None, None, Leaves::default())
+    }
+
     /// What a sampled gather of `plan` would have carried, picked from the whole.
     fn picked(call: &GemmCall, w: &Sample, plan: &Plan) -> Sample {
         let (m, n, k) = (call.m as usize, call.n as usize, call.k as usize);
@@ -1011,29 +1017,12 @@ mod tests {
         let call = |i| batched_call(i, (4, 4, 4, 1), DType::F32, DType::F32);
         // Find one call's kept size, then keep room for two.
         let mut probe = CommitSession::new(&test_key(), [0; MAC_LEN], usize::MAX);
-        probe
-            .commit(
-                call(0),
-                whole(&call(0)),
-                None,
-                None,
-                None,
-                Default::default(),
-            )
-            .unwrap();
+        commit_whole(&mut probe, call(0)).unwrap();
         let one = probe.kept_bytes();
         let mac = [1; MAC_LEN];
         let mut s = CommitSession::new(&test_key(), mac, 2 * one);
         for i in 0..3 {
-            s.commit(
-                call(i),
-                whole(&call(i)),
-                None,
-                None,
-                None,
-                Default::default(),
-            )
-            .unwrap();
+            commit_whole(&mut s, call(i)).unwrap();
             assert!(s.kept_bytes() <= 2 * one);
         }
         assert_eq!((s.totals.dropped, s.kept_bytes()), (1, 2 * one));
@@ -1065,14 +1054,7 @@ mod tests {
         // A call larger than the whole budget is committed, not kept.
         let mut tiny = CommitSession::new(&test_key(), mac, 1);
         assert!(matches!(
-            tiny.commit(
-                call(0),
-                whole(&call(0)),
-                None,
-                None,
-                None,
-                Default::default()
-            ),
+            commit_whole(&mut tiny, call(0)),
             Ok(Record::Commitment(_))
         ));
         assert_eq!((tiny.kept_bytes(), tiny.totals.dropped), (0, 1));
@@ -1090,15 +1072,7 @@ mod tests {
         call.beta = Scalar::Host(0.0);
         let mac = [4; MAC_LEN];
         let mut s = CommitSession::new(&test_key(), mac, 1 << 30);
-        s.commit(
-            call.clone(),
-            whole(&call),
-            None,
-            None,
-            None,
-            Default::default(),
-        )
-        .unwrap();
+        commit_whole(&mut s, call.clone()).unwrap();
         let kept = s.kept_bytes();
         let plan = Plan {
             rows: (0..1024).collect(),
@@ -1129,15 +1103,7 @@ mod tests {
         // BTreeMap node, the Vec headers and their allocations).
         let call = batched_call(0, (1, 1, 1, 1), DType::F32, DType::F32);
         let mut s = CommitSession::new(&test_key(), [0; MAC_LEN], 1 << 30);
-        s.commit(
-            call.clone(),
-            whole(&call),
-            None,
-            None,
-            None,
-            Default::default(),
-        )
-        .unwrap();
+        commit_whole(&mut s, call.clone()).unwrap();
         let counted = s.kept_bytes();
         let fixed = std::mem::size_of::<Kept>() + std::mem::size_of::<u64>();
         assert!(
@@ -1155,26 +1121,10 @@ mod tests {
         let mac = [2; MAC_LEN];
         let mut w = ChallengeWriter::new(&test_key(), mac);
         let mut s = CommitSession::new(&test_key(), mac, 1 << 30);
-        s.commit(
-            call(1),
-            whole(&call(1)),
-            None,
-            None,
-            None,
-            Default::default(),
-        )
-        .unwrap();
+        commit_whole(&mut s, call(1)).unwrap();
         s.on_bytes(&w.frame(1, &[])).unwrap();
         assert!(!s.awaiting());
-        s.commit(
-            call(0),
-            whole(&call(0)),
-            None,
-            None,
-            None,
-            Default::default(),
-        )
-        .unwrap();
+        commit_whole(&mut s, call(0)).unwrap();
         assert!(
             s.awaiting(),
             "call 0 was committed after the last frame: its judgement is still to come"
@@ -1190,16 +1140,7 @@ mod tests {
             s.expect(i);
         }
         let made = |s: &mut CommitSession, i: u64| {
-            let r = s
-                .commit(
-                    call(i),
-                    whole(&call(i)),
-                    None,
-                    None,
-                    None,
-                    Default::default(),
-                )
-                .unwrap();
+            let r = commit_whole(s, call(i)).unwrap();
             s.order(i, r)
                 .iter()
                 .map(|r| match r {

@@ -1901,17 +1901,8 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
         Record::Commitment(c) => c.commitment,
         other => panic!("{other:?}"),
     };
-    let first = commitment(
-        s.commit(
-            c.clone(),
-            whole.clone(),
-            Some(&table),
-            Some(key_at),
-            None,
-            Default::default(),
-        )
-        .unwrap(),
-    );
+    let first =
+        commitment(commit_held(&mut s, c.clone(), whole.clone(), &table, key_at, None).unwrap());
     let reference = HeldRef {
         tensor: 7,
         matrices: vec![0],
@@ -1932,17 +1923,7 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
         (sample, Some((held, spot)))
     };
     let (sample, held) = by_address(3, row(3));
-    let again = commitment(
-        s.commit(
-            c.clone(),
-            sample,
-            Some(&table),
-            Some(key_at),
-            held,
-            Default::default(),
-        )
-        .unwrap(),
-    );
+    let again = commitment(commit_held(&mut s, c.clone(), sample, &table, key_at, held).unwrap());
     assert_eq!(
         again, first,
         "the same binding, whichever way op(A) was gathered"
@@ -1972,16 +1953,7 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
     assert_eq!(*e, [row(2)[..2].to_vec(), row(5)[..2].to_vec()].concat());
     // The weights at the address changed to none the verifier holds: refused, forgotten.
     let (sample, held) = by_address(3, row(4));
-    let e = s
-        .commit(
-            c.clone(),
-            sample,
-            Some(&table),
-            Some(key_at),
-            held,
-            Default::default(),
-        )
-        .unwrap_err();
+    let e = commit_held(&mut s, c.clone(), sample, &table, key_at, held).unwrap_err();
     assert!(e.contains("matches none"), "{e}");
     assert_eq!(crate::held::known(&key_at), None);
     // A probe (the shape is offered, nothing known at the address): found by its spot
@@ -2001,32 +1973,13 @@ fn a_held_weight_found_by_its_address_commits_as_when_gathered_whole() {
         (key, sample, Some((held, spot)))
     };
     let (key, sample, held) = probe(0x7e58_0000_0000, row(6));
-    let probed = commitment(
-        s.commit(
-            c.clone(),
-            sample,
-            Some(&table),
-            Some(key),
-            held,
-            Default::default(),
-        )
-        .unwrap(),
-    );
+    let probed = commitment(commit_held(&mut s, c.clone(), sample, &table, key, held).unwrap());
     assert_eq!(probed, first);
     assert_eq!(crate::held::known(&key), Some(reference.clone()));
     let mut other = row(6);
     other[0] ^= 0x40;
     let (key, sample, held) = probe(0x7e59_0000_0000, other);
-    let e = s
-        .commit(
-            c.clone(),
-            sample,
-            Some(&table),
-            Some(key),
-            held,
-            Default::default(),
-        )
-        .unwrap_err();
+    let e = commit_held(&mut s, c.clone(), sample, &table, key, held).unwrap_err();
     assert!(e.contains("not a tensor"), "{e}");
     assert_eq!(crate::held::known(&key), None);
 }
@@ -2225,15 +2178,7 @@ fn a_reused_buffer_holding_another_offered_weight_is_rebound_not_refused() {
     let (table, c, key_at) = held_setup(vec![t7, t8], 0x7e60_0000_0000);
     let mut s = CommitSession::new(&key(), [0; 32], 1 << 20);
     let (sample, held) = held_gather(&d7, 2, key_at, None);
-    s.commit(
-        c.clone(),
-        sample,
-        Some(&table),
-        Some(key_at),
-        held,
-        Default::default(),
-    )
-    .unwrap();
+    commit_held(&mut s, c.clone(), sample, &table, key_at, held).unwrap();
     let r7 = HeldRef {
         tensor: 7,
         matrices: vec![0],
@@ -2243,15 +2188,7 @@ fn a_reused_buffer_holding_another_offered_weight_is_rebound_not_refused() {
     c1.index = 1;
     let (mut sample, held) = held_gather(&d8, 3, key_at, Some(r7));
     sample.index = 1;
-    s.commit(
-        c1,
-        sample,
-        Some(&table),
-        Some(key_at),
-        held,
-        Default::default(),
-    )
-    .expect("an honest call");
+    commit_held(&mut s, c1, sample, &table, key_at, held).expect("an honest call");
     let r8 = HeldRef {
         tensor: 8,
         matrices: vec![0],
@@ -2275,41 +2212,36 @@ fn a_spot_row_two_tensors_share_neither_unbinds_nor_misbinds() {
     };
     crate::held::remember(key_at, r8.clone());
     let (sample, held) = held_gather(&d8, 3, key_at, Some(r8.clone()));
-    s.commit(
-        c.clone(),
-        sample,
-        Some(&table),
-        Some(key_at),
-        held,
-        Default::default(),
-    )
-    .expect("an honest call");
+    commit_held(&mut s, c.clone(), sample, &table, key_at, held).expect("an honest call");
     assert_eq!(crate::held::known(&key_at), Some(r8.clone()));
     // A probe on the shared row cannot tell: not committed, nothing remembered; one on
     // another row binds tensor 8.
     let (table, c, key_at) = held_setup(vec![t7, t8], 0x7e62_0000_0000);
     let (sample, held) = held_gather(&d8, 3, key_at, None);
-    let e = s
-        .commit(
-            c.clone(),
-            sample,
-            Some(&table),
-            Some(key_at),
-            held,
-            Default::default(),
-        )
-        .unwrap_err();
+    let e = commit_held(&mut s, c.clone(), sample, &table, key_at, held).unwrap_err();
     assert!(e.contains("more than one tensor"), "{e}");
     assert_eq!(crate::held::known(&key_at), None);
     let (sample, held) = held_gather(&d8, 4, key_at, None);
+    commit_held(&mut s, c, sample, &table, key_at, held).expect("an honest call");
+    assert_eq!(crate::held::known(&key_at), Some(r8));
+}
+
+/// Commits `sample` of `call` in `s` with the hello's `table`, op(A) at `key` (and with
+/// `held`, gathered as that tensor's evidence and spot rows), hashed on the host.
+fn commit_held(
+    s: &mut crate::stream::commit::CommitSession,
+    call: GemmCall,
+    sample: Sample,
+    table: &mmaudit_protocol::handshake::OperandTable,
+    key: crate::model::gather::HeldKey,
+    held: Option<(crate::model::gather::HeldA, Vec<u8>)>,
+) -> Result<Record, String> {
     s.commit(
-        c,
+        call,
         sample,
-        Some(&table),
-        Some(key_at),
+        Some(table),
+        Some(key),
         held,
         Default::default(),
     )
-    .expect("an honest call");
-    assert_eq!(crate::held::known(&key_at), Some(r8));
 }

@@ -219,24 +219,32 @@ pub async fn ensure_streams(js: &jetstream::Context) -> Result<()> {
     Ok(())
 }
 
+/// The last message on `subject` of the record stream `stream` (`what` names the record
+/// in errors), if any: its payload, sequence, and when the server stored it
+/// (nanoseconds since the Unix epoch).
+async fn last_record(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: &str,
+    what: &str,
+) -> Result<Option<(Bytes, u64, i128)>> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let st = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| anyhow!("cannot open the JetStream stream {stream}: {e}"))?;
+    match st.get_last_raw_message_by_subject(subject).await {
+        Ok(m) => Ok(Some((m.payload, m.sequence, m.time.unix_timestamp_nanos()))),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(anyhow!("cannot read the record of {what} ({stream}): {e}")),
+    }
+}
+
 /// The report on record for `segment` (the first one published: a segment is judged
 /// once), if any.
 pub async fn report_on_record(js: &jetstream::Context, segment: &str) -> Result<Option<Bytes>> {
-    use async_nats::jetstream::stream::LastRawMessageErrorKind;
-    let stream = js
-        .get_stream(REPORTS)
-        .await
-        .map_err(|e| anyhow!("cannot open the JetStream stream {REPORTS}: {e}"))?;
-    match stream
-        .get_last_raw_message_by_subject(&report_subject(segment))
-        .await
-    {
-        Ok(m) => Ok(Some(m.payload)),
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(anyhow!(
-            "cannot read the record of reports ({REPORTS}): {e}"
-        )),
-    }
+    let last = last_record(js, REPORTS, &report_subject(segment), "reports").await?;
+    Ok(last.map(|(payload, ..)| payload))
 }
 
 fn nonce_subject(nonce: &[u8; 16]) -> String {
@@ -265,19 +273,7 @@ pub async fn nonce_record(
     js: &jetstream::Context,
     nonce: &[u8; 16],
 ) -> Result<Option<NonceRecord>> {
-    use async_nats::jetstream::stream::LastRawMessageErrorKind;
-    let stream = js
-        .get_stream(NONCES)
-        .await
-        .map_err(|e| anyhow!("cannot open the JetStream stream {NONCES}: {e}"))?;
-    match stream
-        .get_last_raw_message_by_subject(&nonce_subject(nonce))
-        .await
-    {
-        Ok(m) => Ok(Some((m.payload, m.sequence, m.time.unix_timestamp_nanos()))),
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(anyhow!("cannot read the record of nonces ({NONCES}): {e}")),
-    }
+    last_record(js, NONCES, &nonce_subject(nonce), "nonces").await
 }
 
 /// Replaces the record of `nonce` with `value` if it is still the one at `sequence`.
