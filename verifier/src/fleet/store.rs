@@ -47,6 +47,11 @@ impl Ended {
     }
 }
 
+/// Chunks of a segment fetched from the server ahead of the one being handed on, at most.
+const FETCH_AHEAD: i64 = 32;
+/// Chunks handed on to the audit's reader ahead of the one it reads, at most.
+pub const HAND_AHEAD: usize = 16;
+
 /// A chunk of a segment and when the server stored it (nanoseconds since the Unix
 /// epoch).
 pub type Chunk = (Bytes, i64);
@@ -79,6 +84,9 @@ pub async fn read_segment(
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: subject.clone(),
             deliver_policy: consumer::DeliverPolicy::All,
+            // At most this many chunks fetched ahead of the audit (the client's default
+            // is 500, about 250 MiB of 512 KiB chunks per segment).
+            max_batch: FETCH_AHEAD,
             ..Default::default()
         })
         .await
@@ -177,7 +185,7 @@ pub fn open_stored(
     url: &str,
     segment: &str,
 ) -> (ChunkReader, std::thread::JoinHandle<Result<(Ended, u64)>>) {
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(HAND_AHEAD);
     let (url, segment) = (url.to_string(), segment.to_string());
     let reading = std::thread::spawn(move || {
         super::runtime()?.block_on(async {

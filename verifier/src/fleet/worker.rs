@@ -683,7 +683,7 @@ async fn verify(
             }
         }
     });
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(super::store::HAND_AHEAD);
     // Where the segment lies in its stream (once its header is judged), the least count
     // of calls received to record, and the count so far.
     let begun: Begun = Arc::new(std::sync::Mutex::new(None));
