@@ -751,12 +751,13 @@ impl SlotLayout {
     }
 
     /// Adds the jobs that hash the whole call's vectors on the GPU ([`LeafJobs`]), when
-    /// the slot then still fits in `capacity` bytes. Only for a whole call gathered
-    /// whole (not a held op(A)) with k > 0; otherwise, or when it would not fit, the
-    /// layout is unchanged and the host hashes the vectors it gathered.
+    /// the slot then still fits in `capacity` bytes. Only for a whole call with k > 0
+    /// (a held op(A), gathered as evidence and bound by reference, is not hashed; op(B),
+    /// C and D are); otherwise, or when it would not fit, the layout is unchanged and
+    /// the host hashes the vectors it gathered.
     pub fn hashing_leaves(mut self, spec: &GatherSpec, capacity: usize) -> SlotLayout {
         let call = &self.call;
-        if !self.whole || self.held.is_some() || call.k == 0 || self.leaves.is_some() {
+        if !self.whole || call.k == 0 || self.leaves.is_some() {
             return self;
         }
         let (Ok(nb), Ok(m), Ok(n), Ok(k)) = (
@@ -786,11 +787,13 @@ impl SlotLayout {
         if call.reads_c() {
             pre.push((2, job(&spec.c, spec.c.col_stride, spec.c.row_stride, n, m)));
         }
+        // A held op(A) is gathered as evidence and bound by reference: not hashed.
         let post = [
-            (0, job(&spec.a, a_row, a_elem, m, k)),
-            (1, job(&spec.b, b_col, b_elem, n, k)),
-            (3, job(&spec.d, spec.d.col_stride, spec.d.row_stride, n, m)),
+            (self.held.is_none()).then(|| (0, job(&spec.a, a_row, a_elem, m, k))),
+            Some((1, job(&spec.b, b_col, b_elem, n, k))),
+            Some((3, job(&spec.d, spec.d.col_stride, spec.d.row_stride, n, m))),
         ];
+        let post: Vec<_> = post.into_iter().flatten().collect();
         let at = align8(self.len);
         let (npre, npost) = (pre.len() as u32, post.len() as u32);
         let mut end = at + (pre.len() + post.len()) * COMMIT_JOB_BYTES;

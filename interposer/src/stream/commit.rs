@@ -227,6 +227,8 @@ pub struct CommitSession {
     held_back: BTreeMap<u64, Record>,
     /// Calls dropped for the retention bound, not yet released by a frame.
     dropped: BTreeSet<u64>,
+    /// The GPU's leaf hashes disagreed with the library's check once: not used again.
+    leaves_distrusted: bool,
     /// Counters.
     pub totals: CommitTotals,
 }
@@ -262,9 +264,10 @@ impl Hashing {
     /// hashes of them, when the host's hash of one vector (which one follows from
     /// `salt`) agrees; otherwise by hashing every vector here. The one vector checked
     /// catches a kernel or a launch that went wrong (and, with every call checked at
-    /// another vector, a GPU that hashes some vectors wrong is found over a run); it is
-    /// no defence and needs none: a leaf that is not its vector's hash makes that
-    /// vector's opening fail at the verifier.
+    /// another vector, a GPU that hashes some vectors wrong is found over a run, after
+    /// which the session uses no GPU leaves: [`CommitSession::commit`]); it is no
+    /// defence and needs none: a leaf that is not its vector's hash makes that vector's
+    /// opening fail at the verifier.
     fn commit(
         &mut self,
         bytes: Vec<u8>,
@@ -309,6 +312,7 @@ impl CommitSession {
             due: BTreeSet::new(),
             held_back: BTreeMap::new(),
             dropped: BTreeSet::new(),
+            leaves_distrusted: false,
             totals: CommitTotals::default(),
         }
     }
@@ -341,6 +345,13 @@ impl CommitSession {
         held: Option<(HeldA, Vec<u8>)>,
         leaves: Leaves,
     ) -> Result<Record, String> {
+        // A GPU whose leaf hashes disagreed once is not trusted with the session's
+        // later calls: an unchecked wrong leaf would fail an honest opening.
+        let leaves = if self.leaves_distrusted {
+            Leaves::default()
+        } else {
+            leaves
+        };
         let [a_leaves, b_leaves, c_leaves, d_leaves] = leaves.sides;
         let mut hashing = Hashing::default();
         // Another vector of each operand checked against the GPU's hash at every call.
@@ -424,6 +435,13 @@ impl CommitSession {
         let d = entries(d_out, call.d.dtype, "D", d_leaves)?;
         self.totals.gpu_hashed += (hashing.gpu > 0) as u64;
         self.totals.leaf_mismatches += hashing.mismatches;
+        if hashing.mismatches > 0 && !self.leaves_distrusted {
+            self.leaves_distrusted = true;
+            crate::log::emit(
+                crate::log::Level::Warn,
+                &format!("call {}: the GPU's leaf hashes of an operand disagree with the library's own hash of one of its vectors; the rest of this session's calls are hashed on the host", call.index),
+            );
+        }
         let small = SmallData {
             alpha,
             beta,
@@ -1010,6 +1028,125 @@ mod tests {
         call.k = 5;
         call.batch = 1;
         opens_and_verifies(call, 10);
+    }
+
+    /// The leaf hashes the library's leaf jobs would write for `w` (op(A) rows, op(B)
+    /// columns, C and D columns), all correct.
+    fn gpu_leaves(call: &GemmCall, w: &Sample) -> Leaves {
+        let (m, n, batch) = (call.m as usize, call.n as usize, call.batch as usize);
+        let inline = |d: &OperandData| match d {
+            OperandData::Inline(b) => b.clone(),
+            OperandData::Reference { .. } => unreachable!(),
+        };
+        let hashes = |bytes: &[u8], count: usize| -> Vec<commit::Hash> {
+            bytes
+                .chunks_exact(bytes.len() / count)
+                .map(commit::leaf_hash)
+                .collect()
+        };
+        let cols = |e: &[u8], d: DType| columns(e, batch, m, n, d.size());
+        Leaves {
+            sides: [
+                Some(hashes(&inline(&w.a_rows), batch * m)),
+                Some(hashes(&inline(&w.b_cols), batch * n)),
+                call.reads_c()
+                    .then(|| hashes(&cols(&w.c_in, call.c.dtype), batch * n)),
+                Some(hashes(&cols(&w.d_out, call.d.dtype), batch * n)),
+            ],
+        }
+    }
+
+    /// The vector of `count` that [`Hashing::commit`] checks for `call`.
+    fn checked(call: &GemmCall, count: u64) -> usize {
+        ((call.index.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16) % count) as usize
+    }
+
+    #[test]
+    fn correct_gpu_leaves_commit_as_host_hashing_does() {
+        let call = batched_call(11, (5, 4, 3, 2), DType::BF16, DType::F16);
+        let w = whole(&call);
+        let mut host = CommitSession::new(&test_key(), [0; MAC_LEN], 1 << 30);
+        let mut gpu = CommitSession::new(&test_key(), [0; MAC_LEN], 1 << 30);
+        let h = host.commit(call.clone(), w.clone(), None, None, None, Leaves::default());
+        let g = gpu.commit(
+            call.clone(),
+            w.clone(),
+            None,
+            None,
+            None,
+            gpu_leaves(&call, &w),
+        );
+        assert_eq!(h.unwrap(), g.unwrap());
+        assert_eq!((gpu.totals.gpu_hashed, gpu.totals.leaf_mismatches), (1, 0));
+    }
+
+    #[test]
+    fn after_one_disagreement_no_gpu_leaf_is_used_so_a_partly_wrong_gpu_fails_no_opening() {
+        // An honest program on a GPU whose leaf kernel is wrong for some vectors only
+        // (say, one alignment class). Call 0: every D leaf wrong, noticed, hashed on the
+        // host. Call 1: one D leaf wrong, not the one checked: the session no longer
+        // uses GPU leaves, so its opening verifies. (Absent the first disagreement, a
+        // wrong unchecked leaf would go into the commitment: see the next test.)
+        let mac = [9; MAC_LEN];
+        let mut s = CommitSession::new(&test_key(), mac, 1 << 30);
+        let c0 = batched_call(0, (5, 4, 3, 1), DType::F32, DType::F32);
+        let w0 = whole(&c0);
+        let mut l0 = gpu_leaves(&c0, &w0);
+        for h in l0.sides[3].as_mut().unwrap() {
+            h[0] ^= 1;
+        }
+        s.commit(c0.clone(), w0, None, None, None, l0).unwrap();
+        assert_eq!((s.totals.gpu_hashed, s.totals.leaf_mismatches), (1, 1));
+        let c1 = batched_call(1, (5, 4, 3, 1), DType::F32, DType::F32);
+        let (j, plan, commitment, opening) = one_wrong_unchecked_leaf(&mut s, &c1);
+        assert_eq!(s.totals.gpu_hashed, 1, "call 1 hashed on the host");
+        opening
+            .verify(&c1, &plan, &commitment)
+            .unwrap_or_else(|e| panic!("column {j}: {e}"));
+    }
+
+    #[test]
+    fn a_wrong_leaf_the_check_misses_fails_its_opening_at_the_verifier() {
+        // What the docs state: before any disagreement, a GPU wrong on a vector the
+        // check does not pick commits to it, and that vector's opening fails (an honest
+        // FAIL on a broken GPU, never a false PASS).
+        let mut s = CommitSession::new(&test_key(), [9; MAC_LEN], 1 << 30);
+        let c1 = batched_call(1, (5, 4, 3, 1), DType::F32, DType::F32);
+        let (_, plan, commitment, opening) = one_wrong_unchecked_leaf(&mut s, &c1);
+        assert_eq!((s.totals.gpu_hashed, s.totals.leaf_mismatches), (1, 0));
+        let e = opening
+            .verify(&c1, &plan, &commitment)
+            .expect_err("the wrong leaf's opening fails");
+        assert!(e.to_string().contains("not under its root"), "{e}");
+    }
+
+    /// Commits `call` (whole, index 1) in `s` with GPU leaves of which one D leaf, not
+    /// the one checked, is wrong, and opens that column: (the column, the plan, the
+    /// commitment, the opening).
+    fn one_wrong_unchecked_leaf(
+        s: &mut CommitSession,
+        call: &GemmCall,
+    ) -> (usize, Plan, commit::Hash, Opening) {
+        let w = whole(call);
+        let mut leaves = gpu_leaves(call, &w);
+        let j = (checked(call, call.n) + 1) % call.n as usize;
+        leaves.sides[3].as_mut().unwrap()[j][0] ^= 1;
+        let Ok(Record::Commitment(c)) = s.commit(call.clone(), w, None, None, None, leaves) else {
+            panic!("no commitment");
+        };
+        let plan = Plan {
+            rows: vec![0],
+            cols: vec![j as u64],
+            batches: vec![0],
+        };
+        let challenge = Challenge {
+            index: call.index,
+            plan: plan.clone(),
+        };
+        let Record::Opening(o) = s.answer(challenge, true) else {
+            panic!("no opening");
+        };
+        (j, plan, c.commitment, *o)
     }
 
     #[test]
