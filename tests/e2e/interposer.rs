@@ -2846,16 +2846,19 @@ fn commit_mode_audits_the_workload_under_ld_preload_and_catches_a_wrong_gpu() {
     // computed; the challenged calls fail on the arithmetic. Every call is challenged:
     // zeros propagate, so only the calls whose inputs are not all zero (about six of
     // the 19) are wrong, and half of them would all go unchallenged 1.6% of the time.
-    // The wrong calls are the first ones, and a few calls normally precede the hello: a
-    // run whose hello arrived after more than five calls (a loaded machine; the library
-    // never waits for it) says nothing about them and is run again, at most five times.
+    // The wrong calls are the first ones, and the library never waits for its hello:
+    // the program makes one warm-up GEMM and pauses 300 ms before the model, so that the
+    // hello is in place by its first call. A run whose hello still arrived after more
+    // than five calls (a loaded machine) says nothing about them and is run again, at
+    // most five times.
+    let warm = ["--layers", "2", "--trace", "--warmup-ms", "300"];
     let mut attempt = 0;
     let (out, r, check) = loop {
         attempt += 1;
         let run = commit_run(
             &format!("commit-zero-{attempt}"),
             "llama_workload",
-            &args,
+            &warm,
             1_000_000,
             &[],
             Some("zero"),

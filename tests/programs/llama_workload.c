@@ -27,6 +27,12 @@
  *   llama_workload [--layers L] [--tokens T] [--hidden H] [--heads N] [--kv-heads N]
  *                  [--intermediate I] [--vocab V] [--dtype bf16|f16] [--separate-qkv]
  *                  [--seed S] [--generate N] [--write-weights FILE] [--trace]
+ *                  [--warmup-ms MS]
+ *
+ * --warmup-ms MS makes one small GEMM of its own (counted, on buffers the model does
+ * not use), waits for it and pauses MS milliseconds before the model: a library that
+ * starts its session at the first GEMM then has its verifier's hello before the
+ * model's first call, however loaded the machine.
  *
  * --write-weights FILE also writes the seeded weights, as they are uploaded, into a
  * safetensors file (nn.Linear layout [out, in]; names model.layers.L.self_attn.
@@ -44,17 +50,18 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <math.h>
+#include <unistd.h>
 
 #include "audit_common.h"
 
 typedef struct config {
-    int layers, tokens, hidden, heads, kv_heads, inter, vocab, separate_qkv, trace, generate;
+    int layers, tokens, hidden, heads, kv_heads, inter, vocab, separate_qkv, trace, generate, warmup_ms;
     int dtype; /* CUDA_R_16BF or CUDA_R_16F */
     uint64_t seed;
     const char *write_weights;
 } config;
 
-static config cfg = {2, 64, 256, 8, 2, 688, 512, 0, 0, 0, CUDA_R_16BF, 1, NULL};
+static config cfg = {2, 64, 256, 8, 2, 688, 512, 0, 0, 0, 0, CUDA_R_16BF, 1, NULL};
 /* The pass being run: its tokens (the prompt, or 1 when decoding) and the position of
  * its first token. */
 static int n_tok, pos0;
@@ -342,7 +349,8 @@ static void run_layer(const layer *w, buffers *b) {
 static void usage(void) {
     fprintf(stderr, "usage: llama_workload [--layers L] [--tokens T] [--hidden H] [--heads N] [--kv-heads N]\n"
                     "                      [--intermediate I] [--vocab V] [--dtype bf16|f16] [--separate-qkv]\n"
-                    "                      [--seed S] [--generate N] [--write-weights FILE] [--trace]\n");
+                    "                      [--seed S] [--generate N] [--write-weights FILE] [--trace]\n"
+                    "                      [--warmup-ms MS]\n");
     exit(2);
 }
 
@@ -379,6 +387,8 @@ int main(int argc, char **argv) {
             cfg.separate_qkv = 1;
         else if (!strcmp(a, "--trace"))
             cfg.trace = 1;
+        else if (!strcmp(a, "--warmup-ms"))
+            cfg.warmup_ms = int_arg(argc, argv, &i);
         else if (!strcmp(a, "--generate"))
             cfg.generate = int_arg(argc, argv, &i);
         else if (!strcmp(a, "--write-weights") && i + 1 < argc)
@@ -406,6 +416,16 @@ int main(int argc, char **argv) {
     MUST(cublasCreate_v2(&handle));
     MUST(cublasSetStream_v2(handle, stream));
     MUST(cublasLtCreate(&lt));
+    if (cfg.warmup_ms > 0) {
+        float *w = NULL, one = 1.0f, zero = 0.0f;
+        MUST(cudaMalloc((void **)&w, 3 * 256 * sizeof(float)));
+        MUST(cudaMemset(w, 0, 3 * 256 * sizeof(float)));
+        MUST(cublasSgemm_v2(handle, CUBLAS_OP_N, CUBLAS_OP_N, 16, 16, 16, &one, w, 16, w + 256, 16, &zero,
+                            w + 512, 16));
+        counted("cublasSgemm_v2", "warm-up", 16, 16, 16, 1);
+        MUST(cudaStreamSynchronize(stream));
+        usleep((useconds_t)cfg.warmup_ms * 1000);
+    }
 
     layer *ws = calloc((size_t)cfg.layers, sizeof *ws);
     for (int l = 0; l < cfg.layers; l++) {
