@@ -1327,27 +1327,17 @@ fn reduced_precision_reductions_are_flagged_where_the_call_allows_them() {
     assert!(!rpr(&describe_lt(&l).unwrap()));
 }
 
-/// A whole call whose op(A) is a held tensor (gathered as evidence and a spot
-/// row, the steady state of every weight GEMM when the verifier holds the weights) gets
-/// no leaf jobs at all, so op(B), C and D are hashed on the host, though nothing about
-/// them differs from a call whose op(A) is not held.
+/// A whole call whose op(A) is a held tensor (gathered as evidence and a spot row, the
+/// steady state of every weight GEMM when the verifier holds the weights) has no leaf
+/// job for op(A), which is bound by reference, and still has op(B)'s and D's hashed on
+/// the GPU, as a call whose op(A) is not held has all of them.
 #[test]
 fn a_held_op_a_still_has_b_c_and_d_hashed_on_the_gpu() {
     use super::gather::{HeldA, HeldKey, HeldRef, Pick};
     let mut mem = Mem::new();
     let (m, n, k) = (6u64, 9u64, 5u64);
     let mut x = lt(1, 0, crate::sys::cublas::LT_ORDER_COL, m, n, k);
-    let layouts = [
-        &mut x.a_layout,
-        &mut x.b_layout,
-        &mut x.c_layout,
-        &mut x.d_layout,
-    ];
-    let mut bases = [0u64; 4];
-    for (i, l) in layouts.into_iter().enumerate() {
-        bases[i] = mem.alloc(extent(l.rows, l.cols, l.ld, 1, 0));
-    }
-    (x.a, x.b, x.c, x.d) = (bases[0], bases[1], bases[2], bases[3]);
+    strided(&mut mem, &mut x, 1);
     let d = describe_lt(&x).unwrap();
     let key = HeldKey::of(&d.call, &d.gather).unwrap();
     let held = HeldA {

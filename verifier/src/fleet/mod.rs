@@ -251,17 +251,30 @@ fn nonce_subject(nonce: &[u8; 16]) -> String {
     format!("mmaudit.nonce.{}", hex(nonce))
 }
 
-/// Records `nonce` as issued; an error if it was recorded before or cannot be stored.
-pub async fn record_nonce(js: &jetstream::Context, nonce: &[u8; 16]) -> Result<()> {
+/// Stores `payload` on the record subject `subject` only if the subject's last message
+/// is still the one at `sequence` (0: it has none), and waits until the server stored
+/// it: the compare-and-set of the fleet's records. An error when the server refused it
+/// (another writer came first) or could not store it.
+pub async fn put_record(
+    js: &jetstream::Context,
+    subject: String,
+    payload: Bytes,
+    sequence: u64,
+) -> Result<()> {
     let message = PublishMessage::build()
-        .payload(Bytes::from_static(b"issued"))
-        .expected_last_subject_sequence(0);
-    js.send_publish(nonce_subject(nonce), message)
+        .payload(payload)
+        .expected_last_subject_sequence(sequence);
+    js.send_publish(subject, message)
         .await
         .map_err(|e| anyhow!("{e}"))?
         .await
         .map_err(|e| anyhow!("{e}"))?;
     Ok(())
+}
+
+/// Records `nonce` as issued; an error if it was recorded before or cannot be stored.
+pub async fn record_nonce(js: &jetstream::Context, nonce: &[u8; 16]) -> Result<()> {
+    put_record(js, nonce_subject(nonce), Bytes::from_static(b"issued"), 0).await
 }
 
 /// A record of a nonce: what it says, its sequence, and when the server stored it
@@ -283,15 +296,7 @@ pub async fn update_nonce(
     value: String,
     sequence: u64,
 ) -> Result<()> {
-    let message = PublishMessage::build()
-        .payload(value.into())
-        .expected_last_subject_sequence(sequence);
-    js.send_publish(nonce_subject(nonce), message)
-        .await
-        .map_err(|e| anyhow!("{e}"))?
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    Ok(())
+    put_record(js, nonce_subject(nonce), value.into(), sequence).await
 }
 
 fn seen_subject(stream: u64, segment: u32) -> String {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use async_nats::jetstream::{self, consumer, message::PublishMessage, AckKind};
+use async_nats::jetstream::{self, consumer, AckKind};
 use clap::Args;
 use futures_util::StreamExt;
 use mmaudit_protocol::handshake::{restamp_nonce, HelloMode, ServerHello};
@@ -16,9 +16,10 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::store::{read_segment, ChunkReader, Follow};
 use super::{
-    connect, ensure_streams, hex, nonce_record, random_bytes, record_nonce, record_seen, redact,
-    reply_allowed, report_on_record, report_subject, runtime, seen_segments, update_nonce,
-    valid_segment, HELLO_SUBJECT, INBOX_PREFIX, NONCES, WORK, WORKER_QUEUE, WORK_CONSUMER,
+    connect, ensure_streams, hex, nonce_record, put_record, random_bytes, record_nonce,
+    record_seen, redact, reply_allowed, report_on_record, report_subject, runtime, seen_segments,
+    update_nonce, valid_segment, HELLO_SUBJECT, INBOX_PREFIX, NONCES, WORK, WORKER_QUEUE,
+    WORK_CONSUMER,
 };
 use crate::audit::{HeaderFindings, HeaderHook, StreamAudit};
 use crate::check::{audit_reader_into, default_threads, load_weight_policy, NotChecked};
@@ -857,16 +858,8 @@ async fn publish_report(
     let json = summary_json(std::slice::from_ref(report));
     let text = serde_json::to_string_pretty(&json)? + "\n";
     let limit = shared.max_payload.get().copied().unwrap_or(usize::MAX);
-    let stored = js
-        .send_publish(
-            report_subject(segment),
-            PublishMessage::build()
-                .payload(fitted(json, limit.saturating_sub(1024))?.into())
-                .expected_last_subject_sequence(0),
-        )
-        .await
-        .map_err(|e| anyhow!("cannot publish the report: {e}"))?
-        .await;
+    let payload = fitted(json, limit.saturating_sub(1024))?;
+    let stored = put_record(js, report_subject(segment), payload.into(), 0).await;
     if let Err(e) = stored {
         // Refused because a report is on record, or not stored at all.
         return match report_on_record(js, segment).await? {
