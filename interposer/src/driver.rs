@@ -25,6 +25,10 @@ pub struct Driver {
     mem_host_alloc: MemHostAllocFn,
     mem_host_get_device_pointer: MemHostGetDevicePointerFn,
     mem_free_host: MemFreeHostFn,
+    /// For commit mode's retention ring in device memory (optional: without them the
+    /// retained data stays in pinned host memory).
+    mem_alloc: Option<MemAllocFn>,
+    stream_create: Option<StreamCreateFn>,
     event_create: EventCreateFn,
     event_record: EventRecordFn,
     event_query: EventQueryFn,
@@ -147,6 +151,8 @@ fn load() -> Option<Driver> {
             MemHostGetDevicePointerFn
         ),
         mem_free_host: req!(c"cuMemFreeHost", MemFreeHostFn),
+        mem_alloc: opt!(c"cuMemAlloc_v2", MemAllocFn),
+        stream_create: opt!(c"cuStreamCreate", StreamCreateFn),
         event_create: req!(c"cuEventCreate", EventCreateFn),
         event_record: req!(c"cuEventRecord", EventRecordFn),
         event_query: req!(c"cuEventQuery", EventQueryFn),
@@ -505,6 +511,37 @@ impl Driver {
             return Err(e);
         }
         Ok((p.cast(), dev))
+    }
+
+    /// Allocates `bytes` of device memory in the current context (`cuMemAlloc`).
+    pub fn device_alloc(&self, bytes: usize) -> Result<u64, DriverError> {
+        let Some(alloc) = self.mem_alloc else {
+            return Err(DriverError {
+                code: CUDA_ERROR_NOT_FOUND,
+                call: "cuMemAlloc_v2",
+            });
+        };
+        let mut dev: CuDevicePtr = 0;
+        // SAFETY: writes one device pointer.
+        let r = unsafe { alloc(&mut dev, bytes) };
+        cu(r, "cuMemAlloc")?;
+        Ok(dev)
+    }
+
+    /// Creates a stream of the library's own in the current context, one that does not
+    /// synchronise with the legacy default stream (`CU_STREAM_NON_BLOCKING`).
+    pub fn stream_create(&self) -> Result<Handle, DriverError> {
+        let Some(create) = self.stream_create else {
+            return Err(DriverError {
+                code: CUDA_ERROR_NOT_FOUND,
+                call: "cuStreamCreate",
+            });
+        };
+        let mut s: CuStream = std::ptr::null_mut();
+        // SAFETY: writes one handle.
+        let r = unsafe { create(&mut s, STREAM_NON_BLOCKING) };
+        cu(r, "cuStreamCreate")?;
+        Ok(s as Handle)
     }
 
     /// Creates an event without timing.

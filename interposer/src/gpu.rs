@@ -10,13 +10,16 @@
 //! setup failed is remembered so that its calls become gaps without retrying.
 
 use std::ffi::CStr;
-use std::sync::{Arc, Mutex};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use mmaudit_protocol::record::GapReason;
 
 use crate::driver::{Driver, EventState, Handle};
 use crate::log::{self, Level};
-use crate::model::gather::{LeafJobs, SlotLayout, COMMIT_JOB_BYTES, JOB_BYTES};
+use crate::model::gather::{
+    DeviceLayout, Job, LeafJobs, SlotLayout, COMMIT_JOB_BYTES, FLAG_POINTER_ARRAY, JOB_BYTES,
+};
 use crate::ring::Ring;
 use crate::stream::{Gathered, Pending, Resolved};
 
@@ -50,10 +53,270 @@ pub struct GpuContext {
     dev: u64,
     ring: Mutex<Ring>,
     events: Mutex<Vec<Handle>>,
+    /// Commit mode's retention ring in device memory and the library's own stream,
+    /// made at the first whole-call gather ([`GpuContext::retention`]); an error is
+    /// remembered.
+    retention: OnceLock<Result<DeviceRing, String>>,
     /// Mapped pinned blocks of destroyed executable graphs, for reuse once the event
     /// recorded after their last launch fired: (block, event). Never freed: freeing
     /// pinned memory may synchronise, which a hook or the background thread must not.
     blocks: Mutex<Vec<(Block, Option<Handle>)>>,
+}
+
+/// Commit mode: device memory that keeps whole calls until the verifier's challenge
+/// (`MMAUDIT_RETAIN_MB` per context), with a stream of the library's own on which
+/// openings are gathered from it, off the application's streams.
+pub struct DeviceRing {
+    base: u64,
+    ring: Mutex<Ring>,
+    stream: Handle,
+}
+
+/// A slot of a context's device retention ring, returned to the ring when dropped.
+/// Whoever holds it makes sure no device work that reads or writes it is still queued
+/// by then ([`DeviceSlot::leak`] otherwise).
+pub struct DeviceSlot {
+    gpu: Arc<GpuContext>,
+    offset: usize,
+}
+
+impl DeviceSlot {
+    /// Device address of the slot.
+    pub fn address(&self) -> u64 {
+        self.gpu.device_ring().map_or(0, |r| r.base) + self.offset as u64
+    }
+
+    /// Keeps the slot allocated for good (device work that may still use it cannot be
+    /// waited for).
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl std::fmt::Debug for DeviceSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeviceSlot({:#x})", self.address())
+    }
+}
+
+impl Drop for DeviceSlot {
+    fn drop(&mut self) {
+        if let Some(r) = self.gpu.device_ring() {
+            r.ring
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .free(self.offset);
+        }
+    }
+}
+
+/// A whole call kept in device memory (commit mode): its slot, what lies where in it,
+/// and the host's copies of the vectors that check the GPU's leaf hashes.
+#[derive(Debug)]
+pub struct Retained {
+    /// The slot (freed when this is dropped).
+    pub slot: DeviceSlot,
+    /// What lies where in it.
+    pub layout: DeviceLayout,
+    /// The checked vector of op(A), op(B), C, D ([`crate::model::gather::DeviceSide`]).
+    pub checks: [Option<Vec<u8>>; 4],
+}
+
+/// Vectors of one kept operand to open: vectors `picks` of batch members `batches`,
+/// `per` vectors a member.
+pub struct Picks<'a> {
+    /// Vectors a batch member.
+    pub per: u64,
+    /// Batch members.
+    pub batches: &'a [u64],
+    /// Vectors of each member.
+    pub picks: &'a [u64],
+}
+
+/// The gather of an opening's vectors from a [`Retained`] call into pinned memory, on
+/// the library's stream; polled by the background thread.
+pub struct OpeningGather {
+    retained: Option<Retained>,
+    slot: Option<Slot>,
+    event: Handle,
+    outputs: [Option<Range<usize>>; 4],
+}
+
+impl Retained {
+    /// Launches the gather of `picks` (per operand; `None`: not opened here) from the
+    /// device slot into pinned memory. An error says why it cannot be (the opening is
+    /// then a "not retained" gap); `self` is given back with it.
+    pub fn open(self, picks: [Option<Picks<'_>>; 4]) -> Result<OpeningGather, String> {
+        let Some(drv) = crate::driver::driver() else {
+            return Err("libcuda.so.1 could not be loaded".into());
+        };
+        let gpu = Arc::clone(&self.slot.gpu);
+        let Some(ring) = gpu.device_ring() else {
+            return Err("the context has no device retention ring".into());
+        };
+        // Jobs, then each operand's batch and vector lists, then the outputs.
+        let mut plan = Vec::new();
+        for (side, p) in picks.iter().enumerate() {
+            if let (Some(p), Some(s)) = (p, &self.layout.sides[side]) {
+                plan.push((side, p, s));
+            }
+        }
+        let mut at = plan.len() * JOB_BYTES;
+        let mut lists = Vec::new();
+        for (_, p, _) in &plan {
+            let b = at;
+            at += 8 * p.batches.len();
+            lists.push((b, at));
+            at += 8 * p.picks.len();
+        }
+        let mut outputs: [Option<Range<usize>>; 4] = Default::default();
+        for (side, p, s) in &plan {
+            let start = at.next_multiple_of(8);
+            let n = p.batches.len() * p.picks.len();
+            at = start + n * s.width;
+            outputs[*side] = Some(start..at);
+        }
+        let fits = |n: usize| u32::try_from(n).ok().filter(|&n| n > 0);
+        let Some(slot) = gpu.alloc(at) else {
+            return Err(format!(
+                "no room for the opening's {at} bytes in the {} MiB pinned ring (MMAUDIT_RING_MB)",
+                gpu.ring_capacity() >> 20
+            ));
+        };
+        let dev = slot.device_address();
+        // SAFETY: the slot was just allocated: nobody else uses it until launched.
+        let buf = unsafe { slot.host_bytes() };
+        let mut max = 0u64;
+        for (i, ((side, p, s), (b_at, p_at))) in plan.iter().zip(&lists).enumerate() {
+            let (Some(nb), Some(ni), Some(nj)) = (
+                fits(p.batches.len()),
+                fits(p.picks.len()),
+                fits(s.width / s.elem as usize),
+            ) else {
+                gpu.free(slot.offset);
+                return Err("the opening's plan is empty or too large".into());
+            };
+            for (j, v) in p.batches.iter().enumerate() {
+                buf[b_at + 8 * j..b_at + 8 * j + 8].copy_from_slice(&v.to_le_bytes());
+            }
+            for (j, v) in p.picks.iter().enumerate() {
+                buf[p_at + 8 * j..p_at + 8 * j + 8].copy_from_slice(&v.to_le_bytes());
+            }
+            let job = Job {
+                src: self.slot.address() + s.range.start as u64,
+                out: dev + outputs[*side].as_ref().map_or(0, |r| r.start) as u64,
+                batch_idx: dev + *b_at as u64,
+                idx_i: dev + *p_at as u64,
+                idx_j: 0,
+                batch_stride: (p.per as i64).wrapping_mul(s.width as i64),
+                stride_i: s.width as i64,
+                stride_j: s.elem as i64,
+                nb,
+                ni,
+                nj,
+                elem_size: s.elem,
+                flags: 0,
+            };
+            debug_assert_eq!(job.flags & FLAG_POINTER_ARRAY, 0);
+            max = max.max(job.elements());
+            buf[i * JOB_BYTES..(i + 1) * JOB_BYTES].copy_from_slice(&job.encode());
+        }
+        let x = max.div_ceil(256).clamp(1, MAX_BLOCKS_X) as u32;
+        bind_thread(drv, gpu.ctx);
+        let launched = drv
+            .launch_jobs(
+                gpu.function,
+                (x, plan.len() as u32),
+                ring.stream,
+                dev,
+                plan.len() as u32,
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|()| gpu.take_event(drv))
+            .and_then(|event| match drv.event_record(event, ring.stream) {
+                Ok(()) => Ok(event),
+                Err(e) => {
+                    gpu.put_event(event);
+                    Err(e.to_string())
+                }
+            });
+        match launched {
+            Ok(event) => Ok(OpeningGather {
+                retained: Some(self),
+                slot: Some(slot),
+                event,
+                outputs,
+            }),
+            Err(e) => {
+                // Whether the gather was queued is unknown: both slots stay allocated.
+                self.slot.leak();
+                Err(format!("gathering the opening from device memory: {e}"))
+            }
+        }
+    }
+}
+
+impl OpeningGather {
+    /// `None` while the gather runs; then the opened vectors of op(A), op(B), C, D
+    /// (`[batch][pick]` order, as an opening carries them), or why they cannot be had.
+    pub fn poll(&mut self) -> Option<Result<[Option<Vec<u8>>; 4], String>> {
+        let drv = crate::driver::driver()?;
+        let slot = self.slot.as_ref()?;
+        let gpu = Arc::clone(&slot.gpu);
+        bind_thread(drv, gpu.ctx);
+        match drv.event_query(self.event) {
+            Ok(EventState::Pending) => None,
+            Ok(EventState::Done) => {
+                let slot = self.slot.take()?;
+                // SAFETY: the event fired: the gather wrote the slot and nothing else
+                // uses it until it is freed below.
+                let bytes = unsafe { slot.host_bytes() };
+                let mut out: [Option<Vec<u8>>; 4] = Default::default();
+                for (o, r) in out.iter_mut().zip(&self.outputs) {
+                    *o = r
+                        .as_ref()
+                        .and_then(|r| bytes.get(r.clone()))
+                        .map(<[u8]>::to_vec);
+                }
+                gpu.put_event(self.event);
+                gpu.free(slot.offset);
+                // The device slot is free once the opening is read from it.
+                self.retained = None;
+                Some(Ok(out))
+            }
+            Err(e) => {
+                // The device reports an error: what still runs is unknown, so the
+                // slots stay allocated.
+                self.slot = None;
+                if let Some(r) = self.retained.take() {
+                    r.slot.leak();
+                }
+                Some(Err(format!(
+                    "gathering the opening from device memory: {e}"
+                )))
+            }
+        }
+    }
+}
+
+impl Drop for OpeningGather {
+    /// Dropped before it completed (the session ended): the slots are freed only if
+    /// the gather is known to be done, and stay allocated otherwise.
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        let done = crate::driver::driver().is_some_and(|drv| {
+            bind_thread(drv, slot.gpu.ctx);
+            drv.event_query(self.event) == Ok(EventState::Done)
+        });
+        if done {
+            slot.gpu.put_event(self.event);
+            slot.gpu.free(slot.offset);
+        } else if let Some(r) = self.retained.take() {
+            r.slot.leak();
+        }
+    }
 }
 
 /// A slot of one context's ring.
@@ -117,6 +380,7 @@ impl GpuContext {
                 dev,
                 ring: Mutex::new(Ring::new(ring_bytes)),
                 events: Mutex::new(Vec::new()),
+                retention: OnceLock::new(),
                 blocks: Mutex::new(Vec::new()),
             })
         })
@@ -174,6 +438,62 @@ impl GpuContext {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .free(offset);
+    }
+
+    /// Commit mode: the context's retention ring in device memory, made at the first
+    /// call (`bytes` of device memory and a stream of the library's own, with the
+    /// calling thread's capture mode relaxed); `None` when it cannot be had (said once;
+    /// retained calls then stay in pinned host memory).
+    pub fn retention(&self, drv: &Driver, bytes: usize) -> Option<&DeviceRing> {
+        let r = self.retention.get_or_init(|| {
+            let made = drv.relaxed(|| -> Result<DeviceRing, String> {
+                let base = drv.device_alloc(bytes).map_err(|e| e.to_string())?;
+                let stream = drv.stream_create().map_err(|e| e.to_string())?;
+                Ok(DeviceRing {
+                    base,
+                    ring: Mutex::new(Ring::new(bytes)),
+                    stream,
+                })
+            });
+            match &made {
+                Ok(_) => log::emit(
+                    Level::Debug,
+                    &format!(
+                        "device {}: {} MiB of device memory keep committed calls",
+                        self.device,
+                        bytes >> 20
+                    ),
+                ),
+                Err(e) => log::emit(
+                    Level::Warn,
+                    &format!(
+                        "device {}: no retention ring in device memory ({e}); committed calls are kept in host memory",
+                        self.device
+                    ),
+                ),
+            }
+            made
+        });
+        r.as_ref().ok()
+    }
+
+    fn device_ring(&self) -> Option<&DeviceRing> {
+        self.retention.get().and_then(|r| r.as_ref().ok())
+    }
+
+    /// A slot of `len` bytes of the device retention ring, or `None` when it has no
+    /// room (or there is none).
+    pub fn alloc_device(self: &Arc<Self>, len: usize) -> Option<DeviceSlot> {
+        let offset = self
+            .device_ring()?
+            .ring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .alloc(len)?;
+        Some(DeviceSlot {
+            gpu: Arc::clone(self),
+            offset,
+        })
     }
 
     /// The ring's capacity.
@@ -293,14 +613,22 @@ impl Contexts {
 pub struct Prepared {
     slot: Slot,
     layout: SlotLayout,
+    /// Commit mode: the device slot the whole call is copied into.
+    device: Option<DeviceSlot>,
     pre_launched: bool,
     /// Every leaf-hash job of the layout launched so far (none failed).
     hashed: bool,
 }
 
 impl Prepared {
-    /// Takes a slot for `layout` and writes its jobs; `Err` is the gap to record.
-    pub fn new(gpu: &Arc<GpuContext>, layout: SlotLayout) -> Result<Prepared, (GapReason, String)> {
+    /// Takes a slot for `layout` and writes its jobs (with `device`, the slot of the
+    /// device retention ring the layout copies the whole call into, placed already);
+    /// `Err` is the gap to record.
+    pub fn new(
+        gpu: &Arc<GpuContext>,
+        layout: SlotLayout,
+        device: Option<DeviceSlot>,
+    ) -> Result<Prepared, (GapReason, String)> {
         let Some(slot) = gpu.alloc(layout.len) else {
             return Err((
                 GapReason::RingFull,
@@ -321,6 +649,7 @@ impl Prepared {
         Ok(Prepared {
             slot,
             layout,
+            device,
             pre_launched: false,
             hashed,
         })
@@ -389,6 +718,7 @@ impl Prepared {
         Ok(InFlight {
             slot: self.slot,
             layout: self.layout,
+            device: self.device,
             event,
             failed,
             discard: false,
@@ -411,12 +741,16 @@ impl Prepared {
             Ok(event) => Some(InFlight {
                 slot: self.slot,
                 layout: self.layout,
+                device: self.device,
                 event,
                 failed: None,
                 discard: true,
                 hashed: false,
             }),
             Err((_, why)) => {
+                if let Some(d) = self.device {
+                    d.leak();
+                }
                 log::emit(
                     Level::Warn,
                     &format!("a rejected call's gather slot cannot be released ({why}); it stays allocated"),
@@ -447,6 +781,8 @@ impl Prepared {
 pub struct InFlight {
     slot: Slot,
     layout: SlotLayout,
+    /// Commit mode: the device slot holding the whole call (freed when dropped).
+    device: Option<DeviceSlot>,
     event: Handle,
     failed: Option<String>,
     /// The call was rejected: release the slot once the event fired, record nothing.
@@ -492,6 +828,9 @@ impl Pending for InFlight {
             Err(e) if self.discard => {
                 // The device reports an error: whether the pre-gather still runs is
                 // unknown, so the slot stays allocated.
+                if let Some(d) = self.device.take() {
+                    d.leak();
+                }
                 log::emit(
                     Level::Warn,
                     &format!("a rejected call's gather slot cannot be released ({e}); it stays allocated"),
@@ -510,7 +849,8 @@ impl Pending for InFlight {
                         // SAFETY: the event fired, so the device finished writing the
                         // slot; this InFlight owns it until release() below.
                         let bytes = unsafe { self.slot.host_bytes() };
-                        match Gathered::from_slot(&self.layout, bytes, self.hashed) {
+                        let device = self.device.take();
+                        match Gathered::from_slot(&self.layout, bytes, self.hashed, device) {
                             Ok(g) => Resolved::Sample(Box::new(g)),
                             Err(e) => Resolved::Gap(GapReason::Internal, e),
                         }

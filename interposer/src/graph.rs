@@ -539,7 +539,7 @@ impl Pending for ReplayGather {
                         ),
                     )
                 } else {
-                    match Gathered::from_slot(&self.prepared.layout, bytes, false) {
+                    match Gathered::from_slot(&self.prepared.layout, bytes, false, None) {
                         Ok(g) => Resolved::Sample(Box::new(g)),
                         Err(e) => Resolved::Gap(GapReason::Internal, e),
                     }

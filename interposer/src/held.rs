@@ -105,6 +105,13 @@ pub fn layout(
     }
 }
 
+/// Whether `count` vectors of `k` elements of `dtype` may be rows of a tensor the
+/// hello offers (its shape is offered): such an operand is kept where the background
+/// thread can look it up, not in device memory.
+pub fn may_hold(dtype: DType, k: u64, count: u64) -> bool {
+    with(|s| s.shapes.get(&(dtype, k)).is_some_and(|&rows| count <= rows))
+}
+
 /// Remembers that op(A) at `key` is `known`.
 pub fn remember(key: HeldKey, known: HeldRef) {
     with(|s| {

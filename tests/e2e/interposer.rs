@@ -2837,10 +2837,12 @@ fn commit_mode_audits_the_workload_under_ld_preload_and_catches_a_wrong_gpu() {
     assert_eq!(check.n("sampled"), challenged, "{ctx}");
     assert_eq!(check.json["verdict"], "pass", "{ctx}");
     // Every call's vectors were hashed on the GPU, and each call's check of one vector
-    // per operand against the host's hash agreed.
-    let [committed, _, on_gpu, disagreed] = commit_counts(&out);
+    // per operand against the host's hash agreed. Every call was kept in GPU memory, so
+    // every opening was gathered from there.
+    let [committed, _, on_gpu, disagreed, in_gpu_memory] = commit_counts(&out);
     assert!(committed > 0, "{ctx}");
     assert_eq!((on_gpu, disagreed), (committed, 0), "{ctx}");
+    assert_eq!(in_gpu_memory, committed, "{ctx}");
 
     // Present: a GPU that computes nothing (D written as zeros). It commits to what it
     // computed; the challenged calls fail on the arithmetic. Every call is challenged:
@@ -2881,11 +2883,14 @@ fn commit_mode_audits_the_workload_under_ld_preload_and_catches_a_wrong_gpu() {
 #[test]
 fn commit_mode_a_gpu_that_hashes_wrong_is_noticed_and_hashed_on_the_host() {
     // Present: every leaf hash the GPU writes is wrong. The library's check of one
-    // vector per operand notices it at the first committed call and hashes that call
-    // and every later one on the host: the run passes, every challenge opened and
-    // verified. (Absent: the honest run of
+    // vector per operand notices it at the first committed call. That call's operands
+    // are in GPU memory, where the host cannot hash them: it is "not committed" (a
+    // coverage hole the policy counts, so the run fails it by --max-uncommitted), as is
+    // any call already on its way into GPU memory then. Every later call is gathered to
+    // host memory and hashed there: every challenge is opened and verified, nothing
+    // mismatches. (Absent: the honest run of
     // commit_mode_audits_the_workload_under_ld_preload_..., every call hashed on the
-    // GPU, none disagreeing.)
+    // GPU and kept in its memory, none disagreeing.)
     let args = ["--layers", "2"];
     let env = [
         ("SIMGPU_BAD_LEAVES", "1".to_string()),
@@ -2900,15 +2905,34 @@ fn commit_mode_a_gpu_that_hashes_wrong_is_noticed_and_hashed_on_the_host() {
         None,
     );
     let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
-    assert_eq!(r["verdict"], "pass", "{ctx}");
-    assert_nothing_wrong(&r, &ctx);
+    // The first call, and any other whose gather into GPU memory was under way by
+    // then.
+    assert!(r["uncommitted"].as_u64().unwrap_or(0) >= 1, "{ctx}");
+    let why = r["streams"][0]["uncommitted_first_reason"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        why.contains("disagrees with the library's own hash"),
+        "{why}\n{ctx}"
+    );
+    assert_eq!(r["mismatched"].as_u64(), Some(0), "{ctx}");
+    assert_eq!(r["gaps"].as_u64(), Some(0), "{ctx}");
     assert_eq!(r["verified"], r["sampled"], "{ctx}");
-    assert_eq!(check.code, Some(0), "{ctx}");
-    let [committed, _, on_gpu, disagreed] = commit_counts(&out);
+    assert!(r["verified"].as_u64().unwrap_or(0) > 3, "{ctx}");
+    // The only failure is the uncommitted call.
+    assert_eq!(r["verdict"], "fail", "{ctx}");
+    assert_eq!(check.code, Some(1), "{ctx}");
+    let kinds: Vec<&str> = check
+        .failures()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap_or(""))
+        .collect();
+    assert!(kinds.iter().all(|k| *k == "coverage"), "{kinds:?}\n{ctx}");
+    let [committed, _, on_gpu, disagreed, in_gpu_memory] = commit_counts(&out);
     assert!(committed > 0, "{ctx}");
-    assert_eq!(on_gpu, 0, "{ctx}");
+    assert_eq!((on_gpu, in_gpu_memory), (0, 0), "{ctx}");
     // op(A), op(B) and D of the first call (C too where beta is not zero), then none
-    assert!((3..=4).contains(&disagreed), "{ctx}");
+    assert!((1..=4).contains(&disagreed), "{ctx}");
     assert!(
         out.transcript()
             .contains("the rest of this session's calls are hashed on the host"),
@@ -2951,10 +2975,28 @@ fn commit_mode_calls_not_retained_are_gaps_that_fail_the_policy() {
     assert!(format!("{r}").contains("NotRetained"), "{ctx}");
     assert_eq!(check.code, Some(1), "{ctx}");
 
-    // A pinned ring too small for those calls (a setting of the audited machine): they
+    // A pinned ring too small for those calls: they are kept in GPU memory instead,
+    // where only their leaf hashes and checked vectors need pinned memory, and pass.
+    let ring = [("MMAUDIT_RING_MB", "1".to_string())];
+    let (out, r, _) = commit_run(
+        "commit-small-pinned-ring",
+        "llama_workload",
+        &args,
+        1_000_000,
+        &ring,
+        None,
+    );
+    let ctx = format!("{}\n{r:#}", out.transcript());
+    assert_eq!(r["verdict"], "pass", "{ctx}");
+    assert_eq!(r["uncommitted"].as_u64(), Some(0), "{ctx}");
+
+    // Both rings too small for those calls (settings of the audited machine): they
     // cannot be gathered, so they are not committed, and the default --max-uncommitted
     // fails the run. The report says why in the prover's words.
-    let ring = [("MMAUDIT_RING_MB", "1".to_string())];
+    let ring = [
+        ("MMAUDIT_RING_MB", "1".to_string()),
+        ("MMAUDIT_RETAIN_MB", "1".to_string()),
+    ];
     let (out, r, check) = commit_run(
         "commit-small-ring",
         "llama_workload",
@@ -3006,9 +3048,12 @@ fn commit_mode_rings_default_to_room_for_calls_larger_than_64_mib() {
     assert_eq!(r["uncommitted"].as_u64(), Some(0), "{ctx}");
     assert_nothing_wrong(&r, &ctx);
     assert_eq!(check.code, Some(0), "{ctx}");
-    // Present: the sampling default set explicitly is honoured, and the MLP calls are
-    // not committed.
-    let ring = [("MMAUDIT_RING_MB", "64".to_string())];
+    // Present: the sampling default set explicitly is honoured, and with a GPU
+    // retention ring too small for them too, the MLP calls are not committed.
+    let ring = [
+        ("MMAUDIT_RING_MB", "64".to_string()),
+        ("MMAUDIT_RETAIN_MB", "64".to_string()),
+    ];
     let (out, r, _) = commit_run(
         "commit-64-ring",
         "llama_workload",
@@ -3063,8 +3108,9 @@ fn by_address(out: &Output) -> u64 {
 }
 
 /// The library's commit-mode exit line: calls committed, those whose op(A) was bound by
-/// its address, those hashed on the GPU, and operands whose GPU hashes disagreed.
-fn commit_counts(out: &Output) -> [u64; 4] {
+/// its address, those hashed on the GPU, operands whose GPU hashes disagreed, and calls
+/// kept in GPU memory.
+fn commit_counts(out: &Output) -> [u64; 5] {
     let t = out.transcript();
     let counts = (|| {
         let line = t.split("; commit mode: ").nth(1)?;
@@ -3083,6 +3129,7 @@ fn commit_counts(out: &Output) -> [u64; 4] {
             n(" with op(A) found")?,
             n(" hashed on the GPU")?,
             n(" operands whose GPU hashes disagreed")?,
+            n(" kept in GPU memory")?,
         ])
     })();
     counts.unwrap_or_else(|| panic!("no commit-mode exit line\n{t}"))
@@ -3139,7 +3186,7 @@ fn commit_mode_binds_held_weights_by_reference() {
     assert!(by_address(&out) >= 2 * 11, "{ctx}");
     // A call whose op(A) is bound by its address still has op(B) and D hashed
     // on the GPU (the leaf jobs of B, C and D do not depend on op(A) being whole).
-    let [committed, _, on_gpu, disagreed] = commit_counts(&out);
+    let [committed, _, on_gpu, disagreed, _] = commit_counts(&out);
     assert_eq!(
         (on_gpu, disagreed),
         (committed, 0),
@@ -3242,7 +3289,7 @@ fn commit_mode_passes_every_entry_point_many_threads_and_a_slow_gpu() {
         assert_eq!(r["verified"], r["sampled"], "{ctx}");
         assert!(r["sampled"].as_u64().unwrap_or(0) > 10, "{ctx}");
         assert_eq!(check.code, Some(0), "{ctx}");
-        let [committed, _, on_gpu, disagreed] = commit_counts(&out);
+        let [committed, _, on_gpu, disagreed, _] = commit_counts(&out);
         assert_eq!((on_gpu, disagreed), (committed, 0), "{ctx}");
     }
 }

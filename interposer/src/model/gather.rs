@@ -139,6 +139,10 @@ struct Template {
     ni: u32,
     nj: u32,
     elem: u32,
+    /// `src` is an offset in the call's device retention slot ([`DeviceLayout`]).
+    src_on_device: bool,
+    /// `out` is an offset in the call's device retention slot, not in its pinned slot.
+    out_on_device: bool,
 }
 
 /// Where op(A) of a call lies, as far as telling the same stored weights apart goes:
@@ -363,6 +367,41 @@ const MAX_COMMIT_BLOCKS_X: u64 = 4096;
 /// whatever the vectors' length.
 pub const MAX_WHOLE_VECTORS: u64 = 1 << 20;
 
+/// One operand of a whole call kept in device memory: its vectors back to back,
+/// `[batch member][vector]`, each contiguous (C and D as columns).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceSide {
+    /// Byte range in the device slot.
+    pub range: Range<usize>,
+    /// Bytes of one vector.
+    pub width: usize,
+    /// Bytes of one element.
+    pub elem: u32,
+    /// Vectors (batch members times vectors per member).
+    pub count: usize,
+    /// The vector also copied into the pinned slot, for the host's check of the GPU's
+    /// leaf hash of it, and where that copy lies in the pinned slot.
+    pub check: usize,
+    /// Where the copy of vector `check` lies in the pinned slot.
+    pub check_at: Range<usize>,
+}
+
+/// Commit mode: what of a whole call lies in its slot of the device retention ring.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceLayout {
+    /// Bytes of the device slot.
+    pub len: usize,
+    /// The slot's device address ([`SlotLayout::place_device`]; 0 until placed).
+    pub base: u64,
+    /// op(A) rows, op(B) columns, C columns, D columns; `None`: in the pinned slot
+    /// (or absent).
+    pub sides: [Option<DeviceSide>; 4],
+}
+
+/// Every vector of a device-kept operand starts at a multiple of this in the device
+/// slot (the gather's element stores stay aligned, the opening's reads coalesce).
+const DEVICE_ALIGN: usize = 256;
+
 /// What a sampled call's gather covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Pick {
@@ -402,6 +441,9 @@ pub struct SlotLayout {
     /// Commit mode: the jobs that hash the whole call's vectors on the GPU
     /// ([`SlotLayout::hashing_leaves`]).
     pub leaves: Option<LeafJobs>,
+    /// Commit mode: the whole call's vectors go to a slot of the context's retention
+    /// ring in device memory, not to this pinned slot ([`SlotLayout::to_device`]).
+    pub device: Option<DeviceLayout>,
     /// The largest element count of one job (for the launch grid).
     pub max_elements: u64,
     k: u64,
@@ -503,6 +545,8 @@ impl SlotLayout {
                 ni: nr,
                 nj: nc,
                 elem: c.elem,
+                src_on_device: false,
+                out_on_device: false,
             });
         }
         if k > 0 {
@@ -525,6 +569,8 @@ impl SlotLayout {
                 ni: nr,
                 nj: per_row,
                 elem: a.elem,
+                src_on_device: false,
+                out_on_device: false,
             });
             if let Some(h) = &held {
                 let members = count(call.batch, "batch members")?;
@@ -545,6 +591,8 @@ impl SlotLayout {
                     ni: 1,
                     nj: k,
                     elem: a.elem,
+                    src_on_device: false,
+                    out_on_device: false,
                 });
             }
             let b = &spec.b;
@@ -564,6 +612,8 @@ impl SlotLayout {
                 ni: nc,
                 nj: k,
                 elem: b.elem,
+                src_on_device: false,
+                out_on_device: false,
             });
         } else {
             fields.a_rows = 0..0;
@@ -585,6 +635,8 @@ impl SlotLayout {
             ni: nr,
             nj: nc,
             elem: d.elem,
+            src_on_device: false,
+            out_on_device: false,
         });
         let single = |src: u64, out: usize, elem: u32| Template {
             src,
@@ -600,6 +652,8 @@ impl SlotLayout {
             ni: 1,
             nj: 1,
             elem,
+            src_on_device: false,
+            out_on_device: false,
         };
         if call.has(flags::BIAS) {
             // bias[r] per plan row; with a bias vector per batch entry, one such
@@ -626,6 +680,8 @@ impl SlotLayout {
                 ni: nr,
                 nj: 1,
                 elem: e,
+                src_on_device: false,
+                out_on_device: false,
             });
         } else {
             fields.bias = 0..0;
@@ -688,6 +744,8 @@ impl SlotLayout {
                     ni: count,
                     nj: 1,
                     elem: 4,
+                    src_on_device: false,
+                    out_on_device: false,
                 });
             }
         }
@@ -742,12 +800,182 @@ impl SlotLayout {
             batches: plan.batches.clone(),
             whole,
             leaves: None,
+            device: None,
             lists_at: [rows_at, cols_at, batches_at],
             max_elements,
             k: call.k,
             a_dtype: call.a.dtype,
             b_dtype: call.b.dtype,
         })
+    }
+
+    /// Commit mode: the same whole-call gather with the operands `sides` names (op(A)
+    /// rows, op(B) columns, C columns, D columns) copied into a slot of the device
+    /// retention ring instead of the pinned slot, C and D laid out as columns; for each,
+    /// one vector (which one moves from call to call) is also copied into the pinned
+    /// slot for the host's check of the GPU's leaf hashes. What stays pinned (a held
+    /// op(A)'s evidence, scalars, bias, scales) is laid out again, packed. `None` when
+    /// this is not a whole call, no side moves, or the leaf hashes were added already
+    /// (call this first).
+    pub fn to_device(&self, sides: [bool; 4]) -> Option<SlotLayout> {
+        if !self.whole || self.leaves.is_some() || self.device.is_some() {
+            return None;
+        }
+        let call = &self.call;
+        let fields = [
+            &self.fields.a_rows,
+            &self.fields.b_cols,
+            &self.fields.c_in,
+            &self.fields.d_out,
+        ];
+        let mut out = self.clone();
+        let mut device = DeviceLayout::default();
+        let mut checks = Vec::new();
+        let salt = call.index.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16;
+        for side in 0..4 {
+            let range = fields[side];
+            if !sides[side] || range.is_empty() || (side == 0 && self.held.is_some()) {
+                continue;
+            }
+            let t = out.templates.iter_mut().find(|t| t.out == range.start)?;
+            // op(A) rows and op(B) columns are k long; C and D columns m.
+            let per = if side >= 2 { call.m } else { call.k };
+            let width = usize::try_from(per.checked_mul(t.elem as u64)?).ok()?;
+            let count = range.len() / width.max(1);
+            if width == 0 || count * width != range.len() {
+                return None;
+            }
+            let at = device.len.next_multiple_of(DEVICE_ALIGN);
+            device.len = at.checked_add(range.len())?;
+            t.out = at;
+            t.out_on_device = true;
+            if side >= 2 {
+                // C and D as columns: i runs over columns, j down a column.
+                std::mem::swap(&mut t.i, &mut t.j);
+                std::mem::swap(&mut t.ni, &mut t.nj);
+                std::mem::swap(&mut t.stride_i, &mut t.stride_j);
+            }
+            let check = (salt % count as u64) as usize;
+            checks.push(Template {
+                src: (at + check * width) as u64,
+                pointer_array: false,
+                out: 0,
+                batch: Axis::Identity,
+                i: Axis::Identity,
+                j: Axis::Identity,
+                batch_stride: 0,
+                stride_i: 0,
+                stride_j: t.elem as i64,
+                nb: 1,
+                ni: 1,
+                nj: (width / t.elem as usize) as u32,
+                elem: t.elem,
+                src_on_device: true,
+                out_on_device: false,
+            });
+            device.sides[side] = Some(DeviceSide {
+                range: at..at + range.len(),
+                width,
+                elem: t.elem,
+                count,
+                check,
+                check_at: 0..0,
+            });
+        }
+        if checks.is_empty() {
+            return None;
+        }
+        // The checks run last, after every copy into the device slot.
+        out.post_jobs += checks.len() as u32;
+        out.templates.extend(checks);
+        // Lay the pinned outputs out again, packed, after the jobs (a whole call has no
+        // index lists).
+        let jobs_len = out.templates.len() * JOB_BYTES;
+        let outputs_at = align8(jobs_len);
+        let mut moved = Vec::new();
+        let mut end = outputs_at;
+        out.max_elements = 0;
+        for t in &mut out.templates {
+            out.max_elements = out
+                .max_elements
+                .max(t.nb as u64 * t.ni as u64 * t.nj as u64);
+            if t.out_on_device {
+                continue;
+            }
+            let bytes = t.nb as usize * t.ni as usize * t.nj as usize * t.elem as usize;
+            let at = align8(end);
+            if !t.src_on_device {
+                moved.push((t.out, at));
+            }
+            t.out = at;
+            end = at + bytes;
+        }
+        let mut check_outs = out
+            .templates
+            .iter()
+            .filter(|t| t.src_on_device)
+            .map(|t| t.out..t.out + t.nj as usize * t.elem as usize);
+        for side in device.sides.iter_mut().flatten() {
+            side.check_at = check_outs.next()?;
+        }
+        let place = |r: &mut Range<usize>| {
+            *r = match moved.iter().find(|(from, _)| *from == r.start) {
+                Some(&(_, to)) if r.end > r.start => to..to + r.len(),
+                _ => 0..0,
+            }
+        };
+        let f = &mut out.fields;
+        for (side, r) in [&mut f.a_rows, &mut f.b_cols, &mut f.c_in, &mut f.d_out]
+            .into_iter()
+            .enumerate()
+        {
+            if device.sides[side].is_some() {
+                *r = 0..0;
+            } else {
+                place(r);
+            }
+        }
+        for r in [
+            &mut f.a_spot,
+            &mut f.bias,
+            &mut f.scale_rows,
+            &mut f.scale_cols,
+        ] {
+            place(r);
+        }
+        for r in [&mut f.alpha, &mut f.beta]
+            .into_iter()
+            .chain(f.scales.iter_mut())
+            .flatten()
+        {
+            place(r);
+        }
+        out.lists_at = [jobs_len; 3];
+        out.len = end;
+        out.device = Some(device);
+        Some(out)
+    }
+
+    /// Sets the device address of the call's retention slot ([`SlotLayout::to_device`]).
+    pub fn place_device(&mut self, base: u64) {
+        if let Some(d) = &mut self.device {
+            d.base = base;
+        }
+    }
+
+    /// The copies of the checked vectors ([`DeviceSide::check`]) the slot's `bytes`
+    /// hold once the gather completed: op(A), op(B), C, D.
+    pub fn device_checks(&self, bytes: &[u8]) -> [Option<Vec<u8>>; 4] {
+        let mut out: [Option<Vec<u8>>; 4] = Default::default();
+        if let Some(d) = &self.device {
+            for (o, side) in out.iter_mut().zip(&d.sides) {
+                *o = side
+                    .as_ref()
+                    .and_then(|s| bytes.get(s.check_at.clone()))
+                    .map(<[u8]>::to_vec);
+            }
+        }
+        out
     }
 
     /// Adds the jobs that hash the whole call's vectors on the GPU ([`LeafJobs`]), when
@@ -869,11 +1097,16 @@ impl SlotLayout {
             Axis::Cols => base + self.lists_at[1] as u64,
             Axis::Batches => base + self.lists_at[2] as u64,
         };
+        let device = self.device.as_ref().map_or(0, |d| d.base);
         self.templates
             .iter()
             .map(|t| Job {
-                src: t.src,
-                out: base + t.out as u64,
+                src: if t.src_on_device {
+                    device + t.src
+                } else {
+                    t.src
+                },
+                out: if t.out_on_device { device } else { base } + t.out as u64,
                 batch_idx: list(t.batch),
                 idx_i: list(t.i),
                 idx_j: list(t.j),

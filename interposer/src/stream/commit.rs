@@ -18,12 +18,16 @@
 //! The vectors of a direct call are hashed on the GPU where they lie
 //! (`mmaudit_commit_leaves`, [`crate::model::gather::SlotLayout::hashing_leaves`]); the
 //! background thread builds the trees over those leaf hashes, checking one vector per
-//! operand against its own hash ([`Hashing::commit`]). What this version does not do yet
-//! (docs/COMMIT.md, "What is left"): the whole call still travels to pinned host memory
-//! and is kept there, where the design keeps it in device memory; graph replays are
-//! hashed on the host.
+//! operand against its own hash ([`Hashing::commit`]). Where the context's retention
+//! ring in device memory has room, the call's operands are copied there instead of to
+//! pinned host memory ([`crate::gpu::Retained`]): the host then keeps only the trees, and
+//! an opening gathers the challenged vectors from device memory on the library's own
+//! stream ([`CommitSession::poll_openings`]). What this version does not do yet
+//! (docs/COMMIT.md, "What is left"): graph replays are gathered to host memory and
+//! hashed there.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use mmaudit_protocol::call::GemmCall;
 use mmaudit_protocol::commit::frames::{Challenge, ChallengeFrame, ChallengeReader};
@@ -37,7 +41,18 @@ use mmaudit_protocol::record::{
 use mmaudit_protocol::schedule::Plan;
 use mmaudit_protocol::stream::MAC_LEN;
 
-use crate::model::gather::{HeldA, HeldKey, HeldRef, Leaves};
+use crate::gpu::{OpeningGather, Picks, Retained};
+use crate::model::gather::{DeviceSide, HeldA, HeldKey, HeldRef, Leaves};
+
+/// Cleared for good once the GPU's leaf hashes disagreed with the host's check of one
+/// vector: from then on no call is kept in device memory (its vectors could then only
+/// be committed from those leaves), and every later call is hashed on the host.
+static LEAVES_TRUSTED: AtomicBool = AtomicBool::new(true);
+
+/// Whether the GPU's leaf hashes are still used (see [`LEAVES_TRUSTED`]).
+pub fn leaves_trusted() -> bool {
+    LEAVES_TRUSTED.load(Ordering::Relaxed)
+}
 
 /// One operand side (op(A) or op(B)) as kept.
 enum KeptSide {
@@ -75,10 +90,20 @@ impl KeptSide {
         }
     }
 
-    /// The opening of vectors `picks` of the plan's batch entries (`per` a member).
-    fn open(&self, per: u64, batches: &[u64], picks: &[u64]) -> OpenedSide {
+    /// The opening of vectors `picks` of the plan's batch entries (`per` a member);
+    /// `fetched`: the vectors, fetched from device memory where they are kept.
+    fn open(
+        &self,
+        per: u64,
+        batches: &[u64],
+        picks: &[u64],
+        fetched: Option<Vec<u8>>,
+    ) -> OpenedSide {
         match self {
-            KeptSide::Inline(v) => OpenedSide::Inline(v.open(per, batches, picks)),
+            KeptSide::Inline(v) => OpenedSide::Inline(match fetched {
+                Some(f) => v.open_with(per, batches, picks, f),
+                None => v.open(per, batches, picks),
+            }),
             KeptSide::Reference {
                 tensor,
                 matrices,
@@ -111,6 +136,15 @@ struct Kept {
     d: CommittedVectors,
     small: SmallData,
     bytes: usize,
+    /// The operands kept in device memory (their trees are above).
+    device: Option<Retained>,
+}
+
+/// An opening whose vectors are being gathered from device memory.
+struct PendingOpening {
+    kept: Kept,
+    plan: Plan,
+    gather: OpeningGather,
 }
 
 impl Kept {
@@ -150,17 +184,47 @@ impl Kept {
             + 1024
     }
 
-    fn opening(&self, plan: &Plan) -> Opening {
+    /// The opening of `plan`; `fetched`: the vectors of op(A), op(B), C, D gathered from
+    /// device memory, for the operands kept there.
+    fn opening(&self, plan: &Plan, fetched: [Option<Vec<u8>>; 4]) -> Opening {
         let call = &self.call;
         let bs = &plan.batches;
+        let [fa, fb, fc, fd] = fetched;
+        let columns = |v: &CommittedVectors, f: Option<Vec<u8>>| match f {
+            Some(f) => v.open_with(call.n, bs, &plan.cols, f),
+            None => v.open(call.n, bs, &plan.cols),
+        };
         Opening {
             index: call.index,
-            a: self.a.open(call.m, bs, &plan.rows),
-            b: self.b.open(call.n, bs, &plan.cols),
-            c: self.c.open(call.n, bs, &plan.cols),
-            d: self.d.open(call.n, bs, &plan.cols),
+            a: self.a.open(call.m, bs, &plan.rows, fa),
+            b: self.b.open(call.n, bs, &plan.cols, fb),
+            c: columns(&self.c, fc),
+            d: columns(&self.d, fd),
             small: self.small.clone(),
         }
+    }
+
+    /// The vectors of `plan` to gather from device memory, per operand kept there.
+    fn picks<'a>(&self, plan: &'a Plan) -> [Option<Picks<'a>>; 4] {
+        let call = &self.call;
+        let on = |i: usize| {
+            self.device
+                .as_ref()
+                .is_some_and(|d| d.layout.sides[i].is_some())
+        };
+        let pick = |i: usize, per: u64, picks: &'a [u64]| {
+            on(i).then_some(Picks {
+                per,
+                batches: &plan.batches,
+                picks,
+            })
+        };
+        [
+            pick(0, call.m, &plan.rows),
+            pick(1, call.n, &plan.cols),
+            pick(2, call.n, &plan.cols).filter(|_| call.reads_c()),
+            pick(3, call.n, &plan.cols),
+        ]
     }
 }
 
@@ -198,6 +262,8 @@ pub struct CommitTotals {
     /// Operands whose GPU leaf hashes disagreed with the host's hash of a vector: they
     /// were hashed on the host instead.
     pub leaf_mismatches: u64,
+    /// Calls kept in device memory (at least one operand).
+    pub on_device: u64,
 }
 
 impl CommitTotals {
@@ -210,6 +276,7 @@ impl CommitTotals {
         self.by_address += other.by_address;
         self.gpu_hashed += other.gpu_hashed;
         self.leaf_mismatches += other.leaf_mismatches;
+        self.on_device += other.on_device;
     }
 }
 
@@ -229,6 +296,8 @@ pub struct CommitSession {
     dropped: BTreeSet<u64>,
     /// The GPU's leaf hashes disagreed with the library's check once: not used again.
     leaves_distrusted: bool,
+    /// Openings being gathered from device memory.
+    pending: Vec<PendingOpening>,
     /// Counters.
     pub totals: CommitTotals,
 }
@@ -289,6 +358,39 @@ impl Hashing {
     }
 }
 
+impl Hashing {
+    /// Commits to the vectors of an operand kept in device memory (`side`), from
+    /// `leaves`, the GPU's hashes of them, when the host's hash of the checked vector
+    /// (`check`, its copy) agrees. Otherwise the call cannot be committed: its vectors
+    /// are not in host memory to be hashed here.
+    fn device(
+        &mut self,
+        what: &str,
+        side: &DeviceSide,
+        leaves: Option<Vec<commit::Hash>>,
+        check: Option<&[u8]>,
+    ) -> Result<CommittedVectors, String> {
+        let Some(leaves) = leaves.filter(|l| l.len() == side.count) else {
+            return Err(format!(
+                "{what} is kept in device memory and its leaf hashes were not computed there"
+            ));
+        };
+        match (check, leaves.get(side.check)) {
+            (Some(v), Some(leaf)) if commit::leaf_hash(v) == *leaf => {
+                self.gpu += 1;
+                CommittedVectors::elsewhere(side.width, side.count, leaves)
+            }
+            _ => {
+                self.mismatches += 1;
+                Err(format!(
+                    "the GPU's leaf hash of vector {} of {what} disagrees with the library's own hash of it; the operand is kept in device memory, so it cannot be hashed on the host",
+                    side.check
+                ))
+            }
+        }
+    }
+}
+
 /// Checks that `v` holds `count` vectors of `width` bytes.
 fn fits(what: &str, v: &[u8], count: u64, width: u64) -> Result<(), String> {
     match count.checked_mul(width) {
@@ -313,6 +415,7 @@ impl CommitSession {
             held_back: BTreeMap::new(),
             dropped: BTreeSet::new(),
             leaves_distrusted: false,
+            pending: Vec::new(),
             totals: CommitTotals::default(),
         }
     }
@@ -320,7 +423,7 @@ impl CommitSession {
     /// True while a committed call waits for the verifier's judgement (a challenge
     /// frame whose `through` reaches it): the stream must not end before.
     pub fn awaiting(&self) -> bool {
-        !self.unjudged.is_empty()
+        !self.unjudged.is_empty() || !self.pending.is_empty()
     }
 
     /// Bytes kept.
@@ -333,9 +436,11 @@ impl CommitSession {
     /// `table` are bound by reference, and op(A)'s address (`a_key`) is then remembered
     /// ([`crate::held`]). With `held`, op(A) was gathered as that tensor's evidence and a
     /// spot row, which must still match it. `leaves` are the leaf hashes the GPU
-    /// computed, where it did ([`Hashing::commit`]). An error says why the call cannot
-    /// be committed (its data does not have the call's shape, or the spot row no longer
-    /// matches).
+    /// computed, where it did ([`Hashing::commit`]); `device`: the operands copied into
+    /// device memory instead of `sample` ([`Hashing::device`]). An error says why the
+    /// call cannot be committed (its data does not have the call's shape, the spot row
+    /// no longer matches, or a kept-in-device operand's leaf hashes fail the check).
+    #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &mut self,
         call: GemmCall,
@@ -344,6 +449,7 @@ impl CommitSession {
         a_key: Option<HeldKey>,
         held: Option<(HeldA, Vec<u8>)>,
         leaves: Leaves,
+        device: Option<Retained>,
     ) -> Result<Record, String> {
         // A GPU whose leaf hashes disagreed once is not trusted with the session's
         // later calls: an unchecked wrong leaf would fail an honest opening.
@@ -373,75 +479,97 @@ impl CommitSession {
             ..
         } = sample;
         let (m, n, k, batch) = (call.m, call.n, call.k, call.batch);
-        let mut side = |data: OperandData, dtype, count: u64, what: &str, leaves| {
-            let OperandData::Inline(bytes) = data else {
-                return Err(format!("{what}: gathered as a reference, not whole"));
-            };
-            let width = k.saturating_mul(dtype_size(dtype));
-            fits(what, &bytes, batch.saturating_mul(count), width)?;
-            let all: Vec<u64> = (0..count).collect();
-            if let Some(OperandData::Reference {
-                tensor,
-                matrices,
-                evidence,
-            }) = table.and_then(|t| t.reference(dtype, k, &all, batch as usize, &bytes))
-            {
-                return Ok(KeptSide::Reference {
+        // Operand `i` as kept in device memory: where, and the host's copy of the
+        // vector that checks the GPU's leaf hashes.
+        let kept_on_device = |i: usize| {
+            let d = device.as_ref()?;
+            Some((d.layout.sides[i].clone()?, d.checks[i].clone()))
+        };
+        let sides = (|| -> Result<_, String> {
+            let mut side = |data: OperandData, dtype, count: u64, what: &str, leaves, i: usize| {
+                if let Some((ds, check)) = kept_on_device(i) {
+                    return hashing
+                        .device(what, &ds, leaves, check.as_deref())
+                        .map(KeptSide::Inline);
+                }
+                let OperandData::Inline(bytes) = data else {
+                    return Err(format!("{what}: gathered as a reference, not whole"));
+                };
+                let width = k.saturating_mul(dtype_size(dtype));
+                fits(what, &bytes, batch.saturating_mul(count), width)?;
+                let all: Vec<u64> = (0..count).collect();
+                if let Some(OperandData::Reference {
                     tensor,
                     matrices,
-                    first: evidence,
-                    elem: dtype_size(dtype) as usize,
-                });
-            }
-            hashing
-                .commit(bytes, (batch * count) as usize, leaves, salt)
-                .map(KeptSide::Inline)
-        };
-        let held_a = held.is_some();
-        let a = match held {
-            Some((h, spot)) => held_side(&call, table, h, &spot, a_rows)?,
-            None => side(a_rows, call.a.dtype, m, "op(A)", a_leaves)?,
-        };
-        // The tensor op(A) is found to be, whole or from spot rows, is remembered where
-        // op(A) lies.
-        if let (
-            Some(key),
-            KeptSide::Reference {
-                tensor, matrices, ..
-            },
-        ) = (a_key, &a)
-        {
-            crate::held::remember(
-                key,
-                HeldRef {
-                    tensor: *tensor,
-                    matrices: matrices.clone(),
+                    evidence,
+                }) = table.and_then(|t| t.reference(dtype, k, &all, batch as usize, &bytes))
+                {
+                    return Ok(KeptSide::Reference {
+                        tensor,
+                        matrices,
+                        first: evidence,
+                        elem: dtype_size(dtype) as usize,
+                    });
+                }
+                hashing
+                    .commit(bytes, (batch * count) as usize, leaves, salt)
+                    .map(KeptSide::Inline)
+            };
+            let held_a = held.is_some();
+            let a = match held {
+                Some((h, spot)) => held_side(&call, table, h, &spot, a_rows)?,
+                None => side(a_rows, call.a.dtype, m, "op(A)", a_leaves, 0)?,
+            };
+            // The tensor op(A) is found to be, whole or from spot rows, is remembered
+            // where op(A) lies.
+            if let (
+                Some(key),
+                KeptSide::Reference {
+                    tensor, matrices, ..
                 },
-            );
-        }
-        self.totals.by_address += held_a as u64;
-        let b = side(b_cols, call.b.dtype, n, "op(B)", b_leaves)?;
-        let mut entries = |data: Vec<u8>, dtype, what: &str, leaves| {
-            let elem = dtype_size(dtype);
-            fits(what, &data, batch.saturating_mul(n), m.saturating_mul(elem))?;
-            let cols = columns(&data, batch as usize, m as usize, n as usize, elem as usize);
-            hashing.commit(cols, (batch * n) as usize, leaves, salt)
-        };
-        let c = if call.reads_c() {
-            entries(c_in, call.c.dtype, "C", c_leaves)?
-        } else {
-            CommittedVectors::none()
-        };
-        let d = entries(d_out, call.d.dtype, "D", d_leaves)?;
+            ) = (a_key, &a)
+            {
+                crate::held::remember(
+                    key,
+                    HeldRef {
+                        tensor: *tensor,
+                        matrices: matrices.clone(),
+                    },
+                );
+            }
+            let b = side(b_cols, call.b.dtype, n, "op(B)", b_leaves, 1)?;
+            let mut entries = |data: Vec<u8>, dtype, what: &str, leaves, i: usize| {
+                if let Some((ds, check)) = kept_on_device(i) {
+                    return hashing.device(what, &ds, leaves, check.as_deref());
+                }
+                let elem = dtype_size(dtype);
+                fits(what, &data, batch.saturating_mul(n), m.saturating_mul(elem))?;
+                let cols = columns(&data, batch as usize, m as usize, n as usize, elem as usize);
+                hashing.commit(cols, (batch * n) as usize, leaves, salt)
+            };
+            let c = if call.reads_c() {
+                entries(c_in, call.c.dtype, "C", c_leaves, 2)?
+            } else {
+                CommittedVectors::none()
+            };
+            let d = entries(d_out, call.d.dtype, "D", d_leaves, 3)?;
+            Ok((a, b, c, d, held_a))
+        })();
         self.totals.gpu_hashed += (hashing.gpu > 0) as u64;
         self.totals.leaf_mismatches += hashing.mismatches;
-        if hashing.mismatches > 0 && !self.leaves_distrusted {
-            self.leaves_distrusted = true;
-            crate::log::emit(
-                crate::log::Level::Warn,
-                &format!("call {}: the GPU's leaf hashes of an operand disagree with the library's own hash of one of its vectors; the rest of this session's calls are hashed on the host", call.index),
-            );
+        if hashing.mismatches > 0 {
+            LEAVES_TRUSTED.store(false, Ordering::Relaxed);
+            if !self.leaves_distrusted {
+                self.leaves_distrusted = true;
+                crate::log::emit(
+                    crate::log::Level::Warn,
+                    &format!("call {}: the GPU's leaf hashes of an operand disagree with the library's own hash of one of its vectors; the rest of this session's calls are hashed on the host", call.index),
+                );
+            }
         }
+        let (a, b, c, d, held_a) = sides?;
+        self.totals.by_address += held_a as u64;
+        self.totals.on_device += device.is_some() as u64;
         let small = SmallData {
             alpha,
             beta,
@@ -462,7 +590,8 @@ impl CommitSession {
         };
         let commitment = commit::call_commitment(&call, &binding);
         let index = call.index;
-        // The entry itself and its allocations count too.
+        // The entry itself and its allocations count too (what is kept in device memory
+        // does not: the device ring bounds it).
         let bytes = std::mem::size_of::<Kept>()
             + KEPT_ALLOCATIONS * ALLOCATION_OVERHEAD
             + a.held_bytes()
@@ -487,6 +616,7 @@ impl CommitSession {
                     d,
                     small,
                     bytes,
+                    device,
                 },
             );
             self.kept_bytes += bytes;
@@ -534,11 +664,49 @@ impl CommitSession {
         let mut room = room;
         for frame in self.frames(bytes)? {
             for c in frame.challenges {
-                room = queue(self.answer(c, room));
+                if let Some(answer) = self.answer(c, room) {
+                    room = queue(answer);
+                }
             }
             self.release(frame.through);
         }
         Ok(())
+    }
+
+    /// The answers whose vectors have come from device memory since the last call
+    /// (openings, or "not retained" gaps when the gather failed).
+    pub fn poll_openings(&mut self) -> Vec<Record> {
+        let mut done = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            let Some(result) = self.pending[i].gather.poll() else {
+                i += 1;
+                continue;
+            };
+            let p = self.pending.swap_remove(i);
+            done.push(match result {
+                Ok(fetched) => {
+                    self.totals.opened += 1;
+                    Record::Opening(Box::new(p.kept.opening(&p.plan, fetched)))
+                }
+                Err(e) => {
+                    self.totals.not_retained += 1;
+                    crate::log::emit(
+                        crate::log::Level::Debug,
+                        &format!(
+                            "challenge of call {} answered \"not retained\": {e}",
+                            p.kept.call.index
+                        ),
+                    );
+                    Record::Gap(Gap {
+                        indices: vec![p.kept.call.index],
+                        reason: GapReason::NotRetained,
+                        detail: e,
+                    })
+                }
+            });
+        }
+        done
     }
 
     /// [`CommitSession::answer_bytes`] with room for every answer: the records in order.
@@ -555,8 +723,9 @@ impl CommitSession {
     /// The answer to one challenge: its opening, or a "not retained" gap when the call
     /// is not kept, the plan does not fit it, or the opening would not fit in a frame;
     /// without `room` (the sink's buffer is full) a "sink backpressure" gap, made
-    /// without building the opening.
-    pub fn answer(&mut self, c: Challenge, room: bool) -> Record {
+    /// without building the opening. `None`: the opening's vectors are being gathered
+    /// from device memory, and [`CommitSession::poll_openings`] gives it when they came.
+    pub fn answer(&mut self, c: Challenge, room: bool) -> Option<Record> {
         let kept = self.kept.remove(&c.index);
         if let Some(k) = &kept {
             self.kept_bytes -= k.bytes;
@@ -571,18 +740,36 @@ impl CommitSession {
         let why = match &kept {
             Some(_) if !room => {
                 self.totals.not_retained += 1;
-                return gap(
+                return Some(gap(
                     GapReason::SinkBackpressure,
                     super::sink::BACKPRESSURE.into(),
-                );
+                ));
             }
             Some(k) if plan_fits(&k.call, &c.plan) => {
                 let len = k.opening_len(&c.plan);
-                if len <= MAX_OPENING as u128 {
+                if len > MAX_OPENING as u128 {
+                    format!("the opening would take {len} bytes, more than a frame holds")
+                } else if k.device.is_none() {
                     self.totals.opened += 1;
-                    return Record::Opening(Box::new(k.opening(&c.plan)));
+                    return Some(Record::Opening(Box::new(
+                        k.opening(&c.plan, Default::default()),
+                    )));
+                } else {
+                    let mut k = kept?;
+                    let picks = k.picks(&c.plan);
+                    let retained = k.device.take()?;
+                    match retained.open(picks) {
+                        Ok(gather) => {
+                            self.pending.push(PendingOpening {
+                                kept: k,
+                                plan: c.plan,
+                                gather,
+                            });
+                            return None;
+                        }
+                        Err(e) => e,
+                    }
                 }
-                format!("the opening would take {len} bytes, more than a frame holds")
             }
             Some(_) => "the challenge's plan does not fit the call".to_string(),
             None if self.dropped.remove(&c.index) => format!(
@@ -592,7 +779,14 @@ impl CommitSession {
             None => "the library kept no data for this call".to_string(),
         };
         self.totals.not_retained += 1;
-        gap(GapReason::NotRetained, why)
+        crate::log::emit(
+            crate::log::Level::Debug,
+            &format!(
+                "challenge of call {} answered \"not retained\": {why}",
+                c.index
+            ),
+        );
+        Some(gap(GapReason::NotRetained, why))
     }
 
     /// A frame's `through`: the verifier has judged every call up to it; what it did
@@ -872,7 +1066,7 @@ mod tests {
     /// Commits to `call` gathered whole, its vectors hashed on the host.
     fn commit_whole(s: &mut CommitSession, call: GemmCall) -> Result<Record, String> {
         let w = whole(&call);
-        s.commit(call, w, None, None, None, Leaves::default())
+        s.commit(call, w, None, None, None, Leaves::default(), None)
     }
 
     /// What a sampled gather of `plan` would have carried, picked from the whole.
@@ -970,6 +1164,7 @@ mod tests {
                 None,
                 None,
                 Default::default(),
+                None,
             ) else {
                 panic!("no commitment");
             };
@@ -1067,7 +1262,15 @@ mod tests {
         let w = whole(&call);
         let mut host = CommitSession::new(&test_key(), [0; MAC_LEN], 1 << 30);
         let mut gpu = CommitSession::new(&test_key(), [0; MAC_LEN], 1 << 30);
-        let h = host.commit(call.clone(), w.clone(), None, None, None, Leaves::default());
+        let h = host.commit(
+            call.clone(),
+            w.clone(),
+            None,
+            None,
+            None,
+            Leaves::default(),
+            None,
+        );
         let g = gpu.commit(
             call.clone(),
             w.clone(),
@@ -1075,6 +1278,7 @@ mod tests {
             None,
             None,
             gpu_leaves(&call, &w),
+            None,
         );
         assert_eq!(h.unwrap(), g.unwrap());
         assert_eq!((gpu.totals.gpu_hashed, gpu.totals.leaf_mismatches), (1, 0));
@@ -1095,7 +1299,8 @@ mod tests {
         for h in l0.sides[3].as_mut().unwrap() {
             h[0] ^= 1;
         }
-        s.commit(c0.clone(), w0, None, None, None, l0).unwrap();
+        s.commit(c0.clone(), w0, None, None, None, l0, None)
+            .unwrap();
         assert_eq!((s.totals.gpu_hashed, s.totals.leaf_mismatches), (1, 1));
         let c1 = batched_call(1, (5, 4, 3, 1), DType::F32, DType::F32);
         let (j, plan, commitment, opening) = one_wrong_unchecked_leaf(&mut s, &c1);
@@ -1131,7 +1336,8 @@ mod tests {
         let mut leaves = gpu_leaves(call, &w);
         let j = (checked(call, call.n) + 1) % call.n as usize;
         leaves.sides[3].as_mut().unwrap()[j][0] ^= 1;
-        let Ok(Record::Commitment(c)) = s.commit(call.clone(), w, None, None, None, leaves) else {
+        let Ok(Record::Commitment(c)) = s.commit(call.clone(), w, None, None, None, leaves, None)
+        else {
             panic!("no commitment");
         };
         let plan = Plan {
@@ -1143,7 +1349,7 @@ mod tests {
             index: call.index,
             plan: plan.clone(),
         };
-        let Record::Opening(o) = s.answer(challenge, true) else {
+        let Some(Record::Opening(o)) = s.answer(challenge, true) else {
             panic!("no opening");
         };
         (j, plan, c.commitment, *o)

@@ -65,15 +65,19 @@ pub struct Gathered {
     pub held: Option<(crate::model::gather::HeldA, Vec<u8>)>,
     /// Commit mode: the leaf hashes of the whole call's vectors, computed on the GPU.
     pub leaves: crate::model::gather::Leaves,
+    /// Commit mode: the operands kept in device memory (not in `sample`).
+    pub device: Option<crate::gpu::Retained>,
 }
 
 impl Gathered {
     /// What a completed gather of `layout` left in its slot's `bytes`; with `hashed`,
-    /// the leaf-hash jobs of its layout ran too.
+    /// the leaf-hash jobs of its layout ran too; `device`: the device slot it copied
+    /// the whole call into.
     pub fn from_slot(
         layout: &crate::model::gather::SlotLayout,
         bytes: &[u8],
         hashed: bool,
+        device: Option<crate::gpu::DeviceSlot>,
     ) -> Result<Gathered, String> {
         Ok(Gathered {
             sample: layout.assemble(bytes)?,
@@ -86,6 +90,13 @@ impl Gathered {
             } else {
                 Default::default()
             },
+            device: device
+                .zip(layout.device.clone())
+                .map(|(slot, l)| crate::gpu::Retained {
+                    slot,
+                    layout: l,
+                    checks: layout.device_checks(bytes),
+                }),
         })
     }
 }

@@ -529,6 +529,7 @@ impl Sink {
             a_key,
             held,
             leaves,
+            device,
         } = gathered;
         if let Out::Tcp(TcpOut {
             commit: Some(session),
@@ -543,7 +544,7 @@ impl Sink {
                 let index = sample.index;
                 let record = match call {
                     Some(call) if call.index == index => session
-                        .commit(call, sample, table.as_ref(), a_key, held, leaves)
+                        .commit(call, sample, table.as_ref(), a_key, held, leaves, device)
                         .unwrap_or_else(|e| gap(index, GapReason::NotCommitted, &e)),
                     _ => gap(
                         index,
@@ -555,13 +556,13 @@ impl Sink {
                 return self.push_in_order(record);
             }
         }
-        if held.is_some() {
+        if held.is_some() || device.is_some() {
             // Gathered for a commit-mode session that ended before it arrived: op(A) is
-            // not whole, so it is no sample.
+            // not whole, or the call is in device memory, so it is no sample.
             return self.push(gap(
                 sample.index,
                 GapReason::Internal,
-                "gathered for a commit-mode session (op(A) as evidence only), which has ended",
+                "gathered for a commit-mode session (op(A) as evidence only, or kept in device memory), which has ended",
             ));
         }
         if let (Out::Tcp(t), Some(ops)) = (&self.out, &operands) {
@@ -969,6 +970,18 @@ impl Sink {
     /// frames, whose answers (openings, "not retained" gaps) are queued; otherwise
     /// nothing may come. A closed peer is noticed here, even with nothing to write.
     fn read_verifier(&mut self, now: Instant) {
+        // Openings whose vectors have come from device memory go out first.
+        if let Out::Tcp(TcpOut {
+            commit: Some(session),
+            ..
+        }) = &mut self.out
+        {
+            for answer in session.poll_openings() {
+                if let Some(why) = self.enqueue(answer) {
+                    self.stop.get_or_insert(why);
+                }
+            }
+        }
         let mut buf = [0u8; 16 << 10];
         let mut broken = None;
         // At most 1 MiB a pump: a verifier that floods cannot hold the thread.
@@ -1394,8 +1407,8 @@ fn commit_summary(t: &TcpOut) -> String {
         return String::new();
     }
     format!(
-        "; commit mode: {} calls committed ({} with op(A) found to be a held tensor by its spot rows, not copied; {} hashed on the GPU, {} operands whose GPU hashes disagreed with the host's and were hashed again on the host), {} challenges opened, {} answered \"not retained\", {} kept calls dropped for MMAUDIT_RETAIN_MB",
-        c.committed, c.by_address, c.gpu_hashed, c.leaf_mismatches, c.opened, c.not_retained, c.dropped
+        "; commit mode: {} calls committed ({} with op(A) found to be a held tensor by its spot rows, not copied; {} hashed on the GPU, {} kept in GPU memory, {} operands whose GPU hashes disagreed with the host's and were hashed again on the host), {} challenges opened, {} answered \"not retained\", {} kept calls dropped for MMAUDIT_RETAIN_MB",
+        c.committed, c.by_address, c.gpu_hashed, c.on_device, c.leaf_mismatches, c.opened, c.not_retained, c.dropped
     )
 }
 

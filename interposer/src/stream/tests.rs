@@ -375,6 +375,7 @@ impl Pending for FakeGather {
                 call: None,
                 a_key: None,
                 held: None,
+                device: None,
             }))),
             Some(n) => {
                 *n -= 1;
@@ -1040,6 +1041,7 @@ fn a_commit_mode_hello_gets_commitments_and_openings_that_verify() {
                 call: Some(c),
                 a_key: None,
                 held: None,
+                device: None,
             })
             .is_none());
     }
@@ -1121,6 +1123,7 @@ fn a_commit_mode_stream_does_not_end_before_the_verifier_judged_its_commitments(
         call: Some(c),
         a_key: None,
         held: None,
+        device: None,
     });
     let e = p
         .sink
@@ -1243,6 +1246,7 @@ fn referenced_run(references: bool) -> Sample {
         call: None,
         a_key: None,
         held: None,
+        device: None,
     });
     p.sink
         .finish(Instant::now() + Duration::from_secs(10))
@@ -1297,6 +1301,7 @@ fn a_file_sink_never_sends_references() {
         call: None,
         a_key: None,
         held: None,
+        device: None,
     });
     sink.finish(Instant::now() + Duration::from_secs(1))
         .unwrap();
@@ -2042,6 +2047,7 @@ fn a_reconnect_in_commit_mode_never_carries_old_commitments_into_the_new_segment
             call: Some(c),
             a_key: None,
             held: None,
+            device: None,
         })
         .is_none());
     assert_eq!(p.sink.totals().commitments, 1, "{:?}", p.sink.totals());
@@ -2243,5 +2249,6 @@ fn commit_held(
         Some(key),
         held,
         Default::default(),
+        None,
     )
 }

@@ -74,6 +74,13 @@ pub type MemHostAllocFn = unsafe extern "C" fn(*mut *mut c_void, usize, c_uint) 
 /// `cuMemHostGetDevicePointer_v2`
 pub type MemHostGetDevicePointerFn =
     unsafe extern "C" fn(*mut CuDevicePtr, *mut c_void, c_uint) -> CuResult;
+/// `cuMemAlloc_v2`
+pub type MemAllocFn = unsafe extern "C" fn(*mut CuDevicePtr, usize) -> CuResult;
+/// `cuStreamCreate`
+pub type StreamCreateFn = unsafe extern "C" fn(*mut CuStream, c_uint) -> CuResult;
+/// `CU_STREAM_NON_BLOCKING`: the stream does not synchronise with the legacy default
+/// stream.
+pub const STREAM_NON_BLOCKING: c_uint = 1;
 /// `cuMemFreeHost`
 pub type MemFreeHostFn = unsafe extern "C" fn(*mut c_void) -> CuResult;
 /// `cuEventCreate`

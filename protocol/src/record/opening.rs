@@ -196,6 +196,21 @@ impl CommittedVectors {
         })
     }
 
+    /// Commits to `count` vectors of `width` bytes kept elsewhere (in GPU memory), from
+    /// their leaf hashes: only the tree is built and kept here, and an opening brings
+    /// its vectors ([`CommittedVectors::open_with`]). An error when `leaves` are not
+    /// `count` hashes.
+    pub fn elsewhere(width: usize, count: usize, leaves: Vec<Hash>) -> Result<Self, String> {
+        if leaves.len() != count {
+            return Err(format!("{} leaf hashes for {count} vectors", leaves.len()));
+        }
+        Ok(CommittedVectors {
+            bytes: Vec::new(),
+            width,
+            tree: Tree::new(leaves),
+        })
+    }
+
     /// The width of each of `count` vectors back to back in `bytes`.
     fn width(bytes: &[u8], count: usize) -> Result<usize, String> {
         match (count, bytes.len()) {
@@ -230,6 +245,21 @@ impl CommittedVectors {
     /// Bytes held: the vectors and the tree.
     pub fn held_bytes(&self) -> usize {
         self.bytes.len() + 32 * self.tree.hashes()
+    }
+
+    /// [`CommittedVectors::open`] of vectors kept elsewhere: `vectors` are the opened
+    /// vectors, `[batch][pick]`, as fetched from where they are kept; the paths come
+    /// from the tree.
+    pub fn open_with(
+        &self,
+        per: u64,
+        batches: &[u64],
+        picks: &[u64],
+        vectors: Vec<u8>,
+    ) -> OpenedVectors {
+        let mut out = self.open(per, batches, picks);
+        out.vectors = vectors;
+        out
     }
 
     /// The opening at the plan's batch entries `batches` and indices `picks` (`per`
