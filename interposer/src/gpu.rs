@@ -18,7 +18,7 @@ use mmaudit_protocol::record::GapReason;
 use crate::driver::{Driver, EventState, Handle};
 use crate::log::{self, Level};
 use crate::model::gather::{
-    DeviceLayout, Job, LeafJobs, SlotLayout, COMMIT_JOB_BYTES, FLAG_POINTER_ARRAY, JOB_BYTES,
+    DeviceLayout, LeafJobs, OpeningLayout, Picks, SlotLayout, COMMIT_JOB_BYTES, JOB_BYTES,
 };
 use crate::ring::Ring;
 use crate::stream::{Gathered, Pending, Resolved};
@@ -122,17 +122,6 @@ pub struct Retained {
     pub checks: [Option<Vec<u8>>; 4],
 }
 
-/// Vectors of one kept operand to open: vectors `picks` of batch members `batches`,
-/// `per` vectors a member.
-pub struct Picks<'a> {
-    /// Vectors a batch member.
-    pub per: u64,
-    /// Batch members.
-    pub batches: &'a [u64],
-    /// Vectors of each member.
-    pub picks: &'a [u64],
-}
-
 /// The gather of an opening's vectors from a [`Retained`] call into pinned memory, on
 /// the library's stream; polled by the background thread.
 pub struct OpeningGather {
@@ -154,83 +143,25 @@ impl Retained {
         let Some(ring) = gpu.device_ring() else {
             return Err("the context has no device retention ring".into());
         };
-        // Jobs, then each operand's batch and vector lists, then the outputs.
-        let mut plan = Vec::new();
-        for (side, p) in picks.iter().enumerate() {
-            if let (Some(p), Some(s)) = (p, &self.layout.sides[side]) {
-                plan.push((side, p, s));
-            }
-        }
-        let mut at = plan.len() * JOB_BYTES;
-        let mut lists = Vec::new();
-        for (_, p, _) in &plan {
-            let b = at;
-            at += 8 * p.batches.len();
-            lists.push((b, at));
-            at += 8 * p.picks.len();
-        }
-        let mut outputs: [Option<Range<usize>>; 4] = Default::default();
-        for (side, p, s) in &plan {
-            let start = at.next_multiple_of(8);
-            let n = p.batches.len() * p.picks.len();
-            at = start + n * s.width;
-            outputs[*side] = Some(start..at);
-        }
-        let fits = |n: usize| u32::try_from(n).ok().filter(|&n| n > 0);
-        let Some(slot) = gpu.alloc(at) else {
+        let Some(layout) = OpeningLayout::new(&self.layout, &picks) else {
+            return Err("the opening's plan is empty or too large".into());
+        };
+        let Some(slot) = gpu.alloc(layout.len) else {
             return Err(format!(
-                "no room for the opening's {at} bytes in the {} MiB pinned ring (MMAUDIT_RING_MB)",
+                "no room for the opening's {} bytes in the {} MiB pinned ring (MMAUDIT_RING_MB)",
+                layout.len,
                 gpu.ring_capacity() >> 20
             ));
         };
         let dev = slot.device_address();
         // SAFETY: the slot was just allocated: nobody else uses it until launched.
-        let buf = unsafe { slot.host_bytes() };
-        let mut max = 0u64;
-        for (i, ((side, p, s), (b_at, p_at))) in plan.iter().zip(&lists).enumerate() {
-            let (Some(nb), Some(ni), Some(nj)) = (
-                fits(p.batches.len()),
-                fits(p.picks.len()),
-                fits(s.width / s.elem as usize),
-            ) else {
-                gpu.free(slot.offset);
-                return Err("the opening's plan is empty or too large".into());
-            };
-            for (j, v) in p.batches.iter().enumerate() {
-                buf[b_at + 8 * j..b_at + 8 * j + 8].copy_from_slice(&v.to_le_bytes());
-            }
-            for (j, v) in p.picks.iter().enumerate() {
-                buf[p_at + 8 * j..p_at + 8 * j + 8].copy_from_slice(&v.to_le_bytes());
-            }
-            let job = Job {
-                src: self.slot.address() + s.range.start as u64,
-                out: dev + outputs[*side].as_ref().map_or(0, |r| r.start) as u64,
-                batch_idx: dev + *b_at as u64,
-                idx_i: dev + *p_at as u64,
-                idx_j: 0,
-                batch_stride: (p.per as i64).wrapping_mul(s.width as i64),
-                stride_i: s.width as i64,
-                stride_j: s.elem as i64,
-                nb,
-                ni,
-                nj,
-                elem_size: s.elem,
-                flags: 0,
-            };
-            debug_assert_eq!(job.flags & FLAG_POINTER_ARRAY, 0);
-            max = max.max(job.elements());
-            buf[i * JOB_BYTES..(i + 1) * JOB_BYTES].copy_from_slice(&job.encode());
-        }
+        layout.write(dev, self.slot.address(), unsafe { slot.host_bytes() });
+        let outputs = layout.outputs.clone();
+        let (max, njobs) = (layout.max_elements, layout.jobs);
         let x = max.div_ceil(256).clamp(1, MAX_BLOCKS_X) as u32;
         bind_thread(drv, gpu.ctx);
         let launched = drv
-            .launch_jobs(
-                gpu.function,
-                (x, plan.len() as u32),
-                ring.stream,
-                dev,
-                plan.len() as u32,
-            )
+            .launch_jobs(gpu.function, (x, njobs), ring.stream, dev, njobs)
             .map_err(|e| e.to_string())
             .and_then(|()| gpu.take_event(drv))
             .and_then(|event| match drv.event_record(event, ring.stream) {

@@ -398,6 +398,128 @@ pub struct DeviceLayout {
     pub sides: [Option<DeviceSide>; 4],
 }
 
+/// Vectors of one kept operand to open: vectors `picks` of batch members `batches`,
+/// `per` vectors a member.
+pub struct Picks<'a> {
+    /// Vectors a batch member.
+    pub per: u64,
+    /// Batch members.
+    pub batches: &'a [u64],
+    /// Vectors of each member.
+    pub picks: &'a [u64],
+}
+
+/// The pinned slot of an opening gathered from a call kept in device memory: one
+/// gather job per operand opened there, its batch and vector lists, then the opened
+/// vectors of each, `[batch][pick]`, as an opening carries them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpeningLayout {
+    /// Bytes of the pinned slot.
+    pub len: usize,
+    /// Jobs (at the start of the slot).
+    pub jobs: u32,
+    /// The largest element count of one job (for the launch grid).
+    pub max_elements: u64,
+    /// Where the opened vectors of op(A), op(B), C, D land in the slot.
+    pub outputs: [Option<Range<usize>>; 4],
+    /// Per job: the operand's device range and vector width and element size, the
+    /// offsets of its two lists, its picks.
+    parts: Vec<(
+        DeviceSide,
+        usize,
+        usize,
+        u64,
+        Vec<u64>,
+        Vec<u64>,
+        Range<usize>,
+    )>,
+}
+
+impl OpeningLayout {
+    /// The opening of `picks` (per operand; `None`: not kept in device memory, or not
+    /// opened) from `device`; `None` when nothing is opened or a count does not fit a
+    /// job.
+    pub fn new(device: &DeviceLayout, picks: &[Option<Picks<'_>>; 4]) -> Option<OpeningLayout> {
+        let mut opened = Vec::new();
+        for (p, side) in picks.iter().zip(&device.sides) {
+            if let (Some(p), Some(s)) = (p, side) {
+                opened.push((p, s));
+            }
+        }
+        if opened.is_empty() {
+            return None;
+        }
+        let mut at = opened.len() * JOB_BYTES;
+        let mut parts = Vec::new();
+        let mut outputs: [Option<Range<usize>>; 4] = Default::default();
+        let mut max_elements = 0u64;
+        for (p, s) in &opened {
+            let (nb, ni) = (p.batches.len(), p.picks.len());
+            count(nb as u64, "batch members").ok()?;
+            count(ni as u64, "vectors").ok()?;
+            let nj = count((s.width / s.elem as usize) as u64, "vector length").ok()?;
+            if nb == 0 || ni == 0 || nj == 0 {
+                return None;
+            }
+            // u64 lists must be 8-aligned (the kernel skips a job whose are not), and
+            // the previous operand's vectors may end anywhere.
+            let lists = (align8(at), align8(at) + 8 * nb);
+            at = align8(lists.1 + 8 * ni);
+            let out = at..at + nb * ni * s.width;
+            at = out.end;
+            max_elements = max_elements.max((nb * ni) as u64 * nj as u64);
+            let side = device.sides.iter().position(|d| d.as_ref() == Some(*s))?;
+            outputs[side] = Some(out.clone());
+            parts.push((
+                (*s).clone(),
+                lists.0,
+                lists.1,
+                p.per,
+                p.batches.to_vec(),
+                p.picks.to_vec(),
+                out,
+            ));
+        }
+        Some(OpeningLayout {
+            len: at,
+            jobs: parts.len() as u32,
+            max_elements,
+            outputs,
+            parts,
+        })
+    }
+
+    /// Writes the jobs and lists into the slot's host view `buf` ([`OpeningLayout::len`]
+    /// bytes at least), for a pinned slot at device address `base` and a device slot at
+    /// `device`.
+    pub fn write(&self, base: u64, device: u64, buf: &mut [u8]) {
+        for (i, (s, b_at, p_at, per, batches, picks, out)) in self.parts.iter().enumerate() {
+            for (j, v) in batches.iter().enumerate() {
+                buf[b_at + 8 * j..b_at + 8 * j + 8].copy_from_slice(&v.to_le_bytes());
+            }
+            for (j, v) in picks.iter().enumerate() {
+                buf[p_at + 8 * j..p_at + 8 * j + 8].copy_from_slice(&v.to_le_bytes());
+            }
+            let job = Job {
+                src: device + s.range.start as u64,
+                out: base + out.start as u64,
+                batch_idx: base + *b_at as u64,
+                idx_i: base + *p_at as u64,
+                idx_j: 0,
+                batch_stride: (*per as i64).wrapping_mul(s.width as i64),
+                stride_i: s.width as i64,
+                stride_j: s.elem as i64,
+                nb: batches.len() as u32,
+                ni: picks.len() as u32,
+                nj: (s.width / s.elem as usize) as u32,
+                elem_size: s.elem,
+                flags: 0,
+            };
+            buf[i * JOB_BYTES..(i + 1) * JOB_BYTES].copy_from_slice(&job.encode());
+        }
+    }
+}
+
 /// Every vector of a device-kept operand starts at a multiple of this in the device
 /// slot (the gather's element stores stay aligned, the opening's reads coalesce).
 const DEVICE_ALIGN: usize = 256;

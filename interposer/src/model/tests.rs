@@ -47,9 +47,13 @@ impl Mem {
         u64::from_le_bytes(b)
     }
 
-    /// The kernel's semantics (cuda/gather.cu), element by element.
+    /// The kernel's semantics (cuda/gather.cu), element by element; like the kernel, a
+    /// job whose index lists are not 8-aligned is skipped.
     fn run(&mut self, jobs: &[Job]) {
         for j in jobs {
+            if (j.batch_idx | j.idx_i | j.idx_j) & 7 != 0 {
+                continue;
+            }
             let e = j.elem_size as usize;
             for b in 0..j.nb as u64 {
                 for i in 0..j.ni as u64 {
@@ -937,6 +941,141 @@ fn fill(mem: &mut Mem, d: &Described) {
 }
 
 /// Bytes an operand needs, generously.
+/// Gathers `d` whole into a device slot, as commit mode does when the context's
+/// retention ring has room, and checks it against the whole gather into pinned memory:
+/// the same vectors (C and D as columns), the same leaf hashes, the checked vectors'
+/// copies, the small fields in the pinned slot; then opens a plan from the device slot
+/// and checks the opened vectors.
+fn check_device_whole(mem: &mut Mem, d: &Described, p: &Plan) {
+    use super::gather::{OpeningLayout, Pick, Picks};
+    let call = &d.call;
+    let whole = SlotLayout::with_held(call, &d.gather, &Pick::Whole, None).unwrap();
+    let pinned = whole.clone().hashing_leaves(&d.gather, usize::MAX);
+    let mut dl = whole
+        .to_device([true; 4])
+        .expect("a whole call moves")
+        .hashing_leaves(&d.gather, usize::MAX);
+    assert!(dl.len < pinned.len, "the bulk left the pinned slot");
+    let run = |mem: &mut Mem, l: &SlotLayout| -> Vec<u8> {
+        let slot = mem.alloc(l.len);
+        let mut host = vec![0u8; l.len];
+        l.write(slot, &mut host).unwrap();
+        mem.span(slot, l.len).copy_from_slice(&host);
+        mem.run(&l.jobs(slot));
+        mem.run_commit(&l.commit_jobs(slot));
+        mem.span(slot, l.len).to_vec()
+    };
+    let reference = run(mem, &pinned);
+    let s = pinned.assemble(&reference).unwrap();
+    let device = dl.device.clone().unwrap();
+    let dev = mem.alloc(device.len);
+    dl.place_device(dev);
+    let bytes = run(mem, &dl);
+    let t = dl.assemble(&bytes).unwrap();
+    assert_eq!(
+        dl.leaf_hashes(&bytes),
+        pinned.leaf_hashes(&reference),
+        "leaves"
+    );
+    assert_eq!(
+        (t.alpha, t.beta, t.scale_a, t.scale_b, t.scale_c, t.scale_d),
+        (s.alpha, s.beta, s.scale_a, s.scale_b, s.scale_c, s.scale_d)
+    );
+    assert_eq!(
+        (&t.bias, &t.scale_rows, &t.scale_cols),
+        (&s.bias, &s.scale_rows, &s.scale_cols)
+    );
+    assert!(t.c_in.is_empty() && t.d_out.is_empty());
+    // [batch][row][col] entries as columns, [batch][col][row]
+    let columns = |entries: &[u8], elem: usize| -> Vec<u8> {
+        let (m, n) = (call.m as usize, call.n as usize);
+        let mut out = vec![0u8; entries.len()];
+        for b in 0..call.batch as usize {
+            for r in 0..m {
+                for c in 0..n {
+                    let from = ((b * m + r) * n + c) * elem;
+                    let to = ((b * n + c) * m + r) * elem;
+                    out[to..to + elem].copy_from_slice(&entries[from..from + elem]);
+                }
+            }
+        }
+        out
+    };
+    let (OperandData::Inline(a), OperandData::Inline(b)) = (&s.a_rows, &s.b_cols) else {
+        panic!("the gather sends operands inline");
+    };
+    let expected = [
+        Some(a.clone()),
+        Some(b.clone()),
+        call.reads_c()
+            .then(|| columns(&s.c_in, call.c.dtype.size() as usize)),
+        Some(columns(&s.d_out, call.d.dtype.size() as usize)),
+    ];
+    let checks = dl.device_checks(&bytes);
+    for (i, want) in expected.iter().enumerate() {
+        let side = device.sides[i].as_ref();
+        let Some(want) = want else {
+            assert!(side.is_none(), "side {i}");
+            continue;
+        };
+        let side = side.unwrap_or_else(|| panic!("side {i} kept in device memory"));
+        let got = mem
+            .span(dev + side.range.start as u64, side.range.len())
+            .to_vec();
+        assert_eq!(&got, want, "side {i} in device memory");
+        let v = &want[side.check * side.width..(side.check + 1) * side.width];
+        assert_eq!(checks[i].as_deref(), Some(v), "side {i}'s checked vector");
+    }
+    // An opening of the plan, gathered from the device slot.
+    let on = |i: usize| device.sides[i].is_some();
+    fn pick<'a>(per: u64, p: &'a Plan, x: &'a [u64]) -> Picks<'a> {
+        Picks {
+            per,
+            batches: &p.batches,
+            picks: x,
+        }
+    }
+    let all = [
+        on(0).then(|| pick(call.m, p, &p.rows)),
+        on(1).then(|| pick(call.n, p, &p.cols)),
+        on(2).then(|| pick(call.n, p, &p.cols)),
+        on(3).then(|| pick(call.n, p, &p.cols)),
+    ];
+    let (rows, cols) = (&p.rows, &p.cols);
+    let o = OpeningLayout::new(&device, &all).expect("an opening");
+    let slot = mem.alloc(o.len);
+    let mut host = vec![0u8; o.len];
+    o.write(slot, dev, &mut host);
+    mem.span(slot, o.len).copy_from_slice(&host);
+    let jobs: Vec<Job> = (0..o.jobs as usize)
+        .map(|i| Job::decode(host[i * JOB_BYTES..(i + 1) * JOB_BYTES].try_into().unwrap()))
+        .collect();
+    mem.run(&jobs);
+    for (i, want) in expected.iter().enumerate() {
+        let (Some(want), Some(side)) = (want, &device.sides[i]) else {
+            continue;
+        };
+        let (per, x) = if i == 0 {
+            (call.m, rows)
+        } else {
+            (call.n, cols)
+        };
+        let mut opened = Vec::new();
+        for &b in &p.batches {
+            for &v in x {
+                let at = (b * per + v) as usize * side.width;
+                opened.extend_from_slice(&want[at..at + side.width]);
+            }
+        }
+        let r = o.outputs[i].clone().unwrap();
+        assert_eq!(
+            mem.span(slot + r.start as u64, r.len()),
+            &opened[..],
+            "opened side {i}"
+        );
+    }
+}
+
 fn extent(rows: u64, cols: u64, ld: i64, batch: u64, stride: i64) -> usize {
     (((rows.max(cols) + 2) * ld.unsigned_abs() + 8) * 4 + batch * stride.unsigned_abs() * 4 + 64)
         as usize
@@ -997,6 +1136,7 @@ fn cublas_gathers_match_the_logical_matrices() {
             };
             check_gather(&mut mem, &d, &p);
             check_whole_leaves(&mut mem, &d);
+            check_device_whole(&mut mem, &d, &p);
         }
     }
 }
@@ -1033,6 +1173,7 @@ fn lt_gathers_match_the_logical_matrices() {
                 };
                 check_gather(&mut mem, &d, &p);
                 check_whole_leaves(&mut mem, &d);
+                check_device_whole(&mut mem, &d, &p);
             }
         }
     }

@@ -41,8 +41,8 @@ use mmaudit_protocol::record::{
 use mmaudit_protocol::schedule::Plan;
 use mmaudit_protocol::stream::MAC_LEN;
 
-use crate::gpu::{OpeningGather, Picks, Retained};
-use crate::model::gather::{DeviceSide, HeldA, HeldKey, HeldRef, Leaves};
+use crate::gpu::{OpeningGather, Retained};
+use crate::model::gather::{DeviceSide, HeldA, HeldKey, HeldRef, Leaves, Picks};
 
 /// Cleared for good once the GPU's leaf hashes disagreed with the host's check of one
 /// vector: from then on no call is kept in device memory (its vectors could then only
