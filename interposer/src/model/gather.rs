@@ -422,17 +422,21 @@ pub struct OpeningLayout {
     pub max_elements: u64,
     /// Where the opened vectors of op(A), op(B), C, D land in the slot.
     pub outputs: [Option<Range<usize>>; 4],
-    /// Per job: the operand's device range and vector width and element size, the
-    /// offsets of its two lists, its picks.
-    parts: Vec<(
-        DeviceSide,
-        usize,
-        usize,
-        u64,
-        Vec<u64>,
-        Vec<u64>,
-        Range<usize>,
-    )>,
+    /// One per job.
+    parts: Vec<OpenedPart>,
+}
+
+/// One operand of an [`OpeningLayout`]: where it is kept, where its two lists and its
+/// opened vectors lie in the pinned slot, and what is opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct OpenedPart {
+    side: DeviceSide,
+    batches_at: usize,
+    picks_at: usize,
+    per: u64,
+    batches: Vec<u64>,
+    picks: Vec<u64>,
+    out: Range<usize>,
 }
 
 impl OpeningLayout {
@@ -470,15 +474,15 @@ impl OpeningLayout {
             max_elements = max_elements.max((nb * ni) as u64 * nj as u64);
             let side = device.sides.iter().position(|d| d.as_ref() == Some(*s))?;
             outputs[side] = Some(out.clone());
-            parts.push((
-                (*s).clone(),
-                lists.0,
-                lists.1,
-                p.per,
-                p.batches.to_vec(),
-                p.picks.to_vec(),
+            parts.push(OpenedPart {
+                side: (*s).clone(),
+                batches_at: lists.0,
+                picks_at: lists.1,
+                per: p.per,
+                batches: p.batches.to_vec(),
+                picks: p.picks.to_vec(),
                 out,
-            ));
+            });
         }
         Some(OpeningLayout {
             len: at,
@@ -493,24 +497,27 @@ impl OpeningLayout {
     /// bytes at least), for a pinned slot at device address `base` and a device slot at
     /// `device`.
     pub fn write(&self, base: u64, device: u64, buf: &mut [u8]) {
-        for (i, (s, b_at, p_at, per, batches, picks, out)) in self.parts.iter().enumerate() {
-            for (j, v) in batches.iter().enumerate() {
-                buf[b_at + 8 * j..b_at + 8 * j + 8].copy_from_slice(&v.to_le_bytes());
+        for (i, p) in self.parts.iter().enumerate() {
+            let s = &p.side;
+            for (j, v) in p.batches.iter().enumerate() {
+                let at = p.batches_at + 8 * j;
+                buf[at..at + 8].copy_from_slice(&v.to_le_bytes());
             }
-            for (j, v) in picks.iter().enumerate() {
-                buf[p_at + 8 * j..p_at + 8 * j + 8].copy_from_slice(&v.to_le_bytes());
+            for (j, v) in p.picks.iter().enumerate() {
+                let at = p.picks_at + 8 * j;
+                buf[at..at + 8].copy_from_slice(&v.to_le_bytes());
             }
             let job = Job {
                 src: device + s.range.start as u64,
-                out: base + out.start as u64,
-                batch_idx: base + *b_at as u64,
-                idx_i: base + *p_at as u64,
+                out: base + p.out.start as u64,
+                batch_idx: base + p.batches_at as u64,
+                idx_i: base + p.picks_at as u64,
                 idx_j: 0,
-                batch_stride: (*per as i64).wrapping_mul(s.width as i64),
+                batch_stride: (p.per as i64).wrapping_mul(s.width as i64),
                 stride_i: s.width as i64,
                 stride_j: s.elem as i64,
-                nb: batches.len() as u32,
-                ni: picks.len() as u32,
+                nb: p.batches.len() as u32,
+                ni: p.picks.len() as u32,
                 nj: (s.width / s.elem as usize) as u32,
                 elem_size: s.elem,
                 flags: 0,

@@ -1008,8 +1008,8 @@ fn check_device_whole(mem: &mut Mem, d: &Described, p: &Plan) {
         Some(a.clone()),
         Some(b.clone()),
         call.reads_c()
-            .then(|| columns(&s.c_in, call.c.dtype.size() as usize)),
-        Some(columns(&s.d_out, call.d.dtype.size() as usize)),
+            .then(|| columns(&s.c_in, call.c.dtype.size())),
+        Some(columns(&s.d_out, call.d.dtype.size())),
     ];
     let checks = dl.device_checks(&bytes);
     for (i, want) in expected.iter().enumerate() {
