@@ -421,7 +421,8 @@ def summarize(js):
 _LISTENING = re.compile(r"mmaudit-verify serve: listening on (\S+)[^\n]*\n")  # the whole line
 _COMMIT_EXIT = re.compile(r"commit mode: (\d+) calls committed \((\d+) with op\(A\)[^)]*\), (\d+) challenges "
                           r"opened, (\d+) answered \"not retained\", (\d+) kept calls dropped")
-_COMMIT_GPU = re.compile(r"; (\d+) hashed on the GPU, (\d+) operands whose GPU hashes disagreed")
+_COMMIT_GPU = re.compile(r"; (\d+) hashed on the GPU, (?:(\d+) kept in GPU memory, )?(\d+) operands whose GPU "
+                         r"hashes disagreed")
 _STREAM_EXIT = re.compile(r"stream to .*? finished: (\d+) calls, (\d+) samples, (\d+) gap calls")
 
 
@@ -435,9 +436,10 @@ def serve_address(text):
 def commit_exit_line(text):
     """The library's commit-mode counters from its exit line (MMAUDIT_LOG=info) in a
     run's output: committed, by_address (op(A) found to be a held tensor by its spot
-    rows), opened, not_retained, dropped, gpu_hashed and leaf_mismatches (calls whose
-    vectors the GPU hashed, operands whose GPU hashes disagreed with the host's; None
-    from a library that does not print them), and calls from the same line's 'stream to
+    rows), opened, not_retained, dropped, gpu_hashed, in_gpu_memory and leaf_mismatches
+    (calls whose vectors the GPU hashed, calls kept in the device retention ring,
+    operands whose GPU hashes disagreed with the host's; None from a library that does
+    not print them), and calls from the same line's 'stream to
     ... finished: N calls'; None when no commit-mode exit line is there (the library
     prints the commit part only when it committed a call)."""
     found = None
@@ -450,7 +452,8 @@ def commit_exit_line(text):
             found["calls"] = int(s.group(1)) if s else None
             g = _COMMIT_GPU.search(line)
             found["gpu_hashed"] = int(g.group(1)) if g else None
-            found["leaf_mismatches"] = int(g.group(2)) if g else None
+            found["in_gpu_memory"] = int(g.group(2)) if g and g.group(2) else None
+            found["leaf_mismatches"] = int(g.group(3)) if g else None
     return found
 
 

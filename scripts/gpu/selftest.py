@@ -356,7 +356,8 @@ def commit_end_to_end(orchestrate):
 COMMIT_EXIT = ('mmaudit: stream to tcp://127.0.0.1:40213 finished: 493 calls, 0 samples, 3 gap calls '
                '(0 for backpressure), 0 operands sent as references, 480 commitments, 52 openings, '
                '1234567 bytes; commit mode: 480 calls committed (436 with op(A) found to be a held tensor by its '
-               'spot rows, not copied; 470 hashed on the GPU, 2 operands whose GPU hashes disagreed with the '
+               'spot rows, not copied; 470 hashed on the GPU, 465 kept in GPU memory, 2 operands whose GPU hashes '
+               'disagreed with the '
                'host\'s and were hashed again on the host), 52 challenges opened, 0 answered "not retained", '
                '0 kept calls dropped for MMAUDIT_RETAIN_MB')
 
@@ -373,10 +374,13 @@ def commit_mode_lines():
     assert common.serve_address("") is None
     got = common.commit_exit_line("mmaudit: started\n" + COMMIT_EXIT + "\n")
     assert got == {"committed": 480, "by_address": 436, "opened": 52, "not_retained": 0, "dropped": 0,
-                   "calls": 493, "gpu_hashed": 470, "leaf_mismatches": 2}, got
+                   "calls": 493, "gpu_hashed": 470, "in_gpu_memory": 465, "leaf_mismatches": 2}, got
+    # a library from before calls were kept in GPU memory
+    older = common.commit_exit_line(COMMIT_EXIT.replace(" 465 kept in GPU memory,", ""))
+    assert (older["in_gpu_memory"], older["leaf_mismatches"]) == (None, 2), older
     # a library from before the leaf hashes were computed on the GPU
-    old = COMMIT_EXIT.replace("; 470 hashed on the GPU, 2 operands whose GPU hashes disagreed with the host's and "
-                              "were hashed again on the host", "")
+    old = COMMIT_EXIT.replace("; 470 hashed on the GPU, 465 kept in GPU memory, 2 operands whose GPU hashes "
+                              "disagreed with the host's and were hashed again on the host", "")
     assert common.commit_exit_line(old)["leaf_mismatches"] is None
     # the wording of the parenthesis may change; the counts stay where they are
     other = COMMIT_EXIT.replace("found to be a held tensor by its spot rows, not copied", "bound by its address")

@@ -929,10 +929,11 @@ def step_commit_mode(ctx, res, dl):
     if lib:
         res.table("The library's exit line (MMAUDIT_LOG=info)",
                   ["calls", "committed", "of them op(A) a held tensor bound by its address (not copied)",
-                   "hashed on the GPU", "operands whose GPU hashes disagreed",
+                   "hashed on the GPU", "kept in GPU memory", "operands whose GPU hashes disagreed",
                    "challenges opened", "answered 'not retained'", "kept calls dropped (MMAUDIT_RETAIN_MB)"],
                   [[lib["calls"], lib["committed"], lib["by_address"], lib.get("gpu_hashed"),
-                    lib.get("leaf_mismatches"), lib["opened"], lib["not_retained"], lib["dropped"]]])
+                    lib.get("in_gpu_memory"), lib.get("leaf_mismatches"), lib["opened"], lib["not_retained"],
+                    lib["dropped"]]])
     else:
         res.note("no commit-mode exit line in the audited run's output (see %s)" % rel(run["log"]))
     wt = v.get("weights") or {}
