@@ -134,7 +134,7 @@ pub struct OpeningGather {
 impl Retained {
     /// Launches the gather of `picks` (per operand; `None`: not opened here) from the
     /// device slot into pinned memory. An error says why it cannot be (the opening is
-    /// then a "not retained" gap); `self` is given back with it.
+    /// then a "not retained" gap).
     pub fn open(self, picks: [Option<Picks<'_>>; 4]) -> Result<OpeningGather, String> {
         let Some(drv) = crate::driver::driver() else {
             return Err("libcuda.so.1 could not be loaded".into());

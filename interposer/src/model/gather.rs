@@ -244,6 +244,37 @@ pub struct Fields {
     pub scale_cols: Range<usize>,
 }
 
+impl Fields {
+    /// Calls `f` with every range of the slot's fields.
+    fn each_mut(&mut self, mut f: impl FnMut(&mut Range<usize>)) {
+        for r in [
+            &mut self.a_rows,
+            &mut self.a_spot,
+            &mut self.b_cols,
+            &mut self.c_in,
+            &mut self.d_out,
+            &mut self.bias,
+            &mut self.scale_rows,
+            &mut self.scale_cols,
+        ] {
+            f(r);
+        }
+        for r in [&mut self.alpha, &mut self.beta]
+            .into_iter()
+            .chain(self.scales.iter_mut())
+            .flatten()
+        {
+            f(r);
+        }
+    }
+}
+
+/// The vector of a call's operand of `count` vectors whose copy the host hashes to
+/// check the GPU's leaf hashes: another one at every call (`index`).
+pub fn checked_vector(index: u64, count: usize) -> usize {
+    ((index.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16) % count.max(1) as u64) as usize
+}
+
 /// What the sink needs to offer a sample's operands as references to tensors the
 /// verifier holds: their types, k and the plan's indices (the sample's vectors are in
 /// `[batch][index][k]` order).
@@ -886,26 +917,7 @@ impl SlotLayout {
         let cols_at = rows_at + 8 * plan.rows.len();
         let batches_at = cols_at + 8 * plan.cols.len();
         let outputs_at = align8(batches_at + 8 * plan.batches.len());
-        let shift = |r: &mut Range<usize>| *r = r.start + outputs_at..r.end + outputs_at;
-        for r in [
-            &mut fields.a_rows,
-            &mut fields.a_spot,
-            &mut fields.b_cols,
-            &mut fields.c_in,
-            &mut fields.d_out,
-            &mut fields.bias,
-            &mut fields.scale_rows,
-            &mut fields.scale_cols,
-        ] {
-            shift(r);
-        }
-        for r in [&mut fields.alpha, &mut fields.beta]
-            .into_iter()
-            .chain(fields.scales.iter_mut())
-            .flatten()
-        {
-            shift(r);
-        }
+        fields.each_mut(|r| *r = r.start + outputs_at..r.end + outputs_at);
         let mut templates = pre;
         let pre_jobs = templates.len() as u32;
         templates.extend(post);
@@ -960,7 +972,6 @@ impl SlotLayout {
         let mut out = self.clone();
         let mut device = DeviceLayout::default();
         let mut checks = Vec::new();
-        let salt = call.index.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16;
         for side in 0..4 {
             let range = fields[side];
             if !sides[side] || range.is_empty() || (side == 0 && self.held.is_some()) {
@@ -984,7 +995,7 @@ impl SlotLayout {
                 std::mem::swap(&mut t.ni, &mut t.nj);
                 std::mem::swap(&mut t.stride_i, &mut t.stride_j);
             }
-            let check = (salt % count as u64) as usize;
+            let check = checked_vector(call.index, count);
             checks.push(Template {
                 src: (at + check * width) as u64,
                 pointer_array: false,
@@ -1047,38 +1058,14 @@ impl SlotLayout {
         for side in device.sides.iter_mut().flatten() {
             side.check_at = check_outs.next()?;
         }
-        let place = |r: &mut Range<usize>| {
+        // Every field moves with its template; a field moved to the device slot (its
+        // template is no longer among them) or empty has no place here.
+        out.fields.each_mut(|r| {
             *r = match moved.iter().find(|(from, _)| *from == r.start) {
                 Some(&(_, to)) if r.end > r.start => to..to + r.len(),
                 _ => 0..0,
             }
-        };
-        let f = &mut out.fields;
-        for (side, r) in [&mut f.a_rows, &mut f.b_cols, &mut f.c_in, &mut f.d_out]
-            .into_iter()
-            .enumerate()
-        {
-            if device.sides[side].is_some() {
-                *r = 0..0;
-            } else {
-                place(r);
-            }
-        }
-        for r in [
-            &mut f.a_spot,
-            &mut f.bias,
-            &mut f.scale_rows,
-            &mut f.scale_cols,
-        ] {
-            place(r);
-        }
-        for r in [&mut f.alpha, &mut f.beta]
-            .into_iter()
-            .chain(f.scales.iter_mut())
-            .flatten()
-        {
-            place(r);
-        }
+        });
         out.lists_at = [jobs_len; 3];
         out.len = end;
         out.device = Some(device);

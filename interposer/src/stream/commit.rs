@@ -42,7 +42,7 @@ use mmaudit_protocol::schedule::Plan;
 use mmaudit_protocol::stream::MAC_LEN;
 
 use crate::gpu::{OpeningGather, Retained};
-use crate::model::gather::{DeviceSide, HeldA, HeldKey, HeldRef, Leaves, Picks};
+use crate::model::gather::{checked_vector, DeviceSide, HeldA, HeldKey, HeldRef, Leaves, Picks};
 
 /// Cleared for good once the GPU's leaf hashes disagreed with the host's check of one
 /// vector: from then on no call is kept in device memory (its vectors could then only
@@ -330,8 +330,8 @@ struct Hashing {
 
 impl Hashing {
     /// Commits to `count` vectors back to back in `bytes`: from `leaves`, the GPU's
-    /// hashes of them, when the host's hash of one vector (which one follows from
-    /// `salt`) agrees; otherwise by hashing every vector here. The one vector checked
+    /// hashes of them, when the host's hash of one vector ([`checked_vector`] of the
+    /// call `index`) agrees; otherwise by hashing every vector here. The one vector checked
     /// catches a kernel or a launch that went wrong (and, with every call checked at
     /// another vector, a GPU that hashes some vectors wrong is found over a run, after
     /// which the session uses no GPU leaves: [`CommitSession::commit`]); it is no
@@ -342,11 +342,11 @@ impl Hashing {
         bytes: Vec<u8>,
         count: usize,
         leaves: Option<Vec<commit::Hash>>,
-        salt: u64,
+        index: u64,
     ) -> Result<CommittedVectors, String> {
         if let Some(leaves) = leaves.filter(|l| l.len() == count && count > 0) {
             let width = bytes.len() / count;
-            let i = (salt % count as u64) as usize;
+            let i = checked_vector(index, count);
             let vector = bytes.get(i * width..(i + 1) * width).unwrap_or(&[]);
             if commit::leaf_hash(vector) == leaves[i] {
                 self.gpu += 1;
@@ -461,7 +461,7 @@ impl CommitSession {
         let [a_leaves, b_leaves, c_leaves, d_leaves] = leaves.sides;
         let mut hashing = Hashing::default();
         // Another vector of each operand checked against the GPU's hash at every call.
-        let salt = call.index.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16;
+        let index = call.index;
         let Sample {
             alpha,
             beta,
@@ -512,7 +512,7 @@ impl CommitSession {
                     });
                 }
                 hashing
-                    .commit(bytes, (batch * count) as usize, leaves, salt)
+                    .commit(bytes, (batch * count) as usize, leaves, index)
                     .map(KeptSide::Inline)
             };
             let held_a = held.is_some();
@@ -545,7 +545,7 @@ impl CommitSession {
                 let elem = dtype_size(dtype);
                 fits(what, &data, batch.saturating_mul(n), m.saturating_mul(elem))?;
                 let cols = columns(&data, batch as usize, m as usize, n as usize, elem as usize);
-                hashing.commit(cols, (batch * n) as usize, leaves, salt)
+                hashing.commit(cols, (batch * n) as usize, leaves, index)
             };
             let c = if call.reads_c() {
                 entries(c_in, call.c.dtype, "C", c_leaves, 2)?
@@ -589,7 +589,6 @@ impl CommitSession {
             small: small.hash(),
         };
         let commitment = commit::call_commitment(&call, &binding);
-        let index = call.index;
         // The entry itself and its allocations count too (what is kept in device memory
         // does not: the device ring bounds it).
         let bytes = std::mem::size_of::<Kept>()
@@ -1253,7 +1252,7 @@ mod tests {
 
     /// The vector of `count` that [`Hashing::commit`] checks for `call`.
     fn checked(call: &GemmCall, count: u64) -> usize {
-        ((call.index.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16) % count) as usize
+        checked_vector(call.index, count as usize)
     }
 
     #[test]
