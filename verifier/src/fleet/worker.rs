@@ -72,13 +72,9 @@ pub struct WorkerArgs {
     /// The shared audit key: a file holding 64 hex characters.
     #[arg(long, value_name = "KEY")]
     pub key_file: PathBuf,
-    /// Safetensors files of the weights the workload should use; offered in the hello
-    /// and matched as by `check --weights`.
-    #[arg(long, value_name = "FILE", num_args = 1..)]
-    pub weights: Vec<PathBuf>,
-    /// Fail every sampled call neither of whose operands is a tensor of --weights.
-    #[arg(long, requires = "weights")]
-    pub require_weights: bool,
+    /// The weights the verifier holds.
+    #[command(flatten)]
+    pub held: crate::serve::HeldWeightsArgs,
     /// Write each segment's JSON report into this directory (created if missing).
     #[arg(long, value_name = "DIR")]
     pub json_dir: Option<PathBuf>,
@@ -266,7 +262,11 @@ pub fn run_worker(args: &WorkerArgs) -> Result<bool> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
-    let weights = load_weight_policy(&args.weights, args.require_weights, crate::out::To::Stdout)?;
+    let weights = load_weight_policy(
+        &args.held.weights,
+        args.held.require_weights,
+        crate::out::To::Stdout,
+    )?;
     let policy = args.policy.policy();
     let tensors = match &weights {
         Some(w) => w.registry.hello_tensors(&key, default_threads())?,

@@ -77,6 +77,19 @@ const METRICS: Token = Token(2);
 const WAKER: Token = Token(3);
 const FIRST_PEER: usize = 16;
 
+/// The weights a live verifier holds (`serve`, `worker`): offered in the hello and
+/// matched against the samples.
+#[derive(Args, Debug, Clone)]
+pub struct HeldWeightsArgs {
+    /// Safetensors files of the weights the workload should use; offered to provers in
+    /// the hello (they may then send references) and matched as by `check --weights`.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub weights: Vec<PathBuf>,
+    /// Fail every sampled call neither of whose operands is a tensor of --weights.
+    #[arg(long, requires = "weights")]
+    pub require_weights: bool,
+}
+
 /// Options of `mmaudit-verify serve`.
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -123,13 +136,9 @@ pub struct ServeArgs {
     /// The shared audit key: a file holding 64 hex characters.
     #[arg(long, value_name = "KEY")]
     pub key_file: PathBuf,
-    /// Safetensors files of the weights the workload should use; offered to provers in
-    /// the hello (they may then send references) and matched as by `check --weights`.
-    #[arg(long, value_name = "FILE", num_args = 1..)]
-    pub weights: Vec<PathBuf>,
-    /// Fail every sampled call neither of whose operands is a tensor of --weights.
-    #[arg(long, requires = "weights")]
-    pub require_weights: bool,
+    /// The weights the verifier holds.
+    #[command(flatten)]
+    pub held: HeldWeightsArgs,
     /// Write every received stream verbatim into this directory (created if missing).
     #[arg(long, value_name = "DIR")]
     pub capture_dir: Option<PathBuf>,
@@ -1078,8 +1087,8 @@ pub fn run_serve(args: &ServeArgs) -> Result<bool> {
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
     let weights = crate::check::load_weight_policy(
-        &args.weights,
-        args.require_weights,
+        &args.held.weights,
+        args.held.require_weights,
         crate::out::To::Stdout,
     )?;
     let challenge_key = crate::check::read_challenge_key(args.challenge_key.as_deref(), &key)?;
