@@ -24,14 +24,7 @@ for f in "$verify" "$preload"; do
     [ -f "$f" ] || { echo "bench-commit: $f missing: cargo build --release -p mmaudit-interposer -p mmaudit-verify" >&2; exit 2; }
 done
 lib=$(bash scripts/simgpu.sh 2>/dev/null)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/scratch.sh bench-commit
 cc -std=c11 -D_GNU_SOURCE -O2 -I tests/simgpu/include tests/programs/llama_workload.c \
     -L "$lib" -lcudart -lcublas -lcublasLt -lm -o "$work/llama"
 "$verify" keygen --out "$work/audit.key" >/dev/null 2>&1

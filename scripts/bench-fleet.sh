@@ -20,14 +20,7 @@ bin=target/release
     cargo build --release -q -p mmaudit-verify -p mmaudit-tests --bin mmaudit-refprover
 bash scripts/nats-server.sh >/dev/null
 nats=$(command -v nats-server || echo /usr/sbin/nats-server)
-work=$(mktemp -d "${TMPDIR:-/tmp}/mmaudit-bench-fleet.XXXXXX")
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/scratch.sh bench-fleet
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_for() { # FILE TEXT
     for _ in $(seq 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
