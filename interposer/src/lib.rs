@@ -55,6 +55,7 @@ pub mod real;
 pub mod result;
 pub mod ring;
 pub mod session;
+pub mod stack;
 pub mod state;
 pub mod stream;
 pub mod sys;

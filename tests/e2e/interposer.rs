@@ -2671,6 +2671,36 @@ fn handle_settings_changed_behind_the_library_are_caught_at_the_next_sampled_cal
 }
 
 #[test]
+fn a_pointer_mode_changed_behind_the_library_never_makes_it_read_device_memory() {
+    // A followed handle switched to device pointer mode through the real setter
+    // (dlvsym), alpha and beta in device memory from then on: the library's entry
+    // still says host pointer mode, but the scalars are not in the calling thread's
+    // stack, so cuBLAS is asked, the entry is dropped, and the call is described
+    // with device scalars. Reading them as host memory would crash the program (the
+    // simulated GPU's device memory is not readable from the host). Unsampled, and
+    // every call sampled: exit 0, the same output, and a clean PASS when sampled.
+    let exe = compile("audit_unseen");
+    let reference = reference(&exe, &["followed"], None);
+    let unsampled = Rates {
+        call: Some("0"),
+        row: None,
+        col: None,
+        batch: None,
+    };
+    let a = audit("unseen-pointer-0", &exe, &["pointer"], unsampled, None, &[]);
+    assert_eq!(a.run.code, Some(0), "{}", a.context());
+    assert_eq!(a.run.hash(), reference.hash(), "{}", a.context());
+    let (a, ledger, gaps, [sa, sb]) = unseen("pointer");
+    let ctx = a.context();
+    let want: Vec<(u64, bool)> = (0..80)
+        .map(|i| (if i < 40 { sa } else { sb }, false))
+        .collect();
+    assert_eq!(ledger, want, "{ctx}");
+    assert!(gaps.is_empty(), "{ctx}");
+    assert_clean_pass(&a, &reference, 80);
+}
+
+#[test]
 fn a_capture_begun_unseen_is_caught_at_the_first_sampled_call_in_it() {
     // The library asks the driver whether a stream captures only while a capture it
     // saw begin is open. A capture begun with the real cudaStreamBeginCapture (via
@@ -2689,13 +2719,15 @@ fn a_capture_begun_unseen_is_caught_at_the_first_sampled_call_in_it() {
 }
 
 #[test]
-fn an_unsampled_call_asks_only_for_the_pointer_mode_and_the_current_context() {
+fn an_unsampled_call_asks_only_for_the_current_context() {
     // The simulated GPU counts the queries (SIMGPU_COUNT). audit_unseen followed: 80
-    // GEMMs on one handle, its stream set twice. Unsampled (call rate 0), the handle's
-    // stream and math mode are read from cuBLAS once, when it is created, and no call
-    // asks whether its stream captures; the pointer mode and the current context are
-    // the queries left per call. Every call sampled: each sampled call also checks the
-    // handle's settings and the capture status against cuBLAS and the driver.
+    // GEMMs on one handle, its stream set twice, alpha and beta local variables.
+    // Unsampled (call rate 0), the handle's stream, pointer mode and math mode are
+    // read from cuBLAS once, when it is created, and no call asks whether its stream
+    // captures; the current context is the one query left per call (it changes
+    // through paths the library cannot follow). Every call sampled: each sampled call
+    // also checks the handle's settings and the capture status against cuBLAS and the
+    // driver.
     let exe = compile("audit_unseen");
     let counts = |name: &str, rate: &'static str| -> HashMap<String, u64> {
         let path = scratch_path(&format!("{name}-counts"));
@@ -2717,12 +2749,13 @@ fn an_unsampled_call_asks_only_for_the_pointer_mode_and_the_current_context() {
     };
     let unsampled = counts("queries-unsampled", "0");
     let ctx = format!("{unsampled:?}");
-    for getter in ["cublasGetStream", "cublasGetMathMode"] {
+    for getter in [
+        "cublasGetStream",
+        "cublasGetMathMode",
+        "cublasGetPointerMode",
+    ] {
         assert_eq!(unsampled[getter], 1, "{getter}: {ctx}");
     }
-    // The pointer mode is asked on every call (reading alpha as host memory in device
-    // pointer mode could crash the program).
-    assert_eq!(unsampled["cublasGetPointerMode"], 1 + 80, "{ctx}");
     assert_eq!(unsampled["cuStreamIsCapturing"], 0, "{ctx}");
     assert_eq!(unsampled["cuStreamGetCaptureInfo"], 0, "{ctx}");
     assert!(unsampled["cuCtxGetCurrent"] <= 80 + 8, "{ctx}");
@@ -2731,7 +2764,7 @@ fn an_unsampled_call_asks_only_for_the_pointer_mode_and_the_current_context() {
     for getter in ["cublasGetStream", "cublasGetMathMode"] {
         assert_eq!(sampled[getter], 1 + 80, "{getter}: {ctx}");
     }
-    assert_eq!(sampled["cublasGetPointerMode"], 1 + 2 * 80, "{ctx}");
+    assert_eq!(sampled["cublasGetPointerMode"], 1 + 80, "{ctx}");
     assert_eq!(sampled["cuStreamIsCapturing"], 80, "{ctx}");
 }
 

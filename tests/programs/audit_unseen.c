@@ -12,6 +12,10 @@
  *                saw the handle);
  *   behind       created and set to stream A through the API, then switched to stream
  *                B with the real cublasSetStream_v2;
+ *   pointer      followed, but before the 40 calls on stream B the handle is switched
+ *                to device pointer mode with the real cublasSetPointerMode_v2, and
+ *                alpha and beta are passed in device memory from then on (a library
+ *                that read them as host memory would crash);
  *   capture      10 calls in a capture on stream A begun and ended with the real
  *                cudaStreamBeginCapture / cudaStreamEndCapture, then 10 eager calls.
  * Prints "stream-a X", "stream-b Y" (the handles as numbers), then "calls N" and
@@ -37,7 +41,7 @@ enum { M = 32, K = 48 };
 
 int main(int argc, char **argv) {
     if (argc != 2) {
-        printf("FAIL setup usage: audit_unseen followed|unfollowed|behind|capture\n");
+        printf("FAIL setup usage: audit_unseen followed|unfollowed|behind|pointer|capture\n");
         return 2;
     }
     const char *mode = argv[1];
@@ -63,10 +67,11 @@ int main(int argc, char **argv) {
     MUST(cudaMemcpy(a, host, sizeof host, cudaMemcpyHostToDevice));
     fill_random(host, CUDA_R_32F, K, 2);
     MUST(cudaMemcpy(b, host, sizeof(float) * K, cudaMemcpyHostToDevice));
-    float one = 1.0f, zero = 0.0f;
+    float one_host = 1.0f, zero_host = 0.0f;
+    float *one = &one_host, *zero = &zero_host;
     uint64_t hash = FNV_OFFSET;
     int calls = 0;
-#define GEMM() (calls++, cublasSgemm_v2(h, CUBLAS_OP_N, CUBLAS_OP_N, M, 1, K, &one, a, M, b, K, &zero, c, M))
+#define GEMM() (calls++, cublasSgemm_v2(h, CUBLAS_OP_N, CUBLAS_OP_N, M, 1, K, one, a, M, b, K, zero, c, M))
     if (!strcmp(mode, "capture")) {
         __typeof__(&cudaStreamBeginCapture) begin = real("libcudart.so.13", "cudaStreamBeginCapture");
         __typeof__(&cudaStreamEndCapture) end = real("libcudart.so.13", "cudaStreamEndCapture");
@@ -84,6 +89,17 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 40; i++)
             MUST(GEMM());
         MUST((!strcmp(mode, "behind") ? real_set_stream : set_stream)(h, sb));
+        if (!strcmp(mode, "pointer")) {
+            __typeof__(&cublasSetPointerMode_v2) real_set_mode =
+                real("libcublas.so.13", "cublasSetPointerMode_v2");
+            float scalars[2] = {1.0f, 0.0f};
+            float *dev;
+            MUST(cudaMalloc((void **)&dev, sizeof scalars));
+            MUST(cudaMemcpy(dev, scalars, sizeof scalars, cudaMemcpyHostToDevice));
+            MUST(real_set_mode(h, CUBLAS_POINTER_MODE_DEVICE));
+            one = dev;
+            zero = dev + 1;
+        }
         for (int i = 0; i < 40; i++)
             MUST(GEMM());
     }

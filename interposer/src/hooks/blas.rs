@@ -74,10 +74,11 @@ pub(crate) fn getter<T: Copy>(sym: &real::RealSym) -> Result<T, NotDescribed> {
 /// `handle` must be what the application passed; `parts.alpha`/`beta` must be the
 /// application's scalar pointers (host pointers are read only in host pointer mode).
 unsafe fn describe(handle: CublasHandle, p: Parts) -> Result<Call, Box<Unmodelled>> {
+    let size = blas_scale_type(p.compute).size();
     // A handle the library follows is read from its table; any other through the
     // real getters.
     // SAFETY: the caller's contract.
-    let followed = unsafe { handle::lookup_checked(handle) };
+    let followed = unsafe { handle::lookup_for(handle, [p.alpha, p.beta], size) };
     let settings = match followed {
         Some(s) => Ok(s),
         // SAFETY: the caller's contract.
@@ -95,7 +96,6 @@ unsafe fn describe(handle: CublasHandle, p: Parts) -> Result<Call, Box<Unmodelle
     if p.no_math_mode {
         math = 0;
     }
-    let size = blas_scale_type(p.compute).size();
     let scalar = |ptr: *const c_void, what: &str| -> Result<ScalarArg, NotDescribed> {
         if ptr.is_null() {
             return Err(NotDescribed::Invalid(format!("{what} is a null pointer")));

@@ -1,15 +1,16 @@
 //! cuBLAS handle settings followed through their setters, so that an unsampled GEMM
-//! asks cuBLAS for its handle's pointer mode only.
+//! asks cuBLAS nothing.
 //!
 //! A GEMM's description needs its handle's stream, pointer mode and math mode. The
-//! pointer mode is always asked of cuBLAS ([`lookup_checked`]: it decides whether the
-//! library reads alpha and beta from host memory, and a wrong answer could crash the
-//! program). For the stream and the math mode the library hooks `cublasCreate_v2` (it
-//! reads the new handle's settings once, through the real getters),
-//! `cublasSetStream_v2`, `cublasSetPointerMode_v2`, `cublasSetMathMode` (each
-//! successful call updates the handle's entry) and `cublasDestroy_v2` (the entry goes
-//! before the handle does). A GEMM on a handle with an entry reads the entry (a few
-//! atomic loads, no lock). A handle the library did not see created (created through
+//! library hooks `cublasCreate_v2` (it reads the new handle's settings once, through
+//! the real getters), `cublasSetStream_v2`, `cublasSetPointerMode_v2`,
+//! `cublasSetMathMode` (each successful call updates the handle's entry) and
+//! `cublasDestroy_v2` (the entry goes before the handle does). A GEMM on a handle with an entry reads the entry (a few
+//! atomic loads, no lock). The pointer mode decides whether the library reads alpha
+//! and beta as host memory, and a wrong one could crash the program, so the entry's
+//! host pointer mode is trusted only for scalars in the calling thread's live stack,
+//! which are host memory in every case; for any other scalar pointer cuBLAS is asked
+//! ([`lookup_for`]). A handle the library did not see created (created through
 //! a path it does not hook, or while the table was full) has no entry and is read
 //! through the real getters on every call, as before.
 //!
@@ -108,16 +109,26 @@ pub fn lookup(handle: CublasHandle) -> Option<Settings> {
     })
 }
 
-/// [`lookup`], with the pointer mode still asked of cuBLAS: it says whether alpha and
-/// beta are host memory the library may read, and reading a device pointer as host
-/// memory could crash the program, so the table is never trusted for it. A pointer
-/// mode that differs from the entry's (changed through a setter the library does not
-/// follow) drops the entry: the handle is read through the getters from then on.
+/// [`lookup`] for a GEMM whose alpha and beta are `scalars` (`len` bytes each): the
+/// entry's pointer mode is trusted when it says device memory (the library then
+/// reads neither) or when both scalars lie in the calling thread's live stack
+/// ([`crate::stack`]: host memory, whatever the mode). Otherwise cuBLAS is asked, since
+/// reading a device pointer as host memory would crash the program; a pointer mode that
+/// differs from the entry's (changed through a setter the library does not follow)
+/// drops the entry, and the handle is read through the getters from then on.
 ///
 /// # Safety
 /// `handle` is a handle the application passed to cuBLAS.
-pub unsafe fn lookup_checked(handle: CublasHandle) -> Option<Settings> {
+pub unsafe fn lookup_for(
+    handle: CublasHandle,
+    scalars: [*const std::ffi::c_void; 2],
+    len: usize,
+) -> Option<Settings> {
     let s = lookup(handle)?;
+    let on_stack = |p: *const std::ffi::c_void| crate::stack::on_live_stack(p.cast(), len);
+    if s.pointer_mode == sys::POINTER_MODE_DEVICE || scalars.into_iter().all(on_stack) {
+        return Some(s);
+    }
     let get_mode: sys::GetPointerModeFn = getter(&real::GET_POINTER_MODE).ok()?;
     let mut mode: c_int = 0;
     // SAFETY: the real getter with the application's handle and a valid out pointer.
