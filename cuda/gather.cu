@@ -176,17 +176,45 @@ struct mmaudit_replay_ctrl {
   // 16: depth * calls entries, row r = replay seq with seq % depth == r
 };
 struct mmaudit_replay_entry {
-  u64 jobs;      // 0: address of the call's job table (as for mmaudit_gather)
-  u64 marker;    // 8: where phase 1 writes seq (u32, 4-aligned), or 0
-  u32 pre;       // 16: jobs 0 .. pre run before the GEMM (phase 0)
-  u32 post;      // 20: jobs pre .. pre + post run after it (phase 1)
-  u32 tag;       // 24: the replay this entry is for: run only when tag == seq
-  u32 reserved;  // 28
+  u64 jobs;         // 0: address of the call's job table (as for mmaudit_gather)
+  u64 marker;       // 8: where phase 1 writes seq (u32 at marker from the gather
+                    //    node, u32 at marker + 4 from the leaf node; 4-aligned), or 0
+  u32 pre;          // 16: jobs 0 .. pre run before the GEMM (phase 0)
+  u32 post;         // 20: jobs pre .. pre + post run after it (phase 1)
+  u32 tag;          // 24: the replay this entry is for: run only when tag == seq
+  u32 reserved;     // 28
+  u64 leaves;       // 32: address of the call's leaf-hash job table (as for
+                    //     mmaudit_commit_leaves), or 0: no leaf hashes
+  u32 leaves_pre;   // 40: leaf jobs 0 .. leaves_pre run before the GEMM (phase 0)
+  u32 leaves_post;  // 44: leaf jobs leaves_pre .. + leaves_post after it (phase 1)
 };
 static_assert(sizeof(mmaudit_replay_ctrl) == 16, "replay ABI: 16-byte header");
-static_assert(sizeof(mmaudit_replay_entry) == 32, "replay ABI: 32-byte entries");
+static_assert(sizeof(mmaudit_replay_entry) == 48, "replay ABI: 48-byte entries");
 
 #define MMAUDIT_REPLAY_NONE 0xffffffffu
+
+// The entry of (the replay running now, `call`) when its tag says this replay
+// uses it, with that replay's number in `seq`; nullptr when ctrl's seq is
+// MMAUDIT_REPLAY_NONE, depth is 0, call >= calls or the tag differs. Thread 0
+// only: the control block is written by the host between launches.
+static __device__ const volatile mmaudit_replay_entry* replay_entry(const mmaudit_replay_ctrl* ctrl, u32 call,
+                                                                    u32& seq) {
+  const volatile mmaudit_replay_ctrl* c = ctrl;
+  seq = c->seq;
+  const u32 calls = c->calls, depth = c->depth;
+  if (seq == MMAUDIT_REPLAY_NONE || depth == 0 || call >= calls)
+    return nullptr;
+  const u64 at = reinterpret_cast<u64>(ctrl) + sizeof(mmaudit_replay_ctrl) +
+                 (static_cast<u64>(seq % depth) * calls + call) * sizeof(mmaudit_replay_entry);
+  const volatile mmaudit_replay_entry* e = reinterpret_cast<const volatile mmaudit_replay_entry*>(at);
+  return e->tag == seq ? e : nullptr;
+}
+
+// Writes seq at `marker` when it is not 0 and 4-aligned.
+static __device__ __forceinline__ void write_marker(u64 marker, u32 seq) {
+  if (marker != 0 && (marker & 3) == 0)
+    *reinterpret_cast<volatile u32*>(marker) = seq;
+}
 
 // Launch: grid = (X, Y, 1), block = (256, 1, 1) (any shape works). Does
 // nothing when ctrl is null (a node not yet bound to an executable graph),
@@ -206,20 +234,13 @@ extern "C" __global__ void mmaudit_gather_replay(const mmaudit_replay_ctrl* ctrl
   const u32 tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
   if (tid == 0) {
     count = 0;
-    const volatile mmaudit_replay_ctrl* c = ctrl;
-    const u32 seq = c->seq, calls = c->calls, depth = c->depth;
-    if (seq != MMAUDIT_REPLAY_NONE && depth != 0 && call < calls) {
-      const u64 at = reinterpret_cast<u64>(ctrl) + sizeof(mmaudit_replay_ctrl) +
-                     (static_cast<u64>(seq % depth) * calls + call) * sizeof(mmaudit_replay_entry);
-      const volatile mmaudit_replay_entry* e = reinterpret_cast<const volatile mmaudit_replay_entry*>(at);
-      if (e->tag == seq) {
-        table = e->jobs;
-        first = phase ? e->pre : 0;
-        count = phase ? e->post : e->pre;
-        const u64 marker = e->marker;
-        if (phase == 1 && blockIdx.x == 0 && blockIdx.y == 0 && marker != 0 && (marker & 3) == 0)
-          *reinterpret_cast<volatile u32*>(marker) = seq;
-      }
+    u32 seq;
+    if (const volatile mmaudit_replay_entry* e = replay_entry(ctrl, call, seq)) {
+      table = e->jobs;
+      first = phase ? e->pre : 0;
+      count = phase ? e->post : e->pre;
+      if (phase == 1 && blockIdx.x == 0 && blockIdx.y == 0)
+        write_marker(e->marker, seq);
     }
   }
   __syncthreads();
@@ -575,11 +596,10 @@ static __device__ hash_t stack_finish(const hash_t* stack, u32 depth, hash_t h, 
   return h;
 }
 
-// Launch: grid = (X, njobs, 1), block = (256, 1, 1); no scratch memory and no
-// dynamic shared memory (9 KiB static). Block (x, y) works on job y; blocks
-// with y >= njobs or z > 0 do nothing. Any X >= 1 and any block shape give
-// the same result: the block's lanes are its first P threads, P the largest
-// power of two <= min(threads, 256); the others only join the barriers.
+// The leaf hashes of one job, block-wide: every thread of the block calls it
+// with the same job (a malformed one returns at once, uniformly). The block's
+// lanes are its first P threads, P the largest power of two <= min(threads,
+// 256); the others only join the barriers.
 //
 // A vector of n chunks (n = ceil(len*elem_size / 1024), 1 for an empty
 // vector) is hashed by a group of G = min(next power of two >= n, P) lanes:
@@ -591,18 +611,8 @@ static __device__ hash_t stack_finish(const hash_t* stack, u32 depth, hash_t h, 
 // as BLAKE3's tree does, the last merge being the ROOT. A block hashes P/G
 // vectors at a time, and the X blocks of a job stride over its nb*nv
 // vectors with 64-bit indices.
-extern "C" __global__ void mmaudit_commit_leaves(const mmaudit_commit_job* jobs, u32 njobs) {
-  if (blockIdx.y >= njobs || blockIdx.z != 0)
-    return;
-  __shared__ u64 job_words[sizeof(mmaudit_commit_job) / 8];
-  __shared__ hash_slots slots;
-  __shared__ hash_t stack[COMMIT_STACK];
-  const u32 threads = blockDim.x * blockDim.y * blockDim.z;
-  const u32 tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
-  load_job(reinterpret_cast<u64>(jobs) + static_cast<u64>(blockIdx.y) * sizeof(mmaudit_commit_job), job_words,
-           sizeof(mmaudit_commit_job), tid);
-  const mmaudit_commit_job& job = *reinterpret_cast<const mmaudit_commit_job*>(job_words);
-
+static __device__ void hash_job(const mmaudit_commit_job& job, hash_slots& slots, hash_t* stack, u32 tid,
+                                u32 threads) {
   // Validate before touching any address in the job (uniform over the block).
   const u32 size = job.elem_size;
   if (job.nb == 0 || job.nv == 0)
@@ -658,6 +668,64 @@ extern "C" __global__ void mmaudit_commit_leaves(const mmaudit_commit_job* jobs,
           store_hash(job.out + vec * 32, stack_finish(stack, depth, h, key, B3_LEAF_PARENT, B3_LEAF_PARENT_ROOT));
       }
     }
+  }
+}
+
+// Launch: grid = (X, njobs, 1), block = (256, 1, 1); no scratch memory and no
+// dynamic shared memory (9 KiB static). Block (x, y) works on job y (see
+// hash_job); blocks with y >= njobs or z > 0 do nothing. Any X >= 1 and any
+// block shape give the same result.
+extern "C" __global__ void mmaudit_commit_leaves(const mmaudit_commit_job* jobs, u32 njobs) {
+  if (blockIdx.y >= njobs || blockIdx.z != 0)
+    return;
+  __shared__ u64 job_words[sizeof(mmaudit_commit_job) / 8];
+  __shared__ hash_slots slots;
+  __shared__ hash_t stack[COMMIT_STACK];
+  const u32 threads = blockDim.x * blockDim.y * blockDim.z;
+  const u32 tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  load_job(reinterpret_cast<u64>(jobs) + static_cast<u64>(blockIdx.y) * sizeof(mmaudit_commit_job), job_words,
+           sizeof(mmaudit_commit_job), tid);
+  hash_job(*reinterpret_cast<const mmaudit_commit_job*>(job_words), slots, stack, tid, threads);
+}
+
+// mmaudit_commit_leaves_replay(ctrl, call, phase): the leaf-hash node of a
+// graph replay in commit mode, added to the capture right after the call's
+// gather node of the same phase. It finds the entry of (seq, call) as
+// mmaudit_gather_replay does and runs the phase's leaf jobs of the entry's
+// `leaves` table (phase 0: jobs 0 .. leaves_pre, phase 1: the leaves_post
+// after them) as mmaudit_commit_leaves runs its jobs: block (x, y) hashes jobs
+// y, y + Y, ... Does nothing for the cases mmaudit_gather_replay does nothing
+// for, or when `leaves` is 0. In phase 1, block (0, 0) writes seq at the
+// entry's marker + 4 (when the marker is not 0 and 4-aligned): the host's
+// proof that the leaf hashes are this replay's. Launch: grid = (X, Y, 1),
+// block = (256, 1, 1); any shape gives the same hashes.
+extern "C" __global__ void mmaudit_commit_leaves_replay(const mmaudit_replay_ctrl* ctrl, u32 call, u32 phase) {
+  if (ctrl == nullptr || blockIdx.z != 0 || phase > 1)
+    return;
+  __shared__ u64 job_words[sizeof(mmaudit_commit_job) / 8];
+  __shared__ hash_slots slots;
+  __shared__ hash_t stack[COMMIT_STACK];
+  __shared__ u64 table;
+  __shared__ u32 count;
+  const u32 threads = blockDim.x * blockDim.y * blockDim.z;
+  const u32 tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  if (tid == 0) {
+    count = 0;
+    u32 seq;
+    const volatile mmaudit_replay_entry* e = replay_entry(ctrl, call, seq);
+    if (e != nullptr && e->leaves != 0) {
+      table = e->leaves + (phase ? static_cast<u64>(e->leaves_pre) * sizeof(mmaudit_commit_job) : 0);
+      count = phase ? e->leaves_post : e->leaves_pre;
+      if (phase == 1 && blockIdx.x == 0 && blockIdx.y == 0 && e->marker != 0)
+        write_marker(e->marker + 4, seq);
+    }
+  }
+  __syncthreads();
+  const u32 n = count;
+  for (u32 y = blockIdx.y; y < n; y += gridDim.y) {
+    load_job(table + static_cast<u64>(y) * sizeof(mmaudit_commit_job), job_words, sizeof(mmaudit_commit_job), tid);
+    hash_job(*reinterpret_cast<const mmaudit_commit_job*>(job_words), slots, stack, tid, threads);
+    __syncthreads();  // job_words and the slots are reused by the next job
   }
 }
 

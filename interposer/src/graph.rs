@@ -56,7 +56,7 @@ use crate::stream::{Gathered, Msg, Pending, Resolved};
 /// The control block's "no replay in progress" value (`MMAUDIT_REPLAY_NONE`).
 pub const REPLAY_NONE: u32 = u32::MAX;
 const HEADER_BYTES: usize = 16;
-const ENTRY_BYTES: usize = 32;
+const ENTRY_BYTES: usize = 48;
 /// `CU_STREAM_PER_THREAD`: a different stream on each thread.
 pub(crate) const PER_THREAD_STREAM: Handle = 2;
 /// Grid of a replay gather node (each block strides over jobs and elements).

@@ -5,8 +5,9 @@
 //! of the PTX records the sha256 of the `cuda/gather.cu` it was built from, so
 //! an edit of the source without a rebuild fails here. They also pin what the
 //! interposer and the CUDA drivers depend on: PTX ISA 8.0 and `sm_70` (loadable
-//! by every CUDA 12.0+ driver), the four entries (`mmaudit_gather`,
-//! `mmaudit_gather_replay`, `mmaudit_commit_leaves`, `mmaudit_commit_tree`) with
+//! by every CUDA 12.0+ driver), the five entries (`mmaudit_gather`,
+//! `mmaudit_gather_replay`, `mmaudit_commit_leaves`, `mmaudit_commit_leaves_replay`,
+//! `mmaudit_commit_tree`) with
 //! the parameters of their launch ABIs and the simulator's twins, the commitment
 //! keys as the protocol defines them, plain ASCII text.
 
@@ -106,16 +107,19 @@ fn the_entries_match_the_launch_abis() {
             ".visible .entry mmaudit_gather(",
             ".visible .entry mmaudit_gather_replay(",
             ".visible .entry mmaudit_commit_leaves(",
+            ".visible .entry mmaudit_commit_leaves_replay(",
             ".visible .entry mmaudit_commit_tree(",
         ],
         "entries in the PTX"
     );
     // Parameters as the interposer passes them and the simulator's twins read them
-    // (tests/simgpu/src/kernels.c: sizes {8, 4}, {8, 4, 4}, {8, 4} and {8, 8, 8}).
-    let expected: [(&str, &[&str]); 4] = [
+    // (tests/simgpu/src/kernels.c: sizes {8, 4}, {8, 4, 4}, {8, 4}, {8, 4, 4} and
+    // {8, 8, 8}).
+    let expected: [(&str, &[&str]); 5] = [
         ("mmaudit_gather", &["u64", "u32"]),
         ("mmaudit_gather_replay", &["u64", "u32", "u32"]),
         ("mmaudit_commit_leaves", &["u64", "u32"]),
+        ("mmaudit_commit_leaves_replay", &["u64", "u32", "u32"]),
         ("mmaudit_commit_tree", &["u64", "u64", "u64"]),
     ];
     for (entry, types) in expected {

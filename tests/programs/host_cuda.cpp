@@ -133,6 +133,11 @@ void leaves_body(void* const* p) {
                         *static_cast<const u32*>(p[1]));
 }
 
+void replay_body(void* const* p) {
+  mmaudit_commit_leaves_replay(reinterpret_cast<const mmaudit_replay_ctrl*>(*static_cast<const u64*>(p[0])),
+                               *static_cast<const u32*>(p[1]), *static_cast<const u32*>(p[2]));
+}
+
 void tree_body(void* const* p) {
   mmaudit_commit_tree(reinterpret_cast<const u8*>(*static_cast<const u64*>(p[0])), *static_cast<const u64*>(p[1]),
                       reinterpret_cast<u8*>(*static_cast<const u64*>(p[2])));
@@ -142,7 +147,9 @@ struct kernel {
   const char* name;
   void (*run)(void* const*);
 };
-const kernel kernels[] = {{"mmaudit_commit_leaves", leaves_body}, {"mmaudit_commit_tree", tree_body}};
+const kernel kernels[] = {{"mmaudit_commit_leaves", leaves_body},
+                          {"mmaudit_commit_leaves_replay", replay_body},
+                          {"mmaudit_commit_tree", tree_body}};
 
 // Stand-ins for the driver's handles.
 int the_context, the_stream;

@@ -38,7 +38,7 @@
 /* The tree's input: this many leaves. */
 #define TREE_LEAVES 4097
 
-static CUfunction leaves_fn, tree_fn;
+static CUfunction leaves_fn, replay_fn, tree_fn;
 
 static void print_hex(const unsigned char *p, size_t n) {
     if (n == 0)
@@ -209,6 +209,94 @@ static void check_same(const ccase *c, const char *how) {
     char name[192];
     snprintf(name, sizeof name, "%.63s (%.80s): same hashes, guard untouched", c->name, how);
     report(!memcmp(c->out, c->hashes, c->bytes) && guard_intact(c->out + c->bytes), name, "");
+}
+
+/* ---- graph replays: mmaudit_commit_leaves_replay ---- */
+
+/* A control block (cuda/gather.cu: 16-byte header, 48-byte entries) of 2
+ * calls and depth 2, in mapped pinned memory. */
+#define REPLAY_NONE 0xffffffffu
+#define ENTRY_BYTES 48
+
+static unsigned char *entry_of(unsigned char *ctrl, uint32_t row, uint32_t call) {
+    return ctrl + 16 + ((size_t)row * 2 + call) * ENTRY_BYTES;
+}
+
+static CUresult launch_replay(unsigned char *ctrl, uint32_t call, uint32_t phase, unsigned grid_x, unsigned grid_y) {
+    CUdeviceptr c = dev_of(ctrl);
+    void *params[] = {&c, &call, &phase};
+    return cuLaunchKernel(replay_fn, grid_x, grid_y, 1, 256, 1, 1, 0, stream, params, NULL);
+}
+
+/* The leaf node of call 1 in replay 5 (row 1): phase 0 runs the entry's first
+ * leaf job, phase 1 the others, whatever the grid; the same hashes as
+ * mmaudit_commit_leaves, and seq at marker + 4 (phase 1 only; the gather
+ * node's word at marker untouched). Nothing runs for another replay's tag, no
+ * replay, a null table, another call or phase 2. */
+static void replay(const mmaudit_commit_job *jobs) {
+    unsigned char *ctrl = pinned(16 + 2 * 2 * ENTRY_BYTES);
+    uint32_t *markers = pinned(8);
+    const uint32_t seq = 5, two = 2, none = REPLAY_NONE;
+    memcpy(ctrl, &seq, 4);
+    memcpy(ctrl + 4, &two, 4);
+    memcpy(ctrl + 8, &two, 4);
+    for (uint32_t r = 0; r < 2; r++)
+        for (uint32_t c = 0; c < 2; c++)
+            memcpy(entry_of(ctrl, r, c) + 24, &none, 4);
+    unsigned char *e = entry_of(ctrl, 1, 1);
+    uint64_t table = dev_of(jobs), marker = dev_of(markers);
+    uint32_t pre = 1, post = (uint32_t)ncases - 1;
+    memcpy(e + 8, &marker, 8);
+    memcpy(e + 24, &seq, 4);
+    memcpy(e + 32, &table, 8);
+    memcpy(e + 40, &pre, 4);
+    memcpy(e + 44, &post, 4);
+
+    static const unsigned grids[][2] = {{3, 1}, {1, 4}};
+    for (size_t g = 0; g < 2; g++) {
+        char how[96];
+        snprintf(how, sizeof how, "replay leaf node, grid %u x %u", grids[g][0], grids[g][1]);
+        clear_outputs();
+        markers[0] = markers[1] = 0;
+        MUST(launch_replay(ctrl, 1, 0, grids[g][0], grids[g][1]));
+        MUST(cuStreamSynchronize(stream));
+        report(cases[0].out[0] != SENTINEL && cases[1].out[0] == SENTINEL && markers[1] == 0,
+               "replay leaf node, phase 0: the first job only, no marker", how);
+        MUST(launch_replay(ctrl, 1, 1, grids[g][0], grids[g][1]));
+        MUST(cuStreamSynchronize(stream));
+        for (int i = 0; i < ncases; i++)
+            check_same(&cases[i], how);
+        report(markers[0] == 0 && markers[1] == seq, "replay leaf node, phase 1: seq at marker + 4", how);
+    }
+
+    /* Cases where the node does nothing. */
+    struct {
+        const char *what;
+        uint32_t ctrl_seq, call, phase, tag;
+        uint64_t table;
+    } idle[] = {
+        {"another replay's tag", seq, 1, 1, seq + 2, table},
+        {"no replay in progress", REPLAY_NONE, 1, 1, seq, table},
+        {"no leaf table", seq, 1, 1, seq, 0},
+        {"a call past the graph's", seq, 2, 1, seq, table},
+        {"phase 2", seq, 1, 2, seq, table},
+    };
+    for (size_t k = 0; k < sizeof idle / sizeof idle[0]; k++) {
+        clear_outputs();
+        markers[0] = markers[1] = 0;
+        memcpy(ctrl, &idle[k].ctrl_seq, 4);
+        memcpy(e + 24, &idle[k].tag, 4);
+        memcpy(e + 32, &idle[k].table, 8);
+        MUST(launch_replay(ctrl, idle[k].call, idle[k].phase, 2, 2));
+        MUST(cuStreamSynchronize(stream));
+        int untouched = markers[1] == 0;
+        for (int i = 0; i < ncases; i++)
+            untouched &= cases[i].out[0] == SENTINEL;
+        report(untouched, "replay leaf node does nothing", idle[k].what);
+    }
+    memcpy(ctrl, &seq, 4);
+    memcpy(e + 24, &seq, 4);
+    memcpy(e + 32, &table, 8);
 }
 
 /* ---- the vectors ---- */
@@ -505,6 +593,7 @@ int main(int argc, char **argv) {
     int fault_case = argc == 2;
     CUmodule mod = load_module(argv[1]);
     MUST(cuModuleGetFunction(&leaves_fn, mod, "mmaudit_commit_leaves"));
+    MUST(cuModuleGetFunction(&replay_fn, mod, "mmaudit_commit_leaves_replay"));
     MUST(cuModuleGetFunction(&tree_fn, mod, "mmaudit_commit_tree"));
 
     build_cases();
@@ -541,6 +630,7 @@ int main(int argc, char **argv) {
     check_same(&cases[1], "grid.y = 1 of 2 jobs");
     report(cases[2].out[0] == SENTINEL && guard_intact(cases[2].out), "grid.y = 1 of 2 jobs: job 1 not run", "");
 
+    replay(jobs);
     malformed_jobs(&cases[3]);
     tree();
 

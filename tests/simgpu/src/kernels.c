@@ -171,20 +171,25 @@ static CUresult twin_mmaudit_gather(const sg_launch *l, void *const *params) {
     return gather_jobs(jobs, 0, l->grid[1] < njobs ? l->grid[1] : njobs);
 }
 
-/* mmaudit_gather_replay(const mmaudit_replay_ctrl *ctrl, u32 call, u32 phase):
- * the gather node of a graph replay (cuda/gather.cu specifies the control
- * block). Reads the control block's header and the entry of (seq, call); when
- * the entry's tag is seq, writes the phase-1 marker and runs the phase's jobs
- * as mmaudit_gather does. Every
- * y-block of the grid strides over the jobs, so all of them run whatever the
- * grid. */
 #define REPLAY_NONE 0xffffffffu
 
-static CUresult twin_mmaudit_gather_replay(const sg_launch *l, void *const *params) {
-    (void)l;
+#define REPLAY_ENTRY_BYTES 48
+
+/* A replay node's entry, read field by field at the ABI's offsets. */
+typedef struct replay_entry {
+    int found;
+    uint32_t seq, pre, post, leaves_pre, leaves_post;
+    uint64_t jobs, marker, leaves;
+} replay_entry;
+
+/* The entry of (the replay running now, call) for a replay node's parameters
+ * (ctrl, call, phase): found = 0 when the node does nothing (ctrl 0, phase > 1,
+ * no replay, depth 0, call out of range, or a tag of another replay). */
+static CUresult find_entry(void *const *params, replay_entry *out) {
     uint64_t ctrl = *(const uint64_t *)params[0];
     uint32_t call = *(const uint32_t *)params[1];
     uint32_t phase = *(const uint32_t *)params[2];
+    out->found = 0;
     if (!ctrl || phase > 1)
         return CUDA_SUCCESS;
     const unsigned char *h = sg_dev_span(ctrl, 16);
@@ -196,26 +201,53 @@ static CUresult twin_mmaudit_gather_replay(const sg_launch *l, void *const *para
     memcpy(&depth, h + 8, 4);
     if (seq == REPLAY_NONE || depth == 0 || call >= calls)
         return CUDA_SUCCESS;
-    uint64_t at = ctrl + 16 + ((uint64_t)(seq % depth) * calls + call) * 32;
-    const unsigned char *e = sg_dev_span(at, 32);
+    uint64_t at = ctrl + 16 + ((uint64_t)(seq % depth) * calls + call) * REPLAY_ENTRY_BYTES;
+    const unsigned char *e = sg_dev_span(at, REPLAY_ENTRY_BYTES);
     if (!e)
         return CUDA_ERROR_ILLEGAL_ADDRESS;
-    uint64_t jobs, marker;
-    uint32_t pre, post, tag;
-    memcpy(&jobs, e + 0, 8);
-    memcpy(&marker, e + 8, 8);
-    memcpy(&pre, e + 16, 4);
-    memcpy(&post, e + 20, 4);
+    uint32_t tag;
     memcpy(&tag, e + 24, 4);
     if (tag != seq)
         return CUDA_SUCCESS;
-    if (phase == 1 && marker && !(marker & 3)) {
-        unsigned char *m = sg_dev_span(marker, 4);
-        if (!m)
-            return CUDA_ERROR_ILLEGAL_ADDRESS;
-        memcpy(m, &seq, 4);
-    }
-    return phase ? gather_jobs(jobs, pre, post) : gather_jobs(jobs, 0, pre);
+    memcpy(&out->jobs, e + 0, 8);
+    memcpy(&out->marker, e + 8, 8);
+    memcpy(&out->pre, e + 16, 4);
+    memcpy(&out->post, e + 20, 4);
+    memcpy(&out->leaves, e + 32, 8);
+    memcpy(&out->leaves_pre, e + 40, 4);
+    memcpy(&out->leaves_post, e + 44, 4);
+    out->seq = seq;
+    out->found = 1;
+    return CUDA_SUCCESS;
+}
+
+/* Writes seq at marker when it is not 0 and 4-aligned. */
+static CUresult write_marker(uint64_t marker, uint32_t seq) {
+    if (!marker || (marker & 3))
+        return CUDA_SUCCESS;
+    unsigned char *m = sg_dev_span(marker, 4);
+    if (!m)
+        return CUDA_ERROR_ILLEGAL_ADDRESS;
+    memcpy(m, &seq, 4);
+    return CUDA_SUCCESS;
+}
+
+/* mmaudit_gather_replay(const mmaudit_replay_ctrl *ctrl, u32 call, u32 phase):
+ * the gather node of a graph replay (cuda/gather.cu specifies the control
+ * block). Reads the control block's header and the entry of (seq, call); when
+ * the entry's tag is seq, writes the phase-1 marker and runs the phase's jobs
+ * as mmaudit_gather does. Every y-block of the grid strides over the jobs,
+ * so all of them run whatever the grid. */
+static CUresult twin_mmaudit_gather_replay(const sg_launch *l, void *const *params) {
+    (void)l;
+    uint32_t phase = *(const uint32_t *)params[2];
+    replay_entry e;
+    CUresult r = find_entry(params, &e);
+    if (r != CUDA_SUCCESS || !e.found)
+        return r;
+    if (phase == 1 && (r = write_marker(e.marker, e.seq)) != CUDA_SUCCESS)
+        return r;
+    return phase ? gather_jobs(e.jobs, e.pre, e.post) : gather_jobs(e.jobs, 0, e.pre);
 }
 
 /* ---- the commitment kernels (commit-before-challenge) ----
@@ -454,9 +486,8 @@ static CUresult commit_one(const commit_job *j, const uint32_t leaf_key[8]) {
     return CUDA_SUCCESS;
 }
 
-static CUresult twin_mmaudit_commit_leaves(const sg_launch *l, void *const *params) {
-    uint64_t jobs = *(const uint64_t *)params[0];
-    uint32_t njobs = *(const uint32_t *)params[1];
+/* Runs leaf jobs first .. first + count of the table at `jobs`. */
+static CUresult commit_jobs(uint64_t jobs, uint64_t first, uint64_t count) {
     uint32_t leaf_key[8];
     commit_key("mmaudit-commit-leaf-v1", leaf_key);
     /* SIMGPU_BAD_LEAVES=1: a GPU (or kernel) that hashes wrong; every leaf hash
@@ -464,7 +495,7 @@ static CUresult twin_mmaudit_commit_leaves(const sg_launch *l, void *const *para
     const char *bad = getenv("SIMGPU_BAD_LEAVES");
     if (bad && !strcmp(bad, "1"))
         leaf_key[0] ^= 1;
-    for (uint64_t y = 0; y < l->grid[1] && y < njobs; y++) {
+    for (uint64_t y = first; y < first + count; y++) {
         const unsigned char *p = sg_dev_span(jobs + y * COMMIT_JOB_BYTES, COMMIT_JOB_BYTES);
         if (!p)
             return CUDA_ERROR_ILLEGAL_ADDRESS;
@@ -486,6 +517,28 @@ static CUresult twin_mmaudit_commit_leaves(const sg_launch *l, void *const *para
             return r;
     }
     return CUDA_SUCCESS;
+}
+
+static CUresult twin_mmaudit_commit_leaves(const sg_launch *l, void *const *params) {
+    uint64_t jobs = *(const uint64_t *)params[0];
+    uint32_t njobs = *(const uint32_t *)params[1];
+    return commit_jobs(jobs, 0, l->grid[1] < njobs ? l->grid[1] : njobs);
+}
+
+/* mmaudit_commit_leaves_replay(const mmaudit_replay_ctrl *ctrl, u32 call, u32
+ * phase): the leaf node of a graph replay. Finds the entry as the gather node
+ * does; when its leaves table is not 0, writes seq at marker + 4 in phase 1 and
+ * runs the phase's leaf jobs (all of them, whatever the grid). */
+static CUresult twin_mmaudit_commit_leaves_replay(const sg_launch *l, void *const *params) {
+    (void)l;
+    uint32_t phase = *(const uint32_t *)params[2];
+    replay_entry e;
+    CUresult r = find_entry(params, &e);
+    if (r != CUDA_SUCCESS || !e.found || !e.leaves)
+        return r;
+    if (phase == 1 && e.marker && (r = write_marker(e.marker + 4, e.seq)) != CUDA_SUCCESS)
+        return r;
+    return phase ? commit_jobs(e.leaves, e.leaves_pre, e.leaves_post) : commit_jobs(e.leaves, 0, e.leaves_pre);
 }
 
 /* RFC 6962's MTH over n >= 1 leaf hashes: the left subtree takes the largest
@@ -546,6 +599,7 @@ static const sg_kernel_twin twins[] = {
     {"mmaudit_gather", twin_mmaudit_gather, 2, {8, 4}},
     {"mmaudit_gather_replay", twin_mmaudit_gather_replay, 3, {8, 4, 4}},
     {"mmaudit_commit_leaves", twin_mmaudit_commit_leaves, 2, {8, 4}},
+    {"mmaudit_commit_leaves_replay", twin_mmaudit_commit_leaves_replay, 3, {8, 4, 4}},
     {"mmaudit_commit_tree", twin_mmaudit_commit_tree, 3, {8, 8, 8}},
 };
 
