@@ -445,9 +445,10 @@ impl Driver {
         unsafe { self.launch(function, grid, stream, &mut values) }
     }
 
-    /// Launches the replay gather `function` with parameters `(ctrl, call, phase)` on
+    /// Launches a replay node's `function` (`mmaudit_gather_replay` or
+    /// `mmaudit_commit_leaves_replay`) with parameters `(ctrl, call, phase)` on
     /// `stream` (a capturing stream: it becomes a node of the graph).
-    pub fn launch_replay_gather(
+    pub fn launch_replay_node(
         &self,
         function: Handle,
         grid: (u32, u32),

@@ -32,6 +32,8 @@ const ENTRY: &CStr = c"mmaudit_gather";
 const REPLAY_ENTRY: &CStr = c"mmaudit_gather_replay";
 /// The entry point that hashes a whole call's vectors (commit mode).
 const LEAVES_ENTRY: &CStr = c"mmaudit_commit_leaves";
+/// The entry point of graph replays' leaf-hash nodes (commit mode).
+const LEAVES_REPLAY_ENTRY: &CStr = c"mmaudit_commit_leaves_replay";
 /// Most blocks per job along x (each grid-strides over its elements).
 const MAX_BLOCKS_X: u64 = 1024;
 
@@ -49,6 +51,8 @@ pub struct GpuContext {
     leaves_function: Handle,
     /// The replay gather kernel (`mmaudit_gather_replay`).
     pub replay_function: Handle,
+    /// The replay leaf-hash kernel (`mmaudit_commit_leaves_replay`).
+    pub leaves_replay_function: Handle,
     host: usize,
     dev: u64,
     ring: Mutex<Ring>,
@@ -292,8 +296,11 @@ impl GpuContext {
         let ptx = CStr::from_bytes_with_nul(PTX.as_bytes())
             .map_err(|_| "the embedded PTX holds a NUL byte".to_string())?;
         drv.relaxed(|| {
-            let [function, replay_function, leaves_function] = drv
-                .load_functions(ptx, [ENTRY, REPLAY_ENTRY, LEAVES_ENTRY])
+            let [function, replay_function, leaves_function, leaves_replay_function] = drv
+                .load_functions(
+                    ptx,
+                    [ENTRY, REPLAY_ENTRY, LEAVES_ENTRY, LEAVES_REPLAY_ENTRY],
+                )
                 .map_err(|e| format!("loading the gather kernel: {e}"))?;
             let (host, dev) = drv.host_alloc_mapped(ring_bytes).map_err(|e| {
                 format!(
@@ -307,6 +314,7 @@ impl GpuContext {
                 function,
                 leaves_function,
                 replay_function,
+                leaves_replay_function,
                 host: host as usize,
                 dev,
                 ring: Mutex::new(Ring::new(ring_bytes)),
@@ -490,6 +498,47 @@ impl GpuContext {
         let x = leaves.blocks_x[phase.min(1)];
         drv.launch_jobs(self.leaves_function, (x, count), stream, jobs, count)
             .map_err(|e| e.to_string())
+    }
+}
+
+/// Commit mode: the layout of a whole call's gather, its vectors hashed on the GPU
+/// where they lie, and copied into a slot of the context's retention ring in device
+/// memory (returned with it) when there is room: op(B), C and D, and op(A) unless it
+/// is, or may be, a tensor the hello offers (the background thread then looks its rows
+/// up, as it does op(B)'s when its shape is offered: those stay in pinned memory). The
+/// whole call goes to pinned memory, as before, when the ring cannot be had or is full,
+/// when the leaf hashes do not fit, or once the GPU's leaf hashes disagreed with the
+/// host's check (they are then no longer used: [`crate::stream::commit::leaves_trusted`]).
+pub(crate) fn commit_layout(
+    drv: &Driver,
+    gpu: &Arc<GpuContext>,
+    layout: SlotLayout,
+    gather: &crate::model::GatherSpec,
+    retain_bytes: usize,
+) -> (SlotLayout, Option<DeviceSlot>) {
+    let capacity = gpu.ring_capacity();
+    let c = &layout.call;
+    let sides = [
+        layout.held.is_none()
+            && !crate::held::may_hold(c.a.dtype, c.k, c.batch.saturating_mul(c.m)),
+        !crate::held::may_hold(c.b.dtype, c.k, c.batch.saturating_mul(c.n)),
+        true,
+        true,
+    ];
+    let device = (|| {
+        if !crate::stream::commit::leaves_trusted() {
+            return None;
+        }
+        gpu.retention(drv, retain_bytes)?;
+        let mut l = layout.to_device(sides)?.hashing_leaves(gather, capacity);
+        l.leaves.as_ref()?;
+        let slot = gpu.alloc_device(l.device.as_ref()?.len)?;
+        l.place_device(slot.address());
+        Some((l, slot))
+    })();
+    match device {
+        Some((l, slot)) => (l, Some(slot)),
+        None => (layout.hashing_leaves(gather, capacity), None),
     }
 }
 

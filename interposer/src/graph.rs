@@ -46,7 +46,7 @@ use mmaudit_protocol::call::{flags, GemmCall, ReplayOf};
 use mmaudit_protocol::record::GapReason;
 
 use crate::driver::{Driver, EventState, Handle};
-use crate::gpu::{Block, GpuContext, Slot};
+use crate::gpu::{commit_layout, Block, DeviceSlot, GpuContext, Slot};
 use crate::log::{self, Level};
 use crate::model::gather::SlotLayout;
 use crate::model::GatherSpec;
@@ -61,6 +61,10 @@ const ENTRY_BYTES: usize = 48;
 pub(crate) const PER_THREAD_STREAM: Handle = 2;
 /// Grid of a replay gather node (each block strides over jobs and elements).
 const GRID: (u32, u32) = (8, 8);
+/// Grid of a replay leaf-hash node (blocks stride over jobs along y and over a job's
+/// vectors along x). Fixed at capture, unlike an eager call's, which is sized to the
+/// call; not measured on a GPU.
+const LEAVES_GRID: (u32, u32) = (32, 4);
 
 /// A GEMM recorded during a capture.
 #[derive(Clone)]
@@ -73,14 +77,43 @@ struct CapturedCall {
     pre_node: Option<Handle>,
     /// `None` when the post node could not be added: the call cannot be gathered.
     post_node: Option<Handle>,
+    /// Commit mode: the leaf-hash nodes after the pre- and post-gather nodes
+    /// (`mmaudit_commit_leaves_replay`), added when the capture ran in a commit-mode
+    /// session.
+    pre_leaves: Option<Handle>,
+    post_leaves: Option<Handle>,
     /// The library rejected the call at capture: it is not part of the graph.
     rejected: bool,
+}
+
+/// A replay node of a captured call (if it was added): its function, grid, phase.
+type ReplayNode = (Option<Handle>, Handle, (u32, u32), u32);
+
+impl CapturedCall {
+    /// Whether every replay can hash this call's vectors on the GPU: its leaf nodes
+    /// follow each of its gather nodes.
+    fn hashes_leaves(&self) -> bool {
+        self.post_leaves.is_some() && (self.pre_node.is_none() || self.pre_leaves.is_some())
+    }
+
+    /// The kernel nodes of the call with their functions, grids and phases.
+    fn nodes(&self, gpu: &GpuContext) -> [ReplayNode; 4] {
+        let (gather, leaves) = (gpu.replay_function, gpu.leaves_replay_function);
+        [
+            (self.pre_node, gather, GRID, 0),
+            (self.pre_leaves, leaves, LEAVES_GRID, 0),
+            (self.post_node, gather, GRID, 1),
+            (self.post_leaves, leaves, LEAVES_GRID, 1),
+        ]
+    }
 }
 
 /// A capture in progress.
 struct Building {
     /// The context's gather resources (`None`: not set up before the capture began).
     gpu: Option<Arc<GpuContext>>,
+    /// The capture began in a commit-mode session: its calls get leaf-hash nodes.
+    commit: bool,
     calls: Vec<CapturedCall>,
     /// Why some call of this capture cannot be audited at replay, if one cannot.
     broken: Option<String>,
@@ -149,6 +182,7 @@ impl Graphs {
         &self,
         drv: &Driver,
         gpu: Option<Arc<GpuContext>>,
+        commit: bool,
         stream: Handle,
         call: &GemmCall,
         gather: Option<&GatherSpec>,
@@ -160,6 +194,7 @@ impl Graphs {
                 "the gather kernel was not loaded on this context before the capture began".into()
             }),
             gpu,
+            commit,
             calls: Vec::new(),
         });
         // Every GEMM of the capture is remembered, so that every replay ledgers it: as
@@ -172,6 +207,8 @@ impl Graphs {
             gather: gather.cloned(),
             pre_node: None,
             post_node: None,
+            pre_leaves: None,
+            post_leaves: None,
             rejected: false,
         });
         // A call outside the model gets no nodes (it is never sampled), but its place,
@@ -179,18 +216,24 @@ impl Graphs {
         if gather.is_none() {
             return Some(CaptureSlot { id: info.id, node });
         }
-        let (None, Some(function)) = (&b.broken, b.gpu.as_ref().map(|g| g.replay_function)) else {
+        let (None, Some(gpu)) = (&b.broken, b.gpu.clone()) else {
             return None;
         };
         if call.reads_c() {
-            let launched = drv.launch_replay_gather(function, GRID, stream, (0, node as u32, 0));
-            let pre_node = launched
-                .ok()
-                .and_then(|_| drv.capture_info(stream)?.last_node);
+            let pre_node = add_node(drv, stream, gpu.replay_function, GRID, node, 0);
             if pre_node.is_none() {
                 b.broken = Some(format!(
                     "the pre-gather node of GEMM {node} could not be added"
                 ));
+            } else if b.commit {
+                b.calls[node].pre_leaves = add_node(
+                    drv,
+                    stream,
+                    gpu.leaves_replay_function,
+                    LEAVES_GRID,
+                    node,
+                    0,
+                );
             }
             b.calls[node].pre_node = pre_node;
         }
@@ -212,7 +255,7 @@ impl Graphs {
         let Some(b) = building.get_mut(&slot.id) else {
             return;
         };
-        let function = b.gpu.as_ref().map(|g| g.replay_function);
+        let (gpu, commit) = (b.gpu.clone(), b.commit);
         let Some(c) = b.calls.get_mut(slot.node) else {
             return;
         };
@@ -220,18 +263,25 @@ impl Graphs {
             c.rejected = true;
             return;
         }
-        let (Some(function), Some(_)) = (function, &c.gather) else {
+        let (Some(gpu), Some(_)) = (gpu, &c.gather) else {
             return;
         };
-        let launched = drv.launch_replay_gather(function, GRID, stream, (0, slot.node as u32, 1));
-        c.post_node = launched
-            .ok()
-            .and_then(|_| drv.capture_info(stream)?.last_node);
+        c.post_node = add_node(drv, stream, gpu.replay_function, GRID, slot.node, 1);
         if c.post_node.is_none() {
             b.broken = Some(format!(
                 "the gather node of GEMM {} could not be added",
                 slot.node
             ));
+        } else if commit {
+            // Without it the replays' calls are hashed on the host, as before.
+            c.post_leaves = add_node(
+                drv,
+                stream,
+                gpu.leaves_replay_function,
+                LEAVES_GRID,
+                slot.node,
+                1,
+            );
         }
     }
 
@@ -336,6 +386,7 @@ impl Graphs {
         } else {
             for (c, o) in merged.calls.iter_mut().zip(&old.graph.calls) {
                 (c.pre_node, c.post_node) = (o.pre_node, o.post_node);
+                (c.pre_leaves, c.post_leaves) = (o.pre_leaves, o.post_leaves);
             }
         }
         self.bind_exec(drv, Arc::new(merged), exec, depth);
@@ -383,6 +434,21 @@ impl Graphs {
     }
 }
 
+/// Adds a replay node of `function` for GEMM `node` and `phase` to the capture of
+/// `stream`; its handle, or `None` when it could not be added.
+fn add_node(
+    drv: &Driver,
+    stream: Handle,
+    function: Handle,
+    grid: (u32, u32),
+    node: usize,
+    phase: u32,
+) -> Option<Handle> {
+    drv.launch_replay_node(function, grid, stream, (0, node as u32, phase))
+        .ok()
+        .and_then(|_| drv.capture_info(stream)?.last_node)
+}
+
 /// Allocates the control block of an executable graph and binds its nodes to it.
 fn bind(drv: &Driver, info: &GraphInfo, exec: Handle, depth: u32) -> Result<Block, String> {
     if let Some(why) = &info.broken {
@@ -411,16 +477,10 @@ fn bind(drv: &Driver, info: &GraphInfo, exec: Handle, depth: u32) -> Result<Bloc
         if c.rejected {
             continue;
         }
-        for (node, phase) in [(c.pre_node, 0), (c.post_node, 1)] {
+        for (node, function, grid, phase) in c.nodes(gpu) {
             let Some(node) = node else { continue };
-            drv.set_replay_node(
-                exec,
-                node,
-                gpu.replay_function,
-                GRID,
-                (dev, j as u32, phase),
-            )
-            .map_err(|e| format!("binding the gather node of GEMM {j}: {e}"))?;
+            drv.set_replay_node(exec, node, function, grid, (dev, j as u32, phase))
+                .map_err(|e| format!("binding the nodes of GEMM {j}: {e}"))?;
         }
     }
     Ok((host, dev, size))
@@ -480,7 +540,25 @@ struct Prepared {
     node: usize,
     slot: Slot,
     layout: SlotLayout,
+    /// Offset in the slot of the gather node's marker; the leaf node's follows it.
     marker: usize,
+    /// Commit mode: the slot of the device retention ring the whole call is copied
+    /// into (freed when dropped).
+    device: Option<DeviceSlot>,
+}
+
+impl Prepared {
+    /// Its gathers may still run on the device: the slots stay allocated for good.
+    fn leak(self) {
+        if let Some(d) = self.device {
+            d.leak();
+        }
+    }
+
+    /// The seq a replay node wrote at `at` in the slot.
+    fn marker_at(&self, bytes: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+    }
 }
 
 /// The replay's share of the work after the launch: one per replay with samples.
@@ -524,13 +602,14 @@ impl Pending for ReplayGather {
             Ok(EventState::Pending) => return None,
             Err(e) => Resolved::Gap(GapReason::GatherFailed, e.to_string()),
             Ok(EventState::Done) => {
-                // SAFETY: the event fired: the replay and its gather nodes are done
-                // with the slot, which this gather owns until freed below.
+                // SAFETY: the event fired: the replay and its nodes are done with the
+                // slot, which this gather owns until freed below.
                 let bytes = unsafe { self.prepared.slot.host_bytes() };
-                let m = self.prepared.marker;
-                let marker =
-                    u32::from_le_bytes([bytes[m], bytes[m + 1], bytes[m + 2], bytes[m + 3]]);
-                if marker != self.replay {
+                let device = self.prepared.device.take();
+                let p = &self.prepared;
+                let ran = |at: usize| p.marker_at(bytes, at) == self.replay;
+                let hashed = p.layout.leaves.is_some() && ran(p.marker + 4);
+                if !ran(p.marker) {
                     Resolved::Gap(
                         GapReason::GatherFailed,
                         format!(
@@ -538,8 +617,17 @@ impl Pending for ReplayGather {
                             self.replay
                         ),
                     )
+                } else if device.is_some() && !hashed {
+                    // The call lies in device memory, where the host cannot hash it.
+                    Resolved::Gap(
+                        GapReason::GatherFailed,
+                        format!(
+                            "the graph's leaf-hash node did not run for replay {}: the call kept in GPU memory is not committed",
+                            self.replay
+                        ),
+                    )
                 } else {
-                    match Gathered::from_slot(&self.prepared.layout, bytes, false, None) {
+                    match Gathered::from_slot(&p.layout, bytes, hashed, device) {
                         Ok(g) => Resolved::Sample(Box::new(g)),
                         Err(e) => Resolved::Gap(GapReason::Internal, e),
                     }
@@ -619,7 +707,8 @@ pub(crate) fn before_launch(
         };
         sampled.push(call.index);
         rt.shared.inflight.fetch_add(1, Ordering::AcqRel);
-        match prepare(&exec, row, row_free, node, call, gather, &plan) {
+        let retain = rt.config.retain_bytes;
+        match prepare(drv, &exec, row, row_free, node, call, gather, &plan, retain) {
             Ok(p) => out.prepared.push(p),
             Err((reason, detail)) => out.gaps.push((call.index, reason, detail)),
         }
@@ -658,7 +747,11 @@ pub(crate) fn before_launch(
 }
 
 /// Takes a ring slot for a sampled replayed call and fills its entry (all but the tag).
+/// In commit mode, a call whose graph has leaf-hash nodes is hashed on the GPU and
+/// kept in the device retention ring, as a direct call is ([`commit_layout`]).
+#[allow(clippy::too_many_arguments)]
 fn prepare(
+    drv: &Driver,
     exec: &ExecInfo,
     row: u32,
     row_free: bool,
@@ -666,6 +759,7 @@ fn prepare(
     call: &GemmCall,
     gather: &GatherSpec,
     pick: &crate::model::gather::Pick,
+    retain_bytes: usize,
 ) -> Result<Prepared, (GapReason, String)> {
     if !row_free {
         return Err((
@@ -678,6 +772,12 @@ fn prepare(
     };
     let layout = crate::held::layout(call, gather, pick, || gpu.ring_capacity())
         .map_err(|e| (GapReason::Internal, e))?;
+    let whole = matches!(pick, crate::model::gather::Pick::Whole);
+    let (layout, device) = if whole && exec.graph.calls[node].hashes_leaves() {
+        commit_layout(drv, gpu, layout, gather, retain_bytes)
+    } else {
+        (layout, None)
+    };
     let marker = (layout.len + 7) & !7;
     let Some(slot) = gpu.alloc(marker + 8) else {
         return Err((
@@ -691,26 +791,37 @@ fn prepare(
     };
     // SAFETY: the slot was just allocated: nothing else uses it until launched.
     let bytes = unsafe { slot.host_bytes() };
-    let mut entry = [0u8; TAG_AT];
-    entry[0..8].copy_from_slice(&slot.device_address().to_le_bytes());
-    entry[8..16].copy_from_slice(&(slot.device_address() + marker as u64).to_le_bytes());
+    let base = slot.device_address();
+    let (leaves, leaves_pre, leaves_post) = match &layout.leaves {
+        Some(l) => (base + l.at as u64, l.pre, l.post),
+        None => (0, 0, 0),
+    };
+    let mut entry = [0u8; ENTRY_BYTES];
+    entry[0..8].copy_from_slice(&base.to_le_bytes());
+    entry[8..16].copy_from_slice(&(base + marker as u64).to_le_bytes());
     entry[16..20].copy_from_slice(&layout.pre_jobs.to_le_bytes());
     entry[20..24].copy_from_slice(&layout.post_jobs.to_le_bytes());
-    let written = layout.write(slot.device_address(), bytes);
-    if written.is_err() || !exec.put(row, node, 0, &entry) {
+    entry[32..40].copy_from_slice(&leaves.to_le_bytes());
+    entry[40..44].copy_from_slice(&leaves_pre.to_le_bytes());
+    entry[44..48].copy_from_slice(&leaves_post.to_le_bytes());
+    let written = layout.write(base, bytes);
+    // All but the tag, which the launch sets once every entry of the replay is written.
+    let put = exec.put(row, node, 0, &entry[..TAG_AT]) && exec.put(row, node, 32, &entry[32..]);
+    if written.is_err() || !put {
         gpu.free(slot.offset);
         return Err((
             GapReason::Internal,
             "the gather could not be written".into(),
         ));
     }
-    bytes[marker..marker + 4].copy_from_slice(&REPLAY_NONE.to_le_bytes());
+    bytes[marker..marker + 8].copy_from_slice(&[0xff; 8]);
     Ok(Prepared {
         index: call.index,
         node,
         slot,
         layout,
         marker,
+        device,
     })
 }
 
@@ -781,6 +892,7 @@ pub(crate) fn after_launch(rt: &Runtime, drv: &Driver, r: Replay, stream: Handle
                         reason: GapReason::GatherFailed,
                         detail: e.clone(),
                     });
+                    p.leak();
                 }
             }
         }

@@ -136,15 +136,18 @@ impl Runtime {
     /// larger commit-mode default while a commit-mode session is in force (a ring is
     /// made once per context and kept: one made in a sampling session keeps its size).
     pub fn ring_bytes(&self) -> usize {
-        let commit = self
-            .ledger
-            .current()
-            .is_some_and(|s| s.schedule.version() == ScheduleVersion::Commit);
-        if commit {
+        if self.commit_session() {
             self.config.commit_ring_bytes
         } else {
             self.config.ring_bytes
         }
+    }
+
+    /// Whether a commit-mode session is in force now.
+    pub fn commit_session(&self) -> bool {
+        self.ledger
+            .current()
+            .is_some_and(|s| s.schedule.version() == ScheduleVersion::Commit)
     }
 
     /// Sends a message to the background thread (ignored once it is gone).

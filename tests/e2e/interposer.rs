@@ -3107,13 +3107,15 @@ fn commit_mode_rings_default_to_room_for_calls_larger_than_64_mib() {
 #[test]
 fn commit_mode_commits_every_gemm_of_every_graph_replay() {
     // Decode as CUDA graph replays: every replayed GEMM is gathered whole inside its
-    // replay, committed to and opened when challenged. Captured calls are declared, not
+    // replay into the device retention ring, hashed there by the replay's leaf-hash
+    // nodes, committed to and opened when challenged. Captured calls are declared, not
     // audited, as in sampling mode.
     let args = ["--replays", "24"];
     let exe = compile("graph_decode");
     let reference = reference(&exe, &args, None);
     let (captured, replayed) = graph_counts(&reference);
-    let (out, r, check) = commit_run("commit-graph", "graph_decode", &args, 500_000, &[], None);
+    let info = [("MMAUDIT_LOG", "info".to_string())];
+    let (out, r, check) = commit_run("commit-graph", "graph_decode", &args, 500_000, &info, None);
     let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
     assert_eq!(out.hash(), reference.hash(), "{ctx}");
     assert_eq!(r["verdict"], "pass", "{ctx}");
@@ -3133,6 +3135,15 @@ fn commit_mode_commits_every_gemm_of_every_graph_replay() {
         "{ctx}"
     );
     assert_eq!(check.code, Some(0), "{ctx}");
+    // Every committed call, eager or replayed, was hashed on the GPU and kept in GPU
+    // memory.
+    let [committed, _, hashed, disagreed, kept] = commit_counts(&out);
+    assert!(committed >= replayed, "{ctx}");
+    assert_eq!(
+        (hashed, disagreed, kept),
+        (committed, 0, committed),
+        "{ctx}"
+    );
 }
 
 /// Calls whose op(A) the library bound by its address, from its exit line.

@@ -312,7 +312,10 @@ fn prepare(
             None => (None, call.stream as Handle, drv.current_context()),
         };
         let gpu = ctx.and_then(|c| rt.contexts.existing(c));
-        if let Some(slot) = rt.graphs.capture_before(drv, gpu, stream, call, gather) {
+        if let Some(slot) =
+            rt.graphs
+                .capture_before(drv, gpu, rt.commit_session(), stream, call, gather)
+        {
             return Some(Ledgered {
                 index,
                 handed,
@@ -376,7 +379,9 @@ fn prepare(
         Err(e) => return gap(GapReason::GatherFailed, e),
     };
     let (layout, device) = match crate::held::layout(call, gather, &plan, || gpu.ring_capacity()) {
-        Ok(l) if matches!(plan, Pick::Whole) => commit_layout(drv, &gpu, l, gather, rt),
+        Ok(l) if matches!(plan, Pick::Whole) => {
+            crate::gpu::commit_layout(drv, &gpu, l, gather, rt.config.retain_bytes)
+        }
         Ok(l) => (l, None),
         Err(e) => return gap(GapReason::Internal, e),
     };
@@ -392,50 +397,6 @@ fn prepare(
         handed,
         sampled: Sampled::Gather(Box::new(Gather { prepared, stream })),
     })
-}
-
-/// Commit mode: the layout of a whole call's gather, its vectors hashed on the GPU
-/// where they lie, and copied into a slot of the context's retention ring in device
-/// memory (returned with it) when there is room: op(B), C and D, and op(A) unless it
-/// is, or may be, a tensor the hello offers (the background thread then looks its rows
-/// up, as it does op(B)'s when its shape is offered: those stay in pinned memory). The
-/// whole call goes to pinned memory, as before, when the ring cannot be had or is full,
-/// when the leaf hashes do not fit, or once the GPU's leaf hashes disagreed with the
-/// host's check (they are then no longer used: [`crate::stream::commit::leaves_trusted`]).
-fn commit_layout(
-    drv: &crate::driver::Driver,
-    gpu: &std::sync::Arc<crate::gpu::GpuContext>,
-    layout: crate::model::gather::SlotLayout,
-    gather: &crate::model::GatherSpec,
-    rt: &Runtime,
-) -> (
-    crate::model::gather::SlotLayout,
-    Option<crate::gpu::DeviceSlot>,
-) {
-    let capacity = gpu.ring_capacity();
-    let c = &layout.call;
-    let sides = [
-        layout.held.is_none()
-            && !crate::held::may_hold(c.a.dtype, c.k, c.batch.saturating_mul(c.m)),
-        !crate::held::may_hold(c.b.dtype, c.k, c.batch.saturating_mul(c.n)),
-        true,
-        true,
-    ];
-    let device = (|| {
-        if !crate::stream::commit::leaves_trusted() {
-            return None;
-        }
-        gpu.retention(drv, rt.config.retain_bytes)?;
-        let mut l = layout.to_device(sides)?.hashing_leaves(gather, capacity);
-        l.leaves.as_ref()?;
-        let slot = gpu.alloc_device(l.device.as_ref()?.len)?;
-        l.place_device(slot.address());
-        Some((l, slot))
-    })();
-    match device {
-        Some((l, slot)) => (l, Some(slot)),
-        None => (layout.hashing_leaves(gather, capacity), None),
-    }
 }
 
 /// What a hook still owes the stream for the call it serves.
