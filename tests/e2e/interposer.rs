@@ -3146,6 +3146,70 @@ fn commit_mode_commits_every_gemm_of_every_graph_replay() {
     );
 }
 
+#[test]
+fn commit_mode_graph_replays_on_a_gpu_that_hashes_wrong_or_computes_nothing() {
+    // The honest twin is commit_mode_commits_every_gemm_of_every_graph_replay.
+    let args = ["--replays", "8"];
+    let (_, replayed) = graph_counts(&reference(&compile("graph_decode"), &args, None));
+    // Every leaf hash the GPU writes is wrong: the library's check notices it at the
+    // first replayed call; the calls already kept in GPU memory then are "not
+    // committed" (a coverage failure), the later replays are gathered to host memory
+    // and hashed there, and nothing mismatches.
+    let env = [
+        ("SIMGPU_BAD_LEAVES", "1".to_string()),
+        ("MMAUDIT_LOG", "info".to_string()),
+    ];
+    let (out, r, check) = commit_run(
+        "commit-graph-bad-leaves",
+        "graph_decode",
+        &args,
+        500_000,
+        &env,
+        None,
+    );
+    let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
+    let uncommitted = r["uncommitted"].as_u64().unwrap_or(0);
+    assert!((1..replayed).contains(&uncommitted), "{ctx}");
+    let why = r["streams"][0]["uncommitted_first_reason"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        why.contains("disagrees with the library's own hash"),
+        "{why}\n{ctx}"
+    );
+    assert_eq!(r["mismatched"].as_u64(), Some(0), "{ctx}");
+    assert_eq!(r["verified"], r["sampled"], "{ctx}");
+    assert!(r["verified"].as_u64().unwrap_or(0) > 3, "{ctx}");
+    let kinds: Vec<&str> = check
+        .failures()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        !kinds.is_empty() && kinds.iter().all(|k| *k == "coverage"),
+        "{kinds:?}\n{ctx}"
+    );
+    let [_, _, on_gpu, disagreed, kept] = commit_counts(&out);
+    assert_eq!((on_gpu, kept), (0, 0), "{ctx}");
+    assert!(disagreed >= 1, "{ctx}");
+    // A GPU whose replayed GEMMs compute nothing: the library commits to what it
+    // wrote, and the challenged calls fail on the arithmetic.
+    let env = [("SIMGPU_FAULT", "zero".to_string())];
+    let (out, r, check) = commit_run(
+        "commit-graph-zero",
+        "graph_decode",
+        &args,
+        500_000,
+        &env,
+        None,
+    );
+    let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
+    assert_eq!(r["verdict"], "fail", "{ctx}");
+    assert!(r["mismatched"].as_u64().unwrap_or(0) > 0, "{ctx}");
+    assert_eq!(r["uncommitted"].as_u64(), Some(0), "{ctx}");
+    assert_eq!(check.code, Some(1), "{ctx}");
+}
+
 /// Calls whose op(A) the library bound by its address, from its exit line.
 fn by_address(out: &Output) -> u64 {
     commit_counts(out)[1]
