@@ -42,9 +42,15 @@ pub struct CommitCost {
     pub extra_traffic_bytes: f64,
     /// the GEMM's own least memory traffic: op(A), op(B) and C_in read once, D written once
     pub gemm_traffic_bytes: f64,
-    /// kernels added to the application's stream: the copy after the call, and one
-    /// before it when beta != 0 (the hashes run on the library's own stream)
+    /// kernels the library adds to the application's stream: the copy into the
+    /// retention ring and the leaf hashes after the call, both again before it when
+    /// beta != 0 (in a CUDA graph, kernel nodes of every replay)
     pub launches_in_stream: u64,
+    /// bytes the library's kernels write to host memory for the call: a leaf hash per
+    /// vector hashed, one vector per hashed operand (the host's check of the GPU's leaf
+    /// hashes), a referenced op(A)'s evidence (one element per row) and spot row, and
+    /// the bias; the expected openings are added per phase
+    pub host_bytes: f64,
     /// bytes of the opening of one challenged call: the plan's rows of an inline op(A),
     /// its columns of op(B), of D and of C when beta != 0 (whole columns, m entries),
     /// each with one audit path; a referenced op(A)'s evidence; the sides and the small
@@ -78,6 +84,15 @@ pub fn commit_cost(c: &GemmCost, held: bool) -> CommitCost {
     };
     let retained = a + b + cd + bias;
     let spot = if a_referenced { k * in_size } else { 0.0 };
+    let c_columns = if reads_c { 2.0 } else { 1.0 };
+    let vectors = if a_referenced { 0.0 } else { batch * m } + batch * n * (1.0 + c_columns);
+    let checked =
+        if a_referenced { 0.0 } else { k * in_size } + k * in_size + c_columns * m * out_size;
+    let evidence = if a_referenced {
+        batch * m * in_size + spot
+    } else {
+        0.0
+    };
     let path = |leaves: u64| (depth(leaves) * HASH_BYTES) as f64;
     let rows_of = |width: f64, leaves: u64| e * r * (width + path(leaves));
     let opening_a = if a_referenced {
@@ -97,7 +112,8 @@ pub fn commit_cost(c: &GemmCost, held: bool) -> CommitCost {
         extra_traffic_bytes: 3.0 * retained + spot,
         gemm_traffic_bytes: batch * (m * k + k * n) * in_size
             + batch * m * n * out_size * if reads_c { 2.0 } else { 1.0 },
-        launches_in_stream: 1 + reads_c as u64,
+        launches_in_stream: 2 + 2 * reads_c as u64,
+        host_bytes: HASH_BYTES as f64 * vectors + checked + evidence + bias,
         opening_bytes: OPENING_OVERHEAD_BYTES as f64 + opening_a + opening_b + opening_cd + bias,
         challenge_bytes: CHALLENGE_OVERHEAD_BYTES as f64 + 8.0 * (r + s + e),
     }
@@ -113,6 +129,7 @@ pub struct CommitTotals {
     extra_traffic: f64,
     gemm_traffic: f64,
     launches: f64,
+    host: f64,
     opening: f64,
     challenge: f64,
 }
@@ -130,6 +147,7 @@ impl CommitTotals {
         self.extra_traffic += t * c.extra_traffic_bytes;
         self.gemm_traffic += t * c.gemm_traffic_bytes;
         self.launches += t * c.launches_in_stream as f64;
+        self.host += t * (c.host_bytes + p * c.opening_bytes);
         self.opening += t * p * c.opening_bytes;
         self.challenge += t * p * c.challenge_bytes;
     }
@@ -161,8 +179,8 @@ pub struct CommitPhase {
     /// the retention ring at the stated latency and rate: retained bytes per second x
     /// latency
     pub retention_bytes: f64,
-    /// what the library does today instead (docs/COMMIT.md, "The library"): the hashed
-    /// bytes copied to host memory and hashed on its CPU, per second at the stated rate
+    /// bytes the library's kernels write to host memory per second at the stated rate:
+    /// [`CommitCost::host_bytes`] of every call and the expected openings
     pub host_bytes_per_second: f64,
 }
 
@@ -184,7 +202,7 @@ impl CommitPhase {
             opening_bytes: per(t.opening),
             challenge_bytes: per(t.challenge),
             retention_bytes: per(t.retained) * units_per_second * latency_s,
-            host_bytes_per_second: per(t.hashed) * units_per_second,
+            host_bytes_per_second: per(t.host) * units_per_second,
         }
     }
 }
@@ -238,7 +256,7 @@ fn phase_lines(d: &mut Doc, ph: &CommitPhase, unit: &str, rate: &str, latency: &
     d.line(
         "kernels in the app's stream",
         fmt_num(ph.launches_in_stream),
-        format!("Launches per {unit} added to the application's streams (hashing runs on the library's own)."),
+        format!("Launches per {unit} added to the application's streams: the copy into the retention ring and the leaf hashes, after the call and, when beta != 0, before it (kernel nodes of the replay under CUDA graphs)."),
     );
     d.line(
         "stream bytes",
@@ -259,9 +277,9 @@ fn phase_lines(d: &mut Doc, ph: &CommitPhase, unit: &str, rate: &str, latency: &
         format!("GPU memory to keep every call until its challenge: retained bytes at {rate} for {latency}."),
     );
     d.line(
-        "today: to host, per s",
+        "to host memory, per s",
         fmt_bytes(ph.host_bytes_per_second),
-        format!("The library as it is today keeps calls in host memory, not on the GPU: it copies the hashed bytes over PCIe and hashes them on its CPU, this much per second at {rate} (docs/COMMIT.md, \"The library\")."),
+        format!("What crosses PCIe per second at {rate}: a 32-byte leaf hash per vector hashed, one checked vector per operand, held weights' evidence and spot row, and the expected openings (docs/COMMIT.md, \"The library\"); calls that fall back to host memory cross whole."),
     );
 }
 
@@ -359,7 +377,13 @@ mod tests {
             c.gemm_traffic_bytes,
             (4096.0 * 4096.0 + 4096.0 * 16.0) * 2.0 + d
         );
-        assert_eq!(c.launches_in_stream, 1);
+        assert_eq!(c.launches_in_stream, 2);
+        // 32 leaf hashes (op(B) and D columns), a column of each checked, op(A)'s first
+        // element of each row and one spot row.
+        assert_eq!(
+            c.host_bytes,
+            32.0 * 32.0 + (8192.0 + 8192.0) + (4096.0 * 2.0 + 8192.0)
+        );
         // evidence of 40 rows + one matrix index; one column of op(B) (k) and one of D
         // (m), each with a 4-level path.
         let opening = 149.0 + (40.0 * 2.0 + 4.0) + 2.0 * (8192.0 + 4.0 * 32.0);
@@ -370,6 +394,7 @@ mod tests {
         assert!(!sent.a_referenced);
         assert_eq!(sent.retained_bytes, b + d + 4096.0 * 4096.0 * 2.0);
         assert_eq!(sent.hashed_bytes, sent.retained_bytes);
+        assert_eq!(sent.host_bytes, 32.0 * (4096.0 + 32.0) + 3.0 * 8192.0);
         assert_eq!(
             sent.opening_bytes,
             opening - 84.0 + 40.0 * (8192.0 + 12.0 * 32.0)
@@ -387,7 +412,13 @@ mod tests {
             8.0 * 100.0 * 30.0 * 2.0,
         );
         assert_eq!(c.retained_bytes, a + b + 2.0 * cd + 100.0 * 2.0);
-        assert_eq!(c.launches_in_stream, 2);
+        assert_eq!(c.launches_in_stream, 4);
+        // leaf hashes of 800 rows and 3 x 240 columns; a row, a column and a column of
+        // each of C and D checked; the bias.
+        assert_eq!(
+            c.host_bytes,
+            32.0 * (800.0 + 720.0) + (128.0 + 128.0 + 2.0 * 200.0) + 200.0
+        );
         // default rates: 1 row (of 100), 1 column, 1 batch entry
         let path = |leaves: f64| 32.0 * leaves.log2().ceil();
         let opening = 149.0
@@ -406,7 +437,7 @@ mod tests {
         let ph = CommitPhase::new(&t, 160.0, 2500.0, 0.05);
         assert_eq!(ph.retained_bytes, c.retained_bytes / 16.0);
         assert_eq!(ph.attention_retained_bytes, 0.0);
-        assert_eq!(ph.launches_in_stream, 10.0 / 160.0);
+        assert_eq!(ph.launches_in_stream, 20.0 / 160.0);
         assert_eq!(
             ph.traffic_ratio,
             c.extra_traffic_bytes / c.gemm_traffic_bytes
@@ -414,6 +445,7 @@ mod tests {
         let fixed = (LEDGER_RECORD_BYTES + COMMITMENT_RECORD_BYTES) as f64;
         assert!((ph.stream_bytes - (10.0 * fixed + c.opening_bytes) / 160.0).abs() < 1e-9);
         assert!((ph.retention_bytes - c.retained_bytes / 16.0 * 2500.0 * 0.05).abs() < 1e-6);
-        assert!((ph.host_bytes_per_second - c.hashed_bytes / 16.0 * 2500.0).abs() < 1e-6);
+        let host = (10.0 * c.host_bytes + c.opening_bytes) / 160.0 * 2500.0;
+        assert!((ph.host_bytes_per_second - host).abs() < 1e-6);
     }
 }
