@@ -713,11 +713,14 @@ extern "C" __global__ void mmaudit_commit_leaves_replay(const mmaudit_replay_ctr
     count = 0;
     u32 seq;
     const volatile mmaudit_replay_entry* e = replay_entry(ctrl, call, seq);
-    if (e != nullptr && e->leaves != 0) {
-      table = e->leaves + (phase ? static_cast<u64>(e->leaves_pre) * sizeof(mmaudit_commit_job) : 0);
-      count = phase ? e->leaves_post : e->leaves_pre;
-      if (phase == 1 && blockIdx.x == 0 && blockIdx.y == 0 && e->marker != 0)
-        write_marker(e->marker + 4, seq);
+    const u64 leaves = e != nullptr ? e->leaves : 0;
+    if (leaves != 0) {
+      const u32 pre = e->leaves_pre;
+      const u64 marker = e->marker;
+      table = leaves + (phase ? static_cast<u64>(pre) * sizeof(mmaudit_commit_job) : 0);
+      count = phase ? e->leaves_post : pre;
+      if (phase == 1 && blockIdx.x == 0 && blockIdx.y == 0 && marker != 0)
+        write_marker(marker + 4, seq);
     }
   }
   __syncthreads();

@@ -509,12 +509,16 @@ impl GpuContext {
 /// whole call goes to pinned memory, as before, when the ring cannot be had or is full,
 /// when the leaf hashes do not fit, or once the GPU's leaf hashes disagreed with the
 /// host's check (they are then no longer used: [`crate::stream::commit::leaves_trusted`]).
+///
+/// `make_ring`: the ring's size, to make it now if the context has none (the caller has
+/// the context current); `None` uses only a ring made before (a graph launch, whose
+/// thread may have another context current).
 pub(crate) fn commit_layout(
     drv: &Driver,
     gpu: &Arc<GpuContext>,
     layout: SlotLayout,
     gather: &crate::model::GatherSpec,
-    retain_bytes: usize,
+    make_ring: Option<usize>,
 ) -> (SlotLayout, Option<DeviceSlot>) {
     let capacity = gpu.ring_capacity();
     let c = &layout.call;
@@ -529,7 +533,10 @@ pub(crate) fn commit_layout(
         if !crate::stream::commit::leaves_trusted() {
             return None;
         }
-        gpu.retention(drv, retain_bytes)?;
+        match make_ring {
+            Some(bytes) => gpu.retention(drv, bytes).map(drop)?,
+            None => gpu.device_ring().map(drop)?,
+        }
         let mut l = layout.to_device(sides)?.hashing_leaves(gather, capacity);
         l.leaves.as_ref()?;
         let slot = gpu.alloc_device(l.device.as_ref()?.len)?;

@@ -588,6 +588,16 @@ struct ReplayGather {
     done: Arc<ReplayDone>,
 }
 
+impl Drop for ReplayGather {
+    /// A gather dropped before it was resolved (never polled to the end) may still be
+    /// queued on the device: its device slot stays allocated for good.
+    fn drop(&mut self) {
+        if let Some(d) = self.prepared.device.take() {
+            d.leak();
+        }
+    }
+}
+
 impl Pending for ReplayGather {
     fn index(&self) -> u64 {
         self.prepared.index
@@ -707,8 +717,19 @@ pub(crate) fn before_launch(
         };
         sampled.push(call.index);
         rt.shared.inflight.fetch_add(1, Ordering::AcqRel);
-        let retain = rt.config.retain_bytes;
-        match prepare(drv, &exec, row, row_free, node, call, gather, &plan, retain) {
+        if matches!(plan, crate::model::gather::Pick::Whole)
+            && !exec.graph.calls[node].hashes_leaves()
+        {
+            log::once(
+                Level::Warn,
+                "graph captured before commit mode",
+                &format!(
+                    "graph {} was captured before this commit-mode session (it has no leaf-hash nodes): its replays' calls are copied whole to host memory and hashed there",
+                    exec.graph.number
+                ),
+            );
+        }
+        match prepare(drv, &exec, row, row_free, node, call, gather, &plan) {
             Ok(p) => out.prepared.push(p),
             Err((reason, detail)) => out.gaps.push((call.index, reason, detail)),
         }
@@ -749,6 +770,8 @@ pub(crate) fn before_launch(
 /// Takes a ring slot for a sampled replayed call and fills its entry (all but the tag).
 /// In commit mode, a call whose graph has leaf-hash nodes is hashed on the GPU and
 /// kept in the device retention ring, as a direct call is ([`commit_layout`]).
+/// The device ring is the one made when the capture began (never here: the launching
+/// thread may have another context current).
 #[allow(clippy::too_many_arguments)]
 fn prepare(
     drv: &Driver,
@@ -759,7 +782,6 @@ fn prepare(
     call: &GemmCall,
     gather: &GatherSpec,
     pick: &crate::model::gather::Pick,
-    retain_bytes: usize,
 ) -> Result<Prepared, (GapReason, String)> {
     if !row_free {
         return Err((
@@ -774,7 +796,7 @@ fn prepare(
         .map_err(|e| (GapReason::Internal, e))?;
     let whole = matches!(pick, crate::model::gather::Pick::Whole);
     let (layout, device) = if whole && exec.graph.calls[node].hashes_leaves() {
-        commit_layout(drv, gpu, layout, gather, retain_bytes)
+        commit_layout(drv, gpu, layout, gather, None)
     } else {
         (layout, None)
     };

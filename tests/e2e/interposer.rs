@@ -2937,10 +2937,22 @@ fn commit_mode_a_gpu_that_hashes_wrong_is_noticed_and_hashed_on_the_host() {
         &env,
         None,
     );
-    let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
+    let (ctx, uncommitted, disagreed) = assert_bad_leaves_noticed(&out, &r, &check);
     // The first call, and any other whose gather into GPU memory was under way by
     // then.
-    assert!(r["uncommitted"].as_u64().unwrap_or(0) >= 1, "{ctx}");
+    assert!(uncommitted >= 1, "{ctx}");
+    assert_eq!(r["gaps"].as_u64(), Some(0), "{ctx}");
+    // op(A), op(B) and D of the first call (C too where beta is not zero), then none
+    assert!((1..=4).contains(&disagreed), "{ctx}");
+}
+
+/// What every commit-mode run on a GPU whose leaf hashes are all wrong shows: calls
+/// "not committed" because a leaf disagreed with the host's hash, the only failure a
+/// coverage one, nothing mismatched, every challenge verified, no call hashed on the
+/// GPU or kept in its memory in the end, and the warning. Returns the context to print,
+/// the uncommitted calls and the operands that disagreed.
+fn assert_bad_leaves_noticed(out: &Output, r: &Value, check: &Check) -> (String, u64, u64) {
+    let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
     let why = r["streams"][0]["uncommitted_first_reason"]
         .as_str()
         .unwrap_or("");
@@ -2949,10 +2961,8 @@ fn commit_mode_a_gpu_that_hashes_wrong_is_noticed_and_hashed_on_the_host() {
         "{why}\n{ctx}"
     );
     assert_eq!(r["mismatched"].as_u64(), Some(0), "{ctx}");
-    assert_eq!(r["gaps"].as_u64(), Some(0), "{ctx}");
     assert_eq!(r["verified"], r["sampled"], "{ctx}");
     assert!(r["verified"].as_u64().unwrap_or(0) > 3, "{ctx}");
-    // The only failure is the uncommitted call.
     assert_eq!(r["verdict"], "fail", "{ctx}");
     assert_eq!(check.code, Some(1), "{ctx}");
     let kinds: Vec<&str> = check
@@ -2960,17 +2970,21 @@ fn commit_mode_a_gpu_that_hashes_wrong_is_noticed_and_hashed_on_the_host() {
         .iter()
         .map(|f| f["kind"].as_str().unwrap_or(""))
         .collect();
-    assert!(kinds.iter().all(|k| *k == "coverage"), "{kinds:?}\n{ctx}");
-    let [committed, _, on_gpu, disagreed, in_gpu_memory] = commit_counts(&out);
+    assert!(
+        !kinds.is_empty() && kinds.iter().all(|k| *k == "coverage"),
+        "{kinds:?}\n{ctx}"
+    );
+    let [committed, _, on_gpu, disagreed, in_gpu_memory] = commit_counts(out);
     assert!(committed > 0, "{ctx}");
     assert_eq!((on_gpu, in_gpu_memory), (0, 0), "{ctx}");
-    // op(A), op(B) and D of the first call (C too where beta is not zero), then none
-    assert!((1..=4).contains(&disagreed), "{ctx}");
+    assert!(disagreed >= 1, "{ctx}");
     assert!(
         out.transcript()
             .contains("the rest of this session's calls are hashed on the host"),
         "{ctx}"
     );
+    let uncommitted = r["uncommitted"].as_u64().unwrap_or(0);
+    (ctx, uncommitted, disagreed)
 }
 
 #[test]
@@ -3144,13 +3158,29 @@ fn commit_mode_commits_every_gemm_of_every_graph_replay() {
         (committed, 0, committed),
         "{ctx}"
     );
+    // The same after the program updates its executable graph in place
+    // (cudaGraphExecUpdate halfway).
+    let args = ["--replays", "24", "--update"];
+    let (out, r, check) = commit_run(
+        "commit-graph-update",
+        "graph_decode",
+        &args,
+        500_000,
+        &info,
+        None,
+    );
+    let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
+    assert_eq!(r["verdict"], "pass", "{ctx}");
+    assert_nothing_wrong(&r, &ctx);
+    assert_eq!(check.code, Some(0), "{ctx}");
+    let [committed, _, hashed, _, kept] = commit_counts(&out);
+    assert_eq!((hashed, kept), (committed, committed), "{ctx}");
 }
 
 #[test]
 fn commit_mode_graph_replays_on_a_gpu_that_hashes_wrong_or_computes_nothing() {
     // The honest twin is commit_mode_commits_every_gemm_of_every_graph_replay.
-    let args = ["--replays", "8"];
-    let (_, replayed) = graph_counts(&reference(&compile("graph_decode"), &args, None));
+    let args = ["--replays", "24"];
     // Every leaf hash the GPU writes is wrong: the library's check notices it at the
     // first replayed call; the calls already kept in GPU memory then are "not
     // committed" (a coverage failure), the later replays are gathered to host memory
@@ -3167,31 +3197,29 @@ fn commit_mode_graph_replays_on_a_gpu_that_hashes_wrong_or_computes_nothing() {
         &env,
         None,
     );
+    let (ctx, uncommitted, _) = assert_bad_leaves_noticed(&out, &r, &check);
+    assert!(uncommitted >= 1, "{ctx}");
+    // Leaf-hash nodes that do not run (the executable graph runs other nodes than
+    // those bound): each replayed call kept in GPU memory is "not committed", never
+    // committed with the slot's stale hashes.
+    let env = [("SIMGPU_SKIP_REPLAY_LEAVES", "1".to_string())];
+    let (out, r, check) = commit_run(
+        "commit-graph-skip-leaves",
+        "graph_decode",
+        &args,
+        500_000,
+        &env,
+        None,
+    );
     let ctx = format!("{}\n{r:#}\n{}", out.transcript(), check.text);
-    let uncommitted = r["uncommitted"].as_u64().unwrap_or(0);
-    assert!((1..replayed).contains(&uncommitted), "{ctx}");
+    let (_, replayed) = graph_counts(&out);
+    assert_eq!(r["uncommitted"].as_u64(), Some(replayed), "{ctx}");
     let why = r["streams"][0]["uncommitted_first_reason"]
         .as_str()
         .unwrap_or("");
-    assert!(
-        why.contains("disagrees with the library's own hash"),
-        "{why}\n{ctx}"
-    );
+    assert!(why.contains("leaf-hash node did not run"), "{why}\n{ctx}");
     assert_eq!(r["mismatched"].as_u64(), Some(0), "{ctx}");
-    assert_eq!(r["verified"], r["sampled"], "{ctx}");
-    assert!(r["verified"].as_u64().unwrap_or(0) > 3, "{ctx}");
-    let kinds: Vec<&str> = check
-        .failures()
-        .iter()
-        .map(|f| f["kind"].as_str().unwrap_or(""))
-        .collect();
-    assert!(
-        !kinds.is_empty() && kinds.iter().all(|k| *k == "coverage"),
-        "{kinds:?}\n{ctx}"
-    );
-    let [_, _, on_gpu, disagreed, kept] = commit_counts(&out);
-    assert_eq!((on_gpu, kept), (0, 0), "{ctx}");
-    assert!(disagreed >= 1, "{ctx}");
+    assert_eq!(r["verdict"], "fail", "{ctx}");
     // A GPU whose replayed GEMMs compute nothing: the library commits to what it
     // wrote, and the challenged calls fail on the arithmetic.
     let env = [("SIMGPU_FAULT", "zero".to_string())];

@@ -269,25 +269,49 @@ static void replay(const mmaudit_commit_job *jobs) {
         report(markers[0] == 0 && markers[1] == seq, "replay leaf node, phase 1: seq at marker + 4", how);
     }
 
+    /* No marker: the jobs run, nothing else is written. */
+    clear_outputs();
+    markers[0] = markers[1] = 0;
+    const uint64_t no_marker = 0;
+    memcpy(e + 8, &no_marker, 8);
+    MUST(launch_replay(ctrl, 1, 0, 2, 2));
+    MUST(launch_replay(ctrl, 1, 1, 2, 2));
+    MUST(cuStreamSynchronize(stream));
+    for (int i = 0; i < ncases; i++)
+        check_same(&cases[i], "replay leaf node without a marker");
+    report(markers[0] == 0 && markers[1] == 0, "replay leaf node without a marker writes none", "");
+    memcpy(e + 8, &marker, 8);
+
     /* Cases where the node does nothing. */
     struct {
         const char *what;
-        uint32_t ctrl_seq, call, phase, tag;
+        uint32_t ctrl_seq, depth, call, phase, tag;
         uint64_t table;
+        int null_ctrl;
     } idle[] = {
-        {"another replay's tag", seq, 1, 1, seq + 2, table},
-        {"no replay in progress", REPLAY_NONE, 1, 1, seq, table},
-        {"no leaf table", seq, 1, 1, seq, 0},
-        {"a call past the graph's", seq, 2, 1, seq, table},
-        {"phase 2", seq, 1, 2, seq, table},
+        {"another replay's tag", seq, 2, 1, 1, seq + 2, table, 0},
+        {"no replay in progress", REPLAY_NONE, 2, 1, 1, seq, table, 0},
+        {"no leaf table", seq, 2, 1, 1, seq, 0, 0},
+        {"a call past the graph's", seq, 2, 2, 1, seq, table, 0},
+        {"phase 2", seq, 2, 1, 2, seq, table, 0},
+        {"depth 0", seq, 0, 1, 1, seq, table, 0},
+        {"a null control block", seq, 2, 1, 1, seq, table, 1},
     };
     for (size_t k = 0; k < sizeof idle / sizeof idle[0]; k++) {
         clear_outputs();
         markers[0] = markers[1] = 0;
         memcpy(ctrl, &idle[k].ctrl_seq, 4);
+        memcpy(ctrl + 8, &idle[k].depth, 4);
         memcpy(e + 24, &idle[k].tag, 4);
         memcpy(e + 32, &idle[k].table, 8);
-        MUST(launch_replay(ctrl, idle[k].call, idle[k].phase, 2, 2));
+        if (idle[k].null_ctrl) {
+            CUdeviceptr null_ctrl = 0;
+            uint32_t call = idle[k].call, phase = idle[k].phase;
+            void *params[] = {&null_ctrl, &call, &phase};
+            MUST(cuLaunchKernel(replay_fn, 2, 2, 1, 256, 1, 1, 0, stream, params, NULL));
+        } else {
+            MUST(launch_replay(ctrl, idle[k].call, idle[k].phase, 2, 2));
+        }
         MUST(cuStreamSynchronize(stream));
         int untouched = markers[1] == 0;
         for (int i = 0; i < ncases; i++)
@@ -295,6 +319,7 @@ static void replay(const mmaudit_commit_job *jobs) {
         report(untouched, "replay leaf node does nothing", idle[k].what);
     }
     memcpy(ctrl, &seq, 4);
+    memcpy(ctrl + 8, &two, 4);
     memcpy(e + 24, &seq, 4);
     memcpy(e + 32, &table, 8);
 }

@@ -102,7 +102,14 @@ fn begin_capture(what: &str, stream: Handle) {
         let drv = driver()?;
         let setup = |ctx| {
             let device = drv.current_device().ok()?;
-            rt.contexts.get(drv, ctx, device, rt.ring_bytes()).ok()
+            let gpu = rt.contexts.get(drv, ctx, device, rt.ring_bytes()).ok()?;
+            // In commit mode the replays keep their calls in the device retention
+            // ring, which a graph launch must not make (its thread's current context
+            // may be another).
+            if rt.commit_session() {
+                gpu.retention(drv, rt.config.retain_bytes);
+            }
+            Some(gpu)
         };
         match drv.current_context() {
             Some(ctx) => setup(ctx).map(drop),

@@ -380,7 +380,7 @@ fn prepare(
     };
     let (layout, device) = match crate::held::layout(call, gather, &plan, || gpu.ring_capacity()) {
         Ok(l) if matches!(plan, Pick::Whole) => {
-            crate::gpu::commit_layout(drv, &gpu, l, gather, rt.config.retain_bytes)
+            crate::gpu::commit_layout(drv, &gpu, l, gather, Some(rt.config.retain_bytes))
         }
         Ok(l) => (l, None),
         Err(e) => return gap(GapReason::Internal, e),
