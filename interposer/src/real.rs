@@ -252,6 +252,12 @@ real_syms! {
     LT_DESC_GET_ATTRIBUTE = "cublasLtMatmulDescGetAttribute" in CublasLt;
     LT_LAYOUT_GET_ATTRIBUTE = "cublasLtMatrixLayoutGetAttribute" in CublasLt;
     LT_ALGO_CONFIG_GET_ATTRIBUTE = "cublasLtMatmulAlgoConfigGetAttribute" in CublasLt;
+    LT_DESC_CREATE = "cublasLtMatmulDescCreate" in CublasLt;
+    LT_DESC_SET_ATTRIBUTE = "cublasLtMatmulDescSetAttribute" in CublasLt;
+    LT_DESC_DESTROY = "cublasLtMatmulDescDestroy" in CublasLt;
+    LT_LAYOUT_CREATE = "cublasLtMatrixLayoutCreate" in CublasLt;
+    LT_LAYOUT_SET_ATTRIBUTE = "cublasLtMatrixLayoutSetAttribute" in CublasLt;
+    LT_LAYOUT_DESTROY = "cublasLtMatrixLayoutDestroy" in CublasLt;
     CUDA_STREAM_BEGIN_CAPTURE = "cudaStreamBeginCapture" in Cudart;
     CUDA_STREAM_END_CAPTURE = "cudaStreamEndCapture" in Cudart;
     CUDA_GRAPH_INSTANTIATE = "cudaGraphInstantiate" in Cudart;

@@ -2700,6 +2700,96 @@ fn a_pointer_mode_changed_behind_the_library_never_makes_it_read_device_memory()
     assert_clean_pass(&a, &reference, 80);
 }
 
+/// The simulated GPU's query counts (SIMGPU_COUNT) of `program MODE` under the library
+/// at call rate `rate`, after checking that it ran.
+fn query_counts(program: &str, mode: &str, rate: &'static str) -> HashMap<String, u64> {
+    let exe = compile(program);
+    let name = format!("{program}-{mode}-{rate}");
+    let path = scratch_path(&format!("{name}-counts"));
+    let rates = Rates {
+        call: Some(rate),
+        row: None,
+        col: None,
+        batch: None,
+    };
+    let extra = [("SIMGPU_COUNT", path.display().to_string())];
+    let a = audit(&name, &exe, &[mode], rates, None, &extra);
+    assert_eq!(a.run.code, Some(0), "{}", a.context());
+    std::fs::read_to_string(&path)
+        .expect("the simulator's counts")
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.parse().expect("a count")))
+        .collect()
+}
+
+#[test]
+fn an_unsampled_cublaslt_call_asks_cublaslt_no_attribute() {
+    // audit_ltfollow: 40 cublasLtMatmul calls, their descriptor and layouts created,
+    // set and destroyed around each call (fresh) or made once (reuse). Unsampled, the
+    // library reads the attributes of the first descriptor and the first layout of
+    // each class once through the getters (21 and 9 of them) and follows the rest
+    // through the hooked creators and setters: no getter call per matmul. Every call
+    // sampled, each is also read through the getters and compared.
+    for mode in ["fresh", "reuse"] {
+        let unsampled = query_counts("audit_ltfollow", mode, "0");
+        let ctx = format!("{mode}: {unsampled:?}");
+        assert_eq!(unsampled["cublasLtMatmulDescGetAttribute"], 21, "{ctx}");
+        assert_eq!(unsampled["cublasLtMatrixLayoutGetAttribute"], 9, "{ctx}");
+        let sampled = query_counts("audit_ltfollow", mode, "1");
+        let ctx = format!("{mode}: {sampled:?}");
+        assert!(
+            sampled["cublasLtMatmulDescGetAttribute"] >= 21 + 40 * 21,
+            "{ctx}"
+        );
+        assert!(
+            sampled["cublasLtMatrixLayoutGetAttribute"] >= 9 + 40 * 4 * 9,
+            "{ctx}"
+        );
+    }
+}
+
+#[test]
+fn cublaslt_objects_followed_describe_calls_as_the_getters_do_and_a_change_behind_is_caught() {
+    // Every call sampled, so each description made from the library's tables is checked
+    // against the getters. Fresh and reused objects: no gap, a clean PASS. A
+    // descriptor whose bias epilogue is removed with the real setter (dlvsym) after 20
+    // calls: the first call after is a gap naming the change, a warning says so, and the
+    // objects are read through the getters from then on (no further gap).
+    let exe = compile("audit_ltfollow");
+    let reference = reference(&exe, &["reuse"], None);
+    for mode in ["fresh", "reuse"] {
+        let name = format!("ltfollow-{mode}");
+        let a = audit(&name, &exe, &[mode], EVERY_CALL, None, &[]);
+        assert_eq!(a.run.code, Some(0), "{}", a.context());
+        assert_clean_pass(&a, &reference, 40);
+    }
+    let a = audit("ltfollow-behind", &exe, &["behind"], EVERY_CALL, None, &[]);
+    let ctx = a.context();
+    assert_eq!(a.run.code, Some(0), "{ctx}");
+    let (_, records) = records_of("ltfollow-behind");
+    let gaps: Vec<(u64, String)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Gap(g) => Some((g.indices[0], g.detail.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}\n{ctx}");
+    assert_eq!(gaps[0].0, 20, "{ctx}");
+    assert!(
+        gaps[0].1.contains("differs from what the library followed"),
+        "{ctx}"
+    );
+    assert!(
+        a.run
+            .stderr
+            .contains("cuBLASLt objects are read through the getters"),
+        "{ctx}"
+    );
+    assert_eq!(a.check.n("mismatched"), 0, "{ctx}");
+}
+
 #[test]
 fn a_capture_begun_unseen_is_caught_at_the_first_sampled_call_in_it() {
     // The library asks the driver whether a stream captures only while a capture it

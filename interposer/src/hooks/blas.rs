@@ -150,7 +150,7 @@ unsafe fn describe(handle: CublasHandle, p: Parts) -> Result<Call, Box<Unmodelle
             described,
             stream: stream as usize,
             ctx,
-            followed: followed.map(|s| (handle, s)),
+            followed: followed.map(|s| super::Followed::Handle(handle, s)),
         }),
         Err(why) => {
             if let Ok(a) = alpha {

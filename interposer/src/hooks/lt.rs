@@ -1,13 +1,16 @@
-//! The `cublasLtMatmul` export. Every descriptor and layout attribute the call model
-//! needs is read inside the hook, through the real getters, because applications
-//! destroy or reuse descriptors right after the call.
+//! The `cublasLtMatmul` export, and the descriptor and layout creators, setters and
+//! destroyers it follows. Every descriptor and layout attribute the call model needs
+//! is read inside the hook (applications destroy or reuse descriptors right after the
+//! call): from the library's table of followed objects ([`super::lt_follow`]) when it
+//! has them, otherwise through the real getters.
 
 #![allow(non_snake_case, clippy::too_many_arguments)]
 
 use std::ffi::{c_int, c_void};
 
 use super::blas::{getter, host_scalar, real_fn};
-use super::{audited, site_of, Call, Unmodelled};
+use super::lt_follow::{self as follow, Snapshot};
+use super::{audited, site_of, Call, Followed, Unmodelled};
 use crate::model::{
     describe_lt, dtype_of, unmodelled_lt, LtArgs, LtDesc, LtLayout, LtPartial, NotDescribed,
     ScalarArg, Site,
@@ -17,22 +20,57 @@ use crate::sys::cublas::{
     self as sys, desc_attr as da, layout_attr as la, CublasStatus, LtHandle, LtLayout as RawLayout,
     LtMatmulDesc,
 };
-use mmaudit_protocol::call::DType;
+use mmaudit_protocol::call::{flags, DType, GemmCall};
+
+/// A real attribute getter (`cublasLtMatmulDescGetAttribute` or
+/// `cublasLtMatrixLayoutGetAttribute`).
+type GetAttr =
+    unsafe extern "C" fn(*mut c_void, c_int, *mut c_void, usize, *mut usize) -> CublasStatus;
 
 /// Reads one attribute of `N` bytes.
 ///
 /// # Safety
 /// `get` is the real attribute getter and `obj` the application's descriptor/layout.
-unsafe fn attr<const N: usize>(
-    get: unsafe extern "C" fn(*mut c_void, c_int, *mut c_void, usize, *mut usize) -> CublasStatus,
-    obj: *mut c_void,
-    id: c_int,
-) -> Option<[u8; N]> {
+unsafe fn attr<const N: usize>(get: GetAttr, obj: *mut c_void, id: c_int) -> Option<[u8; N]> {
     let mut buf = [0u8; N];
     let mut written = 0usize;
     // SAFETY: buf has N bytes; the getter writes at most N and the written count.
     let s = unsafe { get(obj, id, buf.as_mut_ptr().cast(), N, &mut written) };
     (crate::result::blas(s, "cublasLt*GetAttribute").is_ok() && written == N).then_some(buf)
+}
+
+/// Where a descriptor's or a layout's attributes are read from.
+enum Attrs<'a> {
+    /// The real getter, on the application's object.
+    Real(GetAttr, *mut c_void),
+    /// The library's table ([`super::lt_follow`]).
+    Followed(&'a Snapshot, &'static [follow::Spec]),
+}
+
+impl Attrs<'_> {
+    fn get<const N: usize>(&self, id: c_int) -> Option<[u8; N]> {
+        match self {
+            // SAFETY: constructed only with the real getter and the application's
+            // object (`Attrs::real`).
+            Attrs::Real(get, obj) => unsafe { attr::<N>(*get, *obj, id) },
+            Attrs::Followed(s, specs) => s.get::<N>(specs, id),
+        }
+    }
+}
+
+/// The real getter's view of every attribute of `specs` on `obj`.
+///
+/// # Safety
+/// `get` is the real attribute getter and `obj` the application's descriptor/layout.
+unsafe fn read_real(get: GetAttr, obj: *mut c_void, specs: &[follow::Spec]) -> Snapshot {
+    Snapshot::read(specs, |id, size| {
+        let mut buf = [0u8; 8];
+        let mut written = 0usize;
+        // SAFETY: buf has 8 >= size bytes; the getter writes at most size.
+        let s = unsafe { get(obj, id, buf.as_mut_ptr().cast(), size, &mut written) };
+        (crate::result::blas(s, "cublasLt*GetAttribute").is_ok() && written == size)
+            .then(|| u64::from_le_bytes(buf))
+    })
 }
 
 fn i32_of(b: [u8; 4]) -> i32 {
@@ -45,24 +83,14 @@ fn u64_of(b: [u8; 8]) -> u64 {
 
 /// Reads the matmul descriptor. Required attributes missing make the call invalid;
 /// optional ones default as cuBLASLt defaults them.
-///
-/// # Safety
-/// `desc` is the application's descriptor.
-unsafe fn read_desc(get: sys::DescGetAttrFn, desc: LtMatmulDesc) -> Result<LtDesc, NotDescribed> {
+fn read_desc(desc: &Attrs) -> Result<LtDesc, NotDescribed> {
     let req32 = |id: c_int, what: &str| -> Result<i32, NotDescribed> {
-        // SAFETY: the real getter and the application's descriptor.
-        unsafe { attr::<4>(get, desc, id) }
+        desc.get::<4>(id)
             .map(i32_of)
             .ok_or_else(|| NotDescribed::Invalid(format!("cannot read the descriptor's {what}")))
     };
-    let opt32 = |id: c_int, default: i32| {
-        // SAFETY: the real getter and the application's descriptor.
-        unsafe { attr::<4>(get, desc, id) }.map_or(default, i32_of)
-    };
-    let opt64 = |id: c_int| {
-        // SAFETY: the real getter and the application's descriptor.
-        unsafe { attr::<8>(get, desc, id) }.map_or(0, u64_of)
-    };
+    let opt32 = |id: c_int, default: i32| desc.get::<4>(id).map_or(default, i32_of);
+    let opt64 = |id: c_int| desc.get::<8>(id).map_or(0, u64_of);
     Ok(LtDesc {
         compute: req32(da::COMPUTE_TYPE, "compute type")?,
         scale_type: req32(da::SCALE_TYPE, "scale type")?,
@@ -89,30 +117,18 @@ unsafe fn read_desc(get: sys::DescGetAttrFn, desc: LtMatmulDesc) -> Result<LtDes
         ]
         .map(|id| opt32(id, sys::scale_mode::SCALAR_32F)),
         d_out_scale: opt64(da::D_OUT_SCALE_POINTER),
-        // SAFETY: the real getter and the application's descriptor (an int8).
-        fast_accum: unsafe { attr::<1>(get, desc, da::FAST_ACCUM) }
+        // an int8
+        fast_accum: desc
+            .get::<1>(da::FAST_ACCUM)
             .map_or(0, |b| b[0] as i8 as i32),
     })
 }
 
 /// Reads one matrix layout.
-///
-/// # Safety
-/// `layout` is the application's layout.
-unsafe fn read_layout(
-    get: sys::LayoutGetAttrFn,
-    layout: RawLayout,
-    name: &str,
-) -> Result<LtLayout, NotDescribed> {
+fn read_layout(layout: &Attrs, name: &str) -> Result<LtLayout, NotDescribed> {
     let missing = || NotDescribed::Invalid(format!("cannot read layout {name}"));
-    let r32 = |id: c_int| {
-        // SAFETY: the real getter and the application's layout.
-        unsafe { attr::<4>(get, layout, id) }.map(i32_of)
-    };
-    let r64 = |id: c_int| {
-        // SAFETY: the real getter and the application's layout.
-        unsafe { attr::<8>(get, layout, id) }.map(u64_of)
-    };
+    let r32 = |id: c_int| layout.get::<4>(id).map(i32_of);
+    let r64 = |id: c_int| layout.get::<8>(id).map(u64_of);
     Ok(LtLayout {
         dtype: r32(la::TYPE).ok_or_else(missing)?,
         order: r32(la::ORDER).unwrap_or(sys::LT_ORDER_COL),
@@ -162,30 +178,22 @@ unsafe fn reduces_in_output_type(algo: *const c_void) -> bool {
 ///
 /// # Safety
 /// The application's arguments of `cublasLtMatmul`.
-unsafe fn describe(
-    desc: LtMatmulDesc,
-    alpha: *const c_void,
-    beta: *const c_void,
-    ptrs: [*const c_void; 4],
-    layouts: [RawLayout; 4],
-    algo: *const c_void,
-    stream: sys::Stream,
-) -> Result<Call, Box<Unmodelled>> {
-    let (site, ctx) = site_of(stream as usize);
+unsafe fn describe(raw: LtRaw, tables: bool) -> Result<Call, Box<Unmodelled>> {
+    let (site, ctx) = site_of(raw.stream as usize);
     let mut partial = LtPartial {
-        c: ptrs[2] as u64,
-        d: ptrs[3] as u64,
+        c: raw.ptrs[2] as u64,
+        d: raw.ptrs[3] as u64,
         site,
         ..LtPartial::default()
     };
     // SAFETY: the caller's contract.
-    match unsafe { read_call(desc, alpha, beta, ptrs, layouts, algo, site, &mut partial) } {
-        Ok(args) => match describe_lt(&args) {
+    match unsafe { read_call(&raw, tables, site, &mut partial) } {
+        Ok((args, followed)) => match describe_lt(&args) {
             Ok(described) => Ok(Call {
                 described,
-                stream: stream as usize,
+                stream: raw.stream as usize,
                 ctx,
-                followed: None,
+                followed: followed.then_some(Followed::Lt(raw)),
             }),
             Err(why) => Err(Box::new(Unmodelled {
                 call: unmodelled_lt(&LtPartial::from(&args)),
@@ -199,34 +207,75 @@ unsafe fn describe(
     }
 }
 
-/// Reads the descriptor, the layouts and alpha/beta into `LtArgs`; what was read
-/// before a failure is left in `partial`.
-///
-/// # Safety
-/// The application's arguments of `cublasLtMatmul`.
-unsafe fn read_call(
+/// The arguments of one `cublasLtMatmul` call that its description is read from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LtRaw {
     desc: LtMatmulDesc,
     alpha: *const c_void,
     beta: *const c_void,
     ptrs: [*const c_void; 4],
     layouts: [RawLayout; 4],
     algo: *const c_void,
+    stream: sys::Stream,
+}
+
+/// Reads the descriptor, the layouts and alpha/beta into `LtArgs` (with `tables`,
+/// each object the library follows from its table, [`follow`]; the flag returned says
+/// whether any was); what was read before a failure is left in `partial`.
+///
+/// # Safety
+/// The application's arguments of `cublasLtMatmul`.
+unsafe fn read_call(
+    raw: &LtRaw,
+    tables: bool,
     site: Site,
     partial: &mut LtPartial,
-) -> Result<LtArgs, NotDescribed> {
-    let get_desc: sys::DescGetAttrFn = getter(&real::LT_DESC_GET_ATTRIBUTE)?;
-    let get_layout: sys::LayoutGetAttrFn = getter(&real::LT_LAYOUT_GET_ATTRIBUTE)?;
+) -> Result<(LtArgs, bool), NotDescribed> {
+    let LtRaw {
+        desc,
+        alpha,
+        beta,
+        ptrs,
+        layouts,
+        algo,
+        ..
+    } = *raw;
+    let get_desc: GetAttr = getter(&real::LT_DESC_GET_ATTRIBUTE)?;
+    let get_layout: GetAttr = getter(&real::LT_LAYOUT_GET_ATTRIBUTE)?;
+    let mut followed = false;
     for (i, name) in ["A", "B", "C", "D"].into_iter().enumerate() {
         if !layouts[i].is_null() {
-            // SAFETY: the real getter and the application's layout.
-            partial.layouts[i] = unsafe { read_layout(get_layout, layouts[i], name) }.ok();
+            let seen = tables
+                .then(|| follow::LAYOUTS.get(layouts[i] as usize))
+                .flatten();
+            followed |= seen.is_some();
+            let src = match &seen {
+                Some(s) => Attrs::Followed(s, &follow::LAYOUT),
+                None => Attrs::Real(get_layout, layouts[i]),
+            };
+            partial.layouts[i] = read_layout(&src, name).ok();
         }
     }
     if desc.is_null() || layouts.iter().any(|l| l.is_null()) {
         return Err(NotDescribed::Invalid("a null descriptor".into()));
     }
-    // SAFETY: the real getter and the application's descriptor.
-    let desc_attrs = unsafe { read_desc(get_desc, desc) }?;
+    let mut seen = tables.then(|| follow::DESCS.get(desc as usize)).flatten();
+    let mut desc_attrs = match &seen {
+        Some(s) => read_desc(&Attrs::Followed(s, &follow::DESC))?,
+        None => read_desc(&Attrs::Real(get_desc, desc))?,
+    };
+    if seen.is_some() && desc_attrs.pointer_mode == 0 {
+        // The table's host pointer mode is trusted for scalars in this thread's live
+        // stack only (host memory whatever the mode); for any other, cuBLASLt is
+        // asked, since reading a device pointer as host memory would crash.
+        let size = dtype_of(desc_attrs.scale_type).map_or(16, |t| t.size());
+        let on_stack = |p: *const c_void| crate::stack::on_live_stack(p.cast(), size);
+        if !(on_stack(alpha) && on_stack(beta)) {
+            seen = None;
+            desc_attrs = read_desc(&Attrs::Real(get_desc, desc))?;
+        }
+    }
+    followed |= seen.is_some();
     partial.desc = Some(desc_attrs);
     let scale = dtype_of(desc_attrs.scale_type).ok_or_else(|| {
         NotDescribed::Unsupported(format!(
@@ -255,7 +304,7 @@ unsafe fn read_call(
         ls[i] = partial.layouts[i]
             .ok_or_else(|| NotDescribed::Invalid(format!("cannot read layout {name}")))?;
     }
-    Ok(LtArgs {
+    let args = LtArgs {
         desc: desc_attrs,
         a_layout: ls[0],
         b_layout: ls[1],
@@ -273,7 +322,41 @@ unsafe fn read_call(
         // SAFETY: the application's algo argument.
         reduced_precision_reduction: dtype_of(ls[3].dtype).is_some_and(DType::is_narrow_float)
             && unsafe { reduces_in_output_type(algo) },
-    })
+    };
+    Ok((args, followed))
+}
+
+/// Before a sampled call described from the library's tables: true when the real
+/// getters describe it the same. Otherwise its followed objects are dropped, the
+/// tables are no longer read for the rest of the process (one warning says so), and
+/// the call is to be a gap.
+///
+/// # Safety
+/// `raw` holds the application's arguments of the call being served.
+pub(crate) unsafe fn verify(raw: &LtRaw, described: &GemmCall) -> bool {
+    // SAFETY: the caller's contract.
+    let again = unsafe { describe(*raw, false) };
+    let same = again.is_ok_and(|c| {
+        // The index and the flags the ledger adds are not the description's.
+        let ledger = flags::NO_SESSION | flags::REJECTED;
+        let mut call = c.described.call;
+        call.index = described.index;
+        call.flags = (call.flags & !ledger) | (described.flags & ledger);
+        call == *described
+    });
+    if !same {
+        follow::DESCS.forget(raw.desc as usize);
+        for l in raw.layouts {
+            follow::LAYOUTS.forget(l as usize);
+        }
+        follow::stop_following();
+        crate::log::once(
+            crate::log::Level::Warn,
+            "cuBLASLt objects changed behind the library",
+            "a cuBLASLt matmul descriptor or layout differs from what the library followed through its setters (changed through a path it does not hook, or defaults it did not expect): cuBLASLt objects are read through the getters on every call from now on",
+        );
+    }
+    same
 }
 
 /// Hook of `cublasLtMatmul`.
@@ -308,13 +391,16 @@ pub unsafe extern "C" fn cublasLtMatmul(
         // SAFETY: the application's arguments, passed on unchanged.
         || unsafe {
             describe(
-                desc,
-                alpha,
-                beta,
-                [a, b, c, d.cast_const()],
-                [a_desc, b_desc, c_desc, d_desc],
-                algo,
-                stream,
+                LtRaw {
+                    desc,
+                    alpha,
+                    beta,
+                    ptrs: [a, b, c, d.cast_const()],
+                    layouts: [a_desc, b_desc, c_desc, d_desc],
+                    algo,
+                    stream,
+                },
+                follow::following(),
             )
         },
         // SAFETY: the real function with the caller's arguments, exactly once.
@@ -339,4 +425,223 @@ pub unsafe extern "C" fn cublasLtMatmul(
             )
         },
     )
+}
+
+/// The address of our hook for a followed cuBLASLt object function, if we export one.
+pub fn hook_address(name: &[u8]) -> Option<usize> {
+    Some(match name {
+        b"cublasLtMatmulDescCreate" => cublasLtMatmulDescCreate as *const () as usize,
+        b"cublasLtMatmulDescSetAttribute" => cublasLtMatmulDescSetAttribute as *const () as usize,
+        b"cublasLtMatmulDescDestroy" => cublasLtMatmulDescDestroy as *const () as usize,
+        b"cublasLtMatrixLayoutCreate" => cublasLtMatrixLayoutCreate as *const () as usize,
+        b"cublasLtMatrixLayoutSetAttribute" => {
+            cublasLtMatrixLayoutSetAttribute as *const () as usize
+        }
+        b"cublasLtMatrixLayoutDestroy" => cublasLtMatrixLayoutDestroy as *const () as usize,
+        _ => return None,
+    })
+}
+
+type DescCreateFn = unsafe extern "C" fn(*mut LtMatmulDesc, c_int, c_int) -> CublasStatus;
+type LayoutCreateFn = unsafe extern "C" fn(*mut RawLayout, c_int, u64, u64, i64) -> CublasStatus;
+type SetAttrFn = unsafe extern "C" fn(*mut c_void, c_int, *const c_void, usize) -> CublasStatus;
+type DestroyFn = unsafe extern "C" fn(*mut c_void) -> CublasStatus;
+
+/// Runs the library's bookkeeping for the object `key` of `table`; a panic in it is
+/// swallowed (the entry is then dropped, so the object is read through the getters).
+fn quietly(table: &follow::Table, key: usize, work: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err() {
+        let _ = std::panic::catch_unwind(|| table.forget(key));
+    }
+}
+
+/// Hook of `cublasLtMatmulDescCreate`.
+///
+/// # Safety
+/// The cuBLASLt contract.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cublasLtMatmulDescCreate(
+    out: *mut LtMatmulDesc,
+    compute: c_int,
+    scale: c_int,
+) -> CublasStatus {
+    let f: DescCreateFn = match real_fn(&real::LT_DESC_CREATE) {
+        Ok(f) => f,
+        Err(s) => return s,
+    };
+    // SAFETY: the application's arguments, passed on unchanged.
+    let status = unsafe { f(out, compute, scale) };
+    if status == sys::CUBLAS_STATUS_SUCCESS && !out.is_null() {
+        // SAFETY: the call succeeded, so cuBLASLt wrote a descriptor through `out`.
+        let desc = unsafe { *out };
+        let class = (compute as u32 as u64) << 32 | scale as u32 as u64;
+        quietly(&follow::DESCS, desc as usize, || {
+            let args: [(c_int, &[u8]); 2] = [
+                (da::COMPUTE_TYPE, &compute.to_le_bytes()),
+                (da::SCALE_TYPE, &scale.to_le_bytes()),
+            ];
+            follow::DESCS.created(desc as usize, class, &args, || {
+                match getter::<GetAttr>(&real::LT_DESC_GET_ATTRIBUTE) {
+                    // SAFETY: the real getter and a descriptor cuBLASLt just made.
+                    Ok(get) => unsafe { read_real(get, desc, &follow::DESC) },
+                    Err(_) => Snapshot::EMPTY,
+                }
+            });
+        });
+    }
+    status
+}
+
+/// Hook of `cublasLtMatrixLayoutCreate`.
+///
+/// # Safety
+/// The cuBLASLt contract.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cublasLtMatrixLayoutCreate(
+    out: *mut RawLayout,
+    dtype: c_int,
+    rows: u64,
+    cols: u64,
+    ld: i64,
+) -> CublasStatus {
+    let f: LayoutCreateFn = match real_fn(&real::LT_LAYOUT_CREATE) {
+        Ok(f) => f,
+        Err(s) => return s,
+    };
+    // SAFETY: the application's arguments, passed on unchanged.
+    let status = unsafe { f(out, dtype, rows, cols, ld) };
+    if status == sys::CUBLAS_STATUS_SUCCESS && !out.is_null() {
+        // SAFETY: the call succeeded, so cuBLASLt wrote a layout through `out`.
+        let layout = unsafe { *out };
+        quietly(&follow::LAYOUTS, layout as usize, || {
+            let args: [(c_int, &[u8]); 4] = [
+                (la::TYPE, &dtype.to_le_bytes()),
+                (la::ROWS, &rows.to_le_bytes()),
+                (la::COLS, &cols.to_le_bytes()),
+                (la::LD, &ld.to_le_bytes()),
+            ];
+            follow::LAYOUTS.created(layout as usize, dtype as u32 as u64, &args, || {
+                match getter::<GetAttr>(&real::LT_LAYOUT_GET_ATTRIBUTE) {
+                    // SAFETY: the real getter and a layout cuBLASLt just made.
+                    Ok(get) => unsafe { read_real(get, layout, &follow::LAYOUT) },
+                    Err(_) => Snapshot::EMPTY,
+                }
+            });
+        });
+    }
+    status
+}
+
+/// A setter's hook: forwards, then stores the bytes set in the object's entry.
+///
+/// # Safety
+/// The cuBLASLt contract of `sym`.
+unsafe fn set_attr(
+    sym: &real::RealSym,
+    table: &follow::Table,
+    obj: *mut c_void,
+    id: c_int,
+    buf: *const c_void,
+    size: usize,
+) -> CublasStatus {
+    let f: SetAttrFn = match real_fn(sym) {
+        Ok(f) => f,
+        Err(s) => return s,
+    };
+    // SAFETY: the application's arguments, passed on unchanged.
+    let status = unsafe { f(obj, id, buf, size) };
+    if status == sys::CUBLAS_STATUS_SUCCESS {
+        quietly(table, obj as usize, || {
+            if buf.is_null() {
+                table.forget(obj as usize);
+            } else {
+                // SAFETY: cuBLASLt just read `size` bytes there successfully.
+                let bytes = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), size) };
+                table.set(obj as usize, id, bytes);
+            }
+        });
+    }
+    status
+}
+
+/// A destroyer's hook: the entry goes before the object does.
+///
+/// # Safety
+/// The cuBLASLt contract of `sym`.
+unsafe fn destroy(sym: &real::RealSym, table: &follow::Table, obj: *mut c_void) -> CublasStatus {
+    let f: DestroyFn = match real_fn(sym) {
+        Ok(f) => f,
+        Err(s) => return s,
+    };
+    quietly(table, obj as usize, || table.forget(obj as usize));
+    // SAFETY: the application's argument, passed on unchanged.
+    unsafe { f(obj) }
+}
+
+/// Hook of `cublasLtMatmulDescSetAttribute`.
+///
+/// # Safety
+/// The cuBLASLt contract.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cublasLtMatmulDescSetAttribute(
+    desc: LtMatmulDesc,
+    id: c_int,
+    buf: *const c_void,
+    size: usize,
+) -> CublasStatus {
+    // SAFETY: the caller's contract.
+    unsafe {
+        set_attr(
+            &real::LT_DESC_SET_ATTRIBUTE,
+            &follow::DESCS,
+            desc,
+            id,
+            buf,
+            size,
+        )
+    }
+}
+
+/// Hook of `cublasLtMatrixLayoutSetAttribute`.
+///
+/// # Safety
+/// The cuBLASLt contract.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cublasLtMatrixLayoutSetAttribute(
+    layout: RawLayout,
+    id: c_int,
+    buf: *const c_void,
+    size: usize,
+) -> CublasStatus {
+    // SAFETY: the caller's contract.
+    unsafe {
+        set_attr(
+            &real::LT_LAYOUT_SET_ATTRIBUTE,
+            &follow::LAYOUTS,
+            layout,
+            id,
+            buf,
+            size,
+        )
+    }
+}
+
+/// Hook of `cublasLtMatmulDescDestroy`.
+///
+/// # Safety
+/// The cuBLASLt contract.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cublasLtMatmulDescDestroy(desc: LtMatmulDesc) -> CublasStatus {
+    // SAFETY: the caller's contract.
+    unsafe { destroy(&real::LT_DESC_DESTROY, &follow::DESCS, desc) }
+}
+
+/// Hook of `cublasLtMatrixLayoutDestroy`.
+///
+/// # Safety
+/// The cuBLASLt contract.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn cublasLtMatrixLayoutDestroy(layout: RawLayout) -> CublasStatus {
+    // SAFETY: the caller's contract.
+    unsafe { destroy(&real::LT_LAYOUT_DESTROY, &follow::LAYOUTS, layout) }
 }

@@ -25,6 +25,7 @@ pub mod dlsym;
 pub mod graph;
 pub mod handle;
 pub mod lt;
+pub mod lt_follow;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -47,6 +48,7 @@ pub fn hook_address(name: &[u8]) -> Option<usize> {
         return Some(lt::cublasLtMatmul as *const () as usize);
     }
     blas::table_address(name)
+        .or_else(|| lt::hook_address(name))
         .or_else(|| handle::hook_address(name))
         .or_else(|| graph::hook_address(name))
 }
@@ -58,10 +60,19 @@ pub(crate) struct Call {
     pub stream: Handle,
     /// The caller's current context, if any.
     pub ctx: Option<Handle>,
-    /// The cuBLAS handle and the settings the description took from the library's
-    /// table of followed handles ([`handle`]), checked against cuBLAS if the call is
-    /// sampled.
-    pub followed: Option<(crate::sys::cublas::CublasHandle, handle::Settings)>,
+    /// What the description took from the library's tables instead of cuBLAS,
+    /// checked against cuBLAS if the call is sampled.
+    pub followed: Option<Followed>,
+}
+
+/// Where a description took settings from the library's tables.
+#[derive(Clone, Copy)]
+pub(crate) enum Followed {
+    /// A cuBLAS handle and the settings of its entry ([`handle`]).
+    Handle(crate::sys::cublas::CublasHandle, handle::Settings),
+    /// A `cublasLtMatmul` call, some of whose descriptor and layouts were followed
+    /// ([`lt_follow`]).
+    Lt(lt::LtRaw),
 }
 
 /// A call the model cannot describe exactly: its best-effort ledger record (the
@@ -337,14 +348,22 @@ fn prepare(
             sampled: Sampled::Gap(reason, detail),
         })
     };
-    if let Some((h, seen)) = followed {
+    match followed {
         // SAFETY: the handle the application passed with this call.
-        if !unsafe { handle::verify(h, seen) } {
+        Some(Followed::Handle(h, seen)) if !unsafe { handle::verify(h, seen) } => {
             return gap(
                 GapReason::Internal,
                 "the cuBLAS handle was reconfigured through a path the library does not follow; the call's description may be wrong".into(),
             );
         }
+        // SAFETY: the application's arguments of the call being served.
+        Some(Followed::Lt(raw)) if !unsafe { lt::verify(&raw, call) } => {
+            return gap(
+                GapReason::Internal,
+                "a cuBLASLt descriptor or layout of the call differs from what the library followed through its setters; the call's description may be wrong".into(),
+            );
+        }
+        _ => {}
     }
     if queued >= rt.config.queue_len {
         return gap(

@@ -138,6 +138,7 @@ static long env_long(const char *name, long dflt, long lo, long hi) {
 static const char *const query_names[SG_Q_COUNT] = {
     "cublasGetStream", "cublasGetPointerMode", "cublasGetMathMode", "cuCtxGetCurrent",
     "cuCtxGetDevice",  "cuStreamIsCapturing",  "cuStreamGetCaptureInfo", "gemm_submitted",
+    "cublasLtMatmulDescGetAttribute", "cublasLtMatrixLayoutGetAttribute",
 };
 static _Atomic unsigned long query_counts[SG_Q_COUNT];
 static const char *count_path;

@@ -252,6 +252,7 @@ cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t matLayout
 
 cublasStatus_t cublasLtMatrixLayoutGetAttribute(cublasLtMatrixLayout_t matLayout, cublasLtMatrixLayoutAttribute_t attr,
                                                 void *buf, size_t sizeInBytes, size_t *sizeWritten) {
+    sg_count(SG_Q_LT_LAYOUT_GET_ATTRIBUTE);
     layout *l = as_layout(matLayout);
     if (!l)
         return CUBLAS_STATUS_INVALID_VALUE;
@@ -312,6 +313,7 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t matmulDesc, c
 
 cublasStatus_t cublasLtMatmulDescGetAttribute(cublasLtMatmulDesc_t matmulDesc, cublasLtMatmulDescAttributes_t attr,
                                               void *buf, size_t sizeInBytes, size_t *sizeWritten) {
+    sg_count(SG_Q_LT_DESC_GET_ATTRIBUTE);
     desc *d = as_desc(matmulDesc);
     if (!d)
         return CUBLAS_STATUS_INVALID_VALUE;

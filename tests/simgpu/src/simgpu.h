@@ -35,6 +35,8 @@ enum sg_query {
     SG_Q_STREAM_IS_CAPTURING,
     SG_Q_STREAM_CAPTURE_INFO,
     SG_Q_GEMM_SUBMITTED,
+    SG_Q_LT_DESC_GET_ATTRIBUTE,
+    SG_Q_LT_LAYOUT_GET_ATTRIBUTE,
     SG_Q_COUNT
 };
 /* Counts one call of `q` (when SIMGPU_COUNT is set; a relaxed atomic add). */
