@@ -2791,6 +2791,86 @@ fn cublaslt_objects_followed_describe_calls_as_the_getters_do_and_a_change_behin
 }
 
 #[test]
+fn cublaslt_objects_changed_behind_the_library_never_mislead_a_gather_or_a_graph() {
+    // The bias pointer switched to another buffer with the real setter after 20 calls,
+    // every call sampled: the bias is in the gather specification, not in the ledger
+    // record, and the comparison covers it: one gap, no mismatch (a comparison of the
+    // ledger record alone let the samples be gathered from the old buffer). The same
+    // switch before a call is captured into a graph: captured calls are described
+    // through the getters, so every replay is audited against what cuBLASLt runs: no
+    // mismatch. Device pointer mode set with the real setter, alpha and beta in device
+    // memory: the table's host pointer mode is not trusted for them, so nothing is read
+    // as host memory (the simulated GPU's device memory would fault): the same output,
+    // a clean PASS, unsampled and every call sampled.
+    let exe = compile("audit_ltfollow");
+    let a = audit(
+        "ltfollow-bias-behind",
+        &exe,
+        &["bias-behind"],
+        EVERY_CALL,
+        None,
+        &[],
+    );
+    let ctx = a.context();
+    assert_eq!(a.run.code, Some(0), "{ctx}");
+    let (_, records) = records_of("ltfollow-bias-behind");
+    let gaps: Vec<u64> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Gap(g) => Some(g.indices[0]),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gaps, [20], "{ctx}");
+    assert_eq!(a.check.n("mismatched"), 0, "{ctx}");
+
+    let graphed = reference(&exe, &["graph-behind"], None);
+    let a = audit(
+        "ltfollow-graph-behind",
+        &exe,
+        &["graph-behind"],
+        EVERY_CALL,
+        None,
+        &[],
+    );
+    let ctx = a.context();
+    assert_eq!(a.run.code, Some(0), "{ctx}");
+    assert_eq!(a.run.hash(), graphed.hash(), "{ctx}");
+    // (Replays whose samples are still queued when the next one starts may be gaps,
+    // MMAUDIT_GRAPH_DEPTH; none may mismatch.)
+    assert_eq!(a.check.n("mismatched"), 0, "{ctx}");
+    assert!(a.check.n("verified") >= 10, "{ctx}");
+
+    let reused = reference(&exe, &["reuse"], None);
+    let unsampled = Rates {
+        call: Some("0"),
+        row: None,
+        col: None,
+        batch: None,
+    };
+    let a = audit(
+        "ltfollow-pointer-0",
+        &exe,
+        &["pointer-behind"],
+        unsampled,
+        None,
+        &[],
+    );
+    assert_eq!(a.run.code, Some(0), "{}", a.context());
+    assert_eq!(a.run.hash(), reused.hash(), "{}", a.context());
+    let a = audit(
+        "ltfollow-pointer-1",
+        &exe,
+        &["pointer-behind"],
+        EVERY_CALL,
+        None,
+        &[],
+    );
+    assert_eq!(a.run.code, Some(0), "{}", a.context());
+    assert_clean_pass(&a, &reused, 40);
+}
+
+#[test]
 fn a_capture_begun_unseen_is_caught_at_the_first_sampled_call_in_it() {
     // The library asks the driver whether a stream captures only while a capture it
     // saw begin is open. A capture begun with the real cudaStreamBeginCapture (via

@@ -12,8 +12,8 @@ use super::blas::{getter, host_scalar, real_fn};
 use super::lt_follow::{self as follow, Snapshot};
 use super::{audited, site_of, Call, Followed, Unmodelled};
 use crate::model::{
-    describe_lt, dtype_of, unmodelled_lt, LtArgs, LtDesc, LtLayout, LtPartial, NotDescribed,
-    ScalarArg, Site,
+    describe_lt, dtype_of, unmodelled_lt, GatherSpec, LtArgs, LtDesc, LtLayout, LtPartial,
+    NotDescribed, ScalarArg, Site,
 };
 use crate::real;
 use crate::sys::cublas::{
@@ -180,6 +180,9 @@ unsafe fn reduces_in_output_type(algo: *const c_void) -> bool {
 /// The application's arguments of `cublasLtMatmul`.
 unsafe fn describe(raw: LtRaw, tables: bool) -> Result<Call, Box<Unmodelled>> {
     let (site, ctx) = site_of(raw.stream as usize);
+    // A call captured into a graph is read through the getters: every replay is
+    // audited against this description, and no sampled call checks it.
+    let tables = tables && !site.captured;
     let mut partial = LtPartial {
         c: raw.ptrs[2] as u64,
         d: raw.ptrs[3] as u64,
@@ -187,7 +190,7 @@ unsafe fn describe(raw: LtRaw, tables: bool) -> Result<Call, Box<Unmodelled>> {
         ..LtPartial::default()
     };
     // SAFETY: the caller's contract.
-    match unsafe { read_call(&raw, tables, site, &mut partial) } {
+    let described = match unsafe { read_call(&raw, tables, site, &mut partial) } {
         Ok((args, followed)) => match describe_lt(&args) {
             Ok(described) => Ok(Call {
                 described,
@@ -204,7 +207,14 @@ unsafe fn describe(raw: LtRaw, tables: bool) -> Result<Call, Box<Unmodelled>> {
             call: unmodelled_lt(&partial),
             why,
         })),
+    };
+    if described.is_err() && tables {
+        // A description from the tables that fails is made again from the getters:
+        // a call left outside the model is never sampled, so never checked.
+        // SAFETY: the caller's contract.
+        return unsafe { describe(raw, false) };
     }
+    described
 }
 
 /// The arguments of one `cublasLtMatmul` call that its description is read from.
@@ -327,13 +337,13 @@ unsafe fn read_call(
 }
 
 /// Before a sampled call described from the library's tables: true when the real
-/// getters describe it the same. Otherwise its followed objects are dropped, the
+/// getters describe it (and where to gather it) the same. Otherwise its followed objects are dropped, the
 /// tables are no longer read for the rest of the process (one warning says so), and
 /// the call is to be a gap.
 ///
 /// # Safety
 /// `raw` holds the application's arguments of the call being served.
-pub(crate) unsafe fn verify(raw: &LtRaw, described: &GemmCall) -> bool {
+pub(crate) unsafe fn verify(raw: &LtRaw, described: &GemmCall, gather: &GatherSpec) -> bool {
     // SAFETY: the caller's contract.
     let again = unsafe { describe(*raw, false) };
     let same = again.is_ok_and(|c| {
@@ -342,7 +352,9 @@ pub(crate) unsafe fn verify(raw: &LtRaw, described: &GemmCall) -> bool {
         let mut call = c.described.call;
         call.index = described.index;
         call.flags = (call.flags & !ledger) | (described.flags & ledger);
-        call == *described
+        // The gather specification holds what the call does not: the bias and scale
+        // pointers the gather reads.
+        call == *described && c.described.gather == *gather
     });
     if !same {
         follow::DESCS.forget(raw.desc as usize);
@@ -481,11 +493,9 @@ pub unsafe extern "C" fn cublasLtMatmulDescCreate(
                 (da::SCALE_TYPE, &scale.to_le_bytes()),
             ];
             follow::DESCS.created(desc as usize, class, &args, || {
-                match getter::<GetAttr>(&real::LT_DESC_GET_ATTRIBUTE) {
-                    // SAFETY: the real getter and a descriptor cuBLASLt just made.
-                    Ok(get) => unsafe { read_real(get, desc, &follow::DESC) },
-                    Err(_) => Snapshot::EMPTY,
-                }
+                let get = getter::<GetAttr>(&real::LT_DESC_GET_ATTRIBUTE).ok()?;
+                // SAFETY: the real getter and a descriptor cuBLASLt just made.
+                Some(unsafe { read_real(get, desc, &follow::DESC) })
             });
         });
     }
@@ -521,11 +531,9 @@ pub unsafe extern "C" fn cublasLtMatrixLayoutCreate(
                 (la::LD, &ld.to_le_bytes()),
             ];
             follow::LAYOUTS.created(layout as usize, dtype as u32 as u64, &args, || {
-                match getter::<GetAttr>(&real::LT_LAYOUT_GET_ATTRIBUTE) {
-                    // SAFETY: the real getter and a layout cuBLASLt just made.
-                    Ok(get) => unsafe { read_real(get, layout, &follow::LAYOUT) },
-                    Err(_) => Snapshot::EMPTY,
-                }
+                let get = getter::<GetAttr>(&real::LT_LAYOUT_GET_ATTRIBUTE).ok()?;
+                // SAFETY: the real getter and a layout cuBLASLt just made.
+                Some(unsafe { read_real(get, layout, &follow::LAYOUT) })
             });
         });
     }

@@ -57,7 +57,8 @@ const fn spec(id: c_int, size: usize) -> Spec {
 }
 
 /// The matmul descriptor attributes the Lt hook reads, with their sizes.
-pub const DESC: [Spec; 21] = [
+pub static DESC: [Spec; 21] = DESC_SPECS;
+const DESC_SPECS: [Spec; 21] = [
     spec(da::COMPUTE_TYPE, 4),
     spec(da::SCALE_TYPE, 4),
     spec(da::POINTER_MODE, 4),
@@ -82,7 +83,8 @@ pub const DESC: [Spec; 21] = [
 ];
 
 /// The matrix layout attributes the Lt hook reads, with their sizes.
-pub const LAYOUT: [Spec; 9] = [
+pub static LAYOUT: [Spec; 9] = LAYOUT_SPECS;
+const LAYOUT_SPECS: [Spec; 9] = [
     spec(la::TYPE, 4),
     spec(la::ORDER, 4),
     spec(la::ROWS, 8),
@@ -108,8 +110,8 @@ const fn index_table(specs: &[Spec]) -> [u8; IDS] {
     t
 }
 
-const DESC_INDEX: [u8; IDS] = index_table(&DESC);
-const LAYOUT_INDEX: [u8; IDS] = index_table(&LAYOUT);
+const DESC_INDEX: [u8; IDS] = index_table(&DESC_SPECS);
+const LAYOUT_INDEX: [u8; IDS] = index_table(&LAYOUT_SPECS);
 
 /// Position of attribute `id` in `specs` ([`DESC`] or [`LAYOUT`], or a scan).
 #[inline]
@@ -243,11 +245,17 @@ impl Table {
         &self.slots[i % SLOTS]
     }
 
-    /// Runs `write` with the slot of `key` held.
+    /// Runs `write` with the slot of `key` held. A slot that cannot be had after a long
+    /// wait (a writer stopped in it: a fork, a real-time thread) stops the following
+    /// for good instead of waiting on: the tables are then no longer read.
     fn write(&self, key: usize, write: impl FnOnce(&Slot)) {
         let slot = self.slot(key);
         let mut spins = 0u32;
         let seq = loop {
+            if spins >= 1 << 20 {
+                stop_following();
+                return;
+            }
             let s = slot.seq.load(Ordering::Relaxed);
             if s.is_multiple_of(2)
                 && slot
@@ -305,13 +313,14 @@ impl Table {
 
     /// An object of class `class` was created at `key`, with the creation's arguments
     /// `args` (attribute id, bytes): it starts from its class's values, read with
-    /// `read_class` (the real getters, on this object) for the first of its class.
+    /// `read_class` (the real getters, on this object) for the first of its class
+    /// (`None`: no getter, nothing followed).
     pub fn created(
         &self,
         key: usize,
         class: u64,
         args: &[(c_int, &[u8])],
-        read_class: impl FnOnce() -> Snapshot,
+        read_class: impl FnOnce() -> Option<Snapshot>,
     ) {
         if key == 0 {
             return;
@@ -325,7 +334,8 @@ impl Table {
         let mut s = match known {
             Some(s) => s,
             None => {
-                let s = read_class();
+                // No getter: nothing is followed (the hook reads nothing without one).
+                let Some(s) = read_class() else { return };
                 // The first empty place (another thread may take it first: then the
                 // next; a class recorded twice is harmless).
                 for place in &self.classes {
@@ -402,7 +412,7 @@ mod tests {
         let rows = 7u64.to_le_bytes();
         t.created(0x1000, 1, &[(la::ROWS, &rows)], || {
             reads += 1;
-            class_values()
+            Some(class_values())
         });
         let s = t.get(0x1000).expect("an entry");
         assert_eq!(s.get::<8>(&LAYOUT, la::ROWS), Some(rows));
@@ -436,7 +446,9 @@ mod tests {
     fn an_attribute_the_getters_fail_for_stays_absent() {
         let t = table();
         t.created(0x10, 2, &[], || {
-            Snapshot::read(&LAYOUT, |id, _| (id != la::PLANE_OFFSET).then_some(1))
+            Some(Snapshot::read(&LAYOUT, |id, _| {
+                (id != la::PLANE_OFFSET).then_some(1)
+            }))
         });
         let s = t.get(0x10).unwrap();
         assert_eq!(s.get::<8>(&LAYOUT, la::PLANE_OFFSET), None);
@@ -452,8 +464,8 @@ mod tests {
             .skip(1)
             .find(|&k| std::ptr::eq(t.slot(k), t.slot(a)))
             .unwrap();
-        t.created(a, 3, &[], class_values);
-        t.created(b, 3, &[], class_values);
+        t.created(a, 3, &[], || Some(class_values()));
+        t.created(b, 3, &[], || Some(class_values()));
         assert_eq!(t.get(a), None);
         assert!(t.get(b).is_some());
         // The first one's setters and destruction leave the second's entry alone.
@@ -471,8 +483,8 @@ mod tests {
         let key = 0x8000;
         let one = Snapshot::read(&LAYOUT, |_, _| Some(1));
         let two = Snapshot::read(&LAYOUT, |_, _| Some(2));
-        t.created(key, 9, &[], || one);
-        t.created(key, 10, &[], || two);
+        t.created(key, 9, &[], || Some(one));
+        t.created(key, 10, &[], || Some(two));
         let mut seen = [0u32; 3];
         std::thread::scope(|s| {
             s.spawn(|| {

@@ -322,6 +322,22 @@ fn prepare(
             Some((g, s, c, _)) => (Some(*g), *s, *c),
             None => (None, call.stream as Handle, drv.current_context()),
         };
+        // Every replay is audited against this description, and no sampled call checks
+        // it: one taken from the handle table is checked now. If the handle changed
+        // behind the library, the replays are ledgered as not modelled (not audited).
+        let checked = match exact.and_then(|e| e.3) {
+            // SAFETY: the handle the application passed with this call.
+            Some(Followed::Handle(h, seen)) => unsafe { handle::verify(h, seen) },
+            // SAFETY: the application's arguments of the call being served.
+            Some(Followed::Lt(raw)) => gather.is_some_and(|g| unsafe { lt::verify(&raw, call, g) }),
+            None => true,
+        };
+        let gather = if checked {
+            gather
+        } else {
+            call.flags |= flags::UNMODELLED;
+            None
+        };
         let gpu = ctx.and_then(|c| rt.contexts.existing(c));
         if let Some(slot) =
             rt.graphs
@@ -357,7 +373,7 @@ fn prepare(
             );
         }
         // SAFETY: the application's arguments of the call being served.
-        Some(Followed::Lt(raw)) if !unsafe { lt::verify(&raw, call) } => {
+        Some(Followed::Lt(raw)) if !unsafe { lt::verify(&raw, call, gather) } => {
             return gap(
                 GapReason::Internal,
                 "a cuBLASLt descriptor or layout of the call differs from what the library followed through its setters; the call's description may be wrong".into(),
