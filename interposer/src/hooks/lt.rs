@@ -50,8 +50,8 @@ enum Attrs<'a> {
 impl Attrs<'_> {
     fn get<const N: usize>(&self, id: c_int) -> Option<[u8; N]> {
         match self {
-            // SAFETY: constructed only with the real getter and the application's
-            // object (`Attrs::real`).
+            // SAFETY: `Attrs::Real` is made in this module only with the real getter
+            // and the application's object (`read_call`).
             Attrs::Real(get, obj) => unsafe { attr::<N>(*get, *obj, id) },
             Attrs::Followed(s, specs) => s.get::<N>(specs, id),
         }
