@@ -627,16 +627,10 @@ impl Pending for ReplayGather {
                             self.replay
                         ),
                     )
-                } else if device.is_some() && !hashed {
-                    // The call lies in device memory, where the host cannot hash it.
-                    Resolved::Gap(
-                        GapReason::GatherFailed,
-                        format!(
-                            "the graph's leaf-hash node did not run for replay {}: the call kept in GPU memory is not committed",
-                            self.replay
-                        ),
-                    )
                 } else {
+                    // A call kept in device memory whose leaf node did not run comes
+                    // without leaf hashes: the commit copies it back to host memory
+                    // and hashes it there (CommitSession::commit_or_refetch).
                     match Gathered::from_slot(&p.layout, bytes, hashed, device) {
                         Ok(g) => Resolved::Sample(Box::new(g)),
                         Err(e) => Resolved::Gap(GapReason::Internal, e),

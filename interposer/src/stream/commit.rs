@@ -264,6 +264,9 @@ pub struct CommitTotals {
     pub leaf_mismatches: u64,
     /// Calls kept in device memory (at least one operand).
     pub on_device: u64,
+    /// Calls kept in device memory whose GPU leaf hashes disagreed, copied back to host
+    /// memory to be hashed there.
+    pub refetched: u64,
 }
 
 impl CommitTotals {
@@ -277,6 +280,7 @@ impl CommitTotals {
         self.gpu_hashed += other.gpu_hashed;
         self.leaf_mismatches += other.leaf_mismatches;
         self.on_device += other.on_device;
+        self.refetched += other.refetched;
     }
 }
 
@@ -298,6 +302,9 @@ pub struct CommitSession {
     leaves_distrusted: bool,
     /// Openings being gathered from device memory.
     pending: Vec<PendingOpening>,
+    /// Calls kept in device memory whose GPU leaf hashes disagreed with the host's
+    /// check, being copied back to host memory to be hashed there.
+    refetching: Vec<Refetch>,
     /// Counters.
     pub totals: CommitTotals,
 }
@@ -317,6 +324,69 @@ fn columns(entries: &[u8], batch: usize, rows: usize, cols: usize, elem: usize) 
         }
     }
     out
+}
+
+/// Columns `[batch][col][row]` back as entries `[batch][row][col]`: the inverse of
+/// [`columns`].
+fn entries(cols: &[u8], batch: usize, rows: usize, ncols: usize, elem: usize) -> Vec<u8> {
+    let mut out = vec![0u8; cols.len()];
+    let member = rows * ncols * elem;
+    for b in 0..batch {
+        for r in 0..rows {
+            for c in 0..ncols {
+                let to = b * member + (r * ncols + c) * elem;
+                let from = b * member + (c * rows + r) * elem;
+                out[to..to + elem].copy_from_slice(&cols[from..from + elem]);
+            }
+        }
+    }
+    out
+}
+
+/// A call kept in device memory being copied back to host memory to be hashed there.
+struct Refetch {
+    call: GemmCall,
+    sample: Sample,
+    a_key: Option<HeldKey>,
+    held: Option<(HeldA, Vec<u8>)>,
+    /// Operands kept in device memory (op(A), op(B), C, D).
+    sides: [bool; 4],
+    gather: OpeningGather,
+}
+
+impl Refetch {
+    /// The sample with the vectors copied back in place of the device-kept operands:
+    /// op(A)'s rows and op(B)'s columns as gathered, C and D as entries.
+    fn with_vectors(&self, fetched: [Option<Vec<u8>>; 4]) -> Result<Sample, String> {
+        let mut sample = self.sample.clone();
+        let c = &self.call;
+        let (batch, m, n) = (c.batch as usize, c.m as usize, c.n as usize);
+        for (i, v) in fetched.into_iter().enumerate() {
+            if !self.sides[i] {
+                continue;
+            }
+            let v = v.ok_or("an operand kept in device memory did not come back")?;
+            let elem = |d| dtype_size(d) as usize;
+            let fits = |elem: usize| {
+                (v.len() == batch * m * n * elem)
+                    .then_some(())
+                    .ok_or("C or D came back with another size than the call's")
+            };
+            match i {
+                0 => sample.a_rows = OperandData::Inline(v),
+                1 => sample.b_cols = OperandData::Inline(v),
+                2 => {
+                    fits(elem(c.c.dtype))?;
+                    sample.c_in = entries(&v, batch, m, n, elem(c.c.dtype));
+                }
+                _ => {
+                    fits(elem(c.d.dtype))?;
+                    sample.d_out = entries(&v, batch, m, n, elem(c.d.dtype));
+                }
+            }
+        }
+        Ok(sample)
+    }
 }
 
 /// How the vectors of one call's operands were hashed, for the session's counters.
@@ -416,6 +486,7 @@ impl CommitSession {
             dropped: BTreeSet::new(),
             leaves_distrusted: false,
             pending: Vec::new(),
+            refetching: Vec::new(),
             totals: CommitTotals::default(),
         }
     }
@@ -423,7 +494,129 @@ impl CommitSession {
     /// True while a committed call waits for the verifier's judgement (a challenge
     /// frame whose `through` reaches it): the stream must not end before.
     pub fn awaiting(&self) -> bool {
-        !self.unjudged.is_empty() || !self.pending.is_empty()
+        !self.unjudged.is_empty() || !self.pending.is_empty() || !self.refetching.is_empty()
+    }
+
+    /// [`CommitSession::commit`] for a call as the sink receives it. When operands kept
+    /// in device memory have GPU leaf hashes that disagree with the host's check (or
+    /// none), the call cannot be committed from them: its device-kept vectors are copied
+    /// back to host memory (one gather, on the library's own stream) and `None` is
+    /// returned; [`CommitSession::poll_refetches`] commits to the call, hashed on the
+    /// host, once they came. The disagreement is counted and distrusts the GPU's leaves
+    /// as [`CommitSession::commit`] does.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_or_refetch(
+        &mut self,
+        call: GemmCall,
+        sample: Sample,
+        table: Option<&OperandTable>,
+        a_key: Option<HeldKey>,
+        held: Option<(HeldA, Vec<u8>)>,
+        leaves: Leaves,
+        device: Option<Retained>,
+    ) -> Result<Option<Record>, String> {
+        let Some(d) = &device else {
+            return self
+                .commit(call, sample, table, a_key, held, leaves, None)
+                .map(Some);
+        };
+        let agrees = |i: usize| {
+            let Some(side) = &d.layout.sides[i] else {
+                return true;
+            };
+            let leaf = leaves.sides[i]
+                .as_ref()
+                .filter(|l| l.len() == side.count && !self.leaves_distrusted)
+                .and_then(|l| l.get(side.check));
+            matches!((leaf, d.checks[i].as_deref()), (Some(leaf), Some(v)) if commit::leaf_hash(v) == *leaf)
+        };
+        let disagreeing = (0..4).filter(|&i| !agrees(i)).count() as u64;
+        if disagreeing == 0 {
+            return self
+                .commit(call, sample, table, a_key, held, leaves, device)
+                .map(Some);
+        }
+        if !self.leaves_distrusted {
+            self.totals.leaf_mismatches += disagreeing;
+        }
+        self.distrust_leaves(call.index);
+        let sides: [bool; 4] = std::array::from_fn(|i| d.layout.sides[i].is_some());
+        let (m, n) = (call.m, call.n);
+        let all: Vec<u64> = (0..m.max(n)).collect();
+        let batches: Vec<u64> = (0..call.batch).collect();
+        let picks: [Option<Picks>; 4] = std::array::from_fn(|i| {
+            let per = if i == 0 { m } else { n };
+            sides[i].then(|| Picks {
+                per,
+                batches: &batches,
+                picks: &all[..per as usize],
+            })
+        });
+        let Some(device) = device else {
+            unreachable!("checked above")
+        };
+        let gather = device.open(picks).map_err(|e| {
+            format!("the GPU's leaf hashes of the call disagree with the library's own, and its vectors kept in device memory could not be copied back to be hashed on the host: {e}")
+        })?;
+        self.totals.refetched += 1;
+        self.refetching.push(Refetch {
+            call,
+            sample,
+            a_key,
+            held,
+            sides,
+            gather,
+        });
+        Ok(None)
+    }
+
+    /// The commitments (or "not committed" gaps) of calls whose device-kept vectors
+    /// have come back to host memory since the last call ([`Self::commit_or_refetch`]),
+    /// hashed here.
+    pub fn poll_refetches(&mut self, table: Option<&OperandTable>) -> Vec<Record> {
+        let mut done = Vec::new();
+        let mut i = 0;
+        while i < self.refetching.len() {
+            let Some(result) = self.refetching[i].gather.poll() else {
+                i += 1;
+                continue;
+            };
+            let r = self.refetching.swap_remove(i);
+            let index = r.call.index;
+            let committed = result.and_then(|fetched| {
+                let sample = r.with_vectors(fetched)?;
+                self.commit(
+                    r.call,
+                    sample,
+                    table,
+                    r.a_key,
+                    r.held,
+                    Leaves::default(),
+                    None,
+                )
+            });
+            done.push(committed.unwrap_or_else(|e| {
+                Record::Gap(Gap {
+                    indices: vec![index],
+                    reason: GapReason::NotCommitted,
+                    detail: e,
+                })
+            }));
+        }
+        done
+    }
+
+    /// Stops using the GPU's leaf hashes for the rest of the session (and keeping calls
+    /// in device memory), with a warning the first time.
+    fn distrust_leaves(&mut self, index: u64) {
+        LEAVES_TRUSTED.store(false, Ordering::Relaxed);
+        if !self.leaves_distrusted {
+            self.leaves_distrusted = true;
+            crate::log::emit(
+                crate::log::Level::Warn,
+                &format!("call {index}: the GPU's leaf hashes of an operand disagree with the library's own hash of one of its vectors; the rest of this session's calls are hashed on the host"),
+            );
+        }
     }
 
     /// Bytes kept.
@@ -558,14 +751,7 @@ impl CommitSession {
         self.totals.gpu_hashed += (hashing.gpu > 0) as u64;
         self.totals.leaf_mismatches += hashing.mismatches;
         if hashing.mismatches > 0 {
-            LEAVES_TRUSTED.store(false, Ordering::Relaxed);
-            if !self.leaves_distrusted {
-                self.leaves_distrusted = true;
-                crate::log::emit(
-                    crate::log::Level::Warn,
-                    &format!("call {}: the GPU's leaf hashes of an operand disagree with the library's own hash of one of its vectors; the rest of this session's calls are hashed on the host", call.index),
-                );
-            }
+            self.distrust_leaves(call.index);
         }
         let (a, b, c, d, held_a) = sides?;
         self.totals.by_address += held_a as u64;

@@ -543,9 +543,22 @@ impl Sink {
                 // data stays until the verifier's challenge.
                 let index = sample.index;
                 let record = match call {
-                    Some(call) if call.index == index => session
-                        .commit(call, sample, table.as_ref(), a_key, held, leaves, device)
-                        .unwrap_or_else(|e| gap(index, GapReason::NotCommitted, &e)),
+                    Some(call) if call.index == index => {
+                        match session.commit_or_refetch(
+                            call,
+                            sample,
+                            table.as_ref(),
+                            a_key,
+                            held,
+                            leaves,
+                            device,
+                        ) {
+                            Ok(Some(r)) => r,
+                            // Its vectors come back from device memory first.
+                            Ok(None) => return None,
+                            Err(e) => gap(index, GapReason::NotCommitted, &e),
+                        }
+                    }
                     _ => gap(
                         index,
                         GapReason::NotCommitted,
@@ -970,14 +983,24 @@ impl Sink {
     /// frames, whose answers (openings, "not retained" gaps) are queued; otherwise
     /// nothing may come. A closed peer is noticed here, even with nothing to write.
     fn read_verifier(&mut self, now: Instant) {
-        // Openings whose vectors have come from device memory go out first.
+        // Openings whose vectors have come from device memory go out first, and calls
+        // whose vectors came back to be hashed on the host are committed to.
         if let Out::Tcp(TcpOut {
             commit: Some(session),
+            table,
             ..
         }) = &mut self.out
         {
-            for answer in session.poll_openings() {
+            let answers = session.poll_openings();
+            let commitments = session.poll_refetches(table.as_ref());
+            for answer in answers {
                 if let Some(why) = self.enqueue(answer) {
+                    self.stop.get_or_insert(why);
+                }
+            }
+            for record in commitments {
+                self.totals.commitments += matches!(record, Record::Commitment(_)) as u64;
+                if let Some(why) = self.push_in_order(record) {
                     self.stop.get_or_insert(why);
                 }
             }
@@ -1407,8 +1430,8 @@ fn commit_summary(t: &TcpOut) -> String {
         return String::new();
     }
     format!(
-        "; commit mode: {} calls committed ({} with op(A) found to be a held tensor by its spot rows, not copied; {} hashed on the GPU, {} kept in GPU memory, {} operands whose GPU hashes disagreed with the host's and were hashed again on the host), {} challenges opened, {} answered \"not retained\", {} kept calls dropped for MMAUDIT_RETAIN_MB",
-        c.committed, c.by_address, c.gpu_hashed, c.on_device, c.leaf_mismatches, c.opened, c.not_retained, c.dropped
+        "; commit mode: {} calls committed ({} with op(A) found to be a held tensor by its spot rows, not copied; {} hashed on the GPU, {} kept in GPU memory, {} operands whose GPU hashes disagreed with the host's and were hashed again on the host; {} calls kept in GPU memory copied back to host memory to be hashed there), {} challenges opened, {} answered \"not retained\", {} kept calls dropped for MMAUDIT_RETAIN_MB",
+        c.committed, c.by_address, c.gpu_hashed, c.on_device, c.leaf_mismatches, c.refetched, c.opened, c.not_retained, c.dropped
     )
 }
 
