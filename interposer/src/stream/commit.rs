@@ -326,23 +326,6 @@ fn columns(entries: &[u8], batch: usize, rows: usize, cols: usize, elem: usize) 
     out
 }
 
-/// Columns `[batch][col][row]` back as entries `[batch][row][col]`: the inverse of
-/// [`columns`].
-fn entries(cols: &[u8], batch: usize, rows: usize, ncols: usize, elem: usize) -> Vec<u8> {
-    let mut out = vec![0u8; cols.len()];
-    let member = rows * ncols * elem;
-    for b in 0..batch {
-        for r in 0..rows {
-            for c in 0..ncols {
-                let to = b * member + (r * ncols + c) * elem;
-                let from = b * member + (c * rows + r) * elem;
-                out[to..to + elem].copy_from_slice(&cols[from..from + elem]);
-            }
-        }
-    }
-    out
-}
-
 /// A call kept in device memory being copied back to host memory to be hashed there.
 struct Refetch {
     call: GemmCall,
@@ -377,11 +360,12 @@ impl Refetch {
                 1 => sample.b_cols = OperandData::Inline(v),
                 2 => {
                     fits(elem(c.c.dtype))?;
-                    sample.c_in = entries(&v, batch, m, n, elem(c.c.dtype));
+                    // Columns back to entries: the transposition of n x m.
+                    sample.c_in = columns(&v, batch, n, m, elem(c.c.dtype));
                 }
                 _ => {
                     fits(elem(c.d.dtype))?;
-                    sample.d_out = entries(&v, batch, m, n, elem(c.d.dtype));
+                    sample.d_out = columns(&v, batch, n, m, elem(c.d.dtype));
                 }
             }
         }
