@@ -3357,7 +3357,8 @@ fn commit_mode_graph_replays_on_a_gpu_that_hashes_wrong_or_computes_nothing() {
             (fault, "1".to_string()),
             ("MMAUDIT_LOG", "info".to_string()),
         ];
-        let (out, r, check) = commit_run(name, "graph_decode", &args, 500_000, &env, None);
+        // Every call challenged, so that the calls copied back are opened too.
+        let (out, r, check) = commit_run(name, "graph_decode", &args, 1_000_000, &env, None);
         assert_bad_leaves_noticed(&out, &r, &check);
     }
     // A GPU whose replayed GEMMs compute nothing: the library commits to what it

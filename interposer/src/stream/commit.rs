@@ -264,8 +264,9 @@ pub struct CommitTotals {
     pub leaf_mismatches: u64,
     /// Calls kept in device memory (at least one operand).
     pub on_device: u64,
-    /// Calls kept in device memory whose GPU leaf hashes disagreed, copied back to host
-    /// memory to be hashed there.
+    /// Calls kept in device memory whose GPU leaf hashes disagreed (or were not
+    /// computed), copied back to host memory and committed to from there (not counted
+    /// in `on_device`).
     pub refetched: u64,
 }
 
@@ -542,7 +543,6 @@ impl CommitSession {
         let gather = device.open(picks).map_err(|e| {
             format!("the GPU's leaf hashes of the call disagree with the library's own, and its vectors kept in device memory could not be copied back to be hashed on the host: {e}")
         })?;
-        self.totals.refetched += 1;
         self.refetching.push(Refetch {
             call,
             sample,
@@ -579,6 +579,7 @@ impl CommitSession {
                     None,
                 )
             });
+            self.totals.refetched += committed.is_ok() as u64;
             done.push(committed.unwrap_or_else(|e| {
                 Record::Gap(Gap {
                     indices: vec![index],
