@@ -2598,6 +2598,18 @@ fn every_setting_and_ending_leaves_the_program_alone_and_the_stream_honest() {
 /// (stream, CAPTURED) per call, the gaps' (call, detail) and the stream handles A, B.
 type Unseen = (Audited, Vec<(u64, bool)>, Vec<(u64, String)>, [u64; 2]);
 
+/// The gaps of audit `name`'s stream: (first call, detail).
+fn gaps_of(name: &str) -> Vec<(u64, String)> {
+    let (_, records) = records_of(name);
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Gap(g) => Some((g.indices[0], g.detail.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 fn unseen(mode: &str) -> Unseen {
     let exe = compile("audit_unseen");
     let name = format!("unseen-{mode}");
@@ -2611,13 +2623,7 @@ fn unseen(mode: &str) -> Unseen {
             _ => None,
         })
         .collect();
-    let gaps = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Gap(g) => Some((g.indices[0], g.detail.clone())),
-            _ => None,
-        })
-        .collect();
+    let gaps = gaps_of(&name);
     let stream = |s: &str| {
         a.run
             .field(s)
@@ -2767,14 +2773,7 @@ fn cublaslt_objects_followed_describe_calls_as_the_getters_do_and_a_change_behin
     let a = audit("ltfollow-behind", &exe, &["behind"], EVERY_CALL, None, &[]);
     let ctx = a.context();
     assert_eq!(a.run.code, Some(0), "{ctx}");
-    let (_, records) = records_of("ltfollow-behind");
-    let gaps: Vec<(u64, String)> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Gap(g) => Some((g.indices[0], g.detail.clone())),
-            _ => None,
-        })
-        .collect();
+    let gaps = gaps_of("ltfollow-behind");
     assert_eq!(gaps.len(), 1, "{gaps:?}\n{ctx}");
     assert_eq!(gaps[0].0, 20, "{ctx}");
     assert!(
@@ -2813,13 +2812,9 @@ fn cublaslt_objects_changed_behind_the_library_never_mislead_a_gather_or_a_graph
     );
     let ctx = a.context();
     assert_eq!(a.run.code, Some(0), "{ctx}");
-    let (_, records) = records_of("ltfollow-bias-behind");
-    let gaps: Vec<u64> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Gap(g) => Some(g.indices[0]),
-            _ => None,
-        })
+    let gaps: Vec<u64> = gaps_of("ltfollow-bias-behind")
+        .into_iter()
+        .map(|(i, _)| i)
         .collect();
     assert_eq!(gaps, [20], "{ctx}");
     assert_eq!(a.check.n("mismatched"), 0, "{ctx}");
@@ -2898,26 +2893,7 @@ fn an_unsampled_call_asks_only_for_the_current_context() {
     // through paths the library cannot follow). Every call sampled: each sampled call
     // also checks the handle's settings and the capture status against cuBLAS and the
     // driver.
-    let exe = compile("audit_unseen");
-    let counts = |name: &str, rate: &'static str| -> HashMap<String, u64> {
-        let path = scratch_path(&format!("{name}-counts"));
-        let rates = Rates {
-            call: Some(rate),
-            row: None,
-            col: None,
-            batch: None,
-        };
-        let extra = [("SIMGPU_COUNT", path.display().to_string())];
-        let a = audit(name, &exe, &["followed"], rates, None, &extra);
-        assert_eq!(a.run.code, Some(0), "{}", a.context());
-        std::fs::read_to_string(&path)
-            .expect("the simulator's counts")
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(k, v)| (k.to_string(), v.parse().expect("a count")))
-            .collect()
-    };
-    let unsampled = counts("queries-unsampled", "0");
+    let unsampled = query_counts("audit_unseen", "followed", "0");
     let ctx = format!("{unsampled:?}");
     for getter in [
         "cublasGetStream",
@@ -2929,7 +2905,7 @@ fn an_unsampled_call_asks_only_for_the_current_context() {
     assert_eq!(unsampled["cuStreamIsCapturing"], 0, "{ctx}");
     assert_eq!(unsampled["cuStreamGetCaptureInfo"], 0, "{ctx}");
     assert!(unsampled["cuCtxGetCurrent"] <= 80 + 8, "{ctx}");
-    let sampled = counts("queries-sampled", "1");
+    let sampled = query_counts("audit_unseen", "followed", "1");
     let ctx = format!("{sampled:?}");
     for getter in ["cublasGetStream", "cublasGetMathMode"] {
         assert_eq!(sampled[getter], 1 + 80, "{getter}: {ctx}");

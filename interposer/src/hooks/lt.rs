@@ -33,10 +33,20 @@ type GetAttr =
 /// `get` is the real attribute getter and `obj` the application's descriptor/layout.
 unsafe fn attr<const N: usize>(get: GetAttr, obj: *mut c_void, id: c_int) -> Option<[u8; N]> {
     let mut buf = [0u8; N];
+    // SAFETY: the caller's contract.
+    unsafe { attr_into(get, obj, id, &mut buf) }.then_some(buf)
+}
+
+/// Reads attribute `id` into all of `buf`: true when the getter succeeded and wrote
+/// exactly `buf.len()` bytes.
+///
+/// # Safety
+/// As [`attr`].
+unsafe fn attr_into(get: GetAttr, obj: *mut c_void, id: c_int, buf: &mut [u8]) -> bool {
     let mut written = 0usize;
-    // SAFETY: buf has N bytes; the getter writes at most N and the written count.
-    let s = unsafe { get(obj, id, buf.as_mut_ptr().cast(), N, &mut written) };
-    (crate::result::blas(s, "cublasLt*GetAttribute").is_ok() && written == N).then_some(buf)
+    // SAFETY: the getter writes at most buf.len() bytes and the written count.
+    let s = unsafe { get(obj, id, buf.as_mut_ptr().cast(), buf.len(), &mut written) };
+    crate::result::blas(s, "cublasLt*GetAttribute").is_ok() && written == buf.len()
 }
 
 /// Where a descriptor's or a layout's attributes are read from.
@@ -65,11 +75,8 @@ impl Attrs<'_> {
 unsafe fn read_real(get: GetAttr, obj: *mut c_void, specs: &[follow::Spec]) -> Snapshot {
     Snapshot::read(specs, |id, size| {
         let mut buf = [0u8; 8];
-        let mut written = 0usize;
-        // SAFETY: buf has 8 >= size bytes; the getter writes at most size.
-        let s = unsafe { get(obj, id, buf.as_mut_ptr().cast(), size, &mut written) };
-        (crate::result::blas(s, "cublasLt*GetAttribute").is_ok() && written == size)
-            .then(|| u64::from_le_bytes(buf))
+        // SAFETY: the caller's contract; every spec's size is at most 8.
+        unsafe { attr_into(get, obj, id, &mut buf[..size]) }.then(|| u64::from_le_bytes(buf))
     })
 }
 

@@ -37,7 +37,7 @@ use crate::gpu::Prepared;
 use crate::handoff::Handed;
 use crate::log::{self, Level};
 use crate::model::gather::Pick;
-use crate::model::{Described, NotDescribed, Site};
+use crate::model::{Described, GatherSpec, NotDescribed, Site};
 use crate::state::{self, Reentry, Runtime};
 use crate::stream::Msg;
 use crate::sys::cublas::{CublasStatus, CUBLAS_STATUS_NOT_INITIALIZED, CUBLAS_STATUS_SUCCESS};
@@ -73,6 +73,27 @@ pub(crate) enum Followed {
     /// A `cublasLtMatmul` call, some of whose descriptor and layouts were followed
     /// ([`lt_follow`]).
     Lt(lt::LtRaw),
+}
+
+impl Followed {
+    /// Checks what the description took from the tables against cuBLAS or cuBLASLt:
+    /// `Err` says what differs (the tables are then no longer trusted for it).
+    ///
+    /// # Safety
+    /// The handle or arguments of the call being served, described as `call` with
+    /// `gather`.
+    unsafe fn check(self, call: &GemmCall, gather: &GatherSpec) -> Result<(), &'static str> {
+        let holds = match self {
+            // SAFETY: the caller's contract.
+            Followed::Handle(h, seen) => unsafe { handle::verify(h, seen) },
+            // SAFETY: the caller's contract.
+            Followed::Lt(raw) => unsafe { lt::verify(&raw, call, gather) },
+        };
+        holds.then_some(()).ok_or(match self {
+            Followed::Handle(..) => "the cuBLAS handle was reconfigured through a path the library does not follow; the call's description may be wrong",
+            Followed::Lt(_) => "a cuBLASLt descriptor or layout of the call differs from what the library followed through its setters; the call's description may be wrong",
+        })
+    }
 }
 
 /// A call the model cannot describe exactly: its best-effort ledger record (the
@@ -325,12 +346,10 @@ fn prepare(
         // Every replay is audited against this description, and no sampled call checks
         // it: one taken from the handle table is checked now. If the handle changed
         // behind the library, the replays are ledgered as not modelled (not audited).
-        let checked = match exact.and_then(|e| e.3) {
-            // SAFETY: the handle the application passed with this call.
-            Some(Followed::Handle(h, seen)) => unsafe { handle::verify(h, seen) },
-            // SAFETY: the application's arguments of the call being served.
-            Some(Followed::Lt(raw)) => gather.is_some_and(|g| unsafe { lt::verify(&raw, call, g) }),
-            None => true,
+        let checked = match (exact.and_then(|e| e.3), gather) {
+            // SAFETY: the handle or arguments the application passed with this call.
+            (Some(f), Some(g)) => unsafe { f.check(call, g) }.is_ok(),
+            _ => true,
         };
         let gather = if checked {
             gather
@@ -364,22 +383,11 @@ fn prepare(
             sampled: Sampled::Gap(reason, detail),
         })
     };
-    match followed {
-        // SAFETY: the handle the application passed with this call.
-        Some(Followed::Handle(h, seen)) if !unsafe { handle::verify(h, seen) } => {
-            return gap(
-                GapReason::Internal,
-                "the cuBLAS handle was reconfigured through a path the library does not follow; the call's description may be wrong".into(),
-            );
+    if let Some(f) = followed {
+        // SAFETY: the handle or arguments the application passed with this call.
+        if let Err(why) = unsafe { f.check(call, gather) } {
+            return gap(GapReason::Internal, why.into());
         }
-        // SAFETY: the application's arguments of the call being served.
-        Some(Followed::Lt(raw)) if !unsafe { lt::verify(&raw, call, gather) } => {
-            return gap(
-                GapReason::Internal,
-                "a cuBLASLt descriptor or layout of the call differs from what the library followed through its setters; the call's description may be wrong".into(),
-            );
-        }
-        _ => {}
     }
     if queued >= rt.config.queue_len {
         return gap(
