@@ -16,6 +16,14 @@
 //! This measures the protocol and the reference prover, not `libmmaudit.so`: the
 //! library's own figure needs its TCP sink to perform the handshake.
 //!
+//! "again B/tok" counts the inline op(B) bytes of sampled calls whose input another
+//! sampled call of the same token and layer already sent: q, k and v read the same
+//! hidden state, gate and up the same one (the model's calls are separate here, as in
+//! Hugging Face's eager Llama; serving stacks fuse them into one GEMM each). It is what
+//! sending such a column once and referencing it would save, before compression (the
+//! reference prover's operands are random, so the columns are not byte-identical here;
+//! in a model they are).
+//!
 //! Run: cargo bench -p mmaudit-verify --bench bytes_per_token [-- TOKENS]
 
 use std::process::Command;
@@ -157,7 +165,7 @@ fn main() {
                 registry.indexed_bytes() as f64 / 1e6
             );
             println!(
-                "{:<9} {:<11} {:>8} {:>9} {:>13} {:>13} {:>13} {:>13}",
+                "{:<9} {:<11} {:>8} {:>9} {:>13} {:>13} {:>13} {:>13} {:>13}",
                 "call rate",
                 "weights",
                 "sampled",
@@ -165,7 +173,8 @@ fn main() {
                 "records B/tok",
                 "sent B/tok",
                 "plan B/tok",
-                "sent / plan"
+                "sent / plan",
+                "again B/tok"
             );
         }
         let addr = server.local_addr();
@@ -180,6 +189,9 @@ fn main() {
                 ..SamplingConfig::default()
             };
             let mut p = RefProver::new(&key, config, 7).with_nonce(hello.nonce);
+            // per call: the calls that read the same input share a number (the
+            // first one's index; every other call its own)
+            let mut input_of: Vec<u64> = Vec::new();
             if references {
                 p.use_references(OperandTable::new(&key, hello));
             }
@@ -195,17 +207,39 @@ fn main() {
             for j in 1..=tokens {
                 let context = PROMPT + j;
                 for l in &layers {
+                    let qkv = input_of.len() as u64;
                     for &w in &l[..3] {
                         p.gemm(&linear(&weights[w]));
+                        input_of.push(qkv);
                     }
                     p.gemm(&attention(context, shape.head_dim));
                     p.gemm(&attention(shape.head_dim, context));
-                    for &w in &l[3..] {
-                        p.gemm(&linear(&weights[w]));
+                    p.gemm(&linear(&weights[l[3]]));
+                    for _ in 0..3 {
+                        input_of.push(input_of.len() as u64);
                     }
+                    let gate_up = input_of.len() as u64;
+                    for &w in &l[4..6] {
+                        p.gemm(&linear(&weights[w]));
+                        input_of.push(gate_up);
+                    }
+                    p.gemm(&linear(&weights[l[6]]));
+                    input_of.push(input_of.len() as u64);
                 }
                 p.gemm(&linear(&weights[lm_head]));
+                input_of.push(input_of.len() as u64);
             }
+            let mut inputs_sent = std::collections::HashSet::new();
+            let again: usize = p
+                .records
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Sample(s) => s.b_cols.inline().map(|b| (s.index, b.len())),
+                    _ => None,
+                })
+                .filter(|&(index, _)| !inputs_sent.insert(input_of[index as usize]))
+                .map(|(_, len)| len)
+                .sum();
             let sampled = p
                 .records
                 .iter()
@@ -218,7 +252,7 @@ fn main() {
             session::close_and_wait(socket).expect("close");
             let planned = if references { plan.1 } else { plan.0 };
             println!(
-                "{:<9} {:<11} {:>8} {:>9} {:>13.0} {:>13.0} {:>13.0} {:>13.3}",
+                "{:<9} {:<11} {:>8} {:>9} {:>13.0} {:>13.0} {:>13.0} {:>13.3} {:>13.0}",
                 format!("{}%", rate * 100.0),
                 if references { "references" } else { "inline" },
                 sampled,
@@ -226,7 +260,8 @@ fn main() {
                 records as f64 / tokens as f64,
                 bytes.len() as f64 / tokens as f64,
                 planned,
-                bytes.len() as f64 / tokens as f64 / planned
+                bytes.len() as f64 / tokens as f64 / planned,
+                again as f64 / tokens as f64
             );
         }
         stopper.stop();

@@ -863,22 +863,36 @@ impl Lanes {
     /// measured faster); anything else is decoded in one pass and laid out in a second
     /// (measured faster than decoding each element where it is placed with scalar code).
     pub fn fill_bytes(&mut self, dtype: DType, bytes: &[u8]) -> Result<(), num::NumError> {
-        #[cfg(target_arch = "x86_64")]
+        self.fill_bytes_on(Isa::best(), dtype, bytes)
+    }
+
+    /// [`Lanes::fill_bytes`] on the given instructions.
+    fn fill_bytes_on(&mut self, isa: Isa, dtype: DType, bytes: &[u8]) -> Result<(), num::NumError> {
+        if isa != Isa::Portable
+            && dtype == DType::BF16
+            && bytes.chunks_exact(2).remainder().is_empty()
         {
-            if dtype == DType::BF16
-                && bytes.chunks_exact(2).remainder().is_empty()
-                && std::arch::is_x86_feature_detected!("avx2")
-            {
-                let seg = bytes.len() / 2 / LANES;
-                let (segments, tail) = bytes.split_at(2 * seg * LANES);
-                self.main.clear();
-                // SAFETY: the processor has AVX2, checked just above.
-                let stats = unsafe { lay_out_bf16_avx2(segments, seg, &mut self.main) };
-                self.finish(stats, &num::decode(dtype, tail)?);
-                return Ok(());
-            }
+            let seg = bytes.len() / 2 / LANES;
+            let (segments, tail) = bytes.split_at(2 * seg * LANES);
+            self.main.clear();
+            let stats = match isa {
+                // SAFETY: an Isa other than Portable is one the processor has.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { avx512::lay_out_bf16(segments, seg, &mut self.main) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                Isa::Avx2 => unsafe { lay_out_bf16_avx2(segments, seg, &mut self.main) },
+                _ => unreachable!("Isa::best gives Portable only on other processors"),
+            };
+            self.finish(stats, &num::decode(dtype, tail)?);
+            return Ok(());
         }
-        self.fill(&num::decode(dtype, bytes)?);
+        let v = num::decode(dtype, bytes)?;
+        let seg = v.len() / LANES;
+        let (segments, tail) = v.split_at(seg * LANES);
+        self.main.clear();
+        let stats = lay_out_on(isa, segments, seg, &mut self.main);
+        self.finish(stats, tail);
         Ok(())
     }
 
@@ -897,14 +911,65 @@ impl Lanes {
 /// `j`-th element of every segment together) and returns each lane's sum of |x| and
 /// largest |x|.
 fn lay_out(segments: &[f64], seg: usize, out: &mut Vec<f64>) -> AbsLanes {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the processor has AVX2, checked just above.
-            return unsafe { lay_out_avx2(segments, seg, out) };
-        }
+    lay_out_on(Isa::best(), segments, seg, out)
+}
+
+/// [`lay_out`] on the given instructions (AVX-512 runs the AVX2 code: f64 elements are
+/// laid out only for the types decoded apart, and the dot product dominates).
+fn lay_out_on(isa: Isa, segments: &[f64], seg: usize, out: &mut Vec<f64>) -> AbsLanes {
+    match isa {
+        Isa::Portable => lay_out_body(segments, seg, out),
+        // SAFETY: an Isa other than Portable is one the processor has, and AVX-512
+        // processors have AVX2.
+        #[cfg(target_arch = "x86_64")]
+        _ => unsafe { lay_out_avx2(segments, seg, out) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("Isa::best gives Portable only on other processors"),
     }
-    lay_out_body(segments, seg, out)
+}
+
+/// The instructions the lane code runs on. Each gives, to the bit, what the portable
+/// definitions give (tested on every one the machine has); [`Isa::best`] picks the
+/// fastest the processor has. A value other than `Portable` is only ever made where the
+/// processor has it (by [`Isa::best`], or [`Isa::available`] in tests): the dispatching
+/// functions rely on that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    /// the definitions, in plain Rust
+    Portable,
+    /// AVX2: a step in two registers (lanes 0-3 and 4-7)
+    Avx2,
+    /// AVX-512F and AVX-512BW: a step in one register
+    Avx512,
+}
+
+impl Isa {
+    /// The fastest the processor has (its features are read once and cached by the
+    /// standard library).
+    fn best() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// Every one the processor has, the portable definitions first.
+    #[cfg(test)]
+    fn available() -> Vec<Isa> {
+        let best = Isa::best();
+        [Isa::Portable, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|&i| i as u8 <= best as u8)
+            .collect()
+    }
 }
 
 /// [`lay_out`]'s definition (and its code where AVX2 is missing).
@@ -978,6 +1043,9 @@ unsafe fn lay_out_bf16_avx2(bytes: &[u8], seg: usize, out: &mut Vec<f64>) -> Abs
         acc.lanes()
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// The AVX2 lane code's shared parts. One step is [`LANES`] values, lanes 0-3 and 4-7
 /// each in one register.
@@ -1337,14 +1405,22 @@ impl DotStats {
 /// sum, largest prefix sum). The same operations in the same order on every machine;
 /// where the processor has AVX2 the compiler may use its wider registers for them.
 fn lane_dot(a: &Lanes, b: &Lanes) -> (f64, f64, f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the processor has AVX2, checked just above.
-            return unsafe { lane_dot_avx2(a, b) };
-        }
+    lane_dot_on(Isa::best(), a, b)
+}
+
+/// [`lane_dot`] on the given instructions.
+fn lane_dot_on(isa: Isa, a: &Lanes, b: &Lanes) -> (f64, f64, f64, f64) {
+    match isa {
+        Isa::Portable => lane_dot_body(a, b),
+        // SAFETY: an Isa other than Portable is one the processor has.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { lane_dot_tail(a, b, lane_dot_avx2(a, b)) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { lane_dot_tail(a, b, avx512::lane_dot(a, b)) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("Isa::best gives Portable only on other processors"),
     }
-    lane_dot_body(a, b)
 }
 
 /// [`lane_dot_body`] in AVX2 registers: lanes 0-3 and 4-7 each in one register, every
@@ -1353,7 +1429,7 @@ fn lane_dot(a: &Lanes, b: &Lanes) -> (f64, f64, f64, f64) {
 /// the result is the same to the bit (tested against the body).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn lane_dot_avx2(a: &Lanes, b: &Lanes) -> (f64, f64, f64, f64) {
+unsafe fn lane_dot_avx2(a: &Lanes, b: &Lanes) -> [[f64; LANES]; 4] {
     use std::arch::x86_64::*;
     let n = a.main.len().min(b.main.len()) / LANES * LANES;
     let (x, y) = (a.main.as_ptr(), b.main.as_ptr());
@@ -1368,7 +1444,7 @@ unsafe fn lane_dot_avx2(a: &Lanes, b: &Lanes) -> (f64, f64, f64, f64) {
             );
             i += LANES;
         }
-        lane_dot_tail(a, b, dot.lanes())
+        dot.lanes()
     }
 }
 
@@ -1377,23 +1453,39 @@ unsafe fn lane_dot_avx2(a: &Lanes, b: &Lanes) -> (f64, f64, f64, f64) {
 /// multiplied at once, never stored, for a row that meets one column. The same result
 /// to the bit as laying it out first (tested).
 fn lanes_bf16_row(row: &[u8], b: &Lanes) -> Result<DotStats, num::NumError> {
-    #[cfg(target_arch = "x86_64")]
+    lanes_bf16_row_on(Isa::best(), row, b)
+}
+
+/// [`lanes_bf16_row`] on the given instructions.
+fn lanes_bf16_row_on(isa: Isa, row: &[u8], b: &Lanes) -> Result<DotStats, num::NumError> {
+    let seg = row.len() / 2 / LANES;
+    if isa != Isa::Portable
+        && row.chunks_exact(2).remainder().is_empty()
+        && b.main.len() == seg * LANES
     {
-        let seg = row.len() / 2 / LANES;
-        if row.chunks_exact(2).remainder().is_empty()
-            && b.main.len() == seg * LANES
-            && std::arch::is_x86_feature_detected!("avx2")
-        {
-            let (segments, tail) = row.split_at(2 * seg * LANES);
-            let mut a = Lanes::default();
-            // SAFETY: the processor has AVX2, checked just above.
-            let (lanes, stats) = unsafe { lane_dot_bf16_avx2(segments, seg, b) };
-            a.finish(stats, &num::decode(DType::BF16, tail)?);
-            let k = (seg * LANES + a.tail.len()) as u64;
-            return Ok(DotStats::of_lanes(lane_dot_tail(&a, b, lanes), k, &a, b));
-        }
+        let (segments, tail) = row.split_at(2 * seg * LANES);
+        let mut a = Lanes::default();
+        let (lanes, stats) = match isa {
+            // SAFETY: an Isa other than Portable is one the processor has.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::lane_dot_bf16(segments, seg, b) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { lane_dot_bf16_avx2(segments, seg, b) },
+            _ => unreachable!("Isa::best gives Portable only on other processors"),
+        };
+        a.finish(stats, &num::decode(DType::BF16, tail)?);
+        let k = (seg * LANES + a.tail.len()) as u64;
+        return Ok(DotStats::of_lanes(lane_dot_tail(&a, b, lanes), k, &a, b));
     }
-    Ok(DotStats::lanes(&Lanes::from_bytes(DType::BF16, row)?, b))
+    let mut a = Lanes::default();
+    a.fill_bytes_on(isa, DType::BF16, row)?;
+    Ok(DotStats::of_lanes(
+        lane_dot_on(isa, &a, b),
+        a.len() as u64,
+        &a,
+        b,
+    ))
 }
 
 /// The AVX2 part of [`lanes_bf16_row`]: the lane sums of the `seg * LANES` laid-out

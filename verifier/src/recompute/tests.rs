@@ -1970,16 +1970,14 @@ fn lane_ks() -> impl Iterator<Item = usize> {
     (0..70).chain([4095, 4096, 4104, 65543])
 }
 
-/// The AVX2 code of the lane layout and the lane dot product gives, to the bit, what
-/// their portable definitions give: every k up to 70 and a few large ones, values over
-/// the whole range with signed zeros, infinities and NaNs mixed in.
+/// The AVX2 and AVX-512 code of the lane layout and the lane dot product give, to the
+/// bit, what their portable definitions give (each set the processor has): every k up
+/// to 70 and a few large ones, values over the whole range with signed zeros,
+/// infinities and NaNs mixed in.
 #[test]
-#[cfg(target_arch = "x86_64")]
-fn avx2_lanes_are_the_portable_lanes_to_the_bit() {
-    if !std::arch::is_x86_feature_detected!("avx2") {
-        eprintln!("no AVX2 here: nothing to compare");
-        return;
-    }
+fn simd_lanes_are_the_portable_lanes_to_the_bit() {
+    let isas = Isa::available();
+    eprintln!("compared: {isas:?}");
     let mut rng = Rng::new(0x1a9e5);
     let special = [
         0.0,
@@ -2013,47 +2011,56 @@ fn avx2_lanes_are_the_portable_lanes_to_the_bit() {
             };
             let (a, b) = (vec(&mut rng), vec(&mut rng));
             let seg = k / LANES;
-            let (mut fast, mut slow) = (Vec::new(), Vec::new());
-            // SAFETY: AVX2 checked above.
-            let f = unsafe { lay_out_avx2(&a[..seg * LANES], seg, &mut fast) };
+            let mut slow = Vec::new();
             let s = lay_out_body(&a[..seg * LANES], seg, &mut slow);
-            assert_eq!(all_bits(&fast), all_bits(&slow), "k={k}");
-            assert_eq!(
-                (f.0.map(bits_of), f.1.map(bits_of)),
-                (s.0.map(bits_of), s.1.map(bits_of)),
-                "k={k}"
-            );
             let (la, lb) = (Lanes::new(&a), Lanes::new(&b));
-            // SAFETY: AVX2 checked above.
-            let fast = unsafe { lane_dot_avx2(&la, &lb) };
-            assert_eq!(
-                stats(fast),
-                stats(lane_dot_body(&la, &lb)),
-                "k={k} trial {trial}"
-            );
+            let dot = lane_dot_body(&la, &lb);
+            for &isa in &isas {
+                let mut fast = Vec::new();
+                let f = lay_out_on(isa, &a[..seg * LANES], seg, &mut fast);
+                assert_eq!(all_bits(&fast), all_bits(&slow), "{isa:?} k={k}");
+                assert_eq!(
+                    (f.0.map(bits_of), f.1.map(bits_of)),
+                    (s.0.map(bits_of), s.1.map(bits_of)),
+                    "{isa:?} k={k}"
+                );
+                assert_eq!(
+                    stats(lane_dot_on(isa, &la, &lb)),
+                    stats(dot),
+                    "{isa:?} k={k} trial {trial}"
+                );
+            }
         }
     }
 }
 
-/// bf16 decoded where it is laid out (AVX2) gives the lanes of decoding first: random
-/// bit patterns (NaNs, infinities, subnormals, signed zeros) at k from 0 to 70 and a few
-/// large ones; an odd byte count is refused the same way.
+/// bf16 decoded where it is laid out (AVX2, AVX-512: each set the processor has) gives
+/// the lanes of decoding first and laying out by the definition: random bit patterns
+/// (NaNs, infinities, subnormals, signed zeros) at k from 0 to 70 and a few large ones;
+/// an odd byte count is refused the same way.
 #[test]
 fn bf16_lanes_from_bytes_are_the_decoded_lanes() {
     let mut rng = Rng::new(0xbf16);
     for k in lane_ks() {
         let bytes: Vec<u8> = (0..2 * k).map(|_| rng.next() as u8).collect();
-        let fast = Lanes::from_bytes(DType::BF16, &bytes).unwrap();
-        let slow = Lanes::new(&mmaudit_protocol::num::decode(DType::BF16, &bytes).unwrap());
-        assert_eq!(all_bits(&fast.main), all_bits(&slow.main), "k={k}");
-        assert_eq!(all_bits(&fast.tail), all_bits(&slow.tail), "k={k}");
-        assert_eq!(
-            (bits_of(fast.l1), bits_of(fast.max_abs)),
-            (bits_of(slow.l1), bits_of(slow.max_abs)),
-            "k={k}"
-        );
+        let decoded = mmaudit_protocol::num::decode(DType::BF16, &bytes).unwrap();
+        let seg = k / LANES;
+        let mut slow = Lanes::default();
+        let stats = lay_out_body(&decoded[..seg * LANES], seg, &mut slow.main);
+        slow.finish(stats, &decoded[seg * LANES..]);
+        for isa in Isa::available() {
+            let mut fast = Lanes::default();
+            fast.fill_bytes_on(isa, DType::BF16, &bytes).unwrap();
+            assert_eq!(all_bits(&fast.main), all_bits(&slow.main), "{isa:?} k={k}");
+            assert_eq!(all_bits(&fast.tail), all_bits(&slow.tail), "{isa:?} k={k}");
+            assert_eq!(
+                (bits_of(fast.l1), bits_of(fast.max_abs)),
+                (bits_of(slow.l1), bits_of(slow.max_abs)),
+                "{isa:?} k={k}"
+            );
+            assert!(fast.fill_bytes_on(isa, DType::BF16, &[0; 17]).is_err());
+        }
     }
-    assert!(Lanes::from_bytes(DType::BF16, &[0; 17]).is_err());
 }
 
 /// A bf16 row laid out as it is multiplied (`Row::Bf16`) gives the statistics and the
@@ -2088,12 +2095,24 @@ fn a_bf16_row_multiplied_as_it_is_laid_out_is_the_laid_out_row() {
             let col: Vec<u8> = (0..k)
                 .flat_map(|_| element(&mut rng).to_le_bytes())
                 .collect();
-            let b = Lanes::from_bytes(DType::BF16, &col).unwrap();
-            let laid = Lanes::from_bytes(DType::BF16, &row).unwrap();
-            let fused = lanes_bf16_row(&row, &b).unwrap();
-            let slow = DotStats::lanes(&laid, &b);
-            assert_eq!(dot_bits(&fused), dot_bits(&slow), "k={k} trial {trial}");
-            assert_eq!(fused.k, slow.k);
+            let portable = |bytes: &[u8]| {
+                let mut lanes = Lanes::default();
+                lanes
+                    .fill_bytes_on(Isa::Portable, DType::BF16, bytes)
+                    .unwrap();
+                lanes
+            };
+            let (b, laid) = (portable(&col), portable(&row));
+            let slow = DotStats::of_lanes(lane_dot_body(&laid, &b), k as u64, &laid, &b);
+            for isa in Isa::available() {
+                let fused = lanes_bf16_row_on(isa, &row, &b).unwrap();
+                assert_eq!(
+                    dot_bits(&fused),
+                    dot_bits(&slow),
+                    "{isa:?} k={k} trial {trial}"
+                );
+                assert_eq!(fused.k, slow.k);
+            }
             let call_k = GemmCall {
                 k: k as u64,
                 ..call.clone()
