@@ -7,7 +7,9 @@
 //! of the columns: 40 x 40 entries per call, about 0.1 bytes per multiply-add), and the
 //! decode shape again with op(A) a weight the verifier holds (a safetensors file written
 //! to the temporary directory and removed after; its samples reference the weight's rows
-//! instead of sending them), and times `check`'s whole path on each (authentication,
+//! instead of sending them; the calls take turns over a stack of 4096 x 4096 matrices
+//! twice the size of the processor's last-level cache, so that the rows come from memory,
+//! as a model's do), and times `check`'s whole path on each (authentication,
 //! decompression, decoding, plans, reading held rows, recomputation), on one thread,
 //! best of five. The first two give the time per capture as `seconds_per_mac *
 //! multiply-adds + seconds_per_byte * bytes`; the third, once those are charged, the
@@ -40,8 +42,10 @@ use crate::weights::{WeightPolicy, WeightRegistry};
 Prints the time `check` spends per multiply-add, per capture byte and per byte of a
 held weight's rows on this machine, measured on three honest bf16 captures built in
 memory (a decode-shaped and a square GEMM, and the decode shape with its weight held:
-a 32 MiB safetensors file in the temporary directory, removed after), one thread, best
-of five runs each; a few seconds. With --json the result is saved for `plan`:
+a safetensors file in the temporary directory, removed after, twice the size of the
+processor's last-level cache and at least 32 MiB, so that its rows come from memory as
+a model's do: that much temporary disk and memory), one thread, best of five runs each;
+a few seconds. With --json the result is saved for `plan`:
 
   mmaudit-verify bench --json bench.json
   mmaudit-verify plan --hf-config config.json --batch 16 --tokens-per-second 2500 \\
@@ -125,43 +129,99 @@ pub fn honest_capture(
     (bytes, macs)
 }
 
-/// A verifier-held weight for [`held_capture`]: `m` rows of `k` bf16 elements, the
-/// tensor `HELD_NAME` of a safetensors file.
+/// A verifier-held weight for [`held_capture`]: a stack of matrices of `m` rows of `k`
+/// bf16 elements, the tensor `HELD_NAME` of a safetensors file.
 pub struct HeldWeight {
-    /// the tensor's bytes, row after row
+    /// the tensor's bytes, matrix after matrix, row after row
     pub data: Vec<u8>,
     /// its id in the verifier's table
     pub tensor: u32,
+    /// the matrices in the stack (call i of the capture uses matrix i mod `matrices`)
+    pub matrices: u64,
 }
 
 /// The name of the tensor [`held_capture`] references.
 pub const HELD_NAME: &str = "bench.weight";
 
-/// The weight of `held_capture`'s shape `(m, _, k)`: deterministic bf16 values.
-pub fn held_weight(m: u64, k: u64) -> Vec<u8> {
+/// `matrices` weights of `held_capture`'s shape `(m, _, k)`, one after the other:
+/// deterministic bf16 values of either sign in [2^-8, 1) (four per generator step: a
+/// stack of hundreds of MiB is made in a fraction of a second).
+pub fn held_weight(matrices: u64, m: u64, k: u64) -> Vec<u8> {
     let mut rng = Mix(11);
-    let mut out = Vec::with_capacity((m * k * 2) as usize);
-    for _ in 0..m * k {
-        num::encode_one(DType::BF16, rng.bf16(), &mut out);
+    let n = (matrices * m * k) as usize;
+    let mut out = Vec::with_capacity(2 * n + 8);
+    while out.len() < 2 * n {
+        let r = rng.next();
+        for i in 0..4 {
+            let h = (r >> (16 * i)) as u16;
+            // sign and mantissa from the draw, the exponent 119 + (0..8)
+            let bits = (h & 0x807f) | ((119 + ((h >> 7) & 7)) << 7);
+            out.extend_from_slice(&bits.to_le_bytes());
+        }
     }
+    out.truncate(2 * n);
     out
 }
 
-/// Writes `data` (`rows` x `cols` bf16) as the one tensor [`HELD_NAME`] of a
-/// safetensors file at `path`.
-pub fn write_held(path: &std::path::Path, rows: u64, cols: u64, data: &[u8]) -> Result<()> {
+/// Matrices of 4096 x 4096 bf16 (32 MiB each) in `bench`'s held weight: enough for
+/// twice the last-level cache of `llc` bytes, at least one and at most 32 (1 GiB).
+pub fn held_matrices(llc: Option<u64>) -> u64 {
+    const MATRIX: u64 = 4096 * 4096 * 2;
+    llc.map_or(1, |c| (2 * c).div_ceil(MATRIX)).clamp(1, 32)
+}
+
+/// The size in bytes of the processor's last-level cache, from Linux's sysfs (`None`
+/// where it is not there).
+pub fn last_level_cache() -> Option<u64> {
+    let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+    dir.flatten()
+        .filter_map(|e| {
+            let read = |f: &str| std::fs::read_to_string(e.path().join(f)).ok();
+            let level: u32 = read("level")?.trim().parse().ok()?;
+            Some((level, cache_size(read("size")?.trim())?))
+        })
+        .max()
+        .map(|(_, size)| size)
+}
+
+/// A sysfs cache size ("32768K", "260M", "1G", or bytes).
+fn cache_size(s: &str) -> Option<u64> {
+    let (digits, unit) = match s.char_indices().last()? {
+        (i, 'K') => (&s[..i], 1 << 10),
+        (i, 'M') => (&s[..i], 1 << 20),
+        (i, 'G') => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(unit)
+}
+
+/// Writes `data` (`matrices` x `rows` x `cols` bf16; a 2-D tensor for one matrix) as
+/// the one tensor [`HELD_NAME`] of a safetensors file at `path`.
+pub fn write_held(
+    path: &std::path::Path,
+    (matrices, rows, cols): (u64, u64, u64),
+    data: &[u8],
+) -> Result<()> {
+    let shape = if matrices == 1 {
+        format!("{rows},{cols}")
+    } else {
+        format!("{matrices},{rows},{cols}")
+    };
     let mut header = format!(
-        "{{\"{HELD_NAME}\":{{\"dtype\":\"BF16\",\"shape\":[{rows},{cols}],\"data_offsets\":[0,{}]}}}}",
+        "{{\"{HELD_NAME}\":{{\"dtype\":\"BF16\",\"shape\":[{shape}],\"data_offsets\":[0,{}]}}}}",
         data.len()
     );
     while header.len() % 8 != 0 {
         header.push(' ');
     }
-    let mut bytes = Vec::with_capacity(8 + header.len() + data.len());
-    bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend_from_slice(data);
-    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(path)?;
+        f.write_all(&(header.len() as u64).to_le_bytes())?;
+        f.write_all(header.as_bytes())?;
+        f.write_all(data)
+    };
+    write().with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// [`honest_capture`] where op(A) is the verifier-held weight `held` (W stored row by
@@ -225,12 +285,15 @@ fn capture(
         if let Some(draw) = schedule.draw(&call) {
             let plan = schedule.plan(&call, draw);
             let row_bytes = 2 * k as usize;
+            // the held matrix this call multiplies, and where its row r starts
+            let matrix = held.map_or(0, |w| index % w.matrices);
+            let row_at = |r: u64| (matrix * m + r) as usize * row_bytes;
             let rows: Vec<Vec<f64>> = match held {
                 Some(w) => plan
                     .rows
                     .iter()
                     .map(|&r| {
-                        num::decode(DType::BF16, &w.data[r as usize * row_bytes..][..row_bytes])
+                        num::decode(DType::BF16, &w.data[row_at(r)..][..row_bytes])
                             .expect("bf16 decodes")
                     })
                     .collect(),
@@ -275,11 +338,11 @@ fn capture(
                 a_rows: match held {
                     Some(w) => OperandData::Reference {
                         tensor: w.tensor,
-                        matrices: vec![0],
+                        matrices: vec![matrix as u32],
                         evidence: plan
                             .rows
                             .iter()
-                            .flat_map(|&r| w.data[r as usize * row_bytes..][..2].to_vec())
+                            .flat_map(|&r| w.data[row_at(r)..][..2].to_vec())
                             .collect(),
                     },
                     None => OperandData::Inline(encode(&rows)),
@@ -404,8 +467,9 @@ pub fn measure(calls: u64, mut progress: impl FnMut(&Case)) -> Result<Throughput
     let file = Scratch(
         std::env::temp_dir().join(format!("mmaudit-bench-{}.safetensors", std::process::id())),
     );
-    let data = held_weight(m, k);
-    write_held(&file.0, m, k, &data)?;
+    let matrices = held_matrices(last_level_cache());
+    let data = held_weight(matrices, m, k);
+    write_held(&file.0, (matrices, m, k), &data)?;
     let registry = WeightRegistry::load(&[&file.0])?;
     let tensor = registry
         .id_of(HELD_NAME)
@@ -414,10 +478,15 @@ pub fn measure(calls: u64, mut progress: impl FnMut(&Case)) -> Result<Throughput
         registry: std::sync::Arc::new(registry),
         required: false,
     };
-    let held = HeldWeight { data, tensor };
+    let held = HeldWeight {
+        data,
+        tensor,
+        matrices,
+    };
     let (bytes, macs, held_bytes) = held_capture(&key, DECODE, 1000, (calls * 2).max(4), &held);
+    drop(held); // the verifier reads its own copy, the file
     let mut case = time_case(
-        "bf16 4096x16x4096 (decode), weights held",
+        &format!("bf16 4096x16x4096 (decode), held, {matrices} x 32 MiB"),
         &key,
         (&bytes, macs, k),
         Some(&weights),
@@ -517,7 +586,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         crate::out::write(
             text,
             &format!(
-                "  {:<42} {:>8.1} MB {:>9.1} MMAC  {:>7.3} s  {:>7.1} MMAC/s  {:>6.1} MB/s\n",
+                "  {:<46} {:>8.1} MB {:>9.1} MMAC  {:>7.3} s  {:>7.1} MMAC/s  {:>6.1} MB/s\n",
                 c.name,
                 c.bytes as f64 / 1e6,
                 c.macs as f64 / 1e6,
@@ -605,12 +674,13 @@ mod tests {
     #[test]
     fn a_held_weight_capture_passes_with_the_weight_and_fails_with_another() {
         let key = Key::from_bytes([4; 32]);
-        let (m, k) = (64, 256);
+        // three matrices: the calls take turns over them
+        let (s, m, k) = (3, 64, 256);
         let dir = std::env::temp_dir().join(format!("mmaudit-bench-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let load = |name: &str, data: &[u8]| {
             let path = dir.join(name);
-            write_held(&path, m, k, data).unwrap();
+            write_held(&path, (s, m, k), data).unwrap();
             let registry = WeightRegistry::load(&[&path]).unwrap();
             let tensor = registry.id_of(HELD_NAME).unwrap();
             let policy = WeightPolicy {
@@ -619,9 +689,13 @@ mod tests {
             };
             (policy, tensor)
         };
-        let data = held_weight(m, k);
+        let data = held_weight(s, m, k);
         let (policy, tensor) = load("w.safetensors", &data);
-        let held = HeldWeight { data, tensor };
+        let held = HeldWeight {
+            data,
+            tensor,
+            matrices: s,
+        };
         let (bytes, macs, held_bytes) = held_capture(&key, (m, 16, k), 1000, 6, &held);
         let r = check_capture(&key, &bytes, Some(&policy)).unwrap();
         assert!(r.passed(), "{}", r.to_text());
@@ -638,5 +712,25 @@ mod tests {
         let r = check_capture(&key, &bytes, Some(&policy)).unwrap();
         assert!(!r.passed() && r.mismatched > 0, "{}", r.to_text());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_held_weight_outgrows_the_last_level_cache() {
+        assert_eq!(cache_size("32768K"), Some(32 << 20));
+        assert_eq!(cache_size("260M"), Some(260 << 20));
+        assert_eq!(cache_size("1G"), Some(1 << 30));
+        assert_eq!(cache_size("512"), Some(512));
+        assert_eq!(cache_size(""), None);
+        assert_eq!(cache_size("12X"), None);
+        assert_eq!(held_matrices(None), 1);
+        assert_eq!(held_matrices(Some(8 << 20)), 1);
+        assert_eq!(held_matrices(Some(32 << 20)), 2);
+        assert_eq!(held_matrices(Some(260 << 20)), 17);
+        assert_eq!(held_matrices(Some(1 << 40)), 32);
+        // every element a finite bf16 of magnitude in [2^-8, 1)
+        for h in held_weight(1, 16, 256).chunks_exact(2) {
+            let x = f32::from_bits(u32::from(u16::from_le_bytes([h[0], h[1]])) << 16).abs();
+            assert!((2f32.powi(-8)..1.0).contains(&x), "{x}");
+        }
     }
 }

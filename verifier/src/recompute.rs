@@ -1898,18 +1898,28 @@ pub fn check_entry_lanes<'a>(
     Ok(judge(call, model, &r, claimed))
 }
 
-/// Asks the processor to bring `bytes` into its cache (a hint: nothing is read, and
-/// nothing happens where there is no such instruction).
+/// Asks the processor to bring the start of each of the [`LANES`] segments of the row
+/// `bytes` into its cache: the first two lines of each, which the lane code reads as
+/// eight streams and the processor's own prefetcher then follows (a hint: nothing is
+/// read, and nothing happens where there is no such instruction). Measured on a Xeon
+/// with held rows from memory: 2-4 lines per segment 1 545-1 565 MMAC/s, the whole row
+/// 1 420-1 435, none 1 505-1 525.
 pub fn prefetch(bytes: &[u8]) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = bytes;
     #[cfg(target_arch = "x86_64")]
-    for line in bytes.chunks(64) {
-        // SAFETY: a prefetch never faults and changes no state but the cache's; SSE is
-        // part of x86-64.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch(line.as_ptr().cast(), std::arch::x86_64::_MM_HINT_T0)
-        };
+    {
+        let seg = bytes.len() / LANES;
+        for line in (0..LANES).flat_map(|l| bytes[l * seg..].chunks(64).take(2)) {
+            // SAFETY: a prefetch never faults and changes no state but the cache's; SSE
+            // is part of x86-64.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch(
+                    line.as_ptr().cast(),
+                    std::arch::x86_64::_MM_HINT_T0,
+                )
+            };
+        }
     }
 }
 
