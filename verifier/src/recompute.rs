@@ -1225,11 +1225,24 @@ mod avx2 {
                 j += 8;
             }
             while j < seg {
-                let at = |l: usize| src.add(l * seg + j).read_unaligned() as i16;
-                let step = _mm_set_epi16(at(7), at(6), at(5), at(4), at(3), at(2), at(1), at(0));
-                f(j, widen(step));
+                f(j, widen(step_at(src, seg, j)));
                 j += 1;
             }
+        }
+    }
+
+    /// Step `j` of `LANES` segments of `seg` bf16 elements at `src`: element j of each
+    /// segment, in lane order (one at a time, for the steps after the last eight).
+    ///
+    /// # Safety
+    /// `src` holds at least `seg * LANES` elements and `j < seg`.
+    #[inline(always)]
+    pub unsafe fn step_at(src: *const u16, seg: usize, j: usize) -> __m128i {
+        // SAFETY: the caller's contract (element j of segment l is at l * seg + j <
+        // seg * LANES); SSE2 is part of x86-64.
+        unsafe {
+            let at = |l: usize| src.add(l * seg + j).read_unaligned() as i16;
+            _mm_set_epi16(at(7), at(6), at(5), at(4), at(3), at(2), at(1), at(0))
         }
     }
 

@@ -166,9 +166,7 @@ unsafe fn bf16_steps(bytes: &[u8], seg: usize, mut f: impl FnMut(usize, Step)) {
             j += 8;
         }
         while j < seg {
-            let at = |l: usize| src.add(l * seg + j).read_unaligned() as i16;
-            let step = _mm_set_epi16(at(7), at(6), at(5), at(4), at(3), at(2), at(1), at(0));
-            f(j, widen(step));
+            f(j, widen(super::avx2::step_at(src, seg, j)));
             j += 1;
         }
     }
