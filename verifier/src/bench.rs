@@ -167,7 +167,8 @@ pub fn held_weight(matrices: u64, m: u64, k: u64) -> Vec<u8> {
 /// twice the last-level cache of `llc` bytes, at least one and at most 32 (1 GiB).
 pub fn held_matrices(llc: Option<u64>) -> u64 {
     const MATRIX: u64 = 4096 * 4096 * 2;
-    llc.map_or(1, |c| (2 * c).div_ceil(MATRIX)).clamp(1, 32)
+    llc.map_or(1, |c| c.saturating_mul(2).div_ceil(MATRIX))
+        .clamp(1, 32)
 }
 
 /// The size in bytes of the processor's last-level cache, from Linux's sysfs (`None`
@@ -727,6 +728,7 @@ mod tests {
         assert_eq!(held_matrices(Some(32 << 20)), 2);
         assert_eq!(held_matrices(Some(260 << 20)), 17);
         assert_eq!(held_matrices(Some(1 << 40)), 32);
+        assert_eq!(held_matrices(cache_size("18446744073709551615")), 32);
         // every element a finite bf16 of magnitude in [2^-8, 1)
         for h in held_weight(1, 16, 256).chunks_exact(2) {
             let x = f32::from_bits(u32::from(u16::from_le_bytes([h[0], h[1]])) << 16).abs();

@@ -939,7 +939,7 @@ enum Isa {
     Portable,
     /// AVX2: a step in two registers (lanes 0-3 and 4-7)
     Avx2,
-    /// AVX-512F and AVX-512BW: a step in one register
+    /// AVX-512F and AVX-512BW (with AVX2): a step in one register
     Avx512,
 }
 
@@ -949,8 +949,10 @@ impl Isa {
     fn best() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
+            // the AVX-512 code also runs AVX2 instructions (the f64 layout, widening)
             if std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx2")
             {
                 return Isa::Avx512;
             }
