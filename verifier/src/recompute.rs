@@ -833,12 +833,17 @@ impl Lanes {
 
     /// Lays out `v` in place of what this held, reusing its memory.
     pub fn fill(&mut self, v: &[f64]) {
+        self.fill_on(Isa::best(), v)
+    }
+
+    /// [`Lanes::fill`] on the given instructions.
+    fn fill_on(&mut self, isa: Isa, v: &[f64]) {
         let seg = v.len() / LANES;
         let (segments, tail) = v.split_at(seg * LANES);
         self.main.clear();
         // sum |x| and max |x| per lane too: they bound the tolerance's input terms, and
         // a lane sum is as accurate as a sequential one (gamma(k, 2^-53) relative)
-        let stats = lay_out(segments, seg, &mut self.main);
+        let stats = lay_out_on(isa, segments, seg, &mut self.main);
         self.finish(stats, tail);
     }
 
@@ -887,12 +892,7 @@ impl Lanes {
             self.finish(stats, &num::decode(dtype, tail)?);
             return Ok(());
         }
-        let v = num::decode(dtype, bytes)?;
-        let seg = v.len() / LANES;
-        let (segments, tail) = v.split_at(seg * LANES);
-        self.main.clear();
-        let stats = lay_out_on(isa, segments, seg, &mut self.main);
-        self.finish(stats, tail);
+        self.fill_on(isa, &num::decode(dtype, bytes)?);
         Ok(())
     }
 
@@ -909,12 +909,7 @@ impl Lanes {
 
 /// Appends `segments` (`LANES` segments of `seg` elements) to `out` in lane order (the
 /// `j`-th element of every segment together) and returns each lane's sum of |x| and
-/// largest |x|.
-fn lay_out(segments: &[f64], seg: usize, out: &mut Vec<f64>) -> AbsLanes {
-    lay_out_on(Isa::best(), segments, seg, out)
-}
-
-/// [`lay_out`] on the given instructions (AVX-512 runs the AVX2 code: f64 elements are
+/// largest |x|, on the given instructions (AVX-512 runs the AVX2 code: f64 elements are
 /// laid out only for the types decoded apart, and the dot product dominates).
 fn lay_out_on(isa: Isa, segments: &[f64], seg: usize, out: &mut Vec<f64>) -> AbsLanes {
     match isa {
@@ -974,7 +969,7 @@ impl Isa {
     }
 }
 
-/// [`lay_out`]'s definition (and its code where AVX2 is missing).
+/// [`lay_out_on`]'s definition (and its code where AVX2 is missing).
 fn lay_out_body(segments: &[f64], seg: usize, out: &mut Vec<f64>) -> AbsLanes {
     let mut l1 = [0.0f64; LANES];
     let mut max = [0.0f64; LANES];
@@ -1315,7 +1310,12 @@ impl DotStats {
     /// `gamma(k + LANES, 2^-53) S` (Higham, Accuracy and Stability of Numerical
     /// Algorithms, 2nd ed., section 4.2, for any summation order).
     fn lanes(a: &Lanes, b: &Lanes) -> DotStats {
-        DotStats::of_lanes(lane_dot(a, b), a.len() as u64, a, b)
+        DotStats::lanes_on(Isa::best(), a, b)
+    }
+
+    /// [`DotStats::lanes`] on the given instructions.
+    fn lanes_on(isa: Isa, a: &Lanes, b: &Lanes) -> DotStats {
+        DotStats::of_lanes(lane_dot_on(isa, a, b), a.len() as u64, a, b)
     }
 
     /// [`DotStats::lanes`] from the lane dot product's result, k, and the operands'
@@ -1416,14 +1416,9 @@ impl DotStats {
     }
 }
 
-/// The lane dot product of [`DotStats::lanes`]: (dot, sum |a_i b_i|, smallest prefix
-/// sum, largest prefix sum). The same operations in the same order on every machine;
-/// where the processor has AVX2 the compiler may use its wider registers for them.
-fn lane_dot(a: &Lanes, b: &Lanes) -> (f64, f64, f64, f64) {
-    lane_dot_on(Isa::best(), a, b)
-}
-
-/// [`lane_dot`] on the given instructions.
+/// The lane dot product of [`DotStats::lanes`], on the given instructions: (dot, sum
+/// |a_i b_i|, smallest prefix sum, largest prefix sum). The same operations in the same
+/// order on every machine (the AVX2 and AVX-512 code performs [`lane_dot_body`]'s).
 fn lane_dot_on(isa: Isa, a: &Lanes, b: &Lanes) -> (f64, f64, f64, f64) {
     match isa {
         Isa::Portable => lane_dot_body(a, b),
@@ -1495,12 +1490,7 @@ fn lanes_bf16_row_on(isa: Isa, row: &[u8], b: &Lanes) -> Result<DotStats, num::N
     }
     let mut a = Lanes::default();
     a.fill_bytes_on(isa, DType::BF16, row)?;
-    Ok(DotStats::of_lanes(
-        lane_dot_on(isa, &a, b),
-        a.len() as u64,
-        &a,
-        b,
-    ))
+    Ok(DotStats::lanes_on(isa, &a, b))
 }
 
 /// The AVX2 part of [`lanes_bf16_row`]: the lane sums of the `seg * LANES` laid-out
