@@ -163,11 +163,11 @@ pub fn held_weight(matrices: u64, m: u64, k: u64) -> Vec<u8> {
     out
 }
 
-/// Matrices of 4096 x 4096 bf16 (32 MiB each) in `bench`'s held weight: enough for
-/// twice the last-level cache of `llc` bytes, at least one and at most 32 (1 GiB).
-pub fn held_matrices(llc: Option<u64>) -> u64 {
-    const MATRIX: u64 = 4096 * 4096 * 2;
-    llc.map_or(1, |c| c.saturating_mul(2).div_ceil(MATRIX))
+/// Matrices of `matrix` bytes in `bench`'s held weight: enough for twice the
+/// last-level cache of `llc` bytes, at least one and at most 32 (1 GiB of its 4096 x
+/// 4096 bf16 matrices).
+pub fn held_matrices(llc: Option<u64>, matrix: u64) -> u64 {
+    llc.map_or(1, |c| c.saturating_mul(2).div_ceil(matrix))
         .clamp(1, 32)
 }
 
@@ -468,7 +468,7 @@ pub fn measure(calls: u64, mut progress: impl FnMut(&Case)) -> Result<Throughput
     let file = Scratch(
         std::env::temp_dir().join(format!("mmaudit-bench-{}.safetensors", std::process::id())),
     );
-    let matrices = held_matrices(last_level_cache());
+    let matrices = held_matrices(last_level_cache(), m * k * 2);
     let data = held_weight(matrices, m, k);
     write_held(&file.0, (matrices, m, k), &data)?;
     let registry = WeightRegistry::load(&[&file.0])?;
@@ -717,18 +717,19 @@ mod tests {
 
     #[test]
     fn the_held_weight_outgrows_the_last_level_cache() {
+        const MIB32: u64 = 4096 * 4096 * 2;
         assert_eq!(cache_size("32768K"), Some(32 << 20));
         assert_eq!(cache_size("260M"), Some(260 << 20));
         assert_eq!(cache_size("1G"), Some(1 << 30));
         assert_eq!(cache_size("512"), Some(512));
         assert_eq!(cache_size(""), None);
         assert_eq!(cache_size("12X"), None);
-        assert_eq!(held_matrices(None), 1);
-        assert_eq!(held_matrices(Some(8 << 20)), 1);
-        assert_eq!(held_matrices(Some(32 << 20)), 2);
-        assert_eq!(held_matrices(Some(260 << 20)), 17);
-        assert_eq!(held_matrices(Some(1 << 40)), 32);
-        assert_eq!(held_matrices(cache_size("18446744073709551615")), 32);
+        assert_eq!(held_matrices(None, MIB32), 1);
+        assert_eq!(held_matrices(Some(8 << 20), MIB32), 1);
+        assert_eq!(held_matrices(Some(32 << 20), MIB32), 2);
+        assert_eq!(held_matrices(Some(260 << 20), MIB32), 17);
+        assert_eq!(held_matrices(Some(1 << 40), MIB32), 32);
+        assert_eq!(held_matrices(cache_size("18446744073709551615"), MIB32), 32);
         // every element a finite bf16 of magnitude in [2^-8, 1)
         for h in held_weight(1, 16, 256).chunks_exact(2) {
             let x = f32::from_bits(u32::from(u16::from_le_bytes([h[0], h[1]])) << 16).abs();
